@@ -1,0 +1,505 @@
+"""Run trials: in the kernel, on threads, on local processes (loky) or on a cluster.
+
+Each worker (a thread, a joblib task on a loky process, or a Dask/Ray task) runs
+:func:`run_worker`: it loads the study from the notebook-local store and runs trials
+until the study holds ``n_trials`` finished trials. The budget is coordinated through
+the store under a file lock, so the study ends with exactly ``n_trials`` finished
+trials however many workers there are, and Optuna's pruners see every worker's rungs.
+
+:class:`Search` is the coordinator in the kernel: it starts the workers on a
+background thread, so the kernel's main thread stays free to draw progress and to
+handle Stop, Stop now and Interrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbtune._objective import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
+from nbtune._sampler import make_sampler
+from nbtune._scheduler import SchedulerSpec, make_pruner
+from nbtune._store import ATTR, Store, active_trial, finished_count
+from nbtune.exceptions import CellError, ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["BACKENDS", "Control", "Job", "Search", "run_worker", "check_picklable"]
+
+_logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "threading", "loky", "dask", "ray")
+N_FAILURES_TO_STOP = 3  # the first trials of a run all failing the same way = a bug in the cell
+STOP_NOW_GRACE = 1.5  # seconds a trial gets to notice Stop now before it is forced
+
+
+class Control:
+    """Stop flags shared by the coordinator and its workers.
+
+    Threads see ``threading.Event``s; processes (which get a pickled copy) see marker
+    files in a private folder, cheap enough to check after every epoch.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory or tempfile.mkdtemp(prefix="nbtune-run-")
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": self.directory}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.directory = state["directory"]
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+
+    def _mark(self, name: str, text: str = "") -> None:
+        with contextlib.suppress(OSError):
+            Path(self.directory, name).write_text(text)
+
+    def _has(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, name))
+
+    def stop(self, why: str = "stop") -> None:
+        """Start no new trials; running ones finish."""
+        self._stop.set()
+        self._mark("stop", why)
+
+    def stop_now(self) -> None:
+        """Interrupt running trials too."""
+        self._stop.set()
+        self._stop_now.set()
+        self._mark("stop")
+        self._mark("stop_now")
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set() or self._has("stop")
+
+    def stop_now_requested(self) -> bool:
+        return self._stop_now.is_set() or self._has("stop_now")
+
+    def set_target(self, n_trials: int) -> None:
+        """Change the number of trials while the search runs (+N trials)."""
+        self._mark("target", str(int(n_trials)))
+
+    def target(self, default: int) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return int(Path(self.directory, "target").read_text())
+        return default
+
+    def why(self) -> str:
+        with contextlib.suppress(OSError):
+            return Path(self.directory, "stop").read_text()
+        return ""
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class Job:
+    """Everything a worker needs; pickles to other processes."""
+
+    program: CellProgram
+    store: Store
+    study_name: str
+    n_trials: int
+    sampler: str = "tpe"
+    seed: int | None = None
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    control: Control = field(default_factory=Control)
+    deadline: float | None = None
+    run_start: int = 0  # number of the first trial of this run
+    seed_offset: int = 0  # trials in the study when this run began
+    parent_pid: int = field(default_factory=os.getpid)
+
+
+def _seed_for(job: Job, worker: int) -> int | None:
+    if job.seed is None:
+        return None
+    # A resumed run must not replay the configurations of the first run.
+    return (job.seed + 7919 * job.seed_offset + 104729 * worker) % (2**32)
+
+
+def _open_study(job: Job, worker: int) -> optuna.Study:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = make_sampler(job.sampler, job.program.params, _seed_for(job, worker))
+    return optuna.load_study(
+        study_name=job.study_name,
+        storage=job.store.storage(job.study_name),
+        sampler=sampler,
+        pruner=make_pruner(job.scheduler),
+    )
+
+
+class _WorkerState:
+    """What a worker is doing right now (for Stop now on threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_trial: dict[int, int] = {}  # thread ident -> trial number
+
+
+_STATE = _WorkerState()
+
+
+def _first_failures_match(study: optuna.Study, job: Job) -> bool:
+    from optuna.trial import TrialState
+
+    mine = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.number >= job.run_start and t.state.is_finished()
+         and ATTR.INTERRUPTED not in t.user_attrs),
+        key=lambda t: t.number,
+    )[:N_FAILURES_TO_STOP]
+    if len(mine) < N_FAILURES_TO_STOP:
+        return False
+    errors = {t.user_attrs.get(ATTR.ERROR) for t in mine}
+    return all(t.state == TrialState.FAIL for t in mine) and len(errors) == 1
+
+
+def run_one(job: Job, study: optuna.Study, trial: optuna.Trial, worker: int) -> str:
+    """Run one trial to its end and tell the study; returns the final state's name."""
+    from optuna.trial import TrialState
+
+    storage, tid = study._storage, trial._trial_id
+    runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested,
+                           max_step=job.scheduler.R)
+    t0 = time.perf_counter()
+    ident = threading.get_ident()
+    with active_trial(tid):
+        with _STATE.lock:
+            _STATE.in_trial[ident] = trial.number
+        try:
+            try:
+                value = job.program.run(runtime)
+            finally:
+                with _STATE.lock:
+                    _STATE.in_trial.pop(ident, None)
+        except TrialStopped:
+            storage.set_trial_user_attr(tid, ATTR.DURATION, time.perf_counter() - t0)
+            study.tell(trial, state=TrialState.PRUNED)
+            return "PRUNED"
+        except (TrialInterrupted, KeyboardInterrupt):
+            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except MetricError as e:
+            storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
+            storage.set_trial_user_attr(tid, ATTR.DURATION, time.perf_counter() - t0)
+            study.tell(trial, state=TrialState.FAIL)
+            return "FAIL"
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
+            storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
+            storage.set_trial_user_attr(tid, ATTR.DURATION, time.perf_counter() - t0)
+            study.tell(trial, state=TrialState.FAIL)
+            return "FAIL"
+        storage.set_trial_user_attr(tid, ATTR.DURATION, time.perf_counter() - t0)
+        study.tell(trial, value)
+        return "COMPLETE"
+
+
+class _Term(TrialInterrupted):
+    pass
+
+
+def _raise_term(signum: int, frame: Any) -> None:
+    raise _Term()
+
+
+def _raise_int(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt()
+
+
+def run_worker(job: Job, worker: int = 0) -> int:
+    """The loop of one worker: run trials until the study has ``n_trials`` finished ones.
+
+    Returns:
+        How many trials this worker finished.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    in_process = os.getpid() != job.parent_pid
+    main = threading.current_thread() is threading.main_thread()
+    if in_process:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if main:
+            # Interrupt (SIGINT to the kernel's process group) and our Stop now (SIGTERM)
+            # end the running trial cleanly, recorded as interrupted.
+            signal.signal(signal.SIGINT, _raise_int)
+            signal.signal(signal.SIGTERM, _raise_term)
+        with contextlib.suppress(OSError):
+            Path(job.control.directory, f"worker-{os.getpid()}").write_text(str(worker))
+    study = _open_study(job, worker)
+    # GridSampler calls study.stop() when the grid is exhausted, which Optuna only allows
+    # inside optimize(); we run the ask-and-tell loop ourselves and honour the same flag.
+    study._thread_local.in_optimize_loop = True
+    host, pid = socket.gethostname(), os.getpid()
+    done = 0
+    try:
+        while not job.control.stop_requested():
+            if job.deadline is not None and time.time() >= job.deadline:
+                job.control.stop("timeout")
+                break
+            with job.store.lock(job.study_name):
+                trials = study.get_trials(deepcopy=False)
+                running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+                if finished_count(trials) + running >= job.control.target(job.n_trials):
+                    break
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    trial = study.ask()
+                st = study._storage
+                st.set_trial_user_attr(trial._trial_id, ATTR.HOST, host)
+                st.set_trial_user_attr(trial._trial_id, ATTR.PID, pid)
+                st.set_trial_user_attr(trial._trial_id, ATTR.WORKER, worker)
+            try:
+                state = run_one(job, study, trial, worker)
+            except (TrialInterrupted, KeyboardInterrupt):
+                # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the
+                # kernel's whole process group) or the pool is shutting down: stop here.
+                break
+            done += 1
+            if study._stop_flag:  # the grid is exhausted
+                job.control.stop("grid exhausted")
+                break
+            if state == "FAIL" and _first_failures_match(study, job):
+                job.control.stop("bug")
+                break
+    finally:
+        study._thread_local.in_optimize_loop = False
+        if in_process and main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker survives Interrupt
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return done
+
+
+def check_picklable(program: CellProgram) -> None:
+    """Fail early, naming the variable, when a global the cell reads cannot go to a process.
+
+    Raises:
+        CellError: names the variable and suggests ``--backend threading``.
+    """
+    import cloudpickle  # joblib's loky ships it; it is what sends the cell to workers
+
+    for name, value in program.globals.items():
+        if type(value).__module__ == "numpy" or type(value).__name__ in ("DataFrame", "Series"):
+            continue  # always picklable; joblib memory-maps large arrays
+        try:
+            cloudpickle.dumps(value)
+        except Exception as e:
+            raise CellError(
+                f"the notebook variable {name!r} ({type(value).__name__}) cannot be sent to worker "
+                f"processes ({type(e).__name__}: {str(e)[:120]}); use --backend threading, or create "
+                "it inside the %%tune cell"
+            ) from None
+
+
+def _backend_available(backend: str) -> None:
+    import importlib.util
+
+    if backend == "dask":
+        if importlib.util.find_spec("distributed") is None:
+            raise ConfigError("--backend dask needs dask.distributed; install it with: pip install 'nbtune[dask]'")
+    if backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--backend ray needs ray; install it with: pip install 'nbtune[ray]'")
+
+
+def resolve_backend(backend: str, n_jobs: int) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    _backend_available(backend)
+    if backend == "auto":
+        return "inline" if n_jobs == 1 else "loky"
+    return backend
+
+
+def effective_jobs(n_jobs: int) -> int:
+    if n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"--jobs must be a positive number or -1 (all cores); got {n_jobs}")
+    return os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+
+
+class Search:
+    """Runs a :class:`Job` on ``n_jobs`` workers from a background thread.
+
+    Args:
+        job: what to run.
+        n_jobs: number of workers.
+        backend: ``inline`` (one worker thread in the kernel), ``threading``, ``loky``,
+            ``dask`` or ``ray``.
+    """
+
+    def __init__(self, job: Job, n_jobs: int = 1, backend: str = "inline") -> None:
+        self.job = job
+        self.n_jobs = n_jobs
+        self.backend = backend
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.worker_deaths: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="nbtune-search", daemon=True)
+        self._kill_timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    # control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.job.control.stop("stop")
+
+    def stop_now(self) -> None:
+        self.job.control.stop_now()
+        if self._kill_timer is None:
+            self._kill_timer = threading.Timer(STOP_NOW_GRACE, self._force_stop)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def _force_stop(self) -> None:
+        if self.done.is_set():
+            return
+        if self.backend in ("inline", "threading"):
+            with _STATE.lock:
+                idents = list(_STATE.in_trial)
+            for ident in idents:
+                # The trial's Python code gets TrialInterrupted at its next bytecode.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TrialInterrupted))
+        elif self.backend == "loky":
+            for pid in self._worker_pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            t = threading.Timer(3.0, self._kill_workers)
+            t.daemon = True
+            t.start()
+
+    def _kill_workers(self) -> None:
+        if self.done.is_set():
+            return
+        for pid in self._worker_pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _worker_pids(self) -> list[int]:
+        pids = []
+        for p in Path(self.job.control.directory).glob("worker-*"):
+            with contextlib.suppress(ValueError):
+                pids.append(int(p.name.split("-", 1)[1]))
+        return pids
+
+    # the coordinator thread -------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self.backend == "inline":
+                with contextlib.suppress(TrialInterrupted, KeyboardInterrupt):
+                    run_worker(self.job, 0)
+            else:
+                self._run_parallel()
+        except BaseException as e:  # reported by the driver in the main thread
+            self.error = e
+        finally:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            self.done.set()
+
+    def _run_parallel(self) -> None:
+        import joblib
+
+        restarts = 0
+        while True:
+            try:
+                if self.backend == "dask":
+                    from distributed import get_client
+
+                    client = get_client()  # raises a clear ValueError when there is none
+                    with joblib.parallel_config(backend="dask", client=client):
+                        joblib.Parallel(n_jobs=self.n_jobs)(
+                            joblib.delayed(run_worker)(self.job, i) for i in range(self.n_jobs)
+                        )
+                elif self.backend == "ray":
+                    from ray.util.joblib import register_ray
+
+                    register_ray()
+                    with joblib.parallel_config(backend="ray"):
+                        joblib.Parallel(n_jobs=self.n_jobs)(
+                            joblib.delayed(run_worker)(self.job, i) for i in range(self.n_jobs)
+                        )
+                else:
+                    joblib.Parallel(n_jobs=self.n_jobs, backend=self.backend)(
+                        joblib.delayed(run_worker)(self.job, i) for i in range(self.n_jobs)
+                    )
+                return
+            except Exception as e:
+                if type(e).__name__ != "TerminatedWorkerError" or self.job.control.stop_now_requested():
+                    if type(e).__name__ == "TerminatedWorkerError":
+                        self._reap()
+                        return
+                    raise
+                # A worker died mid-trial (killed, out of memory): its trial fails with the
+                # reason, the other workers' trials are recorded as interrupted (they will be
+                # re-run), and the search goes on with a fresh pool.
+                died = self._reap(culprit_reason=_death_reason(e))
+                self.worker_deaths.append(f"{_death_reason(e)} (trials {died})")
+                restarts += 1
+                if restarts > 5:
+                    raise CellError(
+                        "worker processes keep dying (5 restarts); the cell may run out of memory: "
+                        "lower --jobs or the model size"
+                    ) from None
+                for p in Path(self.job.control.directory).glob("worker-*"):
+                    p.unlink(missing_ok=True)
+
+    def _reap(self, culprit_reason: str | None = None) -> list[int]:
+        """Mark the trials of dead workers failed; return their numbers."""
+        import optuna
+        from optuna.trial import TrialState
+
+        st = self.job.store.storage(self.job.study_name)
+        study = optuna.load_study(study_name=self.job.study_name, storage=st)
+        marked = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid = t.user_attrs.get(ATTR.PID)
+            if pid is None or pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # still alive (another kernel's worker)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED):
+                st.set_trial_user_attr(t._trial_id, ATTR.ERROR, f"WorkerDied: {culprit_reason}")
+            else:
+                st.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, "its worker process was stopped")
+            st.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            marked.append(t.number)
+        return marked
+
+
+def _death_reason(e: BaseException) -> str:
+    text = str(e)
+    if "SIGKILL" in text or "-9" in text:
+        return "the worker process was killed (SIGKILL; often the system ran out of memory)"
+    return "the worker process died unexpectedly (" + text.splitlines()[0][:160] + ")"

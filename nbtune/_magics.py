@@ -1,0 +1,230 @@
+"""``%%tune`` and ``%tune_show``: a thin layer over :func:`nbtune.tune`.
+
+In a Jupyter kernel a ``%%tune`` cell is run as an *async* cell (an input transformer
+rewrites it to ``await ...``): the search runs on a background thread while the cell
+awaits it, so the kernel keeps handling widget messages (Stop, Stop now, +N trials work
+while trials run), Interrupt cancels the await and is turned into a graceful "stop now",
+and Run All still waits for the search before running the next cell.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from nbtune.exceptions import NbtuneError, TrialsFailedError
+
+__all__ = ["TuneMagics", "load", "unload"]
+
+
+def _tune_kwargs(args: Any, shell: Any) -> dict[str, Any]:
+    return dict(
+        maximize=args.maximize, minimize=args.minimize, n_trials=args.trials, timeout=args.timeout,
+        sampler=args.sampler, seed=args.seed, name=args.name, store=args.store, fresh=args.fresh,
+        n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, min_epochs=args.min_epochs,
+        eta=args.eta, max_epochs=args.max_epochs, user_ns=shell.user_ns, apply=args.apply,
+        transform=_transformer(shell),
+    )
+
+
+def _transformer(shell: Any) -> Any:
+    tm = getattr(shell, "input_transformer_manager", None)
+    if tm is None:
+        return None
+
+    def transform(cell: str) -> str:
+        if "!" not in cell and "%" not in cell:
+            return cell
+        # IPython drops leading blank lines; put them back so line numbers still match.
+        lines = cell.splitlines(True)
+        n_blank = 0
+        while n_blank < len(lines) and not lines[n_blank].strip():
+            n_blank += 1
+        return "\n" * n_blank + tm.transform_cell("".join(lines[n_blank:]))
+
+    return transform
+
+
+def _report(e: NbtuneError) -> UsageError:
+    if isinstance(e, TrialsFailedError) and e.traceback:
+        print("Traceback of the first failed trial:\n" + e.traceback, file=sys.stderr)
+    return UsageError(str(e))
+
+
+def _bind(shell: Any, args: Any, result: Any) -> Any:
+    if args.out:
+        if not args.out.isidentifier():
+            raise UsageError(f"-o/--out takes a variable name; got {args.out!r}")
+        shell.user_ns[args.out] = result
+    return result
+
+
+@magics_class
+class TuneMagics(Magics):
+    """The nbtune magics."""
+
+    @magic_arguments()
+    @argument("--maximize", metavar="NAME", help="the cell variable to maximise (its value when the cell ends).")
+    @argument("--minimize", metavar="NAME", help="the cell variable to minimise. Give exactly one of the two.")
+    @argument("-n", "--trials", type=int, default=20, metavar="N",
+              help="target number of finished trials in the study (complete, pruned or failed); "
+                   "re-running continues the study up to N. Default 20.")
+    @argument("--timeout", metavar="T", help="stop starting trials after T: seconds, or 90s, 10m, 2h.")
+    @argument("--sampler", default="tpe", metavar="S",
+              help="tpe (default), random, grid, gp, cmaes or qmc (Optuna's samplers).")
+    @argument("--seed", type=int, metavar="N", help="sampler seed: the same seed gives the same configurations (1 job).")
+    @argument("--name", metavar="NAME", help="study name; default derived from the metric and the tuned variables.")
+    @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
+    @argument("--fresh", action="store_true", help="start a new version of the study; the old one is kept.")
+    @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
+    @argument("--apply", action="store_true",
+              help="after the search, run the cell in the notebook with the best values.")
+    @argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel workers; -1 = all cores. Default 1.")
+    @argument("--backend", default="auto", metavar="B",
+              help="auto (the kernel for 1 job, processes for more), threading, loky, dask or ray.")
+    @argument("--scheduler", metavar="S",
+              help="hyperband (default with an epochs loop), asha, median or none.")
+    @argument("--min-epochs", type=int, default=1, metavar="r", help="epochs before the first comparison (r). Default 1.")
+    @argument("--eta", type=int, default=3, help="reduction factor: 1/eta of trials go on at each rung. Default 3.")
+    @argument("--max-epochs", type=int, metavar="R",
+              help="epochs of a full trial, when the loop's length is not known in advance.")
+    @cell_magic
+    def tune(self, line: str, cell: str) -> Any:
+        """Turn this cell into a hyperparameter search; every trial is kept beside the notebook.
+
+        Annotate simple assignments with ``# tune:`` comments; without the magic the cell is
+        plain Python and runs with its defaults. Trial 0 runs the defaults (the baseline).
+
+        Annotations (the arguments are Python literals)::
+
+            lr = 1e-3        # tune: loguniform(1e-5, 1e-1)
+            dropout = 0.2    # tune: uniform(0.0, 0.5)          (step= allowed)
+            layers = 2       # tune: int(1, 4)                  (inclusive; step= allowed)
+            hidden = 64      # tune: logint(16, 256)
+            act = "relu"     # tune: choice("relu", "tanh", "gelu")
+            for epoch in range(27):   # tune: epochs   (the budget axis; see below)
+
+        The metric (``--maximize NAME`` or ``--minimize NAME``) is that variable's value when
+        the cell ends. With an epochs loop it is read after every epoch, reported to the
+        scheduler (Hyperband by default), and a trial that falls behind is stopped there;
+        the reason is recorded ("trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 <
+        cutoff 0.71, top 3/9 continue").
+
+        Example::
+
+            %%tune --trials 40 --maximize val_acc --seed 0
+            lr = 1e-3          # tune: loguniform(1e-5, 1e-1)
+            hidden = 64        # tune: logint(16, 256)
+            act = "relu"       # tune: choice("relu", "tanh", "gelu")
+            val_acc = train_and_score(lr, hidden, act)
+
+        Trials read the notebook's globals but never change them (only ``--out`` and
+        ``--apply`` do). The study lives in ``.nbtune/<name>.journal`` (Optuna journal
+        storage): re-running the cell resumes it, a kernel restart loses no finished trial,
+        ``nbtune.load_study(name)`` or ``optuna.load_study`` opens it, and
+        ``optuna-dashboard .nbtune/<name>.journal`` browses it. Interrupt stops the search
+        gracefully and keeps every finished trial. The result (returned, and bound by
+        ``--out``) has ``.study``, ``.best_params``, ``.best_value`` and ``.trials_dataframe()``.
+        """
+        kwargs = self._kwargs(line)
+        args = kwargs.pop("_args")
+        from nbtune._tune import tune
+
+        try:
+            result = tune(cell, **kwargs)
+        except NbtuneError as e:
+            raise _report(e) from None
+        return _bind(self.shell, args, result)
+
+    def _kwargs(self, line: str) -> dict[str, Any]:
+        args = parse_argstring(self.tune, line)
+        kwargs = _tune_kwargs(args, self.shell)
+        kwargs["_args"] = args
+        return kwargs
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")
+    @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
+    @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
+    @line_magic
+    def tune_show(self, line: str) -> Any:
+        """Show a stored study (trial table, stopped-early log, plots) without running trials.
+
+        Example::
+
+            %tune_show val_acc-3f9a2c
+        """
+        args = parse_argstring(self.tune_show, line)
+        from nbtune._result import TuneResult
+        from nbtune._store import ATTR, load_study
+
+        try:
+            study = load_study(args.name, store=args.store)
+        except KeyError as e:
+            raise UsageError(str(e.args[0])) from None
+        cfg = study.user_attrs.get(ATTR.CONFIG, {})
+        result = TuneResult(study, cfg.get("metric", "value"),
+                            scheduler=cfg.get("scheduler", ""), sampler="stored study")
+        from nbtune._widgets import in_kernel
+
+        if in_kernel():
+            result.show()
+        return _bind(self.shell, args, result)
+
+
+async def run_async(line: str, cell: str) -> Any:
+    """What a ``%%tune`` cell becomes in a kernel: the search, awaited."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry["TuneMagics"]
+    try:
+        kwargs = magics._kwargs(line)
+    except UsageError:
+        raise
+    args = kwargs.pop("_args")
+    from nbtune._tune import tune_async
+
+    try:
+        result = await tune_async(cell, **kwargs)
+    except NbtuneError as e:
+        raise _report(e) from None
+    return _bind(shell, args, result)
+
+
+def _async_rewrite(lines: list[str]) -> list[str]:
+    """Input transformer: a ``%%tune`` cell becomes ``await nbtune._magics.run_async(...)``."""
+    if not lines:
+        return lines
+    first = lines[0]
+    if not first.startswith("%%tune") or first.rstrip().endswith("?"):
+        return lines
+    rest = first[len("%%tune"):]
+    if rest and not rest[0].isspace():
+        return lines  # another magic whose name starts with "tune"
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None or not shell.autoawait:
+        return lines
+    if shell.loop_runner.__class__.__name__ != "_AsyncIORunner":
+        return lines
+    body = "".join(lines[1:])
+    return [f"await __import__('nbtune._magics', fromlist=['run_async']).run_async({rest.strip()!r}, {body!r})\n"]
+
+
+def load(shell: Any) -> None:
+    shell.register_magics(TuneMagics)
+    cleanup = shell.input_transformer_manager.cleanup_transforms
+    if _async_rewrite not in cleanup:
+        cleanup.append(_async_rewrite)
+
+
+def unload(shell: Any) -> None:
+    cleanup = shell.input_transformer_manager.cleanup_transforms
+    if _async_rewrite in cleanup:
+        cleanup.remove(_async_rewrite)

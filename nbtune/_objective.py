@@ -1,0 +1,343 @@
+"""Turn an annotated cell into something that runs one trial.
+
+The cell is rewritten on its AST (never by joining strings):
+
+* ``lr = 1e-3  # tune: loguniform(...)`` becomes ``lr = __nbtune__.value('lr')``;
+* ``for epoch in range(27):  # tune: epochs`` iterates ``__nbtune__.epochs(range(27))``,
+  which reports the metric after every iteration and may stop the trial there;
+  a call after the loop reports the last iteration when the body ``break``-s.
+
+The rewritten tree keeps the user's line numbers (notebook numbering), and the cell
+source is registered with :mod:`linecache`, so a traceback shows the user's own lines.
+A :class:`CellProgram` holds only text and plain data, so it pickles to worker
+processes; each process compiles it once.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import linecache
+import math
+import numbers
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from nbtune._annotations import CellSpec, parse_cell
+from nbtune._space import Param
+from nbtune.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell"]
+
+_RUNTIME = "__nbtune__"
+_CODE_CACHE: dict[tuple[str, str], Any] = {}
+
+
+class TrialStopped(BaseException):
+    """Raised inside the cell when the scheduler stops the trial.
+
+    A BaseException, so a user's ``except Exception`` around the loop cannot swallow it.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+class TrialInterrupted(BaseException):
+    """Raised inside the cell when the user asked to stop now (Stop now, Interrupt)."""
+
+
+class MetricError(Exception):
+    """The metric variable is missing, not a number, or not finite."""
+
+
+def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
+    """The metric's value as a float, or :class:`MetricError` saying what is wrong."""
+    if name not in ns:
+        raise MetricError(f"{name} was not set {where}; assign it in the cell (the metric option names it)")
+    value = ns[name]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "size", 1) == 1:
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MetricError(f"{name} is not a number {where}: got {type(value).__name__} {value!r:.80}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise MetricError(f"{name} is not finite {where}: got {value}")
+    return value
+
+
+class _Rewriter(ast.NodeTransformer):
+    def __init__(self, spec: CellSpec) -> None:
+        self.params = {p.lineno: p for p in spec.params}
+        self.epochs_line = spec.epochs.lineno if spec.epochs else None
+
+    def _runtime_call(self, method: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
+        call = ast.Call(
+            func=ast.Attribute(value=ast.Name(id=_RUNTIME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
+            args=args,
+            keywords=[],
+        )
+        return ast.copy_location(call, like)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        p = self.params.get(node.lineno)
+        if p is not None:
+            node.value = self._runtime_call("value", [ast.Constant(p.name)], node.value)
+        return node
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        p = self.params.get(node.lineno)
+        if p is not None and node.value is not None:
+            node.value = self._runtime_call("value", [ast.Constant(p.name)], node.value)
+        return node
+
+    def visit_For(self, node: ast.For) -> Any:
+        self.generic_visit(node)
+        if node.lineno != self.epochs_line:
+            return node
+        node.iter = self._runtime_call("epochs", [node.iter], node.iter)
+        after = ast.Expr(value=self._runtime_call("epochs_done", [], node))
+        ast.copy_location(after, node)
+        return [node, after]
+
+
+def _filename(source: str) -> str:
+    import hashlib
+
+    return f"<%%tune cell {hashlib.sha1(source.encode()).hexdigest()[:8]}>"
+
+
+@dataclass
+class CellProgram:
+    """A compiled ``%%tune`` cell: everything a worker needs to run one trial.
+
+    Attributes:
+        source: the transformed cell body.
+        spec: the parsed annotations.
+        metric: the variable whose final (and per-epoch) value is the objective.
+        direction: ``"maximize"`` or ``"minimize"``.
+        globals: the notebook globals the cell reads (names -> objects).
+        line_offset: notebook lines before the body (1 for the ``%%tune`` line).
+    """
+
+    source: str
+    spec: CellSpec
+    metric: str
+    direction: str
+    globals: dict[str, Any] = field(default_factory=dict)
+    line_offset: int = 1
+
+    @property
+    def params(self) -> list[Param]:
+        return self.spec.params
+
+    @property
+    def filename(self) -> str:
+        return _filename(self.source)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        spec = state["spec"]
+        # The AST is rebuilt in the worker: smaller to ship and always consistent.
+        state["spec"] = CellSpec(source=spec.source, params=spec.params, epochs=spec.epochs,
+                                 tree=None, line_offset=spec.line_offset)
+        return state
+
+    def code(self) -> Any:
+        """The rewritten cell compiled (once per process)."""
+        key = (self.source, self.metric)
+        code = _CODE_CACHE.get(key)
+        if code is None:
+            spec = self.spec if self.spec.tree is not None else parse_cell(self.source, self.line_offset)
+            tree = _Rewriter(spec).visit(spec.tree)
+            ast.fix_missing_locations(tree)
+            filename = self.filename
+            # Tracebacks then show the user's lines, numbered as the notebook numbers them.
+            lines = ["\n"] * self.line_offset + self.source.splitlines(True)
+            linecache.cache[filename] = (len(self.source), None, lines, filename)
+            code = compile(tree, filename, "exec")
+            _CODE_CACHE[key] = code
+        else:
+            filename = self.filename
+            if filename not in linecache.cache:
+                lines = ["\n"] * self.line_offset + self.source.splitlines(True)
+                linecache.cache[filename] = (len(self.source), None, lines, filename)
+        return code
+
+    def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""
+        if base is not None:
+            base[_RUNTIME] = runtime
+            return base
+        ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
+        ns.update(self.globals)
+        ns[_RUNTIME] = runtime
+        if "get_ipython" not in ns:
+            ns["get_ipython"] = _get_ipython
+        return ns
+
+    def run(self, runtime: TrialRuntime, base: dict[str, Any] | None = None) -> float:
+        """Run the cell once; return the metric's final value.
+
+        Raises:
+            TrialStopped: the scheduler stopped the trial at an epoch.
+            MetricError: the metric is missing or not a finite number.
+            Exception: whatever the user's code raised.
+        """
+        ns = self.namespace(runtime, base)
+        runtime._ns = ns
+        exec(self.code(), ns)
+        return check_metric(self.metric, ns, "at the end of the cell")
+
+    def user_traceback(self, exc: BaseException) -> str:
+        """The traceback from the user's cell down, without nbtune's own frames."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != self.filename:
+            tb = tb.tb_next
+        return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
+
+
+def _get_ipython() -> Any:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython()
+    except ImportError:  # pragma: no cover
+        return None
+
+
+class TrialRuntime:
+    """The ``__nbtune__`` object a running cell talks to.
+
+    Args:
+        program: the cell.
+        trial: the Optuna trial, or None to run with fixed values (baseline, ``--apply``).
+        fixed: values to use instead of suggestions (for ``--apply``).
+        should_stop_now: called at each epoch; True interrupts the trial.
+        on_epoch: called after each report with (step, value) (live view).
+        max_step: R; no stop is decided at or after it.
+    """
+
+    def __init__(
+        self,
+        program: CellProgram,
+        trial: optuna.Trial | None,
+        fixed: dict[str, Any] | None = None,
+        should_stop_now: Callable[[], bool] | None = None,
+        on_epoch: Callable[[int, float], None] | None = None,
+        max_step: int | None = None,
+    ) -> None:
+        self.program = program
+        self.trial = trial
+        self.fixed = fixed or {}
+        self._params = {p.name: p for p in program.params}
+        self._should_stop_now = should_stop_now
+        self._on_epoch = on_epoch
+        self._max_step = max_step
+        self._step = 0
+        self._pending = False
+        self._ns: dict[str, Any] | None = None
+        self.reported_value: float | None = None
+
+    # called from the rewritten cell ---------------------------------------------------
+    def value(self, name: str) -> Any:
+        if name in self.fixed or self.trial is None:
+            return self.fixed.get(name, self._params[name].default)
+        p = self._params[name]
+        step = p.kwargs.get("step")
+        t = self.trial
+        if p.kind == "choice":
+            return t.suggest_categorical(name, list(p.args))
+        low, high = p.args
+        if p.kind == "uniform":
+            d = p.distribution()
+            return t.suggest_float(name, d.low, d.high, step=step)  # type: ignore[attr-defined]
+        if p.kind == "loguniform":
+            return t.suggest_float(name, low, high, log=True)
+        if p.kind == "int":
+            return t.suggest_int(name, low, high, step=step or 1)
+        return t.suggest_int(name, low, high, log=True)
+
+    def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            if self._pending:
+                self._report()
+            self._check_stop_now()
+            self._pending = True
+            yield item
+        if self._pending:
+            self._report()
+
+    def epochs_done(self) -> None:
+        # After a `break` the generator is never resumed: report the last epoch here.
+        if self._pending:
+            self._report()
+
+    # internals ----------------------------------------------------------------------
+    def _check_stop_now(self) -> None:
+        if self._should_stop_now is not None and self._should_stop_now():
+            raise TrialInterrupted()
+
+    def _report(self) -> None:
+        self._pending = False
+        self._step += 1
+        assert self._ns is not None
+        try:
+            value = check_metric(self.program.metric, self._ns, f"at the end of epoch {self._step}")
+        except MetricError as e:
+            raise MetricError(f"{e}; with a '# tune: epochs' loop, compute the metric inside the loop") from None
+        self.reported_value = value
+        if self._on_epoch is not None:
+            self._on_epoch(self._step, value)
+        if self.trial is None:
+            return
+        self.trial.report(value, self._step)
+        # A trial that reached R is complete: no scheduler may turn it into a stopped one.
+        if (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
+            raise TrialStopped(self._step)
+        self._check_stop_now()
+
+
+def compile_cell(
+    cell: str,
+    *,
+    metric: str,
+    direction: str,
+    user_ns: dict[str, Any] | None = None,
+    transform: Callable[[str], str] | None = None,
+    line_offset: int = 1,
+) -> CellProgram:
+    """Parse and compile an annotated cell into a :class:`CellProgram`.
+
+    Args:
+        cell: the cell body as the user wrote it.
+        metric: the variable to optimise.
+        direction: ``"maximize"`` or ``"minimize"``.
+        user_ns: the notebook namespace; the globals the cell reads are taken from it.
+        transform: IPython's ``shell.transform_cell`` (``!cmd``, ``%magic`` -> Python).
+        line_offset: notebook lines above the body.
+
+    Raises:
+        CellError, AnnotationError, ConfigError: the cell cannot become an objective.
+    """
+    if not metric.isidentifier():
+        raise ConfigError(f"the metric must be a variable name, got {metric!r}")
+    source = transform(cell) if transform is not None else cell
+    spec = parse_cell(source, line_offset)
+    if not spec.params:
+        raise ConfigError(
+            "the %%tune cell has no '# tune:' annotations, so there is nothing to search; "
+            "annotate an assignment, e.g. 'lr = 1e-3  # tune: loguniform(1e-5, 1e-1)'"
+        )
+    names = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name)}  # type: ignore[arg-type]
+    user_ns = user_ns or {}
+    hidden = set(getattr(user_ns, "_nbtune_hidden", ()))
+    glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
+    return CellProgram(source=source, spec=spec, metric=metric, direction=direction,
+                       globals=glb, line_offset=line_offset)

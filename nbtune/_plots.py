@@ -1,0 +1,165 @@
+"""matplotlib figures of a search: best so far, learning curves, parameter importance.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot), so drawing them from the
+search never touches the user's current figure or the inline backend's state.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from nbtune._result import TuneResult
+
+__all__ = ["history_figure", "curves_figure", "importance_figure", "dashboard_figure", "history_png_base64"]
+
+_logger = logging.getLogger(__name__)
+
+_BEST = "#1a73e8"
+_DONE = "#5f6368"
+_PRUNED = "#e37400"
+_FAILED = "#d93025"
+
+
+def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=80, layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _draw_history(ax: Any, result: TuneResult) -> None:
+    from optuna.trial import TrialState
+
+    trials = sorted(result.trials, key=lambda t: t.number)
+    xs = [t.number for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    ys = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    ax.scatter(xs, ys, s=10, color=_DONE, alpha=0.6, label="completed")
+    pruned = [(t.number, t.value) for t in trials if t.state == TrialState.PRUNED and t.value is not None]
+    if pruned:
+        ax.scatter(*zip(*pruned), s=10, marker="x", color=_PRUNED, alpha=0.6, label="stopped early")
+    bsf = result.best_so_far()
+    if bsf:
+        bx, by = zip(*bsf)
+        ax.step(bx, by, where="post", color=_BEST, lw=2, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(result.metric)
+    ax.set_title("best so far", fontsize=10)
+    if xs or pruned:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 300) -> bool:
+    from optuna.trial import TrialState
+
+    trials = [t for t in result.trials if t.intermediate_values]
+    if not trials:
+        return False
+    best = result._best_or_none()
+    # Thousands of lines are slow and unreadable: keep the best and the latest.
+    if len(trials) > max_curves:
+        trials = sorted(trials, key=lambda t: t.number)[-max_curves:]
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        vals = [t.intermediate_values[s] for s in steps]
+        if t.state == TrialState.PRUNED:
+            ax.plot(steps, vals, color=_PRUNED, alpha=0.35, lw=0.8)
+            ax.scatter([steps[-1]], [vals[-1]], marker="x", color=_PRUNED, s=14)
+        elif t.state == TrialState.RUNNING:
+            ax.plot(steps, vals, color=_BEST, alpha=0.8, lw=1.2, ls="--")
+        else:
+            ax.plot(steps, vals, color=_DONE, alpha=0.45, lw=0.8)
+    if best is not None and best.intermediate_values:
+        steps = sorted(best.intermediate_values)
+        ax.plot(steps, [best.intermediate_values[s] for s in steps], color=_BEST, lw=2.2, label=f"best (trial {best.number})")
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(result.metric)
+    ax.set_title("learning curves (x = stopped early)", fontsize=10)
+    return True
+
+
+def importance(result: TuneResult) -> dict[str, float]:
+    """Optuna's fANOVA importances, or {} when there are too few completed trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = [t for t in result.trials if t.state == TrialState.COMPLETE]
+    if len(done) < 4 or len(result.study.best_params) < 2:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(
+                result.study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+    except Exception:  # importance is a nicety: never fail the display for it
+        _logger.debug("importance failed", exc_info=True)
+        return {}
+
+
+def _draw_importance(ax: Any, imp: dict[str, float]) -> None:
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names], color=_BEST)
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("what mattered", fontsize=10)
+
+
+def history_figure(result: TuneResult) -> Figure:
+    fig, ax = _figure(5, 3)
+    _draw_history(ax, result)
+    return fig
+
+
+def curves_figure(result: TuneResult) -> Figure:
+    fig, ax = _figure(5, 3)
+    _draw_curves(ax, result)
+    return fig
+
+
+def importance_figure(result: TuneResult) -> Figure | None:
+    imp = importance(result)
+    if not imp:
+        return None
+    fig, ax = _figure(4, 0.5 + 0.35 * len(imp))
+    _draw_importance(ax, imp)
+    return fig
+
+
+def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figure:
+    """Best so far, learning curves (if any) and importance (at the end) side by side."""
+    has_curves = any(t.intermediate_values for t in result.trials)
+    imp = importance(result) if with_importance else {}
+    n = 1 + int(has_curves) + int(bool(imp))
+    fig, axes = _figure(4.2 * n, 3, ncols=n)
+    axes = list(axes) if n > 1 else [axes]
+    _draw_history(axes[0], result)
+    i = 1
+    if has_curves:
+        _draw_curves(axes[i], result)
+        i += 1
+    if imp:
+        _draw_importance(axes[i], imp)
+    return fig
+
+
+def to_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def history_png_base64(result: TuneResult) -> str:
+    try:
+        fig = dashboard_figure(result, with_importance=True)
+        return base64.b64encode(to_png(fig)).decode()
+    except Exception:  # never fail a display for a plot
+        _logger.debug("plot failed", exc_info=True)
+        return ""
+

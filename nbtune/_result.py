@@ -1,0 +1,263 @@
+"""The result of a search: the ``optuna.Study`` plus the views people want of it."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from nbtune._scheduler import format_decision
+from nbtune._store import ATTR, finished_count
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = ["TuneResult"]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+class TuneResult:
+    """What ``%%tune`` returns (and binds with ``--out``).
+
+    Attributes:
+        study: the :class:`optuna.Study`, live on the notebook-local store.
+        metric: the metric's variable name.
+        messages: notes about this run (resumed, new version, stopped because...).
+
+    Example:
+        >>> res = nbtune.tune(cell, maximize="val_acc", n_trials=20)  # doctest: +SKIP
+        >>> res.best_params, res.best_value  # doctest: +SKIP
+        >>> res.trials_dataframe().sort_values("value").head()  # doctest: +SKIP
+    """
+
+    def __init__(self, study: optuna.Study, metric: str, *, n_trials: int | None = None,
+                 store_path: str | None = None, messages: list[str] | None = None,
+                 scheduler: str = "", sampler: str = "") -> None:
+        self.study = study
+        self.metric = metric
+        self.n_trials = n_trials
+        self.store_path = store_path
+        self.messages = list(messages or [])
+        self.scheduler = scheduler
+        self.sampler = sampler
+
+    # --- the numbers -----------------------------------------------------------------
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    @property
+    def direction(self) -> str:
+        return self.study.direction.name.lower()
+
+    @property
+    def best_trial(self) -> optuna.trial.FrozenTrial:
+        return self.study.best_trial
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The best configuration found (raises ValueError while no trial completed)."""
+        return self.study.best_params
+
+    @property
+    def best_value(self) -> float:
+        return self.study.best_value
+
+    @property
+    def n_finished(self) -> int:
+        return finished_count(self.trials)
+
+    def counts(self) -> dict[str, int]:
+        """Trials by state; interrupted ones (which don't count) apart from failed ones."""
+        c: Counter[str] = Counter()
+        for t in self.trials:
+            state = t.state.name.lower()
+            if state == "fail" and ATTR.INTERRUPTED in t.user_attrs:
+                state = "interrupted"
+            c[state] += 1
+        return dict(c)
+
+    def decisions(self) -> list[str]:
+        """Why each stopped trial was stopped, as sentences, in trial order."""
+        out = []
+        for t in self.trials:
+            d = t.user_attrs.get(ATTR.DECISION)
+            if d:
+                out.append(format_decision(t.number, d, self.metric, self.direction))
+        return out
+
+    def errors(self) -> dict[int, str]:
+        """Failed trials' errors by trial number."""
+        return {t.number: t.user_attrs[ATTR.ERROR] for t in self.trials if ATTR.ERROR in t.user_attrs}
+
+    def trials_dataframe(self) -> pd.DataFrame:
+        """One row per trial: Optuna's columns plus the reasons nbtune recorded.
+
+        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``,
+        ``interrupted``, and for stopped trials ``stopped_epoch``, ``stopped_rung``,
+        ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
+        """
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "datetime_start": t.datetime_start,
+                "datetime_complete": t.datetime_complete,
+                "duration": (t.datetime_complete - t.datetime_start) if t.datetime_complete and t.datetime_start else None,
+            }
+            for k, v in t.params.items():
+                row[f"params_{k}"] = v
+            row["epochs"] = t.last_step
+            row["baseline"] = bool(t.user_attrs.get(ATTR.BASELINE, False))
+            row["error"] = t.user_attrs.get(ATTR.ERROR)
+            row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
+            d = t.user_attrs.get(ATTR.DECISION)
+            if d:
+                row.update(
+                    stopped_epoch=d.get("epoch"), stopped_rung=d.get("rung"), stopped_bracket=d.get("bracket"),
+                    stopped_cutoff=d.get("cutoff"), stopped_n_compared=d.get("n_compared"),
+                    stopped_reason=format_decision(t.number, d, self.metric, self.direction),
+                )
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return df
+        for col in ("stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cutoff",
+                    "stopped_n_compared", "stopped_reason"):
+            if col not in df:
+                df[col] = None
+        return df.set_index("number")
+
+    def top(self, k: int = 5) -> list[optuna.trial.FrozenTrial]:
+        from optuna.trial import TrialState
+
+        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        done.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
+        return done[:k]
+
+    def _best_or_none(self) -> optuna.trial.FrozenTrial | None:
+        try:
+            return self.study.best_trial
+        except ValueError:
+            return None
+
+    # --- display ---------------------------------------------------------------------
+    def summary(self) -> str:
+        """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
+        c = self.counts()
+        lines = [f"nbtune study {self.study.study_name!r}: {self.n_finished}"
+                 + (f"/{self.n_trials}" if self.n_trials else "") + " trials finished ("
+                 + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ")"]
+        best = self._best_or_none()
+        if best is not None:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+            lines.append(f"best {self.metric} = {_fmt(best.value)} (trial {best.number}): {params}")
+        else:
+            lines.append("no trial completed yet")
+        for t in self.top(5)[1:]:
+            lines.append(f"  trial {t.number}: {self.metric} = {_fmt(t.value)}")
+        dec = self.decisions()
+        if dec:
+            lines.append(f"{len(dec)} stopped early, e.g. {dec[-1]}")
+        errs = self.errors()
+        if errs:
+            n, e = next(iter(errs.items()))
+            lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
+        lines.extend(self.messages)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.summary())
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        # In a notebook the live dashboard (a widget) is the richest view; the HTML summary
+        # is the fallback for GitHub, nbconvert and anything without a widget front end.
+        bundle: dict[str, Any] = {"text/plain": self.summary(), "text/html": self.html()}
+        view = getattr(self, "_view", None)
+        if view is not None:
+            wb = view.root._repr_mimebundle_()
+            if isinstance(wb, dict):
+                bundle.update({k: v for k, v in wb.items() if k.startswith("application/vnd.jupyter.widget")})
+        return bundle
+
+    def show(self) -> Any:
+        """The dashboard widget of this study (table, stopped-early log, plots)."""
+        from nbtune._widgets import show
+
+        view = show(self)
+        self._view = view
+        return view.root
+
+    def html(self, plot: bool = True, max_rows: int = 10) -> str:
+        """A static HTML summary: best configuration, top trials, counts, a plot."""
+        esc = html.escape
+        c = self.counts()
+        best = self._best_or_none()
+        parts = [f"<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · {esc(self.study.study_name)}</h4>"]
+        parts.append("<p>" + f"{self.n_finished}" + (f"/{self.n_trials}" if self.n_trials else "")
+                     + " trials finished · " + " · ".join(f"{v} {esc(k)}" for k, v in sorted(c.items()))
+                     + (f" · {esc(self.sampler)}" if self.sampler else "")
+                     + (f" · {esc(self.scheduler)}" if self.scheduler else "") + "</p>")
+        if best is not None:
+            parts.append(f"<p><b>best {esc(self.metric)} = {_fmt(best.value)}</b> (trial {best.number}): "
+                         + ", ".join(f"<code>{esc(k)}={esc(_fmt(v))}</code>" for k, v in best.params.items()) + "</p>")
+        top = self.top(max_rows)
+        if top:
+            keys = list(top[0].params)
+            head = "".join(f"<th>{esc(k)}</th>" for k in ["trial", self.metric, *keys])
+            body = ""
+            for t in top:
+                style = " style='background:#e6f4ea'" if best is not None and t.number == best.number else ""
+                cells = [str(t.number), _fmt(t.value)] + [esc(_fmt(t.params.get(k, ""))) for k in keys]
+                body += f"<tr{style}>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
+            parts.append(f"<table class='nbtune-top'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        dec = self.decisions()
+        if dec:
+            items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
+            parts.append(f"<details><summary>{len(dec)} trials stopped early</summary><ul>{items}</ul></details>")
+        errs = self.errors()
+        if errs:
+            items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
+            parts.append(f"<details><summary>{len(errs)} trials failed</summary><ul>{items}</ul></details>")
+        for m in self.messages:
+            parts.append(f"<p><i>{esc(m)}</i></p>")
+        if plot and best is not None:
+            from nbtune._plots import history_png_base64
+
+            img = history_png_base64(self)
+            if img:
+                parts.append(f"<img alt='best so far' src='data:image/png;base64,{img}'/>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def best_so_far(self) -> list[tuple[int, float]]:
+        """(trial number, best value so far) after each completed trial."""
+        from optuna.trial import TrialState
+
+        out, best = [], math.nan
+        maximize = self.direction == "maximize"
+        for t in sorted(self.trials, key=lambda t: t.number):
+            if t.state == TrialState.COMPLETE and t.value is not None:
+                if math.isnan(best) or (t.value > best if maximize else t.value < best):
+                    best = t.value
+                out.append((t.number, best))
+        return out

@@ -1,0 +1,491 @@
+"""Live views of a running search: an ipywidgets dashboard, or text where there is none.
+
+Views only *watch*: the driver calls :meth:`update` from the kernel's main thread every
+~0.1 s; a view reads the study at most every ``refresh`` seconds, redraws the table in
+one ``hold_sync()`` batch, and redraws plots at most every ``plot_every`` seconds. The
+controls only set flags on the :class:`~nbtune._executor.Search`; the workers obey them.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from nbtune._result import TuneResult, _fmt
+from nbtune._scheduler import format_decision
+from nbtune._store import ATTR, finished_count
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune._executor import Search
+    from nbtune._tune import _Prepared
+
+__all__ = ["TextView", "WidgetView", "StudyTable", "auto_view", "in_kernel"]
+
+_logger = logging.getLogger(__name__)
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (widgets have a front end to talk to)."""
+    ip = _shell()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def _shell() -> Any:
+    mod = sys.modules.get("IPython")
+    if mod is None:
+        return None
+    return mod.get_ipython()
+
+
+def auto_view(prep: _Prepared, search: Search) -> Any:
+    return widget_view(prep, search) if in_kernel() else TextView(prep, search)
+
+
+def widget_view(prep: _Prepared, search: Search) -> WidgetView:
+    return WidgetView(prep.study, prep.program.metric, prep.program.direction, sampler=prep.sampler,
+                      scheduler=prep.scheduler, search=search)
+
+
+class _Clock:
+    """Wall clock; tests substitute a fake one to check throttling without sleeping."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+
+
+class _Snapshot:
+    """Counts and progress of a study at one moment, computed once per refresh."""
+
+    def __init__(self, trials: list[optuna.trial.FrozenTrial], target: int, direction: str, metric: str) -> None:
+        from optuna.trial import TrialState
+
+        self.trials = trials
+        self.target = target
+        self.finished = finished_count(trials)
+        self.running = [t for t in trials if t.state == TrialState.RUNNING]
+        self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
+        self.failed = sum(1 for t in trials if t.state == TrialState.FAIL and ATTR.INTERRUPTED not in t.user_attrs)
+        self.interrupted = sum(1 for t in trials if t.state == TrialState.FAIL and ATTR.INTERRUPTED in t.user_attrs)
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        self.best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
+        self.direction = direction
+        self.metric = metric
+
+
+def _eta_text(snap: _Snapshot, elapsed: float, finished_at_start: int) -> str:
+    n_new = snap.finished - finished_at_start
+    left = snap.target - snap.finished
+    if n_new <= 0 or left <= 0:
+        return ""
+    return f"ETA {_duration(elapsed / n_new * left)}"
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
+
+
+class TextView:
+    """Progress as a line every few seconds, for terminals and headless runs."""
+
+    def __init__(self, prep: _Prepared, search: Search, every: float = 5.0, clock: _Clock | None = None,
+                 stream: Any = None) -> None:
+        self.prep, self.search = prep, search
+        self.clock = clock or _Clock()
+        self.every = every
+        self.stream = stream or sys.stdout
+        self.t0 = self.clock.now()
+        self._last = -math.inf
+        self._start_finished = finished_count(prep.study.get_trials(deepcopy=False))
+        target = search.job.n_trials
+        print(f"nbtune: {prep.study.study_name} · {prep.sampler} · {prep.scheduler.describe()} · "
+              f"{self._start_finished}/{target} trials done, running {target - self._start_finished} more "
+              f"on {search.n_jobs} {search.backend} worker(s)", file=self.stream, flush=True)
+
+    def update(self) -> None:
+        now = self.clock.now()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        snap = _Snapshot(self.prep.study.get_trials(deepcopy=False), self.search.job.control.target(self.search.job.n_trials),
+                         self.prep.program.direction, self.prep.program.metric)
+        best = f" · best {snap.metric} {_fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
+        print(f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} pruned · "
+              f"{snap.failed} failed{best} · {_duration(now - self.t0)} "
+              f"{_eta_text(snap, now - self.t0, self._start_finished)}", file=self.stream, flush=True)
+
+    def close(self, result: TuneResult) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------
+# The table: shows the rows that matter, never thousands of DOM rows.
+
+_STATE_STYLE = {
+    "RUNNING": "color:#1a73e8;font-weight:600",
+    "COMPLETE": "color:#188038",
+    "PRUNED": "color:#e37400",
+    "FAIL": "color:#d93025",
+    "WAITING": "color:#5f6368",
+}
+
+
+def _rung_of(step: int | None, scheduler: Any) -> int | None:
+    """The highest rung (epoch r * eta**rung) a trial has reached, or None."""
+    if step is None or scheduler is None or scheduler.kind not in ("hyperband", "asha") or step < scheduler.r:
+        return None
+    return int(math.floor(math.log(step / scheduler.r, scheduler.eta) + 1e-9))
+
+
+class StudyTable:
+    """Which rows to show, in which order, page by page.
+
+    Rows: the running trials first, then the rest sorted by ``sort`` ("metric" puts the
+    best first; "recent" the newest first), ``page_size`` rows a page.
+    """
+
+    def __init__(self, page_size: int = 15) -> None:
+        self.page_size = page_size
+        self.page = 0
+        self.sort = "recent"
+
+    def rows(self, trials: list[optuna.trial.FrozenTrial], direction: str) -> tuple[list[optuna.trial.FrozenTrial], int]:
+        from optuna.trial import TrialState
+
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        rest = [t for t in trials if t.state != TrialState.RUNNING and t.state != TrialState.WAITING]
+        if self.sort == "metric":
+            sign = -1.0 if direction == "maximize" else 1.0
+
+            def key(t: optuna.trial.FrozenTrial) -> tuple[int, float]:
+                v = t.value if t.value is not None else (t.intermediate_values[t.last_step] if t.last_step else None)
+                if t.state == TrialState.COMPLETE and v is not None:
+                    return (0, sign * v)
+                if v is not None:
+                    return (1, sign * v)
+                return (2, 0.0)
+
+            rest.sort(key=key)
+        else:
+            rest.sort(key=lambda t: -t.number)
+        ordered = running + rest
+        n_pages = max(1, math.ceil(len(ordered) / self.page_size))
+        self.page = min(max(self.page, 0), n_pages - 1)
+        start = self.page * self.page_size
+        return ordered[start:start + self.page_size], n_pages
+
+    def html(self, trials: list[optuna.trial.FrozenTrial], direction: str, metric: str,
+             scheduler: Any, best_number: int | None) -> tuple[str, int]:
+        rows, n_pages = self.rows(trials, direction)
+        param_names: list[str] = []
+        for t in trials[:50]:
+            for k in t.params:
+                if k not in param_names:
+                    param_names.append(k)
+        head = ["#", "state", *param_names, "epoch", "rung", f"{metric} (latest)", metric, "time"]
+        out = ["<table class='nbtune-table' style='border-collapse:collapse;font-size:12px'><thead><tr>"]
+        out += [f"<th style='text-align:left;padding:2px 8px;border-bottom:1px solid #ccc'>{html.escape(h)}</th>" for h in head]
+        out.append("</tr></thead><tbody>")
+        for t in rows:
+            state = t.state.name
+            label = state.lower()
+            if state == "FAIL" and ATTR.INTERRUPTED in t.user_attrs:
+                label = "interrupted"
+            latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
+            rung = _rung_of(t.last_step, scheduler)
+            dur = t.user_attrs.get(ATTR.DURATION)
+            if dur is None and t.datetime_start is not None:
+                import datetime as _dt
+
+                dur = ((t.datetime_complete or _dt.datetime.now()) - t.datetime_start).total_seconds()
+            title = ""
+            if ATTR.DECISION in t.user_attrs:
+                title = format_decision(t.number, t.user_attrs[ATTR.DECISION], metric, direction)
+            elif ATTR.ERROR in t.user_attrs:
+                title = t.user_attrs[ATTR.ERROR]
+            elif ATTR.INTERRUPTED in t.user_attrs:
+                title = t.user_attrs[ATTR.INTERRUPTED]
+            best = t.number == best_number
+            row_style = "background:#e6f4ea;font-weight:600" if best else ""
+            cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
+            cells = [str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
+                     f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>{label}</span>"]
+            cells += [html.escape(_fmt(t.params[k])) if k in t.params else "" for k in param_names]
+            cells += [str(t.last_step or ""), "" if rung is None else str(rung), _fmt(latest) if latest is not None else "",
+                      _fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
+                      _duration(dur) if dur is not None else ""]
+            out.append(f"<tr class='{cls}' data-trial='{t.number}' data-state='{label}' style='{row_style}'>"
+                       + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
+        out.append("</tbody></table>")
+        return "".join(out), n_pages
+
+
+class WidgetView:
+    """The live dashboard: header, progress, controls, trial table, decisions, plots.
+
+    Args:
+        prep: the prepared search.
+        search: the running search (its flags are what the buttons set).
+        refresh: seconds between table redraws.
+        plot_every: seconds between plot redraws.
+        clock: time source (tests pass a fake one).
+        display: whether to show itself on creation (tests pass False).
+    """
+
+    def __init__(self, study: optuna.Study, metric: str, direction: str, *, sampler: str = "",
+                 scheduler: Any = None, search: Search | None = None, refresh: float = 0.5,
+                 plot_every: float = 3.0, clock: _Clock | None = None, display: bool = True) -> None:
+        import ipywidgets as w
+
+        from nbtune._scheduler import SchedulerSpec
+
+        self.study, self.search = study, search
+        self.sampler = sampler
+        self.scheduler = scheduler or SchedulerSpec(metric=metric, direction=direction)
+        self.clock = clock or _Clock()
+        self.refresh, self.plot_every = refresh, plot_every
+        self.t0 = self.clock.now()
+        self._last = -math.inf
+        self._last_plot = -math.inf
+        self._closed = False
+        self.n_redraws = 0
+        self.table = StudyTable()
+        self.metric = metric
+        self.direction = direction
+        trials = study.get_trials(deepcopy=False)
+        self._start_finished = finished_count(trials)
+
+        self.title = w.HTML()
+        self.title.add_class("nbtune-title")
+        self.progress = w.IntProgress(min=0, max=max(self._target(), 1), value=self._start_finished,
+                                      layout=w.Layout(width="320px"))
+        self.progress.add_class("nbtune-progress")
+        self.status = w.HTML()
+        self.status.add_class("nbtune-status")
+        self.best = w.HTML()
+        self.best.add_class("nbtune-bestline")
+        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="start no new trials; running ones finish",
+                                    layout=w.Layout(width="90px"))
+        self.stop_button.add_class("nbtune-stop")
+        self.stop_now_button = w.Button(description="Stop now", button_style="danger", icon="times",
+                                        tooltip="cancel running trials too; finished ones are kept",
+                                        layout=w.Layout(width="110px"))
+        self.stop_now_button.add_class("nbtune-stop-now")
+        self.more = w.BoundedIntText(value=10, min=1, max=100000, layout=w.Layout(width="70px"))
+        self.more.add_class("nbtune-more-n")
+        self.more_button = w.Button(description="+ trials", icon="plus", layout=w.Layout(width="90px"),
+                                    tooltip="raise the target number of trials while the search runs")
+        self.more_button.add_class("nbtune-more")
+        self.sort = w.ToggleButtons(options=[("recent", "recent"), (f"best {self.metric}", "metric")], value="recent",
+                                    style={"button_width": "110px"})
+        self.sort.add_class("nbtune-sort")
+        self.prev_page = w.Button(icon="chevron-left", layout=w.Layout(width="36px"), tooltip="previous page")
+        self.next_page = w.Button(icon="chevron-right", layout=w.Layout(width="36px"), tooltip="next page")
+        self.page_label = w.HTML()
+        self.table_html = w.HTML()
+        self.table_html.add_class("nbtune-trials")
+        self.decisions = w.HTML()
+        self.decisions.add_class("nbtune-decisions")
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.plot.add_class("nbtune-plot")
+
+        self.stop_button.on_click(lambda _: self._stop())
+        self.stop_now_button.on_click(lambda _: self._stop_now())
+        self.more_button.on_click(lambda _: self._more())
+        self.sort.observe(self._on_sort, names="value")
+        self.prev_page.on_click(lambda _: self._page(-1))
+        self.next_page.on_click(lambda _: self._page(+1))
+
+        controls = w.HBox([self.stop_button, self.stop_now_button, self.more, self.more_button])
+        if search is None:
+            controls.layout.display = "none"
+        self.controls = controls
+        pager = w.HBox([self.sort, self.prev_page, self.page_label, self.next_page])
+        self.tabs = w.Tab(children=[
+            w.VBox([pager, self.table_html]),
+            self.decisions,
+            self.plot,
+        ])
+        for i, t in enumerate(["Trials", "Stopped early", "Plots"]):
+            self.tabs.set_title(i, t)
+        self.root = _Root(children=[self.title, w.HBox([self.progress, self.status]), self.best, controls, self.tabs])
+        self.root.add_class("nbtune-view")
+        self.root._nbtune_view = self
+        self._handle = None
+        self.redraw(force=True)
+        if display:
+            from IPython.display import display as _display
+
+            self._handle = _display(self.root, display_id=True)
+
+    # controls (run on whatever thread the kernel handles the click on) ----------------
+    def _target(self) -> int:
+        if self.search is None:
+            return finished_count(self.study.get_trials(deepcopy=False))
+        return self.search.job.control.target(self.search.job.n_trials)
+
+    def _stop(self) -> None:
+        if self.search is not None:
+            self.search.stop()
+            self.stop_button.disabled = True
+            self.status.value += " · <b>stopping after the running trials…</b>"
+
+    def _stop_now(self) -> None:
+        if self.search is not None:
+            self.search.stop_now()
+            self.stop_button.disabled = self.stop_now_button.disabled = True
+            self.status.value += " · <b>stopping now…</b>"
+
+    def _more(self) -> None:
+        if self.search is not None and not self.search.done.is_set():
+            new = self._target() + int(self.more.value)
+            self.search.job.control.set_target(new)
+            self.progress.max = new
+            self._last = -math.inf
+
+    def _on_sort(self, change: dict[str, Any]) -> None:
+        self.table.sort = change["new"]
+        self.table.page = 0
+        self.redraw(force=True, plots=False)
+
+    def _page(self, delta: int) -> None:
+        self.table.page += delta
+        self.redraw(force=True, plots=False)
+
+    # drawing ---------------------------------------------------------------------------
+    def update(self) -> None:
+        self.redraw()
+
+    def redraw(self, force: bool = False, plots: bool | None = None, result: TuneResult | None = None) -> None:
+        now = self.clock.now()
+        if not force and now - self._last < self.refresh:
+            return
+        self._last = now
+        self.n_redraws += 1
+        trials = self.study.get_trials(deepcopy=False)
+        target = self._target()
+        snap = _Snapshot(trials, target, self.direction, self.metric)
+        elapsed = now - self.t0
+        running = self.search is not None and not self.search.done.is_set()
+        study = self.study.study_name
+        table, n_pages = self.table.html(trials, self.direction, self.metric, self.scheduler,
+                                         snap.best.number if snap.best else None)
+        decisions = [
+            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
+            for t in trials if ATTR.DECISION in t.user_attrs
+        ]
+        want_plots = plots if plots is not None else (result is not None or now - self._last_plot >= self.plot_every)
+        png = None
+        if want_plots:
+            self._last_plot = now
+            png = self._plot_png(result, trials)
+        with self.root.hold_sync():
+            self.title.value = (f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
+                                f" · {html.escape(self.scheduler.describe())}")
+            self.progress.max = max(target, 1)
+            self.progress.value = min(snap.finished, self.progress.max)
+            self.progress.bar_style = "" if running else ("success" if snap.finished >= target else "warning")
+            parts = [f"{snap.finished}/{target} finished", f"{len(snap.running)} running", f"{snap.pruned} pruned",
+                     f"{snap.failed} failed"]
+            if snap.interrupted:
+                parts.append(f"{snap.interrupted} interrupted")
+            if self.search is not None:
+                parts.append(_duration(elapsed))
+                if running:
+                    parts.append(_eta_text(snap, elapsed, self._start_finished))
+            if not running and self.search is not None:
+                parts.append("done")
+            self.status.value = " · ".join(p for p in parts if p)
+            if snap.best is not None:
+                params = ", ".join(f"{html.escape(k)}={html.escape(_fmt(v))}" for k, v in snap.best.params.items())
+                self.best.value = (f"best <b>{html.escape(self.metric)} = {_fmt(snap.best.value)}</b> "
+                                   f"(trial {snap.best.number}): {params}")
+            else:
+                self.best.value = "no trial completed yet"
+            self.table_html.value = table
+            self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
+            items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[-50:][::-1])
+            self.decisions.value = (f"<div style='font-size:12px'>{len(decisions)} trials stopped early"
+                                    f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
+            self.tabs.set_title(1, f"Stopped early ({len(decisions)})")
+            if png is not None:
+                self.plot.value = png
+            if not running:
+                self.stop_button.disabled = self.stop_now_button.disabled = self.more_button.disabled = True
+
+    def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
+        from nbtune._plots import dashboard_figure, to_png
+
+        res = result or TuneResult(self.study, self.metric)
+        if not any(t.value is not None for t in trials):
+            return None
+        try:
+            return to_png(dashboard_figure(res, with_importance=result is not None))
+        except Exception:  # a plot must never break the search
+            _logger.debug("plot failed", exc_info=True)
+            return None
+
+    def close(self, result: TuneResult) -> None:
+        """Final redraw; the result then shows this same widget as its display."""
+        if self._closed:
+            return
+        self._closed = True
+        self.redraw(force=True, result=result)
+        result._view = self  # type: ignore[attr-defined]
+        if self._handle is not None:
+            # The result (the cell's Out) re-displays this widget with an HTML fallback;
+            # empty the live slot so the dashboard appears once.
+            self._handle.update({"text/plain": ""}, raw=True)
+
+
+def _root_class() -> Any:
+    import ipywidgets as w
+
+    class Root(w.VBox):  # type: ignore[misc]
+        """The dashboard box; its text fallback is the search summary, not a widget repr."""
+
+        _nbtune_view: Any = None
+
+        def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+            bundle = super()._repr_mimebundle_(**kwargs)
+            view = self._nbtune_view
+            if view is not None and isinstance(bundle, dict):
+                res = TuneResult(view.study, view.metric)
+                bundle["text/plain"] = res.summary()
+            return bundle
+
+    return Root
+
+
+class _LazyRoot:
+    cls: Any = None
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if self.cls is None:
+            self.cls = _root_class()
+        return self.cls(**kwargs)
+
+
+_Root = _LazyRoot()
+
+
+def show(result: TuneResult, display: bool = False) -> WidgetView:
+    """A dashboard of a stored study, without running trials (``%tune_show``)."""
+    from nbtune._scheduler import SchedulerSpec
+
+    cfg = result.study.user_attrs.get(ATTR.CONFIG, {})
+    sched = SchedulerSpec(kind=cfg.get("scheduler", "none"), R=cfg.get("R"), r=cfg.get("r", 1),
+                          eta=cfg.get("eta", 3), metric=result.metric, direction=result.direction)
+    view = WidgetView(result.study, result.metric, result.direction, sampler=result.sampler or "stored study",
+                      scheduler=sched, display=display)
+    view.close(result)
+    return view

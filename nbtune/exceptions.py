@@ -1,0 +1,56 @@
+"""Exceptions and warnings raised by nbtune.
+
+Every error says what went wrong, where (as the notebook numbers the cell's
+lines, the ``%%tune`` line being line 1) and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NbtuneError",
+    "AnnotationError",
+    "CellError",
+    "ConfigError",
+    "TrialsFailedError",
+    "NbtuneWarning",
+]
+
+
+class NbtuneError(Exception):
+    """Base class of every error nbtune raises on purpose."""
+
+
+class ConfigError(NbtuneError, ValueError):
+    """An option of the search has a bad value (bad ``%%tune`` line or ``tune()`` argument)."""
+
+
+class AnnotationError(NbtuneError, ValueError):
+    """A ``# tune:`` comment is malformed, or sits on something it cannot annotate.
+
+    Attributes:
+        lineno: the line in the notebook cell (the ``%%tune`` line is line 1), or None.
+    """
+
+    def __init__(self, message: str, lineno: int | None = None) -> None:
+        super().__init__(message)
+        self.lineno = lineno
+
+
+class CellError(NbtuneError):
+    """The cell itself cannot become an objective (syntax error, unpicklable global...)."""
+
+
+class TrialsFailedError(NbtuneError):
+    """The first trials all failed with the same error, so the search stopped early.
+
+    Attributes:
+        traceback: the user's traceback of the first failure, as text.
+    """
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class NbtuneWarning(UserWarning):
+    """Something the user should know that does not stop the search."""

@@ -1,0 +1,248 @@
+"""%%tune in a real IPython shell: options, semantics, store, errors."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from IPython.core.error import UsageError
+
+import nbtune
+from nbtune._store import ATTR
+
+CELL = '''\
+lr = 1e-3          # tune: loguniform(1e-5, 1e-1)
+hidden = 64        # tune: logint(16, 256)
+dropout = 0.2      # tune: uniform(0.0, 0.5)
+act = "relu"       # tune: choice("relu", "tanh", "gelu")
+layers = 2         # tune: int(1, 4)
+val_acc = score(lr, hidden, dropout, act, layers)
+'''
+
+
+@pytest.fixture
+def scored(ip):
+    ip.run_cell(
+        "import math\n"
+        "def score(lr, hidden, dropout, act, layers):\n"
+        "    return 1 - abs(math.log10(lr) + 2.5) / 5 - abs(hidden - 128) / 1000 - dropout / 10 "
+        "+ (act == 'gelu') * 0.01 + layers / 100\n"
+    )
+    return ip
+
+
+def test_search_runs_and_result_has_the_study(scored, tmp_path):
+    res = scored.run_cell_magic("tune", "--trials 8 --maximize val_acc --seed 0 -o out", CELL)
+    assert isinstance(res.study, optuna.Study)
+    assert scored.user_ns["out"] is res
+    assert res.n_finished == 8 and len(res.study.trials) == 8
+    # trial 0 is the baseline: the cell's own defaults
+    t0 = res.study.trials[0]
+    assert t0.params == {"lr": 1e-3, "hidden": 64, "dropout": 0.2, "act": "relu", "layers": 2}
+    assert t0.user_attrs[ATTR.BASELINE] is True
+    assert set(res.best_params) == {"lr", "hidden", "dropout", "act", "layers"}
+    assert res.best_value == max(t.value for t in res.study.trials)
+    df = res.trials_dataframe()
+    assert len(df) == 8 and "params_lr" in df and df["baseline"].iloc[0]
+    # the store is a plain Optuna journal beside the (working) folder
+    journal = tmp_path / ".nbtune" / f"{res.study.study_name}.journal"
+    assert journal.exists()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    plain = optuna.load_study(study_name=res.study.study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert len(plain.trials) == 8 and plain.best_value == res.best_value
+    assert nbtune.load_study(res.study.study_name).best_value == res.best_value
+    assert nbtune.load_study().best_value == res.best_value  # the only study in the store
+
+
+def test_displays_text_and_html(scored):
+    res = scored.run_cell_magic("tune", "--trials 5 --maximize val_acc --seed 1", CELL)
+    text = repr(res)
+    assert "5/5 trials finished" in text and "best val_acc" in text
+    html = res._repr_html_()
+    assert "<table" in html and "best val_acc" in html and "data:image/png;base64," in html
+    bundle = res._repr_mimebundle_()
+    assert bundle["text/plain"] == text
+
+
+def test_user_namespace_is_not_changed(scored):
+    scored.user_ns["lr"] = "mine"
+    scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
+    assert scored.user_ns["lr"] == "mine"
+    assert "val_acc" not in scored.user_ns and "hidden" not in scored.user_ns
+
+
+def test_apply_runs_best_in_the_notebook(scored):
+    res = scored.run_cell_magic("tune", "--trials 6 --maximize val_acc --seed 0 --apply", CELL)
+    for k, v in res.best_params.items():
+        assert scored.user_ns[k] == v
+    assert scored.user_ns["val_acc"] == pytest.approx(res.best_value)
+    assert "__nbtune__" not in scored.user_ns
+
+
+def test_rerun_is_idempotent_and_raising_n_continues(scored):
+    r1 = scored.run_cell_magic("tune", "--trials 6 --maximize val_acc --seed 0", CELL)
+    name = r1.study.study_name
+    r2 = scored.run_cell_magic("tune", "--trials 6 --maximize val_acc --seed 0", CELL)
+    assert r2.study.study_name == name and len(r2.study.trials) == 6
+    r3 = scored.run_cell_magic("tune", "--trials 9 --maximize val_acc --seed 0", CELL)
+    assert r3.study.study_name == name and r3.n_finished == 9
+    assert any("resumed" in m for m in r3.messages)
+    # no configuration repeats after the resume
+    params = [json.dumps(t.params, sort_keys=True) for t in r3.study.trials]
+    assert len(set(params)) == len(params)
+
+
+def test_name_is_stable_across_harmless_edits(scored):
+    r1 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
+    edited = CELL.replace("val_acc = score", "# a comment\nval_acc = 0 + score")
+    r2 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", edited)
+    assert r2.study.study_name == r1.study.study_name and r2.n_finished == 3
+
+
+def test_seed_reproducible(scored, tmp_path):
+    a = scored.run_cell_magic("tune", f"--trials 7 --maximize val_acc --seed 3 --store {tmp_path}/a", CELL)
+    b = scored.run_cell_magic("tune", f"--trials 7 --maximize val_acc --seed 3 --store {tmp_path}/b", CELL)
+    c = scored.run_cell_magic("tune", f"--trials 7 --maximize val_acc --seed 4 --store {tmp_path}/c", CELL)
+    pa = [t.params for t in a.study.trials]
+    assert pa == [t.params for t in b.study.trials]
+    assert pa != [t.params for t in c.study.trials]
+
+
+def test_changed_space_starts_a_new_version(scored):
+    r1 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
+    changed = CELL.replace("loguniform(1e-5, 1e-1)", "loguniform(1e-4, 1.0)")
+    r2 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", changed)
+    assert r2.study.study_name == r1.study.study_name + ":v2"
+    assert any("search space changed" in m and "lr" in m for m in r2.messages)
+    r3 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --fresh --name mystudy", CELL)
+    r4 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --fresh --name mystudy", CELL)
+    assert r3.study.study_name == "mystudy" and r4.study.study_name == "mystudy:v2"
+    assert len(optuna.load_study(study_name="mystudy", storage=r4.study._storage).trials) == 3
+    assert nbtune.load_study("mystudy").study_name == "mystudy:v2"
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "qmc", "cmaes"])
+def test_samplers(scored, sampler):
+    res = scored.run_cell_magic("tune", f"--trials 5 --maximize val_acc --sampler {sampler} --seed 0", CELL)
+    assert res.n_finished == 5
+
+
+def test_grid_sampler(ip):
+    res = ip.run_cell_magic("tune", "--trials 50 --minimize loss --sampler grid",
+                            'a = 1  # tune: int(0, 2)\nb = "x"  # tune: choice("x", "y")\nloss = a + (b == "y")\n')
+    assert res.n_finished == 6  # the grid has 6 points
+    assert sorted((t.params["a"], t.params["b"]) for t in res.study.trials) == [
+        (a, b) for a in range(3) for b in "xy"]
+    with pytest.raises(UsageError, match=r"grid needs a finite space, but line 2 .* is continuous"):
+        ip.run_cell_magic("tune", "--minimize loss --sampler grid", "x = 0.1  # tune: uniform(0, 1)\nloss = x\n")
+
+
+def test_ipython_syntax_in_cell(ip):
+    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss",
+                            "x = 0.5  # tune: uniform(0, 1)\nout = !echo hi\n%time y = 1\nloss = x + len(out) + y\n")
+    assert res.n_finished == 2 and res.best_value == pytest.approx(min(t.params["x"] for t in res.study.trials) + 2)
+
+
+def test_failing_trial_becomes_a_failed_row(ip):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nif x > 0.6:\n    raise ValueError('too big')\nloss = x\n"
+    res = ip.run_cell_magic("tune", "--trials 12 --minimize loss --seed 0 --sampler random", cell)
+    assert res.n_finished == 12
+    failed = [t for t in res.study.trials if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs[ATTR.ERROR] == "ValueError: too big" for t in failed)
+    tb = failed[0].user_attrs[ATTR.TRACEBACK]
+    assert "line 4" in tb and "raise ValueError('too big')" in tb and "_executor" not in tb
+    df = res.trials_dataframe()
+    assert (df["error"] == "ValueError: too big").sum() == len(failed)
+
+
+def test_first_three_failures_stop_the_search(ip, capsys):
+    cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
+        ip.run_cell_magic("tune", "--trials 50 --minimize loss", cell)
+    err = capsys.readouterr().err
+    assert "line 3" in err and "undefined_name" in err
+    study = nbtune.load_study()
+    assert len(study.trials) == 3
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("x = 0.5  # tune: uniform(0, 1)\n", "loss was not set at the end of the cell"),
+    ("x = 0.5  # tune: uniform(0, 1)\nloss = 'abc'\n", "loss is not a number at the end of the cell: got str"),
+    ("x = 0.5  # tune: uniform(0, 1)\nloss = float('nan')\n", "loss is not finite"),
+])
+def test_bad_metric_fails_the_trial(ip, body, expected):
+    with pytest.raises(UsageError, match="first 3 trials"):
+        ip.run_cell_magic("tune", "--trials 5 --minimize loss", body)
+    t = nbtune.load_study().trials[0]
+    assert t.state.name == "FAIL" and expected in t.user_attrs[ATTR.ERROR]
+
+
+def test_timeout_stops_starting_trials(ip):
+    res = ip.run_cell_magic("tune", "--trials 1000 --minimize loss --timeout 1s",
+                            "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n")
+    assert 3 <= res.n_finished < 60
+    assert any("timeout" in m for m in res.messages)
+
+
+def test_help_text(ip):
+    doc = ip.find_cell_magic("tune").__doc__
+    for text in ("--maximize", "--trials", "--sampler", "--jobs", "--scheduler", "--apply", "--fresh",
+                 "loguniform(1e-5, 1e-1)", "%%tune --trials 40 --maximize val_acc", "tune: epochs", "optuna-dashboard"):
+        assert text in doc
+    info = ip.object_inspect("%%tune")
+    assert info["found"]
+    assert "%tune [--maximize NAME] [--minimize NAME] [-n N]" in info["docstring"]
+    assert "--max-epochs R" in info["docstring"] and "Example::" in info["docstring"]
+
+
+@pytest.mark.parametrize("line, match", [
+    ("--trials 5", "no metric was given; pass exactly one of --maximize NAME or --minimize NAME"),
+    ("--maximize a --minimize b", "both --maximize and --minimize"),
+    ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
+    ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many'"),
+    ("--maximize loss --timeout soon", "--timeout takes seconds or a duration such as 90s, 10m or 2h; got 'soon'"),
+    ("--maximize loss --sampler annealing", "--sampler must be one of tpe, random, grid, gp, cmaes, qmc; got 'annealing'"),
+    ("--maximize loss --jobs 0", "--jobs must be a positive number or -1"),
+    ("--maximize loss --backend spark", "--backend must be one of auto, threading, loky, dask, ray"),
+    ("--maximize loss --name a/b", "study name 'a/b' may only use letters"),
+    ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
+    ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none"),
+    ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
+])
+def test_bad_options_are_usage_errors(ip, line, match):
+    with pytest.raises(UsageError, match=match.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        ip.run_cell_magic("tune", line, "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+
+
+@pytest.mark.parametrize("body, match", [
+    ("x = 1  # tune: gaussian(0, 1)\n", "line 2 of the %%tune cell: unknown annotation kind 'gaussian'; valid kinds are uniform, loguniform, int, logint, choice, epochs"),
+    ("y = 2\nx = 1  # tune: uniform(0, \n", r"line 3, column \d+ of the %%tune cell: cannot parse annotation"),
+    ("x = 0.5  # tune: uniform(1, 0)\n", "line 2 of the %%tune cell: uniform for 'x' needs low < high, got low=1, high=0"),
+    ("x = 0.5  # tune: loguniform(0, 1)\n", "line 2 of the %%tune cell: loguniform for 'x' needs low > 0 \\(log scale\\), got 0; use uniform\\(\\) or a low such as 1e-5"),
+    ("x = 5  # tune: int(0, 3)\n", "line 2 of the %%tune cell: int for 'x' default 5 is outside the range \\[0, 3\\]"),
+    ("x = 'elu'  # tune: choice('relu', 'tanh')\n", "default 'elu' is not among the choices"),
+    ("if True:\n    x = 0.5  # tune: uniform(0, 1)\n", "line 3 of the %%tune cell: .* must annotate a simple top-level assignment"),
+    ("x, y = 1, 2  # tune: int(0, 3)\n", "must annotate a simple top-level assignment"),
+    ("x = 1  # tune: int(0, 3)\nx = 2  # tune: int(0, 3)\n", "line 3 of the %%tune cell: 'x' is annotated twice \\(also on line 2\\)"),
+    ("x = 0.5  # tune: uniform(0, 1)\nloss = (x\n", "line 3 of the %%tune cell: '\\(' was never closed"),
+    ("x = base * 2  # tune: uniform(0, 1)\n", "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python literal"),
+    ("x = 1  # tune: int(0, 3, 4)\n", "int takes 2 arguments"),
+    ("x = 1  # tune: int(0, 3, stride=2)\n", "int got unknown keyword 'stride'; it accepts step"),
+    ("x = 0.5  # tune: uniform(0, lo)\n", "line 2, column \\d+ of the %%tune cell: argument 2 of uniform must be a Python literal"),
+    ("x = 1  # tune: epochs\n", "'# tune: epochs' must sit on a 'for' header"),
+    ("loss = 1\n", "has no '# tune:' annotations"),
+])
+def test_bad_cells_name_the_line(ip, body, match):
+    with pytest.raises(UsageError, match=match):
+        ip.run_cell_magic("tune", "--minimize loss", body)
+
+
+def test_unknown_loop_length_needs_max_epochs(ip):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nsteps = [1, 2, 3]\nfor s in iter(steps):  # tune: epochs\n    loss = x * s\n"
+    with pytest.raises(UsageError, match="line 4 of the %%tune cell: the length of the epochs loop cannot be known .* --max-epochs"):
+        ip.run_cell_magic("tune", "--minimize loss", cell)
+    res = ip.run_cell_magic("tune", "--minimize loss --max-epochs 3 --trials 4", cell)
+    assert res.n_finished == 4
