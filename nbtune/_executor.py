@@ -340,6 +340,60 @@ def effective_jobs(n_jobs: int) -> int:
     return os.cpu_count() or 1 if n_jobs == -1 else n_jobs
 
 
+class _DeathWatch:
+    """Which worker process died *first*.
+
+    When one loky worker dies, loky SIGKILLs the others too; only the first death is the
+    trial's own fault (e.g. out of memory), the rest are collateral and get re-run. On
+    Linux a pidfd becomes readable the moment its process exits, so a thread waiting on
+    them sees the culprit before loky reacts.
+    """
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.first_dead: set[int] = set()
+        self._fds: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nbtune-deathwatch", daemon=True)
+        self.supported = hasattr(os, "pidfd_open")
+
+    def start(self) -> None:
+        if self.supported:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1)
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def reset(self) -> None:
+        self.first_dead = set()
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            for p in Path(self.control.directory).glob("worker-*"):
+                with contextlib.suppress(ValueError, OSError):
+                    pid = int(p.name.split("-", 1)[1])
+                    if pid not in self._fds:
+                        self._fds[pid] = os.pidfd_open(pid)  # type: ignore[attr-defined]
+            fds = {fd: pid for pid, fd in self._fds.items()}
+            if not fds:
+                self._stop.wait(0.02)
+                continue
+            ready, _, _ = select.select(list(fds), [], [], 0.02)
+            if ready and not self.first_dead:
+                self.first_dead = {fds[fd] for fd in ready}
+            for fd in ready:
+                os.close(fd)
+                self._fds.pop(fds[fd], None)
+
+
 class Search:
     """Runs a :class:`Job` on ``n_jobs`` workers from a background thread.
 
@@ -424,6 +478,16 @@ class Search:
             self.done.set()
 
     def _run_parallel(self) -> None:
+        watch = _DeathWatch(self.job.control) if self.backend == "loky" else None
+        if watch is not None:
+            watch.start()
+        try:
+            self._run_parallel_watched(watch)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    def _run_parallel_watched(self, watch: _DeathWatch | None) -> None:
         import joblib
 
         restarts = 0
@@ -459,7 +523,11 @@ class Search:
                 # A worker died mid-trial (killed, out of memory): its trial fails with the
                 # reason, the other workers' trials are recorded as interrupted (they will be
                 # re-run), and the search goes on with a fresh pool.
-                died = self._reap(culprit_reason=_death_reason(e))
+                time.sleep(0.1)  # let the watch see every death
+                culprits = watch.first_dead if watch is not None and watch.supported else None
+                died = self._reap(culprit_reason=_death_reason(e), culprits=culprits)
+                if watch is not None:
+                    watch.reset()
                 self.worker_deaths.append(f"{_death_reason(e)} (trials {died})")
                 restarts += 1
                 if restarts > 5:
@@ -470,7 +538,7 @@ class Search:
                 for p in Path(self.job.control.directory).glob("worker-*"):
                     p.unlink(missing_ok=True)
 
-    def _reap(self, culprit_reason: str | None = None) -> list[int]:
+    def _reap(self, culprit_reason: str | None = None, culprits: set[int] | None = None) -> list[int]:
         """Mark the trials of dead workers failed; return their numbers."""
         import optuna
         from optuna.trial import TrialState
@@ -489,7 +557,7 @@ class Search:
                 pass
             except PermissionError:
                 continue
-            if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED):
+            if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED) and (culprits is None or pid in culprits):
                 st.set_trial_user_attr(t._trial_id, ATTR.ERROR, f"WorkerDied: {culprit_reason}")
             else:
                 st.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, "its worker process was stopped")

@@ -86,6 +86,7 @@ class _Prepared:
     study: optuna.Study
     store: Store
     job: Job | None  # None when the study already has enough finished trials
+    n_trials: int
     n_jobs: int
     backend: str
     messages: list[str]
@@ -208,6 +209,7 @@ def _prepare(
         if n_trials > size:
             messages.append(f"the grid has {size} points, so the search stops after {size} trials")
             n_trials = size
+    prep_target = n_trials
     job = None
     # Trial numbers of this run start after every trial that was not merely queued.
     n_before = sum(1 for t in trials if t.state.name != "WAITING")
@@ -217,14 +219,17 @@ def _prepare(
         job = Job(program=program, store=st, study_name=target, n_trials=n_trials, sampler=sampler, seed=seed,
                   scheduler=sched, control=Control(), deadline=(time.time() + seconds) if seconds else None,
                   run_start=n_before, seed_offset=n_before)
-    return _Prepared(program=program, study=study, store=st, job=job, n_jobs=jobs, backend=backend,
+    else:
+        messages.append(f"{target!r} already has {done} finished trials (target {n_trials}): nothing to run; "
+                        "raise --trials to continue the search")
+    return _Prepared(program=program, study=study, store=st, job=job, n_trials=prep_target, n_jobs=jobs, backend=backend,
                      messages=messages, scheduler=sched, sampler=sampler, apply=apply, user_ns=user_ns)
 
 
 def _make_result(prep: _Prepared, extra: list[str]) -> TuneResult:
     from nbtune._result import TuneResult
 
-    return TuneResult(prep.study, prep.program.metric, n_trials=prep.job.n_trials if prep.job else None,
+    return TuneResult(prep.study, prep.program.metric, n_trials=prep.job.n_trials if prep.job else prep.n_trials,
                       store_path=str(prep.store.journal_path(prep.study.study_name)),
                       messages=prep.messages + extra, scheduler=prep.scheduler.describe(), sampler=prep.sampler)
 

@@ -1,0 +1,104 @@
+"""Trials on real worker processes and threads, sharing one store."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import nbtune
+from nbtune._store import ATTR
+
+BUSY = '''\
+x = 0.5  # tune: uniform(0, 1)
+import os, time
+t = time.perf_counter()
+while time.perf_counter() - t < 0.05:
+    pass
+pid = os.getpid()
+loss = (x - 0.3) ** 2
+'''
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_two_jobs_exact_count(tmp_path, backend):
+    res = nbtune.tune(BUSY, minimize="loss", n_trials=9, n_jobs=2, backend=backend, store=tmp_path, view=None)
+    trials = res.study.trials
+    assert res.n_finished == 9 and len(trials) == 9
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    workers = {t.user_attrs[ATTR.WORKER] for t in trials}
+    assert workers == {0, 1}
+    pids = {t.user_attrs[ATTR.PID] for t in trials}
+    import os
+
+    if backend == "loky":
+        assert len(pids) == 2 and os.getpid() not in pids
+    else:
+        assert pids == {os.getpid()}
+
+
+def test_compiled_cell_with_notebook_function_pickles(ip, tmp_path):
+    # A function and a class defined "in the notebook" travel to loky workers by value.
+    ip.run_cell("class Scale:\n    k = 2.0\n\ndef shifted(x):\n    return (x - 0.25) ** 2 * Scale.k\n")
+    res = ip.run_cell_magic("tune", f"--trials 6 --jobs 2 --minimize loss --store {tmp_path}",
+                            "x = 0.5  # tune: uniform(0, 1)\nloss = shifted(x)\n")
+    assert res.n_finished == 6 and all(t.state.name == "COMPLETE" for t in res.study.trials)
+
+
+def test_large_array_is_memory_mapped_in_workers(ip, tmp_path):
+    ip.user_ns["big"] = np.ones(400_000)  # 3.2 MB
+    res = ip.run_cell_magic(
+        "tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
+        "import numpy as np\nx = 0.5  # tune: uniform(0, 1)\nloss = x + float(isinstance(big, np.memmap))\n")
+    assert all(t.value >= 1.0 for t in res.study.trials), "the array was copied, not memory-mapped"
+
+
+def test_unpicklable_global_names_the_variable(ip, tmp_path):
+    from IPython.core.error import UsageError
+
+    ip.user_ns["lock"] = threading.Lock()
+    cell = "x = 0.5  # tune: uniform(0, 1)\nwith lock:\n    loss = x\n"
+    with pytest.raises(UsageError, match="the notebook variable 'lock' \\(lock\\) cannot be sent to worker processes .* --backend threading"):
+        ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}", cell)
+    res = ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --backend threading --minimize loss --store {tmp_path}", cell)
+    assert res.n_finished == 4
+
+
+def test_worker_killed_mid_trial(tmp_path):
+    flag = tmp_path / "killed-once"
+    cell = f'''\
+x = 0.5  # tune: uniform(0, 1)
+import os, signal, time
+time.sleep(0.1)
+if not os.path.exists({str(flag)!r}):
+    open({str(flag)!r}, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)   # as the OOM killer would
+loss = x
+'''
+    res = nbtune.tune(cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=tmp_path / "s", view=None)
+    assert res.n_finished == 8
+    died = [t for t in res.study.trials if "WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "")]
+    assert len(died) == 1, [(t.number, t.state, t.user_attrs) for t in res.study.trials]
+    assert "SIGKILL" in died[0].user_attrs[ATTR.ERROR]
+    assert any("a worker died and was replaced" in m for m in res.messages)
+    complete = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 7
+
+
+def test_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        res = nbtune.tune(BUSY, minimize="loss", n_trials=6, n_jobs=2, backend="dask", store=tmp_path, view=None)
+    assert res.n_finished == 6
+    import os
+
+    pids = {t.user_attrs[ATTR.PID] for t in res.study.trials}
+    assert os.getpid() not in pids and len(pids) >= 1
+
+
+def test_dask_without_client_is_a_clear_error(tmp_path):
+    pytest.importorskip("distributed")
+    with pytest.raises(Exception, match="(?i)no (running|global) client"):
+        nbtune.tune(BUSY, minimize="loss", n_trials=2, n_jobs=2, backend="dask", store=tmp_path, view=None)
