@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune._objective import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
 from nbtune._sampler import make_sampler
 from nbtune._scheduler import SchedulerSpec, make_pruner
-from nbtune._store import ATTR, Store, active_trial, finished_count
+from nbtune._store import ATTR, Store, _is_alive, active_trial, finished_count
 from nbtune.exceptions import CellError, ConfigError
 
 if TYPE_CHECKING:
@@ -550,13 +550,8 @@ class Search:
             pid = t.user_attrs.get(ATTR.PID)
             if pid is None or pid == os.getpid():
                 continue
-            try:
-                os.kill(pid, 0)
+            if _is_alive(pid):
                 continue  # still alive (another kernel's worker)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
             if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED) and (culprits is None or pid in culprits):
                 st.set_trial_user_attr(t._trial_id, ATTR.ERROR, f"WorkerDied: {culprit_reason}")
             else:

@@ -1,0 +1,159 @@
+"""%%tune in a real Jupyter kernel: Interrupt, resume, and a notebook run end to end."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+import nbtune
+from nbtune._store import ATTR
+
+SLOW = '''%%tune --trials 200 --minimize loss --store {store} {extra}
+x = 0.5  # tune: uniform(0, 1)
+import time
+for epoch in range(5):  # tune: epochs
+    time.sleep(0.06)
+    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)
+'''
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _execute(kc, code, timeout=60, interrupt_after=None, km=None):
+    """Run code; collect iopub outputs until idle. Optionally interrupt after N seconds."""
+    msg_id = kc.execute(code)
+    outputs, t0, interrupted = [], time.monotonic(), False
+    while True:
+        if interrupt_after is not None and not interrupted and time.monotonic() - t0 > interrupt_after:
+            km.interrupt_kernel()
+            interrupted = True
+            t_int = time.monotonic()
+        try:
+            msg = kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(code)
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        outputs.append(msg)
+    reply = kc.get_shell_msg(timeout=10)
+    stopped_in = (time.monotonic() - t_int) if interrupted else None
+    return reply["content"], outputs, stopped_in
+
+
+def _errors(outputs):
+    return [m for m in outputs if m["msg_type"] == "error"]
+
+
+@pytest.mark.parametrize("extra", ["", "--jobs 2"])
+def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
+    km, kc = kernel
+    store = tmp_path / "store"
+    reply, _, _ = _execute(kc, "%load_ext nbtune")
+    assert reply["status"] == "ok"
+    reply, outputs, stopped_in = _execute(kc, SLOW.format(store=store, extra=extra), interrupt_after=4, km=km)
+    assert stopped_in is not None and stopped_in < 5, "the search did not stop within 5 s"
+    assert reply["status"] == "ok", reply  # graceful: no exception, the partial result is shown
+    assert not _errors(outputs)
+    texts = " ".join(str(m["content"].get("data", {}).get("text/plain", "")) for m in outputs
+                     if m["msg_type"] == "execute_result")
+    assert "interrupted: finished trials are kept" in texts
+    study = nbtune.load_study(store=store)
+    states = [t.state.name for t in study.trials]
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 3
+    assert "RUNNING" not in states
+    interrupted = [t for t in study.trials if ATTR.INTERRUPTED in t.user_attrs]
+    # the running trial(s) either ended at that epoch or were recorded as interrupted
+    assert len(interrupted) <= 2
+    assert all(t.state.name == "FAIL" for t in interrupted)
+    if extra:
+        # no worker keeps running a trial after the interrupt
+        pids = {t.user_attrs[ATTR.PID] for t in study.trials}
+        time.sleep(0.5)
+        n = len(nbtune.load_study(store=store).trials)
+        time.sleep(1.0)
+        assert len(nbtune.load_study(store=store).trials) == n
+    # re-running resumes: finished trials are kept, interrupted ones are re-run
+    target = len(finished) + 3
+    reply, outputs, _ = _execute(kc, SLOW.format(store=store, extra=extra).replace("--trials 200", f"--trials {target}"))
+    assert reply["status"] == "ok", reply
+    study = nbtune.load_study(store=store)
+    from nbtune._store import finished_count
+
+    assert finished_count(study.trials) == target
+    if extra:
+        km.shutdown_kernel(now=False)
+        time.sleep(1)
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        assert not alive, f"orphan worker processes: {alive}"
+
+
+def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
+    km, kc = kernel
+    store = tmp_path / "store"
+    _execute(kc, "%load_ext nbtune")
+    kc.execute(SLOW.format(store=store, extra=""))
+    time.sleep(4)
+    km.provisioner.process.kill()  # the kernel dies mid-trial (SIGKILL)
+    time.sleep(0.5)
+    study = nbtune.load_study(store=store)
+    running = [t for t in study.trials if t.state.name == "RUNNING"]
+    assert len(running) == 1
+    done = len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")])
+    assert done >= 2
+    # a new kernel (here: this process) resumes the study
+    res = nbtune.tune(SLOW.split("\n", 1)[1], minimize="loss", n_trials=done + 2, store=store, view=None)
+    t = res.study.trials[running[0].number]
+    assert t.state.name == "FAIL" and "stopped" in t.user_attrs[ATTR.INTERRUPTED]
+    assert any("left running by a stopped kernel" in m for m in res.messages)
+    assert res.n_finished == done + 2
+
+
+def test_notebook_end_to_end_with_nbclient(tmp_path):
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
+        "%load_ext nbtune",
+        "def f(x):\n    return (x - 0.3) ** 2",
+        "%%tune --trials 8 --minimize loss --seed 0 -o res\nx = 0.5  # tune: uniform(0, 1)\n"
+        "for epoch in range(3):  # tune: epochs\n    loss = f(x) + 1 / (epoch + 1)\n",
+        "print(len(res.study.trials), sorted(res.best_params))",
+    ]]
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    out = nb.cells[2].outputs
+    result = [o for o in out if o["output_type"] == "execute_result"][0]
+    assert "application/vnd.jupyter.widget-view+json" in result["data"]
+    assert "best loss" in result["data"]["text/html"] and "8/8 trials finished" in result["data"]["text/plain"]
+    assert "widgets" in nb.metadata and nb.metadata["widgets"]
+    assert nb.cells[3].outputs[0]["text"].strip() == "8 ['x']"
+    assert (tmp_path / ".nbtune").is_dir()
+    # running the notebook again resumes: nothing new runs, the same study is shown
+    nb2 = nbformat.from_dict(nb)
+    nbclient.NotebookClient(nb2, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert nb2.cells[3].outputs[0]["text"].strip() == "8 ['x']"
