@@ -149,8 +149,8 @@ def _rung_of(step: int | None, scheduler: Any) -> int | None:
 class StudyTable:
     """Which rows to show, in which order, page by page.
 
-    Rows: the running trials first, then the rest sorted by ``sort`` ("metric" puts the
-    best first; "recent" the newest first), ``page_size`` rows a page.
+    Rows: the running trials first, then the best one, then the rest sorted by ``sort``
+    ("metric": best first; "recent": newest first), ``page_size`` rows a page.
     """
 
     def __init__(self, page_size: int = 15) -> None:
@@ -158,11 +158,14 @@ class StudyTable:
         self.page = 0
         self.sort = "recent"
 
-    def rows(self, trials: list[optuna.trial.FrozenTrial], direction: str) -> tuple[list[optuna.trial.FrozenTrial], int]:
+    def rows(self, trials: list[optuna.trial.FrozenTrial], direction: str,
+             best_number: int | None = None) -> tuple[list[optuna.trial.FrozenTrial], int]:
         from optuna.trial import TrialState
 
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        rest = [t for t in trials if t.state != TrialState.RUNNING and t.state != TrialState.WAITING]
+        # The best trial is pinned under the running ones, whatever the sort.
+        pinned = [t for t in trials if t.number == best_number and t.state != TrialState.RUNNING]
+        rest = [t for t in trials if t.state not in (TrialState.RUNNING, TrialState.WAITING) and t.number != best_number]
         if self.sort == "metric":
             sign = -1.0 if direction == "maximize" else 1.0
 
@@ -177,7 +180,7 @@ class StudyTable:
             rest.sort(key=key)
         else:
             rest.sort(key=lambda t: -t.number)
-        ordered = running + rest
+        ordered = running + pinned + rest
         n_pages = max(1, math.ceil(len(ordered) / self.page_size))
         self.page = min(max(self.page, 0), n_pages - 1)
         start = self.page * self.page_size
@@ -185,7 +188,7 @@ class StudyTable:
 
     def html(self, trials: list[optuna.trial.FrozenTrial], direction: str, metric: str,
              scheduler: Any, best_number: int | None) -> tuple[str, int]:
-        rows, n_pages = self.rows(trials, direction)
+        rows, n_pages = self.rows(trials, direction, best_number)
         param_names: list[str] = []
         for t in trials[:50]:
             for k in t.params:

@@ -1,0 +1,150 @@
+"""The epochs loop, the schedulers and the recorded reasons for every stop."""
+
+from __future__ import annotations
+
+import pytest
+
+import nbtune
+from nbtune._objective import TrialRuntime, compile_cell
+from nbtune._scheduler import SchedulerSpec, format_decision
+from nbtune._store import ATTR
+
+
+class FakeTrial:
+    """Records reports; prunes at a chosen step."""
+
+    def __init__(self, prune_at=None):
+        self.reports, self.prune_at, self.params = [], prune_at, {}
+
+    def suggest_float(self, name, low, high, **kw):
+        return low
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return self.prune_at is not None and self.reports[-1][0] >= self.prune_at
+
+
+def run(body, prune_at=None, max_step=None):
+    program = compile_cell("x = 0.5  # tune: uniform(0, 1)\n" + body, metric="m", direction="maximize")
+    trial = FakeTrial(prune_at)
+    rt = TrialRuntime(program, trial, max_step=max_step)
+    return program, trial, rt
+
+
+def test_reports_after_every_iteration():
+    program, trial, rt = run("for e in range(4):  # tune: epochs\n    m = e * 10\nafter = 1\n")
+    assert program.run(rt) == 30
+    assert trial.reports == [(1, 0), (2, 10), (3, 20), (4, 30)]
+
+
+def test_continue_still_reports_and_break_reports_last():
+    _, trial, rt = run("for e in range(6):  # tune: epochs\n    m = e\n    if e == 1:\n        continue\n"
+                       "    if e == 3:\n        break\nm = m + 100\n")
+    assert rt.program.run(rt) == 103
+    assert trial.reports == [(1, 0), (2, 1), (3, 2), (4, 3)]
+
+
+def test_nested_loops_only_outer_is_the_budget():
+    _, trial, rt = run("for e in range(3):  # tune: epochs\n    for b in range(5):\n        if b == 2:\n"
+                       "            break\n        m = e + b\n")
+    assert rt.program.run(rt) == 3
+    assert [s for s, _ in trial.reports] == [1, 2, 3]
+
+
+def test_stop_ends_the_cell_at_that_epoch():
+    from nbtune._objective import TrialStopped
+
+    program, trial, rt = run("ran = []\nfor e in range(9):  # tune: epochs\n    m = e\n"
+                             "    try:\n        pass\n    except Exception:\n        pass\nraise RuntimeError('never reached')\n",
+                             prune_at=3)
+    with pytest.raises(TrialStopped) as info:
+        program.run(rt)
+    assert info.value.step == 3 and trial.reports[-1] == (3, 2)
+
+
+def test_user_except_exception_cannot_swallow_the_stop():
+    from nbtune._objective import TrialStopped
+
+    program, trial, rt = run("try:\n    for e in range(9):  # tune: epochs\n        m = e\nexcept Exception:\n    m = -1\n",
+                             prune_at=2)
+    with pytest.raises(TrialStopped):
+        program.run(rt)
+
+
+def test_no_stop_at_the_last_epoch():
+    program, trial, rt = run("for e in range(3):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
+    # step 1 == R: a trial that reached R is complete
+    program2, trial2, rt2 = run("for e in range(1):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
+    assert program2.run(rt2) == 0
+
+
+def test_epochs_loop_inside_a_function_is_rejected(ip):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="line 4 of the %%tune cell: the epochs loop is inside a function"):
+        ip.run_cell_magic("tune", "--maximize m", "x = 0.5  # tune: uniform(0, 1)\ndef f():\n"
+                          "    for e in range(3):  # tune: epochs\n        pass\nm = 1\n")
+    with pytest.raises(UsageError, match="a second '# tune: epochs' loop \\(the first is on line 3\\)"):
+        ip.run_cell_magic("tune", "--maximize m", "x = 0.5  # tune: uniform(0, 1)\nfor a in range(2):  # tune: epochs\n"
+                          "    m = a\nfor b in range(2):  # tune: epochs\n    m = b\n")
+
+
+@pytest.mark.parametrize("R, r, eta, brackets, rungs0", [(27, 1, 3, 4, [1, 3, 9]), (9, 1, 3, 3, [1, 3]),
+                                                          (100, 2, 4, 3, [2, 8, 32])])
+def test_spec_rungs(R, r, eta, brackets, rungs0):
+    spec = SchedulerSpec(kind="hyperband", R=R, r=r, eta=eta)
+    assert spec.n_brackets == brackets and spec.rung_epochs(0) == rungs0
+
+
+CURVES = '''\
+q = 0.5  # tune: uniform(0.0, 1.0)
+for epoch in range(27):  # tune: epochs
+    acc = q * (1 - 0.5 ** (epoch + 1))
+'''
+
+
+@pytest.mark.parametrize("scheduler", ["hyperband", "asha", "median"])
+def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
+    res = nbtune.tune(CURVES, maximize="acc", n_trials=30, scheduler=scheduler, seed=0, sampler="random",
+                      store=tmp_path, view=None)
+    pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert pruned, "nothing was stopped"
+    for t in pruned:
+        d = t.user_attrs[ATTR.DECISION]
+        assert d["epoch"] == t.last_step and d["value"] <= d["cutoff"]
+        assert d["n_compared"] >= 1
+        if scheduler != "median":
+            assert d["rung"] >= 0 and (d["bracket"] is not None) == (scheduler == "hyperband")
+            # rung k means epoch r * eta**k
+            assert d["epoch"] == 3 ** d["rung"]
+    df = res.trials_dataframe()
+    stopped = df[df["state"] == "PRUNED"]
+    assert stopped["stopped_reason"].str.contains(r"stopped at epoch \d+").all()
+    text = res.decisions()[0]
+    assert text.startswith(f"trial {pruned[0].number} stopped at epoch {pruned[0].last_step}")
+    assert "acc" in text and ("cutoff" in text or "median" in text)
+    # complete trials ran all 27 epochs
+    assert all(t.last_step == 27 for t in res.study.trials if t.state.name == "COMPLETE")
+
+
+def test_format_decision_reads_like_a_sentence():
+    d = {"epoch": 3, "rung": 1, "bracket": 0, "value": 0.62, "cutoff": 0.71, "n_compared": 9, "n_keep": 3}
+    assert format_decision(17, d, "val_acc", "maximize") == (
+        "trial 17 stopped at epoch 3 (rung 1, bracket 0): val_acc 0.62 < cutoff 0.71, top 3/9 continue")
+
+
+def test_hyperband_brackets_hold_across_processes(tmp_path):
+    res = nbtune.tune(CURVES, maximize="acc", n_trials=24, n_jobs=2, seed=0, sampler="random",
+                      store=tmp_path, view=None)
+    assert res.n_finished == 24
+    from optuna.pruners import HyperbandPruner
+
+    hb = HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3)
+    hb._try_initialization(res.study)
+    for t in res.study.trials:
+        d = t.user_attrs.get(ATTR.DECISION)
+        if d:
+            assert d["bracket"] == hb._get_bracket_id(res.study, t)
+    assert len({t.user_attrs[ATTR.PID] for t in res.study.trials}) == 2

@@ -1,0 +1,85 @@
+"""The notebook-local store: location, versions, torn writes, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import optuna
+import pytest
+
+import nbtune
+from nbtune._store import Store, default_store_dir, finished_count
+
+CELL = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.2) ** 2\n"
+
+
+def test_store_beside_the_notebook(tmp_path, monkeypatch):
+    nb = tmp_path / "proj" / "train.ipynb"
+    nb.parent.mkdir()
+    nb.write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    assert default_store_dir({}) == nb.parent / ".nbtune"
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert default_store_dir({"__vsc_ipynb_file__": str(nb)}) == nb.parent / ".nbtune"
+    assert default_store_dir({"__session__": str(nb)}) == nb.parent / ".nbtune"
+    assert default_store_dir({}) == tmp_path / ".nbtune"
+
+
+def test_magic_uses_the_notebook_folder(ip, tmp_path, monkeypatch):
+    nb = tmp_path / "nbdir" / "a.ipynb"
+    nb.parent.mkdir()
+    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
+    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss", CELL)
+    assert (nb.parent / ".nbtune" / f"{res.study.study_name}.journal").exists()
+
+
+def test_torn_last_line_is_tolerated(tmp_path):
+    res = nbtune.tune(CELL, minimize="loss", n_trials=4, store=tmp_path, view=None)
+    journal = tmp_path / f"{res.study.study_name}.journal"
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 3, "sta')  # a crash mid-write
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name=res.study.study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert finished_count(study.trials) == 4
+
+
+def _writer(store, seed):
+    nbtune.tune(CELL, minimize="loss", n_trials=10, store=store, seed=seed, view=None, name="shared")
+
+
+def test_two_kernels_write_one_study(tmp_path):
+    # two independent processes (as two kernels would) continue the same study
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), s)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    study = nbtune.load_study("shared", store=tmp_path)
+    assert finished_count(study.trials) == 10  # the budget is shared, not doubled
+    assert len({t.user_attrs["nbtune:pid"] for t in study.trials}) == 2
+
+
+def test_load_study_errors_list_what_is_there(tmp_path):
+    nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="one")
+    nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="two")
+    with pytest.raises(KeyError, match="no study 'three' .* the store holds \\['one', 'two'\\]"):
+        nbtune.load_study("three", store=tmp_path)
+    with pytest.raises(KeyError, match="holds 2 studies"):
+        nbtune.load_study(store=tmp_path)
+    assert Store(tmp_path).versions("one") == ["one"]
+
+
+def test_tune_show_looks_back(ip, tmp_path):
+    res = ip.run_cell_magic("tune", f"--trials 3 --minimize loss --store {tmp_path} --name looked", CELL)
+    shown = ip.run_line_magic("tune_show", f"looked --store {tmp_path}")
+    assert shown.study.study_name == "looked" and shown.best_value == res.best_value
+    assert "3/" not in repr(shown) or "trials finished" in repr(shown)
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no study 'nope'"):
+        ip.run_line_magic("tune_show", f"nope --store {tmp_path}")

@@ -1,0 +1,142 @@
+"""The dashboard's logic without a browser (ipywidgets' dummy comm)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import nbtune
+from nbtune._executor import Control, Job, Search
+from nbtune._objective import compile_cell
+from nbtune._store import Store
+from nbtune._widgets import StudyTable, WidgetView, _Clock
+
+CURVES = '''\
+q = 0.5  # tune: uniform(0.0, 1.0)
+for epoch in range(9):  # tune: epochs
+    acc = q * (1 - 0.5 ** (epoch + 1))
+'''
+
+
+class FakeClock(_Clock):
+    def __init__(self):
+        self.t = 1000.0
+        super().__init__(lambda: self.t)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    return nbtune.tune(CURVES, maximize="acc", n_trials=40, seed=0, sampler="random", store=store, view=None).study
+
+
+def _view(study, search=None, clock=None):
+    from nbtune._scheduler import SchedulerSpec
+
+    return WidgetView(study, "acc", "maximize", sampler="random", search=search, display=False,
+                      scheduler=SchedulerSpec(kind="hyperband", R=9, metric="acc"), clock=clock or FakeClock())
+
+
+def test_header_table_and_decisions(study):
+    v = _view(study)
+    assert "40/40 finished" in v.status.value and "pruned" in v.status.value
+    best = study.best_trial
+    assert f"acc = {best.value:.4g}" in v.best.value
+    rows = re.findall(r"<tr class='nbtune-row[^']*' data-trial='(\d+)'", v.table_html.value)
+    assert len(rows) == 15  # one page, not 40 rows
+    assert "nbtune-best" in v.table_html.value
+    n_pruned = sum(t.state.name == "PRUNED" for t in study.trials)
+    assert v.decisions.value.count("<li class='nbtune-decision'>") == n_pruned
+    assert "stopped at epoch" in v.decisions.value and "cutoff" in v.decisions.value
+    assert v.plot.value[:4] == b"\x89PNG"
+    assert v.controls.layout.display == "none"  # no search running: no controls
+
+
+def test_sort_by_metric_and_paging(study):
+    v = _view(study)
+    v.sort.value = "metric"
+    first = re.search(r"data-trial='(\d+)'", v.table_html.value).group(1)
+    assert int(first) == study.best_trial.number
+    assert v.page_label.value == "page 1/3"
+    v.next_page.click()
+    assert v.page_label.value == "page 2/3"
+    v.next_page.click()
+    v.next_page.click()
+    assert v.page_label.value == "page 3/3"
+    rows = re.findall(r"data-trial='(\d+)'", v.table_html.value)
+    assert len(rows) == 10
+
+
+def test_table_rows_for_a_huge_study_stay_bounded():
+    class T:
+        def __init__(self, n, state, value):
+            from optuna.trial import TrialState
+
+            self.number, self.state, self.value = n, getattr(TrialState, state), value
+            self.intermediate_values, self.last_step = {}, None
+
+    trials = [T(i, "COMPLETE", i % 97) for i in range(10_000)] + [T(10_000, "RUNNING", None)]
+    table = StudyTable(page_size=20)
+    rows, pages = table.rows(trials, "maximize")
+    assert len(rows) == 20 and pages == 501 and rows[0].state.name == "RUNNING"
+    table.sort = "metric"
+    rows, _ = table.rows(trials, "maximize")
+    assert rows[1].value == 96
+
+
+def test_redraws_are_throttled(study):
+    clock = FakeClock()
+    v = _view(study, clock=clock)
+    n = v.n_redraws
+    for _ in range(10):
+        v.update()
+    assert v.n_redraws == n  # no time passed
+    clock.t += 0.6
+    v.update()
+    v.update()
+    assert v.n_redraws == n + 1
+    last_plot = v._last_plot
+    clock.t += 0.6
+    v.update()
+    assert v._last_plot == last_plot  # plots redraw at most every 3 s
+    clock.t += 3.0
+    v.update()
+    assert v._last_plot == clock.t
+
+
+def test_controls_set_the_search_flags(study, tmp_path):
+    program = compile_cell(CURVES, metric="acc", direction="maximize")
+    job = Job(program=program, store=Store(tmp_path), study_name="x", n_trials=40, control=Control())
+    search = Search(job)
+    v = _view(study, search=search)
+    assert v.controls.layout.display != "none"
+    v.more.value = 25
+    v.more_button.click()
+    assert job.control.target(40) == 65 and v.progress.max == 65
+    v.stop_button.click()
+    assert job.control.stop_requested() and not job.control.stop_now_requested()
+    assert v.stop_button.disabled
+    v.stop_now_button.click()
+    assert job.control.stop_now_requested()
+    job.control.cleanup()
+
+
+def test_live_view_during_a_real_search(tmp_path):
+    views = []
+
+    def factory(prep, search):
+        v = WidgetView(prep.study, prep.program.metric, prep.program.direction, search=search, display=False,
+                       refresh=0.0, scheduler=prep.scheduler)
+        views.append(v)
+        return v
+
+    slow = CURVES.replace("    acc =", "    import time; time.sleep(0.01)\n    acc =")
+    res = nbtune.tune(slow, maximize="acc", n_trials=12, seed=0, store=tmp_path, view=factory)
+    v = views[0]
+    assert v.n_redraws > 3
+    assert "12/12 finished" in v.status.value and "done" in v.status.value
+    assert v.stop_button.disabled and v.more_button.disabled
+    assert res._view is v
+    bundle = res._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
