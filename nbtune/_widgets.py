@@ -424,6 +424,7 @@ class WidgetView:
                 self.plot.value = png
             if not running:
                 self.stop_button.disabled = self.stop_now_button.disabled = self.more_button.disabled = True
+                self.controls.layout.display = "none"  # nothing left to control
 
     def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
         from nbtune._plots import dashboard_figure, to_png

@@ -136,7 +136,7 @@ def test_live_view_during_a_real_search(tmp_path):
     v = views[0]
     assert v.n_redraws > 3
     assert "12/12 finished" in v.status.value and "done" in v.status.value
-    assert v.stop_button.disabled and v.more_button.disabled
+    assert v.stop_button.disabled and v.more_button.disabled and v.controls.layout.display == "none"
     assert res._view is v
     bundle = res._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle

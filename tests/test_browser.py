@@ -1,0 +1,168 @@
+"""The dashboard for a person: JupyterLab + Debian's Chromium through Playwright.
+
+Runs a notebook with a %%tune cell of slow trials, watches rows appear and change while
+trials run, finds a stopped trial with its reason, presses "+ trials" and Stop while the
+cell runs, and checks that the search stopped early, its finished trials were kept and
+the next cell of Run All saw the result. Saves a screenshot in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/setup installs it)"),
+]
+
+TOKEN = "nbtune-e2e"
+CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage"]
+KERNEL = "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+CELLS = [
+    "%load_ext nbtune",
+    "import time\n\ndef learn(q, epoch):\n    time.sleep(0.12)\n    return q * (1 - 0.6 ** (epoch + 1))",
+    "%%tune --trials 60 --maximize acc --seed 0 --sampler random -o res\n"
+    "q = 0.5            # tune: uniform(0.0, 1.0)\n"
+    "for epoch in range(9):   # tune: epochs\n"
+    "    acc = learn(q, epoch)\n",
+    "after = (res.n_finished, len(res.study.trials), res.n_trials)\nafter",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "search.ipynb")
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(root / ".rt"), JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(root / ".ws"))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
+         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+         "--LabApp.extension_manager=readonly"],
+        env=env, cwd=root, stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT)
+    t0 = time.time()
+    try:
+        while True:
+            assert proc.poll() is None, (root / "server.log").read_text()
+            assert time.time() - t0 < 90, "JupyterLab did not start"
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield base, root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
+
+
+def _kernel_expr(page, expr):
+    return page.evaluate("""async (expr) => {
+        const f = %s.requestExecute({code: '', silent: true, store_history: false, user_expressions: {x: expr}});
+        const r = (await f.done).content.user_expressions.x;
+        return r.status === 'ok' ? r.data['text/plain'] : r.ename + ': ' + r.evalue; }""" % KERNEL, expr)
+
+
+def _states(page):
+    return page.eval_on_selector_all(".nbtune-trials tr.nbtune-row",
+                                     "rows => rows.map(r => r.dataset.trial + ':' + r.dataset.state)")
+
+
+def test_live_table_decisions_and_stop_in_jupyterlab(lab, page):
+    from playwright.sync_api import expect
+
+    base, root = lab
+    page.goto(f"{base}/lab/tree/search.ipynb?token={TOKEN}&reset")
+    page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=90_000)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+    view = page.locator(".nbtune-view")
+    expect(view).to_be_visible(timeout=60_000)
+    expect(page.locator(".nbtune-trials tr.nbtune-row").first).to_be_visible(timeout=30_000)
+    first = _states(page)
+    # rows appear and change while the cell is still running
+    page.wait_for_function(
+        "(first) => { const now = [...document.querySelectorAll('.nbtune-trials tr.nbtune-row')]"
+        ".map(r => r.dataset.trial + ':' + r.dataset.state); return now.join() !== first.join() && now.length >= 3; }",
+        arg=first, timeout=30_000)
+    assert page.locator(".nbtune-trials tr[data-state=running]").count() >= 1
+    # a stopped trial, with its reason as the state's tooltip and in the decisions tab
+    pruned = page.locator(".nbtune-trials tr[data-state=pruned] span[title*='stopped at epoch']").first
+    expect(pruned).to_be_attached(timeout=60_000)
+    page.locator(".lm-TabBar-tab", has_text="Stopped early").click()
+    decision = page.locator(".nbtune-decision").first
+    expect(decision).to_contain_text("stopped at epoch")
+    expect(decision).to_contain_text("cutoff")
+    page.locator(".lm-TabBar-tab", has_text="Trials").click()
+
+    # "+ trials" is handled while the cell runs
+    page.locator(".nbtune-more-n input").fill("5")
+    page.locator(".nbtune-more").click()
+    expect(page.locator(".nbtune-status")).to_contain_text("/65 finished", timeout=10_000)
+
+    # Stop: no new trials; the running one finishes; the cell ends early
+    t_click = time.time()
+    page.locator(".nbtune-stop").click()
+    expect(page.locator(".nbtune-status")).to_contain_text("done", timeout=20_000)
+    stopped_in = time.time() - t_click
+    page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser_dashboard.png"), full_page=True)
+
+    # the next cell of Run All saw the final result
+    after = _kernel_expr(page, "after")
+    n_finished, n_trials, target = (int(x) for x in after.strip("()").split(","))
+    assert 3 <= n_finished < 40, after
+    assert n_trials == n_finished and target == 65
+    assert stopped_in < 10
+    assert _kernel_expr(page, "res.messages[-1]").startswith("'stopped by the user")
+    import nbtune
+
+    study = nbtune.load_study(store=root / ".nbtune")
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == n_finished
+    # the widget shows the final state and the result's HTML fallback is there for nbconvert
+    expect(page.locator(".nbtune-status")).to_contain_text(f"{n_finished}/65 finished")
