@@ -34,20 +34,22 @@ _logger = logging.getLogger(__name__)
 STORE_DIRNAME = ".nbtune"
 
 
+def owner_pid(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The pid of the process that ran (or runs) ``trial``."""
+    return (trial.user_attrs.get(ATTR.OWNER) or {}).get("pid")
+
+
 class ATTR:
     """Names of the trial/study attributes nbtune writes (user attrs, visible in Optuna)."""
 
     SPACE = "nbtune:space"  # study: the search-space fingerprint
     CONFIG = "nbtune:config"  # study: metric, direction, scheduler settings
     BASELINE = "nbtune:baseline"  # trial: evaluates the cell's own defaults
-    HOST = "nbtune:host"
-    PID = "nbtune:pid"
-    WORKER = "nbtune:worker"
+    OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker"} running it (one journal write)
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
     TRACEBACK = "nbtune:traceback"
     INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
-    DURATION = "nbtune:duration"
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -213,8 +215,9 @@ class Store:
         reaped = []
         storage = study._storage
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner_host = t.user_attrs.get(ATTR.HOST)
-            pid = t.user_attrs.get(ATTR.PID)
+            owner = t.user_attrs.get(ATTR.OWNER) or {}
+            owner_host = owner.get("host")
+            pid = owner.get("pid")
             if owner_host is not None and owner_host != host:
                 continue  # another machine's worker: we cannot tell whether it lives
             if pid is None:

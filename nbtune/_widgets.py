@@ -205,8 +205,8 @@ class StudyTable:
                 label = "interrupted"
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
             rung = _rung_of(t.last_step, scheduler)
-            dur = t.user_attrs.get(ATTR.DURATION)
-            if dur is None and t.datetime_start is not None:
+            dur = None
+            if t.datetime_start is not None:
                 import datetime as _dt
 
                 dur = ((t.datetime_complete or _dt.datetime.now()) - t.datetime_start).total_seconds()
@@ -259,6 +259,8 @@ class WidgetView:
         self.t0 = self.clock.now()
         self._last = -math.inf
         self._last_plot = -math.inf
+        self._cost = 0.0  # seconds the last table redraw took (real time)
+        self._plot_cost = 0.0
         self._closed = False
         self.n_redraws = 0
         self.table = StudyTable()
@@ -370,10 +372,12 @@ class WidgetView:
 
     def redraw(self, force: bool = False, plots: bool | None = None, result: TuneResult | None = None) -> None:
         now = self.clock.now()
-        if not force and now - self._last < self.refresh:
+        # Never spend more than ~5% of the time drawing: wait at least 20x the last draw's cost.
+        if not force and now - self._last < max(self.refresh, 20 * self._cost):
             return
         self._last = now
         self.n_redraws += 1
+        t_start = time.perf_counter()
         trials = self.study.get_trials(deepcopy=False)
         target = self._target()
         snap = _Snapshot(trials, target, self.direction, self.metric)
@@ -386,11 +390,14 @@ class WidgetView:
             format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
             for t in trials if ATTR.DECISION in t.user_attrs
         ]
-        want_plots = plots if plots is not None else (result is not None or now - self._last_plot >= self.plot_every)
+        want_plots = plots if plots is not None else (
+            result is not None or now - self._last_plot >= max(self.plot_every, 20 * self._plot_cost))
         png = None
         if want_plots:
             self._last_plot = now
+            t_plot = time.perf_counter()
             png = self._plot_png(result, trials)
+            self._plot_cost = time.perf_counter() - t_plot
         with self.root.hold_sync():
             self.title.value = (f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
                                 f" · {html.escape(self.scheduler.describe())}")
@@ -425,6 +432,7 @@ class WidgetView:
             if not running:
                 self.stop_button.disabled = self.stop_now_button.disabled = self.more_button.disabled = True
                 self.controls.layout.display = "none"  # nothing left to control
+        self._cost = time.perf_counter() - t_start - (self._plot_cost if png is not None else 0.0)
 
     def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
         from nbtune._plots import dashboard_figure, to_png

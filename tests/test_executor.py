@@ -27,9 +27,9 @@ def test_two_jobs_exact_count(tmp_path, backend):
     trials = res.study.trials
     assert res.n_finished == 9 and len(trials) == 9
     assert all(t.state.name == "COMPLETE" for t in trials)
-    workers = {t.user_attrs[ATTR.WORKER] for t in trials}
+    workers = {t.user_attrs[ATTR.OWNER]["worker"] for t in trials}
     assert workers == {0, 1}
-    pids = {t.user_attrs[ATTR.PID] for t in trials}
+    pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in trials}
     import os
 
     if backend == "loky":
@@ -94,7 +94,7 @@ def test_dask_local_cluster(tmp_path):
     assert res.n_finished == 6
     import os
 
-    pids = {t.user_attrs[ATTR.PID] for t in res.study.trials}
+    pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
     assert os.getpid() not in pids and len(pids) >= 1
 
 

@@ -84,7 +84,7 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
     assert all(t.state.name == "FAIL" for t in interrupted)
     if extra:
         # no worker keeps running a trial after the interrupt
-        pids = {t.user_attrs[ATTR.PID] for t in study.trials}
+        pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in study.trials}
         time.sleep(0.5)
         n = len(nbtune.load_study(store=store).trials)
         time.sleep(1.0)

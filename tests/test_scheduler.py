@@ -147,4 +147,4 @@ def test_hyperband_brackets_hold_across_processes(tmp_path):
         d = t.user_attrs.get(ATTR.DECISION)
         if d:
             assert d["bracket"] == hb._get_bracket_id(res.study, t)
-    assert len({t.user_attrs[ATTR.PID] for t in res.study.trials}) == 2
+    assert len({t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}) == 2

@@ -61,7 +61,7 @@ def test_two_kernels_write_one_study(tmp_path):
         assert p.exitcode == 0
     study = nbtune.load_study("shared", store=tmp_path)
     assert finished_count(study.trials) == 10  # the budget is shared, not doubled
-    assert len({t.user_attrs["nbtune:pid"] for t in study.trials}) == 2
+    assert len({t.user_attrs["nbtune:owner"]["pid"] for t in study.trials}) == 2
 
 
 def test_load_study_errors_list_what_is_there(tmp_path):

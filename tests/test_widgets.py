@@ -100,9 +100,18 @@ def test_redraws_are_throttled(study):
     clock.t += 0.6
     v.update()
     assert v._last_plot == last_plot  # plots redraw at most every 3 s
-    clock.t += 3.0
+    clock.t += max(3.0, 20 * v._plot_cost) + 0.01  # plots also wait 20x their own cost
     v.update()
     assert v._last_plot == clock.t
+    # a slow redraw spaces the next ones out: drawing never takes more than ~5% of the time
+    v._cost = 1.0
+    n = v.n_redraws
+    clock.t += 10
+    v.update()
+    assert v.n_redraws == n
+    clock.t += 10.5
+    v.update()
+    assert v.n_redraws == n + 1
 
 
 def test_controls_set_the_search_flags(study, tmp_path):

@@ -1,0 +1,94 @@
+"""(a) Per-trial overhead of nbtune against raw Optuna on the same kind of journal store.
+
+A trivial cell, 300 trials, random and TPE samplers, one job. Also measures what the live
+widget costs (its throughput against no view). Prints ratios measured in the same run.
+
+    python benchmarks/bench_overhead.py [--trials 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+import nbtune
+
+CELL = "x = 0.5  # tune: uniform(0.0, 1.0)\nloss = (x - 0.3) ** 2\n"
+
+
+def raw_optuna(n: int, sampler: str, store: str) -> float:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(f"{store}/raw.journal"))
+    s = optuna.samplers.RandomSampler(seed=0) if sampler == "random" else optuna.samplers.TPESampler(seed=0, multivariate=True)
+    study = optuna.create_study(storage=storage, sampler=s)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        return (x - 0.3) ** 2
+
+    t = time.perf_counter()
+    study.optimize(objective, n_trials=n)
+    return time.perf_counter() - t
+
+
+def nbtune_run(n: int, sampler: str, store: str, view=None, throughput: bool = False) -> float:
+    t = time.perf_counter()
+    res = nbtune.tune(CELL, minimize="loss", n_trials=n, sampler=sampler, seed=0, store=store, view=view)
+    elapsed = time.perf_counter() - t
+    assert res.n_finished == n
+    if throughput:  # seconds from the first trial's start to the last trial's end
+        trials = res.study.trials
+        return (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return elapsed
+
+
+def widget_factory(prep, search):
+    from nbtune._widgets import WidgetView
+
+    return WidgetView(prep.study, prep.program.metric, prep.program.direction, sampler=prep.sampler,
+                      scheduler=prep.scheduler, search=search, display=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--widget-trials", type=int, default=1000)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = {}
+    for sampler in ("random", "tpe"):
+        raw, ours = [], []
+        for _ in range(args.repeat):  # interleaved, so machine noise hits both alike
+            with tempfile.TemporaryDirectory() as d:
+                raw.append(raw_optuna(args.trials, sampler, d))
+            with tempfile.TemporaryDirectory() as d:
+                ours.append(nbtune_run(args.trials, sampler, d))
+        r, o = statistics.median(raw), statistics.median(ours)
+        out[sampler] = {"raw_optuna_s": r, "nbtune_s": o, "ratio": o / r,
+                        "raw_ms_per_trial": 1000 * r / args.trials, "nbtune_ms_per_trial": 1000 * o / args.trials}
+        print(f"{sampler:6s}: raw Optuna {1000 * r / args.trials:6.2f} ms/trial · nbtune {1000 * o / args.trials:6.2f} "
+              f"ms/trial · ratio {o / r:.2f}x (target <= 1.2x)")
+    plain, widget = [], []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as d:
+            plain.append(nbtune_run(args.widget_trials, "random", d, throughput=True))
+        with tempfile.TemporaryDirectory() as d:
+            widget.append(nbtune_run(args.widget_trials, "random", d, view=widget_factory, throughput=True))
+    p, w = statistics.median(plain), statistics.median(widget)
+    out["widget"] = {"no_view_s": p, "widget_s": w, "throughput_cost": 1 - p / w}
+    print(f"widget: throughput cost {100 * (1 - p / w):.1f}% of trials/s (target <= 5%)")
+    Path(__file__).with_name("results").mkdir(exist_ok=True)
+    Path(__file__).with_name("results").joinpath("overhead.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
