@@ -157,3 +157,26 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
     nbclient.NotebookClient(nb2, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert nb2.cells[3].outputs[0]["text"].strip() == "8 ['x']"
+
+
+def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):
+    import json
+
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
+        "%load_ext nbtune",
+        "%%tune --trials 1000 --minimize loss --sampler random --seed 0\nx = 0.5  # tune: uniform(0, 1)\n"
+        "for epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n",
+    ]]
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+    size = path.stat().st_size
+    assert size < 1_000_000, f"saved notebook is {size} bytes"
+    result = [o for o in nb.cells[1].outputs if o["output_type"] == "execute_result"][0]["data"]
+    assert "1000/1000 trials finished" in result["text/plain"]
+    assert "<img" in result["text/html"] and "stopped early" in result["text/html"]
+    print(f"saved notebook: {size / 1e3:.0f} kB; widget state {len(json.dumps(nb.metadata['widgets'])) / 1e3:.0f} kB")

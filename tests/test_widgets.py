@@ -149,3 +149,35 @@ def test_live_view_during_a_real_search(tmp_path):
     assert res._view is v
     bundle = res._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
+
+
+@pytest.mark.parametrize("backend, jobs", [("auto", 1), ("loky", 2)])
+def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs):
+    """Stop now interrupts even a trial that never reaches an epoch boundary."""
+    import time
+
+    clicked = {}
+
+    class Clicker:
+        def __init__(self, prep, search):
+            self.search, self.prep = search, prep
+
+        def update(self):
+            done = [t for t in self.prep.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+            if len(done) >= 2 and "t" not in clicked:
+                clicked["t"] = time.monotonic()
+                self.search.stop_now()
+
+        def close(self, result):
+            clicked["closed"] = time.monotonic()
+
+    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(400):\n"
+            "        time.sleep(0.01)\nloss = x\n")
+    res = nbtune.tune(cell, minimize="loss", n_trials=50, n_jobs=jobs, backend=backend, seed=0,
+                      store=tmp_path, view=Clicker)
+    assert clicked["closed"] - clicked["t"] < 6
+    states = [t.state.name for t in res.study.trials]
+    assert "RUNNING" not in states
+    interrupted = [t for t in res.study.trials if "nbtune:interrupted" in t.user_attrs]
+    assert 1 <= len(interrupted) <= jobs
+    assert res.n_finished == states.count("COMPLETE") >= 2
