@@ -56,16 +56,49 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
-def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 300) -> bool:
+def _draw_history_time(ax: Any, result: TuneResult) -> bool:
+    from optuna.trial import TrialState
+
+    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None and t.datetime_complete]
+    if not done:
+        return False
+    starts = [t.datetime_start for t in result.trials if t.datetime_start is not None]
+    t0 = min(starts)
+    done.sort(key=lambda t: t.datetime_complete)  # type: ignore[arg-type, return-value]
+    maximize = result.direction == "maximize"
+    xs, ys, best = [], [], None
+    for t in done:
+        v = t.value
+        if best is None or (v > best if maximize else v < best):  # type: ignore[operator]
+            best = v
+        xs.append((t.datetime_complete - t0).total_seconds())  # type: ignore[operator]
+        ys.append(best)
+    ax.step(xs, ys, where="post", color=_BEST, lw=2)
+    ax.set_xlabel("seconds since the first trial")
+    ax.set_ylabel(f"best {result.metric}")
+    ax.set_title("best so far over time", fontsize=10)
+    return True
+
+
+def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
     from optuna.trial import TrialState
 
     trials = [t for t in result.trials if t.intermediate_values]
     if not trials:
         return False
     best = result._best_or_none()
-    # Thousands of lines are slow and unreadable: keep the best and the latest.
+    # Thousands of lines are slow and unreadable: keep the running, the best and the latest.
     if len(trials) > max_curves:
-        trials = sorted(trials, key=lambda t: t.number)[-max_curves:]
+        maximize = result.direction == "maximize"
+        scored = [t for t in trials if t.value is not None]
+        scored.sort(key=lambda t: t.value, reverse=maximize)  # type: ignore[arg-type, return-value]
+        keep = {t.number for t in scored[: max_curves // 4]}
+        keep |= {t.number for t in trials if t.state == TrialState.RUNNING}
+        for t in sorted(trials, key=lambda t: -t.number):
+            if len(keep) >= max_curves:
+                break
+            keep.add(t.number)
+        trials = [t for t in trials if t.number in keep]
     for t in trials:
         steps = sorted(t.intermediate_values)
         vals = [t.intermediate_values[s] for s in steps]
@@ -86,8 +119,8 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 300) -> bool:
     return True
 
 
-def importance(result: TuneResult) -> dict[str, float]:
-    """Optuna's fANOVA importances, or {} when there are too few completed trials."""
+def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
+    """Optuna's fANOVA importances (of the latest ``max_trials`` completed trials), or {}."""
     import optuna
     from optuna.trial import TrialState
 
@@ -97,8 +130,13 @@ def importance(result: TuneResult) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            study = result.study
+            if len(done) > max_trials:
+                # fANOVA's cost grows with the trials; a sample of the latest ones tells the same story.
+                study = optuna.create_study(directions=result.study.directions)
+                study.add_trials(sorted(done, key=lambda t: t.number)[-max_trials:])
             return dict(optuna.importance.get_param_importances(
-                result.study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)))
     except Exception:  # importance is a nicety: never fail the display for it
         _logger.debug("importance failed", exc_info=True)
         return {}
@@ -133,14 +171,15 @@ def importance_figure(result: TuneResult) -> Figure | None:
 
 
 def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figure:
-    """Best so far, learning curves (if any) and importance (at the end) side by side."""
+    """Best so far (by trial and by time), learning curves (if any) and importance (at the end)."""
     has_curves = any(t.intermediate_values for t in result.trials)
     imp = importance(result) if with_importance else {}
-    n = 1 + int(has_curves) + int(bool(imp))
-    fig, axes = _figure(4.2 * n, 3, ncols=n)
-    axes = list(axes) if n > 1 else [axes]
+    n = 2 + int(has_curves) + int(bool(imp))
+    fig, axes = _figure(3.6 * n, 2.8, ncols=n)
+    axes = list(axes)
     _draw_history(axes[0], result)
-    i = 1
+    _draw_history_time(axes[1], result)
+    i = 2
     if has_curves:
         _draw_curves(axes[i], result)
         i += 1

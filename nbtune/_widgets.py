@@ -386,10 +386,11 @@ class WidgetView:
         study = self.study.study_name
         table, n_pages = self.table.html(trials, self.direction, self.metric, self.scheduler,
                                          snap.best.number if snap.best else None)
-        decisions = [
-            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
-            for t in trials if ATTR.DECISION in t.user_attrs
-        ]
+        stopped = [t for t in trials if ATTR.DECISION in t.user_attrs]
+        n_stopped = len(stopped)
+        # Only the latest 50 reasons are shown (and formatted): fast for huge studies.
+        decisions = [format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
+                     for t in stopped[-50:]]
         want_plots = plots if plots is not None else (
             result is not None or now - self._last_plot >= max(self.plot_every, 20 * self._plot_cost))
         png = None
@@ -423,10 +424,10 @@ class WidgetView:
                 self.best.value = "no trial completed yet"
             self.table_html.value = table
             self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
-            items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[-50:][::-1])
-            self.decisions.value = (f"<div style='font-size:12px'>{len(decisions)} trials stopped early"
+            items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
+            self.decisions.value = (f"<div style='font-size:12px'>{n_stopped} trials stopped early"
                                     f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
-            self.tabs.set_title(1, f"Stopped early ({len(decisions)})")
+            self.tabs.set_title(1, f"Stopped early ({n_stopped})")
             if png is not None:
                 self.plot.value = png
             if not running:
