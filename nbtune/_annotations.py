@@ -78,7 +78,7 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
 
 def _comments(source: str) -> list[tuple[int, int, str, int]]:
     """(body line, column of the comment, annotation text, column of the text)."""
-    out = []
+    out: list[tuple[int, int, str, int]] = []
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
@@ -277,6 +277,7 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
                 lineno,
             )
         seen[name] = lineno
-        default = _literal(stmt.value, lineno, stmt.value.col_offset + 1, f"the default of {name!r}")  # type: ignore[arg-type]
+        value = stmt.value  # type: ignore[union-attr]
+        default = _literal(value, lineno, value.col_offset + 1, f"the default of {name!r}")
         spec.params.append(Param(name=name, kind=kind, args=args, kwargs=kwargs, default=default, lineno=lineno))
     return spec

@@ -155,6 +155,7 @@ class CellProgram:
         code = _CODE_CACHE.get(key)
         if code is None:
             spec = self.spec if self.spec.tree is not None else parse_cell(self.source, self.line_offset)
+            assert spec.tree is not None
             tree = _Rewriter(spec).visit(spec.tree)
             ast.fix_missing_locations(tree)
             filename = self.filename

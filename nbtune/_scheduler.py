@@ -67,7 +67,8 @@ class SchedulerSpec:
         """The epochs at which bracket ``s`` compares trials: r * eta**(s + k) < R."""
         if self.kind not in ("hyperband", "asha"):
             return []
-        out, k = [], 0
+        out: list[int] = []
+        k = 0
         while True:
             e = self.r * self.eta ** (s + k)
             if self.R is not None and e >= self.R:

@@ -188,7 +188,8 @@ def _prepare(
             )
     storage = st.storage(target)
     with st.lock(target):
-        study = optuna.create_study(study_name=target, storage=storage, direction=direction, load_if_exists=True)
+        study = optuna.create_study(study_name=target, storage=storage, load_if_exists=True,
+                                    direction=optuna.study.StudyDirection[direction.upper()])
         if ATTR.SPACE not in study.user_attrs:
             study.set_user_attr(ATTR.SPACE, fp)
             study.set_user_attr(ATTR.CONFIG, {"metric": metric, "direction": direction, "scheduler": sched.kind,

@@ -102,3 +102,15 @@ def test_dask_without_client_is_a_clear_error(tmp_path):
     pytest.importorskip("distributed")
     with pytest.raises(Exception, match="(?i)no (running|global) client"):
         nbtune.tune(BUSY, minimize="loss", n_trials=2, n_jobs=2, backend="dask", store=tmp_path, view=None)
+
+
+def test_ray_backend_names_the_extra_when_missing(ip, tmp_path):
+    import importlib.util
+
+    from IPython.core.error import UsageError
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed")
+    with pytest.raises(UsageError, match=r"--backend ray needs ray; install it with: pip install 'nbtune\[ray\]'"):
+        ip.run_cell_magic("tune", f"--jobs 2 --backend ray --minimize loss --store {tmp_path}",
+                          "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
