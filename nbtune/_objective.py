@@ -204,13 +204,39 @@ class CellProgram:
         return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
 
 
+class _WorkerShell:
+    """Stands in for IPython in a worker process, so ``!cmd`` lines keep working there."""
+
+    def system(self, cmd: str) -> None:
+        import subprocess
+
+        subprocess.run(cmd, shell=True, check=False)
+
+    def getoutput(self, cmd: str, split: bool = True, depth: int = 0) -> Any:
+        import subprocess
+
+        from IPython.utils.text import SList
+
+        out = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False).stdout
+        return SList(out.splitlines()) if split else out
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
+        raise RuntimeError(
+            f"%{name} cannot run in a worker process (no IPython there); use --backend threading "
+            "or --jobs 1, or replace the magic with plain Python"
+        )
+
+    run_cell_magic = run_line_magic
+
+
 def _get_ipython() -> Any:
     try:
         from IPython import get_ipython
 
-        return get_ipython()
+        shell = get_ipython()
     except ImportError:  # pragma: no cover
-        return None
+        shell = None
+    return shell if shell is not None else _WorkerShell()
 
 
 class TrialRuntime:
@@ -338,7 +364,8 @@ def compile_cell(
         )
     names = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name)}  # type: ignore[arg-type]
     user_ns = user_ns or {}
-    hidden = set(getattr(user_ns, "_nbtune_hidden", ()))
+    # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
+    hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
     return CellProgram(source=source, spec=spec, metric=metric, direction=direction,
                        globals=glb, line_offset=line_offset)

@@ -164,6 +164,12 @@ def _prepare(
         )
     sched = SchedulerSpec(kind=scheduler, R=R, r=min_epochs, eta=eta, metric=metric, direction=direction)
     if backend in ("loky", "dask", "ray"):
+        for i, text in enumerate(cell.splitlines()):
+            if text.lstrip().startswith("%"):
+                raise ConfigError(
+                    f"line {i + line_offset + 1} of the %%tune cell: the magic {text.strip().split()[0]} cannot run "
+                    f"in worker processes (no IPython there); use --backend threading, or plain Python"
+                )
         check_picklable(program)
 
     # 3. the study in the store

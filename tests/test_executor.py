@@ -114,3 +114,14 @@ def test_ray_backend_names_the_extra_when_missing(ip, tmp_path):
     with pytest.raises(UsageError, match=r"--backend ray needs ray; install it with: pip install 'nbtune\[ray\]'"):
         ip.run_cell_magic("tune", f"--jobs 2 --backend ray --minimize loss --store {tmp_path}",
                           "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+
+
+def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
+    res = ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
+                            "x = 0.5  # tune: uniform(0, 1)\nout = !echo a b\nloss = x + len(out) + len(out.fields(0))\n")
+    assert res.n_finished == 4 and all(t.state.name == "COMPLETE" for t in res.study.trials)
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="line 3 of the %%tune cell: the magic %time cannot run in worker processes"):
+        ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/m",
+                          "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n")
