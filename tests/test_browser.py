@@ -1,4 +1,4 @@
-"""The dashboard for a person: JupyterLab + Debian's Chromium through Playwright.
+"""The dashboard for a person: JupyterLab and Notebook 7 in Debian's Chromium through Playwright.
 
 Runs a notebook with a %%tune cell of slow trials, watches rows appear and change while
 trials run, finds a stopped trial with its reason, presses "+ trials" and Stop while the
@@ -51,9 +51,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
+APPS = {
+    # app: (python -m module, app-specific options, path of a notebook)
+    "jupyterlab": ("jupyterlab", ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                                  "--LabApp.extension_manager=readonly"], "lab/tree"),
+    "notebook7": ("notebook", ["--JupyterNotebookApp.expose_app_in_browser=True"], "notebooks"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(APPS))
+def lab(request, tmp_path_factory):
+    module, options, tree = APPS[request.param]
+    pytest.importorskip(module)
+    root = tmp_path_factory.mktemp(request.param)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS], metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, root / "search.ipynb")
@@ -65,10 +75,9 @@ def lab(tmp_path_factory):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        [sys.executable, "-m", module, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-         "--LabApp.extension_manager=readonly"],
+         f"--ServerApp.root_dir={root}", *options],
         env=env, cwd=root, stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT)
     t0 = time.time()
     try:
@@ -80,7 +89,7 @@ def lab(tmp_path_factory):
                 break
             except OSError:
                 time.sleep(0.2)
-        yield base, root
+        yield base, root, tree, request.param
     finally:
         proc.terminate()
         try:
@@ -112,11 +121,11 @@ def _states(page):
                                      "rows => rows.map(r => r.dataset.trial + ':' + r.dataset.state)")
 
 
-def test_live_table_decisions_and_stop_in_jupyterlab(lab, page):
+def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     from playwright.sync_api import expect
 
-    base, root = lab
-    page.goto(f"{base}/lab/tree/search.ipynb?token={TOKEN}&reset")
+    base, root, tree, app = lab
+    page.goto(f"{base}/{tree}/search.ipynb?token={TOKEN}&reset")
     page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=90_000)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
@@ -137,7 +146,10 @@ def test_live_table_decisions_and_stop_in_jupyterlab(lab, page):
     decision = page.locator(".nbtune-decision").first
     expect(decision).to_contain_text("stopped at epoch")
     expect(decision).to_contain_text("cutoff")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser_decisions_{app}.png"), full_page=True)
     page.locator(".lm-TabBar-tab", has_text="Trials").click()
+    page.screenshot(path=str(ARTIFACTS / f"browser_running_{app}.png"), full_page=True)
 
     # "+ trials" is handled while the cell runs
     page.locator(".nbtune-more-n input").fill("5")
@@ -151,7 +163,7 @@ def test_live_table_decisions_and_stop_in_jupyterlab(lab, page):
     stopped_in = time.time() - t_click
     page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "browser_dashboard.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser_dashboard_{app}.png"), full_page=True)
 
     # the next cell of Run All saw the final result
     after = _kernel_expr(page, "after")
