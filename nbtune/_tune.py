@@ -299,6 +299,19 @@ def _apply(prep: _Prepared, result: TuneResult) -> None:
     result.messages.append("--apply: ran the cell with the best values; its variables are in the notebook")
 
 
+def _close(prep: _Prepared, search: Search | None, interrupted: bool, live: Any) -> TuneResult:
+    """The result; the live view gets its final redraw either way."""
+    try:
+        result = _finish(prep, search, interrupted)
+    except BaseException:
+        if live is not None:
+            live.close(_make_result(prep, []))
+        raise
+    if live is not None:
+        live.close(result)
+    return result
+
+
 def _start(prep: _Prepared, view_factory: Callable[..., Any] | None) -> tuple[Search | None, Any]:
     if prep.job is None:
         return None, None
@@ -404,8 +417,8 @@ def tune(
     """
     with _quiet_optuna():
         prep = _prepare(cell, maximize=maximize, minimize=minimize, n_trials=n_trials, timeout=timeout,
-                    sampler=sampler, seed=seed, name=name, store=store, fresh=fresh, n_jobs=n_jobs,
-                    backend=backend, scheduler=scheduler, min_epochs=min_epochs, eta=eta,
+                        sampler=sampler, seed=seed, name=name, store=store, fresh=fresh, n_jobs=n_jobs,
+                        backend=backend, scheduler=scheduler, min_epochs=min_epochs, eta=eta,
                         max_epochs=max_epochs, user_ns=user_ns, transform=transform, apply=apply,
                         line_offset=line_offset)
     factory = _view_factory(view)
@@ -422,15 +435,7 @@ def tune(
                 search.stop_now()
                 with contextlib.suppress(KeyboardInterrupt):
                     _wait_stopped(search, live)
-        try:
-            result = _finish(prep, search, interrupted)
-        except BaseException:
-            if live is not None:
-                live.close(_make_result(prep, []))
-            raise
-    if live is not None:
-        live.close(result)
-    return result
+        return _close(prep, search, interrupted, live)
 
 
 async def tune_async(cell: str, **kwargs: Any) -> TuneResult:
@@ -463,15 +468,7 @@ async def tune_async(cell: str, **kwargs: Any) -> TuneResult:
                             if live is not None:
                                 live.update()
                     break
-        try:
-            result = _finish(prep, search, interrupted)
-        except BaseException:
-            if live is not None:
-                live.close(_make_result(prep, []))
-            raise
-    if live is not None:
-        live.close(result)
-    return result
+        return _close(prep, search, interrupted, live)
 
 
 _DEFAULTS: dict[str, Any] = dict(maximize=None, minimize=None, n_trials=20, timeout=None, sampler="tpe", seed=None,
