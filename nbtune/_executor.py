@@ -287,9 +287,11 @@ def run_worker(job: Job, worker: int = 0) -> int:
                 trial = _ask(study, {"host": host, "pid": pid, "worker": worker})
             try:
                 state = run_one(job, study, trial, worker)
-            except (TrialInterrupted, KeyboardInterrupt):
+            except (TrialInterrupted, KeyboardInterrupt) as e:
                 # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the
                 # kernel's whole process group) or the pool is shutting down: stop here.
+                if not isinstance(e, _Term) and not job.control.stop_requested():
+                    job.control.stop("interrupted")
                 break
             done += 1
             if study._stop_flag:  # the grid is exhausted

@@ -151,7 +151,7 @@ class TuneMagics(Magics):
     @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
     @line_magic
-    def tune_show(self, line: str) -> Any:
+    def tune_show(self, line: str) -> None:
         """Show a stored study (trial table, stopped-early log, plots) without running trials.
 
         Example::
@@ -169,11 +169,14 @@ class TuneMagics(Magics):
         cfg = study.user_attrs.get(ATTR.CONFIG, {})
         result = TuneResult(study, cfg.get("metric", "value"),
                             scheduler=cfg.get("scheduler", ""), sampler="stored study")
+        from IPython.display import display
+
         from nbtune._widgets import in_kernel
 
         if in_kernel():
             result.show()
-        return _bind(self.shell, args, result)
+        _bind(self.shell, args, result)
+        display(result)  # shown wherever the magic sits in the cell; -o binds the result
 
 
 async def run_async(line: str, cell: str) -> Any:
@@ -182,10 +185,8 @@ async def run_async(line: str, cell: str) -> Any:
 
     shell = get_ipython()
     magics = shell.magics_manager.registry["TuneMagics"]
-    try:
-        kwargs = magics._kwargs(line)
-    except UsageError:
-        raise
+    # As run_cell_magic would: {var} and $var in the %%tune line take notebook values.
+    kwargs = magics._kwargs(shell.var_expand(line))
     args = kwargs.pop("_args")
     from nbtune._tune import tune_async
 

@@ -135,10 +135,11 @@ class TuneResult:
         df = pd.DataFrame(rows)
         if df.empty:
             return df
-        for col in ("stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cutoff",
-                    "stopped_n_compared", "stopped_reason"):
-            if col not in df:
-                df[col] = None
+        # The same columns and dtypes whether or not any trial was stopped.
+        for col in ("stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cutoff", "stopped_n_compared"):
+            df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
+        if "stopped_reason" not in df:
+            df["stopped_reason"] = None
         return df.set_index("number")
 
     def top(self, k: int = 5) -> list[optuna.trial.FrozenTrial]:

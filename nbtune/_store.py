@@ -49,11 +49,12 @@ class ATTR:
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
     TRACEBACK = "nbtune:traceback"
     INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
+    RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?$")
+_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d*))?$")
 
 
 def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
@@ -265,7 +266,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
 
     Args:
         name: the study name as ``%%tune`` printed it; without a version suffix the latest
-            version is opened. None opens the only study of the store.
+            version is opened (``name:v1`` is the first). None opens the only study of the store.
         store: the store folder; default ``.nbtune/`` beside the notebook (or in the cwd).
 
     Raises:
@@ -287,13 +288,15 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
                 f"the store {st.directory} holds {len(bases)} studies {bases}; pass the name of one"
             )
         name = bases[0]
+    versions = st.versions(name)
+    if not versions:
+        known = sorted({Store.base_name(n) for n in st.study_names()})
+        raise KeyError(f"no study {name!r} in {st.directory}; the store holds {known}")
     if ":v" in name:
-        target = name
+        target = Store.versioned(Store.base_name(name), int(name.rsplit(":v", 1)[1] or 0))
+        if target not in versions:
+            raise KeyError(f"no version {name!r} in {st.directory}; the versions are {versions}")
     else:
-        versions = st.versions(name)
-        if not versions:
-            known = sorted({Store.base_name(n) for n in st.study_names()})
-            raise KeyError(f"no study {name!r} in {st.directory}; the store holds {known}")
         target = versions[-1]
     return optuna.load_study(study_name=target, storage=st.storage(target))
 

@@ -207,7 +207,11 @@ def _prepare(
     reaped = st.reap_dead_trials(study)
     if reaped:
         messages.append(f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
-                        f"(interrupted; they will be re-run): {reaped}")
+                        f"(interrupted; their configurations run again): {reaped}")
+    if sampler != "grid":
+        requeued = _requeue_interrupted(study, st)
+        if requeued:
+            messages.append(f"re-running the configurations of interrupted trial(s) {requeued} first")
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
@@ -233,6 +237,26 @@ def _prepare(
                      messages=messages, scheduler=sched, sampler=sampler, apply=apply, user_ns=user_ns)
 
 
+def _requeue_interrupted(study: optuna.Study, store: Store) -> list[int]:
+    """Queue the configurations of interrupted trials again (once each), so an interrupt
+    costs time but never a configuration the sampler chose."""
+    from optuna.trial import TrialState
+
+    out = []
+    with store.lock(study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
+        for t in trials:
+            if (t.state == TrialState.FAIL and ATTR.INTERRUPTED in t.user_attrs and t.number not in done
+                    and t.params):
+                attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
+                if t.user_attrs.get(ATTR.BASELINE):
+                    attrs[ATTR.BASELINE] = True
+                study.enqueue_trial(t.params, user_attrs=attrs)
+                out.append(t.number)
+    return out
+
+
 def _make_result(prep: _Prepared, extra: list[str]) -> TuneResult:
     from nbtune._result import TuneResult
 
@@ -248,7 +272,7 @@ def _finish(prep: _Prepared, search: Search | None, interrupted: bool) -> TuneRe
         why = search.job.control.why()
         if search.error is not None:
             raise search.error
-        if interrupted:
+        if interrupted or why == "interrupted":
             extra.append("interrupted: finished trials are kept; re-run the cell to resume")
         elif why == "timeout":
             extra.append("stopped at the --timeout; re-run the cell to continue")

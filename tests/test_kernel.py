@@ -137,26 +137,27 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in [
         "%load_ext nbtune",
-        "def f(x):\n    return (x - 0.3) ** 2",
-        "%%tune --trials 8 --minimize loss --seed 0 -o res\nx = 0.5  # tune: uniform(0, 1)\n"
+        "def f(x):\n    return (x - 0.3) ** 2\nSEED = 0",
+        "N = 8",
+        "%%tune --trials {N} --minimize loss --seed $SEED -o res\nx = 0.5  # tune: uniform(0, 1)\n"
         "for epoch in range(3):  # tune: epochs\n    loss = f(x) + 1 / (epoch + 1)\n",
         "print(len(res.study.trials), sorted(res.best_params))",
     ]]
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    out = nb.cells[2].outputs
+    out = nb.cells[3].outputs
     result = [o for o in out if o["output_type"] == "execute_result"][0]
     assert "application/vnd.jupyter.widget-view+json" in result["data"]
     assert "best loss" in result["data"]["text/html"] and "8/8 trials finished" in result["data"]["text/plain"]
     assert "widgets" in nb.metadata and nb.metadata["widgets"]
-    assert nb.cells[3].outputs[0]["text"].strip() == "8 ['x']"
+    assert nb.cells[4].outputs[0]["text"].strip() == "8 ['x']"
     assert (tmp_path / ".nbtune").is_dir()
     # running the notebook again resumes: nothing new runs, the same study is shown
     nb2 = nbformat.from_dict(nb)
     nbclient.NotebookClient(nb2, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
-    assert nb2.cells[3].outputs[0]["text"].strip() == "8 ['x']"
+    assert nb2.cells[4].outputs[0]["text"].strip() == "8 ['x']"
 
 
 def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):

@@ -156,6 +156,8 @@ def test_failing_trial_becomes_a_failed_row(ip):
     assert "line 4" in tb and "raise ValueError('too big')" in tb and "_executor" not in tb
     df = res.trials_dataframe()
     assert (df["error"] == "ValueError: too big").sum() == len(failed)
+    # the stop columns exist with stable dtypes even when nothing was stopped
+    assert df["stopped_epoch"].dtype == float and df["stopped_epoch"].isna().all()
 
 
 def test_first_three_failures_stop_the_search(ip, capsys):

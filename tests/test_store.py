@@ -46,8 +46,11 @@ def test_torn_last_line_is_tolerated(tmp_path):
     assert finished_count(study.trials) == 4
 
 
+SLOW_CELL = "x = 0.5  # tune: uniform(0, 1)\nimport time\ntime.sleep(0.2)\nloss = (x - 0.2) ** 2\n"
+
+
 def _writer(store, seed):
-    nbtune.tune(CELL, minimize="loss", n_trials=10, store=store, seed=seed, view=None, name="shared")
+    nbtune.tune(SLOW_CELL, minimize="loss", n_trials=16, store=store, seed=seed, view=None, name="shared")
 
 
 def test_two_kernels_write_one_study(tmp_path):
@@ -60,7 +63,7 @@ def test_two_kernels_write_one_study(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     study = nbtune.load_study("shared", store=tmp_path)
-    assert finished_count(study.trials) == 10  # the budget is shared, not doubled
+    assert finished_count(study.trials) == 16  # the budget is shared, not doubled
     assert len({t.user_attrs["nbtune:owner"]["pid"] for t in study.trials}) == 2
 
 
@@ -76,10 +79,39 @@ def test_load_study_errors_list_what_is_there(tmp_path):
 
 def test_tune_show_looks_back(ip, tmp_path):
     res = ip.run_cell_magic("tune", f"--trials 3 --minimize loss --store {tmp_path} --name looked", CELL)
-    shown = ip.run_line_magic("tune_show", f"looked --store {tmp_path}")
+    assert ip.run_line_magic("tune_show", f"looked --store {tmp_path} -o shown") is None
+    shown = ip.user_ns["shown"]
     assert shown.study.study_name == "looked" and shown.best_value == res.best_value
-    assert "3/" not in repr(shown) or "trials finished" in repr(shown)
+    assert "3 trials finished" in repr(shown)
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError, match="no study 'nope'"):
         ip.run_line_magic("tune_show", f"nope --store {tmp_path}")
+
+
+def test_versions_stay_reachable(tmp_path):
+    nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="v")
+    nbtune.tune(CELL, minimize="loss", n_trials=3, store=tmp_path, view=None, name="v", fresh=True)
+    assert len(nbtune.load_study("v", store=tmp_path).trials) == 3
+    assert len(nbtune.load_study("v:v2", store=tmp_path).trials) == 3
+    assert len(nbtune.load_study("v:v1", store=tmp_path).trials) == 2
+    with pytest.raises(KeyError, match="no version 'v:v7' .* the versions are \\['v', 'v:v2'\\]"):
+        nbtune.load_study("v:v7", store=tmp_path)
+
+
+def test_interrupted_configurations_run_again(tmp_path):
+    from nbtune._store import ATTR
+
+    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport os\nif x != 0.5 and not os.path.exists('flag'):\n"
+            "    open('flag', 'w').close()\n    raise KeyboardInterrupt\nloss = x\n")
+    import os
+
+    os.chdir(tmp_path)
+    res = nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, seed=0)
+    lost = [t for t in res.study.trials if ATTR.INTERRUPTED in t.user_attrs]
+    assert len(lost) == 1 and res.n_finished == 1 and any("interrupted" in m for m in res.messages)
+    res = nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, seed=0)
+    again = [t for t in res.study.trials if t.user_attrs.get(ATTR.RERUN_OF) == lost[0].number]
+    assert len(again) == 1 and again[0].params == lost[0].params and again[0].state.name == "COMPLETE"
+    assert res.n_finished == 5
+    assert any(f"interrupted trial(s) [{lost[0].number}]" in m for m in res.messages)
