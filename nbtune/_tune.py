@@ -328,8 +328,8 @@ def _close(prep: _Prepared, search: Search | None, interrupted: bool, live: Any)
     try:
         result = _finish(prep, search, interrupted)
     except BaseException:
-        if live is not None:
-            live.close(_make_result(prep, []))
+        if live is not None:  # no result will be displayed: the dashboard stays where it is
+            live.close(_make_result(prep, []), handover=False)
         raise
     if live is not None:
         live.close(result)

@@ -123,7 +123,7 @@ class TextView:
               f"{snap.failed} failed{best} · {_duration(now - self.t0)} "
               f"{_eta_text(snap, now - self.t0, self._start_finished)}", file=self.stream, flush=True)
 
-    def close(self, result: TuneResult) -> None:
+    def close(self, result: TuneResult, handover: bool = True) -> None:
         pass
 
 
@@ -447,12 +447,14 @@ class WidgetView:
             _logger.debug("plot failed", exc_info=True)
             return None
 
-    def close(self, result: TuneResult) -> None:
-        """Final redraw; the result then shows this same widget as its display."""
+    def close(self, result: TuneResult, handover: bool = True) -> None:
+        """Final redraw; with ``handover`` the result then shows this same widget as its display."""
         if self._closed:
             return
         self._closed = True
         self.redraw(force=True, result=result)
+        if not handover:
+            return
         result._view = self  # type: ignore[attr-defined]
         if self._handle is not None:
             # The result (the cell's Out) re-displays this widget with an HTML fallback;
