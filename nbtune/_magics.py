@@ -112,7 +112,7 @@ class TuneMagics(Magics):
         the cell ends. With an epochs loop it is read after every epoch, reported to the
         scheduler (Hyperband by default), and a trial that falls behind is stopped there;
         the reason is recorded ("trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 <
-        cutoff 0.71, top 3/9 continue").
+        cutoff 0.71, only the top 3 of 9 go on").
 
         Example::
 

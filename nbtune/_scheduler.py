@@ -190,7 +190,7 @@ def _explained_pruner_class() -> Any:
 def format_decision(number: int, decision: dict[str, Any], metric: str, direction: str) -> str:
     """One sentence a person can read, e.g.
 
-    ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, top 1/3 of 9 continue``
+    ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on``
     """
     epoch = decision.get("epoch")
     head = f"trial {number} stopped at epoch {epoch}"
@@ -207,4 +207,4 @@ def format_decision(number: int, decision: dict[str, Any], metric: str, directio
         return (f"{head}: best {metric} {value:.4g} {op} median {cutoff:.4g} "
                 f"of {decision.get('n_compared')} completed trials")
     return (f"{head}: {metric} {value:.4g} {op} cutoff {cutoff:.4g}, "
-            f"top {decision.get('n_keep')}/{decision.get('n_compared')} continue")
+            f"only the top {decision.get('n_keep')} of {decision.get('n_compared')} go on")

@@ -132,7 +132,7 @@ def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
 def test_format_decision_reads_like_a_sentence():
     d = {"epoch": 3, "rung": 1, "bracket": 0, "value": 0.62, "cutoff": 0.71, "n_compared": 9, "n_keep": 3}
     assert format_decision(17, d, "val_acc", "maximize") == (
-        "trial 17 stopped at epoch 3 (rung 1, bracket 0): val_acc 0.62 < cutoff 0.71, top 3/9 continue")
+        "trial 17 stopped at epoch 3 (rung 1, bracket 0): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on")
 
 
 def test_hyperband_brackets_hold_across_processes(tmp_path):
