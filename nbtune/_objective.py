@@ -139,7 +139,10 @@ class CellProgram:
 
     @property
     def filename(self) -> str:
-        return _filename(self.source)
+        name = self.__dict__.get("_filename")
+        if name is None:
+            name = self.__dict__["_filename"] = _filename(self.source)
+        return name
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

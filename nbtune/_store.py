@@ -104,6 +104,7 @@ def active_trial(trial_id: int) -> Iterator[None]:
 
 
 _STORAGES: dict[str, Any] = {}
+_LOCK_PATHS: dict[tuple[Path, str], str] = {}
 _STORAGES_LOCK = threading.Lock()
 
 
@@ -194,9 +195,12 @@ class Store:
         """A cross-process lock for one study (trial budget accounting)."""
         from optuna.storages.journal import JournalFileOpenLock
 
-        path = self.directory / f"{self.base_name(name)}.journal.budget"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = JournalFileOpenLock(str(path), grace_period=30)
+        path = _LOCK_PATHS.get((self.directory, name))
+        if path is None:
+            p = self.directory / f"{self.base_name(name)}.journal.budget"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            path = _LOCK_PATHS[(self.directory, name)] = str(p)
+        lock = JournalFileOpenLock(path, grace_period=30)
         while not lock.acquire():  # pragma: no cover - acquire blocks until it succeeds
             time.sleep(0.01)
         try:
