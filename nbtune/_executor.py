@@ -425,7 +425,7 @@ class _DeathWatch:
                 with contextlib.suppress(ValueError, OSError):
                     pid = int(p.name.split("-", 1)[1])
                     if pid not in self._fds:
-                        self._fds[pid] = os.pidfd_open(pid)  # type: ignore[attr-defined]
+                        self._fds[pid] = os.pidfd_open(pid)
             fds = {fd: pid for pid, fd in self._fds.items()}
             if not fds:
                 self._stop.wait(0.02)

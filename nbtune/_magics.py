@@ -44,7 +44,8 @@ def _transformer(shell: Any) -> Any:
         n_blank = 0
         while n_blank < len(lines) and not lines[n_blank].strip():
             n_blank += 1
-        return "\n" * n_blank + tm.transform_cell("".join(lines[n_blank:]))
+        body: str = tm.transform_cell("".join(lines[n_blank:]))
+        return "\n" * n_blank + body
 
     return transform
 
@@ -181,7 +182,7 @@ class TuneMagics(Magics):
 
 async def run_async(line: str, cell: str) -> Any:
     """What a ``%%tune`` cell becomes in a kernel: the search, awaited."""
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     shell = get_ipython()
     magics = shell.magics_manager.registry["TuneMagics"]
@@ -207,7 +208,7 @@ def _async_rewrite(lines: list[str]) -> list[str]:
     rest = first[len("%%tune"):]
     if rest and not rest[0].isspace():
         return lines  # another magic whose name starts with "tune"
-    from IPython import get_ipython
+    from IPython.core.getipython import get_ipython
 
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None or not shell.autoawait:

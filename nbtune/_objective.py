@@ -234,7 +234,7 @@ class _WorkerShell:
 
 def _get_ipython() -> Any:
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
 
         shell = get_ipython()
     except ImportError:  # pragma: no cover

@@ -102,7 +102,8 @@ def make_pruner(spec: SchedulerSpec) -> optuna.pruners.BasePruner:
         inner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(spec.r - 1, 0))
     else:
         return optuna.pruners.NopPruner()
-    return _explained_pruner_class()(inner, spec)
+    pruner: optuna.pruners.BasePruner = _explained_pruner_class()(inner, spec)
+    return pruner
 
 
 _EXPLAINED: Any = None

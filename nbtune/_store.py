@@ -307,7 +307,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
 
 def _user_ns() -> dict[str, Any] | None:
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover
         return None
     ip = get_ipython()

@@ -455,7 +455,7 @@ class WidgetView:
         self.redraw(force=True, result=result)
         if not handover:
             return
-        result._view = self  # type: ignore[attr-defined]
+        result._view = self
         if self._handle is not None:
             # The result (the cell's Out) re-displays this widget with an HTML fallback;
             # empty the live slot so the dashboard appears once.
@@ -465,7 +465,7 @@ class WidgetView:
 def _root_class() -> Any:
     import ipywidgets as w
 
-    class Root(w.VBox):  # type: ignore[misc]
+    class Root(w.VBox):
         """The dashboard box; its text fallback is the search summary, not a widget repr."""
 
         _nbtune_view: Any = None

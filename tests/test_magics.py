@@ -248,3 +248,12 @@ def test_unknown_loop_length_needs_max_epochs(ip):
         ip.run_cell_magic("tune", "--minimize loss", cell)
     res = ip.run_cell_magic("tune", "--minimize loss --max-epochs 3 --trials 4", cell)
     assert res.n_finished == 4
+
+
+def test_apply_without_a_completed_trial_warns(ip):
+    from nbtune.exceptions import NbtuneWarning
+
+    with pytest.warns(NbtuneWarning, match="no trial completed"):
+        res = ip.run_cell_magic("tune", "--trials 1 --minimize loss --apply",
+                                "x = 0.5  # tune: uniform(0, 1)\nraise RuntimeError('no')\nloss = x\n")
+    assert res.n_finished == 1 and "x" not in ip.user_ns
