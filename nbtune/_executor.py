@@ -202,7 +202,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial, worker: int) -> 
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
             _tell(study, trial, state=TrialState.FAIL)
             return "FAIL"
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in a cell fails the trial, not the kernel
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
@@ -540,7 +540,13 @@ class Search:
                 if self.backend == "dask":
                     from distributed import get_client
 
-                    client = get_client()  # raises a clear ValueError when there is none
+                    try:
+                        client = get_client()
+                    except ValueError:
+                        raise ConfigError(
+                            "--backend dask needs a running dask.distributed Client; start one first, e.g. "
+                            "'from distributed import Client, LocalCluster; client = Client(LocalCluster())'"
+                        ) from None
                     with joblib.parallel_config(backend="dask", client=client):
                         joblib.Parallel(n_jobs=self.n_jobs)(
                             joblib.delayed(run_worker)(self.job, i) for i in range(self.n_jobs)

@@ -181,3 +181,35 @@ def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):
     assert "1000/1000 trials finished" in result["text/plain"]
     assert "<img" in result["text/html"] and "stopped early" in result["text/html"]
     print(f"saved notebook: {size / 1e3:.0f} kB; widget state {len(json.dumps(nb.metadata['widgets'])) / 1e3:.0f} kB")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_in_a_script_or_terminal_stops_gracefully(tmp_path, jobs):
+    """The blocking driver (terminal IPython, scripts): Ctrl-C = Stop now, result returned."""
+    import signal
+    import subprocess
+    import sys
+
+    script = f'''
+import nbtune
+cell = """x = 0.5  # tune: uniform(0, 1)
+import time
+for epoch in range(5):  # tune: epochs
+    time.sleep(0.1)
+    loss = x + 1 / (epoch + 1)
+"""
+res = nbtune.tune(cell, minimize="loss", n_trials=500, n_jobs={jobs}, store={str(tmp_path)!r}, view="text")
+print("RESULT", res.n_finished, res.messages[-1])
+'''
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole process group
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 6
+    assert proc.returncode == 0, err
+    assert "RESULT" in out and "interrupted: finished trials are kept" in out, out + err
+    assert "Traceback" not in err, err
+    study = nbtune.load_study(store=tmp_path)
+    assert "RUNNING" not in {t.state.name for t in study.trials}

@@ -160,6 +160,14 @@ def test_failing_trial_becomes_a_failed_row(ip):
     assert df["stopped_epoch"].dtype == float and df["stopped_epoch"].isna().all()
 
 
+def test_sys_exit_in_a_trial_is_a_failed_row(ip):
+    res = ip.run_cell_magic("tune", "--trials 4 --minimize loss --seed 0",
+                            "import sys\nx = 0.5  # tune: uniform(0, 1)\nif x > 0.5:\n    sys.exit(3)\nloss = x\n")
+    assert res.n_finished == 4
+    errors = [t.user_attrs.get("nbtune:error") for t in res.study.trials if t.state.name == "FAIL"]
+    assert errors and all(e == "SystemExit: 3" for e in errors)
+
+
 def test_first_three_failures_stop_the_search(ip, capsys):
     cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
