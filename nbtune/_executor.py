@@ -174,6 +174,66 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     return all(t.state == TrialState.FAIL for t in mine) and len(errors) == 1
 
 
+OUTPUT_TAIL = 2000  # characters of a trial's printed output kept in the store
+
+
+class _ThreadOutput:
+    """sys.stdout/sys.stderr stand-in: a trial's prints go to that trial's buffer.
+
+    Sixty trials printing every epoch would bury the notebook (and on worker processes the
+    prints would be lost); each trial's output is kept with the trial instead. Writes from
+    any other thread pass through unchanged.
+    """
+
+    def __init__(self, original: Any, local: threading.local) -> None:
+        self._original = original
+        self._local = local
+
+    def write(self, text: str) -> int:
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            return int(self._original.write(text) or 0)
+        buf.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(self._local, "buf", None) is None:
+            self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+_OUTPUT_LOCAL = threading.local()
+_OUTPUT_LOCK = threading.Lock()
+_OUTPUT_USERS = 0
+
+
+@contextlib.contextmanager
+def _captured_output() -> Any:
+    import sys
+
+    global _OUTPUT_USERS
+    with _OUTPUT_LOCK:
+        if _OUTPUT_USERS == 0:
+            sys.stdout = _ThreadOutput(sys.stdout, _OUTPUT_LOCAL)
+            sys.stderr = _ThreadOutput(sys.stderr, _OUTPUT_LOCAL)
+        _OUTPUT_USERS += 1
+    buf: list[str] = []
+    _OUTPUT_LOCAL.buf = buf
+    try:
+        yield buf
+    finally:
+        _OUTPUT_LOCAL.buf = None
+        with _OUTPUT_LOCK:
+            _OUTPUT_USERS -= 1
+            if _OUTPUT_USERS == 0:
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _ThreadOutput):
+                        setattr(sys, name, stream._original)
+
+
 def run_one(job: Job, study: optuna.Study, trial: optuna.Trial, worker: int) -> str:
     """Run one trial to its end and tell the study; returns the final state's name."""
     from optuna.trial import TrialState
@@ -187,10 +247,14 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial, worker: int) -> 
             _STATE.in_trial[ident] = trial.number
         try:
             try:
-                value = job.program.run(runtime)
+                with _captured_output() as out:
+                    value = job.program.run(runtime)
             finally:
                 with _STATE.lock:
                     _STATE.in_trial.pop(ident, None)
+                text = "".join(out)[-OUTPUT_TAIL:]
+                if text.strip():
+                    storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
         except TrialStopped:
             _tell(study, trial, state=TrialState.PRUNED)
             return "PRUNED"

@@ -103,7 +103,7 @@ class TuneResult:
         """One row per trial: Optuna's columns plus the reasons nbtune recorded.
 
         Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``,
-        ``interrupted``, and for stopped trials ``stopped_epoch``, ``stopped_rung``,
+        ``interrupted``, ``output`` (the tail of what the trial printed), and for stopped trials ``stopped_epoch``, ``stopped_rung``,
         ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
         """
         import pandas as pd
@@ -124,6 +124,7 @@ class TuneResult:
             row["baseline"] = bool(t.user_attrs.get(ATTR.BASELINE, False))
             row["error"] = t.user_attrs.get(ATTR.ERROR)
             row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
+            row["output"] = t.user_attrs.get(ATTR.OUTPUT)
             d = t.user_attrs.get(ATTR.DECISION)
             if d:
                 row.update(

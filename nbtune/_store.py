@@ -51,6 +51,7 @@ class ATTR:
     INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
+    OUTPUT = "nbtune:output"  # trial: the tail of what it printed
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")

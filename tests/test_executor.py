@@ -125,3 +125,20 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
     with pytest.raises(UsageError, match="line 3 of the %%tune cell: the magic %time cannot run in worker processes"):
         ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/m",
                           "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n")
+
+
+@pytest.mark.parametrize("backend, jobs", [("auto", 1), ("threading", 2), ("loky", 2)])
+def test_trial_prints_are_kept_with_the_trial(tmp_path, capsys, backend, jobs):
+    import sys
+
+    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport sys, warnings\nprint('epoch log', x)\n"
+            "print('to stderr', file=sys.stderr)\nloss = x\n")
+    before = sys.stdout
+    res = nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=jobs, backend=backend, store=tmp_path, view=None)
+    assert sys.stdout is before
+    captured = capsys.readouterr()
+    assert "epoch log" not in captured.out and "to stderr" not in captured.err
+    for t in res.study.trials:
+        out = t.user_attrs[ATTR.OUTPUT]
+        assert out == f"epoch log {t.params['x']}\nto stderr\n"
+    assert res.trials_dataframe()["output"].str.startswith("epoch log").all()
