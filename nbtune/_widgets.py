@@ -44,7 +44,16 @@ def _shell() -> Any:
 
 
 def auto_view(prep: _Prepared, search: Search) -> Any:
-    return widget_view(prep, search) if in_kernel() else TextView(prep, search)
+    if not in_kernel():
+        return TextView(prep, search)
+    if "google.colab" in sys.modules:  # Colab renders ipywidgets 8 only with its custom manager
+        try:
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        except Exception:  # pragma: no cover - Colab only
+            _logger.debug("could not enable Colab's widget manager", exc_info=True)
+    return widget_view(prep, search)
 
 
 def widget_view(prep: _Prepared, search: Search) -> WidgetView:
