@@ -181,15 +181,22 @@ def _prepare(
     target = versions[-1] if versions else Store.versioned(base, 1)
     if versions:
         storage = st.storage(target)
-        old = optuna.load_study(study_name=target, storage=storage)
-        old_fp = old.user_attrs.get(ATTR.SPACE)
+        spaces = {v: optuna.load_study(study_name=v, storage=storage).user_attrs.get(ATTR.SPACE) for v in versions}
+        latest_fp = spaces[versions[-1]]
+        # The latest version whose space is this cell's (going back to an earlier space
+        # resumes that version rather than starting another).
+        matching = [v for v in versions if spaces[v] in (None, fp)]
         if fresh:
             target = Store.versioned(base, len(versions) + 1)
             messages.append(f"--fresh: started {target!r}; earlier versions are kept in {st.journal_path(base)}")
-        elif old_fp is not None and old_fp != fp:
+        elif matching:
+            target = matching[-1]
+            if target != versions[-1]:
+                messages.append(f"the search space is that of {target!r} again: resumed it")
+        else:
             target = Store.versioned(base, len(versions) + 1)
             messages.append(
-                f"the search space changed since {versions[-1]!r} ({_describe_change(old_fp, fp)}): "
+                f"the search space changed since {versions[-1]!r} ({_describe_change(latest_fp or {}, fp)}): "
                 f"started {target!r}; the old study is kept"
             )
     storage = st.storage(target)

@@ -117,6 +117,10 @@ def test_changed_space_starts_a_new_version(scored):
     r2 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", changed)
     assert r2.study.study_name == r1.study.study_name + ":v2"
     assert any("search space changed" in m and "lr" in m for m in r2.messages)
+    # going back to the first space resumes the first version
+    r1b = scored.run_cell_magic("tune", "--trials 4 --maximize val_acc", CELL)
+    assert r1b.study.study_name == r1.study.study_name and r1b.n_finished == 4
+    assert any("resumed it" in m for m in r1b.messages)
     r3 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --fresh --name mystudy", CELL)
     r4 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --fresh --name mystudy", CELL)
     assert r3.study.study_name == "mystudy" and r4.study.study_name == "mystudy:v2"
