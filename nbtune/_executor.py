@@ -369,6 +369,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
     host, pid = socket.gethostname(), os.getpid()
     budget = _Budget()
     done = 0
+    trial: optuna.Trial | None = None
     try:
         while not job.control.stop_requested():
             if job.deadline is not None and time.time() >= job.deadline:
@@ -378,14 +379,8 @@ def run_worker(job: Job, worker: int = 0) -> int:
                 if budget.used(study.get_trials(deepcopy=False)) >= job.control.target(job.n_trials):
                     break
                 trial = _ask(study, {"host": host, "pid": pid, "worker": worker})
-            try:
-                state = run_one(job, study, trial, worker)
-            except (TrialInterrupted, KeyboardInterrupt) as e:
-                # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the
-                # kernel's whole process group) or the pool is shutting down: stop here.
-                if not isinstance(e, _Term) and not job.control.stop_requested():
-                    job.control.stop("interrupted")
-                break
+            state = run_one(job, study, trial, worker)
+            trial = None
             done += 1
             if study._stop_flag:  # the grid is exhausted
                 job.control.stop("grid exhausted")
@@ -393,6 +388,14 @@ def run_worker(job: Job, worker: int = 0) -> int:
             if state == "FAIL" and _first_failures_match(study, job):
                 job.control.stop("bug")
                 break
+    except (TrialInterrupted, KeyboardInterrupt) as e:
+        # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the kernel's
+        # whole process group) or the pool is shutting down: stop here, wherever we were.
+        if trial is not None and study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(trial._trial_id, ATTR.INTERRUPTED, "stopped before it ran")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if not isinstance(e, _Term) and not job.control.stop_requested():
+            job.control.stop("interrupted")
     finally:
         study._thread_local.in_optimize_loop = False
         if in_process and main:

@@ -278,7 +278,10 @@ def _finish(prep: _Prepared, search: Search | None, interrupted: bool) -> TuneRe
     if search is not None:
         why = search.job.control.why()
         if search.error is not None:
-            raise search.error
+            from nbtune._objective import TrialInterrupted
+
+            if not (interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))):
+                raise search.error
         if interrupted or why == "interrupted":
             extra.append("interrupted: finished trials are kept; re-run the cell to resume")
         elif why == "timeout":
