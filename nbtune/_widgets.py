@@ -396,6 +396,7 @@ class WidgetView:
         table, n_pages = self.table.html(trials, self.direction, self.metric, self.scheduler,
                                          snap.best.number if snap.best else None)
         stopped = [t for t in trials if ATTR.DECISION in t.user_attrs]
+        failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = len(stopped)
         # Only the latest 50 reasons are shown (and formatted): fast for huge studies.
         decisions = [format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
@@ -434,9 +435,15 @@ class WidgetView:
             self.table_html.value = table
             self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
-            self.decisions.value = (f"<div style='font-size:12px'>{n_stopped} trials stopped early"
+            failed_html = ""
+            if failed:
+                fitems = "".join(f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
+                                 for t in failed[-20:][::-1])
+                failed_html = f"<b>{len(failed)} trials failed</b> (latest first)<ul>{fitems}</ul>"
+            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{n_stopped} trials stopped early"
                                     f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
-            self.tabs.set_title(1, f"Stopped early ({n_stopped})")
+            title = f"Stopped early ({n_stopped})" + (f" · failed ({len(failed)})" if failed else "")
+            self.tabs.set_title(1, title)
             if png is not None:
                 self.plot.value = png
             if not running:

@@ -181,3 +181,13 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs)
     interrupted = [t for t in res.study.trials if "nbtune:interrupted" in t.user_attrs]
     assert 1 <= len(interrupted) <= jobs
     assert res.n_finished == states.count("COMPLETE") >= 2
+
+
+def test_failures_are_listed_with_their_errors(tmp_path):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nif x > 0.5:\n    raise ValueError(f'bad x')\nloss = x\n"
+    res = nbtune.tune(cell, minimize="loss", n_trials=8, seed=0, sampler="random", store=tmp_path, view=None)
+    v = WidgetView(res.study, "loss", "minimize", display=False, clock=FakeClock())
+    n_failed = sum(t.state.name == "FAIL" for t in res.study.trials)
+    assert n_failed and v.decisions.value.count("class='nbtune-failure'") == n_failed
+    assert "ValueError: bad x" in v.decisions.value
+    assert f"failed ({n_failed})" in v.tabs.get_title(1)
