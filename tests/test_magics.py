@@ -269,3 +269,27 @@ def test_apply_without_a_completed_trial_warns(ip):
         res = ip.run_cell_magic("tune", "--trials 1 --minimize loss --apply",
                                 "x = 0.5  # tune: uniform(0, 1)\nraise RuntimeError('no')\nloss = x\n")
     assert res.n_finished == 1 and "x" not in ip.user_ns
+
+
+def test_gp_sampler_names_its_extra_when_torch_is_missing(ip):
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        res = ip.run_cell_magic("tune", "--trials 3 --minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+        assert res.n_finished == 3
+        return
+    with pytest.raises(UsageError, match=r"--sampler gp needs the package 'torch'; install it with: pip install 'nbtune\[gp\]'"):
+        ip.run_cell_magic("tune", "--minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+
+
+def test_min_epochs_and_eta_set_the_rungs(ip):
+    cell = "q = 0.5  # tune: uniform(0.0, 1.0)\nfor epoch in range(32):  # tune: epochs\n    acc = q * (1 - 0.5 ** (epoch + 1))\n"
+    res = ip.run_cell_magic("tune", "--trials 30 --maximize acc --scheduler asha --min-epochs 2 --eta 4 --seed 0 "
+                            "--sampler random", cell)
+    assert "ASHA (r=2, R=32, eta=4" in res.scheduler
+    epochs = {t.user_attrs["nbtune:decision"]["epoch"] for t in res.study.trials if t.state.name == "PRUNED"}
+    assert epochs and epochs <= {2, 8}  # r * eta**k below R
+    with pytest.raises(UsageError, match="--eta must be >= 2"):
+        ip.run_cell_magic("tune", "--maximize acc --eta 1", cell)
+    with pytest.raises(UsageError, match="--min-epochs must be >= 1"):
+        ip.run_cell_magic("tune", "--maximize acc --min-epochs 0", cell)
