@@ -113,7 +113,7 @@ class TextView:
         self.every = every
         self.stream = stream or sys.stdout
         self.t0 = self.clock.now()
-        self._last = -math.inf
+        self._last = self.t0  # the header below is the first line; progress follows every few s
         self._start_finished = finished_count(prep.study.get_trials(deepcopy=False))
         target = search.job.n_trials
         print(f"nbtune: {prep.study.study_name} · {prep.sampler} · {prep.scheduler.describe()} · "
