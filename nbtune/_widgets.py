@@ -245,8 +245,10 @@ class WidgetView:
     """The live dashboard: header, progress, controls, trial table, decisions, plots.
 
     Args:
-        prep: the prepared search.
-        search: the running search (its flags are what the buttons set).
+        study: the study to show (read, never written).
+        metric: the metric's name; direction: ``"maximize"`` or ``"minimize"``.
+        sampler: its name, for the header; scheduler: its :class:`SchedulerSpec`.
+        search: the running search (its flags are what the buttons set); None for a stored study.
         refresh: seconds between table redraws.
         plot_every: seconds between plot redraws.
         clock: time source (tests pass a fake one).
