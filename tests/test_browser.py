@@ -165,6 +165,14 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"browser_dashboard_{app}.png"), full_page=True)
 
+    # the plots tab shows the final figure (best so far, learning curves, importance)
+    page.locator(".lm-TabBar-tab", has_text="Plots").click()
+    plot = page.locator(".nbtune-plot")
+    expect(plot).to_be_visible(timeout=10_000)
+    page.wait_for_function("() => { const i = document.querySelector('img.nbtune-plot'); "
+                           "return i && i.complete && i.naturalWidth > 400; }", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / f"browser_plots_{app}.png"), full_page=True)
+
     # the next cell of Run All saw the final result
     after = _kernel_expr(page, "after")
     n_finished, n_trials, target = (int(x) for x in after.strip("()").split(","))
