@@ -643,6 +643,11 @@ class Search:
                 time.sleep(0.1)  # let the watch see every death
                 culprits = watch.first_dead if watch is not None and watch.supported else None
                 died = self._reap(culprit_reason=_death_reason(e), culprits=culprits)
+                if self.job.sampler != "grid":
+                    import optuna
+
+                    self.job.store.requeue_interrupted(optuna.load_study(
+                        study_name=self.job.study_name, storage=self.job.store.storage(self.job.study_name)))
                 if watch is not None:
                     watch.reset()
                 self.worker_deaths.append(f"{_death_reason(e)} (trials {died})")

@@ -209,6 +209,29 @@ class Store:
         finally:
             lock.release()
 
+    def requeue_interrupted(self, study: optuna.Study) -> list[int]:
+        """Queue the configurations of interrupted trials again (once each), so an interrupt
+        costs time but never a configuration the sampler chose.
+
+        Returns:
+            The numbers of the trials whose configurations were queued.
+        """
+        from optuna.trial import TrialState
+
+        out = []
+        with self.lock(study.study_name):
+            trials = study.get_trials(deepcopy=False)
+            done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
+            for t in trials:
+                if (t.state == TrialState.FAIL and ATTR.INTERRUPTED in t.user_attrs and t.number not in done
+                        and t.params):
+                    attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
+                    if t.user_attrs.get(ATTR.BASELINE):
+                        attrs[ATTR.BASELINE] = True
+                    study.enqueue_trial(t.params, user_attrs=attrs)
+                    out.append(t.number)
+        return out
+
     def reap_dead_trials(self, study: optuna.Study) -> list[int]:
         """Mark RUNNING trials whose process is gone as failed (interrupted).
 

@@ -216,7 +216,7 @@ def _prepare(
         messages.append(f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
                         f"(interrupted; their configurations run again): {reaped}")
     if sampler != "grid":
-        requeued = _requeue_interrupted(study, st)
+        requeued = st.requeue_interrupted(study)
         if requeued:
             messages.append(f"re-running the configurations of interrupted trial(s) {requeued} first")
 
@@ -242,26 +242,6 @@ def _prepare(
                         "raise --trials to continue the search")
     return _Prepared(program=program, study=study, store=st, job=job, n_trials=prep_target, n_jobs=jobs, backend=backend,
                      messages=messages, scheduler=sched, sampler=sampler, apply=apply, user_ns=user_ns)
-
-
-def _requeue_interrupted(study: optuna.Study, store: Store) -> list[int]:
-    """Queue the configurations of interrupted trials again (once each), so an interrupt
-    costs time but never a configuration the sampler chose."""
-    from optuna.trial import TrialState
-
-    out = []
-    with store.lock(study.study_name):
-        trials = study.get_trials(deepcopy=False)
-        done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
-        for t in trials:
-            if (t.state == TrialState.FAIL and ATTR.INTERRUPTED in t.user_attrs and t.number not in done
-                    and t.params):
-                attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
-                if t.user_attrs.get(ATTR.BASELINE):
-                    attrs[ATTR.BASELINE] = True
-                study.enqueue_trial(t.params, user_attrs=attrs)
-                out.append(t.number)
-    return out
 
 
 def _make_result(prep: _Prepared, extra: list[str]) -> TuneResult:

@@ -84,6 +84,11 @@ loss = x
     assert any("a worker died and was replaced" in m for m in res.messages)
     complete = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 7
+    # the other worker's trial, cut short when loky replaced the pool, ran again in this search
+    reruns = {t.user_attrs.get(ATTR.RERUN_OF): t for t in res.study.trials}
+    for t in res.study.trials:
+        if ATTR.INTERRUPTED in t.user_attrs and t.params:
+            assert t.number in reruns and reruns[t.number].params == t.params
 
 
 def test_dask_local_cluster(tmp_path):
