@@ -213,3 +213,14 @@ print("RESULT", res.n_finished, res.messages[-1])
     assert "Traceback" not in err, err
     study = nbtune.load_study(store=tmp_path)
     assert "RUNNING" not in {t.state.name for t in study.trials}
+
+
+def test_tune_async_awaited_in_a_kernel_cell(kernel, tmp_path):
+    km, kc = kernel
+    code = ("import nbtune\nK = 2.0\ncell = 'x = 0.5  # tune: uniform(0, 1)\\nloss = K * x\\n'\n"
+            f"res = await nbtune.tune_async(cell, minimize='loss', n_trials=4, user_ns=globals(), store={str(tmp_path)!r})\n"
+            "print(res.n_finished, round(res.best_value / res.best_params['x'], 3))")
+    reply, outputs, _ = _execute(kc, code)
+    assert reply["status"] == "ok", reply
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    assert "4 2.0" in text
