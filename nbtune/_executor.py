@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune._objective import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
 from nbtune._sampler import make_sampler
 from nbtune._scheduler import SchedulerSpec, make_pruner
-from nbtune._store import ATTR, Store, _is_alive, active_trial, finished_count, owner_pid
+from nbtune._store import ATTR, Store, _is_alive, active_trial, finished_count, owner_pid, process_start
 from nbtune.exceptions import CellError, ConfigError
 
 if TYPE_CHECKING:
@@ -367,6 +367,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
     # inside optimize(); we run the ask-and-tell loop ourselves and honour the same flag.
     study._thread_local.in_optimize_loop = True
     host, pid = socket.gethostname(), os.getpid()
+    owner = {"host": host, "pid": pid, "worker": worker, "start": process_start(pid)}
     budget = _Budget()
     done = 0
     trial: optuna.Trial | None = None
@@ -378,7 +379,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
             with job.store.lock(job.study_name):
                 if budget.used(study.get_trials(deepcopy=False)) >= job.control.target(job.n_trials):
                     break
-                trial = _ask(study, {"host": host, "pid": pid, "worker": worker})
+                trial = _ask(study, owner)
             state = run_one(job, study, trial, worker)
             trial = None
             done += 1
@@ -672,7 +673,7 @@ class Search:
             pid = owner_pid(t)
             if pid is None or pid == os.getpid():
                 continue
-            if _is_alive(pid):
+            if _is_alive(pid, (t.user_attrs.get(ATTR.OWNER) or {}).get("start")):
                 continue  # still alive (another kernel's worker)
             if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED) and (culprits is None or pid in culprits):
                 st.set_trial_user_attr(t._trial_id, ATTR.ERROR, f"WorkerDied: {culprit_reason}")

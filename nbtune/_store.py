@@ -74,7 +74,20 @@ def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
     return Path.cwd() / STORE_DIRNAME
 
 
-def _is_alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _is_alive(pid: int, start: str | None = None) -> bool:
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False  # the pid now belongs to another process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -260,7 +273,7 @@ class Store:
                 with _ACTIVE_LOCK:
                     dead = t._trial_id not in _ACTIVE_TRIALS
             else:
-                dead = not _is_alive(pid)
+                dead = not _is_alive(pid, owner.get("start"))
             if not dead:
                 continue
             storage.set_trial_user_attr(

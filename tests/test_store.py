@@ -115,3 +115,19 @@ def test_interrupted_configurations_run_again(tmp_path):
     assert len(again) == 1 and again[0].params == lost[0].params and again[0].state.name == "COMPLETE"
     assert res.n_finished == 5
     assert any(f"interrupted trial(s) [{lost[0].number}]" in m for m in res.messages)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_trial_running(tmp_path):
+    import os
+
+    from nbtune._store import ATTR
+
+    res = nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="reuse")
+    study = res.study
+    # a trial left RUNNING by a process whose pid now belongs to someone else (this process)
+    tid = study._storage.create_new_trial(study._study_id)
+    study._storage.set_trial_user_attr(tid, ATTR.OWNER, {"host": __import__("socket").gethostname(),
+                                                         "pid": os.getppid(), "start": "1"})
+    res = nbtune.tune(CELL, minimize="loss", n_trials=4, store=tmp_path, view=None, name="reuse")
+    assert res.n_finished == 4
+    assert any("left running by a stopped kernel" in m for m in res.messages)
