@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune._objective import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
 from nbtune._sampler import make_sampler
 from nbtune._scheduler import SchedulerSpec, make_pruner
-from nbtune._store import ATTR, Store, _is_alive, active_trial, finished_count, owner_pid, process_start
+from nbtune._store import ATTR, Store, active_trial, finished_count, process_start
 from nbtune.exceptions import CellError, ConfigError
 
 if TYPE_CHECKING:
@@ -100,6 +100,21 @@ class Control:
         with contextlib.suppress(OSError, ValueError):
             return int(Path(self.directory, "target").read_text())
         return default
+
+    def register_worker(self, worker: int) -> None:
+        """A worker process says who it is (Stop now and the death watch need its pid)."""
+        self._mark(f"worker-{os.getpid()}", str(worker))
+
+    def worker_pids(self) -> list[int]:
+        pids = []
+        for p in Path(self.directory).glob("worker-*"):
+            with contextlib.suppress(ValueError):
+                pids.append(int(p.name.split("-", 1)[1]))
+        return pids
+
+    def forget_workers(self) -> None:
+        for pid in self.worker_pids():
+            Path(self.directory, f"worker-{pid}").unlink(missing_ok=True)
 
     def why(self) -> str:
         with contextlib.suppress(OSError):
@@ -360,8 +375,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
             # end the running trial cleanly, recorded as interrupted.
             signal.signal(signal.SIGINT, _raise_int)
             signal.signal(signal.SIGTERM, _raise_term)
-        with contextlib.suppress(OSError):
-            Path(job.control.directory, f"worker-{os.getpid()}").write_text(str(worker))
+        job.control.register_worker(worker)
     study = _open_study(job, worker)
     # GridSampler calls study.stop() when the grid is exhausted, which Optuna only allows
     # inside optimize(); we run the ask-and-tell loop ourselves and honour the same flag.
@@ -489,10 +503,9 @@ class _DeathWatch:
         import select
 
         while not self._stop.is_set():
-            for p in Path(self.control.directory).glob("worker-*"):
-                with contextlib.suppress(ValueError, OSError):
-                    pid = int(p.name.split("-", 1)[1])
-                    if pid not in self._fds:
+            for pid in self.control.worker_pids():
+                if pid not in self._fds:
+                    with contextlib.suppress(OSError):
                         self._fds[pid] = os.pidfd_open(pid)
             fds = {fd: pid for pid, fd in self._fds.items()}
             if not fds:
@@ -553,7 +566,7 @@ class Search:
                 # The trial's Python code gets TrialInterrupted at its next bytecode.
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TrialInterrupted))
         elif self.backend == "loky":
-            for pid in self._worker_pids():
+            for pid in self.job.control.worker_pids():
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
             t = threading.Timer(3.0, self._kill_workers)
@@ -563,16 +576,9 @@ class Search:
     def _kill_workers(self) -> None:
         if self.done.is_set():
             return
-        for pid in self._worker_pids():
+        for pid in self.job.control.worker_pids():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-
-    def _worker_pids(self) -> list[int]:
-        pids = []
-        for p in Path(self.job.control.directory).glob("worker-*"):
-            with contextlib.suppress(ValueError):
-                pids.append(int(p.name.split("-", 1)[1]))
-        return pids
 
     # the coordinator thread -------------------------------------------------------------
     def _run(self) -> None:
@@ -643,12 +649,7 @@ class Search:
                 # re-run), and the search goes on with a fresh pool.
                 time.sleep(0.1)  # let the watch see every death
                 culprits = watch.first_dead if watch is not None and watch.supported else None
-                died = self._reap(culprit_reason=_death_reason(e), culprits=culprits)
-                if self.job.sampler != "grid":
-                    import optuna
-
-                    self.job.store.requeue_interrupted(optuna.load_study(
-                        study_name=self.job.study_name, storage=self.job.store.storage(self.job.study_name)))
+                died = self._reap(culprit_error=f"WorkerDied: {_death_reason(e)}", culprits=culprits)
                 if watch is not None:
                     watch.reset()
                 self.worker_deaths.append(f"{_death_reason(e)} (trials {died})")
@@ -658,30 +659,19 @@ class Search:
                         "worker processes keep dying (5 restarts); the cell may run out of memory: "
                         "lower --jobs or the model size"
                     ) from None
-                for p in Path(self.job.control.directory).glob("worker-*"):
-                    p.unlink(missing_ok=True)
+                self.job.control.forget_workers()
 
-    def _reap(self, culprit_reason: str | None = None, culprits: set[int] | None = None) -> list[int]:
-        """Mark the trials of dead workers failed; return their numbers."""
+    def _reap(self, culprit_error: str | None = None, culprits: set[int] | None = None) -> list[int]:
+        """Mark the trials of dead workers failed and queue the interrupted ones again."""
         import optuna
-        from optuna.trial import TrialState
 
-        st = self.job.store.storage(self.job.study_name)
-        study = optuna.load_study(study_name=self.job.study_name, storage=st)
-        marked = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = owner_pid(t)
-            if pid is None or pid == os.getpid():
-                continue
-            if _is_alive(pid, (t.user_attrs.get(ATTR.OWNER) or {}).get("start")):
-                continue  # still alive (another kernel's worker)
-            if culprit_reason and not t.user_attrs.get(ATTR.INTERRUPTED) and (culprits is None or pid in culprits):
-                st.set_trial_user_attr(t._trial_id, ATTR.ERROR, f"WorkerDied: {culprit_reason}")
-            else:
-                st.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, "its worker process was stopped")
-            st.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            marked.append(t.number)
-        return marked
+        store = self.job.store
+        study = optuna.load_study(study_name=self.job.study_name, storage=store.storage(self.job.study_name))
+        died = store.reap_dead_trials(study, reason="its worker process was stopped", culprits=culprits,
+                                      culprit_error=culprit_error)
+        if self.job.sampler != "grid":
+            store.requeue_interrupted(study)
+        return died
 
 
 def _death_reason(e: BaseException) -> str:

@@ -34,11 +34,6 @@ _logger = logging.getLogger(__name__)
 STORE_DIRNAME = ".nbtune"
 
 
-def owner_pid(trial: optuna.trial.FrozenTrial) -> int | None:
-    """The pid of the process that ran (or runs) ``trial``."""
-    return (trial.user_attrs.get(ATTR.OWNER) or {}).get("pid")
-
-
 class ATTR:
     """Names of the trial/study attributes nbtune writes (user attrs, visible in Optuna)."""
 
@@ -55,7 +50,7 @@ class ATTR:
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d*))?$")
+_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?$")
 
 
 def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
@@ -74,31 +69,34 @@ def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
     return Path.cwd() / STORE_DIRNAME
 
 
-def process_start(pid: int) -> str | None:
-    """When the process started (Linux: clock ticks since boot), to tell a reused pid apart."""
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (Linux), or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+            return f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
+def process_start(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot), to tell a reused pid apart."""
+    fields = _proc_stat(pid)
+    return fields[19].decode() if fields is not None and len(fields) > 19 else None
+
+
 def _is_alive(pid: int, start: str | None = None) -> bool:
-    if start is not None:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid now belongs to another process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a killed process whose parent has not reaped it yet is a zombie: dead
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) <= 19:
+        return True  # no /proc: the signal check is all we have
+    if start is not None and fields[19].decode() != start:
+        return False  # the pid now belongs to another process
+    return fields[0] != b"Z"  # a killed process not yet reaped by its parent is a zombie: dead
 
 
 # Trials being run by this very process right now (so a resume does not reap them).
@@ -245,8 +243,22 @@ class Store:
                     out.append(t.number)
         return out
 
-    def reap_dead_trials(self, study: optuna.Study) -> list[int]:
+    def reap_dead_trials(
+        self,
+        study: optuna.Study,
+        *,
+        reason: str = "the kernel or worker running it stopped (interrupt, restart or crash)",
+        culprits: set[int] | None = None,
+        culprit_error: str | None = None,
+    ) -> list[int]:
         """Mark RUNNING trials whose process is gone as failed (interrupted).
+
+        Args:
+            study: the study to clean up.
+            reason: why they stopped, recorded as their interrupted reason.
+            culprit_error: when a worker died of its trial (out of memory, say), that trial
+                fails with this error instead of being interrupted: it counts and is not re-run.
+            culprits: the pids that died of their own trial; None means every dead one.
 
         Returns:
             The numbers of the trials marked.
@@ -276,9 +288,11 @@ class Store:
                 dead = not _is_alive(pid, owner.get("start"))
             if not dead:
                 continue
-            storage.set_trial_user_attr(
-                t._trial_id, ATTR.INTERRUPTED, "the kernel or worker running it stopped (interrupt, restart or crash)"
-            )
+            if (culprit_error is not None and ATTR.INTERRUPTED not in t.user_attrs
+                    and (culprits is None or pid in culprits)):
+                storage.set_trial_user_attr(t._trial_id, ATTR.ERROR, culprit_error)
+            else:
+                storage.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, reason)
             try:
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except Exception:  # pragma: no cover - finished concurrently
@@ -334,7 +348,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
         known = sorted({Store.base_name(n) for n in st.study_names()})
         raise KeyError(f"no study {name!r} in {st.directory}; the store holds {known}")
     if ":v" in name:
-        target = Store.versioned(Store.base_name(name), int(name.rsplit(":v", 1)[1] or 0))
+        target = Store.versioned(Store.base_name(name), int(name.rsplit(":v", 1)[1]))
         if target not in versions:
             raise KeyError(f"no version {name!r} in {st.directory}; the versions are {versions}")
     else:

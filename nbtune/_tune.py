@@ -227,7 +227,6 @@ def _prepare(
         if n_trials > size:
             messages.append(f"the grid has {size} points, so the search stops after {size} trials")
             n_trials = size
-    prep_target = n_trials
     job = None
     # Trial numbers of this run start after every trial that was not merely queued.
     n_before = sum(1 for t in trials if t.state.name != "WAITING")
@@ -240,7 +239,7 @@ def _prepare(
     else:
         messages.append(f"{target!r} already has {done} finished trials (target {n_trials}): nothing to run; "
                         "raise --trials to continue the search")
-    return _Prepared(program=program, study=study, store=st, job=job, n_trials=prep_target, n_jobs=jobs, backend=backend,
+    return _Prepared(program=program, study=study, store=st, job=job, n_trials=n_trials, n_jobs=jobs, backend=backend,
                      messages=messages, scheduler=sched, sampler=sampler, apply=apply, user_ns=user_ns)
 
 
