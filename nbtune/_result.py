@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["TuneResult"]
 
 
+def _trials(n: int) -> str:
+    """"1 trial", "3 trials"."""
+    return f"{n} trial" if n == 1 else f"{n} trials"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
@@ -235,11 +240,11 @@ class TuneResult:
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
-            parts.append(f"<details><summary>{len(dec)} trials stopped early</summary><ul>{items}</ul></details>")
+            parts.append(f"<details><summary>{_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>")
         errs = self.errors()
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
-            parts.append(f"<details><summary>{len(errs)} trials failed</summary><ul>{items}</ul></details>")
+            parts.append(f"<details><summary>{_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
         for m in self.messages:
             parts.append(f"<p><i>{esc(m)}</i></p>")
         if plot and best is not None:

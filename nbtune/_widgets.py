@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from nbtune._result import TuneResult, _fmt
+from nbtune._result import TuneResult, _fmt, _trials
 from nbtune._scheduler import format_decision
 from nbtune._store import ATTR, finished_count
 
@@ -441,8 +441,8 @@ class WidgetView:
             if failed:
                 fitems = "".join(f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
                                  for t in failed[-20:][::-1])
-                failed_html = f"<b>{len(failed)} trials failed</b> (latest first)<ul>{fitems}</ul>"
-            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{n_stopped} trials stopped early"
+                failed_html = f"<b>{_trials(len(failed))} failed</b> (latest first)<ul>{fitems}</ul>"
+            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{_trials(n_stopped)} stopped early"
                                     f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
             title = f"Stopped early ({n_stopped})" + (f" · failed ({len(failed)})" if failed else "")
             self.tabs.set_title(1, title)
