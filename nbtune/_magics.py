@@ -185,6 +185,8 @@ async def run_async(line: str, cell: str) -> Any:
     from IPython.core.getipython import get_ipython
 
     shell = get_ipython()
+    if shell is None:  # the input transformer only rewrites cells inside a running IPython
+        raise UsageError("%%tune runs inside IPython or a Jupyter kernel; use nbtune.tune() elsewhere")
     magics = shell.magics_manager.registry["TuneMagics"]
     # As run_cell_magic would: {var} and $var in the %%tune line take notebook values.
     kwargs = magics._kwargs(shell.var_expand(line))
