@@ -50,11 +50,11 @@ def nbtune_run(n: int, sampler: str, store: str, view=None, throughput: bool = F
     return elapsed
 
 
-def widget_factory(prep, search):
-    from nbtune._widgets import WidgetView
+def widget_factory(run, search):
+    from nbtune.view.widgets import WidgetView
 
-    return WidgetView(prep.study, prep.program.metric, prep.program.direction, sampler=prep.sampler,
-                      scheduler=prep.scheduler, search=search, display=False)
+    return WidgetView(run.study, run.metric, run.direction, sampler=run.sampler,
+                      scheduler=run.scheduler, search=search, display=False)
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from nbtune._result import TuneResult
-from nbtune._scheduler import SchedulerSpec
-from nbtune._store import ATTR
-from nbtune._widgets import WidgetView
+from nbtune.view.result import TuneResult
+from nbtune.run.schedulers import SchedulerSpec
+from nbtune.store.attrs import ATTR
+from nbtune.view.widgets import WidgetView
 
 
 def build(n: int) -> optuna.Study:

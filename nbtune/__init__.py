@@ -22,9 +22,11 @@ from nbtune.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from nbtune._result import TuneResult
-    from nbtune._store import Store, load_study
+    from nbtune._config import TuneConfig
     from nbtune._tune import tune, tune_async
+    from nbtune.store.journal import Store, load_study
+    from nbtune.view.base import BaseView, RunInfo
+    from nbtune.view.result import TuneResult
 
 __version__ = "0.1.0"
 
@@ -33,7 +35,10 @@ __all__ = [
     "tune_async",
     "load_study",
     "TuneResult",
+    "TuneConfig",
     "Store",
+    "BaseView",
+    "RunInfo",
     "NbtuneError",
     "AnnotationError",
     "CellError",
@@ -48,9 +53,12 @@ __all__ = [
 _LAZY = {
     "tune": "nbtune._tune",
     "tune_async": "nbtune._tune",
-    "load_study": "nbtune._store",
-    "Store": "nbtune._store",
-    "TuneResult": "nbtune._result",
+    "load_study": "nbtune.store.journal",
+    "Store": "nbtune.store.journal",
+    "TuneResult": "nbtune.view.result",
+    "TuneConfig": "nbtune._config",
+    "BaseView": "nbtune.view.base",
+    "RunInfo": "nbtune.view.base",
 }
 
 

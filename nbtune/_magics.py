@@ -16,19 +16,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from nbtune._compat import is_asyncio_runner
+from nbtune._config import TuneConfig, config_from_args, magic_arguments_from_config
 from nbtune.exceptions import NbtuneError, TrialsFailedError
 
 __all__ = ["TuneMagics", "load", "unload"]
-
-
-def _tune_kwargs(args: Any, shell: Any) -> dict[str, Any]:
-    return dict(
-        maximize=args.maximize, minimize=args.minimize, n_trials=args.trials, timeout=args.timeout,
-        sampler=args.sampler, seed=args.seed, name=args.name, store=args.store, fresh=args.fresh,
-        n_jobs=args.jobs, backend=args.backend, scheduler=args.scheduler, min_epochs=args.min_epochs,
-        eta=args.eta, max_epochs=args.max_epochs, user_ns=shell.user_ns, apply=args.apply,
-        transform=_transformer(shell),
-    )
 
 
 def _transformer(shell: Any) -> Any:
@@ -69,30 +61,8 @@ class TuneMagics(Magics):
     """The nbtune magics."""
 
     @magic_arguments()
-    @argument("--maximize", metavar="NAME", help="the cell variable to maximise (its value when the cell ends).")
-    @argument("--minimize", metavar="NAME", help="the cell variable to minimise. Give exactly one of the two.")
-    @argument("-n", "--trials", type=int, default=20, metavar="N",
-              help="target number of finished trials in the study (complete, pruned or failed); "
-                   "re-running continues the study up to N. Default 20.")
-    @argument("--timeout", metavar="T", help="stop starting trials after T: seconds, or 90s, 10m, 2h.")
-    @argument("--sampler", default="tpe", metavar="S",
-              help="tpe (default), random, grid, gp, cmaes or qmc (Optuna's samplers).")
-    @argument("--seed", type=int, metavar="N", help="sampler seed: the same seed gives the same configurations (1 job).")
-    @argument("--name", metavar="NAME", help="study name; default derived from the metric and the tuned variables.")
-    @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
-    @argument("--fresh", action="store_true", help="start a new version of the study; the old one is kept.")
+    @magic_arguments_from_config
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
-    @argument("--apply", action="store_true",
-              help="after the search, run the cell in the notebook with the best values.")
-    @argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel workers; -1 = all cores. Default 1.")
-    @argument("--backend", default="auto", metavar="B",
-              help="auto (the kernel for 1 job, processes for more), threading, loky, dask or ray.")
-    @argument("--scheduler", metavar="S",
-              help="hyperband (default with an epochs loop), asha, median or none.")
-    @argument("--min-epochs", type=int, default=1, metavar="r", help="epochs before the first comparison (r). Default 1.")
-    @argument("--eta", type=int, default=3, help="reduction factor: 1/eta of trials go on at each rung. Default 3.")
-    @argument("--max-epochs", type=int, metavar="R",
-              help="epochs of a full trial, when the loop's length is not known in advance.")
     @cell_magic
     def tune(self, line: str, cell: str) -> Any:
         """Turn this cell into a hyperparameter search; every trial is kept beside the notebook.
@@ -131,21 +101,21 @@ class TuneMagics(Magics):
         gracefully and keeps every finished trial. The result (returned, and bound by
         ``--out``) has ``.study``, ``.best_params``, ``.best_value`` and ``.trials_dataframe()``.
         """
-        kwargs = self._kwargs(line)
-        args = kwargs.pop("_args")
+        args, cfg = self._config(line)
         from nbtune._tune import tune
 
         try:
-            result = tune(cell, **kwargs)
+            result = tune(cell, **vars(cfg))
         except NbtuneError as e:
             raise _report(e) from None
         return _bind(self.shell, args, result)
 
-    def _kwargs(self, line: str) -> dict[str, Any]:
+    def _config(self, line: str) -> tuple[Any, TuneConfig]:
+        """The parsed line, and the search's options (the notebook's namespace, IPython syntax)."""
         args = parse_argstring(self.tune, line)
-        kwargs = _tune_kwargs(args, self.shell)
-        kwargs["_args"] = args
-        return kwargs
+        shell = self.shell
+        assert shell is not None  # magics are registered on a shell
+        return args, config_from_args(args, user_ns=shell.user_ns, transform=_transformer(shell))
 
     @magic_arguments()
     @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")
@@ -160,8 +130,9 @@ class TuneMagics(Magics):
             %tune_show val_acc-3f9a2c
         """
         args = parse_argstring(self.tune_show, line)
-        from nbtune._result import TuneResult
-        from nbtune._store import ATTR, load_study
+        from nbtune.view.result import TuneResult
+        from nbtune.store.attrs import ATTR
+        from nbtune.store.journal import load_study
 
         try:
             study = load_study(args.name, store=args.store)
@@ -172,7 +143,7 @@ class TuneMagics(Magics):
                             scheduler=cfg.get("scheduler", ""), sampler="stored study")
         from IPython.display import display
 
-        from nbtune._widgets import in_kernel
+        from nbtune.view.widgets import in_kernel
 
         if in_kernel():
             result.show()
@@ -189,12 +160,11 @@ async def run_async(line: str, cell: str) -> Any:
         raise UsageError("%%tune runs inside IPython or a Jupyter kernel; use nbtune.tune() elsewhere")
     magics = shell.magics_manager.registry["TuneMagics"]
     # As run_cell_magic would: {var} and $var in the %%tune line take notebook values.
-    kwargs = magics._kwargs(shell.var_expand(line))
-    args = kwargs.pop("_args")
+    args, cfg = magics._config(shell.var_expand(line))
     from nbtune._tune import tune_async
 
     try:
-        result = await tune_async(cell, **kwargs)
+        result = await tune_async(cell, **vars(cfg))
     except NbtuneError as e:
         raise _report(e) from None
     return _bind(shell, args, result)
@@ -215,7 +185,7 @@ def _async_rewrite(lines: list[str]) -> list[str]:
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None or not shell.autoawait:
         return lines
-    if shell.loop_runner.__class__.__name__ != "_AsyncIORunner":
+    if not is_asyncio_runner(shell):
         return lines
     body = "".join(lines[1:])
     return [f"await __import__('nbtune._magics', fromlist=['run_async']).run_async({rest.strip()!r}, {body!r})\n"]

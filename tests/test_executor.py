@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nbtune
-from nbtune._store import ATTR
+from nbtune.store.attrs import ATTR
 
 BUSY = '''\
 x = 0.5  # tune: uniform(0, 1)

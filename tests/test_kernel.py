@@ -10,7 +10,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import nbtune
-from nbtune._store import ATTR
+from nbtune.store.attrs import ATTR
 
 SLOW = '''%%tune --trials 200 --minimize loss --store {store} {extra}
 x = 0.5  # tune: uniform(0, 1)
@@ -94,7 +94,7 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
     reply, outputs, _ = _execute(kc, SLOW.format(store=store, extra=extra).replace("--trials 200", f"--trials {target}"))
     assert reply["status"] == "ok", reply
     study = nbtune.load_study(store=store)
-    from nbtune._store import finished_count
+    from nbtune.store.attrs import finished_count
 
     assert finished_count(study.trials) == target
     if extra:
@@ -115,8 +115,19 @@ def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     store = tmp_path / "store"
     _execute(kc, "%load_ext nbtune")
     kc.execute(SLOW.format(store=store, extra=""))
-    time.sleep(4)
-    km.provisioner.process.kill()  # the kernel dies mid-trial (SIGKILL)
+    # Kill the kernel mid-trial (SIGKILL): wait until a trial runs and two have finished, so the
+    # kill does not land in the few milliseconds between two trials.
+    t_end = time.monotonic() + 30
+    while time.monotonic() < t_end:
+        time.sleep(0.05)
+        try:
+            trials = nbtune.load_study(store=store).trials
+        except KeyError:  # no study yet
+            continue
+        if trials and trials[-1].state.name == "RUNNING" and sum(
+                t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 2:
+            break
+    km.provisioner.process.kill()
     time.sleep(0.5)
     study = nbtune.load_study(store=store)
     running = [t for t in study.trials if t.state.name == "RUNNING"]

@@ -9,7 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import nbtune
-from nbtune._store import ATTR
+from nbtune.store.attrs import ATTR
 
 CELL = '''\
 lr = 1e-3          # tune: loguniform(1e-5, 1e-1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import nbtune
-from nbtune._objective import TrialRuntime, compile_cell
-from nbtune._scheduler import SchedulerSpec, format_decision
-from nbtune._store import ATTR
+from nbtune.cell.program import TrialRuntime, compile_cell
+from nbtune.run.schedulers import SchedulerSpec, format_decision
+from nbtune.store.attrs import ATTR
 
 
 class FakeTrial:
@@ -54,7 +54,7 @@ def test_nested_loops_only_outer_is_the_budget():
 
 
 def test_stop_ends_the_cell_at_that_epoch():
-    from nbtune._objective import TrialStopped
+    from nbtune.cell.program import TrialStopped
 
     program, trial, rt = run("ran = []\nfor e in range(9):  # tune: epochs\n    m = e\n"
                              "    try:\n        pass\n    except Exception:\n        pass\nraise RuntimeError('never reached')\n",
@@ -65,7 +65,7 @@ def test_stop_ends_the_cell_at_that_epoch():
 
 
 def test_user_except_exception_cannot_swallow_the_stop():
-    from nbtune._objective import TrialStopped
+    from nbtune.cell.program import TrialStopped
 
     program, trial, rt = run("try:\n    for e in range(9):  # tune: epochs\n        m = e\nexcept Exception:\n    m = -1\n",
                              prune_at=2)

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 import nbtune
-from nbtune._store import Store, default_store_dir, finished_count
+from nbtune.store.attrs import finished_count
+from nbtune.store.journal import Store, default_store_dir
 
 CELL = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.2) ** 2\n"
 
@@ -100,7 +101,7 @@ def test_versions_stay_reachable(tmp_path):
 
 
 def test_interrupted_configurations_run_again(tmp_path):
-    from nbtune._store import ATTR
+    from nbtune.store.attrs import ATTR
 
     cell = ("x = 0.5  # tune: uniform(0, 1)\nimport os\nif x != 0.5 and not os.path.exists('flag'):\n"
             "    open('flag', 'w').close()\n    raise KeyboardInterrupt\nloss = x\n")
@@ -120,7 +121,7 @@ def test_interrupted_configurations_run_again(tmp_path):
 def test_a_reused_pid_does_not_keep_a_dead_trial_running(tmp_path):
     import os
 
-    from nbtune._store import ATTR
+    from nbtune.store.attrs import ATTR
 
     res = nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="reuse")
     study = res.study

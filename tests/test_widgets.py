@@ -7,10 +7,13 @@ import re
 import pytest
 
 import nbtune
-from nbtune._executor import Control, Job, Search
-from nbtune._objective import compile_cell
-from nbtune._store import Store
-from nbtune._widgets import StudyTable, WidgetView, _Clock
+from nbtune.run.coordinator import Search
+from nbtune.run.worker import Job
+from nbtune.store.control import FileControl
+from nbtune.cell.program import compile_cell
+from nbtune.store.journal import Store
+from nbtune.view.progress import Clock as _Clock
+from nbtune.view.widgets import StudyTable, WidgetView
 
 CURVES = '''\
 q = 0.5  # tune: uniform(0.0, 1.0)
@@ -32,7 +35,7 @@ def study(tmp_path_factory):
 
 
 def _view(study, search=None, clock=None):
-    from nbtune._scheduler import SchedulerSpec
+    from nbtune.run.schedulers import SchedulerSpec
 
     return WidgetView(study, "acc", "maximize", sampler="random", search=search, display=False,
                       scheduler=SchedulerSpec(kind="hyperband", R=9, metric="acc"), clock=clock or FakeClock())
@@ -116,13 +119,13 @@ def test_redraws_are_throttled(study):
 
 def test_controls_set_the_search_flags(study, tmp_path):
     program = compile_cell(CURVES, metric="acc", direction="maximize")
-    job = Job(program=program, store=Store(tmp_path), study_name="x", n_trials=40, control=Control())
+    job = Job(program=program, store=Store(tmp_path), study_name="x", control=FileControl(40))
     search = Search(job)
     v = _view(study, search=search)
     assert v.controls.layout.display != "none"
     v.more.value = 25
     v.more_button.click()
-    assert job.control.target(40) == 65 and v.progress.max == 65
+    assert job.control.target() == 65 and v.progress.max == 65
     v.stop_button.click()
     assert job.control.stop_requested() and not job.control.stop_now_requested()
     assert v.stop_button.disabled
@@ -134,9 +137,9 @@ def test_controls_set_the_search_flags(study, tmp_path):
 def test_live_view_during_a_real_search(tmp_path):
     views = []
 
-    def factory(prep, search):
-        v = WidgetView(prep.study, prep.program.metric, prep.program.direction, search=search, display=False,
-                       refresh=0.0, scheduler=prep.scheduler)
+    def factory(run, search):
+        v = WidgetView(run.study, run.metric, run.direction, search=search, display=False,
+                       refresh=0.0, scheduler=run.scheduler)
         views.append(v)
         return v
 
@@ -158,17 +161,17 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs)
 
     clicked = {}
 
-    class Clicker:
-        def __init__(self, prep, search):
-            self.search, self.prep = search, prep
+    class Clicker(nbtune.BaseView):
+        def __init__(self, run, search):
+            self.search, self.run = search, run
 
         def update(self):
-            done = [t for t in self.prep.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+            done = [t for t in self.run.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
             if len(done) >= 2 and "t" not in clicked:
                 clicked["t"] = time.monotonic()
                 self.search.stop_now()
 
-        def close(self, result):
+        def close(self, result, handover=True):
             clicked["closed"] = time.monotonic()
 
     cell = ("x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(400):\n"

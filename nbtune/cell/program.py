@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from nbtune._annotations import CellSpec, parse_cell
-from nbtune._space import Param
+from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell
+from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell"]
 
-_RUNTIME = "__nbtune__"
 _CODE_CACHE: dict[tuple[str, str], Any] = {}
 
 
@@ -73,38 +72,24 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
 
 
 class _Rewriter(ast.NodeTransformer):
+    """Each annotated statement is rewritten by its annotation kind (see ``ANNOTATIONS``)."""
+
     def __init__(self, spec: CellSpec) -> None:
-        self.params = {p.lineno: p for p in spec.params}
-        self.epochs_line = spec.epochs.lineno if spec.epochs else None
+        self.spec = spec
 
-    def _runtime_call(self, method: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
-        call = ast.Call(
-            func=ast.Attribute(value=ast.Name(id=_RUNTIME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
-            args=args,
-            keywords=[],
-        )
-        return ast.copy_location(call, like)
+    def _annotated(self, node: ast.stmt) -> Any:
+        name = self.spec.marks.get(node.lineno)
+        return node if name is None else ANNOTATIONS[name].rewrite(node, self.spec)
 
-    def visit_Assign(self, node: ast.Assign) -> ast.AST:
-        p = self.params.get(node.lineno)
-        if p is not None:
-            node.value = self._runtime_call("value", [ast.Constant(p.name)], node.value)
-        return node
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        return self._annotated(node)
 
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
-        p = self.params.get(node.lineno)
-        if p is not None and node.value is not None:
-            node.value = self._runtime_call("value", [ast.Constant(p.name)], node.value)
-        return node
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        return self._annotated(node)
 
     def visit_For(self, node: ast.For) -> Any:
         self.generic_visit(node)
-        if node.lineno != self.epochs_line:
-            return node
-        node.iter = self._runtime_call("epochs", [node.iter], node.iter)
-        after = ast.Expr(value=self._runtime_call("epochs_done", [], node))
-        ast.copy_location(after, node)
-        return [node, after]
+        return self._annotated(node)
 
 
 def _filename(source: str) -> str:
@@ -149,7 +134,7 @@ class CellProgram:
         spec = state["spec"]
         # The AST is rebuilt in the worker: smaller to ship and always consistent.
         state["spec"] = CellSpec(source=spec.source, params=spec.params, epochs=spec.epochs,
-                                 tree=None, line_offset=spec.line_offset)
+                                 tree=None, line_offset=spec.line_offset, marks=spec.marks)
         return state
 
     def code(self) -> Any:
@@ -177,11 +162,11 @@ class CellProgram:
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""
         if base is not None:
-            base[_RUNTIME] = runtime
+            base[RUNTIME] = runtime
             return base
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
         ns.update(self.globals)
-        ns[_RUNTIME] = runtime
+        ns[RUNTIME] = runtime
         if "get_ipython" not in ns:
             ns["get_ipython"] = _get_ipython
         return ns
@@ -279,20 +264,7 @@ class TrialRuntime:
     def value(self, name: str) -> Any:
         if name in self.fixed or self.trial is None:
             return self.fixed.get(name, self._params[name].default)
-        p = self._params[name]
-        step = p.kwargs.get("step")
-        t = self.trial
-        if p.kind == "choice":
-            return t.suggest_categorical(name, list(p.args))
-        low, high = p.args
-        if p.kind == "uniform":
-            d = p.distribution()
-            return t.suggest_float(name, d.low, d.high, step=step)  # type: ignore[attr-defined]
-        if p.kind == "loguniform":
-            return t.suggest_float(name, low, high, log=True)
-        if p.kind == "int":
-            return t.suggest_int(name, low, high, step=step or 1)
-        return t.suggest_int(name, low, high, log=True)
+        return suggest(self.trial, name, self._params[name].distribution())
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:

@@ -3,7 +3,7 @@
 Views only *watch*: the driver calls :meth:`update` from the kernel's main thread every
 ~0.1 s; a view reads the study at most every ``refresh`` seconds, redraws the table in
 one ``hold_sync()`` batch, and redraws plots at most every ``plot_every`` seconds. The
-controls only set flags on the :class:`~nbtune._executor.Search`; the workers obey them.
+controls only set flags on the :class:`~nbtune.run.worker.Search`; the workers obey them.
 """
 
 from __future__ import annotations
@@ -15,17 +15,21 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from nbtune._result import TuneResult, _fmt, _trials
-from nbtune._scheduler import format_decision
-from nbtune._store import ATTR, finished_count
+from nbtune.run.schedulers import format_decision
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.view.base import BaseView, RunInfo
+from nbtune.view.progress import Clock, Snapshot, duration, eta_text
+from nbtune.view.summary import StudySummary, fmt, plural_trials
+from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
     import optuna
 
-    from nbtune._executor import Search
-    from nbtune._tune import _Prepared
+    from nbtune.run.coordinator import Search
+    from nbtune.run.schedulers import SchedulerSpec
+    from nbtune.view.result import TuneResult
 
-__all__ = ["TextView", "WidgetView", "StudyTable", "auto_view", "in_kernel"]
+__all__ = ["WidgetView", "StudyTable", "auto_view", "widget_view", "in_kernel"]
 
 _logger = logging.getLogger(__name__)
 
@@ -43,9 +47,10 @@ def _shell() -> Any:
     return mod.get_ipython()
 
 
-def auto_view(prep: _Prepared, search: Search) -> Any:
+def auto_view(run: RunInfo, search: Search) -> BaseView:
+    """Widgets in a Jupyter kernel, text progress anywhere else."""
     if not in_kernel():
-        return TextView(prep, search)
+        return TextView(run, search)
     if "google.colab" in sys.modules:  # Colab renders ipywidgets 8 only with its custom manager
         try:
             from google.colab import output
@@ -53,87 +58,12 @@ def auto_view(prep: _Prepared, search: Search) -> Any:
             output.enable_custom_widget_manager()
         except Exception:  # pragma: no cover - Colab only
             _logger.debug("could not enable Colab's widget manager", exc_info=True)
-    return widget_view(prep, search)
+    return widget_view(run, search)
 
 
-def widget_view(prep: _Prepared, search: Search) -> WidgetView:
-    return WidgetView(prep.study, prep.program.metric, prep.program.direction, sampler=prep.sampler,
-                      scheduler=prep.scheduler, search=search)
-
-
-class _Clock:
-    """Wall clock; tests substitute a fake one to check throttling without sleeping."""
-
-    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
-        self.now = now
-
-
-class _Snapshot:
-    """Counts and progress of a study at one moment, computed once per refresh."""
-
-    def __init__(self, trials: list[optuna.trial.FrozenTrial], target: int, direction: str, metric: str) -> None:
-        from optuna.trial import TrialState
-
-        self.trials = trials
-        self.target = target
-        self.finished = finished_count(trials)
-        self.running = [t for t in trials if t.state == TrialState.RUNNING]
-        self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
-        self.failed = sum(1 for t in trials if t.state == TrialState.FAIL and ATTR.INTERRUPTED not in t.user_attrs)
-        self.interrupted = sum(1 for t in trials if t.state == TrialState.FAIL and ATTR.INTERRUPTED in t.user_attrs)
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        self.best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
-        self.direction = direction
-        self.metric = metric
-
-
-def _eta_text(snap: _Snapshot, elapsed: float, finished_at_start: int) -> str:
-    n_new = snap.finished - finished_at_start
-    left = snap.target - snap.finished
-    if n_new <= 0 or left <= 0:
-        return ""
-    return f"ETA {_duration(elapsed / n_new * left)}"
-
-
-def _duration(s: float) -> str:
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s // 60:.0f}m{s % 60:02.0f}s"
-    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
-
-
-class TextView:
-    """Progress as a line every few seconds, for terminals and headless runs."""
-
-    def __init__(self, prep: _Prepared, search: Search, every: float = 5.0, clock: _Clock | None = None,
-                 stream: Any = None) -> None:
-        self.prep, self.search = prep, search
-        self.clock = clock or _Clock()
-        self.every = every
-        self.stream = stream or sys.stdout
-        self.t0 = self.clock.now()
-        self._last = self.t0  # the header below is the first line; progress follows every few s
-        self._start_finished = finished_count(prep.study.get_trials(deepcopy=False))
-        target = search.job.n_trials
-        print(f"nbtune: {prep.study.study_name} · {prep.sampler} · {prep.scheduler.describe()} · "
-              f"{self._start_finished}/{target} trials done, running {target - self._start_finished} more "
-              f"on {search.n_jobs} {search.backend} worker(s)", file=self.stream, flush=True)
-
-    def update(self) -> None:
-        now = self.clock.now()
-        if now - self._last < self.every:
-            return
-        self._last = now
-        snap = _Snapshot(self.prep.study.get_trials(deepcopy=False), self.search.job.control.target(self.search.job.n_trials),
-                         self.prep.program.direction, self.prep.program.metric)
-        best = f" · best {snap.metric} {_fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
-        print(f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} pruned · "
-              f"{snap.failed} failed{best} · {_duration(now - self.t0)} "
-              f"{_eta_text(snap, now - self.t0, self._start_finished)}", file=self.stream, flush=True)
-
-    def close(self, result: TuneResult, handover: bool = True) -> None:
-        pass
+def widget_view(run: RunInfo, search: Search) -> WidgetView:
+    """The live dashboard of a run."""
+    return WidgetView(run.study, run.metric, run.direction, sampler=run.sampler, scheduler=run.scheduler, search=search)
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,13 +76,6 @@ _STATE_STYLE = {
     "FAIL": "color:#d93025",
     "WAITING": "color:#5f6368",
 }
-
-
-def _rung_of(step: int | None, scheduler: Any) -> int | None:
-    """The highest rung (epoch r * eta**rung) a trial has reached, or None."""
-    if step is None or scheduler is None or scheduler.kind not in ("hyperband", "asha") or step < scheduler.r:
-        return None
-    return int(math.floor(math.log(step / scheduler.r, scheduler.eta) + 1e-9))
 
 
 class StudyTable:
@@ -196,7 +119,7 @@ class StudyTable:
         return ordered[start:start + self.page_size], n_pages
 
     def html(self, trials: list[optuna.trial.FrozenTrial], direction: str, metric: str,
-             scheduler: Any, best_number: int | None) -> tuple[str, int]:
+             scheduler: SchedulerSpec | None, best_number: int | None) -> tuple[str, int]:
         rows, n_pages = self.rows(trials, direction, best_number)
         param_names: list[str] = []
         for t in trials[:50]:
@@ -210,10 +133,10 @@ class StudyTable:
         for t in rows:
             state = t.state.name
             label = state.lower()
-            if state == "FAIL" and ATTR.INTERRUPTED in t.user_attrs:
+            if is_interrupted(t):
                 label = "interrupted"
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
-            rung = _rung_of(t.last_step, scheduler)
+            rung = scheduler.rung_of(t.last_step) if scheduler is not None else None
             dur = None
             if t.datetime_start is not None:
                 import datetime as _dt
@@ -231,17 +154,17 @@ class StudyTable:
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
             cells = [str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
                      f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>{label}</span>"]
-            cells += [html.escape(_fmt(t.params[k])) if k in t.params else "" for k in param_names]
-            cells += [str(t.last_step or ""), "" if rung is None else str(rung), _fmt(latest) if latest is not None else "",
-                      _fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
-                      _duration(dur) if dur is not None else ""]
+            cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in param_names]
+            cells += [str(t.last_step or ""), "" if rung is None else str(rung), fmt(latest) if latest is not None else "",
+                      fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
+                      duration(dur) if dur is not None else ""]
             out.append(f"<tr class='{cls}' data-trial='{t.number}' data-state='{label}' style='{row_style}'>"
                        + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
         out.append("</tbody></table>")
         return "".join(out), n_pages
 
 
-class WidgetView:
+class WidgetView(BaseView):
     """The live dashboard: header, progress, controls, trial table, decisions, plots.
 
     Args:
@@ -257,15 +180,15 @@ class WidgetView:
 
     def __init__(self, study: optuna.Study, metric: str, direction: str, *, sampler: str = "",
                  scheduler: Any = None, search: Search | None = None, refresh: float = 0.5,
-                 plot_every: float = 3.0, clock: _Clock | None = None, display: bool = True) -> None:
+                 plot_every: float = 3.0, clock: Clock | None = None, display: bool = True) -> None:
         import ipywidgets as w
 
-        from nbtune._scheduler import SchedulerSpec
+        from nbtune.run.schedulers import SchedulerSpec
 
         self.study, self.search = study, search
         self.sampler = sampler
         self.scheduler = scheduler or SchedulerSpec(metric=metric, direction=direction)
-        self.clock = clock or _Clock()
+        self.clock = clock or Clock()
         self.refresh, self.plot_every = refresh, plot_every
         self.t0 = self.clock.now()
         self._last = -math.inf
@@ -344,10 +267,14 @@ class WidgetView:
             self._handle = _display(self.root, display_id=True)
 
     # controls (run on whatever thread the kernel handles the click on) ----------------
+    @property
+    def widget(self) -> Any:
+        return self.root
+
     def _target(self) -> int:
         if self.search is None:
             return finished_count(self.study.get_trials(deepcopy=False))
-        return self.search.job.control.target(self.search.job.n_trials)
+        return self.search.control.target()
 
     def _stop(self) -> None:
         if self.search is not None:
@@ -364,7 +291,7 @@ class WidgetView:
     def _more(self) -> None:
         if self.search is not None and not self.search.done.is_set():
             new = self._target() + int(self.more.value)
-            self.search.job.control.set_target(new)
+            self.search.control.set_target(new)
             self.progress.max = new
             self._last = -math.inf
 
@@ -391,7 +318,7 @@ class WidgetView:
         t_start = time.perf_counter()
         trials = self.study.get_trials(deepcopy=False)
         target = self._target()
-        snap = _Snapshot(trials, target, self.direction, self.metric)
+        snap = Snapshot(trials, target, self.direction, self.metric)
         elapsed = now - self.t0
         running = self.search is not None and not self.search.done.is_set()
         study = self.study.study_name
@@ -422,15 +349,15 @@ class WidgetView:
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self.search is not None:
-                parts.append(_duration(elapsed))
+                parts.append(duration(elapsed))
                 if running:
-                    parts.append(_eta_text(snap, elapsed, self._start_finished))
+                    parts.append(eta_text(snap, elapsed, self._start_finished))
             if not running and self.search is not None:
                 parts.append("done")
             self.status.value = " · ".join(p for p in parts if p)
             if snap.best is not None:
-                params = ", ".join(f"{html.escape(k)}={html.escape(_fmt(v))}" for k, v in snap.best.params.items())
-                self.best.value = (f"best <b>{html.escape(self.metric)} = {_fmt(snap.best.value)}</b> "
+                params = ", ".join(f"{html.escape(k)}={html.escape(fmt(v))}" for k, v in snap.best.params.items())
+                self.best.value = (f"best <b>{html.escape(self.metric)} = {fmt(snap.best.value)}</b> "
                                    f"(trial {snap.best.number}): {params}")
             else:
                 self.best.value = "no trial completed yet"
@@ -441,8 +368,8 @@ class WidgetView:
             if failed:
                 fitems = "".join(f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
                                  for t in failed[-20:][::-1])
-                failed_html = f"<b>{_trials(len(failed))} failed</b> (latest first)<ul>{fitems}</ul>"
-            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{_trials(n_stopped)} stopped early"
+                failed_html = f"<b>{plural_trials(len(failed))} failed</b> (latest first)<ul>{fitems}</ul>"
+            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{plural_trials(n_stopped)} stopped early"
                                     f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
             title = f"Stopped early ({n_stopped})" + (f" · failed ({len(failed)})" if failed else "")
             self.tabs.set_title(1, title)
@@ -454,9 +381,9 @@ class WidgetView:
         self._cost = time.perf_counter() - t_start - (self._plot_cost if png is not None else 0.0)
 
     def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
-        from nbtune._plots import dashboard_figure, to_png
+        from nbtune.view.plots import dashboard_figure, to_png
 
-        res = result or TuneResult(self.study, self.metric)
+        res = result or StudySummary(self.study, self.metric)
         if not any(t.value is not None for t in trials):
             return None
         try:
@@ -471,10 +398,7 @@ class WidgetView:
             return
         self._closed = True
         self.redraw(force=True, result=result)
-        if not handover:
-            return
-        result._view = self
-        if self._handle is not None:
+        if handover and self._handle is not None:
             # The result (the cell's Out) re-displays this widget with an HTML fallback;
             # empty the live slot so the dashboard appears once.
             self._handle.update({"text/plain": ""}, raw=True)
@@ -492,8 +416,7 @@ def _root_class() -> Any:
             bundle = super()._repr_mimebundle_(**kwargs)
             view = self._nbtune_view
             if view is not None and isinstance(bundle, dict):
-                res = TuneResult(view.study, view.metric)
-                bundle["text/plain"] = res.summary()
+                bundle["text/plain"] = StudySummary(view.study, view.metric).summary()
             return bundle
 
     return Root
@@ -513,7 +436,7 @@ _Root = _LazyRoot()
 
 def show(result: TuneResult, display: bool = False) -> WidgetView:
     """A dashboard of a stored study, without running trials (``%tune_show``)."""
-    from nbtune._scheduler import SchedulerSpec
+    from nbtune.run.schedulers import SchedulerSpec
 
     cfg = result.study.user_attrs.get(ATTR.CONFIG, {})
     sched = SchedulerSpec(kind=cfg.get("scheduler", "none"), R=cfg.get("R"), r=cfg.get("r", 1),

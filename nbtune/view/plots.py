@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from nbtune._result import TuneResult
+    from nbtune.view.summary import StudySummary as TuneResult
 
 __all__ = ["history_figure", "curves_figure", "importance_figure", "dashboard_figure", "history_png_base64"]
 

@@ -1,4 +1,4 @@
-"""The result of a search: the ``optuna.Study`` plus the views people want of it."""
+"""The numbers and the static text of a study: what every view and the result share."""
 
 from __future__ import annotations
 
@@ -7,22 +7,21 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from nbtune._scheduler import format_decision
-from nbtune._store import ATTR, finished_count
+from nbtune.run.schedulers import format_decision
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
-    import pandas as pd
 
-__all__ = ["TuneResult"]
+__all__ = ["StudySummary", "fmt", "plural_trials"]
 
 
-def _trials(n: int) -> str:
+def plural_trials(n: int) -> str:
     """"1 trial", "3 trials"."""
     return f"{n} trial" if n == 1 else f"{n} trials"
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
     if isinstance(v, float):
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.3e}"
@@ -30,8 +29,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class TuneResult:
-    """What ``%%tune`` returns (and binds with ``--out``).
+class StudySummary:
+    """A study seen as a search: counts, the best trials, the reasons, a text and HTML summary.
+
+    :class:`~nbtune.view.result.TuneResult` is this plus the dashboard and the DataFrame.
 
     Attributes:
         study: the :class:`optuna.Study`, live on the notebook-local store.
@@ -86,7 +87,7 @@ class TuneResult:
         c: Counter[str] = Counter()
         for t in self.trials:
             state = t.state.name.lower()
-            if state == "fail" and ATTR.INTERRUPTED in t.user_attrs:
+            if is_interrupted(t):
                 state = "interrupted"
             c[state] += 1
         return dict(c)
@@ -103,50 +104,6 @@ class TuneResult:
     def errors(self) -> dict[int, str]:
         """Failed trials' errors by trial number."""
         return {t.number: t.user_attrs[ATTR.ERROR] for t in self.trials if ATTR.ERROR in t.user_attrs}
-
-    def trials_dataframe(self) -> pd.DataFrame:
-        """One row per trial: Optuna's columns plus the reasons nbtune recorded.
-
-        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``,
-        ``interrupted``, ``output`` (the tail of what the trial printed), and for stopped trials ``stopped_epoch``, ``stopped_rung``,
-        ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
-        """
-        import pandas as pd
-
-        rows = []
-        for t in self.trials:
-            row: dict[str, Any] = {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "datetime_start": t.datetime_start,
-                "datetime_complete": t.datetime_complete,
-                "duration": (t.datetime_complete - t.datetime_start) if t.datetime_complete and t.datetime_start else None,
-            }
-            for k, v in t.params.items():
-                row[f"params_{k}"] = v
-            row["epochs"] = t.last_step
-            row["baseline"] = bool(t.user_attrs.get(ATTR.BASELINE, False))
-            row["error"] = t.user_attrs.get(ATTR.ERROR)
-            row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
-            row["output"] = t.user_attrs.get(ATTR.OUTPUT)
-            d = t.user_attrs.get(ATTR.DECISION)
-            if d:
-                row.update(
-                    stopped_epoch=d.get("epoch"), stopped_rung=d.get("rung"), stopped_bracket=d.get("bracket"),
-                    stopped_cutoff=d.get("cutoff"), stopped_n_compared=d.get("n_compared"),
-                    stopped_reason=format_decision(t.number, d, self.metric, self.direction),
-                )
-            rows.append(row)
-        df = pd.DataFrame(rows)
-        if df.empty:
-            return df
-        # The same columns and dtypes whether or not any trial was stopped.
-        for col in ("stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cutoff", "stopped_n_compared"):
-            df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
-        if "stopped_reason" not in df:
-            df["stopped_reason"] = None
-        return df.set_index("number")
 
     def top(self, k: int = 5) -> list[optuna.trial.FrozenTrial]:
         from optuna.trial import TrialState
@@ -170,12 +127,12 @@ class TuneResult:
                  + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ")"]
         best = self._best_or_none()
         if best is not None:
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
-            lines.append(f"best {self.metric} = {_fmt(best.value)} (trial {best.number}): {params}")
+            params = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
+            lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {params}")
         else:
             lines.append("no trial completed yet")
         for t in self.top(5)[1:]:
-            lines.append(f"  trial {t.number}: {self.metric} = {_fmt(t.value)}")
+            lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
         dec = self.decisions()
         if dec:
             lines.append(f"{len(dec)} stopped early, e.g. {dec[-1]}")
@@ -195,25 +152,6 @@ class TuneResult:
     def _repr_html_(self) -> str:
         return self.html()
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        # In a notebook the live dashboard (a widget) is the richest view; the HTML summary
-        # is the fallback for GitHub, nbconvert and anything without a widget front end.
-        bundle: dict[str, Any] = {"text/plain": self.summary(), "text/html": self.html()}
-        view = getattr(self, "_view", None)
-        if view is not None:
-            wb = view.root._repr_mimebundle_()
-            if isinstance(wb, dict):
-                bundle.update({k: v for k, v in wb.items() if k.startswith("application/vnd.jupyter.widget")})
-        return bundle
-
-    def show(self) -> Any:
-        """The dashboard widget of this study (table, stopped-early log, plots)."""
-        from nbtune._widgets import show
-
-        view = show(self)
-        self._view = view
-        return view.root
-
     def html(self, plot: bool = True, max_rows: int = 10) -> str:
         """A static HTML summary: best configuration, top trials, counts, a plot."""
         esc = html.escape
@@ -225,8 +163,8 @@ class TuneResult:
                      + (f" · {esc(self.sampler)}" if self.sampler else "")
                      + (f" · {esc(self.scheduler)}" if self.scheduler else "") + "</p>")
         if best is not None:
-            parts.append(f"<p><b>best {esc(self.metric)} = {_fmt(best.value)}</b> (trial {best.number}): "
-                         + ", ".join(f"<code>{esc(k)}={esc(_fmt(v))}</code>" for k, v in best.params.items()) + "</p>")
+            parts.append(f"<p><b>best {esc(self.metric)} = {fmt(best.value)}</b> (trial {best.number}): "
+                         + ", ".join(f"<code>{esc(k)}={esc(fmt(v))}</code>" for k, v in best.params.items()) + "</p>")
         top = self.top(max_rows)
         if top:
             keys = list(top[0].params)
@@ -234,21 +172,21 @@ class TuneResult:
             body = ""
             for t in top:
                 style = " style='background:#e6f4ea'" if best is not None and t.number == best.number else ""
-                cells = [str(t.number), _fmt(t.value)] + [esc(_fmt(t.params.get(k, ""))) for k in keys]
+                cells = [str(t.number), fmt(t.value)] + [esc(fmt(t.params.get(k, ""))) for k in keys]
                 body += f"<tr{style}>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
             parts.append(f"<table class='nbtune-top'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
-            parts.append(f"<details><summary>{_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>")
+            parts.append(f"<details><summary>{plural_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>")
         errs = self.errors()
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
-            parts.append(f"<details><summary>{_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
+            parts.append(f"<details><summary>{plural_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
         for m in self.messages:
             parts.append(f"<p><i>{esc(m)}</i></p>")
         if plot and best is not None:
-            from nbtune._plots import history_png_base64
+            from nbtune.view.plots import history_png_base64
 
             img = history_png_base64(self)
             if img:

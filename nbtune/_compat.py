@@ -1,0 +1,125 @@
+"""Every use of Optuna's or IPython's private API, in one place, each with why.
+
+Checked against Optuna 4.0-5.0 (the range ``pyproject.toml`` allows; CI runs the version
+pinned in ``requirements/ci.txt``) and IPython 8.12-9.18. When a new release breaks one of
+these, this module is the only place to change; ``.ci/latest`` runs the suite against the
+newest releases to see it early.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "storage_of",
+    "trial_id",
+    "new_trial_with_attrs",
+    "tell_quietly",
+    "begin_ask_tell_loop",
+    "end_ask_tell_loop",
+    "grid_exhausted",
+    "rung_value",
+    "completed_rung",
+    "bracket_of",
+    "is_asyncio_runner",
+]
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The study's storage. Optuna exposes no public accessor; nbtune writes trial attributes
+    of *other* trials through it (dead owners' trials, scheduler decisions)."""
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage id of a trial (the number is per study; storages key trials by this id)."""
+    return trial._trial_id
+
+
+def new_trial_with_attrs(study: optuna.Study, user_attrs: dict[str, Any]) -> optuna.Trial:
+    """``study.ask()``, with ``user_attrs`` written in the same storage record.
+
+    Every journal write is an fsync; writing the owner separately would cost a third more
+    I/O per trial than plain Optuna. Enqueued trials (the baseline, re-runs) come first, as
+    in ``study.ask()``: that uses ``_pop_waiting_trial_id``; the cached trial list must be
+    dropped first, as ``ask()`` does.
+    """
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    study._thread_local.cached_all_trials = None
+    tid = study._pop_waiting_trial_id()
+    storage = storage_of(study)
+    if tid is None:
+        template = FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
+            datetime_complete=None, params={}, distributions={}, user_attrs=dict(user_attrs),
+            system_attrs={}, intermediate_values={}, trial_id=-1,
+        )
+        tid = storage.create_new_trial(study._study_id, template_trial=template)
+    else:
+        for key, value in user_attrs.items():
+            storage.set_trial_user_attr(tid, key, value)
+    return optuna.Trial(study, tid)
+
+
+def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
+    """``study.tell`` without the deep copy of the trial it returns (a third of nbtune's
+    per-trial overhead on fast cells); ``optimize()`` calls the same function."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - a future Optuna
+        study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
+
+
+def begin_ask_tell_loop(study: optuna.Study) -> None:
+    """GridSampler calls ``study.stop()`` when the grid is exhausted, which Optuna allows only
+    inside ``optimize()``; nbtune runs the ask-and-tell loop itself and honours the flag."""
+    study._thread_local.in_optimize_loop = True
+
+
+def end_ask_tell_loop(study: optuna.Study) -> None:
+    study._thread_local.in_optimize_loop = False
+
+
+def grid_exhausted(study: optuna.Study) -> bool:
+    """Whether ``study.stop()`` was called (by GridSampler) during the loop."""
+    return bool(study._stop_flag)
+
+
+def completed_rung(trial: optuna.trial.FrozenTrial) -> int:
+    """The highest rung whose value successive halving recorded for ``trial`` (-1: none).
+
+    Optuna's SuccessiveHalving/Hyperband pruners keep rung values in the system attributes
+    ``completed_rung_<k>``; nbtune reads them to explain a stop (the cutoff, the competitors).
+    """
+    rung = -1
+    while f"completed_rung_{rung + 1}" in trial.system_attrs:
+        rung += 1
+    return rung
+
+
+def rung_value(trial: optuna.trial.FrozenTrial, rung: int) -> float | None:
+    """The value ``trial`` was compared with at ``rung``, or None."""
+    value = trial.system_attrs.get(f"completed_rung_{rung}")
+    return None if value is None else float(value)
+
+
+def bracket_of(pruner: optuna.pruners.HyperbandPruner, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+    """The Hyperband bracket of ``trial`` (crc32 of the study name and number, so every process
+    agrees); HyperbandPruner keeps the rule private."""
+    return pruner._get_bracket_id(study, trial)
+
+
+def is_asyncio_runner(shell: Any) -> bool:
+    """Whether IPython awaits top-level ``await`` on asyncio (``%autoawait asyncio``): the only
+    runner under which a ``%%tune`` cell may become an awaiting cell. IPython names the class
+    privately (``_AsyncIORunner``) and exports no predicate."""
+    return type(getattr(shell, "loop_runner", None)).__name__ == "_AsyncIORunner"

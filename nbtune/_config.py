@@ -1,0 +1,205 @@
+"""Every option of a search, once: its name, default, type, help, ``%%tune`` flag and check.
+
+:class:`TuneConfig` is the one place an option is declared. :func:`nbtune.tune` and
+:func:`nbtune.tune_async` take its fields as keyword arguments (their signatures and the
+``Args`` of their docstrings are generated from it), and the ``%%tune`` magic's argparse
+arguments (and so ``%%tune?``) are generated from the same fields. Adding an option is one
+field here, its check in :meth:`TuneConfig.check`, and its use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nbtune.exceptions import ConfigError
+
+__all__ = ["TuneConfig", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
+
+_TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
+
+
+def _opt(default: Any, help: str, *flags: str, metavar: str | None = None, type: Any = None,
+         flag_help: str | None = None) -> Any:
+    """A dataclass field with what the API docs and the magic need to know about it.
+
+    ``flags`` are the magic's option strings (none: an API-only option); ``type`` the
+    argparse type; ``flag_help`` the magic's wording when it differs from the API's.
+    """
+    return field(default=default, metadata={"help": help, "flags": flags, "metavar": metavar, "type": type,
+                                             "flag_help": flag_help or help})
+
+
+@dataclass
+class TuneConfig:
+    """The options of one search (see ``%%tune?`` or ``help(nbtune.tune)``)."""
+
+    maximize: str | None = _opt(None, "the variable to maximise (exactly one of ``maximize``/``minimize``).",
+                                "--maximize", metavar="NAME",
+                                flag_help="the cell variable to maximise (its value when the cell ends).")
+    minimize: str | None = _opt(None, "the variable to minimise.", "--minimize", metavar="NAME",
+                                flag_help="the cell variable to minimise. Give exactly one of the two.")
+    n_trials: int = _opt(20, "target number of finished trials (complete, pruned or failed); re-running "
+                         "continues the study up to it.", "-n", "--trials", metavar="N", type=int,
+                         flag_help="target number of finished trials in the study (complete, pruned or failed); "
+                                   "re-running continues the study up to N. Default 20.")
+    timeout: str | float | None = _opt(None, "start no trial after this long (seconds, or ``\"90s\"``, ``\"10m\"``, "
+                                       "``\"2h\"``).", "--timeout", metavar="T",
+                                       flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h.")
+    sampler: str = _opt("tpe", "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``.",
+                        "--sampler", metavar="S", flag_help="tpe (default), random, grid, gp, cmaes or qmc "
+                                                            "(Optuna's samplers).")
+    seed: int | None = _opt(None, "seed of the sampler; the same seed gives the same configurations with one job.",
+                            "--seed", metavar="N", type=int,
+                            flag_help="sampler seed: the same seed gives the same configurations (1 job).")
+    name: str | None = _opt(None, "study name; by default derived from the metric and the tuned variables.",
+                            "--name", metavar="NAME")
+    store: str | Path | None = _opt(None, "the store folder; default ``.nbtune/`` beside the notebook.",
+                                    "--store", metavar="DIR",
+                                    flag_help="store folder; default .nbtune/ beside the notebook.")
+    fresh: bool = _opt(False, "start a new version of the study, keeping the old one.", "--fresh",
+                       flag_help="start a new version of the study; the old one is kept.")
+    apply: bool = _opt(False, "afterwards, run the cell in ``user_ns`` with the best values.", "--apply",
+                       flag_help="after the search, run the cell in the notebook with the best values.")
+    n_jobs: int = _opt(1, "parallel workers (-1: all cores).", "-j", "--jobs", metavar="N", type=int,
+                       flag_help="parallel workers; -1 = all cores. Default 1.")
+    backend: str = _opt("auto", "``auto`` (the kernel for 1 job, loky processes for more), ``threading``, "
+                        "``loky``, ``dask`` or ``ray``.", "--backend", metavar="B",
+                        flag_help="auto (the kernel for 1 job, processes for more), threading, loky, dask or ray.")
+    scheduler: str | None = _opt(None, "``hyperband`` (default with an epochs loop), ``asha``, ``median`` or "
+                                 "``none``.", "--scheduler", metavar="S",
+                                 flag_help="hyperband (default with an epochs loop), asha, median or none.")
+    min_epochs: int = _opt(1, "r, the epochs before the first comparison.", "--min-epochs", metavar="r", type=int,
+                           flag_help="epochs before the first comparison (r). Default 1.")
+    eta: int = _opt(3, "the reduction factor (1/eta of trials continue at each rung).", "--eta", type=int,
+                    flag_help="reduction factor: 1/eta of trials go on at each rung. Default 3.")
+    max_epochs: int | None = _opt(None, "R, needed when the epochs loop's length is not known in advance.",
+                                  "--max-epochs", metavar="R", type=int,
+                                  flag_help="epochs of a full trial, when the loop's length is not known in advance.")
+    user_ns: dict[str, Any] | None = _opt(None, "the namespace whose globals the cell reads (the notebook's).")
+    transform: Callable[[str], str] | None = _opt(None, "IPython's ``transform_cell`` for ``!cmd`` and ``%magic`` "
+                                                  "lines.")
+    view: Any = _opt("auto", "``\"auto\"`` (widgets in a notebook, text elsewhere), ``\"widget\"``, ``\"text\"``, "
+                     "None (silent), or a factory ``(run: RunInfo, search) -> BaseView``.")
+    line_offset: int = _opt(1, "lines above the body in the notebook cell (the ``%%tune`` line).")
+
+    # derived ---------------------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        return self.maximize or self.minimize or ""
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.maximize else "minimize"
+
+    @property
+    def seconds(self) -> float | None:
+        return parse_timeout(self.timeout)
+
+    def check(self) -> TuneConfig:
+        """Validate every option before anything runs (each error names the option and the fix).
+
+        The cell-dependent checks (sampler vs space, scheduler vs epochs loop) and the
+        registries' (sampler, scheduler, backend names) run when the cell is compiled.
+
+        Raises:
+            ConfigError: the first bad option.
+        """
+        if (self.maximize is None) == (self.minimize is None):
+            both = "both --maximize and --minimize were given" if self.maximize else "no metric was given"
+            raise ConfigError(f"{both}; pass exactly one of --maximize NAME or --minimize NAME "
+                              "(the cell variable to optimise)")
+        if not _whole(self.n_trials) or self.n_trials < 1:
+            raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")
+        parse_timeout(self.timeout)
+        if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
+            raise ConfigError(f"--seed must be a whole number >= 0; got {self.seed!r}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ConfigError(f"--max-epochs must be >= 1; got {self.max_epochs}")
+        if self.name is not None:
+            from nbtune.store.base import check_name
+
+            check_name(self.name)
+        return self
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def parse_timeout(value: str | float | int | None) -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"10m"`` or ``"2h"``.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _TIMEOUT_RE.match(str(value))
+        if not m:
+            raise ConfigError(f"--timeout takes seconds or a duration such as 90s, 10m or 2h; got {value!r}")
+        seconds = float(m.group("n")) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, None: 1}[m.group("u")]
+    if seconds <= 0:
+        raise ConfigError(f"--timeout must be positive; got {value!r}")
+    return seconds
+
+
+def config_from(kwargs: dict[str, Any], caller: str) -> TuneConfig:
+    """A :class:`TuneConfig` from keyword arguments, refusing unknown ones as Python would."""
+    names = {f.name for f in fields(TuneConfig)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    return TuneConfig(**kwargs)
+
+
+def with_config_signature(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``func(cell, **options)`` the signature and the ``Args`` that TuneConfig declares,
+    so ``help()``, ``?`` and IDEs show every option with its default."""
+    sig = inspect.signature(func)
+    cell = next(iter(sig.parameters.values()))
+    params = [cell] + [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in fields(TuneConfig)
+    ]
+    func.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    args = "\n".join(f"        {f.name}: {f.metadata['help']}" for f in fields(TuneConfig))
+    if func.__doc__ and "{options}" in func.__doc__:
+        func.__doc__ = func.__doc__.replace("{options}", args.lstrip())
+    return func
+
+
+def magic_arguments_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Apply IPython's ``@argument`` for every option that has a ``%%tune`` flag, in field order."""
+    from IPython.core.magic_arguments import argument
+
+    for f in reversed(fields(TuneConfig)):
+        flags = f.metadata.get("flags")
+        if not flags:
+            continue
+        kw: dict[str, Any] = {"help": f.metadata["flag_help"]}
+        if f.type in ("bool", bool):
+            kw["action"] = "store_true"
+        else:
+            if f.default is not MISSING and f.default is not None:
+                kw["default"] = f.default
+            if f.metadata.get("metavar"):
+                kw["metavar"] = f.metadata["metavar"]
+            if f.metadata.get("type") is not None:
+                kw["type"] = f.metadata["type"]
+        kw["dest"] = f.name
+        func = argument(*flags, **kw)(func)
+    return func
+
+
+def config_from_args(args: Any, **api_only: Any) -> TuneConfig:
+    """The config of a parsed ``%%tune`` line (plus the options only the API passes)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TuneConfig) if f.metadata.get("flags")}
+    return TuneConfig(**values, **api_only)

@@ -1,0 +1,376 @@
+"""Find the ``# tune:`` comments of a cell and the statements they annotate.
+
+Comments come from :mod:`tokenize` (with their line and column), statements from
+:mod:`ast`; the annotation text itself is parsed with :mod:`ast`, never ``eval``.
+Line numbers are reported as the notebook shows them: the ``%%tune`` line is line 1,
+so line ``k`` of the cell body is line ``k + line_offset``.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbtune.cell.space import PARAM_KINDS, Param
+from nbtune.exceptions import AnnotationError, CellError
+
+__all__ = [
+    "ANNOTATIONS",
+    "BaseAnnotation",
+    "CellSpec",
+    "EpochsLoop",
+    "ValueAnnotation",
+    "annotation_kinds",
+    "parse_cell",
+    "register_annotation",
+    "runtime_call",
+]
+
+RUNTIME = "__nbtune__"  # the name the rewritten cell calls the trial's runtime by
+
+_COMMENT_RE = re.compile(r"#\s*tune\s*:(?P<text>.*)$")
+
+
+@dataclass(frozen=True)
+class EpochsLoop:
+    """The ``for`` loop marked ``# tune: epochs``: the budget (fidelity) axis.
+
+    Attributes:
+        lineno: notebook line of the ``for`` header.
+        length: the number of iterations when it can be known without running the
+            cell (a literal ``range(...)``), else None.
+    """
+
+    lineno: int
+    length: int | None = None
+
+
+@dataclass
+class CellSpec:
+    """What the annotations of one cell say.
+
+    Attributes:
+        source: the cell body after IPython's transformation (``!cmd`` -> a call).
+        params: the tunable variables, in cell order.
+        epochs: the epochs loop, if any.
+        tree: the parsed body, line numbers already in notebook numbering.
+        line_offset: added to body line numbers to get notebook line numbers.
+        marks: the annotated statements: notebook line -> annotation kind.
+    """
+
+    source: str
+    params: list[Param] = field(default_factory=list)
+    epochs: EpochsLoop | None = None
+    tree: ast.Module | None = None
+    line_offset: int = 1
+    marks: dict[int, str] = field(default_factory=dict)  # notebook line -> annotation kind
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+def runtime_call(method: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
+    """``__nbtune__.method(*args)`` as an AST node placed where ``like`` is."""
+    call = ast.Call(func=ast.Attribute(value=ast.Name(id=RUNTIME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
+                    args=args, keywords=[])
+    return ast.copy_location(call, like)
+
+
+class BaseAnnotation:
+    """One kind of ``# tune:`` comment: where it may sit, what it records, how it rewrites the cell.
+
+    The parser finds the comment, reads ``KIND(args)`` with :mod:`ast`, finds the statement on
+    that line of the kind :attr:`sits_on`, and calls :meth:`attach`; the rewriter later calls
+    :meth:`rewrite` on that statement. A new kind (a seed, a data fold) is one subclass and one
+    :func:`register_annotation`; neither the parser nor the rewriter changes.
+
+    Attributes:
+        name: what follows ``# tune:``.
+        sits_on: ``"assign"`` (a simple top-level ``name = literal``) or ``"for"`` (a loop header).
+        arity: positional arguments it takes (None: any number); keywords: the keyword arguments.
+        usage: an example shown when it is misplaced.
+    """
+
+    name: str = ""
+    sits_on: str = "assign"
+    arity: int | None = 0
+    keywords: frozenset[str] = frozenset()
+    usage: str = ""
+
+    def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
+        if self.arity is not None and len(args) != self.arity:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {self.name} takes {self.arity} arguments"
+                + (" (low, high)" if self.arity == 2 else "") + f", got {len(args)}", lineno)
+        bad = set(kwargs) - self.keywords
+        if bad:
+            ok = ", ".join(sorted(self.keywords)) or "no keyword arguments"
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {self.name} got unknown keyword {sorted(bad)[0]!r}; it accepts {ok}",
+                lineno)
+
+    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
+               lineno: int) -> None:
+        """Record what the annotation says in ``spec`` (validating it)."""
+        raise NotImplementedError
+
+    def rewrite(self, node: ast.stmt, spec: CellSpec) -> ast.stmt | list[ast.stmt]:
+        """The statement as a trial runs it."""
+        return node
+
+
+class ValueAnnotation(BaseAnnotation):
+    """``name = default  # tune: KIND(args)``: a tuned variable (a :class:`~nbtune.cell.space.Param`)."""
+
+    sits_on = "assign"
+    usage = "lr = 1e-3  # tune: loguniform(1e-5, 1e-1)"
+
+    def __init__(self, name: str) -> None:
+        kind = PARAM_KINDS[name]
+        self.name = name
+        self.arity, self.keywords = kind.arity, kind.keywords
+
+    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
+               lineno: int) -> None:
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
+        assert isinstance(target, ast.Name)
+        name = target.id
+        for p in spec.params:
+            if p.name == name:
+                raise AnnotationError(
+                    f"line {lineno} of the %%tune cell: {name!r} is annotated twice (also on line {p.lineno}); "
+                    "keep one annotation per variable", lineno)
+        value = node.value  # type: ignore[attr-defined]
+        default = _literal(value, lineno, value.col_offset + 1, f"the default of {name!r}")
+        spec.params.append(Param(name=name, kind=self.name, args=args, kwargs=kwargs, default=default, lineno=lineno))
+
+    def rewrite(self, node: ast.stmt, spec: CellSpec) -> ast.stmt:
+        p = next(p for p in spec.params if p.lineno == node.lineno)
+        node.value = runtime_call("value", [ast.Constant(p.name)], node.value)  # type: ignore[attr-defined]
+        return node
+
+
+class EpochsAnnotation(BaseAnnotation):
+    """``for ... :  # tune: epochs``: the training loop, the budget (fidelity) axis.
+
+    The loop iterates ``__nbtune__.epochs(<iterable>)``, which reports the metric after every
+    iteration and may stop the trial there; a call after the loop reports the last
+    iteration when the body ``break``-s.
+    """
+
+    name = "epochs"
+    sits_on = "for"
+    usage = "for epoch in range(20):  # tune: epochs"
+
+    def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
+        if args or kwargs:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: 'epochs' takes no arguments; write '# tune: epochs' on the "
+                "for header (use --max-epochs for the length)", lineno)
+
+    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
+               lineno: int) -> None:
+        if spec.epochs is not None:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: a second '# tune: epochs' loop (the first is on line "
+                f"{spec.epochs.lineno}); mark only the outer training loop", lineno)
+        assert isinstance(node, ast.For)
+        spec.epochs = EpochsLoop(lineno=lineno, length=_loop_length(node))
+
+    def rewrite(self, node: ast.stmt, spec: CellSpec) -> list[ast.stmt]:
+        assert isinstance(node, ast.For)
+        node.iter = runtime_call("epochs", [node.iter], node.iter)
+        after = ast.copy_location(ast.Expr(value=runtime_call("epochs_done", [], node)), node)
+        return [node, after]
+
+
+ANNOTATIONS: dict[str, BaseAnnotation] = {}
+
+
+def register_annotation(kind: BaseAnnotation) -> BaseAnnotation:
+    """Make ``# tune: <kind.name>`` known to the parser and the rewriter."""
+    ANNOTATIONS[kind.name] = kind
+    return kind
+
+
+def annotation_kinds() -> tuple[str, ...]:
+    """Every annotation kind, value kinds first (for error messages and the help)."""
+    return tuple(ANNOTATIONS)
+
+
+for _name in PARAM_KINDS:
+    register_annotation(ValueAnnotation(_name))
+register_annotation(EpochsAnnotation())
+
+
+def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise AnnotationError(
+            f"line {lineno}, column {col} of the %%tune cell: {what} must be a Python literal "
+            f"(a number, string, True/False/None), got {ast.unparse(node)!r}",
+            lineno,
+        ) from None
+
+
+def _comments(source: str) -> list[tuple[int, int, str, int]]:
+    """(body line, column of the comment, annotation text, column of the text)."""
+    out: list[tuple[int, int, str, int]] = []
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return out  # the ast parse reports the real syntax error with its line
+    for tok in tokens:
+        if tok.type != tokenize.COMMENT:
+            continue
+        m = _COMMENT_RE.match(tok.string)
+        if m:
+            text = m.group("text")
+            stripped = text.strip()
+            text_col = tok.start[1] + m.start("text") + (len(text) - len(text.lstrip()))
+            out.append((tok.start[0], tok.start[1], stripped, text_col))
+    return out
+
+
+def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    valid = ", ".join(ANNOTATIONS)
+    if not text:
+        raise AnnotationError(
+            f"line {lineno}, column {col + 1} of the %%tune cell: empty annotation; "
+            f"write a kind after 'tune:', one of {valid}",
+            lineno,
+        )
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError as e:
+        c = col + (e.offset or 1)
+        raise AnnotationError(
+            f"line {lineno}, column {c} of the %%tune cell: cannot parse annotation "
+            f"{text!r} ({e.msg}); write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
+            lineno,
+        ) from None
+    if isinstance(node, ast.Name):
+        kind, call = node.id, None
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        kind, call = node.func.id, node
+    else:
+        raise AnnotationError(
+            f"line {lineno}, column {col + 1} of the %%tune cell: cannot read annotation "
+            f"{text!r}; write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
+            lineno,
+        )
+    if kind not in ANNOTATIONS:
+        raise AnnotationError(
+            f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; "
+            f"valid kinds are {valid}",
+            lineno,
+        )
+    if call is None:
+        return kind, (), {}
+    args = tuple(_literal(a, lineno, col + a.col_offset + 1, f"argument {i + 1} of {kind}")
+                 for i, a in enumerate(call.args))
+    kwargs = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise AnnotationError(f"line {lineno} of the %%tune cell: {kind} does not take **kwargs", lineno)
+        kwargs[kw.arg] = _literal(kw.value, lineno, col + kw.value.col_offset + 1, f"{kw.arg}=")
+    return kind, args, kwargs
+
+
+def _loop_length(node: ast.For) -> int | None:
+    """len() of ``range(<literals>)`` without running anything."""
+    it = node.iter
+    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and not it.keywords:
+        try:
+            args = [ast.literal_eval(a) for a in it.args]
+            return len(range(*args))
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
+def _is_simple_assignment(stmt: ast.stmt | None, lineno: int) -> bool:
+    """``name = value`` (or ``name: T = value``) on one line."""
+    if isinstance(stmt, ast.Assign):
+        return len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name) and stmt.end_lineno == lineno
+    if isinstance(stmt, ast.AnnAssign):
+        return isinstance(stmt.target, ast.Name) and stmt.value is not None and stmt.end_lineno == lineno
+    return False
+
+
+def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
+    """Parse an annotated cell body.
+
+    Args:
+        source: the cell body (IPython syntax already transformed to Python).
+        line_offset: how many notebook lines come before the body (the ``%%tune`` line).
+
+    Returns:
+        The parameters, the epochs loop and the parsed tree.
+
+    Raises:
+        CellError: the cell is not valid Python (the message names the notebook line).
+        AnnotationError: an annotation is malformed or misplaced.
+
+    Example:
+        >>> spec = parse_cell("lr = 0.1  # tune: loguniform(1e-3, 1.0)\\nscore = lr\\n")
+        >>> spec.params[0].name, spec.params[0].default
+        ('lr', 0.1)
+    """
+    try:
+        tree = ast.parse(source, filename="<%%tune cell>")
+    except SyntaxError as e:
+        line = (e.lineno or 0) + line_offset
+        text = (e.text or "").strip()
+        raise CellError(
+            f"line {line} of the %%tune cell: {e.msg}" + (f": {text}" if text else "")
+        ) from None
+    ast.increment_lineno(tree, line_offset)
+    spec = CellSpec(source=source, tree=tree, line_offset=line_offset)
+
+    # Which top-level statement starts on which line; which lines lie inside a def/class.
+    top_level = {stmt.lineno: stmt for stmt in tree.body}
+    loops: dict[int, tuple[ast.For, bool]] = {}
+    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while stack:
+        parent, in_def = stack.pop()
+        for child in ast.iter_child_nodes(parent):
+            child_in_def = in_def or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+            if isinstance(child, (ast.For, ast.AsyncFor)):
+                loops[child.lineno] = (child, in_def)  # type: ignore[assignment]
+            stack.append((child, child_in_def))
+
+    for body_line, _ccol, text, text_col in _comments(source):
+        lineno = body_line + line_offset
+        name, args, kwargs = _parse_annotation(text, lineno, text_col)
+        kind = ANNOTATIONS[name]
+        kind.check_arity(args, kwargs, lineno)
+        node: ast.stmt
+        if kind.sits_on == "for":
+            found = loops.get(lineno)
+            if found is None or isinstance(found[0], ast.AsyncFor):
+                raise AnnotationError(
+                    f"line {lineno} of the %%tune cell: '# tune: {name}' must sit on a 'for' header line, "
+                    f"e.g. '{kind.usage}'", lineno)
+            node, in_def = found
+            if in_def:
+                raise AnnotationError(
+                    f"line {lineno} of the %%tune cell: the {name} loop is inside a function or class; move the "
+                    "loop to the cell's top level so nbtune can read the metric after each epoch", lineno)
+        else:
+            stmt = top_level.get(lineno)
+            if not _is_simple_assignment(stmt, lineno):
+                raise AnnotationError(
+                    f"line {lineno} of the %%tune cell: '# tune: {name}(...)' must annotate a simple "
+                    f"top-level assignment on one line, such as '{kind.usage}'", lineno)
+            assert stmt is not None
+            node = stmt
+        kind.attach(spec, node, args, kwargs, lineno)
+        spec.marks[lineno] = name
+    return spec

@@ -1,0 +1,220 @@
+"""Search-space dimensions: what a ``# tune: KIND(args)`` comment on an assignment means.
+
+Each kind maps to one Optuna distribution. Arguments are Python literals; they are
+validated here, before any trial runs, with messages that name the cell line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from nbtune.exceptions import AnnotationError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Param", "ParamKind", "PARAM_KINDS", "register_param_kind", "suggest"]
+
+_Scalar = (bool, int, float, str, type(None))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class ParamKind:
+    """A kind of value annotation (``uniform``, ``choice``...): its arguments, checks and distribution.
+
+    Attributes:
+        name: what follows ``# tune:``.
+        arity: the number of positional arguments, or None for any number.
+        keywords: the keyword arguments it accepts.
+    """
+
+    name: str = ""
+    arity: int | None = 2
+    keywords: frozenset[str] = frozenset()
+
+    def validate(self, p: Param) -> None:
+        """Raise (through ``p.fail``) when the arguments or the default are wrong."""
+
+    def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
+        raise NotImplementedError
+
+    def grid_values(self, p: Param) -> list[Any] | None:
+        """Every value of a finite dimension, or None when it is continuous."""
+        return None
+
+
+class _Range(ParamKind):
+    """``low``..``high`` numbers: uniform, loguniform, int, logint."""
+
+    def __init__(self, name: str, *, integer: bool, log: bool) -> None:
+        self.name, self.integer, self.log = name, integer, log
+        self.keywords = frozenset() if log else frozenset({"step"})
+
+    def validate(self, p: Param) -> None:
+        low, high = p.args
+        integer = self.integer
+        for label, v in (("low", low), ("high", high)):
+            if integer and not _is_int(v):
+                p.fail(f"needs integer bounds, got {label}={v!r}", "use uniform() for real numbers")
+            if not integer and not _is_number(v):
+                p.fail(f"needs numeric bounds, got {label}={v!r}", "give numbers such as 0.0 and 1.0")
+            if not integer and not math.isfinite(v):
+                p.fail(f"needs finite bounds, got {label}={v!r}", "give finite numbers")
+        if low >= high:
+            p.fail(f"needs low < high, got low={low!r}, high={high!r}", "swap or widen the bounds")
+        if self.log and low <= 0:
+            fix = "use int() or a low such as 1" if integer else "use uniform() or a low such as 1e-5"
+            p.fail(f"needs low > 0 (log scale), got {low!r}", fix)
+        step = p.kwargs.get("step")
+        if step is not None:
+            if not (_is_int(step) if integer else _is_number(step)):
+                p.fail(f"step must be {'an integer' if integer else 'a number'}, got {step!r}", "fix step=")
+            if step <= 0:
+                p.fail(f"step must be > 0, got {step!r}", "use a positive step")
+        d = p.default
+        if integer and not _is_int(d):
+            p.fail(f"default must be an integer, got {d!r}", "assign an integer such as " + str(low))
+        if not integer and not _is_number(d):
+            p.fail(f"default must be a number, got {d!r}", f"assign a number such as {low!r}")
+        if not (low <= d <= high):
+            p.fail(f"default {d!r} is outside the range [{low!r}, {high!r}]", "widen the range or change the assigned value")
+
+    def _float_high(self, p: Param) -> float:
+        low, high = p.args
+        step = p.kwargs.get("step")
+        if step is None:
+            return float(high)
+        # Optuna needs (high - low) to be a multiple of step: shrink high like Optuna would.
+        return float(low + math.floor((high - low) / step + 1e-9) * step)
+
+    def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
+        from optuna.distributions import FloatDistribution, IntDistribution
+
+        low, high = p.args
+        step = p.kwargs.get("step")
+        if self.integer:
+            return IntDistribution(low, high, log=self.log, step=1 if self.log else (step or 1))
+        return FloatDistribution(float(low), self._float_high(p), log=self.log, step=step)
+
+    def grid_values(self, p: Param) -> list[Any] | None:
+        low, high = p.args
+        step = p.kwargs.get("step")
+        if self.integer:
+            return list(range(low, high + 1, step or 1))
+        if step is not None:
+            n = math.floor((high - low) / step + 1e-9)
+            return [round(low + i * step, 12) for i in range(n + 1)]
+        return None
+
+
+class _Choice(ParamKind):
+    name = "choice"
+    arity = None
+
+    def validate(self, p: Param) -> None:
+        args = p.args
+        if len(args) < 1:
+            p.fail("needs at least one value", 'list the values, e.g. choice("relu", "tanh")')
+        for v in args:
+            if not isinstance(v, _Scalar):
+                p.fail(f"values must be numbers, strings, booleans or None, got {v!r}",
+                       "give scalar values and build objects from them in the cell")
+        if len(set(map(repr, args))) != len(args):
+            p.fail(f"has repeated values {list(args)!r}", "list each value once")
+        if not any(p.default == v and type(p.default) is type(v) for v in args):
+            p.fail(f"default {p.default!r} is not among the choices {list(args)!r}",
+                   "add the default to the choices or change the assigned value")
+
+    def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(p.args))
+
+    def grid_values(self, p: Param) -> list[Any] | None:
+        return list(p.args)
+
+
+PARAM_KINDS: dict[str, ParamKind] = {}
+
+
+def register_param_kind(kind: ParamKind) -> ParamKind:
+    """Make ``# tune: <kind.name>(...)`` a value annotation (and an annotation kind of the parser)."""
+    PARAM_KINDS[kind.name] = kind
+    return kind
+
+
+for _kind in (
+    _Range("uniform", integer=False, log=False),
+    _Range("loguniform", integer=False, log=True),
+    _Range("int", integer=True, log=False),
+    _Range("logint", integer=True, log=True),
+    _Choice(),
+):
+    register_param_kind(_kind)
+
+
+def suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
+    """``trial.suggest_*`` for an Optuna distribution (the public API, so samplers see the usual calls)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable variable of the cell.
+
+    Args:
+        name: the variable assigned on the annotated line.
+        kind: a name in :data:`PARAM_KINDS`.
+        args: the positional literal arguments.
+        kwargs: the keyword literal arguments (``step``).
+        default: the value the cell assigns without the magic (the baseline).
+        lineno: the notebook line of the annotation (``%%tune`` is line 1).
+    """
+
+    name: str
+    kind: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    default: Any = None
+    lineno: int = 0
+
+    def __post_init__(self) -> None:
+        PARAM_KINDS[self.kind].validate(self)
+
+    def fail(self, what: str, fix: str) -> NoReturn:
+        """Raise the one-line error about this annotation: what is wrong, and the fix."""
+        raise AnnotationError(f"line {self.lineno} of the %%tune cell: {self.kind} for {self.name!r} {what}; {fix}",
+                              self.lineno)
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution this annotation stands for."""
+        return PARAM_KINDS[self.kind].distribution(self)
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value of a finite dimension, or None when it is continuous."""
+        return PARAM_KINDS[self.kind].grid_values(self)
+
+    def describe(self) -> str:
+        """The annotation as the user wrote it, e.g. ``loguniform(1e-05, 0.1)``."""
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.kind}({', '.join(parts)})"
+
+    def fingerprint(self) -> list[Any]:
+        """A JSON-able summary used to detect a changed search space."""
+        return [self.name, self.kind, list(self.args), sorted(self.kwargs.items())]

@@ -1,0 +1,251 @@
+"""Where workers run: a registry of backends (``--backend``).
+
+A backend starts ``n_jobs`` workers, each running :func:`nbtune.run.worker.run_worker`
+on the same :class:`~nbtune.run.worker.Job`, and returns when they have all ended. The
+coordinator (:mod:`nbtune.run.coordinator`) asks it to force a stop when trials do not
+notice *Stop now* in time, and whether an exception means a worker process died.
+
+Adding a backend is one subclass of :class:`BaseBackend` and one :func:`register_backend`
+call; ``auto`` picks ``inline`` for one job and ``loky`` for more.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import signal
+from typing import Any, ClassVar
+
+from nbtune.cell.program import CellProgram, TrialInterrupted
+from nbtune.exceptions import CellError, ConfigError
+from nbtune.run.worker import Job, run_worker, running_threads
+
+__all__ = ["BACKENDS", "BaseBackend", "register_backend", "resolve_backend", "effective_jobs", "backend_names"]
+
+_logger = logging.getLogger(__name__)
+
+
+class BaseBackend(abc.ABC):
+    """How a search's workers are started and, when needed, stopped by force.
+
+    Attributes:
+        name: the ``--backend`` value.
+        processes: workers are other processes: the cell and the globals it reads must
+            pickle, and IPython magics are not available there.
+        needs: ``(module, extra)`` that must be importable, named in the error with the
+            ``pip install 'nbtune[extra]'`` that provides it.
+    """
+
+    name: ClassVar[str]
+    processes: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, str] | None] = None
+
+    def check(self) -> None:
+        """Raises ConfigError when the backend's package is missing."""
+        if self.needs is not None and importlib.util.find_spec(self.needs[0]) is None:
+            module, extra = self.needs
+            raise ConfigError(f"--backend {self.name} needs {module}; install it with: pip install 'nbtune[{extra}]'")
+
+    @abc.abstractmethod
+    def run(self, job: Job, n_jobs: int) -> None:
+        """Run ``n_jobs`` workers to their end."""
+
+    def force_stop(self, job: Job) -> None:
+        """Trials did not notice Stop now within the grace period: end them by force, if this
+        backend can. The default can't (remote workers stop at their next epoch)."""
+
+    def kill(self, job: Job) -> None:
+        """The forced stop did not end the workers either: the last resort."""
+
+    def is_worker_death(self, error: BaseException) -> bool:
+        """Whether ``error`` (raised by :meth:`run`) means a worker process died."""
+        return False
+
+    @property
+    def watches_deaths(self) -> bool:
+        """Whether the coordinator should watch worker pids to tell the first death apart."""
+        return False
+
+
+BACKENDS: dict[str, BaseBackend] = {}
+
+
+def register_backend(backend: BaseBackend) -> BaseBackend:
+    """Make ``backend`` available as ``--backend <backend.name>``."""
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+def backend_names() -> tuple[str, ...]:
+    """What ``--backend`` accepts."""
+    return ("auto", *(n for n in BACKENDS if n != "inline"))
+
+
+def _interrupt_threads() -> None:
+    for ident in running_threads.idents():
+        # The trial's Python code gets TrialInterrupted at its next bytecode.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TrialInterrupted))
+
+
+class InlineBackend(BaseBackend):
+    """One worker on the coordinator's own thread in the kernel (``auto`` with one job)."""
+
+    name = "inline"
+    processes = False
+
+    def run(self, job: Job, n_jobs: int) -> None:
+        with contextlib.suppress(TrialInterrupted, KeyboardInterrupt):
+            run_worker(job, 0)
+
+    def force_stop(self, job: Job) -> None:
+        _interrupt_threads()
+
+
+class _JoblibBackend(BaseBackend):
+    """Workers as joblib tasks, one per job, on a joblib backend."""
+
+    def parallel_config(self) -> Any:
+        """The ``joblib.parallel_config`` to run under."""
+        import joblib
+
+        return joblib.parallel_config(backend=self.name)
+
+    def run(self, job: Job, n_jobs: int) -> None:
+        import joblib
+
+        with self.parallel_config():
+            joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(run_worker)(job, i) for i in range(n_jobs))
+
+
+class ThreadingBackend(_JoblibBackend):
+    """Threads of the kernel's process: for code that releases the GIL (numpy, PyTorch)."""
+
+    name = "threading"
+    processes = False
+
+    def force_stop(self, job: Job) -> None:
+        _interrupt_threads()
+
+
+class LokyBackend(_JoblibBackend):
+    """Local worker processes (joblib's loky): the default for more than one job."""
+
+    name = "loky"
+
+    def force_stop(self, job: Job) -> None:
+        pids = job.control.worker_pids()
+        _logger.warning("Stop now: trials did not stop in time; sending SIGTERM to workers %s", pids)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+
+    def kill(self, job: Job) -> None:
+        pids = job.control.worker_pids()
+        _logger.warning("Stop now: workers %s outlived SIGTERM; sending SIGKILL", pids)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def is_worker_death(self, error: BaseException) -> bool:
+        return type(error).__name__ == "TerminatedWorkerError"
+
+    @property
+    def watches_deaths(self) -> bool:
+        return hasattr(os, "pidfd_open")
+
+
+class DaskBackend(_JoblibBackend):
+    """Workers on a dask.distributed cluster (the running Client's)."""
+
+    name = "dask"
+    needs = ("distributed", "dask")
+
+    def parallel_config(self) -> Any:
+        import joblib
+        from distributed import get_client
+
+        try:
+            client = get_client()
+        except ValueError:
+            raise ConfigError(
+                "--backend dask needs a running dask.distributed Client; start one first, e.g. "
+                "'from distributed import Client, LocalCluster; client = Client(LocalCluster())'"
+            ) from None
+        return joblib.parallel_config(backend="dask", client=client)
+
+
+class RayBackend(_JoblibBackend):
+    """Workers on a Ray cluster, through Ray's joblib backend."""
+
+    name = "ray"
+    needs = ("ray", "ray")
+
+    def parallel_config(self) -> Any:
+        import joblib
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        return joblib.parallel_config(backend="ray")
+
+
+for _backend in (InlineBackend(), ThreadingBackend(), LokyBackend(), DaskBackend(), RayBackend()):
+    register_backend(_backend)
+
+
+def effective_jobs(n_jobs: int) -> int:
+    """``-1`` -> the number of cores.
+
+    Raises:
+        ConfigError: 0 or below -1.
+    """
+    if n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(f"--jobs must be a positive number or -1 (all cores); got {n_jobs}")
+    return os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+
+
+def resolve_backend(name: str, n_jobs: int) -> BaseBackend:
+    """The backend for ``--backend name`` with ``n_jobs`` workers (``auto``: inline or loky).
+
+    Raises:
+        ConfigError: unknown name or missing package.
+    """
+    choices = backend_names()
+    if name not in choices:
+        raise ConfigError(f"--backend must be one of {', '.join(choices)}; got {name!r}")
+    if name == "auto":
+        name = "inline" if n_jobs == 1 else "loky"
+    backend = BACKENDS[name]
+    backend.check()
+    return backend
+
+
+def check_sendable(program: CellProgram, cell: str, line_offset: int) -> None:
+    """Fail early, naming the line or the variable, when a cell cannot run in worker processes.
+
+    Raises:
+        ConfigError: a ``%magic`` line (no IPython in a worker).
+        CellError: a global the cell reads cannot be pickled; suggests ``--backend threading``.
+    """
+    for i, text in enumerate(cell.splitlines()):
+        if text.lstrip().startswith("%"):
+            raise ConfigError(
+                f"line {i + line_offset + 1} of the %%tune cell: the magic {text.strip().split()[0]} cannot run "
+                "in worker processes (no IPython there); use --backend threading, or plain Python"
+            )
+    import cloudpickle  # joblib's loky ships it; it is what sends the cell to workers
+
+    for name, value in program.globals.items():
+        if type(value).__module__ == "numpy" or type(value).__name__ in ("DataFrame", "Series"):
+            continue  # always picklable; joblib memory-maps large arrays
+        try:
+            cloudpickle.dumps(value)
+        except Exception as e:
+            raise CellError(
+                f"the notebook variable {name!r} ({type(value).__name__}) cannot be sent to worker "
+                f"processes ({type(e).__name__}: {str(e)[:120]}); use --backend threading, or create "
+                "it inside the %%tune cell"
+            ) from None

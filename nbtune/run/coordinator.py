@@ -1,0 +1,214 @@
+"""The kernel's side of a run: start the workers, obey Stop and Interrupt, replace dead workers.
+
+:class:`Search` runs a :class:`~nbtune.run.worker.Job` on a backend from a background
+thread, so the kernel's main thread stays free to draw progress and to handle *Stop*,
+*Stop now* and Interrupt. When a local worker process dies mid-trial (killed, out of
+memory), the trial it ran fails with the reason, the trials cut short with it are
+recorded as interrupted and run again, and the search goes on with a fresh pool. Every
+death, restart and forced stop is logged (``logging.getLogger("nbtune.run.coordinator")``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+
+from nbtune.exceptions import CellError
+from nbtune.run.backends import BACKENDS, BaseBackend
+from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
+from nbtune.run.samplers import sampler_kind
+from nbtune.run.worker import Job
+from nbtune.store.control import BaseControl
+
+__all__ = ["MAX_RESTARTS", "STOP_NOW_GRACE", "KILL_GRACE", "Search"]
+
+_logger = logging.getLogger(__name__)
+
+STOP_NOW_GRACE = 1.5  # seconds a trial gets to notice Stop now before it is forced
+KILL_GRACE = 3.0  # seconds after the forced stop before worker processes are killed
+MAX_RESTARTS = 5  # worker pools replaced after deaths before the search gives up
+
+
+class _DeathWatch:
+    """Which worker process died *first*.
+
+    When one loky worker dies, loky SIGKILLs the others too; only the first death is the
+    trial's own fault (e.g. out of memory), the rest are collateral and get re-run. On
+    Linux a pidfd becomes readable the moment its process exits, so a thread waiting on
+    them sees the culprit before loky reacts.
+    """
+
+    def __init__(self, control: BaseControl) -> None:
+        self.control = control
+        self.first_dead: set[int] = set()
+        self._fds: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nbtune-deathwatch", daemon=True)
+
+    def __enter__(self) -> _DeathWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def _run(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            for pid in self.control.worker_pids():
+                if pid not in self._fds:
+                    with contextlib.suppress(OSError):
+                        self._fds[pid] = os.pidfd_open(pid)
+            fds = {fd: pid for pid, fd in self._fds.items()}
+            if not fds:
+                self._stop.wait(0.02)
+                continue
+            ready, _, _ = select.select(list(fds), [], [], 0.02)
+            if ready and not self.first_dead:
+                self.first_dead = {fds[fd] for fd in ready}
+            for fd in ready:
+                os.close(fd)
+                self._fds.pop(fds[fd], None)
+
+
+class Search:
+    """Runs a :class:`Job` on ``n_jobs`` workers from a background thread.
+
+    Args:
+        job: what to run.
+        n_jobs: number of workers.
+        backend: a registered backend or its name (``inline``, ``threading``, ``loky``,
+            ``dask``, ``ray``).
+
+    Attributes:
+        done: set when every worker has ended.
+        error: what ended the search abnormally, re-raised by the caller; None otherwise.
+        worker_deaths: one sentence per replaced worker pool.
+    """
+
+    def __init__(self, job: Job, n_jobs: int = 1, backend: BaseBackend | str = "inline") -> None:
+        self.job = job
+        self.n_jobs = n_jobs
+        self.backend = BACKENDS[backend] if isinstance(backend, str) else backend
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.worker_deaths: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="nbtune-search", daemon=True)
+        self._timers: list[threading.Timer] = []
+
+    @property
+    def control(self) -> BaseControl:
+        return self.job.control
+
+    def start(self) -> None:
+        _logger.info("search %s: %d %s worker(s), target %d trials", self.job.study_name, self.n_jobs,
+                     self.backend.name, self.control.target())
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    # control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Start no new trials; running ones finish."""
+        self.control.stop("stop")
+
+    def stop_now(self) -> None:
+        """End running trials too: they get STOP_NOW_GRACE seconds to notice, then are forced."""
+        self.control.stop_now()
+        if not self._timers:
+            self._later(STOP_NOW_GRACE, self._force_stop)
+
+    def _later(self, seconds: float, fn: object) -> None:
+        t = threading.Timer(seconds, fn)  # type: ignore[arg-type]
+        t.daemon = True
+        self._timers.append(t)
+        t.start()
+
+    def _force_stop(self) -> None:
+        if self.done.is_set():
+            return
+        _logger.warning("search %s: running trials ignored Stop now for %.1f s; forcing them to stop",
+                        self.job.study_name, STOP_NOW_GRACE)
+        self.backend.force_stop(self.job)
+        self._later(KILL_GRACE, self._kill)
+
+    def _kill(self) -> None:
+        if not self.done.is_set():
+            self.backend.kill(self.job)
+
+    # the coordinator thread -------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self.backend.watches_deaths:
+                with _DeathWatch(self.control) as watch:
+                    self._run_restarting(watch)
+            else:
+                self._run_restarting(None)
+        except BaseException as e:  # reported by the driver in the main thread
+            self.error = e
+        finally:
+            for t in self._timers:
+                t.cancel()
+            self.done.set()
+            _logger.info("search %s ended (%s)", self.job.study_name, self.control.why() or "budget reached")
+
+    def _run_restarting(self, watch: _DeathWatch | None) -> None:
+        restarts = 0
+        while True:
+            try:
+                self.backend.run(self.job, self.n_jobs)
+                return
+            except Exception as e:
+                if not self.backend.is_worker_death(e):
+                    raise
+                if self.control.stop_now_requested():  # we killed them ourselves
+                    self._reap()
+                    return
+                # A worker died mid-trial (killed, out of memory): its trial fails with the
+                # reason, the other workers' trials are recorded as interrupted (they will be
+                # re-run), and the search goes on with a fresh pool.
+                time.sleep(0.1)  # let the watch see every death
+                culprits = watch.first_dead if watch is not None else None
+                reason = _death_reason(e)
+                died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits)
+                if watch is not None:
+                    watch.first_dead = set()
+                self.worker_deaths.append(f"{reason} (trials {died})")
+                restarts += 1
+                _logger.warning("search %s: %s; trials %s; replacing the worker pool (restart %d of %d)",
+                                self.job.study_name, reason, died, restarts, MAX_RESTARTS)
+                if restarts > MAX_RESTARTS:
+                    raise CellError(
+                        f"worker processes keep dying ({MAX_RESTARTS} restarts); the cell may run out of memory: "
+                        "lower --jobs or the model size"
+                    ) from None
+                self.control.forget_workers()
+
+    def _reap(self, culprit_error: str | None = None, culprits: set[int] | None = None) -> list[int]:
+        """Mark the trials of dead workers failed and queue the interrupted ones again."""
+        import optuna
+
+        job = self.job
+        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+        died = reap_dead_trials(study, job.liveness, reason="its worker process was stopped", culprits=culprits,
+                                culprit_error=culprit_error)
+        if not sampler_kind(job.sampler).enumerates:
+            requeue_interrupted(study, job.store)
+        return died
+
+
+def _death_reason(e: BaseException) -> str:
+    text = str(e)
+    if "SIGKILL" in text or "-9" in text:
+        return "the worker process was killed (SIGKILL; often the system ran out of memory)"
+    return "the worker process died unexpectedly (" + text.splitlines()[0][:160] + ")"

@@ -1,0 +1,209 @@
+"""Who runs which trial, whether they still live, and recovery of the trials of the dead.
+
+Optuna's journal has no heartbeat: a killed kernel or worker leaves its trials RUNNING
+forever. So every trial records its owner when it is asked (:meth:`BaseLiveness.owner`,
+written in the same journal record as the trial), and before a run and after a worker
+died, :func:`reap_dead_trials` marks the trials of dead owners failed (interrupted) and
+:func:`requeue_interrupted` queues their configurations again.
+
+:class:`ProcessLiveness` decides with the operating system (a pid, its start time, /proc on
+Linux), so it can only judge owners on this machine. A lease-based liveness (owners renew
+a heartbeat in the store) is the multi-machine implementation of the same interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from nbtune.store.attrs import ATTR, is_interrupted
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune.store.base import BaseStore
+
+__all__ = [
+    "BaseLiveness",
+    "ProcessLiveness",
+    "active_trial",
+    "process_start",
+    "reap_dead_trials",
+    "requeue_interrupted",
+]
+
+_logger = logging.getLogger(__name__)
+
+UNOWNED_GRACE = 24 * 3600  # seconds a RUNNING trial without an owner (not started by nbtune) is left alone
+
+
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When the process started (Linux: clock ticks since boot), to tell a reused pid apart."""
+    fields = _proc_stat(pid)
+    return fields[19].decode() if fields is not None and len(fields) > 19 else None
+
+
+def is_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` (started at ``start``, if known) still runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) <= 19:
+        return True  # no /proc: the signal check is all we have
+    if start is not None and fields[19].decode() != start:
+        return False  # the pid now belongs to another process
+    return fields[0] != b"Z"  # a killed process not yet reaped by its parent is a zombie: dead
+
+
+class _ActiveTrials:
+    """Trials being run by this very process right now (so a resume does not reap them)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: set[int] = set()
+
+    def __contains__(self, trial_id: int) -> bool:
+        with self.lock:
+            return trial_id in self.ids
+
+
+_ACTIVE = _ActiveTrials()
+
+
+@contextlib.contextmanager
+def active_trial(trial_id: int) -> Iterator[None]:
+    """Mark ``trial_id`` as run by this process while the block runs."""
+    with _ACTIVE.lock:
+        _ACTIVE.ids.add(trial_id)
+    try:
+        yield
+    finally:
+        with _ACTIVE.lock:
+            _ACTIVE.ids.discard(trial_id)
+
+
+class BaseLiveness(abc.ABC):
+    """Decides whether the owner of a RUNNING trial is gone.
+
+    Contract: :meth:`owner` is called once per trial by the worker that asks it, and its
+    JSON-able result is stored with the trial; :meth:`is_dead` is called by anyone, later,
+    with that record, and answers False whenever it cannot tell (a trial is never taken
+    from a live owner).
+    """
+
+    @abc.abstractmethod
+    def owner(self, worker: int) -> dict[str, Any]:
+        """The record identifying the calling worker."""
+
+    @abc.abstractmethod
+    def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool: ...
+
+
+class ProcessLiveness(BaseLiveness):
+    """Owners are processes of this machine: ``{"host", "pid", "worker", "start"}``."""
+
+    def owner(self, worker: int) -> dict[str, Any]:
+        pid = os.getpid()
+        return {"host": socket.gethostname(), "pid": pid, "worker": worker, "start": process_start(pid)}
+
+    def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool:
+        host, pid = owner.get("host"), owner.get("pid")
+        if host is not None and host != socket.gethostname():
+            return False  # another machine's worker: we cannot tell whether it lives
+        if pid is None:  # a trial nbtune did not start: leave it unless it is old
+            if trial.datetime_start is None:
+                return True
+            return (datetime.datetime.now() - trial.datetime_start).total_seconds() > UNOWNED_GRACE
+        if pid == os.getpid():
+            return trial._trial_id not in _ACTIVE
+        return not is_alive(pid, owner.get("start"))
+
+
+def reap_dead_trials(
+    study: optuna.Study,
+    liveness: BaseLiveness,
+    *,
+    reason: str = "the kernel or worker running it stopped (interrupt, restart or crash)",
+    culprits: set[int] | None = None,
+    culprit_error: str | None = None,
+) -> list[int]:
+    """Mark RUNNING trials whose owner is gone as failed (interrupted).
+
+    Args:
+        study: the study to clean up.
+        liveness: decides which owners are gone.
+        reason: why they stopped, recorded as their interrupted reason.
+        culprit_error: when a worker died of its trial (out of memory, say), that trial
+            fails with this error instead of being interrupted: it counts and is not re-run.
+        culprits: the pids that died of their own trial; None means every dead one.
+
+    Returns:
+        The numbers of the trials marked.
+    """
+    from optuna.trial import TrialState
+
+    from nbtune._compat import storage_of
+
+    storage = storage_of(study)
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(ATTR.OWNER) or {}
+        if not liveness.is_dead(owner, t):
+            continue
+        if culprit_error is not None and ATTR.INTERRUPTED not in t.user_attrs and (
+            culprits is None or owner.get("pid") in culprits
+        ):
+            storage.set_trial_user_attr(t._trial_id, ATTR.ERROR, culprit_error)
+        else:
+            storage.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, reason)
+        try:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except Exception:  # pragma: no cover - finished concurrently
+            continue
+        reaped.append(t.number)
+    if reaped:
+        _logger.warning("marked %d abandoned trial(s) of %s as failed: %s", len(reaped), study.study_name, reaped)
+    return reaped
+
+
+def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
+    """Queue the configurations of interrupted trials again (once each), so an interrupt
+    costs time but never a configuration the sampler chose.
+
+    Returns:
+        The numbers of the trials whose configurations were queued.
+    """
+    out = []
+    with store.lock(study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
+        for t in trials:
+            if is_interrupted(t) and t.number not in done and t.params:
+                attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
+                if t.user_attrs.get(ATTR.BASELINE):
+                    attrs[ATTR.BASELINE] = True
+                study.enqueue_trial(t.params, user_attrs=attrs)
+                out.append(t.number)
+    if out:
+        _logger.info("queued the configurations of interrupted trial(s) %s of %s again", out, study.study_name)
+    return out

@@ -1,0 +1,142 @@
+"""Which Optuna sampler proposes the next configuration: a registry (``--sampler``).
+
+Adding a sampler is one :class:`SamplerKind` passed to :func:`register_sampler`: its name,
+the package it needs, a check of the search space, and a factory over Optuna's sampler.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbtune.cell.space import Param
+from nbtune.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SAMPLERS", "SamplerKind", "register_sampler", "sampler_kind", "check_sampler", "make_sampler", "grid_size"]
+
+
+@dataclass(frozen=True)
+class SamplerKind:
+    """One ``--sampler`` choice.
+
+    Attributes:
+        name: the option value.
+        make: ``(params, seed) -> optuna.samplers.BaseSampler``.
+        needs: ``(module, extra)``: the package it imports and the nbtune extra providing it.
+        enumerates: it walks a finite grid itself: the baseline is not enqueued (it would not
+            count as a grid point), interrupted points are not re-queued, and ``--trials`` is
+            capped at the grid's size.
+        help: a few words for ``%%tune?``.
+    """
+
+    name: str
+    make: Callable[[list[Param], int | None], optuna.samplers.BaseSampler]
+    needs: tuple[str, str] | None = None
+    enumerates: bool = False
+    help: str = ""
+
+
+SAMPLERS: dict[str, SamplerKind] = {}
+
+
+def register_sampler(kind: SamplerKind) -> SamplerKind:
+    """Make ``kind`` available as ``--sampler <kind.name>``."""
+    SAMPLERS[kind.name] = kind
+    return kind
+
+
+def sampler_kind(name: str) -> SamplerKind:
+    """The registered sampler called ``name``.
+
+    Raises:
+        ConfigError: no such sampler; the message lists them.
+    """
+    kind = SAMPLERS.get(name)
+    if kind is None:
+        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {name!r}")
+    return kind
+
+
+def grid_size(params: list[Param]) -> int:
+    return math.prod(len(p.grid_values() or []) for p in params)
+
+
+def check_sampler(name: str, params: list[Param]) -> SamplerKind:
+    """Validate ``--sampler`` against the installed packages and the search space.
+
+    Raises:
+        ConfigError: unknown sampler, a missing extra, or grid search on a continuous space.
+    """
+    kind = sampler_kind(name)
+    if kind.needs and importlib.util.find_spec(kind.needs[0]) is None:
+        module, extra = kind.needs
+        raise ConfigError(f"--sampler {name} needs the package {module!r}; install it with: pip install 'nbtune[{extra}]'")
+    if kind.enumerates:
+        for p in params:
+            if p.grid_values() is None:
+                raise ConfigError(
+                    f"--sampler {name} needs a finite space, but line {p.lineno} of the %%tune cell "
+                    f"({p.name} = {p.describe()}) is continuous; give it step=, use choice(...), "
+                    "or pick --sampler random/tpe"
+                )
+    return kind
+
+
+def make_sampler(name: str, params: list[Param], seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name``, seeded with ``seed``."""
+    return sampler_kind(name).make(params, seed)
+
+
+def _tpe(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    # Multivariate TPE captures interactions (lr x batch size), which matters for nets.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def _random(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _grid(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    space: dict[str, list[Any]] = {p.name: p.grid_values() or [] for p in params}
+    return optuna.samplers.GridSampler(space, seed=seed)
+
+
+def _gp(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _cmaes(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _qmc(params: list[Param], seed: int | None) -> Any:
+    import optuna
+
+    return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+
+
+for _kind in (
+    SamplerKind("tpe", _tpe, help="multivariate TPE (default)"),
+    SamplerKind("random", _random, help="independent uniform draws"),
+    SamplerKind("grid", _grid, enumerates=True, help="every point of a finite space"),
+    SamplerKind("gp", _gp, needs=("torch", "gp"), help="Gaussian-process Bayesian optimisation"),
+    SamplerKind("cmaes", _cmaes, needs=("cmaes", "cmaes"), help="CMA-ES"),
+    SamplerKind("qmc", _qmc, needs=("scipy", "qmc"), help="quasi-Monte Carlo (Sobol)"),
+):
+    register_sampler(_kind)

@@ -1,0 +1,322 @@
+"""Schedulers (Hyperband, ASHA, median): a registry, and the reasons behind each stop.
+
+The decisions are Optuna's own pruners', configured with explicit resources so every
+process agrees on brackets and rungs (``"auto"`` would be inferred per process). A thin
+wrapper, :class:`ExplainedPruner`, records *why* a trial was stopped in the store: the
+epoch and rung, the trial's value, the cutoff it missed, how many trials it was
+compared with, and its bracket. Names follow the Hyperband/ASHA papers: ``R`` the max
+resource (epochs), ``r`` the min resource, ``eta`` the reduction factor, ``s`` the bracket.
+
+Adding a scheduler is one :class:`BaseScheduler` subclass and one :func:`register_scheduler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from nbtune import _compat
+from nbtune.exceptions import ConfigError
+from nbtune.store.attrs import ATTR
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "SCHEDULERS",
+    "BaseScheduler",
+    "SchedulerSpec",
+    "register_scheduler",
+    "scheduler_kind",
+    "make_pruner",
+    "format_decision",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+class BaseScheduler:
+    """One ``--scheduler`` choice: which Optuna pruner decides, and how to explain a stop.
+
+    Attributes:
+        name: the option value.
+        needs_epochs: it stops trials at epochs, so the cell needs a ``# tune: epochs`` loop.
+        needs_R: it needs the epochs of a full trial (R) before the first trial runs.
+        rungs: it compares trials at rungs r * eta**k (successive halving).
+    """
+
+    name: ClassVar[str]
+    needs_epochs: ClassVar[bool] = True
+    needs_R: ClassVar[bool] = False
+    rungs: ClassVar[bool] = False
+
+    def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner | None:
+        """Optuna's pruner for ``spec``; None for no early stopping."""
+        return None
+
+    def n_brackets(self, spec: SchedulerSpec) -> int:
+        return 1
+
+    def describe(self, spec: SchedulerSpec) -> str:
+        return "no early stopping"
+
+    def explain(self, pruner: optuna.pruners.BasePruner, spec: SchedulerSpec, study: optuna.Study,
+                trial: optuna.trial.FrozenTrial, decision: dict[str, Any]) -> dict[str, Any]:
+        """Complete ``decision`` (epoch, value, scheduler) with the cutoff and the competitors."""
+        return decision
+
+
+SCHEDULERS: dict[str, BaseScheduler] = {}
+
+
+def register_scheduler(scheduler: BaseScheduler) -> BaseScheduler:
+    """Make ``scheduler`` available as ``--scheduler <scheduler.name>``."""
+    SCHEDULERS[scheduler.name] = scheduler
+    return scheduler
+
+
+def scheduler_kind(name: str) -> BaseScheduler:
+    """The registered scheduler called ``name``.
+
+    Raises:
+        ConfigError: no such scheduler; the message lists them.
+    """
+    kind = SCHEDULERS.get(name)
+    if kind is None:
+        raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")
+    return kind
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """How trials are stopped early.
+
+    Args:
+        kind: a name in :data:`SCHEDULERS`.
+        R: the max resource (epochs of a full trial).
+        r: the min resource (epochs before the first rung).
+        eta: the reduction factor: about 1/eta of trials continue at each rung.
+        metric: the metric's name (for the reasons).
+        direction: ``"maximize"`` or ``"minimize"``.
+    """
+
+    kind: str = "none"
+    R: int | None = None
+    r: int = 1
+    eta: int = 3
+    metric: str = "value"
+    direction: str = "maximize"
+
+    def __post_init__(self) -> None:
+        scheduler_kind(self.kind)
+        if self.r < 1:
+            raise ConfigError(f"--min-epochs must be >= 1, got {self.r}")
+        if self.eta < 2:
+            raise ConfigError(f"--eta must be >= 2 (the reduction factor), got {self.eta}")
+        if self.scheduler.rungs and self.R is not None and self.R < self.r:
+            raise ConfigError(f"the epochs loop has {self.R} epochs, fewer than --min-epochs {self.r}")
+
+    @property
+    def scheduler(self) -> BaseScheduler:
+        return SCHEDULERS[self.kind]
+
+    @property
+    def n_brackets(self) -> int:
+        return self.scheduler.n_brackets(self)
+
+    def rung_epochs(self, s: int = 0) -> list[int]:
+        """The epochs at which bracket ``s`` compares trials: r * eta**(s + k) < R."""
+        if not self.scheduler.rungs:
+            return []
+        out: list[int] = []
+        k = 0
+        while True:
+            e = self.r * self.eta ** (s + k)
+            if (self.R is not None and e >= self.R) or (self.R is None and k > 20):
+                return out
+            out.append(e)
+            k += 1
+
+    def rung_of(self, step: int | None) -> int | None:
+        """The highest rung (epoch r * eta**rung) a trial at epoch ``step`` has reached, or None."""
+        if step is None or not self.scheduler.rungs or step < self.r:
+            return None
+        return int(math.floor(math.log(step / self.r, self.eta) + 1e-9))
+
+    def describe(self) -> str:
+        return self.scheduler.describe(self)
+
+
+class _NoScheduler(BaseScheduler):
+    name = "none"
+    needs_epochs = False
+
+
+class _SuccessiveHalving(BaseScheduler):
+    """Shared by Hyperband and ASHA: the cutoff among the trials that reached the same rung."""
+
+    needs_R = True
+    rungs = True
+
+    def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+        return None
+
+    def explain(self, pruner: Any, spec: SchedulerSpec, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                decision: dict[str, Any]) -> dict[str, Any]:
+        maximize = spec.direction == "maximize"
+        fresh = _compat.storage_of(study).get_trial(_compat.trial_id(trial))
+        rung = max(_compat.completed_rung(fresh), 0)
+        bracket = self._bracket(pruner, study, trial)
+        peers = study.get_trials(deepcopy=False)
+        if bracket is not None:
+            peers = [t for t in peers if self._bracket(pruner, study, t) == bracket]
+        competing = [v for t in peers if t.number != trial.number and (v := _compat.rung_value(t, rung)) is not None]
+        mine = _compat.rung_value(fresh, rung)
+        value = mine if mine is not None else decision["value"]
+        competing.append(value)
+        n = len(competing)
+        n_keep = max(n // spec.eta, 1)
+        cutoff = sorted(competing, reverse=maximize)[n_keep - 1]
+        # Rungs are numbered as epochs r * eta**rung, the same in every bracket.
+        decision.update(rung=rung + (bracket or 0), cutoff=cutoff, n_compared=n, n_keep=n_keep, bracket=bracket,
+                        value=value)
+        decision["rule"] = f"top 1/{spec.eta} of the trials that reached this rung continue"
+        return decision
+
+
+class _Hyperband(_SuccessiveHalving):
+    name = "hyperband"
+
+    def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner:
+        import optuna
+
+        return optuna.pruners.HyperbandPruner(min_resource=spec.r, max_resource=int(spec.R or 0),
+                                              reduction_factor=spec.eta)
+
+    def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+        return _compat.bracket_of(pruner, study, trial)
+
+    def n_brackets(self, spec: SchedulerSpec) -> int:
+        if spec.R is None:
+            return 1
+        return math.floor(math.log(spec.R / spec.r, spec.eta) + 1e-9) + 1
+
+    def describe(self, spec: SchedulerSpec) -> str:
+        return f"Hyperband (r={spec.r}, R={spec.R}, eta={spec.eta}, {spec.n_brackets} brackets)"
+
+
+class _Asha(_SuccessiveHalving):
+    name = "asha"
+
+    def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner:
+        import optuna
+
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.r, reduction_factor=spec.eta)
+
+    def describe(self, spec: SchedulerSpec) -> str:
+        return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}, rungs at epochs {spec.rung_epochs()})"
+
+
+class _Median(BaseScheduler):
+    name = "median"
+
+    def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner:
+        import optuna
+
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(spec.r - 1, 0))
+
+    def describe(self, spec: SchedulerSpec) -> str:
+        return f"median stopping (after {spec.r} epochs)"
+
+    def explain(self, pruner: Any, spec: SchedulerSpec, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                decision: dict[str, Any]) -> dict[str, Any]:
+        step = decision["epoch"]
+        others = sorted(t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
+                        if t.state.name == "COMPLETE" and step in t.intermediate_values)
+        half = len(others) // 2
+        median = others[half] if len(others) % 2 else sum(others[half - 1:half + 1]) / 2
+        best = (max if spec.direction == "maximize" else min)(
+            v for s, v in trial.intermediate_values.items() if s <= step)
+        decision.update(value=best, cutoff=median, n_compared=len(others), rung=None, bracket=None)
+        decision["rule"] = "best so far worse than the median of completed trials at this epoch"
+        return decision
+
+
+for _scheduler in (_Hyperband(), _Asha(), _Median(), _NoScheduler()):
+    register_scheduler(_scheduler)
+
+
+def make_pruner(spec: SchedulerSpec) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for ``spec``, wrapped so that it records its reasons."""
+    import optuna
+
+    inner = spec.scheduler.pruner(spec)
+    if inner is None:
+        return optuna.pruners.NopPruner()
+    pruner: optuna.pruners.BasePruner = _explained_pruner_class()(inner, spec)
+    return pruner
+
+
+class _LazyClass:
+    """ExplainedPruner subclasses Optuna's BasePruner, so it is defined on first use:
+    ``import nbtune`` must not import optuna."""
+
+    cls: Any = None
+
+
+def _explained_pruner_class() -> Any:
+    if _LazyClass.cls is not None:
+        return _LazyClass.cls
+    import optuna
+
+    class ExplainedPruner(optuna.pruners.BasePruner):
+        """Delegates every decision to an Optuna pruner and writes down why it pruned."""
+
+        def __init__(self, inner: optuna.pruners.BasePruner, spec: SchedulerSpec) -> None:
+            self._inner = inner
+            self._spec = spec
+
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            if not self._inner.prune(study, trial):
+                return False
+            step = trial.last_step
+            value = trial.intermediate_values[step] if step is not None else float("nan")
+            decision: dict[str, Any] = {"epoch": step, "value": value, "scheduler": self._spec.kind}
+            try:
+                if isinstance(value, float) and math.isnan(value):
+                    decision["reason"] = f"{self._spec.metric} is NaN"
+                else:
+                    decision = self._spec.scheduler.explain(self._inner, self._spec, study, trial, decision)
+            except Exception:  # an explanation must never break the search
+                _logger.exception("could not explain the stop of trial %d", trial.number)
+                decision = {"epoch": step, "reason": "stopped by the scheduler"}
+            _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, decision)
+            return True
+
+    _LazyClass.cls = ExplainedPruner
+    return ExplainedPruner
+
+
+def format_decision(number: int, decision: dict[str, Any], metric: str, direction: str) -> str:
+    """One sentence a person can read, e.g.
+
+    ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on``
+    """
+    epoch = decision.get("epoch")
+    head = f"trial {number} stopped at epoch {epoch}"
+    if decision.get("rung") is not None:
+        head += f" (rung {decision['rung']}"
+        if decision.get("bracket") is not None:
+            head += f", bracket {decision['bracket']}"
+        head += ")"
+    if "reason" in decision:
+        return f"{head}: {decision['reason']}"
+    value, cutoff = decision.get("value"), decision.get("cutoff")
+    op = "<" if direction == "maximize" else ">"
+    if decision.get("scheduler") == "median":
+        return (f"{head}: best {metric} {value:.4g} {op} median {cutoff:.4g} "
+                f"of {decision.get('n_compared')} completed trials")
+    return (f"{head}: {metric} {value:.4g} {op} cutoff {cutoff:.4g}, "
+            f"only the top {decision.get('n_keep')} of {decision.get('n_compared')} go on")

@@ -1,0 +1,251 @@
+"""The loop every worker runs: ask a trial, run the cell, report, tell; until the budget is used.
+
+:func:`run_worker` runs identically in the kernel (the inline backend), on a thread, in a
+loky process, or in a Dask/Ray worker: everything it needs comes in a :class:`Job`, which
+pickles. It loads the study from the store and runs trials until the study holds the
+target number of finished trials. The budget is counted under the store's per-study lock,
+so the study ends with exactly that many however many workers there are, and Optuna's
+pruners see every worker's rungs through the shared storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nbtune import _compat
+from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
+from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
+from nbtune.run.output import OUTPUT_TAIL, captured_output
+from nbtune.run.samplers import make_sampler
+from nbtune.run.schedulers import SchedulerSpec, make_pruner
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.store.base import BaseStore
+from nbtune.store.control import BaseControl
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["N_FAILURES_TO_STOP", "Job", "WorkerStopped", "run_one", "run_worker", "running_threads"]
+
+_logger = logging.getLogger(__name__)
+
+N_FAILURES_TO_STOP = 3  # the first trials of a run all failing the same way = a bug in the cell
+
+
+@dataclass
+class Job:
+    """Everything a worker needs; pickles to other processes.
+
+    The number of trials to reach is not here: it lives in ``control`` (one owner, which
+    ``+ trials`` changes while the search runs).
+    """
+
+    program: CellProgram
+    store: BaseStore
+    study_name: str
+    control: BaseControl
+    sampler: str = "tpe"
+    seed: int | None = None
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    liveness: BaseLiveness = field(default_factory=ProcessLiveness)
+    deadline: float | None = None
+    run_start: int = 0  # number of the first trial of this run
+    seed_offset: int = 0  # trials in the study when this run began
+    parent_pid: int = field(default_factory=os.getpid)
+
+    def seed_for(self, worker: int) -> int | None:
+        """Each worker's sampler seed; a resumed run must not replay the first run's configurations."""
+        if self.seed is None:
+            return None
+        return (self.seed + 7919 * self.seed_offset + 104729 * worker) % (2**32)
+
+    def open_study(self, worker: int) -> optuna.Study:
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = make_sampler(self.sampler, self.program.params, self.seed_for(worker))
+        return optuna.load_study(study_name=self.study_name, storage=self.store.storage(self.study_name),
+                                 sampler=sampler, pruner=make_pruner(self.scheduler))
+
+
+class _RunningThreads:
+    """Which thread of this process runs which trial (Stop now interrupts threads by ident)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.trials: dict[int, int] = {}  # thread ident -> trial number
+
+    @contextlib.contextmanager
+    def running(self, number: int) -> Iterator[None]:
+        ident = threading.get_ident()
+        with self.lock:
+            self.trials[ident] = number
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.trials.pop(ident, None)
+
+    def idents(self) -> list[int]:
+        with self.lock:
+            return list(self.trials)
+
+
+running_threads = _RunningThreads()
+
+
+def _first_failures_match(study: optuna.Study, job: Job) -> bool:
+    """The first trials of this run all failed with one error: the cell has a bug."""
+    mine = sorted(
+        (t for t in study.get_trials(deepcopy=False)
+         if t.number >= job.run_start and t.state.is_finished() and not is_interrupted(t)),
+        key=lambda t: t.number,
+    )[:N_FAILURES_TO_STOP]
+    if len(mine) < N_FAILURES_TO_STOP:
+        return False
+    errors = {t.user_attrs.get(ATTR.ERROR) for t in mine}
+    return all(t.state.name == "FAIL" for t in mine) and len(errors) == 1
+
+
+def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
+    """Run one trial to its end and tell the study; returns the final state's name.
+
+    Raises:
+        TrialInterrupted, KeyboardInterrupt: the trial was stopped by the user; it is recorded
+            as interrupted (it does not count and runs again on resume) before this raises.
+    """
+    from optuna.trial import TrialState
+
+    storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
+    runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested,
+                           max_step=job.scheduler.R)
+    with active_trial(tid):
+        try:
+            try:
+                with running_threads.running(trial.number), captured_output() as out:
+                    value = job.program.run(runtime)
+            finally:
+                text = "".join(out)[-OUTPUT_TAIL:]
+                if text.strip():
+                    storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
+        except TrialStopped:
+            _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
+            return "PRUNED"
+        except (TrialInterrupted, KeyboardInterrupt):
+            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")
+            _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+            raise
+        except MetricError as e:
+            storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
+            _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+            return "FAIL"
+        except (Exception, SystemExit) as e:  # sys.exit() in a cell fails the trial, not the kernel
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
+            storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
+            _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+            return "FAIL"
+        _compat.tell_quietly(study, trial, value)
+        return "COMPLETE"
+
+
+class _Budget:
+    """Trials that use the budget (finished ones that count, and running ones), counted
+    incrementally: a finished trial never changes again, so each is looked at once."""
+
+    def __init__(self) -> None:
+        self._settled = 0  # trials[:settled] are all finished
+        self._counted = 0  # how many of those count toward --trials
+
+    def used(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        i = self._settled
+        while i < len(trials) and trials[i].state.is_finished():
+            i += 1
+        self._counted += finished_count(trials[self._settled:i])
+        self._settled = i
+        rest = trials[i:]
+        running = sum(1 for t in rest if t.state.name == "RUNNING")
+        return self._counted + finished_count(rest) + running
+
+
+class WorkerStopped(TrialInterrupted):
+    """A worker process was told to stop (SIGTERM from the coordinator's forced stop)."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise WorkerStopped()
+
+
+def _raise_int(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt()
+
+
+def run_worker(job: Job, worker: int = 0) -> int:
+    """The loop of one worker: run trials until the study has the target number finished.
+
+    Returns:
+        How many trials this worker ran.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    in_process = os.getpid() != job.parent_pid
+    main = threading.current_thread() is threading.main_thread()
+    if in_process:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if main:
+            # Interrupt (SIGINT to the kernel's process group) and our Stop now (SIGTERM)
+            # end the running trial cleanly, recorded as interrupted.
+            signal.signal(signal.SIGINT, _raise_int)
+            signal.signal(signal.SIGTERM, _raise_stopped)
+        job.control.register_worker(worker)
+    study = job.open_study(worker)
+    _compat.begin_ask_tell_loop(study)
+    owner = job.liveness.owner(worker)
+    budget = _Budget()
+    done = 0
+    trial: optuna.Trial | None = None
+    try:
+        while not job.control.stop_requested():
+            if job.deadline is not None and time.time() >= job.deadline:
+                job.control.stop("timeout")
+                break
+            with job.store.lock(job.study_name):
+                if budget.used(study.get_trials(deepcopy=False)) >= job.control.target():
+                    break
+                trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+            state = run_one(job, study, trial)
+            trial = None
+            done += 1
+            if _compat.grid_exhausted(study):
+                job.control.stop("grid exhausted")
+                break
+            if state == "FAIL" and _first_failures_match(study, job):
+                job.control.stop("bug")
+                break
+    except (TrialInterrupted, KeyboardInterrupt) as e:
+        # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the kernel's
+        # whole process group) or the pool is shutting down: stop here, wherever we were.
+        storage = _compat.storage_of(study)
+        if trial is not None and storage.get_trial(_compat.trial_id(trial)).state == TrialState.RUNNING:
+            storage.set_trial_user_attr(_compat.trial_id(trial), ATTR.INTERRUPTED, "stopped before it ran")
+            storage.set_trial_state_values(_compat.trial_id(trial), TrialState.FAIL)
+        if not isinstance(e, WorkerStopped) and not job.control.stop_requested():
+            job.control.stop("interrupted")
+        _logger.info("worker %d (pid %d) stopped by %s", worker, os.getpid(), type(e).__name__)
+    finally:
+        _compat.end_ask_tell_loop(study)
+        if in_process and main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker survives Interrupt
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return done

@@ -1,0 +1,39 @@
+"""What nbtune writes beside Optuna's own records, and how trials count toward ``--trials``.
+
+Every name here is a user attribute of a study or a trial, so plain Optuna (and
+optuna-dashboard) shows it too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["ATTR", "finished_count", "is_interrupted"]
+
+
+class ATTR:
+    """Names of the trial/study attributes nbtune writes (user attrs, visible in Optuna)."""
+
+    SPACE = "nbtune:space"  # study: the search-space fingerprint
+    CONFIG = "nbtune:config"  # study: metric, direction, scheduler settings
+    BASELINE = "nbtune:baseline"  # trial: evaluates the cell's own defaults
+    OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start"} running it (one journal write)
+    ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
+    TRACEBACK = "nbtune:traceback"
+    INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
+    RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
+    DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
+    OUTPUT = "nbtune:output"  # trial: the tail of what it printed
+
+
+def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """A failed trial that was cut by the user or a dead process: it does not count, and runs again."""
+    return trial.state.name == "FAIL" and ATTR.INTERRUPTED in trial.user_attrs
+
+
+def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trials that count toward ``--trials``: complete, pruned, or failed on their own."""
+    return sum(1 for t in trials if t.state.is_finished() and not is_interrupted(t))

@@ -1,0 +1,98 @@
+"""The store interface: where a study's trials live, and the few things nbtune needs beside them.
+
+A store only *stores*: it hands out Optuna storages, lists the studies and their versions,
+gives a cross-process lock per study (the exact trial budget), and keeps a run's shared
+state (stop flags, the trial target, the workers: :mod:`nbtune.store.control`) where every
+worker reaches it, through :meth:`BaseStore.control`. Whether a trial's owner still lives
+is the run's business (:mod:`nbtune.run.liveness`).
+
+Implementations: :class:`nbtune.store.journal.JournalStore` (a folder of Optuna journal
+files beside the notebook, the default). A database URL store is the next one: it would
+implement the same methods on ``optuna.storages.RDBStorage``.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from nbtune.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune.store.control import BaseControl
+
+__all__ = ["BaseStore", "check_name", "base_name", "versioned", "version_number"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?$")
+
+
+def check_name(name: str) -> None:
+    """A study name must be usable as a file name and a database key.
+
+    Raises:
+        ConfigError: the name has other characters.
+    """
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"study name {name!r} may only use letters, digits, '_', '-' and '.'; e.g. --name mlp_search")
+
+
+def base_name(study_name: str) -> str:
+    """``"acc-1a2b3c:v2"`` -> ``"acc-1a2b3c"``."""
+    m = _VERSION_RE.match(study_name)
+    assert m is not None
+    return m.group("base")
+
+
+def version_number(study_name: str) -> int:
+    """``"acc-1a2b3c:v2"`` -> 2; a name without a suffix is version 1."""
+    m = _VERSION_RE.match(study_name)
+    return int(m.group("n") or 1) if m else 1
+
+
+def versioned(base: str, n: int) -> str:
+    """The name of version ``n`` of ``base``: the first version has no suffix."""
+    return base if n <= 1 else f"{base}:v{n}"
+
+
+class BaseStore(abc.ABC):
+    """Where studies live. Instances pickle to worker processes.
+
+    Versions of a study (after its search space changed, or ``--fresh``) are named
+    ``name``, ``name:v2``, ``name:v3``... and kept together.
+    """
+
+    @abc.abstractmethod
+    def storage(self, name: str) -> optuna.storages.BaseStorage:
+        """The Optuna storage holding study ``name`` (cached per process)."""
+
+    @abc.abstractmethod
+    def study_names(self) -> list[str]:
+        """Every study in the store (all versions)."""
+
+    @abc.abstractmethod
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """A lock that every worker of study ``name`` shares (the exact trial budget)."""
+
+    @abc.abstractmethod
+    def location(self, name: str) -> str:
+        """Where study ``name`` is, for messages and ``optuna-dashboard`` (a path or URL)."""
+
+    @abc.abstractmethod
+    def control(self, name: str, n_trials: int) -> BaseControl:
+        """Fresh stop flags, trial target (``n_trials``) and worker registry for one run of
+        study ``name``, reachable by every worker that can reach this store."""
+
+    def versions(self, name: str) -> list[str]:
+        """The versions of ``name`` in the store, oldest first."""
+        base = base_name(name)
+        return sorted((n for n in self._names_near(base) if base_name(n) == base), key=version_number)
+
+    def _names_near(self, base: str) -> Iterator[str] | list[str]:
+        """Study names that may be versions of ``base`` (a store can narrow the search)."""
+        return self.study_names()

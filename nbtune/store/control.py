@@ -1,0 +1,153 @@
+"""What the kernel tells its workers while a search runs, and who the workers are.
+
+A :class:`BaseControl` carries one run's stop flags (*Stop*, *Stop now*), its trial target
+(*+ trials*) and the registry of worker processes (for forced stops and the death watch).
+The coordinator and every worker hold one; workers on other processes get a pickled copy,
+so an implementation keeps its state somewhere all of them reach: the store gives the right
+one (:meth:`nbtune.store.base.BaseStore.control`).
+
+:class:`FileControl` keeps the state as small marker files in a folder (inside the store's
+folder for the journal store), cheap enough to check after every epoch; threads in the
+coordinator's own process also see in-memory events, at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BaseControl", "FileControl"]
+
+
+class BaseControl(abc.ABC):
+    """Stop flags, the trial target and the worker registry of one run.
+
+    The contract: every method may be called from any worker, thread or process, at any
+    time, and must be cheap (workers check :meth:`stop_now_requested` after every epoch).
+    """
+
+    def __init__(self, n_trials: int) -> None:
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+        self._n_trials = int(n_trials)  # the last target seen, should the shared one be unreadable
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_stop"], state["_stop_now"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stop = threading.Event()
+        self._stop_now = threading.Event()
+
+    # the shared state, kept where every worker reaches it --------------------------------
+    @abc.abstractmethod
+    def _put(self, key: str, value: str) -> None:
+        """Record ``key`` (best effort: a flag that cannot be written must not stop a trial)."""
+
+    @abc.abstractmethod
+    def _get(self, key: str) -> str | None:
+        """The value of ``key``, or None when it was never put."""
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def _keys(self, prefix: str) -> list[str]: ...
+
+    def cleanup(self) -> None:
+        """Forget this run's state (the run is over)."""
+
+    # what the coordinator and the workers say ------------------------------------------
+    def stop(self, why: str = "stop") -> None:
+        """Start no new trials; running ones finish. ``why`` is kept for the final message."""
+        self._stop.set()
+        self._put("stop", why)
+
+    def stop_now(self) -> None:
+        """Interrupt running trials too."""
+        self._stop.set()
+        self._stop_now.set()
+        if self._get("stop") is None:
+            self._put("stop", "")
+        self._put("stop_now", "1")
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set() or self._get("stop") is not None
+
+    def stop_now_requested(self) -> bool:
+        return self._stop_now.is_set() or self._get("stop_now") is not None
+
+    def why(self) -> str:
+        """Why the run stopped: ``stop``, ``timeout``, ``interrupted``, ``bug``, ``grid exhausted``, or ''."""
+        return self._get("stop") or ""
+
+    def set_target(self, n_trials: int) -> None:
+        """Change the number of finished trials the run aims at (+ trials, while it runs)."""
+        self._n_trials = int(n_trials)
+        self._put("target", str(self._n_trials))
+
+    def target(self) -> int:
+        """The number of finished trials the run aims at: the one owner of that number."""
+        with contextlib.suppress(TypeError, ValueError):
+            self._n_trials = int(self._get("target"))  # type: ignore[arg-type]
+        return self._n_trials
+
+    def register_worker(self, worker: int) -> None:
+        """A worker process says who it is (Stop now and the death watch need its pid)."""
+        self._put(f"worker-{os.getpid()}", str(worker))
+
+    def worker_pids(self) -> list[int]:
+        pids = []
+        for key in self._keys("worker-"):
+            with contextlib.suppress(ValueError):
+                pids.append(int(key.split("-", 1)[1]))
+        return pids
+
+    def forget_workers(self) -> None:
+        for pid in self.worker_pids():
+            self._delete(f"worker-{pid}")
+
+
+class FileControl(BaseControl):
+    """A run's state as marker files in ``directory`` (a private temp folder by default).
+
+    Args:
+        n_trials: the run's target number of finished trials.
+        directory: the folder; every worker must reach it (the journal store puts it in the
+            store folder, so a shared filesystem carries it to other machines too).
+    """
+
+    def __init__(self, n_trials: int, directory: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(n_trials)
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="nbtune-run-")
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.directory = str(directory)
+        self.set_target(n_trials)
+
+    def _put(self, key: str, value: str) -> None:
+        with contextlib.suppress(OSError):
+            Path(self.directory, key).write_text(value)
+
+    def _get(self, key: str) -> str | None:
+        try:
+            return Path(self.directory, key).read_text()
+        except OSError:
+            return None
+
+    def _delete(self, key: str) -> None:
+        Path(self.directory, key).unlink(missing_ok=True)
+
+    def _keys(self, prefix: str) -> list[str]:
+        return [p.name for p in Path(self.directory).glob(prefix + "*")]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""The notebook-local store: Optuna journal files in a folder beside the notebook.
+
+One journal file per study name, ``<store>/<name>.journal``. It is Optuna's own
+append-only, fsync'd log (safe for several local processes), so ``optuna.load_study``
+and ``optuna-dashboard <file>`` read it as they are. Versions of a study (after the
+search space changed, or ``--fresh``) live in the same file as ``name``, ``name:v2``...
+A run's stop flags live in ``<store>/runs/`` while it runs, so every worker that reaches
+the store reaches them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbtune.store.base import BaseStore, base_name, check_name, versioned
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune.store.control import BaseControl
+
+__all__ = ["JournalStore", "Store", "default_store_dir", "load_study"]
+
+_logger = logging.getLogger(__name__)
+
+STORE_DIRNAME = ".nbtune"
+
+
+def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
+    """``.nbtune/`` beside the notebook when the kernel knows where it is, else in the cwd.
+
+    Jupyter Server sets ``JPY_SESSION_NAME`` (and ``__session__``) to the notebook path;
+    VS Code sets ``__vsc_ipynb_file__``. nbclient and plain IPython set neither, and run
+    in the notebook's folder (nbclient) or wherever the user started them.
+    """
+    ns = user_ns or {}
+    for candidate in (ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"), ns.get("__session__")):
+        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
+            path = Path(candidate)
+            if path.is_absolute() and path.parent.is_dir():
+                return path.parent / STORE_DIRNAME
+    return Path.cwd() / STORE_DIRNAME
+
+
+class _Cache:
+    """Per-process caches: one JournalStorage per file (it keeps the parsed log), one lock path per study."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.storages: dict[str, Any] = {}
+        self.lock_paths: dict[tuple[Path, str], str] = {}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.storages.clear()
+            self.lock_paths.clear()
+
+
+_CACHE = _Cache()
+
+
+class JournalStore(BaseStore):
+    """A folder of study journals.
+
+    Args:
+        directory: the folder; created on first write.
+
+    Example:
+        >>> store = JournalStore("/tmp/nbtune-doc-example")
+        >>> store.journal_path("val_acc-1a2b3c:v2").name
+        'val_acc-1a2b3c.journal'
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).expanduser().absolute()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.directory)!r})"
+
+    # Kept as static methods of the store for code written against round 1.
+    base_name = staticmethod(base_name)
+    check_name = staticmethod(check_name)
+    versioned = staticmethod(versioned)
+
+    def journal_path(self, name: str) -> Path:
+        return self.directory / f"{base_name(name)}.journal"
+
+    def location(self, name: str) -> str:
+        return str(self.journal_path(name))
+
+    def storage(self, name: str) -> optuna.storages.BaseStorage:
+        """The (per-process, cached) Optuna storage holding study ``name``."""
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = self.journal_path(name)
+        key = str(path)
+        with _CACHE.lock:
+            st = _CACHE.storages.get(key)
+            if st is None or not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                st = JournalStorage(JournalFileBackend(key))
+                _CACHE.storages[key] = st
+            return st
+
+    def study_names(self) -> list[str]:
+        """Every study in the store (all versions), oldest file first."""
+        out: list[str] = []
+        if not self.directory.is_dir():
+            return out
+        for path in sorted(self.directory.glob("*.journal"), key=lambda p: p.stat().st_mtime):
+            out.extend(s.study_name for s in self.storage(path.stem).get_all_studies())
+        return out
+
+    def _names_near(self, base: str) -> list[str]:
+        # All versions of a name share one file: read only that one.
+        if not self.journal_path(base).exists():
+            return []
+        return [s.study_name for s in self.storage(base).get_all_studies()]
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """A cross-process file lock for one study (trial budget accounting)."""
+        from optuna.storages.journal import JournalFileOpenLock
+
+        path = _CACHE.lock_paths.get((self.directory, name))
+        if path is None:
+            p = self.directory / f"{base_name(name)}.journal.budget"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            path = _CACHE.lock_paths[(self.directory, name)] = str(p)
+        lock = JournalFileOpenLock(path, grace_period=30)
+        while not lock.acquire():  # pragma: no cover - acquire blocks until it succeeds
+            time.sleep(0.01)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def control(self, name: str, n_trials: int) -> BaseControl:
+        from nbtune.store.control import FileControl
+
+        return FileControl(n_trials, self.directory / "runs" / f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
+
+
+Store = JournalStore  # the public name (nbtune.Store)
+
+
+def load_study(name: str | None = None, store: str | os.PathLike[str] | None = None) -> optuna.Study:
+    """Open a study of the notebook-local store as a plain :class:`optuna.Study`.
+
+    Args:
+        name: the study name as ``%%tune`` printed it; without a version suffix the latest
+            version is opened (``name:v1`` is the first). None opens the only study of the store.
+        store: the store folder; default ``.nbtune/`` beside the notebook (or in the cwd).
+
+    Raises:
+        KeyError: no such study; the message lists the studies in the store.
+
+    Example:
+        >>> import nbtune  # doctest: +SKIP
+        >>> study = nbtune.load_study("val_acc-1a2b3c")  # doctest: +SKIP
+        >>> study.best_params  # doctest: +SKIP
+    """
+    import optuna
+
+    st = JournalStore(store if store is not None else default_store_dir(_user_ns()))
+    if name is None:
+        bases = sorted({base_name(n) for n in st.study_names()})
+        if len(bases) != 1:
+            raise KeyError(f"the store {st.directory} holds {len(bases)} studies {bases}; pass the name of one")
+        name = bases[0]
+    versions = st.versions(name)
+    if not versions:
+        known = sorted({base_name(n) for n in st.study_names()})
+        raise KeyError(f"no study {name!r} in {st.directory}; the store holds {known}")
+    if ":v" in name:
+        target = versioned(base_name(name), int(name.rsplit(":v", 1)[1]))
+        if target not in versions:
+            raise KeyError(f"no version {name!r} in {st.directory}; the versions are {versions}")
+    else:
+        target = versions[-1]
+    return optuna.load_study(study_name=target, storage=st.storage(target))
+
+
+def _user_ns() -> dict[str, Any] | None:
+    try:
+        from IPython.core.getipython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    ip = get_ipython()
+    return ip.user_ns if ip is not None else None

@@ -1,0 +1,72 @@
+"""The view contract: what a live view of a running search is given, and what it must do.
+
+``tune(..., view=...)`` takes a name (``"auto"``, ``"widget"``, ``"text"``) or a factory
+``(run: RunInfo, search: Search) -> BaseView``. The driver creates the view after the
+study is prepared and before the workers start, calls :meth:`BaseView.update` from the
+kernel's main thread about ten times a second while trials run, and :meth:`BaseView.close`
+once at the end. Views only read: the study, the result, and the search's control flags
+(which their buttons may set).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune.cell.program import CellProgram
+    from nbtune.run.coordinator import Search
+    from nbtune.run.schedulers import SchedulerSpec
+    from nbtune.view.result import TuneResult
+
+__all__ = ["BaseView", "RunInfo", "ViewFactory"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a view knows about the run it shows.
+
+    Attributes:
+        study: the study (read it; never write).
+        metric: the metric's variable name; direction: ``"maximize"`` or ``"minimize"``.
+        sampler: the sampler's name; scheduler: how trials are stopped early.
+        program: the compiled cell (its parameters are ``program.params``).
+        n_jobs: the number of workers; backend: where they run.
+    """
+
+    study: optuna.Study
+    metric: str
+    direction: str
+    sampler: str
+    scheduler: SchedulerSpec
+    program: CellProgram
+    n_jobs: int = 1
+    backend: str = "inline"
+
+
+class BaseView(abc.ABC):
+    """A live view of one search.
+
+    Contract:
+        * :meth:`update` is called about ten times a second while trials run; it throttles
+          itself (redraw at most a few times a second) and must not raise.
+        * :meth:`close` is called exactly once, with the final result; ``handover`` is False
+          when the search ends in an error and no result will be displayed.
+        * :attr:`widget`: what the result's display should show in its place after a
+          handover (an ipywidget), or None: the result then shows its own summary.
+    """
+
+    widget: Any = None
+
+    @abc.abstractmethod
+    def update(self) -> None: ...
+
+    def close(self, result: TuneResult, handover: bool = True) -> None:  # noqa: B027 - optional hook
+        """The search ended: draw the final state."""
+
+
+ViewFactory = Callable[["RunInfo", "Search"], BaseView]

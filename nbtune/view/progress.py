@@ -1,0 +1,58 @@
+"""Progress arithmetic shared by the live views: counts at one moment, elapsed time, ETA."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from nbtune.store.attrs import finished_count, is_interrupted
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Clock", "Snapshot", "duration", "eta_text"]
+
+
+class Clock:
+    """Wall clock; tests substitute a fake one to check throttling without sleeping."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+
+
+class Snapshot:
+    """Counts and progress of a study at one moment, computed once per refresh."""
+
+    def __init__(self, trials: list[optuna.trial.FrozenTrial], target: int, direction: str, metric: str) -> None:
+        from optuna.trial import TrialState
+
+        self.trials = trials
+        self.target = target
+        self.finished = finished_count(trials)
+        self.running = [t for t in trials if t.state == TrialState.RUNNING]
+        self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
+        self.interrupted = sum(1 for t in trials if is_interrupted(t))
+        self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        self.best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
+        self.direction = direction
+        self.metric = metric
+
+
+def eta_text(snap: Snapshot, elapsed: float, finished_at_start: int) -> str:
+    n_new = snap.finished - finished_at_start
+    left = snap.target - snap.finished
+    if n_new <= 0 or left <= 0:
+        return ""
+    return f"ETA {duration(elapsed / n_new * left)}"
+
+
+def duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
+
+

@@ -1,0 +1,101 @@
+"""The result of a search: the ``optuna.Study`` plus the views people want of it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbtune.run.schedulers import format_decision
+from nbtune.store.attrs import ATTR
+from nbtune.view.summary import StudySummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbtune.view.base import BaseView
+
+__all__ = ["TuneResult"]
+
+
+class TuneResult(StudySummary):
+    """What ``%%tune`` returns (and binds with ``--out``).
+
+    Attributes:
+        study: the :class:`optuna.Study`, live on the notebook-local store.
+        metric: the metric's variable name.
+        messages: notes about this run (resumed, new version, stopped because...).
+
+    Example:
+        >>> res = nbtune.tune(cell, maximize="val_acc", n_trials=20)  # doctest: +SKIP
+        >>> res.best_params, res.best_value  # doctest: +SKIP
+        >>> res.trials_dataframe().sort_values("value").head()  # doctest: +SKIP
+    """
+
+    _view: BaseView | None = None
+
+    def trials_dataframe(self) -> pd.DataFrame:
+        """One row per trial: Optuna's columns plus the reasons nbtune recorded.
+
+        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``,
+        ``interrupted``, ``output`` (the tail of what the trial printed), and for stopped trials ``stopped_epoch``, ``stopped_rung``,
+        ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
+        """
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "datetime_start": t.datetime_start,
+                "datetime_complete": t.datetime_complete,
+                "duration": (t.datetime_complete - t.datetime_start) if t.datetime_complete and t.datetime_start else None,
+            }
+            for k, v in t.params.items():
+                row[f"params_{k}"] = v
+            row["epochs"] = t.last_step
+            row["baseline"] = bool(t.user_attrs.get(ATTR.BASELINE, False))
+            row["error"] = t.user_attrs.get(ATTR.ERROR)
+            row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
+            row["output"] = t.user_attrs.get(ATTR.OUTPUT)
+            d = t.user_attrs.get(ATTR.DECISION)
+            if d:
+                row.update(
+                    stopped_epoch=d.get("epoch"), stopped_rung=d.get("rung"), stopped_bracket=d.get("bracket"),
+                    stopped_cutoff=d.get("cutoff"), stopped_n_compared=d.get("n_compared"),
+                    stopped_reason=format_decision(t.number, d, self.metric, self.direction),
+                )
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return df
+        # The same columns and dtypes whether or not any trial was stopped.
+        for col in ("stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cutoff", "stopped_n_compared"):
+            df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
+        if "stopped_reason" not in df:
+            df["stopped_reason"] = None
+        return df.set_index("number")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        # In a notebook the live dashboard (a widget) is the richest view; the HTML summary
+        # is the fallback for GitHub, nbconvert and anything without a widget front end.
+        bundle: dict[str, Any] = {"text/plain": self.summary(), "text/html": self.html()}
+        widget = self._view.widget if self._view is not None else None
+        if widget is not None:
+            wb = widget._repr_mimebundle_()
+            if isinstance(wb, dict):
+                bundle.update({k: v for k, v in wb.items() if k.startswith("application/vnd.jupyter.widget")})
+        return bundle
+
+    def attach_view(self, view: BaseView) -> None:
+        """Display ``view``'s widget (a live dashboard that ended) as this result's display."""
+        self._view = view
+
+    def show(self) -> Any:
+        """The dashboard widget of this study (table, stopped-early log, plots)."""
+        from nbtune.view.widgets import show
+
+        view = show(self)
+        self._view = view
+        return view.widget
+

@@ -1,0 +1,58 @@
+"""A run's stop flags, trial target and worker registry, shared by threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+
+from nbtune.store.control import FileControl
+from nbtune.store.journal import JournalStore
+
+
+def _worker_side(control: FileControl, q) -> None:
+    control.register_worker(0)
+    q.put((control.stop_requested(), control.stop_now_requested(), control.target()))
+    control.set_target(12)
+    control.stop("bug")
+
+
+def test_flags_reach_another_process_and_back(tmp_path):
+    control = JournalStore(tmp_path).control("study", 5)
+    assert str(tmp_path) in control.directory  # inside the store: every worker that reaches it sees it
+    assert control.target() == 5 and not control.stop_requested() and control.why() == ""
+    control.stop_now()
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_worker_side, args=(control, q))
+    p.start()
+    assert q.get(timeout=60) == (True, True, 5)
+    p.join(60)
+    assert control.target() == 12 and control.why() == "bug"
+    assert control.worker_pids() == [p.pid]
+    control.forget_workers()
+    assert control.worker_pids() == []
+    control.cleanup()
+    assert not os.path.exists(control.directory)
+
+
+def test_stop_is_not_stop_now():
+    control = FileControl(3)
+    control.stop("timeout")
+    assert control.stop_requested() and not control.stop_now_requested() and control.why() == "timeout"
+    control.cleanup()
+
+
+def test_a_pickled_copy_sees_flags_set_later():
+    control = FileControl(3)
+    copy = pickle.loads(pickle.dumps(control))
+    assert not copy.stop_requested()
+    control.stop("stop")
+    assert copy.stop_requested() and copy.why() == "stop"
+    control.cleanup()
+
+
+def test_target_survives_an_unreadable_file():
+    control = FileControl(7)
+    control.set_target(9)
+    control.cleanup()  # the folder is gone: the last target seen stands
+    assert control.target() == 9
