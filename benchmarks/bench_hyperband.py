@@ -106,28 +106,39 @@ METHODS = {  # name -> nbtune.tune keyword arguments
 
 # --- the tasks ----------------------------------------------------------------------------
 def make_model(lr: float, alpha: float, hidden: int) -> MLPClassifier:
-    return MLPClassifier(solver="adam", learning_rate_init=lr, alpha=alpha, hidden_layer_sizes=(int(hidden),),
-                         random_state=MODEL_SEED)
+    return MLPClassifier(
+        solver="adam", learning_rate_init=lr, alpha=alpha, hidden_layer_sizes=(int(hidden),), random_state=MODEL_SEED
+    )
 
 
 def split(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """60/20/20 train/validation/holdout, stratified; features standardised on train."""
     X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.4, stratify=y, random_state=DATA_SEED)
-    X_val, X_ho, y_val, y_ho = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest,
-                                                random_state=DATA_SEED)
+    X_val, X_ho, y_val, y_ho = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=DATA_SEED)
     sc = StandardScaler().fit(X_tr)
-    return {"X_train": sc.transform(X_tr), "y_train": y_tr, "X_val": sc.transform(X_val), "y_val": y_val,
-            "X_holdout": sc.transform(X_ho), "y_holdout": y_ho, "classes": np.unique(y)}
+    return {
+        "X_train": sc.transform(X_tr),
+        "y_train": y_tr,
+        "X_val": sc.transform(X_val),
+        "y_val": y_val,
+        "X_holdout": sc.transform(X_ho),
+        "y_holdout": y_ho,
+        "classes": np.unique(y),
+    }
 
 
 def tasks() -> dict[str, tuple[str, dict[str, Any]]]:
     X, y = load_digits(return_X_y=True)
-    X2, y2 = make_classification(n_samples=3000, n_features=40, n_informative=10, class_sep=0.8, flip_y=0.05,
-                                 random_state=DATA_SEED)
+    X2, y2 = make_classification(
+        n_samples=3000, n_features=40, n_informative=10, class_sep=0.8, flip_y=0.05, random_state=DATA_SEED
+    )
     return {
         "digits": ("load_digits (1797 x 64, 10 classes), MLPClassifier adam, partial_fit per epoch", split(X, y)),
-        "synthetic": ("make_classification(n_samples=3000, n_features=40, n_informative=10, class_sep=0.8, "
-                      "flip_y=0.05), MLPClassifier adam, partial_fit per epoch", split(X2, y2)),
+        "synthetic": (
+            "make_classification(n_samples=3000, n_features=40, n_informative=10, class_sep=0.8, "
+            "flip_y=0.05), MLPClassifier adam, partial_fit per epoch",
+            split(X2, y2),
+        ),
     }
 
 
@@ -144,7 +155,9 @@ def epochs_of(t: optuna.trial.FrozenTrial) -> int:
     return int(t.last_step or 0)
 
 
-def run_search(method: str, data: dict[str, Any], seed: int, budget: int) -> tuple[list[optuna.trial.FrozenTrial], int, float]:
+def run_search(
+    method: str, data: dict[str, Any], seed: int, budget: int
+) -> tuple[list[optuna.trial.FrozenTrial], int, float]:
     """The study's trials (in order, all of them) and how many ``tune`` calls it took."""
     kwargs = METHODS[method]
     user_ns = {k: data[k] for k in ("X_train", "y_train", "X_val", "y_val", "classes")} | {"make_model": make_model}
@@ -160,8 +173,18 @@ def run_search(method: str, data: dict[str, Any], seed: int, budget: int) -> tup
         while True:
             # Optuna's HyperbandPruner assigns trials to brackets by a hash of the study name and
             # the trial number, so the name varies with the seed: seeds vary the bracket sequence too.
-            res = nbtune.tune(CELL, maximize="val_acc", n_trials=n_trials, seed=seed, store=store,
-                              name=f"bench-seed{seed}", user_ns=user_ns, view=None, n_jobs=1, **kwargs)
+            res = nbtune.tune(
+                CELL,
+                maximize="val_acc",
+                n_trials=n_trials,
+                seed=seed,
+                store=store,
+                name=f"bench-seed{seed}",
+                user_ns=user_ns,
+                view=None,
+                n_jobs=1,
+                **kwargs,
+            )
             calls += 1
             trials = sorted(res.study.get_trials(deepcopy=True), key=lambda t: t.number)
             spent = sum(epochs_of(t) for t in trials)
@@ -194,29 +217,45 @@ def analyse(trials: list[optuna.trial.FrozenTrial], budget: int, grid: list[int]
     span = (used[-1].datetime_complete - used[0].datetime_start).total_seconds() if used else 0.0
     return {
         "seconds_in_budget": span,
-        "history": history, "curve": curve, "best_val": best if best_trial is not None else None,
-        "best_trial": best_trial, "best_at": best_at, "epochs_used": cum, "trials_in_budget": len(used),
-        "trials_run": len(trials), "epochs_run": sum(epochs_of(t) for t in trials),
-        "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+        "history": history,
+        "curve": curve,
+        "best_val": best if best_trial is not None else None,
+        "best_trial": best_trial,
+        "best_at": best_at,
+        "epochs_used": cum,
+        "trials_in_budget": len(used),
+        "trials_run": len(trials),
+        "epochs_run": sum(epochs_of(t) for t in trials),
+        "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
     }
 
 
-def stopped_diagnosis(used: list[optuna.trial.FrozenTrial], data: dict[str, Any], own_best: float | None,
-                      best_of_all: float) -> dict[str, Any]:
+def stopped_diagnosis(
+    used: list[optuna.trial.FrozenTrial], data: dict[str, Any], own_best: float | None, best_of_all: float
+) -> dict[str, Any]:
     """Train every trial Hyperband stopped for the full epochs: would any have won? (late bloomers)"""
     rows = []
     for t in used:
         if t.state != TrialState.PRUNED:
             continue
         full, _ = retrain(t.params, data)
-        rows.append({"number": t.number, "stopped_at_epoch": t.last_step,
-                     "value_when_stopped": t.intermediate_values[t.last_step], "full_val": full})
+        rows.append(
+            {
+                "number": t.number,
+                "stopped_at_epoch": t.last_step,
+                "value_when_stopped": t.intermediate_values[t.last_step],
+                "full_val": full,
+            }
+        )
     own = -math.inf if own_best is None else own_best
-    return {"n_stopped": len(rows),
-            "would_beat_own_best": sum(r["full_val"] > own for r in rows),
-            "would_beat_best_of_all": sum(r["full_val"] > best_of_all for r in rows),
-            "best_full_val_of_stopped": max((r["full_val"] for r in rows), default=None),
-            "trials": rows}
+    return {
+        "n_stopped": len(rows),
+        "would_beat_own_best": sum(r["full_val"] > own for r in rows),
+        "would_beat_best_of_all": sum(r["full_val"] > best_of_all for r in rows),
+        "best_full_val_of_stopped": max((r["full_val"] for r in rows), default=None),
+        "trials": rows,
+    }
 
 
 def rank_correlations(curves: dict[tuple[Any, ...], dict[int, float]]) -> dict[str, Any]:
@@ -249,11 +288,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 (default 3)")
     ap.add_argument("--budget", type=int, default=20 * EPOCHS, help=f"epochs per search (default 20 x {EPOCHS})")
-    ap.add_argument("--target", type=float, nargs="+", default=[0.98, 0.995],
-                    help="targets as fractions of the best validation accuracy any method reached on that task "
-                         "and seed (default 0.98 0.995)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results"),
-                    help="folder for hyperband.json and hyperband.png (default benchmarks/results)")
+    ap.add_argument(
+        "--target",
+        type=float,
+        nargs="+",
+        default=[0.98, 0.995],
+        help="targets as fractions of the best validation accuracy any method reached on that task "
+        "and seed (default 0.98 0.995)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).with_name("results"),
+        help="folder for hyperband.json and hyperband.png (default benchmarks/results)",
+    )
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.perf_counter()
@@ -264,16 +312,28 @@ def main() -> None:
 
     out: dict[str, Any] = {
         "what": "best validation accuracy vs epochs spent at an equal epoch budget: Hyperband+TPE vs full-fidelity "
-                "TPE and random search (nbtune.tune, one job)",
+        "TPE and random search (nbtune.tune, one job)",
         "command": f"python benchmarks/bench_hyperband.py --seeds {args.seeds} --budget {args.budget} "
-                   f"--target {' '.join(map(str, args.target))}",
-        "config": {"budget_epochs": args.budget, "epochs_per_full_trial": EPOCHS, "seeds": list(range(args.seeds)),
-                   "target_fractions": args.target, "hyperband": {"r": 1, "R": EPOCHS, "eta": 3},
-                   "grid_epochs": grid, "cell": CELL, "methods": METHODS,
-                   "split": "60/20/20 train/validation/holdout, stratified, random_state=0, StandardScaler on train",
-                   "model_random_state": MODEL_SEED},
-        "versions": {"python": platform.python_version(), "nbtune": getattr(nbtune, "__version__", "?"),
-                     "optuna": optuna.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__},
+        f"--target {' '.join(map(str, args.target))}",
+        "config": {
+            "budget_epochs": args.budget,
+            "epochs_per_full_trial": EPOCHS,
+            "seeds": list(range(args.seeds)),
+            "target_fractions": args.target,
+            "hyperband": {"r": 1, "R": EPOCHS, "eta": 3},
+            "grid_epochs": grid,
+            "cell": CELL,
+            "methods": METHODS,
+            "split": "60/20/20 train/validation/holdout, stratified, random_state=0, StandardScaler on train",
+            "model_random_state": MODEL_SEED,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "nbtune": getattr(nbtune, "__version__", "?"),
+            "optuna": optuna.__version__,
+            "sklearn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
         "tasks": {},
     }
     for task, (desc, data) in tasks().items():
@@ -286,11 +346,14 @@ def main() -> None:
                 a = analyse(trials, args.budget, grid)
                 a["seconds"] = secs
                 a["tune_calls"] = calls
-                a["used_trials"] = trials[:a["trials_in_budget"]]
+                a["used_trials"] = trials[: a["trials_in_budget"]]
                 per_seed[method] = a
-                print(f"  {task:9s} seed {seed} {method:13s} best val {a['best_val'] or float('nan'):.4f}  "
-                      f"{a['trials_in_budget']} trials in budget ({a['complete']} complete, {a['pruned']} pruned)  "
-                      f"{a['seconds_in_budget']:5.1f}s in budget ({secs:.1f}s with the overshoot)", flush=True)
+                print(
+                    f"  {task:9s} seed {seed} {method:13s} best val {a['best_val'] or float('nan'):.4f}  "
+                    f"{a['trials_in_budget']} trials in budget ({a['complete']} complete, {a['pruned']} pruned)  "
+                    f"{a['seconds_in_budget']:5.1f}s in budget ({secs:.1f}s with the overshoot)",
+                    flush=True,
+                )
             top = max(a["best_val"] for a in per_seed.values() if a["best_val"] is not None)
             targets = {f"{f:g}": f * top for f in args.target}
             for method, a in per_seed.items():
@@ -304,19 +367,31 @@ def main() -> None:
                     for t in used:  # pooled for the early-vs-final rank correlation
                         if t.state == TrialState.COMPLETE:
                             full_fidelity.setdefault(tuple(sorted(t.params.items())), t.intermediate_values)
-                runs[method].append({
-                    "seed": seed,
-                    "best_val": a["best_val"], "best_params": bt.params, "best_trial_number": bt.number,
-                    "best_found_at_epoch": a["best_at"],
-                    "holdout_acc": hold, "retrain_val": val, "retrain_matches": abs(val - a["best_val"]) < 1e-12,
-                    "targets": targets,
-                    "epochs_to_target": {k: epochs_to(a["history"], v) for k, v in targets.items()},
-                    "epochs_used": a["epochs_used"], "trials_in_budget": a["trials_in_budget"],
-                    "complete_in_budget": a["complete"], "pruned_in_budget": a["pruned"],
-                    "trials_run": a["trials_run"], "epochs_run": a["epochs_run"], "tune_calls": a["tune_calls"],
-                    "seconds_total": a["seconds"], "seconds_in_budget": a["seconds_in_budget"], "curve": a["curve"],
-                    **extra,
-                })
+                runs[method].append(
+                    {
+                        "seed": seed,
+                        "best_val": a["best_val"],
+                        "best_params": bt.params,
+                        "best_trial_number": bt.number,
+                        "best_found_at_epoch": a["best_at"],
+                        "holdout_acc": hold,
+                        "retrain_val": val,
+                        "retrain_matches": abs(val - a["best_val"]) < 1e-12,
+                        "targets": targets,
+                        "epochs_to_target": {k: epochs_to(a["history"], v) for k, v in targets.items()},
+                        "epochs_used": a["epochs_used"],
+                        "trials_in_budget": a["trials_in_budget"],
+                        "complete_in_budget": a["complete"],
+                        "pruned_in_budget": a["pruned"],
+                        "trials_run": a["trials_run"],
+                        "epochs_run": a["epochs_run"],
+                        "tune_calls": a["tune_calls"],
+                        "seconds_total": a["seconds"],
+                        "seconds_in_budget": a["seconds_in_budget"],
+                        "curve": a["curve"],
+                        **extra,
+                    }
+                )
         summary = {}
         for method, rs in runs.items():
             curves = np.array([[np.nan if v is None else v for v in r["curve"]] for r in rs], dtype=float)
@@ -324,10 +399,13 @@ def main() -> None:
             summary[method] = {
                 "median_best_val": statistics.median(r["best_val"] for r in rs),
                 "median_holdout_acc": statistics.median(r["holdout_acc"] for r in rs),
-                "median_epochs_to_target": {k: median_or_none([r["epochs_to_target"][k] for r in rs])
-                                            for k in rs[0]["epochs_to_target"]},
-                "reached_target": {k: f"{sum(r['epochs_to_target'][k] is not None for r in rs)}/{len(rs)}"
-                                   for k in rs[0]["epochs_to_target"]},
+                "median_epochs_to_target": {
+                    k: median_or_none([r["epochs_to_target"][k] for r in rs]) for k in rs[0]["epochs_to_target"]
+                },
+                "reached_target": {
+                    k: f"{sum(r['epochs_to_target'][k] is not None for r in rs)}/{len(rs)}"
+                    for k in rs[0]["epochs_to_target"]
+                },
                 "median_trials_in_budget": statistics.median(r["trials_in_budget"] for r in rs),
                 "median_complete_in_budget": statistics.median(r["complete_in_budget"] for r in rs),
                 "median_seconds_in_budget": statistics.median(r["seconds_in_budget"] for r in rs),
@@ -339,8 +417,11 @@ def main() -> None:
         versus = {}
         for m in ("tpe", "random"):
             diffs = [h["best_val"] - r["best_val"] for h, r in zip(hb, runs[m])]
-            versus[m] = {"better": sum(d > 1e-12 for d in diffs), "tie": sum(abs(d) <= 1e-12 for d in diffs),
-                         "worse": sum(d < -1e-12 for d in diffs)}
+            versus[m] = {
+                "better": sum(d > 1e-12 for d in diffs),
+                "tie": sum(abs(d) <= 1e-12 for d in diffs),
+                "worse": sum(d < -1e-12 for d in diffs),
+            }
         st = [r["stopped_trials"] for r in hb]
         late = {
             "median_stopped": statistics.median(x["n_stopped"] for x in st),
@@ -349,8 +430,13 @@ def main() -> None:
             "seeds_where_a_stopped_trial_would_beat_own_best": sum(x["would_beat_own_best"] > 0 for x in st),
             "rank_correlation_with_final": rank_correlations(full_fidelity),
         }
-        out["tasks"][task] = {"description": desc, "summary": summary, "hyperband_vs": versus,
-                              "late_bloomers": late, "runs": runs}
+        out["tasks"][task] = {
+            "description": desc,
+            "summary": summary,
+            "hyperband_vs": versus,
+            "late_bloomers": late,
+            "runs": runs,
+        }
 
     out["runtime_seconds"] = time.perf_counter() - t_start
     results = args.out
@@ -365,11 +451,16 @@ def print_table(out: dict[str, Any]) -> None:
     cfg = out["config"]
     n = len(cfg["seeds"])
     keys = [f"{f:g}" for f in cfg["target_fractions"]]
-    print(f"\nmedians over {n} seeds; budget {cfg['budget_epochs']} epochs (= {cfg['budget_epochs'] / EPOCHS:g} full "
-          f"trials); 'to X': epochs spent until the best-so-far reached X x the best validation accuracy any "
-          f"method reached on that task and seed (seeds that reached it / all)")
-    head = (f"{'task':10s} {'method':14s} {'best val':>8s} {'holdout':>8s} "
-            + " ".join(f"{'to ' + k:>12s}" for k in keys) + f" {'trials (full)':>13s} {'time':>6s}")
+    print(
+        f"\nmedians over {n} seeds; budget {cfg['budget_epochs']} epochs (= {cfg['budget_epochs'] / EPOCHS:g} full "
+        f"trials); 'to X': epochs spent until the best-so-far reached X x the best validation accuracy any "
+        f"method reached on that task and seed (seeds that reached it / all)"
+    )
+    head = (
+        f"{'task':10s} {'method':14s} {'best val':>8s} {'holdout':>8s} "
+        + " ".join(f"{'to ' + k:>12s}" for k in keys)
+        + f" {'trials (full)':>13s} {'time':>6s}"
+    )
     print(head)
     print("-" * len(head))
     for task, t in out["tasks"].items():
@@ -379,18 +470,27 @@ def print_table(out: dict[str, Any]) -> None:
                 e = s["median_epochs_to_target"][k]
                 ets.append(f"{'never' if e is None else f'{e:g}'} ({s['reached_target'][k]})")
             tr = f"{s['median_trials_in_budget']:g} ({s['median_complete_in_budget']:g})"
-            print(f"{task:10s} {method:14s} {s['median_best_val']:8.4f} {s['median_holdout_acc']:8.4f} "
-                  + " ".join(f"{e:>12s}" for e in ets) + f" {tr:>13s} {s['median_seconds_in_budget']:5.1f}s")
+            print(
+                f"{task:10s} {method:14s} {s['median_best_val']:8.4f} {s['median_holdout_acc']:8.4f} "
+                + " ".join(f"{e:>12s}" for e in ets)
+                + f" {tr:>13s} {s['median_seconds_in_budget']:5.1f}s"
+            )
         h = t["hyperband_vs"]
-        print(f"{'':10s} hyperband+tpe per seed, best val: " + "; ".join(
-            f"vs {m} {c['better']} better / {c['tie']} tie / {c['worse']} worse" for m, c in h.items()))
+        print(
+            f"{'':10s} hyperband+tpe per seed, best val: "
+            + "; ".join(f"vs {m} {c['better']} better / {c['tie']} tie / {c['worse']} worse" for m, c in h.items())
+        )
         lb = t["late_bloomers"]
         rc = lb["rank_correlation_with_final"]
-        print(f"{'':10s} stopped trials trained fully (median over seeds): {lb['median_would_beat_own_best']:g} of "
-              f"{lb['median_stopped']:g} would have beaten Hyperband's best ({lb['median_would_beat_best_of_all']:g} the "
-              f"best of all methods); on {lb['seeds_where_a_stopped_trial_would_beat_own_best']}/{n} seeds at least one")
-        print(f"{'':10s} Spearman(val at epoch 1/3/9, val at epoch {EPOCHS}) over {rc['n_configs']} full-fidelity "
-              f"configs: {rc['epoch_1']:.2f} / {rc['epoch_3']:.2f} / {rc['epoch_9']:.2f}")
+        print(
+            f"{'':10s} stopped trials trained fully (median over seeds): {lb['median_would_beat_own_best']:g} of "
+            f"{lb['median_stopped']:g} would have beaten Hyperband's best ({lb['median_would_beat_best_of_all']:g} the "
+            f"best of all methods); on {lb['seeds_where_a_stopped_trial_would_beat_own_best']}/{n} seeds at least one"
+        )
+        print(
+            f"{'':10s} Spearman(val at epoch 1/3/9, val at epoch {EPOCHS}) over {rc['n_configs']} full-fidelity "
+            f"configs: {rc['epoch_1']:.2f} / {rc['epoch_3']:.2f} / {rc['epoch_9']:.2f}"
+        )
 
 
 def plot(out: dict[str, Any], grid: list[int], path: Path) -> None:
@@ -402,8 +502,11 @@ def plot(out: dict[str, Any], grid: list[int], path: Path) -> None:
     tasks_ = out["tasks"]
     fig, axes = plt.subplots(1, len(tasks_), figsize=(6 * len(tasks_), 4.2), squeeze=False)
     colors = {"hyperband+tpe": "tab:red", "tpe": "tab:blue", "random": "tab:gray"}
-    labels = {"hyperband+tpe": "Hyperband + TPE (nbtune default)",
-              "tpe": "TPE, full fidelity (= random for its first 10 trials)", "random": "random, full fidelity"}
+    labels = {
+        "hyperband+tpe": "Hyperband + TPE (nbtune default)",
+        "tpe": "TPE, full fidelity (= random for its first 10 trials)",
+        "random": "random, full fidelity",
+    }
     styles = {"hyperband+tpe": "-", "tpe": "-", "random": "--"}
     for ax, (task, t) in zip(axes[0], tasks_.items()):
         lows = []

@@ -27,7 +27,11 @@ def raw_optuna(n: int, sampler: str, store: str) -> float:
     from optuna.storages.journal import JournalFileBackend
 
     storage = JournalStorage(JournalFileBackend(f"{store}/raw.journal"))
-    s = optuna.samplers.RandomSampler(seed=0) if sampler == "random" else optuna.samplers.TPESampler(seed=0, multivariate=True)
+    s = (
+        optuna.samplers.RandomSampler(seed=0)
+        if sampler == "random"
+        else optuna.samplers.TPESampler(seed=0, multivariate=True)
+    )
     study = optuna.create_study(storage=storage, sampler=s)
 
     def objective(trial: optuna.Trial) -> float:
@@ -53,8 +57,9 @@ def nbtune_run(n: int, sampler: str, store: str, view=None, throughput: bool = F
 def widget_factory(run, search):
     from nbtune.view.widgets import WidgetView
 
-    return WidgetView(run.study, run.metric, run.direction, sampler=run.sampler,
-                      scheduler=run.scheduler, search=search, display=False)
+    return WidgetView(
+        run.study, run.metric, run.direction, sampler=run.sampler, scheduler=run.scheduler, search=search, display=False
+    )
 
 
 def main() -> None:
@@ -73,10 +78,17 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as d:
                 ours.append(nbtune_run(args.trials, sampler, d))
         r, o = statistics.median(raw), statistics.median(ours)
-        out[sampler] = {"raw_optuna_s": r, "nbtune_s": o, "ratio": o / r,
-                        "raw_ms_per_trial": 1000 * r / args.trials, "nbtune_ms_per_trial": 1000 * o / args.trials}
-        print(f"{sampler:6s}: raw Optuna {1000 * r / args.trials:6.2f} ms/trial · nbtune {1000 * o / args.trials:6.2f} "
-              f"ms/trial · ratio {o / r:.2f}x (target <= 1.2x)")
+        out[sampler] = {
+            "raw_optuna_s": r,
+            "nbtune_s": o,
+            "ratio": o / r,
+            "raw_ms_per_trial": 1000 * r / args.trials,
+            "nbtune_ms_per_trial": 1000 * o / args.trials,
+        }
+        print(
+            f"{sampler:6s}: raw Optuna {1000 * r / args.trials:6.2f} ms/trial · nbtune {1000 * o / args.trials:6.2f} "
+            f"ms/trial · ratio {o / r:.2f}x (target <= 1.2x)"
+        )
     plain, widget = [], []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as d:

@@ -32,20 +32,30 @@ def calibrate(seconds: float) -> int:
     return int(n / 2 * seconds / t)
 
 
-CELL = '''\
+CELL = """\
 x = 0.5  # tune: uniform(0.0, 1.0)
 s = 0
 for i in range(N_ITER):
     s += i * i % 7
 loss = (x - 0.3) ** 2 + s * 0
-'''
+"""
 
 
 def run_nbtune(n_trials: int, n_jobs: int, n_iter: int, backend: str = "auto") -> float:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        res = nbtune.tune(CELL, minimize="loss", n_trials=n_trials, n_jobs=n_jobs, backend=backend,
-                          user_ns={"N_ITER": n_iter}, store=d, seed=0, sampler="random", view=None)
+        res = nbtune.tune(
+            CELL,
+            minimize="loss",
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            backend=backend,
+            user_ns={"N_ITER": n_iter},
+            store=d,
+            seed=0,
+            sampler="random",
+            view=None,
+        )
         assert res.n_finished == n_trials
         return time.perf_counter() - t
 
@@ -77,9 +87,18 @@ def main() -> None:
     thr = run_nbtune(args.trials, 2, n_iter, backend="threading")
     o1 = run_optuna_threads(args.trials, 1, n_iter)
     o2 = run_optuna_threads(args.trials, 2, n_iter)
-    out = {"trials": args.trials, "work_s": args.work, "nbtune_jobs1_s": one, "nbtune_jobs2_s": two,
-           "nbtune_jobs2_threading_s": thr, "speedup_jobs2": one / two, "speedup_threading": one / thr,
-           "optuna_njobs1_s": o1, "optuna_njobs2_s": o2, "optuna_speedup": o1 / o2}
+    out = {
+        "trials": args.trials,
+        "work_s": args.work,
+        "nbtune_jobs1_s": one,
+        "nbtune_jobs2_s": two,
+        "nbtune_jobs2_threading_s": thr,
+        "speedup_jobs2": one / two,
+        "speedup_threading": one / thr,
+        "optuna_njobs1_s": o1,
+        "optuna_njobs2_s": o2,
+        "optuna_speedup": o1 / o2,
+    }
     print(f"--jobs 1: {one:.2f} s · --jobs 2 (processes): {two:.2f} s · speed-up {one / two:.2f}x (target >= 1.8x)")
     print(f"--jobs 2 --backend threading: {thr:.2f} s · speed-up {one / thr:.2f}x")
     print(f"Optuna n_jobs=1: {o1:.2f} s · n_jobs=2 (threads): {o2:.2f} s · speed-up {o1 / o2:.2f}x")

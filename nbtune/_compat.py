@@ -57,9 +57,17 @@ def new_trial_with_attrs(study: optuna.Study, user_attrs: dict[str, Any]) -> opt
     storage = storage_of(study)
     if tid is None:
         template = FrozenTrial(
-            number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
-            datetime_complete=None, params={}, distributions={}, user_attrs=dict(user_attrs),
-            system_attrs={}, intermediate_values={}, trial_id=-1,
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.datetime.now(),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs=dict(user_attrs),
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,
         )
         tid = storage.create_new_trial(study._study_id, template_trial=template)
     else:

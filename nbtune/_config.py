@@ -23,68 +23,147 @@ __all__ = ["TuneConfig", "parse_timeout", "with_config_signature", "magic_argume
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
 
 
-def _opt(default: Any, help: str, *flags: str, metavar: str | None = None, type: Any = None,
-         flag_help: str | None = None) -> Any:
+def _opt(
+    default: Any, help: str, *flags: str, metavar: str | None = None, type: Any = None, flag_help: str | None = None
+) -> Any:
     """A dataclass field with what the API docs and the magic need to know about it.
 
     ``flags`` are the magic's option strings (none: an API-only option); ``type`` the
     argparse type; ``flag_help`` the magic's wording when it differs from the API's.
     """
-    return field(default=default, metadata={"help": help, "flags": flags, "metavar": metavar, "type": type,
-                                             "flag_help": flag_help or help})
+    return field(
+        default=default,
+        metadata={"help": help, "flags": flags, "metavar": metavar, "type": type, "flag_help": flag_help or help},
+    )
 
 
 @dataclass
 class TuneConfig:
     """The options of one search (see ``%%tune?`` or ``help(nbtune.tune)``)."""
 
-    maximize: str | None = _opt(None, "the variable to maximise (exactly one of ``maximize``/``minimize``).",
-                                "--maximize", metavar="NAME",
-                                flag_help="the cell variable to maximise (its value when the cell ends).")
-    minimize: str | None = _opt(None, "the variable to minimise.", "--minimize", metavar="NAME",
-                                flag_help="the cell variable to minimise. Give exactly one of the two.")
-    n_trials: int = _opt(20, "target number of finished trials (complete, pruned or failed); re-running "
-                         "continues the study up to it.", "-n", "--trials", metavar="N", type=int,
-                         flag_help="target number of finished trials in the study (complete, pruned or failed); "
-                                   "re-running continues the study up to N. Default 20.")
-    timeout: str | float | None = _opt(None, "start no trial after this long (seconds, or ``\"90s\"``, ``\"10m\"``, "
-                                       "``\"2h\"``).", "--timeout", metavar="T",
-                                       flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h.")
-    sampler: str = _opt("tpe", "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``.",
-                        "--sampler", metavar="S", flag_help="tpe (default), random, grid, gp, cmaes or qmc "
-                                                            "(Optuna's samplers).")
-    seed: int | None = _opt(None, "seed of the sampler; the same seed gives the same configurations with one job.",
-                            "--seed", metavar="N", type=int,
-                            flag_help="sampler seed: the same seed gives the same configurations (1 job).")
-    name: str | None = _opt(None, "study name; by default derived from the metric and the tuned variables.",
-                            "--name", metavar="NAME")
-    store: str | Path | None = _opt(None, "the store folder; default ``.nbtune/`` beside the notebook.",
-                                    "--store", metavar="DIR",
-                                    flag_help="store folder; default .nbtune/ beside the notebook.")
-    fresh: bool = _opt(False, "start a new version of the study, keeping the old one.", "--fresh",
-                       flag_help="start a new version of the study; the old one is kept.")
-    apply: bool = _opt(False, "afterwards, run the cell in ``user_ns`` with the best values.", "--apply",
-                       flag_help="after the search, run the cell in the notebook with the best values.")
-    n_jobs: int = _opt(1, "parallel workers (-1: all cores).", "-j", "--jobs", metavar="N", type=int,
-                       flag_help="parallel workers; -1 = all cores. Default 1.")
-    backend: str = _opt("auto", "``auto`` (the kernel for 1 job, loky processes for more), ``threading``, "
-                        "``loky``, ``dask`` or ``ray``.", "--backend", metavar="B",
-                        flag_help="auto (the kernel for 1 job, processes for more), threading, loky, dask or ray.")
-    scheduler: str | None = _opt(None, "``hyperband`` (default with an epochs loop), ``asha``, ``median`` or "
-                                 "``none``.", "--scheduler", metavar="S",
-                                 flag_help="hyperband (default with an epochs loop), asha, median or none.")
-    min_epochs: int = _opt(1, "r, the epochs before the first comparison.", "--min-epochs", metavar="r", type=int,
-                           flag_help="epochs before the first comparison (r). Default 1.")
-    eta: int = _opt(3, "the reduction factor (1/eta of trials continue at each rung).", "--eta", type=int,
-                    flag_help="reduction factor: 1/eta of trials go on at each rung. Default 3.")
-    max_epochs: int | None = _opt(None, "R, needed when the epochs loop's length is not known in advance.",
-                                  "--max-epochs", metavar="R", type=int,
-                                  flag_help="epochs of a full trial, when the loop's length is not known in advance.")
+    maximize: str | None = _opt(
+        None,
+        "the variable to maximise (exactly one of ``maximize``/``minimize``).",
+        "--maximize",
+        metavar="NAME",
+        flag_help="the cell variable to maximise (its value when the cell ends).",
+    )
+    minimize: str | None = _opt(
+        None,
+        "the variable to minimise.",
+        "--minimize",
+        metavar="NAME",
+        flag_help="the cell variable to minimise. Give exactly one of the two.",
+    )
+    n_trials: int = _opt(
+        20,
+        "target number of finished trials (complete, pruned or failed); re-running continues the study up to it.",
+        "-n",
+        "--trials",
+        metavar="N",
+        type=int,
+        flag_help="target number of finished trials in the study (complete, pruned or failed); "
+        "re-running continues the study up to N. Default 20.",
+    )
+    timeout: str | float | None = _opt(
+        None,
+        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``).',
+        "--timeout",
+        metavar="T",
+        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h.",
+    )
+    sampler: str = _opt(
+        "tpe",
+        "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``.",
+        "--sampler",
+        metavar="S",
+        flag_help="tpe (default), random, grid, gp, cmaes or qmc (Optuna's samplers).",
+    )
+    seed: int | None = _opt(
+        None,
+        "seed of the sampler; the same seed gives the same configurations with one job.",
+        "--seed",
+        metavar="N",
+        type=int,
+        flag_help="sampler seed: the same seed gives the same configurations (1 job).",
+    )
+    name: str | None = _opt(
+        None, "study name; by default derived from the metric and the tuned variables.", "--name", metavar="NAME"
+    )
+    store: str | Path | None = _opt(
+        None,
+        "the store folder; default ``.nbtune/`` beside the notebook.",
+        "--store",
+        metavar="DIR",
+        flag_help="store folder; default .nbtune/ beside the notebook.",
+    )
+    fresh: bool = _opt(
+        False,
+        "start a new version of the study, keeping the old one.",
+        "--fresh",
+        flag_help="start a new version of the study; the old one is kept.",
+    )
+    apply: bool = _opt(
+        False,
+        "afterwards, run the cell in ``user_ns`` with the best values.",
+        "--apply",
+        flag_help="after the search, run the cell in the notebook with the best values.",
+    )
+    n_jobs: int = _opt(
+        1,
+        "parallel workers (-1: all cores).",
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=int,
+        flag_help="parallel workers; -1 = all cores. Default 1.",
+    )
+    backend: str = _opt(
+        "auto",
+        "``auto`` (the kernel for 1 job, loky processes for more), ``threading``, ``loky``, ``dask`` or ``ray``.",
+        "--backend",
+        metavar="B",
+        flag_help="auto (the kernel for 1 job, processes for more), threading, loky, dask or ray.",
+    )
+    scheduler: str | None = _opt(
+        None,
+        "``hyperband`` (default with an epochs loop), ``asha``, ``median`` or ``none``.",
+        "--scheduler",
+        metavar="S",
+        flag_help="hyperband (default with an epochs loop), asha, median or none.",
+    )
+    min_epochs: int = _opt(
+        1,
+        "r, the epochs before the first comparison.",
+        "--min-epochs",
+        metavar="r",
+        type=int,
+        flag_help="epochs before the first comparison (r). Default 1.",
+    )
+    eta: int = _opt(
+        3,
+        "the reduction factor (1/eta of trials continue at each rung).",
+        "--eta",
+        type=int,
+        flag_help="reduction factor: 1/eta of trials go on at each rung. Default 3.",
+    )
+    max_epochs: int | None = _opt(
+        None,
+        "R, needed when the epochs loop's length is not known in advance.",
+        "--max-epochs",
+        metavar="R",
+        type=int,
+        flag_help="epochs of a full trial, when the loop's length is not known in advance.",
+    )
     user_ns: dict[str, Any] | None = _opt(None, "the namespace whose globals the cell reads (the notebook's).")
-    transform: Callable[[str], str] | None = _opt(None, "IPython's ``transform_cell`` for ``!cmd`` and ``%magic`` "
-                                                  "lines.")
-    view: Any = _opt("auto", "``\"auto\"`` (widgets in a notebook, text elsewhere), ``\"widget\"``, ``\"text\"``, "
-                     "None (silent), or a factory ``(run: RunInfo, search) -> BaseView``.")
+    transform: Callable[[str], str] | None = _opt(
+        None, "IPython's ``transform_cell`` for ``!cmd`` and ``%magic`` lines."
+    )
+    view: Any = _opt(
+        "auto",
+        '``"auto"`` (widgets in a notebook, text elsewhere), ``"widget"``, ``"text"``, '
+        "None (silent), or a factory ``(run: RunInfo, search) -> BaseView``.",
+    )
     line_offset: int = _opt(1, "lines above the body in the notebook cell (the ``%%tune`` line).")
 
     # derived ---------------------------------------------------------------------------
@@ -111,8 +190,9 @@ class TuneConfig:
         """
         if (self.maximize is None) == (self.minimize is None):
             both = "both --maximize and --minimize were given" if self.maximize else "no metric was given"
-            raise ConfigError(f"{both}; pass exactly one of --maximize NAME or --minimize NAME "
-                              "(the cell variable to optimise)")
+            raise ConfigError(
+                f"{both}; pass exactly one of --maximize NAME or --minimize NAME (the cell variable to optimise)"
+            )
         if not _whole(self.n_trials) or self.n_trials < 1:
             raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")
         parse_timeout(self.timeout)

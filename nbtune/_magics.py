@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, needs_local_scope
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from nbtune._compat import is_asyncio_runner
@@ -130,17 +130,18 @@ class TuneMagics(Magics):
             %tune_show val_acc-3f9a2c
         """
         args = parse_argstring(self.tune_show, line)
-        from nbtune.view.result import TuneResult
         from nbtune.store.attrs import ATTR
         from nbtune.store.journal import load_study
+        from nbtune.view.result import TuneResult
 
         try:
             study = load_study(args.name, store=args.store)
         except KeyError as e:
             raise UsageError(str(e.args[0])) from None
         cfg = study.user_attrs.get(ATTR.CONFIG, {})
-        result = TuneResult(study, cfg.get("metric", "value"),
-                            scheduler=cfg.get("scheduler", ""), sampler="stored study")
+        result = TuneResult(
+            study, cfg.get("metric", "value"), scheduler=cfg.get("scheduler", ""), sampler="stored study"
+        )
         from IPython.display import display
 
         from nbtune.view.widgets import in_kernel
@@ -177,7 +178,7 @@ def _async_rewrite(lines: list[str]) -> list[str]:
     first = lines[0]
     if not first.startswith("%%tune") or first.rstrip().endswith("?"):
         return lines
-    rest = first[len("%%tune"):]
+    rest = first[len("%%tune") :]
     if rest and not rest[0].isspace():
         return lines  # another magic whose name starts with "tune"
     from IPython.core.getipython import get_ipython

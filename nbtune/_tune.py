@@ -68,9 +68,16 @@ class _Plan:
     messages: list[str] = field(default_factory=list)
 
     def run_info(self) -> RunInfo:
-        return RunInfo(study=self.study, metric=self.program.metric, direction=self.program.direction,
-                       sampler=self.sampler.name, scheduler=self.scheduler, program=self.program,
-                       n_jobs=self.n_jobs, backend=self.backend.name)
+        return RunInfo(
+            study=self.study,
+            metric=self.program.metric,
+            direction=self.program.direction,
+            sampler=self.sampler.name,
+            scheduler=self.scheduler,
+            program=self.program,
+            n_jobs=self.n_jobs,
+            backend=self.backend.name,
+        )
 
 
 def _default_name(metric: str, direction: str, program: CellProgram) -> str:
@@ -81,8 +88,11 @@ def _default_name(metric: str, direction: str, program: CellProgram) -> str:
 
 
 def _fingerprint(program: CellProgram) -> dict[str, Any]:
-    return {"params": [p.fingerprint() for p in program.params], "metric": program.metric,
-            "direction": program.direction}
+    return {
+        "params": [p.fingerprint() for p in program.params],
+        "metric": program.metric,
+        "direction": program.direction,
+    }
 
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -101,8 +111,14 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, SchedulerSpec]:
     """The cell, and the options that depend on it (sampler vs space, scheduler vs epochs loop)."""
-    program = compile_cell(cell, metric=cfg.metric, direction=cfg.direction, user_ns=cfg.user_ns,
-                           transform=cfg.transform, line_offset=cfg.line_offset)
+    program = compile_cell(
+        cell,
+        metric=cfg.metric,
+        direction=cfg.direction,
+        user_ns=cfg.user_ns,
+        transform=cfg.transform,
+        line_offset=cfg.line_offset,
+    )
     sampler = check_sampler(cfg.sampler, program.params)
     epochs = program.spec.epochs
     kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("hyperband" if epochs else "none"))
@@ -118,13 +134,11 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
             f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known "
             "before it runs; pass --max-epochs R (the epochs of a full trial), or loop over range(R)"
         )
-    spec = SchedulerSpec(kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric,
-                         direction=cfg.direction)
+    spec = SchedulerSpec(kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction)
     return program, sampler, spec
 
 
-def _choose_version(store: BaseStore, base: str, fp: dict[str, Any], fresh: bool,
-                    messages: list[str]) -> str:
+def _choose_version(store: BaseStore, base: str, fp: dict[str, Any], fresh: bool, messages: list[str]) -> str:
     """The study name to use: the latest version whose space is this cell's, or a new version."""
     import optuna
 
@@ -151,18 +165,32 @@ def _choose_version(store: BaseStore, base: str, fp: dict[str, Any], fresh: bool
     return target
 
 
-def _open_study(store: BaseStore, target: str, program: CellProgram, sampler: SamplerKind,
-                spec: SchedulerSpec) -> optuna.Study:
+def _open_study(
+    store: BaseStore, target: str, program: CellProgram, sampler: SamplerKind, spec: SchedulerSpec
+) -> optuna.Study:
     """Create or load the study; a new one records its space and settings and queues the baseline."""
     import optuna
 
     with store.lock(target):
-        study = optuna.create_study(study_name=target, storage=store.storage(target), load_if_exists=True,
-                                    direction=optuna.study.StudyDirection[program.direction.upper()])
+        study = optuna.create_study(
+            study_name=target,
+            storage=store.storage(target),
+            load_if_exists=True,
+            direction=optuna.study.StudyDirection[program.direction.upper()],
+        )
         if ATTR.SPACE not in study.user_attrs:
             study.set_user_attr(ATTR.SPACE, _fingerprint(program))
-            study.set_user_attr(ATTR.CONFIG, {"metric": program.metric, "direction": program.direction,
-                                              "scheduler": spec.kind, "R": spec.R, "r": spec.r, "eta": spec.eta})
+            study.set_user_attr(
+                ATTR.CONFIG,
+                {
+                    "metric": program.metric,
+                    "direction": program.direction,
+                    "scheduler": spec.kind,
+                    "R": spec.R,
+                    "r": spec.r,
+                    "eta": spec.eta,
+                },
+            )
             # A sampler that enumerates a grid visits the defaults itself when they lie on the
             # grid; an enqueued extra trial would not count as a grid point.
             if not sampler.enumerates:
@@ -174,8 +202,10 @@ def _recover(study: optuna.Study, store: BaseStore, sampler: SamplerKind, messag
     """Trials left RUNNING by a dead kernel or worker fail (interrupted) and run again first."""
     reaped = reap_dead_trials(study, ProcessLiveness())
     if reaped:
-        messages.append(f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
-                        f"(interrupted; their configurations run again): {reaped}")
+        messages.append(
+            f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
+            f"(interrupted; their configurations run again): {reaped}"
+        )
     if not sampler.enumerates:
         requeued = requeue_interrupted(study, store)
         if requeued:
@@ -193,8 +223,9 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
 
     store = JournalStore(cfg.store if cfg.store is not None else default_store_dir(cfg.user_ns))
     messages: list[str] = []
-    target = _choose_version(store, cfg.name or _default_name(cfg.metric, cfg.direction, program),
-                             _fingerprint(program), cfg.fresh, messages)
+    target = _choose_version(
+        store, cfg.name or _default_name(cfg.metric, cfg.direction, program), _fingerprint(program), cfg.fresh, messages
+    )
     study = _open_study(store, target, program, sampler, spec)
     _recover(study, store, sampler, messages)
 
@@ -213,14 +244,36 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
         # Trial numbers of this run start after every trial that was not merely queued.
         n_before = sum(1 for t in trials if t.state.name != "WAITING")
         seconds = cfg.seconds
-        job = Job(program=program, store=store, study_name=target, control=store.control(target, n_trials),
-                  sampler=sampler.name, seed=cfg.seed, scheduler=spec,
-                  deadline=(time.time() + seconds) if seconds else None, run_start=n_before, seed_offset=n_before)
+        job = Job(
+            program=program,
+            store=store,
+            study_name=target,
+            control=store.control(target, n_trials),
+            sampler=sampler.name,
+            seed=cfg.seed,
+            scheduler=spec,
+            deadline=(time.time() + seconds) if seconds else None,
+            run_start=n_before,
+            seed_offset=n_before,
+        )
     else:
-        messages.append(f"{target!r} already has {done} finished trials (target {n_trials}): nothing to run; "
-                        "raise --trials to continue the search")
-    return _Plan(cfg=cfg, program=program, sampler=sampler, scheduler=spec, backend=backend, n_jobs=n_jobs,
-                 store=store, study=study, n_trials=n_trials, job=job, messages=messages)
+        messages.append(
+            f"{target!r} already has {done} finished trials (target {n_trials}): nothing to run; "
+            "raise --trials to continue the search"
+        )
+    return _Plan(
+        cfg=cfg,
+        program=program,
+        sampler=sampler,
+        scheduler=spec,
+        backend=backend,
+        n_jobs=n_jobs,
+        store=store,
+        study=study,
+        n_trials=n_trials,
+        job=job,
+        messages=messages,
+    )
 
 
 # 2. start ---------------------------------------------------------------------------------
@@ -244,9 +297,15 @@ _STOP_MESSAGES = {
 def _result(plan: _Plan, extra: list[str], n_trials: int | None = None) -> TuneResult:
     from nbtune.view.result import TuneResult
 
-    return TuneResult(plan.study, plan.program.metric, n_trials=n_trials if n_trials is not None else plan.n_trials,
-                      store_path=plan.store.location(plan.study.study_name), messages=plan.messages + extra,
-                      scheduler=plan.scheduler.describe(), sampler=plan.sampler.name)
+    return TuneResult(
+        plan.study,
+        plan.program.metric,
+        n_trials=n_trials if n_trials is not None else plan.n_trials,
+        store_path=plan.store.location(plan.study.study_name),
+        messages=plan.messages + extra,
+        scheduler=plan.scheduler.describe(),
+        sampler=plan.sampler.name,
+    )
 
 
 def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult:
@@ -256,7 +315,8 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     if search is not None:
         why = search.control.why()
         if search.error is not None and not (
-                interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))):
+            interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
+        ):
             search.control.cleanup()
             raise search.error
         message = _STOP_MESSAGES.get("interrupted" if interrupted else why)
@@ -294,8 +354,9 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
     try:
         best = result.best_params
     except ValueError:
-        warnings.warn("--apply: no trial completed, so there is no best configuration to apply",
-                      NbtuneWarning, stacklevel=4)
+        warnings.warn(
+            "--apply: no trial completed, so there is no best configuration to apply", NbtuneWarning, stacklevel=4
+        )
         return
     plan.program.run(TrialRuntime(plan.program, None, fixed=best), base=user_ns)
     user_ns.pop("__nbtune__", None)

@@ -24,8 +24,13 @@ def main() -> int:
     ap.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = ap.parse_args()
     nb = nbformat.read(args.notebook, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", store_widget_state=True,
-                                     resources={"metadata": {"path": str(args.notebook.parent.resolve())}})
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=args.timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(args.notebook.parent.resolve())}},
+    )
     t0 = time.perf_counter()
     failed = False
     try:
@@ -40,8 +45,9 @@ def main() -> int:
             text = out.get("text") or out.get("data", {}).get("text/plain")
             if text and text.strip():
                 print(f"[{i}] {text.rstrip()}")
-    print(f"\n{args.notebook.name}: executed in {time.perf_counter() - t0:.1f} s"
-          + (" with an error" if failed else ""))
+    print(
+        f"\n{args.notebook.name}: executed in {time.perf_counter() - t0:.1f} s" + (" with an error" if failed else "")
+    )
     if args.out:
         nbformat.write(nb, args.out)
     return 1 if failed else 0

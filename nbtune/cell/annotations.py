@@ -76,8 +76,11 @@ class CellSpec:
 
 def runtime_call(method: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
     """``__nbtune__.method(*args)`` as an AST node placed where ``like`` is."""
-    call = ast.Call(func=ast.Attribute(value=ast.Name(id=RUNTIME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
-                    args=args, keywords=[])
+    call = ast.Call(
+        func=ast.Attribute(value=ast.Name(id=RUNTIME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
+        args=args,
+        keywords=[],
+    )
     return ast.copy_location(call, like)
 
 
@@ -106,16 +109,21 @@ class BaseAnnotation:
         if self.arity is not None and len(args) != self.arity:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {self.name} takes {self.arity} arguments"
-                + (" (low, high)" if self.arity == 2 else "") + f", got {len(args)}", lineno)
+                + (" (low, high)" if self.arity == 2 else "")
+                + f", got {len(args)}",
+                lineno,
+            )
         bad = set(kwargs) - self.keywords
         if bad:
             ok = ", ".join(sorted(self.keywords)) or "no keyword arguments"
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {self.name} got unknown keyword {sorted(bad)[0]!r}; it accepts {ok}",
-                lineno)
+                lineno,
+            )
 
-    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
-               lineno: int) -> None:
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
         """Record what the annotation says in ``spec`` (validating it)."""
         raise NotImplementedError
 
@@ -135,8 +143,9 @@ class ValueAnnotation(BaseAnnotation):
         self.name = name
         self.arity, self.keywords = kind.arity, kind.keywords
 
-    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
-               lineno: int) -> None:
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
         target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
         assert isinstance(target, ast.Name)
         name = target.id
@@ -144,7 +153,9 @@ class ValueAnnotation(BaseAnnotation):
             if p.name == name:
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: {name!r} is annotated twice (also on line {p.lineno}); "
-                    "keep one annotation per variable", lineno)
+                    "keep one annotation per variable",
+                    lineno,
+                )
         value = node.value  # type: ignore[attr-defined]
         default = _literal(value, lineno, value.col_offset + 1, f"the default of {name!r}")
         spec.params.append(Param(name=name, kind=self.name, args=args, kwargs=kwargs, default=default, lineno=lineno))
@@ -171,14 +182,19 @@ class EpochsAnnotation(BaseAnnotation):
         if args or kwargs:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: 'epochs' takes no arguments; write '# tune: epochs' on the "
-                "for header (use --max-epochs for the length)", lineno)
+                "for header (use --max-epochs for the length)",
+                lineno,
+            )
 
-    def attach(self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any],
-               lineno: int) -> None:
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
         if spec.epochs is not None:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: a second '# tune: epochs' loop (the first is on line "
-                f"{spec.epochs.lineno}); mark only the outer training loop", lineno)
+                f"{spec.epochs.lineno}); mark only the outer training loop",
+                lineno,
+            )
         assert isinstance(node, ast.For)
         spec.epochs = EpochsLoop(lineno=lineno, length=_loop_length(node))
 
@@ -267,14 +283,14 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
         )
     if kind not in ANNOTATIONS:
         raise AnnotationError(
-            f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; "
-            f"valid kinds are {valid}",
+            f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; valid kinds are {valid}",
             lineno,
         )
     if call is None:
         return kind, (), {}
-    args = tuple(_literal(a, lineno, col + a.col_offset + 1, f"argument {i + 1} of {kind}")
-                 for i, a in enumerate(call.args))
+    args = tuple(
+        _literal(a, lineno, col + a.col_offset + 1, f"argument {i + 1} of {kind}") for i, a in enumerate(call.args)
+    )
     kwargs = {}
     for kw in call.keywords:
         if kw.arg is None:
@@ -328,9 +344,7 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     except SyntaxError as e:
         line = (e.lineno or 0) + line_offset
         text = (e.text or "").strip()
-        raise CellError(
-            f"line {line} of the %%tune cell: {e.msg}" + (f": {text}" if text else "")
-        ) from None
+        raise CellError(f"line {line} of the %%tune cell: {e.msg}" + (f": {text}" if text else "")) from None
     ast.increment_lineno(tree, line_offset)
     spec = CellSpec(source=source, tree=tree, line_offset=line_offset)
 
@@ -341,7 +355,9 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     while stack:
         parent, in_def = stack.pop()
         for child in ast.iter_child_nodes(parent):
-            child_in_def = in_def or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+            child_in_def = in_def or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+            )
             if isinstance(child, (ast.For, ast.AsyncFor)):
                 loops[child.lineno] = (child, in_def)  # type: ignore[assignment]
             stack.append((child, child_in_def))
@@ -357,18 +373,24 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
             if found is None or isinstance(found[0], ast.AsyncFor):
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: '# tune: {name}' must sit on a 'for' header line, "
-                    f"e.g. '{kind.usage}'", lineno)
+                    f"e.g. '{kind.usage}'",
+                    lineno,
+                )
             node, in_def = found
             if in_def:
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: the {name} loop is inside a function or class; move the "
-                    "loop to the cell's top level so nbtune can read the metric after each epoch", lineno)
+                    "loop to the cell's top level so nbtune can read the metric after each epoch",
+                    lineno,
+                )
         else:
             stmt = top_level.get(lineno)
             if not _is_simple_assignment(stmt, lineno):
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: '# tune: {name}(...)' must annotate a simple "
-                    f"top-level assignment on one line, such as '{kind.usage}'", lineno)
+                    f"top-level assignment on one line, such as '{kind.usage}'",
+                    lineno,
+                )
             assert stmt is not None
             node = stmt
         kind.attach(spec, node, args, kwargs, lineno)

@@ -21,9 +21,9 @@ import linecache
 import math
 import numbers
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell
 from nbtune.cell.space import Param, suggest
@@ -133,8 +133,14 @@ class CellProgram:
         state = self.__dict__.copy()
         spec = state["spec"]
         # The AST is rebuilt in the worker: smaller to ship and always consistent.
-        state["spec"] = CellSpec(source=spec.source, params=spec.params, epochs=spec.epochs,
-                                 tree=None, line_offset=spec.line_offset, marks=spec.marks)
+        state["spec"] = CellSpec(
+            source=spec.source,
+            params=spec.params,
+            epochs=spec.epochs,
+            tree=None,
+            line_offset=spec.line_offset,
+            marks=spec.marks,
+        )
         return state
 
     def code(self) -> Any:
@@ -342,5 +348,6 @@ def compile_cell(
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
-    return CellProgram(source=source, spec=spec, metric=metric, direction=direction,
-                       globals=glb, line_offset=line_offset)
+    return CellProgram(
+        source=source, spec=spec, metric=metric, direction=direction, globals=glb, line_offset=line_offset
+    )

@@ -86,7 +86,10 @@ class _Range(ParamKind):
         if not integer and not _is_number(d):
             p.fail(f"default must be a number, got {d!r}", f"assign a number such as {low!r}")
         if not (low <= d <= high):
-            p.fail(f"default {d!r} is outside the range [{low!r}, {high!r}]", "widen the range or change the assigned value")
+            p.fail(
+                f"default {d!r} is outside the range [{low!r}, {high!r}]",
+                "widen the range or change the assigned value",
+            )
 
     def _float_high(self, p: Param) -> float:
         low, high = p.args
@@ -126,13 +129,17 @@ class _Choice(ParamKind):
             p.fail("needs at least one value", 'list the values, e.g. choice("relu", "tanh")')
         for v in args:
             if not isinstance(v, _Scalar):
-                p.fail(f"values must be numbers, strings, booleans or None, got {v!r}",
-                       "give scalar values and build objects from them in the cell")
+                p.fail(
+                    f"values must be numbers, strings, booleans or None, got {v!r}",
+                    "give scalar values and build objects from them in the cell",
+                )
         if len(set(map(repr, args))) != len(args):
             p.fail(f"has repeated values {list(args)!r}", "list each value once")
         if not any(p.default == v and type(p.default) is type(v) for v in args):
-            p.fail(f"default {p.default!r} is not among the choices {list(args)!r}",
-                   "add the default to the choices or change the assigned value")
+            p.fail(
+                f"default {p.default!r} is not among the choices {list(args)!r}",
+                "add the default to the choices or change the assigned value",
+            )
 
     def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import CategoricalDistribution
@@ -199,8 +206,9 @@ class Param:
 
     def fail(self, what: str, fix: str) -> NoReturn:
         """Raise the one-line error about this annotation: what is wrong, and the fix."""
-        raise AnnotationError(f"line {self.lineno} of the %%tune cell: {self.kind} for {self.name!r} {what}; {fix}",
-                              self.lineno)
+        raise AnnotationError(
+            f"line {self.lineno} of the %%tune cell: {self.kind} for {self.name!r} {what}; {fix}", self.lineno
+        )
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         """The Optuna distribution this annotation stands for."""

@@ -110,8 +110,13 @@ class Search:
         return self.job.control
 
     def start(self) -> None:
-        _logger.info("search %s: %d %s worker(s), target %d trials", self.job.study_name, self.n_jobs,
-                     self.backend.name, self.control.target())
+        _logger.info(
+            "search %s: %d %s worker(s), target %d trials",
+            self.job.study_name,
+            self.n_jobs,
+            self.backend.name,
+            self.control.target(),
+        )
         self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -137,8 +142,11 @@ class Search:
     def _force_stop(self) -> None:
         if self.done.is_set():
             return
-        _logger.warning("search %s: running trials ignored Stop now for %.1f s; forcing them to stop",
-                        self.job.study_name, STOP_NOW_GRACE)
+        _logger.warning(
+            "search %s: running trials ignored Stop now for %.1f s; forcing them to stop",
+            self.job.study_name,
+            STOP_NOW_GRACE,
+        )
         self.backend.force_stop(self.job)
         self._later(KILL_GRACE, self._kill)
 
@@ -185,8 +193,14 @@ class Search:
                     watch.first_dead = set()
                 self.worker_deaths.append(f"{reason} (trials {died})")
                 restarts += 1
-                _logger.warning("search %s: %s; trials %s; replacing the worker pool (restart %d of %d)",
-                                self.job.study_name, reason, died, restarts, MAX_RESTARTS)
+                _logger.warning(
+                    "search %s: %s; trials %s; replacing the worker pool (restart %d of %d)",
+                    self.job.study_name,
+                    reason,
+                    died,
+                    restarts,
+                    MAX_RESTARTS,
+                )
                 if restarts > MAX_RESTARTS:
                     raise CellError(
                         f"worker processes keep dying ({MAX_RESTARTS} restarts); the cell may run out of memory: "
@@ -200,8 +214,9 @@ class Search:
 
         job = self.job
         study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
-        died = reap_dead_trials(study, job.liveness, reason="its worker process was stopped", culprits=culprits,
-                                culprit_error=culprit_error)
+        died = reap_dead_trials(
+            study, job.liveness, reason="its worker process was stopped", culprits=culprits, culprit_error=culprit_error
+        )
         if not sampler_kind(job.sampler).enumerates:
             requeue_interrupted(study, job.store)
         return died

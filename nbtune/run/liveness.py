@@ -170,8 +170,10 @@ def reap_dead_trials(
         owner = t.user_attrs.get(ATTR.OWNER) or {}
         if not liveness.is_dead(owner, t):
             continue
-        if culprit_error is not None and ATTR.INTERRUPTED not in t.user_attrs and (
-            culprits is None or owner.get("pid") in culprits
+        if (
+            culprit_error is not None
+            and ATTR.INTERRUPTED not in t.user_attrs
+            and (culprits is None or owner.get("pid") in culprits)
         ):
             storage.set_trial_user_attr(t._trial_id, ATTR.ERROR, culprit_error)
         else:

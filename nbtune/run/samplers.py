@@ -76,7 +76,9 @@ def check_sampler(name: str, params: list[Param]) -> SamplerKind:
     kind = sampler_kind(name)
     if kind.needs and importlib.util.find_spec(kind.needs[0]) is None:
         module, extra = kind.needs
-        raise ConfigError(f"--sampler {name} needs the package {module!r}; install it with: pip install 'nbtune[{extra}]'")
+        raise ConfigError(
+            f"--sampler {name} needs the package {module!r}; install it with: pip install 'nbtune[{extra}]'"
+        )
     if kind.enumerates:
         for p in params:
             if p.grid_values() is None:

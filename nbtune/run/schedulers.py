@@ -62,8 +62,14 @@ class BaseScheduler:
     def describe(self, spec: SchedulerSpec) -> str:
         return "no early stopping"
 
-    def explain(self, pruner: optuna.pruners.BasePruner, spec: SchedulerSpec, study: optuna.Study,
-                trial: optuna.trial.FrozenTrial, decision: dict[str, Any]) -> dict[str, Any]:
+    def explain(
+        self,
+        pruner: optuna.pruners.BasePruner,
+        spec: SchedulerSpec,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
         """Complete ``decision`` (epoch, value, scheduler) with the cutoff and the competitors."""
         return decision
 
@@ -115,7 +121,7 @@ class SchedulerSpec:
             raise ConfigError(f"--min-epochs must be >= 1, got {self.r}")
         if self.eta < 2:
             raise ConfigError(f"--eta must be >= 2 (the reduction factor), got {self.eta}")
-        if self.scheduler.rungs and self.R is not None and self.R < self.r:
+        if self.scheduler.rungs and self.R is not None and self.r > self.R:
             raise ConfigError(f"the epochs loop has {self.R} epochs, fewer than --min-epochs {self.r}")
 
     @property
@@ -143,7 +149,7 @@ class SchedulerSpec:
         """The highest rung (epoch r * eta**rung) a trial at epoch ``step`` has reached, or None."""
         if step is None or not self.scheduler.rungs or step < self.r:
             return None
-        return int(math.floor(math.log(step / self.r, self.eta) + 1e-9))
+        return math.floor(math.log(step / self.r, self.eta) + 1e-9)
 
     def describe(self) -> str:
         return self.scheduler.describe(self)
@@ -163,8 +169,14 @@ class _SuccessiveHalving(BaseScheduler):
     def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
         return None
 
-    def explain(self, pruner: Any, spec: SchedulerSpec, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                decision: dict[str, Any]) -> dict[str, Any]:
+    def explain(
+        self,
+        pruner: Any,
+        spec: SchedulerSpec,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
         maximize = spec.direction == "maximize"
         fresh = _compat.storage_of(study).get_trial(_compat.trial_id(trial))
         rung = max(_compat.completed_rung(fresh), 0)
@@ -180,8 +192,9 @@ class _SuccessiveHalving(BaseScheduler):
         n_keep = max(n // spec.eta, 1)
         cutoff = sorted(competing, reverse=maximize)[n_keep - 1]
         # Rungs are numbered as epochs r * eta**rung, the same in every bracket.
-        decision.update(rung=rung + (bracket or 0), cutoff=cutoff, n_compared=n, n_keep=n_keep, bracket=bracket,
-                        value=value)
+        decision.update(
+            rung=rung + (bracket or 0), cutoff=cutoff, n_compared=n, n_keep=n_keep, bracket=bracket, value=value
+        )
         decision["rule"] = f"top 1/{spec.eta} of the trials that reached this rung continue"
         return decision
 
@@ -192,8 +205,9 @@ class _Hyperband(_SuccessiveHalving):
     def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner:
         import optuna
 
-        return optuna.pruners.HyperbandPruner(min_resource=spec.r, max_resource=int(spec.R or 0),
-                                              reduction_factor=spec.eta)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.r, max_resource=int(spec.R or 0), reduction_factor=spec.eta
+        )
 
     def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
         return _compat.bracket_of(pruner, study, trial)
@@ -230,15 +244,25 @@ class _Median(BaseScheduler):
     def describe(self, spec: SchedulerSpec) -> str:
         return f"median stopping (after {spec.r} epochs)"
 
-    def explain(self, pruner: Any, spec: SchedulerSpec, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                decision: dict[str, Any]) -> dict[str, Any]:
+    def explain(
+        self,
+        pruner: Any,
+        spec: SchedulerSpec,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
         step = decision["epoch"]
-        others = sorted(t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
-                        if t.state.name == "COMPLETE" and step in t.intermediate_values)
+        others = sorted(
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and step in t.intermediate_values
+        )
         half = len(others) // 2
-        median = others[half] if len(others) % 2 else sum(others[half - 1:half + 1]) / 2
+        median = others[half] if len(others) % 2 else sum(others[half - 1 : half + 1]) / 2
         best = (max if spec.direction == "maximize" else min)(
-            v for s, v in trial.intermediate_values.items() if s <= step)
+            v for s, v in trial.intermediate_values.items() if s <= step
+        )
         decision.update(value=best, cutoff=median, n_compared=len(others), rung=None, bracket=None)
         decision["rule"] = "best so far worse than the median of completed trials at this epoch"
         return decision
@@ -316,7 +340,11 @@ def format_decision(number: int, decision: dict[str, Any], metric: str, directio
     value, cutoff = decision.get("value"), decision.get("cutoff")
     op = "<" if direction == "maximize" else ">"
     if decision.get("scheduler") == "median":
-        return (f"{head}: best {metric} {value:.4g} {op} median {cutoff:.4g} "
-                f"of {decision.get('n_compared')} completed trials")
-    return (f"{head}: {metric} {value:.4g} {op} cutoff {cutoff:.4g}, "
-            f"only the top {decision.get('n_keep')} of {decision.get('n_compared')} go on")
+        return (
+            f"{head}: best {metric} {value:.4g} {op} median {cutoff:.4g} "
+            f"of {decision.get('n_compared')} completed trials"
+        )
+    return (
+        f"{head}: {metric} {value:.4g} {op} cutoff {cutoff:.4g}, "
+        f"only the top {decision.get('n_keep')} of {decision.get('n_compared')} go on"
+    )

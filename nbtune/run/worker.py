@@ -74,8 +74,12 @@ class Job:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = make_sampler(self.sampler, self.program.params, self.seed_for(worker))
-        return optuna.load_study(study_name=self.study_name, storage=self.store.storage(self.study_name),
-                                 sampler=sampler, pruner=make_pruner(self.scheduler))
+        return optuna.load_study(
+            study_name=self.study_name,
+            storage=self.store.storage(self.study_name),
+            sampler=sampler,
+            pruner=make_pruner(self.scheduler),
+        )
 
 
 class _RunningThreads:
@@ -107,8 +111,11 @@ running_threads = _RunningThreads()
 def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     """The first trials of this run all failed with one error: the cell has a bug."""
     mine = sorted(
-        (t for t in study.get_trials(deepcopy=False)
-         if t.number >= job.run_start and t.state.is_finished() and not is_interrupted(t)),
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.number >= job.run_start and t.state.is_finished() and not is_interrupted(t)
+        ),
         key=lambda t: t.number,
     )[:N_FAILURES_TO_STOP]
     if len(mine) < N_FAILURES_TO_STOP:
@@ -127,8 +134,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
-    runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested,
-                           max_step=job.scheduler.R)
+    runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested, max_step=job.scheduler.R)
     with active_trial(tid):
         try:
             try:
@@ -171,7 +177,7 @@ class _Budget:
         i = self._settled
         while i < len(trials) and trials[i].state.is_finished():
             i += 1
-        self._counted += finished_count(trials[self._settled:i])
+        self._counted += finished_count(trials[self._settled : i])
         self._settled = i
         rest = trials[i:]
         running = sum(1 for t in rest if t.state.name == "RUNNING")

@@ -65,7 +65,7 @@ class BaseView(abc.ABC):
     @abc.abstractmethod
     def update(self) -> None: ...
 
-    def close(self, result: TuneResult, handover: bool = True) -> None:  # noqa: B027 - optional hook
+    def close(self, result: TuneResult, handover: bool = True) -> None:
         """The search ended: draw the final state."""
 
 

@@ -111,7 +111,13 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
             ax.plot(steps, vals, color=_DONE, alpha=0.45, lw=0.8)
     if best is not None and best.intermediate_values:
         steps = sorted(best.intermediate_values)
-        ax.plot(steps, [best.intermediate_values[s] for s in steps], color=_BEST, lw=2.2, label=f"best (trial {best.number})")
+        ax.plot(
+            steps,
+            [best.intermediate_values[s] for s in steps],
+            color=_BEST,
+            lw=2.2,
+            label=f"best (trial {best.number})",
+        )
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel(result.metric)
@@ -135,8 +141,11 @@ def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
                 # fANOVA's cost grows with the trials; a sample of the latest ones tells the same story.
                 study = optuna.create_study(directions=result.study.directions)
                 study.add_trials(sorted(done, key=lambda t: t.number)[-max_trials:])
-            return dict(optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)))
+            return dict(
+                optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
+                )
+            )
     except Exception:  # importance is a nicety: never fail the display for it
         _logger.debug("importance failed", exc_info=True)
         return {}
@@ -201,4 +210,3 @@ def history_png_base64(result: TuneResult) -> str:
     except Exception:  # never fail a display for a plot
         _logger.debug("plot failed", exc_info=True)
         return ""
-

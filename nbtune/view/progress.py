@@ -54,5 +54,3 @@ def duration(s: float) -> str:
     if s < 3600:
         return f"{s // 60:.0f}m{s % 60:02.0f}s"
     return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
-
-

@@ -49,7 +49,9 @@ class TuneResult(StudySummary):
                 "value": t.value,
                 "datetime_start": t.datetime_start,
                 "datetime_complete": t.datetime_complete,
-                "duration": (t.datetime_complete - t.datetime_start) if t.datetime_complete and t.datetime_start else None,
+                "duration": (t.datetime_complete - t.datetime_start)
+                if t.datetime_complete and t.datetime_start
+                else None,
             }
             for k, v in t.params.items():
                 row[f"params_{k}"] = v
@@ -61,8 +63,11 @@ class TuneResult(StudySummary):
             d = t.user_attrs.get(ATTR.DECISION)
             if d:
                 row.update(
-                    stopped_epoch=d.get("epoch"), stopped_rung=d.get("rung"), stopped_bracket=d.get("bracket"),
-                    stopped_cutoff=d.get("cutoff"), stopped_n_compared=d.get("n_compared"),
+                    stopped_epoch=d.get("epoch"),
+                    stopped_rung=d.get("rung"),
+                    stopped_bracket=d.get("bracket"),
+                    stopped_cutoff=d.get("cutoff"),
+                    stopped_n_compared=d.get("n_compared"),
                     stopped_reason=format_decision(t.number, d, self.metric, self.direction),
                 )
             rows.append(row)
@@ -98,4 +103,3 @@ class TuneResult(StudySummary):
         view = show(self)
         self._view = view
         return view.widget
-

@@ -17,7 +17,7 @@ __all__ = ["StudySummary", "fmt", "plural_trials"]
 
 
 def plural_trials(n: int) -> str:
-    """"1 trial", "3 trials"."""
+    """ "1 trial", "3 trials"."""
     return f"{n} trial" if n == 1 else f"{n} trials"
 
 
@@ -45,9 +45,17 @@ class StudySummary:
         >>> res.trials_dataframe().sort_values("value").head()  # doctest: +SKIP
     """
 
-    def __init__(self, study: optuna.Study, metric: str, *, n_trials: int | None = None,
-                 store_path: str | None = None, messages: list[str] | None = None,
-                 scheduler: str = "", sampler: str = "") -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        metric: str,
+        *,
+        n_trials: int | None = None,
+        store_path: str | None = None,
+        messages: list[str] | None = None,
+        scheduler: str = "",
+        sampler: str = "",
+    ) -> None:
         self.study = study
         self.metric = metric
         self.n_trials = n_trials
@@ -122,9 +130,13 @@ class StudySummary:
     def summary(self) -> str:
         """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
         c = self.counts()
-        lines = [f"nbtune study {self.study.study_name!r}: {self.n_finished}"
-                 + (f"/{self.n_trials}" if self.n_trials else "") + " trials finished ("
-                 + ", ".join(f"{v} {k}" for k, v in sorted(c.items())) + ")"]
+        lines = [
+            f"nbtune study {self.study.study_name!r}: {self.n_finished}"
+            + (f"/{self.n_trials}" if self.n_trials else "")
+            + " trials finished ("
+            + ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
+            + ")"
+        ]
         best = self._best_or_none()
         if best is not None:
             params = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
@@ -158,13 +170,22 @@ class StudySummary:
         c = self.counts()
         best = self._best_or_none()
         parts = [f"<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · {esc(self.study.study_name)}</h4>"]
-        parts.append("<p>" + f"{self.n_finished}" + (f"/{self.n_trials}" if self.n_trials else "")
-                     + " trials finished · " + " · ".join(f"{v} {esc(k)}" for k, v in sorted(c.items()))
-                     + (f" · {esc(self.sampler)}" if self.sampler else "")
-                     + (f" · {esc(self.scheduler)}" if self.scheduler else "") + "</p>")
+        parts.append(
+            "<p>"
+            + f"{self.n_finished}"
+            + (f"/{self.n_trials}" if self.n_trials else "")
+            + " trials finished · "
+            + " · ".join(f"{v} {esc(k)}" for k, v in sorted(c.items()))
+            + (f" · {esc(self.sampler)}" if self.sampler else "")
+            + (f" · {esc(self.scheduler)}" if self.scheduler else "")
+            + "</p>"
+        )
         if best is not None:
-            parts.append(f"<p><b>best {esc(self.metric)} = {fmt(best.value)}</b> (trial {best.number}): "
-                         + ", ".join(f"<code>{esc(k)}={esc(fmt(v))}</code>" for k, v in best.params.items()) + "</p>")
+            parts.append(
+                f"<p><b>best {esc(self.metric)} = {fmt(best.value)}</b> (trial {best.number}): "
+                + ", ".join(f"<code>{esc(k)}={esc(fmt(v))}</code>" for k, v in best.params.items())
+                + "</p>"
+            )
         top = self.top(max_rows)
         if top:
             keys = list(top[0].params)
@@ -178,7 +199,9 @@ class StudySummary:
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
-            parts.append(f"<details><summary>{plural_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>")
+            parts.append(
+                f"<details><summary>{plural_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>"
+            )
         errs = self.errors()
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])

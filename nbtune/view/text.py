@@ -19,8 +19,9 @@ __all__ = ["TextView"]
 class TextView(BaseView):
     """Progress as a line every few seconds, for terminals and headless runs."""
 
-    def __init__(self, run: RunInfo, search: Search, every: float = 5.0, clock: Clock | None = None,
-                 stream: Any = None) -> None:
+    def __init__(
+        self, run: RunInfo, search: Search, every: float = 5.0, clock: Clock | None = None, stream: Any = None
+    ) -> None:
         self.run, self.search = run, search
         self.clock = clock or Clock()
         self.every = every
@@ -29,18 +30,27 @@ class TextView(BaseView):
         self._last = self.t0  # the header below is the first line; progress follows every few s
         self._start_finished = finished_count(run.study.get_trials(deepcopy=False))
         target = search.control.target()
-        print(f"nbtune: {run.study.study_name} · {run.sampler} · {run.scheduler.describe()} · "
-              f"{self._start_finished}/{target} trials done, running {target - self._start_finished} more "
-              f"on {search.n_jobs} {search.backend.name} worker(s)", file=self.stream, flush=True)
+        print(
+            f"nbtune: {run.study.study_name} · {run.sampler} · {run.scheduler.describe()} · "
+            f"{self._start_finished}/{target} trials done, running {target - self._start_finished} more "
+            f"on {search.n_jobs} {search.backend.name} worker(s)",
+            file=self.stream,
+            flush=True,
+        )
 
     def update(self) -> None:
         now = self.clock.now()
         if now - self._last < self.every:
             return
         self._last = now
-        snap = Snapshot(self.run.study.get_trials(deepcopy=False), self.search.control.target(),
-                        self.run.direction, self.run.metric)
+        snap = Snapshot(
+            self.run.study.get_trials(deepcopy=False), self.search.control.target(), self.run.direction, self.run.metric
+        )
         best = f" · best {snap.metric} {fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
-        print(f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} pruned · "
-              f"{snap.failed} failed{best} · {duration(now - self.t0)} "
-              f"{eta_text(snap, now - self.t0, self._start_finished)}", file=self.stream, flush=True)
+        print(
+            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} pruned · "
+            f"{snap.failed} failed{best} · {duration(now - self.t0)} "
+            f"{eta_text(snap, now - self.t0, self._start_finished)}",
+            file=self.stream,
+            flush=True,
+        )

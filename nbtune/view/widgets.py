@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted
@@ -90,14 +90,17 @@ class StudyTable:
         self.page = 0
         self.sort = "recent"
 
-    def rows(self, trials: list[optuna.trial.FrozenTrial], direction: str,
-             best_number: int | None = None) -> tuple[list[optuna.trial.FrozenTrial], int]:
+    def rows(
+        self, trials: list[optuna.trial.FrozenTrial], direction: str, best_number: int | None = None
+    ) -> tuple[list[optuna.trial.FrozenTrial], int]:
         from optuna.trial import TrialState
 
         running = [t for t in trials if t.state == TrialState.RUNNING]
         # The best trial is pinned under the running ones, whatever the sort.
         pinned = [t for t in trials if t.number == best_number and t.state != TrialState.RUNNING]
-        rest = [t for t in trials if t.state not in (TrialState.RUNNING, TrialState.WAITING) and t.number != best_number]
+        rest = [
+            t for t in trials if t.state not in (TrialState.RUNNING, TrialState.WAITING) and t.number != best_number
+        ]
         if self.sort == "metric":
             sign = -1.0 if direction == "maximize" else 1.0
 
@@ -116,10 +119,16 @@ class StudyTable:
         n_pages = max(1, math.ceil(len(ordered) / self.page_size))
         self.page = min(max(self.page, 0), n_pages - 1)
         start = self.page * self.page_size
-        return ordered[start:start + self.page_size], n_pages
+        return ordered[start : start + self.page_size], n_pages
 
-    def html(self, trials: list[optuna.trial.FrozenTrial], direction: str, metric: str,
-             scheduler: SchedulerSpec | None, best_number: int | None) -> tuple[str, int]:
+    def html(
+        self,
+        trials: list[optuna.trial.FrozenTrial],
+        direction: str,
+        metric: str,
+        scheduler: SchedulerSpec | None,
+        best_number: int | None,
+    ) -> tuple[str, int]:
         rows, n_pages = self.rows(trials, direction, best_number)
         param_names: list[str] = []
         for t in trials[:50]:
@@ -128,7 +137,10 @@ class StudyTable:
                     param_names.append(k)
         head = ["#", "state", *param_names, "epoch", "rung", f"{metric} (latest)", metric, "time"]
         out = ["<table class='nbtune-table' style='border-collapse:collapse;font-size:12px'><thead><tr>"]
-        out += [f"<th style='text-align:left;padding:2px 8px;border-bottom:1px solid #ccc'>{html.escape(h)}</th>" for h in head]
+        out += [
+            f"<th style='text-align:left;padding:2px 8px;border-bottom:1px solid #ccc'>{html.escape(h)}</th>"
+            for h in head
+        ]
         out.append("</tr></thead><tbody>")
         for t in rows:
             state = t.state.name
@@ -152,14 +164,23 @@ class StudyTable:
             best = t.number == best_number
             row_style = "background:#e6f4ea;font-weight:600" if best else ""
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
-            cells = [str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
-                     f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>{label}</span>"]
+            cells = [
+                str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
+                f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>{label}</span>",
+            ]
             cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in param_names]
-            cells += [str(t.last_step or ""), "" if rung is None else str(rung), fmt(latest) if latest is not None else "",
-                      fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
-                      duration(dur) if dur is not None else ""]
-            out.append(f"<tr class='{cls}' data-trial='{t.number}' data-state='{label}' style='{row_style}'>"
-                       + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
+            cells += [
+                str(t.last_step or ""),
+                "" if rung is None else str(rung),
+                fmt(latest) if latest is not None else "",
+                fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
+                duration(dur) if dur is not None else "",
+            ]
+            out.append(
+                f"<tr class='{cls}' data-trial='{t.number}' data-state='{label}' style='{row_style}'>"
+                + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells)
+                + "</tr>"
+            )
         out.append("</tbody></table>")
         return "".join(out), n_pages
 
@@ -178,9 +199,20 @@ class WidgetView(BaseView):
         display: whether to show itself on creation (tests pass False).
     """
 
-    def __init__(self, study: optuna.Study, metric: str, direction: str, *, sampler: str = "",
-                 scheduler: Any = None, search: Search | None = None, refresh: float = 0.5,
-                 plot_every: float = 3.0, clock: Clock | None = None, display: bool = True) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        metric: str,
+        direction: str,
+        *,
+        sampler: str = "",
+        scheduler: Any = None,
+        search: Search | None = None,
+        refresh: float = 0.5,
+        plot_every: float = 3.0,
+        clock: Clock | None = None,
+        display: bool = True,
+    ) -> None:
         import ipywidgets as w
 
         from nbtune.run.schedulers import SchedulerSpec
@@ -205,27 +237,43 @@ class WidgetView(BaseView):
 
         self.title = w.HTML()
         self.title.add_class("nbtune-title")
-        self.progress = w.IntProgress(min=0, max=max(self._target(), 1), value=self._start_finished,
-                                      layout=w.Layout(width="320px"))
+        self.progress = w.IntProgress(
+            min=0, max=max(self._target(), 1), value=self._start_finished, layout=w.Layout(width="320px")
+        )
         self.progress.add_class("nbtune-progress")
         self.status = w.HTML()
         self.status.add_class("nbtune-status")
         self.best = w.HTML()
         self.best.add_class("nbtune-bestline")
-        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="start no new trials; running ones finish",
-                                    layout=w.Layout(width="90px"))
+        self.stop_button = w.Button(
+            description="Stop",
+            icon="stop",
+            tooltip="start no new trials; running ones finish",
+            layout=w.Layout(width="90px"),
+        )
         self.stop_button.add_class("nbtune-stop")
-        self.stop_now_button = w.Button(description="Stop now", button_style="danger", icon="times",
-                                        tooltip="cancel running trials too; finished ones are kept",
-                                        layout=w.Layout(width="110px"))
+        self.stop_now_button = w.Button(
+            description="Stop now",
+            button_style="danger",
+            icon="times",
+            tooltip="cancel running trials too; finished ones are kept",
+            layout=w.Layout(width="110px"),
+        )
         self.stop_now_button.add_class("nbtune-stop-now")
         self.more = w.BoundedIntText(value=10, min=1, max=100000, layout=w.Layout(width="70px"))
         self.more.add_class("nbtune-more-n")
-        self.more_button = w.Button(description="+ trials", icon="plus", layout=w.Layout(width="90px"),
-                                    tooltip="raise the target number of trials while the search runs")
+        self.more_button = w.Button(
+            description="+ trials",
+            icon="plus",
+            layout=w.Layout(width="90px"),
+            tooltip="raise the target number of trials while the search runs",
+        )
         self.more_button.add_class("nbtune-more")
-        self.sort = w.ToggleButtons(options=[("recent", "recent"), (f"best {self.metric}", "metric")], value="recent",
-                                    style={"button_width": "110px"})
+        self.sort = w.ToggleButtons(
+            options=[("recent", "recent"), (f"best {self.metric}", "metric")],
+            value="recent",
+            style={"button_width": "110px"},
+        )
         self.sort.add_class("nbtune-sort")
         self.prev_page = w.Button(icon="chevron-left", layout=w.Layout(width="36px"), tooltip="previous page")
         self.next_page = w.Button(icon="chevron-right", layout=w.Layout(width="36px"), tooltip="next page")
@@ -249,11 +297,13 @@ class WidgetView(BaseView):
             controls.layout.display = "none"
         self.controls = controls
         pager = w.HBox([self.sort, self.prev_page, self.page_label, self.next_page])
-        self.tabs = w.Tab(children=[
-            w.VBox([pager, self.table_html]),
-            self.decisions,
-            self.plot,
-        ])
+        self.tabs = w.Tab(
+            children=[
+                w.VBox([pager, self.table_html]),
+                self.decisions,
+                self.plot,
+            ]
+        )
         for i, t in enumerate(["Trials", "Stopped early", "Plots"]):
             self.tabs.set_title(i, t)
         self.root = _Root(children=[self.title, w.HBox([self.progress, self.status]), self.best, controls, self.tabs])
@@ -322,16 +372,21 @@ class WidgetView(BaseView):
         elapsed = now - self.t0
         running = self.search is not None and not self.search.done.is_set()
         study = self.study.study_name
-        table, n_pages = self.table.html(trials, self.direction, self.metric, self.scheduler,
-                                         snap.best.number if snap.best else None)
+        table, n_pages = self.table.html(
+            trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None
+        )
         stopped = [t for t in trials if ATTR.DECISION in t.user_attrs]
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = len(stopped)
         # Only the latest 50 reasons are shown (and formatted): fast for huge studies.
-        decisions = [format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction)
-                     for t in stopped[-50:]]
-        want_plots = plots if plots is not None else (
-            result is not None or now - self._last_plot >= max(self.plot_every, 20 * self._plot_cost))
+        decisions = [
+            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction) for t in stopped[-50:]
+        ]
+        want_plots = (
+            plots
+            if plots is not None
+            else (result is not None or now - self._last_plot >= max(self.plot_every, 20 * self._plot_cost))
+        )
         png = None
         if want_plots:
             self._last_plot = now
@@ -339,13 +394,19 @@ class WidgetView(BaseView):
             png = self._plot_png(result, trials)
             self._plot_cost = time.perf_counter() - t_plot
         with self.root.hold_sync():
-            self.title.value = (f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
-                                f" · {html.escape(self.scheduler.describe())}")
+            self.title.value = (
+                f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
+                f" · {html.escape(self.scheduler.describe())}"
+            )
             self.progress.max = max(target, 1)
             self.progress.value = min(snap.finished, self.progress.max)
             self.progress.bar_style = "" if running else ("success" if snap.finished >= target else "warning")
-            parts = [f"{snap.finished}/{target} finished", f"{len(snap.running)} running", f"{snap.pruned} pruned",
-                     f"{snap.failed} failed"]
+            parts = [
+                f"{snap.finished}/{target} finished",
+                f"{len(snap.running)} running",
+                f"{snap.pruned} pruned",
+                f"{snap.failed} failed",
+            ]
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self.search is not None:
@@ -357,8 +418,10 @@ class WidgetView(BaseView):
             self.status.value = " · ".join(p for p in parts if p)
             if snap.best is not None:
                 params = ", ".join(f"{html.escape(k)}={html.escape(fmt(v))}" for k, v in snap.best.params.items())
-                self.best.value = (f"best <b>{html.escape(self.metric)} = {fmt(snap.best.value)}</b> "
-                                   f"(trial {snap.best.number}): {params}")
+                self.best.value = (
+                    f"best <b>{html.escape(self.metric)} = {fmt(snap.best.value)}</b> "
+                    f"(trial {snap.best.number}): {params}"
+                )
             else:
                 self.best.value = "no trial completed yet"
             self.table_html.value = table
@@ -366,11 +429,15 @@ class WidgetView(BaseView):
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
             failed_html = ""
             if failed:
-                fitems = "".join(f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
-                                 for t in failed[-20:][::-1])
+                fitems = "".join(
+                    f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
+                    for t in failed[-20:][::-1]
+                )
                 failed_html = f"<b>{plural_trials(len(failed))} failed</b> (latest first)<ul>{fitems}</ul>"
-            self.decisions.value = (f"<div style='font-size:12px'>{failed_html}{plural_trials(n_stopped)} stopped early"
-                                    f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>")
+            self.decisions.value = (
+                f"<div style='font-size:12px'>{failed_html}{plural_trials(n_stopped)} stopped early"
+                f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
+            )
             title = f"Stopped early ({n_stopped})" + (f" · failed ({len(failed)})" if failed else "")
             self.tabs.set_title(1, title)
             if png is not None:
@@ -439,9 +506,21 @@ def show(result: TuneResult, display: bool = False) -> WidgetView:
     from nbtune.run.schedulers import SchedulerSpec
 
     cfg = result.study.user_attrs.get(ATTR.CONFIG, {})
-    sched = SchedulerSpec(kind=cfg.get("scheduler", "none"), R=cfg.get("R"), r=cfg.get("r", 1),
-                          eta=cfg.get("eta", 3), metric=result.metric, direction=result.direction)
-    view = WidgetView(result.study, result.metric, result.direction, sampler=result.sampler or "stored study",
-                      scheduler=sched, display=display)
+    sched = SchedulerSpec(
+        kind=cfg.get("scheduler", "none"),
+        R=cfg.get("R"),
+        r=cfg.get("r", 1),
+        eta=cfg.get("eta", 3),
+        metric=result.metric,
+        direction=result.direction,
+    )
+    view = WidgetView(
+        result.study,
+        result.metric,
+        result.direction,
+        sampler=result.sampler or "stored study",
+        scheduler=sched,
+        display=display,
+    )
     view.close(result)
     return view
