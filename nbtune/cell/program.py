@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import linecache
 import math
 import numbers
@@ -34,7 +35,14 @@ if TYPE_CHECKING:
 
 __all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell"]
 
-_CODE_CACHE: dict[tuple[str, str], Any] = {}
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, line_offset: int, filename: str) -> Any:
+    """The cell's rewritten tree, compiled; parsed afresh (rewriting changes the tree in place)."""
+    spec = parse_cell(source, line_offset)
+    assert spec.tree is not None
+    tree = ast.fix_missing_locations(_Rewriter(spec).visit(spec.tree))
+    return compile(tree, filename, "exec")
 
 
 class TrialStopped(BaseException):
@@ -144,26 +152,13 @@ class CellProgram:
         return state
 
     def code(self) -> Any:
-        """The rewritten cell compiled (once per process)."""
-        key = (self.source, self.metric)
-        code = _CODE_CACHE.get(key)
-        if code is None:
-            spec = self.spec if self.spec.tree is not None else parse_cell(self.source, self.line_offset)
-            assert spec.tree is not None
-            tree = _Rewriter(spec).visit(spec.tree)
-            ast.fix_missing_locations(tree)
-            filename = self.filename
-            # Tracebacks then show the user's lines, numbered as the notebook numbers them.
+        """The rewritten cell compiled (once per process and cell)."""
+        # Tracebacks show the user's lines, numbered as the notebook numbers them.
+        filename = self.filename
+        if filename not in linecache.cache:
             lines = ["\n"] * self.line_offset + self.source.splitlines(True)
             linecache.cache[filename] = (len(self.source), None, lines, filename)
-            code = compile(tree, filename, "exec")
-            _CODE_CACHE[key] = code
-        else:
-            filename = self.filename
-            if filename not in linecache.cache:
-                lines = ["\n"] * self.line_offset + self.source.splitlines(True)
-                linecache.cache[filename] = (len(self.source), None, lines, filename)
-        return code
+        return _compiled(self.source, self.line_offset, filename)
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""

@@ -17,14 +17,13 @@ if TYPE_CHECKING:
 
     from nbtune.view.summary import StudySummary as TuneResult
 
-__all__ = ["history_figure", "curves_figure", "importance_figure", "dashboard_figure", "history_png_base64"]
+__all__ = ["dashboard_figure", "history_png_base64", "importance", "to_png"]
 
 _logger = logging.getLogger(__name__)
 
 _BEST = "#1a73e8"
 _DONE = "#5f6368"
 _PRUNED = "#e37400"
-_FAILED = "#d93025"
 
 
 def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, Any]:
@@ -156,27 +155,6 @@ def _draw_importance(ax: Any, imp: dict[str, float]) -> None:
     ax.barh(names, [imp[n] for n in names], color=_BEST)
     ax.set_xlabel("importance (fANOVA)")
     ax.set_title("what mattered", fontsize=10)
-
-
-def history_figure(result: TuneResult) -> Figure:
-    fig, ax = _figure(5, 3)
-    _draw_history(ax, result)
-    return fig
-
-
-def curves_figure(result: TuneResult) -> Figure:
-    fig, ax = _figure(5, 3)
-    _draw_curves(ax, result)
-    return fig
-
-
-def importance_figure(result: TuneResult) -> Figure | None:
-    imp = importance(result)
-    if not imp:
-        return None
-    fig, ax = _figure(4, 0.5 + 0.35 * len(imp))
-    _draw_importance(ax, imp)
-    return fig
 
 
 def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figure:
