@@ -115,3 +115,16 @@ def test_import_nbtune_is_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+PRIVATE = ["._trial_id", "._storage", "._study_id", "._thread_local", "._stop_flag", "_pop_waiting_trial_id",
+           "_get_bracket_id", "_tell_with_warning", "completed_rung_", "_AsyncIORunner"]
+
+
+def test_private_api_only_in_compat():
+    """Optuna's and IPython's private API is used in nbtune/_compat.py only."""
+    uses = [f"{p.relative_to(PKG.parent)}: {name}" for p in PKG.rglob("*.py") if p.name != "_compat.py"
+            for name in PRIVATE if name in p.read_text()]
+    assert not uses, uses
+    compat = (PKG / "_compat.py").read_text()
+    assert all(name in compat for name in PRIVATE)

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from nbtune import _compat
 from nbtune.store.attrs import ATTR, is_interrupted
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class ProcessLiveness(BaseLiveness):
                 return True
             return (datetime.datetime.now() - trial.datetime_start).total_seconds() > UNOWNED_GRACE
         if pid == os.getpid():
-            return trial._trial_id not in _ACTIVE
+            return _compat.trial_id(trial) not in _ACTIVE
         return not is_alive(pid, owner.get("start"))
 
 
@@ -162,9 +163,7 @@ def reap_dead_trials(
     """
     from optuna.trial import TrialState
 
-    from nbtune._compat import storage_of
-
-    storage = storage_of(study)
+    storage = _compat.storage_of(study)
     reaped = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(ATTR.OWNER) or {}
@@ -175,11 +174,11 @@ def reap_dead_trials(
             and ATTR.INTERRUPTED not in t.user_attrs
             and (culprits is None or owner.get("pid") in culprits)
         ):
-            storage.set_trial_user_attr(t._trial_id, ATTR.ERROR, culprit_error)
+            storage.set_trial_user_attr(_compat.trial_id(t), ATTR.ERROR, culprit_error)
         else:
-            storage.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, reason)
+            storage.set_trial_user_attr(_compat.trial_id(t), ATTR.INTERRUPTED, reason)
         try:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(_compat.trial_id(t), TrialState.FAIL)
         except Exception:  # pragma: no cover - finished concurrently
             continue
         reaped.append(t.number)
