@@ -22,19 +22,22 @@ from nbtune.exceptions import AnnotationError, CellError
 VALID_KINDS = "uniform, loguniform, int, logint, choice, epochs"
 
 
-@pytest.mark.parametrize("line, name, kind, args, kwargs, default", [
-    ("lr = 0.01  # tune: loguniform(1e-5, 1e-1)", "lr", "loguniform", (1e-5, 1e-1), {}, 0.01),
-    ("p = 0.5  # tune: uniform(0, 1)", "p", "uniform", (0, 1), {}, 0.5),
-    ("p = 0.5  # tune: uniform(0.0, 1.0, step=0.25)", "p", "uniform", (0.0, 1.0), {"step": 0.25}, 0.5),
-    ("n = 3  # tune: int(1, 10)", "n", "int", (1, 10), {}, 3),
-    ("n = 4  # tune: int(0, 100, step=2)", "n", "int", (0, 100), {"step": 2}, 4),
-    ("bs = 64  # tune: logint(16, 512)", "bs", "logint", (16, 512), {}, 64),
-    ("act = 'relu'  # tune: choice('relu', 'tanh', None)", "act", "choice", ("relu", "tanh", None), {}, "relu"),
-    ("flag = True  # tune: choice(True, False)", "flag", "choice", (True, False), {}, True),
-    ("lr: float = 0.01  # tune: loguniform(1e-5, 1e-1)", "lr", "loguniform", (1e-5, 1e-1), {}, 0.01),
-    ("x = -1.5  # tune: uniform(-2, 2)", "x", "uniform", (-2, 2), {}, -1.5),
-    ("x = 1  #tune:int(0,2)", "x", "int", (0, 2), {}, 1),
-])
+@pytest.mark.parametrize(
+    "line, name, kind, args, kwargs, default",
+    [
+        ("lr = 0.01  # tune: loguniform(1e-5, 1e-1)", "lr", "loguniform", (1e-5, 1e-1), {}, 0.01),
+        ("p = 0.5  # tune: uniform(0, 1)", "p", "uniform", (0, 1), {}, 0.5),
+        ("p = 0.5  # tune: uniform(0.0, 1.0, step=0.25)", "p", "uniform", (0.0, 1.0), {"step": 0.25}, 0.5),
+        ("n = 3  # tune: int(1, 10)", "n", "int", (1, 10), {}, 3),
+        ("n = 4  # tune: int(0, 100, step=2)", "n", "int", (0, 100), {"step": 2}, 4),
+        ("bs = 64  # tune: logint(16, 512)", "bs", "logint", (16, 512), {}, 64),
+        ("act = 'relu'  # tune: choice('relu', 'tanh', None)", "act", "choice", ("relu", "tanh", None), {}, "relu"),
+        ("flag = True  # tune: choice(True, False)", "flag", "choice", (True, False), {}, True),
+        ("lr: float = 0.01  # tune: loguniform(1e-5, 1e-1)", "lr", "loguniform", (1e-5, 1e-1), {}, 0.01),
+        ("x = -1.5  # tune: uniform(-2, 2)", "x", "uniform", (-2, 2), {}, -1.5),
+        ("x = 1  #tune:int(0,2)", "x", "int", (0, 2), {}, 1),
+    ],
+)
 def test_value_kinds(line, name, kind, args, kwargs, default):
     spec = parse_cell(line + "\nm = 1\n")
     (p,) = spec.params
@@ -53,7 +56,9 @@ def test_params_in_cell_order_with_notebook_lines():
 
 @pytest.mark.parametrize("offset", [0, 1, 7])
 def test_line_offset_shifts_every_line(offset):
-    spec = parse_cell("x = 0.5  # tune: uniform(0, 1)\nfor e in range(3):  # tune: epochs\n    m = e\n", line_offset=offset)
+    spec = parse_cell(
+        "x = 0.5  # tune: uniform(0, 1)\nfor e in range(3):  # tune: epochs\n    m = e\n", line_offset=offset
+    )
     assert spec.params[0].lineno == 1 + offset
     assert spec.epochs == EpochsLoop(lineno=2 + offset, length=3)
     assert spec.line_offset == offset
@@ -69,54 +74,92 @@ def test_plain_comments_and_strings_are_not_annotations():
     assert isinstance(spec.tree, ast.Module) and isinstance(spec, CellSpec)
 
 
-@pytest.mark.parametrize("header, length", [
-    ("for e in range(10):", 10),
-    ("for e in range(2, 11, 3):", 3),
-    ("for e in range(5, 0):", 0),
-    ("for e in range(-3, 3):", 6),
-    ("for e in range(n):", None),
-    ("for e in range(0, n):", None),
-    ("for e in range(0, 10, 0):", None),
-    ("for e in range(2.5):", None),
-    ("for e in enumerate(range(4)):", None),
-    ("for e in [1, 2, 3]:", None),
-    ("for e in loader:", None),
-    ("for i, batch in enumerate(loader):", None),
-])
+@pytest.mark.parametrize(
+    "header, length",
+    [
+        ("for e in range(10):", 10),
+        ("for e in range(2, 11, 3):", 3),
+        ("for e in range(5, 0):", 0),
+        ("for e in range(-3, 3):", 6),
+        ("for e in range(n):", None),
+        ("for e in range(0, n):", None),
+        ("for e in range(0, 10, 0):", None),
+        ("for e in range(2.5):", None),
+        ("for e in enumerate(range(4)):", None),
+        ("for e in [1, 2, 3]:", None),
+        ("for e in loader:", None),
+        ("for i, batch in enumerate(loader):", None),
+    ],
+)
 def test_epochs_loop_and_its_length(header, length):
     spec = parse_cell(f"x = 0.5  # tune: uniform(0, 1)\nn = 4\nloader = []\n{header}  # tune: epochs\n    m = 1\n")
     assert spec.epochs == EpochsLoop(lineno=5, length=length)
     assert spec.marks == {2: "uniform", 5: "epochs"}
 
 
-@pytest.mark.parametrize("cell, lineno", [
-    ("if True:\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
-    ("for fold in range(2):\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
-    ("with open('f') as f:\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
-])
+@pytest.mark.parametrize(
+    "cell, lineno",
+    [
+        ("if True:\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
+        ("for fold in range(2):\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
+        ("with open('f') as f:\n    for e in range(4):  # tune: epochs\n        m = e\n", 3),
+    ],
+)
 def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
     spec = parse_cell(cell)
     assert spec.epochs == EpochsLoop(lineno=lineno, length=4)
 
 
-@pytest.mark.parametrize("cell, lineno, message", [
-    ("x = 1  # tune:\n", 2, "line 2, column 15 of the %%tune cell: empty annotation; write a kind after 'tune:', "
-     f"one of {VALID_KINDS}"),
-    ("x = 1  # tune: uniform(0, \n", 2, "line 2, column 23 of the %%tune cell: cannot parse annotation 'uniform(0,' "
-     "('(' was never closed); write it as KIND(args), e.g. loguniform(1e-5, 1e-1)"),
-    ("x = 1  # tune: 3\n", 2, "line 2, column 16 of the %%tune cell: cannot read annotation '3'; "
-     "write it as KIND(args), e.g. loguniform(1e-5, 1e-1)"),
-    ("x = 1  # tune: np.uniform(0, 1)\n", 2, "line 2, column 16 of the %%tune cell: cannot read annotation "
-     "'np.uniform(0, 1)'"),
-    ("m = 0\nx = 1  # tune: normal(0, 1)\n", 3, "line 3 of the %%tune cell: unknown annotation kind 'normal'; "
-     f"valid kinds are {VALID_KINDS}"),
-    ("x = 1  # tune: uniform(0, hi)\n", 2, "line 2, column 27 of the %%tune cell: argument 2 of uniform must be a "
-     "Python literal (a number, string, True/False/None), got 'hi'"),
-    ("x = 1  # tune: uniform(0, 2, step=s)\n", 2, "line 2, column 35 of the %%tune cell: step= must be a Python literal"),
-    ("x = y  # tune: uniform(0, 2)\n", 2, "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python "
-     "literal (a number, string, True/False/None), got 'y'"),
-    ("x = 1  # tune: choice(**opts)\n", 2, "line 2 of the %%tune cell: choice does not take **kwargs"),
-])
+@pytest.mark.parametrize(
+    "cell, lineno, message",
+    [
+        (
+            "x = 1  # tune:\n",
+            2,
+            f"line 2, column 15 of the %%tune cell: empty annotation; write a kind after 'tune:', one of {VALID_KINDS}",
+        ),
+        (
+            "x = 1  # tune: uniform(0, \n",
+            2,
+            "line 2, column 23 of the %%tune cell: cannot parse annotation 'uniform(0,' "
+            "('(' was never closed); write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
+        ),
+        (
+            "x = 1  # tune: 3\n",
+            2,
+            "line 2, column 16 of the %%tune cell: cannot read annotation '3'; "
+            "write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
+        ),
+        (
+            "x = 1  # tune: np.uniform(0, 1)\n",
+            2,
+            "line 2, column 16 of the %%tune cell: cannot read annotation 'np.uniform(0, 1)'",
+        ),
+        (
+            "m = 0\nx = 1  # tune: normal(0, 1)\n",
+            3,
+            f"line 3 of the %%tune cell: unknown annotation kind 'normal'; valid kinds are {VALID_KINDS}",
+        ),
+        (
+            "x = 1  # tune: uniform(0, hi)\n",
+            2,
+            "line 2, column 27 of the %%tune cell: argument 2 of uniform must be a "
+            "Python literal (a number, string, True/False/None), got 'hi'",
+        ),
+        (
+            "x = 1  # tune: uniform(0, 2, step=s)\n",
+            2,
+            "line 2, column 35 of the %%tune cell: step= must be a Python literal",
+        ),
+        (
+            "x = y  # tune: uniform(0, 2)\n",
+            2,
+            "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python "
+            "literal (a number, string, True/False/None), got 'y'",
+        ),
+        ("x = 1  # tune: choice(**opts)\n", 2, "line 2 of the %%tune cell: choice does not take **kwargs"),
+    ],
+)
 def test_malformed_annotations(cell, lineno, message):
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
@@ -124,15 +167,18 @@ def test_malformed_annotations(cell, lineno, message):
     assert info.value.lineno == lineno
 
 
-@pytest.mark.parametrize("annotation, message", [
-    ("uniform(0)", "uniform takes 2 arguments (low, high), got 1"),
-    ("int(0, 2, 3)", "int takes 2 arguments (low, high), got 3"),
-    ("loguniform", "loguniform takes 2 arguments (low, high), got 0"),
-    ("uniform(0, 2, foo=1)", "uniform got unknown keyword 'foo'; it accepts step"),
-    ("loguniform(1, 2, step=1)", "loguniform got unknown keyword 'step'; it accepts no keyword arguments"),
-    ("logint(1, 8, step=2)", "logint got unknown keyword 'step'; it accepts no keyword arguments"),
-    ("choice(1, 2, step=1)", "choice got unknown keyword 'step'; it accepts no keyword arguments"),
-])
+@pytest.mark.parametrize(
+    "annotation, message",
+    [
+        ("uniform(0)", "uniform takes 2 arguments (low, high), got 1"),
+        ("int(0, 2, 3)", "int takes 2 arguments (low, high), got 3"),
+        ("loguniform", "loguniform takes 2 arguments (low, high), got 0"),
+        ("uniform(0, 2, foo=1)", "uniform got unknown keyword 'foo'; it accepts step"),
+        ("loguniform(1, 2, step=1)", "loguniform got unknown keyword 'step'; it accepts no keyword arguments"),
+        ("logint(1, 8, step=2)", "logint got unknown keyword 'step'; it accepts no keyword arguments"),
+        ("choice(1, 2, step=1)", "choice got unknown keyword 'step'; it accepts no keyword arguments"),
+    ],
+)
 def test_arity_and_keywords(annotation, message):
     with pytest.raises(AnnotationError, match="^line 2 of the %%tune cell: " + re.escape(message)):
         parse_cell(f"x = 1  # tune: {annotation}\n")
@@ -140,8 +186,10 @@ def test_arity_and_keywords(annotation, message):
 
 @pytest.mark.parametrize("annotation", ["epochs(3)", "epochs(n=3)"])
 def test_epochs_takes_no_arguments(annotation):
-    with pytest.raises(AnnotationError, match="^line 2 of the %%tune cell: 'epochs' takes no arguments; "
-                                              "write '# tune: epochs' on the for header"):
+    with pytest.raises(
+        AnnotationError,
+        match="^line 2 of the %%tune cell: 'epochs' takes no arguments; write '# tune: epochs' on the for header",
+    ):
         parse_cell(f"for e in range(3):  # tune: {annotation}\n    m = e\n")
 
 
@@ -149,28 +197,33 @@ def test_epochs_with_empty_parentheses_is_accepted():
     assert parse_cell("for e in range(3):  # tune: epochs()\n    m = e\n").epochs == EpochsLoop(lineno=2, length=3)
 
 
-ASSIGN_ONLY = "must annotate a simple top-level assignment on one line, such as 'lr = 1e-3  # tune: loguniform(1e-5, 1e-1)'"
+ASSIGN_ONLY = (
+    "must annotate a simple top-level assignment on one line, such as 'lr = 1e-3  # tune: loguniform(1e-5, 1e-1)'"
+)
 FOR_ONLY = "must sit on a 'for' header line, e.g. 'for epoch in range(20):  # tune: epochs'"
 
 
-@pytest.mark.parametrize("cell, lineno, message", [
-    ("def f():\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("if True:\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("x = y = 1  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("a, b = 1, 2  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("d = {}\nd['k'] = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("x = 0\nx += 1  # tune: int(0, 2)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
-    ("x: int  # tune: int(0, 5)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
-    ("x = (1 +\n     2)  # tune: int(0, 5)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
-    ("x = (1 +  # tune: int(0, 5)\n     2)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
-    ("# tune: choice(1, 2)\nx = 1\n", 2, f"'# tune: choice(...)' {ASSIGN_ONLY}"),
-    ("for e in range(3):  # tune: uniform(0, 1)\n    m = e\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-    ("x = 1  # tune: epochs\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
-    ("while True:  # tune: epochs\n    break\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
-    ("ms = [e for e in range(3)]  # tune: epochs\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
-    ("for e in range(3):\n    m = e  # tune: epochs\n", 3, f"'# tune: epochs' {FOR_ONLY}"),
-    ("async def f(xs):\n    async for e in xs:  # tune: epochs\n        pass\n", 3, f"'# tune: epochs' {FOR_ONLY}"),
-])
+@pytest.mark.parametrize(
+    "cell, lineno, message",
+    [
+        ("def f():\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("if True:\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("x = y = 1  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("a, b = 1, 2  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("d = {}\nd['k'] = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("x = 0\nx += 1  # tune: int(0, 2)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
+        ("x: int  # tune: int(0, 5)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
+        ("x = (1 +\n     2)  # tune: int(0, 5)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
+        ("x = (1 +  # tune: int(0, 5)\n     2)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
+        ("# tune: choice(1, 2)\nx = 1\n", 2, f"'# tune: choice(...)' {ASSIGN_ONLY}"),
+        ("for e in range(3):  # tune: uniform(0, 1)\n    m = e\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        ("x = 1  # tune: epochs\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
+        ("while True:  # tune: epochs\n    break\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
+        ("ms = [e for e in range(3)]  # tune: epochs\n", 2, f"'# tune: epochs' {FOR_ONLY}"),
+        ("for e in range(3):\n    m = e  # tune: epochs\n", 3, f"'# tune: epochs' {FOR_ONLY}"),
+        ("async def f(xs):\n    async for e in xs:  # tune: epochs\n        pass\n", 3, f"'# tune: epochs' {FOR_ONLY}"),
+    ],
+)
 def test_misplaced_annotations(cell, lineno, message):
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
@@ -178,25 +231,35 @@ def test_misplaced_annotations(cell, lineno, message):
     assert info.value.lineno == lineno
 
 
-@pytest.mark.parametrize("cell, lineno", [
-    ("def train():\n    for e in range(3):  # tune: epochs\n        pass\n", 3),
-    ("class Trainer:\n    def fit(self):\n        for e in range(3):  # tune: epochs\n            pass\n", 4),
-    ("class Trainer:\n    for e in range(3):  # tune: epochs\n        pass\n", 3),
-    ("f = lambda: None\ndef g():\n    if True:\n        for e in range(3):  # tune: epochs\n            pass\n", 5),
-])
+@pytest.mark.parametrize(
+    "cell, lineno",
+    [
+        ("def train():\n    for e in range(3):  # tune: epochs\n        pass\n", 3),
+        ("class Trainer:\n    def fit(self):\n        for e in range(3):  # tune: epochs\n            pass\n", 4),
+        ("class Trainer:\n    for e in range(3):  # tune: epochs\n        pass\n", 3),
+        ("f = lambda: None\ndef g():\n    if True:\n        for e in range(3):  # tune: epochs\n            pass\n", 5),
+    ],
+)
 def test_epochs_loop_inside_a_def_or_class(cell, lineno):
-    with pytest.raises(AnnotationError, match=f"^line {lineno} of the %%tune cell: the epochs loop is inside a "
-                                              "function or class; move the loop to the cell's top level"):
+    with pytest.raises(
+        AnnotationError,
+        match=f"^line {lineno} of the %%tune cell: the epochs loop is inside a "
+        "function or class; move the loop to the cell's top level",
+    ):
         parse_cell(cell)
 
 
 def test_two_epochs_loops():
-    cell = ("x = 1  # tune: int(0, 2)\nfor a in range(2):  # tune: epochs\n    m = a\n"
-            "for b in range(2):  # tune: epochs\n    m = b\n")
+    cell = (
+        "x = 1  # tune: int(0, 2)\nfor a in range(2):  # tune: epochs\n    m = a\n"
+        "for b in range(2):  # tune: epochs\n    m = b\n"
+    )
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
-    assert str(info.value) == ("line 5 of the %%tune cell: a second '# tune: epochs' loop (the first is on line 3); "
-                               "mark only the outer training loop")
+    assert str(info.value) == (
+        "line 5 of the %%tune cell: a second '# tune: epochs' loop (the first is on line 3); "
+        "mark only the outer training loop"
+    )
     assert info.value.lineno == 5
 
 
@@ -210,8 +273,9 @@ def test_nested_epochs_loops():
 def test_duplicate_variable(second):
     with pytest.raises(AnnotationError) as info:
         parse_cell(f"x = 1  # tune: int(0, 5)\nm = x\n{second}\n")
-    assert str(info.value) == ("line 4 of the %%tune cell: 'x' is annotated twice (also on line 2); "
-                               "keep one annotation per variable")
+    assert str(info.value) == (
+        "line 4 of the %%tune cell: 'x' is annotated twice (also on line 2); keep one annotation per variable"
+    )
     assert info.value.lineno == 4
 
 
@@ -222,13 +286,18 @@ def test_value_errors_come_from_the_space_with_the_line():
     assert info.value.lineno == 3
 
 
-@pytest.mark.parametrize("cell, message", [
-    ("x = 1 +\n", "line 2 of the %%tune cell: invalid syntax: x = 1 +"),
-    ("x = 1\n  y = 2\n", "line 3 of the %%tune cell: unexpected indent: y = 2"),
-    ("x = 0.5  # tune: uniform(0, 1)\nm = (x,\n", "line 3 of the %%tune cell: '(' was never closed: m = (x,"),
-    ("x = 0.5  # tune: uniform(0, 1)\nfor e in range(3):  # tune: epochs\nm = 1\n",
-     "line 4 of the %%tune cell: expected an indented block after 'for' statement on line 2: m = 1"),
-])
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("x = 1 +\n", "line 2 of the %%tune cell: invalid syntax: x = 1 +"),
+        ("x = 1\n  y = 2\n", "line 3 of the %%tune cell: unexpected indent: y = 2"),
+        ("x = 0.5  # tune: uniform(0, 1)\nm = (x,\n", "line 3 of the %%tune cell: '(' was never closed: m = (x,"),
+        (
+            "x = 0.5  # tune: uniform(0, 1)\nfor e in range(3):  # tune: epochs\nm = 1\n",
+            "line 4 of the %%tune cell: expected an indented block after 'for' statement on line 2: m = 1",
+        ),
+    ],
+)
 def test_syntax_errors_name_the_notebook_line(cell, message):
     with pytest.raises(CellError) as info:
         parse_cell(cell)
@@ -279,14 +348,25 @@ def test_a_new_annotation_kind_needs_no_parser_change(seed_kind):
     assert [p.name for p in spec.params] == ["lr"]
 
 
-@pytest.mark.parametrize("cell, message", [
-    ("def f():\n    s = 1  # tune: seed\n", "line 3 of the %%tune cell: '# tune: seed(...)' must annotate a simple "
-     "top-level assignment on one line, such as 'seed = 0  # tune: seed'"),
-    ("s = 1  # tune: seed(3)\n", "line 2 of the %%tune cell: seed takes 0 arguments, got 1"),
-    ("s = 1  # tune: seed(base=3)\n", "line 2 of the %%tune cell: seed got unknown keyword 'base'; "
-     "it accepts no keyword arguments"),
-    ("s = 1  # tune: sead\n", f"line 2 of the %%tune cell: unknown annotation kind 'sead'; valid kinds are {VALID_KINDS}, seed"),
-])
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        (
+            "def f():\n    s = 1  # tune: seed\n",
+            "line 3 of the %%tune cell: '# tune: seed(...)' must annotate a simple "
+            "top-level assignment on one line, such as 'seed = 0  # tune: seed'",
+        ),
+        ("s = 1  # tune: seed(3)\n", "line 2 of the %%tune cell: seed takes 0 arguments, got 1"),
+        (
+            "s = 1  # tune: seed(base=3)\n",
+            "line 2 of the %%tune cell: seed got unknown keyword 'base'; it accepts no keyword arguments",
+        ),
+        (
+            "s = 1  # tune: sead\n",
+            f"line 2 of the %%tune cell: unknown annotation kind 'sead'; valid kinds are {VALID_KINDS}, seed",
+        ),
+    ],
+)
 def test_a_new_annotation_kind_gets_the_usual_errors(seed_kind, cell, message):
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)

@@ -9,7 +9,15 @@ import pytest
 
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
-from nbtune.run.samplers import SAMPLERS, SamplerKind, check_sampler, grid_size, make_sampler, register_sampler, sampler_kind
+from nbtune.run.samplers import (
+    SAMPLERS,
+    SamplerKind,
+    check_sampler,
+    grid_size,
+    make_sampler,
+    register_sampler,
+    sampler_kind,
+)
 
 LR = Param("lr", "loguniform", (1e-5, 1e-1), default=1e-3, lineno=3)
 DROP = Param("drop", "uniform", (0.0, 0.5), {"step": 0.1}, default=0.2, lineno=4)
@@ -17,8 +25,14 @@ LAYERS = Param("layers", "int", (1, 4), default=2, lineno=5)
 ACT = Param("act", "choice", ("relu", "tanh", "gelu"), default="relu", lineno=6)
 FINITE = [DROP, LAYERS, ACT]
 
-OPTUNA_CLASS = {"tpe": "TPESampler", "random": "RandomSampler", "grid": "GridSampler", "gp": "GPSampler",
-                "cmaes": "CmaEsSampler", "qmc": "QMCSampler"}
+OPTUNA_CLASS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "grid": "GridSampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "qmc": "QMCSampler",
+}
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -40,7 +54,10 @@ def test_registered_names():
     assert list(SAMPLERS) == ["tpe", "random", "grid", "gp", "cmaes", "qmc"]
     assert [k for k in SAMPLERS if SAMPLERS[k].enumerates] == ["grid"]
     assert {k: SAMPLERS[k].needs for k in SAMPLERS if SAMPLERS[k].needs} == {
-        "gp": ("torch", "gp"), "cmaes": ("cmaes", "cmaes"), "qmc": ("scipy", "qmc")}
+        "gp": ("torch", "gp"),
+        "cmaes": ("cmaes", "cmaes"),
+        "qmc": ("scipy", "qmc"),
+    }
     assert all(SAMPLERS[k].help for k in SAMPLERS)
 
 
@@ -52,17 +69,21 @@ def test_unknown_sampler_lists_the_choices(name):
         assert str(info.value) == f"--sampler must be one of tpe, random, grid, gp, cmaes, qmc; got {name!r}"
 
 
-@pytest.mark.parametrize("params, lineno, described", [
-    ([LR], 3, "lr = loguniform(1e-05, 0.1)"),
-    ([DROP, LAYERS, LR], 3, "lr = loguniform(1e-05, 0.1)"),
-    ([Param("w", "uniform", (0, 1), default=0.5, lineno=9), LR], 9, "w = uniform(0, 1)"),
-])
+@pytest.mark.parametrize(
+    "params, lineno, described",
+    [
+        ([LR], 3, "lr = loguniform(1e-05, 0.1)"),
+        ([DROP, LAYERS, LR], 3, "lr = loguniform(1e-05, 0.1)"),
+        ([Param("w", "uniform", (0, 1), default=0.5, lineno=9), LR], 9, "w = uniform(0, 1)"),
+    ],
+)
 def test_grid_on_a_continuous_space_names_the_line(params, lineno, described):
     with pytest.raises(ConfigError) as info:
         check_sampler("grid", params)
     assert str(info.value) == (
         f"--sampler grid needs a finite space, but line {lineno} of the %%tune cell ({described}) is continuous; "
-        "give it step=, use choice(...), or pick --sampler random/tpe")
+        "give it step=, use choice(...), or pick --sampler random/tpe"
+    )
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "grid"])
@@ -75,21 +96,29 @@ def test_continuous_spaces_are_fine_for_samplers_that_draw(name):
     assert check_sampler(name, [LR, DROP]) is SAMPLERS[name]
 
 
-@pytest.mark.parametrize("params, size", [
-    ([], 1),
-    ([DROP], 6),
-    ([LAYERS], 4),
-    ([ACT], 3),
-    (FINITE, 72),
-    ([Param("b", "int", (0, 100), {"step": 10}, default=0), Param("c", "choice", (True,), default=True)], 11),
-    ([LR, ACT], 0),
-])
+@pytest.mark.parametrize(
+    "params, size",
+    [
+        ([], 1),
+        ([DROP], 6),
+        ([LAYERS], 4),
+        ([ACT], 3),
+        (FINITE, 72),
+        ([Param("b", "int", (0, 100), {"step": 10}, default=0), Param("c", "choice", (True,), default=True)], 11),
+        ([LR, ACT], 0),
+    ],
+)
 def test_grid_size(params, size):
     assert grid_size(params) == size
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skipif(not installed(n), reason=f"{n} needs "
-                                                                            f"{SAMPLERS[n].needs}")) for n in SAMPLERS])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.skipif(not installed(n), reason=f"{n} needs {SAMPLERS[n].needs}"))
+        for n in SAMPLERS
+    ],
+)
 def test_make_sampler_returns_the_optuna_sampler(name):
     params = FINITE if name == "grid" else [LR, DROP, LAYERS]
     check_sampler(name, params)
@@ -126,7 +155,9 @@ def test_grid_sampler_walks_every_grid_point():
 
 @pytest.mark.skipif(installed("gp"), reason="torch is installed")
 def test_a_missing_package_names_the_extra():
-    with pytest.raises(ConfigError, match=r"^--sampler gp needs the package 'torch'; install it with: pip install 'nbtune\[gp\]'$"):
+    with pytest.raises(
+        ConfigError, match=r"^--sampler gp needs the package 'torch'; install it with: pip install 'nbtune\[gp\]'$"
+    ):
         check_sampler("gp", [LR])
 
 
@@ -139,7 +170,9 @@ def test_a_new_sampler_kind(registry_guard):
 
     kind = register_sampler(SamplerKind("brute", make, enumerates=True, help="every point, in random order"))
     assert sampler_kind("brute") is kind and list(SAMPLERS)[-1] == "brute"
-    with pytest.raises(ConfigError, match="^--sampler must be one of tpe, random, grid, gp, cmaes, qmc, brute; got 'x'$"):
+    with pytest.raises(
+        ConfigError, match="^--sampler must be one of tpe, random, grid, gp, cmaes, qmc, brute; got 'x'$"
+    ):
         sampler_kind("x")
     assert check_sampler("brute", FINITE) is kind
     with pytest.raises(ConfigError, match="^--sampler brute needs a finite space, but line 3 of the %%tune cell"):
@@ -152,8 +185,9 @@ def test_a_new_sampler_kind_checks_its_package(registry_guard):
     register_sampler(SamplerKind("exotic", lambda params, seed: None, needs=("nbtune_no_such_module", "exotic")))
     with pytest.raises(ConfigError) as info:
         check_sampler("exotic", [LR])
-    assert str(info.value) == ("--sampler exotic needs the package 'nbtune_no_such_module'; "
-                               "install it with: pip install 'nbtune[exotic]'")
+    assert str(info.value) == (
+        "--sampler exotic needs the package 'nbtune_no_such_module'; install it with: pip install 'nbtune[exotic]'"
+    )
 
 
 def test_the_registry_is_restored():

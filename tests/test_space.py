@@ -18,54 +18,102 @@ def param(kind, args, kwargs=None, default=None, name="v", lineno=4):
     return Param(name=name, kind=kind, args=args, kwargs=kwargs or {}, default=default, lineno=lineno)
 
 
-@pytest.mark.parametrize("kind, args, kwargs, default, what", [
-    ("uniform", (0, "a"), {}, 0, "needs numeric bounds, got high='a'; give numbers such as 0.0 and 1.0"),
-    ("uniform", (True, 1), {}, 0, "needs numeric bounds, got low=True; give numbers such as 0.0 and 1.0"),
-    ("uniform", (0, None), {}, 0, "needs numeric bounds, got high=None; give numbers such as 0.0 and 1.0"),
-    ("uniform", (0, math.inf), {}, 0, "needs finite bounds, got high=inf; give finite numbers"),
-    ("uniform", (-math.inf, 0), {}, 0, "needs finite bounds, got low=-inf; give finite numbers"),
-    ("uniform", (1, 1), {}, 1, "needs low < high, got low=1, high=1; swap or widen the bounds"),
-    ("uniform", (2.0, 1.0), {}, 1, "needs low < high, got low=2.0, high=1.0; swap or widen the bounds"),
-    ("int", (0, 1.5), {}, 0, "needs integer bounds, got high=1.5; use uniform() for real numbers"),
-    ("int", (0.0, 2), {}, 1, "needs integer bounds, got low=0.0; use uniform() for real numbers"),
-    ("int", (False, 2), {}, 1, "needs integer bounds, got low=False; use uniform() for real numbers"),
-    ("int", (3, 3), {}, 3, "needs low < high, got low=3, high=3; swap or widen the bounds"),
-    ("loguniform", (0, 1), {}, 0.5, "needs low > 0 (log scale), got 0; use uniform() or a low such as 1e-5"),
-    ("loguniform", (-1e-3, 1), {}, 0.5, "needs low > 0 (log scale), got -0.001; use uniform() or a low such as 1e-5"),
-    ("logint", (0, 8), {}, 1, "needs low > 0 (log scale), got 0; use int() or a low such as 1"),
-    ("logint", (-4, 8), {}, 1, "needs low > 0 (log scale), got -4; use int() or a low such as 1"),
-    ("uniform", (0, 1), {"step": "a"}, 0, "step must be a number, got 'a'; fix step="),
-    ("uniform", (0, 1), {"step": True}, 0, "step must be a number, got True; fix step="),
-    ("uniform", (0, 1), {"step": 0}, 0, "step must be > 0, got 0; use a positive step"),
-    ("uniform", (0, 1), {"step": -0.1}, 0, "step must be > 0, got -0.1; use a positive step"),
-    ("int", (0, 10), {"step": 0.5}, 0, "step must be an integer, got 0.5; fix step="),
-    ("int", (0, 10), {"step": True}, 0, "step must be an integer, got True; fix step="),
-    ("int", (0, 10), {"step": -1}, 0, "step must be > 0, got -1; use a positive step"),
-    ("uniform", (0, 1), {}, 2, "default 2 is outside the range [0, 1]; widen the range or change the assigned value"),
-    ("uniform", (0, 1), {}, -0.5, "default -0.5 is outside the range [0, 1]; widen the range or change the assigned value"),
-    ("loguniform", (1e-5, 1e-1), {}, 1.0,
-     "default 1.0 is outside the range [1e-05, 0.1]; widen the range or change the assigned value"),
-    ("uniform", (0, 1), {}, "a", "default must be a number, got 'a'; assign a number such as 0"),
-    ("uniform", (0.5, 1), {}, None, "default must be a number, got None; assign a number such as 0.5"),
-    ("uniform", (0, 1), {}, True, "default must be a number, got True; assign a number such as 0"),
-    ("int", (0, 10), {}, 11, "default 11 is outside the range [0, 10]; widen the range or change the assigned value"),
-    ("int", (2, 10), {}, 1.0, "default must be an integer, got 1.0; assign an integer such as 2"),
-    ("int", (0, 10), {}, True, "default must be an integer, got True; assign an integer such as 0"),
-    ("logint", (1, 8), {}, 16, "default 16 is outside the range [1, 8]; widen the range or change the assigned value"),
-    ("choice", (), {}, None, 'needs at least one value; list the values, e.g. choice("relu", "tanh")'),
-    ("choice", ("a", [1]), {}, "a",
-     "values must be numbers, strings, booleans or None, got [1]; give scalar values and build objects from them in the cell"),
-    ("choice", ("a", (1, 2)), {}, "a", "values must be numbers, strings, booleans or None, got (1, 2)"),
-    ("choice", ("a", {"k": 1}), {}, "a", "values must be numbers, strings, booleans or None, got {'k': 1}"),
-    ("choice", ("a", "a"), {}, "a", "has repeated values ['a', 'a']; list each value once"),
-    ("choice", (1, 2, 1), {}, 1, "has repeated values [1, 2, 1]; list each value once"),
-    ("choice", ("a", "b"), {}, "c",
-     "default 'c' is not among the choices ['a', 'b']; add the default to the choices or change the assigned value"),
-    ("choice", (1, 2), {}, True, "default True is not among the choices [1, 2]"),
-    ("choice", (1, 2), {}, 1.0, "default 1.0 is not among the choices [1, 2]"),
-    ("choice", (True, False), {}, 1, "default 1 is not among the choices [True, False]"),
-    ("choice", ("1", "2"), {}, 1, "default 1 is not among the choices ['1', '2']"),
-])
+@pytest.mark.parametrize(
+    "kind, args, kwargs, default, what",
+    [
+        ("uniform", (0, "a"), {}, 0, "needs numeric bounds, got high='a'; give numbers such as 0.0 and 1.0"),
+        ("uniform", (True, 1), {}, 0, "needs numeric bounds, got low=True; give numbers such as 0.0 and 1.0"),
+        ("uniform", (0, None), {}, 0, "needs numeric bounds, got high=None; give numbers such as 0.0 and 1.0"),
+        ("uniform", (0, math.inf), {}, 0, "needs finite bounds, got high=inf; give finite numbers"),
+        ("uniform", (-math.inf, 0), {}, 0, "needs finite bounds, got low=-inf; give finite numbers"),
+        ("uniform", (1, 1), {}, 1, "needs low < high, got low=1, high=1; swap or widen the bounds"),
+        ("uniform", (2.0, 1.0), {}, 1, "needs low < high, got low=2.0, high=1.0; swap or widen the bounds"),
+        ("int", (0, 1.5), {}, 0, "needs integer bounds, got high=1.5; use uniform() for real numbers"),
+        ("int", (0.0, 2), {}, 1, "needs integer bounds, got low=0.0; use uniform() for real numbers"),
+        ("int", (False, 2), {}, 1, "needs integer bounds, got low=False; use uniform() for real numbers"),
+        ("int", (3, 3), {}, 3, "needs low < high, got low=3, high=3; swap or widen the bounds"),
+        ("loguniform", (0, 1), {}, 0.5, "needs low > 0 (log scale), got 0; use uniform() or a low such as 1e-5"),
+        (
+            "loguniform",
+            (-1e-3, 1),
+            {},
+            0.5,
+            "needs low > 0 (log scale), got -0.001; use uniform() or a low such as 1e-5",
+        ),
+        ("logint", (0, 8), {}, 1, "needs low > 0 (log scale), got 0; use int() or a low such as 1"),
+        ("logint", (-4, 8), {}, 1, "needs low > 0 (log scale), got -4; use int() or a low such as 1"),
+        ("uniform", (0, 1), {"step": "a"}, 0, "step must be a number, got 'a'; fix step="),
+        ("uniform", (0, 1), {"step": True}, 0, "step must be a number, got True; fix step="),
+        ("uniform", (0, 1), {"step": 0}, 0, "step must be > 0, got 0; use a positive step"),
+        ("uniform", (0, 1), {"step": -0.1}, 0, "step must be > 0, got -0.1; use a positive step"),
+        ("int", (0, 10), {"step": 0.5}, 0, "step must be an integer, got 0.5; fix step="),
+        ("int", (0, 10), {"step": True}, 0, "step must be an integer, got True; fix step="),
+        ("int", (0, 10), {"step": -1}, 0, "step must be > 0, got -1; use a positive step"),
+        (
+            "uniform",
+            (0, 1),
+            {},
+            2,
+            "default 2 is outside the range [0, 1]; widen the range or change the assigned value",
+        ),
+        (
+            "uniform",
+            (0, 1),
+            {},
+            -0.5,
+            "default -0.5 is outside the range [0, 1]; widen the range or change the assigned value",
+        ),
+        (
+            "loguniform",
+            (1e-5, 1e-1),
+            {},
+            1.0,
+            "default 1.0 is outside the range [1e-05, 0.1]; widen the range or change the assigned value",
+        ),
+        ("uniform", (0, 1), {}, "a", "default must be a number, got 'a'; assign a number such as 0"),
+        ("uniform", (0.5, 1), {}, None, "default must be a number, got None; assign a number such as 0.5"),
+        ("uniform", (0, 1), {}, True, "default must be a number, got True; assign a number such as 0"),
+        (
+            "int",
+            (0, 10),
+            {},
+            11,
+            "default 11 is outside the range [0, 10]; widen the range or change the assigned value",
+        ),
+        ("int", (2, 10), {}, 1.0, "default must be an integer, got 1.0; assign an integer such as 2"),
+        ("int", (0, 10), {}, True, "default must be an integer, got True; assign an integer such as 0"),
+        (
+            "logint",
+            (1, 8),
+            {},
+            16,
+            "default 16 is outside the range [1, 8]; widen the range or change the assigned value",
+        ),
+        ("choice", (), {}, None, 'needs at least one value; list the values, e.g. choice("relu", "tanh")'),
+        (
+            "choice",
+            ("a", [1]),
+            {},
+            "a",
+            "values must be numbers, strings, booleans or None, got [1]; give scalar values and build objects from them in the cell",
+        ),
+        ("choice", ("a", (1, 2)), {}, "a", "values must be numbers, strings, booleans or None, got (1, 2)"),
+        ("choice", ("a", {"k": 1}), {}, "a", "values must be numbers, strings, booleans or None, got {'k': 1}"),
+        ("choice", ("a", "a"), {}, "a", "has repeated values ['a', 'a']; list each value once"),
+        ("choice", (1, 2, 1), {}, 1, "has repeated values [1, 2, 1]; list each value once"),
+        (
+            "choice",
+            ("a", "b"),
+            {},
+            "c",
+            "default 'c' is not among the choices ['a', 'b']; add the default to the choices or change the assigned value",
+        ),
+        ("choice", (1, 2), {}, True, "default True is not among the choices [1, 2]"),
+        ("choice", (1, 2), {}, 1.0, "default 1.0 is not among the choices [1, 2]"),
+        ("choice", (True, False), {}, 1, "default 1 is not among the choices [True, False]"),
+        ("choice", ("1", "2"), {}, 1, "default 1 is not among the choices ['1', '2']"),
+    ],
+)
 def test_validation_messages(kind, args, kwargs, default, what):
     with pytest.raises(AnnotationError) as info:
         param(kind, args, kwargs, default)
@@ -73,27 +121,33 @@ def test_validation_messages(kind, args, kwargs, default, what):
     assert info.value.lineno == 4
 
 
-@pytest.mark.xfail(strict=True, reason="bug: repeats are found by repr, but Optuna's CategoricalDistribution "
-                                       "finds a value by ==, so 1 and True (or 1 and 1.0) share one index")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: repeats are found by repr, but Optuna's CategoricalDistribution "
+    "finds a value by ==, so 1 and True (or 1 and 1.0) share one index",
+)
 @pytest.mark.parametrize("choices, default", [((1, True), 1), ((1, 1.0), 1.0), ((0, False, "a"), "a")])
 def test_choices_equal_under_eq_are_repeats(choices, default):
     with pytest.raises(AnnotationError, match="has repeated values"):
         param("choice", choices, default=default)
 
 
-@pytest.mark.parametrize("kind, args, kwargs, default", [
-    ("uniform", (0, 1), {}, 0),
-    ("uniform", (0, 1), {}, 1.0),
-    ("uniform", (-1.5, 2), {"step": 0.5}, -1.5),
-    ("uniform", (0, 10), {"step": 2}, 4),
-    ("loguniform", (1e-5, 1e-1), {}, 1e-3),
-    ("int", (0, 10), {}, 10),
-    ("int", (-5, 5), {"step": 5}, 0),
-    ("logint", (1, 1024), {}, 32),
-    ("choice", ("relu",), {}, "relu"),
-    ("choice", (None, "x", 2, 0.5, False), {}, None),
-    ("choice", (True, False), {}, False),
-])
+@pytest.mark.parametrize(
+    "kind, args, kwargs, default",
+    [
+        ("uniform", (0, 1), {}, 0),
+        ("uniform", (0, 1), {}, 1.0),
+        ("uniform", (-1.5, 2), {"step": 0.5}, -1.5),
+        ("uniform", (0, 10), {"step": 2}, 4),
+        ("loguniform", (1e-5, 1e-1), {}, 1e-3),
+        ("int", (0, 10), {}, 10),
+        ("int", (-5, 5), {"step": 5}, 0),
+        ("logint", (1, 1024), {}, 32),
+        ("choice", ("relu",), {}, "relu"),
+        ("choice", (None, "x", 2, 0.5, False), {}, None),
+        ("choice", (True, False), {}, False),
+    ],
+)
 def test_valid_params(kind, args, kwargs, default):
     p = param(kind, args, kwargs, default)
     assert (p.kind, p.args, p.kwargs, p.default) == (kind, args, kwargs, default)
@@ -103,19 +157,26 @@ def test_every_kind_is_registered():
     assert list(PARAM_KINDS) == ["uniform", "loguniform", "int", "logint", "choice"]
     assert [PARAM_KINDS[k].arity for k in PARAM_KINDS] == [2, 2, 2, 2, None]
     assert {k: PARAM_KINDS[k].keywords for k in PARAM_KINDS} == {
-        "uniform": frozenset({"step"}), "loguniform": frozenset(), "int": frozenset({"step"}),
-        "logint": frozenset(), "choice": frozenset()}
+        "uniform": frozenset({"step"}),
+        "loguniform": frozenset(),
+        "int": frozenset({"step"}),
+        "logint": frozenset(),
+        "choice": frozenset(),
+    }
 
 
-@pytest.mark.parametrize("p, expected", [
-    (param("uniform", (0, 1), default=0.5), FloatDistribution(0.0, 1.0)),
-    (param("uniform", (0, 1), {"step": 0.25}, 0.5), FloatDistribution(0.0, 1.0, step=0.25)),
-    (param("loguniform", (1e-5, 1e-1), default=1e-3), FloatDistribution(1e-5, 1e-1, log=True)),
-    (param("int", (0, 10), default=3), IntDistribution(0, 10)),
-    (param("int", (0, 10), {"step": 2}, 4), IntDistribution(0, 10, step=2)),
-    (param("logint", (16, 512), default=64), IntDistribution(16, 512, log=True)),
-    (param("choice", ("relu", "tanh", None), default=None), CategoricalDistribution(["relu", "tanh", None])),
-])
+@pytest.mark.parametrize(
+    "p, expected",
+    [
+        (param("uniform", (0, 1), default=0.5), FloatDistribution(0.0, 1.0)),
+        (param("uniform", (0, 1), {"step": 0.25}, 0.5), FloatDistribution(0.0, 1.0, step=0.25)),
+        (param("loguniform", (1e-5, 1e-1), default=1e-3), FloatDistribution(1e-5, 1e-1, log=True)),
+        (param("int", (0, 10), default=3), IntDistribution(0, 10)),
+        (param("int", (0, 10), {"step": 2}, 4), IntDistribution(0, 10, step=2)),
+        (param("logint", (16, 512), default=64), IntDistribution(16, 512, log=True)),
+        (param("choice", ("relu", "tanh", None), default=None), CategoricalDistribution(["relu", "tanh", None])),
+    ],
+)
 def test_distribution(p, expected):
     dist = p.distribution()
     assert dist == expected
@@ -142,8 +203,9 @@ def _xfail(cases, bad, reason):
     return [pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason=reason)) if c in bad else c for c in cases]
 
 
-@pytest.mark.parametrize("args, step, high", _xfail(SHRUNK_HIGH, [((0, 1), 0.3, 0.9), ((-1, 1), 0.7, 0.4)],
-                                                   DOUBLE_SHRINK))
+@pytest.mark.parametrize(
+    "args, step, high", _xfail(SHRUNK_HIGH, [((0, 1), 0.3, 0.9), ((-1, 1), 0.7, 0.4)], DOUBLE_SHRINK)
+)
 def test_uniform_with_step_shrinks_high_to_the_last_step(args, step, high):
     p = param("uniform", args, {"step": step}, args[0])
     with warnings.catch_warnings():
@@ -154,37 +216,44 @@ def test_uniform_with_step_shrinks_high_to_the_last_step(args, step, high):
     assert dist.high == pytest.approx(p.grid_values()[-1])
 
 
-@pytest.mark.parametrize("args, step", _xfail([(a, s) for a, s, _ in SHRUNK_HIGH[:6]], [((0.1, 0.75), 0.2)],
-                                            ROUNDED_HIGH))
+@pytest.mark.parametrize(
+    "args, step", _xfail([(a, s) for a, s, _ in SHRUNK_HIGH[:6]], [((0.1, 0.75), 0.2)], ROUNDED_HIGH)
+)
 def test_uniform_with_step_leaves_optuna_nothing_to_adjust(args, step):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         param("uniform", args, {"step": step}, args[0]).distribution()
 
 
-@pytest.mark.parametrize("p, values", [
-    (param("int", (0, 5), default=0), [0, 1, 2, 3, 4, 5]),
-    (param("int", (0, 10), {"step": 3}, 0), [0, 3, 6, 9]),
-    (param("int", (-4, 4), {"step": 4}, 0), [-4, 0, 4]),
-    (param("logint", (1, 4), default=2), [1, 2, 3, 4]),
-    (param("uniform", (0, 1), {"step": 0.25}, 0), [0.0, 0.25, 0.5, 0.75, 1.0]),
-    (param("uniform", (0, 1), {"step": 0.1}, 0), [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
-    (param("uniform", (0, 1), {"step": 0.3}, 0), [0.0, 0.3, 0.6, 0.9]),
-    (param("uniform", (0, 1), {"step": 2}, 0), [0]),
-    (param("choice", ("b", "a", None), default="a"), ["b", "a", None]),
-    (param("uniform", (0, 1), default=0), None),
-    (param("loguniform", (1e-3, 1), default=0.1), None),
-])
+@pytest.mark.parametrize(
+    "p, values",
+    [
+        (param("int", (0, 5), default=0), [0, 1, 2, 3, 4, 5]),
+        (param("int", (0, 10), {"step": 3}, 0), [0, 3, 6, 9]),
+        (param("int", (-4, 4), {"step": 4}, 0), [-4, 0, 4]),
+        (param("logint", (1, 4), default=2), [1, 2, 3, 4]),
+        (param("uniform", (0, 1), {"step": 0.25}, 0), [0.0, 0.25, 0.5, 0.75, 1.0]),
+        (param("uniform", (0, 1), {"step": 0.1}, 0), [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
+        (param("uniform", (0, 1), {"step": 0.3}, 0), [0.0, 0.3, 0.6, 0.9]),
+        (param("uniform", (0, 1), {"step": 2}, 0), [0]),
+        (param("choice", ("b", "a", None), default="a"), ["b", "a", None]),
+        (param("uniform", (0, 1), default=0), None),
+        (param("loguniform", (1e-3, 1), default=0.1), None),
+    ],
+)
 def test_grid_values(p, values):
     assert p.grid_values() == values
 
 
-@pytest.mark.parametrize("p, text", [
-    (param("loguniform", (1e-5, 1e-1), default=1e-3), "loguniform(1e-05, 0.1)"),
-    (param("uniform", (0.0, 1), {"step": 0.25}, 0.5), "uniform(0.0, 1, step=0.25)"),
-    (param("int", (1, 10), default=3), "int(1, 10)"),
-    (param("choice", ("relu", None, True), default=None), "choice('relu', None, True)"),
-])
+@pytest.mark.parametrize(
+    "p, text",
+    [
+        (param("loguniform", (1e-5, 1e-1), default=1e-3), "loguniform(1e-05, 0.1)"),
+        (param("uniform", (0.0, 1), {"step": 0.25}, 0.5), "uniform(0.0, 1, step=0.25)"),
+        (param("int", (1, 10), default=3), "int(1, 10)"),
+        (param("choice", ("relu", None, True), default=None), "choice('relu', None, True)"),
+    ],
+)
 def test_describe(p, text):
     assert p.describe() == text
 
@@ -197,13 +266,16 @@ def test_fingerprint_is_json_and_ignores_default_and_line():
     assert param("uniform", (0, 1), {"step": 0.5}, 1.0, name="x", lineno=9).fingerprint() == fp
 
 
-@pytest.mark.parametrize("other", [
-    param("uniform", (0, 2), {"step": 0.5}, 0.5, name="x"),
-    param("uniform", (0, 1), {"step": 0.25}, 0.5, name="x"),
-    param("uniform", (0, 1), {}, 0.5, name="x"),
-    param("uniform", (0, 1), {"step": 0.5}, 0.5, name="y"),
-    param("loguniform", (0.1, 1), {}, 0.5, name="x"),
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        param("uniform", (0, 2), {"step": 0.5}, 0.5, name="x"),
+        param("uniform", (0, 1), {"step": 0.25}, 0.5, name="x"),
+        param("uniform", (0, 1), {}, 0.5, name="x"),
+        param("uniform", (0, 1), {"step": 0.5}, 0.5, name="y"),
+        param("loguniform", (0.1, 1), {}, 0.5, name="x"),
+    ],
+)
 def test_fingerprint_changes_with_the_space(other):
     assert other.fingerprint() != param("uniform", (0, 1), {"step": 0.5}, 0.5, name="x").fingerprint()
 

@@ -19,14 +19,28 @@ from nbtune.view.summary import StudySummary, fmt, plural_trials
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0)
 DISTS = {"x": FloatDistribution(0.0, 1.0), "act": CategoricalDistribution(["relu", "tanh"])}
-ASHA_STOP = {"epoch": 1, "rung": 0, "bracket": None, "scheduler": "asha", "value": 0.2, "cutoff": 0.6,
-             "n_keep": 1, "n_compared": 3}
+ASHA_STOP = {
+    "epoch": 1,
+    "rung": 0,
+    "bracket": None,
+    "scheduler": "asha",
+    "value": 0.2,
+    "cutoff": 0.6,
+    "n_keep": 1,
+    "n_compared": 3,
+}
 MEDIAN_STOP = {"epoch": 2, "scheduler": "median", "value": 0.25, "cutoff": 0.5, "n_compared": 3}
 
 
 def trial(state=TrialState.COMPLETE, value=None, x=0.5, act="relu", attrs=None, curve=None, seconds=10):
-    t = create_trial(state=state, value=value, params={"x": x, "act": act}, distributions=DISTS,
-                     user_attrs=attrs or {}, intermediate_values=curve or {})
+    t = create_trial(
+        state=state,
+        value=value,
+        params={"x": x, "act": act},
+        distributions=DISTS,
+        user_attrs=attrs or {},
+        intermediate_values=curve or {},
+    )
     t.datetime_start = T0
     t.datetime_complete = T0 + datetime.timedelta(seconds=seconds)
     return t
@@ -50,8 +64,14 @@ def make_study(direction="maximize", name="demo"):
 
 @pytest.fixture
 def result():
-    return TuneResult(make_study(), "acc", n_trials=10, messages=["resumed 'demo' with <6> finished trials"],
-                      scheduler="asha", sampler="tpe")
+    return TuneResult(
+        make_study(),
+        "acc",
+        n_trials=10,
+        messages=["resumed 'demo' with <6> finished trials"],
+        scheduler="asha",
+        sampler="tpe",
+    )
 
 
 def test_basic_numbers(result):
@@ -62,11 +82,14 @@ def test_basic_numbers(result):
     assert isinstance(result, StudySummary)
 
 
-@pytest.mark.parametrize("attrs, counts, finished", [
-    ({}, {"fail": 1}, 1),
-    ({ATTR.INTERRUPTED: "worker died"}, {"interrupted": 1}, 0),
-    ({ATTR.INTERRUPTED: "stop now", ATTR.ERROR: "KeyboardInterrupt"}, {"interrupted": 1}, 0),
-])
+@pytest.mark.parametrize(
+    "attrs, counts, finished",
+    [
+        ({}, {"fail": 1}, 1),
+        ({ATTR.INTERRUPTED: "worker died"}, {"interrupted": 1}, 0),
+        ({ATTR.INTERRUPTED: "stop now", ATTR.ERROR: "KeyboardInterrupt"}, {"interrupted": 1}, 0),
+    ],
+)
 def test_interrupted_apart_from_failed(attrs, counts, finished):
     study = optuna.create_study()
     study.add_trial(trial(TrialState.FAIL, attrs=attrs))
@@ -84,21 +107,27 @@ def test_running_and_waiting_trials_are_counted_but_not_finished():
     assert summary.n_finished == 1
 
 
-@pytest.mark.parametrize("direction, expected", [
-    ("maximize", [(0, 0.5), (1, 0.8), (5, 0.8)]),
-    ("minimize", [(0, 0.5), (1, 0.5), (5, 0.3)]),
-])
+@pytest.mark.parametrize(
+    "direction, expected",
+    [
+        ("maximize", [(0, 0.5), (1, 0.8), (5, 0.8)]),
+        ("minimize", [(0, 0.5), (1, 0.5), (5, 0.3)]),
+    ],
+)
 def test_best_so_far(direction, expected):
     assert StudySummary(make_study(direction), "acc").best_so_far() == expected
 
 
-@pytest.mark.parametrize("direction, k, numbers", [
-    ("maximize", 5, [1, 0, 5]),
-    ("maximize", 2, [1, 0]),
-    ("maximize", 0, []),
-    ("minimize", 5, [5, 0, 1]),
-    ("minimize", 1, [5]),
-])
+@pytest.mark.parametrize(
+    "direction, k, numbers",
+    [
+        ("maximize", 5, [1, 0, 5]),
+        ("maximize", 2, [1, 0]),
+        ("maximize", 0, []),
+        ("minimize", 5, [5, 0, 1]),
+        ("minimize", 1, [5]),
+    ],
+)
 def test_top(direction, k, numbers):
     assert [t.number for t in StudySummary(make_study(direction), "acc").top(k)] == numbers
 
@@ -113,19 +142,22 @@ def test_decisions_and_errors(result):
 
 def test_decisions_follow_the_direction():
     assert StudySummary(make_study("minimize"), "loss").decisions()[1] == (
-        "trial 6 stopped at epoch 2: best loss 0.25 > median 0.5 of 3 completed trials")
+        "trial 6 stopped at epoch 2: best loss 0.25 > median 0.5 of 3 completed trials"
+    )
 
 
 def test_summary_text(result):
-    assert result.summary() == "\n".join([
-        "nbtune study 'demo': 6/10 trials finished (3 complete, 1 fail, 1 interrupted, 2 pruned)",
-        "best acc = 0.8 (trial 1): x=0.5, act=tanh",
-        "  trial 0: acc = 0.5",
-        "  trial 5: acc = 0.3",
-        "2 stopped early, e.g. trial 6 stopped at epoch 2: best acc 0.25 < median 0.5 of 3 completed trials",
-        "1 failed, e.g. trial 3: ValueError: bad lr",
-        "resumed 'demo' with <6> finished trials",
-    ])
+    assert result.summary() == "\n".join(
+        [
+            "nbtune study 'demo': 6/10 trials finished (3 complete, 1 fail, 1 interrupted, 2 pruned)",
+            "best acc = 0.8 (trial 1): x=0.5, act=tanh",
+            "  trial 0: acc = 0.5",
+            "  trial 5: acc = 0.3",
+            "2 stopped early, e.g. trial 6 stopped at epoch 2: best acc 0.25 < median 0.5 of 3 completed trials",
+            "1 failed, e.g. trial 3: ValueError: bad lr",
+            "resumed 'demo' with <6> finished trials",
+        ]
+    )
     assert repr(result) == result.summary()
 
 
@@ -133,15 +165,16 @@ def test_summary_of_an_empty_study():
     summary = StudySummary(optuna.create_study(study_name="empty"), "acc")
     assert summary.summary() == "nbtune study 'empty': 0 trials finished ()\nno trial completed yet"
     assert summary.best_so_far() == [] and summary.top() == [] and summary.counts() == {}
-    with pytest.raises(ValueError):
-        summary.best_params
+    with pytest.raises(ValueError, match="No trials are completed yet"):
+        _ = summary.best_params
 
 
 def test_summary_without_a_completed_trial():
     study = optuna.create_study(study_name="s")
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
     assert StudySummary(study, "acc", n_trials=3).summary() == (
-        "nbtune study 's': 1/3 trials finished (1 fail)\nno trial completed yet\n1 failed, e.g. trial 0: RuntimeError: x")
+        "nbtune study 's': 1/3 trials finished (1 fail)\nno trial completed yet\n1 failed, e.g. trial 0: RuntimeError: x"
+    )
 
 
 def test_html(result):
@@ -157,7 +190,7 @@ def test_html(result):
     assert "<details><summary>1 trial failed</summary><ul><li>trial 3: ValueError: bad lr</li></ul></details>" in page
     assert "<p><i>resumed &#x27;demo&#x27; with &lt;6&gt; finished trials</i></p>" in page
     assert "<img" not in page
-    assert result._repr_html_().startswith(page[:-len("</div>")])
+    assert result._repr_html_().startswith(page[: -len("</div>")])
 
 
 def test_html_max_rows(result):
@@ -167,7 +200,9 @@ def test_html_max_rows(result):
 
 def test_html_escapes_names_and_values():
     study = optuna.create_study(study_name="a<b>")
-    study.add_trial(create_trial(value=1.0, params={"x&y": "<i>"}, distributions={"x&y": CategoricalDistribution(["<i>"])}))
+    study.add_trial(
+        create_trial(value=1.0, params={"x&y": "<i>"}, distributions={"x&y": CategoricalDistribution(["<i>"])})
+    )
     page = StudySummary(study, "m<1>").html(plot=False)
     assert "nbtune · a&lt;b&gt;" in page and "<b>best m&lt;1&gt; = 1</b>" in page
     assert "<code>x&amp;y=&lt;i&gt;</code>" in page and "<th>x&amp;y</th>" in page and "<td>&lt;i&gt;</td>" in page
@@ -176,7 +211,9 @@ def test_html_escapes_names_and_values():
 
 def test_html_of_an_empty_study_has_no_table_and_no_plot():
     page = StudySummary(optuna.create_study(study_name="e"), "acc").html(plot=True)
-    assert page == "<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · e</h4><p>0 trials finished · </p></div>"
+    assert (
+        page == "<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · e</h4><p>0 trials finished · </p></div>"
+    )
 
 
 def test_html_with_a_plot(result):
@@ -196,9 +233,22 @@ STOP_COLUMNS = ["stopped_epoch", "stopped_rung", "stopped_bracket", "stopped_cut
 def test_trials_dataframe(result):
     df = result.trials_dataframe()
     assert df.index.name == "number" and list(df.index) == list(range(7))
-    assert list(df.columns) == ["state", "value", "datetime_start", "datetime_complete", "duration", "params_x",
-                                "params_act", "epochs", "baseline", "error", "interrupted", "output",
-                                *STOP_COLUMNS, "stopped_reason"]
+    assert list(df.columns) == [
+        "state",
+        "value",
+        "datetime_start",
+        "datetime_complete",
+        "duration",
+        "params_x",
+        "params_act",
+        "epochs",
+        "baseline",
+        "error",
+        "interrupted",
+        "output",
+        *STOP_COLUMNS,
+        "stopped_reason",
+    ]
     assert list(df["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "FAIL", "COMPLETE", "PRUNED"]
     assert list(df["baseline"]) == [True] + [False] * 6
     assert list(df["epochs"].fillna(-1)) == [2, 2, 1, -1, -1, 2, 2]
@@ -230,27 +280,30 @@ def test_trials_dataframe_of_an_empty_study():
     assert df.empty and list(df.columns) == []
 
 
-@pytest.mark.parametrize("value, text", [
-    (0.5, "0.5"),
-    (0.0, "0"),
-    (-0.0, "-0"),
-    (0.123456, "0.1235"),
-    (1.0, "1"),
-    (0.001, "0.001"),
-    (0.000999, "9.990e-04"),
-    (-1e-5, "-1.000e-05"),
-    (99999.0, "1e+05"),
-    (100000.0, "1.000e+05"),
-    (-123456.0, "-1.235e+05"),
-    (math.inf, "inf"),
-    (math.nan, "nan"),
-    (np.float64(2e-4), "2.000e-04"),
-    (3, "3"),
-    (123456789, "123456789"),
-    (True, "True"),
-    (None, "None"),
-    ("relu", "relu"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.5, "0.5"),
+        (0.0, "0"),
+        (-0.0, "-0"),
+        (0.123456, "0.1235"),
+        (1.0, "1"),
+        (0.001, "0.001"),
+        (0.000999, "9.990e-04"),
+        (-1e-5, "-1.000e-05"),
+        (99999.0, "1e+05"),
+        (100000.0, "1.000e+05"),
+        (-123456.0, "-1.235e+05"),
+        (math.inf, "inf"),
+        (math.nan, "nan"),
+        (np.float64(2e-4), "2.000e-04"),
+        (3, "3"),
+        (123456789, "123456789"),
+        (True, "True"),
+        (None, "None"),
+        ("relu", "relu"),
+    ],
+)
 def test_fmt(value, text):
     assert fmt(value) == text
 
