@@ -24,13 +24,23 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/setup installs it)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (.ci/setup installs it)"
+    ),
 ]
 
 TOKEN = "nbtune-e2e"
-CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage"]
+CHROME_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 KERNEL = "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -53,8 +63,11 @@ def _free_port() -> int:
 
 APPS = {
     # app: (python -m module, app-specific options, path of a notebook)
-    "jupyterlab": ("jupyterlab", ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-                                  "--LabApp.extension_manager=readonly"], "lab/tree"),
+    "jupyterlab": (
+        "jupyterlab",
+        ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly"],
+        "lab/tree",
+    ),
     "notebook7": ("notebook", ["--JupyterNotebookApp.expose_app_in_browser=True"], "notebooks"),
 }
 
@@ -64,21 +77,41 @@ def lab(request, tmp_path_factory):
     module, options, tree = APPS[request.param]
     pytest.importorskip(module)
     root = tmp_path_factory.mktemp(request.param)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS], metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in CELLS],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     nbformat.write(nb, root / "search.ipynb")
     settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(root / ".rt"), JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(root / ".ws"))
+    env = dict(
+        os.environ,
+        JUPYTER_RUNTIME_DIR=str(root / ".rt"),
+        JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(root / ".ws"),
+    )
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-         f"--ServerApp.root_dir={root}", *options],
-        env=env, cwd=root, stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            module,
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            *options,
+        ],
+        env=env,
+        cwd=root,
+        stdout=open(root / "server.log", "wb"),  # noqa: SIM115 - the server writes to it until it stops
+        stderr=subprocess.STDOUT,
+    )
     t0 = time.time()
     try:
         while True:
@@ -110,15 +143,19 @@ def page():
 
 
 def _kernel_expr(page, expr):
-    return page.evaluate("""async (expr) => {
-        const f = %s.requestExecute({code: '', silent: true, store_history: false, user_expressions: {x: expr}});
+    return page.evaluate(
+        f"""async (expr) => {{
+        const f = {KERNEL}.requestExecute({{code: '', silent: true, store_history: false, user_expressions: {{x: expr}}}});
         const r = (await f.done).content.user_expressions.x;
-        return r.status === 'ok' ? r.data['text/plain'] : r.ename + ': ' + r.evalue; }""" % KERNEL, expr)
+        return r.status === 'ok' ? r.data['text/plain'] : r.ename + ': ' + r.evalue; }}""",
+        expr,
+    )
 
 
 def _states(page):
-    return page.eval_on_selector_all(".nbtune-trials tr.nbtune-row",
-                                     "rows => rows.map(r => r.dataset.trial + ':' + r.dataset.state)")
+    return page.eval_on_selector_all(
+        ".nbtune-trials tr.nbtune-row", "rows => rows.map(r => r.dataset.trial + ':' + r.dataset.state)"
+    )
 
 
 def test_live_table_decisions_and_stop_while_trials_run(lab, page):
@@ -137,7 +174,9 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     page.wait_for_function(
         "(first) => { const now = [...document.querySelectorAll('.nbtune-trials tr.nbtune-row')]"
         ".map(r => r.dataset.trial + ':' + r.dataset.state); return now.join() !== first.join() && now.length >= 3; }",
-        arg=first, timeout=30_000)
+        arg=first,
+        timeout=30_000,
+    )
     assert page.locator(".nbtune-trials tr[data-state=running]").count() >= 1
     # a stopped trial, with its reason as the state's tooltip and in the decisions tab
     pruned = page.locator(".nbtune-trials tr[data-state=pruned] span[title*='stopped at epoch']").first
@@ -169,8 +208,11 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     page.locator(".lm-TabBar-tab", has_text="Plots").click()
     plot = page.locator(".nbtune-plot")
     expect(plot).to_be_visible(timeout=10_000)
-    page.wait_for_function("() => { const i = document.querySelector('img.nbtune-plot'); "
-                           "return i && i.complete && i.naturalWidth > 400; }", timeout=10_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.nbtune-plot'); "
+        "return i && i.complete && i.naturalWidth > 400; }",
+        timeout=10_000,
+    )
     page.screenshot(path=str(ARTIFACTS / f"browser_plots_{app}.png"), full_page=True)
 
     # the next cell of Run All saw the final result

@@ -15,7 +15,7 @@ from nbtune.exceptions import ConfigError
 def test_tune_and_tune_async_signatures_come_from_the_config():
     for fn in (nbtune.tune, nbtune.tune_async):
         params = inspect.signature(fn).parameters
-        assert list(params)[0] == "cell"
+        assert next(iter(params)) == "cell"
         for f in fields(TuneConfig):
             assert params[f.name].default == f.default, f.name
             assert params[f.name].kind is inspect.Parameter.KEYWORD_ONLY
@@ -34,11 +34,21 @@ def test_magic_defaults_are_the_config_defaults(ip):
     assert args.out is None
 
 
-@pytest.mark.parametrize("line, attr, value", [
-    ("-n 7", "n_trials", 7), ("--trials 7", "n_trials", 7), ("-j 2", "n_jobs", 2), ("--jobs -1", "n_jobs", -1),
-    ("--fresh", "fresh", True), ("--apply", "apply", True), ("--min-epochs 3", "min_epochs", 3),
-    ("--max-epochs 27", "max_epochs", 27), ("--timeout 10m", "timeout", "10m"), ("--seed 4", "seed", 4),
-])
+@pytest.mark.parametrize(
+    "line, attr, value",
+    [
+        ("-n 7", "n_trials", 7),
+        ("--trials 7", "n_trials", 7),
+        ("-j 2", "n_jobs", 2),
+        ("--jobs -1", "n_jobs", -1),
+        ("--fresh", "fresh", True),
+        ("--apply", "apply", True),
+        ("--min-epochs 3", "min_epochs", 3),
+        ("--max-epochs 27", "max_epochs", 27),
+        ("--timeout 10m", "timeout", "10m"),
+        ("--seed 4", "seed", 4),
+    ],
+)
 def test_magic_flags_map_to_config_fields(ip, line, attr, value):
     magic = ip.magics_manager.registry["TuneMagics"]
     _, cfg = magic._config("--maximize acc " + line)
@@ -51,17 +61,20 @@ def test_unknown_keyword_is_a_type_error():
         nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", trials=3)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "no metric was given"),
-    ({"maximize": "a", "minimize": "b"}, "both --maximize and --minimize were given"),
-    ({"maximize": "a", "n_trials": 0}, "--trials must be a whole number >= 1; got 0"),
-    ({"maximize": "a", "n_trials": True}, "--trials must be a whole number >= 1; got True"),
-    ({"maximize": "a", "n_trials": 2.5}, "--trials must be a whole number"),
-    ({"maximize": "a", "seed": -1}, "--seed must be a whole number >= 0; got -1"),
-    ({"maximize": "a", "max_epochs": 0}, "--max-epochs must be >= 1; got 0"),
-    ({"maximize": "a", "timeout": "soon"}, "--timeout takes seconds or a duration"),
-    ({"maximize": "a", "name": "a b"}, "study name 'a b' may only use letters"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "no metric was given"),
+        ({"maximize": "a", "minimize": "b"}, "both --maximize and --minimize were given"),
+        ({"maximize": "a", "n_trials": 0}, "--trials must be a whole number >= 1; got 0"),
+        ({"maximize": "a", "n_trials": True}, "--trials must be a whole number >= 1; got True"),
+        ({"maximize": "a", "n_trials": 2.5}, "--trials must be a whole number"),
+        ({"maximize": "a", "seed": -1}, "--seed must be a whole number >= 0; got -1"),
+        ({"maximize": "a", "max_epochs": 0}, "--max-epochs must be >= 1; got 0"),
+        ({"maximize": "a", "timeout": "soon"}, "--timeout takes seconds or a duration"),
+        ({"maximize": "a", "name": "a b"}, "study name 'a b' may only use letters"),
+    ],
+)
 def test_checks(kwargs, match):
     with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace("+", r"\+")):
         TuneConfig(**kwargs).check()
@@ -72,10 +85,21 @@ def test_a_good_config_passes_and_derives():
     assert (cfg.metric, cfg.direction, cfg.seconds) == ("loss", "minimize", 7200.0)
 
 
-@pytest.mark.parametrize("value, seconds", [
-    (None, None), (90, 90.0), (1.5, 1.5), ("90", 90.0), ("90s", 90.0), ("90 sec", 90.0), ("10m", 600.0),
-    ("2min", 120.0), ("2h", 7200.0), (" 3.5h ", 12600.0),
-])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        (None, None),
+        (90, 90.0),
+        (1.5, 1.5),
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("90 sec", 90.0),
+        ("10m", 600.0),
+        ("2min", 120.0),
+        ("2h", 7200.0),
+        (" 3.5h ", 12600.0),
+    ],
+)
 def test_parse_timeout(value, seconds):
     assert parse_timeout(value) == seconds
 

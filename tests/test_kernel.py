@@ -12,13 +12,13 @@ from jupyter_client.manager import start_new_kernel
 import nbtune
 from nbtune.store.attrs import ATTR
 
-SLOW = '''%%tune --trials 200 --minimize loss --store {store} {extra}
+SLOW = """%%tune --trials 200 --minimize loss --store {store} {extra}
 x = 0.5  # tune: uniform(0, 1)
 import time
 for epoch in range(5):  # tune: epochs
     time.sleep(0.06)
     loss = (x - 0.3) ** 2 + 1 / (epoch + 1)
-'''
+"""
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def _execute(kc, code, timeout=60, interrupt_after=None, km=None):
             msg = kc.get_iopub_msg(timeout=0.2)
         except Exception:
             if time.monotonic() - t0 > timeout:
-                raise TimeoutError(code)
+                raise TimeoutError(code) from None
             continue
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
@@ -70,8 +70,9 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
     assert stopped_in is not None and stopped_in < 5, "the search did not stop within 5 s"
     assert reply["status"] == "ok", reply  # graceful: no exception, the partial result is shown
     assert not _errors(outputs)
-    texts = " ".join(str(m["content"].get("data", {}).get("text/plain", "")) for m in outputs
-                     if m["msg_type"] == "execute_result")
+    texts = " ".join(
+        str(m["content"].get("data", {}).get("text/plain", "")) for m in outputs if m["msg_type"] == "execute_result"
+    )
     assert "interrupted: finished trials are kept" in texts
     study = nbtune.load_study(store=store)
     states = [t.state.name for t in study.trials]
@@ -91,7 +92,9 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
         assert len(nbtune.load_study(store=store).trials) == n
     # re-running resumes: finished trials are kept, interrupted ones are re-run
     target = len(finished) + 3
-    reply, outputs, _ = _execute(kc, SLOW.format(store=store, extra=extra).replace("--trials 200", f"--trials {target}"))
+    reply, outputs, _ = _execute(
+        kc, SLOW.format(store=store, extra=extra).replace("--trials 200", f"--trials {target}")
+    )
     assert reply["status"] == "ok", reply
     study = nbtune.load_study(store=store)
     from nbtune.store.attrs import finished_count
@@ -124,8 +127,11 @@ def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
             trials = nbtune.load_study(store=store).trials
         except KeyError:  # no study yet
             continue
-        if trials and trials[-1].state.name == "RUNNING" and sum(
-                t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 2:
+        if (
+            trials
+            and trials[-1].state.name == "RUNNING"
+            and sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 2
+        ):
             break
     km.provisioner.process.kill()
     time.sleep(0.5)
@@ -146,28 +152,33 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
     import nbclient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
-        "%load_ext nbtune",
-        "def f(x):\n    return (x - 0.3) ** 2\nSEED = 0",
-        "N = 8",
-        "%%tune --trials {N} --minimize loss --seed $SEED -o res\nx = 0.5  # tune: uniform(0, 1)\n"
-        "for epoch in range(3):  # tune: epochs\n    loss = f(x) + 1 / (epoch + 1)\n",
-        "print(len(res.study.trials), sorted(res.best_params))",
-    ]]
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    nb.cells = [
+        nbformat.v4.new_code_cell(c)
+        for c in [
+            "%load_ext nbtune",
+            "def f(x):\n    return (x - 0.3) ** 2\nSEED = 0",
+            "N = 8",
+            "%%tune --trials {N} --minimize loss --seed $SEED -o res\nx = 0.5  # tune: uniform(0, 1)\n"
+            "for epoch in range(3):  # tune: epochs\n    loss = f(x) + 1 / (epoch + 1)\n",
+            "print(len(res.study.trials), sorted(res.best_params))",
+        ]
+    ]
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     out = nb.cells[3].outputs
-    result = [o for o in out if o["output_type"] == "execute_result"][0]
+    result = next(o for o in out if o["output_type"] == "execute_result")
     assert "application/vnd.jupyter.widget-view+json" in result["data"]
     assert "best loss" in result["data"]["text/html"] and "8/8 trials finished" in result["data"]["text/plain"]
-    assert "widgets" in nb.metadata and nb.metadata["widgets"]
+    assert nb.metadata.get("widgets")
     assert nb.cells[4].outputs[0]["text"].strip() == "8 ['x']"
     assert (tmp_path / ".nbtune").is_dir()
     # running the notebook again resumes: nothing new runs, the same study is shown
     nb2 = nbformat.from_dict(nb)
-    nbclient.NotebookClient(nb2, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb2, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     assert nb2.cells[4].outputs[0]["text"].strip() == "8 ['x']"
 
 
@@ -177,18 +188,22 @@ def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):
     import nbclient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
-        "%load_ext nbtune",
-        "%%tune --trials 1000 --minimize loss --sampler random --seed 0\nx = 0.5  # tune: uniform(0, 1)\n"
-        "for epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n",
-    ]]
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb.cells = [
+        nbformat.v4.new_code_cell(c)
+        for c in [
+            "%load_ext nbtune",
+            "%%tune --trials 1000 --minimize loss --sampler random --seed 0\nx = 0.5  # tune: uniform(0, 1)\n"
+            "for epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n",
+        ]
+    ]
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     size = path.stat().st_size
     assert size < 1_000_000, f"saved notebook is {size} bytes"
-    result = [o for o in nb.cells[1].outputs if o["output_type"] == "execute_result"][0]["data"]
+    result = next(o for o in nb.cells[1].outputs if o["output_type"] == "execute_result")["data"]
     assert "1000/1000 trials finished" in result["text/plain"]
     assert "<img" in result["text/html"] and "stopped early" in result["text/html"]
     print(f"saved notebook: {size / 1e3:.0f} kB; widget state {len(json.dumps(nb.metadata['widgets'])) / 1e3:.0f} kB")
@@ -212,8 +227,13 @@ for epoch in range(5):  # tune: epochs
 res = nbtune.tune(cell, minimize="loss", n_trials=500, n_jobs={jobs}, store={str(tmp_path)!r}, view="text")
 print("RESULT", res.n_finished, res.messages[-1])
 '''
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     time.sleep(5)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole process group
     t0 = time.monotonic()
@@ -227,10 +247,12 @@ print("RESULT", res.n_finished, res.messages[-1])
 
 
 def test_tune_async_awaited_in_a_kernel_cell(kernel, tmp_path):
-    km, kc = kernel
-    code = ("import nbtune\nK = 2.0\ncell = 'x = 0.5  # tune: uniform(0, 1)\\nloss = K * x\\n'\n"
-            f"res = await nbtune.tune_async(cell, minimize='loss', n_trials=4, user_ns=globals(), store={str(tmp_path)!r})\n"
-            "print(res.n_finished, round(res.best_value / res.best_params['x'], 3))")
+    _km, kc = kernel
+    code = (
+        "import nbtune\nK = 2.0\ncell = 'x = 0.5  # tune: uniform(0, 1)\\nloss = K * x\\n'\n"
+        f"res = await nbtune.tune_async(cell, minimize='loss', n_trials=4, user_ns=globals(), store={str(tmp_path)!r})\n"
+        "print(res.n_finished, round(res.best_value / res.best_params['x'], 3))"
+    )
     reply, outputs, _ = _execute(kc, code)
     assert reply["status"] == "ok", reply
     text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")

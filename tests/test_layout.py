@@ -42,8 +42,12 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
             out.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("importlib.import_module", "__import__") \
-                and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) in ("importlib.import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             out.add(str(node.args[0].value))
     return out
 
@@ -75,7 +79,7 @@ def test_no_import_loops():
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                cycle = stack[stack.index(d):] + [d]
+                cycle = [*stack[stack.index(d) :], d]
                 pytest.fail("import loop: " + " -> ".join(cycle))
             if d not in state:
                 visit(d)
@@ -103,28 +107,47 @@ def test_layers_point_one_way():
 def test_the_checker_sees_a_loop(tmp_path):
     """The graph builder finds function-level imports and skips TYPE_CHECKING ones."""
     p = tmp_path / "m.py"
-    p.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import nbtune.view.result\n"
-                 "def f():\n    from nbtune.run.worker import Job\n")
+    p.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import nbtune.view.result\n"
+        "def f():\n    from nbtune.run.worker import Job\n"
+    )
     assert _imports(p) == {"typing", "typing.TYPE_CHECKING", "nbtune.run.worker", "nbtune.run.worker.Job"}
 
 
 def test_import_nbtune_is_light():
     """``import nbtune`` and ``%load_ext nbtune`` load no heavy library."""
-    code = ("import sys, nbtune, nbtune._magics, nbtune._config\n"
-            "heavy = [m for m in ('optuna', 'pandas', 'matplotlib', 'ipywidgets', 'joblib', 'numpy') if m in sys.modules]\n"
-            "print(heavy)")
+    code = (
+        "import sys, nbtune, nbtune._magics, nbtune._config\n"
+        "heavy = [m for m in ('optuna', 'pandas', 'matplotlib', 'ipywidgets', 'joblib', 'numpy') if m in sys.modules]\n"
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-PRIVATE = ["._trial_id", "._storage", "._study_id", "._thread_local", "._stop_flag", "_pop_waiting_trial_id",
-           "_get_bracket_id", "_tell_with_warning", "completed_rung_", "_AsyncIORunner"]
+PRIVATE = [
+    "._trial_id",
+    "._storage",
+    "._study_id",
+    "._thread_local",
+    "._stop_flag",
+    "_pop_waiting_trial_id",
+    "_get_bracket_id",
+    "_tell_with_warning",
+    "completed_rung_",
+    "_AsyncIORunner",
+]
 
 
 def test_private_api_only_in_compat():
     """Optuna's and IPython's private API is used in nbtune/_compat.py only."""
-    uses = [f"{p.relative_to(PKG.parent)}: {name}" for p in PKG.rglob("*.py") if p.name != "_compat.py"
-            for name in PRIVATE if name in p.read_text()]
+    uses = [
+        f"{p.relative_to(PKG.parent)}: {name}"
+        for p in PKG.rglob("*.py")
+        if p.name != "_compat.py"
+        for name in PRIVATE
+        if name in p.read_text()
+    ]
     assert not uses, uses
     compat = (PKG / "_compat.py").read_text()
     assert all(name in compat for name in PRIVATE)

@@ -19,9 +19,18 @@ from nbtune.store.journal import JournalStore
 
 def _running(started: datetime.datetime | None = None, trial_id: int = 0) -> optuna.trial.FrozenTrial:
     return optuna.trial.FrozenTrial(
-        number=0, state=TrialState.RUNNING, value=None, datetime_start=started or datetime.datetime.now(),
-        datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
-        intermediate_values={}, trial_id=trial_id)
+        number=0,
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=started or datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +42,7 @@ def dead_pid() -> int:
 
 def test_owner_records_this_process():
     owner = ProcessLiveness().owner(3)
-    assert owner == {"host": socket.gethostname(), "pid": os.getpid(), "worker": 3,
-                     "start": process_start(os.getpid())}
+    assert owner == {"host": socket.gethostname(), "pid": os.getpid(), "worker": 3, "start": process_start(os.getpid())}
 
 
 def test_verdicts(dead_pid):

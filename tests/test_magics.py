@@ -11,14 +11,14 @@ from IPython.core.error import UsageError
 import nbtune
 from nbtune.store.attrs import ATTR
 
-CELL = '''\
+CELL = """\
 lr = 1e-3          # tune: loguniform(1e-5, 1e-1)
 hidden = 64        # tune: logint(16, 256)
 dropout = 0.2      # tune: uniform(0.0, 0.5)
 act = "relu"       # tune: choice("relu", "tanh", "gelu")
 layers = 2         # tune: int(1, 4)
 val_acc = score(lr, hidden, dropout, act, layers)
-'''
+"""
 
 
 @pytest.fixture
@@ -135,18 +135,23 @@ def test_samplers(scored, sampler):
 
 
 def test_grid_sampler(ip):
-    res = ip.run_cell_magic("tune", "--trials 50 --minimize loss --sampler grid",
-                            'a = 1  # tune: int(0, 2)\nb = "x"  # tune: choice("x", "y")\nloss = a + (b == "y")\n')
+    res = ip.run_cell_magic(
+        "tune",
+        "--trials 50 --minimize loss --sampler grid",
+        'a = 1  # tune: int(0, 2)\nb = "x"  # tune: choice("x", "y")\nloss = a + (b == "y")\n',
+    )
     assert res.n_finished == 6  # the grid has 6 points
-    assert sorted((t.params["a"], t.params["b"]) for t in res.study.trials) == [
-        (a, b) for a in range(3) for b in "xy"]
+    assert sorted((t.params["a"], t.params["b"]) for t in res.study.trials) == [(a, b) for a in range(3) for b in "xy"]
     with pytest.raises(UsageError, match=r"grid needs a finite space, but line 2 .* is continuous"):
         ip.run_cell_magic("tune", "--minimize loss --sampler grid", "x = 0.1  # tune: uniform(0, 1)\nloss = x\n")
 
 
 def test_ipython_syntax_in_cell(ip):
-    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss",
-                            "x = 0.5  # tune: uniform(0, 1)\nout = !echo hi\n%time y = 1\nloss = x + len(out) + y\n")
+    res = ip.run_cell_magic(
+        "tune",
+        "--trials 2 --minimize loss",
+        "x = 0.5  # tune: uniform(0, 1)\nout = !echo hi\n%time y = 1\nloss = x + len(out) + y\n",
+    )
     assert res.n_finished == 2 and res.best_value == pytest.approx(min(t.params["x"] for t in res.study.trials) + 2)
 
 
@@ -165,8 +170,11 @@ def test_failing_trial_becomes_a_failed_row(ip):
 
 
 def test_sys_exit_in_a_trial_is_a_failed_row(ip):
-    res = ip.run_cell_magic("tune", "--trials 4 --minimize loss --seed 0",
-                            "import sys\nx = 0.5  # tune: uniform(0, 1)\nif x > 0.5:\n    sys.exit(3)\nloss = x\n")
+    res = ip.run_cell_magic(
+        "tune",
+        "--trials 4 --minimize loss --seed 0",
+        "import sys\nx = 0.5  # tune: uniform(0, 1)\nif x > 0.5:\n    sys.exit(3)\nloss = x\n",
+    )
     assert res.n_finished == 4
     errors = [t.user_attrs.get("nbtune:error") for t in res.study.trials if t.state.name == "FAIL"]
     assert errors and all(e == "SystemExit: 3" for e in errors)
@@ -182,11 +190,14 @@ def test_first_three_failures_stop_the_search(ip, capsys):
     assert len(study.trials) == 3
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("x = 0.5  # tune: uniform(0, 1)\n", "loss was not set at the end of the cell"),
-    ("x = 0.5  # tune: uniform(0, 1)\nloss = 'abc'\n", "loss is not a number at the end of the cell: got str"),
-    ("x = 0.5  # tune: uniform(0, 1)\nloss = float('nan')\n", "loss is not finite"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("x = 0.5  # tune: uniform(0, 1)\n", "loss was not set at the end of the cell"),
+        ("x = 0.5  # tune: uniform(0, 1)\nloss = 'abc'\n", "loss is not a number at the end of the cell: got str"),
+        ("x = 0.5  # tune: uniform(0, 1)\nloss = float('nan')\n", "loss is not finite"),
+    ],
+)
 def test_bad_metric_fails_the_trial(ip, body, expected):
     with pytest.raises(UsageError, match="first 3 trials"):
         ip.run_cell_magic("tune", "--trials 5 --minimize loss", body)
@@ -195,16 +206,30 @@ def test_bad_metric_fails_the_trial(ip, body, expected):
 
 
 def test_timeout_stops_starting_trials(ip):
-    res = ip.run_cell_magic("tune", "--trials 1000 --minimize loss --timeout 1s",
-                            "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n")
+    res = ip.run_cell_magic(
+        "tune",
+        "--trials 1000 --minimize loss --timeout 1s",
+        "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n",
+    )
     assert 3 <= res.n_finished < 60
     assert any("timeout" in m for m in res.messages)
 
 
 def test_help_text(ip):
     doc = ip.find_cell_magic("tune").__doc__
-    for text in ("--maximize", "--trials", "--sampler", "--jobs", "--scheduler", "--apply", "--fresh",
-                 "loguniform(1e-5, 1e-1)", "%%tune --trials 40 --maximize val_acc", "tune: epochs", "optuna-dashboard"):
+    for text in (
+        "--maximize",
+        "--trials",
+        "--sampler",
+        "--jobs",
+        "--scheduler",
+        "--apply",
+        "--fresh",
+        "loguniform(1e-5, 1e-1)",
+        "%%tune --trials 40 --maximize val_acc",
+        "tune: epochs",
+        "optuna-dashboard",
+    ):
         assert text in doc
     info = ip.object_inspect("%%tune")
     assert info["found"]
@@ -212,51 +237,88 @@ def test_help_text(ip):
     assert "--max-epochs R" in info["docstring"] and "Example::" in info["docstring"]
 
 
-@pytest.mark.parametrize("line, match", [
-    ("--trials 5", "no metric was given; pass exactly one of --maximize NAME or --minimize NAME"),
-    ("--maximize a --minimize b", "both --maximize and --minimize"),
-    ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
-    ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many'"),
-    ("--maximize loss --timeout soon", "--timeout takes seconds or a duration such as 90s, 10m or 2h; got 'soon'"),
-    ("--maximize loss --sampler annealing", "--sampler must be one of tpe, random, grid, gp, cmaes, qmc; got 'annealing'"),
-    ("--maximize loss --jobs 0", "--jobs must be a positive number or -1"),
-    ("--maximize loss --backend spark", "--backend must be one of auto, threading, loky, dask, ray"),
-    ("--maximize loss --name a/b", "study name 'a/b' may only use letters"),
-    ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
-    ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none"),
-    ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("--trials 5", "no metric was given; pass exactly one of --maximize NAME or --minimize NAME"),
+        ("--maximize a --minimize b", "both --maximize and --minimize"),
+        ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
+        ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many'"),
+        ("--maximize loss --timeout soon", "--timeout takes seconds or a duration such as 90s, 10m or 2h; got 'soon'"),
+        (
+            "--maximize loss --sampler annealing",
+            "--sampler must be one of tpe, random, grid, gp, cmaes, qmc; got 'annealing'",
+        ),
+        ("--maximize loss --jobs 0", "--jobs must be a positive number or -1"),
+        ("--maximize loss --backend spark", "--backend must be one of auto, threading, loky, dask, ray"),
+        ("--maximize loss --name a/b", "study name 'a/b' may only use letters"),
+        ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
+        ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none"),
+        ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
+    ],
+)
 def test_bad_options_are_usage_errors(ip, line, match):
     with pytest.raises(UsageError, match=match.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         ip.run_cell_magic("tune", line, "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
 
 
-@pytest.mark.parametrize("body, match", [
-    ("x = 1  # tune: gaussian(0, 1)\n", "line 2 of the %%tune cell: unknown annotation kind 'gaussian'; valid kinds are uniform, loguniform, int, logint, choice, epochs"),
-    ("y = 2\nx = 1  # tune: uniform(0, \n", r"line 3, column \d+ of the %%tune cell: cannot parse annotation"),
-    ("x = 0.5  # tune: uniform(1, 0)\n", "line 2 of the %%tune cell: uniform for 'x' needs low < high, got low=1, high=0"),
-    ("x = 0.5  # tune: loguniform(0, 1)\n", "line 2 of the %%tune cell: loguniform for 'x' needs low > 0 \\(log scale\\), got 0; use uniform\\(\\) or a low such as 1e-5"),
-    ("x = 5  # tune: int(0, 3)\n", "line 2 of the %%tune cell: int for 'x' default 5 is outside the range \\[0, 3\\]"),
-    ("x = 'elu'  # tune: choice('relu', 'tanh')\n", "default 'elu' is not among the choices"),
-    ("if True:\n    x = 0.5  # tune: uniform(0, 1)\n", "line 3 of the %%tune cell: .* must annotate a simple top-level assignment"),
-    ("x, y = 1, 2  # tune: int(0, 3)\n", "must annotate a simple top-level assignment"),
-    ("x = 1  # tune: int(0, 3)\nx = 2  # tune: int(0, 3)\n", "line 3 of the %%tune cell: 'x' is annotated twice \\(also on line 2\\)"),
-    ("x = 0.5  # tune: uniform(0, 1)\nloss = (x\n", "line 3 of the %%tune cell: '\\(' was never closed"),
-    ("x = base * 2  # tune: uniform(0, 1)\n", "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python literal"),
-    ("x = 1  # tune: int(0, 3, 4)\n", "int takes 2 arguments"),
-    ("x = 1  # tune: int(0, 3, stride=2)\n", "int got unknown keyword 'stride'; it accepts step"),
-    ("x = 0.5  # tune: uniform(0, lo)\n", "line 2, column \\d+ of the %%tune cell: argument 2 of uniform must be a Python literal"),
-    ("x = 1  # tune: epochs\n", "'# tune: epochs' must sit on a 'for' header"),
-    ("loss = 1\n", "has no '# tune:' annotations"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (
+            "x = 1  # tune: gaussian(0, 1)\n",
+            "line 2 of the %%tune cell: unknown annotation kind 'gaussian'; valid kinds are uniform, loguniform, int, logint, choice, epochs",
+        ),
+        ("y = 2\nx = 1  # tune: uniform(0, \n", r"line 3, column \d+ of the %%tune cell: cannot parse annotation"),
+        (
+            "x = 0.5  # tune: uniform(1, 0)\n",
+            "line 2 of the %%tune cell: uniform for 'x' needs low < high, got low=1, high=0",
+        ),
+        (
+            "x = 0.5  # tune: loguniform(0, 1)\n",
+            "line 2 of the %%tune cell: loguniform for 'x' needs low > 0 \\(log scale\\), got 0; use uniform\\(\\) or a low such as 1e-5",
+        ),
+        (
+            "x = 5  # tune: int(0, 3)\n",
+            "line 2 of the %%tune cell: int for 'x' default 5 is outside the range \\[0, 3\\]",
+        ),
+        ("x = 'elu'  # tune: choice('relu', 'tanh')\n", "default 'elu' is not among the choices"),
+        (
+            "if True:\n    x = 0.5  # tune: uniform(0, 1)\n",
+            "line 3 of the %%tune cell: .* must annotate a simple top-level assignment",
+        ),
+        ("x, y = 1, 2  # tune: int(0, 3)\n", "must annotate a simple top-level assignment"),
+        (
+            "x = 1  # tune: int(0, 3)\nx = 2  # tune: int(0, 3)\n",
+            "line 3 of the %%tune cell: 'x' is annotated twice \\(also on line 2\\)",
+        ),
+        ("x = 0.5  # tune: uniform(0, 1)\nloss = (x\n", "line 3 of the %%tune cell: '\\(' was never closed"),
+        (
+            "x = base * 2  # tune: uniform(0, 1)\n",
+            "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python literal",
+        ),
+        ("x = 1  # tune: int(0, 3, 4)\n", "int takes 2 arguments"),
+        ("x = 1  # tune: int(0, 3, stride=2)\n", "int got unknown keyword 'stride'; it accepts step"),
+        (
+            "x = 0.5  # tune: uniform(0, lo)\n",
+            "line 2, column \\d+ of the %%tune cell: argument 2 of uniform must be a Python literal",
+        ),
+        ("x = 1  # tune: epochs\n", "'# tune: epochs' must sit on a 'for' header"),
+        ("loss = 1\n", "has no '# tune:' annotations"),
+    ],
+)
 def test_bad_cells_name_the_line(ip, body, match):
     with pytest.raises(UsageError, match=match):
         ip.run_cell_magic("tune", "--minimize loss", body)
 
 
 def test_unknown_loop_length_needs_max_epochs(ip):
-    cell = "x = 0.5  # tune: uniform(0, 1)\nsteps = [1, 2, 3]\nfor s in iter(steps):  # tune: epochs\n    loss = x * s\n"
-    with pytest.raises(UsageError, match="line 4 of the %%tune cell: the length of the epochs loop cannot be known .* --max-epochs"):
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nsteps = [1, 2, 3]\nfor s in iter(steps):  # tune: epochs\n    loss = x * s\n"
+    )
+    with pytest.raises(
+        UsageError, match="line 4 of the %%tune cell: the length of the epochs loop cannot be known .* --max-epochs"
+    ):
         ip.run_cell_magic("tune", "--minimize loss", cell)
     res = ip.run_cell_magic("tune", "--minimize loss --max-epochs 3 --trials 4", cell)
     assert res.n_finished == 4
@@ -266,8 +328,11 @@ def test_apply_without_a_completed_trial_warns(ip):
     from nbtune.exceptions import NbtuneWarning
 
     with pytest.warns(NbtuneWarning, match="no trial completed"):
-        res = ip.run_cell_magic("tune", "--trials 1 --minimize loss --apply",
-                                "x = 0.5  # tune: uniform(0, 1)\nraise RuntimeError('no')\nloss = x\n")
+        res = ip.run_cell_magic(
+            "tune",
+            "--trials 1 --minimize loss --apply",
+            "x = 0.5  # tune: uniform(0, 1)\nraise RuntimeError('no')\nloss = x\n",
+        )
     assert res.n_finished == 1 and "x" not in ip.user_ns
 
 
@@ -275,17 +340,22 @@ def test_gp_sampler_names_its_extra_when_torch_is_missing(ip):
     import importlib.util
 
     if importlib.util.find_spec("torch") is not None:
-        res = ip.run_cell_magic("tune", "--trials 3 --minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+        res = ip.run_cell_magic(
+            "tune", "--trials 3 --minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+        )
         assert res.n_finished == 3
         return
-    with pytest.raises(UsageError, match=r"--sampler gp needs the package 'torch'; install it with: pip install 'nbtune\[gp\]'"):
+    with pytest.raises(
+        UsageError, match=r"--sampler gp needs the package 'torch'; install it with: pip install 'nbtune\[gp\]'"
+    ):
         ip.run_cell_magic("tune", "--minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
 
 
 def test_min_epochs_and_eta_set_the_rungs(ip):
     cell = "q = 0.5  # tune: uniform(0.0, 1.0)\nfor epoch in range(32):  # tune: epochs\n    acc = q * (1 - 0.5 ** (epoch + 1))\n"
-    res = ip.run_cell_magic("tune", "--trials 30 --maximize acc --scheduler asha --min-epochs 2 --eta 4 --seed 0 "
-                            "--sampler random", cell)
+    res = ip.run_cell_magic(
+        "tune", "--trials 30 --maximize acc --scheduler asha --min-epochs 2 --eta 4 --seed 0 --sampler random", cell
+    )
     assert "ASHA (r=2, R=32, eta=4" in res.scheduler
     epochs = {t.user_attrs["nbtune:decision"]["epoch"] for t in res.study.trials if t.state.name == "PRUNED"}
     assert epochs and epochs <= {2, 8}  # r * eta**k below R

@@ -20,13 +20,18 @@ def test_notebook_runs(path, tmp_path):
     work = tmp_path / "notebooks"
     shutil.copytree(path.parent, work, ignore=shutil.ignore_patterns(".nbtune", ".ipynb_checkpoints"))
     nb = nbformat.read(work / path.name, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(work)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o["output_type"] == "error"]
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(work)}}
+    ).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors
-    results = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-               if o["output_type"] == "execute_result" and "nbtune study" in o["data"].get("text/plain", "")]
+    results = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o["output_type"] == "execute_result" and "nbtune study" in o["data"].get("text/plain", "")
+    ]
     assert results, "no %%tune result was displayed"
     for o in results:
         # a widget for live front ends, and fallbacks for GitHub / nbconvert

@@ -187,7 +187,6 @@ def test_describe(kwargs, text):
     assert SchedulerSpec(**kwargs).describe() == text
 
 
-@pytest.mark.xfail(strict=True, reason="wording: '1 epochs' and '1 brackets' (plural_trials fixed the same for trials)")
 @pytest.mark.parametrize(
     "kwargs, text",
     [

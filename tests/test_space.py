@@ -121,14 +121,10 @@ def test_validation_messages(kind, args, kwargs, default, what):
     assert info.value.lineno == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: repeats are found by repr, but Optuna's CategoricalDistribution "
-    "finds a value by ==, so 1 and True (or 1 and 1.0) share one index",
-)
 @pytest.mark.parametrize("choices, default", [((1, True), 1), ((1, 1.0), 1.0), ((0, False, "a"), "a")])
 def test_choices_equal_under_eq_are_repeats(choices, default):
-    with pytest.raises(AnnotationError, match="has repeated values"):
+    """Optuna finds a choice by ==, so 1 and True (or 1 and 1.0) would share one index."""
+    with pytest.raises(AnnotationError, match="has values that Python treats as equal"):
         param("choice", choices, default=default)
 
 
@@ -195,34 +191,26 @@ SHRUNK_HIGH = [
     ((0, 1), 0.3, 0.9),
     ((-1, 1), 0.7, 0.4),
 ]
-DOUBLE_SHRINK = "bug: the pre-shrunk high is a float just below the last step, so Optuna shrinks it once more"
-ROUNDED_HIGH = "bug: the pre-shrunk high 0.7000000000000001 is no multiple of step for Optuna, which warns"
 
 
-def _xfail(cases, bad, reason):
-    return [pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason=reason)) if c in bad else c for c in cases]
-
-
-@pytest.mark.parametrize(
-    "args, step, high", _xfail(SHRUNK_HIGH, [((0, 1), 0.3, 0.9), ((-1, 1), 0.7, 0.4)], DOUBLE_SHRINK)
-)
+@pytest.mark.parametrize("args, step, high", SHRUNK_HIGH)
 def test_uniform_with_step_shrinks_high_to_the_last_step(args, step, high):
+    """(1 - 0) / 0.3 is just under 3 in floats: the top value 0.9 must not be lost."""
     p = param("uniform", args, {"step": step}, args[0])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("error")  # Optuna has nothing left to adjust, so it does not warn
         dist = p.distribution()
     assert dist.high == pytest.approx(high)
     assert dist.low == float(args[0]) and dist.step == step
-    assert dist.high == pytest.approx(p.grid_values()[-1])
+    assert dist.high == p.grid_values()[-1]
 
 
-@pytest.mark.parametrize(
-    "args, step", _xfail([(a, s) for a, s, _ in SHRUNK_HIGH[:6]], [((0.1, 0.75), 0.2)], ROUNDED_HIGH)
-)
-def test_uniform_with_step_leaves_optuna_nothing_to_adjust(args, step):
+@pytest.mark.parametrize("args, step, high", [((0, 10), 3, 9), ((1, 10), 2, 9), ((0, 10), 5, 10)])
+def test_int_with_step_shrinks_high_too(args, step, high):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        param("uniform", args, {"step": step}, args[0]).distribution()
+        dist = param("int", args, {"step": step}, args[0]).distribution()
+    assert dist.high == high and dist.step == step
 
 
 @pytest.mark.parametrize(

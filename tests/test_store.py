@@ -103,8 +103,10 @@ def test_versions_stay_reachable(tmp_path):
 def test_interrupted_configurations_run_again(tmp_path):
     from nbtune.store.attrs import ATTR
 
-    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport os\nif x != 0.5 and not os.path.exists('flag'):\n"
-            "    open('flag', 'w').close()\n    raise KeyboardInterrupt\nloss = x\n")
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nimport os\nif x != 0.5 and not os.path.exists('flag'):\n"
+        "    open('flag', 'w').close()\n    raise KeyboardInterrupt\nloss = x\n"
+    )
     import os
 
     os.chdir(tmp_path)
@@ -127,8 +129,9 @@ def test_a_reused_pid_does_not_keep_a_dead_trial_running(tmp_path):
     study = res.study
     # a trial left RUNNING by a process whose pid now belongs to someone else (this process)
     tid = study._storage.create_new_trial(study._study_id)
-    study._storage.set_trial_user_attr(tid, ATTR.OWNER, {"host": __import__("socket").gethostname(),
-                                                         "pid": os.getppid(), "start": "1"})
+    study._storage.set_trial_user_attr(
+        tid, ATTR.OWNER, {"host": __import__("socket").gethostname(), "pid": os.getppid(), "start": "1"}
+    )
     res = nbtune.tune(CELL, minimize="loss", n_trials=4, store=tmp_path, view=None, name="reuse")
     assert res.n_finished == 4
     assert any("left running by a stopped kernel" in m for m in res.messages)

@@ -7,19 +7,19 @@ import re
 import pytest
 
 import nbtune
+from nbtune.cell.program import compile_cell
 from nbtune.run.coordinator import Search
 from nbtune.run.worker import Job
 from nbtune.store.control import FileControl
-from nbtune.cell.program import compile_cell
 from nbtune.store.journal import Store
 from nbtune.view.progress import Clock as _Clock
 from nbtune.view.widgets import StudyTable, WidgetView
 
-CURVES = '''\
+CURVES = """\
 q = 0.5  # tune: uniform(0.0, 1.0)
 for epoch in range(9):  # tune: epochs
     acc = q * (1 - 0.5 ** (epoch + 1))
-'''
+"""
 
 
 class FakeClock(_Clock):
@@ -37,8 +37,16 @@ def study(tmp_path_factory):
 def _view(study, search=None, clock=None):
     from nbtune.run.schedulers import SchedulerSpec
 
-    return WidgetView(study, "acc", "maximize", sampler="random", search=search, display=False,
-                      scheduler=SchedulerSpec(kind="hyperband", R=9, metric="acc"), clock=clock or FakeClock())
+    return WidgetView(
+        study,
+        "acc",
+        "maximize",
+        sampler="random",
+        search=search,
+        display=False,
+        scheduler=SchedulerSpec(kind="hyperband", R=9, metric="acc"),
+        clock=clock or FakeClock(),
+    )
 
 
 def test_header_table_and_decisions(study):
@@ -138,8 +146,9 @@ def test_live_view_during_a_real_search(tmp_path):
     views = []
 
     def factory(run, search):
-        v = WidgetView(run.study, run.metric, run.direction, search=search, display=False,
-                       refresh=0.0, scheduler=run.scheduler)
+        v = WidgetView(
+            run.study, run.metric, run.direction, search=search, display=False, refresh=0.0, scheduler=run.scheduler
+        )
         views.append(v)
         return v
 
@@ -174,10 +183,13 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs)
         def close(self, result, handover=True):
             clicked["closed"] = time.monotonic()
 
-    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(400):\n"
-            "        time.sleep(0.01)\nloss = x\n")
-    res = nbtune.tune(cell, minimize="loss", n_trials=50, n_jobs=jobs, backend=backend, seed=0,
-                      store=tmp_path, view=Clicker)
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(400):\n"
+        "        time.sleep(0.01)\nloss = x\n"
+    )
+    res = nbtune.tune(
+        cell, minimize="loss", n_trials=50, n_jobs=jobs, backend=backend, seed=0, store=tmp_path, view=Clicker
+    )
     assert clicked["closed"] - clicked["t"] < 6
     states = [t.state.name for t in res.study.trials]
     assert "RUNNING" not in states

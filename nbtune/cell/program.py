@@ -100,10 +100,11 @@ class _Rewriter(ast.NodeTransformer):
         return self._annotated(node)
 
 
-def _filename(source: str) -> str:
+def _filename(source: str, line_offset: int) -> str:
     import hashlib
 
-    return f"<%%tune cell {hashlib.sha1(source.encode()).hexdigest()[:8]}>"
+    # The line offset is part of the name: linecache holds the source shifted by it.
+    return f"<%%tune cell {hashlib.sha1(f'{line_offset}:{source}'.encode()).hexdigest()[:8]}>"
 
 
 @dataclass
@@ -134,7 +135,7 @@ class CellProgram:
     def filename(self) -> str:
         name = self.__dict__.get("_filename")
         if name is None:
-            name = self.__dict__["_filename"] = _filename(self.source)
+            name = self.__dict__["_filename"] = _filename(self.source, self.line_offset)
         return name
 
     def __getstate__(self) -> dict[str, Any]:
@@ -259,7 +260,6 @@ class TrialRuntime:
         self._step = 0
         self._pending = False
         self._ns: dict[str, Any] | None = None
-        self.reported_value: float | None = None
 
     # called from the rewritten cell ---------------------------------------------------
     def value(self, name: str) -> Any:
@@ -295,7 +295,6 @@ class TrialRuntime:
             value = check_metric(self.program.metric, self._ns, f"at the end of epoch {self._step}")
         except MetricError as e:
             raise MetricError(f"{e}; with a '# tune: epochs' loop, compute the metric inside the loop") from None
-        self.reported_value = value
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
         if self.trial is None:
@@ -305,6 +304,38 @@ class TrialRuntime:
         if (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
             raise TrialStopped(self._step)
         self._check_stop_now()
+
+
+def _unconditional_stores(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement always binds (assignments, imports, definitions)."""
+    if isinstance(stmt, ast.Assign):
+        return {n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if isinstance(stmt, ast.AnnAssign) and stmt.value is not None and isinstance(stmt.target, ast.Name):
+        return {stmt.target.id}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"}
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    return set()
+
+
+def _outside_reads(tree: ast.Module) -> set[str]:
+    """The names the cell may read before binding them itself: those come from the notebook.
+
+    Statement by statement: a name read (anywhere inside, functions included) before an
+    earlier top-level statement bound it for sure. A name bound only under a condition, in a
+    loop or a ``with`` counts as read from outside when read later: better to send one
+    global too many to the workers than to miss one.
+    """
+    bound: set[str] = set()
+    reads: set[str] = set()
+    for stmt in tree.body:
+        nodes = list(ast.walk(stmt))
+        used = {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+        used |= {n.target.id for n in nodes if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+        reads |= used - bound
+        bound |= _unconditional_stores(stmt)
+    return reads
 
 
 def compile_cell(
@@ -338,7 +369,8 @@ def compile_cell(
             "the %%tune cell has no '# tune:' annotations, so there is nothing to search; "
             "annotate an assignment, e.g. 'lr = 1e-3  # tune: loguniform(1e-5, 1e-1)'"
         )
-    names = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name)}  # type: ignore[arg-type]
+    assert spec.tree is not None
+    names = _outside_reads(spec.tree)
     user_ns = user_ns or {}
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nbtune.exceptions import AnnotationError
@@ -91,32 +92,42 @@ class _Range(ParamKind):
                 "widen the range or change the assigned value",
             )
 
-    def _float_high(self, p: Param) -> float:
-        low, high = p.args
+    def _steps(self, p: Param) -> tuple[Decimal, Decimal, int] | None:
+        """(low, step, n): the stepped values are low + i * step for i in 0..n, as decimals.
+
+        Decimal arithmetic on the numbers as written, as Optuna checks them: with floats,
+        (1 - 0) / 0.3 lands just under 3 and the top value (0.9) would be lost.
+        """
         step = p.kwargs.get("step")
         if step is None:
-            return float(high)
-        # Optuna needs (high - low) to be a multiple of step: shrink high like Optuna would.
-        return float(low + math.floor((high - low) / step + 1e-9) * step)
+            return None
+        low, high = (Decimal(str(v)) for v in p.args)
+        d_step = Decimal(str(step))
+        return low, d_step, int((high - low) // d_step)
 
     def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import FloatDistribution, IntDistribution
 
         low, high = p.args
-        step = p.kwargs.get("step")
+        steps = self._steps(p)
+        if steps is not None:
+            # Optuna needs (high - low) to be a multiple of step; shrink high to the last step
+            # ourselves, so Optuna has nothing to adjust (and nothing to warn about).
+            d_low, d_step, n = steps
+            high = int(d_low + n * d_step) if self.integer else float(d_low + n * d_step)
         if self.integer:
-            return IntDistribution(low, high, log=self.log, step=1 if self.log else (step or 1))
-        return FloatDistribution(float(low), self._float_high(p), log=self.log, step=step)
+            return IntDistribution(low, high, log=self.log, step=p.kwargs.get("step") or 1)
+        return FloatDistribution(float(low), float(high), log=self.log, step=p.kwargs.get("step"))
 
     def grid_values(self, p: Param) -> list[Any] | None:
         low, high = p.args
-        step = p.kwargs.get("step")
         if self.integer:
-            return list(range(low, high + 1, step or 1))
-        if step is not None:
-            n = math.floor((high - low) / step + 1e-9)
-            return [round(low + i * step, 12) for i in range(n + 1)]
-        return None
+            return list(range(low, high + 1, p.kwargs.get("step") or 1))
+        steps = self._steps(p)
+        if steps is None:
+            return None
+        d_low, d_step, n = steps
+        return [float(d_low + i * d_step) for i in range(n + 1)]
 
 
 class _Choice(ParamKind):
@@ -135,6 +146,14 @@ class _Choice(ParamKind):
                 )
         if len(set(map(repr, args))) != len(args):
             p.fail(f"has repeated values {list(args)!r}", "list each value once")
+        # Optuna finds a choice by ==, so True and 1 (or 1 and 1.0) would share one slot.
+        for i, v in enumerate(args):
+            for w in args[:i]:
+                if v == w:
+                    p.fail(
+                        f"has values that Python treats as equal: {w!r} and {v!r}",
+                        "keep one of them (Optuna tells choices apart with ==)",
+                    )
         if not any(p.default == v and type(p.default) is type(v) for v in args):
             p.fail(
                 f"default {p.default!r} is not among the choices {list(args)!r}",

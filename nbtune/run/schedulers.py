@@ -37,6 +37,11 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
+def _count(n: int, noun: str) -> str:
+    """ "1 epoch", "3 epochs"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class BaseScheduler:
     """One ``--scheduler`` choice: which Optuna pruner decides, and how to explain a stop.
 
@@ -218,7 +223,7 @@ class _Hyperband(_SuccessiveHalving):
         return math.floor(math.log(spec.R / spec.r, spec.eta) + 1e-9) + 1
 
     def describe(self, spec: SchedulerSpec) -> str:
-        return f"Hyperband (r={spec.r}, R={spec.R}, eta={spec.eta}, {spec.n_brackets} brackets)"
+        return f"Hyperband (r={spec.r}, R={spec.R}, eta={spec.eta}, {_count(spec.n_brackets, 'bracket')})"
 
 
 class _Asha(_SuccessiveHalving):
@@ -242,7 +247,7 @@ class _Median(BaseScheduler):
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(spec.r - 1, 0))
 
     def describe(self, spec: SchedulerSpec) -> str:
-        return f"median stopping (after {spec.r} epochs)"
+        return f"median stopping (after {_count(spec.r, 'epoch')})"
 
     def explain(
         self,

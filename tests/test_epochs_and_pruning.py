@@ -40,15 +40,19 @@ def test_reports_after_every_iteration():
 
 
 def test_continue_still_reports_and_break_reports_last():
-    _, trial, rt = run("for e in range(6):  # tune: epochs\n    m = e\n    if e == 1:\n        continue\n"
-                       "    if e == 3:\n        break\nm = m + 100\n")
+    _, trial, rt = run(
+        "for e in range(6):  # tune: epochs\n    m = e\n    if e == 1:\n        continue\n"
+        "    if e == 3:\n        break\nm = m + 100\n"
+    )
     assert rt.program.run(rt) == 103
     assert trial.reports == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
 def test_nested_loops_only_outer_is_the_budget():
-    _, trial, rt = run("for e in range(3):  # tune: epochs\n    for b in range(5):\n        if b == 2:\n"
-                       "            break\n        m = e + b\n")
+    _, trial, rt = run(
+        "for e in range(3):  # tune: epochs\n    for b in range(5):\n        if b == 2:\n"
+        "            break\n        m = e + b\n"
+    )
     assert rt.program.run(rt) == 3
     assert [s for s, _ in trial.reports] == [1, 2, 3]
 
@@ -56,9 +60,11 @@ def test_nested_loops_only_outer_is_the_budget():
 def test_stop_ends_the_cell_at_that_epoch():
     from nbtune.cell.program import TrialStopped
 
-    program, trial, rt = run("ran = []\nfor e in range(9):  # tune: epochs\n    m = e\n"
-                             "    try:\n        pass\n    except Exception:\n        pass\nraise RuntimeError('never reached')\n",
-                             prune_at=3)
+    program, trial, rt = run(
+        "ran = []\nfor e in range(9):  # tune: epochs\n    m = e\n"
+        "    try:\n        pass\n    except Exception:\n        pass\nraise RuntimeError('never reached')\n",
+        prune_at=3,
+    )
     with pytest.raises(TrialStopped) as info:
         program.run(rt)
     assert info.value.step == 3 and trial.reports[-1] == (3, 2)
@@ -67,16 +73,17 @@ def test_stop_ends_the_cell_at_that_epoch():
 def test_user_except_exception_cannot_swallow_the_stop():
     from nbtune.cell.program import TrialStopped
 
-    program, trial, rt = run("try:\n    for e in range(9):  # tune: epochs\n        m = e\nexcept Exception:\n    m = -1\n",
-                             prune_at=2)
+    program, _trial, rt = run(
+        "try:\n    for e in range(9):  # tune: epochs\n        m = e\nexcept Exception:\n    m = -1\n", prune_at=2
+    )
     with pytest.raises(TrialStopped):
         program.run(rt)
 
 
 def test_no_stop_at_the_last_epoch():
-    program, trial, rt = run("for e in range(3):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
+    _program, _trial, _rt = run("for e in range(3):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
     # step 1 == R: a trial that reached R is complete
-    program2, trial2, rt2 = run("for e in range(1):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
+    program2, _trial2, rt2 = run("for e in range(1):  # tune: epochs\n    m = e\n", prune_at=1, max_step=1)
     assert program2.run(rt2) == 0
 
 
@@ -84,31 +91,40 @@ def test_epochs_loop_inside_a_function_is_rejected(ip):
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError, match="line 4 of the %%tune cell: the epochs loop is inside a function"):
-        ip.run_cell_magic("tune", "--maximize m", "x = 0.5  # tune: uniform(0, 1)\ndef f():\n"
-                          "    for e in range(3):  # tune: epochs\n        pass\nm = 1\n")
+        ip.run_cell_magic(
+            "tune",
+            "--maximize m",
+            "x = 0.5  # tune: uniform(0, 1)\ndef f():\n    for e in range(3):  # tune: epochs\n        pass\nm = 1\n",
+        )
     with pytest.raises(UsageError, match="a second '# tune: epochs' loop \\(the first is on line 3\\)"):
-        ip.run_cell_magic("tune", "--maximize m", "x = 0.5  # tune: uniform(0, 1)\nfor a in range(2):  # tune: epochs\n"
-                          "    m = a\nfor b in range(2):  # tune: epochs\n    m = b\n")
+        ip.run_cell_magic(
+            "tune",
+            "--maximize m",
+            "x = 0.5  # tune: uniform(0, 1)\nfor a in range(2):  # tune: epochs\n"
+            "    m = a\nfor b in range(2):  # tune: epochs\n    m = b\n",
+        )
 
 
-@pytest.mark.parametrize("R, r, eta, brackets, rungs0", [(27, 1, 3, 4, [1, 3, 9]), (9, 1, 3, 3, [1, 3]),
-                                                          (100, 2, 4, 3, [2, 8, 32])])
+@pytest.mark.parametrize(
+    "R, r, eta, brackets, rungs0", [(27, 1, 3, 4, [1, 3, 9]), (9, 1, 3, 3, [1, 3]), (100, 2, 4, 3, [2, 8, 32])]
+)
 def test_spec_rungs(R, r, eta, brackets, rungs0):
     spec = SchedulerSpec(kind="hyperband", R=R, r=r, eta=eta)
     assert spec.n_brackets == brackets and spec.rung_epochs(0) == rungs0
 
 
-CURVES = '''\
+CURVES = """\
 q = 0.5  # tune: uniform(0.0, 1.0)
 for epoch in range(27):  # tune: epochs
     acc = q * (1 - 0.5 ** (epoch + 1))
-'''
+"""
 
 
 @pytest.mark.parametrize("scheduler", ["hyperband", "asha", "median"])
 def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
-    res = nbtune.tune(CURVES, maximize="acc", n_trials=30, scheduler=scheduler, seed=0, sampler="random",
-                      store=tmp_path, view=None)
+    res = nbtune.tune(
+        CURVES, maximize="acc", n_trials=30, scheduler=scheduler, seed=0, sampler="random", store=tmp_path, view=None
+    )
     pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
     assert pruned, "nothing was stopped"
     for t in pruned:
@@ -132,12 +148,14 @@ def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
 def test_format_decision_reads_like_a_sentence():
     d = {"epoch": 3, "rung": 1, "bracket": 0, "value": 0.62, "cutoff": 0.71, "n_compared": 9, "n_keep": 3}
     assert format_decision(17, d, "val_acc", "maximize") == (
-        "trial 17 stopped at epoch 3 (rung 1, bracket 0): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on")
+        "trial 17 stopped at epoch 3 (rung 1, bracket 0): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on"
+    )
 
 
 def test_hyperband_brackets_hold_across_processes(tmp_path):
-    res = nbtune.tune(CURVES, maximize="acc", n_trials=24, n_jobs=2, seed=0, sampler="random",
-                      store=tmp_path, view=None)
+    res = nbtune.tune(
+        CURVES, maximize="acc", n_trials=24, n_jobs=2, seed=0, sampler="random", store=tmp_path, view=None
+    )
     assert res.n_finished == 24
     from optuna.pruners import HyperbandPruner
 

@@ -1,4 +1,4 @@
-"""Trials on real worker processes and threads, sharing one store."""
+"""Backends: workers on threads, loky processes and Dask, with the real cell sent to them; dead workers replaced."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import nbtune
 from nbtune.store.attrs import ATTR
 
-BUSY = '''\
+BUSY = """\
 x = 0.5  # tune: uniform(0, 1)
 import os, time
 t = time.perf_counter()
@@ -18,7 +18,7 @@ while time.perf_counter() - t < 0.05:
     pass
 pid = os.getpid()
 loss = (x - 0.3) ** 2
-'''
+"""
 
 
 @pytest.mark.parametrize("backend", ["loky", "threading"])
@@ -41,16 +41,21 @@ def test_two_jobs_exact_count(tmp_path, backend):
 def test_compiled_cell_with_notebook_function_pickles(ip, tmp_path):
     # A function and a class defined "in the notebook" travel to loky workers by value.
     ip.run_cell("class Scale:\n    k = 2.0\n\ndef shifted(x):\n    return (x - 0.25) ** 2 * Scale.k\n")
-    res = ip.run_cell_magic("tune", f"--trials 6 --jobs 2 --minimize loss --store {tmp_path}",
-                            "x = 0.5  # tune: uniform(0, 1)\nloss = shifted(x)\n")
+    res = ip.run_cell_magic(
+        "tune",
+        f"--trials 6 --jobs 2 --minimize loss --store {tmp_path}",
+        "x = 0.5  # tune: uniform(0, 1)\nloss = shifted(x)\n",
+    )
     assert res.n_finished == 6 and all(t.state.name == "COMPLETE" for t in res.study.trials)
 
 
 def test_large_array_is_memory_mapped_in_workers(ip, tmp_path):
     ip.user_ns["big"] = np.ones(400_000)  # 3.2 MB
     res = ip.run_cell_magic(
-        "tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
-        "import numpy as np\nx = 0.5  # tune: uniform(0, 1)\nloss = x + float(isinstance(big, np.memmap))\n")
+        "tune",
+        f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
+        "import numpy as np\nx = 0.5  # tune: uniform(0, 1)\nloss = x + float(isinstance(big, np.memmap))\n",
+    )
     assert all(t.value >= 1.0 for t in res.study.trials), "the array was copied, not memory-mapped"
 
 
@@ -59,7 +64,10 @@ def test_unpicklable_global_names_the_variable(ip, tmp_path):
 
     ip.user_ns["lock"] = threading.Lock()
     cell = "x = 0.5  # tune: uniform(0, 1)\nwith lock:\n    loss = x\n"
-    with pytest.raises(UsageError, match="the notebook variable 'lock' \\(lock\\) cannot be sent to worker processes .* --backend threading"):
+    with pytest.raises(
+        UsageError,
+        match="the notebook variable 'lock' \\(lock\\) cannot be sent to worker processes .* --backend threading",
+    ):
         ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}", cell)
     res = ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --backend threading --minimize loss --store {tmp_path}", cell)
     assert res.n_finished == 4
@@ -67,7 +75,7 @@ def test_unpicklable_global_names_the_variable(ip, tmp_path):
 
 def test_worker_killed_mid_trial(tmp_path):
     flag = tmp_path / "killed-once"
-    cell = f'''\
+    cell = f"""\
 x = 0.5  # tune: uniform(0, 1)
 import os, signal, time
 time.sleep(0.1)
@@ -75,7 +83,7 @@ if not os.path.exists({str(flag)!r}):
     open({str(flag)!r}, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)   # as the OOM killer would
 loss = x
-'''
+"""
     res = nbtune.tune(cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=tmp_path / "s", view=None)
     assert res.n_finished == 8
     died = [t for t in res.study.trials if "WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "")]
@@ -93,8 +101,10 @@ loss = x
 
 def test_dask_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
         res = nbtune.tune(BUSY, minimize="loss", n_trials=6, n_jobs=2, backend="dask", store=tmp_path, view=None)
     assert res.n_finished == 6
     import os
@@ -117,27 +127,38 @@ def test_ray_backend_names_the_extra_when_missing(ip, tmp_path):
     if importlib.util.find_spec("ray") is not None:
         pytest.skip("ray is installed")
     with pytest.raises(UsageError, match=r"--backend ray needs ray; install it with: pip install 'nbtune\[ray\]'"):
-        ip.run_cell_magic("tune", f"--jobs 2 --backend ray --minimize loss --store {tmp_path}",
-                          "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+        ip.run_cell_magic(
+            "tune",
+            f"--jobs 2 --backend ray --minimize loss --store {tmp_path}",
+            "x = 0.5  # tune: uniform(0, 1)\nloss = x\n",
+        )
 
 
 def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
-    res = ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
-                            "x = 0.5  # tune: uniform(0, 1)\nout = !echo a b\nloss = x + len(out) + len(out.fields(0))\n")
+    res = ip.run_cell_magic(
+        "tune",
+        f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}",
+        "x = 0.5  # tune: uniform(0, 1)\nout = !echo a b\nloss = x + len(out) + len(out.fields(0))\n",
+    )
     assert res.n_finished == 4 and all(t.state.name == "COMPLETE" for t in res.study.trials)
     from IPython.core.error import UsageError
 
     with pytest.raises(UsageError, match="line 3 of the %%tune cell: the magic %time cannot run in worker processes"):
-        ip.run_cell_magic("tune", f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/m",
-                          "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n")
+        ip.run_cell_magic(
+            "tune",
+            f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/m",
+            "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n",
+        )
 
 
 @pytest.mark.parametrize("backend, jobs", [("auto", 1), ("threading", 2), ("loky", 2)])
 def test_trial_prints_are_kept_with_the_trial(tmp_path, capsys, backend, jobs):
     import sys
 
-    cell = ("x = 0.5  # tune: uniform(0, 1)\nimport sys, warnings\nprint('epoch log', x)\n"
-            "print('to stderr', file=sys.stderr)\nloss = x\n")
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nimport sys, warnings\nprint('epoch log', x)\n"
+        "print('to stderr', file=sys.stderr)\nloss = x\n"
+    )
     before = sys.stdout
     res = nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=jobs, backend=backend, store=tmp_path, view=None)
     assert sys.stdout is before
