@@ -40,7 +40,10 @@ class Registry(dict[str, T], Generic[T]):
         Raises:
             ConfigError: no such plug-in; the message lists the choices.
         """
-        try:
-            return self[name]
-        except (KeyError, TypeError):
-            raise ConfigError(f"{self.option} must be one of {', '.join(self.choices())}; got {name!r}") from None
+        if not isinstance(name, str) or name not in self:
+            raise self.unknown(name)
+        return self[name]
+
+    def unknown(self, name: object) -> ConfigError:
+        """The error for a name that is not among the choices."""
+        return ConfigError(f"{self.option} must be one of {', '.join(self.choices())}; got {name!r}")

@@ -16,7 +16,7 @@ import pytest
 PKG = Path(__file__).parent.parent / "nbtune"
 
 # Lower layers never import higher ones. Top-level modules of the package sit above all.
-LAYERS = ["exceptions", "_compat", "cell", "store", "run", "view"]
+LAYERS = ["exceptions", "_compat", "_registry", "cell", "store", "run", "view"]
 
 
 def _module_name(path: Path) -> str:

@@ -20,6 +20,7 @@ import os
 import signal
 from typing import Any, ClassVar
 
+from nbtune._registry import Registry
 from nbtune.cell.program import CellProgram, TrialInterrupted
 from nbtune.exceptions import CellError, ConfigError
 from nbtune.run.worker import Job, run_worker, running_threads
@@ -71,18 +72,23 @@ class BaseBackend(abc.ABC):
         return False
 
 
-BACKENDS: dict[str, BaseBackend] = {}
+class _Backends(Registry[BaseBackend]):
+    def choices(self) -> list[str]:
+        # "inline" is what "auto" means for one job; users choose "auto".
+        return ["auto", *(n for n in self if n != "inline")]
+
+
+BACKENDS = _Backends("--backend")
 
 
 def register_backend(backend: BaseBackend) -> BaseBackend:
     """Make ``backend`` available as ``--backend <backend.name>``."""
-    BACKENDS[backend.name] = backend
-    return backend
+    return BACKENDS.register(backend.name, backend)
 
 
 def backend_names() -> tuple[str, ...]:
     """What ``--backend`` accepts."""
-    return ("auto", *(n for n in BACKENDS if n != "inline"))
+    return tuple(BACKENDS.choices())
 
 
 def _interrupt_threads() -> None:
@@ -213,12 +219,11 @@ def resolve_backend(name: str, n_jobs: int) -> BaseBackend:
     Raises:
         ConfigError: unknown name or missing package.
     """
-    choices = backend_names()
-    if name not in choices:
-        raise ConfigError(f"--backend must be one of {', '.join(choices)}; got {name!r}")
+    if name not in BACKENDS.choices():
+        raise BACKENDS.unknown(name)
     if name == "auto":
         name = "inline" if n_jobs == 1 else "loky"
-    backend = BACKENDS[name]
+    backend = BACKENDS.lookup(name)
     backend.check()
     return backend
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nbtune._registry import Registry
 from nbtune.cell.space import Param
 from nbtune.exceptions import ConfigError
 
@@ -42,25 +43,17 @@ class SamplerKind:
     help: str = ""
 
 
-SAMPLERS: dict[str, SamplerKind] = {}
+SAMPLERS: Registry[SamplerKind] = Registry("--sampler")
 
 
 def register_sampler(kind: SamplerKind) -> SamplerKind:
     """Make ``kind`` available as ``--sampler <kind.name>``."""
-    SAMPLERS[kind.name] = kind
-    return kind
+    return SAMPLERS.register(kind.name, kind)
 
 
 def sampler_kind(name: str) -> SamplerKind:
-    """The registered sampler called ``name``.
-
-    Raises:
-        ConfigError: no such sampler; the message lists them.
-    """
-    kind = SAMPLERS.get(name)
-    if kind is None:
-        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {name!r}")
-    return kind
+    """The registered sampler called ``name`` (ConfigError listing the choices if there is none)."""
+    return SAMPLERS.lookup(name)
 
 
 def grid_size(params: list[Param]) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
+from nbtune._registry import Registry
 from nbtune.exceptions import ConfigError
 from nbtune.store.attrs import ATTR
 
@@ -79,25 +80,17 @@ class BaseScheduler:
         return decision
 
 
-SCHEDULERS: dict[str, BaseScheduler] = {}
+SCHEDULERS: Registry[BaseScheduler] = Registry("--scheduler")
 
 
 def register_scheduler(scheduler: BaseScheduler) -> BaseScheduler:
     """Make ``scheduler`` available as ``--scheduler <scheduler.name>``."""
-    SCHEDULERS[scheduler.name] = scheduler
-    return scheduler
+    return SCHEDULERS.register(scheduler.name, scheduler)
 
 
 def scheduler_kind(name: str) -> BaseScheduler:
-    """The registered scheduler called ``name``.
-
-    Raises:
-        ConfigError: no such scheduler; the message lists them.
-    """
-    kind = SCHEDULERS.get(name)
-    if kind is None:
-        raise ConfigError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {name!r}")
-    return kind
+    """The registered scheduler called ``name`` (ConfigError listing the choices if there is none)."""
+    return SCHEDULERS.lookup(name)
 
 
 @dataclass(frozen=True)

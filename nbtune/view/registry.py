@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from nbtune.exceptions import ConfigError
+from nbtune._registry import Registry
 from nbtune.view.base import ViewFactory
 from nbtune.view.text import TextView
 from nbtune.view.widgets import auto_view, widget_view
 
 __all__ = ["VIEWS", "register_view", "view_factory"]
 
-VIEWS: dict[str, ViewFactory] = {"auto": auto_view, "widget": widget_view, "text": TextView}
+VIEWS: Registry[ViewFactory] = Registry("view")
 
 
 def register_view(name: str, factory: ViewFactory) -> ViewFactory:
     """Make ``view=name`` use ``factory`` (``(run: RunInfo, search: Search) -> BaseView``)."""
-    VIEWS[name] = factory
-    return factory
+    return VIEWS.register(name, factory)
+
+
+register_view("auto", auto_view)
+register_view("widget", widget_view)
+register_view("text", TextView)
 
 
 def view_factory(view: str | ViewFactory | None) -> ViewFactory | None:
@@ -26,7 +30,4 @@ def view_factory(view: str | ViewFactory | None) -> ViewFactory | None:
     """
     if view is None or callable(view):
         return view
-    factory = VIEWS.get(view)
-    if factory is None:
-        raise ConfigError(f"view must be one of {', '.join(repr(v) for v in VIEWS)}, a factory, or None; got {view!r}")
-    return factory
+    return VIEWS.lookup(view)

@@ -32,17 +32,16 @@ def fmt(v: Any) -> str:
 class StudySummary:
     """A study seen as a search: counts, the best trials, the reasons, a text and HTML summary.
 
-    :class:`~nbtune.view.result.TuneResult` is this plus the dashboard and the DataFrame.
+    :class:`~nbtune.view.result.TuneResult` is this plus the dashboard and the DataFrame;
+    the live views use it to draw a study that is still running.
 
-    Attributes:
-        study: the :class:`optuna.Study`, live on the notebook-local store.
+    Args:
+        study: the study, read (never written).
         metric: the metric's variable name.
-        messages: notes about this run (resumed, new version, stopped because...).
-
-    Example:
-        >>> res = nbtune.tune(cell, maximize="val_acc", n_trials=20)  # doctest: +SKIP
-        >>> res.best_params, res.best_value  # doctest: +SKIP
-        >>> res.trials_dataframe().sort_values("value").head()  # doctest: +SKIP
+        n_trials: the target number of finished trials, if there is one.
+        store_path: where the study is stored (shown in summaries).
+        messages: notes about the run, shown after the numbers.
+        scheduler, sampler: their descriptions, for the header.
     """
 
     def __init__(
