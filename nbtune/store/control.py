@@ -56,6 +56,10 @@ class BaseControl(abc.ABC):
     def _get(self, key: str) -> str | None:
         """The value of ``key``, or None when it was never put."""
 
+    def _has(self, key: str) -> bool:
+        """Whether ``key`` was put (the per-epoch check; implementations may make it cheaper)."""
+        return self._get(key) is not None
+
     @abc.abstractmethod
     def _delete(self, key: str) -> None: ...
 
@@ -80,10 +84,10 @@ class BaseControl(abc.ABC):
         self._put("stop_now", "1")
 
     def stop_requested(self) -> bool:
-        return self._stop.is_set() or self._get("stop") is not None
+        return self._stop.is_set() or self._has("stop")
 
     def stop_now_requested(self) -> bool:
-        return self._stop_now.is_set() or self._get("stop_now") is not None
+        return self._stop_now.is_set() or self._has("stop_now")
 
     def why(self) -> str:
         """Why the run stopped: ``stop``, ``timeout``, ``interrupted``, ``bug``, ``grid exhausted``, or ''."""
@@ -142,6 +146,9 @@ class FileControl(BaseControl):
             return Path(self.directory, key).read_text()
         except OSError:
             return None
+
+    def _has(self, key: str) -> bool:
+        return os.path.exists(os.path.join(self.directory, key))
 
     def _delete(self, key: str) -> None:
         Path(self.directory, key).unlink(missing_ok=True)
