@@ -28,7 +28,7 @@ from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, com
 from nbtune.exceptions import ConfigError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.coordinator import Search
-from nbtune.run.liveness import ProcessLiveness, reap_dead_trials, requeue_interrupted
+from nbtune.run.liveness import BaseLiveness, ProcessLiveness, reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, scheduler_kind
 from nbtune.run.worker import Job
@@ -198,9 +198,11 @@ def _open_study(
     return study
 
 
-def _recover(study: optuna.Study, store: BaseStore, sampler: SamplerKind, messages: list[str]) -> None:
+def _recover(
+    study: optuna.Study, store: BaseStore, liveness: BaseLiveness, sampler: SamplerKind, messages: list[str]
+) -> None:
     """Trials left RUNNING by a dead kernel or worker fail (interrupted) and run again first."""
-    reaped = reap_dead_trials(study, ProcessLiveness())
+    reaped = reap_dead_trials(study, liveness)
     if reaped:
         messages.append(
             f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
@@ -227,7 +229,8 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
         store, cfg.name or _default_name(cfg.metric, cfg.direction, program), _fingerprint(program), cfg.fresh, messages
     )
     study = _open_study(store, target, program, sampler, spec)
-    _recover(study, store, sampler, messages)
+    liveness = ProcessLiveness()  # owners are processes of this machine (journal store)
+    _recover(study, store, liveness, sampler, messages)
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
@@ -252,6 +255,7 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
             sampler=sampler.name,
             seed=cfg.seed,
             scheduler=spec,
+            liveness=liveness,
             deadline=(time.time() + seconds) if seconds else None,
             run_start=n_before,
             seed_offset=n_before,
