@@ -73,7 +73,10 @@ def test_unpicklable_global_names_the_variable(ip, tmp_path):
     assert res.n_finished == 4
 
 
-def test_worker_killed_mid_trial(tmp_path):
+def test_worker_killed_mid_trial(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="nbtune")
     flag = tmp_path / "killed-once"
     cell = f"""\
 x = 0.5  # tune: uniform(0, 1)
@@ -90,6 +93,9 @@ loss = x
     assert len(died) == 1, [(t.number, t.state, t.user_attrs) for t in res.study.trials]
     assert "SIGKILL" in died[0].user_attrs[ATTR.ERROR]
     assert any("a worker died and was replaced" in m for m in res.messages)
+    logged = [r.getMessage() for r in caplog.records if r.name == "nbtune.run.coordinator"]
+    assert any("SIGKILL" in m and "replacing the worker pool (restart 1 of 5)" in m for m in logged), logged
+    assert any(m.startswith("search ") and "ended" in m for m in logged), logged
     complete = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 7
     # the other worker's trial, cut short when loky replaced the pool, ran again in this search

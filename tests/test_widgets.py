@@ -164,10 +164,12 @@ def test_live_view_during_a_real_search(tmp_path):
 
 
 @pytest.mark.parametrize("backend, jobs", [("auto", 1), ("loky", 2)])
-def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs):
-    """Stop now interrupts even a trial that never reaches an epoch boundary."""
+def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs, caplog):
+    """Stop now interrupts even a trial that never reaches an epoch boundary (and says so in the log)."""
+    import logging
     import time
 
+    caplog.set_level(logging.INFO, logger="nbtune")
     clicked = {}
 
     class Clicker(nbtune.BaseView):
@@ -196,6 +198,9 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs)
     interrupted = [t for t in res.study.trials if "nbtune:interrupted" in t.user_attrs]
     assert 1 <= len(interrupted) <= jobs
     assert res.n_finished == states.count("COMPLETE") >= 2
+    assert any(
+        "ignored Stop now" in r.getMessage() and "forcing them to stop" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_failures_are_listed_with_their_errors(tmp_path):
