@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from nbtune.exceptions import CellError
 from nbtune.run.backends import BACKENDS, BaseBackend
@@ -133,8 +134,8 @@ class Search:
         if not self._timers:
             self._later(STOP_NOW_GRACE, self._force_stop)
 
-    def _later(self, seconds: float, fn: object) -> None:
-        t = threading.Timer(seconds, fn)  # type: ignore[arg-type]
+    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+        t = threading.Timer(seconds, fn)
         t.daemon = True
         self._timers.append(t)
         t.start()

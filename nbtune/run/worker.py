@@ -135,6 +135,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
     runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested, max_step=job.scheduler.R)
+    out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid):
         try:
             try:
