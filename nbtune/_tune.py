@@ -171,6 +171,10 @@ def _open_study(
     """Create or load the study; a new one records its space and settings and queues the baseline."""
     import optuna
 
+    if target in store.versions(target):
+        study = optuna.load_study(study_name=target, storage=store.storage(target))
+        if ATTR.SPACE in study.user_attrs:
+            return study  # nothing to write: a read-only store can show a finished study
     with store.lock(target):
         study = optuna.create_study(
             study_name=target,
@@ -224,13 +228,13 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
         check_sendable(program, cell, cfg.line_offset)
 
     store = JournalStore(cfg.store if cfg.store is not None else default_store_dir(cfg.user_ns))
-    messages: list[str] = []
-    target = _choose_version(
-        store, cfg.name or _default_name(cfg.metric, cfg.direction, program), _fingerprint(program), cfg.fresh, messages
-    )
+    base = cfg.name or _default_name(cfg.metric, cfg.direction, program)
+    messages = store.check(base)  # a damaged tail is set aside before anything is appended
+    target = _choose_version(store, base, _fingerprint(program), cfg.fresh, messages)
     study = _open_study(store, target, program, sampler, spec)
     liveness = ProcessLiveness()  # owners are processes of this machine (journal store)
     _recover(study, store, liveness, sampler, messages)
+    messages[:0] = store.repairs
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)

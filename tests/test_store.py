@@ -135,3 +135,27 @@ def test_a_reused_pid_does_not_keep_a_dead_trial_running(tmp_path):
     res = nbtune.tune(CELL, minimize="loss", n_trials=4, store=tmp_path, view=None, name="reuse")
     assert res.n_finished == 4
     assert any("left running by a stopped kernel" in m for m in res.messages)
+
+
+@pytest.mark.parametrize("kind, match", [("file", "is a file, not a folder"), ("proc", "cannot be created")])
+def test_an_unusable_store_is_one_clear_line(ip, tmp_path, kind, match):
+    from IPython.core.error import UsageError
+
+    store = tmp_path / "a-file" if kind == "file" else "/proc/nbtune-store"
+    if kind == "file":
+        store.write_text("not a folder")
+    with pytest.raises(UsageError, match=match + ".*pass --store"):
+        ip.run_cell_magic("tune", f"--trials 2 --minimize loss --store {store}", CELL)
+
+
+def test_a_configuration_is_re_run_once(tmp_path):
+    """A configuration whose re-run is cut again is not queued forever."""
+    from nbtune.store.attrs import ATTR
+
+    cell = "x = 0.5  # tune: uniform(0, 1)\nif x != 0.5:\n    raise KeyboardInterrupt\nloss = x\n"
+    runs = [nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0) for _ in range(3)]
+    trials = runs[-1].study.trials
+    first_cut = next(t for t in trials if ATTR.INTERRUPTED in t.user_attrs)
+    reruns = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == first_cut.number]
+    assert len(reruns) == 1
+    assert not any(t.user_attrs.get(ATTR.RERUN_OF) == reruns[0].number for t in trials)

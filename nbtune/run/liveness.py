@@ -188,23 +188,34 @@ def reap_dead_trials(
 
 
 def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
-    """Queue the configurations of interrupted trials again (once each), so an interrupt
-    costs time but never a configuration the sampler chose.
+    """Queue the configurations of interrupted trials again (once each, and a re-run is never
+    re-queued), so an interrupt costs time but not a configuration the sampler chose, and a
+    configuration that keeps being cut cannot hold the study back forever.
 
     Returns:
         The numbers of the trials whose configurations were queued.
     """
-    out = []
-    with store.lock(study.study_name):
+
+    def todo() -> list[optuna.trial.FrozenTrial]:
         trials = study.get_trials(deepcopy=False)
         done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
-        for t in trials:
-            if is_interrupted(t) and t.number not in done and t.params:
-                attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
-                if t.user_attrs.get(ATTR.BASELINE):
-                    attrs[ATTR.BASELINE] = True
-                study.enqueue_trial(t.params, user_attrs=attrs)
-                out.append(t.number)
+        # A configuration is run again once: a re-run that is cut too is not queued again.
+        return [
+            t
+            for t in trials
+            if is_interrupted(t) and t.number not in done and t.params and ATTR.RERUN_OF not in t.user_attrs
+        ]
+
+    out: list[int] = []
+    if not todo():
+        return out  # nothing to write (a read-only store stays untouched)
+    with store.lock(study.study_name):
+        for t in todo():  # again under the lock: another process may have queued them
+            attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
+            if t.user_attrs.get(ATTR.BASELINE):
+                attrs[ATTR.BASELINE] = True
+            study.enqueue_trial(t.params, user_attrs=attrs)
+            out.append(t.number)
     if out:
         _logger.info("queued the configurations of interrupted trial(s) %s of %s again", out, study.study_name)
     return out

@@ -88,6 +88,10 @@ class BaseStore(abc.ABC):
         """Fresh stop flags, trial target (``n_trials``) and worker registry for one run of
         study ``name``, reachable by every worker that can reach this store."""
 
+    def check(self, name: str) -> list[str]:
+        """Make study ``name`` safe to append to (e.g. set a damaged tail aside); one line per repair."""
+        return []
+
     def versions(self, name: str) -> list[str]:
         """The versions of ``name`` in the store, oldest first."""
         base = base_name(name)

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbtune.exceptions import ConfigError
 from nbtune.store.base import BaseStore, base_name, check_name, versioned
+from nbtune.store.repair import repair_journal
 
 if TYPE_CHECKING:
     import optuna
@@ -81,6 +83,7 @@ class JournalStore(BaseStore):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory).expanduser().absolute()
+        self.repairs: list[str] = []  # what storage() repaired, for the run's messages
 
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r})"
@@ -97,7 +100,11 @@ class JournalStore(BaseStore):
         return str(self.journal_path(name))
 
     def storage(self, name: str) -> optuna.storages.BaseStorage:
-        """The (per-process, cached) Optuna storage holding study ``name``."""
+        """The (per-process, cached) Optuna storage holding study ``name``.
+
+        A journal that Optuna cannot parse (a bad record in the middle, left by an older
+        nbtune appending after damage) is repaired first: its bad lines are set aside.
+        """
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -106,10 +113,43 @@ class JournalStore(BaseStore):
         with _CACHE.lock:
             st = _CACHE.storages.get(key)
             if st is None or not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                st = JournalStorage(JournalFileBackend(key))
+                if not path.exists():
+                    self._writable()
+                try:
+                    st = JournalStorage(JournalFileBackend(key))
+                except ValueError:  # json.JSONDecodeError included
+                    message = repair_journal(path, full=True)
+                    if message is None:
+                        raise
+                    self.repairs.append(message)
+                    st = JournalStorage(JournalFileBackend(key))
                 _CACHE.storages[key] = st
             return st
+
+    def check(self, name: str) -> list[str]:
+        message = repair_journal(self.journal_path(name))
+        if message is None:
+            return []
+        with _CACHE.lock:  # re-read from the repaired file
+            _CACHE.storages.pop(str(self.journal_path(name)), None)
+        return [message]
+
+    def _writable(self) -> None:
+        """Create the store folder, or say in one line why it cannot be written."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"the store {self.directory} is a file, not a folder; pass --store with a folder")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"the store {self.directory} cannot be created ({e.strerror or e}); "
+                "pass --store with a folder you can write to"
+            ) from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"the store {self.directory} is read-only; finished studies can be viewed "
+                "(%tune_show, nbtune.load_study) but not run: pass --store with a folder you can write to"
+            )
 
     def study_names(self) -> list[str]:
         """Every study in the store (all versions), oldest file first."""
@@ -133,9 +173,8 @@ class JournalStore(BaseStore):
 
         path = _CACHE.lock_paths.get((self.directory, name))
         if path is None:
-            p = self.directory / f"{base_name(name)}.journal.budget"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            path = _CACHE.lock_paths[(self.directory, name)] = str(p)
+            self._writable()
+            path = _CACHE.lock_paths[(self.directory, name)] = str(self.directory / f"{base_name(name)}.journal.budget")
         lock = JournalFileOpenLock(path, grace_period=30)
         while not lock.acquire():  # pragma: no cover - acquire blocks until it succeeds
             time.sleep(0.01)

@@ -1,0 +1,131 @@
+"""A damaged journal loses nothing: the bad tail is set aside, every good record kept, the study resumes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+import nbtune
+from nbtune.store.attrs import finished_count
+from nbtune.store.repair import repair_journal
+
+CELL = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2\n"
+
+
+def _plain(path):
+    """The study as plain Optuna reads it (no nbtune code involved)."""
+    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory):
+    store = tmp_path_factory.mktemp("sound")
+    nbtune.tune(CELL, minimize="loss", n_trials=5, seed=0, store=store, name="s", view=None)
+    data = (store / "s.journal").read_bytes()
+    last = data.rstrip(b"\n").rfind(b"\n") + 1  # where the last record starts
+    return data, last
+
+
+def _write(data: bytes, name: str, tmp: Path) -> Path:
+    """A store folder ``tmp/name`` holding ``data`` as the journal of study "s"."""
+    (tmp / name).mkdir(exist_ok=True)
+    path = tmp / name / "s.journal"
+    path.write_bytes(data)
+    return path
+
+
+def _finished(data: bytes, tmp: Path) -> int:
+    return finished_count(_plain(_write(data, "count", tmp)).trials)
+
+
+def test_every_cut_of_the_last_record_is_repaired(sound, tmp_path):
+    data, last = sound
+    before = _finished(data[:last], tmp_path)  # the last record is cut away entirely
+    for cut in range(last, len(data)):
+        path = _write(data[:cut], f"cut{cut}", tmp_path)
+        message = repair_journal(path)
+        if cut == last:
+            assert message is None  # a cut between records is no damage
+        else:
+            assert message is not None and "set aside" in message, cut
+            side = list(path.parent.glob("s.journal.damaged-*"))
+            assert len(side) == 1 and side[0].read_bytes() == data[last:cut]
+        assert path.read_bytes() == data[:last]
+        assert finished_count(_plain(path).trials) == before
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"garbage",
+        b"garbage\n",
+        b"{not json\n",
+        b"\x00\x01\x02",
+        b'{"a": 1}\n',
+        b"\n",
+        b'{"op_code": 4, "worker_id"',
+        b"x\ny\nz",
+    ],
+)
+def test_garbage_after_the_last_record_is_set_aside(sound, tmp_path, garbage):
+    data, _ = sound
+    path = _write(data + garbage, "g", tmp_path)
+    assert repair_journal(path) is not None
+    assert path.read_bytes() == data
+    side = next(path.parent.glob("s.journal.damaged-*"))
+    assert side.read_bytes() == garbage
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_the_study_resumes_after_damage_and_stays_readable(sound, tmp_path, damage):
+    data, last = sound
+    # (a NUL byte even stops plain Optuna's reader: json guesses UTF-16 and fails)
+    damaged = data[: last + 7] if damage == "cut" else data + b"\x00garbage\n"
+    good_before = _finished(data[:last] if damage == "cut" else data, tmp_path)
+    store = tmp_path / "store"
+    _write(damaged, "store", tmp_path)
+    res = nbtune.tune(CELL, minimize="loss", n_trials=good_before + 4, seed=0, store=store, name="s", view=None)
+    assert res.n_finished == good_before + 4
+    assert any("set aside" in m for m in res.messages)
+    # plain Optuna still reads every record, the old ones and the new ones
+    assert finished_count(_plain(store / "s.journal").trials) == good_before + 4
+    assert nbtune.load_study("s", store=store).best_value == res.best_value
+
+
+def test_bad_lines_in_the_middle_are_set_aside_and_every_good_record_kept(sound, tmp_path):
+    """What an older nbtune left when it appended after damage: Optuna cannot read it at all."""
+    data, _ = sound
+    lines = data.splitlines(keepends=True)
+    broken = b"".join(lines[:3]) + b"{torn\n" + b"".join(lines[3:])
+    path = _write(broken, "mid", tmp_path)
+    with pytest.raises(ValueError):
+        _plain(path)
+    study = nbtune.load_study("s", store=path.parent)
+    assert finished_count(study.trials) == 5
+    assert path.read_bytes() == data
+    assert finished_count(_plain(path).trials) == 5
+
+
+def test_a_sound_journal_is_left_alone(sound, tmp_path):
+    data, _ = sound
+    path = _write(data, "ok", tmp_path)
+    mtime = path.stat().st_mtime_ns
+    assert repair_journal(path) is None and repair_journal(path, full=True) is None
+    assert path.stat().st_mtime_ns == mtime and not list(path.parent.glob("*.damaged-*"))
+
+
+def test_viewing_a_finished_study_writes_nothing(ip, tmp_path):
+    store = tmp_path / "view"
+    ip.run_cell_magic("tune", f"--trials 3 --minimize loss --store {store} --name seen", CELL)
+    shutil.rmtree(store / "runs", ignore_errors=True)
+    before = {p.name: p.stat().st_mtime_ns for p in store.iterdir()}
+    res = ip.run_cell_magic("tune", f"--trials 3 --minimize loss --store {store} --name seen", CELL)
+    assert any("nothing to run" in m for m in res.messages)
+    ip.run_line_magic("tune_show", f"seen --store {store}")
+    nbtune.load_study("seen", store=store)
+    assert {p.name: p.stat().st_mtime_ns for p in store.iterdir()} == before
