@@ -346,6 +346,9 @@ def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
     first = failed[-1] if failed else None
     tb = first.user_attrs.get(ATTR.TRACEBACK, "") if first else ""
     err = first.user_attrs.get(ATTR.ERROR, "") if first else ""
+    failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
+    if " at line " in failure:
+        err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
     return TrialsFailedError(
         f"the first 3 trials of this run all failed with {err}; the cell probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; the failed trials are kept "

@@ -193,7 +193,7 @@ def test_first_three_failures_stop_the_search(ip, capsys):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("x = 0.5  # tune: uniform(0, 1)\n", "loss was not set at the end of the cell"),
+        ("x = 0.5  # tune: uniform(0, 1)\nif x > 2:\n    loss = x\n", "loss was not set at the end of the cell"),
         ("x = 0.5  # tune: uniform(0, 1)\nloss = 'abc'\n", "loss is not a number at the end of the cell: got str"),
         ("x = 0.5  # tune: uniform(0, 1)\nloss = float('nan')\n", "loss is not finite"),
     ],
@@ -203,6 +203,34 @@ def test_bad_metric_fails_the_trial(ip, body, expected):
         ip.run_cell_magic("tune", "--trials 5 --minimize loss", body)
     t = nbtune.load_study().trials[0]
     assert t.state.name == "FAIL" and expected in t.user_attrs[ATTR.ERROR]
+
+
+def test_a_metric_the_cell_never_assigns_is_an_error_before_any_trial(ip, tmp_path):
+    with pytest.raises(UsageError, match="the %%tune cell never assigns 'loss' and the notebook has no variable"):
+        ip.run_cell_magic("tune", "--trials 5 --minimize loss", "x = 0.5  # tune: uniform(0, 1)\nlos = x\n")
+    assert not (tmp_path / ".nbtune").exists()
+    ip.user_ns["loss"] = 1.0  # a notebook variable of that name: the cell may rely on it
+    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss", "x = 0.5  # tune: uniform(0, 1)\ny = x\n")
+    assert res.n_finished == 2
+
+
+def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
+    """Each trial's message differs (it holds x), but it is the same bug: the guard fires."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
+    with pytest.raises(UsageError, match=r"first 3 trials of this run all failed with ValueError: bad x=.*\(line 4 of"):
+        ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random", cell)
+    trials = nbtune.load_study().trials
+    assert len(trials) == 3 and len({t.user_attrs[ATTR.ERROR] for t in trials}) == 3
+    assert {t.user_attrs[ATTR.FAILURE] for t in trials} == {"ValueError at line 4"}
+
+
+def test_metric_failures_are_grouped_by_kind(ip):
+    """A forgotten .item() on a multi-value array fails every trial the same way: stop after 3."""
+    ip.user_ns["np"] = __import__("numpy")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = np.array([x, x])\n"
+    with pytest.raises(UsageError, match="loss is not one number at the end of the cell: got ndarray with 2 values"):
+        ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random", cell)
+    assert len(nbtune.load_study().trials) == 3
 
 
 def test_timeout_stops_starting_trials(ip):

@@ -166,13 +166,16 @@ def test_check_metric_accepts_real_numbers(value, expected):
     "value, message",
     [
         (True, "m is not a number at the end: got bool True"),
-        (np.bool_(False), "m is not a number at the end: got bool False"),
+        (np.bool_(False), "m is not a number at the end: got bool holding False"),
         ("0.5", "m is not a number at the end: got str '0.5'"),
         (None, "m is not a number at the end: got NoneType None"),
         (1 + 2j, "m is not a number at the end: got complex (1+2j)"),
-        (np.array([1.0, 2.0]), "m is not a number at the end: got ndarray array([1., 2.])"),
+        (
+            np.array([1.0, 2.0]),
+            "m is not one number at the end: got ndarray with 2 values; reduce it to one, e.g. m.mean()",
+        ),
         ([0.5], "m is not a number at the end: got list [0.5]"),
-        (Scalar("x"), "m is not a number at the end: got str 'x'"),
+        (Scalar("x"), "m is not a number at the end: got Scalar holding 'x'"),
         ("a" * 200, "m is not a number at the end: got str '" + "a" * 79),
         (math.nan, "m is not finite at the end: got nan"),
         (math.inf, "m is not finite at the end: got inf"),
@@ -198,7 +201,7 @@ def test_check_metric_missing():
 @pytest.mark.parametrize(
     "tail, message",
     [
-        ("", "m was not set at the end of the cell"),
+        ("if x > 5:\n    m = x\n", "m was not set at the end of the cell"),
         ("m = 'high'\n", "m is not a number at the end of the cell: got str 'high'"),
         ("m = float('nan')\n", "m is not finite at the end of the cell: got nan"),
     ],
@@ -418,11 +421,16 @@ def test_epoch_with_a_bad_metric():
     program, rt, steps = epochs_of(
         "for e in range(3):  # tune: epochs\n    m = 1 / (1 - e) if e != 1 else float('inf')\n"
     )
-    with pytest.raises(
-        MetricError, match="^m is not finite at the end of epoch 2: got inf; with a '# tune: epochs' loop"
-    ):
+    with pytest.raises(MetricError, match="^m is not finite at the end of epoch 2: got inf$"):
         program.run(rt)
     assert steps == [(1, 1.0)]
+
+
+def test_the_epochs_hint_is_given_only_when_the_metric_is_missing():
+    """Computing the metric inside the loop is the fix only when it was not set there."""
+    program, rt, _ = epochs_of("for e in range(3):  # tune: epochs\n    pass\nm = 1.0\n")
+    with pytest.raises(MetricError, match="m was not set at the end of epoch 1.*compute the metric inside the loop"):
+        program.run(rt)
 
 
 @pytest.mark.parametrize("stop_after, pairs", [(0, []), (1, [(1, 0)]), (3, [(1, 0), (2, 1), (3, 2)])])
@@ -463,3 +471,59 @@ def test_a_new_annotation_kind_rewrites_its_statement():
     finally:
         ANNOTATIONS.pop("seed")
     assert program.spec.marks == {2: "seed", 3: "int"}
+
+
+class _TensorLike:
+    """What torch/jax/tensorflow scalars look like to nbtune: .item(), a size() method, no float subclass."""
+
+    def __init__(self, *values):
+        self.values = values
+        self.requires_grad = True
+
+    def item(self):
+        if len(self.values) != 1:
+            raise RuntimeError("a Tensor with 2 elements cannot be converted to Scalar")
+        return self.values[0]
+
+    def size(self):
+        return (len(self.values),)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (__import__("decimal").Decimal("0.25"), 0.25),
+        (__import__("fractions").Fraction(1, 4), 0.25),
+        (__import__("numpy").float32(0.25), 0.25),
+        (__import__("numpy").array(0.25), 0.25),
+        (__import__("numpy").array([0.25]), 0.25),
+        (_TensorLike(0.25), 0.25),
+        (_TensorLike(3), 3.0),
+    ],
+)
+def test_metrics_as_people_compute_them(value, expected):
+    assert check_metric("m", {"m": value}, "here") == expected
+
+
+@pytest.mark.parametrize(
+    "value, kind, text",
+    [
+        (_TensorLike(0.25, 0.5), "not one number", "got _TensorLike with 2 values; reduce it to one, e.g. m.mean()"),
+        (__import__("numpy").array([0.1, 0.2]), "not one number", "got ndarray with 2 values"),
+        (True, "not a number", "got bool True"),
+        ("0.5", "not a number", "got str '0.5'"),
+        (_TensorLike(float("nan")), "not finite", "got nan"),
+        (__import__("decimal").Decimal("Infinity"), "not finite", "got inf"),
+    ],
+)
+def test_metric_errors_say_what_and_have_a_kind(value, kind, text):
+    with pytest.raises(MetricError) as info:
+        check_metric("m", {"m": value}, "here")
+    assert info.value.kind == kind and text in str(info.value)
+
+
+def test_torch_scalars_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    w = torch.tensor(0.5, requires_grad=True)
+    assert check_metric("m", {"m": w * 2}, "here") == 1.0
+    assert check_metric("m", {"m": torch.tensor([0.25])}, "here") == 0.25

@@ -16,6 +16,7 @@ processes; each process compiles it once.
 from __future__ import annotations
 
 import ast
+import contextlib
 import builtins
 import functools
 import linecache
@@ -61,22 +62,78 @@ class TrialInterrupted(BaseException):
 
 
 class MetricError(Exception):
-    """The metric variable is missing, not a number, or not finite."""
+    """The metric variable is missing, not one number, or not finite.
+
+    Attributes:
+        kind: what is wrong (``missing``, ``not a number``, ``not one number``, ``not finite``):
+            failures of one kind are the same failure, whatever the values were.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _as_float(value: Any) -> float | None:
+    """One float from whatever people compute a metric as, or None.
+
+    Python and numpy numbers, 0-d and one-element arrays, torch/jax/tensorflow scalars
+    (through ``.item()``, with or without grad), ``Decimal`` and ``Fraction`` (through
+    ``__float__``). No library is imported to find out.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            value = item()  # numpy, torch, jax, tensorflow: one element to a Python number
+        except Exception:  # more than one element, or not that kind of item()
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None
+        return float(value)
+    if hasattr(value, "__float__") and not isinstance(value, (str, bytes)):
+        try:
+            return float(value)  # Decimal, numbers.Rational, anything that says it is one number
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return None
+
+
+def _size(value: Any) -> int | None:
+    size = getattr(value, "size", None)
+    size = size() if callable(size) else size  # torch's size() is a shape
+    try:
+        return int(math.prod(size)) if isinstance(size, tuple) else int(size)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     """The metric's value as a float, or :class:`MetricError` saying what is wrong."""
     if name not in ns:
-        raise MetricError(f"{name} was not set {where}; assign it in the cell (the metric option names it)")
+        raise MetricError(f"{name} was not set {where}; assign it in the cell (the metric option names it)", "missing")
     value = ns[name]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "size", 1) == 1:
-        value = value.item()  # numpy / torch scalars
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise MetricError(f"{name} is not a number {where}: got {type(value).__name__} {value!r:.80}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise MetricError(f"{name} is not finite {where}: got {value}")
-    return value
+    number = _as_float(value)
+    if number is None:
+        size = _size(value)
+        if size is not None and size > 1:
+            raise MetricError(
+                f"{name} is not one number {where}: got {type(value).__name__} with {size} values; "
+                f"reduce it to one, e.g. {name}.mean()",
+                "not one number",
+            )
+        shown = repr(value)
+        item = getattr(value, "item", None)
+        if callable(item):
+            with contextlib.suppress(Exception):
+                shown = f"holding {item()!r}"  # what a tensor or an np.bool_ holds
+        raise MetricError(f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}", "not a number")
+    if not math.isfinite(number):
+        raise MetricError(f"{name} is not finite {where}: got {number}", "not finite")
+    return number
 
 
 class _Rewriter(ast.NodeTransformer):
@@ -186,6 +243,16 @@ class CellProgram:
         exec(self.code(), ns)
         return check_metric(self.metric, ns, "at the end of the cell")
 
+    def failure_line(self, exc: BaseException) -> int | None:
+        """The notebook line of the cell where ``exc`` was raised (the deepest frame in the cell)."""
+        line = None
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == self.filename:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        return line
+
     def user_traceback(self, exc: BaseException) -> str:
         """The traceback from the user's cell down, without nbtune's own frames."""
         tb = exc.__traceback__
@@ -294,7 +361,11 @@ class TrialRuntime:
         try:
             value = check_metric(self.program.metric, self._ns, f"at the end of epoch {self._step}")
         except MetricError as e:
-            raise MetricError(f"{e}; with a '# tune: epochs' loop, compute the metric inside the loop") from None
+            if e.kind != "missing":
+                raise
+            raise MetricError(
+                f"{e}; with a '# tune: epochs' loop, compute the metric inside the loop", e.kind
+            ) from None
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
         if self.trial is None:
@@ -317,6 +388,26 @@ def _unconditional_stores(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
     return set()
+
+
+def _bound_anywhere(tree: ast.Module) -> set[str]:
+    """Every name the cell may bind, at any depth (a loose superset: used to catch a metric
+    the cell can never set)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Global):
+            out.update(node.names)
+        elif (isinstance(node, ast.ExceptHandler) and node.name) or (
+            isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name
+        ):
+            out.add(node.name)
+    return out
 
 
 def _outside_reads(tree: ast.Module) -> set[str]:
@@ -372,6 +463,12 @@ def compile_cell(
     assert spec.tree is not None
     names = _outside_reads(spec.tree)
     user_ns = user_ns or {}
+    if metric not in _bound_anywhere(spec.tree) and metric not in user_ns:
+        raise ConfigError(
+            f"the %%tune cell never assigns {metric!r} and the notebook has no variable {metric!r}, so no trial "
+            f"could report it; assign it in the cell (e.g. '{metric} = model.score(X_val, y_val)') or name "
+            "the variable the cell computes in --maximize/--minimize"
+        )
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}

@@ -120,8 +120,10 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     )[:N_FAILURES_TO_STOP]
     if len(mine) < N_FAILURES_TO_STOP:
         return False
-    errors = {t.user_attrs.get(ATTR.ERROR) for t in mine}
-    return all(t.state.name == "FAIL" for t in mine) and len(errors) == 1
+    # The same exception at the same place of the cell is the same bug, whatever its message
+    # says (values differ from trial to trial).
+    failures = {t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) for t in mine}
+    return all(t.state.name == "FAIL" for t in mine) and len(failures) == 1
 
 
 def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
@@ -154,12 +156,15 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             raise
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
+            storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {job.program.metric} {e.kind}")
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
         except (Exception, SystemExit) as e:  # sys.exit() in a cell fails the trial, not the kernel
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
+            line = job.program.failure_line(e)
+            storage.set_trial_user_attr(tid, ATTR.FAILURE, type(e).__name__ + (f" at line {line}" if line else ""))
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
         _compat.tell_quietly(study, trial, value)

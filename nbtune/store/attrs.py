@@ -23,6 +23,7 @@ class ATTR:
     OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start"} running it (one journal write)
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
     TRACEBACK = "nbtune:traceback"
+    FAILURE = "nbtune:failure"  # trial: what failed and where ("ValueError at line 5"), to group failures
     INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
