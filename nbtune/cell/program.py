@@ -16,8 +16,8 @@ processes; each process compiles it once.
 from __future__ import annotations
 
 import ast
-import contextlib
 import builtins
+import contextlib
 import functools
 import linecache
 import math
