@@ -48,12 +48,30 @@ def _report(e: NbtuneError) -> UsageError:
     return UsageError(str(e))
 
 
+def _check_out(args: Any) -> None:
+    if args.out and not args.out.isidentifier():
+        raise UsageError(f"-o/--out takes a variable name; got {args.out!r}")
+
+
 def _bind(shell: Any, args: Any, result: Any) -> Any:
     if args.out:
-        if not args.out.isidentifier():
-            raise UsageError(f"-o/--out takes a variable name; got {args.out!r}")
         shell.user_ns[args.out] = result
     return result
+
+
+def _end(shell: Any, args: Any, result: Any) -> Any:
+    """Bind the result; after an Interrupt, show it and end the cell with an error, so that
+    Run All stops here as it does at any interrupted cell (one line, no traceback)."""
+    _bind(shell, args, result)
+    if not getattr(result, "interrupted", False):
+        return result
+    from IPython.display import display
+
+    display(result)
+    raise UsageError(
+        f"interrupted: {result.n_finished} finished trials are kept in {result.study.study_name!r}; "
+        "re-run the cell to resume"
+    )
 
 
 @magics_class
@@ -108,11 +126,12 @@ class TuneMagics(Magics):
             result = tune(cell, **vars(cfg))
         except NbtuneError as e:
             raise _report(e) from None
-        return _bind(self.shell, args, result)
+        return _end(self.shell, args, result)
 
     def _config(self, line: str) -> tuple[Any, TuneConfig]:
         """The parsed line, and the search's options (the notebook's namespace, IPython syntax)."""
         args = parse_argstring(self.tune, line)
+        _check_out(args)
         shell = self.shell
         assert shell is not None  # magics are registered on a shell
         return args, config_from_args(args, user_ns=shell.user_ns, transform=_transformer(shell))
@@ -130,6 +149,7 @@ class TuneMagics(Magics):
             %tune_show val_acc-3f9a2c
         """
         args = parse_argstring(self.tune_show, line)
+        _check_out(args)
         from nbtune.store.attrs import ATTR
         from nbtune.store.journal import load_study
         from nbtune.view.result import TuneResult
@@ -168,7 +188,7 @@ async def run_async(line: str, cell: str) -> Any:
         result = await tune_async(cell, **vars(cfg))
     except NbtuneError as e:
         raise _report(e) from None
-    return _bind(shell, args, result)
+    return _end(shell, args, result)
 
 
 def _async_rewrite(lines: list[str]) -> list[str]:

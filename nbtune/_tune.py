@@ -334,9 +334,12 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         n_trials = search.control.target()  # after + trials
         search.control.cleanup()
     result = _result(plan, extra, n_trials)
+    result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
         raise _bug_error(result, plan)
-    if plan.cfg.apply:
+    if plan.cfg.apply and result.interrupted:
+        result.messages.append("--apply: skipped, the search was interrupted; re-run the cell to finish it")
+    elif plan.cfg.apply:
         _apply(plan, result)
     return result
 

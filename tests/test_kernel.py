@@ -52,6 +52,8 @@ def _execute(kc, code, timeout=60, interrupt_after=None, km=None):
             break
         outputs.append(msg)
     reply = kc.get_shell_msg(timeout=10)
+    while reply["parent_header"].get("msg_id") != msg_id:  # e.g. a kernel_info reply left from start-up
+        reply = kc.get_shell_msg(timeout=10)
     stopped_in = (time.monotonic() - t_int) if interrupted else None
     return reply["content"], outputs, stopped_in
 
@@ -68,10 +70,16 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
     assert reply["status"] == "ok"
     reply, outputs, stopped_in = _execute(kc, SLOW.format(store=store, extra=extra), interrupt_after=4, km=km)
     assert stopped_in is not None and stopped_in < 5, "the search did not stop within 5 s"
-    assert reply["status"] == "ok", reply  # graceful: no exception, the partial result is shown
-    assert not _errors(outputs)
+    # graceful: the partial result is shown, then the cell ends with one error line (no traceback),
+    # so Run All stops here as at any interrupted cell
+    assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
+    assert reply["traceback"] == [] and "re-run the cell to resume" in reply["evalue"]
+    stderr = "".join(
+        m["content"]["text"] for m in outputs if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
+    )
+    assert stderr.count("\n") == 1 and stderr.startswith("UsageError: interrupted:") and not _errors(outputs)
     texts = " ".join(
-        str(m["content"].get("data", {}).get("text/plain", "")) for m in outputs if m["msg_type"] == "execute_result"
+        str(m["content"].get("data", {}).get("text/plain", "")) for m in outputs if m["msg_type"] == "display_data"
     )
     assert "interrupted: finished trials are kept" in texts
     study = nbtune.load_study(store=store)
@@ -146,6 +154,38 @@ def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     assert t.state.name == "FAIL" and "stopped" in t.user_attrs[ATTR.INTERRUPTED]
     assert any("left running by a stopped kernel" in m for m in res.messages)
     assert res.n_finished == done + 2
+
+
+def test_run_all_stops_at_an_interrupted_tune_cell(tmp_path):
+    """Interrupt keeps the finished trials and shows them, then Run All stops, as at any interrupted cell."""
+    import threading
+
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(c)
+        for c in ["%load_ext nbtune", SLOW.format(store=tmp_path / "store", extra="-o res"), "after = 'ran'"]
+    ]
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    with client.setup_kernel():
+        client.execute_cell(nb.cells[0], 0)
+        from jupyter_core.utils import run_sync
+
+        timer = threading.Timer(4.0, run_sync(client.km.interrupt_kernel))  # the Interrupt button
+        timer.start()
+        with pytest.raises(nbclient.exceptions.CellExecutionError, match="UsageError: interrupted: .* finished trials"):
+            client.execute_cell(nb.cells[1], 1)
+        shown = " ".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[1].outputs)
+        assert "trials finished" in shown and "interrupted: finished trials are kept" in shown
+        # the result is bound all the same, for the user to look at
+        check = nbformat.v4.new_code_cell("print(res.interrupted, res.n_finished >= 3)")
+        nb.cells.append(check)
+        client.execute_cell(check, 3)
+        assert check.outputs[0]["text"].strip() == "True True"
+    assert nb.cells[2].outputs == [] and nb.cells[2].get("execution_count") is None
 
 
 def test_notebook_end_to_end_with_nbclient(tmp_path):

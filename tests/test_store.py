@@ -103,9 +103,11 @@ def test_versions_stay_reachable(tmp_path):
 def test_interrupted_configurations_run_again(tmp_path):
     from nbtune.store.attrs import ATTR
 
+    # what Stop now and Interrupt raise inside a running trial
     cell = (
         "x = 0.5  # tune: uniform(0, 1)\nimport os\nif x != 0.5 and not os.path.exists('flag'):\n"
-        "    open('flag', 'w').close()\n    raise KeyboardInterrupt\nloss = x\n"
+        "    open('flag', 'w').close()\n    raise __import__('nbtune.cell.program').cell.program.TrialInterrupted()\n"
+        "loss = x\n"
     )
     import os
 
@@ -152,10 +154,30 @@ def test_a_configuration_is_re_run_once(tmp_path):
     """A configuration whose re-run is cut again is not queued forever."""
     from nbtune.store.attrs import ATTR
 
-    cell = "x = 0.5  # tune: uniform(0, 1)\nif x != 0.5:\n    raise KeyboardInterrupt\nloss = x\n"
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nif x != 0.5:\n"
+        "    raise __import__('nbtune.cell.program').cell.program.TrialInterrupted()\nloss = x\n"
+    )
     runs = [nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0) for _ in range(3)]
     trials = runs[-1].study.trials
     first_cut = next(t for t in trials if ATTR.INTERRUPTED in t.user_attrs)
     reruns = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == first_cut.number]
     assert len(reruns) == 1
     assert not any(t.user_attrs.get(ATTR.RERUN_OF) == reruns[0].number for t in trials)
+
+
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit(2)"])
+def test_the_cells_own_keyboard_interrupt_is_a_failed_trial(tmp_path, exc):
+    """Only the kernel's Interrupt interrupts; a KeyboardInterrupt the cell raises is a bug in the cell."""
+    from nbtune.store.attrs import ATTR
+
+    cell = f"x = 0.5  # tune: uniform(0, 1)\nif x != 0.5:\n    raise {exc}\nloss = x\n"
+    res = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0, sampler="random")
+    failed = [t for t in res.study.trials if t.state.name == "FAIL"]
+    assert failed and not any(ATTR.INTERRUPTED in t.user_attrs for t in res.study.trials)
+    assert all(
+        exc.split("(")[0] in t.user_attrs[ATTR.ERROR] and "line 4" in t.user_attrs[ATTR.TRACEBACK] for t in failed
+    )
+    assert not res.interrupted and res.n_finished == 3
+    again = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0, sampler="random")
+    assert len(again.study.trials) == 3  # nothing re-queued

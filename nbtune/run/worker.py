@@ -130,7 +130,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     """Run one trial to its end and tell the study; returns the final state's name.
 
     Raises:
-        TrialInterrupted, KeyboardInterrupt: the trial was stopped by the user; it is recorded
+        TrialInterrupted: the trial was stopped by the user (Stop now, Interrupt); it is recorded
             as interrupted (it does not count and runs again on resume) before this raises.
     """
     from optuna.trial import TrialState
@@ -150,7 +150,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except TrialStopped:
             _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
             return "PRUNED"
-        except (TrialInterrupted, KeyboardInterrupt):
+        except TrialInterrupted:
             storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             raise
@@ -159,7 +159,11 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {job.program.metric} {e.kind}")
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
-        except (Exception, SystemExit) as e:  # sys.exit() in a cell fails the trial, not the kernel
+        # sys.exit() in a cell fails the trial, not the kernel. So does a KeyboardInterrupt the
+        # cell raises itself: the kernel's Interrupt never reaches a trial as one (signals go
+        # to the main thread, trials run on others; worker processes turn SIGINT into
+        # WorkerStopped), so re-running that configuration would only raise it again.
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
@@ -194,12 +198,16 @@ class WorkerStopped(TrialInterrupted):
     """A worker process was told to stop (SIGTERM from the coordinator's forced stop)."""
 
 
+class WorkerInterrupted(TrialInterrupted):
+    """The kernel's Interrupt reached a worker process (SIGINT goes to the whole process group)."""
+
+
 def _raise_stopped(signum: int, frame: Any) -> None:
     raise WorkerStopped()
 
 
-def _raise_int(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise WorkerInterrupted()
 
 
 def run_worker(job: Job, worker: int = 0) -> int:
@@ -218,7 +226,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
         if main:
             # Interrupt (SIGINT to the kernel's process group) and our Stop now (SIGTERM)
             # end the running trial cleanly, recorded as interrupted.
-            signal.signal(signal.SIGINT, _raise_int)
+            signal.signal(signal.SIGINT, _raise_interrupted)
             signal.signal(signal.SIGTERM, _raise_stopped)
         job.control.register_worker(worker)
     study = job.open_study(worker)

@@ -31,6 +31,7 @@ class TuneResult(StudySummary):
     """
 
     _view: BaseView | None = None
+    interrupted: bool = False  # the search was stopped by Interrupt (Ctrl-C), not by its budget or Stop
 
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial: Optuna's columns plus the reasons nbtune recorded.
