@@ -10,7 +10,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import nbtune
-from nbtune.store.attrs import ATTR
+from nbtune.store.attrs import ATTR, finished_count
 
 SLOW = """%%tune --trials 200 --minimize loss --store {store} {extra}
 x = 0.5  # tune: uniform(0, 1)
@@ -154,6 +154,49 @@ def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     assert t.state.name == "FAIL" and "stopped" in t.user_attrs[ATTR.INTERRUPTED]
     assert any("left running by a stopped kernel" in m for m in res.messages)
     assert res.n_finished == done + 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_kernel(kernel, tmp_path):
+    """After the kernel is SIGKILLed with --jobs 2, its worker processes stop themselves within seconds,
+    recording their trials as interrupted; the resume then gives exactly the requested number."""
+    km, kc = kernel
+    store = tmp_path / "store"
+    _execute(kc, "%load_ext nbtune")
+    kc.execute(SLOW.format(store=store, extra="--jobs 2"))
+    kernel_pid = km.provisioner.process.pid
+    t_end = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < t_end and len(workers) < 2:
+        time.sleep(0.2)
+        try:
+            trials = nbtune.load_study(store=store).trials
+        except KeyError:
+            continue
+        workers = {t.user_attrs[ATTR.OWNER]["pid"] for t in trials if ATTR.OWNER in t.user_attrs} - {kernel_pid}
+    assert len(workers) == 2
+    km.provisioner.process.kill()
+    t_kill = time.monotonic()
+    while any(_alive(pid) for pid in workers) and time.monotonic() - t_kill < 15:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its kernel"
+    gone_in = time.monotonic() - t_kill
+    n_before = len(nbtune.load_study(store=store).trials)
+    time.sleep(1.0)
+    study = nbtune.load_study(store=store)
+    assert len(study.trials) == n_before  # nobody runs trials for the dead kernel
+    done = finished_count(study.trials)
+    res = nbtune.tune(SLOW.split("\n", 1)[1], minimize="loss", n_trials=done + 3, store=store, view=None)
+    assert res.n_finished == done + 3
+    assert "RUNNING" not in [t.state.name for t in res.study.trials]
+    assert gone_in < 8
 
 
 def test_run_all_stops_at_an_interrupted_tune_cell(tmp_path):

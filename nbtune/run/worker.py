@@ -210,6 +210,41 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise WorkerInterrupted()
 
 
+PARENT_POLL = 0.25  # seconds between checks that the kernel still lives
+ORPHAN_GRACE = 5.0  # seconds an orphaned worker gets to record its trial before it exits
+
+
+class _ParentWatch:
+    """A worker process that outlives its kernel stops itself.
+
+    Killed kernels leave loky workers behind, running trials for nobody (and, on a GPU,
+    holding its memory). When the parent dies the process is re-parented, so a thread polls
+    ``os.getppid()``; on a change it sends this process SIGTERM (the running trial ends at
+    its next Python line and is recorded as interrupted, to run again on resume) and, should
+    the process still live ``ORPHAN_GRACE`` seconds later, ends it.
+    """
+
+    _started: set[int] = set()  # one watch per process (workers run many jobs)
+    _lock = threading.Lock()
+
+    @classmethod
+    def start(cls, parent: int) -> None:
+        with cls._lock:
+            if os.getpid() in cls._started or os.getppid() != parent:
+                return  # already watching, or not the kernel's child (a Dask or Ray worker)
+            cls._started.add(os.getpid())
+        threading.Thread(target=cls._watch, args=(parent,), name="nbtune-parent-watch", daemon=True).start()
+
+    @staticmethod
+    def _watch(parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        _logger.warning("worker %d: the kernel (pid %d) died; stopping", os.getpid(), parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)
+        os._exit(1)
+
+
 def run_worker(job: Job, worker: int = 0) -> int:
     """The loop of one worker: run trials until the study has the target number finished.
 
@@ -228,6 +263,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
             # end the running trial cleanly, recorded as interrupted.
             signal.signal(signal.SIGINT, _raise_interrupted)
             signal.signal(signal.SIGTERM, _raise_stopped)
+            _ParentWatch.start(job.parent_pid)
         job.control.register_worker(worker)
     study = job.open_study(worker)
     _compat.begin_ask_tell_loop(study)
