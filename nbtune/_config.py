@@ -103,6 +103,14 @@ class TuneConfig:
         "--fresh",
         flag_help="start a new version of the study; the old one is kept.",
     )
+    resume: bool = _opt(
+        False,
+        "continue the latest version of the study with this search space even if the cell's code, "
+        "notebook or data changed (by default those start a new version).",
+        "--resume",
+        flag_help="continue the study even if the cell's code, notebook or data changed since it ran "
+        "(by default a new version starts and the output says what changed).",
+    )
     apply: bool = _opt(
         False,
         "afterwards, run the cell in ``user_ns`` with the best values.",

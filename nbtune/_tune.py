@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune._config import TuneConfig, config_from, parse_timeout, with_config_signature
+from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.exceptions import ConfigError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
@@ -138,43 +139,68 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     return program, sampler, spec
 
 
-def _choose_version(store: BaseStore, base: str, fp: dict[str, Any], fresh: bool, messages: list[str]) -> str:
-    """The study name to use: the latest version whose space is this cell's, or a new version."""
+def _choose_version(
+    store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
+) -> str:
+    """The study name to use: the latest version made by this very cell (same space, code,
+    notebook and data), or a new version that says what changed."""
     import optuna
 
     versions = store.versions(base)
     if not versions:
         return versioned(base, 1)
     storage = store.storage(base)
-    spaces = {v: optuna.load_study(study_name=v, storage=storage).user_attrs.get(ATTR.SPACE) for v in versions}
-    # Going back to an earlier space resumes that version rather than starting another.
-    matching = [v for v in versions if spaces[v] in (None, fp)]
-    if fresh:
-        target = versioned(base, len(versions) + 1)
-        messages.append(f"--fresh: started {target!r}; earlier versions are kept in {store.location(base)}")
-    elif matching:
-        target = matching[-1]
-        if target != versions[-1]:
-            messages.append(f"the search space is that of {target!r} again: resumed it")
-    else:
-        target = versioned(base, len(versions) + 1)
+    attrs = {v: optuna.load_study(study_name=v, storage=storage).user_attrs for v in versions}
+    same_space = [v for v in versions if attrs[v].get(ATTR.SPACE) in (None, fp)]
+    same = [v for v in same_space if not describe_difference(attrs[v].get(ATTR.IDENTITY), identity)]
+    latest = versions[-1]
+    new = versioned(base, len(versions) + 1)
+    if cfg.fresh:
+        messages.append(f"--fresh: started {new!r}; earlier versions are kept in {store.location(base)}")
+        return new
+    if same:
+        if same[-1] != latest:
+            messages.append(
+                f"this cell (its search space, code, notebook and data) is that of {same[-1]!r} again: resumed it"
+            )
+        return same[-1]
+    if same_space and cfg.resume:
+        target = same_space[-1]
+        differences = describe_difference(attrs[target].get(ATTR.IDENTITY), identity)
+        messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
+        return target
+    if attrs[latest].get(ATTR.SPACE) not in (None, fp):
         messages.append(
-            f"the search space changed since {versions[-1]!r} ({_describe_change(spaces[versions[-1]] or {}, fp)}): "
-            f"started {target!r}; the old study is kept"
+            f"the search space changed since {latest!r} ({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}): "
+            f"started {new!r}; the old study is kept"
         )
-    return target
+    else:
+        differences = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)
+        messages.append(
+            f"{'; '.join(differences)} since {latest!r} ran: started {new!r}, so its results are not "
+            "mixed with this cell's; the old study is kept (--resume continues it instead)"
+        )
+    return new
 
 
 def _open_study(
-    store: BaseStore, target: str, program: CellProgram, sampler: SamplerKind, spec: SchedulerSpec
+    store: BaseStore,
+    target: str,
+    program: CellProgram,
+    sampler: SamplerKind,
+    spec: SchedulerSpec,
+    identity: dict[str, Any],
 ) -> optuna.Study:
-    """Create or load the study; a new one records its space and settings and queues the baseline."""
+    """Create or load the study; a new one records its space, identity and settings and queues
+    the baseline; a resumed one records the identity it now continues with."""
     import optuna
 
     if target in store.versions(target):
         study = optuna.load_study(study_name=target, storage=store.storage(target))
         if ATTR.SPACE in study.user_attrs:
-            return study  # nothing to write: a read-only store can show a finished study
+            if study.user_attrs.get(ATTR.IDENTITY) != identity:  # --resume, or a study of an older nbtune
+                study.set_user_attr(ATTR.IDENTITY, identity)
+            return study  # nothing else to write: a read-only store can show a finished study
     with store.lock(target):
         study = optuna.create_study(
             study_name=target,
@@ -184,6 +210,7 @@ def _open_study(
         )
         if ATTR.SPACE not in study.user_attrs:
             study.set_user_attr(ATTR.SPACE, _fingerprint(program))
+            study.set_user_attr(ATTR.IDENTITY, identity)
             study.set_user_attr(
                 ATTR.CONFIG,
                 {
@@ -230,8 +257,15 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
     store = JournalStore(cfg.store if cfg.store is not None else default_store_dir(cfg.user_ns))
     base = cfg.name or _default_name(cfg.metric, cfg.direction, program)
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
-    target = _choose_version(store, base, _fingerprint(program), cfg.fresh, messages)
-    study = _open_study(store, target, program, sampler, spec)
+    identity = cell_identity(program.spec, program.globals, cfg.user_ns)
+    target = _choose_version(store, base, _fingerprint(program), identity, cfg, messages)
+    study = _open_study(store, target, program, sampler, spec, identity)
+    weak = weakly_known(identity)
+    if weak:
+        messages.append(
+            f"{', '.join(weak)} cannot be hashed, so a change to {'it' if len(weak) == 1 else 'them'} "
+            "would not start a new version of the study"
+        )
     liveness = ProcessLiveness()  # owners are processes of this machine (journal store)
     _recover(study, store, liveness, sampler, messages)
     messages[:0] = store.repairs

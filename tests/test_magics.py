@@ -95,11 +95,59 @@ def test_rerun_is_idempotent_and_raising_n_continues(scored):
     assert len(set(params)) == len(params)
 
 
-def test_name_is_stable_across_harmless_edits(scored):
+def test_comments_whitespace_and_defaults_do_not_change_the_study(scored):
     r1 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
-    edited = CELL.replace("val_acc = score", "# a comment\nval_acc = 0 + score")
+    edited = "# a comment\n\n" + CELL.replace("val_acc = score", "val_acc  =  score").replace("1e-3", "2e-3")
     r2 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", edited)
     assert r2.study.study_name == r1.study.study_name and r2.n_finished == 3
+
+
+def test_a_code_change_starts_a_new_version_and_says_so(scored):
+    """Editing the model code must not show the old code's scores as the new one's."""
+    r1 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
+    edited = CELL.replace("val_acc = score", "val_acc = 0.5 * score")
+    r2 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", edited)
+    assert r2.study.study_name == r1.study.study_name + ":v2" and r2.n_finished == 2
+    assert any(f"the cell's code changed since {r1.study.study_name!r} ran: started" in m for m in r2.messages)
+    r3 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)  # back to the first code
+    assert r3.study.study_name == r1.study.study_name and any("again: resumed it" in m for m in r3.messages)
+    r4 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --resume", edited.replace("0.5 *", "0.25 *"))
+    assert r4.study.study_name == r2.study.study_name and r4.n_finished == 3
+    assert any("--resume: continued" in m and "code changed" in m for m in r4.messages)
+
+
+def test_data_changes_start_a_new_version_per_dataset(scored):
+    """tune() in an outer cross-validation loop: each fold's data gets its own study, and a re-run
+    of the loop finds each fold's own study again."""
+    import numpy as np
+
+    cell = "w = 0.5  # tune: uniform(0, 1)\nval_acc = -float(((X * w - y) ** 2).mean())\n"
+    rng = np.random.default_rng(0)
+    folds = [(rng.normal(size=50), rng.normal(size=50)) for _ in range(3)]
+    names, firsts = [], []
+    for X, y in folds:
+        ns = {"X": X, "y": y}
+        res = nbtune.tune(cell, maximize="val_acc", n_trials=4, user_ns=ns, view=None, seed=0)
+        names.append(res.study.study_name)
+        firsts.append(res.best_value)
+        assert res.n_finished == 4 and len(res.study.trials) == 4
+    assert len(set(names)) == 3
+    for (X, y), name in zip(folds, names):
+        res = nbtune.tune(cell, maximize="val_acc", n_trials=4, user_ns={"X": X, "y": y}, view=None, seed=0)
+        assert res.study.study_name == name and any("nothing to run" in m for m in res.messages)
+    changed = nbtune.tune(
+        cell, maximize="val_acc", n_trials=1, user_ns={"X": folds[0][0] + 1, "y": folds[0][1]}, view=None
+    )
+    assert any("the notebook data it reads changed: X" in m for m in changed.messages)
+
+
+def test_two_notebooks_in_one_folder_do_not_share_a_study(scored, monkeypatch, tmp_path):
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "svc.ipynb"))
+    a = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "logreg.ipynb"))
+    b = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
+    assert b.study.study_name != a.study.study_name and b.n_finished == 3 and len(b.study.trials) == 3
+    assert any("another notebook (svc.ipynb -> logreg.ipynb)" in m for m in b.messages)
 
 
 def test_seed_reproducible(scored, tmp_path):

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
@@ -224,7 +224,7 @@ class _ParentWatch:
     the process still live ``ORPHAN_GRACE`` seconds later, ends it.
     """
 
-    _started: set[int] = set()  # one watch per process (workers run many jobs)
+    _started: ClassVar[set[int]] = set()  # one watch per process (workers run many jobs)
     _lock = threading.Lock()
 
     @classmethod

@@ -19,6 +19,7 @@ class ATTR:
 
     SPACE = "nbtune:space"  # study: the search-space fingerprint
     CONFIG = "nbtune:config"  # study: metric, direction, scheduler settings
+    IDENTITY = "nbtune:identity"  # study: fingerprints of the cell's code, notebook and data
     BASELINE = "nbtune:baseline"  # trial: evaluates the cell's own defaults
     OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start"} running it (one journal write)
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial

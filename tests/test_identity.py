@@ -1,0 +1,109 @@
+"""What produced a study: fingerprints of the cell's code, its notebook and the data it reads."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbtune.cell.annotations import parse_cell
+from nbtune.cell.identity import (
+    WEAK,
+    cell_identity,
+    code_fingerprint,
+    describe_difference,
+    notebook_path,
+    value_fingerprint,
+    weakly_known,
+)
+
+CELL = "lr = 0.1  # tune: loguniform(1e-3, 1.0)\nmodel = make(lr)\nacc = model.fit(X).score(Y)\n"
+
+
+@pytest.mark.parametrize(
+    "other, same",
+    [
+        ("# a comment\n" + CELL, True),
+        (CELL.replace("model = make(lr)", "model  =  make( lr )  # spaced"), True),
+        (CELL.replace("lr = 0.1", "lr = 0.01"), True),  # the default only sets the baseline
+        (CELL + "\n\n", True),
+        (CELL.replace("make(lr)", "make(lr, depth=3)"), False),
+        (CELL.replace("score(Y)", "score(X)"), False),
+        (CELL.replace("acc = ", "acc = 1 - "), False),
+    ],
+)
+def test_code_fingerprint_ignores_comments_whitespace_and_defaults(other, same):
+    assert (code_fingerprint(parse_cell(CELL)) == code_fingerprint(parse_cell(other))) is same
+
+
+def test_functions_are_known_by_their_code():
+    def f(x):
+        return x + 1
+
+    g_src = "def f(x):\n    return x + 2\n"
+    ns: dict = {}
+    exec(g_src, ns)
+    h_src = "def f(x):\n    return x + 1\n"
+    ns2: dict = {}
+    exec(h_src, ns2)
+    assert value_fingerprint(f) != value_fingerprint(ns["f"])
+    assert value_fingerprint(ns2["f"]) == value_fingerprint(ns2["f"]) and value_fingerprint(f).startswith("code:")
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        (np.arange(10), np.arange(10), True),
+        (np.arange(10), np.arange(10) + 1, False),
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 2]}), True),
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 3]}), False),
+        ([1, 2], [1, 2], True),
+        ({"k": 1}, {"k": 2}, False),
+        (np.random.default_rng(0), np.random.default_rng(1), True),  # generators: by type only
+        (random.Random(0), random.Random(1), True),
+    ],
+)
+def test_data_fingerprints(a, b, same):
+    assert (value_fingerprint(a) == value_fingerprint(b)) is same
+
+
+def test_a_generator_drawing_does_not_change_its_fingerprint():
+    rng = np.random.default_rng(0)
+    before = value_fingerprint(rng)
+    rng.normal(size=10)
+    assert value_fingerprint(rng) == before
+
+
+def test_unhashable_values_fall_back_to_their_type():
+    lock = threading.Lock()
+    spec = parse_cell(CELL)
+    identity = cell_identity(spec, {"X": np.arange(3), "lock": lock}, None)
+    assert identity["data"]["lock"].startswith(WEAK) and weakly_known(identity) == ["lock"]
+
+
+def test_notebook_path_sources(monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert notebook_path({}) is None
+    assert notebook_path({"__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/a.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/w/b.ipynb")
+    assert notebook_path({}) == "/w/b.ipynb"
+    assert notebook_path({"__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/a.ipynb"
+
+
+def test_describe_difference():
+    spec = parse_cell(CELL)
+    a = cell_identity(spec, {"X": np.arange(3), "Y": 1}, {"__session__": "/w/a.ipynb"})
+    assert describe_difference(a, a) == [] and describe_difference(None, a) == []
+    b = cell_identity(
+        parse_cell(CELL.replace("score(Y)", "score(X)")), {"X": np.arange(4), "Y": 1}, {"__session__": "/w/b.ipynb"}
+    )
+    assert describe_difference(a, b) == [
+        "the cell's code changed",
+        "another notebook (a.ipynb -> b.ipynb)",
+        "the notebook data it reads changed: X",
+    ]
+    unknown = dict(a, notebook=None)  # plain IPython, nbclient: the notebook is not known
+    assert describe_difference(a, unknown) == []
