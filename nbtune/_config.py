@@ -196,6 +196,12 @@ class TuneConfig:
         Raises:
             ConfigError: the first bad option.
         """
+        for option in ("maximize", "minimize"):
+            value = getattr(self, option)
+            if value is not None and (not isinstance(value, str) or not value.isidentifier()):
+                raise ConfigError(
+                    f"--{option} takes the name of the cell variable to optimise, e.g. val_acc; got {value!r}"
+                )
         if (self.maximize is None) == (self.minimize is None):
             both = "both --maximize and --minimize were given" if self.maximize else "no metric was given"
             raise ConfigError(

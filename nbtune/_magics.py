@@ -48,6 +48,14 @@ def _report(e: NbtuneError) -> UsageError:
     return UsageError(str(e))
 
 
+def _parse(magic: Any, line: str) -> Any:
+    """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
+        raise UsageError(f"cannot read the %%tune line ({e}): check its quotes; got {line.strip()!r}") from None
+
+
 def _check_out(args: Any) -> None:
     if args.out and not args.out.isidentifier():
         raise UsageError(f"-o/--out takes a variable name; got {args.out!r}")
@@ -130,7 +138,7 @@ class TuneMagics(Magics):
 
     def _config(self, line: str) -> tuple[Any, TuneConfig]:
         """The parsed line, and the search's options (the notebook's namespace, IPython syntax)."""
-        args = parse_argstring(self.tune, line)
+        args = _parse(self.tune, line)
         _check_out(args)
         shell = self.shell
         assert shell is not None  # magics are registered on a shell
@@ -148,7 +156,7 @@ class TuneMagics(Magics):
 
             %tune_show val_acc-3f9a2c
         """
-        args = parse_argstring(self.tune_show, line)
+        args = _parse(self.tune_show, line)
         _check_out(args)
         from nbtune.store.attrs import ATTR
         from nbtune.store.journal import load_study

@@ -121,8 +121,14 @@ def test_dask_local_cluster(tmp_path):
 
 def test_dask_without_client_is_a_clear_error(tmp_path):
     pytest.importorskip("distributed")
+    import glob
+    import tempfile
+
+    before = set(glob.glob(f"{tempfile.gettempdir()}/nbtune-*"))
     with pytest.raises(nbtune.ConfigError, match="--backend dask needs a running dask.distributed Client"):
         nbtune.tune(BUSY, minimize="loss", n_trials=2, n_jobs=2, backend="dask", store=tmp_path, view=None)
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []  # checked before anything was written
+    assert set(glob.glob(f"{tempfile.gettempdir()}/nbtune-*")) == before
 
 
 def test_ray_backend_names_the_extra_when_missing(ip, tmp_path):

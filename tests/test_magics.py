@@ -281,6 +281,20 @@ def test_metric_failures_are_grouped_by_kind(ip):
     assert len(nbtune.load_study().trials) == 3
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x = 1  # tune: int(0, 3)\n# tune the learning rate later\nloss = x\n",  # prose, not an annotation
+        "lr = 0.1  # tune: loguniform(1e-3, 1.0)\nfor e in range(3):\n    lr = lr * 0.5\n    loss = lr\n",
+        "lr = 0.1  # tune: loguniform(1e-3, 1.0)\nlr = lr / 2\nloss = lr\n",  # reads it: a schedule
+        "lr = 0.1  # tune: loguniform(1e-3, 1.0)\nlr *= 0.9\nloss = lr\n",
+    ],
+)
+def test_what_is_not_a_mistake_runs(ip, body):
+    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss", body)
+    assert res.n_finished == 2
+
+
 def test_timeout_stops_starting_trials(ip):
     res = ip.run_cell_magic(
         "tune",
@@ -331,6 +345,10 @@ def test_help_text(ip):
         ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
         ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none"),
         ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
+        ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
+        ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),
+        ("--maximize loss -o my-res", "-o/--out takes a variable name; got 'my-res'"),
+        ("--maximize 3", "--maximize takes the name of the cell variable to optimise, e.g. val_acc; got '3'"),
     ],
 )
 def test_bad_options_are_usage_errors(ip, line, match):
@@ -381,6 +399,16 @@ def test_bad_options_are_usage_errors(ip, line, match):
         ),
         ("x = 1  # tune: epochs\n", "'# tune: epochs' must sit on a 'for' header"),
         ("loss = 1\n", "has no '# tune:' annotations"),
+        ("x = 1  # Tune: int(0, 3)\nloss = x\n", "line 2 of the %%tune cell: '# Tune: int\\(0, 3\\)' looks like an"),
+        ("x = 1  # tune int(0, 3)\nloss = x\n", "write it as '# tune: int\\(...\\)' \\(lower-case 'tune' and a colon"),
+        ("for e in range(3):  # TUNE epochs\n    loss = e\nx = 1  # tune: int(0, 3)\n", "'# tune: epochs' \\(lower"),
+        (
+            "x = 1  # tune: int(0, 3)\ny = 2\nx = 3\nloss = x\n",
+            "line 4 of the %%tune cell: 'x' is tuned on line 2 but set again here, so no trial would use",
+        ),
+        ("x = 1.0  # tune: uniform(0, 1, step=0.3)\nloss = x\n", "cannot reach high=1 in steps of 0.3 from 0"),
+        ("x = 0.5  # tune: uniform(0, 0.9, step=0.3)\nloss = x\n", "default 0.5 is not one of its values"),
+        ("x = 1  # tune: choice(1, 1.0, 2)\nloss = x\n", "has values that Python treats as equal: 1 and 1.0"),
     ],
 )
 def test_bad_cells_name_the_line(ip, body, match):

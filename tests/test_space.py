@@ -181,49 +181,63 @@ def test_distribution(p, expected):
         assert type(dist.low) is float and type(dist.high) is float
 
 
-SHRUNK_HIGH = [
-    ((0, 1), 0.25, 1.0),
-    ((0, 1), 0.4, 0.8),
-    ((0, 10), 3, 9.0),
-    ((0, 10), 3.0, 9.0),
-    ((-2, 1), 2, 0.0),
-    ((0.1, 0.75), 0.2, 0.7),
-    ((0, 1), 0.3, 0.9),
-    ((-1, 1), 0.7, 0.4),
+EXACT_STEPS = [
+    ((0, 1), 0.25),
+    ((0, 0.8), 0.4),
+    ((0, 9), 3),
+    ((0, 9), 3.0),
+    ((-2, 0), 2),
+    ((0.1, 0.7), 0.2),
+    ((0, 0.9), 0.3),  # (0.9 - 0) / 0.3 is just under 3 in floats: the top value must not be lost
+    ((-1, 0.4), 0.7),
 ]
 
 
-@pytest.mark.parametrize("args, step, high", SHRUNK_HIGH)
-def test_uniform_with_step_shrinks_high_to_the_last_step(args, step, high):
-    """(1 - 0) / 0.3 is just under 3 in floats: the top value 0.9 must not be lost."""
+@pytest.mark.parametrize("args, step", EXACT_STEPS)
+def test_uniform_with_step_keeps_its_top_value_and_optuna_adjusts_nothing(args, step):
     p = param("uniform", args, {"step": step}, args[0])
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Optuna has nothing left to adjust, so it does not warn
+        warnings.simplefilter("error")  # Optuna has nothing to adjust, so it does not warn
         dist = p.distribution()
-    assert dist.high == pytest.approx(high)
+    assert dist.high == pytest.approx(args[1]) and dist.high == p.grid_values()[-1]
     assert dist.low == float(args[0]) and dist.step == step
-    assert dist.high == p.grid_values()[-1]
 
 
-@pytest.mark.parametrize("args, step, high", [((0, 10), 3, 9), ((1, 10), 2, 9), ((0, 10), 5, 10)])
-def test_int_with_step_shrinks_high_too(args, step, high):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        dist = param("int", args, {"step": step}, args[0]).distribution()
-    assert dist.high == high and dist.step == step
+@pytest.mark.parametrize(
+    "kind, args, step, values",
+    [
+        ("uniform", (0, 1), 0.3, "0.0, 0.3, 0.6, 0.9"),
+        ("uniform", (0.1, 0.75), 0.2, "0.1, 0.3, 0.5, 0.7"),
+        ("uniform", (0, 1), 2, "0.0"),
+        ("int", (0, 10), 3, "0, 3, 6, 9"),
+        ("int", (1, 20), 2, "1, 3, 5, 7, 9, ..."),
+    ],
+)
+def test_a_step_that_cannot_reach_high_is_refused(kind, args, step, values):
+    """Cutting the range silently (as Optuna does, with a warning) would surprise: say it and the fix."""
+    with pytest.raises(AnnotationError) as info:
+        param(kind, args, {"step": step}, args[0])
+    assert f"cannot reach high={args[1]!r} in steps of {step!r} from {args[0]!r} (the values are {values})" in str(
+        info.value
+    ) and "make high - low a multiple of step" in str(info.value)
+
+
+@pytest.mark.parametrize("kind, args, step, default", [("uniform", (0, 0.9), 0.3, 0.5), ("int", (0, 9), 3, 4)])
+def test_a_default_between_the_steps_is_refused(kind, args, step, default):
+    with pytest.raises(AnnotationError, match=f"default {default!r} is not one of its values"):
+        param(kind, args, {"step": step}, default)
 
 
 @pytest.mark.parametrize(
     "p, values",
     [
         (param("int", (0, 5), default=0), [0, 1, 2, 3, 4, 5]),
-        (param("int", (0, 10), {"step": 3}, 0), [0, 3, 6, 9]),
+        (param("int", (0, 9), {"step": 3}, 0), [0, 3, 6, 9]),
         (param("int", (-4, 4), {"step": 4}, 0), [-4, 0, 4]),
         (param("logint", (1, 4), default=2), [1, 2, 3, 4]),
         (param("uniform", (0, 1), {"step": 0.25}, 0), [0.0, 0.25, 0.5, 0.75, 1.0]),
         (param("uniform", (0, 1), {"step": 0.1}, 0), [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
-        (param("uniform", (0, 1), {"step": 0.3}, 0), [0.0, 0.3, 0.6, 0.9]),
-        (param("uniform", (0, 1), {"step": 2}, 0), [0]),
+        (param("uniform", (0, 0.9), {"step": 0.3}, 0), [0.0, 0.3, 0.6, 0.9]),
         (param("choice", ("b", "a", None), default="a"), ["b", "a", None]),
         (param("uniform", (0, 1), default=0), None),
         (param("loguniform", (1e-3, 1), default=0.1), None),

@@ -33,6 +33,9 @@ __all__ = [
 RUNTIME = "__nbtune__"  # the name the rewritten cell calls the trial's runtime by
 
 _COMMENT_RE = re.compile(r"#\s*tune\s*:(?P<text>.*)$")
+# "# Tune: uniform(...)", "# tune uniform(...)", "# tune= choice(...)": meant as annotations, not read as
+# one. Only flagged when a known kind follows, so prose such as "# tune the learning rate" stays prose.
+_NEAR_RE = re.compile(r"#\s*tune\b\s*[:=]?\s*(?P<kind>[A-Za-z_]\w*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -251,11 +254,27 @@ def _comments(source: str) -> list[tuple[int, int, str, int]]:
             stripped = text.strip()
             text_col = tok.start[1] + m.start("text") + (len(text) - len(text.lstrip()))
             out.append((tok.start[0], tok.start[1], stripped, text_col))
+            continue
+        near = _NEAR_RE.match(tok.string)
+        if near and near.group("kind").lower() in ANNOTATIONS:
+            out.append((tok.start[0], tok.start[1], _NEAR_MISS + tok.string, tok.start[1]))
     return out
+
+
+_NEAR_MISS = "\0near:"  # marks a comment that looks like an annotation but is not written as one
 
 
 def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     valid = ", ".join(ANNOTATIONS)
+    if text.startswith(_NEAR_MISS):
+        comment = text[len(_NEAR_MISS) :]
+        kind = _NEAR_RE.match(comment).group("kind").lower()  # type: ignore[union-attr]
+        example = f"# tune: {kind}" + ("(...)" if kind in PARAM_KINDS else "")
+        raise AnnotationError(
+            f"line {lineno} of the %%tune cell: {comment!r} looks like an annotation but is not read as one; "
+            f"write it as '{example}' (lower-case 'tune' and a colon)",
+            lineno,
+        )
     if not text:
         raise AnnotationError(
             f"line {lineno}, column {col + 1} of the %%tune cell: empty annotation; "
@@ -320,6 +339,26 @@ def _is_simple_assignment(stmt: ast.stmt | None, lineno: int) -> bool:
     return False
 
 
+def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
+    """A tuned variable set again later at the top level (without reading it) would make every
+    trial ignore its tuned value. ``lr = lr * 0.1`` or ``lr *= 0.9`` (a schedule) read it: fine."""
+    tuned = {p.name: p.lineno for p in spec.params}
+    for stmt in tree.body:
+        if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.lineno in spec.marks:
+            continue
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        reads = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name)} if stmt.value is not None else set()
+        for target in targets:
+            for n in ast.walk(target):
+                if isinstance(n, ast.Name) and n.id in tuned and stmt.lineno > tuned[n.id] and n.id not in reads:
+                    raise AnnotationError(
+                        f"line {stmt.lineno} of the %%tune cell: {n.id!r} is tuned on line {tuned[n.id]} but set "
+                        "again here, so no trial would use its tuned value; remove this assignment or use "
+                        "another name",
+                        stmt.lineno,
+                    )
+
+
 def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     """Parse an annotated cell body.
 
@@ -341,10 +380,14 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     """
     try:
         tree = ast.parse(source, filename="<%%tune cell>")
-    except SyntaxError as e:
-        line = (e.lineno or 0) + line_offset
-        text = (e.text or "").strip()
-        raise CellError(f"line {line} of the %%tune cell: {e.msg}" + (f": {text}" if text else "")) from None
+    except (SyntaxError, ValueError) as e:  # ValueError: a NUL byte, on some Pythons
+        msg = getattr(e, "msg", None) or str(e)
+        body_line = getattr(e, "lineno", None)
+        if body_line is None:  # no position (a NUL byte): find it
+            body_line = source[: source.find("\0")].count("\n") + 1 if "\0" in source else 1
+        line = body_line + line_offset
+        text = (getattr(e, "text", None) or "").strip()
+        raise CellError(f"line {line} of the %%tune cell: {msg}" + (f": {text}" if text else "")) from None
     ast.increment_lineno(tree, line_offset)
     spec = CellSpec(source=source, tree=tree, line_offset=line_offset)
 
@@ -395,4 +438,5 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
             node = stmt
         kind.attach(spec, node, args, kwargs, lineno)
         spec.marks[lineno] = name
+    _check_not_overwritten(spec, tree)
     return spec

@@ -81,6 +81,13 @@ class _Range(ParamKind):
                 p.fail(f"step must be {'an integer' if integer else 'a number'}, got {step!r}", "fix step=")
             if step <= 0:
                 p.fail(f"step must be > 0, got {step!r}", "use a positive step")
+        if step is not None and (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) != 0:
+            values = self.grid_values(p) or []
+            shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+            p.fail(
+                f"cannot reach high={high!r} in steps of {step!r} from {low!r} (the values are {shown})",
+                "make high - low a multiple of step",
+            )
         d = p.default
         if integer and not _is_int(d):
             p.fail(f"default must be an integer, got {d!r}", "assign an integer such as " + str(low))
@@ -90,6 +97,11 @@ class _Range(ParamKind):
             p.fail(
                 f"default {d!r} is outside the range [{low!r}, {high!r}]",
                 "widen the range or change the assigned value",
+            )
+        if step is not None and (Decimal(str(d)) - Decimal(str(low))) % Decimal(str(step)) != 0:
+            p.fail(
+                f"default {d!r} is not one of its values (from {low!r} in steps of {step!r})",
+                "assign one of the values as the default",
             )
 
     def _steps(self, p: Param) -> tuple[Decimal, Decimal, int] | None:

@@ -170,18 +170,25 @@ class DaskBackend(_JoblibBackend):
     name = "dask"
     needs = ("distributed", "dask")
 
-    def parallel_config(self) -> Any:
-        import joblib
+    def _client(self) -> Any:
         from distributed import get_client
 
         try:
-            client = get_client()
+            return get_client()
         except ValueError:
             raise ConfigError(
                 "--backend dask needs a running dask.distributed Client; start one first, e.g. "
                 "'from distributed import Client, LocalCluster; client = Client(LocalCluster())'"
             ) from None
-        return joblib.parallel_config(backend="dask", client=client)
+
+    def check(self) -> None:
+        super().check()
+        self._client()  # before anything is created, not when the workers start
+
+    def parallel_config(self) -> Any:
+        import joblib
+
+        return joblib.parallel_config(backend="dask", client=self._client())
 
 
 class RayBackend(_JoblibBackend):

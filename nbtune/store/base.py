@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseStore", "check_name", "base_name", "versioned", "version_number"]
 
+MAX_NAME = 120  # characters; the journal file name adds a suffix, and file names stop at 255 bytes
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?$")
 
@@ -38,8 +39,13 @@ def check_name(name: str) -> None:
     Raises:
         ConfigError: the name has other characters.
     """
-    if not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"study name {name!r} may only use letters, digits, '_', '-' and '.'; e.g. --name mlp_search")
+    if len(name) > MAX_NAME:
+        raise ConfigError(
+            f"study name {name[:20]!r}... is {len(name)} characters long; the store allows {MAX_NAME} "
+            "(it names a file): pass a shorter --name"
+        )
 
 
 def base_name(study_name: str) -> str:
