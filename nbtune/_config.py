@@ -157,11 +157,13 @@ class TuneConfig:
     )
     max_epochs: int | None = _opt(
         None,
-        "R, needed when the epochs loop's length is not known in advance.",
+        "R, the epochs of a full trial, when the epochs loop's length cannot be read before it runs.",
         "--max-epochs",
         metavar="R",
         type=int,
-        flag_help="epochs of a full trial, when the loop's length is not known in advance.",
+        flag_help="epochs of a full trial, when the loop's length cannot be read before it runs (nbtune reads "
+        "range(27), range(EPOCHS), range(cfg['epochs']), tqdm(...), enumerate(loader) itself); notebook "
+        "values work in the line: --max-epochs $EPOCHS or {cfg['epochs']}.",
     )
     user_ns: dict[str, Any] | None = _opt(None, "the namespace whose globals the cell reads (the notebook's).")
     transform: Callable[[str], str] | None = _opt(

@@ -128,12 +128,22 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
             f"--scheduler {kind.name} needs an epochs loop to stop trials early: mark the training "
             "loop with '# tune: epochs', e.g. 'for epoch in range(20):  # tune: epochs'"
         )
+    if (
+        cfg.max_epochs is not None
+        and epochs is not None
+        and epochs.length is not None
+        and cfg.max_epochs != epochs.length
+    ):
+        raise ConfigError(
+            f"--max-epochs {cfg.max_epochs} contradicts the epochs loop on line {epochs.lineno} of the %%tune cell, "
+            f"which runs {epochs.length} epochs; drop --max-epochs (nbtune reads the loop) or make them agree"
+        )
     R = cfg.max_epochs if cfg.max_epochs is not None else (epochs.length if epochs else None)
     if kind.needs_R and R is None:
         assert epochs is not None
         raise ConfigError(
-            f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known "
-            "before it runs; pass --max-epochs R (the epochs of a full trial), or loop over range(R)"
+            f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known before it "
+            f"runs ({epochs.why}); pass --max-epochs R (the epochs of a full trial, e.g. --max-epochs $EPOCHS)"
         )
     spec = SchedulerSpec(kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction)
     return program, sampler, spec

@@ -166,3 +166,31 @@ def test_hyperband_brackets_hold_across_processes(tmp_path):
         if d:
             assert d["bracket"] == hb._get_bracket_id(res.study, t)
     assert len({t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}) == 2
+
+
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_the_baseline_is_never_stopped_early(tmp_path, backend):
+    """Trial 0 runs the cell's own defaults to the end, even when they are the worst configuration
+    and the other worker's trials reached the rungs first (the baseline is slow here)."""
+    cell = (
+        "x = 0.0  # tune: uniform(0, 1)\nimport time\n"
+        "for epoch in range(9):  # tune: epochs\n"
+        "    time.sleep(0.3 if x == 0.0 else 0.0)\n"
+        "    acc = x * (epoch + 1)\n"
+    )
+    res = nbtune.tune(
+        cell,
+        maximize="acc",
+        n_trials=20,
+        seed=0,
+        store=tmp_path,
+        view=None,
+        sampler="random",
+        scheduler="asha",
+        n_jobs=2,
+        backend=backend,
+    )
+    baseline = [t for t in res.study.trials if t.user_attrs.get(ATTR.BASELINE)]
+    assert len(baseline) == 1 and baseline[0].state.name == "COMPLETE" and baseline[0].last_step == 9
+    early = [t for t in res.study.trials if t.datetime_complete < baseline[0].datetime_complete]
+    assert sum(t.state.name == "PRUNED" for t in early) >= 3  # others were stopped at the rungs meanwhile

@@ -421,11 +421,29 @@ def test_unknown_loop_length_needs_max_epochs(ip):
         "x = 0.5  # tune: uniform(0, 1)\nsteps = [1, 2, 3]\nfor s in iter(steps):  # tune: epochs\n    loss = x * s\n"
     )
     with pytest.raises(
-        UsageError, match="line 4 of the %%tune cell: the length of the epochs loop cannot be known .* --max-epochs"
+        UsageError,
+        match=r"line 4 of the %%tune cell: the length of the epochs loop cannot be known before it runs "
+        r"\(iter\(steps\) calls iter, which nbtune does not run before the trials\); pass --max-epochs R",
     ):
         ip.run_cell_magic("tune", "--minimize loss", cell)
     res = ip.run_cell_magic("tune", "--minimize loss --max-epochs 3 --trials 4", cell)
     assert res.n_finished == 4
+
+
+def test_range_of_a_notebook_variable_is_a_known_length(ip):
+    """The most common PyTorch style: EPOCHS set in an earlier cell."""
+    ip.run_cell("EPOCHS = 9")
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(EPOCHS):  # tune: epochs\n    loss = x + 1 / (epoch + 1)\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 6", cell)
+    assert "R=9" in res.scheduler and res.n_finished == 6
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 6 --max-epochs $EPOCHS", cell)
+    assert res.n_finished == 6
+    with pytest.raises(
+        UsageError, match="--max-epochs 5 contradicts the epochs loop on line 3 of the %%tune cell, which runs 9 epochs"
+    ):
+        ip.run_cell_magic("tune", "--minimize loss --max-epochs 5", cell)
 
 
 def test_apply_without_a_completed_trial_warns(ip):

@@ -527,3 +527,51 @@ def test_torch_scalars_when_torch_is_installed():
     w = torch.tensor(0.5, requires_grad=True)
     assert check_metric("m", {"m": w * 2}, "here") == 1.0
     assert check_metric("m", {"m": torch.tensor([0.25])}, "here") == 0.25
+
+
+class _Loader:
+    """A PyTorch DataLoader as nbtune sees it: it has a length (batches) and is not a list."""
+
+    def __len__(self):
+        return 7
+
+    def __iter__(self):
+        return iter(range(7))
+
+
+@pytest.mark.parametrize(
+    "loop, ns, length",
+    [
+        ("for e in range(EPOCHS):", {"EPOCHS": 12}, 12),
+        ("for e in range(cfg['epochs']):", {"cfg": {"epochs": 5}}, 5),
+        ("for e in range(args.epochs):", {"args": __import__("types").SimpleNamespace(epochs=6)}, 6),
+        ("for e in range(2 * 2):", {}, 4),
+        ("for e in range(1, EPOCHS + 1):", {"EPOCHS": 3}, 3),
+        ("for e in tqdm(range(10)):", {}, 10),
+        ("for e in tqdm.auto.tqdm(range(10), desc='epochs'):", {}, 10),
+        ("for e in trange(8):", {}, 8),
+        ("for i, b in enumerate(loader):", {"loader": _Loader()}, 7),
+        ("for b in loader:", {"loader": _Loader()}, 7),
+        ("for e in range(len(sizes)):", {"sizes": [1, 2, 3]}, 3),
+        ("for e in range(N):", {}, 9),  # the cell's own earlier literal: N = 9
+    ],
+)
+def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):
+    cell = f"x = 1  # tune: int(0, 3)\nN = 9\n{loop}  # tune: epochs\n    m = x\n"
+    assert compile_(cell, metric="m", user_ns=ns).spec.epochs.length == length
+
+
+@pytest.mark.parametrize(
+    "loop, ns, why",
+    [
+        ("for e in range(EPOCHS):", {}, "EPOCHS is neither a notebook variable nor a literal assigned earlier"),
+        ("for e in range(x * 2):", {}, "x is tuned, so the loop's length changes from trial to trial"),
+        ("for e in make_epochs():", {"make_epochs": lambda: range(3)}, "calls make_epochs, which nbtune does not run"),
+        ("for e in gen:", {"gen": iter(range(3))}, "gen has no length"),
+        ("for e in range(cfg.n):", {"cfg": type("C", (), {"n": property(lambda s: 3)})()}, "would run code"),
+    ],
+)
+def test_an_unknowable_length_says_why(loop, ns, why):
+    cell = f"x = 1  # tune: int(0, 3)\n{loop}  # tune: epochs\n    m = x\n"
+    epochs = compile_(cell, metric="m", user_ns=ns).spec.epochs
+    assert epochs.length is None and why in epochs.why

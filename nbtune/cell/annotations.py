@@ -15,6 +15,7 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbtune.cell.loops import loop_length
 from nbtune.cell.space import PARAM_KINDS, Param
 from nbtune.exceptions import AnnotationError, CellError
 
@@ -50,6 +51,7 @@ class EpochsLoop:
 
     lineno: int
     length: int | None = None
+    why: str = field(default="", compare=False)  # why the length cannot be known before the cell runs
 
 
 @dataclass
@@ -199,7 +201,9 @@ class EpochsAnnotation(BaseAnnotation):
                 lineno,
             )
         assert isinstance(node, ast.For)
-        spec.epochs = EpochsLoop(lineno=lineno, length=_loop_length(node))
+        # Literals only here; compile_cell also reads notebook variables and the cell's earlier assignments.
+        length, why = loop_length(node, ast.Module(body=[], type_ignores=[]), None)
+        spec.epochs = EpochsLoop(lineno=lineno, length=length, why=why)
 
     def rewrite(self, node: ast.stmt, spec: CellSpec) -> list[ast.stmt]:
         assert isinstance(node, ast.For)
@@ -316,18 +320,6 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
             raise AnnotationError(f"line {lineno} of the %%tune cell: {kind} does not take **kwargs", lineno)
         kwargs[kw.arg] = _literal(kw.value, lineno, col + kw.value.col_offset + 1, f"{kw.arg}=")
     return kind, args, kwargs
-
-
-def _loop_length(node: ast.For) -> int | None:
-    """len() of ``range(<literals>)`` without running anything."""
-    it = node.iter
-    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and not it.keywords:
-        try:
-            args = [ast.literal_eval(a) for a in it.args]
-            return len(range(*args))
-        except (ValueError, TypeError):
-            return None
-    return None
 
 
 def _is_simple_assignment(stmt: ast.stmt | None, lineno: int) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import dataclasses
 import functools
 import linecache
 import math
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell
+from nbtune.cell.loops import loop_length
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
 
@@ -306,6 +308,8 @@ class TrialRuntime:
         should_stop_now: called at each epoch; True interrupts the trial.
         on_epoch: called after each report with (step, value) (live view).
         max_step: R; no stop is decided at or after it.
+        prunable: False for the baseline (trial 0): the cell's own defaults always run to the end,
+            so every search has a complete reference point.
     """
 
     def __init__(
@@ -316,6 +320,7 @@ class TrialRuntime:
         should_stop_now: Callable[[], bool] | None = None,
         on_epoch: Callable[[int, float], None] | None = None,
         max_step: int | None = None,
+        prunable: bool = True,
     ) -> None:
         self.program = program
         self.trial = trial
@@ -324,6 +329,7 @@ class TrialRuntime:
         self._should_stop_now = should_stop_now
         self._on_epoch = on_epoch
         self._max_step = max_step
+        self._prunable = prunable
         self._step = 0
         self._pending = False
         self._ns: dict[str, Any] | None = None
@@ -372,7 +378,7 @@ class TrialRuntime:
             return
         self.trial.report(value, self._step)
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
-        if (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
+        if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
             raise TrialStopped(self._step)
         self._check_stop_now()
 
@@ -463,6 +469,10 @@ def compile_cell(
     assert spec.tree is not None
     names = _outside_reads(spec.tree)
     user_ns = user_ns or {}
+    if spec.epochs is not None and spec.epochs.length is None:
+        loop = next(n for n in ast.walk(spec.tree) if isinstance(n, ast.For) and n.lineno == spec.epochs.lineno)
+        length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
+        spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
     if metric not in _bound_anywhere(spec.tree) and metric not in user_ns:
         raise ConfigError(
             f"the %%tune cell never assigns {metric!r} and the notebook has no variable {metric!r}, so no trial "

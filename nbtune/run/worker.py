@@ -136,7 +136,13 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
-    runtime = TrialRuntime(job.program, trial, should_stop_now=job.control.stop_now_requested, max_step=job.scheduler.R)
+    runtime = TrialRuntime(
+        job.program,
+        trial,
+        should_stop_now=job.control.stop_now_requested,
+        max_step=job.scheduler.R,
+        prunable=not trial.user_attrs.get(ATTR.BASELINE),
+    )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid):
         try:

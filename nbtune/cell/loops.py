@@ -1,0 +1,154 @@
+"""How many epochs the ``# tune: epochs`` loop runs, found without running the cell.
+
+Hyperband needs the epochs of a full trial (R) before the first trial starts. The loop's
+iterable is evaluated statically over a small, safe subset of Python: literals and
+arithmetic on them, names bound to such values (the notebook's variables, or the cell's
+own earlier top-level assignments), subscripts (``cfg["epochs"]``), ``range``, ``len``, and
+wrappers that keep the length (``tqdm``/``trange``, ``enumerate``, ``reversed``, ``list``,
+``sorted``). A notebook object that has a length (a list, an array, a PyTorch ``DataLoader``
+when the loop is over batches) counts by ``len()``. No function of the user's is called.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Sized
+from typing import Any
+
+__all__ = ["loop_length"]
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.Div: operator.truediv,
+}
+_KEEP_LENGTH = {"tqdm", "trange", "enumerate", "reversed", "list", "tuple", "sorted", "notebook", "auto"}
+
+
+class _Unknown(Exception):
+    """Why the value cannot be known statically."""
+
+
+def _value(node: ast.expr, env: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return env[node.id]
+        raise _Unknown(f"{node.id} is neither a notebook variable nor a literal assigned earlier in the cell")
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [_value(e, env) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_value(k, env): _value(v, env) for k, v in zip(node.keys, node.values) if k is not None}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _value(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else +v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _value(node.left, env), _value(node.right, env)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            raise _Unknown(f"{ast.unparse(node)} is not arithmetic on numbers")
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise _Unknown(f"{ast.unparse(node)} is too large")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.Subscript):
+        container, key = _value(node.value, env), _value(node.slice, env)
+        try:
+            return container[key]
+        except Exception:
+            raise _Unknown(f"{ast.unparse(node)} cannot be looked up") from None
+    if isinstance(node, ast.Attribute):
+        # attributes of a notebook object are data, not code: cfg.epochs, args.epochs
+        base = _value(node.value, env)
+        attr = getattr(type(base), node.attr, None)
+        if callable(attr) or isinstance(attr, property):
+            raise _Unknown(f"{ast.unparse(node)} would run code")
+        try:
+            return vars(base)[node.attr]
+        except Exception:
+            raise _Unknown(f"{ast.unparse(node)} cannot be looked up") from None
+    if isinstance(node, ast.Call):
+        return _call(node, env)
+    raise _Unknown(f"{ast.unparse(node)} is not a literal, a variable or range(...)")
+
+
+def _callee(node: ast.Call) -> str:
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):  # tqdm.tqdm(...), tqdm.auto.tqdm(...)
+        return func.attr
+    return ""
+
+
+def _call(node: ast.Call, env: dict[str, Any]) -> Any:
+    name = _callee(node)
+    if node.keywords and name not in _KEEP_LENGTH:
+        raise _Unknown(f"{ast.unparse(node)} has keyword arguments")
+    if name in ("range", "trange"):
+        args = [_value(a, env) for a in node.args]
+        if not args or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            raise _Unknown(f"{ast.unparse(node)} needs whole numbers")
+        return range(*args)
+    if name == "len" and len(node.args) == 1:
+        return _length(_value(node.args[0], env), node.args[0])
+    if name in _KEEP_LENGTH and node.args:
+        return _Sized(_length(_value(node.args[0], env), node.args[0]))
+    raise _Unknown(f"{ast.unparse(node)} calls {name or 'a function'}, which nbtune does not run before the trials")
+
+
+class _Sized:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _length(value: Any, node: ast.expr) -> int:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sized) or isinstance(value, type):
+        raise _Unknown(f"{ast.unparse(node)} has no length")
+    try:
+        return len(value)
+    except Exception:
+        raise _Unknown(f"{ast.unparse(node)} has no length") from None
+
+
+def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
+    """``NAME = <literal>`` statements at the cell's top level before the loop (later ones win)."""
+    env: dict[str, Any] = {}
+    for stmt in tree.body:
+        if stmt.lineno >= before_line:
+            break
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            try:
+                env[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+            except (ValueError, SyntaxError, TypeError):
+                env.pop(stmt.targets[0].id, None)  # bound to something unknown: it hides the notebook's value
+    return env
+
+
+def loop_length(
+    loop: ast.For,
+    tree: ast.Module,
+    user_ns: dict[str, Any] | None,
+    tuned: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[int | None, str]:
+    """(the number of iterations, '') or (None, why it cannot be known before the cell runs)."""
+    env = {k: v for k, v in (user_ns or {}).items() if not k.startswith("_")}
+    env.update(earlier_literals(tree, loop.lineno))
+    for name in tuned:
+        env.pop(name, None)
+    used = {n.id for n in ast.walk(loop.iter) if isinstance(n, ast.Name)} & set(tuned)
+    if used:
+        return None, f"{', '.join(sorted(used))} is tuned, so the loop's length changes from trial to trial"
+    try:
+        return _length(_value(loop.iter, env), loop.iter), ""
+    except _Unknown as e:
+        return None, str(e)
+    except Exception as e:  # arithmetic errors and the like: not knowable, never a crash
+        return None, f"{ast.unparse(loop.iter)} cannot be evaluated ({type(e).__name__})"
