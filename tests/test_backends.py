@@ -180,3 +180,16 @@ def test_trial_prints_are_kept_with_the_trial(tmp_path, capsys, backend, jobs):
         out = t.user_attrs[ATTR.OUTPUT]
         assert out == f"epoch log {t.params['x']}\nto stderr\n"
     assert res.trials_dataframe()["output"].str.startswith("epoch log").all()
+
+
+def test_a_cell_that_starts_its_own_processes_runs_in_worker_processes(tmp_path):
+    """What a PyTorch DataLoader(num_workers=2) does: plain multiprocessing.Process, and a Pool."""
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "import multiprocessing as mp\n"
+        "p = mp.Process(target=abs, args=(-1,))\np.start()\np.join()\n"
+        "with mp.Pool(2) as pool:\n    values = pool.map(abs, [-x, -1.0])\n"
+        "loss = values[0] + p.exitcode\n"
+    )
+    res = nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, backend="loky", store=tmp_path, view=None, seed=0)
+    assert res.n_finished == 4 and res.counts() == {"complete": 4}, res.errors()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -61,6 +62,8 @@ class Job:
     run_start: int = 0  # number of the first trial of this run
     seed_offset: int = 0  # trials in the study when this run began
     parent_pid: int = field(default_factory=os.getpid)
+    # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
+    mp_start_method: str = field(default_factory=lambda: multiprocessing.get_start_method())
 
     def seed_for(self, worker: int) -> int | None:
         """Each worker's sampler seed; a resumed run must not replay the first run's configurations."""
@@ -271,6 +274,11 @@ def run_worker(job: Job, worker: int = 0) -> int:
             signal.signal(signal.SIGTERM, _raise_stopped)
             _ParentWatch.start(job.parent_pid)
         job.control.register_worker(worker)
+        # loky makes its own start method the default in its workers, and a plain
+        # multiprocessing.Process (a PyTorch DataLoader's workers) then fails there ("'Process'
+        # object has no attribute 'env'"): processes the cell starts start as in the kernel.
+        if multiprocessing.get_start_method(allow_none=True) != job.mp_start_method:
+            multiprocessing.set_start_method(job.mp_start_method, force=True)
     study = job.open_study(worker)
     _compat.begin_ask_tell_loop(study)
     owner = job.liveness.owner(worker)
