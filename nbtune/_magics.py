@@ -174,10 +174,9 @@ class TuneMagics(Magics):
 
         from nbtune.view.widgets import in_kernel
 
-        if in_kernel():
-            result.show()
         _bind(self.shell, args, result)
-        display(result)  # shown wherever the magic sits in the cell; -o binds the result
+        # shown wherever the magic sits in the cell: the live dashboard in a kernel, else the summary
+        display(result.show() if in_kernel() else result)
 
 
 async def run_async(line: str, cell: str) -> Any:

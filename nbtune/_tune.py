@@ -431,8 +431,6 @@ def _close(plan: _Plan, search: Search | None, interrupted: bool, view: BaseView
         raise
     if view is not None:
         view.close(result)
-        if view.widget is not None:
-            result.attach_view(view)
     return result
 
 

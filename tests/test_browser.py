@@ -2,8 +2,10 @@
 
 Runs a notebook with a %%tune cell of slow trials, watches rows appear and change while
 trials run, finds a stopped trial with its reason, presses "+ trials" and Stop while the
-cell runs, and checks that the search stopped early, its finished trials were kept and
-the next cell of Run All saw the result. Saves a screenshot in tests/artifacts/.
+cell runs, and checks that the search stopped early, its finished trials were kept, the
+next cell of Run All saw the result, ``res.show()`` brings the dashboard back, and the saved
+notebook, reopened with a new kernel, shows the results (not "model not found").
+Saves screenshots in tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ CELLS = [
     "for epoch in range(9):   # tune: epochs\n"
     "    acc = learn(q, epoch)\n",
     "after = (res.n_finished, len(res.study.trials), res.n_trials)\nafter",
+    "res.show()",
 ]
 
 
@@ -198,10 +201,23 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     # Stop: no new trials; the running one finishes; the cell ends early
     t_click = time.time()
     page.locator(".nbtune-stop").click()
-    expect(page.locator(".nbtune-status")).to_contain_text("done", timeout=20_000)
+    # the live dashboard gives way to the static result, which renders after a reopen too
+    summary = page.locator(".jp-OutputArea-output .nbtune-summary").first
+    expect(summary).to_be_visible(timeout=20_000)
     stopped_in = time.time() - t_click
+    expect(summary).to_contain_text("stopped by the user")
     page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=30_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.nbtune-summary img'); "
+        "return i && i.complete && i.naturalWidth > 400; }",
+        timeout=10_000,
+    )
     ARTIFACTS.mkdir(exist_ok=True)
+    summary.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"browser_result_{app}.png"), full_page=True)
+
+    # res.show() (the last cell) brings the dashboard back, in its final state
+    expect(page.locator(".nbtune-status")).to_contain_text("/65 finished · 0 running", timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / f"browser_dashboard_{app}.png"), full_page=True)
 
     # the plots tab shows the final figure (best so far, learning curves, importance)
@@ -226,5 +242,23 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
 
     study = nbtune.load_study(store=root / ".nbtune")
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == n_finished
-    # the widget shows the final state and the result's HTML fallback is there for nbconvert
+    # the widget shows the final state
     expect(page.locator(".nbtune-status")).to_contain_text(f"{n_finished}/65 finished")
+
+    # save, let the kernel go, reopen: the results are there, not "Error displaying widget"
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=20_000)
+    page.evaluate("async () => { await window.jupyterapp.shell.currentWidget.sessionContext.shutdown(); }")
+    page.goto(f"{base}/{tree}/search.ipynb?token={TOKEN}&reset")
+    page.wait_for_function(f"() => {KERNEL}?.status === 'idle'", timeout=90_000)
+    reopened = page.locator(".jp-Cell").nth(2).locator(".jp-OutputArea")
+    expect(reopened.locator(".nbtune-summary")).to_be_visible(timeout=30_000)
+    expect(reopened.locator(".nbtune-summary")).to_contain_text(f"{n_finished}/65 trials finished")
+    assert "Error displaying widget" not in reopened.inner_text()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.nbtune-summary img'); "
+        "return i && i.complete && i.naturalWidth > 400; }",
+        timeout=10_000,
+    )
+    reopened.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"browser_reopened_{app}.png"), full_page=True)

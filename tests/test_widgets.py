@@ -158,9 +158,10 @@ def test_live_view_during_a_real_search(tmp_path):
     assert v.n_redraws > 3
     assert "12/12 finished" in v.status.value and "done" in v.status.value
     assert v.stop_button.disabled and v.more_button.disabled and v.controls.layout.display == "none"
-    assert res._view is v
-    bundle = res._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
+    bundle = res._repr_mimebundle_()  # static: renders after the notebook is reopened too
+    assert set(bundle) == {"text/plain", "text/html"} and "12/12 trials finished" in bundle["text/plain"]
+    shown = res.show()  # the live dashboard comes back on demand
+    assert "nbtune-view" in shown._dom_classes and res._view.widget is shown
 
 
 @pytest.mark.parametrize("backend, jobs", [("auto", 1), ("loky", 2)])

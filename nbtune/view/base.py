@@ -56,8 +56,9 @@ class BaseView(abc.ABC):
           itself (redraw at most a few times a second) and must not raise.
         * :meth:`close` is called exactly once, with the final result; ``handover`` is False
           when the search ends in an error and no result will be displayed.
-        * :attr:`widget`: what the result's display should show in its place after a
-          handover (an ipywidget), or None: the result then shows its own summary.
+        * :attr:`widget`: the ipywidget the view draws into (what ``res.show()`` returns), or
+          None for a view without one. The result's own display never embeds it, so saved
+          notebooks reopen without needing the kernel's widget models.
     """
 
     widget: Any = None

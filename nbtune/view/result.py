@@ -83,24 +83,15 @@ class TuneResult(StudySummary):
         return df.set_index("number")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        # In a notebook the live dashboard (a widget) is the richest view; the HTML summary
-        # is the fallback for GitHub, nbconvert and anything without a widget front end.
-        bundle: dict[str, Any] = {"text/plain": self.summary(), "text/html": self.html()}
-        widget = self._view.widget if self._view is not None else None
-        if widget is not None:
-            wb = widget._repr_mimebundle_()
-            if isinstance(wb, dict):
-                bundle.update({k: v for k, v in wb.items() if k.startswith("application/vnd.jupyter.widget")})
-        return bundle
-
-    def attach_view(self, view: BaseView) -> None:
-        """Display ``view``'s widget (a live dashboard that ended) as this result's display."""
-        self._view = view
+        # Never the widget's MIME type: a saved notebook is reopened without the kernel's widget
+        # models, and JupyterLab would then show "Error displaying widget: model not found"
+        # instead of the results. The static summary renders everywhere (JupyterLab, Notebook 7,
+        # VS Code, GitHub, nbconvert); res.show() or %tune_show brings the live dashboard back.
+        return {"text/plain": self.summary(), "text/html": self.html()}
 
     def show(self) -> Any:
         """The dashboard widget of this study (table, stopped-early log, plots)."""
         from nbtune.view.widgets import show
 
-        view = show(self)
-        self._view = view
-        return view.widget
+        self._view = show(self)
+        return self._view.widget

@@ -197,6 +197,7 @@ class WidgetView(BaseView):
         plot_every: seconds between plot redraws.
         clock: time source (tests pass a fake one).
         display: whether to show itself on creation (tests pass False).
+        n_trials: the target number of trials of a stored study (shown as "7/65 finished").
     """
 
     def __init__(
@@ -212,12 +213,14 @@ class WidgetView(BaseView):
         plot_every: float = 3.0,
         clock: Clock | None = None,
         display: bool = True,
+        n_trials: int | None = None,
     ) -> None:
         import ipywidgets as w
 
         from nbtune.run.schedulers import SchedulerSpec
 
         self.study, self.search = study, search
+        self.n_trials = n_trials  # the target of a stored study's last run, when it is known
         self.sampler = sampler
         self.scheduler = scheduler or SchedulerSpec(metric=metric, direction=direction)
         self.clock = clock or Clock()
@@ -323,7 +326,7 @@ class WidgetView(BaseView):
 
     def _target(self) -> int:
         if self.search is None:
-            return finished_count(self.study.get_trials(deepcopy=False))
+            return self.n_trials or finished_count(self.study.get_trials(deepcopy=False))
         return self.search.control.target()
 
     def _stop(self) -> None:
@@ -460,14 +463,17 @@ class WidgetView(BaseView):
             return None
 
     def close(self, result: TuneResult, handover: bool = True) -> None:
-        """Final redraw; with ``handover`` the result then shows this same widget as its display."""
+        """Final redraw; with ``handover`` the live dashboard then gives way to the result's display.
+
+        The result (the cell's Out) is a static summary that every front end renders, also
+        after the notebook is saved and reopened without this kernel's widget models; the
+        live slot is emptied so that nothing in the saved notebook needs them.
+        """
         if self._closed:
             return
         self._closed = True
         self.redraw(force=True, result=result)
         if handover and self._handle is not None:
-            # The result (the cell's Out) re-displays this widget with an HTML fallback;
-            # empty the live slot so the dashboard appears once.
             self._handle.update({"text/plain": ""}, raw=True)
 
 
@@ -521,6 +527,7 @@ def show(result: TuneResult, display: bool = False) -> WidgetView:
         sampler=result.sampler or "stored study",
         scheduler=sched,
         display=display,
+        n_trials=result.n_trials,
     )
     view.close(result)
     return view
