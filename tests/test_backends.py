@@ -183,13 +183,17 @@ def test_trial_prints_are_kept_with_the_trial(tmp_path, capsys, backend, jobs):
 
 
 def test_a_cell_that_starts_its_own_processes_runs_in_worker_processes(tmp_path):
-    """What a PyTorch DataLoader(num_workers=2) does: plain multiprocessing.Process, and a Pool."""
+    """What a PyTorch DataLoader(num_workers=2) does in a trial: plain multiprocessing.Process objects."""
     cell = (
         "x = 0.5  # tune: uniform(0, 1)\n"
         "import multiprocessing as mp\n"
-        "p = mp.Process(target=abs, args=(-1,))\np.start()\np.join()\n"
-        "with mp.Pool(2) as pool:\n    values = pool.map(abs, [-x, -1.0])\n"
-        "loss = values[0] + p.exitcode\n"
+        "ends = [mp.Pipe(duplex=False) for _ in range(2)]\n"
+        "procs = [mp.Process(target=w.send, args=(x,)) for _, w in ends]\n"
+        "for p in procs:\n    p.start()\n"
+        "values = [r.recv() for r, _ in ends]\n"
+        "for p in procs:\n    p.join()\n"
+        "loss = sum(values) + sum(p.exitcode for p in procs)\n"
     )
     res = nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, backend="loky", store=tmp_path, view=None, seed=0)
     assert res.n_finished == 4 and res.counts() == {"complete": 4}, res.errors()
+    assert all(t.value == 2 * t.params["x"] for t in res.study.trials)
