@@ -166,3 +166,20 @@ def test_importance_and_its_panel():
     panel = fig.axes[-1]
     assert panel.get_title() == "what mattered"
     assert [t.get_text() for t in panel.get_yticklabels()] == list(imp)[::-1]
+
+
+def test_importance_rests_on_enough_trials_and_says_how_many():
+    """Below 10 complete trials importances flip from run to run: no panel; above, the count is shown."""
+    assert plots.importance(summary_of(grid_trials(9, curve={1: 0.1}))) == {}
+    summary = summary_of(grid_trials(10, curve={1: 0.1}))
+    assert set(plots.importance(summary)) == {"x", "n"}
+    panel = plots.dashboard_figure(summary, with_importance=True).axes[-1]
+    assert panel.get_xlabel() == "importance (PED-ANOVA, 10 complete trials)"
+
+
+def test_text_is_readable():
+    """At least 11 px at 100 % zoom: font size in points x dpi / 72."""
+    fig = plots.dashboard_figure(summary_of(grid_trials(12, curve={1: 0.1})), with_importance=True)
+    sizes = [t.get_fontsize() for ax in fig.axes for t in (ax.title, ax.xaxis.label, *ax.get_xticklabels())]
+    sizes += [t.get_fontsize() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert min(sizes) * fig.dpi / 72 >= 11

@@ -29,7 +29,7 @@ _PRUNED = "#e37400"
 def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=80, layout="constrained")
+    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")  # 10-pt text is ~14 px at 100 % zoom
     axes = fig.subplots(1, ncols)
     return fig, axes
 
@@ -50,9 +50,9 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
         ax.step(bx, by, where="post", color=_BEST, lw=2, label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(result.metric)
-    ax.set_title("best so far", fontsize=10)
+    ax.set_title("best so far", fontsize=11)
     if xs or pruned:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=9, loc="best")
 
 
 def _draw_history_time(ax: Any, result: TuneResult) -> bool:
@@ -75,7 +75,7 @@ def _draw_history_time(ax: Any, result: TuneResult) -> bool:
     ax.step(xs, ys, where="post", color=_BEST, lw=2)
     ax.set_xlabel("seconds since the first trial")
     ax.set_ylabel(f"best {result.metric}")
-    ax.set_title("best so far over time", fontsize=10)
+    ax.set_title("best so far over time", fontsize=11)
     return True
 
 
@@ -117,32 +117,36 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
             lw=2.2,
             label=f"best (trial {best.number})",
         )
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=9, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel(result.metric)
-    ax.set_title("learning curves (x = stopped early)", fontsize=10)
+    ax.set_title("learning curves (x = stopped early)", fontsize=11)
     return True
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 10  # fewer complete trials give importances that flip from run to run
+
+
 def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
-    """Optuna's fANOVA importances (of the latest ``max_trials`` completed trials), or {}."""
+    """Optuna's default importance (PED-ANOVA) of the latest ``max_trials`` completed trials;
+    {} below :data:`MIN_TRIALS_FOR_IMPORTANCE` complete trials or with a single parameter."""
     import optuna
     from optuna.trial import TrialState
 
     done = [t for t in result.trials if t.state == TrialState.COMPLETE]
-    if len(done) < 4 or len(result.study.best_params) < 2:
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE or len(result.study.best_params) < 2:
         return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = result.study
             if len(done) > max_trials:
-                # fANOVA's cost grows with the trials; a sample of the latest ones tells the same story.
+                # the cost grows with the trials; a sample of the latest ones tells the same story.
                 study = optuna.create_study(directions=result.study.directions)
                 study.add_trials(sorted(done, key=lambda t: t.number)[-max_trials:])
             return dict(
                 optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=32, seed=0)
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
                 )
             )
     except Exception:  # importance is a nicety: never fail the display for it
@@ -150,11 +154,11 @@ def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
         return {}
 
 
-def _draw_importance(ax: Any, imp: dict[str, float]) -> None:
+def _draw_importance(ax: Any, imp: dict[str, float], n_trials: int) -> None:
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names], color=_BEST)
-    ax.set_xlabel("importance (fANOVA)")
-    ax.set_title("what mattered", fontsize=10)
+    ax.set_xlabel(f"importance (PED-ANOVA, {n_trials} complete trials)")
+    ax.set_title("what mattered", fontsize=11)
 
 
 def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figure:
@@ -171,7 +175,7 @@ def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figur
         _draw_curves(axes[i], result)
         i += 1
     if imp:
-        _draw_importance(axes[i], imp)
+        _draw_importance(axes[i], imp, min(500, sum(t.state.name == "COMPLETE" for t in result.trials)))
     return fig
 
 
