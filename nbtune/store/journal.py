@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.identity import notebook_path
 from nbtune.exceptions import ConfigError
 from nbtune.store.base import BaseStore, base_name, check_name, versioned
 from nbtune.store.repair import repair_journal
@@ -43,12 +44,11 @@ def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
     VS Code sets ``__vsc_ipynb_file__``. nbclient and plain IPython set neither, and run
     in the notebook's folder (nbclient) or wherever the user started them.
     """
-    ns = user_ns or {}
-    for candidate in (ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"), ns.get("__session__")):
-        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
-            path = Path(candidate)
-            if path.is_absolute() and path.parent.is_dir():
-                return path.parent / STORE_DIRNAME
+    notebook = notebook_path(user_ns)
+    if notebook is not None:
+        path = Path(notebook)
+        if path.is_absolute() and path.parent.is_dir():
+            return path.parent / STORE_DIRNAME
     return Path.cwd() / STORE_DIRNAME
 
 
