@@ -123,9 +123,13 @@ class TuneMagics(Magics):
         ``--apply`` do). The study lives in ``.nbtune/<name>.journal`` (Optuna journal
         storage): re-running the cell resumes it, a kernel restart loses no finished trial,
         ``nbtune.load_study(name)`` or ``optuna.load_study`` opens it, and
-        ``optuna-dashboard .nbtune/<name>.journal`` browses it. Interrupt stops the search
-        gracefully and keeps every finished trial. The result (returned, and bound by
-        ``--out``) has ``.study``, ``.best_params``, ``.best_value`` and ``.trials_dataframe()``.
+        ``optuna-dashboard .nbtune/<name>.journal`` browses it. When the cell's code, the
+        notebook or the notebook data it reads changed since the study ran, a new version
+        starts and the output says what changed (``--resume`` continues instead). Interrupt
+        stops the search gracefully, keeps every finished trial, shows the partial result and
+        ends the cell with one error line, so Run All stops there. The result (returned, and
+        bound by ``--out``) has ``.study``, ``.best_params``, ``.best_value``,
+        ``.trials_dataframe()`` and ``.show()`` (the live dashboard again).
         """
         args, cfg = self._config(line)
         from nbtune._tune import tune
