@@ -60,6 +60,12 @@ def test_functions_are_known_by_their_code():
         (np.arange(10), np.arange(10) + 1, False),
         (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 2]}), True),
         (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 3]}), False),
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"b": [1, 2]}), False),  # column names count
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1.0, 2.0]}), False),  # and dtypes
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 2]}, index=[5, 6]), False),  # and the index
+        (pd.Series([1, 2], name="y"), pd.Series([1, 2], name="y"), True),
+        (pd.Series([1, 2], name="y"), pd.Series([1, 2], name="z"), False),
+        (pd.DataFrame({"a": [[1], [2]]}), pd.DataFrame({"a": [[1], [2]]}), True),  # unhashable cells: pickled
         ([1, 2], [1, 2], True),
         ({"k": 1}, {"k": 2}, False),
         (np.random.default_rng(0), np.random.default_rng(1), True),  # generators: by type only
@@ -107,3 +113,9 @@ def test_describe_difference():
     ]
     unknown = dict(a, notebook=None)  # plain IPython, nbclient: the notebook is not known
     assert describe_difference(a, unknown) == []
+
+
+def test_frames_are_hashed_by_pandas_not_pickled():
+    frame = pd.DataFrame({"a": range(5), "s": list("abcde")})
+    assert value_fingerprint(frame).startswith("pandas:")
+    assert not value_fingerprint(pd.DataFrame({"a": [[1], [2]]})).startswith("pandas:")
