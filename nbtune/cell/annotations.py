@@ -242,9 +242,13 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
         ) from None
 
 
-def _comments(source: str) -> list[tuple[int, int, str, int]]:
-    """(body line, column of the comment, annotation text, column of the text)."""
-    out: list[tuple[int, int, str, int]] = []
+def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
+    """(notebook line, annotation text, column of the text) of each ``# tune:`` comment.
+
+    Raises:
+        AnnotationError: a comment meant as an annotation but not written as one.
+    """
+    out: list[tuple[int, str, int]] = []
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError, IndentationError):
@@ -252,33 +256,27 @@ def _comments(source: str) -> list[tuple[int, int, str, int]]:
     for tok in tokens:
         if tok.type != tokenize.COMMENT:
             continue
+        lineno = tok.start[0] + line_offset
         m = _COMMENT_RE.match(tok.string)
         if m:
             text = m.group("text")
-            stripped = text.strip()
             text_col = tok.start[1] + m.start("text") + (len(text) - len(text.lstrip()))
-            out.append((tok.start[0], tok.start[1], stripped, text_col))
+            out.append((lineno, text.strip(), text_col))
             continue
         near = _NEAR_RE.match(tok.string)
-        if near and near.group("kind").lower() in ANNOTATIONS:
-            out.append((tok.start[0], tok.start[1], _NEAR_MISS + tok.string, tok.start[1]))
+        kind = near.group("kind").lower() if near else ""
+        if kind in ANNOTATIONS:
+            example = f"# tune: {kind}" + ("(...)" if kind in PARAM_KINDS else "")
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {tok.string!r} looks like an annotation but is not read as "
+                f"one; write it as '{example}' (lower-case 'tune' and a colon)",
+                lineno,
+            )
     return out
-
-
-_NEAR_MISS = "\0near:"  # marks a comment that looks like an annotation but is not written as one
 
 
 def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     valid = ", ".join(ANNOTATIONS)
-    if text.startswith(_NEAR_MISS):
-        comment = text[len(_NEAR_MISS) :]
-        kind = _NEAR_RE.match(comment).group("kind").lower()  # type: ignore[union-attr]
-        example = f"# tune: {kind}" + ("(...)" if kind in PARAM_KINDS else "")
-        raise AnnotationError(
-            f"line {lineno} of the %%tune cell: {comment!r} looks like an annotation but is not read as one; "
-            f"write it as '{example}' (lower-case 'tune' and a colon)",
-            lineno,
-        )
     if not text:
         raise AnnotationError(
             f"line {lineno}, column {col + 1} of the %%tune cell: empty annotation; "
@@ -397,8 +395,7 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
                 loops[child.lineno] = (child, in_def)  # type: ignore[assignment]
             stack.append((child, child_in_def))
 
-    for body_line, _ccol, text, text_col in _comments(source):
-        lineno = body_line + line_offset
+    for lineno, text, text_col in _comments(source, line_offset):
         name, args, kwargs = _parse_annotation(text, lineno, text_col)
         kind = ANNOTATIONS[name]
         kind.check_arity(args, kwargs, lineno)
