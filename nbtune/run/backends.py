@@ -25,7 +25,7 @@ from nbtune.cell.program import CellProgram, TrialInterrupted
 from nbtune.exceptions import CellError, ConfigError
 from nbtune.run.worker import Job, run_worker, running_threads
 
-__all__ = ["BACKENDS", "BaseBackend", "register_backend", "resolve_backend", "effective_jobs", "backend_names"]
+__all__ = ["BACKENDS", "BaseBackend", "register_backend", "resolve_backend", "effective_jobs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -84,11 +84,6 @@ BACKENDS = _Backends("--backend")
 def register_backend(backend: BaseBackend) -> BaseBackend:
     """Make ``backend`` available as ``--backend <backend.name>``."""
     return BACKENDS.register(backend.name, backend)
-
-
-def backend_names() -> tuple[str, ...]:
-    """What ``--backend`` accepts."""
-    return tuple(BACKENDS.choices())
 
 
 def _interrupt_threads() -> None:
