@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import itertools
 
 import optuna
 import pytest
@@ -11,6 +12,7 @@ from matplotlib.figure import Figure
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+import nbtune.exceptions
 from nbtune.view import plots
 from nbtune.view.summary import StudySummary
 
@@ -183,3 +185,89 @@ def test_text_is_readable():
     sizes = [t.get_fontsize() for ax in fig.axes for t in (ax.title, ax.xaxis.label, *ax.get_xticklabels())]
     sizes += [t.get_fontsize() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert min(sizes) * fig.dpi / 72 >= 11
+
+
+def test_best_so_far_ignores_trials_stopped_early():
+    """A stopped trial's value is its last epoch's (e.g. epoch 1): never a finished result."""
+    summary = summary_of(
+        [
+            trial(value=0.5),
+            trial(value=0.99, state=TrialState.PRUNED, curve={1: 0.99}),
+            trial(value=0.7),
+        ]
+    )
+    history = plots.dashboard_figure(summary).axes[0]
+    assert list(history.lines[0].get_ydata()) == [0.5, 0.7]
+    stopped = [c for c in history.collections if c.get_label() == "stopped early"]
+    assert len(stopped) == 1 and list(stopped[0].get_offsets()[0]) == [1, 0.99]
+
+
+def log_trials(k):
+    dists = {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "act": optuna.distributions.CategoricalDistribution(["a", "b"]),
+    }
+    out = []
+    for i in range(k):
+        lr = 10 ** (-4 + 3 * i / (k - 1))
+        curve = {e: (1 - 0.5**e) * (1 - abs(lr - 0.01)) for e in range(1, 6)}
+        out.append(
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=curve[5],
+                params={"lr": lr, "act": "ab"[i % 2]},
+                distributions=dists,
+                intermediate_values=curve,
+            )
+        )
+    return out
+
+
+def test_learning_curves_coloured_by_a_parameter_and_labelled_by_trial():
+    summary = summary_of(log_trials(12))
+    fig = plots.curves_figure(summary, color_by="lr")
+    ax, bar = fig.axes
+    assert bar.get_ylabel() == "lr" and bar.get_yscale() == "log"  # a log parameter gets a log colour scale
+    colours = {tuple(line.get_color()) for line in ax.lines[:-1]}
+    assert len(colours) == 12  # one colour per lr value
+    labels = [t.get_text() for t in ax.texts]
+    best = summary.study.best_trial
+    assert len(labels) == 5 and f"#{best.number} {best.value:.4g} ★" in labels
+    # labels of curves ending at nearly the same value are pushed apart, never on top of each other
+    plots.to_png(fig)  # lays the figure out
+    renderer = fig._get_renderer()
+    ys = sorted(t.get_window_extent(renderer).y0 for t in ax.texts)
+    assert all(b - a >= 10 for a, b in itertools.pairwise(ys))
+    by_act = plots.curves_figure(summary, color_by="act")
+    legend = by_act.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["act=a", "act=b"]
+    assert "colour = act" in by_act.axes[0].get_title()
+
+
+@pytest.mark.parametrize("name", list(plots.PLOT_VIEWS))
+def test_every_view_is_readable_and_leaves_the_users_matplotlib_alone(name):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    summary = summary_of(log_trials(12))
+    before = dict(matplotlib.rcParams)
+    open_before = plt.get_fignums()
+    fig = plots.view_figure(name, summary, plots.PlotChoice(params=("lr", "act"), color_by="lr"))
+    assert dict(matplotlib.rcParams) == before  # Optuna's ggplot style sheet does not stay behind
+    assert plt.get_fignums() == open_before  # nor an open pyplot figure the inline backend would show
+    w, h = fig.get_size_inches() * fig.dpi
+    assert w >= 880 and h >= 400
+    png = plots.to_png(fig)
+    assert png.startswith(PNG)
+    texts = [t for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_text()]
+    assert texts and min(t.get_fontsize() for t in texts) * fig.dpi / 72 >= 11
+
+
+def test_a_view_that_cannot_be_drawn_yet_says_why():
+    few = summary_of(log_trials(4))
+    fig = plots.view_figure("importance", few)
+    assert "importance needs 10 complete trials" in fig.axes[0].texts[0].get_text()
+    fig = plots.view_figure("contour", summary_of([]))
+    assert "contour needs 3 complete trials; 0 so far" in fig.axes[0].texts[0].get_text()
+    with pytest.raises(nbtune.exceptions.ConfigError, match="plot view must be one of overview, learning curves"):
+        plots.view_figure("pie", few)

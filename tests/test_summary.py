@@ -149,7 +149,7 @@ def test_decisions_follow_the_direction():
 def test_summary_text(result):
     assert result.summary() == "\n".join(
         [
-            "nbtune study 'demo': 6/10 trials finished (3 complete, 1 fail, 1 interrupted, 2 pruned)",
+            "nbtune study 'demo': 6/10 trials finished (3 complete, 2 stopped early, 1 failed, 1 interrupted)",
             "best acc = 0.8 (trial 1): x=0.5, act=tanh",
             "  trial 0: acc = 0.5",
             "  trial 5: acc = 0.3",
@@ -173,7 +173,7 @@ def test_summary_without_a_completed_trial():
     study = optuna.create_study(study_name="s")
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
     assert StudySummary(study, "acc", n_trials=3).summary() == (
-        "nbtune study 's': 1/3 trials finished (1 fail)\nno trial completed yet\n1 failed, e.g. trial 0: RuntimeError: x"
+        "nbtune study 's': 1/3 trials finished (1 failed)\nno trial completed yet\n1 failed, e.g. trial 0: RuntimeError: x"
     )
 
 
@@ -181,7 +181,7 @@ def test_html(result):
     page = result.html(plot=False)
     assert page.startswith("<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · demo</h4>")
     assert page.endswith("</div>")
-    assert "<p>6/10 trials finished · 3 complete · 1 fail · 1 interrupted · 2 pruned · tpe · asha</p>" in page
+    assert "<p>6/10 trials finished · 3 complete · 2 stopped early · 1 failed · 1 interrupted · tpe · asha</p>" in page
     assert "<p><b>best acc = 0.8</b> (trial 1): <code>x=0.5</code>, <code>act=tanh</code></p>" in page
     assert "<thead><tr><th>trial</th><th>acc</th><th>x</th><th>act</th></tr></thead>" in page
     assert "<tr style='background:#e6f4ea'><td>1</td><td>0.8</td><td>0.5</td><td>tanh</td></tr>" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -51,7 +52,7 @@ def _view(study, search=None, clock=None):
 
 def test_header_table_and_decisions(study):
     v = _view(study)
-    assert "40/40 finished" in v.status.value and "pruned" in v.status.value
+    assert "40/40 finished" in v.status.value and "stopped early" in v.status.value
     best = study.best_trial
     assert f"acc = {best.value:.4g}" in v.best.value
     rows = re.findall(r"<tr class='nbtune-row[^']*' data-trial='(\d+)'", v.table_html.value)
@@ -209,6 +210,76 @@ def test_failures_are_listed_with_their_errors(tmp_path):
     res = nbtune.tune(cell, minimize="loss", n_trials=8, seed=0, sampler="random", store=tmp_path, view=None)
     v = WidgetView(res.study, "loss", "minimize", display=False, clock=FakeClock())
     n_failed = sum(t.state.name == "FAIL" for t in res.study.trials)
-    assert n_failed and v.decisions.value.count("class='nbtune-failure'") == n_failed
-    assert "ValueError: bad x" in v.decisions.value
-    assert f"failed ({n_failed})" in v.tabs.get_title(1)
+    assert n_failed and v.failures.value.count("class='nbtune-failure'") == n_failed
+    assert "ValueError: bad x" in v.failures.value
+    assert v.tabs.get_title(2) == f"Failed ({n_failed})"  # its own tab: never cut off
+    assert "nbtune-failed-count" in v.status.value and f"{n_failed} failed" in v.status.value
+
+
+THREE_PARAMS = """\
+lr = 0.01  # tune: loguniform(1e-4, 1e-1)
+width = 32  # tune: int(8, 128)
+act = "relu"  # tune: choice("relu", "tanh")
+for epoch in range(9):  # tune: epochs
+    acc = (1 - 0.5 ** (epoch + 1)) * (1 - abs(lr - 0.01)) + width / 1000 + (act == "relu") * 0.01
+"""
+
+
+def test_the_plot_chooser_draws_every_view_with_its_own_controls(tmp_path):
+    from nbtune.view.plots import PLOT_VIEWS
+
+    res = nbtune.tune(THREE_PARAMS, maximize="acc", n_trials=40, seed=0, sampler="random", store=tmp_path, view=None)
+    v = _view(res.study)
+    v.close(res, handover=False)
+    assert list(v.plot_params.options) == ["lr", "width", "act"]
+    assert [value for _, value in v.color_by.options] == [None, "lr", "width", "act"]
+    seen = {}
+    for name, view in PLOT_VIEWS.items():
+        v.plot_view.value = name
+        png = v.plot.value
+        assert png[:4] == b"\x89PNG", name
+        width, height = _png_size(png)
+        assert width >= 880 and height >= 300, (name, width, height)  # large enough to read
+        seen[name] = png
+        assert (v.color_by.layout.display != "none") == (view.uses == "color_by"), name
+        assert (v.plot_params.layout.display != "none") == (view.uses == "params"), name
+        assert html.escape(view.help) in v.plot_help.value
+    assert len(set(seen.values())) == len(seen)  # each view is its own picture
+    v.plot_view.value = "learning curves"
+    by_state = v.plot.value
+    v.color_by.value = "lr"
+    assert v.plot.value != by_state
+    v.plot_view.value = "contour"
+    v.plot_params.value = ("width",)
+    assert _png_size(v.plot.value)[1] < 200  # one parameter: a line saying to choose two
+    v.plot_params.value = ("width", "lr")
+    assert _png_size(v.plot.value)[1] >= 400
+
+
+def _png_size(png):
+    import struct
+
+    return struct.unpack(">II", png[16:24])
+
+
+def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
+    import datetime
+
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.progress import Snapshot, eta_text
+
+    t0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+    def done(at, state=TrialState.COMPLETE):
+        t = create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None)
+        t.datetime_start, t.datetime_complete = t0, t0 + datetime.timedelta(seconds=at)
+        return t
+
+    earlier_run = [done(-100), done(-99)]
+    # a slow start (worker start-up: 30 s), then one trial every 2 s
+    trials = [*earlier_run, done(30), done(32, TrialState.PRUNED), done(34), done(36)]
+    snap = Snapshot(trials, target=26, direction="maximize", metric="acc")
+    assert eta_text(snap, since=t0) == "about 40s left at the pace of the last 4 trials"  # 20 left x 2 s
+    assert eta_text(Snapshot(trials[:4], 26, "maximize", "acc"), since=t0) == ""  # 2 trials: too early to say
+    assert eta_text(Snapshot(trials, 6, "maximize", "acc"), since=t0) == ""  # nothing left

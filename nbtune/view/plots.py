@@ -1,7 +1,11 @@
-"""matplotlib figures of a search: best so far, learning curves, parameter importance.
+"""matplotlib figures of a search: the overview, and one figure per view of the chooser.
 
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot), so drawing them from the
-search never touches the user's current figure or the inline backend's state.
+nbtune's own figures are built with ``matplotlib.figure.Figure`` (no pyplot), so drawing
+them never touches the user's current figure. The views that Optuna already draws (slice,
+contour, parallel coordinate, importance, EDF, timeline) come from
+``optuna.visualization.matplotlib``; those use pyplot and a global style sheet, so they are
+drawn inside ``matplotlib.rc_context`` (the user's style comes back) and their figures are
+closed at once (the inline backend never shows them a second time).
 """
 
 from __future__ import annotations
@@ -10,27 +14,43 @@ import base64
 import io
 import logging
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from nbtune._registry import Registry
+from nbtune.view.summary import fmt
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from nbtune.view.summary import StudySummary as TuneResult
 
-__all__ = ["dashboard_figure", "history_png_base64", "importance", "to_png"]
+__all__ = [
+    "PLOT_VIEWS",
+    "PlotChoice",
+    "PlotView",
+    "curves_figure",
+    "dashboard_figure",
+    "history_png_base64",
+    "importance",
+    "to_png",
+    "view_figure",
+]
 
 _logger = logging.getLogger(__name__)
 
 _BEST = "#1a73e8"
 _DONE = "#5f6368"
 _PRUNED = "#e37400"
+WIDE = (9.0, 4.2)  # inches at 100 dpi: 900 px, as wide as a notebook's output area
 
 
-def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, Any]:
+def _figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(w, h), dpi=100, layout="constrained")  # 10-pt text is ~14 px at 100 % zoom
-    axes = fig.subplots(1, ncols)
+    axes = fig.subplots(nrows, ncols, squeeze=False) if nrows > 1 else fig.subplots(1, ncols)
     return fig, axes
 
 
@@ -154,6 +174,10 @@ def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
         return {}
 
 
+def _n_complete(result: TuneResult) -> int:
+    return sum(t.state.name == "COMPLETE" and t.value is not None for t in result.trials)
+
+
 def _draw_importance(ax: Any, imp: dict[str, float], n_trials: int) -> None:
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names], color=_BEST)
@@ -166,8 +190,12 @@ def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figur
     has_curves = any(t.intermediate_values for t in result.trials)
     imp = importance(result) if with_importance else {}
     n = 2 + int(has_curves) + int(bool(imp))
-    fig, axes = _figure(3.6 * n, 2.8, ncols=n)
-    axes = list(axes)
+    # Two panels a row at 900 px: what fits a notebook's output area without being shrunk.
+    rows = (n + 1) // 2
+    fig, grid = _figure(WIDE[0], 3.3 * rows, ncols=2, nrows=rows)
+    axes = list(grid.ravel()) if rows > 1 else list(grid)
+    if n % 2:
+        axes[-1].remove()
     _draw_history(axes[0], result)
     _draw_history_time(axes[1], result)
     i = 2
@@ -175,7 +203,7 @@ def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figur
         _draw_curves(axes[i], result)
         i += 1
     if imp:
-        _draw_importance(axes[i], imp, min(500, sum(t.state.name == "COMPLETE" for t in result.trials)))
+        _draw_importance(axes[i], imp, min(500, _n_complete(result)))
     return fig
 
 
@@ -192,3 +220,302 @@ def history_png_base64(result: TuneResult) -> str:
     except Exception:  # never fail a display for a plot
         _logger.debug("plot failed", exc_info=True)
         return ""
+
+
+# ----------------------------------------------------------------------------------------
+# The chooser's views: one large figure each.
+
+
+@dataclass(frozen=True)
+class PlotChoice:
+    """What the dashboard's chooser asks for, besides the view.
+
+    Attributes:
+        params: the parameters to show (slice, contour, parallel coordinate); empty = all.
+        color_by: the parameter that colours the learning curves (None: by state).
+    """
+
+    params: tuple[str, ...] = ()
+    color_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PlotView:
+    """One entry of the chooser.
+
+    Attributes:
+        draw: ``(result, choice) -> Figure``.
+        uses: which of the chooser's controls apply: ``"params"``, ``"color_by"`` or ``""``.
+        min_complete: complete trials the view needs; below that it says so instead of drawing.
+        help: one line shown under the chooser.
+    """
+
+    draw: Callable[[TuneResult, PlotChoice], Figure]
+    uses: str = ""
+    min_complete: int = 1
+    help: str = ""
+
+
+PLOT_VIEWS: Registry[PlotView] = Registry("plot view")
+
+
+def param_names(result: TuneResult) -> list[str]:
+    """The study's parameters, in the order the cell declares them."""
+    names: list[str] = []
+    for t in result.trials[:200]:
+        for k in t.params:
+            if k not in names:
+                names.append(k)
+    return names
+
+
+def _colour_scale(result: TuneResult, name: str) -> tuple[Callable[[Any], Any], Any]:
+    """``value -> colour`` for one parameter, and what to draw as its key (a ScalarMappable or
+    a list of (label, colour))."""
+    import matplotlib as mpl
+
+    values = [t.params[name] for t in result.trials if name in t.params]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric and len(set(values)) > 1:
+        dist = next((t.distributions[name] for t in result.trials if name in t.distributions), None)
+        lo, hi = min(values), max(values)
+        log = bool(getattr(dist, "log", False)) and lo > 0
+        norm = mpl.colors.LogNorm(lo, hi) if log else mpl.colors.Normalize(lo, hi)
+        cmap = mpl.colormaps["viridis"]
+        return (lambda v: cmap(norm(v))), mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+    cats = list(dict.fromkeys(map(str, values)))
+    palette = mpl.colormaps["tab10"]
+    colours = {c: palette(i % 10) for i, c in enumerate(cats)}
+    return (lambda v: colours[str(v)]), [(c, colours[c]) for c in cats]
+
+
+def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: int = 120, n_labels: int = 5) -> Figure:
+    """Learning curves, one line per trial, large: coloured by ``color_by`` (or by state), the
+    best trial thick, the ``n_labels`` best trials labelled with their number at their last
+    epoch, stopped trials ending in an x."""
+    from optuna.trial import TrialState
+
+    fig, ax = _figure(*WIDE)
+    trials = [t for t in result.trials if t.intermediate_values]
+    if not trials:
+        _say(ax, "no trial has reported an epoch yet")
+        return fig
+    best = result._best_or_none()
+    maximize = result.direction == "maximize"
+    scored = sorted(
+        (t for t in trials if t.value is not None and t.state == TrialState.COMPLETE),
+        key=lambda t: t.value,  # type: ignore[arg-type, return-value]
+        reverse=maximize,
+    )
+    if len(trials) > max_curves:  # the running, the best and the latest: readable and fast
+        keep = {t.number for t in scored[: max_curves // 4]} | {
+            t.number for t in trials if t.state == TrialState.RUNNING
+        }
+        for t in sorted(trials, key=lambda t: -t.number):
+            if len(keep) >= max_curves:
+                break
+            keep.add(t.number)
+        trials = [t for t in trials if t.number in keep]
+    colour = None
+    key: Any = None
+    if color_by is not None and any(color_by in t.params for t in trials):
+        colour, key = _colour_scale(result, color_by)
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        vals = [t.intermediate_values[s] for s in steps]
+        if colour is not None and color_by in t.params:
+            c = colour(t.params[color_by])
+        else:
+            c = {TrialState.PRUNED: _PRUNED, TrialState.RUNNING: _BEST}.get(t.state, _DONE)
+        ls = "--" if t.state == TrialState.RUNNING else "-"
+        ax.plot(steps, vals, color=c, alpha=0.75 if colour is not None else 0.5, lw=1.0, ls=ls)
+        if t.state == TrialState.PRUNED:
+            ax.scatter([steps[-1]], [vals[-1]], marker="x", color=c, s=18)
+    _label_ends(ax, scored[:n_labels], best.number if best is not None else None)
+    if best is not None and best.intermediate_values:
+        steps = sorted(best.intermediate_values)
+        ax.plot(steps, [best.intermediate_values[s] for s in steps], color="black", lw=2.4, alpha=0.85)
+    if isinstance(key, list):
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([0], [0], color=c, lw=2, label=f"{color_by}={lab}") for lab, c in key[:10]]
+        ax.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    elif key is not None:
+        fig.colorbar(key, ax=ax, label=color_by)
+    ax.margins(x=0.16)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(result.metric)
+    colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
+    ax.set_title(
+        f"learning curves of {len(trials)} trials ({colour_note}; black = best; x = stopped early)", fontsize=11
+    )
+    return fig
+
+
+def _label_ends(ax: Any, trials: list[Any], best_number: int | None, gap_px: float = 14.0) -> None:
+    """Label each trial's curve at its last epoch with its number, pushing labels apart
+    vertically so that curves ending at the same value stay readable."""
+    ends = []
+    for t in trials:
+        last = max(t.intermediate_values)
+        ends.append((t, last, t.intermediate_values[last]))
+    if not ends:
+        return
+    ax.autoscale_view()
+    pix = ax.transData.transform([(x, y) for _, x, y in ends])
+    order = sorted(range(len(ends)), key=lambda i: -pix[i][1])
+    placed: list[float] = []
+    for i in order:
+        y = pix[i][1] if not placed else min(pix[i][1], placed[-1] - gap_px)
+        placed.append(y)
+        t, x, v = ends[i]
+        star = " ★" if t.number == best_number else ""
+        ax.annotate(
+            f"#{t.number} {fmt(v)}{star}",
+            (x, v),
+            xytext=(6, (y - pix[i][1]) * 72 / ax.figure.dpi),
+            textcoords="offset points",
+            fontsize=9,
+            va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#888"} if abs(y - pix[i][1]) > 3 else None,
+        )
+
+
+def _say(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def message_figure(text: str) -> Figure:
+    """A small figure that says why a view cannot be drawn yet."""
+    fig, ax = _figure(WIDE[0], 1.2)
+    _say(ax, text)
+    return fig
+
+
+def _optuna_figure(draw: Callable[[], Any], title: str = "") -> Figure:
+    """A figure drawn by ``optuna.visualization.matplotlib``, at the dashboard's size, without
+    leaving Optuna's global style sheet or an open pyplot figure behind."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
+        axes = draw()
+        first = np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes
+        fig: Figure = first.figure
+        plt.close(fig)  # ours now, not pyplot's: the inline backend won't show it again
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(max(w, WIDE[0]), max(h, WIDE[1]))
+        fig.set_dpi(100)
+        if title:
+            fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _chosen(result: TuneResult, choice: PlotChoice, at_most: int | None = None) -> list[str]:
+    names = param_names(result)
+    chosen = [p for p in choice.params if p in names] or names
+    return chosen[:at_most] if at_most else chosen
+
+
+def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
+    from optuna.visualization.matplotlib import plot_slice
+
+    return _optuna_figure(lambda: plot_slice(result.study, params=_chosen(result, choice), target_name=result.metric))
+
+
+def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
+    from optuna.visualization.matplotlib import plot_contour
+
+    params = _chosen(result, choice, at_most=2)
+    if len(params) < 2:
+        return message_figure("a contour plot needs two parameters: choose two")
+    return _optuna_figure(lambda: plot_contour(result.study, params=params, target_name=result.metric))
+
+
+def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    return _optuna_figure(
+        lambda: plot_parallel_coordinate(result.study, params=_chosen(result, choice), target_name=result.metric)
+    )
+
+
+def _importance(result: TuneResult, choice: PlotChoice) -> Figure:
+    imp = importance(result)
+    if not imp:
+        return message_figure(
+            f"importance needs {MIN_TRIALS_FOR_IMPORTANCE} complete trials and two parameters "
+            f"({_n_complete(result)} complete so far): fewer give rankings that change from run to run"
+        )
+    fig, ax = _figure(*WIDE)
+    _draw_importance(ax, imp, min(500, _n_complete(result)))
+    return fig
+
+
+def _edf(result: TuneResult, choice: PlotChoice) -> Figure:
+    from optuna.visualization.matplotlib import plot_edf
+
+    return _optuna_figure(lambda: plot_edf(result.study, target_name=result.metric))
+
+
+def _timeline(result: TuneResult, choice: PlotChoice) -> Figure:
+    from optuna.visualization.matplotlib import plot_timeline
+
+    return _optuna_figure(lambda: plot_timeline(result.study, n_recent_trials=200))
+
+
+def _overview(result: TuneResult, choice: PlotChoice) -> Figure:
+    return dashboard_figure(result, with_importance=True)
+
+
+PLOT_VIEWS.register("overview", PlotView(_overview, help="best so far by trial and by time, learning curves"))
+PLOT_VIEWS.register(
+    "learning curves",
+    PlotView(
+        lambda r, c: curves_figure(r, c.color_by),
+        uses="color_by",
+        min_complete=0,
+        help="every trial's metric by epoch; the best five labelled by trial number",
+    ),
+)
+PLOT_VIEWS.register(
+    "slice", PlotView(_slice, uses="params", help="the metric against each parameter (Optuna's plot_slice)")
+)
+PLOT_VIEWS.register(
+    "contour",
+    PlotView(
+        _contour, uses="params", min_complete=3, help="the metric over the first two chosen parameters (plot_contour)"
+    ),
+)
+PLOT_VIEWS.register(
+    "parallel coordinates",
+    PlotView(_parallel, uses="params", min_complete=2, help="one line per trial across the parameters"),
+)
+PLOT_VIEWS.register(
+    "importance",
+    PlotView(_importance, min_complete=0, help="how much each parameter explains the metric (PED-ANOVA)"),
+)
+PLOT_VIEWS.register(
+    "EDF", PlotView(_edf, help="share of trials at or below each metric value (empirical distribution)")
+)
+PLOT_VIEWS.register(
+    "timeline", PlotView(_timeline, min_complete=0, help="when each trial ran, and how it ended, per worker time")
+)
+
+
+def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None) -> Figure:
+    """The figure of one chooser view (a short message figure when it cannot be drawn yet).
+
+    Raises:
+        ConfigError: an unknown view name.
+    """
+    view = PLOT_VIEWS.lookup(name)
+    n = _n_complete(result)
+    if n < view.min_complete:
+        return message_figure(f"{name} needs {view.min_complete} complete trials; {n} so far")
+    if view.uses == "params" and not param_names(result):
+        return message_figure(f"{name} needs parameters: the study has none yet")
+    return view.draw(result, choice or PlotChoice())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -40,12 +41,33 @@ class Snapshot:
         self.metric = metric
 
 
-def eta_text(snap: Snapshot, elapsed: float, finished_at_start: int) -> str:
-    n_new = snap.finished - finished_at_start
+def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10) -> str:
+    """Time left at the pace of the latest trials, saying so; "" until three trials of this run
+    have finished.
+
+    The pace is the rate at which the latest ``pace_of`` trials finished (since ``since``,
+    the start of this run), so worker start-up and the first slow trials do not count, and
+    with several workers it is their combined rate. Under Hyperband later trials tend to run
+    longer (fewer are stopped early): the estimate is then optimistic, which is why it says
+    what it rests on.
+    """
+    ends = sorted(
+        t.datetime_complete
+        for t in snap.trials
+        if t.datetime_complete is not None
+        and t.datetime_complete >= since
+        and t.state.is_finished()
+        and not is_interrupted(t)
+    )
     left = snap.target - snap.finished
-    if n_new <= 0 or left <= 0:
+    if len(ends) < 3 or left <= 0:
         return ""
-    return f"ETA {duration(elapsed / n_new * left)}"
+    recent = ends[-pace_of:]
+    span = (recent[-1] - recent[0]).total_seconds()
+    if span <= 0:
+        return ""
+    per_trial = span / (len(recent) - 1)
+    return f"about {duration(per_trial * left)} left at the pace of the last {len(recent)} trials"
 
 
 def duration(s: float) -> str:

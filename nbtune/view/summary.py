@@ -99,6 +99,13 @@ class StudySummary:
             c[state] += 1
         return dict(c)
 
+    def count_words(self) -> list[str]:
+        """The counts in the words the dashboard uses: "3 complete", "2 stopped early", "1 failed"."""
+        words = {"pruned": "stopped early", "fail": "failed", "waiting": "queued"}
+        order = ["complete", "pruned", "fail", "interrupted", "running", "waiting"]
+        c = self.counts()
+        return [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
+
     def decisions(self) -> list[str]:
         """Why each stopped trial was stopped, as sentences, in trial order."""
         out = []
@@ -128,12 +135,11 @@ class StudySummary:
     # --- display ---------------------------------------------------------------------
     def summary(self) -> str:
         """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
-        c = self.counts()
         lines = [
             f"nbtune study {self.study.study_name!r}: {self.n_finished}"
             + (f"/{self.n_trials}" if self.n_trials else "")
             + " trials finished ("
-            + ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
+            + ", ".join(self.count_words())
             + ")"
         ]
         best = self._best_or_none()
@@ -166,7 +172,6 @@ class StudySummary:
     def html(self, plot: bool = True, max_rows: int = 10) -> str:
         """A static HTML summary: best configuration, top trials, counts, a plot."""
         esc = html.escape
-        c = self.counts()
         best = self._best_or_none()
         parts = [f"<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · {esc(self.study.study_name)}</h4>"]
         parts.append(
@@ -174,7 +179,7 @@ class StudySummary:
             + f"{self.n_finished}"
             + (f"/{self.n_trials}" if self.n_trials else "")
             + " trials finished · "
-            + " · ".join(f"{v} {esc(k)}" for k, v in sorted(c.items()))
+            + " · ".join(esc(w) for w in self.count_words())
             + (f" · {esc(self.sampler)}" if self.sampler else "")
             + (f" · {esc(self.scheduler)}" if self.scheduler else "")
             + "</p>"

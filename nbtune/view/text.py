@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ class TextView(BaseView):
         self.t0 = self.clock.now()
         self._last = self.t0  # the header below is the first line; progress follows every few s
         self._start_finished = finished_count(run.study.get_trials(deepcopy=False))
+        self._started_at = datetime.datetime.now()  # Optuna's trial times are naive local times
         target = search.control.target()
         print(
             f"nbtune: {run.study.study_name} · {run.sampler} · {run.scheduler.describe()} · "
@@ -47,10 +49,10 @@ class TextView(BaseView):
             self.run.study.get_trials(deepcopy=False), self.search.control.target(), self.run.direction, self.run.metric
         )
         best = f" · best {snap.metric} {fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
+        eta = eta_text(snap, self._started_at)
         print(
-            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} pruned · "
-            f"{snap.failed} failed{best} · {duration(now - self.t0)} "
-            f"{eta_text(snap, now - self.t0, self._start_finished)}",
+            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} stopped early · "
+            f"{snap.failed} failed{best} · {duration(now - self.t0)}{' · ' + eta if eta else ''}",
             file=self.stream,
             flush=True,
         )

@@ -8,6 +8,7 @@ controls only set flags on the :class:`~nbtune.run.worker.Search`; the workers o
 
 from __future__ import annotations
 
+import datetime
 import html
 import logging
 import math
@@ -237,6 +238,7 @@ class WidgetView(BaseView):
         self.direction = direction
         trials = study.get_trials(deepcopy=False)
         self._start_finished = finished_count(trials)
+        self._started_at = datetime.datetime.now()  # Optuna's trial times are naive local times
 
         self.title = w.HTML()
         self.title.add_class("nbtune-title")
@@ -287,6 +289,23 @@ class WidgetView(BaseView):
         self.decisions.add_class("nbtune-decisions")
         self.plot = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.plot.add_class("nbtune-plot")
+        from nbtune.view.plots import PLOT_VIEWS
+
+        self.plot_view = w.Dropdown(
+            options=list(PLOT_VIEWS), value="overview", description="view", layout=w.Layout(width="260px")
+        )
+        self.plot_view.add_class("nbtune-plot-view")
+        self.color_by = w.Dropdown(
+            options=[("state", None)], value=None, description="colour by", layout=w.Layout(width="240px")
+        )
+        self.color_by.add_class("nbtune-color-by")
+        self.plot_params = w.SelectMultiple(
+            options=[], rows=4, description="parameters", layout=w.Layout(width="300px")
+        )
+        self.plot_params.add_class("nbtune-plot-params")
+        self.plot_help = w.HTML()
+        self.plot_help.add_class("nbtune-plot-help")
+        self._result: TuneResult | None = None
 
         self.stop_button.on_click(lambda _: self._stop())
         self.stop_now_button.on_click(lambda _: self._stop_now())
@@ -294,25 +313,28 @@ class WidgetView(BaseView):
         self.sort.observe(self._on_sort, names="value")
         self.prev_page.on_click(lambda _: self._page(-1))
         self.next_page.on_click(lambda _: self._page(+1))
+        for chooser in (self.plot_view, self.color_by, self.plot_params):
+            chooser.observe(self._on_plot_choice, names="value")
 
         controls = w.HBox([self.stop_button, self.stop_now_button, self.more, self.more_button])
         if search is None:
             controls.layout.display = "none"
         self.controls = controls
         pager = w.HBox([self.sort, self.prev_page, self.page_label, self.next_page])
-        self.tabs = w.Tab(
-            children=[
-                w.VBox([pager, self.table_html]),
-                self.decisions,
-                self.plot,
-            ]
+        self.failures = w.HTML()
+        self.failures.add_class("nbtune-failures")
+        plots_box = w.VBox(
+            [w.HBox([self.plot_view, self.color_by, self.plot_params]), self.plot_help, self.plot],
+            layout=w.Layout(width="100%"),
         )
-        for i, t in enumerate(["Trials", "Stopped early", "Plots"]):
+        self.tabs = w.Tab(children=[w.VBox([pager, self.table_html]), self.decisions, self.failures, plots_box])
+        for i, t in enumerate(["Trials", "Stopped early", "Failed", "Plots"]):
             self.tabs.set_title(i, t)
         self.root = _Root(children=[self.title, w.HBox([self.progress, self.status]), self.best, controls, self.tabs])
         self.root.add_class("nbtune-view")
         self.root._nbtune_view = self
         self._handle = None
+        self._show_plot_controls()
         self.redraw(force=True)
         if display:
             from IPython.display import display as _display
@@ -352,6 +374,18 @@ class WidgetView(BaseView):
         self.table.sort = change["new"]
         self.table.page = 0
         self.redraw(force=True, plots=False)
+
+    def _on_plot_choice(self, change: dict[str, Any]) -> None:
+        self._show_plot_controls()
+        self.redraw(force=True, plots=True, result=self._result)
+
+    def _show_plot_controls(self) -> None:
+        from nbtune.view.plots import PLOT_VIEWS
+
+        view = PLOT_VIEWS[self.plot_view.value]
+        self.color_by.layout.display = "" if view.uses == "color_by" else "none"
+        self.plot_params.layout.display = "" if view.uses == "params" else "none"
+        self.plot_help.value = f"<span style='font-size:12px;color:#5f6368'>{html.escape(view.help)}</span>"
 
     def _page(self, delta: int) -> None:
         self.table.page += delta
@@ -404,18 +438,21 @@ class WidgetView(BaseView):
             self.progress.max = max(target, 1)
             self.progress.value = min(snap.finished, self.progress.max)
             self.progress.bar_style = "" if running else ("success" if snap.finished >= target else "warning")
+            failed_part = f"{snap.failed} failed"
+            if snap.failed:
+                failed_part = f"<b class='nbtune-failed-count' style='color:#d93025'>{failed_part}</b>"
             parts = [
                 f"{snap.finished}/{target} finished",
                 f"{len(snap.running)} running",
-                f"{snap.pruned} pruned",
-                f"{snap.failed} failed",
+                f"{snap.pruned} stopped early",
+                failed_part,
             ]
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self.search is not None:
                 parts.append(duration(elapsed))
                 if running:
-                    parts.append(eta_text(snap, elapsed, self._start_finished))
+                    parts.append(eta_text(snap, self._started_at))
             if not running and self.search is not None:
                 parts.append("done")
             self.status.value = " · ".join(p for p in parts if p)
@@ -430,19 +467,21 @@ class WidgetView(BaseView):
             self.table_html.value = table
             self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
-            failed_html = ""
-            if failed:
-                fitems = "".join(
-                    f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
-                    for t in failed[-20:][::-1]
-                )
-                failed_html = f"<b>{plural_trials(len(failed))} failed</b> (latest first)<ul>{fitems}</ul>"
             self.decisions.value = (
-                f"<div style='font-size:12px'>{failed_html}{plural_trials(n_stopped)} stopped early"
+                f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
                 f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             )
-            title = f"Stopped early ({n_stopped})" + (f" · failed ({len(failed)})" if failed else "")
-            self.tabs.set_title(1, title)
+            fitems = "".join(
+                f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
+                for t in failed[-20:][::-1]
+            )
+            self.failures.value = (
+                f"<div style='font-size:12px'>{plural_trials(len(failed))} failed"
+                + (" (latest first; the full tracebacks are in <code>res.trials_dataframe()</code>)" if failed else "")
+                + f"<ul>{fitems}</ul></div>"
+            )
+            self.tabs.set_title(1, f"Stopped early ({n_stopped})")
+            self.tabs.set_title(2, f"Failed ({len(failed)})")
             if png is not None:
                 self.plot.value = png
             if not running:
@@ -451,13 +490,21 @@ class WidgetView(BaseView):
         self._cost = time.perf_counter() - t_start - (self._plot_cost if png is not None else 0.0)
 
     def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
-        from nbtune.view.plots import dashboard_figure, to_png
+        from nbtune.view.plots import PlotChoice, dashboard_figure, param_names, to_png, view_figure
 
         res = result or StudySummary(self.study, self.metric)
-        if not any(t.value is not None for t in trials):
+        if not any(t.value is not None or t.intermediate_values for t in trials):
             return None
+        names = param_names(res)
+        if list(self.plot_params.options) != names:  # new parameters appear as trials start
+            with self.plot_params.hold_trait_notifications():
+                self.plot_params.options = names
+            self.color_by.options = [("state", None), *((n, n) for n in names)]
+        choice = PlotChoice(params=tuple(self.plot_params.value), color_by=self.color_by.value)
         try:
-            return to_png(dashboard_figure(res, with_importance=result is not None))
+            if self.plot_view.value == "overview":  # importance (slow, unstable early) only at the end
+                return to_png(dashboard_figure(res, with_importance=result is not None))
+            return to_png(view_figure(self.plot_view.value, res, choice))
         except Exception:  # a plot must never break the search
             _logger.debug("plot failed", exc_info=True)
             return None
@@ -472,6 +519,7 @@ class WidgetView(BaseView):
         if self._closed:
             return
         self._closed = True
+        self._result = result
         self.redraw(force=True, result=result)
         if handover and self._handle is not None:
             self._handle.update({"text/plain": ""}, raw=True)
