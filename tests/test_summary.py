@@ -14,8 +14,9 @@ from optuna.trial import TrialState, create_trial
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR
+from nbtune.view.format import fmt, plural_trials
 from nbtune.view.result import TuneResult
-from nbtune.view.summary import StudySummary, fmt, plural_trials
+from nbtune.view.summary import StudySummary
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0)
 DISTS = {"x": FloatDistribution(0.0, 1.0), "act": CategoricalDistribution(["relu", "tanh"])}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
-from nbtune.view.summary import fmt
+from nbtune.view.format import fmt
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -9,24 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["StudySummary", "fmt", "plural_trials"]
-
-
-def plural_trials(n: int) -> str:
-    """ "1 trial", "3 trials"."""
-    return f"{n} trial" if n == 1 else f"{n} trials"
-
-
-def fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
 
 
 class StudySummary:

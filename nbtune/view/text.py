@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.store.attrs import finished_count
 from nbtune.view.base import BaseView, RunInfo
+from nbtune.view.format import fmt
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import fmt
 
 if TYPE_CHECKING:
     from nbtune.run.coordinator import Search

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted
 from nbtune.view.base import BaseView, RunInfo
+from nbtune.view.format import fmt, plural_trials
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import StudySummary, fmt, plural_trials
+from nbtune.view.summary import StudySummary
 from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
