@@ -51,8 +51,9 @@ CELLS = [
     "import time\n\ndef learn(q, epoch):\n    time.sleep(0.12)\n    return q * (1 - 0.6 ** (epoch + 1))",
     "%%tune --trials 60 --maximize acc --seed 0 --sampler random -o res\n"
     "q = 0.5            # tune: uniform(0.0, 1.0)\n"
+    "width = 16         # tune: logint(4, 256)\n"
     "for epoch in range(9):   # tune: epochs\n"
-    "    acc = learn(q, epoch)\n",
+    "    acc = learn(q, epoch) + 0.002 * width ** 0.5\n",
     "after = (res.n_finished, len(res.study.trials), res.n_trials)\nafter",
     "res.show()",
 ]
@@ -230,6 +231,34 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
         timeout=10_000,
     )
     page.screenshot(path=str(ARTIFACTS / f"browser_plots_{app}.png"), full_page=True)
+
+    # the chooser: learning curves coloured by a parameter, then Optuna's parallel coordinates
+    def choose(selector, **option):
+        before = page.eval_on_selector("img.nbtune-plot", "i => i.src")
+        page.locator(f"{selector} select").select_option(**option)
+        page.wait_for_function(
+            "(before) => { const i = document.querySelector('img.nbtune-plot'); "
+            "return i.src !== before && i.complete && i.naturalWidth >= 880; }",
+            arg=before,
+            timeout=20_000,
+        )
+
+    choose(".nbtune-plot-view", label="learning curves")
+    expect(page.locator(".nbtune-color-by")).to_be_visible()
+    expect(page.locator(".nbtune-plot-params")).to_be_hidden()
+    choose(".nbtune-color-by", label="width")
+    page.locator("img.nbtune-plot").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"browser_curves_{app}.png"), full_page=True)
+    choose(".nbtune-plot-view", label="parallel coordinates")
+    expect(page.locator(".nbtune-plot-params")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"browser_parallel_{app}.png"), full_page=True)
+    # every tab's label is shown whole (a cut "Stopped early (0) · fa" hid the failures)
+    labels = page.eval_on_selector_all(
+        ".nbtune-view .lm-TabBar-tabLabel, .nbtune-view .widget-tab .lm-TabBar-tab",
+        "els => els.map(e => [e.textContent, e.scrollWidth <= e.clientWidth + 1])",
+    )
+    assert {text for text, _ in labels} >= {"Trials", "Failed (0)", "Plots"}, labels
+    assert all(whole for _, whole in labels), labels
 
     # the next cell of Run All saw the final result
     after = _kernel_expr(page, "after")

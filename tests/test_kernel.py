@@ -341,3 +341,56 @@ def test_tune_async_awaited_in_a_kernel_cell(kernel, tmp_path):
     assert reply["status"] == "ok", reply
     text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
     assert "4 2.0" in text
+
+
+TORCH_SETUP = """\
+%load_ext nbtune
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+g = torch.Generator().manual_seed(0)
+X = torch.randn(256, 8, generator=g)
+y = (X[:, 0] + X[:, 1] > 0).long()
+X_val, y_val = X[:64], y[:64]
+train_ds = TensorDataset(X[64:], y[64:])
+EPOCHS = 4
+"""
+
+TORCH_CELL = """\
+%%tune --maximize val_acc --trials 4 --seed 0 --jobs 2 -o res
+lr = 1e-2      # tune: loguniform(1e-3, 1e-1)
+hidden = 16    # tune: logint(4, 32)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+opt = torch.optim.Adam(model.parameters(), lr=lr)
+loader = DataLoader(train_ds, batch_size=32, shuffle=True, num_workers=2)
+for epoch in range(EPOCHS):  # tune: epochs
+    for xb, yb in loader:
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    with torch.no_grad():
+        val_acc = (model(X_val).argmax(1) == y_val).float().mean()
+"""
+
+
+def test_a_pytorch_cell_as_people_write_it_under_two_worker_processes(kernel, tmp_path):
+    """range(EPOCHS) of a notebook variable, a tensor metric, and a DataLoader that starts its own
+    worker processes, inside nbtune's loky workers (it failed with "'Process' object has no
+    attribute 'env'" before the workers restored the kernel's start method)."""
+    pytest.importorskip("torch")
+    _km, kc = kernel
+    reply, outputs, _ = _execute(kc, TORCH_SETUP, timeout=120)
+    assert reply["status"] == "ok", _errors(outputs)
+    reply, outputs, _ = _execute(kc, TORCH_CELL, timeout=240)
+    assert reply["status"] == "ok", _errors(outputs)
+    reply, outputs, _ = _execute(
+        kc, "print(res.n_finished, res.counts(), res.scheduler, sorted(res.errors().items()), res.best_value)"
+    )
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    n, rest = text.split(" ", 1)
+    assert n == "4" and "'fail'" not in rest, text
+    assert "R=4" in rest  # the loop's length came from EPOCHS
+    assert 0.5 < float(text.split()[-1]) <= 1.0

@@ -45,8 +45,20 @@ def test_installed_versions_are_the_pinned_ones():
 
 
 def test_binder_pins_agree_with_ci():
-    ci = _pins(ROOT / "requirements" / "ci.txt")
-    binder = _pins(ROOT / "binder" / "requirements.txt")
+    ci = _pins(ROOT / "requirements" / "ci.txt") | _pins(ROOT / "requirements" / "torch.txt")
+    binder = {n: v.removesuffix("+cpu") for n, v in _pins(ROOT / "binder" / "requirements.txt").items()}
     assert {"optuna", "ipywidgets", "jupyterlab", "ipykernel"} <= set(binder)
     differ = {n: (v, ci.get(n)) for n, v in binder.items() if ci.get(n) != v}
     assert not differ, f"binder/requirements.txt and requirements/ci.txt disagree: {differ}; run bash .ci/lock"
+
+
+@pytest.mark.skipif(bool(os.environ.get("NBTUNE_UNPINNED")), reason=".ci/latest runs against the newest releases")
+def test_torch_is_the_pinned_cpu_build():
+    """PyTorch comes apart from the lock (requirements/torch.txt): its pins, and no CUDA."""
+    torch = pytest.importorskip("torch")
+    pins = _pins(ROOT / "requirements" / "torch.txt")
+    installed = {name: metadata.version(name).split("+")[0] for name in pins}
+    assert installed == pins, "run bash .ci/setup"
+    assert torch.version.cuda is None, "a CUDA build of torch: several GB where the CPU build does"
+    binder = (ROOT / "binder" / "requirements.txt").read_text()
+    assert f"torch=={pins['torch']}+cpu" in binder and "https://download.pytorch.org/whl/cpu" in binder

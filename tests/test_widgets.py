@@ -280,6 +280,6 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     # a slow start (worker start-up: 30 s), then one trial every 2 s
     trials = [*earlier_run, done(30), done(32, TrialState.PRUNED), done(34), done(36)]
     snap = Snapshot(trials, target=26, direction="maximize", metric="acc")
-    assert eta_text(snap, since=t0) == "about 40s left at the pace of the last 4 trials"  # 20 left x 2 s
+    assert eta_text(snap, since=t0) == "~40s left (pace of the last 4 trials)"  # 20 left x 2 s
     assert eta_text(Snapshot(trials[:4], 26, "maximize", "acc"), since=t0) == ""  # 2 trials: too early to say
     assert eta_text(Snapshot(trials, 6, "maximize", "acc"), since=t0) == ""  # nothing left

@@ -341,7 +341,14 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
         handles = [Line2D([0], [0], color=c, lw=2, label=f"{color_by}={lab}") for lab, c in key[:10]]
         ax.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     elif key is not None:
-        fig.colorbar(key, ax=ax, label=color_by)
+        from matplotlib.colors import LogNorm
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        bar = fig.colorbar(key, ax=ax, label=color_by)
+        if isinstance(key.norm, LogNorm):  # 20, 50, 100 rather than 2x10^1, 5x10^1, 10^2
+            bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.16)
     ax.set_xlabel("epoch")
     ax.set_ylabel(result.metric)

@@ -67,7 +67,7 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10) -> str
     if span <= 0:
         return ""
     per_trial = span / (len(recent) - 1)
-    return f"about {duration(per_trial * left)} left at the pace of the last {len(recent)} trials"
+    return f"~{duration(per_trial * left)} left (pace of the last {len(recent)} trials)"
 
 
 def duration(s: float) -> str:

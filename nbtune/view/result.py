@@ -10,6 +10,7 @@ from nbtune.view.summary import StudySummary
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from nbtune.view.base import BaseView
 
@@ -88,6 +89,28 @@ class TuneResult(StudySummary):
         # instead of the results. The static summary renders everywhere (JupyterLab, Notebook 7,
         # VS Code, GitHub, nbconvert); res.show() or %tune_show brings the live dashboard back.
         return {"text/plain": self.summary(), "text/html": self.html()}
+
+    def plot(self, view: str = "overview", params: list[str] | None = None, color_by: str | None = None) -> Figure:
+        """One of the dashboard's plot views as a matplotlib figure (shown when it ends a cell).
+
+        Args:
+            view: ``"overview"``, ``"learning curves"``, ``"slice"``, ``"contour"``,
+                ``"parallel coordinates"``, ``"importance"``, ``"EDF"`` or ``"timeline"``.
+            params: the parameters to show (slice, contour, parallel coordinates); all by default.
+            color_by: the parameter that colours the learning curves.
+
+        Example:
+            >>> res.plot("learning curves", color_by="lr")  # doctest: +SKIP
+        """
+        # In a kernel, loading pyplot's backend (its first figure) is what registers the inline
+        # backend's PNG display of figures; without it the first plot would show as text.
+        import matplotlib.pyplot as plt
+
+        plt.close(plt.figure())
+
+        from nbtune.view.plots import PlotChoice, view_figure
+
+        return view_figure(view, self, PlotChoice(params=tuple(params or ()), color_by=color_by))
 
     def show(self) -> Any:
         """The dashboard widget of this study (table, stopped-early log, plots)."""

@@ -168,7 +168,8 @@ class StudyTable:
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
             cells = [
                 str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
-                f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>{label}</span>",
+                f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>"
+                f"{'stopped early' if label == 'pruned' else label}</span>",
             ]
             cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in param_names]
             cells += [
