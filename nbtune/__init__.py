@@ -78,7 +78,7 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nbtune``: register ``%%tune`` and ``%tune_show``."""
+    """``%load_ext nbtune``: register ``%%tune``, ``%tune_show`` and ``%tune_validate``."""
     from nbtune._magics import load
 
     load(ipython)

@@ -117,6 +117,53 @@ class TuneConfig:
         "--apply",
         flag_help="after the search, run the cell in the notebook with the best values.",
     )
+    vary_seed: bool = _opt(
+        False,
+        "give the ``# tune: seed`` variable a different value in each trial (the cell's value plus the "
+        "trial number) instead of the cell's value in every trial.",
+        "--vary-seed",
+        flag_help="give the '# tune: seed' variable a different value in each trial (cell value + trial "
+        "number); by default every trial uses the cell's value, so trials differ only by their hyperparameters.",
+    )
+    revalidate: int = _opt(
+        0,
+        "after the search, run the top K configurations again with ``seeds`` other seeds each (needs a "
+        "``# tune: seed`` variable), and pick the most stable: the best lower 95% confidence bound of the mean.",
+        "--revalidate",
+        metavar="K",
+        type=int,
+        flag_help="after the search, re-run the top K configurations with --seeds other seeds each (needs "
+        "'seed = 0  # tune: seed' in the cell); reports mean, sd and a 95%% confidence interval each, and picks "
+        "the best lower bound. Runs are kept with the study (in NAME@check), never shown to the sampler.",
+    )
+    seeds: int = _opt(
+        5,
+        "seeds per configuration in re-validation (``revalidate``, :meth:`TuneResult.revalidate`).",
+        "--seeds",
+        metavar="S",
+        type=int,
+        flag_help="seeds per configuration when re-validating. Default 5.",
+    )
+    holdout: str | None = _opt(
+        None,
+        "a cell variable holding a score on held-out data. It is sealed: the statements assigning it "
+        "never run in a search trial; it is computed once after the search, for the chosen configuration "
+        "(and the re-validated ones), and compared with the metric.",
+        "--holdout",
+        metavar="NAME",
+        flag_help="a cell variable with the score on held-out data, e.g. test_acc. Sealed: the lines that "
+        "assign it never run during the search; after it, nbtune runs the chosen configuration once with them, "
+        "reports metric - holdout and warns when the gap exceeds --holdout-gap.",
+    )
+    holdout_gap: float = _opt(
+        0.02,
+        "warn when the chosen configuration's metric beats its holdout score by more than this "
+        "(0.02: 2 percentage points of accuracy).",
+        "--holdout-gap",
+        metavar="G",
+        type=float,
+        flag_help="warn when the metric beats the holdout by more than G. Default 0.02 (2 points of accuracy).",
+    )
     n_jobs: int = _opt(
         1,
         "parallel workers (-1: all cores).",
@@ -214,6 +261,22 @@ class TuneConfig:
         parse_timeout(self.timeout)
         if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
             raise ConfigError(f"--seed must be a whole number >= 0; got {self.seed!r}")
+        if not _whole(self.revalidate) or self.revalidate < 0:
+            raise ConfigError(
+                f"--revalidate takes how many of the top configurations to re-run (0: none); got {self.revalidate!r}"
+            )
+        if not _whole(self.seeds) or self.seeds < 2:
+            raise ConfigError(f"--seeds must be a whole number >= 2 (a spread needs two runs); got {self.seeds!r}")
+        if self.holdout is not None and (not isinstance(self.holdout, str) or not self.holdout.isidentifier()):
+            raise ConfigError(
+                f"--holdout takes the name of the cell variable holding the holdout score; got {self.holdout!r}"
+            )
+        if (
+            isinstance(self.holdout_gap, bool)
+            or not isinstance(self.holdout_gap, (int, float))
+            or not self.holdout_gap > 0
+        ):
+            raise ConfigError(f"--holdout-gap must be a positive number, e.g. 0.02; got {self.holdout_gap!r}")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ConfigError(f"--max-epochs must be >= 1; got {self.max_epochs}")
         if self.name is not None:

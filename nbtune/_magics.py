@@ -1,4 +1,4 @@
-"""``%%tune`` and ``%tune_show``: a thin layer over :func:`nbtune.tune`.
+"""``%%tune``, ``%tune_show`` and ``%tune_validate``: a thin layer over :func:`nbtune.tune`.
 
 In a Jupyter kernel a ``%%tune`` cell is run as an *async* cell (an input transformer
 rewrites it to ``await ...``): the search runs on a background thread while the cell
@@ -162,18 +162,7 @@ class TuneMagics(Magics):
         """
         args = _parse(self.tune_show, line)
         _check_out(args)
-        from nbtune.store.attrs import ATTR
-        from nbtune.store.journal import load_study
-        from nbtune.view.result import TuneResult
-
-        try:
-            study = load_study(args.name, store=args.store)
-        except KeyError as e:
-            raise UsageError(str(e.args[0])) from None
-        cfg = study.user_attrs.get(ATTR.CONFIG, {})
-        result = TuneResult(
-            study, cfg.get("metric", "value"), scheduler=cfg.get("scheduler", ""), sampler="stored study"
-        )
+        result = self._stored(args)
         from IPython.display import display
 
         from nbtune.view.widgets import in_kernel
@@ -181,6 +170,52 @@ class TuneMagics(Magics):
         _bind(self.shell, args, result)
         # shown wherever the magic sits in the cell: the live dashboard in a kernel, else the summary
         display(result.show() if in_kernel() else result)
+
+    def _stored(self, args: Any) -> Any:
+        """The stored study ``args.name`` as a result that can re-run its cell in this notebook."""
+        from nbtune._tune import stored_result
+        from nbtune.store.journal import JournalStore, default_store_dir, load_study
+
+        shell = self.shell
+        assert shell is not None
+        try:
+            study = load_study(args.name, store=args.store)
+        except KeyError as e:
+            raise UsageError(str(e.args[0])) from None
+        store = JournalStore(args.store if args.store is not None else default_store_dir(shell.user_ns))
+        return stored_result(study, store, shell.user_ns, _transformer(shell))
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")
+    @argument("--top", type=int, default=3, metavar="K", help="re-validate the K best configurations. Default 3.")
+    @argument("--seeds", type=int, default=5, metavar="S", help="seeds per configuration. Default 5.")
+    @argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel workers; -1 = all cores. Default 1.")
+    @argument("--backend", default="auto", metavar="B", help="auto, threading, loky, dask or ray.")
+    @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
+    @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
+    @line_magic
+    def tune_validate(self, line: str) -> Any:
+        """Re-validate a stored study: re-run its top configurations with other seeds.
+
+        The study's cell must mark its seed variable (``seed = 0  # tune: seed``); the runs use
+        the notebook's current variables (data, functions), are kept with the study (in
+        ``NAME@check``) and are never run twice, so the magic can be re-run after an Interrupt.
+        Shows per configuration the mean, standard deviation and 95% confidence interval over
+        seeds, the rank change against the search, and the most stable choice.
+
+        Example::
+
+            %tune_validate val_acc-3f9a2c --top 3 --seeds 5
+        """
+        args = _parse(self.tune_validate, line)
+        _check_out(args)
+        result = self._stored(args)
+        try:
+            result.revalidate(top=args.top, seeds=args.seeds, n_jobs=args.jobs, backend=args.backend)
+        except NbtuneError as e:
+            raise _report(e) from None
+        _bind(self.shell, args, result)
+        return _end(self.shell, args, result)
 
 
 async def run_async(line: str, cell: str) -> Any:

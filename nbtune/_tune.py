@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_timeout, with_config_signature
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
@@ -34,7 +36,7 @@ from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, scheduler_kind
 from nbtune.run.worker import Job
 from nbtune.store.attrs import ATTR, finished_count
-from nbtune.store.base import BaseStore, versioned
+from nbtune.store.base import BaseStore, check_study_name, versioned
 from nbtune.store.journal import JournalStore, default_store_dir
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
 
@@ -67,13 +69,15 @@ class _Plan:
     n_trials: int  # the target asked for (capped at the grid's size); a run's Control owns it after
     job: Job | None
     messages: list[str] = field(default_factory=list)
+    liveness: BaseLiveness = field(default_factory=ProcessLiveness)
+    phase: str = ""  # what the views call this run instead of the sampler ("checks: ...")
 
     def run_info(self) -> RunInfo:
         return RunInfo(
             study=self.study,
             metric=self.program.metric,
             direction=self.program.direction,
-            sampler=self.sampler.name,
+            sampler=self.phase or self.sampler.name,
             scheduler=self.scheduler,
             program=self.program,
             n_jobs=self.n_jobs,
@@ -119,7 +123,15 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         user_ns=cfg.user_ns,
         transform=cfg.transform,
         line_offset=cfg.line_offset,
+        holdout=cfg.holdout,
     )
+    if cfg.revalidate:
+        require_seed(program, "--revalidate")
+    if cfg.vary_seed and program.spec.seed is None:
+        raise ConfigError(
+            "--vary-seed gives the seed variable a new value in each trial, but the %%tune cell has none; "
+            "mark it, e.g. 'seed = 0  # tune: seed'"
+        )
     sampler = check_sampler(cfg.sampler, program.params)
     epochs = program.spec.epochs
     kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("hyperband" if epochs else "none"))
@@ -200,9 +212,10 @@ def _open_study(
     sampler: SamplerKind,
     spec: SchedulerSpec,
     identity: dict[str, Any],
+    cell: dict[str, Any],
 ) -> optuna.Study:
-    """Create or load the study; a new one records its space, identity and settings and queues
-    the baseline; a resumed one records the identity it now continues with."""
+    """Create or load the study; a new one records its space, identity, settings and cell and
+    queues the baseline; a resumed one records the identity and cell it now continues with."""
     import optuna
 
     if target in store.versions(target):
@@ -210,6 +223,8 @@ def _open_study(
         if ATTR.SPACE in study.user_attrs:
             if study.user_attrs.get(ATTR.IDENTITY) != identity:  # --resume, or a study of an older nbtune
                 study.set_user_attr(ATTR.IDENTITY, identity)
+            if study.user_attrs.get(ATTR.CELL) != cell:
+                study.set_user_attr(ATTR.CELL, cell)
             return study  # nothing else to write: a read-only store can show a finished study
     with store.lock(target):
         study = optuna.create_study(
@@ -221,6 +236,7 @@ def _open_study(
         if ATTR.SPACE not in study.user_attrs:
             study.set_user_attr(ATTR.SPACE, _fingerprint(program))
             study.set_user_attr(ATTR.IDENTITY, identity)
+            study.set_user_attr(ATTR.CELL, cell)
             study.set_user_attr(
                 ATTR.CONFIG,
                 {
@@ -269,7 +285,11 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
     identity = cell_identity(program.spec, program.globals, cfg.user_ns)
     target = _choose_version(store, base, _fingerprint(program), identity, cfg, messages)
-    study = _open_study(store, target, program, sampler, spec, identity)
+    # The cell as written, to re-run it after the search (re-validation, %tune_validate).
+    cell_record = {"source": cell, "line_offset": cfg.line_offset, "holdout": cfg.holdout, "gap": cfg.holdout_gap}
+    study = _open_study(store, target, program, sampler, spec, identity, cell_record)
+    if not backend.processes and n_jobs > 1:
+        _warn_shared_seeding(program)
     weak = weakly_known(identity)
     if weak:
         messages.append(
@@ -307,6 +327,7 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
             deadline=(time.time() + seconds) if seconds else None,
             run_start=n_before,
             seed_offset=n_before,
+            vary_seed=cfg.vary_seed,
         )
     else:
         messages.append(
@@ -325,7 +346,36 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
         n_trials=n_trials,
         job=job,
         messages=messages,
+        liveness=liveness,
     )
+
+
+_GLOBAL_SEEDERS = {"manual_seed", "seed", "set_seed", "manual_seed_all"}
+_RNG_MODULES = {"torch", "random", "np", "numpy", "tf", "tensorflow", "cuda", "keras", "utils"}
+
+
+def _warn_shared_seeding(program: CellProgram) -> None:
+    """Threads share a process's global random generators: a cell that seeds them gives every
+    running trial the same stream, whichever seeded last. Say so, with the line and the fix."""
+    import ast
+
+    tree = ast.parse(program.source)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+        if node.func.attr in _GLOBAL_SEEDERS and owner_name in _RNG_MODULES:
+            line = node.lineno + program.line_offset
+            warnings.warn(
+                f"line {line} of the %%tune cell: {ast.unparse(node.func)}() seeds a generator that all threads "
+                "share, so with --backend threading and several jobs the trials draw from one stream and are not "
+                "reproducible; use processes (the default for --jobs > 1) or per-trial generators "
+                "(np.random.default_rng(seed), torch.Generator().manual_seed(seed), random_state=seed)",
+                NbtuneWarning,
+                stacklevel=5,
+            )
+            return
 
 
 # 2. start ---------------------------------------------------------------------------------
@@ -381,10 +431,6 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
         raise _bug_error(result, plan)
-    if plan.cfg.apply and result.interrupted:
-        result.messages.append("--apply: skipped, the search was interrupted; re-run the cell to finish it")
-    elif plan.cfg.apply:
-        _apply(plan, result)
     return result
 
 
@@ -405,20 +451,211 @@ def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
 
 
 def _apply(plan: _Plan, result: TuneResult) -> None:
-    """Run the cell once in the notebook namespace with the best values."""
+    """Run the cell once in the notebook namespace with the chosen values: the most stable
+    re-validated configuration, else the best."""
+    if not plan.cfg.apply:
+        return
+    if result.interrupted:
+        result.messages.append("--apply: skipped, the search was interrupted; re-run the cell to finish it")
+        return
     user_ns = plan.cfg.user_ns
     if user_ns is None:
         raise ConfigError("--apply needs the notebook namespace (user_ns)")
+    chosen = result.checks.chosen() if result.checks is not None else None
     try:
-        best = result.best_params
+        values = chosen.params if chosen is not None else result.best_params
     except ValueError:
         warnings.warn(
             "--apply: no trial completed, so there is no best configuration to apply", NbtuneWarning, stacklevel=4
         )
         return
-    plan.program.run(TrialRuntime(plan.program, None, fixed=best), base=user_ns)
+    plan.program.run(TrialRuntime(plan.program, None, fixed=values), base=user_ns)
     user_ns.pop("__nbtune__", None)
-    result.messages.append("--apply: ran the cell with the best values; its variables are in the notebook")
+    which = f"the most stable re-validated values (trial {chosen.number})" if chosen is not None else "the best values"
+    result.messages.append(f"--apply: ran the cell with {which}; its variables are in the notebook")
+
+
+# 5. the checks ----------------------------------------------------------------------------
+def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
+    """The check phase after a search (re-validation, the holdout's evaluation), if asked for
+    and the search was not interrupted; its job is None when every run is already done."""
+    cfg = plan.cfg
+    if result.interrupted or not (cfg.revalidate or cfg.holdout):
+        return None
+    runs = plan_checks(
+        program=plan.program,
+        store=plan.store,
+        study=plan.study,
+        liveness=plan.liveness,
+        top=cfg.revalidate,
+        seeds=cfg.seeds,
+        final=cfg.holdout is not None,
+        R=plan.scheduler.R,
+    )
+    if runs is None:
+        result.messages.append("checks: no trial completed, so there is nothing to re-validate or evaluate")
+        return None
+    return _Plan(
+        cfg=dataclasses.replace(cfg, apply=False),
+        program=plan.program,
+        sampler=plan.sampler,
+        scheduler=runs.job.scheduler if runs.job is not None else plan.scheduler,
+        backend=plan.backend,
+        n_jobs=plan.n_jobs,
+        store=plan.store,
+        study=runs.study,
+        n_trials=runs.target,
+        job=runs.job,
+        messages=runs.messages,
+        liveness=plan.liveness,
+        phase=f"checks of {plan.study.study_name!r}: {runs.target} full-length runs "
+        + ("(re-validation across seeds)" if cfg.revalidate else f"(the {cfg.holdout} holdout)"),
+    )
+
+
+def _close_checks(
+    plan: _Plan, checks: _Plan, search: Search | None, interrupted: bool, view: BaseView | None, result: TuneResult
+) -> None:
+    """The checks' outcome into the search's result."""
+    from nbtune.view.checks import CheckReport
+
+    done = _close(checks, search, interrupted, view)
+    result.checks = CheckReport(
+        plan.study, checks.study, plan.program.metric, plan.cfg.holdout, threshold=plan.cfg.holdout_gap
+    )
+    result.messages.extend(checks.messages)
+    if done.interrupted:
+        result.interrupted = True
+        result.messages.append("the checks were interrupted: their finished runs are kept; re-run the cell to finish")
+    h = result.checks.holdout_report()
+    if h is not None and h.warn:
+        warnings.warn(h.sentence(), NbtuneWarning, stacklevel=4)
+
+
+def _wait(search: Search | None, view: BaseView | None) -> bool:
+    """Block until the search ends; True if Interrupt (Ctrl-C) ended it."""
+    if search is None:
+        return False
+    try:
+        while not search.wait(POLL_SECONDS):
+            if view is not None:
+                view.update()
+    except KeyboardInterrupt:
+        search.stop_now()
+        with contextlib.suppress(KeyboardInterrupt):
+            t_end = time.monotonic() + STOP_WAIT
+            while not search.wait(POLL_SECONDS) and time.monotonic() < t_end:
+                if view is not None:
+                    view.update()
+        return True
+    return False
+
+
+async def _wait_async(search: Search | None, view: BaseView | None) -> bool:
+    """:func:`_wait` awaiting: the kernel handles widget messages meanwhile."""
+    if search is None:
+        return False
+    while not search.done.is_set():
+        try:
+            await asyncio.sleep(POLL_SECONDS)
+            if view is not None:
+                view.update()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            search.stop_now()
+            t_end = time.monotonic() + STOP_WAIT
+            while not search.done.is_set() and time.monotonic() < t_end:
+                with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                    await asyncio.sleep(POLL_SECONDS)
+                    if view is not None:
+                        view.update()
+            return True
+    return False
+
+
+def _run_checks(plan: _Plan, result: TuneResult, factory: ViewFactory | None) -> None:
+    checks = _check_plan(plan, result)
+    if checks is not None:
+        search, view = _start(checks, factory)
+        _close_checks(plan, checks, search, _wait(search, view), view, result)
+
+
+async def _run_checks_async(plan: _Plan, result: TuneResult, factory: ViewFactory | None) -> None:
+    checks = _check_plan(plan, result)
+    if checks is not None:
+        search, view = _start(checks, factory)
+        _close_checks(plan, checks, search, await _wait_async(search, view), view, result)
+
+
+def _checker(plan: _Plan) -> Any:
+    """``TuneResult.revalidate``: the check phase of this plan with other options, blocking."""
+
+    def run(result: TuneResult, top: int, seeds: int, options: dict[str, Any]) -> None:
+        unknown = set(options) - {"n_jobs", "backend", "view"}
+        if unknown:
+            raise TypeError(f"revalidate() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        cfg = dataclasses.replace(plan.cfg, revalidate=top, seeds=seeds, apply=False, **options).check()
+        if top < 1:
+            raise ConfigError(f"revalidate(top=...) must be >= 1; got {top!r}")
+        n_jobs = effective_jobs(cfg.n_jobs)
+        again = dataclasses.replace(plan, cfg=cfg, n_jobs=n_jobs, backend=resolve_backend(cfg.backend, n_jobs))
+        require_seed(again.program, "revalidate()")
+        result.interrupted = False
+        with _quiet_optuna():
+            _run_checks(again, result, _view_factory(cfg.view))
+
+    return run
+
+
+def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any] | None, transform: Any) -> TuneResult:
+    """A stored study as a result (``%tune_show``, ``%tune_validate``): its checks so far, and
+    able to run more when the study recorded its cell and the notebook defines what it reads."""
+    from nbtune.view.checks import CheckReport
+    from nbtune.view.result import TuneResult
+
+    cfg_attrs = study.user_attrs.get(ATTR.CONFIG, {})
+    metric = cfg_attrs.get("metric", "value")
+    cell = study.user_attrs.get(ATTR.CELL) or {}
+    result = TuneResult(study, metric, scheduler=cfg_attrs.get("scheduler", ""), sampler="stored study")
+    name = check_study_name(study.study_name)
+    checks = None
+    if name in store.study_names():
+        import optuna
+
+        checks = optuna.load_study(study_name=name, storage=store.storage(name))
+    if checks is not None or cell.get("holdout"):
+        result.checks = CheckReport(study, checks, metric, cell.get("holdout"), threshold=cell.get("gap", 0.02))
+    if "source" not in cell:
+        return result
+    direction = study.direction.name.lower()
+    cfg = TuneConfig(
+        maximize=metric if direction == "maximize" else None,
+        minimize=metric if direction == "minimize" else None,
+        user_ns=user_ns,
+        transform=transform,
+        line_offset=cell.get("line_offset", 1),
+        holdout=cell.get("holdout"),
+        holdout_gap=cell.get("gap", 0.02),
+        max_epochs=cfg_attrs.get("R"),
+    )
+
+    def run(result: TuneResult, top: int, seeds: int, options: dict[str, Any]) -> None:
+        program, sampler, spec = _compile(cell["source"], dataclasses.replace(cfg, scheduler="none"))
+        plan = _Plan(
+            cfg=cfg,
+            program=program,
+            sampler=sampler,
+            scheduler=spec,
+            backend=resolve_backend(cfg.backend, 1),
+            n_jobs=1,
+            store=store,
+            study=study,
+            n_trials=0,
+            job=None,
+        )
+        _checker(plan)(result, top, seeds, options)
+
+    result._checker = run
+    return result
 
 
 def _close(plan: _Plan, search: Search | None, interrupted: bool, view: BaseView | None) -> TuneResult:
@@ -484,21 +721,11 @@ def tune(cell: str, **options: Any) -> TuneResult:
         plan = _plan(cell, cfg)
         factory = _view_factory(cfg.view)
         search, view = _start(plan, factory)
-        interrupted = False
-        if search is not None:
-            try:
-                while not search.wait(POLL_SECONDS):
-                    if view is not None:
-                        view.update()
-            except KeyboardInterrupt:
-                interrupted = True
-                search.stop_now()
-                with contextlib.suppress(KeyboardInterrupt):
-                    t_end = time.monotonic() + STOP_WAIT
-                    while not search.wait(POLL_SECONDS) and time.monotonic() < t_end:
-                        if view is not None:
-                            view.update()
-        return _close(plan, search, interrupted, view)
+        result = _close(plan, search, _wait(search, view), view)
+        _run_checks(plan, result, factory)
+        _apply(plan, result)
+        result._checker = _checker(plan)
+        return result
 
 
 @with_config_signature
@@ -518,24 +745,11 @@ async def tune_async(cell: str, **options: Any) -> TuneResult:
         plan = _plan(cell, cfg)
         factory = _view_factory(cfg.view)
         search, view = _start(plan, factory)
-        interrupted = False
-        if search is not None:
-            while not search.done.is_set():
-                try:
-                    await asyncio.sleep(POLL_SECONDS)
-                    if view is not None:
-                        view.update()
-                except (asyncio.CancelledError, KeyboardInterrupt):
-                    interrupted = True
-                    search.stop_now()
-                    t_end = time.monotonic() + STOP_WAIT
-                    while not search.done.is_set() and time.monotonic() < t_end:
-                        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-                            await asyncio.sleep(POLL_SECONDS)
-                            if view is not None:
-                                view.update()
-                    break
-        return _close(plan, search, interrupted, view)
+        result = _close(plan, search, await _wait_async(search, view), view)
+        await _run_checks_async(plan, result, factory)
+        _apply(plan, result)
+        result._checker = _checker(plan)
+        return result
 
 
 def _view_factory(view: Any) -> ViewFactory | None:

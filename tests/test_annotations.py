@@ -19,7 +19,7 @@ from nbtune.cell.annotations import (
 )
 from nbtune.exceptions import AnnotationError, CellError
 
-VALID_KINDS = "uniform, loguniform, int, logint, choice, epochs"
+VALID_KINDS = "uniform, loguniform, int, logint, choice, epochs, seed"
 
 
 @pytest.mark.parametrize(
@@ -312,17 +312,17 @@ def test_syntax_error_with_an_offset():
 
 def test_registry_holds_the_builtin_kinds():
     assert annotation_kinds() == tuple(VALID_KINDS.split(", "))
-    assert all(isinstance(ANNOTATIONS[k], ValueAnnotation) for k in annotation_kinds()[:-1])
-    assert ANNOTATIONS["epochs"].sits_on == "for"
+    assert all(isinstance(ANNOTATIONS[k], ValueAnnotation) for k in annotation_kinds()[:-2])
+    assert ANNOTATIONS["epochs"].sits_on == "for" and ANNOTATIONS["seed"].sits_on == "assign"
     assert ANNOTATIONS["choice"].arity is None and ANNOTATIONS["uniform"].keywords == frozenset({"step"})
 
 
-class SeedAnnotation(BaseAnnotation):
-    """``seed = 0  # tune: seed``: a variable nbtune sets per trial (a test kind)."""
+class TagAnnotation(BaseAnnotation):
+    """``tag = 0  # tune: tag``: a kind that only records where it sits (a test kind)."""
 
-    name = "seed"
+    name = "tag"
     sits_on = "assign"
-    usage = "seed = 0  # tune: seed"
+    usage = "tag = 0  # tune: tag"
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, int]] = []
@@ -332,19 +332,19 @@ class SeedAnnotation(BaseAnnotation):
 
 
 @pytest.fixture
-def seed_kind():
-    kind = register_annotation(SeedAnnotation())
+def tag_kind():
+    kind = register_annotation(TagAnnotation())
     try:
         yield kind
     finally:
-        ANNOTATIONS.pop("seed", None)
+        ANNOTATIONS.pop("tag", None)
 
 
-def test_a_new_annotation_kind_needs_no_parser_change(seed_kind):
-    assert ANNOTATIONS["seed"] is seed_kind and annotation_kinds()[-1] == "seed"
-    spec = parse_cell("s = 42  # tune: seed\nlr = 0.1  # tune: uniform(0, 1)\nm = s * lr\n")
-    assert seed_kind.seen == [("s", 2)]
-    assert spec.marks == {2: "seed", 3: "uniform"}
+def test_a_new_annotation_kind_needs_no_parser_change(tag_kind):
+    assert ANNOTATIONS["tag"] is tag_kind and annotation_kinds()[-1] == "tag"
+    spec = parse_cell("s = 42  # tune: tag\nlr = 0.1  # tune: uniform(0, 1)\nm = s * lr\n")
+    assert tag_kind.seen == [("s", 2)]
+    assert spec.marks == {2: "tag", 3: "uniform"}
     assert [p.name for p in spec.params] == ["lr"]
 
 
@@ -352,34 +352,34 @@ def test_a_new_annotation_kind_needs_no_parser_change(seed_kind):
     "cell, message",
     [
         (
-            "def f():\n    s = 1  # tune: seed\n",
-            "line 3 of the %%tune cell: '# tune: seed(...)' must annotate a simple "
-            "top-level assignment on one line, such as 'seed = 0  # tune: seed'",
+            "def f():\n    s = 1  # tune: tag\n",
+            "line 3 of the %%tune cell: '# tune: tag(...)' must annotate a simple "
+            "top-level assignment on one line, such as 'tag = 0  # tune: tag'",
         ),
-        ("s = 1  # tune: seed(3)\n", "line 2 of the %%tune cell: seed takes 0 arguments, got 1"),
+        ("s = 1  # tune: tag(3)\n", "line 2 of the %%tune cell: tag takes 0 arguments, got 1"),
         (
-            "s = 1  # tune: seed(base=3)\n",
-            "line 2 of the %%tune cell: seed got unknown keyword 'base'; it accepts no keyword arguments",
+            "s = 1  # tune: tag(base=3)\n",
+            "line 2 of the %%tune cell: tag got unknown keyword 'base'; it accepts no keyword arguments",
         ),
         (
-            "s = 1  # tune: sead\n",
-            f"line 2 of the %%tune cell: unknown annotation kind 'sead'; valid kinds are {VALID_KINDS}, seed",
+            "s = 1  # tune: tga\n",
+            f"line 2 of the %%tune cell: unknown annotation kind 'tga'; valid kinds are {VALID_KINDS}, tag",
         ),
     ],
 )
-def test_a_new_annotation_kind_gets_the_usual_errors(seed_kind, cell, message):
+def test_a_new_annotation_kind_gets_the_usual_errors(tag_kind, cell, message):
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
     assert str(info.value) == message
-    assert seed_kind.seen == []
+    assert tag_kind.seen == []
 
 
 def test_an_unregistered_kind_is_unknown_again():
-    kind = register_annotation(SeedAnnotation())
+    kind = register_annotation(TagAnnotation())
     try:
-        parse_cell("s = 1  # tune: seed\n")
+        parse_cell("s = 1  # tune: tag\n")
     finally:
-        ANNOTATIONS.pop("seed")
+        ANNOTATIONS.pop("tag")
     assert kind.seen == [("s", 2)]
-    with pytest.raises(AnnotationError, match="unknown annotation kind 'seed'"):
-        parse_cell("s = 1  # tune: seed\n")
+    with pytest.raises(AnnotationError, match="unknown annotation kind 'tag'"):
+        parse_cell("s = 1  # tune: tag\n")

@@ -404,7 +404,7 @@ def test_bad_options_are_usage_errors(ip, line, match):
         ("for e in range(3):  # TUNE epochs\n    loss = e\nx = 1  # tune: int(0, 3)\n", "'# tune: epochs' \\(lower"),
         (
             "x = 1  # tune: int(0, 3)\ny = 2\nx = 3\nloss = x\n",
-            "line 4 of the %%tune cell: 'x' is tuned on line 2 but set again here, so no trial would use",
+            "line 4 of the %%tune cell: 'x' is annotated on line 2 but set again here, so no trial would use",
         ),
         ("x = 1.0  # tune: uniform(0, 1, step=0.3)\nloss = x\n", "cannot reach high=1 in steps of 0.3 from 0"),
         ("x = 0.5  # tune: uniform(0, 0.9, step=0.3)\nloss = x\n", "default 0.5 is not one of its values"),

@@ -24,6 +24,7 @@ __all__ = [
     "BaseAnnotation",
     "CellSpec",
     "EpochsLoop",
+    "SeedVar",
     "ValueAnnotation",
     "annotation_kinds",
     "parse_cell",
@@ -54,6 +55,19 @@ class EpochsLoop:
     why: str = field(default="", compare=False)  # why the length cannot be known before the cell runs
 
 
+@dataclass(frozen=True)
+class SeedVar:
+    """The variable marked ``# tune: seed``: the randomness the cell uses.
+
+    Attributes:
+        name: the variable; default: its value in the cell (the search's seed); lineno: its line.
+    """
+
+    name: str
+    default: int
+    lineno: int
+
+
 @dataclass
 class CellSpec:
     """What the annotations of one cell say.
@@ -62,6 +76,7 @@ class CellSpec:
         source: the cell body after IPython's transformation (``!cmd`` -> a call).
         params: the tunable variables, in cell order.
         epochs: the epochs loop, if any.
+        seed: the seed variable, if any.
         tree: the parsed body, line numbers already in notebook numbering.
         line_offset: added to body line numbers to get notebook line numbers.
         marks: the annotated statements: notebook line -> annotation kind.
@@ -70,6 +85,7 @@ class CellSpec:
     source: str
     params: list[Param] = field(default_factory=list)
     epochs: EpochsLoop | None = None
+    seed: SeedVar | None = None
     tree: ast.Module | None = None
     line_offset: int = 1
     marks: dict[int, str] = field(default_factory=dict)  # notebook line -> annotation kind
@@ -212,6 +228,54 @@ class EpochsAnnotation(BaseAnnotation):
         return [node, after]
 
 
+class SeedAnnotation(BaseAnnotation):
+    """``seed = 0  # tune: seed``: the variable the cell seeds its randomness with.
+
+    It is not searched. During the search it keeps the cell's value in every trial (common
+    random numbers: trials differ only by their hyperparameters), unless ``--vary-seed`` gives
+    each trial its own; re-validation and the holdout evaluation set it to other seeds.
+    """
+
+    name = "seed"
+    sits_on = "assign"
+    usage = "seed = 0  # tune: seed"
+
+    def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
+        if args or kwargs:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: 'seed' takes no arguments; write 'seed = 0  # tune: seed' "
+                "(the value is the seed the search uses)",
+                lineno,
+            )
+
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
+        assert isinstance(target, ast.Name)
+        if spec.seed is not None:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: a second '# tune: seed' ({target.id!r}; the first is "
+                f"{spec.seed.name!r} on line {spec.seed.lineno}); mark one seed and derive the others from it, "
+                f"e.g. 'split_seed = {spec.seed.name} + 1'",
+                lineno,
+            )
+        value = node.value  # type: ignore[attr-defined]
+        default = _literal(value, lineno, value.col_offset + 1, f"the seed {target.id!r}")
+        if not isinstance(default, int) or isinstance(default, bool) or default < 0:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: the seed {target.id!r} must be a whole number >= 0 "
+                f"(got {default!r}); e.g. '{target.id} = 0  # tune: seed'",
+                lineno,
+            )
+        spec.seed = SeedVar(name=target.id, default=default, lineno=lineno)
+
+    def rewrite(self, node: ast.stmt, spec: CellSpec) -> ast.stmt:
+        assert spec.seed is not None
+        node.value = runtime_call("seed", [ast.Constant(spec.seed.default)], node.value)  # type: ignore[attr-defined]
+        return node
+
+
 ANNOTATIONS: dict[str, BaseAnnotation] = {}
 
 
@@ -229,6 +293,7 @@ def annotation_kinds() -> tuple[str, ...]:
 for _name in PARAM_KINDS:
     register_annotation(ValueAnnotation(_name))
 register_annotation(EpochsAnnotation())
+register_annotation(SeedAnnotation())
 
 
 def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
@@ -333,6 +398,8 @@ def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
     """A tuned variable set again later at the top level (without reading it) would make every
     trial ignore its tuned value. ``lr = lr * 0.1`` or ``lr *= 0.9`` (a schedule) read it: fine."""
     tuned = {p.name: p.lineno for p in spec.params}
+    if spec.seed is not None:
+        tuned[spec.seed.name] = spec.seed.lineno
     for stmt in tree.body:
         if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.lineno in spec.marks:
             continue
@@ -342,9 +409,9 @@ def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
             for n in ast.walk(target):
                 if isinstance(n, ast.Name) and n.id in tuned and stmt.lineno > tuned[n.id] and n.id not in reads:
                     raise AnnotationError(
-                        f"line {stmt.lineno} of the %%tune cell: {n.id!r} is tuned on line {tuned[n.id]} but set "
-                        "again here, so no trial would use its tuned value; remove this assignment or use "
-                        "another name",
+                        f"line {stmt.lineno} of the %%tune cell: {n.id!r} is annotated on line {tuned[n.id]} but "
+                        "set again here, so no trial would use the value nbtune gives it; remove this assignment "
+                        "or use another name",
                         stmt.lineno,
                     )
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell
+from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.loops import loop_length
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
@@ -40,11 +40,11 @@ __all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "co
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(source: str, line_offset: int, filename: str) -> Any:
+def _compiled(source: str, line_offset: int, filename: str, sealed: str | None = None) -> Any:
     """The cell's rewritten tree, compiled; parsed afresh (rewriting changes the tree in place)."""
     spec = parse_cell(source, line_offset)
     assert spec.tree is not None
-    tree = ast.fix_missing_locations(_Rewriter(spec).visit(spec.tree))
+    tree = ast.fix_missing_locations(_Rewriter(spec, sealed).visit(spec.tree))
     return compile(tree, filename, "exec")
 
 
@@ -138,21 +138,43 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     return number
 
 
-class _Rewriter(ast.NodeTransformer):
-    """Each annotated statement is rewritten by its annotation kind (see ``ANNOTATIONS``)."""
+def _assigns(node: ast.stmt, name: str) -> bool:
+    """The statement binds ``name`` (``name = ...``, ``name += ...``, ``a, name = ...``)."""
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        targets = [node.target]
+    else:
+        return False
+    return any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t))
 
-    def __init__(self, spec: CellSpec) -> None:
+
+class _Rewriter(ast.NodeTransformer):
+    """Each annotated statement is rewritten by its annotation kind (see ``ANNOTATIONS``); the
+    statements that assign the sealed holdout metric run only when the runtime reveals it."""
+
+    def __init__(self, spec: CellSpec, sealed: str | None = None) -> None:
         self.spec = spec
+        self.sealed = sealed
 
     def _annotated(self, node: ast.stmt) -> Any:
         name = self.spec.marks.get(node.lineno)
         return node if name is None else ANNOTATIONS[name].rewrite(node, self.spec)
 
+    def _seal(self, node: ast.stmt) -> Any:
+        if self.sealed is None or not _assigns(node, self.sealed):
+            return self._annotated(node)
+        guard = ast.If(test=runtime_call("reveal", [], node), body=[node], orelse=[])
+        return ast.copy_location(guard, node)
+
     def visit_Assign(self, node: ast.Assign) -> Any:
-        return self._annotated(node)
+        return self._seal(node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
-        return self._annotated(node)
+        return self._seal(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        return self._seal(node)
 
     def visit_For(self, node: ast.For) -> Any:
         self.generic_visit(node)
@@ -177,6 +199,8 @@ class CellProgram:
         direction: ``"maximize"`` or ``"minimize"``.
         globals: the notebook globals the cell reads (names -> objects).
         line_offset: notebook lines before the body (1 for the ``%%tune`` line).
+        holdout: the sealed holdout metric: the statements assigning it run only in the checks
+            after the search (never in a search trial), and its value is read after them.
     """
 
     source: str
@@ -185,6 +209,7 @@ class CellProgram:
     direction: str
     globals: dict[str, Any] = field(default_factory=dict)
     line_offset: int = 1
+    holdout: str | None = None
 
     @property
     def params(self) -> list[Param]:
@@ -205,6 +230,7 @@ class CellProgram:
             source=spec.source,
             params=spec.params,
             epochs=spec.epochs,
+            seed=spec.seed,
             tree=None,
             line_offset=spec.line_offset,
             marks=spec.marks,
@@ -218,7 +244,7 @@ class CellProgram:
         if filename not in linecache.cache:
             lines = ["\n"] * self.line_offset + self.source.splitlines(True)
             linecache.cache[filename] = (len(self.source), None, lines, filename)
-        return _compiled(self.source, self.line_offset, filename)
+        return _compiled(self.source, self.line_offset, filename, self.holdout)
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""
@@ -243,7 +269,10 @@ class CellProgram:
         ns = self.namespace(runtime, base)
         runtime._ns = ns
         exec(self.code(), ns)
-        return check_metric(self.metric, ns, "at the end of the cell")
+        value = check_metric(self.metric, ns, "at the end of the cell")
+        if self.holdout is not None and runtime.reveal():
+            runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
+        return value
 
     def failure_line(self, exc: BaseException) -> int | None:
         """The notebook line of the cell where ``exc`` was raised (the deepest frame in the cell)."""
@@ -310,6 +339,8 @@ class TrialRuntime:
         max_step: R; no stop is decided at or after it.
         prunable: False for the baseline (trial 0): the cell's own defaults always run to the end,
             so every search has a complete reference point.
+        seed: the value of the ``# tune: seed`` variable in this run (None: the cell's own).
+        reveal_holdout: compute the sealed holdout metric (the checks after a search only).
     """
 
     def __init__(
@@ -321,8 +352,13 @@ class TrialRuntime:
         on_epoch: Callable[[int, float], None] | None = None,
         max_step: int | None = None,
         prunable: bool = True,
+        seed: int | None = None,
+        reveal_holdout: bool = False,
     ) -> None:
         self.program = program
+        self._seed = seed
+        self._reveal = reveal_holdout
+        self.holdout_value: float | None = None
         self.trial = trial
         self.fixed = fixed or {}
         self._params = {p.name: p for p in program.params}
@@ -339,6 +375,12 @@ class TrialRuntime:
         if name in self.fixed or self.trial is None:
             return self.fixed.get(name, self._params[name].default)
         return suggest(self.trial, name, self._params[name].distribution())
+
+    def seed(self, default: int) -> int:
+        return default if self._seed is None else self._seed
+
+    def reveal(self) -> bool:
+        return self._reveal
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
@@ -443,6 +485,7 @@ def compile_cell(
     user_ns: dict[str, Any] | None = None,
     transform: Callable[[str], str] | None = None,
     line_offset: int = 1,
+    holdout: str | None = None,
 ) -> CellProgram:
     """Parse and compile an annotated cell into a :class:`CellProgram`.
 
@@ -453,6 +496,7 @@ def compile_cell(
         user_ns: the notebook namespace; the globals the cell reads are taken from it.
         transform: IPython's ``shell.transform_cell`` (``!cmd``, ``%magic`` -> Python).
         line_offset: notebook lines above the body.
+        holdout: the sealed holdout metric (``--holdout``), computed only in the checks.
 
     Raises:
         CellError, AnnotationError, ConfigError: the cell cannot become an objective.
@@ -479,9 +523,44 @@ def compile_cell(
             f"could report it; assign it in the cell (e.g. '{metric} = model.score(X_val, y_val)') or name "
             "the variable the cell computes in --maximize/--minimize"
         )
+    if holdout is not None:
+        _check_holdout(spec.tree, holdout, metric)
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
     return CellProgram(
-        source=source, spec=spec, metric=metric, direction=direction, globals=glb, line_offset=line_offset
+        source=source,
+        spec=spec,
+        metric=metric,
+        direction=direction,
+        globals=glb,
+        line_offset=line_offset,
+        holdout=holdout,
     )
+
+
+def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
+    """The holdout metric can be sealed: the cell assigns it, and reads it nowhere else (a read
+    would fail in every search trial, where it is not computed)."""
+    if not holdout.isidentifier():
+        raise ConfigError(f"--holdout takes the name of the cell variable holding the holdout score; got {holdout!r}")
+    if holdout == metric:
+        raise ConfigError(
+            f"--holdout {holdout} names the metric the search optimises; the holdout must be a separate score "
+            f"on data the search never sees, e.g. '--holdout test_acc' beside '--maximize {metric}'"
+        )
+    sealed = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and _assigns(n, holdout)]
+    if not sealed:
+        raise ConfigError(
+            f"--holdout {holdout}: the %%tune cell never assigns {holdout!r}; compute it in the cell on the "
+            f"held-out data, e.g. '{holdout} = model.score(X_test, y_test)' (nbtune runs that line only after "
+            "the search)"
+        )
+    inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == holdout and id(node) not in inside:
+            raise ConfigError(
+                f"line {node.lineno} of the %%tune cell reads {holdout!r}, the sealed holdout: it is computed only "
+                "after the search, so this line would fail in every trial; remove it (res.holdout() gives the "
+                "value) or read another variable"
+            )

@@ -212,8 +212,7 @@ def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
     with store.lock(study.study_name):
         for t in todo():  # again under the lock: another process may have queued them
             attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
-            if t.user_attrs.get(ATTR.BASELINE):
-                attrs[ATTR.BASELINE] = True
+            attrs.update({k: t.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if t.user_attrs.get(k) is not None})
             study.enqueue_trial(t.params, user_attrs=attrs)
             out.append(t.number)
     if out:

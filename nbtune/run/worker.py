@@ -61,6 +61,7 @@ class Job:
     deadline: float | None = None
     run_start: int = 0  # number of the first trial of this run
     seed_offset: int = 0  # trials in the study when this run began
+    vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
     parent_pid: int = field(default_factory=os.getpid)
     # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
     mp_start_method: str = field(default_factory=lambda: multiprocessing.get_start_method())
@@ -139,12 +140,15 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
+    check = trial.user_attrs.get(ATTR.CHECK)  # a run of the checks after a search
     runtime = TrialRuntime(
         job.program,
         trial,
         should_stop_now=job.control.stop_now_requested,
         max_step=job.scheduler.R,
-        prunable=not trial.user_attrs.get(ATTR.BASELINE),
+        prunable=not trial.user_attrs.get(ATTR.BASELINE) and check is None,
+        seed=_trial_seed(job, trial),
+        reveal_holdout=check is not None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid):
@@ -180,8 +184,23 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             storage.set_trial_user_attr(tid, ATTR.FAILURE, type(e).__name__ + (f" at line {line}" if line else ""))
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
+        if runtime.holdout_value is not None:
+            storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
         _compat.tell_quietly(study, trial, value)
         return "COMPLETE"
+
+
+def _trial_seed(job: Job, trial: optuna.Trial) -> int | None:
+    """The seed variable's value in this trial: a check's own, else the cell's (common random
+    numbers), or with ``--vary-seed`` the cell's plus the trial number (recorded on the trial)."""
+    seed_var = job.program.spec.seed
+    if seed_var is None:
+        return None
+    seed = trial.user_attrs.get(ATTR.SEED)
+    if seed is None and job.vary_seed:
+        seed = seed_var.default + trial.number
+        trial.set_user_attr(ATTR.SEED, seed)  # a fixed seed is the cell's, recorded with the study
+    return seed_var.default if seed is None else int(seed)
 
 
 class _Budget:

@@ -29,6 +29,13 @@ class ATTR:
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
     OUTPUT = "nbtune:output"  # trial: the tail of what it printed
+    CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later
+    SEED = "nbtune:seed"  # trial: the value the '# tune: seed' variable took
+    CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
+    HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
+
+    # What a re-queued (interrupted) trial keeps: it is the same run again.
+    KEEP_ON_RERUN = (BASELINE, SEED, CHECK)
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:

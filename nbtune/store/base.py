@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
     from nbtune.store.control import BaseControl
 
-__all__ = ["BaseStore", "check_name", "base_name", "versioned", "version_number"]
+__all__ = ["BaseStore", "check_name", "base_name", "versioned", "version_number", "check_study_name", "is_check_study"]
 
 MAX_NAME = 120  # characters; the journal file name adds a suffix, and file names stop at 255 bytes
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?$")
+_VERSION_RE = re.compile(r"^(?P<base>.+?)(?::v(?P<n>\d+))?(?:@check)?$")
+CHECK_SUFFIX = "@check"  # not a character a user's name may have: no collision
 
 
 def check_name(name: str) -> None:
@@ -59,6 +60,21 @@ def version_number(study_name: str) -> int:
     """``"acc-1a2b3c:v2"`` -> 2; a name without a suffix is version 1."""
     m = _VERSION_RE.match(study_name)
     return int(m.group("n") or 1) if m else 1
+
+
+def check_study_name(study_name: str) -> str:
+    """The study that keeps the checks of ``study_name`` (re-validation runs, the holdout
+    evaluation): beside it in the store, never one of its versions, never seen by its sampler.
+
+    Example:
+        >>> check_study_name("acc-1a2b3c:v2")
+        'acc-1a2b3c:v2@check'
+    """
+    return study_name + CHECK_SUFFIX
+
+
+def is_check_study(name: str) -> bool:
+    return name.endswith(CHECK_SUFFIX)
 
 
 def versioned(base: str, n: int) -> str:
@@ -101,7 +117,9 @@ class BaseStore(abc.ABC):
     def versions(self, name: str) -> list[str]:
         """The versions of ``name`` in the store, oldest first."""
         base = base_name(name)
-        return sorted((n for n in self._names_near(base) if base_name(n) == base), key=version_number)
+        return sorted(
+            (n for n in self._names_near(base) if base_name(n) == base and not is_check_study(n)), key=version_number
+        )
 
     def _names_near(self, base: str) -> Iterator[str] | list[str]:
         """Study names that may be versions of ``base`` (a store can narrow the search)."""

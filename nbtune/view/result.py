@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from nbtune.view.base import BaseView
+    from nbtune.view.checks import HoldoutReport
 
 __all__ = ["TuneResult"]
 
@@ -33,6 +35,41 @@ class TuneResult(StudySummary):
 
     _view: BaseView | None = None
     interrupted: bool = False  # the search was stopped by Interrupt (Ctrl-C), not by its budget or Stop
+    # Runs the checks of this study (set by nbtune.tune / %tune_show, which can compile the cell):
+    # (result, top, seeds, options) -> None, updating result.checks.
+    _checker: Callable[..., None] | None = None
+
+    def revalidate(self, top: int = 3, seeds: int = 5, **options: Any) -> TuneResult:
+        """Re-run the top ``top`` configurations with ``seeds`` other seeds each, at full fidelity.
+
+        Needs a ``# tune: seed`` variable in the cell. Runs are kept with the study (in
+        ``NAME@check``; never counted as search trials, never shown to the sampler), so calling
+        it again reuses the finished ones and runs only what is missing. ``options``: ``n_jobs``,
+        ``backend``, ``view`` as for :func:`nbtune.tune`.
+
+        Returns:
+            This result, with :meth:`revalidation` filled in.
+        """
+        if self._checker is None:
+            from nbtune.exceptions import ConfigError
+
+            raise ConfigError(
+                "this result cannot re-run its cell; open it with %tune_show NAME (or run the %%tune cell "
+                "with --revalidate K) in the notebook that defines the cell's variables"
+            )
+        self._checker(self, top, seeds, options)
+        return self
+
+    def revalidation(self) -> pd.DataFrame:
+        """The re-validated configurations: per seed-averaged mean, sd, 95% CI, the rank change
+        against the search and which is the most stable choice (an empty frame before any)."""
+        import pandas as pd
+
+        return self.checks.frame() if self.checks is not None else pd.DataFrame()
+
+    def holdout(self) -> HoldoutReport | None:
+        """The chosen configuration's metric against the sealed holdout score (``--holdout``)."""
+        return self.checks.holdout_report() if self.checks is not None else None
 
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial: Optuna's columns plus the reasons nbtune recorded.

@@ -14,6 +14,8 @@ from nbtune.view.format import fmt, plural_trials
 if TYPE_CHECKING:
     import optuna
 
+    from nbtune.view.checks import CheckReport
+
 __all__ = ["StudySummary", "fmt", "plural_trials"]
 
 
@@ -50,6 +52,7 @@ class StudySummary:
         self.messages = list(messages or [])
         self.scheduler = scheduler
         self.sampler = sampler
+        self.checks: CheckReport | None = None  # re-validation and holdout, when they ran
 
     # --- the numbers -----------------------------------------------------------------
     @property
@@ -145,6 +148,8 @@ class StudySummary:
         if errs:
             n, e = next(iter(errs.items()))
             lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
+        if self.checks is not None:
+            lines.extend(self.checks.lines())
         lines.extend(self.messages)
         return "\n".join(lines)
 
@@ -198,6 +203,8 @@ class StudySummary:
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
             parts.append(f"<details><summary>{plural_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
+        if self.checks is not None:
+            parts.append(self.checks.html())
         for m in self.messages:
             parts.append(f"<p><i>{esc(m)}</i></p>")
         if plot and best is not None:

@@ -1,0 +1,320 @@
+"""What the checks after a search found: re-validation across seeds, and the sealed holdout.
+
+The runs live in the check study (``NAME@check``, beside the search in the store); this module
+only reads them and the search, and says what they mean: per configuration the mean, the
+standard deviation and a 95% confidence interval over seeds, the rank change against the
+search, the most stable choice, and the gap between the metric and the holdout score.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nbtune.store.attrs import ATTR
+from nbtune.view.format import fmt, plural_trials
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = ["CheckReport", "HoldoutReport", "RULE", "t_quantile"]
+
+RULE = (
+    "the most stable choice is the configuration with the best lower end of its 95% confidence "
+    "interval (the upper end when minimising): good on average and consistently so"
+)
+
+# Student's t, 97.5% quantile, by degrees of freedom (two-sided 95% intervals).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]
+_T975 += [2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_quantile(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (a table to 30, then
+    the Cornish-Fisher correction of the normal's 1.96, within 0.001)."""
+    if df < 1:
+        return math.inf
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df)
+
+
+@dataclass
+class Candidate:
+    """One re-validated configuration."""
+
+    number: int  # its trial in the search
+    params: dict[str, Any]
+    search_value: float
+    search_rank: int
+    values: list[float] = field(default_factory=list)  # one per seed, full fidelity
+    holdouts: list[float] = field(default_factory=list)
+    failed: int = 0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else math.nan
+
+    @property
+    def half_width(self) -> float:
+        n = len(self.values)
+        return t_quantile(n - 1) * self.sd / math.sqrt(n) if n > 1 else math.inf
+
+
+@dataclass
+class HoldoutReport:
+    """The chosen configuration on the metric and on the sealed holdout."""
+
+    metric: str
+    holdout: str
+    direction: str
+    trial: int  # the search trial whose configuration was chosen
+    value: float  # the metric (mean over seeds when re-validated)
+    holdout_value: float
+    n_trials: int  # search trials evaluated against the same validation data
+    threshold: float
+    n_runs: int = 1
+
+    @property
+    def gap(self) -> float:
+        """How much better the metric looks than the holdout (positive: optimistic)."""
+        d = self.value - self.holdout_value
+        return d if self.direction == "maximize" else -d
+
+    @property
+    def warn(self) -> bool:
+        return self.gap > self.threshold
+
+    def sentence(self) -> str:
+        runs = f" (mean of {self.n_runs} seeds)" if self.n_runs > 1 else ""
+        head = (
+            f"holdout: trial {self.trial}'s configuration scores {self.metric} {fmt(self.value)}{runs} and "
+            f"{self.holdout} {fmt(self.holdout_value)}: a gap of {fmt(self.gap)} after {plural_trials(self.n_trials)} "
+            "against the same validation data"
+        )
+        if not self.warn:
+            return head + f" (within {fmt(self.threshold)})."
+        fixes = "more validation data or cross-validation, fewer trials per validation set"
+        fixes += "" if self.n_runs > 1 else ", or re-validate the top configurations across seeds (--revalidate K)"
+        return (
+            head + f". WARNING: the gap exceeds {fmt(self.threshold)}. The search picked what scores best on "
+            "the data it was chosen on, and that score is optimistic: expect the holdout's, not the metric's. "
+            f"To narrow the gap: {fixes}."
+        )
+
+
+class CheckReport:
+    """The checks of one search, read from its check study.
+
+    Args:
+        study: the search's study; checks: its check study (None: no checks ran).
+        metric, holdout: the names; threshold: the holdout gap that warns.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        checks: optuna.Study | None,
+        metric: str,
+        holdout: str | None = None,
+        threshold: float = 0.02,
+    ) -> None:
+        self.study, self.checks = study, checks
+        self.metric, self.holdout, self.threshold = metric, holdout, threshold
+        self.direction = study.direction.name.lower()
+
+    # --- reading the runs ---------------------------------------------------------------
+    def _runs(self, role: str) -> list[optuna.trial.FrozenTrial]:
+        if self.checks is None:
+            return []
+        return [
+            t
+            for t in self.checks.get_trials(deepcopy=False)
+            if (t.user_attrs.get(ATTR.CHECK) or {}).get("role") == role and t.state.is_finished()
+        ]
+
+    def candidates(self) -> list[Candidate]:
+        """The re-validated configurations, in the search's order (best first)."""
+        from optuna.trial import TrialState
+
+        runs = self._runs("revalidate")
+        if not runs:
+            return []
+        by_number = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        numbers = sorted({t.user_attrs[ATTR.CHECK]["candidate"] for t in runs})
+        maximize = self.direction == "maximize"
+        ranked = sorted(
+            (t for t in by_number.values() if t.state == TrialState.COMPLETE and t.value is not None),
+            key=lambda t: t.value,  # type: ignore[arg-type, return-value]
+            reverse=maximize,
+        )
+        rank = {t.number: i + 1 for i, t in enumerate(ranked)}
+        out = {
+            n: Candidate(n, dict(by_number[n].params), float(by_number[n].value or math.nan), rank.get(n, 0))
+            for n in numbers
+            if n in by_number
+        }
+        for t in sorted(runs, key=lambda t: t.user_attrs.get(ATTR.SEED, 0)):
+            c = out.get(t.user_attrs[ATTR.CHECK]["candidate"])
+            if c is None or t.user_attrs.get(ATTR.INTERRUPTED):
+                continue
+            if t.state == TrialState.COMPLETE and t.value is not None:
+                c.values.append(float(t.value))
+                if ATTR.HOLDOUT in t.user_attrs:
+                    c.holdouts.append(float(t.user_attrs[ATTR.HOLDOUT]))
+            else:
+                c.failed += 1
+        return sorted(out.values(), key=lambda c: c.search_rank)
+
+    def bound(self, c: Candidate) -> float:
+        """The end of the interval the rule compares: lower when maximising, upper when minimising."""
+        return c.mean - c.half_width if self.direction == "maximize" else c.mean + c.half_width
+
+    def chosen(self) -> Candidate | None:
+        """The most stable configuration (see :data:`RULE`); None before re-validation."""
+        scored = [c for c in self.candidates() if len(c.values) > 1]
+        if not scored:
+            return None
+        pick = max if self.direction == "maximize" else min
+        return pick(scored, key=lambda c: (self.bound(c), c.mean if self.direction == "maximize" else -c.mean))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per re-validated configuration (``res.revalidation()``)."""
+        import pandas as pd
+
+        cands = self.candidates()
+        chosen = self.chosen()
+        maximize = self.direction == "maximize"
+        means = sorted((c.mean for c in cands if c.values), reverse=maximize)
+        rows = []
+        for c in cands:
+            row: dict[str, Any] = {
+                "trial": c.number,
+                "search_rank": c.search_rank,
+                "search_value": c.search_value,
+                "n_seeds": len(c.values),
+                "mean": c.mean,
+                "sd": c.sd,
+                "ci95_low": c.mean - c.half_width,
+                "ci95_high": c.mean + c.half_width,
+                "rank": (means.index(c.mean) + 1) if c.values else None,
+                "failed": c.failed,
+            }
+            row["rank_change"] = (c.search_rank - row["rank"]) if row["rank"] else None
+            if self.holdout is not None:
+                row[f"{self.holdout}_mean"] = statistics.fmean(c.holdouts) if c.holdouts else math.nan
+            row["chosen"] = chosen is not None and c.number == chosen.number
+            row.update({f"params_{k}": v for k, v in c.params.items()})
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        return df.set_index("trial") if not df.empty else df
+
+    def holdout_report(self) -> HoldoutReport | None:
+        """The chosen configuration's metric against its holdout score; None without a holdout."""
+        if self.holdout is None:
+            return None
+        n_trials = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+        chosen = self.chosen()
+        if chosen is not None and chosen.holdouts:
+            return HoldoutReport(
+                self.metric,
+                self.holdout,
+                self.direction,
+                chosen.number,
+                chosen.mean,
+                statistics.fmean(chosen.holdouts),
+                n_trials,
+                self.threshold,
+                n_runs=len(chosen.holdouts),
+            )
+        final = [t for t in self._runs("final") if t.state.name == "COMPLETE" and ATTR.HOLDOUT in t.user_attrs]
+        if not final:
+            return None
+        t = final[-1]
+        return HoldoutReport(
+            self.metric,
+            self.holdout,
+            self.direction,
+            t.user_attrs[ATTR.CHECK]["candidate"],
+            float(t.value),  # type: ignore[arg-type]
+            float(t.user_attrs[ATTR.HOLDOUT]),
+            n_trials,
+            self.threshold,
+        )
+
+    # --- text ---------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        """The checks as a few sentences (after the search summary)."""
+        out = []
+        cands = self.candidates()
+        if cands:
+            chosen = self.chosen()
+            n = max((len(c.values) for c in cands), default=0)
+            out.append(f"re-validated the top {len(cands)} configurations with {n} seeds each:")
+            for c in cands:
+                mark = "  <- most stable" if chosen is not None and c.number == chosen.number else ""
+                out.append(
+                    f"  trial {c.number} (search rank {c.search_rank}, {self.metric} {fmt(c.search_value)}): "
+                    f"mean {fmt(c.mean)} ± {fmt(c.sd)} sd, 95% CI [{fmt(c.mean - c.half_width)}, "
+                    f"{fmt(c.mean + c.half_width)}]" + (f", {c.failed} failed" if c.failed else "") + mark
+                )
+            if chosen is not None:
+                best = cands[0]
+                change = (
+                    "the search's best is also the most stable"
+                    if chosen.number == best.number
+                    else f"the most stable is trial {chosen.number}, not the search's best (trial {best.number})"
+                )
+                out.append(f"  {change}; {RULE}")
+        h = self.holdout_report()
+        if h is not None:
+            out.append(h.sentence())
+        return out
+
+    def html(self) -> str:
+        esc = html.escape
+        parts = []
+        cands = self.candidates()
+        if cands:
+            chosen = self.chosen()
+            head = ["trial", "search rank", f"search {self.metric}", "seeds", "mean", "sd", "95% CI"]
+            if self.holdout is not None:
+                head.append(f"{self.holdout} (mean)")
+            rows = []
+            for c in cands:
+                is_chosen = chosen is not None and c.number == chosen.number
+                cells = [
+                    f"{c.number}{' ✓' if is_chosen else ''}",
+                    str(c.search_rank),
+                    fmt(c.search_value),
+                    str(len(c.values)) + (f" ({c.failed} failed)" if c.failed else ""),
+                    fmt(c.mean),
+                    fmt(c.sd),
+                    f"[{fmt(c.mean - c.half_width)}, {fmt(c.mean + c.half_width)}]",
+                ]
+                if self.holdout is not None:
+                    cells.append(fmt(statistics.fmean(c.holdouts)) if c.holdouts else "")
+                style = " style='background:#e6f4ea'" if is_chosen else ""
+                rows.append(f"<tr{style}>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
+            parts.append(
+                "<p><b>Re-validation across seeds</b> (✓ most stable: " + esc(RULE) + ")</p>"
+                "<table class='nbtune-revalidation'><thead><tr>"
+                + "".join(f"<th>{esc(h)}</th>" for h in head)
+                + "</tr></thead><tbody>"
+                + "".join(rows)
+                + "</tbody></table>"
+            )
+        h = self.holdout_report()
+        if h is not None:
+            style = "color:#d93025;font-weight:600" if h.warn else ""
+            parts.append(f"<p class='nbtune-holdout' style='{style}'>{esc(h.sentence())}</p>")
+        return "".join(parts)

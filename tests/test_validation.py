@@ -1,0 +1,229 @@
+"""Validation discipline in a real IPython shell with real scikit-learn models: the seed
+variable, re-validation across seeds, the sealed holdout and its leakage warning."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from IPython.core.error import UsageError
+
+import nbtune
+from nbtune.exceptions import NbtuneWarning
+from nbtune.store.attrs import ATTR
+
+
+def run(ip, line, cell):
+    return ip.run_cell_magic("tune", line, cell)
+
+
+TREES = """\
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+from sklearn.tree import DecisionTreeClassifier
+
+X, y = load_breast_cancer(return_X_y=True)
+X_dev, X_test, y_dev, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+X_train, X_val, y_train, y_val = train_test_split(X_dev, y_dev, test_size=0.3, random_state=0, stratify=y_dev)
+"""
+
+# A decision tree that sees a random subset of features at each split: with max_features=2 its
+# validation accuracy swings with the seed; at seed 0 that configuration is the luckiest.
+TREE_CELL = """\
+seed = 0            # tune: seed
+max_features = 8    # tune: choice(1, 2, 4, 8, 30)
+max_depth = 4       # tune: choice(2, 4, 8)
+model = DecisionTreeClassifier(max_features=max_features, max_depth=max_depth, random_state=seed)
+model.fit(X_train, y_train)
+val_acc = model.score(X_val, y_val)
+test_acc = model.score(X_test, y_test)
+"""
+
+
+@pytest.fixture
+def trees(ip):
+    ip.run_cell(TREES)
+    return ip
+
+
+def test_revalidation_changes_the_winner_of_a_seed_unstable_search(trees):
+    with pytest.warns(NbtuneWarning, match="mean of 5 seeds") as caught:
+        res = run(
+            trees,
+            "--maximize val_acc --sampler grid --trials 15 --revalidate 3 --seeds 5 --holdout test_acc -o res",
+            TREE_CELL,
+        )
+    assert "--revalidate K" not in str(caught[0].message)  # it did that already
+    assert res.n_finished == 15  # the checks are not search trials
+    best = res.best_trial
+    assert best.params == {"max_features": 2, "max_depth": 4}  # lucky at seed 0
+    df = res.revalidation()
+    assert list(df.index[:3]) == [t.number for t in res.top(3)]  # the top 3 of the search, in order
+    assert (df.n_seeds == 5).all() and (df.failed == 0).all()
+    chosen = df[df.chosen]
+    assert len(chosen) == 1
+    pick = chosen.iloc[0]
+    assert pick.name != best.number and pick.params_max_features == 30  # stable beats lucky
+    assert pick.rank_change > 0  # it moved up
+    # the rule: the best lower end of the 95% interval
+    assert pick.ci95_low == df.ci95_low.max()
+    assert df.loc[best.number].sd > 3 * pick.sd
+    # the re-validation runs are kept beside the study, with their seeds, never in it
+    checks = optuna.load_study(study_name=res.study.study_name + "@check", storage=res.study._storage)
+    runs = [t for t in checks.trials if t.user_attrs[ATTR.CHECK]["role"] == "revalidate"]
+    assert len(runs) == 15 and {t.user_attrs[ATTR.SEED] for t in runs} == {1, 2, 3, 4, 5}
+    assert all(ATTR.HOLDOUT in t.user_attrs for t in runs)
+    assert not any(ATTR.HOLDOUT in t.user_attrs for t in res.study.trials)  # sealed during the search
+    text = res.summary()
+    assert "re-validated the top 3 configurations with 5 seeds each" in text
+    assert f"the most stable is trial {pick.name}, not the search's best (trial {best.number})" in text
+    assert "nbtune-revalidation" in res.html()
+    h = res.holdout()
+    assert h.trial == pick.name and h.n_runs == 5 and h.n_trials == 15
+
+
+def test_revalidation_resumes_and_never_runs_a_check_twice(trees):
+    line = "--maximize val_acc --sampler grid --trials 15 --revalidate 2 --seeds 3 -o res"
+    run(trees, line, TREE_CELL)
+    res = run(trees, line, TREE_CELL)  # the same cell again: nothing new to run
+    checks = optuna.load_study(study_name=res.study.study_name + "@check", storage=res.study._storage)
+    assert len(checks.trials) == 6
+    res.revalidate(top=3, seeds=3, view=None)  # one more candidate: 3 new runs only
+    assert len(checks.trials) == 9 and len(res.revalidation()) == 3
+    assert res.n_finished == 15
+
+
+def test_tune_validate_revalidates_a_stored_study(trees, capsys):
+    run(trees, "--maximize val_acc --sampler grid --trials 15 --name trees", TREE_CELL)
+    res = trees.run_line_magic("tune_validate", "trees --top 2 --seeds 3 -o rv")
+    assert res is trees.user_ns["rv"]
+    df = res.revalidation()
+    assert len(df) == 2 and (df.n_seeds == 3).all()
+    shown = trees.run_line_magic("tune_show", "trees -o again")
+    assert len(trees.user_ns["again"].revalidation()) == 2  # reopened, the checks are there
+    assert shown is None
+
+
+def test_the_seed_is_fixed_in_the_search_unless_asked_to_vary(ip):
+    cell = "seed = 7  # tune: seed\nx = 0.5  # tune: uniform(0, 1)\nloss = seed + x\n"
+    res = run(ip, "--minimize loss --trials 4 --seed 0 --name fixed -o r", cell)
+    assert all(7 <= t.value < 8 for t in res.study.trials)  # common random numbers
+    res = run(ip, "--minimize loss --trials 4 --seed 0 --name varied --vary-seed -o r", cell)
+    assert [t.user_attrs[ATTR.SEED] for t in res.study.trials] == [7, 8, 9, 10]
+    assert [int(t.value) for t in res.study.trials] == [7, 8, 9, 10]
+
+
+LEAKY_SETUP = """\
+import numpy as np
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+X, y = make_classification(n_samples=1600, n_features=40, n_informative=6, random_state=0, flip_y=0.1)
+X_train, X_rest, y_train, y_rest = train_test_split(X, y, train_size=400, random_state=0)
+X_test, y_test = X_rest[:1000], y_rest[:1000]
+"""
+
+# The search picks 8 of 40 features: with a tiny validation set and many trials it finds a subset
+# that fits the validation set's noise.
+SUBSET_CELL = """\
+subset = 0    # tune: int(0, 1000000)
+cols = np.random.default_rng(subset).choice(40, size=8, replace=False)
+model = LogisticRegression(max_iter=200).fit(X_train[:, cols], y_train)
+val_acc = model.score(X_val[:, cols], y_val)
+test_acc = model.score(X_test[:, cols], y_test)
+"""
+
+
+def test_a_leaky_search_warns_and_an_honest_one_does_not(ip):
+    ip.run_cell(LEAKY_SETUP + "X_val, y_val = X_rest[1000:1030], y_rest[1000:1030]\n")
+    with pytest.warns(NbtuneWarning, match=r"WARNING: the gap exceeds 0\.02"):
+        res = run(ip, "--maximize val_acc --sampler random --seed 0 --trials 200 --holdout test_acc -o r", SUBSET_CELL)
+    h = res.holdout()
+    assert h.trial == res.best_trial.number and h.value == res.best_value and h.n_trials == 200
+    assert h.gap > 0.05 and h.warn
+    assert "after 200 trials against the same validation data" in res.summary()
+    assert "nbtune-holdout" in res.html() and "color:#d93025" in res.html()
+
+    ip.run_cell("X_val, y_val = X_rest[1000:1600], y_rest[1000:1600]\n")
+    res = run(
+        ip,
+        "--maximize val_acc --sampler random --seed 0 --trials 10 --holdout test_acc --name honest -o r",
+        SUBSET_CELL,
+    )
+    h = res.holdout()
+    assert not h.warn and h.gap < 0.02 and "(within 0.02)" in h.sentence()
+
+
+def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
+    """The sealed lines cost nothing per trial: here they would fail if they ran."""
+    calls = tmp_path / "calls"
+    ip.user_ns["calls"] = str(calls)
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "loss = (x - 0.3) ** 2\n"
+        "test_loss = open(calls, 'a').write('x') and (x - 0.35) ** 2\n"
+    )
+    res = run(ip, "--minimize loss --trials 12 --seed 0 --holdout test_loss -o r", cell)
+    assert calls.read_text() == "x"  # once: the final evaluation of the best configuration
+    assert res.holdout().trial == res.best_trial.number
+
+
+@pytest.mark.parametrize(
+    "line, cell, message",
+    [
+        (
+            "",
+            "seed = 0.5  # tune: seed\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "line 2 of the %%tune cell: the seed 'seed' must be a whole number >= 0 \\(got 0.5\\)",
+        ),
+        (
+            "",
+            "s = 0  # tune: seed\nt = 1  # tune: seed\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "line 3 of the %%tune cell: a second '# tune: seed' \\('t'; the first is 's' on line 2\\)",
+        ),
+        ("", "seed = 0  # tune: seed(3)\nx = 1  # tune: int(0, 3)\nloss = x\n", "'seed' takes no arguments"),
+        (
+            "",
+            "seed = 0  # tune: seed\nx = 1  # tune: int(0, 3)\nseed = 4\nloss = x\n",
+            "line 4 of the %%tune cell: 'seed' is annotated on line 2 but set again here",
+        ),
+        (
+            "--revalidate 3",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--revalidate re-runs configurations with other seeds, but the %%tune cell has no seed variable; mark the one",
+        ),
+        (
+            "--vary-seed",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--vary-seed gives the seed variable a new value in each trial, but the %%tune cell has none",
+        ),
+        ("--seeds 1", "x = 1  # tune: int(0, 3)\nloss = x\n", "--seeds must be a whole number >= 2"),
+        (
+            "--revalidate -1",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--revalidate takes how many of the top configurations",
+        ),
+        (
+            "--holdout loss",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--holdout loss names the metric the search optimises",
+        ),
+        ("--holdout test_loss", "x = 1  # tune: int(0, 3)\nloss = x\n", "the %%tune cell never assigns 'test_loss'"),
+        (
+            "--holdout test_loss",
+            "x = 1  # tune: int(0, 3)\nloss = x\ntest_loss = x + 1\nprint(test_loss)\n",
+            "line 5 of the %%tune cell reads 'test_loss', the sealed holdout",
+        ),
+        ("--holdout-gap 0", "x = 1  # tune: int(0, 3)\nloss = x\n", "--holdout-gap must be a positive number"),
+    ],
+)
+def test_bad_validation_input_is_one_line_before_any_trial(ip, line, cell, message):
+    with pytest.raises(UsageError, match=message):
+        run(ip, f"--minimize loss --trials 3 {line}", cell)
+    assert nbtune.Store(".nbtune").study_names() == []  # nothing ran, nothing was stored
+
+
+def test_threads_that_seed_a_shared_generator_are_warned_about(ip):
+    cell = "import random\nx = 1  # tune: int(0, 3)\nrandom.seed(x)\nloss = random.random()\n"
+    with pytest.warns(NbtuneWarning, match=r"line 4 of the %%tune cell: random\.seed\(\) seeds a generator that all"):
+        run(ip, "--minimize loss --trials 2 --jobs 2 --backend threading", cell)
