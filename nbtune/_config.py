@@ -18,13 +18,19 @@ from typing import Any
 
 from nbtune.exceptions import ConfigError
 
-__all__ = ["TuneConfig", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
+__all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
 
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
 
 
 def _opt(
-    default: Any, help: str, *flags: str, metavar: str | None = None, type: Any = None, flag_help: str | None = None
+    default: Any,
+    help: str,
+    *flags: str,
+    metavar: str | None = None,
+    type: Any = None,
+    flag_help: str | None = None,
+    action: str | None = None,
 ) -> Any:
     """A dataclass field with what the API docs and the magic need to know about it.
 
@@ -33,7 +39,14 @@ def _opt(
     """
     return field(
         default=default,
-        metadata={"help": help, "flags": flags, "metavar": metavar, "type": type, "flag_help": flag_help or help},
+        metadata={
+            "help": help,
+            "flags": flags,
+            "metavar": metavar,
+            "type": type,
+            "flag_help": flag_help or help,
+            "action": action,
+        },
     )
 
 
@@ -164,6 +177,26 @@ class TuneConfig:
         type=float,
         flag_help="warn when the metric beats the holdout by more than G. Default 0.02 (2 points of accuracy).",
     )
+    subject_to: list[str] | str | None = _opt(
+        None,
+        "guardrails: ``'latency_ms <= 20'`` or a list of them (a cell variable, ``<=`` or ``>=``, a number). "
+        "The best trial is the best one that meets them all, and the sampler learns where they hold "
+        "(Optuna's constraints).",
+        "--subject-to",
+        metavar="'VAR <= C'",
+        action="append",
+        flag_help="a guardrail, e.g. --subject-to 'latency_ms <= 20' (repeat for more; >= works too): the best "
+        "trial is the best feasible one, the sampler learns the feasible region, the dashboard marks the rest.",
+    )
+    record: list[str] | str | None = _opt(
+        None,
+        "more cell variables to keep per trial (names, or one comma-separated string): columns in the table "
+        "and the DataFrame, and a plot against the metric.",
+        "--record",
+        metavar="VARS",
+        flag_help="more cell variables to keep per trial, comma-separated, e.g. --record train_acc,latency_ms: "
+        "shown in the table, the DataFrame (record_*) and plotted against the metric.",
+    )
     n_jobs: int = _opt(
         1,
         "parallel workers (-1: all cores).",
@@ -277,6 +310,13 @@ class TuneConfig:
             or not self.holdout_gap > 0
         ):
             raise ConfigError(f"--holdout-gap must be a positive number, e.g. 0.02; got {self.holdout_gap!r}")
+        self.subject_to = [parse_constraint(c)[3] for c in _as_list(self.subject_to, "--subject-to", split=False)]
+        self.record = _as_list(self.record, "--record", split=True)
+        for name in self.record:
+            if not name.isidentifier():
+                raise ConfigError(
+                    f"--record takes cell variable names separated by commas, e.g. train_acc,latency_ms; got {name!r}"
+                )
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ConfigError(f"--max-epochs must be >= 1; got {self.max_epochs}")
         if self.name is not None:
@@ -284,6 +324,41 @@ class TuneConfig:
 
             check_name(self.name)
         return self
+
+
+_CONSTRAINT_RE = re.compile(
+    r"^\s*(?P<name>[A-Za-z_]\w*)\s*(?P<op><=|>=)\s*(?P<bound>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+
+def parse_constraint(text: Any) -> tuple[str, str, float, str]:
+    """``"latency_ms <= 20"`` -> ``("latency_ms", "<=", 20.0, "latency_ms <= 20")``.
+
+    Raises:
+        ConfigError: anything else (the message shows the form).
+    """
+    if isinstance(text, str) and len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]  # IPython's magic line keeps the quotes of a quoted argument
+    m = _CONSTRAINT_RE.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ConfigError(
+            "--subject-to takes a cell variable, <= or >=, and a number, e.g. --subject-to 'latency_ms <= 20' "
+            f"(quote it on the %%tune line); got {text!r}"
+        )
+    bound = float(m.group("bound"))
+    return m.group("name"), m.group("op"), bound, f"{m.group('name')} {m.group('op')} {m.group('bound')}"
+
+
+def _as_list(value: Any, option: str, split: bool) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{option} takes a string or a list of strings; got {value!r}")
+    if split:
+        return [part.strip() for v in value for part in v.split(",") if part.strip()]
+    return list(value)
 
 
 def _whole(x: Any) -> bool:
@@ -353,6 +428,8 @@ def magic_arguments_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
                 kw["metavar"] = f.metadata["metavar"]
             if f.metadata.get("type") is not None:
                 kw["type"] = f.metadata["type"]
+            if f.metadata.get("action"):
+                kw["action"] = f.metadata["action"]
         kw["dest"] = f.name
         func = argument(*flags, **kw)(func)
     return func

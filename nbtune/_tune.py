@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune._checks import plan_checks, require_seed
-from nbtune._config import TuneConfig, config_from, parse_timeout, with_config_signature
+from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.exceptions import ConfigError, NbtuneWarning, TrialsFailedError
@@ -124,6 +124,8 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         transform=cfg.transform,
         line_offset=cfg.line_offset,
         holdout=cfg.holdout,
+        constraints=[parse_constraint(c) for c in cfg.subject_to or []],
+        records=list(cfg.record or []),
     )
     if cfg.revalidate:
         require_seed(program, "--revalidate")
@@ -286,7 +288,14 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
     identity = cell_identity(program.spec, program.globals, cfg.user_ns)
     target = _choose_version(store, base, _fingerprint(program), identity, cfg, messages)
     # The cell as written, to re-run it after the search (re-validation, %tune_validate).
-    cell_record = {"source": cell, "line_offset": cfg.line_offset, "holdout": cfg.holdout, "gap": cfg.holdout_gap}
+    cell_record = {
+        "source": cell,
+        "line_offset": cfg.line_offset,
+        "holdout": cfg.holdout,
+        "gap": cfg.holdout_gap,
+        "subject_to": list(cfg.subject_to or []),
+        "record": list(cfg.record or []),
+    }
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
@@ -635,6 +644,8 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
         line_offset=cell.get("line_offset", 1),
         holdout=cell.get("holdout"),
         holdout_gap=cell.get("gap", 0.02),
+        subject_to=cell.get("subject_to"),
+        record=cell.get("record"),
         max_epochs=cfg_attrs.get("R"),
     )
 

@@ -13,6 +13,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 import nbtune.exceptions
+from nbtune.store.attrs import ATTR
 from nbtune.view import plots
 from nbtune.view.summary import StudySummary
 
@@ -218,6 +219,7 @@ def log_trials(k):
                 params={"lr": lr, "act": "ab"[i % 2]},
                 distributions=dists,
                 intermediate_values=curve,
+                user_attrs={ATTR.RECORD: {"train_acc": curve[5] + 0.05, "n_params": 10 * i}},
             )
         )
     return out
@@ -271,3 +273,14 @@ def test_a_view_that_cannot_be_drawn_yet_says_why():
     assert "contour needs 3 complete trials; 0 so far" in fig.axes[0].texts[0].get_text()
     with pytest.raises(nbtune.exceptions.ConfigError, match="plot view must be one of overview, learning curves"):
         plots.view_figure("pie", few)
+
+
+def test_recorded_variables_are_plotted_against_the_metric():
+    fig = plots.view_figure("recorded", summary_of(log_trials(12)))
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes] == ["train_acc", "n_params"]
+    assert all(ax.get_ylabel() == "acc" for ax in axes)
+    assert len(axes[0].collections[0].get_offsets()) == 12
+    assert (
+        "no recorded variables" in plots.view_figure("recorded", summary_of(grid_trials(3))).axes[0].texts[0].get_text()
+    )

@@ -227,3 +227,62 @@ def test_threads_that_seed_a_shared_generator_are_warned_about(ip):
     cell = "import random\nx = 1  # tune: int(0, 3)\nrandom.seed(x)\nloss = random.random()\n"
     with pytest.warns(NbtuneWarning, match=r"line 4 of the %%tune cell: random\.seed\(\) seeds a generator that all"):
         run(ip, "--minimize loss --trials 2 --jobs 2 --backend threading", cell)
+
+
+def test_a_guardrail_makes_the_unconstrained_best_infeasible(trees):
+    cell = (
+        "max_depth = 3         # tune: choice(1, 2, 3, 4, 6, 8)\n"
+        "min_samples_leaf = 1  # tune: choice(1, 5, 20)\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=min_samples_leaf, random_state=0)\n"
+        "model.fit(X_train, y_train)\n"
+        "val_acc = model.score(X_val, y_val)\n"
+        "train_acc = model.score(X_train, y_train)\n"
+        "n_leaves = model.get_n_leaves()\n"
+    )
+    free = run(trees, "--maximize val_acc --sampler grid --trials 18 --name free -o f", cell)
+    assert free.best_trial.user_attrs.get(ATTR.RECORD) is None
+    leaves = {t.number: None for t in free.study.trials}
+    res = run(
+        trees,
+        "--maximize val_acc --sampler grid --trials 18 --name guarded --subject-to 'n_leaves <= 6' "
+        "--record train_acc,n_leaves -o g",
+        cell,
+    )
+    records = {t.number: t.user_attrs[ATTR.RECORD] for t in res.study.trials}
+    assert set(records[0]) == {"train_acc", "n_leaves"} and len(leaves) == 18
+    best = res.best_trial
+    assert records[best.number]["n_leaves"] <= 6
+    # the unconstrained best (same grid, same scores) breaks the guardrail
+    unconstrained = max(res.study.trials, key=lambda t: t.value)
+    assert unconstrained.value > best.value and records[unconstrained.number]["n_leaves"] > 6
+    assert unconstrained.constraints == {"n_leaves <= 6": records[unconstrained.number]["n_leaves"] - 6}
+    assert free.best_value == unconstrained.value
+    df = res.trials_dataframe()
+    assert {"record_train_acc", "record_n_leaves", "feasible", "constraint_n_leaves <= 6"} <= set(df.columns)
+    assert df.feasible.sum() == sum(r["n_leaves"] <= 6 for r in records.values())
+    assert "of them breaking a guardrail" in res.summary()
+    assert all(t.number != unconstrained.number for t in res.top(5))
+    # the dashboard marks the infeasible trials and shows the feasibility rate
+    from nbtune.view.widgets import WidgetView
+
+    v = WidgetView(res.study, "val_acc", "maximize", display=False)
+    assert f"{int(df.feasible.sum())}/18 complete meet the guardrails" in v.status.value
+    v.table.sort = "metric"
+    v.redraw(force=True)
+    assert "data-state='infeasible'" in v.table_html.value and "breaks n_leaves &lt;= 6 (by" in v.table_html.value
+    assert "n_leaves" in v.table_html.value  # the recorded column
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--subject-to 'latency < 3'", "--subject-to takes a cell variable, <= or >=, and a number"),
+        ("--subject-to 'latency <= fast'", "--subject-to takes a cell variable, <= or >=, and a number"),
+        ("--subject-to 'latency <= 3'", "--subject-to 'latency <= 3': the %%tune cell never assigns 'latency'"),
+        ("--record nope", "--record: the %%tune cell never assigns 'nope'"),
+        ("--record 'a b'", "--record takes cell variable names separated by commas"),
+    ],
+)
+def test_bad_guardrails_and_records_are_one_line_before_any_trial(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        run(ip, f"--minimize loss --trials 3 {line}", "x = 1  # tune: int(0, 3)\nloss = x\n")

@@ -222,13 +222,23 @@ width = 32  # tune: int(8, 128)
 act = "relu"  # tune: choice("relu", "tanh")
 for epoch in range(9):  # tune: epochs
     acc = (1 - 0.5 ** (epoch + 1)) * (1 - abs(lr - 0.01)) + width / 1000 + (act == "relu") * 0.01
+n_params = width * 65
 """
 
 
 def test_the_plot_chooser_draws_every_view_with_its_own_controls(tmp_path):
     from nbtune.view.plots import PLOT_VIEWS
 
-    res = nbtune.tune(THREE_PARAMS, maximize="acc", n_trials=40, seed=0, sampler="random", store=tmp_path, view=None)
+    res = nbtune.tune(
+        THREE_PARAMS,
+        maximize="acc",
+        n_trials=40,
+        seed=0,
+        sampler="random",
+        store=tmp_path,
+        view=None,
+        record="n_params",
+    )
     v = _view(res.study)
     v.close(res, handover=False)
     assert list(v.plot_params.options) == ["lr", "width", "act"]

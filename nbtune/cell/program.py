@@ -201,6 +201,9 @@ class CellProgram:
         line_offset: notebook lines before the body (1 for the ``%%tune`` line).
         holdout: the sealed holdout metric: the statements assigning it run only in the checks
             after the search (never in a search trial), and its value is read after them.
+        constraints: guardrails (``--subject-to``), read when the cell ends: each becomes an
+            Optuna constraint value (<= 0 is feasible).
+        records: more variables kept per trial (``--record``).
     """
 
     source: str
@@ -210,6 +213,8 @@ class CellProgram:
     globals: dict[str, Any] = field(default_factory=dict)
     line_offset: int = 1
     holdout: str | None = None
+    constraints: tuple[tuple[str, str, float, str], ...] = ()  # (variable, "<=" | ">=", bound, label)
+    records: tuple[str, ...] = ()
 
     @property
     def params(self) -> list[Param]:
@@ -270,6 +275,11 @@ class CellProgram:
         runtime._ns = ns
         exec(self.code(), ns)
         value = check_metric(self.metric, ns, "at the end of the cell")
+        for name, op, bound, label in self.constraints:
+            v = check_metric(name, ns, f"at the end of the cell (the guardrail {label!r})")
+            runtime.constraints[label] = v - bound if op == "<=" else bound - v
+        for name in self.records:
+            runtime.records[name] = check_metric(name, ns, "at the end of the cell (--record)")
         if self.holdout is not None and runtime.reveal():
             runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
         return value
@@ -359,6 +369,8 @@ class TrialRuntime:
         self._seed = seed
         self._reveal = reveal_holdout
         self.holdout_value: float | None = None
+        self.constraints: dict[str, float] = {}  # guardrail label -> violation (<= 0: met)
+        self.records: dict[str, float] = {}
         self.trial = trial
         self.fixed = fixed or {}
         self._params = {p.name: p for p in program.params}
@@ -486,6 +498,8 @@ def compile_cell(
     transform: Callable[[str], str] | None = None,
     line_offset: int = 1,
     holdout: str | None = None,
+    constraints: list[tuple[str, str, float, str]] | None = None,
+    records: list[str] | None = None,
 ) -> CellProgram:
     """Parse and compile an annotated cell into a :class:`CellProgram`.
 
@@ -497,6 +511,7 @@ def compile_cell(
         transform: IPython's ``shell.transform_cell`` (``!cmd``, ``%magic`` -> Python).
         line_offset: notebook lines above the body.
         holdout: the sealed holdout metric (``--holdout``), computed only in the checks.
+        constraints: parsed guardrails (``--subject-to``); records: variables to keep (``--record``).
 
     Raises:
         CellError, AnnotationError, ConfigError: the cell cannot become an objective.
@@ -525,6 +540,15 @@ def compile_cell(
         )
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)
+    bound = _bound_anywhere(spec.tree)
+    for name, option in [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []] + [
+        (r, "--record") for r in records or []
+    ]:
+        if name not in bound and name not in user_ns:
+            raise ConfigError(
+                f"{option}: the %%tune cell never assigns {name!r} and the notebook has no variable {name!r}; "
+                f"compute it in the cell (e.g. '{name} = ...') or name a variable the cell sets"
+            )
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
@@ -536,6 +560,8 @@ def compile_cell(
         globals=glb,
         line_offset=line_offset,
         holdout=holdout,
+        constraints=tuple(constraints or ()),
+        records=tuple(records or ()),
     )
 
 

@@ -186,6 +186,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             return "FAIL"
         if runtime.holdout_value is not None:
             storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
+        if runtime.records:
+            storage.set_trial_user_attr(tid, ATTR.RECORD, runtime.records)
+        for label, violation in runtime.constraints.items():
+            trial.set_constraint(label, violation)  # Optuna's: best_trial and the samplers use them
         _compat.tell_quietly(study, trial, value)
         return "COMPLETE"
 

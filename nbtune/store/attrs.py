@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ATTR", "finished_count", "is_interrupted"]
+__all__ = ["ATTR", "finished_count", "is_feasible", "is_interrupted"]
 
 
 class ATTR:
@@ -33,6 +33,7 @@ class ATTR:
     SEED = "nbtune:seed"  # trial: the value the '# tune: seed' variable took
     CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
     HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
+    RECORD = "nbtune:record"  # trial: {variable: value} of --record
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
     KEEP_ON_RERUN = (BASELINE, SEED, CHECK)
@@ -46,3 +47,8 @@ def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
 def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Trials that count toward ``--trials``: complete, pruned, or failed on their own."""
     return sum(1 for t in trials if t.state.is_finished() and not is_interrupted(t))
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Meets every guardrail (``--subject-to``): Optuna's rule, all constraint values <= 0."""
+    return all(v <= 0 for v in trial.constraints.values())

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR
+from nbtune.store.attrs import ATTR, is_feasible
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -153,7 +153,11 @@ class CheckReport:
         numbers = sorted({t.user_attrs[ATTR.CHECK]["candidate"] for t in runs})
         maximize = self.direction == "maximize"
         ranked = sorted(
-            (t for t in by_number.values() if t.state == TrialState.COMPLETE and t.value is not None),
+            (
+                t
+                for t in by_number.values()
+                if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)
+            ),
             key=lambda t: t.value,  # type: ignore[arg-type, return-value]
             reverse=maximize,
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
+from nbtune.store.attrs import ATTR, is_feasible
 from nbtune.view.format import fmt
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ _logger = logging.getLogger(__name__)
 _BEST = "#1a73e8"
 _DONE = "#5f6368"
 _PRUNED = "#e37400"
+_FAIL = "#d93025"
 WIDE = (9.0, 4.2)  # inches at 100 dpi: 900 px, as wide as a notebook's output area
 
 
@@ -58,9 +60,20 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
     from optuna.trial import TrialState
 
     trials = sorted(result.trials, key=lambda t: t.number)
-    xs = [t.number for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    ys = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    ok = [t for t in complete if is_feasible(t)]
+    xs, ys = [t.number for t in ok], [t.value for t in ok]
     ax.scatter(xs, ys, s=10, color=_DONE, alpha=0.6, label="completed")
+    bad = [t for t in complete if not is_feasible(t)]
+    if bad:
+        ax.scatter(
+            [t.number for t in bad],
+            [t.value for t in bad],
+            s=14,
+            facecolors="none",
+            edgecolors=_FAIL,
+            label="breaks a guardrail",
+        )
     pruned = [(t.number, t.value) for t in trials if t.state == TrialState.PRUNED and t.value is not None]
     if pruned:
         ax.scatter(*zip(*pruned), s=10, marker="x", color=_PRUNED, alpha=0.6, label="stopped early")
@@ -78,7 +91,11 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
 def _draw_history_time(ax: Any, result: TuneResult) -> bool:
     from optuna.trial import TrialState
 
-    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None and t.datetime_complete]
+    done = [
+        t
+        for t in result.trials
+        if t.state == TrialState.COMPLETE and t.value is not None and t.datetime_complete and is_feasible(t)
+    ]
     if not done:
         return False
     starts = [t.datetime_start for t in result.trials if t.datetime_start is not None]
@@ -474,6 +491,43 @@ def _timeline(result: TuneResult, choice: PlotChoice) -> Figure:
     return _optuna_figure(lambda: plot_timeline(result.study, n_recent_trials=200))
 
 
+def recorded_names(result: TuneResult) -> list[str]:
+    """The variables kept with ``--record``, in the order first seen."""
+    names: list[str] = []
+    for t in result.trials:
+        for k in t.user_attrs.get(ATTR.RECORD) or {}:
+            if k not in names:
+                names.append(k)
+    return names
+
+
+def _recorded(result: TuneResult, choice: PlotChoice) -> Figure:
+    """Each recorded variable against the metric: does the metric improve while it gets worse?"""
+    from optuna.trial import TrialState
+
+    names = recorded_names(result)
+    if not names:
+        return message_figure("no recorded variables: add --record VAR,... to the %%tune line to keep more per trial")
+    fig, axes = _figure(WIDE[0], WIDE[1], ncols=len(names[:4]))
+    axes = list(axes) if len(names[:4]) > 1 else [axes]
+    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    for ax, name in zip(axes, names[:4]):
+        for feasible, colour, label in ((True, _BEST, "meets the guardrails"), (False, _FAIL, "breaks a guardrail")):
+            pts = [
+                (t.user_attrs[ATTR.RECORD][name], t.value)
+                for t in done
+                if name in (t.user_attrs.get(ATTR.RECORD) or {}) and is_feasible(t) == feasible
+            ]
+            if pts:
+                ax.scatter(*zip(*pts), s=14, color=colour, alpha=0.7, label=label)
+        ax.set_xlabel(name)
+        ax.set_ylabel(result.metric)
+    if any(not is_feasible(t) for t in done):
+        axes[0].legend(fontsize=9, loc="best")
+    fig.suptitle(f"recorded variables against {result.metric} ({len(done)} complete trials)", fontsize=11)
+    return fig
+
+
 def _overview(result: TuneResult, choice: PlotChoice) -> Figure:
     return dashboard_figure(result, with_importance=True)
 
@@ -504,6 +558,15 @@ PLOT_VIEWS.register(
 PLOT_VIEWS.register(
     "importance",
     PlotView(_importance, min_complete=0, help="how much each parameter explains the metric (PED-ANOVA)"),
+)
+PLOT_VIEWS.register(
+    "recorded",
+    PlotView(
+        _recorded,
+        min_complete=1,
+        help="each --record variable against the metric: proxy overfitting shows as a metric that improves "
+        "while they get worse",
+    ),
 )
 PLOT_VIEWS.register(
     "EDF", PlotView(_edf, help="share of trials at or below each metric value (empirical distribution)")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import finished_count, is_interrupted
+from nbtune.store.attrs import finished_count, is_feasible, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +35,10 @@ class Snapshot:
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
         self.interrupted = sum(1 for t in trials if is_interrupted(t))
         self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        done = [t for t in complete if is_feasible(t)]
+        self.constrained = any(t.constraints for t in complete)
+        self.n_complete, self.n_feasible = len(complete), len(done)
         self.best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None  # type: ignore[arg-type, return-value]
         self.direction = direction
         self.metric = metric

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR
+from nbtune.store.attrs import ATTR, is_feasible
 from nbtune.view.summary import StudySummary
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ class TuneResult(StudySummary):
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial: Optuna's columns plus the reasons nbtune recorded.
 
-        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``,
+        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``, ``record_<var>``
+        (``--record``), ``feasible`` and ``constraint_<guardrail>`` (``--subject-to``; > 0 breaks it), ``seed``,
         ``interrupted``, ``output`` (the tail of what the trial printed), and for stopped trials ``stopped_epoch``, ``stopped_rung``,
         ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
         """
@@ -99,6 +100,13 @@ class TuneResult(StudySummary):
             row["error"] = t.user_attrs.get(ATTR.ERROR)
             row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
             row["output"] = t.user_attrs.get(ATTR.OUTPUT)
+            if ATTR.SEED in t.user_attrs:
+                row["seed"] = t.user_attrs[ATTR.SEED]
+            for k, v in (t.user_attrs.get(ATTR.RECORD) or {}).items():
+                row[f"record_{k}"] = v
+            if t.constraints:
+                row["feasible"] = is_feasible(t)
+                row.update({f"constraint_{k}": v for k, v in t.constraints.items()})
             d = t.user_attrs.get(ATTR.DECISION)
             if d:
                 row.update(

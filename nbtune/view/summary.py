@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -95,7 +95,11 @@ class StudySummary:
         words = {"pruned": "stopped early", "fail": "failed", "waiting": "queued"}
         order = ["complete", "pruned", "fail", "interrupted", "running", "waiting"]
         c = self.counts()
-        return [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
+        out = [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
+        infeasible = sum(1 for t in self.trials if t.state.name == "COMPLETE" and not is_feasible(t))
+        if infeasible:
+            out.insert(1 if c.get("complete") else 0, f"{infeasible} of them breaking a guardrail")
+        return out
 
     def decisions(self) -> list[str]:
         """Why each stopped trial was stopped, as sentences, in trial order."""
@@ -113,7 +117,7 @@ class StudySummary:
     def top(self, k: int = 5) -> list[optuna.trial.FrozenTrial]:
         from optuna.trial import TrialState
 
-        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)]
         done.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
         return done[:k]
 
@@ -217,13 +221,13 @@ class StudySummary:
         return "".join(parts)
 
     def best_so_far(self) -> list[tuple[int, float]]:
-        """(trial number, best value so far) after each completed trial."""
+        """(trial number, best value so far) after each completed trial that meets the guardrails."""
         from optuna.trial import TrialState
 
         out, best = [], math.nan
         maximize = self.direction == "maximize"
         for t in sorted(self.trials, key=lambda t: t.number):
-            if t.state == TrialState.COMPLETE and t.value is not None:
+            if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t):
                 if math.isnan(best) or (t.value > best if maximize else t.value < best):
                     best = t.value
                 out.append((t.number, best))

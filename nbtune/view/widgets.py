@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
@@ -77,6 +77,7 @@ _STATE_STYLE = {
     "PRUNED": "color:#e37400",
     "FAIL": "color:#d93025",
     "WAITING": "color:#5f6368",
+    "INFEASIBLE": "color:#d93025;font-style:italic",
 }
 
 
@@ -137,7 +138,12 @@ class StudyTable:
             for k in t.params:
                 if k not in param_names:
                     param_names.append(k)
-        head = ["#", "state", *param_names, "epoch", "rung", f"{metric} (latest)", metric, "time"]
+        records: list[str] = []
+        for t in trials[-50:]:
+            for k in t.user_attrs.get(ATTR.RECORD) or {}:
+                if k not in records:
+                    records.append(k)
+        head = ["#", "state", *param_names, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
         out = ["<table class='nbtune-table' style='border-collapse:collapse;font-size:12px'><thead><tr>"]
         out += [
             f"<th style='text-align:left;padding:2px 8px;border-bottom:1px solid #ccc'>{html.escape(h)}</th>"
@@ -149,6 +155,8 @@ class StudyTable:
             label = state.lower()
             if is_interrupted(t):
                 label = "interrupted"
+            elif state == "COMPLETE" and not is_feasible(t):
+                label = "infeasible"
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
             rung = scheduler.rung_of(t.last_step) if scheduler is not None else None
             dur = None
@@ -163,12 +171,15 @@ class StudyTable:
                 title = t.user_attrs[ATTR.ERROR]
             elif ATTR.INTERRUPTED in t.user_attrs:
                 title = t.user_attrs[ATTR.INTERRUPTED]
+            elif label == "infeasible":
+                title = "breaks " + ", ".join(f"{k} (by {fmt(v)})" for k, v in t.constraints.items() if v > 0)
             best = t.number == best_number
             row_style = "background:#e6f4ea;font-weight:600" if best else ""
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
             cells = [
                 str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
-                f"<span style='{_STATE_STYLE.get(state, '')}' title='{html.escape(title, quote=True)}'>"
+                f"<span style='{_STATE_STYLE.get(label.upper(), _STATE_STYLE.get(state, ''))}' "
+                f"title='{html.escape(title, quote=True)}'>"
                 f"{'stopped early' if label == 'pruned' else label}</span>",
             ]
             cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in param_names]
@@ -177,6 +188,7 @@ class StudyTable:
                 "" if rung is None else str(rung),
                 fmt(latest) if latest is not None else "",
                 fmt(t.value) if t.value is not None and state == "COMPLETE" else "",
+                *(fmt((t.user_attrs.get(ATTR.RECORD) or {}).get(k, "")) for k in records),
                 duration(dur) if dur is not None else "",
             ]
             out.append(
@@ -451,6 +463,10 @@ class WidgetView(BaseView):
             ]
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
+            if snap.constrained:
+                parts.append(
+                    f"<span class='nbtune-feasible'>{snap.n_feasible}/{snap.n_complete} complete meet the guardrails</span>"
+                )
             if self.search is not None:
                 parts.append(duration(elapsed))
                 if running:
