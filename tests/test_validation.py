@@ -286,3 +286,68 @@ def test_a_guardrail_makes_the_unconstrained_best_infeasible(trees):
 def test_bad_guardrails_and_records_are_one_line_before_any_trial(ip, line, message):
     with pytest.raises(UsageError, match=message):
         run(ip, f"--minimize loss --trials 3 {line}", "x = 1  # tune: int(0, 3)\nloss = x\n")
+
+
+GD_SETUP = """\
+import numpy as np
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(200, 5))
+y = X @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(scale=0.1, size=200)
+"""
+
+# Plain gradient descent: a step size above ~2/(largest eigenvalue) diverges to inf/NaN, a tiny
+# one barely moves.
+GD_CELL = """\
+lr = 0.1   # tune: loguniform(1e-5, 30)
+w = np.zeros(5)
+for epoch in range(12):  # tune: epochs
+    w = w - lr * X.T @ (X @ w - y) / len(y)
+    loss = float(np.mean((X @ w - y) ** 2))
+"""
+
+
+def test_diagnose_finds_divergence_and_no_learning_with_their_ranges(ip):
+    ip.run_cell(GD_SETUP)
+    res = run(ip, "--minimize loss --sampler random --seed 0 --trials 40 --scheduler none -o r", GD_CELL)
+    df = res.diagnose()
+    kinds = dict(zip(df.kind, df.index))
+    assert {"diverged", "did not learn"} <= set(kinds), df
+    div = df.loc[kinds["diverged"]]
+    lrs = {t.number: t.params["lr"] for t in res.study.trials}
+    assert div.region.startswith("lr >= ") and min(lrs[n] for n in div.trials) >= 1.0
+    assert "ended worse than it started" in div.evidence and "lower the range's top" in div.advice
+    flat = df.loc[kinds["did not learn"]]
+    assert flat.region.startswith("lr <= ") and max(lrs[n] for n in flat.trials) < 1e-3
+    text = res.summary()
+    assert "diagnosis: " in text and "diverged" in text
+    from nbtune.view.widgets import WidgetView
+
+    v = WidgetView(res.study, "loss", "minimize", display=False)
+    assert "What went wrong" in v.failures.value and "finding" in v.status.value
+
+
+def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_score(trees):
+    cell = (
+        "max_depth = 3  # tune: choice(1, 2, 3, 4, 6, 8, 12, 16)\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0)\n"
+        "model.fit(X_train, y_train)\n"
+        "val_acc = model.score(X_val, y_val)\n"
+        "train_acc = model.score(X_train, y_train)\n"
+    )
+    res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_acc -o r", cell)
+    df = res.diagnose().set_index("kind")
+    depth = {t.number: t.params["max_depth"] for t in res.study.trials}
+    over = df.loc["overfitting"]
+    assert sorted(depth[n] for n in over.trials) == [6, 8, 12, 16]  # deep trees
+    assert over.region == "max_depth >= 6"
+    assert "train_acc beats val_acc by" in over.evidence
+    under = df.loc["underfitting"]
+    assert sorted(depth[n] for n in under.trials) == [1, 2]  # stumps
+    assert under.region == "max_depth <= 2"
+    assert "did not learn" not in df.index
+
+
+def test_no_findings_for_a_healthy_search(ip):
+    res = run(ip, "--minimize loss --trials 10 --seed 0", "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2\n")
+    assert res.diagnose().empty and "diagnosis" not in res.summary()

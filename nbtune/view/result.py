@@ -67,6 +67,14 @@ class TuneResult(StudySummary):
 
         return self.checks.frame() if self.checks is not None else pd.DataFrame()
 
+    def diagnose(self) -> pd.DataFrame:
+        """Failure signatures: which trials diverged, did not learn, over- or underfit, or
+        failed the same way; the evidence, the parameter range they share and what to change
+        (one row per finding; see :mod:`nbtune.view.diagnose`)."""
+        from nbtune.view.diagnose import diagnose, findings_frame
+
+        return findings_frame(diagnose(self))
+
     def holdout(self) -> HoldoutReport | None:
         """The chosen configuration's metric against the sealed holdout score (``--holdout``)."""
         return self.checks.holdout_report() if self.checks is not None else None

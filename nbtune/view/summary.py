@@ -152,6 +152,7 @@ class StudySummary:
         if errs:
             n, e = next(iter(errs.items()))
             lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
+        lines.extend(f"diagnosis: {f.sentence()}" for f in self._findings()[:3])
         if self.checks is not None:
             lines.extend(self.checks.lines())
         lines.extend(self.messages)
@@ -207,6 +208,12 @@ class StudySummary:
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
             parts.append(f"<details><summary>{plural_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
+        findings = self._findings()
+        if findings:
+            items = "".join(f"<li>{esc(f.sentence())}</li>" for f in findings[:5])
+            parts.append(
+                f"<details open class='nbtune-diagnosis'><summary>diagnosis</summary><ul>{items}</ul></details>"
+            )
         if self.checks is not None:
             parts.append(self.checks.html())
         for m in self.messages:
@@ -219,6 +226,14 @@ class StudySummary:
                 parts.append(f"<img alt='best so far' src='data:image/png;base64,{img}'/>")
         parts.append("</div>")
         return "".join(parts)
+
+    def _findings(self) -> list[Any]:
+        from nbtune.view.diagnose import diagnose
+
+        try:
+            return diagnose(self)
+        except Exception:  # a diagnosis is a nicety: never fail a display for it
+            return []
 
     def best_so_far(self) -> list[tuple[int, float]]:
         """(trial number, best value so far) after each completed trial that meets the guardrails."""

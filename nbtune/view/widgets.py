@@ -320,6 +320,8 @@ class WidgetView(BaseView):
         self.plot_help = w.HTML()
         self.plot_help.add_class("nbtune-plot-help")
         self._result: TuneResult | None = None
+        self._diagnosis = ""  # the failure signatures, refreshed with the plots
+        self._n_findings = 0
 
         self.stop_button.on_click(lambda _: self._stop())
         self.stop_now_button.on_click(lambda _: self._stop_now())
@@ -439,6 +441,12 @@ class WidgetView(BaseView):
             else (result is not None or now - self._last_plot >= max(self.plot_every, 20 * self._plot_cost))
         )
         png = None
+        findings = None
+        if want_plots:
+            from nbtune.view.diagnose import diagnose
+
+            findings = diagnose(result or StudySummary(self.study, self.metric))
+            self._n_findings = len(findings)
         if want_plots:
             self._last_plot = now
             t_plot = time.perf_counter()
@@ -463,6 +471,11 @@ class WidgetView(BaseView):
             ]
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
+            if self._n_findings:
+                parts.append(
+                    f"<span class='nbtune-findings' style='color:#d93025'>{self._n_findings} "
+                    f"finding{'s' if self._n_findings > 1 else ''} in the Failed tab</span>"
+                )
             if snap.constrained:
                 parts.append(
                     f"<span class='nbtune-feasible'>{snap.n_feasible}/{snap.n_complete} complete meet the guardrails</span>"
@@ -493,8 +506,11 @@ class WidgetView(BaseView):
                 f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
                 for t in failed[-20:][::-1]
             )
+            if findings is not None:
+                items = "".join(f"<li class='nbtune-finding'>{html.escape(f.sentence())}</li>" for f in findings[:8])
+                self._diagnosis = f"<b>What went wrong</b><ul>{items}</ul>" if findings else ""
             self.failures.value = (
-                f"<div style='font-size:12px'>{plural_trials(len(failed))} failed"
+                f"<div style='font-size:12px'>{self._diagnosis}{plural_trials(len(failed))} failed"
                 + (" (latest first; the full tracebacks are in <code>res.trials_dataframe()</code>)" if failed else "")
                 + f"<ul>{fitems}</ul></div>"
             )

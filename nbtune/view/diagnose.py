@@ -1,0 +1,246 @@
+"""Failure signatures: what went wrong in which trials, the evidence, where in the space, and
+what to change.
+
+Read from the trials alone (their state, error, learning curve and recorded variables), so
+it works for any stored study:
+
+* **diverged**: a metric that became NaN or infinite, an error that says so, or a learning
+  curve that ended clearly worse than it started;
+* **did not learn**: a learning curve that stayed flat, or several trials stuck at exactly the
+  worst score (a model that predicts one class);
+* **overfitting** / **underfitting**: with a training score kept by ``--record`` (a variable
+  named ``train_*`` or ``*_train``): a large train-validation gap, or a low training score;
+* **failed**: other errors, grouped by exception and cell line.
+
+Each finding names the parameter range its trials share when one parameter separates them
+from the rest ("all with lr >= 0.08"), which is usually the fix: move the range.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nbtune.store.attrs import ATTR, is_interrupted
+from nbtune.view.format import fmt, plural_trials
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from nbtune.view.summary import StudySummary
+
+__all__ = ["Finding", "diagnose", "findings_frame"]
+
+_DIVERGED_RE = re.compile(r"not finite|\bnan\b|\binf\b|infinity|overflow|diverg", re.IGNORECASE)
+
+ADVICE = {
+    "diverged": "lower the range's top (learning rates and step sizes first), or clip gradients",
+    "did not learn": "raise the learning rate's bottom or the number of epochs, check the labels and the scaling",
+    "overfitting": "more regularisation (weight decay, dropout, smaller models) or more data in that region",
+    "underfitting": "bigger models or less regularisation in that region; more epochs",
+    "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range",
+}
+
+
+@dataclass
+class Finding:
+    """One failure signature.
+
+    Attributes:
+        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"`` or ``"failed"``.
+        trials: the trial numbers it rests on.
+        evidence: what was seen, in words.
+        region: the parameter range those trials share, if one parameter separates them.
+        advice: what to change.
+    """
+
+    kind: str
+    trials: list[int]
+    evidence: str
+    region: str = ""
+    advice: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sentence(self) -> str:
+        where = f", all with {self.region}" if self.region else ""
+        return f"{plural_trials(len(self.trials))} {self.kind} ({self.evidence}){where}: {self.advice}"
+
+
+def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial]) -> str:
+    """``"lr >= 0.08"`` when every trial of ``hit`` lies beyond a threshold that (almost) none of
+    ``rest`` crosses, for the parameter that separates them best; else ""."""
+    if len(hit) < 2 or not rest:
+        return ""
+    best: tuple[float, str] = (0.0, "")
+    for name in {k for t in hit for k in t.params}:
+        hv = [t.params[name] for t in hit if name in t.params]
+        rv = [t.params[name] for t in rest if name in t.params]
+        if len(hv) != len(hit) or not rv:
+            continue
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv + rv):
+            for op, cut, inside in ((">=", min(hv), lambda v, c: v >= c), ("<=", max(hv), lambda v, c: v <= c)):
+                share = sum(inside(v, cut) for v in rv) / len(rv)
+                if share <= 0.2 and 1 - share > best[0]:
+                    best = (1 - share, f"{name} {op} {fmt(cut)}")
+        else:
+            values = set(map(repr, hv))
+            share = sum(repr(v) in values for v in rv) / len(rv)
+            if len(values) == 1 and share <= 0.2 and 1 - share > best[0]:
+                best = (1 - share, f"{name} = {hv[0]!r}")
+    return best[1]
+
+
+def _curve(t: optuna.trial.FrozenTrial) -> list[float]:
+    return [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+
+
+def _collapsed(values: list[float], maximize: bool) -> bool:
+    """Ended clearly worse than it started (by more than 10% of the first value): training made
+    it worse, whether it improved at first or blew up from the start."""
+    if len(values) < 3:
+        return False
+    first, last = values[0], values[-1]
+    margin = 0.1 * abs(first) + 1e-12
+    return last < first - margin if maximize else last > first + margin
+
+
+def diagnose(result: StudySummary) -> list[Finding]:
+    """The failure signatures of a study, most trials first."""
+    trials = [t for t in result.trials if t.state.is_finished() and not is_interrupted(t)]
+    maximize = result.direction == "maximize"
+    findings: list[Finding] = []
+    by_number = {t.number: t for t in trials}
+
+    diverged: dict[int, str] = {}
+    for t in trials:
+        text = f"{t.user_attrs.get(ATTR.FAILURE, '')} {t.user_attrs.get(ATTR.ERROR, '')}"
+        if t.state.name == "FAIL" and _DIVERGED_RE.search(text):
+            diverged[t.number] = "a non-finite metric or an overflow"
+        elif _collapsed(_curve(t), maximize):
+            diverged[t.number] = "a learning curve that ended worse than it started"
+
+    # Did not learn: flat curves, or several trials stuck at exactly the worst final score.
+    # The scale of "flat": how far apart the other trials' results are (diverged ones excluded:
+    # a loss of 1e30 would make every curve look flat).
+    finals = [
+        t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None and t.number not in diverged
+    ]
+    spread = (max(finals) - min(finals)) if len(finals) > 1 else 0.0
+    flat: dict[int, str] = {}
+    for t in trials:
+        values = _curve(t)
+        if t.number not in diverged and len(values) >= 3 and spread > 0 and max(values) - min(values) <= 0.01 * spread:
+            flat[t.number] = f"a flat learning curve at {fmt(values[-1])}"
+    fit = _fit(result, trials, maximize)
+    fitted = {n for f in fit for n in f.trials}
+    if len(finals) >= 4:
+        worst = min(finals) if maximize else max(finals)
+        stuck = [
+            t.number
+            for t in trials
+            if t.state.name == "COMPLETE" and t.value == worst and t.number not in diverged and t.number not in fitted
+        ]
+        if len(stuck) >= 3 and len(stuck) < len(finals):
+            for n in stuck:
+                flat.setdefault(n, f"stuck at exactly {fmt(worst)}, the worst score")
+
+    failed: dict[str, list[int]] = defaultdict(list)
+    for t in trials:
+        if t.state.name == "FAIL" and t.number not in diverged:
+            failed[t.user_attrs.get(ATTR.FAILURE) or t.user_attrs.get(ATTR.ERROR) or "an error"].append(t.number)
+
+    others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
+    for kind, hits in (("diverged", diverged), ("did not learn", flat)):
+        if hits:
+            why = sorted(set(hits.values()), key=list(hits.values()).count, reverse=True)
+            hit = [by_number[n] for n in sorted(hits)]
+            findings.append(Finding(kind, sorted(hits), "; ".join(why), _region(hit, others), ADVICE[kind]))
+    for signature, numbers in failed.items():
+        example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
+        hit = [by_number[n] for n in numbers]
+        rest = [t for t in trials if t.number not in numbers]
+        evidence = signature + (f", e.g. {example!r}" if example and example not in signature else "")
+        findings.append(Finding("failed", numbers, evidence, _region(hit, rest), ADVICE["failed"]))
+    findings.extend(fit)
+    findings.sort(key=lambda f: -len(f.trials))
+    return findings
+
+
+def _train_name(t: optuna.trial.FrozenTrial) -> str | None:
+    for k in t.user_attrs.get(ATTR.RECORD) or {}:
+        if k.startswith("train_") or k.endswith("_train") or k == "train":
+            return str(k)
+    return None
+
+
+def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[Finding]:
+    """Over- and underfitting from a recorded training score, against the best trial: a gap
+    between training and validation well above the best trial's is overfitting; a training
+    score in the lowest quarter, well below the best trial's, is underfitting."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t)]
+    if len(done) < 4:
+        return []
+    name = _train_name(done[0])
+    assert name is not None
+    train = {t.number: float(t.user_attrs[ATTR.RECORD][name]) for t in done if name in t.user_attrs[ATTR.RECORD]}
+    done = [t for t in done if t.number in train]
+    sign = 1.0 if maximize else -1.0
+    gap = {t.number: sign * (train[t.number] - float(t.value)) for t in done}  # type: ignore[arg-type]
+    best = (max if maximize else min)(done, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+    spread = max(train.values()) - min(train.values())
+    if spread <= 0:
+        return []
+    out = []
+    over = [t for t in done if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread)]
+    if over and len(over) < len(done):
+        out.append(
+            Finding(
+                "overfitting",
+                [t.number for t in over],
+                f"{name} beats {result.metric} by {fmt(statistics.median(gap[t.number] for t in over))} (median), "
+                f"against {fmt(gap[best.number])} for the best trial",
+                _region(over, [t for t in done if t not in over]),
+                ADVICE["overfitting"],
+            )
+        )
+    ranked = sorted(done, key=lambda t: sign * train[t.number])
+    quarter = ranked[: max(1, len(ranked) // 4)]
+    limit = train[best.number] - sign * 0.25 * spread
+    under = [t for t in quarter if sign * (limit - train[t.number]) > 0 and t not in over]
+    if under:
+        worst_train = (max if maximize else min)(train[t.number] for t in under)
+        out.append(
+            Finding(
+                "underfitting",
+                [t.number for t in under],
+                f"{name} in the worst quarter, {fmt(worst_train)} at best against {fmt(train[best.number])} for "
+                "the best trial: the model cannot fit the training data",
+                _region(under, [t for t in done if t not in under]),
+                ADVICE["underfitting"],
+            )
+        )
+    return out
+
+
+def findings_frame(findings: list[Finding]) -> pd.DataFrame:
+    """``res.diagnose()``: one row per finding."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "kind": f.kind,
+                "n_trials": len(f.trials),
+                "trials": f.trials,
+                "evidence": f.evidence,
+                "region": f.region,
+                "advice": f.advice,
+            }
+            for f in findings
+        ],
+        columns=["kind", "n_trials", "trials", "evidence", "region", "advice"],
+    )
