@@ -82,8 +82,8 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
         if len(hv) != len(hit) or not rv:
             continue
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv + rv):
-            for op, cut, inside in ((">=", min(hv), lambda v, c: v >= c), ("<=", max(hv), lambda v, c: v <= c)):
-                share = sum(inside(v, cut) for v in rv) / len(rv)
+            for op, cut in ((">=", min(hv)), ("<=", max(hv))):
+                share = sum((v >= cut) if op == ">=" else (v <= cut) for v in rv) / len(rv)
                 if share <= 0.2 and 1 - share > best[0]:
                     best = (1 - share, f"{name} {op} {fmt(cut)}")
         else:

@@ -228,10 +228,12 @@ class StudySummary:
         return "".join(parts)
 
     def _findings(self) -> list[Any]:
+        """Failure signatures worth a line of the summary: plain failures are already counted
+        there, so they appear only when they share a parameter range."""
         from nbtune.view.diagnose import diagnose
 
         try:
-            return diagnose(self)
+            return [f for f in diagnose(self) if f.kind != "failed" or f.region]
         except Exception:  # a diagnosis is a nicety: never fail a display for it
             return []
 
