@@ -95,6 +95,7 @@ def plan_checks(
     seeds: int = 5,
     final: bool = False,
     R: int | None = None,
+    outer_fold: int | None = None,
 ) -> CheckRuns | None:
     """Queue the runs the checks still need in the check study of ``study``.
 
@@ -163,5 +164,6 @@ def plan_checks(
             liveness=liveness,
             run_start=n_before,
             seed_offset=n_before,
+            outer_fold=outer_fold,
         )
     return CheckRuns(study=checks, job=job, target=target, messages=messages)

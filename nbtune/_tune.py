@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
+from nbtune.cell.annotations import FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
-from nbtune.exceptions import ConfigError, NbtuneWarning, TrialsFailedError
+from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.coordinator import Search
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, reap_dead_trials, requeue_interrupted
@@ -43,6 +44,7 @@ from nbtune.view.base import BaseView, RunInfo, ViewFactory
 if TYPE_CHECKING:
     import optuna
 
+    from nbtune.view.nested import NestedResult
     from nbtune.view.result import TuneResult
 
 __all__ = ["tune", "tune_async", "parse_timeout"]
@@ -71,6 +73,7 @@ class _Plan:
     messages: list[str] = field(default_factory=list)
     liveness: BaseLiveness = field(default_factory=ProcessLiveness)
     phase: str = ""  # what the views call this run instead of the sampler ("checks: ...")
+    outer_fold: int | None = None  # nested CV: the outer fold this search is for
 
     def run_info(self) -> RunInfo:
         return RunInfo(
@@ -136,7 +139,18 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         )
     sampler = check_sampler(cfg.sampler, program.params)
     epochs = program.spec.epochs
+    folds = program.spec.folds  # with folds, a trial's steps are its folds (the running mean after each)
     kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("hyperband" if epochs else "none"))
+    if folds is not None:
+        if cfg.max_epochs is not None:
+            raise ConfigError(
+                f"--max-epochs has no epochs loop to describe: the trial's steps are the {folds.k} folds of line "
+                f"{folds.lineno}; drop --max-epochs"
+            )
+        spec = SchedulerSpec(
+            kind=kind.name, R=folds.k, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction
+        )
+        return program, sampler, spec
     if kind.needs_epochs and epochs is None:
         raise ConfigError(
             f"--scheduler {kind.name} needs an epochs loop to stop trials early: mark the training "
@@ -273,8 +287,11 @@ def _recover(
             messages.append(f"re-running the configurations of interrupted trial(s) {requeued} first")
 
 
-def _plan(cell: str, cfg: TuneConfig) -> _Plan:
-    """Everything before the first trial; every error here is raised before any trial runs."""
+def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
+    """Everything before the first trial; every error here is raised before any trial runs.
+
+    ``outer_fold``: nested CV's outer fold this search is for (its own study, ``NAME.outerI``).
+    """
     cfg.check()
     n_jobs = effective_jobs(cfg.n_jobs)
     backend = resolve_backend(cfg.backend, n_jobs)
@@ -284,6 +301,8 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
 
     store = JournalStore(cfg.store if cfg.store is not None else default_store_dir(cfg.user_ns))
     base = cfg.name or _default_name(cfg.metric, cfg.direction, program)
+    if outer_fold is not None:
+        base = f"{base}.outer{outer_fold}"
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
     identity = cell_identity(program.spec, program.globals, cfg.user_ns)
     target = _choose_version(store, base, _fingerprint(program), identity, cfg, messages)
@@ -337,6 +356,7 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
             run_start=n_before,
             seed_offset=n_before,
             vary_seed=cfg.vary_seed,
+            outer_fold=outer_fold,
         )
     else:
         messages.append(
@@ -356,6 +376,7 @@ def _plan(cell: str, cfg: TuneConfig) -> _Plan:
         job=job,
         messages=messages,
         liveness=liveness,
+        outer_fold=outer_fold,
     )
 
 
@@ -500,6 +521,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         seeds=cfg.seeds,
         final=cfg.holdout is not None,
         R=plan.scheduler.R,
+        outer_fold=plan.outer_fold,
     )
     if runs is None:
         result.messages.append("checks: no trial completed, so there is nothing to re-validate or evaluate")
@@ -517,6 +539,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         job=runs.job,
         messages=runs.messages,
         liveness=plan.liveness,
+        outer_fold=plan.outer_fold,
         phase=f"checks of {plan.study.study_name!r}: {runs.target} full-length runs "
         + ("(re-validation across seeds)" if cfg.revalidate else f"(the {cfg.holdout} holdout)"),
     )
@@ -696,7 +719,7 @@ def _quiet_optuna() -> Iterator[None]:
 
 # the API ----------------------------------------------------------------------------------
 @with_config_signature
-def tune(cell: str, **options: Any) -> TuneResult:
+def tune(cell: str, **options: Any) -> TuneResult | NestedResult:
     """Search the hyperparameters of an annotated cell; every trial is kept in the store.
 
     The cell is plain Python where ``name = default  # tune: KIND(args)`` marks a
@@ -729,8 +752,21 @@ def tune(cell: str, **options: Any) -> TuneResult:
     """
     cfg = config_from(options, "tune")
     with _quiet_optuna():
-        plan = _plan(cell, cfg)
         factory = _view_factory(cfg.view)
+        outer = _outer_folds(cell, cfg)
+        if outer is not None:
+            folds: list[TuneResult] = []
+            for i in range(outer.k):
+                plan = _plan(cell, cfg, outer_fold=i)
+                search, view = _start(plan, factory)
+                folds.append(_close(plan, search, _wait(search, view), view))
+                if folds[-1].interrupted:
+                    break
+                _run_checks(plan, folds[-1], factory)
+                if folds[-1].interrupted:
+                    break
+            return _nested_result(folds, outer.k, cfg)
+        plan = _plan(cell, cfg)
         search, view = _start(plan, factory)
         result = _close(plan, search, _wait(search, view), view)
         _run_checks(plan, result, factory)
@@ -740,7 +776,7 @@ def tune(cell: str, **options: Any) -> TuneResult:
 
 
 @with_config_signature
-async def tune_async(cell: str, **options: Any) -> TuneResult:
+async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
     """:func:`tune` for a running event loop: awaits the search instead of blocking.
 
     In a Jupyter kernel this keeps the kernel responsive while trials run, so widget
@@ -753,14 +789,50 @@ async def tune_async(cell: str, **options: Any) -> TuneResult:
     """
     cfg = config_from(options, "tune_async")
     with _quiet_optuna():
-        plan = _plan(cell, cfg)
         factory = _view_factory(cfg.view)
+        outer = _outer_folds(cell, cfg)
+        if outer is not None:
+            folds: list[TuneResult] = []
+            for i in range(outer.k):
+                plan = _plan(cell, cfg, outer_fold=i)
+                search, view = _start(plan, factory)
+                folds.append(_close(plan, search, await _wait_async(search, view), view))
+                if folds[-1].interrupted:
+                    break
+                await _run_checks_async(plan, folds[-1], factory)
+                if folds[-1].interrupted:
+                    break
+            return _nested_result(folds, outer.k, cfg)
+        plan = _plan(cell, cfg)
         search, view = _start(plan, factory)
         result = _close(plan, search, await _wait_async(search, view), view)
         await _run_checks_async(plan, result, factory)
         _apply(plan, result)
         result._checker = _checker(plan)
         return result
+
+
+def _outer_folds(cell: str, cfg: TuneConfig) -> FoldsVar | None:
+    """Nested CV's outer fold variable, if the cell has one (errors are _plan's to report)."""
+    try:
+        source = cfg.transform(cell) if cfg.transform is not None else cell
+        return parse_cell(source, cfg.line_offset).outer
+    except NbtuneError:
+        return None
+
+
+def _nested_result(folds: list[TuneResult], k: int, cfg: TuneConfig) -> NestedResult:
+    from nbtune.view.nested import NestedResult
+
+    result = NestedResult(folds, k, cfg.metric, cfg.holdout or "")
+    if cfg.apply:
+        warnings.warn(
+            "--apply: nested cross-validation estimates the tuning procedure and has one winner per outer fold, "
+            "not one model; run the cell without '# tune: outer' to tune and apply the final model",
+            NbtuneWarning,
+            stacklevel=4,
+        )
+    return result
 
 
 def _view_factory(view: Any) -> ViewFactory | None:

@@ -449,11 +449,11 @@ def test_epochs_without_a_trial_never_stop():
     assert program.run(rt) == 3 and len(steps) == 4
 
 
-class ConstantSeed(BaseAnnotation):
-    """``seed = 0  # tune: seed`` runs as ``seed = 1234`` (a test kind)."""
+class ConstantTag(BaseAnnotation):
+    """``tag = 0  # tune: tag`` runs as ``tag = 1234`` (a test kind)."""
 
-    name = "seed"
-    usage = "seed = 0  # tune: seed"
+    name = "tag"
+    usage = "tag = 0  # tune: tag"
 
     def attach(self, spec, node, args, kwargs, lineno):
         pass
@@ -464,13 +464,13 @@ class ConstantSeed(BaseAnnotation):
 
 
 def test_a_new_annotation_kind_rewrites_its_statement():
-    register_annotation(ConstantSeed())
+    register_annotation(ConstantTag())
     try:
-        program = compile_("seed = 0  # tune: seed\nx = 1  # tune: int(0, 3)\nm = seed + x\n")
+        program = compile_("tag = 0  # tune: tag\nx = 1  # tune: int(0, 3)\nm = tag + x\n")
         assert run_fixed(program, x=2) == 1236
     finally:
-        ANNOTATIONS.pop("seed")
-    assert program.spec.marks == {2: "seed", 3: "int"}
+        ANNOTATIONS.pop("tag")
+    assert program.spec.marks == {2: "tag", 3: "int"}
 
 
 class _TensorLike:

@@ -351,3 +351,107 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
 def test_no_findings_for_a_healthy_search(ip):
     res = run(ip, "--minimize loss --trials 10 --seed 0", "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2\n")
     assert res.diagnose().empty and "diagnosis" not in res.summary()
+
+
+NESTED_SETUP = """\
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+X, y = load_breast_cancer(return_X_y=True)
+outer_cv = KFold(3, shuffle=True, random_state=0)
+inner_cv = KFold(3, shuffle=True, random_state=1)
+outer_splits = list(outer_cv.split(X))
+
+def model(C):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
+"""
+
+NESTED_CELL = """\
+outer = 0   # tune: outer(3)
+fold = 0    # tune: folds(3)
+C = 1.0     # tune: choice(0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+train, test = outer_splits[outer]
+inner_train, inner_val = list(inner_cv.split(X[train]))[fold]
+val_acc = model(C).fit(X[train][inner_train], y[train][inner_train]).score(X[train][inner_val], y[train][inner_val])
+test_acc = model(C).fit(X[train], y[train]).score(X[test], y[test])
+"""
+
+
+def test_nested_cv_matches_scikit_learns_nested_cv_of_the_same_search(ip):
+    ip.run_cell(NESTED_SETUP)
+    res = run(ip, "--maximize val_acc --sampler grid --trials 6 --holdout test_acc -o nested", NESTED_CELL)
+    grid = ip.ev(
+        "GridSearchCV(model(1.0), {'logisticregression__C': [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}, cv=inner_cv)"
+    )
+    X, y, outer_cv = ip.user_ns["X"], ip.user_ns["y"], ip.user_ns["outer_cv"]
+    from sklearn.model_selection import cross_val_score
+
+    expected = cross_val_score(grid, X, y, cv=outer_cv)
+    df = res.frame()
+    assert list(df.outer) == pytest.approx(list(expected), abs=1e-12)  # the same outer scores
+    for i, (tr, _) in enumerate(ip.user_ns["outer_splits"]):
+        grid.fit(X[tr], y[tr])
+        assert df.loc[i, "params_C"] == grid.best_params_["logisticregression__C"]  # the same winners
+        assert df.loc[i, "inner"] == pytest.approx(grid.best_score_, abs=1e-12)  # the same inner CV means
+    # each outer fold has its own study, never a shared one
+    assert len(set(df.study)) == 3 and all(name.endswith(f".outer{i}") for i, name in enumerate(df.study))
+    mean, sd = res.estimate()
+    assert mean == pytest.approx(expected.mean(), abs=1e-12) and sd == pytest.approx(expected.std(ddof=1), abs=1e-12)
+    assert "nested cross-validation: 3/3 outer folds scored" in res.summary()
+    assert "nbtune-nested" in res._repr_mimebundle_()["text/html"]
+    # inside each trial: one run per inner fold, the mean is the value, the running mean the steps
+    t = res.folds[0].study.trials[0]
+    folds = t.user_attrs[ATTR.FOLDS]
+    assert len(folds) == 3 and t.value == pytest.approx(sum(folds) / 3)
+    assert t.intermediate_values == pytest.approx({1: folds[0], 2: sum(folds[:2]) / 2, 3: sum(folds) / 3})
+
+
+def test_a_scheduler_can_stop_a_trial_between_folds(ip):
+    cell = "fold = 0  # tune: folds(5)\nx = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2 + fold * 0.01\n"
+    res = run(ip, "--minimize loss --trials 30 --seed 0 --sampler random --scheduler asha -o r", cell)
+    stopped = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert stopped and all(1 <= t.last_step < 5 for t in stopped)
+    assert res.scheduler.startswith("ASHA") and "R=5" in res.scheduler
+
+
+@pytest.mark.parametrize(
+    "line, cell, message",
+    [
+        (
+            "",
+            "f = 0  # tune: folds(1)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "folds\\(k\\) needs a whole number of folds k >= 2, got 1",
+        ),
+        (
+            "",
+            "f = 5  # tune: folds(5)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "the fold 'f' must start as a whole number from 0 to 4 \\(got 5\\)",
+        ),
+        (
+            "",
+            "f = 0  # tune: folds(3)\ng = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "a second '# tune: folds\\(...\\)'",
+        ),
+        (
+            "",
+            "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nfor e in range(3):  # tune: epochs\n    loss = x\n",
+            "cross-validation folds and an epochs loop \\(line 4\\) in one cell are not supported",
+        ),
+        (
+            "",
+            "o = 0  # tune: outer(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "nested cross-validation scores each outer fold's winner",
+        ),
+        (
+            "--max-epochs 3",
+            "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "--max-epochs has no epochs loop to describe",
+        ),
+    ],
+)
+def test_bad_folds_are_one_line_before_any_trial(ip, line, cell, message):
+    with pytest.raises(UsageError, match=message):
+        run(ip, f"--minimize loss --trials 3 {line}", cell)

@@ -24,6 +24,7 @@ __all__ = [
     "BaseAnnotation",
     "CellSpec",
     "EpochsLoop",
+    "FoldsVar",
     "SeedVar",
     "ValueAnnotation",
     "annotation_kinds",
@@ -68,6 +69,21 @@ class SeedVar:
     lineno: int
 
 
+@dataclass(frozen=True)
+class FoldsVar:
+    """The variable marked ``# tune: folds(k)`` (cross-validation inside a trial) or
+    ``# tune: outer(k)`` (the outer loop of nested cross-validation).
+
+    Attributes:
+        name: the variable; k: how many folds; default: its value in the cell; lineno: its line.
+    """
+
+    name: str
+    k: int
+    default: int
+    lineno: int
+
+
 @dataclass
 class CellSpec:
     """What the annotations of one cell say.
@@ -77,6 +93,7 @@ class CellSpec:
         params: the tunable variables, in cell order.
         epochs: the epochs loop, if any.
         seed: the seed variable, if any.
+        folds: the cross-validation fold variable, if any; outer: nested CV's outer fold variable.
         tree: the parsed body, line numbers already in notebook numbering.
         line_offset: added to body line numbers to get notebook line numbers.
         marks: the annotated statements: notebook line -> annotation kind.
@@ -86,6 +103,8 @@ class CellSpec:
     params: list[Param] = field(default_factory=list)
     epochs: EpochsLoop | None = None
     seed: SeedVar | None = None
+    folds: FoldsVar | None = None
+    outer: FoldsVar | None = None
     tree: ast.Module | None = None
     line_offset: int = 1
     marks: dict[int, str] = field(default_factory=dict)  # notebook line -> annotation kind
@@ -276,6 +295,65 @@ class SeedAnnotation(BaseAnnotation):
         return node
 
 
+class FoldsAnnotation(BaseAnnotation):
+    """``fold = 0  # tune: folds(5)``: run the cell once per fold (``fold`` = 0 ... 4) in every
+    trial and optimise the mean of the metric; the folds are the trial's steps (a scheduler may
+    stop a trial between folds). Not searched; ``--apply`` runs the cell's own value."""
+
+    name = "folds"
+    sits_on = "assign"
+    arity = 1
+    usage = "fold = 0  # tune: folds(5)"
+    attr = "folds"  # the CellSpec field
+    method = "fold"  # the runtime call
+
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
+        assert isinstance(target, ast.Name)
+        first = getattr(spec, self.attr)
+        if first is not None:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: a second '# tune: {self.name}(...)' (the first is {first.name!r} "
+                f"on line {first.lineno}); mark one",
+                lineno,
+            )
+        k = args[0]
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {self.name}(k) needs a whole number of folds k >= 2, got {k!r}; "
+                f"e.g. '{self.usage}'",
+                lineno,
+            )
+        value = node.value  # type: ignore[attr-defined]
+        default = _literal(value, lineno, value.col_offset + 1, f"the fold {target.id!r}")
+        if not isinstance(default, int) or isinstance(default, bool) or not 0 <= default < k:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: the fold {target.id!r} must start as a whole number from 0 to "
+                f"{k - 1} (got {default!r}); e.g. '{target.id} = 0  # tune: {self.name}({k})'",
+                lineno,
+            )
+        setattr(spec, self.attr, FoldsVar(name=target.id, k=k, default=default, lineno=lineno))
+
+    def rewrite(self, node: ast.stmt, spec: CellSpec) -> ast.stmt:
+        var = getattr(spec, self.attr)
+        node.value = runtime_call(self.method, [ast.Constant(var.default)], node.value)  # type: ignore[attr-defined]
+        return node
+
+
+class OuterAnnotation(FoldsAnnotation):
+    """``outer = 0  # tune: outer(5)``: nested cross-validation. nbtune runs one search per
+    outer fold (each its own study, ``NAME.outer0`` ...), with ``outer`` set to that fold, and
+    scores each winner once on the sealed holdout (``--holdout``), which the cell computes on
+    the outer fold's test data."""
+
+    name = "outer"
+    usage = "outer = 0  # tune: outer(5)"
+    attr = "outer"
+    method = "outer_fold"
+
+
 ANNOTATIONS: dict[str, BaseAnnotation] = {}
 
 
@@ -294,6 +372,8 @@ for _name in PARAM_KINDS:
     register_annotation(ValueAnnotation(_name))
 register_annotation(EpochsAnnotation())
 register_annotation(SeedAnnotation())
+register_annotation(FoldsAnnotation())
+register_annotation(OuterAnnotation())
 
 
 def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
@@ -398,8 +478,9 @@ def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
     """A tuned variable set again later at the top level (without reading it) would make every
     trial ignore its tuned value. ``lr = lr * 0.1`` or ``lr *= 0.9`` (a schedule) read it: fine."""
     tuned = {p.name: p.lineno for p in spec.params}
-    if spec.seed is not None:
-        tuned[spec.seed.name] = spec.seed.lineno
+    for var in (spec.seed, spec.folds, spec.outer):
+        if var is not None:
+            tuned[var.name] = var.lineno
     for stmt in tree.body:
         if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.lineno in spec.marks:
             continue

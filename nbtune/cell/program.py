@@ -236,6 +236,8 @@ class CellProgram:
             params=spec.params,
             epochs=spec.epochs,
             seed=spec.seed,
+            folds=spec.folds,
+            outer=spec.outer,
             tree=None,
             line_offset=spec.line_offset,
             marks=spec.marks,
@@ -271,6 +273,25 @@ class CellProgram:
             MetricError: the metric is missing or not a finite number.
             Exception: whatever the user's code raised.
         """
+        folds = self.spec.folds
+        if folds is None or base is not None:  # --apply: once, with the cell's own fold
+            return self._run_once(runtime, base)
+        # Cross-validation inside the trial: once per fold, the running mean is the trial's step.
+        values, reads = [], []
+        for i in range(folds.k):
+            runtime.fold_index = i
+            values.append(self._run_once(runtime, None))
+            reads.append((dict(runtime.constraints), dict(runtime.records), runtime.holdout_value))
+            runtime.report_step(i + 1, math.fsum(values) / len(values))
+        runtime.fold_values = values
+        # Guardrails, records and the holdout: their mean over the folds.
+        runtime.constraints = {k: math.fsum(r[0][k] for r in reads) / len(reads) for k in reads[0][0]}
+        runtime.records = {k: math.fsum(r[1][k] for r in reads) / len(reads) for k in reads[0][1]}
+        holdouts = [r[2] for r in reads if r[2] is not None]
+        runtime.holdout_value = math.fsum(holdouts) / len(holdouts) if holdouts else None
+        return math.fsum(values) / len(values)
+
+    def _run_once(self, runtime: TrialRuntime, base: dict[str, Any] | None) -> float:
         ns = self.namespace(runtime, base)
         runtime._ns = ns
         exec(self.code(), ns)
@@ -364,8 +385,12 @@ class TrialRuntime:
         prunable: bool = True,
         seed: int | None = None,
         reveal_holdout: bool = False,
+        outer_fold: int | None = None,
     ) -> None:
         self.program = program
+        self._outer = outer_fold
+        self.fold_index: int | None = None  # the fold running now (``# tune: folds``)
+        self.fold_values: list[float] = []
         self._seed = seed
         self._reveal = reveal_holdout
         self.holdout_value: float | None = None
@@ -393,6 +418,12 @@ class TrialRuntime:
 
     def reveal(self) -> bool:
         return self._reveal
+
+    def fold(self, default: int) -> int:
+        return default if self.fold_index is None else self.fold_index
+
+    def outer_fold(self, default: int) -> int:
+        return default if self._outer is None else self._outer
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
@@ -428,8 +459,14 @@ class TrialRuntime:
             ) from None
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
+        self.report_step(self._step, value)
+
+    def report_step(self, step: int, value: float) -> None:
+        """Tell the trial its value at ``step`` (an epoch, or the mean after a fold); the scheduler
+        may stop it here."""
         if self.trial is None:
             return
+        self._step = step
         self.trial.report(value, self._step)
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
         if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
@@ -537,6 +574,18 @@ def compile_cell(
             f"the %%tune cell never assigns {metric!r} and the notebook has no variable {metric!r}, so no trial "
             f"could report it; assign it in the cell (e.g. '{metric} = model.score(X_val, y_val)') or name "
             "the variable the cell computes in --maximize/--minimize"
+        )
+    if spec.folds is not None and spec.epochs is not None:
+        raise ConfigError(
+            f"line {spec.folds.lineno} of the %%tune cell: cross-validation folds and an epochs loop (line "
+            f"{spec.epochs.lineno}) in one cell are not supported: each fold would need its own learning curve; "
+            "drop '# tune: epochs' (the folds are then the trial's steps) or the folds"
+        )
+    if spec.outer is not None and holdout is None:
+        raise ConfigError(
+            f"line {spec.outer.lineno} of the %%tune cell: nested cross-validation scores each outer fold's winner on "
+            "that fold's test data; compute that score in the cell and name it with --holdout, e.g. "
+            "'--holdout test_acc' with 'test_acc = model.score(X[test], y[test])'"
         )
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)

@@ -62,6 +62,7 @@ class Job:
     run_start: int = 0  # number of the first trial of this run
     seed_offset: int = 0  # trials in the study when this run began
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
+    outer_fold: int | None = None  # nested CV: the value of the '# tune: outer(k)' variable
     parent_pid: int = field(default_factory=os.getpid)
     # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
     mp_start_method: str = field(default_factory=lambda: multiprocessing.get_start_method())
@@ -149,6 +150,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         prunable=not trial.user_attrs.get(ATTR.BASELINE) and check is None,
         seed=_trial_seed(job, trial),
         reveal_holdout=check is not None,
+        outer_fold=job.outer_fold,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid):
@@ -186,6 +188,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             return "FAIL"
         if runtime.holdout_value is not None:
             storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
+        if runtime.fold_values:
+            storage.set_trial_user_attr(tid, ATTR.FOLDS, runtime.fold_values)
         if runtime.records:
             storage.set_trial_user_attr(tid, ATTR.RECORD, runtime.records)
         for label, violation in runtime.constraints.items():

@@ -34,6 +34,7 @@ class ATTR:
     CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
     HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
     RECORD = "nbtune:record"  # trial: {variable: value} of --record
+    FOLDS = "nbtune:folds"  # trial: the metric in each cross-validation fold ('# tune: folds(k)')
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
     KEEP_ON_RERUN = (BASELINE, SEED, CHECK)
