@@ -104,6 +104,17 @@ class TuneMagics(Magics):
             hidden = 64      # tune: logint(16, 256)
             act = "relu"     # tune: choice("relu", "tanh", "gelu")
             for epoch in range(27):   # tune: epochs   (the budget axis; see below)
+            seed = 0         # tune: seed        (not searched: fixed in the search, varied by --revalidate)
+            fold = 0         # tune: folds(5)    (cross-validation: the cell runs once per fold, the mean counts)
+            outer = 0        # tune: outer(5)    (nested CV: one search per outer fold; needs --holdout)
+
+        Validation discipline: --revalidate K re-runs the top K configurations with --seeds S
+        other seeds and picks the most stable (best lower end of the 95% interval); --holdout
+        VAR seals a score on held-out data (its lines never run during the search; the chosen
+        configuration is scored once, with a warning when the metric beats it by more than
+        --holdout-gap); --subject-to 'VAR <= C' adds a guardrail; --record VARS keeps more
+        variables per trial. res.revalidation(), res.holdout() and res.diagnose() (diverged,
+        did not learn, over/underfitting) report on them.
 
         The metric (``--maximize NAME`` or ``--minimize NAME``) is that variable's value when
         the cell ends. With an epochs loop it is read after every epoch, reported to the
@@ -129,7 +140,7 @@ class TuneMagics(Magics):
         stops the search gracefully, keeps every finished trial, shows the partial result and
         ends the cell with one error line, so Run All stops there. The result (returned, and
         bound by ``--out``) has ``.study``, ``.best_params``, ``.best_value``,
-        ``.trials_dataframe()`` and ``.show()`` (the live dashboard again).
+        ``.trials_dataframe()``, ``.plot(view)`` and ``.show()`` (the live dashboard again).
         """
         args, cfg = self._config(line)
         from nbtune._tune import tune
