@@ -9,7 +9,10 @@ and Run All still waits for the search before running the next cell.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -18,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from nbtune._compat import is_asyncio_runner
 from nbtune._config import TuneConfig, config_from_args, magic_arguments_from_config
-from nbtune.exceptions import NbtuneError, TrialsFailedError
+from nbtune.exceptions import NbtuneError, NbtuneWarning, TrialsFailedError
 
 __all__ = ["TuneMagics", "load", "unload"]
 
@@ -40,6 +43,23 @@ def _transformer(shell: Any) -> Any:
         return "\n" * n_blank + body
 
     return transform
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """nbtune's warnings as one line about the cell ("%%tune: NbtuneWarning: ..."), not a path
+    into nbtune's source and a line of it; other warnings pass through as they were."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NbtuneWarning)
+            yield
+    finally:
+        for w in caught:
+            if issubclass(w.category, NbtuneWarning):
+                warnings.warn_explicit(w.message, w.category, "%%tune", 0, module="nbtune")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _report(e: NbtuneError) -> UsageError:
@@ -146,7 +166,8 @@ class TuneMagics(Magics):
         from nbtune._tune import tune
 
         try:
-            result = tune(cell, **vars(cfg))
+            with _plain_warnings():
+                result = tune(cell, **vars(cfg))
         except NbtuneError as e:
             raise _report(e) from None
         return _end(self.shell, args, result)
@@ -242,7 +263,8 @@ async def run_async(line: str, cell: str) -> Any:
     from nbtune._tune import tune_async
 
     try:
-        result = await tune_async(cell, **vars(cfg))
+        with _plain_warnings():
+            result = await tune_async(cell, **vars(cfg))
     except NbtuneError as e:
         raise _report(e) from None
     return _end(shell, args, result)

@@ -560,7 +560,7 @@ def _close_checks(
         result.interrupted = True
         result.messages.append("the checks were interrupted: their finished runs are kept; re-run the cell to finish")
     h = result.checks.holdout_report()
-    if h is not None and h.warn:
+    if h is not None and h.warn and plan.outer_fold is None:  # nested CV reports its folds together
         warnings.warn(h.sentence(), NbtuneWarning, stacklevel=4)
 
 

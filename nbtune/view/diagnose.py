@@ -179,8 +179,9 @@ def _train_name(t: optuna.trial.FrozenTrial) -> str | None:
 
 def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[Finding]:
     """Over- and underfitting from a recorded training score, against the best trial: a gap
-    between training and validation well above the best trial's is overfitting; a training
-    score in the lowest quarter, well below the best trial's, is underfitting."""
+    between training and validation well above the best trial's is overfitting, a training
+    score in the worst quarter, well below the best trial's, is underfitting; the first only where
+    the overfit trials' validation score is no better than the median trial's (where it costs)."""
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t)]
     if len(done) < 4:
         return []
@@ -195,7 +196,14 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
     if spread <= 0:
         return []
     out = []
-    over = [t for t in done if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread)]
+    median_value = statistics.median(float(t.value) for t in done)  # type: ignore[arg-type]
+    # Overfit: a train-validation gap well above the best trial's, and it costs: worse than the median trial.
+    over = [
+        t
+        for t in done
+        if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread)
+        and sign * (float(t.value) - median_value) <= 0  # type: ignore[arg-type]
+    ]
     if over and len(over) < len(done):
         out.append(
             Finding(
@@ -209,7 +217,8 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
         )
     ranked = sorted(done, key=lambda t: sign * train[t.number])
     quarter = ranked[: max(1, len(ranked) // 4)]
-    limit = train[best.number] - sign * 0.25 * spread
+    # Underfit: among the worst quarter on training data, and well below the best trial there.
+    limit = train[best.number] - sign * 0.5 * spread
     under = [t for t in quarter if sign * (limit - train[t.number]) > 0 and t not in over]
     if under:
         worst_train = (max if maximize else min)(train[t.number] for t in under)
