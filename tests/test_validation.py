@@ -455,3 +455,14 @@ def test_a_scheduler_can_stop_a_trial_between_folds(ip):
 def test_bad_folds_are_one_line_before_any_trial(ip, line, cell, message):
     with pytest.raises(UsageError, match=message):
         run(ip, f"--minimize loss --trials 3 {line}", cell)
+
+
+def test_the_dashboard_shows_the_checks(trees):
+    res = run(trees, "--maximize val_acc --sampler grid --trials 15 --revalidate 2 --seeds 3 -o res", TREE_CELL)
+    from nbtune.view.widgets import show
+
+    view = show(res)
+    assert view.tabs.get_title(4) == "Checks"
+    assert "nbtune-revalidation" in view.checks.value and "Re-validation across seeds" in view.checks.value
+    plain = show(run(trees, "--maximize val_acc --sampler grid --trials 15 --name plain -o p", TREE_CELL))
+    assert "No checks ran" in plain.checks.value

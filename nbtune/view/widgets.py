@@ -343,8 +343,12 @@ class WidgetView(BaseView):
             [w.HBox([self.plot_view, self.color_by, self.plot_params]), self.plot_help, self.plot],
             layout=w.Layout(width="100%"),
         )
-        self.tabs = w.Tab(children=[w.VBox([pager, self.table_html]), self.decisions, self.failures, plots_box])
-        for i, t in enumerate(["Trials", "Stopped early", "Failed", "Plots"]):
+        self.checks = w.HTML()
+        self.checks.add_class("nbtune-checks")
+        self.tabs = w.Tab(
+            children=[w.VBox([pager, self.table_html]), self.decisions, self.failures, plots_box, self.checks]
+        )
+        for i, t in enumerate(["Trials", "Stopped early", "Failed", "Plots", "Checks"]):
             self.tabs.set_title(i, t)
         self.root = _Root(children=[self.title, w.HBox([self.progress, self.status]), self.best, controls, self.tabs])
         self.root.add_class("nbtune-view")
@@ -513,6 +517,15 @@ class WidgetView(BaseView):
                 f"<div style='font-size:12px'>{self._diagnosis}{plural_trials(len(failed))} failed"
                 + (" (latest first; the full tracebacks are in <code>res.trials_dataframe()</code>)" if failed else "")
                 + f"<ul>{fitems}</ul></div>"
+            )
+            shown = result or self._result
+            checks = shown.checks if shown is not None else None
+            self.checks.value = (
+                f"<div style='font-size:12px'>{checks.html()}</div>"
+                if checks is not None
+                else "<div style='font-size:12px'>No checks ran. <code>--revalidate K</code> re-runs the top K "
+                "configurations across seeds; <code>--holdout VAR</code> scores the chosen one on sealed data "
+                "(see <code>%%tune?</code>).</div>"
             )
             self.tabs.set_title(1, f"Stopped early ({n_stopped})")
             self.tabs.set_title(2, f"Failed ({len(failed)})")
