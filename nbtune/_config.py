@@ -197,6 +197,25 @@ class TuneConfig:
         flag_help="more cell variables to keep per trial, comma-separated, e.g. --record train_acc,latency_ms: "
         "shown in the table, the DataFrame (record_*) and plotted against the metric.",
     )
+    state: list[str] | str | None = _opt(
+        None,
+        "cell variables that make up a trial's state (names, or one comma-separated string), as "
+        "``# tune: state`` marks them: saved with every complete trial, so ``res.best_state()`` and "
+        "``apply`` get the best model back without retraining.",
+        "--state",
+        metavar="VARS",
+        flag_help="cell variables saved with each complete trial (a checkpoint), comma-separated, e.g. --state "
+        "model,opt (or mark them '# tune: state'): res.best_state() and --apply get the best model back "
+        "without retraining.",
+    )
+    keep_checkpoints: int = _opt(
+        3,
+        "checkpoints kept: those of the best K complete trials (the others' files are deleted).",
+        "--keep-checkpoints",
+        metavar="K",
+        type=int,
+        flag_help="keep the checkpoints of the best K complete trials. Default 3.",
+    )
     n_jobs: int = _opt(
         1,
         "parallel workers (-1: all cores).",
@@ -312,6 +331,14 @@ class TuneConfig:
             raise ConfigError(f"--holdout-gap must be a positive number, e.g. 0.02; got {self.holdout_gap!r}")
         self.subject_to = [parse_constraint(c)[3] for c in _as_list(self.subject_to, "--subject-to", split=False)]
         self.record = _as_list(self.record, "--record", split=True)
+        self.state = _as_list(self.state, "--state", split=True)
+        for name in self.state:
+            if not name.isidentifier():
+                raise ConfigError(
+                    f"--state takes cell variable names separated by commas, e.g. model,opt; got {name!r}"
+                )
+        if not _whole(self.keep_checkpoints) or self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be a whole number >= 1; got {self.keep_checkpoints!r}")
         for name in self.record:
             if not name.isidentifier():
                 raise ConfigError(

@@ -31,6 +31,7 @@ from nbtune.cell.identity import cell_identity, describe_difference, weakly_know
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
+from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
 from nbtune.run.coordinator import Search
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
@@ -129,6 +130,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         holdout=cfg.holdout,
         constraints=[parse_constraint(c) for c in cfg.subject_to or []],
         records=list(cfg.record or []),
+        state=list(cfg.state or []),
     )
     if cfg.revalidate:
         require_seed(program, "--revalidate")
@@ -314,6 +316,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "gap": cfg.holdout_gap,
         "subject_to": list(cfg.subject_to or []),
         "record": list(cfg.record or []),
+        "state": list(cfg.state or []),
     }
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     if not backend.processes and n_jobs > 1:
@@ -357,6 +360,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             seed_offset=n_before,
             vary_seed=cfg.vary_seed,
             outer_fold=outer_fold,
+            keep_checkpoints=cfg.keep_checkpoints,
         )
     else:
         messages.append(
@@ -429,7 +433,7 @@ _STOP_MESSAGES = {
 def _result(plan: _Plan, extra: list[str], n_trials: int | None = None) -> TuneResult:
     from nbtune.view.result import TuneResult
 
-    return TuneResult(
+    result = TuneResult(
         plan.study,
         plan.program.metric,
         n_trials=n_trials if n_trials is not None else plan.n_trials,
@@ -438,6 +442,8 @@ def _result(plan: _Plan, extra: list[str], n_trials: int | None = None) -> TuneR
         scheduler=plan.scheduler.describe(),
         sampler=plan.sampler.name,
     )
+    result._store = plan.store
+    return result
 
 
 def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult:
@@ -499,6 +505,17 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             "--apply: no trial completed, so there is no best configuration to apply", NbtuneWarning, stacklevel=4
         )
         return
+    if plan.program.state:
+        number = chosen.number if chosen is not None else result.best_trial.number
+        state = read_checkpoint(plan.store, result.study.trials[number])
+        if state is not None:
+            user_ns.update(values)
+            user_ns.update(state)
+            result.messages.append(
+                f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
+                f"{', '.join(values)}; the cell's other variables are not in the notebook"
+            )
+            return
     plan.program.run(TrialRuntime(plan.program, None, fixed=values), base=user_ns)
     user_ns.pop("__nbtune__", None)
     which = f"the most stable re-validated values (trial {chosen.number})" if chosen is not None else "the best values"
@@ -562,6 +579,21 @@ def _close_checks(
     h = result.checks.holdout_report()
     if h is not None and h.warn and plan.outer_fold is None:  # nested CV reports its folds together
         warnings.warn(h.sentence(), NbtuneWarning, stacklevel=4)
+
+
+def _note_checkpoints(plan: _Plan, result: TuneResult) -> None:
+    """Say what the checkpoints cost, and why a state could not be saved."""
+    if not plan.program.state:
+        return
+    n, size = checkpoint_files(plan.store, plan.study)
+    errors = {t.user_attrs[ATTR.CHECKPOINT_ERROR] for t in plan.study.trials if ATTR.CHECKPOINT_ERROR in t.user_attrs}
+    result.messages.extend(f"checkpoint not saved: {e}" for e in sorted(errors)[:2])
+    if n:
+        result.messages.append(
+            f"checkpoints: the state ({', '.join(plan.program.state)}) of the best {n} trial(s) is kept, "
+            f"{size / 1e6:.1f} MB in {plan.store.location(plan.study.study_name).rsplit('/', 1)[0]}/artifacts; "
+            "res.best_state() loads it"
+        )
 
 
 def _wait(search: Search | None, view: BaseView | None) -> bool:
@@ -648,6 +680,7 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     metric = cfg_attrs.get("metric", "value")
     cell = study.user_attrs.get(ATTR.CELL) or {}
     result = TuneResult(study, metric, scheduler=cfg_attrs.get("scheduler", ""), sampler="stored study")
+    result._store = store
     name = check_study_name(study.study_name)
     checks = None
     if name in store.study_names():
@@ -770,6 +803,7 @@ def tune(cell: str, **options: Any) -> TuneResult | NestedResult:
         search, view = _start(plan, factory)
         result = _close(plan, search, _wait(search, view), view)
         _run_checks(plan, result, factory)
+        _note_checkpoints(plan, result)
         _apply(plan, result)
         result._checker = _checker(plan)
         return result
@@ -807,6 +841,7 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
         search, view = _start(plan, factory)
         result = _close(plan, search, await _wait_async(search, view), view)
         await _run_checks_async(plan, result, factory)
+        _note_checkpoints(plan, result)
         _apply(plan, result)
         result._checker = _checker(plan)
         return result

@@ -19,7 +19,7 @@ from nbtune.cell.annotations import (
 )
 from nbtune.exceptions import AnnotationError, CellError
 
-VALID_KINDS = "uniform, loguniform, int, logint, choice, epochs, seed, folds, outer"
+VALID_KINDS = "uniform, loguniform, int, logint, choice, epochs, seed, folds, outer, state"
 
 
 @pytest.mark.parametrize(
@@ -312,7 +312,7 @@ def test_syntax_error_with_an_offset():
 
 def test_registry_holds_the_builtin_kinds():
     assert annotation_kinds() == tuple(VALID_KINDS.split(", "))
-    assert all(isinstance(ANNOTATIONS[k], ValueAnnotation) for k in annotation_kinds()[:-4])
+    assert all(isinstance(ANNOTATIONS[k], ValueAnnotation) for k in annotation_kinds()[:-5])
     assert ANNOTATIONS["epochs"].sits_on == "for" and ANNOTATIONS["seed"].sits_on == "assign"
     assert ANNOTATIONS["choice"].arity is None and ANNOTATIONS["uniform"].keywords == frozenset({"step"})
 

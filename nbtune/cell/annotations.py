@@ -105,6 +105,7 @@ class CellSpec:
     seed: SeedVar | None = None
     folds: FoldsVar | None = None
     outer: FoldsVar | None = None
+    state: list[tuple[str, int]] = field(default_factory=list)  # (variable, line) of '# tune: state'
     tree: ast.Module | None = None
     line_offset: int = 1
     marks: dict[int, str] = field(default_factory=dict)  # notebook line -> annotation kind
@@ -342,6 +343,36 @@ class FoldsAnnotation(BaseAnnotation):
         return node
 
 
+class StateAnnotation(BaseAnnotation):
+    """``model = Net()  # tune: state``: a variable that is part of a trial's state. When a trial
+    completes, its state variables are saved with it (a checkpoint), so the best model can be
+    had back without retraining (``res.best_state()``, ``--apply``)."""
+
+    name = "state"
+    sits_on = "assign"
+    usage = "model = make_model()  # tune: state"
+
+    def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
+        if args or kwargs:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: 'state' takes no arguments; write '{self.usage}'", lineno
+            )
+
+    def attach(
+        self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
+    ) -> None:
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
+        assert isinstance(target, ast.Name)
+        if any(p.name == target.id for p in spec.params):
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {target.id!r} is tuned, so it cannot also be state; mark the "
+                "model or optimizer the tuned values build",
+                lineno,
+            )
+        if target.id not in [n for n, _ in spec.state]:
+            spec.state.append((target.id, lineno))
+
+
 class OuterAnnotation(FoldsAnnotation):
     """``outer = 0  # tune: outer(5)``: nested cross-validation. nbtune runs one search per
     outer fold (each its own study, ``NAME.outer0`` ...), with ``outer`` set to that fold, and
@@ -374,6 +405,7 @@ register_annotation(EpochsAnnotation())
 register_annotation(SeedAnnotation())
 register_annotation(FoldsAnnotation())
 register_annotation(OuterAnnotation())
+register_annotation(StateAnnotation())
 
 
 def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:

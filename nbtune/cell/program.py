@@ -215,6 +215,7 @@ class CellProgram:
     holdout: str | None = None
     constraints: tuple[tuple[str, str, float, str], ...] = ()  # (variable, "<=" | ">=", bound, label)
     records: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()  # variables saved with each complete trial ('# tune: state', --state)
 
     @property
     def params(self) -> list[Param]:
@@ -238,6 +239,7 @@ class CellProgram:
             seed=spec.seed,
             folds=spec.folds,
             outer=spec.outer,
+            state=spec.state,
             tree=None,
             line_offset=spec.line_offset,
             marks=spec.marks,
@@ -537,6 +539,7 @@ def compile_cell(
     holdout: str | None = None,
     constraints: list[tuple[str, str, float, str]] | None = None,
     records: list[str] | None = None,
+    state: list[str] | None = None,
 ) -> CellProgram:
     """Parse and compile an annotated cell into a :class:`CellProgram`.
 
@@ -590,9 +593,11 @@ def compile_cell(
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)
     bound = _bound_anywhere(spec.tree)
-    for name, option in [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []] + [
-        (r, "--record") for r in records or []
-    ]:
+    for name, option in (
+        [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []]
+        + [(r, "--record") for r in records or []]
+        + [(s, "--state") for s in state or []]
+    ):
         if name not in bound and name not in user_ns:
             raise ConfigError(
                 f"{option}: the %%tune cell never assigns {name!r} and the notebook has no variable {name!r}; "
@@ -611,6 +616,7 @@ def compile_cell(
         holdout=holdout,
         constraints=tuple(constraints or ()),
         records=tuple(records or ()),
+        state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
     )
 
 

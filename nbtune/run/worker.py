@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
+from nbtune.run.checkpoints import prune_checkpoints, save_checkpoint
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output
 from nbtune.run.samplers import make_sampler
@@ -63,6 +64,7 @@ class Job:
     seed_offset: int = 0  # trials in the study when this run began
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
     outer_fold: int | None = None  # nested CV: the value of the '# tune: outer(k)' variable
+    keep_checkpoints: int = 3  # the best K complete trials keep their saved state
     parent_pid: int = field(default_factory=os.getpid)
     # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
     mp_start_method: str = field(default_factory=lambda: multiprocessing.get_start_method())
@@ -194,7 +196,11 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             storage.set_trial_user_attr(tid, ATTR.RECORD, runtime.records)
         for label, violation in runtime.constraints.items():
             trial.set_constraint(label, violation)  # Optuna's: best_trial and the samplers use them
+        if job.program.state and runtime._ns is not None:
+            save_checkpoint(job.store, trial, runtime._ns, job.program.state)
         _compat.tell_quietly(study, trial, value)
+        if job.program.state:
+            prune_checkpoints(study, job.store, job.keep_checkpoints)
         return "COMPLETE"
 
 

@@ -34,6 +34,8 @@ class ATTR:
     CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
     HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
     RECORD = "nbtune:record"  # trial: {variable: value} of --record
+    CHECKPOINT = "nbtune:checkpoint"  # trial: {"artifact": id, "bytes": n, "names": [...]} of its saved state
+    CHECKPOINT_ERROR = "nbtune:checkpoint_error"  # trial: why its state could not be saved
     FOLDS = "nbtune:folds"  # trial: the metric in each cross-validation fold ('# tune: folds(k)')
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.

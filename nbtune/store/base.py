@@ -17,7 +17,7 @@ import abc
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbtune.exceptions import ConfigError
 
@@ -109,6 +109,10 @@ class BaseStore(abc.ABC):
     def control(self, name: str, n_trials: int) -> BaseControl:
         """Fresh stop flags, trial target (``n_trials``) and worker registry for one run of
         study ``name``, reachable by every worker that can reach this store."""
+
+    def artifact_store(self) -> Any:
+        """Where trials' files (checkpoints) go: an ``optuna.artifacts`` store."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no files beside its trials")
 
     def check(self, name: str) -> list[str]:
         """Make study ``name`` safe to append to (e.g. set a damaged tail aside); one line per repair."""

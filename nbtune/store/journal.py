@@ -183,6 +183,14 @@ class JournalStore(BaseStore):
         finally:
             lock.release()
 
+    def artifact_store(self) -> Any:
+        """``<store>/artifacts``, Optuna's file-system artifact store (checkpoints)."""
+        from optuna.artifacts import FileSystemArtifactStore
+
+        path = self.directory / "artifacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(path)
+
     def control(self, name: str, n_trials: int) -> BaseControl:
         from nbtune.store.control import FileControl
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from nbtune.store.base import BaseStore
     from nbtune.view.base import BaseView
     from nbtune.view.checks import HoldoutReport
 
@@ -66,6 +67,40 @@ class TuneResult(StudySummary):
         import pandas as pd
 
         return self.checks.frame() if self.checks is not None else pd.DataFrame()
+
+    _store: BaseStore | None = None  # where the study lives (its checkpoints too)
+
+    def best_state(self, trial: int | None = None) -> dict[str, Any]:
+        """The saved state (the ``# tune: state`` variables) of the chosen trial, without
+        retraining: the most stable re-validated configuration's search trial if re-validation
+        ran, else the best trial; or trial number ``trial``.
+
+        Raises:
+            ConfigError: that trial has no saved state (the message says why and what to do).
+        """
+        from nbtune.exceptions import ConfigError
+        from nbtune.run.checkpoints import read_checkpoint
+
+        chosen = self.checks.chosen() if self.checks is not None and trial is None else None
+        number = trial if trial is not None else (chosen.number if chosen is not None else self.best_trial.number)
+        t = self.study.trials[number]
+        state = read_checkpoint(self._store, t) if self._store is not None else None
+        if state is None:
+            why = t.user_attrs.get(ATTR.CHECKPOINT_ERROR)
+            raise ConfigError(
+                f"trial {number} has no saved state"
+                + (
+                    f": {why}"
+                    if why
+                    else (
+                        " (only the best --keep-checkpoints trials keep theirs)"
+                        if ATTR.CHECKPOINT in t.user_attrs
+                        else "; mark the model in the cell ('model = make_model()  # tune: state', or --state model) "
+                        "and run the search again"
+                    )
+                )
+            )
+        return state
 
     def diagnose(self) -> pd.DataFrame:
         """Failure signatures: which trials diverged, did not learn, over- or underfit, or

@@ -1,0 +1,202 @@
+"""Checkpoints: a trial's state (the variables marked ``# tune: state``) kept in the store.
+
+When a trial completes, its state variables are serialised into one file and attached to
+the trial with Optuna's artifact API (``optuna.artifacts.upload_artifact`` into a
+``FileSystemArtifactStore`` at ``<store>/artifacts``); the trial's ``nbtune:checkpoint``
+attribute says which file, how large and which variables. A retention rule keeps the files
+of the ``keep`` best complete trials and deletes the others, so the folder stays small.
+``TuneResult.best_state()`` loads the best trial's state without retraining, and
+``--apply`` uses it.
+
+Serialisers are chosen per variable: ``torch.save`` for torch modules, optimizers and
+tensors (torch is never imported unless the value already is a torch object), cloudpickle
+(joblib's dependency) for everything else, so classes and functions defined in the notebook work.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbtune._registry import Registry
+from nbtune.store.attrs import ATTR, is_feasible
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nbtune.store.base import BaseStore
+
+__all__ = ["SERIALIZERS", "Serializer", "load_state", "prune_checkpoints", "save_checkpoint", "state_bytes"]
+
+_logger = logging.getLogger(__name__)
+_FORMAT = "nbtune-state-1"
+
+
+@dataclass(frozen=True)
+class Serializer:
+    """How one kind of value is written and read back.
+
+    Attributes:
+        accepts: whether this serializer is the one for a value.
+        dumps, loads: value -> bytes, bytes -> value.
+    """
+
+    accepts: Callable[[Any], bool]
+    dumps: Callable[[Any], bytes]
+    loads: Callable[[bytes], Any]
+
+
+SERIALIZERS: Registry[Serializer] = Registry("serializer")
+
+
+def _is_torch(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # never imported here: a torch object means torch is loaded
+    if torch is None:
+        return False
+    return isinstance(value, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor))
+
+
+def _torch_dumps(value: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    return buf.getvalue()
+
+
+def _torch_loads(data: bytes) -> Any:
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=False)  # our own file: a whole module, not just weights
+
+
+def _pickle_dumps(value: Any) -> bytes:
+    import cloudpickle  # joblib depends on it: it is what sends cells to loky workers
+
+    return bytes(cloudpickle.dumps(value))
+
+
+SERIALIZERS.register("torch", Serializer(_is_torch, _torch_dumps, _torch_loads))
+SERIALIZERS.register("pickle", Serializer(lambda v: True, _pickle_dumps, pickle.loads))
+
+
+class StateError(Exception):
+    """A state variable could not be saved; the message names it."""
+
+
+def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
+    """The state variables of a finished cell run, as one file's content.
+
+    Raises:
+        StateError: a variable is missing or cannot be serialised (named in the message).
+    """
+    parts: dict[str, tuple[str, bytes]] = {}
+    for name in names:
+        if name not in ns:
+            raise StateError(f"the state variable {name!r} was not set when the cell ended")
+        value = ns[name]
+        kind = next(k for k, s in SERIALIZERS.items() if s.accepts(value))
+        try:
+            parts[name] = (kind, SERIALIZERS[kind].dumps(value))
+        except Exception as e:
+            raise StateError(
+                f"cannot save the state variable {name!r} ({type(value).__name__}) with {kind}: "
+                f"{type(e).__name__}: {str(e)[:200]}; mark a variable that can be saved (e.g. the model, not "
+                "an open file or a data loader)"
+            ) from None
+    return pickle.dumps({"format": _FORMAT, "parts": parts})
+
+
+def load_state(data: bytes) -> dict[str, Any]:
+    """The variables of a checkpoint file's content."""
+    content = pickle.loads(data)
+    if not isinstance(content, dict) or content.get("format") != _FORMAT:
+        raise ValueError("not an nbtune checkpoint")
+    return {name: SERIALIZERS.lookup(kind).loads(payload) for name, (kind, payload) in content["parts"].items()}
+
+
+def save_checkpoint(store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Attach the trial's state to it (before it is told complete); a failure to save is
+    recorded on the trial (``nbtune:checkpoint_error``) and never fails it."""
+    from optuna.artifacts import upload_artifact
+
+    try:
+        data = state_bytes(ns, names)
+    except StateError as e:
+        trial.set_user_attr(ATTR.CHECKPOINT_ERROR, str(e))
+        return
+    fd, path = tempfile.mkstemp(prefix="nbtune-state-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        artifact_id = upload_artifact(
+            artifact_store=store.artifact_store(),
+            file_path=path,
+            study_or_trial=trial,
+            mimetype="application/octet-stream",
+        )
+    finally:
+        os.unlink(path)
+    trial.set_user_attr(ATTR.CHECKPOINT, {"artifact": artifact_id, "bytes": len(data), "names": list(names)})
+
+
+def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int) -> int:
+    """Delete the checkpoint files of all but the ``keep`` best complete (feasible) trials;
+    returns how many files it deleted. Safe to call from several workers."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    from optuna.trial import TrialState
+
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if ATTR.CHECKPOINT in t.user_attrs and t.value is not None
+    ]
+    maximize = study.direction.name == "MAXIMIZE"
+    trials.sort(key=lambda t: (not is_feasible(t), -t.value if maximize else t.value))  # type: ignore[operator]
+    removed = 0
+    artifacts = store.artifact_store()
+    for t in trials[keep:]:
+        try:
+            artifacts.remove(t.user_attrs[ATTR.CHECKPOINT]["artifact"])
+            removed += 1
+        except (ArtifactNotFound, FileNotFoundError):
+            pass  # removed already (by another worker or an earlier run)
+    return removed
+
+
+def read_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+    """The state saved with ``trial``, or None when it has none (or its file was pruned)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    meta = trial.user_attrs.get(ATTR.CHECKPOINT)
+    if not meta:
+        return None
+    try:
+        with store.artifact_store().open_reader(meta["artifact"]) as f:
+            return load_state(f.read())
+    except ArtifactNotFound:
+        return None
+
+
+def checkpoint_files(store: BaseStore, study: optuna.Study) -> tuple[int, int]:
+    """How many of the study's checkpoints are kept, and their size in bytes."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    n = size = 0
+    for t in study.get_trials(deepcopy=False):
+        meta = t.user_attrs.get(ATTR.CHECKPOINT)
+        if meta:
+            try:
+                with store.artifact_store().open_reader(meta["artifact"]):
+                    n += 1
+                    size += int(meta.get("bytes", 0))
+            except ArtifactNotFound:
+                continue
+    return n, size

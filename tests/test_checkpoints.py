@@ -1,0 +1,133 @@
+"""Checkpoints: the state of each complete trial kept in the store (Optuna artifacts), the best
+model back without retraining, retention, and clear errors; real models, real store files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+
+from nbtune.store.attrs import ATTR
+
+
+def run(ip, line, cell):
+    return ip.run_cell_magic("tune", line, cell)
+
+
+SETUP = """\
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+X, y = load_breast_cancer(return_X_y=True)
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.3, random_state=0)
+"""
+
+CELL = """\
+C = 1.0   # tune: loguniform(1e-4, 10)
+model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500))  # tune: state
+model.fit(X_train, y_train)
+open("fits.log", "a").write("x")  # counts the fits, outside the notebook's variables
+val_acc = model.score(X_val, y_val)
+"""
+
+
+@pytest.fixture
+def data(ip):
+    ip.run_cell(SETUP)
+    return ip
+
+
+def test_the_best_model_comes_back_without_retraining(data):
+    res = run(data, "--maximize val_acc --trials 8 --seed 0 -o res", CELL)
+    state = res.best_state()
+    assert set(state) == {"model"}
+    X_val, y_val = data.user_ns["X_val"], data.user_ns["y_val"]
+    assert state["model"].score(X_val, y_val) == res.best_value  # the very model of the best trial
+    assert res.best_params["C"] == state["model"][-1].C
+    # retention: only the best 3 trials keep their files; the others' were deleted
+    artifacts = Path(".nbtune/artifacts")
+    assert len(list(artifacts.iterdir())) == 3
+    kept = sorted(res.study.trials, key=lambda t: -t.value)[:3]
+    assert all(res.best_state(t.number) for t in kept)
+    worst = min(res.study.trials, key=lambda t: t.value)
+    with pytest.raises(Exception, match=f"trial {worst.number} has no saved state \\(only the best"):
+        res.best_state(worst.number)
+    assert any(m.startswith("checkpoints: the state (model) of the best 3 trial(s) is kept") for m in res.messages)
+    # --apply loads the checkpoint: no retraining in the notebook
+    n_fits = len(Path("fits.log").read_text())
+    res = run(data, "--maximize val_acc --trials 8 --seed 0 --apply -o res", CELL)
+    assert len(Path("fits.log").read_text()) == n_fits == 8  # nothing ran again
+    assert data.user_ns["model"].score(X_val, y_val) == res.best_value and data.user_ns["C"] == res.best_params["C"]
+    assert any("loaded model from trial" in m and "(no retraining)" in m for m in res.messages)
+
+
+def test_checkpoints_from_worker_processes_and_with_the_option(data):
+    cell = CELL.replace("  # tune: state", "")
+    res = run(data, "--maximize val_acc --trials 6 --seed 0 --jobs 2 --state model --keep-checkpoints 2 -o r", cell)
+    assert res.best_state()["model"].score(data.user_ns["X_val"], data.user_ns["y_val"]) == res.best_value
+    assert len(list(Path(".nbtune/artifacts").iterdir())) == 2
+    metas = [t.user_attrs.get(ATTR.CHECKPOINT) for t in res.study.trials]
+    assert all(m and m["names"] == ["model"] and m["bytes"] > 100 for m in metas)
+
+
+def test_a_state_that_cannot_be_saved_is_named_and_the_trial_still_counts(data):
+    cell = CELL + "handle = open('scratch.txt', 'w')  # tune: state\n"
+    res = run(data, "--maximize val_acc --trials 3 --seed 0 -o r", cell)
+    assert res.n_finished == 3 and all(t.state.name == "COMPLETE" for t in res.study.trials)
+    error = res.study.trials[0].user_attrs[ATTR.CHECKPOINT_ERROR]
+    assert error.startswith("cannot save the state variable 'handle' (TextIOWrapper) with pickle: PicklingError")
+    assert any(m.startswith("checkpoint not saved: cannot save the state variable 'handle'") for m in res.messages)
+    with pytest.raises(Exception, match="has no saved state: cannot save the state variable 'handle'"):
+        res.best_state()
+
+
+def test_a_pytorch_model_and_optimizer_are_saved_with_torch(ip):
+    torch = pytest.importorskip("torch")
+    ip.run_cell(
+        "import torch\nfrom torch import nn\n"
+        "g = torch.Generator().manual_seed(0)\nX = torch.randn(128, 4, generator=g)\ny = (X.sum(1) > 0).long()\n"
+    )
+    cell = (
+        "lr = 0.01  # tune: loguniform(1e-3, 1e-1)\n"
+        "torch.manual_seed(0)\n"
+        "model = nn.Linear(4, 2)  # tune: state\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=lr)  # tune: state\n"
+        "for epoch in range(5):  # tune: epochs\n"
+        "    opt.zero_grad()\n"
+        "    nn.functional.cross_entropy(model(X), y).backward()\n"
+        "    opt.step()\n"
+        "    with torch.no_grad():\n"
+        "        acc = (model(X).argmax(1) == y).float().mean().item()\n"
+    )
+    res = run(ip, "--maximize acc --trials 4 --seed 0 --scheduler none -o r", cell)
+    state = res.best_state()
+    assert isinstance(state["model"], torch.nn.Module) and isinstance(state["opt"], torch.optim.SGD)
+    with torch.no_grad():
+        acc = (state["model"](ip.user_ns["X"]).argmax(1) == ip.user_ns["y"]).float().mean().item()
+    assert acc == res.best_value
+    assert state["opt"].param_groups[0]["lr"] == res.best_params["lr"]
+
+
+@pytest.mark.parametrize(
+    "line, cell, message",
+    [
+        ("--state nothing", "x = 1  # tune: int(0, 3)\nloss = x\n", "--state: the %%tune cell never assigns 'nothing'"),
+        ("", "x = 1  # tune: state\nloss = x\ny = 1  # tune: int(0, 2)\n", None),
+        ("", "x = 1  # tune: int(0, 3)\nm = 2  # tune: state(1)\nloss = x\n", "'state' takes no arguments"),
+        (
+            "--keep-checkpoints 0",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--keep-checkpoints must be a whole number >= 1",
+        ),
+    ],
+)
+def test_bad_state_input_is_one_line_before_any_trial(ip, line, cell, message):
+    if message is None:  # a state variable is fine anywhere a simple assignment is
+        run(ip, f"--minimize loss --trials 2 {line}", cell)
+        return
+    with pytest.raises(UsageError, match=message):
+        run(ip, f"--minimize loss --trials 2 {line}", cell)
