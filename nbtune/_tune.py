@@ -543,20 +543,14 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
     if runs is None:
         result.messages.append("checks: no trial completed, so there is nothing to re-validate or evaluate")
         return None
-    return _Plan(
+    return dataclasses.replace(
+        plan,
         cfg=dataclasses.replace(cfg, apply=False),
-        program=plan.program,
-        sampler=plan.sampler,
         scheduler=runs.job.scheduler if runs.job is not None else plan.scheduler,
-        backend=plan.backend,
-        n_jobs=plan.n_jobs,
-        store=plan.store,
         study=runs.study,
         n_trials=runs.target,
         job=runs.job,
         messages=runs.messages,
-        liveness=plan.liveness,
-        outer_fold=plan.outer_fold,
         phase=f"checks of {plan.study.study_name!r}: {runs.target} full-length runs "
         + ("(re-validation across seeds)" if cfg.revalidate else f"(the {cfg.holdout} holdout)"),
     )

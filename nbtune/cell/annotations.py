@@ -115,6 +115,13 @@ class CellSpec:
         return {p.name: p.default for p in self.params}
 
 
+def _assigned(node: ast.stmt) -> ast.Name:
+    """The variable of an annotated simple assignment (``name = value`` or ``name: T = value``)."""
+    target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
+    assert isinstance(target, ast.Name)
+    return target
+
+
 def runtime_call(method: str, args: list[ast.expr], like: ast.AST) -> ast.Call:
     """``__nbtune__.method(*args)`` as an AST node placed where ``like`` is."""
     call = ast.Call(
@@ -187,8 +194,7 @@ class ValueAnnotation(BaseAnnotation):
     def attach(
         self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
     ) -> None:
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
-        assert isinstance(target, ast.Name)
+        target = _assigned(node)
         name = target.id
         for p in spec.params:
             if p.name == name:
@@ -271,8 +277,7 @@ class SeedAnnotation(BaseAnnotation):
     def attach(
         self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
     ) -> None:
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
-        assert isinstance(target, ast.Name)
+        target = _assigned(node)
         if spec.seed is not None:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: a second '# tune: seed' ({target.id!r}; the first is "
@@ -311,8 +316,7 @@ class FoldsAnnotation(BaseAnnotation):
     def attach(
         self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
     ) -> None:
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
-        assert isinstance(target, ast.Name)
+        target = _assigned(node)
         first = getattr(spec, self.attr)
         if first is not None:
             raise AnnotationError(
@@ -361,8 +365,7 @@ class StateAnnotation(BaseAnnotation):
     def attach(
         self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
     ) -> None:
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target  # type: ignore[attr-defined]
-        assert isinstance(target, ast.Name)
+        target = _assigned(node)
         if any(p.name == target.id for p in spec.params):
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {target.id!r} is tuned, so it cannot also be state; mark the "
