@@ -114,10 +114,15 @@ def plan_checks(
     import optuna
 
     wanted: list[tuple[str, optuna.trial.FrozenTrial, int | None]] = []
+    request: dict[str, Any] | None = None
     if top > 0:
         require_seed(program, "--revalidate")
-        for t in _top(study, top):
+        candidates = _top(study, top)
+        for t in candidates:
             wanted.extend(("revalidate", t, s) for s in check_seeds(program, seeds))
+        # What this re-validation compares: these candidates on these seeds, whatever earlier
+        # requests ran (every candidate is judged on the same seeds).
+        request = {"candidates": [t.number for t in candidates], "seeds": check_seeds(program, seeds)}
     elif final:
         best = _top(study, 1)
         if best:
@@ -132,6 +137,8 @@ def plan_checks(
         )
         if ATTR.CONFIG not in checks.user_attrs:
             checks.set_user_attr(ATTR.CONFIG, {**study.user_attrs.get(ATTR.CONFIG, {}), "scheduler": "none"})
+        if request is not None and checks.user_attrs.get(ATTR.REQUEST) != request:
+            checks.set_user_attr(ATTR.REQUEST, request)
     messages: list[str] = []
     reaped = reap_dead_trials(checks, liveness)
     if reaped:

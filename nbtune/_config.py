@@ -149,9 +149,9 @@ class TuneConfig:
         "'seed = 0  # tune: seed' in the cell); reports mean, sd and a 95%% confidence interval each, and picks "
         "the best lower bound. Runs are kept with the study (in NAME@check), never shown to the sampler.",
     )
-    seeds: int = _opt(
-        5,
-        "seeds per configuration in re-validation (``revalidate``, :meth:`TuneResult.revalidate`).",
+    seeds: int | None = _opt(
+        None,
+        "seeds per configuration in re-validation (``revalidate``; None: 5).",
         "--seeds",
         metavar="S",
         type=int,
@@ -168,10 +168,10 @@ class TuneConfig:
         "assign it never run during the search; after it, nbtune runs the chosen configuration once with them, "
         "reports metric - holdout and warns when the gap exceeds --holdout-gap.",
     )
-    holdout_gap: float = _opt(
-        0.02,
+    holdout_gap: float | None = _opt(
+        None,
         "warn when the chosen configuration's metric beats its holdout score by more than this "
-        "(0.02: 2 percentage points of accuracy).",
+        "(None: 0.02, 2 percentage points of accuracy).",
         "--holdout-gap",
         metavar="G",
         type=float,
@@ -194,6 +194,7 @@ class TuneConfig:
         "and the DataFrame, and a plot against the metric.",
         "--record",
         metavar="VARS",
+        action="append",
         flag_help="more cell variables to keep per trial, comma-separated, e.g. --record train_acc,latency_ms: "
         "shown in the table, the DataFrame (record_*) and plotted against the metric.",
     )
@@ -204,6 +205,7 @@ class TuneConfig:
         "``apply`` get the best model back without retraining.",
         "--state",
         metavar="VARS",
+        action="append",
         flag_help="cell variables saved with each complete trial (a checkpoint), comma-separated, e.g. --state "
         "model,opt (or mark them '# tune: state'): res.best_state() and --apply get the best model back "
         "without retraining.",
@@ -285,6 +287,16 @@ class TuneConfig:
         return "maximize" if self.maximize else "minimize"
 
     @property
+    def n_seeds(self) -> int:
+        """Seeds per configuration when re-validating."""
+        return self.seeds if self.seeds is not None else 5
+
+    @property
+    def gap(self) -> float:
+        """The holdout gap that warns."""
+        return float(self.holdout_gap) if self.holdout_gap is not None else 0.02
+
+    @property
     def seconds(self) -> float | None:
         return parse_timeout(self.timeout)
 
@@ -317,13 +329,23 @@ class TuneConfig:
             raise ConfigError(
                 f"--revalidate takes how many of the top configurations to re-run (0: none); got {self.revalidate!r}"
             )
-        if not _whole(self.seeds) or self.seeds < 2:
+        if self.seeds is not None and (not _whole(self.seeds) or self.seeds < 2):
             raise ConfigError(f"--seeds must be a whole number >= 2 (a spread needs two runs); got {self.seeds!r}")
+        if self.seeds is not None and not self.revalidate:
+            raise ConfigError(
+                f"--seeds {self.seeds} sets the seeds of re-validation, which is not asked for: add --revalidate K "
+                "(the top K configurations to re-run), or drop --seeds"
+            )
         if self.holdout is not None and (not isinstance(self.holdout, str) or not self.holdout.isidentifier()):
             raise ConfigError(
                 f"--holdout takes the name of the cell variable holding the holdout score; got {self.holdout!r}"
             )
-        if (
+        if self.holdout_gap is not None and self.holdout is None:
+            raise ConfigError(
+                "--holdout-gap sets when the sealed holdout warns, but there is no --holdout VAR; add it or drop "
+                "--holdout-gap"
+            )
+        if self.holdout_gap is not None and (
             isinstance(self.holdout_gap, bool)
             or not isinstance(self.holdout_gap, (int, float))
             or not self.holdout_gap > 0
@@ -462,7 +484,16 @@ def magic_arguments_from_config(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _unquote(value: Any) -> Any:
+    """IPython's magic line keeps the quotes of a quoted argument (``--name 'run a'``)."""
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, str) and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def config_from_args(args: Any, **api_only: Any) -> TuneConfig:
     """The config of a parsed ``%%tune`` line (plus the options only the API passes)."""
-    values = {f.name: getattr(args, f.name) for f in fields(TuneConfig) if f.metadata.get("flags")}
+    values = {f.name: _unquote(getattr(args, f.name)) for f in fields(TuneConfig) if f.metadata.get("flags")}
     return TuneConfig(**values, **api_only)

@@ -57,7 +57,7 @@ def _plain_warnings() -> Iterator[None]:
     finally:
         for w in caught:
             if issubclass(w.category, NbtuneWarning):
-                warnings.warn_explicit(w.message, w.category, "%%tune", 0, module="nbtune")
+                warnings.warn_explicit(w.message, w.category, "%%tune", 1, module="nbtune")
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 

@@ -97,11 +97,14 @@ def _default_name(metric: str, direction: str, program: CellProgram) -> str:
 
 
 def _fingerprint(program: CellProgram) -> dict[str, Any]:
-    return {
+    fp: dict[str, Any] = {
         "params": [p.fingerprint() for p in program.params],
         "metric": program.metric,
         "direction": program.direction,
     }
+    if program.constraints:  # the guardrails decide which trial is best: another set is another study
+        fp["guardrails"] = sorted(c[3] for c in program.constraints)
+    return fp
 
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -115,6 +118,8 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
             changes.append(f"{name} removed")
         elif o[name] != n[name]:
             changes.append(f"{name} {o[name][1]}{tuple(o[name][2])} -> {n[name][1]}{tuple(n[name][2])}")
+    if old.get("guardrails") != new.get("guardrails"):
+        changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
     return ", ".join(changes) or "settings changed"
 
 
@@ -313,7 +318,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "source": cell,
         "line_offset": cfg.line_offset,
         "holdout": cfg.holdout,
-        "gap": cfg.holdout_gap,
+        "gap": cfg.gap,
         "subject_to": list(cfg.subject_to or []),
         "record": list(cfg.record or []),
         "state": list(cfg.state or []),
@@ -535,7 +540,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         study=plan.study,
         liveness=plan.liveness,
         top=cfg.revalidate,
-        seeds=cfg.seeds,
+        seeds=cfg.n_seeds,
         final=cfg.holdout is not None,
         R=plan.scheduler.R,
         outer_fold=plan.outer_fold,
@@ -563,9 +568,7 @@ def _close_checks(
     from nbtune.view.checks import CheckReport
 
     done = _close(checks, search, interrupted, view)
-    result.checks = CheckReport(
-        plan.study, checks.study, plan.program.metric, plan.cfg.holdout, threshold=plan.cfg.holdout_gap
-    )
+    result.checks = CheckReport(plan.study, checks.study, plan.program.metric, plan.cfg.holdout, threshold=plan.cfg.gap)
     result.messages.extend(checks.messages)
     if done.interrupted:
         result.interrupted = True
@@ -693,7 +696,7 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
         transform=transform,
         line_offset=cell.get("line_offset", 1),
         holdout=cell.get("holdout"),
-        holdout_gap=cell.get("gap", 0.02),
+        holdout_gap=cell.get("gap") if cell.get("holdout") else None,
         subject_to=cell.get("subject_to"),
         record=cell.get("record"),
         max_epochs=cfg_attrs.get("R"),

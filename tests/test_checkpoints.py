@@ -110,6 +110,8 @@ def test_a_pytorch_model_and_optimizer_are_saved_with_torch(ip):
         acc = (state["model"](ip.user_ns["X"]).argmax(1) == ip.user_ns["y"]).float().mean().item()
     assert acc == res.best_value
     assert state["opt"].param_groups[0]["lr"] == res.best_params["lr"]
+    # saved together: the optimizer still updates the model's own parameters
+    assert state["opt"].param_groups[0]["params"][0] is next(state["model"].parameters())
 
 
 @pytest.mark.parametrize(

@@ -284,3 +284,15 @@ def test_recorded_variables_are_plotted_against_the_metric():
     assert (
         "no recorded variables" in plots.view_figure("recorded", summary_of(grid_trials(3))).axes[0].texts[0].get_text()
     )
+
+
+def test_a_diverged_value_does_not_flatten_the_others():
+    trials = [trial(value=0.5 + i / 100, curve={1: 0.3, 2: 0.5 + i / 100}) for i in range(10)]
+    trials.append(trial(value=6.7e22, curve={1: 1e10, 2: 6.7e22}))
+    summary = summary_of(trials, direction="minimize")
+    curves = plots.curves_figure(summary).axes[0]
+    _, high = curves.get_ylim()
+    assert high < 10 and "1 off the scale" in curves.get_title()
+    history = plots.dashboard_figure(summary).axes[0]
+    assert history.get_ylim()[1] < 10 and "off the scale" in history.get_title()
+    assert plots.robust_ylim([0.1, 0.2, 0.3, 0.25, 0.15]) is None  # nothing far out: matplotlib's own limits

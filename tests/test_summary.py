@@ -166,7 +166,7 @@ def test_summary_of_an_empty_study():
     summary = StudySummary(optuna.create_study(study_name="empty"), "acc")
     assert summary.summary() == "nbtune study 'empty': 0 trials finished ()\nno trial completed yet"
     assert summary.best_so_far() == [] and summary.top() == [] and summary.counts() == {}
-    with pytest.raises(ValueError, match="No trials are completed yet"):
+    with pytest.raises(ValueError, match="no trial completed yet"):
         _ = summary.best_params
 
 

@@ -214,7 +214,41 @@ def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
             "x = 1  # tune: int(0, 3)\nloss = x\ntest_loss = x + 1\nprint(test_loss)\n",
             "line 5 of the %%tune cell reads 'test_loss', the sealed holdout",
         ),
-        ("--holdout-gap 0", "x = 1  # tune: int(0, 3)\nloss = x\n", "--holdout-gap must be a positive number"),
+        (
+            "--holdout t --holdout-gap 0",
+            "x = 1  # tune: int(0, 3)\nloss = x\nt = x\n",
+            "--holdout-gap must be a positive number",
+        ),
+        (
+            "--holdout-gap 0.05",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--holdout-gap sets when the sealed holdout warns",
+        ),
+        (
+            "--seeds 3",
+            "x = 1  # tune: int(0, 3)\nloss = x\n",
+            "--seeds 3 sets the seeds of re-validation, which is not",
+        ),
+        (
+            "--holdout t",
+            "x = 1  # tune: int(0, 3)\nloss, t = x, x + 1\n",
+            "line 3 of the %%tune cell assigns 't' \\(the sealed holdout\\) together with 'loss'",
+        ),
+        (
+            "--holdout t --record t",
+            "x = 1  # tune: int(0, 3)\nloss = x\nt = x\n",
+            "--record t: 't' is the sealed holdout",
+        ),
+        (
+            "--holdout t --subject-to 't <= 3'",
+            "x = 1  # tune: int(0, 3)\nloss = x\nt = x\n",
+            "--subject-to t: 't' is the sealed holdout",
+        ),
+        (
+            "",
+            "f = 0  # tune: folds\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "folds takes the number of folds, e.g. 'fold = 0  # tune: folds\\(5\\)'",
+        ),
     ],
 )
 def test_bad_validation_input_is_one_line_before_any_trial(ip, line, cell, message):
@@ -466,3 +500,75 @@ def test_the_dashboard_shows_the_checks(trees):
     assert "nbtune-revalidation" in view.checks.value and "Re-validation across seeds" in view.checks.value
     plain = show(run(trees, "--maximize val_acc --sampler grid --trials 15 --name plain -o p", TREE_CELL))
     assert "No checks ran" in plain.checks.value
+
+
+def test_re_validation_compares_every_candidate_on_the_same_seeds(trees):
+    res = run(trees, "--maximize val_acc --sampler grid --trials 15 --revalidate 2 --seeds 3 -o res", TREE_CELL)
+    res.revalidate(top=3, seeds=2, view=None)
+    df = res.revalidation()
+    assert len(df) == 3 and (df.n_seeds == 2).all()  # the earlier third seed is not mixed in
+    assert "with 2 seeds each" in res.summary()
+
+
+def test_a_spread_of_zero_from_few_seeds_does_not_win_by_itself():
+    """Candidate A scores 0.80 on all 3 seeds (sd 0), B 0.84 +- 0.02: with the pooled spread as
+    a floor B's lower bound is higher; without it A's zero-width interval would win."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.checks import CheckReport
+
+    study = optuna.create_study(direction="maximize")
+    checks = optuna.create_study(direction="maximize")
+    dist = {"x": FloatDistribution(0, 1)}
+    for x, v in ((0.1, 0.9), (0.2, 0.85)):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=v, params={"x": x}, distributions=dist))
+    for cand, values in ((0, [0.80, 0.80, 0.80]), (1, [0.84, 0.82, 0.86])):
+        for seed, v in zip((1, 2, 3), values):
+            attrs = {ATTR.CHECK: {"role": "revalidate", "candidate": cand}, ATTR.SEED: seed}
+            checks.add_trial(create_trial(state=TrialState.COMPLETE, value=v, user_attrs=attrs))
+    report = CheckReport(study, checks, "acc")
+    assert report.chosen().number == 1
+    a = report.candidates()[0]
+    assert a.sd == 0 and a.half_width > 0.03  # its interval is as wide as the pooled spread makes it
+
+
+def test_a_changed_guardrail_starts_a_new_version(trees):
+    cell = (
+        "max_depth = 3  # tune: choice(1, 2, 3, 4)\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0).fit(X_train, y_train)\n"
+        "val_acc = model.score(X_val, y_val)\nn_leaves = model.get_n_leaves()\n"
+    )
+    first = run(trees, "--maximize val_acc --sampler grid --trials 4 --subject-to 'n_leaves <= 8' -o a", cell)
+    second = run(trees, "--maximize val_acc --sampler grid --trials 4 --subject-to 'n_leaves <= 2' -o b", cell)
+    assert second.study.study_name == first.study.study_name + ":v2"
+    assert any("guardrails ['n_leaves <= 8'] -> ['n_leaves <= 2']" in m for m in second.messages)
+    assert second.best_trial.user_attrs.get(ATTR.RECORD) is None and second.best_params == {"max_depth": 1}
+
+
+def test_when_no_trial_meets_the_guardrails_the_summary_says_so(ip):
+    cell = "x = 1  # tune: int(0, 3)\nloss = x\nsize = 10 + x\n"
+    res = run(ip, "--minimize loss --trials 4 --seed 0 --subject-to 'size <= 5' -o r", cell)
+    assert "no completed trial meets the guardrails (4 trials complete, all breaking 'size <= 5')" in res.summary()
+    with pytest.raises(ValueError, match="no completed trial meets the guardrails"):
+        _ = res.best_value
+
+
+def test_quoted_options_and_repeated_records(ip):
+    cell = "x = 1  # tune: int(0, 3)\nloss = x\na = 2 * x\nb = 3 * x\n"
+    res = run(ip, "--minimize 'loss' --trials 2 --name 'quoted' --record 'a' --record b -o r", cell)
+    assert res.study.study_name == "quoted"
+    assert set(res.study.trials[0].user_attrs[ATTR.RECORD]) == {"a", "b"}
+    with pytest.raises(nbtune.exceptions.ConfigError, match="'nope' is not a parameter of this study"):
+        res.plot("slice", params=["nope"])
+    with pytest.raises(nbtune.exceptions.ConfigError, match="'z' is not a parameter"):
+        res.plot("learning curves", color_by="z")
+
+
+def test_load_study_opens_a_check_study(trees):
+    res = run(trees, "--maximize val_acc --sampler grid --trials 15 --revalidate 1 --seeds 2 --name lc -o r", TREE_CELL)
+    checks = nbtune.load_study("lc@check")
+    assert checks.study_name == "lc@check" and len(checks.trials) == 2
+    assert res.study.study_name == "lc"
+    with pytest.raises(KeyError, match="re-validation or --holdout never ran"):
+        nbtune.load_study("other@check")

@@ -313,6 +313,12 @@ class FoldsAnnotation(BaseAnnotation):
     attr = "folds"  # the CellSpec field
     method = "fold"  # the runtime call
 
+    def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
+        if len(args) != 1 or kwargs:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {self.name} takes the number of folds, e.g. '{self.usage}'", lineno
+            )
+
     def attach(
         self, spec: CellSpec, node: ast.stmt, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int
     ) -> None:

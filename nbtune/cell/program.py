@@ -116,7 +116,7 @@ def _size(value: Any) -> int | None:
 def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     """The metric's value as a float, or :class:`MetricError` saying what is wrong."""
     if name not in ns:
-        raise MetricError(f"{name} was not set {where}; assign it in the cell (the metric option names it)", "missing")
+        raise MetricError(f"{name} was not set {where}; assign it in the cell", "missing")
     value = ns[name]
     number = _as_float(value)
     if number is None:
@@ -593,6 +593,15 @@ def compile_cell(
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)
     bound = _bound_anywhere(spec.tree)
+    if holdout is not None:
+        for name, option in [(c[0], "--subject-to") for c in constraints or []] + [
+            (r, "--record") for r in records or []
+        ]:
+            if name == holdout:
+                raise ConfigError(
+                    f"{option} {name}: {name!r} is the sealed holdout, computed only after the search, so no trial "
+                    f"could {'meet a guardrail on' if option == '--subject-to' else 'record'} it; use another variable"
+                )
     for name, option in (
         [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []]
         + [(r, "--record") for r in records or []]
@@ -637,6 +646,16 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             f"held-out data, e.g. '{holdout} = model.score(X_test, y_test)' (nbtune runs that line only after "
             "the search)"
         )
+    for stmt in sealed:
+        shared = sorted(
+            {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} - {holdout}
+        )
+        if shared:
+            raise ConfigError(
+                f"line {stmt.lineno} of the %%tune cell assigns {holdout!r} (the sealed holdout) together with "
+                f"{', '.join(repr(n) for n in shared)}: that line never runs during the search, so they would never "
+                f"be set; give {holdout!r} a line of its own, e.g. '{holdout} = model.score(X_test, y_test)'"
+            )
     inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id == holdout and id(node) not in inside:

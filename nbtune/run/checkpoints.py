@@ -8,9 +8,10 @@ of the ``keep`` best complete trials and deletes the others, so the folder stays
 ``TuneResult.best_state()`` loads the best trial's state without retraining, and
 ``--apply`` uses it.
 
-Serialisers are chosen per variable: ``torch.save`` for torch modules, optimizers and
-tensors (torch is never imported unless the value already is a torch object), cloudpickle
-(joblib's dependency) for everything else, so classes and functions defined in the notebook work.
+The state is written in one call, so what its variables share stays shared (an optimizer keeps
+pointing at its model's parameters): ``torch.save`` when a variable is a torch module,
+optimizer or tensor (torch is never imported otherwise), cloudpickle otherwise; both pickle
+with cloudpickle, so classes and functions defined in the notebook work.
 """
 
 from __future__ import annotations
@@ -36,55 +37,59 @@ if TYPE_CHECKING:
 __all__ = ["SERIALIZERS", "Serializer", "load_state", "prune_checkpoints", "save_checkpoint", "state_bytes"]
 
 _logger = logging.getLogger(__name__)
-_FORMAT = "nbtune-state-1"
+_FORMAT = "nbtune-state-2"
 
 
 @dataclass(frozen=True)
 class Serializer:
-    """How one kind of value is written and read back.
+    """How a trial's state (a dict of variables) is written and read back, all in one call, so
+    objects the variables share stay shared (an optimizer keeps pointing at its model's
+    parameters).
 
     Attributes:
-        accepts: whether this serializer is the one for a value.
-        dumps, loads: value -> bytes, bytes -> value.
+        accepts: whether this serializer is the one for a state (it sees every value).
+        dumps, loads: state -> bytes, bytes -> state.
     """
 
-    accepts: Callable[[Any], bool]
-    dumps: Callable[[Any], bytes]
-    loads: Callable[[bytes], Any]
+    accepts: Callable[[dict[str, Any]], bool]
+    dumps: Callable[[dict[str, Any]], bytes]
+    loads: Callable[[bytes], dict[str, Any]]
 
 
 SERIALIZERS: Registry[Serializer] = Registry("serializer")
 
 
-def _is_torch(value: Any) -> bool:
+def _has_torch(state: dict[str, Any]) -> bool:
     torch = sys.modules.get("torch")  # never imported here: a torch object means torch is loaded
     if torch is None:
         return False
-    return isinstance(value, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor))
+    return any(isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor)) for v in state.values())
 
 
-def _torch_dumps(value: Any) -> bytes:
+def _torch_dumps(state: dict[str, Any]) -> bytes:
+    import cloudpickle
     import torch
 
     buf = io.BytesIO()
-    torch.save(value, buf)
+    torch.save(state, buf, pickle_module=cloudpickle)  # cloudpickle: classes defined in the notebook
     return buf.getvalue()
 
 
-def _torch_loads(data: bytes) -> Any:
+def _torch_loads(data: bytes) -> dict[str, Any]:
     import torch
 
-    return torch.load(io.BytesIO(data), weights_only=False)  # our own file: a whole module, not just weights
+    # our own file (a whole module and optimizer, not only weights), so not weights_only
+    return dict(torch.load(io.BytesIO(data), weights_only=False))
 
 
-def _pickle_dumps(value: Any) -> bytes:
+def _pickle_dumps(state: dict[str, Any]) -> bytes:
     import cloudpickle  # joblib depends on it: it is what sends cells to loky workers
 
-    return bytes(cloudpickle.dumps(value))
+    return bytes(cloudpickle.dumps(state))
 
 
-SERIALIZERS.register("torch", Serializer(_is_torch, _torch_dumps, _torch_loads))
-SERIALIZERS.register("pickle", Serializer(lambda v: True, _pickle_dumps, pickle.loads))
+SERIALIZERS.register("torch", Serializer(_has_torch, _torch_dumps, _torch_loads))
+SERIALIZERS.register("pickle", Serializer(lambda state: True, _pickle_dumps, pickle.loads))
 
 
 class StateError(Exception):
@@ -97,21 +102,27 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
     Raises:
         StateError: a variable is missing or cannot be serialised (named in the message).
     """
-    parts: dict[str, tuple[str, bytes]] = {}
-    for name in names:
-        if name not in ns:
-            raise StateError(f"the state variable {name!r} was not set when the cell ended")
-        value = ns[name]
-        kind = next(k for k, s in SERIALIZERS.items() if s.accepts(value))
-        try:
-            parts[name] = (kind, SERIALIZERS[kind].dumps(value))
-        except Exception as e:
-            raise StateError(
-                f"cannot save the state variable {name!r} ({type(value).__name__}) with {kind}: "
-                f"{type(e).__name__}: {str(e)[:200]}; mark a variable that can be saved (e.g. the model, not "
-                "an open file or a data loader)"
-            ) from None
-    return pickle.dumps({"format": _FORMAT, "parts": parts})
+    missing = [n for n in names if n not in ns]
+    if missing:
+        raise StateError(f"the state variable {missing[0]!r} was not set when the cell ended")
+    state = {n: ns[n] for n in names}
+    kind = next(k for k, s in SERIALIZERS.items() if s.accepts(state))
+    try:
+        payload = SERIALIZERS[kind].dumps(state)
+    except Exception as e:
+        culprit = names[0]
+        for n in names:  # which variable: the first that cannot be saved alone
+            try:
+                SERIALIZERS[kind].dumps({n: ns[n]})
+            except Exception:
+                culprit = n
+                break
+        raise StateError(
+            f"cannot save the state variable {culprit!r} ({type(ns[culprit]).__name__}) with {kind}: "
+            f"{type(e).__name__}: {str(e)[:200]}; mark a variable that can be saved (e.g. the model, not "
+            "an open file or a data loader)"
+        ) from None
+    return pickle.dumps({"format": _FORMAT, "kind": kind, "payload": payload})
 
 
 def load_state(data: bytes) -> dict[str, Any]:
@@ -119,7 +130,7 @@ def load_state(data: bytes) -> dict[str, Any]:
     content = pickle.loads(data)
     if not isinstance(content, dict) or content.get("format") != _FORMAT:
         raise ValueError("not an nbtune checkpoint")
-    return {name: SERIALIZERS.lookup(kind).loads(payload) for name, (kind, payload) in content["parts"].items()}
+    return SERIALIZERS.lookup(content["kind"]).loads(content["payload"])
 
 
 def save_checkpoint(store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -32,6 +32,7 @@ class ATTR:
     CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later
     SEED = "nbtune:seed"  # trial: the value the '# tune: seed' variable took
     CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
+    REQUEST = "nbtune:request"  # check study: {"candidates", "seeds"} the latest re-validation compares
     HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
     RECORD = "nbtune:record"  # trial: {variable: value} of --record
     CHECKPOINT = "nbtune:checkpoint"  # trial: {"artifact": id, "bytes": n, "names": [...]} of its saved state

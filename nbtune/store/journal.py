@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
 from nbtune.exceptions import ConfigError
-from nbtune.store.base import BaseStore, base_name, check_name, versioned
+from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
 
 if TYPE_CHECKING:
@@ -224,6 +224,10 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
         if len(bases) != 1:
             raise KeyError(f"the store {st.directory} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]
+    if is_check_study(name):  # the checks of a search (re-validation, holdout runs)
+        if name not in st.study_names():
+            raise KeyError(f"no checks {name!r} in {st.directory}: re-validation or --holdout never ran for it")
+        return optuna.load_study(study_name=name, storage=st.storage(name))
     versions = st.versions(name)
     if not versions:
         known = sorted({base_name(n) for n in st.study_names()})

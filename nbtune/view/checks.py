@@ -25,7 +25,8 @@ __all__ = ["CheckReport", "HoldoutReport", "RULE", "t_quantile"]
 
 RULE = (
     "the most stable choice is the configuration with the best lower end of its 95% confidence "
-    "interval (the upper end when minimising): good on average and consistently so"
+    "interval (the upper end when minimising; every candidate on the same seeds, its spread never "
+    "taken below the candidates' pooled spread): good on average and consistently so"
 )
 
 # Student's t, 97.5% quantile, by degrees of freedom (two-sided 95% intervals).
@@ -55,6 +56,7 @@ class Candidate:
     values: list[float] = field(default_factory=list)  # one per seed, full fidelity
     holdouts: list[float] = field(default_factory=list)
     failed: int = 0
+    sd_floor: float = 0.0  # the pooled sd of all candidates: a few identical scores are no proof of stability
 
     @property
     def mean(self) -> float:
@@ -66,8 +68,10 @@ class Candidate:
 
     @property
     def half_width(self) -> float:
+        """Of the 95% interval: Student's t with this candidate's sd, never below the pooled sd of
+        all candidates (five seeds that score the same are not five proofs of stability)."""
         n = len(self.values)
-        return t_quantile(n - 1) * self.sd / math.sqrt(n) if n > 1 else math.inf
+        return t_quantile(n - 1) * max(self.sd, self.sd_floor) / math.sqrt(n) if n > 1 else math.inf
 
 
 @dataclass
@@ -150,7 +154,11 @@ class CheckReport:
         if not runs:
             return []
         by_number = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        numbers = sorted({t.user_attrs[ATTR.CHECK]["candidate"] for t in runs})
+        request = (self.checks.user_attrs.get(ATTR.REQUEST) if self.checks is not None else None) or {}
+        numbers = request.get("candidates") or sorted({t.user_attrs[ATTR.CHECK]["candidate"] for t in runs})
+        if request.get("seeds"):
+            seeds = set(request["seeds"])
+            runs = [t for t in runs if t.user_attrs.get(ATTR.SEED) in seeds]
         maximize = self.direction == "maximize"
         ranked = sorted(
             (
@@ -177,6 +185,10 @@ class CheckReport:
                     c.holdouts.append(float(t.user_attrs[ATTR.HOLDOUT]))
             else:
                 c.failed += 1
+        spread = [c.sd**2 for c in out.values() if len(c.values) > 1]
+        pooled = math.sqrt(statistics.fmean(spread)) if spread else 0.0
+        for c in out.values():
+            c.sd_floor = pooled
         return sorted(out.values(), key=lambda c: c.search_rank)
 
     def bound(self, c: Candidate) -> float:

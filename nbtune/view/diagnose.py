@@ -6,8 +6,8 @@ it works for any stored study:
 
 * **diverged**: a metric that became NaN or infinite, an error that says so, or a learning
   curve that ended clearly worse than it started;
-* **did not learn**: a learning curve that stayed flat, or several trials stuck at exactly the
-  worst score (a model that predicts one class);
+* **did not learn**: a learning curve that stayed flat from the first epoch at a poor level
+  (worse than the median trial by a quarter of the spread);
 * **overfitting** / **underfitting**: with a training score kept by ``--record`` (a variable
   named ``train_*`` or ``*_train``): a large train-validation gap, or a low training score;
 * **failed**: other errors, grouped by exception and cell line.
@@ -39,7 +39,8 @@ _DIVERGED_RE = re.compile(r"not finite|\bnan\b|\binf\b|infinity|overflow|diverg"
 
 ADVICE = {
     "diverged": "lower the range's top (learning rates and step sizes first), or clip gradients",
-    "did not learn": "raise the learning rate's bottom or the number of epochs, check the labels and the scaling",
+    "did not learn": "move the range away from there (a learning rate too small to move the weights, too much "
+    "regularisation), or check the labels and the feature scaling",
     "overfitting": "more regularisation (weight decay, dropout, smaller models) or more data in that region",
     "underfitting": "bigger models or less regularisation in that region; more epochs",
     "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range",
@@ -131,22 +132,16 @@ def diagnose(result: StudySummary) -> list[Finding]:
     ]
     spread = (max(finals) - min(finals)) if len(finals) > 1 else 0.0
     flat: dict[int, str] = {}
-    for t in trials:
-        values = _curve(t)
-        if t.number not in diverged and len(values) >= 3 and spread > 0 and max(values) - min(values) <= 0.01 * spread:
-            flat[t.number] = f"a flat learning curve at {fmt(values[-1])}"
     fit = _fit(result, trials, maximize)
-    fitted = {n for f in fit for n in f.trials}
-    if len(finals) >= 4:
-        worst = min(finals) if maximize else max(finals)
-        stuck = [
-            t.number
-            for t in trials
-            if t.state.name == "COMPLETE" and t.value == worst and t.number not in diverged and t.number not in fitted
-        ]
-        if len(stuck) >= 3 and len(stuck) < len(finals):
-            for n in stuck:
-                flat.setdefault(n, f"stuck at exactly {fmt(worst)}, the worst score")
+    if len(finals) >= 4 and spread > 0:
+        median = statistics.median(finals)
+        for t in trials:
+            values = _curve(t)
+            # Flat from the first epoch, at a poor level: worse than the median trial by a quarter
+            # of the spread (a curve that is flat at a good value learned in its first epoch).
+            poor = (median - values[-1] if maximize else values[-1] - median) > 0.25 * spread if values else False
+            if t.number not in diverged and len(values) >= 3 and max(values) - min(values) <= 0.01 * spread and poor:
+                flat[t.number] = f"a flat learning curve at {fmt(values[-1])}"
 
     failed: dict[str, list[int]] = defaultdict(list)
     for t in trials:

@@ -48,6 +48,30 @@ _FAIL = "#d93025"
 WIDE = (9.0, 4.2)  # inches at 100 dpi: 900 px, as wide as a notebook's output area
 
 
+def robust_ylim(values: list[float]) -> tuple[float, float] | None:
+    """Limits that keep the bulk of ``values`` readable when a few are off the scale (a diverged
+    loss of 1e22 would flatten every other curve to a line at 0): the 10th to 90th percentile,
+    widened by three times its span. None when nothing is far out."""
+    finite = sorted(v for v in values if v == v and abs(v) != float("inf"))
+    if len(finite) < 5:
+        return None
+    lo, hi = finite[len(finite) // 10], finite[(len(finite) * 9) // 10]
+    span = (hi - lo) or abs(hi) or 1.0
+    low, high = lo - 3 * span, hi + 3 * span
+    if finite[0] >= low and finite[-1] <= high:
+        return None
+    return max(finite[0], low), min(finite[-1], high)
+
+
+def _clip_axis(ax: Any, values: list[float]) -> int:
+    """Apply :func:`robust_ylim`; returns how many values fall outside (0: nothing clipped)."""
+    lim = robust_ylim(values)
+    if lim is None:
+        return 0
+    ax.set_ylim(*lim)
+    return sum(1 for v in values if v < lim[0] or v > lim[1])
+
+
 def _figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
@@ -83,7 +107,8 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
         ax.step(bx, by, where="post", color=_BEST, lw=2, label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(result.metric)
-    ax.set_title("best so far", fontsize=11)
+    off = _clip_axis(ax, [float(t.value) for t in trials if t.value is not None])
+    ax.set_title("best so far" + (f" ({off} off the scale)" if off else ""), fontsize=11)
     if xs or pruned:
         ax.legend(fontsize=9, loc="best")
 
@@ -157,7 +182,8 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
         ax.legend(fontsize=9, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel(result.metric)
-    ax.set_title("learning curves (x = stopped early)", fontsize=11)
+    off = _clip_axis(ax, [float(t.intermediate_values[max(t.intermediate_values)]) for t in trials])
+    ax.set_title("learning curves (x = stopped early)" + (f"; {off} off the scale" if off else ""), fontsize=11)
     return True
 
 
@@ -348,6 +374,7 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
         ax.plot(steps, vals, color=c, alpha=0.75 if colour is not None else 0.5, lw=1.0, ls=ls)
         if t.state == TrialState.PRUNED:
             ax.scatter([steps[-1]], [vals[-1]], marker="x", color=c, s=18)
+    off = _clip_axis(ax, [float(t.intermediate_values[max(t.intermediate_values)]) for t in trials])
     _label_ends(ax, scored[:n_labels], best.number if best is not None else None)
     if best is not None and best.intermediate_values:
         steps = sorted(best.intermediate_values)
@@ -371,7 +398,10 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     ax.set_ylabel(result.metric)
     colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
     ax.set_title(
-        f"learning curves of {len(trials)} trials ({colour_note}; black = best; x = stopped early)", fontsize=11
+        f"learning curves of {len(trials)} trials ({colour_note}; black = best; x = stopped early"
+        + (f"; {off} off the scale" if off else "")
+        + ")",
+        fontsize=11,
     )
     return fig
 
@@ -583,6 +613,15 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
         ConfigError: an unknown view name.
     """
     view = PLOT_VIEWS.lookup(name)
+    if choice is not None:
+        known = param_names(result)
+        unknown = [p for p in choice.params if p not in known]
+        if choice.color_by is not None and choice.color_by not in known:
+            unknown.append(choice.color_by)
+        if unknown:
+            from nbtune.exceptions import ConfigError
+
+            raise ConfigError(f"{unknown[0]!r} is not a parameter of this study; its parameters are {', '.join(known)}")
     n = _n_complete(result)
     if n < view.min_complete:
         return message_figure(f"{name} needs {view.min_complete} complete trials; {n} so far")

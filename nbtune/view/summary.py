@@ -65,16 +65,26 @@ class StudySummary:
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
-        return self.study.best_trial
+        """The best complete trial that meets the guardrails.
+
+        Raises:
+            ValueError: there is none; the message says why.
+        """
+        best = self._best_or_none()
+        if best is None:
+            raise ValueError(self._no_best())
+        return best
 
     @property
     def best_params(self) -> dict[str, Any]:
-        """The best configuration found (raises ValueError while no trial completed)."""
-        return self.study.best_params
+        """The best configuration found (raises ValueError, saying why, while there is none)."""
+        return self.best_trial.params
 
     @property
     def best_value(self) -> float:
-        return self.study.best_value
+        value = self.best_trial.value
+        assert value is not None
+        return value
 
     @property
     def n_finished(self) -> int:
@@ -121,6 +131,17 @@ class StudySummary:
         done.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
         return done[:k]
 
+    def _no_best(self) -> str:
+        """Why there is no best trial, in words."""
+        complete = [t for t in self.trials if t.state.name == "COMPLETE"]
+        if complete and not any(is_feasible(t) for t in complete):
+            broken = sorted({k for t in complete for k, v in t.constraints.items() if v > 0})
+            return (
+                f"no completed trial meets the guardrails ({plural_trials(len(complete))} complete, all breaking "
+                f"{' or '.join(repr(b) for b in broken)}): widen the search space or loosen --subject-to"
+            )
+        return "no trial completed yet"
+
     def _best_or_none(self) -> optuna.trial.FrozenTrial | None:
         try:
             return self.study.best_trial
@@ -142,7 +163,7 @@ class StudySummary:
             params = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
             lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {params}")
         else:
-            lines.append("no trial completed yet")
+            lines.append(self._no_best())
         for t in self.top(5)[1:]:
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
         dec = self.decisions()

@@ -498,7 +498,7 @@ class WidgetView(BaseView):
                     f"(trial {snap.best.number}): {params}"
                 )
             else:
-                self.best.value = "no trial completed yet"
+                self.best.value = html.escape(StudySummary(self.study, self.metric)._no_best())
             self.table_html.value = table
             self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
