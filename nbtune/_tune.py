@@ -155,7 +155,13 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
                 f"{folds.lineno}; drop --max-epochs"
             )
         spec = SchedulerSpec(
-            kind=kind.name, R=folds.k, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction
+            kind=kind.name,
+            R=folds.k,
+            r=cfg.min_epochs,
+            eta=cfg.eta,
+            metric=cfg.metric,
+            direction=cfg.direction,
+            unit="fold",
         )
         return program, sampler, spec
     if kind.needs_epochs and epochs is None:

@@ -448,6 +448,7 @@ def test_a_scheduler_can_stop_a_trial_between_folds(ip):
     res = run(ip, "--minimize loss --trials 30 --seed 0 --sampler random --scheduler asha -o r", cell)
     stopped = [t for t in res.study.trials if t.state.name == "PRUNED"]
     assert stopped and all(1 <= t.last_step < 5 for t in stopped)
+    assert all(" stopped at fold " in d for d in res.decisions())
     assert res.scheduler.startswith("ASHA") and "R=5" in res.scheduler
 
 

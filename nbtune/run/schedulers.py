@@ -104,6 +104,7 @@ class SchedulerSpec:
         eta: the reduction factor: about 1/eta of trials continue at each rung.
         metric: the metric's name (for the reasons).
         direction: ``"maximize"`` or ``"minimize"``.
+        unit: what a step is, for the reasons (``"epoch"``, ``"fold"``).
     """
 
     kind: str = "none"
@@ -112,6 +113,7 @@ class SchedulerSpec:
     eta: int = 3
     metric: str = "value"
     direction: str = "maximize"
+    unit: str = "epoch"  # what a step is: "epoch", or "fold" with '# tune: folds'
 
     def __post_init__(self) -> None:
         scheduler_kind(self.kind)
@@ -314,6 +316,8 @@ def _explained_pruner_class() -> Any:
             except Exception:  # an explanation must never break the search
                 _logger.exception("could not explain the stop of trial %d", trial.number)
                 decision = {"epoch": step, "reason": "stopped by the scheduler"}
+            if self._spec.unit != "epoch":
+                decision["unit"] = self._spec.unit
             _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, decision)
             return True
 
@@ -327,7 +331,7 @@ def format_decision(number: int, decision: dict[str, Any], metric: str, directio
     ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on``
     """
     epoch = decision.get("epoch")
-    head = f"trial {number} stopped at epoch {epoch}"
+    head = f"trial {number} stopped at {decision.get('unit', 'epoch')} {epoch}"
     if decision.get("rung") is not None:
         head += f" (rung {decision['rung']}"
         if decision.get("bracket") is not None:
