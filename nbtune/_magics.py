@@ -127,7 +127,7 @@ class TuneMagics(Magics):
             seed = 0         # tune: seed        (not searched: fixed in the search, varied by --revalidate)
             fold = 0         # tune: folds(5)    (cross-validation: the cell runs once per fold, the mean counts)
             outer = 0        # tune: outer(5)    (nested CV: one search per outer fold; needs --holdout)
-            model = Net()    # tune: state       (saved with each complete trial: res.best_state())
+            model = Net()    # tune: state       (saved with each trial: res.best_state(); a cut trial resumes)
 
         Validation discipline: --revalidate K re-runs the top K configurations with --seeds S
         other seeds and picks the most stable (best lower end of the 95% interval); --holdout

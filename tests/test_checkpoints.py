@@ -133,3 +133,70 @@ def test_bad_state_input_is_one_line_before_any_trial(ip, line, cell, message):
         return
     with pytest.raises(UsageError, match=message):
         run(ip, f"--minimize loss --trials 2 {line}", cell)
+
+
+RESUME_SCRIPT = '''
+import os, sys, time
+import nbtune
+
+cell = """
+x = 0.5                  # tune: uniform(0.1, 0.9)
+state = {"w": 0.0}       # tune: state
+for epoch in range(6):   # tune: epochs
+    open("epochs.log", "a").write(f"{x:.6f} {epoch}\\\\n")
+    state["w"] += x
+    if x != 0.5 and epoch == 3 and not os.path.exists("killed"):
+        open("ready", "w").close()
+        time.sleep(120)  # killed here, in the middle of epoch 3
+    acc = state["w"]
+"""
+res = nbtune.tune(cell, maximize="acc", n_trials=2, seed=0, sampler="random", scheduler="none",
+                  store=".nbtune", view=None, user_ns=globals())
+print("DONE", res.n_finished)
+'''
+
+
+def test_a_trial_cut_by_a_dead_kernel_resumes_from_its_last_epoch(tmp_path):
+    """The process running trial 1 is SIGKILLed in epoch 3 (index); run again, the trial continues
+    from its checkpoint after epoch 2: the epochs it finished are not trained again, its
+    learning curve continues without duplicated steps, and it ends where an uncut run would."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "search.py"
+    script.write_text(RESUME_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    t0 = time.time()
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.time() - t0 < 120, "the search never reached epoch 3 of trial 1"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (tmp_path / "killed").touch()
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "DONE 2" in out.stdout, out.stdout + out.stderr
+
+    import nbtune
+
+    study = nbtune.load_study(store=tmp_path / ".nbtune")
+    cut = next(t for t in study.trials if t.user_attrs.get(ATTR.INTERRUPTED))
+    rerun = next(t for t in study.trials if t.user_attrs.get(ATTR.RERUN_OF) == cut.number)
+    x = cut.params["x"]
+    assert rerun.params == cut.params and rerun.state.name == "COMPLETE"
+    assert sorted(rerun.intermediate_values) == [1, 2, 3, 4, 5, 6]  # one curve, no step twice
+    assert rerun.intermediate_values == pytest.approx({k: k * x for k in range(1, 7)})
+    assert rerun.value == pytest.approx(6 * x)  # what an uncut run ends with
+    assert rerun.user_attrs[ATTR.RESUME]["step"] == 3
+    epochs = [
+        int(line.split()[1])
+        for line in (tmp_path / "epochs.log").read_text().splitlines()
+        if line.startswith(f"{x:.6f}")
+    ]
+    assert epochs == [0, 1, 2, 3, 3, 4, 5]  # epochs 0-2 trained once; epoch 3 was cut and done again
+    # the cut trial's checkpoint is deleted once its re-run has ended; the best trials' are kept
+    ids = {p.name for p in (tmp_path / ".nbtune" / "artifacts").iterdir()}
+    assert cut.user_attrs[ATTR.CHECKPOINT]["artifact"] not in ids
+    assert rerun.user_attrs[ATTR.CHECKPOINT]["artifact"] in ids and "step" not in rerun.user_attrs[ATTR.CHECKPOINT]

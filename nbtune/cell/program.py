@@ -374,6 +374,9 @@ class TrialRuntime:
             so every search has a complete reference point.
         seed: the value of the ``# tune: seed`` variable in this run (None: the cell's own).
         reveal_holdout: compute the sealed holdout metric (the checks after a search only).
+        on_checkpoint: called with (epoch, namespace) after each epoch the trial goes on from.
+        resume: for a cut trial run again: returns (its saved state, the epochs it did, its
+            learning curve); the epochs loop continues from there.
     """
 
     def __init__(
@@ -388,8 +391,12 @@ class TrialRuntime:
         seed: int | None = None,
         reveal_holdout: bool = False,
         outer_fold: int | None = None,
+        on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+        resume: Callable[[], tuple[dict[str, Any], int, dict[int, float]]] | None = None,
     ) -> None:
         self.program = program
+        self._on_checkpoint = on_checkpoint
+        self._resume = resume
         self._outer = outer_fold
         self.fold_index: int | None = None  # the fold running now (``# tune: folds``)
         self.fold_values: list[float] = []
@@ -428,7 +435,10 @@ class TrialRuntime:
         return default if self._outer is None else self._outer
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        for item in iterable:
+        items = iter(iterable)
+        if self._resume is not None:
+            self._resume_from(items)
+        for item in items:
             if self._pending:
                 self._report()
             self._check_stop_now()
@@ -436,6 +446,19 @@ class TrialRuntime:
             yield item
         if self._pending:
             self._report()
+
+    def _resume_from(self, items: Iterator[Any]) -> None:
+        """Continue a cut trial: its saved state replaces what the cell built before the loop,
+        its learning curve so far is reported again, and the epochs it did are skipped."""
+        assert self._resume is not None and self._ns is not None
+        state, step, values = self._resume()
+        self._ns.update(state)
+        if self.trial is not None:
+            for s in sorted(values):
+                self.trial.report(values[s], s)
+        for _ in range(step):
+            next(items, None)
+        self._step = step
 
     def epochs_done(self) -> None:
         # After a `break` the generator is never resumed: report the last epoch here.
@@ -462,6 +485,8 @@ class TrialRuntime:
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
         self.report_step(self._step, value)
+        if self._on_checkpoint is not None and (self._max_step is None or self._step < self._max_step):
+            self._on_checkpoint(self._step, self._ns)  # the state after this epoch: a cut trial resumes here
 
     def report_step(self, step: int, value: float) -> None:
         """Tell the trial its value at ``step`` (an epoch, or the mean after a fold); the scheduler

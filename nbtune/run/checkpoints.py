@@ -27,14 +27,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
-from nbtune.store.attrs import ATTR, is_feasible
+from nbtune.store.attrs import ATTR, is_feasible, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
 
     from nbtune.store.base import BaseStore
 
-__all__ = ["SERIALIZERS", "Serializer", "load_state", "prune_checkpoints", "save_checkpoint", "state_bytes"]
+__all__ = [
+    "SERIALIZERS",
+    "Serializer",
+    "load_state",
+    "prune_checkpoints",
+    "resume_point",
+    "save_checkpoint",
+    "state_bytes",
+]
 
 _logger = logging.getLogger(__name__)
 _FORMAT = "nbtune-state-2"
@@ -133,16 +141,22 @@ def load_state(data: bytes) -> dict[str, Any]:
     return SERIALIZERS.lookup(content["kind"]).loads(content["payload"])
 
 
-def save_checkpoint(store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], names: tuple[str, ...]) -> None:
-    """Attach the trial's state to it (before it is told complete); a failure to save is
+def save_checkpoint(
+    store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], names: tuple[str, ...], step: int | None = None
+) -> None:
+    """Attach the trial's state to it, replacing its previous checkpoint: after an epoch
+    (``step``) while it runs, or at its end (before it is told complete). A failure to save is
     recorded on the trial (``nbtune:checkpoint_error``) and never fails it."""
     from optuna.artifacts import upload_artifact
 
+    if ATTR.CHECKPOINT_ERROR in trial.user_attrs:
+        return  # said once; the same variables would fail again
     try:
         data = state_bytes(ns, names)
     except StateError as e:
         trial.set_user_attr(ATTR.CHECKPOINT_ERROR, str(e))
         return
+    previous = trial.user_attrs.get(ATTR.CHECKPOINT)
     fd, path = tempfile.mkstemp(prefix="nbtune-state-", suffix=".pkl")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -155,31 +169,69 @@ def save_checkpoint(store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], n
         )
     finally:
         os.unlink(path)
-    trial.set_user_attr(ATTR.CHECKPOINT, {"artifact": artifact_id, "bytes": len(data), "names": list(names)})
+    meta: dict[str, Any] = {"artifact": artifact_id, "bytes": len(data), "names": list(names)}
+    if step is not None:
+        meta["step"] = step
+    trial.set_user_attr(ATTR.CHECKPOINT, meta)
+    if previous:
+        _remove(store, previous["artifact"])
+
+
+def _remove(store: BaseStore, artifact_id: str) -> bool:
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        store.artifact_store().remove(artifact_id)
+        return True
+    except (ArtifactNotFound, FileNotFoundError):
+        return False  # removed already (by another worker or an earlier run)
+
+
+def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, Any], int, dict[int, float]]:
+    """What a cut trial left: its state after its last saved epoch, that epoch, its curve up to it.
+
+    Raises:
+        StateError: the checkpoint file is gone.
+    """
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        with store.artifact_store().open_reader(resume["artifact"]) as f:
+            state = load_state(f.read())
+    except ArtifactNotFound:
+        raise StateError(f"the checkpoint to resume from ({resume['artifact']}) is gone") from None
+    step = int(resume["step"])
+    values = {int(k): float(v) for k, v in resume.get("values", {}).items() if int(k) <= step}
+    return state, step, values
 
 
 def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int) -> int:
-    """Delete the checkpoint files of all but the ``keep`` best complete (feasible) trials;
-    returns how many files it deleted. Safe to call from several workers."""
-    from optuna.artifacts.exceptions import ArtifactNotFound
+    """Delete the checkpoint files of all but the ``keep`` best complete (feasible) trials, and
+    of trials that will never resume; returns how many files it deleted. Safe to call from
+    several workers."""
     from optuna.trial import TrialState
 
+    all_trials = study.get_trials(deepcopy=False)
     trials = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if ATTR.CHECKPOINT in t.user_attrs and t.value is not None
+        for t in all_trials
+        if t.state == TrialState.COMPLETE and ATTR.CHECKPOINT in t.user_attrs and t.value is not None
     ]
     maximize = study.direction.name == "MAXIMIZE"
     trials.sort(key=lambda t: (not is_feasible(t), -t.value if maximize else t.value))  # type: ignore[operator]
-    removed = 0
-    artifacts = store.artifact_store()
-    for t in trials[keep:]:
-        try:
-            artifacts.remove(t.user_attrs[ATTR.CHECKPOINT]["artifact"])
-            removed += 1
-        except (ArtifactNotFound, FileNotFoundError):
-            pass  # removed already (by another worker or an earlier run)
-    return removed
+    # Stopped-early and failed trials never resume: their last epoch's state goes too. An
+    # interrupted trial's stays until its re-run has ended (it resumes from it).
+    rerun_done = {t.user_attrs.get(ATTR.RERUN_OF) for t in all_trials if t.state.is_finished()}
+    dropped = [
+        t
+        for t in all_trials
+        if ATTR.CHECKPOINT in t.user_attrs
+        and (
+            t.state == TrialState.PRUNED
+            or (t.state == TrialState.FAIL and (not is_interrupted(t) or t.number in rerun_done))
+        )
+    ]
+    return sum(_remove(store, t.user_attrs[ATTR.CHECKPOINT]["artifact"]) for t in trials[keep:] + dropped)
 
 
 def read_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:

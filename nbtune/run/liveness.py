@@ -213,6 +213,10 @@ def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
         for t in todo():  # again under the lock: another process may have queued them
             attrs: dict[str, Any] = {ATTR.RERUN_OF: t.number}
             attrs.update({k: t.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if t.user_attrs.get(k) is not None})
+            saved = t.user_attrs.get(ATTR.CHECKPOINT)
+            if saved and saved.get("step"):  # it resumes from its last saved epoch, with its curve so far
+                values = {str(s): v for s, v in t.intermediate_values.items() if s <= saved["step"]}
+                attrs[ATTR.RESUME] = {**saved, "values": values}
             study.enqueue_trial(t.params, user_attrs=attrs)
             out.append(t.number)
     if out:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
-from nbtune.run.checkpoints import prune_checkpoints, save_checkpoint
+from nbtune.run.checkpoints import prune_checkpoints, resume_point, save_checkpoint
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output
 from nbtune.run.samplers import make_sampler
@@ -144,6 +144,9 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
     check = trial.user_attrs.get(ATTR.CHECK)  # a run of the checks after a search
+    names = job.program.state
+    epochs_loop = job.program.spec.epochs is not None
+    resume = trial.user_attrs.get(ATTR.RESUME) if names and epochs_loop else None
     runtime = TrialRuntime(
         job.program,
         trial,
@@ -153,6 +156,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         seed=_trial_seed(job, trial),
         reveal_holdout=check is not None,
         outer_fold=job.outer_fold,
+        on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, names, step))
+        if names and epochs_loop
+        else None,
+        resume=(lambda: resume_point(job.store, resume)) if resume else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid):

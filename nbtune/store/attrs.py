@@ -37,6 +37,7 @@ class ATTR:
     RECORD = "nbtune:record"  # trial: {variable: value} of --record
     CHECKPOINT = "nbtune:checkpoint"  # trial: {"artifact": id, "bytes": n, "names": [...]} of its saved state
     CHECKPOINT_ERROR = "nbtune:checkpoint_error"  # trial: why its state could not be saved
+    RESUME = "nbtune:resume"  # queued re-run of a cut trial: {"artifact", "step", "values"} to continue from
     FOLDS = "nbtune:folds"  # trial: the metric in each cross-validation fold ('# tune: folds(k)')
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
