@@ -146,7 +146,6 @@ def plan_checks(
     with store.lock(name):
         # An interrupted run is queued again here (a finished one never is): the user asked for it.
         have = {_key(t) for t in checks.get_trials(deepcopy=False) if not is_interrupted(t)}
-        queued = 0
         for role, trial, seed in wanted:
             if (role, trial.number, seed) in have:
                 continue
@@ -154,7 +153,6 @@ def plan_checks(
             if seed is not None:
                 attrs[ATTR.SEED] = seed
             checks.enqueue_trial(trial.params, user_attrs=attrs)
-            queued += 1
     trials = checks.get_trials(deepcopy=False)
     waiting = sum(1 for t in trials if t.state.name == "WAITING")
     target = finished_count(trials) + waiting

@@ -167,6 +167,9 @@ def save_checkpoint(
             study_or_trial=trial,
             mimetype="application/octet-stream",
         )
+    except OSError as e:  # a full disk or a read-only store: the trial goes on without its checkpoint
+        trial.set_user_attr(ATTR.CHECKPOINT_ERROR, f"cannot write the checkpoint: {type(e).__name__}: {e}")
+        return
     finally:
         os.unlink(path)
     meta: dict[str, Any] = {"artifact": artifact_id, "bytes": len(data), "names": list(names)}
