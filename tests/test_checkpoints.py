@@ -200,3 +200,32 @@ def test_a_trial_cut_by_a_dead_kernel_resumes_from_its_last_epoch(tmp_path):
     ids = {p.name for p in (tmp_path / ".nbtune" / "artifacts").iterdir()}
     assert cut.user_attrs[ATTR.CHECKPOINT]["artifact"] not in ids
     assert rerun.user_attrs[ATTR.CHECKPOINT]["artifact"] in ids and "step" not in rerun.user_attrs[ATTR.CHECKPOINT]
+
+
+def test_a_registered_serializer_writes_the_states_it_accepts():
+    from nbtune.run import checkpoints
+
+    class Blob:
+        def __init__(self, data):
+            self.data = data
+
+    calls = []
+
+    def dumps(state):
+        calls.append("dumps")
+        return repr({k: v.data for k, v in state.items()}).encode()
+
+    def loads(data):
+        import ast
+
+        return {k: Blob(v) for k, v in ast.literal_eval(data.decode()).items()}
+
+    checkpoints.SERIALIZERS.register(
+        "blob", checkpoints.Serializer(lambda s: all(isinstance(v, Blob) for v in s.values()), dumps, loads)
+    )
+    try:
+        data = checkpoints.state_bytes({"b": Blob([1, 2])}, ("b",))
+        assert calls == ["dumps"] and checkpoints.load_state(data)["b"].data == [1, 2]
+        assert checkpoints.load_state(checkpoints.state_bytes({"n": 3}, ("n",))) == {"n": 3}  # cloudpickle
+    finally:
+        checkpoints.SERIALIZERS.pop("blob")

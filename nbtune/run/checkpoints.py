@@ -100,6 +100,12 @@ SERIALIZERS.register("torch", Serializer(_has_torch, _torch_dumps, _torch_loads)
 SERIALIZERS.register("pickle", Serializer(lambda state: True, _pickle_dumps, pickle.loads))
 
 
+def _serializer_for(state: dict[str, Any]) -> str:
+    """The newest registered serializer that accepts the state; cloudpickle when none does."""
+    specific = [k for k in reversed(SERIALIZERS) if k != "pickle"]
+    return next((k for k in specific if SERIALIZERS[k].accepts(state)), "pickle")
+
+
 class StateError(Exception):
     """A state variable could not be saved; the message names it."""
 
@@ -114,7 +120,7 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
     if missing:
         raise StateError(f"the state variable {missing[0]!r} was not set when the cell ended")
     state = {n: ns[n] for n in names}
-    kind = next(k for k, s in SERIALIZERS.items() if s.accepts(state))
+    kind = _serializer_for(state)
     try:
         payload = SERIALIZERS[kind].dumps(state)
     except Exception as e:
