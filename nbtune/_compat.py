@@ -8,6 +8,7 @@ newest releases to see it early.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -131,3 +132,32 @@ def is_asyncio_runner(shell: Any) -> bool:
     runner under which a ``%%tune`` cell may become an awaiting cell. IPython names the class
     privately (``_AsyncIORunner``) and exports no predicate."""
     return type(getattr(shell, "loop_runner", None)).__name__ == "_AsyncIORunner"
+
+
+def content_hash(value: Any) -> str:
+    """``joblib.hash``, with torch tensors (parameters, buffers, datasets' tensors, modules'
+    weights) hashed by their dtype, shape and values.
+
+    joblib hashes a tensor by pickling it, and that pickle is not stable: two
+    ``torch.arange(5.)`` hash differently, even in one process, so every study that reads a
+    tensor would start a new version after a kernel restart. ``joblib.hashing.NumpyHasher`` is
+    joblib's own (undocumented) hasher; overriding its ``save`` is the one way to change how a
+    type is hashed. torch is never imported here: without it loaded, plain ``joblib.hash``.
+    """
+    import joblib
+
+    torch: Any = sys.modules.get("torch")
+    if torch is None:
+        return str(joblib.hash(value) or "")
+    from joblib.hashing import NumpyHasher
+
+    class _TensorHasher(NumpyHasher):  # type: ignore[misc]
+        def save(self, obj: Any) -> None:
+            if isinstance(obj, torch.Tensor):
+                data = obj.detach().cpu()
+                if data.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+                    data = data.float()
+                obj = ("torch.Tensor", str(obj.dtype), tuple(obj.shape), data.contiguous().numpy())
+            super().save(obj)
+
+    return str(_TensorHasher(hash_name="md5").hash(value))

@@ -119,3 +119,33 @@ def test_frames_are_hashed_by_pandas_not_pickled():
     frame = pd.DataFrame({"a": range(5), "s": list("abcde")})
     assert value_fingerprint(frame).startswith("pandas:")
     assert not value_fingerprint(pd.DataFrame({"a": [[1], [2]]})).startswith("pandas:")
+
+
+def test_torch_values_hash_by_their_content_across_processes():
+    """joblib.hash of a tensor changes from one tensor to an equal one; a PyTorch study would then
+    start a new version after every kernel restart (and a cut trial would never resume)."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "from torch import nn\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "from nbtune.cell.identity import value_fingerprint as f\n"
+        "torch.manual_seed(0)\n"
+        "ds = TensorDataset(torch.arange(6.).reshape(3, 2), torch.tensor([0, 1, 0]))\n"
+        "print(f(torch.arange(5.)), f(torch.from_numpy(np.arange(5.))), f(nn.Linear(3, 2)), f(ds),"
+        " f(DataLoader(ds, batch_size=2)), f(torch.arange(4.).to(torch.bfloat16)))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and len(set(runs[0].split())) == 6
+    import torch
+
+    from nbtune.cell.identity import value_fingerprint
+
+    assert value_fingerprint(torch.arange(5.0)) == value_fingerprint(torch.arange(5.0))
+    assert value_fingerprint(torch.arange(5.0)) != value_fingerprint(torch.arange(1.0, 6.0))

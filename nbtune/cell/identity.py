@@ -29,6 +29,7 @@ import random
 import types
 from typing import Any
 
+from nbtune import _compat
 from nbtune.cell.annotations import CellSpec
 
 __all__ = ["cell_identity", "describe_difference", "notebook_path", "value_fingerprint", "weakly_known", "WEAK"]
@@ -74,12 +75,11 @@ def value_fingerprint(value: Any) -> str:
         if isinstance(value, random.Random) or type(value).__name__ in _RNG_TYPES:
             # A random generator's state moves on every time a trial draws from it: its type is what it is.
             return f"rng:{type(value).__module__}.{type(value).__qualname__}"
-        import joblib
 
         if type(value).__module__.startswith("pandas") and type(value).__name__ in ("DataFrame", "Series"):
             with contextlib.suppress(Exception):  # e.g. lists in an object column: pickled below
                 return "pandas:" + _pandas_hash(value)
-        return joblib.hash(value) or ""
+        return _compat.content_hash(value)
     except Exception:  # unpicklable (a lock, an open file, a GPU handle): its type is all we can say
         return f"{WEAK}{type(value).__module__}.{type(value).__qualname__}"
 
