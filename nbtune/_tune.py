@@ -593,9 +593,9 @@ def _note_checkpoints(plan: _Plan, result: TuneResult) -> None:
     result.messages.extend(f"checkpoint not saved: {e}" for e in sorted(errors)[:2])
     if n:
         result.messages.append(
-            f"checkpoints: the state ({', '.join(plan.program.state)}) of the best {n} trial(s) is kept, "
-            f"{size / 1e6:.1f} MB in {plan.store.location(plan.study.study_name).rsplit('/', 1)[0]}/artifacts; "
-            "res.best_state() loads it"
+            f"checkpoints: the state ({', '.join(plan.program.state)}) of {n} trial(s) is kept (the best "
+            f"{plan.cfg.keep_checkpoints} complete ones, and cut ones waiting to resume), {size / 1e6:.1f} MB in "
+            f"{plan.store.location(plan.study.study_name).rsplit('/', 1)[0]}/artifacts; res.best_state() loads it"
         )
 
 

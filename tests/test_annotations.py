@@ -353,7 +353,7 @@ def test_a_new_annotation_kind_needs_no_parser_change(tag_kind):
     [
         (
             "def f():\n    s = 1  # tune: tag\n",
-            "line 3 of the %%tune cell: '# tune: tag(...)' must annotate a simple "
+            "line 3 of the %%tune cell: '# tune: tag' must annotate a simple "
             "top-level assignment on one line, such as 'tag = 0  # tune: tag'",
         ),
         ("s = 1  # tune: tag(3)\n", "line 2 of the %%tune cell: tag takes 0 arguments, got 1"),

@@ -56,7 +56,11 @@ def test_the_best_model_comes_back_without_retraining(data):
     worst = min(res.study.trials, key=lambda t: t.value)
     with pytest.raises(Exception, match=f"trial {worst.number} has no saved state \\(only the best"):
         res.best_state(worst.number)
-    assert any(m.startswith("checkpoints: the state (model) of the best 3 trial(s) is kept") for m in res.messages)
+    assert any(m.startswith("checkpoints: the state (model) of 3 trial(s) is kept (the best 3") for m in res.messages)
+    with pytest.raises(Exception, match="takes a trial number from 0 to 7; got 99"):
+        res.best_state(trial=99)
+    with pytest.raises(Exception, match="got -1"):
+        res.best_state(trial=-1)
     # --apply loads the checkpoint: no retraining in the notebook
     n_fits = len(Path("fits.log").read_text())
     res = run(data, "--maximize val_acc --trials 8 --seed 0 --apply -o res", CELL)
@@ -124,6 +128,12 @@ def test_a_pytorch_model_and_optimizer_are_saved_with_torch(ip):
             "--keep-checkpoints 0",
             "x = 1  # tune: int(0, 3)\nloss = x\n",
             "--keep-checkpoints must be a whole number >= 1",
+        ),
+        ("--state x", "x = 1  # tune: int(0, 3)\nloss = x\n", "--state x: 'x' is tuned, so it is not a trial's state"),
+        (
+            "",
+            "x = 1  # tune: int(0, 3)\nif x:\n    m = 2  # tune: state\nloss = x\n",
+            "'# tune: state' must annotate a simple",
         ),
     ],
 )

@@ -608,7 +608,7 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
             stmt = top_level.get(lineno)
             if not _is_simple_assignment(stmt, lineno):
                 raise AnnotationError(
-                    f"line {lineno} of the %%tune cell: '# tune: {name}(...)' must annotate a simple "
+                    f"line {lineno} of the %%tune cell: '# tune: {name}{'' if kind.arity == 0 else '(...)'}' must annotate a simple "
                     f"top-level assignment on one line, such as '{kind.usage}'",
                     lineno,
                 )

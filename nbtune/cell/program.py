@@ -632,6 +632,11 @@ def compile_cell(
         + [(r, "--record") for r in records or []]
         + [(s, "--state") for s in state or []]
     ):
+        if option == "--state" and name in {p.name for p in spec.params}:
+            raise ConfigError(
+                f"--state {name}: {name!r} is tuned, so it is not a trial's state; name the model or optimizer the "
+                "tuned values build"
+            )
         if name not in bound and name not in user_ns:
             raise ConfigError(
                 f"{option}: the %%tune cell never assigns {name!r} and the notebook has no variable {name!r}; "

@@ -173,6 +173,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                     storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
         except TrialStopped:
             _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
+            if names:
+                prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
             return "PRUNED"
         except TrialInterrupted:
             storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")

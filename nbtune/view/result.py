@@ -83,7 +83,15 @@ class TuneResult(StudySummary):
 
         chosen = self.checks.chosen() if self.checks is not None and trial is None else None
         number = trial if trial is not None else (chosen.number if chosen is not None else self.best_trial.number)
-        t = self.study.trials[number]
+        trials = self.study.trials
+        if not isinstance(number, int) or not 0 <= number < len(trials):
+            raise ConfigError(f"best_state(trial=...) takes a trial number from 0 to {len(trials) - 1}; got {number!r}")
+        t = trials[number]
+        if t.state.name != "COMPLETE":
+            raise ConfigError(
+                f"trial {number} did not complete ({'stopped early' if t.state.name == 'PRUNED' else t.state.name.lower()}"
+                f" at epoch {t.last_step}): it has no trained state; take a complete one, e.g. the best (no argument)"
+            )
         state = read_checkpoint(self._store, t) if self._store is not None else None
         if state is None:
             why = t.user_attrs.get(ATTR.CHECKPOINT_ERROR)
