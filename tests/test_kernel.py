@@ -192,6 +192,8 @@ def test_workers_do_not_outlive_a_killed_kernel(kernel, tmp_path):
     time.sleep(1.0)
     study = nbtune.load_study(store=store)
     assert len(study.trials) == n_before  # nobody runs trials for the dead kernel
+    cut = [t.user_attrs[ATTR.INTERRUPTED] for t in study.trials if ATTR.INTERRUPTED in t.user_attrs]
+    assert cut and all(why == "the kernel died; its worker stopped the trial" for why in cut)  # not "the user"
     done = finished_count(study.trials)
     res = nbtune.tune(SLOW.split("\n", 1)[1], minimize="loss", n_trials=done + 3, store=store, view=None)
     assert res.n_finished == done + 3

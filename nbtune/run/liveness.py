@@ -183,7 +183,8 @@ def reap_dead_trials(
             continue
         reaped.append(t.number)
     if reaped:
-        _logger.warning("marked %d abandoned trial(s) of %s as failed: %s", len(reaped), study.study_name, reaped)
+        # info, not a warning: the result's messages tell the user, once
+        _logger.info("marked %d abandoned trial(s) of %s as failed: %s", len(reaped), study.study_name, reaped)
     return reaped
 
 

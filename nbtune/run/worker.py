@@ -177,7 +177,12 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
             return "PRUNED"
         except TrialInterrupted:
-            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")
+            why = (
+                "the kernel died; its worker stopped the trial"
+                if _ParentWatch.parent_died
+                else "stopped by the user (Stop now / Interrupt)"
+            )
+            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, why)
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             raise
         except MetricError as e:
@@ -277,6 +282,7 @@ class _ParentWatch:
 
     _started: ClassVar[set[int]] = set()  # one watch per process (workers run many jobs)
     _lock = threading.Lock()
+    parent_died = False  # set before the SIGTERM: the trial it cuts was not stopped by the user
 
     @classmethod
     def start(cls, parent: int) -> None:
@@ -291,6 +297,7 @@ class _ParentWatch:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL)
         _logger.warning("worker %d: the kernel (pid %d) died; stopping", os.getpid(), parent)
+        _ParentWatch.parent_died = True
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE)
         os._exit(1)
