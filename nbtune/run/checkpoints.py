@@ -155,14 +155,15 @@ def save_checkpoint(
     recorded on the trial (``nbtune:checkpoint_error``) and never fails it."""
     from optuna.artifacts import upload_artifact
 
-    if ATTR.CHECKPOINT_ERROR in trial.user_attrs:
+    attrs = trial.user_attrs  # a deep copy per access in Optuna, and this runs every epoch: read once
+    if ATTR.CHECKPOINT_ERROR in attrs:
         return  # said once; the same variables would fail again
     try:
         data = state_bytes(ns, names)
     except StateError as e:
         trial.set_user_attr(ATTR.CHECKPOINT_ERROR, str(e))
         return
-    previous = trial.user_attrs.get(ATTR.CHECKPOINT)
+    previous = attrs.get(ATTR.CHECKPOINT)
     fd, path = tempfile.mkstemp(prefix="nbtune-state-", suffix=".pkl")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -143,17 +143,18 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
-    check = trial.user_attrs.get(ATTR.CHECK)  # a run of the checks after a search
+    attrs = trial.user_attrs  # a deep copy per access in Optuna: read once
+    check = attrs.get(ATTR.CHECK)  # a run of the checks after a search
     names = job.program.state
     epochs_loop = job.program.spec.epochs is not None
-    resume = trial.user_attrs.get(ATTR.RESUME) if names and epochs_loop else None
+    resume = attrs.get(ATTR.RESUME) if names and epochs_loop else None
     runtime = TrialRuntime(
         job.program,
         trial,
         should_stop_now=job.control.stop_now_requested,
         max_step=job.scheduler.R,
-        prunable=not trial.user_attrs.get(ATTR.BASELINE) and check is None,
-        seed=_trial_seed(job, trial),
+        prunable=not attrs.get(ATTR.BASELINE) and check is None,
+        seed=_trial_seed(job, trial, attrs.get(ATTR.SEED)),
         reveal_holdout=check is not None,
         outer_fold=job.outer_fold,
         on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, names, step))
@@ -218,13 +219,13 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         return "COMPLETE"
 
 
-def _trial_seed(job: Job, trial: optuna.Trial) -> int | None:
-    """The seed variable's value in this trial: a check's own, else the cell's (common random
-    numbers), or with ``--vary-seed`` the cell's plus the trial number (recorded on the trial)."""
+def _trial_seed(job: Job, trial: optuna.Trial, seed: int | None) -> int | None:
+    """The seed variable's value in this trial: a check's own (``seed``, queued with it), else the
+    cell's (common random numbers), or with ``--vary-seed`` the cell's plus the trial number
+    (recorded on the trial)."""
     seed_var = job.program.spec.seed
     if seed_var is None:
         return None
-    seed = trial.user_attrs.get(ATTR.SEED)
     if seed is None and job.vary_seed:
         seed = seed_var.default + trial.number
         trial.set_user_attr(ATTR.SEED, seed)  # a fixed seed is the cell's, recorded with the study
