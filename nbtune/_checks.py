@@ -18,7 +18,7 @@ from nbtune.exceptions import ConfigError
 from nbtune.run.liveness import BaseLiveness, reap_dead_trials
 from nbtune.run.schedulers import SchedulerSpec
 from nbtune.run.worker import Job
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted, ranked
 from nbtune.store.base import BaseStore, check_study_name
 
 if TYPE_CHECKING:
@@ -61,16 +61,8 @@ class CheckRuns:
 
 def _top(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     """The ``k`` best complete trials that meet the guardrails, with distinct configurations."""
-    from optuna.trial import TrialState
-
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)
-    ]
-    done.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")  # type: ignore[arg-type, return-value]
     out, seen = [], set()
-    for t in done:
+    for t in ranked(study.get_trials(deepcopy=False), study.direction.name.lower()):
         key = tuple(sorted((k, repr(v)) for k, v in t.params.items()))
         if key not in seen:
             seen.add(key)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ATTR", "finished_count", "is_feasible", "is_interrupted"]
+__all__ = ["ATTR", "finished_count", "is_feasible", "is_interrupted", "ranked"]
 
 
 class ATTR:
@@ -57,3 +57,11 @@ def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Meets every guardrail (``--subject-to``): Optuna's rule, all constraint values <= 0."""
     return all(v <= 0 for v in trial.constraints.values())
+
+
+def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials a search can choose from, best first: complete, with a value, meeting every
+    guardrail. ``direction``: ``"maximize"`` or ``"minimize"``."""
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and is_feasible(t)]
+    done.sort(key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type, return-value]
+    return done

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, is_feasible
+from nbtune.store.attrs import ATTR, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -159,17 +159,7 @@ class CheckReport:
         if request.get("seeds"):
             seeds = set(request["seeds"])
             runs = [t for t in runs if t.user_attrs.get(ATTR.SEED) in seeds]
-        maximize = self.direction == "maximize"
-        ranked = sorted(
-            (
-                t
-                for t in by_number.values()
-                if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)
-            ),
-            key=lambda t: t.value,  # type: ignore[arg-type, return-value]
-            reverse=maximize,
-        )
-        rank = {t.number: i + 1 for i, t in enumerate(ranked)}
+        rank = {t.number: i + 1 for i, t in enumerate(ranked(list(by_number.values()), self.direction))}
         out = {
             n: Candidate(n, dict(by_number[n].params), float(by_number[n].value or math.nan), rank.get(n, 0))
             for n in numbers

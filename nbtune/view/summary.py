@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -125,11 +125,7 @@ class StudySummary:
         return {t.number: t.user_attrs[ATTR.ERROR] for t in self.trials if ATTR.ERROR in t.user_attrs}
 
     def top(self, k: int = 5) -> list[optuna.trial.FrozenTrial]:
-        from optuna.trial import TrialState
-
-        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None and is_feasible(t)]
-        done.sort(key=lambda t: t.value, reverse=self.direction == "maximize")  # type: ignore[arg-type, return-value]
-        return done[:k]
+        return ranked(self.trials, self.direction)[:k]
 
     def _no_best(self) -> str:
         """Why there is no best trial, in words."""
