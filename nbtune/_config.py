@@ -352,20 +352,10 @@ class TuneConfig:
         ):
             raise ConfigError(f"--holdout-gap must be a positive number, e.g. 0.02; got {self.holdout_gap!r}")
         self.subject_to = [parse_constraint(c)[3] for c in _as_list(self.subject_to, "--subject-to", split=False)]
-        self.record = _as_list(self.record, "--record", split=True)
-        self.state = _as_list(self.state, "--state", split=True)
-        for name in self.state:
-            if not name.isidentifier():
-                raise ConfigError(
-                    f"--state takes cell variable names separated by commas, e.g. model,opt; got {name!r}"
-                )
+        self.record = _names(self.record, "--record", "train_acc,latency_ms")
+        self.state = _names(self.state, "--state", "model,opt")
         if not _whole(self.keep_checkpoints) or self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints must be a whole number >= 1; got {self.keep_checkpoints!r}")
-        for name in self.record:
-            if not name.isidentifier():
-                raise ConfigError(
-                    f"--record takes cell variable names separated by commas, e.g. train_acc,latency_ms; got {name!r}"
-                )
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ConfigError(f"--max-epochs must be >= 1; got {self.max_epochs}")
         if self.name is not None:
@@ -408,6 +398,15 @@ def _as_list(value: Any, option: str, split: bool) -> list[str]:
     if split:
         return [part.strip() for v in value for part in v.split(",") if part.strip()]
     return list(value)
+
+
+def _names(value: Any, option: str, example: str) -> list[str]:
+    """Cell variable names, from a list or comma-separated strings."""
+    names = _as_list(value, option, split=True)
+    for name in names:
+        if not name.isidentifier():
+            raise ConfigError(f"{option} takes cell variable names separated by commas, e.g. {example}; got {name!r}")
+    return names
 
 
 def _whole(x: Any) -> bool:

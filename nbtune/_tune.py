@@ -45,6 +45,8 @@ from nbtune.view.base import BaseView, RunInfo, ViewFactory
 if TYPE_CHECKING:
     import optuna
 
+    from nbtune.cell.annotations import EpochsLoop
+    from nbtune.run.schedulers import BaseScheduler
     from nbtune.view.nested import NestedResult
     from nbtune.view.result import TuneResult
 
@@ -148,22 +150,24 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     epochs = program.spec.epochs
     folds = program.spec.folds  # with folds, a trial's steps are its folds (the running mean after each)
     kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("hyperband" if epochs else "none"))
+    R: int | None
     if folds is not None:
         if cfg.max_epochs is not None:
             raise ConfigError(
                 f"--max-epochs has no epochs loop to describe: the trial's steps are the {folds.k} folds of line "
                 f"{folds.lineno}; drop --max-epochs"
             )
-        spec = SchedulerSpec(
-            kind=kind.name,
-            R=folds.k,
-            r=cfg.min_epochs,
-            eta=cfg.eta,
-            metric=cfg.metric,
-            direction=cfg.direction,
-            unit="fold",
-        )
-        return program, sampler, spec
+        R, unit = folds.k, "fold"
+    else:
+        R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
+    spec = SchedulerSpec(
+        kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction, unit=unit
+    )
+    return program, sampler, spec
+
+
+def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseScheduler) -> int | None:
+    """R, the epochs of a full trial: the loop's length or --max-epochs (checked against each other)."""
     if kind.needs_epochs and epochs is None:
         raise ConfigError(
             f"--scheduler {kind.name} needs an epochs loop to stop trials early: mark the training "
@@ -186,8 +190,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
             f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known before it "
             f"runs ({epochs.why}); pass --max-epochs R (the epochs of a full trial, e.g. --max-epochs $EPOCHS)"
         )
-    spec = SchedulerSpec(kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction)
-    return program, sampler, spec
+    return R
 
 
 def _choose_version(
