@@ -302,14 +302,9 @@ class PlotView:
 PLOT_VIEWS: Registry[PlotView] = Registry("plot view")
 
 
-def param_names(result: TuneResult) -> list[str]:
-    """The study's parameters, in the order the cell declares them."""
-    names: list[str] = []
-    for t in result.trials[:200]:
-        for k in t.params:
-            if k not in names:
-                names.append(k)
-    return names
+def param_names(trials: list[Any]) -> list[str]:
+    """The parameters of ``trials``, in the order first seen (the order the cell declares them)."""
+    return list(dict.fromkeys(k for t in trials for k in t.params))
 
 
 def _colour_scale(result: TuneResult, name: str) -> tuple[Callable[[Any], Any], Any]:
@@ -469,7 +464,7 @@ def _optuna_figure(draw: Callable[[], Any], title: str = "") -> Figure:
 
 
 def _chosen(result: TuneResult, choice: PlotChoice, at_most: int | None = None) -> list[str]:
-    names = param_names(result)
+    names = param_names(result.trials[:200])
     chosen = [p for p in choice.params if p in names] or names
     return chosen[:at_most] if at_most else chosen
 
@@ -521,21 +516,16 @@ def _timeline(result: TuneResult, choice: PlotChoice) -> Figure:
     return _optuna_figure(lambda: plot_timeline(result.study, n_recent_trials=200))
 
 
-def recorded_names(result: TuneResult) -> list[str]:
-    """The variables kept with ``--record``, in the order first seen."""
-    names: list[str] = []
-    for t in result.trials:
-        for k in t.user_attrs.get(ATTR.RECORD) or {}:
-            if k not in names:
-                names.append(k)
-    return names
+def recorded_names(trials: list[Any]) -> list[str]:
+    """The variables ``trials`` kept with ``--record``, in the order first seen."""
+    return list(dict.fromkeys(k for t in trials for k in t.user_attrs.get(ATTR.RECORD) or {}))
 
 
 def _recorded(result: TuneResult, choice: PlotChoice) -> Figure:
     """Each recorded variable against the metric: does the metric improve while it gets worse?"""
     from optuna.trial import TrialState
 
-    names = recorded_names(result)
+    names = recorded_names(result.trials)
     if not names:
         return message_figure("no recorded variables: add --record VAR,... to the %%tune line to keep more per trial")
     fig, axes = _figure(WIDE[0], WIDE[1], ncols=len(names[:4]))
@@ -614,7 +604,7 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
     """
     view = PLOT_VIEWS.lookup(name)
     if choice is not None:
-        known = param_names(result)
+        known = param_names(result.trials[:200])
         unknown = [p for p in choice.params if p not in known]
         if choice.color_by is not None and choice.color_by not in known:
             unknown.append(choice.color_by)
@@ -625,6 +615,6 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
     n = _n_complete(result)
     if n < view.min_complete:
         return message_figure(f"{name} needs {view.min_complete} complete trials; {n} so far")
-    if view.uses == "params" and not param_names(result):
+    if view.uses == "params" and not param_names(result.trials[:200]):
         return message_figure(f"{name} needs parameters: the study has none yet")
     return view.draw(result, choice or PlotChoice())

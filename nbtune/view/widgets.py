@@ -20,6 +20,7 @@ from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
+from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
 from nbtune.view.summary import StudySummary
 from nbtune.view.text import TextView
@@ -133,17 +134,9 @@ class StudyTable:
         best_number: int | None,
     ) -> tuple[str, int]:
         rows, n_pages = self.rows(trials, direction, best_number)
-        param_names: list[str] = []
-        for t in trials[:50]:
-            for k in t.params:
-                if k not in param_names:
-                    param_names.append(k)
-        records: list[str] = []
-        for t in trials[-50:]:
-            for k in t.user_attrs.get(ATTR.RECORD) or {}:
-                if k not in records:
-                    records.append(k)
-        head = ["#", "state", *param_names, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
+        params = param_names(trials[:50])
+        records = recorded_names(trials[-50:])
+        head = ["#", "state", *params, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
         out = ["<table class='nbtune-table' style='border-collapse:collapse;font-size:12px'><thead><tr>"]
         out += [
             f"<th style='text-align:left;padding:2px 8px;border-bottom:1px solid #ccc'>{html.escape(h)}</th>"
@@ -182,7 +175,7 @@ class StudyTable:
                 f"title='{html.escape(title, quote=True)}'>"
                 f"{'stopped early' if label == 'pruned' else label}</span>",
             ]
-            cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in param_names]
+            cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in params]
             cells += [
                 str(t.last_step or ""),
                 "" if rung is None else str(rung),
@@ -537,12 +530,12 @@ class WidgetView(BaseView):
         self._cost = time.perf_counter() - t_start - (self._plot_cost if png is not None else 0.0)
 
     def _plot_png(self, result: TuneResult | None, trials: list[Any]) -> bytes | None:
-        from nbtune.view.plots import PlotChoice, dashboard_figure, param_names, to_png, view_figure
+        from nbtune.view.plots import PlotChoice, dashboard_figure, to_png, view_figure
 
         res = result or StudySummary(self.study, self.metric)
         if not any(t.value is not None or t.intermediate_values for t in trials):
             return None
-        names = param_names(res)
+        names = param_names(res.trials[:200])
         if list(self.plot_params.options) != names:  # new parameters appear as trials start
             with self.plot_params.hold_trait_notifications():
                 self.plot_params.options = names
