@@ -40,13 +40,19 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
-def new_trial_with_attrs(study: optuna.Study, user_attrs: dict[str, Any]) -> optuna.Trial:
+def new_trial_with_attrs(
+    study: optuna.Study, user_attrs: dict[str, Any], fixed_params: dict[str, Any] | None = None
+) -> optuna.Trial:
     """``study.ask()``, with ``user_attrs`` written in the same storage record.
 
     Every journal write is an fsync; writing the owner separately would cost a third more
     I/O per trial than plain Optuna. Enqueued trials (the baseline, re-runs) come first, as
     in ``study.ask()``: that uses ``_pop_waiting_trial_id``; the cached trial list must be
     dropped first, as ``ask()`` does.
+
+    With ``fixed_params`` the new trial runs that configuration (a promoted trial's
+    continuation), started at once rather than queued: ``enqueue_trial`` keeps fixed values in
+    the ``fixed_params`` system attribute, which ``Trial.suggest_*`` reads; so does this.
     """
     import datetime
 
@@ -54,7 +60,7 @@ def new_trial_with_attrs(study: optuna.Study, user_attrs: dict[str, Any]) -> opt
     from optuna.trial import FrozenTrial, TrialState
 
     study._thread_local.cached_all_trials = None
-    tid = study._pop_waiting_trial_id()
+    tid = None if fixed_params is not None else study._pop_waiting_trial_id()
     storage = storage_of(study)
     if tid is None:
         template = FrozenTrial(
@@ -66,7 +72,7 @@ def new_trial_with_attrs(study: optuna.Study, user_attrs: dict[str, Any]) -> opt
             params={},
             distributions={},
             user_attrs=dict(user_attrs),
-            system_attrs={},
+            system_attrs={} if fixed_params is None else {"fixed_params": dict(fixed_params)},
             intermediate_values={},
             trial_id=-1,
         )
@@ -123,7 +129,9 @@ def rung_value(trial: optuna.trial.FrozenTrial, rung: int) -> float | None:
 
 def bracket_of(pruner: optuna.pruners.HyperbandPruner, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
     """The Hyperband bracket of ``trial`` (crc32 of the study name and number, so every process
-    agrees); HyperbandPruner keeps the rule private."""
+    agrees); HyperbandPruner keeps the rule private, and sets its brackets up on its first decision."""
+    if not pruner._pruners:
+        pruner._try_initialization(study)
     return pruner._get_bracket_id(study, trial)
 
 

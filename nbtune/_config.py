@@ -241,6 +241,16 @@ class TuneConfig:
         metavar="S",
         flag_help="hyperband (default with an epochs loop), asha, median or none.",
     )
+    stop_only: bool = _opt(
+        False,
+        "with ``# tune: state``, Hyperband and ASHA *pause* a trial that is not (yet) in the top 1/eta at a "
+        "rung and promote it later if it ranks there once more trials arrive (pause-and-promote); "
+        "``stop_only`` stops such trials for good instead, as Optuna's pruners do.",
+        "--stop-only",
+        flag_help="with '# tune: state', Hyperband/ASHA pause a trial that is not yet in the top 1/eta at a rung "
+        "and continue it from its checkpoint if it ranks there once more trials arrive (pause-and-promote); "
+        "--stop-only stops such trials for good instead (Optuna's pruners).",
+    )
     min_epochs: int = _opt(
         1,
         "r, the epochs before the first comparison.",

@@ -160,8 +160,17 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         R, unit = folds.k, "fold"
     else:
         R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
+    # pause-and-promote needs a checkpoint to continue from: with state, along an epochs loop
+    pause = kind.rungs and bool(program.state) and epochs is not None and folds is None and not cfg.stop_only
     spec = SchedulerSpec(
-        kind=kind.name, R=R, r=cfg.min_epochs, eta=cfg.eta, metric=cfg.metric, direction=cfg.direction, unit=unit
+        kind=kind.name,
+        R=R,
+        r=cfg.min_epochs,
+        eta=cfg.eta,
+        metric=cfg.metric,
+        direction=cfg.direction,
+        unit=unit,
+        pause=pause,
     )
     return program, sampler, spec
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SERIALIZERS",
+    "has_checkpoint",
     "Serializer",
     "load_state",
     "prune_checkpoints",
@@ -215,13 +216,26 @@ def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, An
     return state, step, values
 
 
-def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int) -> int:
+def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int, final: bool = False) -> int:
     """Delete the checkpoint files of all but the ``keep`` best complete (feasible) trials, and
     of trials that will never resume; returns how many files it deleted. Safe to call from
-    several workers."""
+    several workers.
+
+    A paused trial (pause-and-promote) keeps its file while the run may still promote it: until
+    its continuation no longer needs it, or, with ``final`` (the run used its budget), the end.
+    """
     from optuna.trial import TrialState
 
     all_trials = study.get_trials(deepcopy=False)
+    rerun_done = {t.user_attrs.get(ATTR.RERUN_OF) for t in all_trials if t.state.is_finished()}
+    # what a trial that runs, or will run again, resumes from
+    needed = {
+        t.user_attrs[ATTR.RESUME]["artifact"]
+        for t in all_trials
+        if ATTR.RESUME in t.user_attrs
+        and (not t.state.is_finished() or (is_interrupted(t) and t.number not in rerun_done))
+    }
+    promoted = {t.user_attrs[ATTR.PROMOTED]["from"] for t in all_trials if ATTR.PROMOTED in t.user_attrs}
     trials = [
         t
         for t in all_trials
@@ -229,19 +243,37 @@ def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int) -> int:
     ]
     maximize = study.direction.name == "MAXIMIZE"
     trials.sort(key=lambda t: (not is_feasible(t), -t.value if maximize else t.value))  # type: ignore[operator]
+
     # Stopped-early and failed trials never resume: their last epoch's state goes too. An
     # interrupted trial's stays until its re-run has ended (it resumes from it).
-    rerun_done = {t.user_attrs.get(ATTR.RERUN_OF) for t in all_trials if t.state.is_finished()}
+    def paused(t: optuna.trial.FrozenTrial) -> bool:
+        return bool(t.user_attrs.get(ATTR.DECISION, {}).get("paused"))
+
     dropped = [
         t
         for t in all_trials
         if ATTR.CHECKPOINT in t.user_attrs
+        and t.user_attrs[ATTR.CHECKPOINT]["artifact"] not in needed
         and (
-            t.state == TrialState.PRUNED
+            (t.state == TrialState.PRUNED and (not paused(t) or final or t.number in promoted))
             or (t.state == TrialState.FAIL and (not is_interrupted(t) or t.number in rerun_done))
         )
     ]
     return sum(_remove(store, t.user_attrs[ATTR.CHECKPOINT]["artifact"]) for t in trials[keep:] + dropped)
+
+
+def has_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial's checkpoint file is still there."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    meta = trial.user_attrs.get(ATTR.CHECKPOINT)
+    if not meta:
+        return False
+    try:
+        with store.artifact_store().open_reader(meta["artifact"]):
+            return True
+    except ArtifactNotFound:
+        return False
 
 
 def read_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:

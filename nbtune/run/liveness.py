@@ -218,6 +218,8 @@ def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
             if saved and saved.get("step"):  # it resumes from its last saved epoch, with its curve so far
                 values = {str(s): v for s, v in t.intermediate_values.items() if s <= saved["step"]}
                 attrs[ATTR.RESUME] = {**saved, "values": values}
+            elif ATTR.RESUME in t.user_attrs:  # cut before its first save: from where it began again
+                attrs[ATTR.RESUME] = t.user_attrs[ATTR.RESUME]
             study.enqueue_trial(t.params, user_attrs=attrs)
             out.append(t.number)
     if out:

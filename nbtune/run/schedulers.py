@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune._registry import Registry
 from nbtune.exceptions import ConfigError
-from nbtune.store.attrs import ATTR
+from nbtune.store.attrs import ATTR, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -33,6 +34,8 @@ __all__ = [
     "scheduler_kind",
     "make_pruner",
     "format_decision",
+    "Promotion",
+    "Rungs",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ class SchedulerSpec:
     metric: str = "value"
     direction: str = "maximize"
     unit: str = "epoch"  # what a step is: "epoch", or "fold" with '# tune: folds'
+    pause: bool = False  # pause-and-promote: a trial that is not (yet) in the top 1/eta at a rung waits
 
     def __post_init__(self) -> None:
         scheduler_kind(self.kind)
@@ -123,6 +127,8 @@ class SchedulerSpec:
             raise ConfigError(f"--eta must be >= 2 (the reduction factor), got {self.eta}")
         if self.scheduler.rungs and self.R is not None and self.r > self.R:
             raise ConfigError(f"the epochs loop has {self.R} epochs, fewer than --min-epochs {self.r}")
+        if self.pause and not self.scheduler.rungs:
+            raise ConfigError(f"pause-and-promote needs --scheduler hyperband or asha, not {self.kind}")
 
     @property
     def scheduler(self) -> BaseScheduler:
@@ -152,7 +158,8 @@ class SchedulerSpec:
         return math.floor(math.log(step / self.r, self.eta) + 1e-9)
 
     def describe(self) -> str:
-        return self.scheduler.describe(self)
+        text = self.scheduler.describe(self)
+        return text + ", pause-and-promote" if self.pause else text
 
 
 class _NoScheduler(BaseScheduler):
@@ -272,6 +279,140 @@ for _scheduler in (_Hyperband(), _Asha(), _Median(), _NoScheduler()):
     register_scheduler(_scheduler)
 
 
+# Pause-and-promote -------------------------------------------------------------------------
+#
+# Successive halving as its papers define it (Jamieson & Talwalkar 2016; ASHA, Li et al. 2020):
+# a trial that reaches a rung goes on only if it is in the top 1/eta of the trials that reached
+# that rung *so far*. One that is not (yet), including the first arrivals, which have no peers
+# to beat, is *paused*: its state is saved and its worker takes other work. When more trials
+# have reached the rung, a paused trial that now ranks in the top 1/eta is *promoted*: a worker
+# continues it from its checkpoint (a new Optuna trial, which replays its curve and carries
+# ``nbtune:promoted``). Workers promote before they start new configurations, highest rung
+# first, as ASHA does. Stop-only successive halving (Optuna's pruners) instead lets the first
+# arrivals at a rung through unopposed, and stops for good those that rank low early.
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A paused trial that ranks in the top 1/eta of its rung now."""
+
+    trial: optuna.trial.FrozenTrial
+    epoch: int
+    rank: int  # 1 = best of the trials that reached this rung
+    n_compared: int
+    n_keep: int
+    value: float
+
+
+def _is_paused(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state.name == "PRUNED" and bool(trial.user_attrs.get(ATTR.DECISION, {}).get("paused"))
+
+
+class Rungs:
+    """The values successive halving compares at each rung, per bracket, for pause-and-promote.
+
+    A paused trial that was promoted is represented by its continuation (which replays its
+    curve), and an interrupted trial by its re-run, so no configuration counts twice.
+    """
+
+    def __init__(self, spec: SchedulerSpec, inner: Any, study: optuna.Study) -> None:
+        self.spec, self.inner, self.study = spec, inner, study
+        trials = study.get_trials(deepcopy=False)
+        self._by_number = {t.number: t for t in trials}
+        superseded = {t.user_attrs[ATTR.PROMOTED]["from"] for t in trials if ATTR.PROMOTED in t.user_attrs}
+        self.trials = [t for t in trials if t.number not in superseded and not is_interrupted(t)]
+        self._brackets: dict[int, int | None] = {}
+
+    def root(self, trial: optuna.trial.FrozenTrial) -> int:
+        """The number of the trial that started this configuration (its bracket's)."""
+        promoted = trial.user_attrs.get(ATTR.PROMOTED)
+        if promoted:
+            return int(promoted["root"])
+        return int(trial.user_attrs.get(ATTR.RERUN_OF, trial.number))
+
+    def bracket(self, trial: optuna.trial.FrozenTrial) -> int | None:
+        if self.spec.kind != "hyperband":
+            return None
+        root = self.root(trial)
+        if root not in self._brackets:
+            self._brackets[root] = _compat.bracket_of(self.inner, self.study, self._by_number.get(root, trial))
+        return self._brackets[root]
+
+    def standing(self, trial: optuna.trial.FrozenTrial, epoch: int, value: float) -> tuple[int, int, int, list[float]]:
+        """(rank of ``value``, trials compared, how many go on, the values best first) at ``epoch``
+        among the trials of ``trial``'s bracket; a NaN value reached the rung and ranks last."""
+        bracket = self.bracket(trial)
+        values = [
+            v
+            for t in self.trials
+            if t.number != trial.number
+            and (v := t.intermediate_values.get(epoch)) is not None
+            and self.bracket(t) == bracket
+        ]
+        maximize = self.spec.direction == "maximize"
+        numbers = [v for v in values if not math.isnan(v)]
+        if math.isnan(value):
+            better = len(numbers)
+        else:
+            better = sum(1 for v in numbers if (v > value if maximize else v < value))
+        n = len(values) + 1
+        ordered = sorted([*numbers, value] if not math.isnan(value) else numbers, reverse=maximize)
+        return better + 1, n, n // self.spec.eta, ordered
+
+    def promotion(self, usable: Callable[[optuna.trial.FrozenTrial], bool]) -> Promotion | None:
+        """The paused trial to continue next: one in the top 1/eta of its rung now, from the
+        highest rung first, the best first; ``usable`` says whether its checkpoint is there."""
+        found: list[Promotion] = []
+        for t in self.trials:
+            if not _is_paused(t):
+                continue
+            epoch = int(t.user_attrs[ATTR.DECISION]["epoch"])
+            value = t.intermediate_values.get(epoch)
+            if value is None or math.isnan(value):
+                continue
+            rank, n, n_keep, _ = self.standing(t, epoch, value)
+            if rank <= n_keep:
+                found.append(Promotion(t, epoch, rank, n, n_keep, value))
+        maximize = self.spec.direction == "maximize"
+        found.sort(key=lambda p: (-p.epoch, -p.value if maximize else p.value))
+        return next((p for p in found if usable(p.trial)), None)
+
+
+def _pause_decision(
+    spec: SchedulerSpec, inner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial
+) -> dict[str, Any] | None:
+    """Pause ``trial`` at the rung it just reached, unless it is in the top 1/eta there: the
+    decision to record, or None to go on."""
+    step = trial.last_step
+    if step is None:
+        return None
+    rungs = Rungs(spec, inner, study)
+    bracket = rungs.bracket(trial)
+    previous = max((s for s in trial.intermediate_values if s < step), default=0)
+    crossed = [e for e in spec.rung_epochs(bracket or 0) if previous < e <= step]
+    if not crossed:
+        return None
+    epoch = crossed[-1]
+    value = trial.intermediate_values[epoch]
+    rank, n, n_keep, ordered = rungs.standing(trial, epoch, value)
+    if rank <= n_keep:
+        return None
+    return {
+        "epoch": epoch,
+        "value": value,
+        "scheduler": spec.kind,
+        "paused": True,
+        "rung": spec.rung_of(epoch),
+        "bracket": bracket,
+        "rank": rank,
+        "n_compared": n,
+        "n_keep": n_keep,
+        "eta": spec.eta,
+        "cutoff": ordered[n_keep - 1] if n_keep else None,
+        "rule": f"the top 1/{spec.eta} of the trials that reached this rung go on; the others wait to be promoted",
+    }
+
+
 def make_pruner(spec: SchedulerSpec) -> optuna.pruners.BasePruner:
     """The Optuna pruner for ``spec``, wrapped so that it records its reasons."""
     import optuna
@@ -303,6 +444,12 @@ def _explained_pruner_class() -> Any:
             self._spec = spec
 
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            if self._spec.pause and ATTR.CHECKPOINT_ERROR not in trial.user_attrs:
+                paused = _pause_decision(self._spec, self._inner, study, trial)
+                if paused is None:
+                    return False
+                _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, paused)
+                return True
             if not self._inner.prune(study, trial):
                 return False
             step = trial.last_step
@@ -321,14 +468,26 @@ def _explained_pruner_class() -> Any:
             _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, decision)
             return True
 
+        def promotion(
+            self, study: optuna.Study, usable: Callable[[optuna.trial.FrozenTrial], bool]
+        ) -> Promotion | None:
+            """Pause-and-promote: the paused trial a free worker continues next, or None."""
+            if not self._spec.pause:
+                return None
+            return Rungs(self._spec, self._inner, study).promotion(usable)
+
     _LazyClass.cls = ExplainedPruner
     return ExplainedPruner
 
 
-def format_decision(number: int, decision: dict[str, Any], metric: str, direction: str) -> str:
+def format_decision(
+    number: int, decision: dict[str, Any], metric: str, direction: str, continued_as: int | None = None
+) -> str:
     """One sentence a person can read, e.g.
 
     ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on``
+
+    ``continued_as``: a paused trial's continuation (pause-and-promote), if it was promoted.
     """
     epoch = decision.get("epoch")
     head = f"trial {number} stopped at {decision.get('unit', 'epoch')} {epoch}"
@@ -339,6 +498,20 @@ def format_decision(number: int, decision: dict[str, Any], metric: str, directio
         head += ")"
     if "reason" in decision:
         return f"{head}: {decision['reason']}"
+    if decision.get("paused"):
+        head = head.replace("stopped", "paused", 1)
+        value, n, n_keep = decision.get("value"), decision.get("n_compared"), decision.get("n_keep")
+        if continued_as is not None:
+            return f"{head}: {metric} {value:.4g} ranked {decision.get('rank')} of {n}; promoted later, continued as trial {continued_as}"
+        if not n_keep:
+            return (
+                f"{head}: {metric} {value:.4g}; only {_count(n or 0, 'trial')} reached this rung so far, too few "
+                f"for any to go on (the top 1/{decision.get('eta')} do); it goes on if it ranks among them later"
+            )
+        return (
+            f"{head}: {metric} {value:.4g} ranks {decision.get('rank')} of {n}, only the top {n_keep} go on "
+            "for now; it goes on if it climbs into them as more trials reach this rung"
+        )
     value, cutoff = decision.get("value"), decision.get("cutoff")
     op = "<" if direction == "maximize" else ">"
     if decision.get("scheduler") == "median":

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
-from nbtune.run.checkpoints import prune_checkpoints, resume_point, save_checkpoint
+from nbtune.run.checkpoints import has_checkpoint, prune_checkpoints, resume_point, save_checkpoint
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted
+from nbtune.store.attrs import ATTR, finished_count, is_continuation, is_interrupted
 from nbtune.store.base import BaseStore
 from nbtune.store.control import BaseControl
 
@@ -173,6 +173,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 if text.strip():
                     storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
         except TrialStopped:
+            if job.scheduler.pause and runtime._ns is not None:
+                decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
+                if decision.get("paused"):  # its state after this epoch: it goes on from here if promoted
+                    save_checkpoint(job.store, trial, runtime._ns, names, decision["epoch"])
             _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
             if names:
                 prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
@@ -232,6 +236,51 @@ def _trial_seed(job: Job, trial: optuna.Trial, seed: int | None) -> int | None:
     return seed_var.default if seed is None else int(seed)
 
 
+PROMOTION_POLL = 0.2  # seconds an idle worker waits before it looks for a trial to promote again
+
+
+def _promote(job: Job, study: optuna.Study, owner: dict[str, Any]) -> optuna.Trial | None:
+    """Pause-and-promote: start the continuation of a paused trial that now ranks in the top
+    1/eta of its rung (from its checkpoint, with its curve so far), or None. Call under the
+    store's lock."""
+    pruner = study.pruner
+    promotion = getattr(pruner, "promotion", None)
+    if promotion is None or not job.scheduler.pause:
+        return None
+    found = promotion(study, lambda t: has_checkpoint(job.store, t))
+    if found is None:
+        return None
+    paused = found.trial
+    saved = paused.user_attrs[ATTR.CHECKPOINT]
+    values = {str(s): v for s, v in paused.intermediate_values.items() if s <= saved["step"]}
+    previous = paused.user_attrs.get(ATTR.PROMOTED, {})
+    attrs: dict[str, Any] = {k: paused.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if k in paused.user_attrs}
+    attrs.update(
+        {
+            ATTR.OWNER: owner,
+            ATTR.RESUME: {**saved, "values": values},
+            ATTR.PROMOTED: {
+                "from": paused.number,
+                "root": previous.get("root", paused.user_attrs.get(ATTR.RERUN_OF, paused.number)),
+                "epoch": found.epoch,
+                "rank": found.rank,
+                "n_compared": found.n_compared,
+                "n_keep": found.n_keep,
+                "value": found.value,
+            },
+        }
+    )
+    return _compat.new_trial_with_attrs(study, attrs, fixed_params=paused.params)
+
+
+def _others_running(job: Job, trials: list[optuna.trial.FrozenTrial]) -> bool:
+    """Trials that live workers still run (and that may make a paused trial promotable)."""
+    return any(
+        t.state.name == "RUNNING" and (owner := t.user_attrs.get(ATTR.OWNER)) and not job.liveness.is_dead(owner, t)
+        for t in trials
+    )
+
+
 class _Budget:
     """Trials that use the budget (finished ones that count, and running ones), counted
     incrementally: a finished trial never changes again, so each is looked at once."""
@@ -247,7 +296,7 @@ class _Budget:
         self._counted += finished_count(trials[self._settled : i])
         self._settled = i
         rest = trials[i:]
-        running = sum(1 for t in rest if t.state.name == "RUNNING")
+        running = sum(1 for t in rest if t.state.name == "RUNNING" and not is_continuation(t))
         return self._counted + finished_count(rest) + running
 
 
@@ -341,9 +390,19 @@ def run_worker(job: Job, worker: int = 0) -> int:
                 job.control.stop("timeout")
                 break
             with job.store.lock(job.study_name):
-                if budget.used(study.get_trials(deepcopy=False)) >= job.control.target():
-                    break
-                trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+                trial = _promote(job, study, owner)
+                if trial is None:
+                    trials = study.get_trials(deepcopy=False)
+                    if budget.used(trials) >= job.control.target():
+                        if not (job.scheduler.pause and _others_running(job, trials)):
+                            if job.scheduler.pause and job.program.state:
+                                prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
+                            break
+                    else:
+                        trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+            if trial is None:  # pause-and-promote: running trials may still make a paused one promotable
+                time.sleep(PROMOTION_POLL)
+                continue
             state = run_one(job, study, trial)
             trial = None
             done += 1

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ATTR", "finished_count", "is_feasible", "is_interrupted", "ranked"]
+__all__ = ["ATTR", "continuations", "finished_count", "is_continuation", "is_feasible", "is_interrupted", "ranked"]
 
 
 class ATTR:
@@ -39,9 +39,11 @@ class ATTR:
     CHECKPOINT_ERROR = "nbtune:checkpoint_error"  # trial: why its state could not be saved
     RESUME = "nbtune:resume"  # queued re-run of a cut trial: {"artifact", "step", "values"} to continue from
     FOLDS = "nbtune:folds"  # trial: the metric in each cross-validation fold ('# tune: folds(k)')
+    # trial continuing a paused one (pause-and-promote): {"from", "root", "epoch", "rank", "n_compared", "n_keep"}
+    PROMOTED = "nbtune:promoted"
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
-    KEEP_ON_RERUN = (BASELINE, SEED, CHECK)
+    KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED)
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
@@ -49,9 +51,21 @@ def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.name == "FAIL" and ATTR.INTERRUPTED in trial.user_attrs
 
 
+def is_continuation(trial: optuna.trial.FrozenTrial) -> bool:
+    """A promoted trial's continuation (pause-and-promote): the same configuration, not a new one."""
+    return ATTR.PROMOTED in trial.user_attrs
+
+
+def continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Paused trials that were promoted (pause-and-promote): paused trial's number -> the number
+    of the trial that continued it."""
+    return {t.user_attrs[ATTR.PROMOTED]["from"]: t.number for t in trials if ATTR.PROMOTED in t.user_attrs}
+
+
 def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """Trials that count toward ``--trials``: complete, pruned, or failed on their own."""
-    return sum(1 for t in trials if t.state.is_finished() and not is_interrupted(t))
+    """Trials that count toward ``--trials``: complete, pruned, or failed on their own. A paused
+    trial counts once: its continuations (pause-and-promote) do not count again."""
+    return sum(1 for t in trials if t.state.is_finished() and not is_interrupted(t) and not is_continuation(t))
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
-from nbtune.store.attrs import ATTR, is_feasible
+from nbtune.store.attrs import ATTR, continuations, is_feasible
 from nbtune.view.format import fmt
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ def _draw_history_time(ax: Any, result: TuneResult) -> bool:
 def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
     from optuna.trial import TrialState
 
-    trials = [t for t in result.trials if t.intermediate_values]
+    promoted = continuations(result.trials)  # a paused trial's curve goes on in its continuation's
+    trials = [t for t in result.trials if t.intermediate_values and t.number not in promoted]
     if not trials:
         return False
     best = result._best_or_none()
@@ -334,7 +335,8 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     from optuna.trial import TrialState
 
     fig, ax = _figure(*WIDE)
-    trials = [t for t in result.trials if t.intermediate_values]
+    promoted = continuations(result.trials)
+    trials = [t for t in result.trials if t.intermediate_values and t.number not in promoted]
     if not trials:
         _say(ax, "no trial has reported an epoch yet")
         return fig

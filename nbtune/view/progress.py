@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import continuations, finished_count, is_feasible, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -32,7 +32,8 @@ class Snapshot:
         self.target = target
         self.finished = finished_count(trials)
         self.running = [t for t in trials if t.state == TrialState.RUNNING]
-        self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED)
+        promoted = continuations(trials)  # paused, then continued: not stopped
+        self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
         self.interrupted = sum(1 for t in trials if is_interrupted(t))
         self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

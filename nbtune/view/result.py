@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, is_feasible
+from nbtune.store.attrs import ATTR, continuations, is_feasible
 from nbtune.view.summary import StudySummary
 
 if TYPE_CHECKING:
@@ -127,12 +127,15 @@ class TuneResult(StudySummary):
 
         Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``, ``record_<var>``
         (``--record``), ``feasible`` and ``constraint_<guardrail>`` (``--subject-to``; > 0 breaks it), ``seed``,
-        ``interrupted``, ``output`` (the tail of what the trial printed), and for stopped trials ``stopped_epoch``, ``stopped_rung``,
-        ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``.
+        ``interrupted``, ``output`` (the tail of what the trial printed), for stopped trials ``stopped_epoch``,
+        ``stopped_rung``, ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``,
+        and with pause-and-promote ``paused`` (a stopped trial that may still be promoted), ``continued_as`` (the
+        trial that continued a promoted one) and ``continues`` (the paused trial a continuation took over).
         """
         import pandas as pd
 
         rows = []
+        promoted = continuations(self.trials)
         for t in self.trials:
             row: dict[str, Any] = {
                 "number": t.number,
@@ -166,8 +169,12 @@ class TuneResult(StudySummary):
                     stopped_bracket=d.get("bracket"),
                     stopped_cutoff=d.get("cutoff"),
                     stopped_n_compared=d.get("n_compared"),
-                    stopped_reason=format_decision(t.number, d, self.metric, self.direction),
+                    stopped_reason=format_decision(t.number, d, self.metric, self.direction, promoted.get(t.number)),
                 )
+                if d.get("paused"):
+                    row.update(paused=True, continued_as=promoted.get(t.number))
+            if ATTR.PROMOTED in t.user_attrs:
+                row["continues"] = t.user_attrs[ATTR.PROMOTED]["from"]
             rows.append(row)
         df = pd.DataFrame(rows)
         if df.empty:

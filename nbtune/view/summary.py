@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted, ranked
+from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -91,19 +91,24 @@ class StudySummary:
         return finished_count(self.trials)
 
     def counts(self) -> dict[str, int]:
-        """Trials by state; interrupted ones (which don't count) apart from failed ones."""
+        """Trials by state; interrupted ones (which don't count) apart from failed ones, and paused
+        trials that were promoted (their continuation has the configuration's outcome) apart
+        from stopped ones."""
         c: Counter[str] = Counter()
+        promoted = continuations(self.trials)
         for t in self.trials:
             state = t.state.name.lower()
             if is_interrupted(t):
                 state = "interrupted"
+            elif t.number in promoted:
+                state = "promoted"
             c[state] += 1
         return dict(c)
 
     def count_words(self) -> list[str]:
         """The counts in the words the dashboard uses: "3 complete", "2 stopped early", "1 failed"."""
-        words = {"pruned": "stopped early", "fail": "failed", "waiting": "queued"}
-        order = ["complete", "pruned", "fail", "interrupted", "running", "waiting"]
+        words = {"pruned": "stopped early", "fail": "failed", "waiting": "queued", "promoted": "paused and continued"}
+        order = ["complete", "pruned", "fail", "interrupted", "running", "waiting", "promoted"]
         c = self.counts()
         out = [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
         infeasible = sum(1 for t in self.trials if t.state.name == "COMPLETE" and not is_feasible(t))
@@ -114,10 +119,11 @@ class StudySummary:
     def decisions(self) -> list[str]:
         """Why each stopped trial was stopped, as sentences, in trial order."""
         out = []
+        promoted = continuations(self.trials)
         for t in self.trials:
             d = t.user_attrs.get(ATTR.DECISION)
             if d:
-                out.append(format_decision(t.number, d, self.metric, self.direction))
+                out.append(format_decision(t.number, d, self.metric, self.direction, promoted.get(t.number)))
         return out
 
     def errors(self) -> dict[int, str]:
@@ -164,7 +170,7 @@ class StudySummary:
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
         dec = self.decisions()
         if dec:
-            lines.append(f"{len(dec)} stopped early, e.g. {dec[-1]}")
+            lines.append(f"{self.counts().get('pruned', 0)} stopped early, e.g. {dec[-1]}")
         errs = self.errors()
         if errs:
             n, e = next(iter(errs.items()))
@@ -219,7 +225,8 @@ class StudySummary:
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
             parts.append(
-                f"<details><summary>{plural_trials(len(dec))} stopped early</summary><ul>{items}</ul></details>"
+                f"<details><summary>{plural_trials(self.counts().get('pruned', 0))} stopped early</summary>"
+                f"<ul>{items}</ul></details>"
             )
         errs = self.errors()
         if errs:

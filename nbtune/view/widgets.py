@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.plots import param_names, recorded_names
@@ -134,6 +134,7 @@ class StudyTable:
         best_number: int | None,
     ) -> tuple[str, int]:
         rows, n_pages = self.rows(trials, direction, best_number)
+        promoted = continuations(trials)
         params = param_names(trials[:50])
         records = recorded_names(trials[-50:])
         head = ["#", "state", *params, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
@@ -158,8 +159,14 @@ class StudyTable:
 
                 dur = ((t.datetime_complete or _dt.datetime.now()) - t.datetime_start).total_seconds()
             title = ""
+            if t.number in promoted:
+                label = f"paused → #{promoted[t.number]}"
+            elif ATTR.PROMOTED in t.user_attrs:
+                title = f"continues trial {t.user_attrs[ATTR.PROMOTED]['from']} (paused, then promoted)"
             if ATTR.DECISION in t.user_attrs:
-                title = format_decision(t.number, t.user_attrs[ATTR.DECISION], metric, direction)
+                title = format_decision(
+                    t.number, t.user_attrs[ATTR.DECISION], metric, direction, promoted.get(t.number)
+                )
             elif ATTR.ERROR in t.user_attrs:
                 title = t.user_attrs[ATTR.ERROR]
             elif ATTR.INTERRUPTED in t.user_attrs:
@@ -168,7 +175,7 @@ class StudyTable:
                 title = "breaks " + ", ".join(f"{k} (by {fmt(v)})" for k, v in t.constraints.items() if v > 0)
             best = t.number == best_number
             row_style = "background:#e6f4ea;font-weight:600" if best else ""
-            cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label}"
+            cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label.split()[0]}"
             cells = [
                 str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
                 f"<span style='{_STATE_STYLE.get(label.upper(), _STATE_STYLE.get(state, ''))}' "
@@ -427,10 +434,12 @@ class WidgetView(BaseView):
         )
         stopped = [t for t in trials if ATTR.DECISION in t.user_attrs]
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
-        n_stopped = len(stopped)
+        n_stopped = snap.pruned
+        promoted = continuations(trials)
         # Only the latest 50 reasons are shown (and formatted): fast for huge studies.
         decisions = [
-            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction) for t in stopped[-50:]
+            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction, promoted.get(t.number))
+            for t in stopped[-50:]
         ]
         want_plots = (
             plots

@@ -1,0 +1,199 @@
+"""Pause-and-promote: with a declared state, Hyperband and ASHA pause a trial that is not (yet)
+in the top 1/eta at a rung, and continue it from its checkpoint when it ranks there later.
+Real IPython shell, real store files, real worker processes; the state is a scikit-learn
+estimator trained with ``partial_fit``."""
+
+from __future__ import annotations
+
+import collections
+import math
+from pathlib import Path
+
+import pytest
+
+from nbtune.run.schedulers import Rungs, SchedulerSpec, format_decision, make_pruner
+from nbtune.store.attrs import ATTR, continuations, finished_count
+
+SETUP = """\
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.linear_model import SGDClassifier
+
+X, y = load_digits(return_X_y=True)
+X = X / 16.0
+"""
+
+# Each epoch appends "alpha,eta0,epoch" to a file: which epochs of which configuration ran.
+CELL = """\
+alpha = 1e-4  # tune: loguniform(1e-6, 1e-1)
+eta0 = 0.01   # tune: loguniform(1e-4, 1.0)
+clf = SGDClassifier(loss="log_loss", alpha=alpha, learning_rate="constant", eta0=eta0, random_state=0)  # tune: state
+for epoch in range(9):  # tune: epochs
+    clf.partial_fit(X[:1200], y[:1200], classes=np.arange(10))
+    with open("epochs.log", "a") as f:
+        f.write(f"{alpha!r},{eta0!r},{epoch}\\n")
+    acc = clf.score(X[1200:], y[1200:])
+fits = clf.t_  # SGD's own count of samples seen + 1: the epochs this model was trained for
+"""
+
+
+def run(ip, line, cell=CELL):
+    return ip.run_cell_magic("tune", line, cell)
+
+
+@pytest.fixture
+def data(ip):
+    ip.run_cell(SETUP)
+    return ip
+
+
+def _epochs_run() -> collections.Counter[tuple[str, str, int]]:
+    lines = Path("epochs.log").read_text().split()
+    return collections.Counter((a, e, int(k)) for a, e, k in (line.split(",") for line in lines))
+
+
+def _check_search(res, n_trials: int, R: int = 9) -> None:
+    """The invariants of pause-and-promote, on the study a search left."""
+    trials = res.study.trials
+    promoted = continuations(trials)
+    assert finished_count(trials) == n_trials  # continuations do not count as new configurations
+    # No epoch of a configuration ran twice: a continuation starts after the epoch it was paused at.
+    ran = _epochs_run()
+    assert ran and max(ran.values()) == 1
+    # A complete trial's model was trained for R epochs in all, across its pauses: its state was loaded.
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert t.user_attrs[ATTR.RECORD]["fits"] == R * 1200 + 1
+            assert sorted(t.intermediate_values) == list(range(1, R + 1))  # the whole curve, once
+    for t in trials:
+        p = t.user_attrs.get(ATTR.PROMOTED)
+        if p:
+            paused = trials[p["from"]]
+            assert paused.params == t.params
+            assert (
+                paused.user_attrs[ATTR.DECISION]["paused"] and paused.user_attrs[ATTR.DECISION]["epoch"] == p["epoch"]
+            )
+            # the continuation replays the paused trial's curve, then goes on
+            assert all(t.intermediate_values[s] == v for s, v in paused.intermediate_values.items())
+            assert p["rank"] <= p["n_keep"]  # promoted because it ranked in the top 1/eta then
+    for t in trials:
+        d = t.user_attrs.get(ATTR.DECISION)
+        if d:
+            assert d["paused"] and d["rank"] > d["n_keep"] >= 0 and d["n_keep"] == d["n_compared"] // 3
+    # At the end no paused trial is left that ranks in the top 1/eta of its rung.
+    spec = SchedulerSpec(kind="hyperband", R=R, metric="acc", direction="maximize", pause=True)
+    pruner = make_pruner(spec)
+    assert pruner.promotion(res.study, lambda t: True) is None
+    # Retention: only the best 3 complete trials keep their files (paused ones were deleted at the end).
+    files = list(Path(".nbtune/artifacts").iterdir())
+    assert len(files) == min(3, sum(t.state.name == "COMPLETE" for t in trials))
+    assert set(promoted) == {t.user_attrs[ATTR.PROMOTED]["from"] for t in trials if ATTR.PROMOTED in t.user_attrs}
+
+
+def test_paused_trials_are_promoted_and_continue_from_their_checkpoint(data):
+    res = run(data, "--maximize acc --trials 24 --seed 0 --record fits -o res")
+    trials = res.study.trials
+    assert "pause-and-promote" in res.scheduler
+    _check_search(res, 24)
+    promoted = continuations(trials)
+    assert promoted, "some paused trial was promoted"
+    # The first trial to reach a rung has nobody to beat: it is paused, not let through.
+    first = next(t for t in trials if ATTR.DECISION in t.user_attrs)
+    assert first.user_attrs[ATTR.DECISION]["n_keep"] == 0
+    # Fewer epochs than stop-only successive halving spends on the same configurations' full runs
+    full = sum(
+        len(t.intermediate_values) - t.user_attrs.get(ATTR.PROMOTED, {}).get("epoch", 0)
+        for t in trials
+        if t.state.name == "COMPLETE"
+    )
+    assert full < sum(_epochs_run().values())
+    # What the user reads: the counts do not count a configuration twice, and say what happened.
+    words = res.count_words()
+    assert f"{len(promoted)} paused and continued" in words
+    text = str(res)
+    assert "20 complete" not in text and f"{res.counts()['pruned']} stopped early" in text
+    frame = res.trials_dataframe()
+    cont = frame[frame["continues"].notna()]
+    assert len(cont) == len(promoted)
+    assert set(frame.index[frame["continued_as"].notna()]) == set(promoted)
+    # The best model comes back: trained for all 9 epochs.
+    assert res.best_state()["clf"].t_ == 9 * 1200 + 1
+
+
+def test_pause_and_promote_in_worker_processes(data):
+    res = run(data, "--maximize acc --trials 16 --seed 1 --jobs 2 --scheduler asha --record fits -o res")
+    _check_search(res, 16)
+
+
+def test_stop_only_stops_for_good(data):
+    res = run(data, "--maximize acc --trials 12 --seed 0 --stop-only --record fits -o res")
+    assert "pause" not in res.scheduler
+    trials = res.study.trials
+    assert len(trials) == 12 and not continuations(trials)
+    assert not any(t.user_attrs.get(ATTR.DECISION, {}).get("paused") for t in trials)
+    # the old behaviour: the first arrivals at a rung go on unopposed, so more full-length trials
+    assert sum(t.state.name == "COMPLETE" for t in trials) >= 2
+
+
+def test_no_pause_without_state(data):
+    res = run(data, "--maximize acc --trials 6 --seed 0 -o res", CELL.replace("  # tune: state", ""))
+    assert res.scheduler.startswith("Hyperband") and "pause" not in res.scheduler
+
+
+def test_pause_needs_a_successive_halving_scheduler():
+    from nbtune.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="pause-and-promote needs --scheduler hyperband or asha, not median"):
+        SchedulerSpec(kind="median", R=9, pause=True)
+
+
+def test_the_reasons_read_well():
+    d = {"epoch": 3, "value": 0.62, "paused": True, "rung": 1, "bracket": 0, "rank": 3, "n_compared": 4, "n_keep": 1}
+    assert format_decision(7, d, "acc", "maximize") == (
+        "trial 7 paused at epoch 3 (rung 1, bracket 0): acc 0.62 ranks 3 of 4, only the top 1 go on for now; "
+        "it goes on if it climbs into them as more trials reach this rung"
+    )
+    assert format_decision(7, d, "acc", "maximize", continued_as=12).endswith(
+        "acc 0.62 ranked 3 of 4; promoted later, continued as trial 12"
+    )
+    first = {**d, "rank": 1, "n_compared": 1, "n_keep": 0, "eta": 3}
+    assert "only 1 trial reached this rung so far, too few for any to go on (the top 1/3 do)" in format_decision(
+        7, first, "acc", "maximize"
+    )
+
+
+def test_rungs_rank_nan_last_and_ignore_superseded(tmp_path):
+    import optuna
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    spec = SchedulerSpec(kind="asha", R=9, metric="acc", direction="maximize", pause=True)
+
+    def add(values: dict[int, float], attrs: dict | None = None, state=optuna.trial.TrialState.PRUNED):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=None if state != optuna.trial.TrialState.COMPLETE else values[max(values)],
+                intermediate_values=values,
+                user_attrs=attrs or {},
+                params={"x": 0.5},
+                distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            )
+        )
+
+    paused = {ATTR.DECISION: {"paused": True, "epoch": 1}}
+    add({1: 0.5}, paused)  # 0
+    add({1: 0.9}, paused)  # 1: promoted already (trial 3 continues it)
+    add({1: 0.1}, paused)  # 2
+    add({1: 0.9, 2: 0.91}, {ATTR.PROMOTED: {"from": 1, "root": 1, "epoch": 1}}, optuna.trial.TrialState.RUNNING)
+    add({1: math.nan}, paused)  # 4
+    rungs = Rungs(spec, None, study)
+    assert [t.number for t in rungs.trials] == [0, 2, 3, 4]  # trial 1 is represented by trial 3
+    rank, n, n_keep, _ = rungs.standing(study.trials[4], 1, math.nan)
+    assert (rank, n, n_keep) == (4, 4, 1)
+    # trial 0 ranks 2nd of 4: only the top 1 go on; with two more worse trials it is promoted
+    assert rungs.promotion(lambda t: True) is None
+    add({1: 0.2}, paused)
+    add({1: 0.3}, paused)
+    found = Rungs(spec, None, study).promotion(lambda t: True)
+    assert found is not None and found.trial.number == 0 and (found.rank, found.n_compared, found.n_keep) == (2, 6, 2)
+    assert Rungs(spec, None, study).promotion(lambda t: t.number != 0) is None  # its checkpoint is gone
