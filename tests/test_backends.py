@@ -197,3 +197,16 @@ def test_a_cell_that_starts_its_own_processes_runs_in_worker_processes(tmp_path)
     res = nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, backend="loky", store=tmp_path, view=None, seed=0)
     assert res.n_finished == 4 and res.counts() == {"complete": 4}, res.errors()
     assert all(t.value == 2 * t.params["x"] for t in res.study.trials)
+
+
+def test_warm_workers_follow_the_notebook_to_another_folder(ip, tmp_path, monkeypatch):
+    """Worker processes outlive a search; after %cd a cell's relative paths still mean the notebook's folder."""
+    cell = 'x = 0.5  # tune: uniform(0, 1)\nopen("here.txt", "a").write("x")\nloss = x'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, store=str(tmp_path / "s"), view=None)
+    monkeypatch.chdir(tmp_path / "b")  # the same warm workers run the next search
+    nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, store=str(tmp_path / "s2"), view=None)
+    assert len((tmp_path / "a" / "here.txt").read_text()) == 4
+    assert len((tmp_path / "b" / "here.txt").read_text()) == 4

@@ -52,7 +52,7 @@ def _epochs_run() -> collections.Counter[tuple[str, str, int]]:
     return collections.Counter((a, e, int(k)) for a, e, k in (line.split(",") for line in lines))
 
 
-def _check_search(res, n_trials: int, R: int = 9) -> None:
+def _check_search(res, n_trials: int, R: int = 9, kind: str = "hyperband") -> None:
     """The invariants of pause-and-promote, on the study a search left."""
     trials = res.study.trials
     promoted = continuations(trials)
@@ -81,7 +81,7 @@ def _check_search(res, n_trials: int, R: int = 9) -> None:
         if d:
             assert d["paused"] and d["rank"] > d["n_keep"] >= 0 and d["n_keep"] == d["n_compared"] // 3
     # At the end no paused trial is left that ranks in the top 1/eta of its rung.
-    spec = SchedulerSpec(kind="hyperband", R=R, metric="acc", direction="maximize", pause=True)
+    spec = SchedulerSpec(kind=kind, R=R, metric="acc", direction="maximize", pause=True)
     pruner = make_pruner(spec)
     assert pruner.promotion(res.study, lambda t: True) is None
     # Retention: only the best 3 complete trials keep their files (paused ones were deleted at the end).
@@ -122,7 +122,7 @@ def test_paused_trials_are_promoted_and_continue_from_their_checkpoint(data):
 
 def test_pause_and_promote_in_worker_processes(data):
     res = run(data, "--maximize acc --trials 16 --seed 1 --jobs 2 --scheduler asha --record fits -o res")
-    _check_search(res, 16)
+    _check_search(res, 16, kind="asha")
 
 
 def test_stop_only_stops_for_good(data):

@@ -66,6 +66,7 @@ class Job:
     outer_fold: int | None = None  # nested CV: the value of the '# tune: outer(k)' variable
     keep_checkpoints: int = 3  # the best K complete trials keep their saved state
     parent_pid: int = field(default_factory=os.getpid)
+    cwd: str = field(default_factory=os.getcwd)  # the kernel's: relative paths in the cell mean the same in workers
     # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
     mp_start_method: str = field(default_factory=lambda: multiprocessing.get_start_method())
 
@@ -373,6 +374,9 @@ def run_worker(job: Job, worker: int = 0) -> int:
             signal.signal(signal.SIGTERM, _raise_stopped)
             _ParentWatch.start(job.parent_pid)
         job.control.register_worker(worker)
+        # Warm workers outlive a search; the notebook may have changed folder (%cd) since they started.
+        if os.getcwd() != job.cwd and os.path.isdir(job.cwd):
+            os.chdir(job.cwd)
         # loky makes its own start method the default in its workers, and a plain
         # multiprocessing.Process (a PyTorch DataLoader's workers) then fails there ("'Process'
         # object has no attribute 'env'"): processes the cell starts start as in the kernel.
