@@ -236,10 +236,11 @@ class TuneConfig:
     )
     scheduler: str | None = _opt(
         None,
-        "``hyperband`` (default with an epochs loop), ``asha``, ``median`` or ``none``.",
+        "``hyperband`` (default with an epochs loop), ``asha``, ``median``, ``pbt`` (population-based "
+        "training) or ``none``.",
         "--scheduler",
         metavar="S",
-        flag_help="hyperband (default with an epochs loop), asha, median or none.",
+        flag_help="hyperband (default with an epochs loop), asha, median, pbt (population-based training) or none.",
     )
     stop_only: bool = _opt(
         False,
@@ -250,6 +251,22 @@ class TuneConfig:
         flag_help="with '# tune: state', Hyperband/ASHA pause a trial that is not yet in the top 1/eta at a rung "
         "and continue it from its checkpoint if it ranks there once more trials arrive (pause-and-promote); "
         "--stop-only stops such trials for good instead (Optuna's pruners).",
+    )
+    population: int = _opt(
+        8,
+        "PBT (``scheduler='pbt'``): the members that train side by side (the number of configurations).",
+        "--population",
+        metavar="N",
+        type=int,
+        flag_help="with --scheduler pbt: members training side by side (replaces --trials). Default 8.",
+    )
+    interval: int | None = _opt(
+        None,
+        "PBT: epochs between exploit/explore decisions (default: a quarter of the epochs loop).",
+        "--interval",
+        metavar="K",
+        type=int,
+        flag_help="with --scheduler pbt: epochs between exploit/explore decisions. Default R/4.",
     )
     min_epochs: int = _opt(
         1,
@@ -364,6 +381,10 @@ class TuneConfig:
         self.subject_to = [parse_constraint(c)[3] for c in _as_list(self.subject_to, "--subject-to", split=False)]
         self.record = _names(self.record, "--record", "train_acc,latency_ms")
         self.state = _names(self.state, "--state", "model,opt")
+        if not _whole(self.population) or self.population < 2:
+            raise ConfigError(f"--population must be a whole number >= 2; got {self.population!r}")
+        if self.interval is not None and (not _whole(self.interval) or self.interval < 1):
+            raise ConfigError(f"--interval must be a whole number of epochs >= 1; got {self.interval!r}")
         if not _whole(self.keep_checkpoints) or self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints must be a whole number >= 1; got {self.keep_checkpoints!r}")
         if self.max_epochs is not None and self.max_epochs < 1:

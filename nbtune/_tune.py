@@ -28,6 +28,7 @@ from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.annotations import FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
+from nbtune.cell.loops import names_read_each_epoch
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
@@ -162,6 +163,10 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
     # pause-and-promote needs a checkpoint to continue from: with state, along an epochs loop
     pause = kind.rungs and bool(program.state) and epochs is not None and folds is None and not cfg.stop_only
+    pbt: dict[str, Any] = {}
+    if kind.pauses:
+        pause = True
+        pbt = _pbt_settings(cfg, program, R)
     spec = SchedulerSpec(
         kind=kind.name,
         R=R,
@@ -171,8 +176,50 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         direction=cfg.direction,
         unit=unit,
         pause=pause,
+        **pbt,
     )
     return program, sampler, spec
+
+
+def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[str, Any]:
+    """PBT's population, interval and the hyperparameters it may change, checked against the cell."""
+    epochs = program.spec.epochs
+    if program.spec.folds is not None or epochs is None or R is None:
+        raise ConfigError("--scheduler pbt needs an epochs loop ('# tune: epochs'), not folds")
+    if not program.state:
+        raise ConfigError(
+            "--scheduler pbt copies models from member to member: mark what a member's training state is, "
+            "e.g. 'model = Net()  # tune: state' and 'opt = Adam(...)  # tune: state' (or --state model,opt)"
+        )
+    interval = cfg.interval if cfg.interval is not None else max(1, R // 4)
+    if interval >= R:
+        raise ConfigError(
+            f"--interval {interval} leaves no decision inside the {R} epochs of line {epochs.lineno}; "
+            f"give an interval below {R}, e.g. --interval {max(1, R // 4)}"
+        )
+    assert program.spec.tree is not None
+    read = names_read_each_epoch(program.spec.tree, epochs.lineno)
+    perturb = tuple(p.name for p in program.params if p.name in read)
+    return {"population": cfg.population, "interval": interval, "perturb": perturb}
+
+
+def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
+    """What PBT cannot change, said before the search: tuned variables the epochs loop never reads."""
+    fixed = [p for p in program.params if p.name not in spec.perturb]
+    if not fixed or spec.kind != "pbt":
+        return None
+    names = ", ".join(f"{p.name} (line {p.lineno})" for p in fixed)
+    if not spec.perturb:
+        return (
+            f"PBT: the epochs loop reads none of the tuned variables ({names}), so explore cannot change them "
+            "during training; members only copy better members' state. Read them inside the loop (e.g. set "
+            "'for g in opt.param_groups: g[\"lr\"] = lr' each epoch) for PBT to adapt them"
+        )
+    return (
+        f"PBT changes {', '.join(spec.perturb)} between epochs; {names} "
+        f"{'is' if len(fixed) == 1 else 'are'} read only before the epochs loop, so each member keeps its own "
+        "(copied with the state when it exploits another)"
+    )
 
 
 def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseScheduler) -> int | None:
@@ -353,10 +400,13 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     liveness = ProcessLiveness()  # owners are processes of this machine (journal store)
     _recover(study, store, liveness, sampler, messages)
     messages[:0] = store.repairs
+    note = pbt_note(spec, program)
+    if note:
+        messages.append(note)
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
-    n_trials = cfg.n_trials
+    n_trials = spec.population if spec.scheduler.pauses else cfg.n_trials  # PBT: one trial per member
     if sampler.enumerates:
         size = grid_size(program.params)
         if n_trials > size:

@@ -343,7 +343,7 @@ def test_help_text(ip):
         ("--maximize loss --backend spark", "--backend must be one of auto, threading, loky, dask, ray"),
         ("--maximize loss --name a/b", "study name 'a/b' may only use letters"),
         ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
-        ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none"),
+        ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none, pbt"),
         ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
         ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
         ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),

@@ -20,7 +20,7 @@ from nbtune.run.schedulers import (
     scheduler_kind,
 )
 
-KINDS = "hyperband, asha, median, none"
+KINDS = "hyperband, asha, median, none, pbt"
 
 
 def test_defaults():

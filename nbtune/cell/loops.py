@@ -152,3 +152,15 @@ def loop_length(
         return None, str(e)
     except Exception as e:  # arithmetic errors and the like: not knowable, never a crash
         return None, f"{ast.unparse(loop.iter)} cannot be evaluated ({type(e).__name__})"
+
+
+def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
+    """The names the epochs loop (at ``loop_line``) reads on every pass: in its body, and in the
+    functions the cell defines (the loop may call them). A name read only before the loop (when
+    the model or optimizer is built) is not among them."""
+    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    if loop is None:
+        return set()
+    scopes: list[ast.AST] = [*loop.body, *loop.orelse]
+    scopes += [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+    return {n.id for s in scopes for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}

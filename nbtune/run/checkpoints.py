@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
+from nbtune.run.pbt import frontier as pbt_frontier
 from nbtune.store.attrs import ATTR, is_feasible, is_interrupted
 
 if TYPE_CHECKING:
@@ -249,13 +250,21 @@ def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int, final: b
     def paused(t: optuna.trial.FrozenTrial) -> bool:
         return bool(t.user_attrs.get(ATTR.DECISION, {}).get("paused"))
 
+    # PBT: a member may continue from another's checkpoint at the epoch it reached itself, so a
+    # paused checkpoint stays until every member has gone past its epoch.
+    frontier = pbt_frontier(all_trials) if any(ATTR.PBT in t.user_attrs for t in all_trials) else None
+
+    def done_with(t: optuna.trial.FrozenTrial) -> bool:
+        d = t.user_attrs[ATTR.DECISION]
+        return t.number in promoted and (d.get("scheduler") != "pbt" or frontier is None or d["epoch"] < frontier)
+
     dropped = [
         t
         for t in all_trials
         if ATTR.CHECKPOINT in t.user_attrs
         and t.user_attrs[ATTR.CHECKPOINT]["artifact"] not in needed
         and (
-            (t.state == TrialState.PRUNED and (not paused(t) or final or t.number in promoted))
+            (t.state == TrialState.PRUNED and (not paused(t) or final or done_with(t)))
             or (t.state == TrialState.FAIL and (not is_interrupted(t) or t.number in rerun_done))
         )
     ]

@@ -53,13 +53,32 @@ class BaseScheduler:
         name: the option value.
         needs_epochs: it stops trials at epochs, so the cell needs a ``# tune: epochs`` loop.
         needs_R: it needs the epochs of a full trial (R) before the first trial runs.
-        rungs: it compares trials at rungs r * eta**k (successive halving).
+        rungs: it compares trials at rungs r * eta**k (successive halving); with a declared state
+            it pauses and promotes them (:meth:`pause_decision`, :meth:`promotion`).
+        pauses: it always pauses and continues trials, so it needs a declared state (PBT).
     """
 
     name: ClassVar[str]
     needs_epochs: ClassVar[bool] = True
     needs_R: ClassVar[bool] = False
     rungs: ClassVar[bool] = False
+    pauses: ClassVar[bool] = False
+
+    def pause_decision(
+        self, spec: SchedulerSpec, inner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, Any] | None:
+        """With ``spec.pause``: the decision to pause ``trial`` at the step it just reported, or None."""
+        return None
+
+    def promotion(
+        self,
+        spec: SchedulerSpec,
+        inner: Any,
+        study: optuna.Study,
+        usable: Callable[[optuna.trial.FrozenTrial], bool],
+    ) -> Promotion | None:
+        """With ``spec.pause``: the paused trial a free worker continues next, or None."""
+        return None
 
     def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner | None:
         """Optuna's pruner for ``spec``; None for no early stopping."""
@@ -118,6 +137,9 @@ class SchedulerSpec:
     direction: str = "maximize"
     unit: str = "epoch"  # what a step is: "epoch", or "fold" with '# tune: folds'
     pause: bool = False  # pause-and-promote: a trial that is not (yet) in the top 1/eta at a rung waits
+    population: int = 8  # PBT: members
+    interval: int | None = None  # PBT: epochs between decisions
+    perturb: tuple[str, ...] = ()  # PBT: the hyperparameters explore changes (those the epochs loop reads)
 
     def __post_init__(self) -> None:
         scheduler_kind(self.kind)
@@ -127,7 +149,7 @@ class SchedulerSpec:
             raise ConfigError(f"--eta must be >= 2 (the reduction factor), got {self.eta}")
         if self.scheduler.rungs and self.R is not None and self.r > self.R:
             raise ConfigError(f"the epochs loop has {self.R} epochs, fewer than --min-epochs {self.r}")
-        if self.pause and not self.scheduler.rungs:
+        if self.pause and not (self.scheduler.rungs or self.scheduler.pauses):
             raise ConfigError(f"pause-and-promote needs --scheduler hyperband or asha, not {self.kind}")
 
     @property
@@ -172,6 +194,20 @@ class _SuccessiveHalving(BaseScheduler):
 
     needs_R = True
     rungs = True
+
+    def pause_decision(
+        self, spec: SchedulerSpec, inner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, Any] | None:
+        return _pause_decision(spec, inner, study, trial)
+
+    def promotion(
+        self,
+        spec: SchedulerSpec,
+        inner: Any,
+        study: optuna.Study,
+        usable: Callable[[optuna.trial.FrozenTrial], bool],
+    ) -> Promotion | None:
+        return Rungs(spec, inner, study).promotion(usable)
 
     def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
         return None
@@ -302,6 +338,9 @@ class Promotion:
     n_compared: int
     n_keep: int
     value: float
+    source: optuna.trial.FrozenTrial | None = None  # whose checkpoint it continues from (PBT: a donor's)
+    params: dict[str, Any] | None = None  # its configuration from now on (PBT: perturbed)
+    note: dict[str, Any] | None = None  # PBT: the exploit/explore decision
 
 
 def _is_paused(trial: optuna.trial.FrozenTrial) -> bool:
@@ -418,7 +457,7 @@ def make_pruner(spec: SchedulerSpec) -> optuna.pruners.BasePruner:
     import optuna
 
     inner = spec.scheduler.pruner(spec)
-    if inner is None:
+    if inner is None and not spec.pause:
         return optuna.pruners.NopPruner()
     pruner: optuna.pruners.BasePruner = _explained_pruner_class()(inner, spec)
     return pruner
@@ -445,12 +484,12 @@ def _explained_pruner_class() -> Any:
 
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
             if self._spec.pause and ATTR.CHECKPOINT_ERROR not in trial.user_attrs:
-                paused = _pause_decision(self._spec, self._inner, study, trial)
+                paused = self._spec.scheduler.pause_decision(self._spec, self._inner, study, trial)
                 if paused is None:
                     return False
                 _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, paused)
                 return True
-            if not self._inner.prune(study, trial):
+            if self._inner is None or not self._inner.prune(study, trial):
                 return False
             step = trial.last_step
             value = trial.intermediate_values[step] if step is not None else float("nan")
@@ -474,7 +513,7 @@ def _explained_pruner_class() -> Any:
             """Pause-and-promote: the paused trial a free worker continues next, or None."""
             if not self._spec.pause:
                 return None
-            return Rungs(self._spec, self._inner, study).promotion(usable)
+            return self._spec.scheduler.promotion(self._spec, self._inner, study, usable)
 
     _LazyClass.cls = ExplainedPruner
     return ExplainedPruner
@@ -498,6 +537,11 @@ def format_decision(
         head += ")"
     if "reason" in decision:
         return f"{head}: {decision['reason']}"
+    if decision.get("scheduler") == "pbt":
+        head = f"trial {number} (member {decision.get('member')}) reached {decision.get('unit', 'epoch')} {epoch}"
+        return head + (
+            f", continued as trial {continued_as}" if continued_as is not None else ", waiting for the others"
+        )
     if decision.get("paused"):
         head = head.replace("stopped", "paused", 1)
         value, n, n_keep = decision.get("value"), decision.get("n_compared"), decision.get("n_keep")

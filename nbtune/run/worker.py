@@ -154,7 +154,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         trial,
         should_stop_now=job.control.stop_now_requested,
         max_step=job.scheduler.R,
-        prunable=not attrs.get(ATTR.BASELINE) and check is None,
+        # PBT pauses the baseline too: it is a member like the others
+        prunable=(not attrs.get(ATTR.BASELINE) or job.scheduler.scheduler.pauses) and check is None,
         seed=_trial_seed(job, trial, attrs.get(ATTR.SEED)),
         reveal_holdout=check is not None,
         outer_fold=job.outer_fold,
@@ -252,8 +253,9 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any]) -> optuna.Tri
     if found is None:
         return None
     paused = found.trial
-    saved = paused.user_attrs[ATTR.CHECKPOINT]
-    values = {str(s): v for s, v in paused.intermediate_values.items() if s <= saved["step"]}
+    source = found.source or paused  # PBT: a top member's state
+    saved = source.user_attrs[ATTR.CHECKPOINT]
+    values = {str(s): v for s, v in source.intermediate_values.items() if s <= saved["step"]}
     previous = paused.user_attrs.get(ATTR.PROMOTED, {})
     attrs: dict[str, Any] = {k: paused.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if k in paused.user_attrs}
     attrs.update(
@@ -271,7 +273,9 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any]) -> optuna.Tri
             },
         }
     )
-    return _compat.new_trial_with_attrs(study, attrs, fixed_params=paused.params)
+    if found.note is not None:
+        attrs[ATTR.PBT] = found.note
+    return _compat.new_trial_with_attrs(study, attrs, fixed_params=found.params or paused.params)
 
 
 def _others_running(job: Job, trials: list[optuna.trial.FrozenTrial]) -> bool:

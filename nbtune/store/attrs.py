@@ -41,6 +41,8 @@ class ATTR:
     FOLDS = "nbtune:folds"  # trial: the metric in each cross-validation fold ('# tune: folds(k)')
     # trial continuing a paused one (pause-and-promote): {"from", "root", "epoch", "rank", "n_compared", "n_keep"}
     PROMOTED = "nbtune:promoted"
+    # PBT continuation: {"member", "epoch", "value", "rank", "n"[, "donor", "donor_trial", "donor_value", "changes"]}
+    PBT = "nbtune:pbt"
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
     KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED)

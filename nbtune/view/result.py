@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, is_feasible
+from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary
 
 if TYPE_CHECKING:
@@ -192,6 +193,22 @@ class TuneResult(StudySummary):
         # instead of the results. The static summary renders everywhere (JupyterLab, Notebook 7,
         # VS Code, GitHub, nbconvert); res.show() or %tune_show brings the live dashboard back.
         return {"text/plain": self.summary(), "text/html": self.html()}
+
+    def lineage(self, trial: int | None = None) -> pd.DataFrame:
+        """Where a trial's state came from, interval by interval (PBT, pause-and-promote): one row
+        per segment with ``trial``, ``member``, ``from_epoch``, ``to_epoch``, ``value`` (the metric
+        at ``to_epoch``), ``copied_from`` (the member whose state it took) and the
+        hyperparameters it trained with. ``trial``: the best trial by default. With PBT this
+        is the hyperparameter schedule the search discovered; ``res.plot("lineage")`` draws it."""
+        import pandas as pd
+
+        number = trial if trial is not None else self.best_trial.number
+        if not any(t.number == number for t in self.trials):
+            raise ValueError(f"res.lineage() takes a trial number of this study; got {number}")
+        rows = [{k: v for k, v in s.items() if k != "params"} | s["params"] for s in lineage(self.trials, number)]
+        frame = pd.DataFrame(rows)
+        frame["copied_from"] = frame["copied_from"].astype("Int64")  # a member number, or <NA>
+        return frame
 
     def plot(self, view: str = "overview", params: list[str] | None = None, color_by: str | None = None) -> Figure:
         """One of the dashboard's plot views as a matplotlib figure (shown when it ends a cell).

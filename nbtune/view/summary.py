@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from nbtune.run.pbt import format_pbt
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted, ranked
 from nbtune.view.format import fmt, plural_trials
@@ -117,14 +118,9 @@ class StudySummary:
         return out
 
     def decisions(self) -> list[str]:
-        """Why each stopped trial was stopped, as sentences, in trial order."""
-        out = []
-        promoted = continuations(self.trials)
-        for t in self.trials:
-            d = t.user_attrs.get(ATTR.DECISION)
-            if d:
-                out.append(format_decision(t.number, d, self.metric, self.direction, promoted.get(t.number)))
-        return out
+        """The scheduler's decisions as sentences, in trial order: why each trial was stopped or
+        paused, and with PBT each member's exploit/explore decision."""
+        return [text for _, text in decision_sentences(self.trials, self.metric, self.direction)]
 
     def errors(self) -> dict[int, str]:
         """Failed trials' errors by trial number."""
@@ -168,9 +164,16 @@ class StudySummary:
             lines.append(self._no_best())
         for t in self.top(5)[1:]:
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
-        dec = self.decisions()
-        if dec:
-            lines.append(f"{self.counts().get('pruned', 0)} stopped early, e.g. {dec[-1]}")
+        stops = [text for kind, text in decision_sentences(self.trials, self.metric, self.direction) if kind == "stop"]
+        if stops:
+            lines.append(f"{self.counts().get('pruned', 0)} stopped early, e.g. {stops[-1]}")
+        pbt = [n for t in self.trials if (n := t.user_attrs.get(ATTR.PBT))]
+        if pbt:
+            exploits = [n for n in pbt if "donor" in n]
+            lines.append(
+                f"PBT: {len(exploits)} of {len(pbt)} decisions copied a better member"
+                + (f", e.g. {format_pbt(exploits[-1], self.metric)}" if exploits else "")
+            )
         errs = self.errors()
         if errs:
             n, e = next(iter(errs.items()))
@@ -273,3 +276,21 @@ class StudySummary:
                     best = t.value
                 out.append((t.number, best))
         return out
+
+
+def decision_sentences(
+    trials: list[optuna.trial.FrozenTrial], metric: str, direction: str, last: int | None = None
+) -> list[tuple[str, str]]:
+    """(kind, sentence) of the scheduler's decisions, in trial order: ``"stop"`` for a trial stopped
+    or paused at a rung, ``"pbt"`` for a PBT member's exploit/explore decision. ``last``: only
+    the latest so many trials are looked at (fast for huge studies)."""
+    promoted = continuations(trials)
+    out = []
+    for t in trials if last is None else trials[-last:]:
+        note = t.user_attrs.get(ATTR.PBT)
+        if note:
+            out.append(("pbt", format_pbt(note, metric)))
+        d = t.user_attrs.get(ATTR.DECISION)
+        if d and d.get("scheduler") != "pbt":  # PBT's pauses are its interval: the decision is the note
+            out.append(("stop", format_decision(t.number, d, metric, direction, promoted.get(t.number))))
+    return out

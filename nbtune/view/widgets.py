@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
+from nbtune.view import lineage as _lineage  # noqa: F401  (registers the "lineage" plot view)
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import StudySummary
+from nbtune.view.summary import StudySummary, decision_sentences
 from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
@@ -432,15 +433,10 @@ class WidgetView(BaseView):
         table, n_pages = self.table.html(
             trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None
         )
-        stopped = [t for t in trials if ATTR.DECISION in t.user_attrs]
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = snap.pruned
-        promoted = continuations(trials)
-        # Only the latest 50 reasons are shown (and formatted): fast for huge studies.
-        decisions = [
-            format_decision(t.number, t.user_attrs[ATTR.DECISION], self.metric, self.direction, promoted.get(t.number))
-            for t in stopped[-50:]
-        ]
+        # Only the latest reasons are shown (and formatted): fast for huge studies.
+        decisions = [text for _, text in decision_sentences(trials, self.metric, self.direction, last=100)][-50:]
         want_plots = (
             plots
             if plots is not None
