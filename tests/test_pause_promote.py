@@ -197,3 +197,39 @@ def test_rungs_rank_nan_last_and_ignore_superseded(tmp_path):
     found = Rungs(spec, None, study).promotion(lambda t: True)
     assert found is not None and found.trial.number == 0 and (found.rank, found.n_compared, found.n_keep) == (2, 6, 2)
     assert Rungs(spec, None, study).promotion(lambda t: t.number != 0) is None  # its checkpoint is gone
+
+
+def test_when_no_more_trials_come_the_best_of_a_small_rung_goes_on(tmp_path):
+    """Successive halving keeps floor(n/eta) but at least one per rung: at the end of a search the
+    best paused trial of a rung that fewer than eta trials reached is promoted, once."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    spec = SchedulerSpec(kind="asha", R=9, metric="acc", direction="maximize", pause=True)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for v in (0.4, 0.6):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                intermediate_values={1: v},
+                user_attrs={ATTR.DECISION: {"paused": True, "epoch": 1}},
+                params={"x": v},
+                distributions=dist,
+            )
+        )
+    rungs = Rungs(spec, None, study)
+    assert rungs.promotion(lambda t: True) is None  # 2 < eta reached epoch 1: none goes on yet
+    found = rungs.promotion(lambda t: True, final=True)
+    assert found is not None and found.trial.number == 1 and found.n_keep == 1
+    # once one went on from that rung, the end rule promotes no other
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE,
+            value=0.9,
+            intermediate_values={1: 0.6, 2: 0.8, 9: 0.9},
+            user_attrs={ATTR.PROMOTED: {"from": 1, "root": 1, "epoch": 1}},
+            params={"x": 0.6},
+            distributions=dist,
+        )
+    )
+    assert Rungs(spec, None, study).promotion(lambda t: True, final=True) is None

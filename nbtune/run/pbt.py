@@ -240,6 +240,7 @@ class _Pbt(BaseScheduler):
         inner: Any,
         study: optuna.Study,
         usable: Callable[[optuna.trial.FrozenTrial], bool],
+        final: bool = False,
     ) -> Promotion | None:
         return _next_interval(spec, study, usable)
 

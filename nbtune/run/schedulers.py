@@ -76,8 +76,10 @@ class BaseScheduler:
         inner: Any,
         study: optuna.Study,
         usable: Callable[[optuna.trial.FrozenTrial], bool],
+        final: bool = False,
     ) -> Promotion | None:
-        """With ``spec.pause``: the paused trial a free worker continues next, or None."""
+        """With ``spec.pause``: the paused trial a free worker continues next, or None. ``final``:
+        no new configuration will start and no trial runs (the search would end)."""
         return None
 
     def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner | None:
@@ -206,8 +208,9 @@ class _SuccessiveHalving(BaseScheduler):
         inner: Any,
         study: optuna.Study,
         usable: Callable[[optuna.trial.FrozenTrial], bool],
+        final: bool = False,
     ) -> Promotion | None:
-        return Rungs(spec, inner, study).promotion(usable)
+        return Rungs(spec, inner, study).promotion(usable, final)
 
     def _bracket(self, pruner: Any, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
         return None
@@ -398,9 +401,14 @@ class Rungs:
         ordered = sorted([*numbers, value] if not math.isnan(value) else numbers, reverse=maximize)
         return better + 1, n, n // self.spec.eta, ordered
 
-    def promotion(self, usable: Callable[[optuna.trial.FrozenTrial], bool]) -> Promotion | None:
+    def promotion(self, usable: Callable[[optuna.trial.FrozenTrial], bool], final: bool = False) -> Promotion | None:
         """The paused trial to continue next: one in the top 1/eta of its rung now, from the
-        highest rung first, the best first; ``usable`` says whether its checkpoint is there."""
+        highest rung first, the best first; ``usable`` says whether its checkpoint is there.
+
+        ``final``: no more trials will reach any rung. Successive halving then keeps at least one
+        trial per rung, as its papers do (⌊n/eta⌋, but at least 1): where none of the trials that
+        reached a rung went on (fewer than eta got there), the best paused one does.
+        """
         found: list[Promotion] = []
         for t in self.trials:
             if not _is_paused(t):
@@ -412,9 +420,19 @@ class Rungs:
             rank, n, n_keep, _ = self.standing(t, epoch, value)
             if rank <= n_keep:
                 found.append(Promotion(t, epoch, rank, n, n_keep, value))
+            elif final and rank == 1 and n_keep == 0 and not self._went_on(t, epoch):
+                found.append(Promotion(t, epoch, rank, n, 1, value))
         maximize = self.spec.direction == "maximize"
         found.sort(key=lambda p: (-p.epoch, -p.value if maximize else p.value))
         return next((p for p in found if usable(p.trial)), None)
+
+    def _went_on(self, trial: optuna.trial.FrozenTrial, epoch: int) -> bool:
+        """Whether a trial of ``trial``'s bracket went on past ``epoch``."""
+        bracket = self.bracket(trial)
+        return any(
+            epoch in t.intermediate_values and max(t.intermediate_values) > epoch and self.bracket(t) == bracket
+            for t in self.trials
+        )
 
 
 def _pause_decision(
@@ -508,12 +526,12 @@ def _explained_pruner_class() -> Any:
             return True
 
         def promotion(
-            self, study: optuna.Study, usable: Callable[[optuna.trial.FrozenTrial], bool]
+            self, study: optuna.Study, usable: Callable[[optuna.trial.FrozenTrial], bool], final: bool = False
         ) -> Promotion | None:
             """Pause-and-promote: the paused trial a free worker continues next, or None."""
             if not self._spec.pause:
                 return None
-            return self._spec.scheduler.promotion(self._spec, self._inner, study, usable)
+            return self._spec.scheduler.promotion(self._spec, self._inner, study, usable, final)
 
     _LazyClass.cls = ExplainedPruner
     return ExplainedPruner

@@ -241,15 +241,15 @@ def _trial_seed(job: Job, trial: optuna.Trial, seed: int | None) -> int | None:
 PROMOTION_POLL = 0.2  # seconds an idle worker waits before it looks for a trial to promote again
 
 
-def _promote(job: Job, study: optuna.Study, owner: dict[str, Any]) -> optuna.Trial | None:
+def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool = False) -> optuna.Trial | None:
     """Pause-and-promote: start the continuation of a paused trial that now ranks in the top
-    1/eta of its rung (from its checkpoint, with its curve so far), or None. Call under the
-    store's lock."""
+    1/eta of its rung (from its checkpoint, with its curve so far), or None. ``final``: the
+    search would end otherwise. Call under the store's lock."""
     pruner = study.pruner
     promotion = getattr(pruner, "promotion", None)
     if promotion is None or not job.scheduler.pause:
         return None
-    found = promotion(study, lambda t: has_checkpoint(job.store, t))
+    found = promotion(study, lambda t: has_checkpoint(job.store, t), final)
     if found is None:
         return None
     paused = found.trial
@@ -270,6 +270,7 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any]) -> optuna.Tri
                 "n_compared": found.n_compared,
                 "n_keep": found.n_keep,
                 "value": found.value,
+                "at_end": final,  # the best of a rung no other trial went on from, when no more arrive
             },
         }
     )
@@ -403,9 +404,11 @@ def run_worker(job: Job, worker: int = 0) -> int:
                     trials = study.get_trials(deepcopy=False)
                     if budget.used(trials) >= job.control.target():
                         if not (job.scheduler.pause and _others_running(job, trials)):
-                            if job.scheduler.pause and job.program.state:
-                                prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
-                            break
+                            trial = _promote(job, study, owner, final=True)
+                            if trial is None:
+                                if job.scheduler.pause and job.program.state:
+                                    prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
+                                break
                     else:
                         trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
             if trial is None:  # pause-and-promote: running trials may still make a paused one promotable
