@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-_FORMAT = "nbtune-state-2"
+_FORMAT = "nbtune-state-2"  # a pickled {"format", "kind", "payload"} (the first checkpoints)
+_MAGIC = b"nbtune-state-3\n"  # then the serializer's name, a newline, and its bytes: no second copy
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,15 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
             f"{type(e).__name__}: {str(e)[:200]}; mark a variable that can be saved (e.g. the model, not "
             "an open file or a data loader)"
         ) from None
-    return pickle.dumps({"format": _FORMAT, "kind": kind, "payload": payload})
+    return _MAGIC + kind.encode() + b"\n" + payload
 
 
 def load_state(data: bytes) -> dict[str, Any]:
     """The variables of a checkpoint file's content."""
+    if data.startswith(_MAGIC):
+        end = data.index(b"\n", len(_MAGIC))
+        kind = data[len(_MAGIC) : end].decode()
+        return SERIALIZERS.lookup(kind).loads(data[end + 1 :])
     content = pickle.loads(data)
     if not isinstance(content, dict) or content.get("format") != _FORMAT:
         raise ValueError("not an nbtune checkpoint")
