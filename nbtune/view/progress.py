@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import continuations, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
 
 if TYPE_CHECKING:
     import optuna
@@ -34,6 +34,14 @@ class Snapshot:
         self.running = [t for t in trials if t.state == TrialState.RUNNING]
         promoted = continuations(trials)  # paused, then continued: not stopped
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
+        # paused (pause-and-promote, PBT) and not continued yet: while the search runs, they may go on
+        self.paused = sum(
+            1
+            for t in trials
+            if t.state == TrialState.PRUNED
+            and t.number not in promoted
+            and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
+        )
         self.interrupted = sum(1 for t in trials if is_interrupted(t))
         self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

@@ -468,9 +468,11 @@ class WidgetView(BaseView):
             parts = [
                 f"{snap.finished}/{target} finished",
                 f"{len(snap.running)} running",
-                f"{snap.pruned} stopped early",
+                f"{snap.pruned - snap.paused} stopped early" if running else f"{snap.pruned} stopped early",
                 failed_part,
             ]
+            if running and snap.paused:
+                parts.insert(2, f"{snap.paused} paused")
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self._n_findings:
