@@ -396,3 +396,44 @@ def test_a_pytorch_cell_as_people_write_it_under_two_worker_processes(kernel, tm
     assert n == "4" and "'fail'" not in rest, text
     assert "R=4" in rest  # the loop's length came from EPOCHS
     assert 0.5 < float(text.split()[-1]) <= 1.0
+
+
+STATEFUL = """%%tune --trials 3 --minimize loss --scheduler none --store {store} --seed 0 --record done
+x = 0.5  # tune: uniform(0, 1)
+import time
+model = {{"epochs": []}}  # tune: state
+for epoch in range(30):  # tune: epochs
+    time.sleep(0.15)
+    model["epochs"].append(epoch)
+    with open("epochs.log", "a") as f:
+        f.write(f"{{x!r}} {{epoch}}\\n")
+    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)
+done = len(model["epochs"])
+"""
+
+
+def test_interrupt_then_rerun_continues_the_cut_trial_from_its_last_epoch(kernel, tmp_path):
+    """The kernel's Interrupt cuts a trial with a declared state mid-way; running the cell again
+    continues it from its last saved epoch: no epoch runs twice, and its model has every epoch."""
+    km, kc = kernel
+    store = tmp_path / "store"
+    _execute(kc, "%load_ext nbtune")
+    reply, _, _ = _execute(kc, STATEFUL.format(store=store), interrupt_after=6, km=km)
+    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"]
+    study = nbtune.load_study(store=store)
+    cut = [t for t in study.trials if ATTR.INTERRUPTED in t.user_attrs]
+    assert len(cut) == 1 and 0 < cut[0].user_attrs[ATTR.CHECKPOINT]["step"] < 30
+    saved = cut[0].user_attrs[ATTR.CHECKPOINT]["step"]
+    reply, _, _ = _execute(kc, STATEFUL.format(store=store), timeout=90)
+    assert reply["status"] == "ok", reply
+    study = nbtune.load_study(store=store)
+    rerun = next(t for t in study.trials if t.user_attrs.get(ATTR.RERUN_OF) == cut[0].number)
+    assert rerun.user_attrs[ATTR.RESUME]["step"] == saved
+    assert sorted(rerun.intermediate_values) == list(range(1, 31))  # the whole curve, each epoch once
+    assert rerun.intermediate_values[saved] == cut[0].intermediate_values[saved]
+    assert rerun.user_attrs[ATTR.RECORD]["done"] == 30  # its model went through every epoch, from the checkpoint
+    lines = (tmp_path / "epochs.log").read_text().split("\n")[:-1]
+    mine = [int(e) for x, e in (line.split() for line in lines) if float(x) == rerun.params["x"]]
+    # the epochs after the last save ran once more (the cut one was not saved); none before it
+    assert sorted(set(mine)) == list(range(30)) and all(mine.count(e) == 1 for e in range(saved))
+    assert finished_count(study.trials) == 3
