@@ -207,7 +207,7 @@ class TuneMagics(Magics):
     def _stored(self, args: Any) -> Any:
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook."""
         from nbtune._tune import stored_result
-        from nbtune.store.journal import JournalStore, default_store_dir, load_study
+        from nbtune.store.journal import load_study, open_store
 
         shell = self.shell
         assert shell is not None
@@ -215,7 +215,7 @@ class TuneMagics(Magics):
             study = load_study(args.name, store=args.store)
         except KeyError as e:
             raise UsageError(str(e.args[0])) from None
-        store = JournalStore(args.store if args.store is not None else default_store_dir(shell.user_ns))
+        store = open_store(args.store, shell.user_ns)
         return stored_result(study, store, shell.user_ns, _transformer(shell))
 
     @magic_arguments()

@@ -40,7 +40,7 @@ from nbtune.run.schedulers import SchedulerSpec, scheduler_kind
 from nbtune.run.worker import Job
 from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.base import BaseStore, check_study_name, versioned
-from nbtune.store.journal import JournalStore, default_store_dir
+from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
 
 if TYPE_CHECKING:
@@ -371,7 +371,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if backend.processes:
         check_sendable(program, cell, cfg.line_offset)
 
-    store = JournalStore(cfg.store if cfg.store is not None else default_store_dir(cfg.user_ns))
+    store = open_store(cfg.store, cfg.user_ns)
     base = cfg.name or _default_name(cfg.metric, cfg.direction, program)
     if outer_fold is not None:
         base = f"{base}.outer{outer_fold}"
@@ -657,7 +657,7 @@ def _note_checkpoints(plan: _Plan, result: TuneResult) -> None:
         result.messages.append(
             f"checkpoints: the state ({', '.join(plan.program.state)}) of {n} trial(s) is kept (the best "
             f"{plan.cfg.keep_checkpoints} complete ones, and cut ones waiting to resume), {size / 1e6:.1f} MB in "
-            f"{plan.store.location(plan.study.study_name).rsplit('/', 1)[0]}/artifacts; res.best_state() loads it"
+            f"{plan.store.artifacts_where()}; res.best_state() loads it"
         )
 
 

@@ -7,8 +7,9 @@ worker reaches it, through :meth:`BaseStore.control`. Whether a trial's owner st
 is the run's business (:mod:`nbtune.run.liveness`).
 
 Implementations: :class:`nbtune.store.journal.JournalStore` (a folder of Optuna journal
-files beside the notebook, the default). A database URL store is the next one: it would
-implement the same methods on ``optuna.storages.RDBStorage``.
+files beside the notebook, the default) and :class:`nbtune.store.database.DatabaseStore`
+(a database URL, on ``optuna.storages.RDBStorage``); :func:`nbtune.store.journal.open_store`
+picks one from ``--store``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ class BaseStore(abc.ABC):
 
     Versions of a study (after its search space changed, or ``--fresh``) are named
     ``name``, ``name:v2``, ``name:v3``... and kept together.
+
+    Attributes:
+        repairs: what the store repaired while opening a study, one line each (the run says so).
     """
+
+    repairs: list[str]
 
     @abc.abstractmethod
     def storage(self, name: str) -> optuna.storages.BaseStorage:
@@ -105,6 +111,10 @@ class BaseStore(abc.ABC):
     def location(self, name: str) -> str:
         """Where study ``name`` is, for messages and ``optuna-dashboard`` (a path or URL)."""
 
+    def where(self) -> str:
+        """The store itself, for messages (a folder, or a URL without its password)."""
+        return self.location("")
+
     @abc.abstractmethod
     def control(self, name: str, n_trials: int) -> BaseControl:
         """Fresh stop flags, trial target (``n_trials``) and worker registry for one run of
@@ -113,6 +123,10 @@ class BaseStore(abc.ABC):
     def artifact_store(self) -> Any:
         """Where trials' files (checkpoints) go: an ``optuna.artifacts`` store."""
         raise NotImplementedError(f"{type(self).__name__} keeps no files beside its trials")
+
+    def artifacts_where(self) -> str:
+        """Where :meth:`artifact_store` keeps its files, for messages."""
+        return ""
 
     def check(self, name: str) -> list[str]:
         """Make study ``name`` safe to append to (e.g. set a damaged tail aside); one line per repair."""

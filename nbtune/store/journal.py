@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from nbtune.store.control import BaseControl
 
-__all__ = ["JournalStore", "Store", "default_store_dir", "load_study"]
+__all__ = ["JournalStore", "Store", "default_store_dir", "load_study", "open_store"]
 
 _logger = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class JournalStore(BaseStore):
 
     def location(self, name: str) -> str:
         return str(self.journal_path(name))
+
+    def where(self) -> str:
+        return str(self.directory)
 
     def storage(self, name: str) -> optuna.storages.BaseStorage:
         """The (per-process, cached) Optuna storage holding study ``name``.
@@ -191,6 +194,9 @@ class JournalStore(BaseStore):
         path.mkdir(parents=True, exist_ok=True)
         return FileSystemArtifactStore(path)
 
+    def artifacts_where(self) -> str:
+        return str(self.directory / "artifacts")
+
     def control(self, name: str, n_trials: int) -> BaseControl:
         from nbtune.store.control import FileControl
 
@@ -200,13 +206,26 @@ class JournalStore(BaseStore):
 Store = JournalStore  # the public name (nbtune.Store)
 
 
+def open_store(location: str | os.PathLike[str] | None, user_ns: dict[str, Any] | None = None) -> BaseStore:
+    """The store ``--store`` names: a database URL (``postgresql://...``), a folder, or by default
+    the ``NBTUNE_STORE`` environment variable's, else ``.nbtune/`` beside the notebook. A database
+    store keeps checkpoint files in ``.nbtune/artifacts`` beside the notebook."""
+    from nbtune.store.database import DatabaseStore, is_database_url
+
+    if location is None and os.environ.get("NBTUNE_STORE"):
+        location = os.environ["NBTUNE_STORE"]  # a URL kept out of the notebook (its password too)
+    if is_database_url(location):
+        return DatabaseStore(str(location), artifacts=default_store_dir(user_ns) / "artifacts")
+    return JournalStore(location if location is not None else default_store_dir(user_ns))
+
+
 def load_study(name: str | None = None, store: str | os.PathLike[str] | None = None) -> optuna.Study:
-    """Open a study of the notebook-local store as a plain :class:`optuna.Study`.
+    """Open a study of a store (the notebook-local one by default) as a plain :class:`optuna.Study`.
 
     Args:
         name: the study name as ``%%tune`` printed it; without a version suffix the latest
             version is opened (``name:v1`` is the first). None opens the only study of the store.
-        store: the store folder; default ``.nbtune/`` beside the notebook (or in the cwd).
+        store: the store folder, or a database URL; default ``.nbtune/`` beside the notebook (or in the cwd).
 
     Raises:
         KeyError: no such study; the message lists the studies in the store.
@@ -218,24 +237,24 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     """
     import optuna
 
-    st = JournalStore(store if store is not None else default_store_dir(_user_ns()))
+    st = open_store(store, _user_ns())
     if name is None:
         bases = sorted({base_name(n) for n in st.study_names()})
         if len(bases) != 1:
-            raise KeyError(f"the store {st.directory} holds {len(bases)} studies {bases}; pass the name of one")
+            raise KeyError(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]
     if is_check_study(name):  # the checks of a search (re-validation, holdout runs)
         if name not in st.study_names():
-            raise KeyError(f"no checks {name!r} in {st.directory}: re-validation or --holdout never ran for it")
+            raise KeyError(f"no checks {name!r} in {st.where()}: re-validation or --holdout never ran for it")
         return optuna.load_study(study_name=name, storage=st.storage(name))
     versions = st.versions(name)
     if not versions:
         known = sorted({base_name(n) for n in st.study_names()})
-        raise KeyError(f"no study {name!r} in {st.directory}; the store holds {known}")
+        raise KeyError(f"no study {name!r} in {st.where()}; the store holds {known}")
     if ":v" in name:
         target = versioned(base_name(name), int(name.rsplit(":v", 1)[1]))
         if target not in versions:
-            raise KeyError(f"no version {name!r} in {st.directory}; the versions are {versions}")
+            raise KeyError(f"no version {name!r} in {st.where()}; the versions are {versions}")
     else:
         target = versions[-1]
     return optuna.load_study(study_name=target, storage=st.storage(target))

@@ -1,0 +1,247 @@
+"""A database store: the studies in a database through Optuna's ``RDBStorage`` (PostgreSQL).
+
+``--store postgresql://user@host/db`` (or ``postgresql+psycopg://...``) keeps every study
+in that database, where workers on other machines reach it: Optuna's own guidance for
+several machines. Everything else nbtune keeps while a search runs lives in the same
+database too: a run's stop flags, its trial target and its workers (:class:`DatabaseControl`,
+one small table, ``nbtune_control``), and the per-study lock that keeps the trial budget exact
+(PostgreSQL's advisory locks; SQLite, for one machine, a lock file beside the database).
+
+Credentials: the URL may hold the password, but it need not. Without one, the driver
+(libpq) reads ``PGPASSWORD`` or ``~/.pgpass``, and ``NBTUNE_STORE`` may hold the whole URL
+(``--store $NBTUNE_STORE`` in a cell, or ``store=os.environ["NBTUNE_STORE"]``). nbtune never
+prints or stores a password: messages, the summary and ``repr`` show the URL with it masked.
+
+Checkpoints (``# tune: state``) still go to a folder, ``.nbtune/artifacts`` beside the
+notebook by default (``artifacts=`` to change it): several machines need a shared folder for
+them (an object store is the next step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbtune.exceptions import ConfigError
+from nbtune.store.base import BaseStore, base_name
+from nbtune.store.control import BaseControl
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["DatabaseStore", "DatabaseControl", "is_database_url", "masked"]
+
+_URL_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.\-]*)://", re.IGNORECASE)
+_SUPPORTED = ("postgresql", "sqlite")
+
+
+def is_database_url(location: Any) -> bool:
+    """Whether ``--store`` names a database (a URL) rather than a folder."""
+    return isinstance(location, str) and _URL_RE.match(location) is not None
+
+
+def masked(url: str, text: str | None = None) -> str:
+    """``text`` (default: the URL itself) with the URL's password replaced by ``***`` wherever it
+    appears (a driver's error message may quote it): never print a password."""
+    out = re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", r"\1:***@", url) if text is None else text
+    out = re.sub(r"(password\s*=\s*)\S+", r"\1***", out, flags=re.IGNORECASE)
+    m = re.match(r"^[^:/]+://[^:/@]*:(?P<password>[^@]*)@", url)
+    if text is not None and m and len(m.group("password")) >= 4:
+        out = out.replace(m.group("password"), "***")
+    return out
+
+
+class _Engines:
+    """One Optuna storage (and its SQLAlchemy connection pool) per URL and process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.storages: dict[str, Any] = {}
+        self.pid = os.getpid()
+
+    def get(self, url: str, shown: str) -> Any:
+        """The storage of ``url``; ``shown`` is the URL as the user wrote it (for messages)."""
+        from optuna.storages import RDBStorage
+
+        with self.lock:
+            if os.getpid() != self.pid:  # a forked worker must not share the parent's connections
+                self.storages.clear()
+                self.pid = os.getpid()
+            storage = self.storages.get(url)
+            if storage is None:
+                try:
+                    storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+                except ImportError as e:
+                    raise ConfigError(
+                        f"--store {masked(shown)} needs a database driver: {e}; for PostgreSQL: "
+                        "pip install 'nbtune[postgres]' (psycopg)"
+                    ) from None
+                except Exception as e:  # the server is down, the credentials are wrong...
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise ConfigError(
+                        f"cannot open the store {masked(shown)}: {masked(url, first)[:300]}; check that the "
+                        "database server runs and the URL, user and password (PGPASSWORD, ~/.pgpass) are right"
+                    ) from None
+                self.storages[url] = storage
+            return storage
+
+
+_ENGINES = _Engines()
+
+
+class DatabaseStore(BaseStore):
+    """Studies in a database, through Optuna's ``RDBStorage``.
+
+    Args:
+        url: an SQLAlchemy URL: ``postgresql://user@host:5432/db`` (the psycopg driver is used;
+            ``postgresql+psycopg2://`` picks another), or ``sqlite:///path.db`` for one machine.
+        artifacts: the folder for checkpoint files (default ``.nbtune/artifacts`` in the cwd).
+    """
+
+    def __init__(self, url: str, artifacts: str | os.PathLike[str] | None = None) -> None:
+        m = _URL_RE.match(url)
+        scheme = m.group("scheme").lower() if m else ""
+        dialect = scheme.split("+", 1)[0]
+        if dialect not in _SUPPORTED:
+            raise ConfigError(
+                f"--store {masked(url)}: nbtune stores studies in PostgreSQL (postgresql://user@host/db) or, on "
+                f"one machine, SQLite (sqlite:///file.db); not {dialect!r}"
+            )
+        self.shown = url  # as the user wrote it, for messages (masked)
+        if scheme == "postgresql":
+            url = "postgresql+psycopg" + url[len("postgresql") :]  # psycopg 3, not SQLAlchemy's default psycopg2
+        self.url = url
+        self.dialect = dialect
+        self.artifacts = Path(artifacts if artifacts is not None else Path.cwd() / ".nbtune" / "artifacts").absolute()
+        self.repairs = []
+
+    def __repr__(self) -> str:
+        return f"DatabaseStore({masked(self.shown)!r})"
+
+    def location(self, name: str) -> str:
+        return masked(self.shown)
+
+    def storage(self, name: str) -> optuna.storages.BaseStorage:
+        storage: optuna.storages.BaseStorage = _ENGINES.get(self.url, self.shown)
+        return storage
+
+    def engine(self) -> Any:
+        """The SQLAlchemy engine of the Optuna storage (the control table and locks use it)."""
+        return self.storage("").engine  # type: ignore[attr-defined]
+
+    def study_names(self) -> list[str]:
+        return [s.study_name for s in self.storage("").get_all_studies()]
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """A lock every worker of study ``name`` shares, on any machine: PostgreSQL's advisory
+        lock on a key derived from the name (SQLite: a lock file beside the database)."""
+        if self.dialect == "sqlite":
+            from optuna.storages.journal import JournalFileOpenLock
+
+            db = self.url.split(":///", 1)[1]
+            lock = JournalFileOpenLock(f"{db}.{base_name(name)}.lock", grace_period=30)
+            lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        from sqlalchemy import text
+
+        key = int.from_bytes(hashlib.blake2b(f"nbtune:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+        with self.engine().connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+    def artifact_store(self) -> Any:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(self.artifacts)
+
+    def artifacts_where(self) -> str:
+        return str(self.artifacts)
+
+    def control(self, name: str, n_trials: int) -> BaseControl:
+        return DatabaseControl(n_trials, self, f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
+
+
+class DatabaseControl(BaseControl):
+    """A run's stop flags, trial target and workers as rows of ``nbtune_control`` in the store's
+    database, so a worker on any machine sees *Stop*, *Stop now* and *+ trials*.
+
+    Args:
+        n_trials: the run's target number of finished trials.
+        store: the database store.
+        run: this run's id (rows are keyed by it; :meth:`cleanup` deletes them).
+    """
+
+    def __init__(self, n_trials: int, store: DatabaseStore, run: str) -> None:
+        super().__init__(n_trials)
+        self.store, self.run = store, run
+        self._ensure_table()
+        self.set_target(n_trials)
+
+    def _table(self) -> Any:
+        import sqlalchemy as sa
+
+        meta = sa.MetaData()
+        return sa.Table(
+            "nbtune_control",
+            meta,
+            sa.Column("run", sa.String(160), primary_key=True),
+            sa.Column("key", sa.String(160), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+
+    def _ensure_table(self) -> None:
+        self._table().create(self.store.engine(), checkfirst=True)
+
+    def _put(self, key: str, value: str) -> None:
+        table = self._table()
+        with contextlib.suppress(Exception), self.store.engine().begin() as conn:  # best effort, as the contract says
+            conn.execute(table.delete().where(table.c.run == self.run, table.c.key == key))
+            conn.execute(table.insert().values(run=self.run, key=key, value=value))
+
+    def _get(self, key: str) -> str | None:
+        table = self._table()
+        try:
+            with self.store.engine().connect() as conn:
+                row = conn.execute(
+                    table.select().with_only_columns(table.c.value).where(table.c.run == self.run, table.c.key == key)
+                ).first()
+        except Exception:
+            return None
+        return None if row is None else str(row[0])
+
+    def _delete(self, key: str) -> None:
+        table = self._table()
+        with contextlib.suppress(Exception), self.store.engine().begin() as conn:
+            conn.execute(table.delete().where(table.c.run == self.run, table.c.key == key))
+
+    def _keys(self, prefix: str) -> list[str]:
+        table = self._table()
+        with self.store.engine().connect() as conn:
+            rows = conn.execute(
+                table.select()
+                .with_only_columns(table.c.key)
+                .where(table.c.run == self.run, table.c.key.startswith(prefix))
+            ).all()
+        return [str(r[0]) for r in rows]
+
+    def cleanup(self) -> None:
+        table = self._table()
+        with contextlib.suppress(Exception), self.store.engine().begin() as conn:
+            conn.execute(table.delete().where(table.c.run == self.run))
