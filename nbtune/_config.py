@@ -218,6 +218,24 @@ class TuneConfig:
         type=int,
         flag_help="keep the checkpoints of the best K complete trials. Default 3.",
     )
+    heartbeat: float = _opt(
+        5.0,
+        "with a database store: seconds between a worker's lease renewals (its heartbeat).",
+        "--heartbeat",
+        metavar="S",
+        type=float,
+        flag_help="with a database --store: seconds between a running trial's lease renewals. Default 5.",
+    )
+    lease_grace: float | None = _opt(
+        None,
+        "with a database store: seconds without a renewal after which a trial's worker counts as gone and the "
+        "trial runs again (default 4 heartbeats).",
+        "--lease-grace",
+        metavar="S",
+        type=float,
+        flag_help="with a database --store: seconds without a lease renewal before a trial counts as cut and "
+        "runs again. Default 4 x --heartbeat.",
+    )
     n_jobs: int = _opt(
         1,
         "parallel workers (-1: all cores).",
@@ -381,6 +399,14 @@ class TuneConfig:
         self.subject_to = [parse_constraint(c)[3] for c in _as_list(self.subject_to, "--subject-to", split=False)]
         self.record = _names(self.record, "--record", "train_acc,latency_ms")
         self.state = _names(self.state, "--state", "model,opt")
+        if not (isinstance(self.heartbeat, (int, float)) and self.heartbeat > 0):
+            raise ConfigError(f"--heartbeat must be a positive number of seconds; got {self.heartbeat!r}")
+        if self.lease_grace is not None and not (
+            isinstance(self.lease_grace, (int, float)) and self.lease_grace > self.heartbeat
+        ):
+            raise ConfigError(
+                f"--lease-grace must be longer than --heartbeat ({self.heartbeat} s); got {self.lease_grace!r}"
+            )
         if not _whole(self.population) or self.population < 2:
             raise ConfigError(f"--population must be a whole number >= 2; got {self.population!r}")
         if self.interval is not None and (not _whole(self.interval) or self.interval < 1):

@@ -34,7 +34,13 @@ from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFai
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
 from nbtune.run.coordinator import Search
-from nbtune.run.liveness import BaseLiveness, ProcessLiveness, reap_dead_trials, requeue_interrupted
+from nbtune.run.liveness import (
+    BaseLiveness,
+    LeaseLiveness,
+    ProcessLiveness,
+    reap_dead_trials,
+    requeue_interrupted,
+)
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, scheduler_kind
 from nbtune.run.worker import Job
@@ -397,7 +403,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"{', '.join(weak)} cannot be hashed, so a change to {'it' if len(weak) == 1 else 'them'} "
             "would not start a new version of the study"
         )
-    liveness = ProcessLiveness()  # owners are processes of this machine (journal store)
+    # owners renew leases in a database store (any machine); with a journal, they are this machine's processes
+    liveness: BaseLiveness = LeaseLiveness(store, cfg.heartbeat, cfg.lease_grace) if store.leases else ProcessLiveness()
     _recover(study, store, liveness, sampler, messages)
     messages[:0] = store.repairs
     note = pbt_note(spec, program)

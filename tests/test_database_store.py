@@ -131,3 +131,116 @@ def test_the_environment_names_the_default_store(postgres_url, tmp_path, monkeyp
     assert isinstance(open_store(None), DatabaseStore)
     assert "fromenv" in DatabaseStore(postgres_url).study_names() and res.n_finished == 2
     assert not (tmp_path / ".nbtune").exists() or not list((tmp_path / ".nbtune").glob("*.journal"))
+
+
+SLOW = "x = 0.5  # tune: uniform(0, 1)\nimport time\nfor e in range(40):  # tune: epochs\n    time.sleep(0.05)\n    loss = (x - 0.3) ** 2 + 1 / (e + 1)\n"
+
+
+def _cut_search_in_another_process(url: str, name: str, after: float) -> None:
+    """A search of study ``name`` in another process (another machine, as far as leases go),
+    killed with SIGKILL after ``after`` seconds, in the middle of a trial."""
+    import subprocess
+    import sys
+
+    script = (
+        "import nbtune\n"
+        f"nbtune.tune({SLOW!r}, minimize='loss', n_trials=50, seed=0, store={url!r}, name={name!r}, "
+        "view=None, heartbeat=0.3, scheduler='none')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    time.sleep(after)
+    proc.kill()
+    proc.wait()
+
+
+def test_a_dead_workers_trial_is_requeued_when_its_lease_expires(postgres_url, tmp_path, monkeypatch):
+    """No /proc across machines: the trial of a killed process is found by its expired lease, while
+    this search runs, and its configuration runs again; the count stays exact."""
+    monkeypatch.chdir(tmp_path)
+    _cut_search_in_another_process(postgres_url, "leased", after=5)
+    before = nbtune.load_study("leased", store=postgres_url)
+    running = [t for t in before.trials if t.state.name == "RUNNING"]
+    assert len(running) == 1, [t.state.name for t in before.trials]
+    done = finished_count(before.trials)
+    res = nbtune.tune(
+        SLOW, minimize="loss", n_trials=done + 3, seed=0, store=postgres_url, name="leased", view=None,
+        heartbeat=0.3, lease_grace=1.5, scheduler="none",
+    )  # fmt: skip
+    trials = res.study.trials
+    cut = next(t for t in trials if t.number == running[0].number)
+    assert cut.state.name == "FAIL" and ATTR.INTERRUPTED in cut.user_attrs
+    rerun = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == cut.number]
+    assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE" and rerun[0].params == cut.params
+    assert finished_count(trials) == done + 3 and not any(t.state.name == "RUNNING" for t in trials)
+
+
+def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url, tmp_path, monkeypatch):
+    """`dask scheduler` and two `dask worker` processes, each in its own folder; the store is the
+    database. One worker is killed mid-trial: its trial comes back through its lease."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    bindir = os.path.dirname(sys.executable)
+    sched = tmp_path / "scheduler.json"
+    procs = [
+        subprocess.Popen(
+            [f"{bindir}/dask", "scheduler", "--scheduler-file", str(sched), "--host", "127.0.0.1", "--port", "0",
+             "--dashboard-address", ":0", "--no-show"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    try:
+        for _ in range(30):
+            if sched.exists():
+                break
+            time.sleep(0.5)
+        for i in range(2):
+            folder = tmp_path / f"worker{i}"
+            folder.mkdir()
+            procs.append(
+                subprocess.Popen(
+                    [f"{bindir}/dask", "worker", "--scheduler-file", str(sched), "--nthreads", "1", "--no-nanny",
+                     "--local-directory", str(folder), "--dashboard-address", ":0"],
+                    cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        with distributed.Client(scheduler_file=str(sched), timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            victim = procs[1].pid
+
+            def kill_mid_trial() -> None:  # once that worker runs a trial (past its first epochs)
+                for _ in range(300):
+                    time.sleep(0.2)
+                    study = nbtune.load_study("cluster", store=postgres_url) if "cluster" in db.study_names() else None
+                    mine = [
+                        t for t in (study.trials if study else [])
+                        if t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
+                        and len(t.intermediate_values) >= 3
+                    ]  # fmt: skip
+                    if mine:
+                        os.kill(victim, signal.SIGKILL)
+                        return
+
+            db = DatabaseStore(postgres_url)
+            killer = threading.Thread(target=kill_mid_trial, daemon=True)
+            killer.start()
+            res = nbtune.tune(
+                SLOW, minimize="loss", n_trials=8, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+                name="cluster", view=None, heartbeat=0.3, lease_grace=1.5, scheduler="none",
+            )  # fmt: skip
+            killer.join()
+        trials = res.study.trials
+        assert finished_count(trials) == 8 and not any(t.state.name == "RUNNING" for t in trials)
+        owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in trials}
+        assert os.getpid() not in owners and victim in owners  # the workers ran the trials, not the kernel
+        cut = [t for t in trials if ATTR.INTERRUPTED in t.user_attrs]
+        assert cut and all(any(r.user_attrs.get(ATTR.RERUN_OF) == c.number for r in trials) for c in cut)
+        assert not list(tmp_path.glob("worker*/.nbtune")) and not (tmp_path / ".nbtune").exists()
+    finally:
+        for p in procs[::-1]:
+            p.kill()
+            p.wait()

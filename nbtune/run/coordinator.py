@@ -157,6 +157,8 @@ class Search:
 
     # the coordinator thread -------------------------------------------------------------
     def _run(self) -> None:
+        if self.job.liveness.period:  # leases: a worker on another machine may die without a word
+            threading.Thread(target=self._reap_expired, name="nbtune-leases", daemon=True).start()
         try:
             if self.backend.watches_deaths:
                 with _DeathWatch(self.control) as watch:
@@ -208,6 +210,18 @@ class Search:
                         "lower --jobs or the model size"
                     ) from None
                 self.control.forget_workers()
+
+    def _reap_expired(self) -> None:
+        """While the search runs: fail and re-queue the trials whose lease expired."""
+        period = self.job.liveness.period or 5.0
+        while not self.done.wait(period):
+            try:
+                died = self._reap()
+            except Exception:  # the database is briefly unreachable: try again next period
+                _logger.warning("search %s: could not check the trials' leases", self.job.study_name, exc_info=True)
+                continue
+            if died:
+                self.worker_deaths.append(f"the lease of trial(s) {died} expired (their worker stopped renewing it)")
 
     def _reap(self, culprit_error: str | None = None, culprits: set[int] | None = None) -> list[int]:
         """Mark the trials of dead workers failed and queue the interrupted ones again."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaseLiveness",
+    "LeaseLiveness",
     "ProcessLiveness",
     "active_trial",
     "process_start",
@@ -119,6 +120,12 @@ class BaseLiveness(abc.ABC):
     @abc.abstractmethod
     def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool: ...
 
+    period: float | None = None  # seconds between checks for dead owners while a search runs (None: none)
+
+    def heartbeat(self, trial_id: int) -> contextlib.AbstractContextManager[None]:
+        """Held while a worker runs the trial (a lease renews itself meanwhile)."""
+        return contextlib.nullcontext()
+
 
 class ProcessLiveness(BaseLiveness):
     """Owners are processes of this machine: ``{"host", "pid", "worker", "start"}``."""
@@ -138,6 +145,62 @@ class ProcessLiveness(BaseLiveness):
         if pid == os.getpid():
             return _compat.trial_id(trial) not in _ACTIVE
         return not is_alive(pid, owner.get("start"))
+
+
+class LeaseLiveness(BaseLiveness):
+    """Owners on any machine renew a lease in the store while they run a trial.
+
+    A worker renews its trial's lease every ``interval`` seconds (a heartbeat thread); a trial
+    whose lease has not been renewed for ``grace`` seconds (the store's clock) is dead, whoever
+    looks. Optuna's own heartbeat (``RDBStorage(heartbeat_interval=...)``) exists only inside
+    ``study.optimize()``, and nbtune runs its own ask-and-tell loop, so the lease is nbtune's.
+
+    Args:
+        store: a store that keeps leases (``store.leases``: the database store).
+        interval: seconds between renewals.
+        grace: seconds without a renewal after which the owner counts as gone (default 4 x interval).
+    """
+
+    def __init__(self, store: BaseStore, interval: float = 5.0, grace: float | None = None) -> None:
+        self.store = store
+        self.interval = float(interval)
+        self.grace = float(grace) if grace is not None else 4 * self.interval
+        self.period = self.interval
+
+    def owner(self, worker: int) -> dict[str, Any]:
+        pid = os.getpid()
+        return {"host": socket.gethostname(), "pid": pid, "worker": worker, "start": process_start(pid), "lease": True}
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial_id: int) -> Iterator[None]:
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.interval):
+                try:
+                    self.store.renew_lease(trial_id)
+                except Exception:  # the database is briefly unreachable: the next renewal may work
+                    _logger.warning("could not renew the lease of trial id %d", trial_id, exc_info=True)
+
+        self.store.renew_lease(trial_id)
+        beat = threading.Thread(target=renew, name="nbtune-lease", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                self.store.end_lease(trial_id)
+
+    def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool:
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            return _compat.trial_id(trial) not in _ACTIVE
+        age = self.store.lease_age(_compat.trial_id(trial))
+        if age is None:  # no lease (yet, or ever): judge by when it started
+            if trial.datetime_start is None:
+                return True
+            return (datetime.datetime.now() - trial.datetime_start).total_seconds() > self.grace
+        return age > self.grace
 
 
 def reap_dead_trials(

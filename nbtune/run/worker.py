@@ -165,7 +165,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         resume=(lambda: resume_point(job.store, resume)) if resume else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
-    with active_trial(tid):
+    with active_trial(tid), job.liveness.heartbeat(tid):
         try:
             try:
                 with running_threads.running(trial.number), captured_output() as out:
@@ -380,7 +380,8 @@ def run_worker(job: Job, worker: int = 0) -> int:
             _ParentWatch.start(job.parent_pid)
         job.control.register_worker(worker)
         # Warm workers outlive a search; the notebook may have changed folder (%cd) since they started.
-        if os.getcwd() != job.cwd and os.path.isdir(job.cwd):
+        # Only the kernel's own worker processes follow it: a Dask or Ray worker keeps its folder.
+        if os.getppid() == job.parent_pid and os.getcwd() != job.cwd and os.path.isdir(job.cwd):
             os.chdir(job.cwd)
         # loky makes its own start method the default in its workers, and a plain
         # multiprocessing.Process (a PyTorch DataLoader's workers) then fails there ("'Process'

@@ -94,6 +94,18 @@ class BaseStore(abc.ABC):
     """
 
     repairs: list[str]
+    leases: bool = False  # it keeps trial leases (renew_lease, lease_age): owners on any machine
+
+    def renew_lease(self, trial_id: int) -> None:
+        """The trial's worker is alive now (a heartbeat)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no leases")
+
+    def end_lease(self, trial_id: int) -> None:
+        """The trial's worker is done with it."""
+
+    def lease_age(self, trial_id: int) -> float | None:
+        """Seconds since the trial's lease was last renewed (the store's clock), None if it has none."""
+        return None
 
     @abc.abstractmethod
     def storage(self, name: str) -> optuna.storages.BaseStorage:

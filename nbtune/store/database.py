@@ -94,6 +94,7 @@ class _Engines:
 
 
 _ENGINES = _Engines()
+_LEASE_TABLES: dict[str, bool] = {}  # per process: the lease table exists in that database
 
 
 class DatabaseStore(BaseStore):
@@ -173,6 +174,39 @@ class DatabaseStore(BaseStore):
 
     def artifacts_where(self) -> str:
         return str(self.artifacts)
+
+    # leases: a running trial's worker renews its row every few seconds, on the database's clock,
+    # so a worker on any machine can tell that another machine's worker is gone
+    leases = True
+    _LEASES = "CREATE TABLE IF NOT EXISTS nbtune_lease (trial_id BIGINT PRIMARY KEY, renewed DOUBLE PRECISION NOT NULL)"
+
+    def _now(self) -> str:
+        """The database's clock in seconds (every machine reads the same one)."""
+        return "(julianday('now') - 2440587.5) * 86400.0" if self.dialect == "sqlite" else "extract(epoch from now())"
+
+    def _lease_sql(self, sql: str, **params: Any) -> Any:
+        from sqlalchemy import text
+
+        with self.engine().begin() as conn:
+            if not _LEASE_TABLES.get(self.url):
+                conn.execute(text(self._LEASES))
+                _LEASE_TABLES[self.url] = True
+            result = conn.execute(text(sql), params)
+            return result.first() if result.returns_rows else None
+
+    def renew_lease(self, trial_id: int) -> None:
+        self._lease_sql(
+            f"INSERT INTO nbtune_lease (trial_id, renewed) VALUES (:t, {self._now()}) "
+            "ON CONFLICT (trial_id) DO UPDATE SET renewed = excluded.renewed",
+            t=trial_id,
+        )
+
+    def end_lease(self, trial_id: int) -> None:
+        self._lease_sql("DELETE FROM nbtune_lease WHERE trial_id = :t", t=trial_id)
+
+    def lease_age(self, trial_id: int) -> float | None:
+        row = self._lease_sql(f"SELECT {self._now()} - renewed FROM nbtune_lease WHERE trial_id = :t", t=trial_id)
+        return None if row is None else float(row[0])
 
     def control(self, name: str, n_trials: int) -> BaseControl:
         return DatabaseControl(n_trials, self, f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
