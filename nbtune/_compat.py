@@ -35,6 +35,24 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def study_id(study: optuna.Study) -> int:
+    """The storage id of a study (storages key studies by it)."""
+    return int(study._study_id)
+
+
+def rdb_started_count(engine: Any, study_id: int) -> int:
+    """How many trials of the study have started (any state but WAITING), counted by the database:
+    ``RDBStorage`` has no such query (``get_n_trials`` loads every trial). Optuna's schema keeps
+    trials in the table ``trials``, their state as the TrialState name."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT count(*) FROM trials WHERE study_id = :s AND state != 'WAITING'"), {"s": study_id}
+        ).first()
+    return int(row[0]) if row is not None else 0
+
+
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The storage id of a trial (the number is per study; storages key trials by this id)."""
     return trial._trial_id

@@ -105,10 +105,12 @@ class TuneConfig:
     )
     store: str | Path | None = _opt(
         None,
-        "the store folder; default ``.nbtune/`` beside the notebook.",
+        "the store: a folder (default ``.nbtune/`` beside the notebook) or a database URL "
+        "(``postgresql://user@host/db``; the ``NBTUNE_STORE`` environment variable's by default when set).",
         "--store",
-        metavar="DIR",
-        flag_help="store folder; default .nbtune/ beside the notebook.",
+        metavar="DIR|URL",
+        flag_help="store folder (default .nbtune/ beside the notebook), or a database URL, e.g. "
+        "postgresql://user@host/db, for workers on several machines (default: $NBTUNE_STORE when set).",
     )
     fresh: bool = _opt(
         False,

@@ -32,71 +32,15 @@ def run(ip, line, cell):
     return ip.run_cell_magic("tune", line, cell)
 
 
-def _postgres_bin() -> str | None:
-    import glob
-    import shutil
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return os.path.dirname(found[-1])
-    initdb = shutil.which("initdb")
-    return os.path.dirname(initdb) if initdb else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL server for this test session, reachable only through a Unix socket in a
-    temp folder (no network port), and the URL of an empty database on it. initdb and pg_ctl
-    refuse to run as root: as root they run as the 'postgres' user. Skipped, saying why, where
-    no server can be started."""
-    import getpass
-    import shutil
-    import subprocess
+    """A real PostgreSQL server for this test session (see tests/postgres.py), and the URL of an
+    empty database on it. Skipped, saying why, where no server can be started."""
+    from postgres import NoServer, postgres_server
 
     pytest.importorskip("psycopg", reason="the database store needs psycopg: pip install 'nbtune[postgres]'")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    import tempfile
-    from pathlib import Path
-
-    # not under pytest's temp folder: that one is private to this user, and the server may run as another
-    base = Path(tempfile.mkdtemp(prefix="nbtune-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    prefix: list[str] = []
-    user = getpass.getuser()
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("PostgreSQL cannot run as root and there is no runuser to run it as 'postgres'")
-        prefix, user = ["runuser", "-u", "postgres", "--"], "postgres"
-        shutil.chown(base, user="postgres")
-        shutil.chown(sock, user="postgres")
-        os.chmod(base, 0o755)
-
-    def pg(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     try:
-        pg(f"{bindir}/initdb", "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8")
-        pg(
-            f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"),
-            "-o", f"-k {sock} -p {port} -c listen_addresses='' -c fsync=off",
-            "start",
-        )  # fmt: skip
-    except (subprocess.CalledProcessError, OSError) as e:
-        err = getattr(e, "stderr", b"") or b""
-        pytest.skip(f"could not start PostgreSQL: {err.decode(errors='replace').strip()[-300:] or e}")
-    try:
-        pg(f"{bindir}/createdb", "-h", str(sock), "-p", str(port), "-U", user, "nbtune_test")
-        yield f"postgresql://{user}@/nbtune_test?host={sock}&port={port}"
-    finally:
-        subprocess.run(
-            [*prefix, f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True, timeout=60
-        )
-        shutil.rmtree(base, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except NoServer as e:
+        pytest.skip(str(e))

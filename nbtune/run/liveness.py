@@ -182,7 +182,7 @@ class LeaseLiveness(BaseLiveness):
                 except Exception:  # the database is briefly unreachable: the next renewal may work
                     _logger.warning("could not renew the lease of trial id %d", trial_id, exc_info=True)
 
-        self.store.renew_lease(trial_id)
+        # no renewal now: until the first one, a trial is judged by its start (a query saved per trial)
         beat = threading.Thread(target=renew, name="nbtune-lease", daemon=True)
         beat.start()
         try:
@@ -193,13 +193,14 @@ class LeaseLiveness(BaseLiveness):
                 self.store.end_lease(trial_id)
 
     def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool:
+        started = trial.datetime_start
+        old = started is None or (datetime.datetime.now() - started).total_seconds() > self.grace
         if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-            return _compat.trial_id(trial) not in _ACTIVE
+            # this process's: dead if it runs it no more (and it was not just asked, about to run)
+            return _compat.trial_id(trial) not in _ACTIVE and old
         age = self.store.lease_age(_compat.trial_id(trial))
-        if age is None:  # no lease (yet, or ever): judge by when it started
-            if trial.datetime_start is None:
-                return True
-            return (datetime.datetime.now() - trial.datetime_start).total_seconds() > self.grace
+        if age is None:  # no lease: not renewed yet (just asked), or its worker ended: judge by its start
+            return old
         return age > self.grace
 
 
@@ -232,17 +233,17 @@ def reap_dead_trials(
         owner = t.user_attrs.get(ATTR.OWNER) or {}
         if not liveness.is_dead(owner, t):
             continue
-        if (
-            culprit_error is not None
-            and ATTR.INTERRUPTED not in t.user_attrs
-            and (culprits is None or owner.get("pid") in culprits)
-        ):
-            storage.set_trial_user_attr(_compat.trial_id(t), ATTR.ERROR, culprit_error)
-        else:
-            storage.set_trial_user_attr(_compat.trial_id(t), ATTR.INTERRUPTED, reason)
         try:
+            if (
+                culprit_error is not None
+                and ATTR.INTERRUPTED not in t.user_attrs
+                and (culprits is None or owner.get("pid") in culprits)
+            ):
+                storage.set_trial_user_attr(_compat.trial_id(t), ATTR.ERROR, culprit_error)
+            else:
+                storage.set_trial_user_attr(_compat.trial_id(t), ATTR.INTERRUPTED, reason)
             storage.set_trial_state_values(_compat.trial_id(t), TrialState.FAIL)
-        except Exception:  # pragma: no cover - finished concurrently
+        except Exception:  # finished concurrently (it was alive after all)
             continue
         reaped.append(t.number)
     if reaped:

@@ -401,9 +401,15 @@ def run_worker(job: Job, worker: int = 0) -> int:
                 break
             with job.store.lock(job.study_name):
                 trial = _promote(job, study, owner)
-                if trial is None:
+                target = job.control.target()
+                # a database counts the started trials (an upper bound of those that use the budget):
+                # far from the target, no need to read every trial
+                started = job.store.started_count(study) if trial is None else None
+                if trial is None and started is not None and started < target:
+                    trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+                elif trial is None:
                     trials = study.get_trials(deepcopy=False)
-                    if budget.used(trials) >= job.control.target():
+                    if budget.used(trials) >= target:
                         if not (job.scheduler.pause and _others_running(job, trials)):
                             trial = _promote(job, study, owner, final=True)
                             if trial is None:

@@ -103,6 +103,11 @@ class BaseStore(abc.ABC):
     def end_lease(self, trial_id: int) -> None:
         """The trial's worker is done with it."""
 
+    def started_count(self, study: optuna.Study) -> int | None:
+        """How many of the study's trials have started, if the store can count them without reading
+        every trial (a database); None otherwise. An upper bound of the trials that use the budget."""
+        return None
+
     def lease_age(self, trial_id: int) -> float | None:
         """Seconds since the trial's lease was last renewed (the store's clock), None if it has none."""
         return None

@@ -194,6 +194,14 @@ class DatabaseStore(BaseStore):
             result = conn.execute(text(sql), params)
             return result.first() if result.returns_rows else None
 
+    def started_count(self, study: optuna.Study) -> int | None:
+        from nbtune import _compat
+
+        try:
+            return _compat.rdb_started_count(self.engine(), _compat.study_id(study))
+        except Exception:  # another schema version: read the trials instead
+            return None
+
     def renew_lease(self, trial_id: int) -> None:
         self._lease_sql(
             f"INSERT INTO nbtune_lease (trial_id, renewed) VALUES (:t, {self._now()}) "
@@ -222,9 +230,12 @@ class DatabaseControl(BaseControl):
         run: this run's id (rows are keyed by it; :meth:`cleanup` deletes them).
     """
 
+    FRESH = 0.5  # seconds a value read from the database is reused: a flag reaches workers within this
+
     def __init__(self, n_trials: int, store: DatabaseStore, run: str) -> None:
         super().__init__(n_trials)
         self.store, self.run = store, run
+        self._seen: dict[str, tuple[float, str | None]] = {}
         self._ensure_table()
         self.set_target(n_trials)
 
@@ -243,13 +254,29 @@ class DatabaseControl(BaseControl):
     def _ensure_table(self) -> None:
         self._table().create(self.store.engine(), checkfirst=True)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_seen"] = {}
+        return state
+
     def _put(self, key: str, value: str) -> None:
+        self._seen.pop(key, None)
         table = self._table()
         with contextlib.suppress(Exception), self.store.engine().begin() as conn:  # best effort, as the contract says
             conn.execute(table.delete().where(table.c.run == self.run, table.c.key == key))
             conn.execute(table.insert().values(run=self.run, key=key, value=value))
 
     def _get(self, key: str) -> str | None:
+        import time
+
+        seen = self._seen.get(key)
+        if seen is not None and time.monotonic() - seen[0] < self.FRESH:
+            return seen[1]
+        value = self._read(key)
+        self._seen[key] = (time.monotonic(), value)
+        return value
+
+    def _read(self, key: str) -> str | None:
         table = self._table()
         try:
             with self.store.engine().connect() as conn:
@@ -261,6 +288,7 @@ class DatabaseControl(BaseControl):
         return None if row is None else str(row[0])
 
     def _delete(self, key: str) -> None:
+        self._seen.pop(key, None)
         table = self._table()
         with contextlib.suppress(Exception), self.store.engine().begin() as conn:
             conn.execute(table.delete().where(table.c.run == self.run, table.c.key == key))
