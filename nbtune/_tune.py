@@ -378,7 +378,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         check_sendable(program, cell, cfg.line_offset)
 
     store = open_store(cfg.store, cfg.user_ns)
-    base = cfg.name or _default_name(cfg.metric, cfg.direction, program)
+    base = cfg.name or store.namespace(cfg.user_ns) + _default_name(cfg.metric, cfg.direction, program)
     if outer_fold is not None:
         base = f"{base}.outer{outer_fold}"
     messages = store.check(base)  # a damaged tail is set aside before anything is appended

@@ -244,3 +244,21 @@ def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url
         for p in procs[::-1]:
             p.kill()
             p.wait()
+
+
+def test_two_notebooks_on_one_database_never_share_a_study_by_accident(postgres_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = nbtune.tune(CELL, minimize="loss", n_trials=2, store=postgres_url, view=None,
+                        user_ns={"__session__": "/work/a/analysis.ipynb"})  # fmt: skip
+    second = nbtune.tune(CELL, minimize="loss", n_trials=2, store=postgres_url, view=None,
+                         user_ns={"__session__": "/work/b/other.ipynb"})  # fmt: skip
+    import getpass
+
+    user = getpass.getuser()
+    assert first.study.study_name.startswith(f"{user}.analysis.loss-")
+    assert second.study.study_name.startswith(f"{user}.other.loss-")
+    assert len(first.study.trials) == len(second.study.trials) == 2
+    # a folder store belongs to one notebook: no prefix
+    assert nbtune.tune(
+        CELL, minimize="loss", n_trials=1, store=str(tmp_path / "s"), view=None
+    ).study.study_name.startswith("loss-")

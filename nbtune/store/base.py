@@ -103,6 +103,11 @@ class BaseStore(abc.ABC):
     def end_lease(self, trial_id: int) -> None:
         """The trial's worker is done with it."""
 
+    def namespace(self, user_ns: dict[str, Any] | None) -> str:
+        """The prefix of default study names in this store: "" where the store belongs to one
+        notebook (a folder beside it); a shared database prefixes the user and the notebook."""
+        return ""
+
     def started_count(self, study: optuna.Study) -> int | None:
         """How many of the study's trials have started, if the store can count them without reading
         every trial (a database); None otherwise. An upper bound of the trials that use the budget."""

@@ -194,6 +194,21 @@ class DatabaseStore(BaseStore):
             result = conn.execute(text(sql), params)
             return result.first() if result.returns_rows else None
 
+    def namespace(self, user_ns: dict[str, Any] | None) -> str:
+        """``user.notebook.``: one database serves many notebooks and people, and two notebooks
+        that tune the same cell must not share a study by accident (an explicit ``--name`` does)."""
+        import getpass
+
+        from nbtune.cell.identity import notebook_path
+
+        notebook = notebook_path(user_ns)
+        try:
+            user = getpass.getuser()
+        except Exception:  # no user name (some containers)
+            user = "user"
+        parts = [user, Path(notebook).stem if notebook else "script"]
+        return ".".join(re.sub(r"[^A-Za-z0-9_\-]+", "_", p)[:40] for p in parts) + "."
+
     def started_count(self, study: optuna.Study) -> int | None:
         from nbtune import _compat
 
