@@ -97,7 +97,8 @@ def _end(shell: Any, args: Any, result: Any) -> Any:
 
     display(result)
     raise UsageError(
-        f"interrupted: {result.n_finished} finished trials are kept in {result.study.study_name!r}; "
+        f"interrupted: {result.n_finished} finished {'trial is' if result.n_finished == 1 else 'trials are'} kept in "
+        f"{result.study.study_name!r}; "
         "re-run the cell to resume"
     )
 

@@ -105,7 +105,7 @@ def _default_name(metric: str, direction: str, program: CellProgram) -> str:
     return f"{metric}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
-def _fingerprint(program: CellProgram) -> dict[str, Any]:
+def _fingerprint(program: CellProgram, spec: SchedulerSpec) -> dict[str, Any]:
     fp: dict[str, Any] = {
         "params": [p.fingerprint() for p in program.params],
         "metric": program.metric,
@@ -113,7 +113,19 @@ def _fingerprint(program: CellProgram) -> dict[str, Any]:
     }
     if program.constraints:  # the guardrails decide which trial is best: another set is another study
         fp["guardrails"] = sorted(c[3] for c in program.constraints)
+    schedule = _schedule(spec)
+    if schedule:  # trials that pause and continue are not comparable with stop-only ones: another study
+        fp["schedule"] = schedule
     return fp
+
+
+def _schedule(spec: SchedulerSpec) -> str:
+    """How trials pause and continue, in words ("" for stop-only schedulers, as before pausing existed)."""
+    if not spec.pause:
+        return ""
+    if spec.scheduler.pauses:
+        return f"{spec.kind} ({spec.population} members, every {spec.interval} epochs)"
+    return f"{spec.kind} with pause-and-promote"
 
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -129,6 +141,8 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
             changes.append(f"{name} {o[name][1]}{tuple(o[name][2])} -> {n[name][1]}{tuple(n[name][2])}")
     if old.get("guardrails") != new.get("guardrails"):
         changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
+    if old.get("schedule") != new.get("schedule"):
+        changes.append(f"scheduler {old.get('schedule') or 'stop-only'} -> {new.get('schedule') or 'stop-only'}")
     return ", ".join(changes) or "settings changed"
 
 
@@ -287,7 +301,8 @@ def _choose_version(
         return target
     if attrs[latest].get(ATTR.SPACE) not in (None, fp):
         messages.append(
-            f"the search space changed since {latest!r} ({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}): "
+            f"the search space or schedule changed since {latest!r} "
+            f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}): "
             f"started {new!r}; the old study is kept"
         )
     else:
@@ -328,7 +343,7 @@ def _open_study(
             direction=optuna.study.StudyDirection[program.direction.upper()],
         )
         if ATTR.SPACE not in study.user_attrs:
-            study.set_user_attr(ATTR.SPACE, _fingerprint(program))
+            study.set_user_attr(ATTR.SPACE, _fingerprint(program, spec))
             study.set_user_attr(ATTR.IDENTITY, identity)
             study.set_user_attr(ATTR.CELL, cell)
             study.set_user_attr(
@@ -383,7 +398,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         base = f"{base}.outer{outer_fold}"
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
     identity = cell_identity(program.spec, program.globals, cfg.user_ns)
-    target = _choose_version(store, base, _fingerprint(program), identity, cfg, messages)
+    target = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
     # The cell as written, to re-run it after the search (re-validation, %tune_validate).
     cell_record = {
         "source": cell,

@@ -98,7 +98,7 @@ def test_the_password_is_never_shown(postgres_url):
 
 
 def test_unsupported_databases_are_one_clear_line():
-    with pytest.raises(ConfigError, match="nbtune stores studies in PostgreSQL .* not 'mysql'"):
+    with pytest.raises(ConfigError, match="nbtune stores studies in PostgreSQL .* 'mysql' is neither"):
         nbtune.tune(CELL, minimize="loss", n_trials=1, store="mysql://u@h/db", view=None)
 
 
@@ -262,3 +262,7 @@ def test_two_notebooks_on_one_database_never_share_a_study_by_accident(postgres_
     assert nbtune.tune(
         CELL, minimize="loss", n_trials=1, store=str(tmp_path / "s"), view=None
     ).study.study_name.startswith("loss-")
+
+
+def test_postgres_scheme_as_hosting_services_write_it():
+    assert DatabaseStore("postgres://u@h/db").url == "postgresql+psycopg://u@h/db"

@@ -233,3 +233,56 @@ def test_when_no_more_trials_come_the_best_of_a_small_rung_goes_on(tmp_path):
         )
     )
     assert Rungs(spec, None, study).promotion(lambda t: True, final=True) is None
+
+
+def test_after_the_search_the_reasons_say_which_paused_trials_stay_stopped(data):
+    res = run(data, "--maximize acc --trials 16 --seed 0 -o res")
+    trials = res.study.trials
+    promoted = continuations(trials)
+    ended = res.study.user_attrs[ATTR.PAUSES_ENDED]
+    left = [t for t in trials if t.user_attrs.get(ATTR.DECISION, {}).get("paused") and t.number not in promoted]
+    assert left and all(t.number <= ended for t in left)
+    frame = res.trials_dataframe()
+    for t in left:
+        assert "not promoted before the search ended" in frame.loc[t.number, "stopped_reason"]
+        assert not frame.loc[t.number, "paused"]
+    assert not any("for now" in d for d in res.decisions())
+    # the summary's example of a stopped trial is one that was stopped, not one promoted later
+    example = next(line for line in str(res).splitlines() if "stopped early, e.g." in line)
+    assert "promoted later" not in example and "not promoted before the search ended" in example
+
+
+def test_changing_the_scheduler_starts_a_new_version(data):
+    first = run(data, "--maximize acc --trials 6 --seed 0 -o res")
+    stop_only = run(data, "--maximize acc --trials 6 --seed 0 --stop-only -o res")
+    assert stop_only.study.study_name == first.study.study_name + ":v2"
+    assert any("scheduler hyperband with pause-and-promote -> stop-only" in m for m in stop_only.messages)
+    pbt = run(data, "--maximize acc --scheduler pbt --population 4 --interval 3 -o res", CELL.replace(
+        "    clf.partial_fit", "    clf.eta0 = eta0\n    clf.partial_fit"))  # fmt: skip
+    assert pbt.study.study_name.endswith(":v3") and pbt.n_finished == 4
+    again = run(data, "--maximize acc --trials 6 --seed 0 -o res")  # the first schedule again: its study
+    assert again.study.study_name == first.study.study_name
+
+
+def test_the_baseline_does_not_take_the_place_of_the_best_of_a_small_rung(tmp_path):
+    """The baseline always runs to the end; at the end of a search it does not count as the trial
+    that went on from a rung, so the best paused trial there is still promoted."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    spec = SchedulerSpec(kind="asha", R=9, metric="acc", direction="maximize", pause=True)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, value=0.5, intermediate_values={1: 0.3, 3: 0.4, 9: 0.5},
+            user_attrs={ATTR.BASELINE: True}, params={"x": 0.5}, distributions=dist,
+        )
+    )  # fmt: skip
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 0.6},
+            user_attrs={ATTR.DECISION: {"paused": True, "epoch": 1}}, params={"x": 0.1}, distributions=dist,
+        )
+    )  # fmt: skip
+    found = Rungs(spec, None, study).promotion(lambda t: True, final=True)
+    assert found is not None and found.trial.number == 1

@@ -209,3 +209,21 @@ def test_perturb_stays_in_range_and_moves():
     # an integer at its bottom moves up by a step, never out of range
     ups = {perturb({"n": 1}, dists, ("n",), random.Random(s))["n"] for s in range(50)}
     assert ups <= set(range(1, 6)) and 2 in ups
+
+
+def test_a_member_without_a_donor_says_why_it_kept_its_own():
+    from nbtune.run.pbt import format_pbt
+
+    note = {"member": 12, "epoch": 8, "value": 0.8, "rank": 6, "n": 6, "no_donor": True}
+    assert format_pbt(note, "acc") == (
+        "member 12 at epoch 8: kept its own state and hyperparameters (acc 0.8, 6 of 6); it is in the bottom "
+        "quarter, but no better member's checkpoint was left to copy (a finished run deletes them)"
+    )
+
+
+def test_a_member_that_copied_another_is_not_the_baseline(ip):
+    res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", TOY)
+    defaults = {"h": "theta0"}
+    for t in res.study.trials:
+        if t.user_attrs.get(ATTR.BASELINE):
+            assert t.params == defaults, t.number

@@ -193,6 +193,7 @@ def _next_interval(
                 changes={k: [source.params[k], params[k]] for k in spec.perturb if k in params},
             )
             return Promotion(trial, epoch, position + 1, n, q, value, source=source, params=params, note=note)
+        note["no_donor"] = True  # in the bottom quarter, but no top member's checkpoint is left to copy
     return Promotion(trial, epoch, position + 1, n, q, value, note=note)
 
 
@@ -200,7 +201,16 @@ def format_pbt(note: dict[str, Any], metric: str) -> str:
     """``member 5 at epoch 12: copied member 2 (val_acc 0.91 vs 0.84), lr 0.010 → 0.012``"""
     head = f"member {note['member']} at epoch {note['epoch']}"
     if "donor" not in note:
-        return f"{head}: kept its own state and hyperparameters ({metric} {note['value']:.4g}, {note['rank']} of {note['n']})"
+        why = (
+            "; it is in the bottom quarter, but no better member's checkpoint was left to copy (a finished run deletes "
+            "them)"
+            if note.get("no_donor")
+            else ""
+        )
+        return (
+            f"{head}: kept its own state and hyperparameters ({metric} {note['value']:.4g}, "
+            f"{note['rank']} of {note['n']}){why}"
+        )
     changes = ", ".join(f"{k} {_fmt(a)} → {_fmt(b)}" for k, (a, b) in note.get("changes", {}).items())
     return f"{head}: copied member {note['donor']} ({metric} {note['donor_value']:.4g} vs {note['value']:.4g})" + (
         f", {changes}" if changes else ""

@@ -427,10 +427,14 @@ class Rungs:
         return next((p for p in found if usable(p.trial)), None)
 
     def _went_on(self, trial: optuna.trial.FrozenTrial, epoch: int) -> bool:
-        """Whether a trial of ``trial``'s bracket went on past ``epoch``."""
+        """Whether a trial of ``trial``'s bracket went on past ``epoch`` (the baseline always runs to
+        the end, so it does not count: it never competed for the place)."""
         bracket = self.bracket(trial)
         return any(
-            epoch in t.intermediate_values and max(t.intermediate_values) > epoch and self.bracket(t) == bracket
+            epoch in t.intermediate_values
+            and max(t.intermediate_values) > epoch
+            and not t.user_attrs.get(ATTR.BASELINE)
+            and self.bracket(t) == bracket
             for t in self.trials
         )
 
@@ -538,13 +542,19 @@ def _explained_pruner_class() -> Any:
 
 
 def format_decision(
-    number: int, decision: dict[str, Any], metric: str, direction: str, continued_as: int | None = None
+    number: int,
+    decision: dict[str, Any],
+    metric: str,
+    direction: str,
+    continued_as: int | None = None,
+    ended: bool = False,
 ) -> str:
     """One sentence a person can read, e.g.
 
     ``trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 < cutoff 0.71, only the top 3 of 9 go on``
 
-    ``continued_as``: a paused trial's continuation (pause-and-promote), if it was promoted.
+    ``continued_as``: a paused trial's continuation (pause-and-promote), if it was promoted;
+    ``ended``: it was paused when the search ended, so it stays stopped.
     """
     epoch = decision.get("epoch")
     head = f"trial {number} stopped at {decision.get('unit', 'epoch')} {epoch}"
@@ -565,6 +575,11 @@ def format_decision(
         value, n, n_keep = decision.get("value"), decision.get("n_compared"), decision.get("n_keep")
         if continued_as is not None:
             return f"{head}: {metric} {value:.4g} ranked {decision.get('rank')} of {n}; promoted later, continued as trial {continued_as}"
+        if ended:
+            return (
+                f"{head.replace('paused', 'stopped', 1)}: {metric} {value:.4g} ranked {decision.get('rank')} of {n} "
+                f"there (the top {max(n_keep or 0, 1)} went on); it was paused, and not promoted before the search ended"
+            )
         if not n_keep:
             return (
                 f"{head}: {metric} {value:.4g}; only {_count(n or 0, 'trial')} reached this rung so far, too few "

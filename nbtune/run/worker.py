@@ -258,6 +258,8 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
     values = {str(s): v for s, v in source.intermediate_values.items() if s <= saved["step"]}
     previous = paused.user_attrs.get(ATTR.PROMOTED, {})
     attrs: dict[str, Any] = {k: paused.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if k in paused.user_attrs}
+    if found.params is not None and found.params != paused.params:
+        attrs.pop(ATTR.BASELINE, None)  # PBT: it took another member's hyperparameters
     attrs.update(
         {
             ATTR.OWNER: owner,
@@ -415,6 +417,8 @@ def run_worker(job: Job, worker: int = 0) -> int:
                             if trial is None:
                                 if job.scheduler.pause and job.program.state:
                                     prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
+                                    if trials:  # the paused trials left are stopped for good: say so
+                                        study.set_user_attr(ATTR.PAUSES_ENDED, max(t.number for t in trials))
                                 break
                     else:
                         trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})

@@ -43,6 +43,8 @@ class ATTR:
     PROMOTED = "nbtune:promoted"
     # PBT continuation: {"member", "epoch", "value", "rank", "n"[, "donor", "donor_trial", "donor_value", "changes"]}
     PBT = "nbtune:pbt"
+    # study: trials up to this number that are paused and not continued stay stopped (the search ended)
+    PAUSES_ENDED = "nbtune:pauses_ended"
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
     KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED)

@@ -109,11 +109,13 @@ class DatabaseStore(BaseStore):
     def __init__(self, url: str, artifacts: str | os.PathLike[str] | None = None) -> None:
         m = _URL_RE.match(url)
         scheme = m.group("scheme").lower() if m else ""
+        if scheme == "postgres":  # as many hosting services write it (SQLAlchemy wants postgresql)
+            url, scheme = "postgresql" + url[len("postgres") :], "postgresql"
         dialect = scheme.split("+", 1)[0]
         if dialect not in _SUPPORTED:
             raise ConfigError(
                 f"--store {masked(url)}: nbtune stores studies in PostgreSQL (postgresql://user@host/db) or, on "
-                f"one machine, SQLite (sqlite:///file.db); not {dialect!r}"
+                f"one machine, SQLite (sqlite:///file.db); {dialect!r} is neither"
             )
         self.shown = url  # as the user wrote it, for messages (masked)
         if scheme == "postgresql":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, is_feasible
 from nbtune.view.lineage import lineage
-from nbtune.view.summary import StudySummary
+from nbtune.view.summary import StudySummary, pauses_ended
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,6 +137,7 @@ class TuneResult(StudySummary):
 
         rows = []
         promoted = continuations(self.trials)
+        ended = pauses_ended(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))
         for t in self.trials:
             row: dict[str, Any] = {
                 "number": t.number,
@@ -170,10 +171,12 @@ class TuneResult(StudySummary):
                     stopped_bracket=d.get("bracket"),
                     stopped_cutoff=d.get("cutoff"),
                     stopped_n_compared=d.get("n_compared"),
-                    stopped_reason=format_decision(t.number, d, self.metric, self.direction, promoted.get(t.number)),
+                    stopped_reason=format_decision(
+                        t.number, d, self.metric, self.direction, promoted.get(t.number), t.number in ended
+                    ),
                 )
-                if d.get("paused"):
-                    row.update(paused=True, continued_as=promoted.get(t.number))
+                if d.get("paused"):  # still paused (may go on), or continued, or stopped when the search ended
+                    row.update(paused=t.number not in ended, continued_as=promoted.get(t.number))
             if ATTR.PROMOTED in t.user_attrs:
                 row["continues"] = t.user_attrs[ATTR.PROMOTED]["from"]
             rows.append(row)

@@ -120,7 +120,11 @@ class StudySummary:
     def decisions(self) -> list[str]:
         """The scheduler's decisions as sentences, in trial order: why each trial was stopped or
         paused, and with PBT each member's exploit/explore decision."""
-        return [text for _, text in decision_sentences(self.trials, self.metric, self.direction)]
+        return [text for _, text in self._decision_sentences()]
+
+    def _decision_sentences(self) -> list[tuple[str, str]]:
+        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
+        return decision_sentences(self.trials, self.metric, self.direction, ended_at=ended)
 
     def errors(self) -> dict[int, str]:
         """Failed trials' errors by trial number."""
@@ -164,7 +168,7 @@ class StudySummary:
             lines.append(self._no_best())
         for t in self.top(5)[1:]:
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
-        stops = [text for kind, text in decision_sentences(self.trials, self.metric, self.direction) if kind == "stop"]
+        stops = [text for kind, text in self._decision_sentences() if kind == "stop"]
         if stops:
             lines.append(f"{self.counts().get('pruned', 0)} stopped early, e.g. {stops[-1]}")
         pbt = [n for t in self.trials if (n := t.user_attrs.get(ATTR.PBT))]
@@ -279,12 +283,18 @@ class StudySummary:
 
 
 def decision_sentences(
-    trials: list[optuna.trial.FrozenTrial], metric: str, direction: str, last: int | None = None
+    trials: list[optuna.trial.FrozenTrial],
+    metric: str,
+    direction: str,
+    last: int | None = None,
+    ended_at: int | None = None,
 ) -> list[tuple[str, str]]:
     """(kind, sentence) of the scheduler's decisions, in trial order: ``"stop"`` for a trial stopped
-    or paused at a rung, ``"pbt"`` for a PBT member's exploit/explore decision. ``last``: only
-    the latest so many trials are looked at (fast for huge studies)."""
+    (or paused, not continued yet) at a rung, ``"promoted"`` for a paused trial that was continued,
+    ``"pbt"`` for a PBT member's exploit/explore decision. ``last``: only the latest so many trials
+    are looked at (fast for huge studies); ``ended_at``: the study's ``nbtune:pauses_ended``."""
     promoted = continuations(trials)
+    ended = pauses_ended(trials, ended_at)
     out = []
     for t in trials if last is None else trials[-last:]:
         note = t.user_attrs.get(ATTR.PBT)
@@ -292,5 +302,22 @@ def decision_sentences(
             out.append(("pbt", format_pbt(note, metric)))
         d = t.user_attrs.get(ATTR.DECISION)
         if d and d.get("scheduler") != "pbt":  # PBT's pauses are its interval: the decision is the note
-            out.append(("stop", format_decision(t.number, d, metric, direction, promoted.get(t.number))))
+            kind = "promoted" if t.number in promoted else "stop"
+            text = format_decision(t.number, d, metric, direction, promoted.get(t.number), t.number in ended)
+            out.append((kind, text))
     return out
+
+
+def pauses_ended(trials: list[optuna.trial.FrozenTrial], ended_at: int | None) -> set[int]:
+    """Paused trials that stay stopped: not continued, and paused before the search ended."""
+    if ended_at is None:
+        return set()
+    promoted = continuations(trials)
+    return {
+        t.number
+        for t in trials
+        if t.number <= ended_at
+        and t.number not in promoted
+        and t.state.name == "PRUNED"
+        and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
+    }

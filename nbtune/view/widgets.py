@@ -436,7 +436,10 @@ class WidgetView(BaseView):
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = snap.pruned
         # Only the latest reasons are shown (and formatted): fast for huge studies.
-        decisions = [text for _, text in decision_sentences(trials, self.metric, self.direction, last=100)][-50:]
+        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
+        decisions = [
+            text for _, text in decision_sentences(trials, self.metric, self.direction, last=100, ended_at=ended)
+        ][-50:]
         want_plots = (
             plots
             if plots is not None
