@@ -128,6 +128,12 @@ def _schedule(spec: SchedulerSpec) -> str:
     return f"{spec.kind} with pause-and-promote"
 
 
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """ "schedule" when only how trials pause and continue changed, else "search space"."""
+    rest = {k: v for k, v in old.items() if k != "schedule"}, {k: v for k, v in new.items() if k != "schedule"}
+    return "schedule" if rest[0] == rest[1] else "search space"
+
+
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     o = {p[0]: p for p in old.get("params", [])}
     n = {p[0]: p for p in new.get("params", [])}
@@ -301,7 +307,7 @@ def _choose_version(
         return target
     if attrs[latest].get(ATTR.SPACE) not in (None, fp):
         messages.append(
-            f"the search space or schedule changed since {latest!r} "
+            f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
             f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}): "
             f"started {new!r}; the old study is kept"
         )
