@@ -189,10 +189,12 @@ class DatabaseStore(BaseStore):
     def _lease_sql(self, sql: str, **params: Any) -> Any:
         from sqlalchemy import text
 
-        with self.engine().begin() as conn:
-            if not _LEASE_TABLES.get(self.url):
+        if not _LEASE_TABLES.get(self.url):
+            # two processes creating it at once: one of them fails, and the table is there either way
+            with contextlib.suppress(Exception), self.engine().begin() as conn:
                 conn.execute(text(self._LEASES))
-                _LEASE_TABLES[self.url] = True
+            _LEASE_TABLES[self.url] = True
+        with self.engine().begin() as conn:
             result = conn.execute(text(sql), params)
             return result.first() if result.returns_rows else None
 
