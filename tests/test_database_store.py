@@ -3,6 +3,7 @@ session, real worker processes. The store's contract is checked on both kinds of
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -174,16 +175,15 @@ def test_a_dead_workers_trial_is_requeued_when_its_lease_expires(postgres_url, t
     assert finished_count(trials) == done + 3 and not any(t.state.name == "RUNNING" for t in trials)
 
 
-def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url, tmp_path, monkeypatch):
-    """`dask scheduler` and two `dask worker` processes, each in its own folder; the store is the
-    database. One worker is killed mid-trial: its trial comes back through its lease."""
+@contextlib.contextmanager
+def _dask_cluster(tmp_path):
+    """`dask scheduler` and two `dask worker` processes, each worker in its own folder; yields
+    (client, worker processes)."""
     import os
-    import signal
     import subprocess
     import sys
 
     distributed = pytest.importorskip("distributed")
-    monkeypatch.chdir(tmp_path)
     bindir = os.path.dirname(sys.executable)
     sched = tmp_path / "scheduler.json"
     procs = [
@@ -210,40 +210,86 @@ def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url
             )  # fmt: skip
         with distributed.Client(scheduler_file=str(sched), timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
-            victim = procs[1].pid
-
-            def kill_mid_trial() -> None:  # once that worker runs a trial (past its first epochs)
-                for _ in range(300):
-                    time.sleep(0.2)
-                    study = nbtune.load_study("cluster", store=postgres_url) if "cluster" in db.study_names() else None
-                    mine = [
-                        t for t in (study.trials if study else [])
-                        if t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
-                        and len(t.intermediate_values) >= 3
-                    ]  # fmt: skip
-                    if mine:
-                        os.kill(victim, signal.SIGKILL)
-                        return
-
-            db = DatabaseStore(postgres_url)
-            killer = threading.Thread(target=kill_mid_trial, daemon=True)
-            killer.start()
-            res = nbtune.tune(
-                SLOW, minimize="loss", n_trials=8, n_jobs=2, seed=0, backend="dask", store=postgres_url,
-                name="cluster", view=None, heartbeat=0.3, lease_grace=1.5, scheduler="none",
-            )  # fmt: skip
-            killer.join()
-        trials = res.study.trials
-        assert finished_count(trials) == 8 and not any(t.state.name == "RUNNING" for t in trials)
-        owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in trials}
-        assert os.getpid() not in owners and victim in owners  # the workers ran the trials, not the kernel
-        cut = [t for t in trials if ATTR.INTERRUPTED in t.user_attrs]
-        assert cut and all(any(r.user_attrs.get(ATTR.RERUN_OF) == c.number for r in trials) for c in cut)
-        assert not list(tmp_path.glob("worker*/.nbtune")) and not (tmp_path / ".nbtune").exists()
+            yield client, procs[1:]
     finally:
         for p in procs[::-1]:
             p.kill()
             p.wait()
+
+
+def test_stop_from_the_notebook_reaches_the_cluster_through_the_database(postgres_url, tmp_path, monkeypatch):
+    """The Stop button writes the run's stop flag in the store: workers on the cluster see it and
+    start no new trial; the search ends early, saying so."""
+    from sqlalchemy import text
+
+    monkeypatch.chdir(tmp_path)
+    with _dask_cluster(tmp_path):
+        results = []
+        search = threading.Thread(
+            target=lambda: results.append(
+                nbtune.tune(
+                    SLOW, minimize="loss", n_trials=40, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+                    name="stopped", view=None, scheduler="none",
+                )
+            )
+        )  # fmt: skip
+        search.start()
+        db = DatabaseStore(postgres_url)
+        for _ in range(300):  # until two trials finished
+            time.sleep(0.2)
+            if (
+                "stopped" in db.study_names()
+                and finished_count(nbtune.load_study("stopped", store=postgres_url).trials) >= 2
+            ):
+                break
+        with db.engine().begin() as conn:  # what the dashboard's Stop writes, through the store
+            run = conn.execute(text("SELECT run FROM nbtune_control WHERE run LIKE 'stopped-%' LIMIT 1")).scalar()
+            conn.execute(text("INSERT INTO nbtune_control (run, key, value) VALUES (:r, 'stop', 'stop')"), {"r": run})
+        search.join(120)
+    assert not search.is_alive() and results
+    res = results[0]
+    assert 2 <= res.n_finished < 40 and not any(t.state.name == "RUNNING" for t in res.study.trials)
+    assert any("stopped by the user" in m for m in res.messages), res.messages
+
+
+def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url, tmp_path, monkeypatch):
+    """`dask scheduler` and two `dask worker` processes, each in its own folder; the store is the
+    database. One worker is killed mid-trial: its trial comes back through its lease."""
+    import os
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    db = DatabaseStore(postgres_url)
+    with _dask_cluster(tmp_path) as (_client, workers):
+        victim = workers[0].pid
+
+        def kill_mid_trial() -> None:  # once that worker runs a trial (past its first epochs)
+            for _ in range(300):
+                time.sleep(0.2)
+                study = nbtune.load_study("cluster", store=postgres_url) if "cluster" in db.study_names() else None
+                mine = [
+                    t for t in (study.trials if study else [])
+                    if t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
+                    and len(t.intermediate_values) >= 3
+                ]  # fmt: skip
+                if mine:
+                    os.kill(victim, signal.SIGKILL)
+                    return
+
+        killer = threading.Thread(target=kill_mid_trial, daemon=True)
+        killer.start()
+        res = nbtune.tune(
+            SLOW, minimize="loss", n_trials=8, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+            name="cluster", view=None, heartbeat=0.3, lease_grace=1.5, scheduler="none",
+        )  # fmt: skip
+        killer.join()
+    trials = res.study.trials
+    assert finished_count(trials) == 8 and not any(t.state.name == "RUNNING" for t in trials)
+    owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in trials}
+    assert os.getpid() not in owners and victim in owners  # the workers ran the trials, not the kernel
+    cut = [t for t in trials if ATTR.INTERRUPTED in t.user_attrs]
+    assert cut and all(any(r.user_attrs.get(ATTR.RERUN_OF) == c.number for r in trials) for c in cut)
+    assert not list(tmp_path.glob("worker*/.nbtune")) and not (tmp_path / ".nbtune").exists()
 
 
 def test_two_notebooks_on_one_database_never_share_a_study_by_accident(postgres_url, tmp_path, monkeypatch):
