@@ -20,9 +20,9 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["tune", "tune_async", "parse_timeout"]
 
 _logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 POLL_SECONDS = 0.1
 STOP_WAIT = 10.0  # seconds the driver waits for workers to stop after Interrupt
@@ -729,18 +730,68 @@ async def _wait_async(search: Search | None, view: BaseView | None) -> bool:
     return False
 
 
+# A search as steps: the generators yield each (search, view) to be waited for and receive whether
+# Interrupt ended it. tune() blocks on each (_drive) and tune_async() awaits it (_drive_async):
+# that is all the two differ in.
+_Steps = Generator["tuple[Search | None, BaseView | None]", bool, _T]
+
+
+def _drive(steps: _Steps[_T]) -> _T:
+    """Run ``steps``, blocking while each search runs."""
+    try:
+        search, view = next(steps)
+        while True:
+            search, view = steps.send(_wait(search, view))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def _drive_async(steps: _Steps[_T]) -> _T:
+    """Run ``steps``, awaiting each search (the kernel stays responsive)."""
+    try:
+        search, view = next(steps)
+        while True:
+            search, view = steps.send(await _wait_async(search, view))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _check_steps(plan: _Plan, result: TuneResult, factory: ViewFactory | None) -> _Steps[None]:
+    """The checks after a search (re-validation, the sealed holdout), if it asks for any."""
+    checks = _check_plan(plan, result)
+    if checks is not None:
+        search, view = _start(checks, factory)
+        _close_checks(plan, checks, search, (yield search, view), view, result)
+
+
 def _run_checks(plan: _Plan, result: TuneResult, factory: ViewFactory | None) -> None:
-    checks = _check_plan(plan, result)
-    if checks is not None:
-        search, view = _start(checks, factory)
-        _close_checks(plan, checks, search, _wait(search, view), view, result)
+    _drive(_check_steps(plan, result, factory))
 
 
-async def _run_checks_async(plan: _Plan, result: TuneResult, factory: ViewFactory | None) -> None:
-    checks = _check_plan(plan, result)
-    if checks is not None:
-        search, view = _start(checks, factory)
-        _close_checks(plan, checks, search, await _wait_async(search, view), view, result)
+def _search_steps(cell: str, cfg: TuneConfig) -> _Steps[TuneResult | NestedResult]:
+    """Everything :func:`tune` does, as steps: the search (one per outer fold with nested
+    cross-validation), its checks, the checkpoints' note and ``--apply``."""
+    factory = _view_factory(cfg.view)
+    outer = _outer_folds(cell, cfg)
+    folds: list[TuneResult] = []
+    for i in range(outer.k if outer is not None else 1):
+        plan = _plan(cell, cfg, outer_fold=None if outer is None else i)
+        search, view = _start(plan, factory)
+        result = _close(plan, search, (yield search, view), view)
+        if outer is None:
+            yield from _check_steps(plan, result, factory)
+            _note_checkpoints(plan, result)
+            _apply(plan, result)
+            result._checker = _checker(plan)
+            return result
+        folds.append(result)
+        if result.interrupted:
+            break
+        yield from _check_steps(plan, result, factory)
+        if result.interrupted:
+            break
+    assert outer is not None
+    return _nested_result(folds, outer.k, cfg)
 
 
 def _checker(plan: _Plan) -> Any:
@@ -878,28 +929,7 @@ def tune(cell: str, **options: Any) -> TuneResult | NestedResult:
     """
     cfg = config_from(options, "tune")
     with _quiet_optuna():
-        factory = _view_factory(cfg.view)
-        outer = _outer_folds(cell, cfg)
-        if outer is not None:
-            folds: list[TuneResult] = []
-            for i in range(outer.k):
-                plan = _plan(cell, cfg, outer_fold=i)
-                search, view = _start(plan, factory)
-                folds.append(_close(plan, search, _wait(search, view), view))
-                if folds[-1].interrupted:
-                    break
-                _run_checks(plan, folds[-1], factory)
-                if folds[-1].interrupted:
-                    break
-            return _nested_result(folds, outer.k, cfg)
-        plan = _plan(cell, cfg)
-        search, view = _start(plan, factory)
-        result = _close(plan, search, _wait(search, view), view)
-        _run_checks(plan, result, factory)
-        _note_checkpoints(plan, result)
-        _apply(plan, result)
-        result._checker = _checker(plan)
-        return result
+        return _drive(_search_steps(cell, cfg))
 
 
 @with_config_signature
@@ -916,28 +946,7 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
     """
     cfg = config_from(options, "tune_async")
     with _quiet_optuna():
-        factory = _view_factory(cfg.view)
-        outer = _outer_folds(cell, cfg)
-        if outer is not None:
-            folds: list[TuneResult] = []
-            for i in range(outer.k):
-                plan = _plan(cell, cfg, outer_fold=i)
-                search, view = _start(plan, factory)
-                folds.append(_close(plan, search, await _wait_async(search, view), view))
-                if folds[-1].interrupted:
-                    break
-                await _run_checks_async(plan, folds[-1], factory)
-                if folds[-1].interrupted:
-                    break
-            return _nested_result(folds, outer.k, cfg)
-        plan = _plan(cell, cfg)
-        search, view = _start(plan, factory)
-        result = _close(plan, search, await _wait_async(search, view), view)
-        await _run_checks_async(plan, result, factory)
-        _note_checkpoints(plan, result)
-        _apply(plan, result)
-        result._checker = _checker(plan)
-        return result
+        return await _drive_async(_search_steps(cell, cfg))
 
 
 def _outer_folds(cell: str, cfg: TuneConfig) -> FoldsVar | None:

@@ -137,7 +137,7 @@ class TuneResult(StudySummary):
 
         rows = []
         promoted = continuations(self.trials)
-        ended = pauses_ended(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))
+        ended = pauses_ended(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED), promoted)
         for t in self.trials:
             row: dict[str, Any] = {
                 "number": t.number,

@@ -294,7 +294,7 @@ def decision_sentences(
     ``"pbt"`` for a PBT member's exploit/explore decision. ``last``: only the latest so many trials
     are looked at (fast for huge studies); ``ended_at``: the study's ``nbtune:pauses_ended``."""
     promoted = continuations(trials)
-    ended = pauses_ended(trials, ended_at)
+    ended = pauses_ended(trials, ended_at, promoted)
     out = []
     for t in trials if last is None else trials[-last:]:
         note = t.user_attrs.get(ATTR.PBT)
@@ -308,11 +308,15 @@ def decision_sentences(
     return out
 
 
-def pauses_ended(trials: list[optuna.trial.FrozenTrial], ended_at: int | None) -> set[int]:
-    """Paused trials that stay stopped: not continued, and paused before the search ended."""
+def pauses_ended(
+    trials: list[optuna.trial.FrozenTrial], ended_at: int | None, promoted: dict[int, int] | None = None
+) -> set[int]:
+    """Paused trials that stay stopped: not continued, and paused before the search ended.
+    ``promoted``: ``continuations(trials)``, when the caller has it already."""
     if ended_at is None:
         return set()
-    promoted = continuations(trials)
+    if promoted is None:
+        promoted = continuations(trials)
     return {
         t.number
         for t in trials
