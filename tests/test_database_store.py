@@ -312,3 +312,84 @@ def test_two_notebooks_on_one_database_never_share_a_study_by_accident(postgres_
 
 def test_postgres_scheme_as_hosting_services_write_it():
     assert DatabaseStore("postgres://u@h/db").url == "postgresql+psycopg://u@h/db"
+
+
+def test_after_a_kernel_restart_the_cell_resumes_on_the_cluster(postgres_url, tmp_path, monkeypatch):
+    """The kernel dies mid-search (SIGKILL) while the cluster runs its trials: the workers see
+    its beats stop and start no more trials, and the restarted kernel's run of the same cell
+    continues the study to exactly --trials, keeping every trial finished before."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    with _dask_cluster(tmp_path):
+        sched = tmp_path / "scheduler.json"
+        kernel = subprocess.Popen(
+            [sys.executable, "-c",
+             "import distributed, nbtune\n"
+             f"client = distributed.Client(scheduler_file={str(sched)!r})\n"
+             f"nbtune.tune({SLOW!r}, minimize='loss', n_trials=10, n_jobs=2, seed=0, backend='dask', "
+             f"store={postgres_url!r}, name='restart', view=None, heartbeat=0.3, lease_grace=1.5, "
+             "scheduler='none')\n"],
+            cwd=tmp_path,
+        )  # fmt: skip
+        db = DatabaseStore(postgres_url)
+        before: set[int] = set()
+        for _ in range(300):
+            time.sleep(0.2)
+            if "restart" in db.study_names():
+                trials = nbtune.load_study("restart", store=postgres_url).trials
+                before = {t.number for t in trials if t.state.name == "COMPLETE"}
+                if len(before) >= 3:
+                    break
+        kernel.kill()
+        kernel.wait()
+        assert len(before) >= 3
+        time.sleep(4)  # the workers notice (1.5 s without a beat), finish the trial they run, and stop
+        settled = finished_count(nbtune.load_study("restart", store=postgres_url).trials)
+        time.sleep(2)
+        orphaned = nbtune.load_study("restart", store=postgres_url).trials
+        assert finished_count(orphaned) == settled < 10  # nobody runs trials for the dead kernel
+        res = nbtune.tune(
+            SLOW, minimize="loss", n_trials=10, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+            name="restart", view=None, heartbeat=0.3, lease_grace=1.5, scheduler="none",
+        )  # fmt: skip
+    trials = res.study.trials
+    assert finished_count(trials) == 10 and not any(t.state.name == "RUNNING" for t in trials)
+    assert before <= {t.number for t in trials if t.state.name == "COMPLETE"}  # nothing finished was lost
+
+
+class _Counted:
+    """A large array that writes a line to ``log`` each time a process unpickles it."""
+
+    def __init__(self, size: int, log: str) -> None:
+        import numpy as np
+
+        self.data, self.log = np.ones(size), log
+
+    def __reduce__(self):  # cloudpickle sends the function by value: workers need no import
+        def arrive(data, log):
+            import types
+
+            with open(log, "a") as f:
+                f.write("x\n")
+            return types.SimpleNamespace(data=data)
+
+        arrive.__module__ = "__main__"
+        return arrive, (self.data, self.log)
+
+
+def test_notebook_data_reaches_each_cluster_worker_once_per_run_not_per_trial(postgres_url, tmp_path, monkeypatch):
+    """A 40 MB array the cell reads is sent with each worker's task: 2 copies for 12 trials."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "arrivals.log"
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2 + float(DATA.data[:1].sum()) * 0\n"
+    with _dask_cluster(tmp_path), pytest.warns(UserWarning, match="large graph"):  # dask says it, rightly
+        res = nbtune.tune(
+            cell, minimize="loss", n_trials=12, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+            name="data-once", view=None, user_ns={"DATA": _Counted(5_000_000, str(log))},
+        )  # fmt: skip
+    assert finished_count(res.study.trials) == 12
+    owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
+    arrivals = log.read_text().count("x")
+    assert len(owners) == 2 and arrivals <= 2, arrivals  # once per worker task, not 12 times

@@ -376,7 +376,8 @@ class TrialRuntime:
         reveal_holdout: compute the sealed holdout metric (the checks after a search only).
         on_checkpoint: called with (epoch, namespace) after each epoch the trial goes on from.
         resume: for a cut trial run again: returns (its saved state, the epochs it did, its
-            learning curve); the epochs loop continues from there.
+            learning curve); the epochs loop continues from there. A state of None (a promoted
+            trial of a cell without declared state) retrains those epochs silently instead.
     """
 
     def __init__(
@@ -392,7 +393,7 @@ class TrialRuntime:
         reveal_holdout: bool = False,
         outer_fold: int | None = None,
         on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
-        resume: Callable[[], tuple[dict[str, Any], int, dict[int, float]]] | None = None,
+        resume: Callable[[], tuple[dict[str, Any] | None, int, dict[int, float]]] | None = None,
     ) -> None:
         self.program = program
         self._on_checkpoint = on_checkpoint
@@ -413,6 +414,7 @@ class TrialRuntime:
         self._max_step = max_step
         self._prunable = prunable
         self._step = 0
+        self._silent = 0  # epochs up to this one are trained again, not reported (a retrained promotion)
         self._pending = False
         self._ns: dict[str, Any] | None = None
 
@@ -452,10 +454,13 @@ class TrialRuntime:
         its learning curve so far is reported again, and the epochs it did are skipped."""
         assert self._resume is not None and self._ns is not None
         state, step, values = self._resume()
-        self._ns.update(state)
         if self.trial is not None:
             for s in sorted(values):
                 self.trial.report(values[s], s)
+        if state is None:  # nothing saved: train those epochs again, without reporting them twice
+            self._silent = step
+            return
+        self._ns.update(state)
         for _ in range(step):
             next(items, None)
         self._step = step
@@ -474,6 +479,9 @@ class TrialRuntime:
         self._pending = False
         self._step += 1
         assert self._ns is not None
+        if self._step <= self._silent:  # retrained: its value was reported by the trial it continues
+            self._check_stop_now()
+            return
         try:
             value = check_metric(self.program.metric, self._ns, f"at the end of epoch {self._step}")
         except MetricError as e:

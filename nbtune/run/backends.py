@@ -109,8 +109,8 @@ class InlineBackend(BaseBackend):
 class _JoblibBackend(BaseBackend):
     """Workers as joblib tasks, one per job, on a joblib backend."""
 
-    def parallel_config(self) -> Any:
-        """The ``joblib.parallel_config`` to run under."""
+    def parallel_config(self, job: Job) -> Any:
+        """The ``joblib.parallel_config`` to run ``job`` under."""
         import joblib
 
         return joblib.parallel_config(backend=self.name)
@@ -118,7 +118,7 @@ class _JoblibBackend(BaseBackend):
     def run(self, job: Job, n_jobs: int) -> None:
         import joblib
 
-        with self.parallel_config():
+        with self.parallel_config(job):
             joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(run_worker)(job, i) for i in range(n_jobs))
 
 
@@ -180,9 +180,12 @@ class DaskBackend(_JoblibBackend):
         super().check()
         self._client()  # before anything is created, not when the workers start
 
-    def parallel_config(self) -> Any:
+    def parallel_config(self, job: Job) -> Any:
         import joblib
 
+        # The job (the cell and the notebook data it reads) travels inside each worker's task: once
+        # per worker and run, never per trial. (Scattering it instead would pin both tasks to the
+        # worker holding the data.)
         return joblib.parallel_config(backend="dask", client=self._client())
 
 
@@ -192,7 +195,7 @@ class RayBackend(_JoblibBackend):
     name = "ray"
     needs = ("ray", "ray")
 
-    def parallel_config(self) -> Any:
+    def parallel_config(self, job: Job) -> Any:
         import joblib
         from ray.util.joblib import register_ray
 

@@ -204,21 +204,25 @@ def _remove(store: BaseStore, artifact_id: str) -> bool:
         return False  # removed already (by another worker or an earlier run)
 
 
-def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, Any], int, dict[int, float]]:
+def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, Any] | None, int, dict[int, float]]:
     """What a cut trial left: its state after its last saved epoch, that epoch, its curve up to it.
+    The state is None for a promotion without a checkpoint (a cell that declares no state): the
+    continuation trains those epochs again.
 
     Raises:
         StateError: the checkpoint file is gone.
     """
     from optuna.artifacts.exceptions import ArtifactNotFound
 
+    step = int(resume["step"])
+    values = {int(k): float(v) for k, v in resume.get("values", {}).items() if int(k) <= step}
+    if resume.get("retrain"):
+        return None, step, values
     try:
         with store.artifact_store().open_reader(resume["artifact"]) as f:
             state = load_state(f.read())
     except ArtifactNotFound:
         raise StateError(f"the checkpoint to resume from ({resume['artifact']}) is gone") from None
-    step = int(resume["step"])
-    values = {int(k): float(v) for k, v in resume.get("values", {}).items() if int(k) <= step}
     return state, step, values
 
 
@@ -238,7 +242,7 @@ def prune_checkpoints(study: optuna.Study, store: BaseStore, keep: int, final: b
     needed = {
         t.user_attrs[ATTR.RESUME]["artifact"]
         for t in all_trials
-        if ATTR.RESUME in t.user_attrs
+        if "artifact" in t.user_attrs.get(ATTR.RESUME, {})
         and (not t.state.is_finished() or (is_interrupted(t) and t.number not in rerun_done))
     }
     promoted = {t.user_attrs[ATTR.PROMOTED]["from"] for t in all_trials if ATTR.PROMOTED in t.user_attrs}

@@ -158,6 +158,7 @@ class Search:
     # the coordinator thread -------------------------------------------------------------
     def _run(self) -> None:
         if self.job.liveness.period:  # leases: a worker on another machine may die without a word
+            self.control.beat()  # and the kernel too: its beats tell remote workers it still runs
             threading.Thread(target=self._reap_expired, name="nbtune-leases", daemon=True).start()
         try:
             if self.backend.watches_deaths:
@@ -170,8 +171,9 @@ class Search:
         finally:
             for t in self._timers:
                 t.cancel()
-            self.done.set()
+            # said before done is set: whoever waits for it may read the log at once
             _logger.info("search %s ended (%s)", self.job.study_name, self.control.why() or "budget reached")
+            self.done.set()
 
     def _run_restarting(self, watch: _DeathWatch | None) -> None:
         restarts = 0
@@ -216,6 +218,7 @@ class Search:
         period = self.job.liveness.period or 5.0
         while not self.done.wait(period):
             try:
+                self.control.beat()
                 died = self._reap()
             except Exception:  # the database is briefly unreachable: try again next period
                 _logger.warning("search %s: could not check the trials' leases", self.job.study_name, exc_info=True)

@@ -148,7 +148,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     check = attrs.get(ATTR.CHECK)  # a run of the checks after a search
     names = job.program.state
     epochs_loop = job.program.spec.epochs is not None
-    resume = attrs.get(ATTR.RESUME) if names and epochs_loop else None
+    resume = attrs.get(ATTR.RESUME) if epochs_loop else None
     runtime = TrialRuntime(
         job.program,
         trial,
@@ -175,7 +175,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 if text.strip():
                     storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
         except TrialStopped:
-            if job.scheduler.pause and runtime._ns is not None:
+            if job.scheduler.pause and names and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
                 if decision.get("paused"):  # its state after this epoch: it goes on from here if promoted
                     save_checkpoint(job.store, trial, runtime._ns, names, decision["epoch"])
@@ -249,12 +249,14 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
     promotion = getattr(pruner, "promotion", None)
     if promotion is None or not job.scheduler.pause:
         return None
-    found = promotion(study, lambda t: has_checkpoint(job.store, t), final)
+    # A cell without declared state has no checkpoint: its continuation trains again from the start.
+    state = bool(job.program.state)
+    found = promotion(study, (lambda t: has_checkpoint(job.store, t)) if state else (lambda t: True), final)
     if found is None:
         return None
     paused = found.trial
     source = found.source or paused  # PBT: a top member's state
-    saved = source.user_attrs[ATTR.CHECKPOINT]
+    saved = source.user_attrs[ATTR.CHECKPOINT] if state else {"step": found.epoch, "retrain": True}
     values = {str(s): v for s, v in source.intermediate_values.items() if s <= saved["step"]}
     previous = paused.user_attrs.get(ATTR.PROMOTED, {})
     attrs: dict[str, Any] = {k: paused.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if k in paused.user_attrs}
@@ -396,10 +398,17 @@ def run_worker(job: Job, worker: int = 0) -> int:
     budget = _Budget()
     done = 0
     trial: optuna.Trial | None = None
+    # A worker on another machine (Dask, Ray) has no parent watch: it follows the kernel's beats.
+    grace = getattr(job.liveness, "grace", None) if job.liveness.period else None
     try:
         while not job.control.stop_requested():
             if job.deadline is not None and time.time() >= job.deadline:
                 job.control.stop("timeout")
+                break
+            if grace is not None and not job.control.kernel_alive(grace):
+                _logger.warning(
+                    "worker %d: the kernel stopped beating for %.0f s; starting no more trials", worker, grace
+                )
                 break
             with job.store.lock(job.study_name):
                 trial = _promote(job, study, owner)
@@ -415,8 +424,9 @@ def run_worker(job: Job, worker: int = 0) -> int:
                         if not (job.scheduler.pause and _others_running(job, trials)):
                             trial = _promote(job, study, owner, final=True)
                             if trial is None:
-                                if job.scheduler.pause and job.program.state:
-                                    prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
+                                if job.scheduler.pause:
+                                    if job.program.state:
+                                        prune_checkpoints(study, job.store, job.keep_checkpoints, final=True)
                                     if trials:  # the paused trials left are stopped for good: say so
                                         study.set_user_attr(ATTR.PAUSES_ENDED, max(t.number for t in trials))
                                 break

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,24 @@ class BaseControl(abc.ABC):
 
     def stop_now_requested(self) -> bool:
         return self._stop_now.is_set() or self._has("stop_now")
+
+    def clock(self) -> float:
+        """Seconds on a clock every worker reads alike (the database's for the database store)."""
+        return time.time()
+
+    def beat(self) -> None:
+        """The kernel is alive (called every lease period while a search runs): workers on other
+        machines, which no parent watch reaches, stop starting trials when the beats stop."""
+        self._put("kernel", repr(self.clock()))
+
+    def kernel_alive(self, grace: float) -> bool:
+        """False once the kernel has not beaten for ``grace`` seconds (True if it never did)."""
+        beat = self._get("kernel")
+        try:
+            age = self.clock() - float(beat) if beat is not None else 0.0
+        except ValueError:
+            return True
+        return not age >= grace  # an unreadable clock (NaN) is no verdict
 
     def why(self) -> str:
         """Why the run stopped: ``stop``, ``timeout``, ``interrupted``, ``bug``, ``grid exhausted``, or ''."""
