@@ -53,6 +53,14 @@ def rdb_started_count(engine: Any, study_id: int) -> int:
     return int(row[0]) if row is not None else 0
 
 
+def journal_trial_count(storage: Any, study_id: int) -> int:
+    """How many trials the journal holds for the study (WAITING ones included), without building
+    the list of trials that ``get_n_trials`` builds: the journal's replay keeps their ids."""
+    with storage._thread_lock:
+        storage._sync_with_backend()
+        return len(storage._replay_result._study_id_to_trial_ids[study_id])
+
+
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The storage id of a trial (the number is per study; storages key trials by this id)."""
     return trial._trial_id

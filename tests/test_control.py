@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import time
 
 from nbtune.store.control import FileControl
 from nbtune.store.journal import JournalStore
@@ -27,6 +28,7 @@ def test_flags_reach_another_process_and_back(tmp_path):
     p.start()
     assert q.get(timeout=60) == (True, True, 5)
     p.join(60)
+    time.sleep(FileControl.FRESH)  # a target read is reused for FRESH seconds: workers ask before every trial
     assert control.target() == 12 and control.why() == "bug"
     assert control.worker_pids() == [p.pid]
     control.forget_workers()

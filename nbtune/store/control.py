@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -148,8 +149,11 @@ class FileControl(BaseControl):
             store folder, so a shared filesystem carries it to other machines too).
     """
 
+    FRESH = 0.5  # seconds the target read from its file is reused (a worker asks before every trial)
+
     def __init__(self, n_trials: int, directory: str | os.PathLike[str] | None = None) -> None:
         super().__init__(n_trials)
+        self._target_seen = -math.inf
         if directory is None:
             directory = tempfile.mkdtemp(prefix="nbtune-run-")
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -162,9 +166,24 @@ class FileControl(BaseControl):
 
     def _get(self, key: str) -> str | None:
         try:
-            return Path(self.directory, key).read_text()
+            with open(os.path.join(self.directory, key)) as f:
+                return f.read()
         except OSError:
             return None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._target_seen = -math.inf  # another process (or machine): its clock, its own reads
+
+    def set_target(self, n_trials: int) -> None:
+        super().set_target(n_trials)
+        self._target_seen = time.monotonic()
+
+    def target(self) -> int:
+        if time.monotonic() - self._target_seen < self.FRESH:
+            return self._n_trials
+        self._target_seen = time.monotonic()
+        return super().target()
 
     def _has(self, key: str) -> bool:
         return os.path.exists(os.path.join(self.directory, key))

@@ -169,6 +169,14 @@ class JournalStore(BaseStore):
             return []
         return [s.study_name for s in self.storage(base).get_all_studies()]
 
+    def started_count(self, study: optuna.Study) -> int | None:
+        from nbtune import _compat
+
+        try:
+            return _compat.journal_trial_count(_compat.storage_of(study), _compat.study_id(study))
+        except (AttributeError, KeyError):  # another Optuna's journal: read the trials instead
+            return None
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """A cross-process file lock for one study (trial budget accounting)."""
