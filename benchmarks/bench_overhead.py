@@ -87,7 +87,7 @@ def main() -> None:
         }
         print(
             f"{sampler:6s}: raw Optuna {1000 * r / args.trials:6.2f} ms/trial · nbtune {1000 * o / args.trials:6.2f} "
-            f"ms/trial · ratio {o / r:.2f}x (target <= 1.2x)"
+            f"ms/trial · ratio {o / r:.2f}x (target <= 1.1x)"
         )
     plain, widget = [], []
     for _ in range(args.repeat):

@@ -112,6 +112,16 @@ class TuneConfig:
         flag_help="store folder (default .nbtune/ beside the notebook), or a database URL, e.g. "
         "postgresql://user@host/db, for workers on several machines (default: $NBTUNE_STORE when set).",
     )
+    artifacts: str | Path | None = _opt(
+        None,
+        "where checkpoint files go (``# tune: state``): an object store every machine reaches "
+        "(``s3://bucket/prefix``, S3 or S3-compatible, through Optuna's ``Boto3ArtifactStore``) or a folder "
+        "(default: ``artifacts/`` in the store folder; ``NBTUNE_ARTIFACTS`` when set).",
+        "--artifacts",
+        metavar="URL|DIR",
+        flag_help="where checkpoints go: s3://bucket/prefix (workers on several machines) or a folder. "
+        "Default: artifacts/ in the store ($NBTUNE_ARTIFACTS when set).",
+    )
     fresh: bool = _opt(
         False,
         "start a new version of the study, keeping the old one.",

@@ -189,7 +189,12 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     else:
         R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
     # pause-and-promote needs a checkpoint to continue from: with state, along an epochs loop
-    pause = kind.rungs and bool(program.state) and epochs is not None and folds is None and not cfg.stop_only
+    import os as _os  # EXPERIMENT
+
+    retrain = bool(_os.environ.get("NBTUNE_PAUSE_RETRAIN"))
+    pause = (
+        kind.rungs and (bool(program.state) or retrain) and epochs is not None and folds is None and not cfg.stop_only
+    )
     pbt: dict[str, Any] = {}
     if kind.pauses:
         pause = True
@@ -399,7 +404,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if backend.processes:
         check_sendable(program, cell, cfg.line_offset)
 
-    store = open_store(cfg.store, cfg.user_ns)
+    store = open_store(cfg.store, cfg.user_ns, cfg.artifacts)
     base = cfg.name or store.namespace(cfg.user_ns) + _default_name(cfg.metric, cfg.direction, program)
     if outer_fold is not None:
         base = f"{base}.outer{outer_fold}"

@@ -393,3 +393,91 @@ def test_notebook_data_reaches_each_cluster_worker_once_per_run_not_per_trial(po
     owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
     arrivals = log.read_text().count("x")
     assert len(owners) == 2 and arrivals <= 2, arrivals  # once per worker task, not 12 times
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3 API (moto's server, on a port of localhost only) with a bucket; boto3 everywhere,
+    workers included, finds it through the environment, as it would find AWS or MinIO."""
+    import socket
+
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="nbtune-test")
+    yield client
+    server.stop()
+
+
+STATEFUL = """\
+x = 0.5  # tune: uniform(0, 1)
+import time
+model = {"epochs": 0}  # tune: state
+for e in range(30):  # tune: epochs
+    time.sleep(0.05)
+    model["epochs"] += 1
+    loss = (x - 0.3) ** 2 + 1 / (e + 1)
+"""
+
+
+def test_checkpoints_in_an_object_store_resume_a_cut_trial_on_another_machine(postgres_url, s3, tmp_path, monkeypatch):
+    """No shared folder at all: the store is the database, the checkpoints are in S3. A worker is
+    SIGKILLed mid-trial; its trial comes back through its lease and the other worker continues it
+    from its last checkpoint, read from S3. The best model is read back from S3 too."""
+    import os
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    db = DatabaseStore(postgres_url)
+    with _dask_cluster(tmp_path) as (_client, workers):
+        victim = workers[0].pid
+
+        def kill_mid_trial() -> None:
+            for _ in range(300):
+                time.sleep(0.2)
+                study = nbtune.load_study("s3ckpt", store=postgres_url) if "s3ckpt" in db.study_names() else None
+                if any(
+                    t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
+                    and len(t.intermediate_values) >= 8
+                    for t in (study.trials if study else [])
+                ):  # fmt: skip
+                    os.kill(victim, signal.SIGKILL)
+                    return
+
+        killer = threading.Thread(target=kill_mid_trial, daemon=True)
+        killer.start()
+        res = nbtune.tune(
+            STATEFUL, minimize="loss", n_trials=4, n_jobs=2, seed=0, backend="dask", store=postgres_url,
+            artifacts="s3://nbtune-test/project-a", name="s3ckpt", view=None, heartbeat=0.3, lease_grace=1.5,
+            scheduler="none",
+        )  # fmt: skip
+        killer.join()
+    trials = res.study.trials
+    assert finished_count(trials) == 4 and not any(t.state.name == "RUNNING" for t in trials)
+    resumed = [t for t in trials if ATTR.RERUN_OF in t.user_attrs and t.user_attrs.get(ATTR.RESUME, {}).get("step")]
+    assert resumed, [(t.number, t.user_attrs) for t in trials]  # continued from a checkpoint, not from scratch
+    assert res.best_state()["model"]["epochs"] == 30  # every epoch, across the cut, read back from S3
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="nbtune-test").get("Contents", [])]
+    assert keys and all(k.startswith("project-a/") for k in keys)
+    assert not list(tmp_path.rglob("artifacts"))  # nothing on any local disk
+    assert any("s3://nbtune-test/project-a" in m for m in res.messages)
+
+
+def test_an_object_store_url_without_its_package_or_bucket_is_one_clear_line(tmp_path, monkeypatch):
+    from nbtune.store.artifacts import open_artifact_store
+
+    with pytest.raises(ConfigError, match="name the bucket"):
+        open_artifact_store("s3:///prefix")
+    monkeypatch.setitem(__import__("sys").modules, "boto3", None)
+    with pytest.raises(ConfigError, match=r"pip install 'nbtune\[s3\]'"):
+        open_artifact_store("s3://bucket/prefix")

@@ -12,9 +12,9 @@ Credentials: the URL may hold the password, but it need not. Without one, the dr
 (``--store $NBTUNE_STORE`` in a cell, or ``store=os.environ["NBTUNE_STORE"]``). nbtune never
 prints or stores a password: messages, the summary and ``repr`` show the URL with it masked.
 
-Checkpoints (``# tune: state``) still go to a folder, ``.nbtune/artifacts`` beside the
-notebook by default (``artifacts=`` to change it): several machines need a shared folder for
-them (an object store is the next step).
+Checkpoints (``# tune: state``) go to ``.nbtune/artifacts`` beside the notebook by default; on
+several machines, to an object store every worker reaches (``artifacts="s3://bucket/prefix"``,
+``--artifacts``, or ``NBTUNE_ARTIFACTS``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbtune.exceptions import ConfigError
+from nbtune.store.artifacts import is_object_store_url, open_artifact_store
 from nbtune.store.base import BaseStore, base_name
 from nbtune.store.control import BaseControl
 
@@ -103,7 +104,8 @@ class DatabaseStore(BaseStore):
     Args:
         url: an SQLAlchemy URL: ``postgresql://user@host:5432/db`` (the psycopg driver is used;
             ``postgresql+psycopg2://`` picks another), or ``sqlite:///path.db`` for one machine.
-        artifacts: the folder for checkpoint files (default ``.nbtune/artifacts`` in the cwd).
+        artifacts: where checkpoint files go: an object store (``s3://bucket/prefix``) or a folder
+            (default ``.nbtune/artifacts`` in the cwd).
     """
 
     def __init__(self, url: str, artifacts: str | os.PathLike[str] | None = None) -> None:
@@ -122,7 +124,10 @@ class DatabaseStore(BaseStore):
             url = "postgresql+psycopg" + url[len("postgresql") :]  # psycopg 3, not SQLAlchemy's default psycopg2
         self.url = url
         self.dialect = dialect
-        self.artifacts = Path(artifacts if artifacts is not None else Path.cwd() / ".nbtune" / "artifacts").absolute()
+        self.artifacts: str | Path = (
+            str(artifacts) if is_object_store_url(artifacts)
+            else Path(artifacts if artifacts is not None else Path.cwd() / ".nbtune" / "artifacts").absolute()
+        )  # fmt: skip
         self.repairs = []
 
     def __repr__(self) -> str:
@@ -169,10 +174,7 @@ class DatabaseStore(BaseStore):
                 conn.commit()
 
     def artifact_store(self) -> Any:
-        from optuna.artifacts import FileSystemArtifactStore
-
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(self.artifacts)
+        return open_artifact_store(self.artifacts)
 
     def artifacts_where(self) -> str:
         return str(self.artifacts)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
 from nbtune.exceptions import ConfigError
+from nbtune.store.artifacts import is_object_store_url, open_artifact_store
 from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
 
@@ -81,8 +82,14 @@ class JournalStore(BaseStore):
         'val_acc-1a2b3c.journal'
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], artifacts: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory).expanduser().absolute()
+        # checkpoints: <store>/artifacts, or an object store (s3://bucket/prefix) or another folder
+        self.artifacts: str | Path = (
+            str(artifacts) if is_object_store_url(artifacts)
+            else Path(artifacts).expanduser().absolute() if artifacts is not None
+            else self.directory / "artifacts"
+        )  # fmt: skip
         self.repairs: list[str] = []  # what storage() repaired, for the run's messages
 
     def __repr__(self) -> str:
@@ -195,15 +202,11 @@ class JournalStore(BaseStore):
             lock.release()
 
     def artifact_store(self) -> Any:
-        """``<store>/artifacts``, Optuna's file-system artifact store (checkpoints)."""
-        from optuna.artifacts import FileSystemArtifactStore
-
-        path = self.directory / "artifacts"
-        path.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(path)
+        """``<store>/artifacts`` (Optuna's file-system artifact store), or the object store given."""
+        return open_artifact_store(self.artifacts)
 
     def artifacts_where(self) -> str:
-        return str(self.directory / "artifacts")
+        return str(self.artifacts)
 
     def control(self, name: str, n_trials: int) -> BaseControl:
         from nbtune.store.control import FileControl
@@ -214,17 +217,27 @@ class JournalStore(BaseStore):
 Store = JournalStore  # the public name (nbtune.Store)
 
 
-def open_store(location: str | os.PathLike[str] | None, user_ns: dict[str, Any] | None = None) -> BaseStore:
+def open_store(
+    location: str | os.PathLike[str] | None,
+    user_ns: dict[str, Any] | None = None,
+    artifacts: str | os.PathLike[str] | None = None,
+) -> BaseStore:
     """The store ``--store`` names: a database URL (``postgresql://...``), a folder, or by default
-    the ``NBTUNE_STORE`` environment variable's, else ``.nbtune/`` beside the notebook. A database
-    store keeps checkpoint files in ``.nbtune/artifacts`` beside the notebook."""
+    the ``NBTUNE_STORE`` environment variable's, else ``.nbtune/`` beside the notebook.
+
+    Checkpoint files go where ``--artifacts`` (or ``NBTUNE_ARTIFACTS``) says: an object store
+    (``s3://bucket/prefix``) that workers on every machine reach, or a folder; by default
+    ``artifacts/`` in the store folder, or for a database store ``.nbtune/artifacts`` beside the
+    notebook."""
     from nbtune.store.database import DatabaseStore, is_database_url
 
     if location is None and os.environ.get("NBTUNE_STORE"):
         location = os.environ["NBTUNE_STORE"]  # a URL kept out of the notebook (its password too)
+    if artifacts is None and os.environ.get("NBTUNE_ARTIFACTS"):
+        artifacts = os.environ["NBTUNE_ARTIFACTS"]
     if is_database_url(location):
-        return DatabaseStore(str(location), artifacts=default_store_dir(user_ns) / "artifacts")
-    return JournalStore(location if location is not None else default_store_dir(user_ns))
+        return DatabaseStore(str(location), artifacts=artifacts or default_store_dir(user_ns) / "artifacts")
+    return JournalStore(location if location is not None else default_store_dir(user_ns), artifacts=artifacts)
 
 
 def load_study(name: str | None = None, store: str | os.PathLike[str] | None = None) -> optuna.Study:
