@@ -274,13 +274,14 @@ class TuneConfig:
     )
     stop_only: bool = _opt(
         False,
-        "with ``# tune: state``, Hyperband and ASHA *pause* a trial that is not (yet) in the top 1/eta at a "
-        "rung and promote it later if it ranks there once more trials arrive (pause-and-promote); "
-        "``stop_only`` stops such trials for good instead, as Optuna's pruners do.",
+        "Hyperband and ASHA *pause* a trial that is not (yet) in the top 1/eta at a rung and promote it "
+        "later if it ranks there once more trials arrive (pause-and-promote): it continues from its checkpoint "
+        "with ``# tune: state``, else it trains again from the start. ``stop_only`` stops such trials for "
+        "good instead, as Optuna's pruners do (and lets the first arrivals at a rung through).",
         "--stop-only",
-        flag_help="with '# tune: state', Hyperband/ASHA pause a trial that is not yet in the top 1/eta at a rung "
-        "and continue it from its checkpoint if it ranks there once more trials arrive (pause-and-promote); "
-        "--stop-only stops such trials for good instead (Optuna's pruners).",
+        flag_help="Hyperband/ASHA pause a trial that is not yet in the top 1/eta at a rung and promote it if it "
+        "ranks there once more trials arrive (from its checkpoint with '# tune: state', else retrained from the "
+        "start); --stop-only stops such trials for good instead (Optuna's pruners).",
     )
     population: int = _opt(
         8,

@@ -188,13 +188,10 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         R, unit = folds.k, "fold"
     else:
         R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
-    # pause-and-promote needs a checkpoint to continue from: with state, along an epochs loop
-    import os as _os  # EXPERIMENT
-
-    retrain = bool(_os.environ.get("NBTUNE_PAUSE_RETRAIN"))
-    pause = (
-        kind.rungs and (bool(program.state) or retrain) and epochs is not None and folds is None and not cfg.stop_only
-    )
+    # Successive halving pauses a trial that is not (yet) in the top 1/eta at a rung, along an
+    # epochs loop: it continues from its checkpoint when the cell declares state, else it trains
+    # again from the start (as scikit-learn's halving searches do).
+    pause = kind.rungs and epochs is not None and folds is None and not cfg.stop_only
     pbt: dict[str, Any] = {}
     if kind.pauses:
         pause = True

@@ -122,9 +122,11 @@ for epoch in range(27):  # tune: epochs
 
 @pytest.mark.parametrize("scheduler", ["hyperband", "asha", "median"])
 def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
+    """Stop-only rules (Optuna's pruners; pause-and-promote's reasons: test_pause_promote.py)."""
     res = nbtune.tune(
-        CURVES, maximize="acc", n_trials=30, scheduler=scheduler, seed=0, sampler="random", store=tmp_path, view=None
-    )
+        CURVES, maximize="acc", n_trials=30, scheduler=scheduler, seed=0, sampler="random", store=tmp_path, view=None,
+        stop_only=scheduler != "median",
+    )  # fmt: skip
     pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
     assert pruned, "nothing was stopped"
     for t in pruned:
@@ -163,8 +165,9 @@ def test_hyperband_brackets_hold_across_processes(tmp_path):
     hb._try_initialization(res.study)
     for t in res.study.trials:
         d = t.user_attrs.get(ATTR.DECISION)
-        if d:
-            assert d["bracket"] == hb._get_bracket_id(res.study, t)
+        if d:  # a promoted trial's continuation stays in the bracket of the trial that started it
+            root = res.study.trials[t.user_attrs.get(ATTR.PROMOTED, {}).get("root", t.number)]
+            assert d["bracket"] == hb._get_bracket_id(res.study, root)
     assert len({t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}) == 2
 
 

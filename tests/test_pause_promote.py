@@ -135,9 +135,37 @@ def test_stop_only_stops_for_good(data):
     assert sum(t.state.name == "COMPLETE" for t in trials) >= 2
 
 
-def test_no_pause_without_state(data):
-    res = run(data, "--maximize acc --trials 6 --seed 0 -o res", CELL.replace("  # tune: state", ""))
-    assert res.scheduler.startswith("Hyperband") and "pause" not in res.scheduler
+def test_without_state_a_promoted_trial_trains_again_from_the_start(data):
+    """A cell that declares no state has no checkpoint: its promoted trials train again from the
+    first epoch, silently up to where they were paused (their curve is replayed), as scikit-learn's
+    halving searches retrain. Successive halving is the same; only the cost differs."""
+    res = run(data, "--maximize acc --trials 24 --seed 0 --record fits -o res", CELL.replace("  # tune: state", ""))
+    assert res.scheduler.startswith("Hyperband") and "pause-and-promote" in res.scheduler
+    trials = res.study.trials
+    assert finished_count(trials) == 24
+    promoted = [t for t in trials if ATTR.PROMOTED in t.user_attrs]
+    assert promoted, "some paused trial was promoted"
+    ran = _epochs_run()
+    for t in promoted:
+        paused = trials[t.user_attrs[ATTR.PROMOTED]["from"]]
+        assert t.user_attrs[ATTR.RESUME] == {
+            "step": t.user_attrs[ATTR.PROMOTED]["epoch"],
+            "retrain": True,
+            "values": {str(s): v for s, v in paused.intermediate_values.items()},
+        }
+        assert ran[(repr(t.params["alpha"]), repr(t.params["eta0"]), 0)] >= 2  # the first epoch ran again
+        assert all(t.intermediate_values[s] == v for s, v in paused.intermediate_values.items())  # reported once
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert t.user_attrs[ATTR.RECORD]["fits"] == 9 * 1200 + 1  # this run trained all 9 epochs itself
+            assert sorted(t.intermediate_values) == list(range(1, 10))
+        d = t.user_attrs.get(ATTR.DECISION)
+        if d:
+            assert d["paused"] and d["rank"] > d["n_keep"] >= 0
+    spec = SchedulerSpec(kind="hyperband", R=9, metric="acc", direction="maximize", pause=True)
+    assert make_pruner(spec).promotion(res.study, lambda t: True) is None  # nothing promotable is left
+    assert not Path(".nbtune/artifacts").exists() or not list(Path(".nbtune/artifacts").iterdir())
+    assert f"{len(promoted)} paused and continued" in res.count_words()
 
 
 def test_pause_needs_a_successive_halving_scheduler():

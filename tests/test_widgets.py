@@ -32,7 +32,10 @@ class FakeClock(_Clock):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    return nbtune.tune(CURVES, maximize="acc", n_trials=40, seed=0, sampler="random", store=store, view=None).study
+    # stop-only: the decisions shown are Optuna's stops, with their cutoffs
+    return nbtune.tune(
+        CURVES, maximize="acc", n_trials=40, seed=0, sampler="random", store=store, view=None, stop_only=True
+    ).study
 
 
 def _view(study, search=None, clock=None):
