@@ -266,11 +266,13 @@ class TuneConfig:
     )
     scheduler: str | None = _opt(
         None,
-        "``hyperband`` (default with an epochs loop), ``asha``, ``median``, ``pbt`` (population-based "
-        "training) or ``none``.",
+        "``asha`` (default with an epochs loop: successive halving at epochs r, r*eta, ..., with "
+        "pause-and-promote), ``hyperband`` (several brackets: hedges against late bloomers), ``median``, ``pbt`` "
+        "(population-based training) or ``none``.",
         "--scheduler",
         metavar="S",
-        flag_help="hyperband (default with an epochs loop), asha, median, pbt (population-based training) or none.",
+        flag_help="asha (default with an epochs loop), hyperband (hedges against late bloomers), median, pbt "
+        "(population-based training) or none.",
     )
     stop_only: bool = _opt(
         False,

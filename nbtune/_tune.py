@@ -177,7 +177,9 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     sampler = check_sampler(cfg.sampler, program.params)
     epochs = program.spec.epochs
     folds = program.spec.folds  # with folds, a trial's steps are its folds (the running mean after each)
-    kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("hyperband" if epochs else "none"))
+    # ASHA with pause-and-promote by default: the best and most robust search at an equal epoch budget
+    # in benchmarks/bench_search.py (README, Benchmarks (i)); Hyperband hedges against late bloomers.
+    kind = scheduler_kind(cfg.scheduler if cfg.scheduler is not None else ("asha" if epochs else "none"))
     R: int | None
     if folds is not None:
         if cfg.max_epochs is not None:

@@ -156,8 +156,9 @@ def test_format_decision_reads_like_a_sentence():
 
 def test_hyperband_brackets_hold_across_processes(tmp_path):
     res = nbtune.tune(
-        CURVES, maximize="acc", n_trials=24, n_jobs=2, seed=0, sampler="random", store=tmp_path, view=None
-    )
+        CURVES, maximize="acc", n_trials=24, n_jobs=2, seed=0, sampler="random", store=tmp_path, view=None,
+        scheduler="hyperband",
+    )  # fmt: skip
     assert res.n_finished == 24
     from optuna.pruners import HyperbandPruner
 

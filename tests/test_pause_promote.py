@@ -140,7 +140,7 @@ def test_without_state_a_promoted_trial_trains_again_from_the_start(data):
     first epoch, silently up to where they were paused (their curve is replayed), as scikit-learn's
     halving searches retrain. Successive halving is the same; only the cost differs."""
     res = run(data, "--maximize acc --trials 24 --seed 0 --record fits -o res", CELL.replace("  # tune: state", ""))
-    assert res.scheduler.startswith("Hyperband") and "pause-and-promote" in res.scheduler
+    assert res.scheduler.startswith("ASHA") and "pause-and-promote" in res.scheduler  # the default
     trials = res.study.trials
     assert finished_count(trials) == 24
     promoted = [t for t in trials if ATTR.PROMOTED in t.user_attrs]
@@ -162,7 +162,7 @@ def test_without_state_a_promoted_trial_trains_again_from_the_start(data):
         d = t.user_attrs.get(ATTR.DECISION)
         if d:
             assert d["paused"] and d["rank"] > d["n_keep"] >= 0
-    spec = SchedulerSpec(kind="hyperband", R=9, metric="acc", direction="maximize", pause=True)
+    spec = SchedulerSpec(kind="asha", R=9, metric="acc", direction="maximize", pause=True)
     assert make_pruner(spec).promotion(res.study, lambda t: True) is None  # nothing promotable is left
     assert not Path(".nbtune/artifacts").exists() or not list(Path(".nbtune/artifacts").iterdir())
     assert f"{len(promoted)} paused and continued" in res.count_words()
@@ -284,7 +284,7 @@ def test_changing_the_scheduler_starts_a_new_version(data):
     first = run(data, "--maximize acc --trials 6 --seed 0 -o res")
     stop_only = run(data, "--maximize acc --trials 6 --seed 0 --stop-only -o res")
     assert stop_only.study.study_name == first.study.study_name + ":v2"
-    assert any("scheduler hyperband with pause-and-promote -> stop-only" in m for m in stop_only.messages)
+    assert any("scheduler asha with pause-and-promote -> stop-only" in m for m in stop_only.messages)
     pbt = run(data, "--maximize acc --scheduler pbt --population 4 --interval 3 -o res", CELL.replace(
         "    clf.partial_fit", "    clf.eta0 = eta0\n    clf.partial_fit"))  # fmt: skip
     assert pbt.study.study_name.endswith(":v3") and pbt.n_finished == 4

@@ -241,6 +241,7 @@ def test_the_plot_chooser_draws_every_view_with_its_own_controls(tmp_path):
         store=tmp_path,
         view=None,
         record="n_params",
+        scheduler="hyperband",  # enough complete trials for every view (ASHA completes about one in 27 here)
     )
     v = _view(res.study)
     v.close(res, handover=False)

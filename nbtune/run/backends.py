@@ -109,8 +109,8 @@ class InlineBackend(BaseBackend):
 class _JoblibBackend(BaseBackend):
     """Workers as joblib tasks, one per job, on a joblib backend."""
 
-    def parallel_config(self, job: Job) -> Any:
-        """The ``joblib.parallel_config`` to run ``job`` under."""
+    def parallel_config(self) -> Any:
+        """The ``joblib.parallel_config`` to run under."""
         import joblib
 
         return joblib.parallel_config(backend=self.name)
@@ -118,7 +118,7 @@ class _JoblibBackend(BaseBackend):
     def run(self, job: Job, n_jobs: int) -> None:
         import joblib
 
-        with self.parallel_config(job):
+        with self.parallel_config():
             joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(run_worker)(job, i) for i in range(n_jobs))
 
 
@@ -180,7 +180,7 @@ class DaskBackend(_JoblibBackend):
         super().check()
         self._client()  # before anything is created, not when the workers start
 
-    def parallel_config(self, job: Job) -> Any:
+    def parallel_config(self) -> Any:
         import joblib
 
         # The job (the cell and the notebook data it reads) travels inside each worker's task: once
@@ -195,7 +195,7 @@ class RayBackend(_JoblibBackend):
     name = "ray"
     needs = ("ray", "ray")
 
-    def parallel_config(self, job: Job) -> Any:
+    def parallel_config(self) -> Any:
         import joblib
         from ray.util.joblib import register_ray
 

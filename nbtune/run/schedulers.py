@@ -578,7 +578,7 @@ def format_decision(
         if ended:
             return (
                 f"{head.replace('paused', 'stopped', 1)}: {metric} {value:.4g} ranked {decision.get('rank')} of {n} "
-                f"there (the top {max(n_keep or 0, 1)} went on); it was paused, and not promoted before the search ended"
+                "when it got there; it was paused, and not promoted before the search ended"
             )
         if not n_keep:
             return (

@@ -81,5 +81,6 @@ def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optun
     """The trials a search can choose from, best first: complete, with a value, meeting every
     guardrail. ``direction``: ``"maximize"`` or ``"minimize"``."""
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and is_feasible(t)]
-    done.sort(key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type, return-value]
+    sign = -1.0 if direction == "maximize" else 1.0
+    done.sort(key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]  # ties: the first, as Optuna's best_trial
     return done
