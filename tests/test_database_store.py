@@ -252,32 +252,40 @@ def test_stop_from_the_notebook_reaches_the_cluster_through_the_database(postgre
     assert any("stopped by the user" in m for m in res.messages), res.messages
 
 
+def _kill_mid_trial(url: str, name: str, victim: int, after_epochs: int) -> threading.Thread:
+    """A thread that SIGKILLs worker process ``victim`` once it runs a trial of study ``name`` past
+    ``after_epochs`` epochs (as the OOM killer or a lost machine would)."""
+    import os
+    import signal
+
+    db = DatabaseStore(url)
+
+    def watch() -> None:
+        for _ in range(300):
+            time.sleep(0.2)
+            study = nbtune.load_study(name, store=url) if name in db.study_names() else None
+            if any(
+                t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
+                and len(t.intermediate_values) >= after_epochs
+                for t in (study.trials if study else [])
+            ):  # fmt: skip
+                os.kill(victim, signal.SIGKILL)
+                return
+
+    killer = threading.Thread(target=watch, daemon=True)
+    killer.start()
+    return killer
+
+
 def test_a_dask_cluster_of_separate_processes_with_no_shared_folder(postgres_url, tmp_path, monkeypatch):
     """`dask scheduler` and two `dask worker` processes, each in its own folder; the store is the
     database. One worker is killed mid-trial: its trial comes back through its lease."""
     import os
-    import signal
 
     monkeypatch.chdir(tmp_path)
-    db = DatabaseStore(postgres_url)
     with _dask_cluster(tmp_path) as (_client, workers):
         victim = workers[0].pid
-
-        def kill_mid_trial() -> None:  # once that worker runs a trial (past its first epochs)
-            for _ in range(300):
-                time.sleep(0.2)
-                study = nbtune.load_study("cluster", store=postgres_url) if "cluster" in db.study_names() else None
-                mine = [
-                    t for t in (study.trials if study else [])
-                    if t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
-                    and len(t.intermediate_values) >= 3
-                ]  # fmt: skip
-                if mine:
-                    os.kill(victim, signal.SIGKILL)
-                    return
-
-        killer = threading.Thread(target=kill_mid_trial, daemon=True)
-        killer.start()
+        killer = _kill_mid_trial(postgres_url, "cluster", victim, after_epochs=3)
         res = nbtune.tune(
             SLOW, minimize="loss", n_trials=8, n_jobs=2, seed=0, backend="dask", store=postgres_url,
             name="cluster", view=None, heartbeat=0.3, lease_grace=1.5, scheduler="none",
@@ -434,28 +442,10 @@ def test_checkpoints_in_an_object_store_resume_a_cut_trial_on_another_machine(po
     """No shared folder at all: the store is the database, the checkpoints are in S3. A worker is
     SIGKILLed mid-trial; its trial comes back through its lease and the other worker continues it
     from its last checkpoint, read from S3. The best model is read back from S3 too."""
-    import os
-    import signal
-
     monkeypatch.chdir(tmp_path)
-    db = DatabaseStore(postgres_url)
     with _dask_cluster(tmp_path) as (_client, workers):
         victim = workers[0].pid
-
-        def kill_mid_trial() -> None:
-            for _ in range(300):
-                time.sleep(0.2)
-                study = nbtune.load_study("s3ckpt", store=postgres_url) if "s3ckpt" in db.study_names() else None
-                if any(
-                    t.state.name == "RUNNING" and t.user_attrs.get(ATTR.OWNER, {}).get("pid") == victim
-                    and len(t.intermediate_values) >= 8
-                    for t in (study.trials if study else [])
-                ):  # fmt: skip
-                    os.kill(victim, signal.SIGKILL)
-                    return
-
-        killer = threading.Thread(target=kill_mid_trial, daemon=True)
-        killer.start()
+        killer = _kill_mid_trial(postgres_url, "s3ckpt", victim, after_epochs=8)
         res = nbtune.tune(
             STATEFUL, minimize="loss", n_trials=4, n_jobs=2, seed=0, backend="dask", store=postgres_url,
             artifacts="s3://nbtune-test/project-a", name="s3ckpt", view=None, heartbeat=0.3, lease_grace=1.5,

@@ -60,6 +60,9 @@ class _Cache:
         self.lock = threading.Lock()
         self.storages: dict[str, Any] = {}
         self.lock_paths: dict[tuple[Path, str], str] = {}
+        # (pid, lock file) -> (its open file, the lock of this process's threads): flock excludes
+        # other processes; threads of one process share the file, so they take the thread lock first
+        self.flocks: dict[tuple[int, str], tuple[int, threading.Lock]] = {}
 
     def clear(self) -> None:
         with self.lock:
@@ -68,6 +71,14 @@ class _Cache:
 
 
 _CACHE = _Cache()
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (not deleted or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 class JournalStore(BaseStore):
@@ -186,13 +197,41 @@ class JournalStore(BaseStore):
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """A cross-process file lock for one study (trial budget accounting)."""
-        from optuna.storages.journal import JournalFileOpenLock
+        """A cross-process lock for one study (trial budget accounting), taken before every ask.
 
+        ``flock`` on a lock file kept open by each process: two system calls, where creating and
+        deleting a lock file (Optuna's ``JournalFileOpenLock``, the fallback without ``fcntl``)
+        costs a tenth of a millisecond per trial.
+        """
         path = _CACHE.lock_paths.get((self.directory, name))
         if path is None:
             self._writable()
             path = _CACHE.lock_paths[(self.directory, name)] = str(self.directory / f"{base_name(name)}.journal.budget")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            key = (os.getpid(), path)  # a forked child must not share its parent's open file (and lock)
+            entry = _CACHE.flocks.get(key)
+            if entry is None or not _same_file(entry[0], path):  # new, or the store was deleted since
+                with _CACHE.lock:
+                    entry = _CACHE.flocks.get(key)
+                    if entry is None or not _same_file(entry[0], path):
+                        if entry is not None:
+                            os.close(entry[0])
+                        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                        entry = _CACHE.flocks[key] = (fd, entry[1] if entry is not None else threading.Lock())
+            fd, threads = entry
+            with threads:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        from optuna.storages.journal import JournalFileOpenLock
+
         lock = JournalFileOpenLock(path, grace_period=30)
         while not lock.acquire():  # pragma: no cover - acquire blocks until it succeeds
             time.sleep(0.01)
