@@ -507,7 +507,9 @@ class WidgetView(BaseView):
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
             self.decisions.value = (
                 f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
-                f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
+                # while the search runs, a paused trial may still be promoted: say which are which
+                + (f", {snap.paused} of them paused for now" if running and snap.paused else "")
+                + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             )
             fitems = "".join(
                 f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
