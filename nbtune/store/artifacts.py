@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from nbtune.exceptions import ConfigError
 
-__all__ = ["is_object_store_url", "open_artifact_store"]
+__all__ = ["artifacts_location", "is_object_store_url", "open_artifact_store"]
 
 _SCHEMES = ("s3://",)
 _CLIENTS: dict[str, Any] = {}  # one boto3 client per process and endpoint (creating one takes ~50 ms)
@@ -61,6 +61,14 @@ def _s3(url: str) -> Any:
             client = _CLIENTS[endpoint] = boto3.client("s3")
     store = Boto3ArtifactStore(bucket, client=client)
     return _Prefixed(store, prefix) if prefix.strip("/") else store
+
+
+def artifacts_location(artifacts: str | os.PathLike[str] | None, default: Path) -> str | Path:
+    """Where a store keeps checkpoints: an object store URL as given, a folder made absolute, or
+    ``default`` when none is given."""
+    if is_object_store_url(artifacts):
+        return str(artifacts)
+    return Path(artifacts).expanduser().absolute() if artifacts is not None else default
 
 
 def open_artifact_store(location: str | os.PathLike[str]) -> Any:

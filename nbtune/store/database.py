@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbtune.exceptions import ConfigError
-from nbtune.store.artifacts import is_object_store_url, open_artifact_store
+from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name
 from nbtune.store.control import BaseControl
 
@@ -124,10 +124,7 @@ class DatabaseStore(BaseStore):
             url = "postgresql+psycopg" + url[len("postgresql") :]  # psycopg 3, not SQLAlchemy's default psycopg2
         self.url = url
         self.dialect = dialect
-        self.artifacts: str | Path = (
-            str(artifacts) if is_object_store_url(artifacts)
-            else Path(artifacts if artifacts is not None else Path.cwd() / ".nbtune" / "artifacts").absolute()
-        )  # fmt: skip
+        self.artifacts = artifacts_location(artifacts, Path.cwd().absolute() / ".nbtune" / "artifacts")
         self.repairs = []
 
     def __repr__(self) -> str:

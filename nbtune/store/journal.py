@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
 from nbtune.exceptions import ConfigError
-from nbtune.store.artifacts import is_object_store_url, open_artifact_store
+from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
 
@@ -96,11 +96,7 @@ class JournalStore(BaseStore):
     def __init__(self, directory: str | os.PathLike[str], artifacts: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory).expanduser().absolute()
         # checkpoints: <store>/artifacts, or an object store (s3://bucket/prefix) or another folder
-        self.artifacts: str | Path = (
-            str(artifacts) if is_object_store_url(artifacts)
-            else Path(artifacts).expanduser().absolute() if artifacts is not None
-            else self.directory / "artifacts"
-        )  # fmt: skip
+        self.artifacts = artifacts_location(artifacts, self.directory / "artifacts")
         self.repairs: list[str] = []  # what storage() repaired, for the run's messages
 
     def __repr__(self) -> str:
