@@ -448,9 +448,15 @@ def run_worker(job: Job, worker: int = 0) -> int:
         # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the kernel's
         # whole process group) or the pool is shutting down: stop here, wherever we were.
         storage = _compat.storage_of(study)
+        # This worker's trial, whether or not the interrupt came before `trial` was bound (it may
+        # arrive inside the ask itself, after the trial was created): the running one it owns.
+        mine = {_compat.trial_id(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get(ATTR.OWNER) == owner}  # fmt: skip
         if trial is not None and storage.get_trial(_compat.trial_id(trial)).state == TrialState.RUNNING:
-            storage.set_trial_user_attr(_compat.trial_id(trial), ATTR.INTERRUPTED, "stopped before it ran")
-            storage.set_trial_state_values(_compat.trial_id(trial), TrialState.FAIL)
+            mine.add(_compat.trial_id(trial))
+        for tid in mine:
+            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, "stopped before it ran")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
         if not isinstance(e, WorkerStopped) and not job.control.stop_requested():
             job.control.stop("interrupted")
         _logger.info("worker %d (pid %d) stopped by %s", worker, os.getpid(), type(e).__name__)
