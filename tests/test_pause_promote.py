@@ -135,10 +135,47 @@ def test_stop_only_stops_for_good(data):
     assert sum(t.state.name == "COMPLETE" for t in trials) >= 2
 
 
-def test_without_state_a_promoted_trial_trains_again_from_the_start(data):
-    """A cell that declares no state has no checkpoint: its promoted trials train again from the
-    first epoch, silently up to where they were paused (their curve is replayed), as scikit-learn's
-    halving searches retrain. Successive halving is the same; only the cost differs."""
+def test_without_state_a_promoted_trial_continues_from_the_workers_memory(data):
+    """A cell that declares no state has no checkpoint, but the worker that paused a trial still has
+    its variables (the model) in memory: a promotion it makes continues from them, and no epoch of a
+    configuration runs twice."""
+    res = run(data, "--maximize acc --trials 24 --seed 0 --record fits -o res", CELL.replace("  # tune: state", ""))
+    trials = res.study.trials
+    assert finished_count(trials) == 24
+    promoted = [t for t in trials if ATTR.PROMOTED in t.user_attrs]
+    assert promoted, "some paused trial was promoted"
+    from_memory = [t for t in promoted if "memory" in t.user_attrs[ATTR.RESUME]]
+    assert from_memory, "the inline worker kept the paused trials it promoted"
+    ran = _epochs_run()
+    for t in from_memory:
+        paused = trials[t.user_attrs[ATTR.PROMOTED]["from"]]
+        assert t.user_attrs[ATTR.RESUME]["memory"] == paused.number and "retrain" not in t.user_attrs[ATTR.RESUME]
+        assert ran[(repr(t.params["alpha"]), repr(t.params["eta0"]), 0)] == 1  # not trained again
+        assert min(t.intermediate_values) == 1 and max(t.intermediate_values) > max(paused.intermediate_values)
+        if t.state.name == "COMPLETE":  # the very model that paused, trained on: 9 epochs in all
+            assert t.user_attrs[ATTR.RECORD]["fits"] == 9 * 1200 + 1
+    for (alpha, eta0, epoch), n in ran.items():
+        retrained = any(repr(t.params["alpha"]) == alpha and "retrain" in t.user_attrs[ATTR.RESUME] for t in promoted)
+        assert n == 1 or retrained, f"epoch {epoch} of ({alpha}, {eta0}) ran {n} times"
+    from nbtune.run.checkpoints import paused_in_memory
+
+    assert len(paused_in_memory) == 0  # forgotten when the search ended
+
+
+def test_a_bad_keep_paused_setting_is_one_clear_line(data, monkeypatch):
+    monkeypatch.setenv("NBTUNE_KEEP_PAUSED", "many")
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="NBTUNE_KEEP_PAUSED='many' must be a whole number"):
+        run(data, "--maximize acc --trials 4 --seed 0", CELL.replace("  # tune: state", ""))
+
+
+def test_without_state_or_memory_a_promoted_trial_trains_again_from_the_start(data, monkeypatch):
+    """With nothing kept in memory (NBTUNE_KEEP_PAUSED=0, or a promotion by another worker
+    process) a promoted trial trains again from the first epoch, silently up to where it was
+    paused (its curve is replayed), as scikit-learn's halving searches retrain. Successive halving
+    is the same; only the cost differs."""
+    monkeypatch.setenv("NBTUNE_KEEP_PAUSED", "0")
     res = run(data, "--maximize acc --trials 24 --seed 0 --record fits -o res", CELL.replace("  # tune: state", ""))
     assert res.scheduler.startswith("ASHA") and "pause-and-promote" in res.scheduler  # the default
     trials = res.study.trials
@@ -314,3 +351,36 @@ def test_the_baseline_does_not_take_the_place_of_the_best_of_a_small_rung(tmp_pa
     )  # fmt: skip
     found = Rungs(spec, None, study).promotion(lambda t: True, final=True)
     assert found is not None and found.trial.number == 1
+
+
+def test_the_memory_of_paused_trials_is_bounded():
+    """What a worker keeps of paused trials: the most promising few, nothing on an accelerator,
+    nothing past the byte limit, the notebook's own objects never copied in."""
+    import numpy as np
+    import torch
+
+    from nbtune.run.checkpoints import PausedInMemory
+
+    kept = PausedInMemory(limit_bytes=10_000)
+    data = np.zeros(100_000)  # the notebook's (800 kB): not part of a trial's variables
+    base = {"data": data}
+    for n, standing in enumerate([0.5, 0.2, 0.9, 0.4]):
+        ns = {"data": data, "w": np.full(10, n), "__builtins__": {}}
+        assert kept.keep("s", n, 3, ns, base, standing, limit=3) is True
+    assert len(kept) == 3 and not kept.has("s", 2)  # the least promising (ranked 0.9 of its rung) went
+    assert kept.keep("s", 9, 3, {"w": np.ones(10)}, base, 0.95, limit=3) is False  # worse than all kept
+    assert kept.claim("s", 1) and not kept.has("s", 1)
+    step, variables = kept.take("s", 1)
+    assert step == 3 and set(variables) == {"w"} and variables["w"][0] == 1
+    assert kept.take("s", 1) is None  # once
+    assert kept.keep("s", 5, 3, {"w": np.ones(2_000)}, base, 0.1, limit=3) is False  # 16 kB > the limit
+    meta = torch.nn.Linear(4, 4, device="meta")  # not on the CPU: a GPU's memory is the next trials'
+    assert kept.keep("s", 6, 3, {"model": meta}, base, 0.1, limit=3) is False
+    assert kept.keep("other", 1, 3, {"w": np.ones(10)}, base, 0.1, limit=3) is True  # counted per search
+    assert kept.keep("s", 7, 3, {"w": np.ones(10)}, base, 0.1, limit=0) is False  # NBTUNE_KEEP_PAUSED=0
+    kept.enter("s")
+    kept.enter("s")
+    kept.leave("s")
+    assert kept.has("s", 0)  # another worker of this process still runs the search
+    kept.leave("s")
+    assert not kept.has("s", 0) and kept.has("other", 1)

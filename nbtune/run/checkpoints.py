@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ __all__ = [
     "resume_point",
     "save_checkpoint",
     "state_bytes",
+    "PausedInMemory",
+    "paused_in_memory",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -202,6 +205,133 @@ def _remove(store: BaseStore, artifact_id: str) -> bool:
         return True
     except (ArtifactNotFound, FileNotFoundError):
         return False  # removed already (by another worker or an earlier run)
+
+
+# --- paused trials kept in memory ----------------------------------------------------------------
+# A cell that declares no state has no checkpoint. A trial of it that pauses at a rung leaves its
+# variables (the model, its optimizer) in the finished run's namespace: a worker keeps the most
+# promising few, and when it promotes one of those it continues from them instead of training its
+# epochs again. Objects on a GPU are never kept (the next trials need that memory); nor is anything
+# past a size, so that a worker's memory stays bounded.
+
+KEEP_PAUSED = 8  # paused trials of a search a worker process keeps in memory at most (NBTUNE_KEEP_PAUSED)
+KEEP_PAUSED_BYTES = 1 << 30  # and at most this much of their arrays and tensors (what can be measured)
+
+
+def _device_bytes(value: Any) -> tuple[int, bool]:
+    """(bytes of the arrays and tensors ``value`` holds that can be counted cheaply, whether any
+    is on an accelerator)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        tensors: list[Any] = []
+        if isinstance(value, torch.nn.Module):
+            tensors = [*value.parameters(), *value.buffers()]
+        elif isinstance(value, torch.Tensor):
+            tensors = [value]
+        elif isinstance(value, torch.optim.Optimizer):
+            tensors = [v for st in value.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+        if tensors:
+            on_device = any(t.device.type != "cpu" for t in tensors)
+            return sum(t.element_size() * t.nelement() for t in tensors), on_device
+    nbytes = getattr(value, "nbytes", None)  # numpy arrays, pandas frames' values
+    return (nbytes if isinstance(nbytes, int) else 0), False
+
+
+@dataclass
+class _Kept:
+    step: int
+    variables: dict[str, Any]
+    standing: float  # rank / trials compared at its rung when it paused: lower is more promising
+    nbytes: int
+
+
+class PausedInMemory:
+    """The variables of paused trials of this process, by (study, trial number); bounded, the
+    least promising dropped first. Thread-safe (the threads backend runs several workers)."""
+
+    def __init__(self, limit_bytes: int = KEEP_PAUSED_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, int], _Kept] = {}
+        self._claimed: dict[tuple[str, int], _Kept] = {}
+        self._workers: dict[str, int] = {}  # study -> workers of this process running its search
+
+    def enter(self, study: str) -> None:
+        """A worker of this process starts on ``study``."""
+        with self._lock:
+            self._workers[study] = self._workers.get(study, 0) + 1
+
+    def leave(self, study: str) -> None:
+        """A worker of this process is done with ``study``: the last one forgets its trials."""
+        with self._lock:
+            self._workers[study] = self._workers.get(study, 1) - 1
+            if self._workers[study] > 0:
+                return
+            del self._workers[study]
+        self.clear(study)
+
+    def keep(self, study: str, number: int, step: int, ns: dict[str, Any], base: dict[str, Any],
+             standing: float, limit: int = KEEP_PAUSED) -> bool:  # fmt: skip
+        """Keep what the cell bound in ``ns`` (names not in ``base``, the notebook's globals, or
+        rebound) for trial ``number`` paused after ``step``, with at most ``limit`` trials of
+        ``study`` kept; False if it is not kept."""
+        if limit <= 0:
+            return False
+        variables = {
+            k: v
+            for k, v in ns.items()
+            if not k.startswith("__") and k != "get_ipython" and not (k in base and base[k] is v)
+        }
+        nbytes = 0
+        for v in variables.values():
+            size, on_device = _device_bytes(v)
+            if on_device:
+                return False
+            nbytes += size
+        if nbytes > self.limit_bytes:
+            return False
+        with self._lock:
+            self._kept[(study, number)] = _Kept(step, variables, standing, nbytes)
+            while (
+                sum(1 for key in self._kept if key[0] == study) > limit
+                or sum(k.nbytes for k in self._kept.values()) > self.limit_bytes
+            ):
+                mine = [key for key in self._kept if key[0] == study]
+                worst = max(mine, key=lambda key: (self._kept[key].standing, -self._kept[key].step))
+                del self._kept[worst]
+            return (study, number) in self._kept
+
+    def has(self, study: str, number: int) -> bool:
+        with self._lock:
+            return (study, number) in self._kept
+
+    def claim(self, study: str, number: int) -> bool:
+        """Reserve trial ``number``'s variables for its continuation (no longer dropped to make room)."""
+        with self._lock:
+            kept = self._kept.pop((study, number), None)
+            if kept is not None:
+                self._claimed[(study, number)] = kept
+            return kept is not None
+
+    def take(self, study: str, number: int) -> tuple[int, dict[str, Any]] | None:
+        """The claimed variables of trial ``number`` and the epoch they are after, or None."""
+        with self._lock:
+            kept = self._claimed.pop((study, number), None)
+        return None if kept is None else (kept.step, kept.variables)
+
+    def clear(self, study: str | None = None) -> None:
+        """Forget ``study``'s trials (all with None): its search ended."""
+        with self._lock:
+            for d in (self._kept, self._claimed):
+                for key in [k for k in d if study is None or k[0] == study]:
+                    del d[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._kept)
+
+
+paused_in_memory = PausedInMemory()
 
 
 def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, Any] | None, int, dict[int, float]]:

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
-from nbtune.run.checkpoints import has_checkpoint, prune_checkpoints, resume_point, save_checkpoint
+from nbtune.exceptions import ConfigError
+from nbtune.run.checkpoints import (
+    KEEP_PAUSED,
+    has_checkpoint,
+    paused_in_memory,
+    prune_checkpoints,
+    resume_point,
+    save_checkpoint,
+)
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output
 from nbtune.run.samplers import make_sampler
@@ -41,6 +49,16 @@ __all__ = ["N_FAILURES_TO_STOP", "Job", "WorkerStopped", "run_one", "run_worker"
 _logger = logging.getLogger(__name__)
 
 N_FAILURES_TO_STOP = 3  # the first trials of a run all failing the same way = a bug in the cell
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"the environment variable {name}={value!r} must be a whole number") from None
 
 
 @dataclass
@@ -65,6 +83,8 @@ class Job:
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
     outer_fold: int | None = None  # nested CV: the value of the '# tune: outer(k)' variable
     keep_checkpoints: int = 3  # the best K complete trials keep their saved state
+    # paused trials of a cell without declared state that each worker process keeps in memory
+    keep_paused: int = field(default_factory=lambda: _env_int("NBTUNE_KEEP_PAUSED", KEEP_PAUSED))
     parent_pid: int = field(default_factory=os.getpid)
     cwd: str = field(default_factory=os.getcwd)  # the kernel's: relative paths in the cell mean the same in workers
     # how the kernel starts processes; a cell's own (a DataLoader's workers) start the same way in workers
@@ -75,6 +95,11 @@ class Job:
         if self.seed is None:
             return None
         return (self.seed + 7919 * self.seed_offset + 104729 * worker) % (2**32)
+
+    @property
+    def memory_key(self) -> str:
+        """This study, among the studies whose paused trials a process keeps in memory."""
+        return f"{self.store.location(self.study_name)}::{self.study_name}"
 
     def open_study(self, worker: int) -> optuna.Study:
         import optuna
@@ -162,7 +187,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, names, step))
         if names and epochs_loop
         else None,
-        resume=(lambda: resume_point(job.store, resume)) if resume else None,
+        resume=(lambda: _resume_point(job, storage, tid, resume)) if resume else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid), job.liveness.heartbeat(tid):
@@ -175,10 +200,21 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 if text.strip():
                     storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
         except TrialStopped:
-            if job.scheduler.pause and names and runtime._ns is not None:
+            if job.scheduler.pause and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
-                if decision.get("paused"):  # its state after this epoch: it goes on from here if promoted
+                if decision.get("paused") and names:  # its state after this epoch: it goes on from here if promoted
                     save_checkpoint(job.store, trial, runtime._ns, names, decision["epoch"])
+                elif decision.get("paused") and decision["epoch"] == runtime._step:  # no checkpoint: in memory
+                    standing = decision["rank"] / max(1, decision["n_compared"])
+                    paused_in_memory.keep(
+                        job.memory_key,
+                        trial.number,
+                        runtime._step,
+                        runtime._ns,
+                        job.program.globals,
+                        standing,
+                        job.keep_paused,
+                    )
             _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
             if names:
                 prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
@@ -225,6 +261,23 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         return "COMPLETE"
 
 
+def _resume_point(
+    job: Job, storage: Any, tid: int, resume: dict[str, Any]
+) -> tuple[dict[str, Any] | None, int, dict[int, float]]:
+    """Where a continuation starts: the paused trial's variables kept in this process's memory,
+    its checkpoint, or (neither) the first epoch again, trained silently up to where it paused."""
+    if "memory" not in resume:
+        return resume_point(job.store, resume)
+    kept = paused_in_memory.take(job.memory_key, int(resume["memory"]))
+    retrain = {k: v for k, v in resume.items() if k != "memory"} | {"retrain": True}
+    state, step, values = resume_point(job.store, retrain)
+    if kept is not None and kept[0] == step:
+        return dict(kept[1]), step, values
+    # not in this process (a re-run of a cut continuation elsewhere): say so on the trial
+    storage.set_trial_user_attr(tid, ATTR.RESUME, retrain)
+    return state, step, values
+
+
 def _trial_seed(job: Job, trial: optuna.Trial, seed: int | None) -> int | None:
     """The seed variable's value in this trial: a check's own (``seed``, queued with it), else the
     cell's (common random numbers), or with ``--vary-seed`` the cell's plus the trial number
@@ -256,7 +309,16 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
         return None
     paused = found.trial
     source = found.source or paused  # PBT: a top member's state
-    saved = source.user_attrs[ATTR.CHECKPOINT] if state else {"step": found.epoch, "retrain": True}
+    if state:
+        saved = source.user_attrs[ATTR.CHECKPOINT]
+    elif (
+        source is paused
+        and found.params in (None, paused.params)
+        and paused_in_memory.claim(job.memory_key, paused.number)
+    ):  # its variables are still in this process: it goes on from them
+        saved = {"step": found.epoch, "memory": paused.number}
+    else:  # it trains again from the first epoch, silently up to where it paused
+        saved = {"step": found.epoch, "retrain": True}
     values = {str(s): v for s, v in source.intermediate_values.items() if s <= saved["step"]}
     previous = paused.user_attrs.get(ATTR.PROMOTED, {})
     attrs: dict[str, Any] = {k: paused.user_attrs[k] for k in ATTR.KEEP_ON_RERUN if k in paused.user_attrs}
@@ -394,6 +456,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
             multiprocessing.set_start_method(job.mp_start_method, force=True)
     study = job.open_study(worker)
     _compat.begin_ask_tell_loop(study)
+    paused_in_memory.enter(job.memory_key)
     owner = job.liveness.owner(worker)
     budget = _Budget()
     done = 0
@@ -462,6 +525,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
         _logger.info("worker %d (pid %d) stopped by %s", worker, os.getpid(), type(e).__name__)
     finally:
         _compat.end_ask_tell_loop(study)
+        paused_in_memory.leave(job.memory_key)
         if in_process and main:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker survives Interrupt
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
