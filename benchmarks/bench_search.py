@@ -67,6 +67,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -698,6 +699,14 @@ def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="earlier results (JSON): a (task, seed) pair they hold with every method is not run again "
+        "(a search's accuracies depend on its seed only)",
+    )
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--methods", nargs="+", default=None, help="default: all")
     ap.add_argument("--budget", type=int, default=30 * EPOCHS, help=f"epochs per search (default 30 x {EPOCHS})")
@@ -707,8 +716,22 @@ def main() -> None:
     names = args.methods or list(methods(0))
     t0 = time.perf_counter()
     pairs = [(task, seed) for seed in range(args.seeds) for task in args.tasks]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(run_pair, *zip(*pairs), [args.budget] * len(pairs), [names] * len(pairs)))
+    earlier: dict[tuple[str, int], dict[str, Any]] = {}
+    for f in args.reuse:
+        old = json.loads(f.read_text())
+        if old["budget_epochs"] != args.budget:
+            sys.exit(f"--reuse {f}: its budget was {old['budget_epochs']} epochs, not {args.budget}")
+        for r in old["runs"]:
+            if (r["task"], r["seed"]) in pairs and set(names) <= set(r["methods"]):
+                earlier[(r["task"], r["seed"])] = r
+    todo = [p for p in pairs if p not in earlier]
+    print(f"{len(pairs) - len(todo)} (task, seed) pairs reused, {len(todo)} to run", flush=True)
+    fresh: dict[tuple[str, int], dict[str, Any]] = {}
+    if todo:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            runs = pool.map(run_pair, *zip(*todo), [args.budget] * len(todo), [names] * len(todo))
+            fresh = dict(zip(todo, runs))
+    rows = [earlier.get(p) or fresh[p] for p in pairs]
     summary = summarise(rows, names)
     verdicts = verdict(summary) if "nbtune" in names and len(names) > 1 else {}
     print_table(summary, verdicts, args.seeds)
@@ -718,7 +741,9 @@ def main() -> None:
     payload = {
         "what": "nbtune's default search against the field's anchors at an equal epoch budget, per seed",
         "command": f"python benchmarks/bench_search.py --seeds {args.seeds} --tasks {' '.join(args.tasks)} "
-        f"--budget {args.budget} --jobs {args.jobs}" + (f" --methods {' '.join(names)}" if args.methods else ""),
+        f"--budget {args.budget} --jobs {args.jobs}"
+        + (f" --methods {' '.join(names)}" if args.methods else "")
+        + (f" --reuse {' '.join(map(str, args.reuse))}" if args.reuse else ""),
         "budget_epochs": args.budget,
         "epochs_per_full_trial": EPOCHS,
         "tasks": {t: {"description": TASKS[t].description, "cell": TASKS[t].cell()} for t in args.tasks},

@@ -23,6 +23,7 @@ import pickle
 import sys
 import tempfile
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -277,10 +278,15 @@ class PausedInMemory:
         ``study`` kept; False if it is not kept."""
         if limit <= 0:
             return False
+        # Functions, classes and modules the cell defines or imports are defined again when the
+        # continuation runs the cell: the old ones would read the paused run's globals.
         variables = {
             k: v
             for k, v in ns.items()
-            if not k.startswith("__") and k != "get_ipython" and not (k in base and base[k] is v)
+            if not k.startswith("__")
+            and k != "get_ipython"
+            and not (k in base and base[k] is v)
+            and not isinstance(v, (types.FunctionType, type, types.ModuleType))
         }
         nbytes = 0
         for v in variables.values():
