@@ -4,7 +4,9 @@
 function (``work``), so both do the same work. Measured in the same run, ``--repeat`` times
 (medians): nbtune ``--jobs 2`` (warm loky workers, as from the second search of a session on)
 against raw Optuna's serial ``study.optimize`` (issue 14's target: at least 1.9x), nbtune
-``--jobs 1``, ``--backend threading``, and Optuna's own thread-based ``n_jobs=2`` (GIL-bound, ~1.0x).
+``--jobs 1``, ``--backend threading``, Optuna's own thread-based ``n_jobs=2`` (GIL-bound, ~1.0x),
+and the machine's ceiling: the same 16 calls of ``work`` on 2 warm processes of a plain
+``ProcessPoolExecutor``, with no search, no store and no sampler.
 
     python benchmarks/bench_parallel.py [--trials 16] [--work 0.3] [--repeat 3]
 """
@@ -16,6 +18,7 @@ import json
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -82,6 +85,13 @@ def run_optuna_threads(n_trials: int, n_jobs: int, n_iter: int) -> float:
     return time.perf_counter() - t
 
 
+def run_processes(pool: ProcessPoolExecutor, n_trials: int, n_iter: int) -> float:
+    """The machine's own ceiling: the same work calls on 2 warm processes, with no search at all."""
+    t = time.perf_counter()
+    list(pool.map(work, [n_iter] * n_trials, chunksize=1))
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=16)
@@ -94,9 +104,14 @@ def main() -> None:
     # one reuses them (loky keeps its executor between searches with the same number of jobs)
     cold = run_nbtune(2, 2, 1000)
     warm = run_nbtune(2, 2, 1000)
-    runs: dict[str, list[float]] = {k: [] for k in ("optuna1", "nbtune2", "nbtune1", "threading", "optuna2")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("optuna1", "nbtune2", "nbtune1", "threading", "optuna2", "processes2")
+    }
+    pool = ProcessPoolExecutor(2)
+    run_processes(pool, 2, 1000)  # warm, as nbtune's workers are
     for _ in range(args.repeat):  # interleaved, so machine noise hits all alike
         runs["optuna1"].append(run_optuna_threads(args.trials, 1, n_iter))
+        runs["processes2"].append(run_processes(pool, args.trials, n_iter))
         runs["nbtune2"].append(run_nbtune(args.trials, 2, n_iter))
         runs["nbtune1"].append(run_nbtune(args.trials, 1, n_iter))
         runs["threading"].append(run_nbtune(args.trials, 2, n_iter, backend="threading"))
@@ -115,6 +130,11 @@ def main() -> None:
         "speedup_jobs2_vs_optuna_serial": statistics.median(ratios),
         "speedup_jobs2_vs_optuna_serial_each": ratios,
         "speedup_jobs2_vs_jobs1": med["nbtune1"] / med["nbtune2"],
+        "processes2_s": med["processes2"],
+        "speedup_processes2_vs_optuna_serial": statistics.median(
+            o / p for o, p in zip(runs["optuna1"], runs["processes2"])
+        ),
+        "nbtune_jobs2_share_of_processes2": med["processes2"] / med["nbtune2"],
         "speedup_threading": med["nbtune1"] / med["threading"],
         "optuna_speedup_threads": med["optuna1"] / med["optuna2"],
         "first_search_jobs2_s": cold,
@@ -125,10 +145,16 @@ def main() -> None:
         f"raw Optuna serial optimize: {med['optuna1']:.2f} s · nbtune --jobs 2 (processes): {med['nbtune2']:.2f} s · "
         f"speed-up {out['speedup_jobs2_vs_optuna_serial']:.2f}x (median of {args.repeat}; target >= 1.9x)"
     )
+    print(
+        f"the machine's ceiling, the same calls on 2 warm processes without a search: {med['processes2']:.2f} s · "
+        f"speed-up {out['speedup_processes2_vs_optuna_serial']:.2f}x; nbtune --jobs 2 reaches "
+        f"{out['nbtune_jobs2_share_of_processes2']:.0%} of it"
+    )
     print(f"nbtune --jobs 1: {med['nbtune1']:.2f} s · --jobs 2 vs --jobs 1: {out['speedup_jobs2_vs_jobs1']:.2f}x")
     print(f"--jobs 2 --backend threading: {med['threading']:.2f} s · speed-up {out['speedup_threading']:.2f}x")
     print(f"Optuna n_jobs=2 (threads): {med['optuna2']:.2f} s · speed-up {out['optuna_speedup_threads']:.2f}x")
     print(f"a 2-trial --jobs 2 search: first of the session {cold:.2f} s, second {warm:.2f} s (warm workers)")
+    pool.shutdown()
     Path(__file__).with_name("results").mkdir(exist_ok=True)
     Path(__file__).with_name("results").joinpath("parallel.json").write_text(json.dumps(out, indent=2))
 

@@ -66,6 +66,15 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
+def attrs_at_start(trial: optuna.Trial) -> dict[str, Any]:
+    """A trial's user attributes as they were when it was asked, read only: ``Trial`` fetched the
+    trial once when it was made (``Trial.user_attrs`` reads the storage again and deep-copies)."""
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if cached is None:  # pragma: no cover - a future Optuna
+        return dict(storage_of(trial.study).get_trial(trial._trial_id).user_attrs)
+    return cached.user_attrs  # type: ignore[no-any-return]
+
+
 def new_trial_with_attrs(
     study: optuna.Study, user_attrs: dict[str, Any], fixed_params: dict[str, Any] | None = None
 ) -> optuna.Trial:

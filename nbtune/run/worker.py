@@ -169,7 +169,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
-    attrs = storage.get_trial(tid).user_attrs  # read only: Trial.user_attrs deep-copies them
+    attrs = _compat.attrs_at_start(trial)
     check = attrs.get(ATTR.CHECK)  # a run of the checks after a search
     names = job.program.state
     epochs_loop = job.program.spec.epochs is not None
