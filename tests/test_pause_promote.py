@@ -365,13 +365,14 @@ def test_the_memory_of_paused_trials_is_bounded():
     data = np.zeros(100_000)  # the notebook's (800 kB): not part of a trial's variables
     base = {"data": data}
     for n, standing in enumerate([0.5, 0.2, 0.9, 0.4]):
-        ns = {"data": data, "w": np.full(10, n), "__builtins__": {}, "step": lambda: None, "np": np}
+        loader = torch.utils.data.DataLoader(torch.arange(4))
+        ns = {"data": data, "w": np.full(10, n), "__builtins__": {}, "step": lambda: None, "np": np, "loader": loader}
         assert kept.keep("s", n, 3, ns, base, standing, limit=3) is True
     assert len(kept) == 3 and not kept.has("s", 2)  # the least promising (ranked 0.9 of its rung) went
     assert kept.keep("s", 9, 3, {"w": np.ones(10)}, base, 0.95, limit=3) is False  # worse than all kept
     assert kept.claim("s", 1) and not kept.has("s", 1)
     step, variables = kept.take("s", 1)
-    # functions and modules are the continuation's own (a function's globals are its run's)
+    # functions, modules and data loaders are the continuation's own (a function's globals are its run's)
     assert step == 3 and set(variables) == {"w"} and variables["w"][0] == 1
     assert kept.take("s", 1) is None  # once
     assert kept.keep("s", 5, 3, {"w": np.ones(2_000)}, base, 0.1, limit=3) is False  # 16 kB > the limit

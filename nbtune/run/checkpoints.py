@@ -238,6 +238,11 @@ def _device_bytes(value: Any) -> tuple[int, bool]:
     return (nbytes if isinstance(nbytes, int) else 0), False
 
 
+def _is_data_loader(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.utils.data.DataLoader)
+
+
 @dataclass
 class _Kept:
     step: int
@@ -279,7 +284,8 @@ class PausedInMemory:
         if limit <= 0:
             return False
         # Functions, classes and modules the cell defines or imports are defined again when the
-        # continuation runs the cell: the old ones would read the paused run's globals.
+        # continuation runs the cell (the old ones would read the paused run's globals); so are
+        # data loaders (a persistent one would keep its worker processes alive).
         variables = {
             k: v
             for k, v in ns.items()
@@ -287,6 +293,7 @@ class PausedInMemory:
             and k != "get_ipython"
             and not (k in base and base[k] is v)
             and not isinstance(v, (types.FunctionType, type, types.ModuleType))
+            and not _is_data_loader(v)
         }
         nbytes = 0
         for v in variables.values():
@@ -303,6 +310,8 @@ class PausedInMemory:
                 or sum(k.nbytes for k in self._kept.values()) > self.limit_bytes
             ):
                 mine = [key for key in self._kept if key[0] == study]
+                if not mine:
+                    break
                 worst = max(mine, key=lambda key: (self._kept[key].standing, -self._kept[key].step))
                 del self._kept[worst]
             return (study, number) in self._kept
