@@ -55,14 +55,12 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from _split import split_scaled  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import nbtune  # noqa: E402
 from nbtune.store.attrs import ATTR  # noqa: E402
@@ -113,18 +111,7 @@ def data() -> dict[str, Any]:
         flip_y=0.03,
         random_state=DATA_SEED,
     )
-    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.4, stratify=y, random_state=DATA_SEED)
-    X_val, X_ho, y_val, y_ho = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=DATA_SEED)
-    sc = StandardScaler().fit(X_tr)
-    return {
-        "X_train": sc.transform(X_tr),
-        "y_train": y_tr,
-        "X_val": sc.transform(X_val),
-        "y_val": y_val,
-        "X_holdout": sc.transform(X_ho),
-        "y_holdout": y_ho,
-        "classes": np.unique(y),
-    }
+    return split_scaled(X, y, DATA_SEED, first={"test_size": 0.4}, second={"test_size": 0.5})
 
 
 def retrain(params: dict[str, Any], d: dict[str, Any]) -> tuple[float, float]:

@@ -79,6 +79,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from _split import split_scaled  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 import nbtune  # noqa: E402
@@ -289,23 +290,9 @@ def split(task: Task, seed: int) -> dict[str, Any]:
     """Train/validation/holdout of the task's sizes, stratified and drawn by the seed; standardised
     on train. The holdout is large (5000-6000 examples), so that it measures the incumbent to within
     about half a point; training and validation are the size a search pays for."""
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
     n_tr, n_val, n_ho = task.sizes
     X, y = task.dataset(n_tr + n_val + n_ho)
-    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, train_size=n_tr, stratify=y, random_state=seed)
-    X_val, X_ho, y_val, y_ho = train_test_split(X_rest, y_rest, train_size=n_val, stratify=y_rest, random_state=seed)
-    sc = StandardScaler().fit(X_tr)
-    return {
-        "X_train": sc.transform(X_tr),
-        "y_train": y_tr,
-        "X_val": sc.transform(X_val),
-        "y_val": y_val,
-        "X_holdout": sc.transform(X_ho),
-        "y_holdout": y_ho,
-        "classes": np.unique(y),
-    }
+    return split_scaled(X, y, seed, first={"train_size": n_tr}, second={"train_size": n_val})
 
 
 def retrain(task: Task, params: dict[str, Any], d: dict[str, Any], seed: int) -> tuple[float, float]:
