@@ -19,8 +19,8 @@ examples, so that it measures an incumbent to within about half a point) and fix
 random state and the search's. The methods (all but nbtune's are the libraries' own, untouched):
 
 * ``nbtune``: ``nbtune.tune(cell)`` with no option but the metric and the seed: the default
-  (multivariate TPE, Hyperband r=1, R=27, eta=3 with pause-and-promote; the cells declare no
-  state, so a promoted trial trains again from the start).
+  (multivariate TPE, ASHA r=1, R=27, eta=3 with pause-and-promote; the cells declare no state,
+  so a promoted trial continues from its worker's memory).
 * ``optuna-random-sh``: Optuna ``RandomSampler`` + ``SuccessiveHalvingPruner(min_resource=1,
   reduction_factor=3)``.
 * ``optuna-tpe-hb``: Optuna ``TPESampler`` + ``HyperbandPruner(1, 27, 3)``.
@@ -685,7 +685,10 @@ def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    ap.add_argument("--seeds", type=int, default=5, help="how many seeds (default 5)")
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (default 0): a later range is out of sample"
+    )
     ap.add_argument(
         "--reuse",
         type=Path,
@@ -702,7 +705,8 @@ def main() -> None:
     args = ap.parse_args()
     names = args.methods or list(methods(0))
     t0 = time.perf_counter()
-    pairs = [(task, seed) for seed in range(args.seeds) for task in args.tasks]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    pairs = [(task, seed) for seed in seeds for task in args.tasks]
     earlier: dict[tuple[str, int], dict[str, Any]] = {}
     for f in args.reuse:
         old = json.loads(f.read_text())
@@ -727,7 +731,7 @@ def main() -> None:
 
     payload = {
         "what": "nbtune's default search against the field's anchors at an equal epoch budget, per seed",
-        "command": f"python benchmarks/bench_search.py --seeds {args.seeds} --tasks {' '.join(args.tasks)} "
+        "command": f"python benchmarks/bench_search.py --seeds {args.seeds} --first-seed {args.first_seed} --tasks {' '.join(args.tasks)} "
         f"--budget {args.budget} --jobs {args.jobs}"
         + (f" --methods {' '.join(names)}" if args.methods else "")
         + (f" --reuse {' '.join(map(str, args.reuse))}" if args.reuse else ""),
