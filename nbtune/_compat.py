@@ -9,6 +9,7 @@ newest releases to see it early.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -75,8 +76,41 @@ def attrs_at_start(trial: optuna.Trial) -> dict[str, Any]:
     return cached.user_attrs  # type: ignore[no-any-return]
 
 
+_NOT_WAITING: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def _pop_waiting_trial_id(study: optuna.Study, synced: bool) -> int | None:
+    """``Study._pop_waiting_trial_id``. With ``synced`` (the caller read the journal under the
+    store's lock just now), from the journal's replay as it stands, and only from the first trial
+    that was still waiting at the last look: a trial never goes back to WAITING, so the ones
+    before it need no second look. Optuna reads the journal again and scans every trial, which
+    grows with the study. A trial queued by another process since the lock was taken is found by
+    the next ask."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage: Any = storage_of(study)
+    replay = getattr(storage, "_replay_result", None)
+    if not synced or replay is None:
+        return study._pop_waiting_trial_id()
+    waiting_state = TrialState.WAITING
+    with storage._thread_lock:
+        trials, ids = replay._trials, replay._study_id_to_trial_ids[study._study_id]
+        seen = _NOT_WAITING.setdefault(storage, {})
+        start = seen.get(study._study_id, 0)
+        waiting: list[int] = [i for i in ids[start:] if trials[i].state == waiting_state]
+        seen[study._study_id] = ids.index(waiting[0], start) if waiting else len(ids)
+    for tid in waiting:
+        try:
+            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                return tid
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
 def new_trial_with_attrs(
-    study: optuna.Study, user_attrs: dict[str, Any], fixed_params: dict[str, Any] | None = None
+    study: optuna.Study, user_attrs: dict[str, Any], fixed_params: dict[str, Any] | None = None, synced: bool = False
 ) -> optuna.Trial:
     """``study.ask()``, with ``user_attrs`` written in the same storage record.
 
@@ -88,6 +122,9 @@ def new_trial_with_attrs(
     With ``fixed_params`` the new trial runs that configuration (a promoted trial's
     continuation), started at once rather than queued: ``enqueue_trial`` keeps fixed values in
     the ``fixed_params`` system attribute, which ``Trial.suggest_*`` reads; so does this.
+
+    ``synced``: the caller read the journal under the store's lock just now
+    (:func:`journal_trial_count`), so the queue is looked up without reading it again.
     """
     import datetime
 
@@ -95,7 +132,7 @@ def new_trial_with_attrs(
     from optuna.trial import FrozenTrial, TrialState
 
     study._thread_local.cached_all_trials = None
-    tid = None if fixed_params is not None else study._pop_waiting_trial_id()
+    tid = None if fixed_params is not None else _pop_waiting_trial_id(study, synced)
     storage = storage_of(study)
     if tid is None:
         template = FrozenTrial(

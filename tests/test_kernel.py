@@ -31,12 +31,18 @@ def kernel(tmp_path):
         km.shutdown_kernel(now=True)
 
 
-def _execute(kc, code, timeout=60, interrupt_after=None, km=None):
-    """Run code; collect iopub outputs until idle. Optionally interrupt after N seconds."""
+def _execute(kc, code, timeout=60, interrupt_after=None, km=None, interrupt_when=None):
+    """Run code; collect iopub outputs until idle. Optionally interrupt after N seconds, or once
+    ``interrupt_when()`` is true (polled every 0.2 s: a slow machine reaches that point later)."""
     msg_id = kc.execute(code)
     outputs, t0, interrupted = [], time.monotonic(), False
     while True:
-        if interrupt_after is not None and not interrupted and time.monotonic() - t0 > interrupt_after:
+        due = (
+            interrupt_when()
+            if interrupt_when is not None
+            else (interrupt_after is not None and time.monotonic() - t0 > interrupt_after)
+        )
+        if due and not interrupted:
             km.interrupt_kernel()
             interrupted = True
             t_int = time.monotonic()
@@ -418,7 +424,14 @@ def test_interrupt_then_rerun_continues_the_cut_trial_from_its_last_epoch(kernel
     km, kc = kernel
     store = tmp_path / "store"
     _execute(kc, "%load_ext nbtune")
-    reply, _, _ = _execute(kc, STATEFUL.format(store=store), interrupt_after=6, km=km)
+    log = tmp_path / "epochs.log"
+
+    def second_trial_midway():  # a trial cut between its checkpoints, not before its first
+        lines = log.read_text().split("\n")[:-1] if log.exists() else []
+        xs = [line.split()[0] for line in lines]
+        return len(set(xs)) >= 2 and 3 <= xs.count(xs[-1]) <= 20
+
+    reply, _, _ = _execute(kc, STATEFUL.format(store=store), timeout=120, km=km, interrupt_when=second_trial_midway)
     assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"]
     study = nbtune.load_study(store=store)
     cut = [t for t in study.trials if ATTR.INTERRUPTED in t.user_attrs]

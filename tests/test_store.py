@@ -181,3 +181,35 @@ def test_the_cells_own_keyboard_interrupt_is_a_failed_trial(tmp_path, exc):
     assert not res.interrupted and res.n_finished == 3
     again = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0, sampler="random")
     assert len(again.study.trials) == 3  # nothing re-queued
+
+
+def test_queued_trials_are_taken_once_in_order_by_every_process(tmp_path):
+    """The worker's ask takes a queued (WAITING) trial from the journal it has just read under the
+    store's lock, looking only from the first trial that still waited: two storages on one file
+    (two processes) take each queued trial once, in order, and new ones queued later too."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nbtune import _compat
+
+    path = str(tmp_path / "s.journal")
+    a = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    b = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+
+    def ask(study):  # as run_worker does, under the lock: count (reads the journal), then ask
+        _compat.journal_trial_count(_compat.storage_of(study), _compat.study_id(study))
+        trial = _compat.new_trial_with_attrs(study, {"by": "a" if study is a else "b"}, synced=True)
+        return trial.number, trial.suggest_float("x", 0, 10)
+
+    a.enqueue_trial({"x": 1.0})
+    a.enqueue_trial({"x": 2.0})
+    assert ask(a) == (0, 1.0)
+    assert ask(b) == (1, 2.0)  # b has not read the journal since the queue was made
+    n, x = ask(a)
+    assert n == 2 and x not in (1.0, 2.0)  # nothing queued: a new trial
+    b.enqueue_trial({"x": 3.0})  # queued by another process after a looked
+    assert ask(a) == (3, 3.0)
+    assert ask(b)[0] == 4
+    for t in a.get_trials(deepcopy=False):
+        assert t.state == optuna.trial.TrialState.RUNNING
+    assert [t.user_attrs["by"] for t in a.get_trials(deepcopy=False)] == ["a", "b", "a", "a", "b"]

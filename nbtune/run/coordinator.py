@@ -42,11 +42,16 @@ class _DeathWatch:
     them sees the culprit before loky reacts.
     """
 
-    def __init__(self, control: BaseControl) -> None:
+    LOOK = 0.02  # seconds between looks for workers that registered, until all have
+    IDLE = 0.5  # the same once every expected worker is watched (a death wakes the watch at once)
+
+    def __init__(self, control: BaseControl, expected: int = 0) -> None:
         self.control = control
+        self.expected = expected
         self.first_dead: set[int] = set()
         self._fds: dict[int, int] = {}
         self._stop = threading.Event()
+        self._wake = os.pipe()  # __exit__ ends a wait at once
         self._thread = threading.Thread(target=self._run, name="nbtune-deathwatch", daemon=True)
 
     def __enter__(self) -> _DeathWatch:
@@ -55,8 +60,9 @@ class _DeathWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        os.write(self._wake[1], b"x")
         self._thread.join(1)
-        for fd in self._fds.values():
+        for fd in [*self._fds.values(), *self._wake]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
@@ -65,15 +71,21 @@ class _DeathWatch:
         import select
 
         while not self._stop.is_set():
-            for pid in self.control.worker_pids():
-                if pid not in self._fds:
-                    with contextlib.suppress(OSError):
-                        self._fds[pid] = os.pidfd_open(pid)
+            # Listing the registered workers is a directory read: while every worker the search
+            # started is watched, it waits for a death instead (a replaced pool's dead ones leave).
+            watching_all = 0 < self.expected <= len(self._fds)
+            if not watching_all:
+                for pid in self.control.worker_pids():
+                    if pid not in self._fds:
+                        with contextlib.suppress(OSError):
+                            self._fds[pid] = os.pidfd_open(pid)
             fds = {fd: pid for pid, fd in self._fds.items()}
             if not fds:
-                self._stop.wait(0.02)
+                self._stop.wait(self.LOOK)
                 continue
-            ready, _, _ = select.select(list(fds), [], [], 0.02)
+            timeout = self.IDLE if 0 < self.expected <= len(fds) else self.LOOK
+            ready, _, _ = select.select([*fds, self._wake[0]], [], [], timeout)
+            ready = [fd for fd in ready if fd in fds]
             if ready and not self.first_dead:
                 self.first_dead = {fds[fd] for fd in ready}
             for fd in ready:
@@ -162,7 +174,7 @@ class Search:
             threading.Thread(target=self._reap_expired, name="nbtune-leases", daemon=True).start()
         try:
             if self.backend.watches_deaths:
-                with _DeathWatch(self.control) as watch:
+                with _DeathWatch(self.control, self.n_jobs) as watch:
                     self._run_restarting(watch)
             else:
                 self._run_restarting(None)

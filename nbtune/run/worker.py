@@ -480,7 +480,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
                 # far from the target, no need to read every trial
                 started = job.store.started_count(study) if trial is None else None
                 if trial is None and started is not None and started < target:
-                    trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+                    trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner}, synced=True)
                 elif trial is None:
                     trials = study.get_trials(deepcopy=False)
                     if budget.used(trials) >= target:
@@ -494,7 +494,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
                                         study.set_user_attr(ATTR.PAUSES_ENDED, max(t.number for t in trials))
                                 break
                     else:
-                        trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner})
+                        trial = _compat.new_trial_with_attrs(study, {ATTR.OWNER: owner}, synced=True)
             if trial is None:  # pause-and-promote: running trials may still make a paused one promotable
                 time.sleep(PROMOTION_POLL)
                 continue
