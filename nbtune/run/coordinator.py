@@ -67,14 +67,16 @@ class _DeathWatch:
                 os.close(fd)
         self._fds.clear()
 
+    def _watching_all(self) -> bool:
+        return 0 < self.expected <= len(self._fds)
+
     def _run(self) -> None:
         import select
 
         while not self._stop.is_set():
             # Listing the registered workers is a directory read: while every worker the search
             # started is watched, it waits for a death instead (a replaced pool's dead ones leave).
-            watching_all = 0 < self.expected <= len(self._fds)
-            if not watching_all:
+            if not self._watching_all():
                 for pid in self.control.worker_pids():
                     if pid not in self._fds:
                         with contextlib.suppress(OSError):
@@ -83,7 +85,7 @@ class _DeathWatch:
             if not fds:
                 self._stop.wait(self.LOOK)
                 continue
-            timeout = self.IDLE if 0 < self.expected <= len(fds) else self.LOOK
+            timeout = self.IDLE if self._watching_all() else self.LOOK
             ready, _, _ = select.select([*fds, self._wake[0]], [], [], timeout)
             ready = [fd for fd in ready if fd in fds]
             if ready and not self.first_dead:
