@@ -19,8 +19,9 @@ examples, so that it measures an incumbent to within about half a point) and fix
 random state and the search's. The methods (all but nbtune's are the libraries' own, untouched):
 
 * ``nbtune``: ``nbtune.tune(cell)`` with no option but the metric and the seed: the default
-  (multivariate TPE, ASHA r=1, R=27, eta=3 with pause-and-promote; the cells declare no state,
-  so a promoted trial continues from its worker's memory).
+  (multivariate TPE fitted as BOHB fits its model, at the largest epoch that at least d + 3
+  configurations reached; ASHA r=1, R=27, eta=3 with pause-and-promote; the cells
+  declare no state, so a promoted trial continues from its worker's memory).
 * ``optuna-random-sh``: Optuna ``RandomSampler`` + ``SuccessiveHalvingPruner(min_resource=1,
   reduction_factor=3)``.
 * ``optuna-tpe-hb``: Optuna ``TPESampler`` + ``HyperbandPruner(1, 27, 3)``.
@@ -43,8 +44,15 @@ order (a trial counts if it *ended* within the budget). Per method, over seeds, 
 
 Alternatives to the default are nbtune with options, ``nbtune:key=value,...`` in ``--methods``
 (values are JSON or strings), e.g. ``nbtune:stop_only=true`` (the previous default: Optuna's
-stop-only Hyperband) or ``nbtune:sampler=tpe-random3`` (BOHB's safeguard: a third of the
-configurations drawn at random, registered below).
+stop-only Hyperband), ``nbtune:sampler=tpe-optuna`` (the default before 2026-11-29: Optuna's
+multivariate TPE, fed every trial), ``nbtune:sampler=tpe-budget10`` (today's default
+without its random bursts: the model moves up an epoch only once 10 configurations reached it) or ``nbtune:sampler=tpe-random3`` (BOHB's safeguard: a third
+of the configurations drawn at random), registered below.
+
+``--report A.json B.json`` runs nothing: it pools earlier results and prints the table and, seed
+by seed, the default's holdout accuracy minus each other method's (mean and standard error):
+medians of separate columns move with each split's luck; a paired difference twice its standard
+error is one the benchmark can tell from noise.
 
 Writes ``benchmarks/results/search.json`` (``search-partial.json`` with ``--methods``) and prints a
 table. Runs ``--jobs`` (task, seed) pairs at once, each in its own process with BLAS and torch on
@@ -85,6 +93,7 @@ from optuna.trial import TrialState  # noqa: E402
 import nbtune  # noqa: E402
 from nbtune.cell.annotations import parse_cell  # noqa: E402
 from nbtune.cell.space import suggest  # noqa: E402
+from nbtune.run.tpe import TPESampler as BudgetTPE  # noqa: E402
 from nbtune.store.attrs import ATTR  # noqa: E402
 
 EPOCHS = 27  # R: the epochs of a full-length trial
@@ -541,13 +550,35 @@ class _Mixed(optuna.samplers.BaseSampler):
         self._model.after_trial(study, trial, state, values)
 
 
+class _TPEAtBudget10(BudgetTPE):
+    """Today's default with a floor: the model moves up to an epoch only once 10 configurations (TPE's
+    startup count) reached it, so TPE never falls back to random draws (``tpe-budget10``)."""
+
+    def observations_needed(self) -> int:
+        return max(super().observations_needed(), 10)
+
+
 def _register_alternatives() -> None:
     from nbtune.run.samplers import SamplerKind, register_sampler
 
     def tpe_random3(params: list[Any], seed: int | None) -> optuna.samplers.BaseSampler:
         return _Mixed(optuna.samplers.TPESampler(seed=seed, multivariate=True), 1 / 3, seed)
 
+    def tpe_budget10(params: list[Any], seed: int | None) -> optuna.samplers.BaseSampler:
+        return _TPEAtBudget10(seed=seed, multivariate=True)
+
+    def tpe_bohb_gamma(params: list[Any], seed: int | None) -> optuna.samplers.BaseSampler:
+        # BOHB's good group: its top 15 %, and never fewer than d + 1 observations (Falkner et al.)
+        d = len(params)
+        return BudgetTPE(seed=seed, multivariate=True, gamma=lambda n: min(n - 1, max(d + 1, math.ceil(0.15 * n))))
+
+    def tpe_optuna(params: list[Any], seed: int | None) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
     register_sampler(SamplerKind("tpe-random3", tpe_random3, help="benchmark alternative: BOHB's random third"))
+    register_sampler(SamplerKind("tpe-budget10", tpe_budget10, help="benchmark alternative: no random bursts"))
+    register_sampler(SamplerKind("tpe-bohb-gamma", tpe_bohb_gamma, help="benchmark alternative: and BOHB's good group"))
+    register_sampler(SamplerKind("tpe-optuna", tpe_optuna, help="the previous default: Optuna's multivariate TPE"))
 
 
 _register_alternatives()
@@ -611,8 +642,23 @@ def run_pair(task_name: str, seed: int, budget: int, names: list[str]) -> dict[s
         )
     top = max(a["best_val"] for a in out.values() if a["best_val"] is not None)
     for a in out.values():
-        a["to_1pp"] = next((c for c, b in a.pop("history") if b >= top - 0.01), None)
+        a["history"] = [h for i, h in enumerate(a["history"]) if i == 0 or h[1] != a["history"][i - 1][1]]
+        a["to_1pp"] = to_1pp(a["history"], top)
     return {"task": task_name, "seed": seed, "methods": out}
+
+
+def to_1pp(history: list[Any], top: float) -> int | None:
+    """Epochs spent until the best-so-far validation accuracy came within 1 point of ``top``."""
+    return next((c for c, b in history if b >= top - 0.01), None)
+
+
+def refresh_to_1pp(row: dict[str, Any]) -> None:
+    """A pair's methods may come from separate runs: measure each against the best final validation
+    accuracy of all of them (a method run before histories were kept keeps its stored count)."""
+    top = max(a["best_val"] for a in row["methods"].values() if a["best_val"] is not None)
+    for a in row["methods"].values():
+        if "history" in a:
+            a["to_1pp"] = to_1pp(a["history"], top)
 
 
 def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -629,14 +675,17 @@ def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         out[task] = {}
         for m in names:
             runs = [r["methods"][m] for r in mine]
-            to = [math.inf if r["to_1pp"] is None else r["to_1pp"] for r in runs]
-            med_to = statistics.median(to)
+            # a re-run of one method alone has no to_1pp: it compares with the others' runs of the pair
+            to = [math.inf if r["to_1pp"] is None else r["to_1pp"] for r in runs if "to_1pp" in r]
+            med_to = statistics.median(to) if len(to) == len(runs) else math.inf
             out[task][m] = {
                 "holdout": spread([r["holdout"] for r in runs]),
                 "val": spread([r["best_val"] for r in runs]),
                 "to_1pp": {
                     "median": None if math.isinf(med_to) else med_to,
-                    "reached": f"{sum(r['to_1pp'] is not None for r in runs)}/{len(runs)}",
+                    "reached": f"{sum(x is not None and not math.isinf(x) for x in to)}/{len(runs)}"
+                    if len(to) == len(runs)
+                    else "n/a",
                 },
                 "full_share": statistics.median(r["full_share"] for r in runs),
                 "configurations": statistics.median(r["configurations"] for r in runs),
@@ -658,9 +707,75 @@ def verdict(summary: dict[str, Any], default: str = "nbtune") -> dict[str, Any]:
     return out
 
 
+def paired(rows: list[dict[str, Any]], default: str = "nbtune") -> dict[str, Any]:
+    """Seed by seed, the default's holdout accuracy minus each other method's (the two searched the
+    same split with the same seed): the mean difference, its standard error, and on how many seeds
+    the default was ahead and behind. Medians and worst seeds of separate columns move with the
+    splits' luck; a paired difference larger than twice its standard error is one the benchmark
+    can tell apart from noise."""
+    out: dict[str, Any] = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r["methods"] for r in rows if r["task"] == task and default in r["methods"]]
+        out[task] = {}
+        for m in dict.fromkeys(n for ms in mine for n in ms if n != default):
+            diffs = [ms[default]["holdout"] - ms[m]["holdout"] for ms in mine if m in ms]
+            if len(diffs) < 2:
+                continue
+            mean, se = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+            out[task][m] = {
+                "seeds": len(diffs),
+                "mean": mean,
+                "standard_error": se,
+                "ahead": sum(x > 0 for x in diffs),
+                "behind": sum(x < 0 for x in diffs),
+                "reading": "ahead" if mean > 2 * se else "behind" if mean < -2 * se else "not told apart",
+            }
+    return out
+
+
+def print_paired(pairs: dict[str, Any], default: str = "nbtune") -> None:
+    print(f"\nseed by seed: {default}'s holdout minus each method's (mean +- standard error, in points)")
+    width = max((len(m) for ms in pairs.values() for m in ms), default=0)
+    for task, ms in pairs.items():
+        for m, p in ms.items():
+            print(
+                f"{task:6s} {m:{width}s} {100 * p['mean']:+6.2f} +- {100 * p['standard_error']:4.2f}   ahead on "
+                f"{p['ahead']:2d}, behind on {p['behind']:2d} of {p['seeds']:2d} seeds: {p['reading']}"
+            )
+
+
+def report(files: list[Path], default: str) -> None:
+    """The pooled table and the paired differences of earlier results: no search is run. A (task,
+    seed) pair held by several files is taken from the first. ``default`` may list several names,
+    ``A|B``: in each pair the first it holds is the default (a re-run of the default with newer
+    code, where there is one)."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for f in files:
+        for r in json.loads(f.read_text())["runs"]:
+            rows.setdefault((r["task"], r["seed"]), r)
+    candidates = default.split("|")
+    default = candidates[0]
+    pooled = []
+    for r in rows.values():
+        chosen = next((r["methods"][c] for c in candidates if c in r["methods"]), None)
+        ms = {m: v for m, v in r["methods"].items() if m not in candidates}
+        pooled.append(r | {"methods": ({default: chosen} if chosen else {}) | ms})
+    for r in pooled:
+        refresh_to_1pp(r)
+    names = [m for m in methods(0) if all(m in r["methods"] for r in pooled)]
+    if default not in names:
+        names.insert(0, default)
+    seeds = len({s for _, s in rows})
+    print(f"{len(pooled)} (task, seed) pairs from {', '.join(map(str, files))}")
+    summary = summarise([r for r in pooled if all(m in r["methods"] for m in names)], names)
+    print_table(summary, verdict(summary, default), seeds)
+    print_paired(paired(pooled, default), default)
+
+
 def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -> None:
+    w = max([17] + [len(m) for s in summary.values() for m in s])
     head = (
-        f"{'task':6s} {'method':17s} {'holdout median':>14s} {'worst':>6s} {'best':>6s} {'val med':>7s} "
+        f"{'task':6s} {'method':{w}s} {'holdout median':>14s} {'worst':>6s} {'best':>6s} {'val med':>7s} "
         f"{'to 1 pp':>11s} {'full share':>10s} {'configs':>7s} {'time':>6s}"
     )
     print(f"\n{seeds} seeds; holdout accuracy of the final incumbent retrained for {EPOCHS} epochs")
@@ -670,9 +785,9 @@ def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -
         for m, v in s.items():
             h, to = v["holdout"], v["to_1pp"]
             reach = "never" if to["median"] is None else f"{to['median']:.0f}"
-            t = f"{reach} ({to['reached']})"
+            t = "n/a" if to["reached"] == "n/a" else f"{reach} ({to['reached']})"
             print(
-                f"{task:6s} {m:17s} {h['median']:14.4f} {h['worst']:6.4f} {h['best']:6.4f} {v['val']['median']:7.4f} "
+                f"{task:6s} {m:{w}s} {h['median']:14.4f} {h['worst']:6.4f} {h['best']:6.4f} {v['val']['median']:7.4f} "
                 f"{t:>11s} {v['full_share']:10.0%} {v['configurations']:7.0f} {v['seconds']:5.0f}s"
             )
         vd = verdicts.get(task)
@@ -702,7 +817,22 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=30 * EPOCHS, help=f"epochs per search (default 30 x {EPOCHS})")
     ap.add_argument("--jobs", type=int, default=2, help="(task, seed) pairs run at once (default 2)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="run nothing: print the pooled table and the seed-by-seed differences of these results (JSON)",
+    )
+    ap.add_argument(
+        "--default",
+        default="nbtune",
+        help="with --report: the method the others are compared with ('A|B': A where a pair holds it, else B)",
+    )
     args = ap.parse_args()
+    if args.report:
+        report(args.report, args.default)
+        return
     names = args.methods or list(methods(0))
     t0 = time.perf_counter()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
@@ -726,6 +856,9 @@ def main() -> None:
     summary = summarise(rows, names)
     verdicts = verdict(summary) if "nbtune" in names and len(names) > 1 else {}
     print_table(summary, verdicts, args.seeds)
+    pairs_ = paired(rows) if "nbtune" in names and len(names) > 1 else {}
+    if pairs_:
+        print_paired(pairs_)
     import sklearn
     import torch
 
@@ -740,6 +873,7 @@ def main() -> None:
         "tasks": {t: {"description": TASKS[t].description, "cell": TASKS[t].cell()} for t in args.tasks},
         "summary": summary,
         "verdict": verdicts,
+        "paired": pairs_,
         "runs": rows,
         "seconds_total": time.perf_counter() - t0,
         "machine": {

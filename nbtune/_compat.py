@@ -8,8 +8,10 @@ newest releases to see it early.
 
 from __future__ import annotations
 
+import copy
 import sys
 import weakref
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ __all__ = [
     "begin_ask_tell_loop",
     "end_ask_tell_loop",
     "grid_exhausted",
+    "study_view",
     "rung_value",
     "completed_rung",
     "bracket_of",
@@ -179,6 +182,46 @@ def end_ask_tell_loop(study: optuna.Study) -> None:
 def grid_exhausted(study: optuna.Study) -> bool:
     """Whether ``study.stop()`` was called (by GridSampler) during the loop."""
     return bool(study._stop_flag)
+
+
+class _StudyView:
+    """What a sampler sees of a study: its trials as ``transform`` gives them, computed once
+    (a sampler reads them several times per proposal); everything else is the study's own."""
+
+    def __init__(self, study: optuna.Study, transform: Callable[[list[Any]], list[Any]]) -> None:
+        self._study = study
+        self._transform = transform
+        self._seen: list[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Container[Any] | None = None, use_cache: bool = False
+    ) -> list[Any]:
+        if self._seen is None:
+            self._seen = self._transform(self._study._get_trials(deepcopy=False, states=None, use_cache=use_cache))
+        kept = [t for t in self._seen if states is None or t.state in states]
+        return copy.deepcopy(kept) if deepcopy else kept
+
+    def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list[Any]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()
+
+
+def study_view(study: optuna.Study, transform: Callable[[list[Any]], list[Any]]) -> optuna.Study:
+    """``study`` as a sampler should see it: its trials replaced by ``transform(all its trials)``.
+
+    Optuna's samplers read the history through ``Study._get_trials`` (TPE, with its per-thread
+    cache) or ``get_trials``; both read the transformed list. Everything else, writes included,
+    goes to ``study``. Pass the view only to a sampler's ``sample_relative`` and
+    ``sample_independent``, and make a new one for each proposal.
+    """
+    view: Any = _StudyView(study, transform)
+    return view  # type: ignore[no-any-return]
 
 
 def completed_rung(trial: optuna.trial.FrozenTrial) -> int:

@@ -87,10 +87,13 @@ class TuneConfig:
     )
     sampler: str = _opt(
         "tpe",
-        "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``.",
+        "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``. The default is Optuna's "
+        "multivariate TPE fitted as BOHB fits its model: on the largest epoch that enough configurations "
+        "reached, each valued there, so early finishers do not pass for the best.",
         "--sampler",
         metavar="S",
-        flag_help="tpe (default), random, grid, gp, cmaes or qmc (Optuna's samplers).",
+        flag_help="tpe (default: multivariate TPE fitted at the largest epoch enough trials reached, as BOHB), "
+        "random, grid, gp, cmaes or qmc (Optuna's samplers).",
     )
     seed: int | None = _opt(
         None,

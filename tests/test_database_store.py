@@ -137,9 +137,10 @@ def test_the_environment_names_the_default_store(postgres_url, tmp_path, monkeyp
 SLOW = "x = 0.5  # tune: uniform(0, 1)\nimport time\nfor e in range(40):  # tune: epochs\n    time.sleep(0.05)\n    loss = (x - 0.3) ** 2 + 1 / (e + 1)\n"
 
 
-def _cut_search_in_another_process(url: str, name: str, after: float) -> None:
+def _cut_search_in_another_process(url: str, name: str, finished: int) -> None:
     """A search of study ``name`` in another process (another machine, as far as leases go),
-    killed with SIGKILL after ``after`` seconds, in the middle of a trial."""
+    killed with SIGKILL in the middle of a trial once ``finished`` trials finished (however long
+    the process took to start on a busy machine)."""
     import subprocess
     import sys
 
@@ -149,7 +150,17 @@ def _cut_search_in_another_process(url: str, name: str, after: float) -> None:
         "view=None, heartbeat=0.3, scheduler='none')\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script])
-    time.sleep(after)
+    storage = optuna.storages.RDBStorage(url)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        except KeyError:  # not created yet
+            continue
+        running = [t for t in trials if t.state.name == "RUNNING"]
+        if finished_count(trials) >= finished and running and (running[0].last_step or 0) >= 5:
+            break
     proc.kill()
     proc.wait()
 
@@ -158,7 +169,7 @@ def test_a_dead_workers_trial_is_requeued_when_its_lease_expires(postgres_url, t
     """No /proc across machines: the trial of a killed process is found by its expired lease, while
     this search runs, and its configuration runs again; the count stays exact."""
     monkeypatch.chdir(tmp_path)
-    _cut_search_in_another_process(postgres_url, "leased", after=5)
+    _cut_search_in_another_process(postgres_url, "leased", finished=2)
     before = nbtune.load_study("leased", store=postgres_url)
     running = [t for t in before.trials if t.state.name == "RUNNING"]
     assert len(running) == 1, [t.state.name for t in before.trials]

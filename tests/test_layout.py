@@ -136,6 +136,7 @@ PRIVATE = [
     "_tell_with_warning",
     "completed_rung_",
     "_AsyncIORunner",
+    "._get_trials",
 ]
 
 

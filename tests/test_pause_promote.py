@@ -52,8 +52,9 @@ def _epochs_run() -> collections.Counter[tuple[str, str, int]]:
     return collections.Counter((a, e, int(k)) for a, e, k in (line.split(",") for line in lines))
 
 
-def _check_search(res, n_trials: int, R: int = 9, kind: str = "hyperband") -> None:
+def _check_search(res, n_trials: int, R: int = 9) -> None:
     """The invariants of pause-and-promote, on the study a search left."""
+    kind = "asha" if res.scheduler.startswith("ASHA") else "hyperband"  # the rungs it ran with
     trials = res.study.trials
     promoted = continuations(trials)
     assert finished_count(trials) == n_trials  # continuations do not count as new configurations
@@ -122,7 +123,7 @@ def test_paused_trials_are_promoted_and_continue_from_their_checkpoint(data):
 
 def test_pause_and_promote_in_worker_processes(data):
     res = run(data, "--maximize acc --trials 16 --seed 1 --jobs 2 --scheduler asha --record fits -o res")
-    _check_search(res, 16, kind="asha")
+    _check_search(res, 16)
 
 
 def test_stop_only_stops_for_good(data):
@@ -160,6 +161,39 @@ def test_without_state_a_promoted_trial_continues_from_the_workers_memory(data):
     from nbtune.run.checkpoints import paused_in_memory
 
     assert len(paused_in_memory) == 0  # forgotten when the search ended
+
+
+# Each epoch draws from numpy's shared generator, seeded before the loop, as PyTorch's dropout
+# draws from the generator torch.manual_seed seeds: a straight run of rate r reports r * (the sum
+# of the first k draws) at epoch k.
+DRAWS_CELL = """\
+seed = 0  # tune: seed
+rate = 0.5  # tune: uniform(0.01, 1.0)
+np.random.seed(seed)
+w = 0.0{mark}
+for epoch in range(9):  # tune: epochs
+    w += rate * np.random.rand()
+    acc = w
+"""
+
+
+@pytest.mark.parametrize("mark,how", [("", "memory"), ("  # tune: state", "artifact")])
+def test_a_trial_that_goes_on_draws_the_random_numbers_a_straight_run_draws(data, mark, how):
+    """A promoted trial continues with the shared generators' states it paused with, restored after
+    its code before the loop ran again (which seeds them afresh): its curve is the one the same
+    configuration gives when it runs straight through, from the worker's memory or a checkpoint."""
+    import numpy as np
+
+    res = run(data, "--maximize acc --trials 24 --seed 2 -o res", DRAWS_CELL.format(mark=mark))
+    went_on = [t for t in res.study.trials if how in (t.user_attrs.get(ATTR.RESUME) or {})]
+    assert went_on, f"some paused trial went on from its {how}"
+    sums = np.cumsum(np.random.RandomState(0).rand(9))
+    for t in res.study.trials:
+        for k, v in t.intermediate_values.items():
+            assert v == pytest.approx(t.params["rate"] * sums[k - 1]), (t.number, k)
+    assert all(max(t.intermediate_values) > t.user_attrs[ATTR.RESUME]["step"] for t in went_on)
+    if mark:  # what the user gets back is the variables, not the generators
+        assert set(res.best_state()) == {"w"}
 
 
 def test_a_bad_keep_paused_setting_is_one_clear_line(data, monkeypatch):
@@ -371,7 +405,8 @@ def test_the_memory_of_paused_trials_is_bounded():
     assert len(kept) == 3 and not kept.has("s", 2)  # the least promising (ranked 0.9 of its rung) went
     assert kept.keep("s", 9, 3, {"w": np.ones(10)}, base, 0.95, limit=3) is False  # worse than all kept
     assert kept.claim("s", 1) and not kept.has("s", 1)
-    step, variables = kept.take("s", 1)
+    step, variables, generators = kept.take("s", 1)
+    assert set(generators) >= {"random", "numpy", "torch"}  # the shared generators when it paused
     # functions, modules and data loaders are the continuation's own (a function's globals are its run's)
     assert step == 3 and set(variables) == {"w"} and variables["w"][0] == 1
     assert kept.take("s", 1) is None  # once

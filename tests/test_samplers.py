@@ -18,6 +18,8 @@ from nbtune.run.samplers import (
     register_sampler,
     sampler_kind,
 )
+from nbtune.run.tpe import TPESampler as BudgetTPE
+from nbtune.run.tpe import at_largest_budget, observations_needed
 
 LR = Param("lr", "loguniform", (1e-5, 1e-1), default=1e-3, lineno=3)
 DROP = Param("drop", "uniform", (0.0, 0.5), {"step": 0.1}, default=0.2, lineno=4)
@@ -123,11 +125,110 @@ def test_make_sampler_returns_the_optuna_sampler(name):
     params = FINITE if name == "grid" else [LR, DROP, LAYERS]
     check_sampler(name, params)
     sampler = make_sampler(name, params, seed=0)
-    assert type(sampler) is getattr(optuna.samplers, OPTUNA_CLASS[name])
+    expected = getattr(optuna.samplers, OPTUNA_CLASS[name])
+    assert type(sampler) is (BudgetTPE if name == "tpe" else expected)
+    assert isinstance(sampler, expected)
 
 
 def test_tpe_is_multivariate():
     assert make_sampler("tpe", [LR], 7)._multivariate is True
+
+
+# --- the default TPE: fitted at the largest epoch enough configurations reached (BOHB) ------------
+X = optuna.distributions.FloatDistribution(0.0, 1.0)
+
+
+def _trial(x, curve, state="PRUNED", value=None):
+    return optuna.trial.create_trial(
+        params={"x": x},
+        distributions={"x": X},
+        state=getattr(optuna.trial.TrialState, state),
+        value=value if state == "COMPLETE" else None,
+        intermediate_values=curve,
+    )
+
+
+def _numbered(trials):
+    study = optuna.create_study(direction="maximize")
+    for t in trials:
+        study.add_trial(t)
+    return study.get_trials(deepcopy=False)
+
+
+def test_each_configuration_is_seen_once_valued_at_the_largest_epoch_enough_reached():
+    trials = _numbered(
+        [
+            _trial(0.1, {1: 0.30, 3: 0.50}),
+            _trial(0.2, {1: 0.35, 3: 0.55}),
+            _trial(0.3, {1: 0.20, 3: 0.40}),  # paused at 3 ...
+            _trial(0.3, {1: 0.20, 3: 0.40, 9: 0.70}, "COMPLETE", 0.70),  # ... and continued to the end
+            _trial(0.4, {1: 0.10, 3: 0.45}),
+            _trial(0.5, {1: 0.05}),
+            _trial(0.6, {1: 0.01}),
+        ]
+    )
+    seen = at_largest_budget(trials, n_min=4)  # epoch 3: 4 configurations; epoch 9: 1
+    assert [(t.params["x"], t.value, t.state.name) for t in seen] == [
+        (0.1, 0.50, "COMPLETE"),
+        (0.2, 0.55, "COMPLETE"),
+        (0.3, 0.40, "COMPLETE"),  # once, through its continuation, valued at epoch 3
+        (0.4, 0.45, "COMPLETE"),
+    ]
+    assert [t.number for t in seen] == [0, 1, 3, 4]
+    assert at_largest_budget(trials, n_min=8) is trials  # no epoch has 8: the study as it is
+    assert [t.value for t in at_largest_budget(trials, n_min=6)] == [0.30, 0.35, 0.20, 0.10, 0.05, 0.01]
+
+
+def test_a_finished_trial_whose_loop_ended_early_keeps_its_value_and_running_ones_pass():
+    trials = _numbered(
+        [_trial(0.1 * i, {1: 0.1 * i, 3: 0.2 * i}) for i in range(1, 5)]
+        + [
+            _trial(0.9, {1: 0.8, 2: 0.9}, "COMPLETE", 0.9),  # its loop broke after epoch 2
+            _trial(0.95, {}, "COMPLETE", 0.3),  # a cell that reported no epoch
+            optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": X}, state=optuna.trial.TrialState.FAIL),
+        ]
+    )
+    seen = at_largest_budget(trials, n_min=4)
+    assert [(t.params["x"], t.value) for t in seen if t.state.name == "COMPLETE"] == [
+        (0.1, 0.2), (0.2, 0.4), (pytest.approx(0.3), pytest.approx(0.6)), (0.4, 0.8), (0.9, 0.9), (0.95, 0.3)
+    ]  # fmt: skip
+    assert [t.state.name for t in seen].count("FAIL") == 1
+    plain = _numbered([_trial(0.08 * i, {}, "COMPLETE", 0.1 * i) for i in range(12)])
+    assert at_largest_budget(plain, n_min=4) is plain  # no epochs loop: Optuna's TPE, unchanged
+
+
+def test_observations_needed_is_bohbs():
+    assert [observations_needed(d) for d in (1, 6, 12)] == [4, 9, 15]
+    sampler = make_sampler("tpe", [LR, DROP, LAYERS], 0)
+    study = optuna.create_study()
+    study.optimize(lambda t: sum(float(suggest(t, p.name, p.distribution()) or 0) for p in (LR, DROP, LAYERS)), 12)
+    assert sampler.observations_needed() == 3  # d is known once it proposed: none yet
+    sampler.sample_relative(study, study.ask(), sampler.infer_relative_search_space(study, study.ask()))
+    assert sampler.observations_needed() == 6
+
+
+def _first_arrivals_study():
+    """Three configurations near x=0.1 finished first (valued 0.6 at the end, 0.40 at epoch 3);
+    thirty were paused at epoch 3, where a larger x scored better (up to 0.9)."""
+    trials = [_trial(0.05 + 0.05 * i, {1: 0.3, 3: 0.40, 9: 0.60}, "COMPLETE", 0.60) for i in range(3)]
+    trials += [_trial(x, {1: 0.2 * x, 3: 0.9 * x}) for x in [(i + 0.5) / 30 for i in range(30)]]
+    return _numbered(trials)
+
+
+def _proposals(sampler, n=24):
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for t in _first_arrivals_study():
+        study.add_trial(t)
+    return [study.ask({"x": X}).params["x"] for _ in range(n)]
+
+
+def test_the_default_tpe_follows_what_scored_best_where_all_were_compared():
+    ours = _proposals(make_sampler("tpe", [Param("x", "uniform", (0.0, 1.0), default=0.5, lineno=1)], 0))
+    optunas = _proposals(optuna.samplers.TPESampler(seed=0, multivariate=True))
+    # Optuna's TPE ranks every complete trial above every stopped one: its good group is the first arrivals
+    assert sum(x < 0.3 for x in optunas) > len(optunas) / 2
+    # fitted at epoch 3 (33 configurations there, 3 at epoch 9), the good group is the large x
+    assert sum(x > 0.6 for x in ours) > len(ours) / 2
 
 
 def _objective(trial):

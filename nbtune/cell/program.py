@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.loops import loop_length
 from nbtune.cell.space import Param, suggest
@@ -460,7 +461,10 @@ class TrialRuntime:
         if state is None:  # nothing saved: train those epochs again, without reporting them twice
             self._silent = step
             return
+        generators = state.pop(rng.KEY, None)
         self._ns.update(state)
+        if generators is not None:  # after the code before the loop ran (it may seed them again)
+            rng.restore(generators)
         for _ in range(step):
             next(items, None)
         self._step = step

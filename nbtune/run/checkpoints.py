@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
+from nbtune.cell import rng
 from nbtune.run.pbt import frontier as pbt_frontier
 from nbtune.store.attrs import ATTR, is_feasible, is_interrupted
 
@@ -117,8 +118,9 @@ class StateError(Exception):
     """A state variable could not be saved; the message names it."""
 
 
-def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
-    """The state variables of a finished cell run, as one file's content.
+def state_bytes(ns: dict[str, Any], names: tuple[str, ...], generators: dict[str, Any] | None = None) -> bytes:
+    """The state variables of a finished cell run, as one file's content; with ``generators``
+    (:func:`nbtune.cell.rng.capture`), the random generators' states too.
 
     Raises:
         StateError: a variable is missing or cannot be serialised (named in the message).
@@ -128,6 +130,8 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...]) -> bytes:
         raise StateError(f"the state variable {missing[0]!r} was not set when the cell ended")
     state = {n: ns[n] for n in names}
     kind = _serializer_for(state)
+    if generators is not None:
+        state[rng.KEY] = generators
     try:
         payload = SERIALIZERS[kind].dumps(state)
     except Exception as e:
@@ -170,7 +174,7 @@ def save_checkpoint(
     if ATTR.CHECKPOINT_ERROR in attrs:
         return  # said once; the same variables would fail again
     try:
-        data = state_bytes(ns, names)
+        data = state_bytes(ns, names, rng.capture())  # a resumed trial draws the numbers it would have drawn
     except StateError as e:
         trial.set_user_attr(ATTR.CHECKPOINT_ERROR, str(e))
         return
@@ -247,6 +251,7 @@ def _is_data_loader(value: Any) -> bool:
 class _Kept:
     step: int
     variables: dict[str, Any]
+    generators: dict[str, Any]  # the shared random generators' states when it paused (cell.rng)
     standing: float  # rank / trials compared at its rung when it paused: lower is more promising
     nbytes: int
 
@@ -304,7 +309,7 @@ class PausedInMemory:
         if nbytes > self.limit_bytes:
             return False
         with self._lock:
-            self._kept[(study, number)] = _Kept(step, variables, standing, nbytes)
+            self._kept[(study, number)] = _Kept(step, variables, rng.capture(), standing, nbytes)
             while (
                 sum(1 for key in self._kept if key[0] == study) > limit
                 or sum(k.nbytes for k in self._kept.values()) > self.limit_bytes
@@ -328,11 +333,12 @@ class PausedInMemory:
                 self._claimed[(study, number)] = kept
             return kept is not None
 
-    def take(self, study: str, number: int) -> tuple[int, dict[str, Any]] | None:
-        """The claimed variables of trial ``number`` and the epoch they are after, or None."""
+    def take(self, study: str, number: int) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+        """The claimed variables of trial ``number``, the epoch they are after and the random
+        generators' states then, or None."""
         with self._lock:
             kept = self._claimed.pop((study, number), None)
-        return None if kept is None else (kept.step, kept.variables)
+        return None if kept is None else (kept.step, kept.variables, kept.generators)
 
     def clear(self, study: str | None = None) -> None:
         """Forget ``study``'s trials (all with None): its search ended."""
@@ -368,6 +374,8 @@ def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, An
             state = load_state(f.read())
     except ArtifactNotFound:
         raise StateError(f"the checkpoint to resume from ({resume['artifact']}) is gone") from None
+    if resume.get("copied"):  # PBT: a member that takes another's weights keeps drawing its own numbers
+        state.pop(rng.KEY, None)
     return state, step, values
 
 
@@ -448,9 +456,11 @@ def read_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> dict[s
         return None
     try:
         with store.artifact_store().open_reader(meta["artifact"]) as f:
-            return load_state(f.read())
+            state = load_state(f.read())
     except ArtifactNotFound:
         return None
+    state.pop(rng.KEY, None)  # the user's variables only: the generators are for a resumed trial
+    return state
 
 
 def checkpoint_files(store: BaseStore, study: optuna.Study) -> tuple[int, int]:

@@ -89,10 +89,11 @@ def make_sampler(name: str, params: list[Param], seed: int | None) -> optuna.sam
 
 
 def _tpe(params: list[Param], seed: int | None) -> Any:
-    import optuna
+    from nbtune.run.tpe import TPESampler  # imports optuna: not at `import nbtune`
 
-    # Multivariate TPE captures interactions (lr x batch size), which matters for nets.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    # Multivariate TPE captures interactions (lr x batch size), which matters for nets; fitted
+    # at the largest epoch with enough observations, as BOHB does (nbtune.run.tpe says why).
+    return TPESampler(seed=seed, multivariate=True)
 
 
 def _random(params: list[Param], seed: int | None) -> Any:
@@ -127,7 +128,7 @@ def _qmc(params: list[Param], seed: int | None) -> Any:
 
 
 for _kind in (
-    SamplerKind("tpe", _tpe, help="multivariate TPE (default)"),
+    SamplerKind("tpe", _tpe, help="multivariate TPE, fitted at the largest epoch with enough observations (default)"),
     SamplerKind("random", _random, help="independent uniform draws"),
     SamplerKind("grid", _grid, enumerates=True, help="every point of a finite space"),
     SamplerKind("gp", _gp, needs=("torch", "gp"), help="Gaussian-process Bayesian optimisation"),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
+from nbtune.cell import rng
 from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
 from nbtune.exceptions import ConfigError
 from nbtune.run.checkpoints import (
@@ -272,7 +273,7 @@ def _resume_point(
     retrain = {k: v for k, v in resume.items() if k != "memory"} | {"retrain": True}
     state, step, values = resume_point(job.store, retrain)
     if kept is not None and kept[0] == step:
-        return dict(kept[1]), step, values
+        return dict(kept[1]) | {rng.KEY: kept[2]}, step, values
     # not in this process (a re-run of a cut continuation elsewhere): say so on the trial
     storage.set_trial_user_attr(tid, ATTR.RESUME, retrain)
     return state, step, values
@@ -311,6 +312,8 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
     source = found.source or paused  # PBT: a top member's state
     if state:
         saved = source.user_attrs[ATTR.CHECKPOINT]
+        if source is not paused:  # PBT: another member's weights, not its random draws
+            saved = {**saved, "copied": True}
     elif (
         source is paused
         and found.params in (None, paused.params)

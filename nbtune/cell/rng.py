@@ -1,0 +1,53 @@
+"""The process's shared random generators, carried with a trial across a pause or a cut.
+
+A cell that draws from a shared generator (PyTorch's dropout and weight initialisation,
+``np.random``, ``random``) after seeding it (``torch.manual_seed(seed)``) is reproducible when
+it runs straight through. A trial that pauses and goes on later, or is cut and resumed, would
+otherwise continue from whatever state the other trials left the generators in, or from the
+start again when its code before the loop re-seeds them: it would not be the model a straight
+run of its configuration trains. Their states are saved with the trial's variables (in the
+worker's memory or in its checkpoint) under :data:`KEY` and restored when the epochs loop goes
+on, after the code before the loop ran again.
+
+Only generators already imported are saved (nbtune never imports numpy or torch for this);
+a CUDA generator only if CUDA is in use. Under ``--backend threading`` the trials of a process
+share these generators, so there the restored state is only as good as the sharing allows.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+__all__ = ["KEY", "capture", "restore"]
+
+KEY = "__nbtune_rng__"
+
+
+def capture() -> dict[str, Any]:
+    """The states of the shared generators loaded in this process."""
+    state: dict[str, Any] = {"random": random.getstate()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        state["numpy"] = np.random.get_state()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        state["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore(state: dict[str, Any]) -> None:
+    """Set the shared generators back to ``state`` (those it has and this process loaded)."""
+    if "random" in state:
+        random.setstate(state["random"])
+    np = sys.modules.get("numpy")
+    if np is not None and "numpy" in state:
+        np.random.set_state(state["numpy"])
+    torch = sys.modules.get("torch")
+    if torch is not None and "torch" in state:
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
