@@ -577,7 +577,13 @@ def _register_alternatives() -> None:
 
     register_sampler(SamplerKind("tpe-random3", tpe_random3, help="benchmark alternative: BOHB's random third"))
     register_sampler(SamplerKind("tpe-budget10", tpe_budget10, help="benchmark alternative: no random bursts"))
-    register_sampler(SamplerKind("tpe-bohb-gamma", tpe_bohb_gamma, help="benchmark alternative: and BOHB's good group"))
+    register_sampler(
+        SamplerKind(
+            "tpe-bohb-gamma",
+            tpe_bohb_gamma,
+            help="benchmark alternative: BOHB's view and its good group of at least d + 1",
+        )
+    )
     register_sampler(SamplerKind("tpe-optuna", tpe_optuna, help="the previous default: Optuna's multivariate TPE"))
 
 
