@@ -38,6 +38,40 @@ def test_two_jobs_exact_count(tmp_path, backend):
         assert pids == {os.getpid()}
 
 
+# Optuna's journal lock is not safe against an exception raised inside it: an Interrupt (SIGINT to
+# the kernel's process group) that reaches a worker right after the lock's file was unlinked makes
+# its clean-up raise FileNotFoundError instead. This cell stands in for that moment, in Optuna's own
+# code: its module sees a wrapped `os` whose unlink of a released lock is followed by SIGINT.
+LOCK_RACE = """\
+x = 0.5  # tune: uniform(0, 1)
+import os, signal
+import optuna.storages.journal._file as journal_file
+class UnlinkThenInterrupt:
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def unlink(self, path):
+        os.unlink(path)
+        if str(path).endswith(".rename"):
+            journal_file.os = os
+            os.kill(os.getpid(), signal.SIGINT)
+for epoch in range(5):  # tune: epochs
+    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)
+    if epoch == 2 and x < 0.5:
+        journal_file.os = UnlinkThenInterrupt()
+"""
+
+
+def test_an_interrupt_inside_optunas_journal_lock_is_an_interrupt_not_a_failed_trial(tmp_path):
+    res = nbtune.tune(
+        LOCK_RACE, minimize="loss", n_trials=12, n_jobs=2, seed=0, store=str(tmp_path), view=None, scheduler="none"
+    )
+    trials = res.study.trials
+    assert not any("FileNotFoundError" in str(t.user_attrs.get(ATTR.ERROR, "")) for t in trials)
+    cut = [t for t in trials if ATTR.INTERRUPTED in t.user_attrs]
+    assert cut and all(t.state.name == "FAIL" and t.params["x"] < 0.5 for t in cut)
+    assert "interrupted" in str(res) and res.n_finished < 12  # the search stopped, as at any Interrupt
+
+
 def test_compiled_cell_with_notebook_function_pickles(ip, tmp_path):
     # A function and a class defined "in the notebook" travel to loky workers by value.
     ip.run_cell("class Scale:\n    k = 2.0\n\ndef shifted(x):\n    return (x - 0.25) ** 2 * Scale.k\n")

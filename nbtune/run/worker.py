@@ -221,13 +221,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
             return "PRUNED"
         except TrialInterrupted:
-            why = (
-                "the kernel died; its worker stopped the trial"
-                if _ParentWatch.parent_died
-                else "stopped by the user (Stop now / Interrupt)"
-            )
-            storage.set_trial_user_attr(tid, ATTR.INTERRUPTED, why)
-            _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+            _record_interrupted(study, trial)
             raise
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
@@ -239,6 +233,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         # to the main thread, trials run on others; worker processes turn SIGINT into
         # WorkerStopped), so re-running that configuration would only raise it again.
         except (Exception, SystemExit, KeyboardInterrupt) as e:
+            signalled = _signal_behind(e)
+            if signalled is not None:  # an Interrupt or Stop now, not the cell's error
+                _record_interrupted(study, trial)
+                raise signalled from None
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
@@ -260,6 +258,19 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         if job.program.state:
             prune_checkpoints(study, job.store, job.keep_checkpoints)
         return "COMPLETE"
+
+
+def _record_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """The trial was stopped from outside: it does not count, and runs again on resume."""
+    from optuna.trial import TrialState
+
+    why = (
+        "the kernel died; its worker stopped the trial"
+        if _ParentWatch.parent_died
+        else "stopped by the user (Stop now / Interrupt)"
+    )
+    _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.INTERRUPTED, why)
+    _compat.tell_quietly(study, trial, state=TrialState.FAIL)
 
 
 def _resume_point(
@@ -383,12 +394,32 @@ class WorkerInterrupted(TrialInterrupted):
     """The kernel's Interrupt reached a worker process (SIGINT goes to the whole process group)."""
 
 
+class _Signalled:
+    """The exception a signal raised in this worker process during its current search, if any.
+
+    A signal raises its exception wherever the worker is, possibly inside Optuna's journal lock,
+    whose clean-up is not safe against it: ``release()`` then raises ``FileNotFoundError`` (or
+    ``acquire()`` a ``RuntimeError``) in its place, the lock itself released. An ``OSError`` or
+    ``RuntimeError`` raised after a signal is that signal's exception."""
+
+    raised: TrialInterrupted | None = None
+
+
 def _raise_stopped(signum: int, frame: Any) -> None:
-    raise WorkerStopped()
+    _Signalled.raised = WorkerStopped()
+    raise _Signalled.raised
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise WorkerInterrupted()
+    _Signalled.raised = WorkerInterrupted()
+    raise _Signalled.raised
+
+
+def _signal_behind(e: BaseException) -> BaseException | None:
+    """The signal's exception that ``e`` stands for (Optuna's lock replaced it), or None."""
+    if isinstance(e, (OSError, RuntimeError)) and _Signalled.raised is not None:
+        return _Signalled.raised
+    return None
 
 
 PARENT_POLL = 0.25  # seconds between checks that the kernel still lives
@@ -442,6 +473,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
     if in_process:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if main:
+            _Signalled.raised = None  # a warm worker: a signal of an earlier search is over
             # Interrupt (SIGINT to the kernel's process group) and our Stop now (SIGTERM)
             # end the running trial cleanly, recorded as interrupted.
             signal.signal(signal.SIGINT, _raise_interrupted)
@@ -510,9 +542,12 @@ def run_worker(job: Job, worker: int = 0) -> int:
             if state == "FAIL" and _first_failures_match(study, job):
                 job.control.stop("bug")
                 break
-    except (TrialInterrupted, KeyboardInterrupt) as e:
+    except (TrialInterrupted, KeyboardInterrupt, OSError, RuntimeError) as caught:
         # The coordinator asked (Stop now), the user interrupted (SIGINT reaches the kernel's
         # whole process group) or the pool is shutting down: stop here, wherever we were.
+        e = caught if isinstance(caught, (TrialInterrupted, KeyboardInterrupt)) else _signal_behind(caught)
+        if e is None:
+            raise
         storage = _compat.storage_of(study)
         # This worker's trial, whether or not the interrupt came before `trial` was bound (it may
         # arrive inside the ask itself, after the trial was created): the running one it owns.
