@@ -15,6 +15,7 @@ before any epoch has enough observations, TPE sees the study as it is.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -74,21 +75,9 @@ def at_largest_budget(trials: list[FrozenTrial], n_min: int) -> list[FrozenTrial
             continue
         if not math.isfinite(value):
             continue
-        out.append(
-            FrozenTrial(
-                number=t.number,
-                state=TrialState.COMPLETE,
-                value=value,
-                datetime_start=t.datetime_start,
-                datetime_complete=t.datetime_complete,
-                params=t.params,
-                distributions=t.distributions,
-                user_attrs=t.user_attrs,
-                system_attrs=t.system_attrs,
-                intermediate_values=t.intermediate_values,
-                trial_id=_compat.trial_id(t),
-            )
-        )
+        seen = copy.copy(t)  # the study's own record stays as it is
+        seen.state, seen.value = TrialState.COMPLETE, value
+        out.append(seen)
     out.sort(key=lambda t: t.number)
     return out
 
