@@ -54,6 +54,13 @@ by seed, the default's holdout accuracy minus each other method's (mean and stan
 medians of separate columns move with each split's luck; a paired difference twice its standard
 error is one the benchmark can tell from noise.
 
+The table's ``val-ho`` is the median of the incumbent's validation minus holdout accuracy: how much
+its validation score overstated it. ``--noise`` runs instead the default alone and retrains every
+configuration it trained to the end, to measure whether the task's validation split ranks those
+as the holdout does (Spearman), how far apart they are on the holdout, and where the pick lands
+among them (``search-noise.json``): a search that compares more configurations on the same
+validation examples picks more of their noise when those cannot tell the configurations apart.
+
 Writes ``benchmarks/results/search.json`` (``search-partial.json`` with ``--methods``) and prints a
 table. Runs ``--jobs`` (task, seed) pairs at once, each in its own process with BLAS and torch on
 one thread. On a shared 2-core machine the six methods take about 8 minutes per seed: ``--seeds
@@ -658,6 +665,120 @@ def to_1pp(history: list[Any], top: float) -> int | None:
     return next((c for c, b in history if b >= top - 0.01), None)
 
 
+def noise_pair(task_name: str, seed: int, budget: int) -> dict[str, Any]:
+    """Can the validation split tell the default's finished configurations apart? Runs the default
+    search and retrains every configuration it trained to the end (within the budget) to measure
+    its holdout accuracy: how the validation ranking agrees with the holdout's (Spearman), how far
+    apart the finished configurations are on the holdout, and where the pick lands among them."""
+    from scipy.stats import spearmanr
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task = TASKS[task_name]
+    d = split(task, seed)
+    spent, finished = 0, {}
+    for key, params, trained, val, _ in run_nbtune(task, d, seed, budget):
+        if spent + trained > budget:
+            break
+        spent += trained
+        if val is not None:
+            finished[key] = (val, params)
+    vals = [v for v, _ in finished.values()]
+    holdouts = [retrain(task, p, d, seed)[1] for _, p in finished.values()]
+    pick = int(np.argmax(vals))  # the first best, as the search's incumbent
+    out = {
+        "task": task_name,
+        "seed": seed,
+        "finished": len(vals),
+        "spearman_val_holdout": float(spearmanr(vals, holdouts)[0]) if len(vals) > 2 else None,
+        "holdout_of_pick": holdouts[pick],
+        "best_holdout": max(holdouts),
+        "holdout_spread": max(holdouts) - min(holdouts),
+        "pick_rank_on_holdout": 1 + sum(h > holdouts[pick] for h in holdouts),
+        "val_of_pick": vals[pick],
+    }
+    # The rungs: 30 random configurations trained to the end, their validation accuracy at each rung
+    # against the end's, and whether the best at the end was in the top third there (kept by halving).
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    curves = []
+    for _ in range(30):
+        trial = study.ask()
+        model = task.trainer(
+            {p.name: suggest(trial, p.name, p.distribution()) for p in task.params},
+            seed, d["X_train"], d["y_train"], d["classes"],
+        )  # fmt: skip
+        curve = []
+        for _ in range(EPOCHS):
+            model.epoch()
+            curve.append(model.score(d["X_val"], d["y_val"]))
+        study.tell(trial, curve[-1])
+        curves.append(curve)
+    a = np.array(curves)
+    top_end = int(np.argmax(a[:, -1]))
+    out["rungs"] = {
+        str(r): {
+            "spearman_with_end": float(spearmanr(a[:, r - 1], a[:, -1])[0]),
+            "best_at_end_in_top_third": top_end in np.argsort(-a[:, r - 1])[: len(a) // ETA],
+        }
+        for r in (1, ETA, ETA**2)
+    }
+    print(
+        f"  {task_name:6s} seed {seed:2d}: {out['finished']:2d} finished, Spearman(val, holdout) "
+        f"{out['spearman_val_holdout'] or math.nan:+.2f}, holdout spread {100 * out['holdout_spread']:.1f} pt, the pick "
+        f"{out['holdout_of_pick']:.4f} (rank {out['pick_rank_on_holdout']} on the holdout; best {out['best_holdout']:.4f}); "
+        "rungs: "
+        + ", ".join(
+            f"epoch {r} Spearman with {EPOCHS} {v['spearman_with_end']:+.2f}"
+            + ("" if v["best_at_end_in_top_third"] else " (the best was cut)")
+            for r, v in out["rungs"].items()
+        ),
+        flush=True,
+    )
+    return out
+
+
+def noise(tasks: list[str], seeds: range, budget: int, jobs: int, out_dir: Path) -> None:
+    pairs = [(task, seed) for seed in seeds for task in tasks]
+    with ProcessPoolExecutor(jobs) as pool:
+        rows = list(pool.map(noise_pair, *zip(*pairs), [budget] * len(pairs)))
+    summary = {}
+    print("\nthe default's finished configurations, medians over seeds")
+    for task in tasks:
+        mine = [r for r in rows if r["task"] == task]
+        summary[task] = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("finished", "spearman_val_holdout", "holdout_spread", "pick_rank_on_holdout")
+        } | {"pick_minus_best_holdout": statistics.median(r["holdout_of_pick"] - r["best_holdout"] for r in mine)}
+        summary[task]["rungs"] = {
+            r: {
+                "spearman_with_end": statistics.median(x["rungs"][r]["spearman_with_end"] for x in mine),
+                "best_at_end_cut": sum(not x["rungs"][r]["best_at_end_in_top_third"] for x in mine),
+            }
+            for r in mine[0]["rungs"]
+        }
+        s = summary[task]
+        print(
+            f"{task:6s} finished {s['finished']:4.1f}  Spearman(val, holdout) {s['spearman_val_holdout']:+.2f}  "
+            f"holdout spread {100 * s['holdout_spread']:.1f} pt  pick's holdout rank {s['pick_rank_on_holdout']:.0f}, "
+            f"{100 * s['pick_minus_best_holdout']:+.2f} pt from the best finished; "
+            + ", ".join(
+                f"epoch {r} Spearman with {EPOCHS} {v['spearman_with_end']:+.2f} (best cut on {v['best_at_end_cut']})"
+                for r, v in s["rungs"].items()
+            )
+        )
+    payload = {
+        "what": "whether each task's validation split can rank the configurations the default trained to the end",
+        "command": f"python benchmarks/bench_search.py --noise --seeds {len(seeds)} --first-seed {seeds.start} "
+        f"--tasks {' '.join(tasks)} --budget {budget} --jobs {jobs}",
+        "summary": summary,
+        "runs": rows,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "search-noise.json"
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+
+
 def refresh_to_1pp(row: dict[str, Any]) -> None:
     """A pair's methods may come from separate runs: measure each against the best final validation
     accuracy of all of them (a method run before histories were kept keeps its stored count)."""
@@ -687,6 +808,10 @@ def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             out[task][m] = {
                 "holdout": spread([r["holdout"] for r in runs]),
                 "val": spread([r["best_val"] for r in runs]),
+                # how much the incumbent's validation accuracy overstated its holdout accuracy
+                "optimism": statistics.median(
+                    r["best_val"] - r["holdout"] for r in runs if r["best_val"] is not None and r["holdout"] is not None
+                ),
                 "to_1pp": {
                     "median": None if math.isinf(med_to) else med_to,
                     "reached": f"{sum(x is not None and not math.isinf(x) for x in to)}/{len(runs)}"
@@ -781,7 +906,7 @@ def report(files: list[Path], default: str) -> None:
 def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -> None:
     w = max([17] + [len(m) for s in summary.values() for m in s])
     head = (
-        f"{'task':6s} {'method':{w}s} {'holdout median':>14s} {'worst':>6s} {'best':>6s} {'val med':>7s} "
+        f"{'task':6s} {'method':{w}s} {'holdout median':>14s} {'worst':>6s} {'best':>6s} {'val med':>7s} {'val-ho':>6s} "
         f"{'to 1 pp':>11s} {'full share':>10s} {'configs':>7s} {'time':>6s}"
     )
     print(f"\n{seeds} seeds; holdout accuracy of the final incumbent retrained for {EPOCHS} epochs")
@@ -794,6 +919,7 @@ def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -
             t = "n/a" if to["reached"] == "n/a" else f"{reach} ({to['reached']})"
             print(
                 f"{task:6s} {m:{w}s} {h['median']:14.4f} {h['worst']:6.4f} {h['best']:6.4f} {v['val']['median']:7.4f} "
+                f"{100 * v['optimism']:+6.2f} "
                 f"{t:>11s} {v['full_share']:10.0%} {v['configurations']:7.0f} {v['seconds']:5.0f}s"
             )
         vd = verdicts.get(task)
@@ -835,7 +961,16 @@ def main() -> None:
         default="nbtune",
         help="with --report: the method the others are compared with ('A|B': A where a pair holds it, else B)",
     )
+    ap.add_argument(
+        "--noise",
+        action="store_true",
+        help="measure instead whether the validation split ranks the default's finished configurations as the "
+        "holdout does (writes search-noise.json)",
+    )
     args = ap.parse_args()
+    if args.noise:
+        noise(args.tasks, range(args.first_seed, args.first_seed + args.seeds), args.budget, args.jobs, args.out)
+        return
     if args.report:
         report(args.report, args.default)
         return
