@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbtune.run.schedulers import Rungs, SchedulerSpec, format_decision, make_pruner
 from nbtune.store.attrs import ATTR, continuations, finished_count
@@ -259,6 +261,50 @@ def test_the_reasons_read_well():
     assert "only 1 trial reached this rung so far, too few for any to go on (the top 1/3 do)" in format_decision(
         7, first, "acc", "maximize"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    curves=st.lists(
+        st.dictionaries(
+            st.sampled_from([1, 3, 9]),
+            st.one_of(st.just(math.nan), st.sampled_from([0.1, 0.5, 0.9]), st.floats(0, 1)),
+        ),
+        max_size=20,
+    ),
+    probe=st.integers(0, 25),
+    value=st.one_of(st.just(math.nan), st.sampled_from([0.1, 0.5, 0.9]), st.floats(0, 1)),
+    direction=st.sampled_from(["maximize", "minimize"]),
+    eta=st.integers(2, 4),
+)
+def test_a_trials_standing_is_its_rank_among_the_others_at_the_rung(curves, probe, value, direction, eta):
+    """The standing that pause and promotion use is, by its definition, the count of the others at
+    the rung that did strictly better (NaN ranks last), whatever the trial's own record says."""
+    import optuna
+
+    spec = SchedulerSpec(kind="asha", R=27, metric="acc", direction=direction, pause=True, eta=eta)
+    trials = [optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=c) for c in curves]
+    for i, t in enumerate(trials):
+        t.number = i
+    rungs = Rungs.__new__(Rungs)
+    rungs.spec, rungs.trials, rungs._brackets, rungs._rungs = spec, trials, {}, {}
+    me = trials[probe] if probe < len(trials) else optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED)
+    if probe >= len(trials):
+        me.number = probe
+    for epoch in (1, 3, 9):
+        others = [
+            t.intermediate_values[epoch] for t in trials if t.number != me.number and epoch in t.intermediate_values
+        ]
+        numbers = [v for v in others if not math.isnan(v)]
+        better = (
+            len(numbers)
+            if math.isnan(value)
+            else sum((v > value) if direction == "maximize" else (v < value) for v in numbers)
+        )
+        ordered = sorted(numbers + ([] if math.isnan(value) else [value]), reverse=direction == "maximize")
+        rank, n, n_keep, got = rungs.standing(me, epoch, value)
+        assert (rank, n, n_keep) == (better + 1, len(others) + 1, (len(others) + 1) // eta)
+        assert got == ordered
 
 
 def test_rungs_rank_nan_last_and_ignore_superseded(tmp_path):

@@ -12,6 +12,7 @@ Adding a scheduler is one :class:`BaseScheduler` subclass and one :func:`registe
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Callable
@@ -364,6 +365,8 @@ class Rungs:
         superseded = {t.user_attrs[ATTR.PROMOTED]["from"] for t in trials if ATTR.PROMOTED in t.user_attrs}
         self.trials = [t for t in trials if t.number not in superseded and not is_interrupted(t)]
         self._brackets: dict[int, int | None] = {}
+        # (bracket, epoch) -> (the value of each trial that reached it, their non-NaN values sorted)
+        self._rungs: dict[tuple[int | None, int], tuple[dict[int, float], list[float]]] = {}
 
     def root(self, trial: optuna.trial.FrozenTrial) -> int:
         """The number of the trial that started this configuration (its bracket's)."""
@@ -380,26 +383,39 @@ class Rungs:
             self._brackets[root] = _compat.bracket_of(self.inner, self.study, self._by_number.get(root, trial))
         return self._brackets[root]
 
+    def _rung(self, bracket: int | None, epoch: int) -> tuple[dict[int, float], list[float]]:
+        """The trials of ``bracket`` that reached ``epoch``: each one's value there, and the
+        values that are numbers, sorted. Built once per rung: a promotion looks up every paused
+        trial's standing, which would otherwise scan the study once per paused trial."""
+        key = (bracket, epoch)
+        if key not in self._rungs:
+            reached = {
+                t.number: v
+                for t in self.trials
+                if (v := t.intermediate_values.get(epoch)) is not None and self.bracket(t) == bracket
+            }
+            self._rungs[key] = reached, sorted(v for v in reached.values() if not math.isnan(v))
+        return self._rungs[key]
+
     def standing(self, trial: optuna.trial.FrozenTrial, epoch: int, value: float) -> tuple[int, int, int, list[float]]:
         """(rank of ``value``, trials compared, how many go on, the values best first) at ``epoch``
         among the trials of ``trial``'s bracket; a NaN value reached the rung and ranks last."""
-        bracket = self.bracket(trial)
-        values = [
-            v
-            for t in self.trials
-            if t.number != trial.number
-            and (v := t.intermediate_values.get(epoch)) is not None
-            and self.bracket(t) == bracket
-        ]
+        reached, numbers = self._rung(self.bracket(trial), epoch)
+        own = reached.get(trial.number)  # the trial's own record of the rung is not a competitor
+        numbers = numbers.copy()  # the rung's list is shared by every lookup
+        if own is not None and not math.isnan(own):
+            numbers.remove(own)
         maximize = self.spec.direction == "maximize"
-        numbers = [v for v in values if not math.isnan(v)]
         if math.isnan(value):
             better = len(numbers)
+        elif maximize:
+            better = len(numbers) - bisect.bisect_right(numbers, value)
         else:
-            better = sum(1 for v in numbers if (v > value if maximize else v < value))
-        n = len(values) + 1
-        ordered = sorted([*numbers, value] if not math.isnan(value) else numbers, reverse=maximize)
-        return better + 1, n, n // self.spec.eta, ordered
+            better = bisect.bisect_left(numbers, value)
+        n = len(reached) - (own is not None) + 1
+        if not math.isnan(value):
+            bisect.insort(numbers, value)
+        return better + 1, n, n // self.spec.eta, numbers[::-1] if maximize else numbers
 
     def promotion(self, usable: Callable[[optuna.trial.FrozenTrial], bool], final: bool = False) -> Promotion | None:
         """The paused trial to continue next: one in the top 1/eta of its rung now, from the
