@@ -409,9 +409,11 @@ def test_notebook_data_reaches_each_cluster_worker_once_per_run_not_per_trial(po
             name="data-once", view=None, user_ns={"DATA": _Counted(5_000_000, str(log))},
         )  # fmt: skip
     assert finished_count(res.study.trials) == 12
+    # once per worker task (2), not once per trial (12); on a busy machine one worker may run
+    # every trial before the other's task starts, so which ran trials is not asserted
     owners = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
     arrivals = log.read_text().count("x")
-    assert len(owners) == 2 and arrivals <= 2, arrivals  # once per worker task, not 12 times
+    assert 1 <= len(owners) <= 2 and 1 <= arrivals <= 2, arrivals
 
 
 @pytest.fixture
