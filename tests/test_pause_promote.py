@@ -283,13 +283,15 @@ def test_a_trials_standing_is_its_rank_among_the_others_at_the_rung(curves, prob
     import optuna
 
     spec = SchedulerSpec(kind="asha", R=27, metric="acc", direction=direction, pause=True, eta=eta)
-    trials = [optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=c) for c in curves]
-    for i, t in enumerate(trials):
-        t.number = i
-    rungs = Rungs.__new__(Rungs)
-    rungs.spec, rungs.trials, rungs._brackets, rungs._rungs = spec, trials, {}, {}
-    me = trials[probe] if probe < len(trials) else optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED)
-    if probe >= len(trials):
+    study = optuna.create_study(direction=direction)
+    for c in curves:
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values=c))
+    trials = study.trials
+    rungs = Rungs(spec, None, study)
+    if probe < len(trials):
+        me = trials[probe]
+    else:  # a trial of no record yet
+        me = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
         me.number = probe
     for epoch in (1, 3, 9):
         others = [
