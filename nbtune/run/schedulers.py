@@ -463,12 +463,15 @@ def _pause_decision(
     step = trial.last_step
     if step is None:
         return None
-    rungs = Rungs(spec, inner, study)
-    bracket = rungs.bracket(trial)
+    # Most epochs cross no rung: the trials are gathered only when this one did (Hyperband needs
+    # them first, to know the trial's bracket and so its rungs).
+    rungs = Rungs(spec, inner, study) if spec.kind == "hyperband" else None
+    bracket = rungs.bracket(trial) if rungs is not None else None
     previous = max((s for s in trial.intermediate_values if s < step), default=0)
     crossed = [e for e in spec.rung_epochs(bracket or 0) if previous < e <= step]
     if not crossed:
         return None
+    rungs = rungs or Rungs(spec, inner, study)
     epoch = crossed[-1]
     value = trial.intermediate_values[epoch]
     rank, n, n_keep, ordered = rungs.standing(trial, epoch, value)
