@@ -86,7 +86,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -598,15 +598,24 @@ _register_alternatives()
 
 
 # --- one (task, seed): every method --------------------------------------------------------
+def within_budget(evals: list[Evaluation], budget: int) -> Iterator[Evaluation]:
+    """The evaluations, in the order they ended, until the budget is spent: a configuration counts
+    once it ended within it."""
+    spent = 0
+    for e in evals:
+        spent += e[2]
+        if spent > budget:
+            return
+        yield e
+
+
 def analyse(evals: list[Evaluation], budget: int, started: float) -> dict[str, Any]:
-    """The history within the budget: a configuration counts once it ended within it."""
+    """The history within the budget."""
     spent, best, best_params, ended = 0, -math.inf, None, time.time()
     history: list[tuple[int, float]] = []
     epochs_of: dict[Any, int] = {}
     full: set[Any] = set()
-    for key, params, trained, val, end in evals:
-        if spent + trained > budget:
-            break
+    for key, params, trained, val, end in within_budget(evals, budget):
         spent += trained
         ended = end or ended
         epochs_of[key] = epochs_of.get(key, 0) + trained
@@ -676,13 +685,8 @@ def noise_pair(task_name: str, seed: int, budget: int) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = TASKS[task_name]
     d = split(task, seed)
-    spent, finished = 0, {}
-    for key, params, trained, val, _ in run_nbtune(task, d, seed, budget):
-        if spent + trained > budget:
-            break
-        spent += trained
-        if val is not None:
-            finished[key] = (val, params)
+    finished = {key: (val, params) for key, params, _, val, _ in within_budget(run_nbtune(task, d, seed, budget), budget)
+                if val is not None}  # fmt: skip
     vals = [v for v, _ in finished.values()]
     holdouts = [retrain(task, p, d, seed)[1] for _, p in finished.values()]
     pick = int(np.argmax(vals))  # the first best, as the search's incumbent
@@ -699,21 +703,11 @@ def noise_pair(task_name: str, seed: int, budget: int) -> dict[str, Any]:
     }
     # The rungs: 30 random configurations trained to the end, their validation accuracy at each rung
     # against the end's, and whether the best at the end was in the top third there (kept by halving).
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
-    curves = []
-    for _ in range(30):
-        trial = study.ask()
-        model = task.trainer(
-            {p.name: suggest(trial, p.name, p.distribution()) for p in task.params},
-            seed, d["X_train"], d["y_train"], d["classes"],
-        )  # fmt: skip
-        curve = []
-        for _ in range(EPOCHS):
-            model.epoch()
-            curve.append(model.score(d["X_val"], d["y_val"]))
-        study.tell(trial, curve[-1])
-        curves.append(curve)
-    a = np.array(curves)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner()
+    )
+    study.optimize(_objective(task, d, seed), n_trials=30)  # every trial reports all its epochs
+    a = np.array([[t.intermediate_values[e] for e in range(1, EPOCHS + 1)] for t in study.trials])
     top_end = int(np.argmax(a[:, -1]))
     out["rungs"] = {
         str(r): {
