@@ -47,7 +47,8 @@ Alternatives to the default are nbtune with options, ``nbtune:key=value,...`` in
 stop-only Hyperband), ``nbtune:sampler=tpe-optuna`` (the default before 2026-11-29: Optuna's
 multivariate TPE, fed every trial), ``nbtune:sampler=tpe-budget10`` (today's default
 without its random bursts: the model moves up an epoch only once 10 configurations reached it) or ``nbtune:sampler=tpe-random3`` (BOHB's safeguard: a third
-of the configurations drawn at random), registered below.
+of the configurations drawn at random), registered below. ``experiment:baseline-competes`` is the
+default with its baseline paused at the rungs like any other trial (nbtune trains it to the end).
 
 ``--report A.json B.json`` runs nothing: it pools earlier results and prints the table and, seed
 by seed, the default's holdout accuracy minus each other method's (mean and standard error):
@@ -512,19 +513,41 @@ def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, int], list
     return lambda task, d, s, b: run_nbtune(task, d, s, b, **options)
 
 
+def run_baseline_competes(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[Evaluation]:
+    """``experiment:baseline-competes``: the default with its baseline (trial 0, the cell's defaults)
+    paused at the rungs like any other trial, where nbtune always trains it to the end (27 epochs:
+    a tenth of a 270-epoch budget). Measures what that reference point costs the search."""
+    from unittest import mock
+
+    from nbtune import _compat
+
+    at_start = _compat.attrs_at_start
+
+    def without_baseline(trial: optuna.Trial) -> dict[str, Any]:
+        return {k: v for k, v in at_start(trial).items() if k != ATTR.BASELINE}
+
+    with mock.patch.object(_compat, "attrs_at_start", without_baseline):  # the trials run on this process
+        return run_nbtune(task, d, seed, budget)
+
+
 def methods(
     seed: int, extra: tuple[str, ...] = ()
 ) -> dict[str, Callable[[Task, dict[str, Any], int, int], list[Evaluation]]]:
     S = optuna.samplers
     P = optuna.pruners
-    return {n: nbtune_variant(n) for n in extra if n.startswith("nbtune:")} | {
-        "nbtune": lambda task, d, s, b: run_nbtune(task, d, s, b),
-        "optuna-random-sh": run_optuna(S.RandomSampler(seed=seed), P.SuccessiveHalvingPruner(1, ETA)),
-        "optuna-tpe-hb": run_optuna(S.TPESampler(seed=seed), P.HyperbandPruner(1, EPOCHS, ETA)),
-        "sklearn-halving": run_halving,
-        "random-full": run_optuna(S.RandomSampler(seed=seed), P.NopPruner()),
-        "tpe-full": run_optuna(S.TPESampler(seed=seed), P.NopPruner()),
-    }
+    experiments = {"experiment:baseline-competes": run_baseline_competes}
+    return (
+        {n: nbtune_variant(n) for n in extra if n.startswith("nbtune:")}
+        | {n: experiments[n] for n in extra if n in experiments}
+        | {
+            "nbtune": lambda task, d, s, b: run_nbtune(task, d, s, b),
+            "optuna-random-sh": run_optuna(S.RandomSampler(seed=seed), P.SuccessiveHalvingPruner(1, ETA)),
+            "optuna-tpe-hb": run_optuna(S.TPESampler(seed=seed), P.HyperbandPruner(1, EPOCHS, ETA)),
+            "sklearn-halving": run_halving,
+            "random-full": run_optuna(S.RandomSampler(seed=seed), P.NopPruner()),
+            "tpe-full": run_optuna(S.TPESampler(seed=seed), P.NopPruner()),
+        }
+    )
 
 
 # --- alternatives evaluated for the default (``--methods nbtune:sampler=NAME``) ---------------
