@@ -195,6 +195,34 @@ def test_ray_local_instance(tmp_path):
     assert res.best_value == pytest.approx((res.best_params["x"] - 0.3) ** 2 + weights.sum() / 1e9)
 
 
+def test_ray_started_by_nbtune_keeps_its_notices_about_nbtunes_own_choices_out_of_the_notebook(tmp_path):
+    """Without a ray.init() of the user's, nbtune starts Ray on the kernel's main thread before the
+    search (Ray installs its SIGTERM handler, and does not warn it could not), and joblib's
+    ``context`` argument, which Ray's pool ignores, is not reported to the user."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import threading, nbtune, ray
+        inits = []
+        real_init = ray.init
+        ray.init = lambda *a, **k: (inits.append(threading.current_thread() is threading.main_thread()), real_init(*a, **k))[1]
+        res = nbtune.tune({BUSY!r}, minimize="loss", n_trials=4, n_jobs=2, backend="ray", store={str(tmp_path)!r}, view=None)
+        print("finished", res.n_finished, "inits", inits, "ray up", ray.is_initialized())
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "finished 4 inits [True] ray up True" in run.stdout
+    log = run.stdout + run.stderr
+    assert "Started a local Ray instance" in log  # Ray's own notice of what it did stays
+    assert "'context' argument is not supported" not in log
+    assert "SIGTERM handler is not set" not in log
+
+
 def test_ray_backend_names_the_extra_when_missing(ip, tmp_path, monkeypatch):
     import importlib.util
 

@@ -189,17 +189,35 @@ class DaskBackend(_JoblibBackend):
         return joblib.parallel_config(backend="dask", client=self._client())
 
 
+def _not_joblibs_context_notice(record: logging.LogRecord) -> bool:
+    """Ray's pool warns that joblib's ``context`` argument is not supported (joblib always passes
+    it, and nbtune does not need it): not for the notebook."""
+    return not record.getMessage().startswith("The 'context' argument is not supported")
+
+
 class RayBackend(_JoblibBackend):
     """Workers on a Ray cluster, through Ray's joblib backend."""
 
     name = "ray"
     needs = ("ray", "ray")
 
+    def check(self) -> None:
+        super().check()
+        import ray
+
+        if not ray.is_initialized():
+            # Here, on the kernel's main thread, before any trial: the search runs on another
+            # thread, where Ray cannot install its SIGTERM handler (and says so), and a Ray that
+            # cannot start fails now. Connects to RAY_ADDRESS or a running local instance, else
+            # starts one; a cluster is the user's own ray.init(address=...) before the search.
+            ray.init()
+
     def parallel_config(self) -> Any:
         import joblib
         from ray.util.joblib import register_ray
 
         register_ray()
+        logging.getLogger("ray.util.multiprocessing.pool").addFilter(_not_joblibs_context_notice)
         return joblib.parallel_config(backend="ray")
 
 
