@@ -223,6 +223,20 @@ def test_ray_started_by_nbtune_keeps_its_notices_about_nbtunes_own_choices_out_o
     assert "SIGTERM handler is not set" not in log
 
 
+def test_ray_that_cannot_start_is_one_line_before_any_trial(ip, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from IPython.core.error import UsageError
+
+    if ray.is_initialized():  # pragma: no cover - another test left it running
+        ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", f"--jobs 2 --backend ray --minimize loss --store {tmp_path}", BUSY)
+    assert str(e.value).startswith("--backend ray: Ray did not start (RAY_ADDRESS='nonsense'): ValueError: ")
+    assert "fix RAY_ADDRESS, or call ray.init(...)" in str(e.value) and "\n" not in str(e.value)
+    assert not list(tmp_path.glob("*.journal"))  # no study was created, no trial ran
+
+
 def test_ray_backend_names_the_extra_when_missing(ip, tmp_path, monkeypatch):
     import importlib.util
 

@@ -210,7 +210,15 @@ class RayBackend(_JoblibBackend):
             # thread, where Ray cannot install its SIGTERM handler (and says so), and a Ray that
             # cannot start fails now. Connects to RAY_ADDRESS or a running local instance, else
             # starts one; a cluster is the user's own ray.init(address=...) before the search.
-            ray.init()
+            try:
+                ray.init()
+            except Exception as e:
+                where = f" (RAY_ADDRESS={os.environ['RAY_ADDRESS']!r})" if os.environ.get("RAY_ADDRESS") else ""
+                reason = (str(e).strip().splitlines() or [""])[0][:200]
+                raise ConfigError(
+                    f"--backend ray: Ray did not start{where}: {type(e).__name__}: {reason}; fix RAY_ADDRESS, or "
+                    "call ray.init(...) in the notebook before the search"
+                ) from None
 
     def parallel_config(self) -> Any:
         import joblib
