@@ -184,7 +184,7 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     assert page.locator(".nbtune-trials tr[data-state=running]").count() >= 1
     # a paused trial (successive halving's default), with its reason as the state's tooltip and in
     # the decisions tab
-    pruned = page.locator(".nbtune-trials tr[data-state=pruned] span[title*='paused at epoch']").first
+    pruned = page.locator(".nbtune-trials tr[data-state=paused] span[title*='paused at epoch']").first
     expect(pruned).to_be_attached(timeout=60_000)
     page.locator(".lm-TabBar-tab", has_text="Stopped early").click()
     decision = page.locator(".nbtune-decision").first

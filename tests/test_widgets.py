@@ -100,6 +100,37 @@ def test_table_rows_for_a_huge_study_stay_bounded():
     assert rows[1].value == 96
 
 
+def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_the_search_ended(tmp_path):
+    import optuna
+
+    from nbtune.store.attrs import ATTR, continuations
+
+    # pause-and-promote (the default with an epochs loop); the search ran to its budget, so the
+    # trials still paused at its end stay stopped
+    study = nbtune.tune(CURVES, maximize="acc", n_trials=12, seed=0, sampler="random", store=tmp_path, view=None).study
+    promoted = continuations(study.trials)
+    left = [t.number for t in study.trials if t.user_attrs.get(ATTR.DECISION, {}).get("paused")]
+    left = [n for n in left if n not in promoted]
+    assert left and promoted  # some went on later, some never did
+    ended = _view(study)
+    assert "paused" not in ended.status.value and f"{len(left)} stopped early" in ended.status.value
+    # the same study as it was before the end (or after a Stop): those trials may still go on
+    live = optuna.create_study(direction="maximize")
+    live.add_trials(study.trials)
+    live.set_user_attr(ATTR.PAUSES_ENDED, None)
+    before = _view(live)
+    assert f"{len(left)} paused" in before.status.value and " 0 stopped early" in before.status.value
+    assert "of them paused for now" in before.decisions.value
+    for view, state, text in ((ended, "pruned", "stopped early"), (before, "paused", "paused")):
+        view.table.page_size = 100
+        view.redraw(plots=False)
+        for n in left:
+            row = re.search(rf"<tr class='[^']*' data-trial='{n}' data-state='([^']*)'.*?</tr>", view.table_html.value)
+            assert row and row.group(1) == state and f">{text}</span>" in row.group(0)
+    for n, continued_as in promoted.items():  # went on: says where, whatever the end
+        assert f"data-trial='{n}' data-state='paused → #{continued_as}'" in before.table_html.value
+
+
 def test_redraws_are_throttled(study):
     clock = FakeClock()
     v = _view(study, clock=clock)

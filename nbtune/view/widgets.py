@@ -23,7 +23,7 @@ from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import StudySummary, decision_sentences
+from nbtune.view.summary import StudySummary, decision_sentences, pauses_ended
 from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ _STATE_STYLE = {
     "PRUNED": "color:#e37400",
     "FAIL": "color:#d93025",
     "WAITING": "color:#5f6368",
+    "PAUSED": "color:#e37400;font-style:italic",
     "INFEASIBLE": "color:#d93025;font-style:italic",
 }
 
@@ -133,9 +134,13 @@ class StudyTable:
         metric: str,
         scheduler: SchedulerSpec | None,
         best_number: int | None,
+        pauses_ended_at: int | None = None,
     ) -> tuple[str, int]:
+        """The page's rows; ``pauses_ended_at``: the study's ``nbtune:pauses_ended`` (paused trials up
+        to it stay stopped; later ones, or all while a search runs, may still go on)."""
         rows, n_pages = self.rows(trials, direction, best_number)
         promoted = continuations(trials)
+        ended = pauses_ended(trials, pauses_ended_at, promoted)
         params = param_names(trials[:50])
         records = recorded_names(trials[-50:])
         head = ["#", "state", *params, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
@@ -152,6 +157,8 @@ class StudyTable:
                 label = "interrupted"
             elif state == "COMPLETE" and not is_feasible(t):
                 label = "infeasible"
+            elif state == "PRUNED" and t.user_attrs.get(ATTR.DECISION, {}).get("paused") and t.number not in ended:
+                label = "paused"  # may go on (the status line counts it so); "paused → #N" once it did
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
             rung = scheduler.rung_of(t.last_step) if scheduler is not None else None
             dur = None
@@ -430,13 +437,14 @@ class WidgetView(BaseView):
         elapsed = now - self.t0
         running = self.search is not None and not self.search.done.is_set()
         study = self.study.study_name
+        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
         table, n_pages = self.table.html(
-            trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None
+            trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None, ended
         )
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = snap.pruned
+        n_paused = snap.paused - len(pauses_ended(trials, ended))  # the rule the table's "paused" rows follow
         # Only the latest reasons are shown (and formatted): fast for huge studies.
-        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
         decisions = [
             text for _, text in decision_sentences(trials, self.metric, self.direction, last=100, ended_at=ended)
         ][-50:]
@@ -471,11 +479,11 @@ class WidgetView(BaseView):
             parts = [
                 f"{snap.finished}/{target} finished",
                 f"{len(snap.running)} running",
-                f"{snap.pruned - snap.paused} stopped early" if running else f"{snap.pruned} stopped early",
+                f"{snap.pruned - n_paused} stopped early",
                 failed_part,
             ]
-            if running and snap.paused:
-                parts.insert(2, f"{snap.paused} paused")
+            if n_paused:  # they may still go on: in this run, or the next after a Stop
+                parts.insert(2, f"{n_paused} paused")
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self._n_findings:
@@ -507,8 +515,8 @@ class WidgetView(BaseView):
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
             self.decisions.value = (
                 f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
-                # while the search runs, a paused trial may still be promoted: say which are which
-                + (f", {snap.paused} of them paused for now" if running and snap.paused else "")
+                # a paused trial may still be promoted (in this run, or the next after a Stop): say which
+                + (f", {n_paused} of them paused for now" if n_paused else "")
                 + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             )
             fitems = "".join(
