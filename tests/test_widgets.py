@@ -129,6 +129,30 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
             assert row and row.group(1) == state and f">{text}</span>" in row.group(0)
     for n, continued_as in promoted.items():  # went on: says where, whatever the end
         assert f"data-trial='{n}' data-state='paused → #{continued_as}'" in before.table_html.value
+    # the terminal's progress line counts them the same way
+    import io
+    import types
+
+    from nbtune.run.schedulers import SchedulerSpec
+    from nbtune.view.base import RunInfo
+    from nbtune.view.text import TextView
+
+    for s, expected in ((study, f"running · {len(left)} stopped early"), (live, f"{len(left)} paused · 0 stopped")):
+        clock, out = FakeClock(), io.StringIO()
+        search = types.SimpleNamespace(control=types.SimpleNamespace(target=lambda: 12), n_jobs=1)
+        search.backend = types.SimpleNamespace(name="inline")
+        run = RunInfo(
+            s,
+            "acc",
+            "maximize",
+            "random",
+            SchedulerSpec(kind="asha", R=9),
+            compile_cell(CURVES, metric="acc", direction="maximize"),
+        )
+        text = TextView(run, search, clock=clock, stream=out)
+        clock.t += 10
+        text.update()
+        assert expected in out.getvalue().splitlines()[-1]
 
 
 def test_redraws_are_throttled(study):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
+from nbtune.view.summary import pauses_ended
 
 if TYPE_CHECKING:
     import optuna
@@ -25,7 +26,15 @@ class Clock:
 class Snapshot:
     """Counts and progress of a study at one moment, computed once per refresh."""
 
-    def __init__(self, trials: list[optuna.trial.FrozenTrial], target: int, direction: str, metric: str) -> None:
+    def __init__(
+        self,
+        trials: list[optuna.trial.FrozenTrial],
+        target: int,
+        direction: str,
+        metric: str,
+        pauses_ended_at: int | None = None,
+    ) -> None:
+        """``pauses_ended_at``: the study's ``nbtune:pauses_ended`` (paused trials up to it stay stopped)."""
         from optuna.trial import TrialState
 
         self.trials = trials
@@ -34,12 +43,15 @@ class Snapshot:
         self.running = [t for t in trials if t.state == TrialState.RUNNING]
         promoted = continuations(trials)  # paused, then continued: not stopped
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
-        # paused (pause-and-promote, PBT) and not continued yet: while the search runs, they may go on
+        # paused (pause-and-promote, PBT), not continued yet, and not stopped for good when a search
+        # ended: they may still go on (in this run, or the next after a Stop)
+        ended = pauses_ended(trials, pauses_ended_at, promoted)
         self.paused = sum(
             1
             for t in trials
             if t.state == TrialState.PRUNED
             and t.number not in promoted
+            and t.number not in ended
             and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
         )
         self.interrupted = sum(1 for t in trials if is_interrupted(t))

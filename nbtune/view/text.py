@@ -6,7 +6,7 @@ import datetime
 import sys
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import finished_count
+from nbtune.store.attrs import ATTR, finished_count
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
@@ -45,13 +45,20 @@ class TextView(BaseView):
         if now - self._last < self.every:
             return
         self._last = now
+        study = self.run.study
         snap = Snapshot(
-            self.run.study.get_trials(deepcopy=False), self.search.control.target(), self.run.direction, self.run.metric
+            study.get_trials(deepcopy=False),
+            self.search.control.target(),
+            self.run.direction,
+            self.run.metric,
+            study.user_attrs.get(ATTR.PAUSES_ENDED),
         )
         best = f" · best {snap.metric} {fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
         eta = eta_text(snap, self._started_at)
         print(
-            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · {snap.pruned} stopped early · "
+            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · "
+            + (f"{snap.paused} paused · " if snap.paused else "")
+            + f"{snap.pruned - snap.paused} stopped early · "
             f"{snap.failed} failed{best} · {duration(now - self.t0)}{' · ' + eta if eta else ''}",
             file=self.stream,
             flush=True,

@@ -433,17 +433,16 @@ class WidgetView(BaseView):
         t_start = time.perf_counter()
         trials = self.study.get_trials(deepcopy=False)
         target = self._target()
-        snap = Snapshot(trials, target, self.direction, self.metric)
+        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
+        snap = Snapshot(trials, target, self.direction, self.metric, ended)
         elapsed = now - self.t0
         running = self.search is not None and not self.search.done.is_set()
         study = self.study.study_name
-        ended = self.study.user_attrs.get(ATTR.PAUSES_ENDED)
         table, n_pages = self.table.html(
             trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None, ended
         )
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = snap.pruned
-        n_paused = snap.paused - len(pauses_ended(trials, ended))  # the rule the table's "paused" rows follow
         # Only the latest reasons are shown (and formatted): fast for huge studies.
         decisions = [
             text for _, text in decision_sentences(trials, self.metric, self.direction, last=100, ended_at=ended)
@@ -479,11 +478,11 @@ class WidgetView(BaseView):
             parts = [
                 f"{snap.finished}/{target} finished",
                 f"{len(snap.running)} running",
-                f"{snap.pruned - n_paused} stopped early",
+                f"{snap.pruned - snap.paused} stopped early",
                 failed_part,
             ]
-            if n_paused:  # they may still go on: in this run, or the next after a Stop
-                parts.insert(2, f"{n_paused} paused")
+            if snap.paused:  # they may still go on: in this run, or the next after a Stop
+                parts.insert(2, f"{snap.paused} paused")
             if snap.interrupted:
                 parts.append(f"{snap.interrupted} interrupted")
             if self._n_findings:
@@ -516,7 +515,7 @@ class WidgetView(BaseView):
             self.decisions.value = (
                 f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
                 # a paused trial may still be promoted (in this run, or the next after a Stop): say which
-                + (f", {n_paused} of them paused for now" if n_paused else "")
+                + (f", {snap.paused} of them paused for now" if snap.paused else "")
                 + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             )
             fitems = "".join(
