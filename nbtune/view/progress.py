@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
-from nbtune.view.summary import pauses_ended
+from nbtune.store.attrs import continuations, finished_count, is_feasible, is_interrupted
+from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
     import optuna
@@ -45,15 +45,7 @@ class Snapshot:
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
         # paused (pause-and-promote, PBT), not continued yet, and not stopped for good when a search
         # ended: they may still go on (in this run, or the next after a Stop)
-        ended = pauses_ended(trials, pauses_ended_at, promoted)
-        self.paused = sum(
-            1
-            for t in trials
-            if t.state == TrialState.PRUNED
-            and t.number not in promoted
-            and t.number not in ended
-            and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
-        )
+        self.paused = len(still_paused(trials, pauses_ended_at, promoted))
         self.interrupted = sum(1 for t in trials if is_interrupted(t))
         self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

@@ -308,6 +308,18 @@ def decision_sentences(
     return out
 
 
+def _paused_not_continued(
+    trials: list[optuna.trial.FrozenTrial], promoted: dict[int, int] | None
+) -> list[optuna.trial.FrozenTrial]:
+    if promoted is None:
+        promoted = continuations(trials)
+    return [
+        t
+        for t in trials
+        if t.state.name == "PRUNED" and t.number not in promoted and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
+    ]
+
+
 def pauses_ended(
     trials: list[optuna.trial.FrozenTrial], ended_at: int | None, promoted: dict[int, int] | None = None
 ) -> set[int]:
@@ -315,13 +327,12 @@ def pauses_ended(
     ``promoted``: ``continuations(trials)``, when the caller has it already."""
     if ended_at is None:
         return set()
-    if promoted is None:
-        promoted = continuations(trials)
-    return {
-        t.number
-        for t in trials
-        if t.number <= ended_at
-        and t.number not in promoted
-        and t.state.name == "PRUNED"
-        and t.user_attrs.get(ATTR.DECISION, {}).get("paused")
-    }
+    return {t.number for t in _paused_not_continued(trials, promoted) if t.number <= ended_at}
+
+
+def still_paused(
+    trials: list[optuna.trial.FrozenTrial], ended_at: int | None, promoted: dict[int, int] | None = None
+) -> set[int]:
+    """Paused trials that may still go on, in this run or the next after a Stop: not continued, and
+    paused after the last search that ended by its budget (``ended_at``: ``nbtune:pauses_ended``)."""
+    return {t.number for t in _paused_not_continued(trials, promoted) if ended_at is None or t.number > ended_at}

@@ -23,7 +23,7 @@ from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import StudySummary, decision_sentences, pauses_ended
+from nbtune.view.summary import StudySummary, decision_sentences, still_paused
 from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class StudyTable:
         to it stay stopped; later ones, or all while a search runs, may still go on)."""
         rows, n_pages = self.rows(trials, direction, best_number)
         promoted = continuations(trials)
-        ended = pauses_ended(trials, pauses_ended_at, promoted)
+        paused = still_paused(trials, pauses_ended_at, promoted)
         params = param_names(trials[:50])
         records = recorded_names(trials[-50:])
         head = ["#", "state", *params, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
@@ -157,8 +157,8 @@ class StudyTable:
                 label = "interrupted"
             elif state == "COMPLETE" and not is_feasible(t):
                 label = "infeasible"
-            elif state == "PRUNED" and t.user_attrs.get(ATTR.DECISION, {}).get("paused") and t.number not in ended:
-                label = "paused"  # may go on (the status line counts it so); "paused → #N" once it did
+            elif t.number in paused:
+                label = "paused"  # may go on (the header counts it so: Snapshot.paused); "paused → #N" once it did
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
             rung = scheduler.rung_of(t.last_step) if scheduler is not None else None
             dur = None
