@@ -129,7 +129,12 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
             assert row and row.group(1) == state and f">{text}</span>" in row.group(0)
     for n, continued_as in promoted.items():  # went on: says where, whatever the end
         assert f"data-trial='{n}' data-state='paused → #{continued_as}'" in before.table_html.value
-    # the terminal's progress line counts them the same way
+    # so do the result's summary (the HTML a saved notebook keeps) and the terminal's progress line
+    from nbtune.view.summary import StudySummary
+
+    assert f"{len(left)} stopped early" in StudySummary(study, "acc").count_words()
+    words = StudySummary(live, "acc").count_words()
+    assert f"{len(left)} paused" in words and not any("stopped early" in w for w in words)
     import io
     import types
 

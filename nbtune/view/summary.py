@@ -112,6 +112,11 @@ class StudySummary:
         order = ["complete", "pruned", "fail", "interrupted", "running", "waiting", "promoted"]
         c = self.counts()
         out = [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
+        # stopped trials that may still go on (a run ended by Stop): "paused", as the dashboard says
+        paused = len(still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))) if c.get("pruned") else 0
+        if paused:
+            at, rest = out.index(f"{c['pruned']} stopped early"), c["pruned"] - paused
+            out[at : at + 1] = [f"{paused} paused"] + ([f"{rest} stopped early"] if rest else [])
         infeasible = sum(1 for t in self.trials if t.state.name == "COMPLETE" and not is_feasible(t))
         if infeasible:
             out.insert(1 if c.get("complete") else 0, f"{infeasible} of them breaking a guardrail")
