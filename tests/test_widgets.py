@@ -135,6 +135,8 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
     assert f"{len(left)} stopped early" in StudySummary(study, "acc").count_words()
     words = StudySummary(live, "acc").count_words()
     assert f"{len(left)} paused" in words and not any("stopped early" in w for w in words)
+    assert f"stopped early, {len(left)} of them paused for now</summary>" in StudySummary(live, "acc").html()
+    assert "paused for now" not in StudySummary(study, "acc").html()
     import io
     import types
 

@@ -236,9 +236,11 @@ class StudySummary:
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
+            paused = len(still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED)))
             parts.append(
-                f"<details><summary>{plural_trials(self.counts().get('pruned', 0))} stopped early</summary>"
-                f"<ul>{items}</ul></details>"
+                f"<details><summary>{plural_trials(self.counts().get('pruned', 0))} stopped early"
+                + (f", {paused} of them paused for now" if paused else "")  # as the dashboard's tab says
+                + f"</summary><ul>{items}</ul></details>"
             )
         errs = self.errors()
         if errs:
