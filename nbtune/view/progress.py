@@ -45,7 +45,8 @@ class Snapshot:
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
         # paused (pause-and-promote, PBT), not continued yet, and not stopped for good when a search
         # ended: they may still go on (in this run, or the next after a Stop)
-        self.paused = len(still_paused(trials, pauses_ended_at, promoted))
+        self.still_paused = still_paused(trials, pauses_ended_at, promoted)
+        self.paused = len(self.still_paused)
         self.interrupted = sum(1 for t in trials if is_interrupted(t))
         self.failed = sum(1 for t in trials if t.state == TrialState.FAIL) - self.interrupted
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

@@ -113,7 +113,7 @@ class StudySummary:
         c = self.counts()
         out = [f"{c[k]} {words.get(k, k)}" for k in sorted(c, key=lambda k: (order.index(k) if k in order else 99, k))]
         # stopped trials that may still go on (a run ended by Stop): "paused", as the dashboard says
-        paused = len(still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))) if c.get("pruned") else 0
+        paused = len(self._still_paused()) if c.get("pruned") else 0
         if paused:
             at, rest = out.index(f"{c['pruned']} stopped early"), c["pruned"] - paused
             out[at : at + 1] = [f"{paused} paused"] + ([f"{rest} stopped early"] if rest else [])
@@ -121,6 +121,10 @@ class StudySummary:
         if infeasible:
             out.insert(1 if c.get("complete") else 0, f"{infeasible} of them breaking a guardrail")
         return out
+
+    def _still_paused(self) -> set[int]:
+        """Stopped trials that may still go on (a run ended by Stop leaves them paused)."""
+        return still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))
 
     def decisions(self) -> list[str]:
         """The scheduler's decisions as sentences, in trial order: why each trial was stopped or
@@ -236,7 +240,7 @@ class StudySummary:
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
-            paused = len(still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED)))
+            paused = len(self._still_paused())
             parts.append(
                 f"<details><summary>{plural_trials(self.counts().get('pruned', 0))} stopped early"
                 + (f", {paused} of them paused for now" if paused else "")  # as the dashboard's tab says

@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
@@ -23,7 +24,7 @@ from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
-from nbtune.view.summary import StudySummary, decision_sentences, still_paused
+from nbtune.view.summary import StudySummary, decision_sentences
 from nbtune.view.text import TextView
 
 if TYPE_CHECKING:
@@ -134,13 +135,12 @@ class StudyTable:
         metric: str,
         scheduler: SchedulerSpec | None,
         best_number: int | None,
-        pauses_ended_at: int | None = None,
+        paused: Collection[int] = (),
     ) -> tuple[str, int]:
-        """The page's rows; ``pauses_ended_at``: the study's ``nbtune:pauses_ended`` (paused trials up
-        to it stay stopped; later ones, or all while a search runs, may still go on)."""
+        """The page's rows; ``paused``: the trials that may still go on (``Snapshot.still_paused``,
+        which the header counts), labelled *paused*."""
         rows, n_pages = self.rows(trials, direction, best_number)
         promoted = continuations(trials)
-        paused = still_paused(trials, pauses_ended_at, promoted)
         params = param_names(trials[:50])
         records = recorded_names(trials[-50:])
         head = ["#", "state", *params, "epoch", "rung", f"{metric} (latest)", metric, *records, "time"]
@@ -158,7 +158,7 @@ class StudyTable:
             elif state == "COMPLETE" and not is_feasible(t):
                 label = "infeasible"
             elif t.number in paused:
-                label = "paused"  # may go on (the header counts it so: Snapshot.paused); "paused → #N" once it did
+                label = "paused"  # may go on; "paused → #N" once it did
             latest = t.intermediate_values[t.last_step] if t.last_step is not None else None
             rung = scheduler.rung_of(t.last_step) if scheduler is not None else None
             dur = None
@@ -439,7 +439,12 @@ class WidgetView(BaseView):
         running = self.search is not None and not self.search.done.is_set()
         study = self.study.study_name
         table, n_pages = self.table.html(
-            trials, self.direction, self.metric, self.scheduler, snap.best.number if snap.best else None, ended
+            trials,
+            self.direction,
+            self.metric,
+            self.scheduler,
+            snap.best.number if snap.best else None,
+            snap.still_paused,
         )
         failed = [t for t in trials if ATTR.ERROR in t.user_attrs]
         n_stopped = snap.pruned
