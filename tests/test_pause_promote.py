@@ -435,6 +435,37 @@ def test_the_baseline_does_not_take_the_place_of_the_best_of_a_small_rung(tmp_pa
     assert found is not None and found.trial.number == 1
 
 
+def test_a_baseline_that_ranks_first_does_not_keep_the_searched_configurations_from_the_end(tmp_path):
+    """Seen on a 20-trial search of gradient boosting: 4 trials reached epoch 9 and the baseline
+    ranked first there, so it took the only place; the search ended with the baseline as its only
+    full-length trial, none of the 19 configurations it searched trained to the end. At the end
+    of a search the best paused trial of such a rung goes on (the second best stays paused)."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 's.db'}")
+    spec = SchedulerSpec(kind="asha", R=27, metric="acc", direction="maximize", pause=True)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(values, attrs, state=optuna.trial.TrialState.PRUNED, value=None):
+        x = len(study.trials) / 10
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, intermediate_values=values, user_attrs=attrs, params={"x": x}, distributions=dist
+        ))  # fmt: skip
+
+    add({1: 0.63, 3: 0.68, 9: 0.70, 27: 0.68}, {ATTR.BASELINE: True}, optuna.trial.TrialState.COMPLETE, 0.68)
+    for v in (0.67, 0.69, 0.68):  # trials 1-3, paused at epoch 9: the baseline (0.70) ranks first of 4
+        add({1: 0.66, 3: 0.68, 9: v}, {ATTR.DECISION: {"paused": True, "epoch": 9}})
+    rungs = Rungs(spec, None, study)
+    assert rungs.standing(study.trials[2], 9, 0.69)[:3] == (2, 4, 1)
+    assert rungs.promotion(lambda t: True) is None  # while trials may still arrive, ASHA waits
+    found = rungs.promotion(lambda t: True, final=True)
+    assert found is not None and found.trial.number == 2 and found.epoch == 9
+    # once it went on, no other trial of that rung is promoted at the end
+    add({1: 0.66, 3: 0.68, 9: 0.69, 27: 0.71}, {ATTR.PROMOTED: {"from": 2, "root": 2, "epoch": 9}},
+        optuna.trial.TrialState.COMPLETE, 0.71)  # fmt: skip
+    assert Rungs(spec, None, study).promotion(lambda t: True, final=True) is None
+
+
 def test_the_memory_of_paused_trials_is_bounded():
     """What a worker keeps of paused trials: the most promising few, nothing on an accelerator,
     nothing past the byte limit, the notebook's own objects never copied in."""

@@ -367,6 +367,7 @@ class Rungs:
         self._brackets: dict[int, int | None] = {}
         # (bracket, epoch) -> (the value of each trial that reached it, their non-NaN values sorted)
         self._rungs: dict[tuple[int | None, int], tuple[dict[int, float], list[float]]] = {}
+        self._went: dict[tuple[int | None, int], bool] = {}  # (bracket, epoch) -> a competitor went on from it
 
     def root(self, trial: optuna.trial.FrozenTrial) -> int:
         """The number of the trial that started this configuration (its bracket's)."""
@@ -423,9 +424,12 @@ class Rungs:
 
         ``final``: no more trials will reach any rung. Successive halving then keeps at least one
         trial per rung, as its papers do (⌊n/eta⌋, but at least 1): where none of the trials that
-        reached a rung went on (fewer than eta got there), the best paused one does.
+        reached a rung went on (fewer than eta got there, or the baseline took the only place: it
+        runs to the end whatever its rank, it does not compete), the best paused one does.
         """
+        maximize = self.spec.direction == "maximize"
         found: list[Promotion] = []
+        at_end: dict[tuple[int | None, int], Promotion] = {}  # per rung no trial went on from: its best
         for t in self.trials:
             if not _is_paused(t):
                 continue
@@ -436,23 +440,27 @@ class Rungs:
             rank, n, n_keep, _ = self.standing(t, epoch, value)
             if rank <= n_keep:
                 found.append(Promotion(t, epoch, rank, n, n_keep, value))
-            elif final and rank == 1 and n_keep == 0 and not self._went_on(t, epoch):
-                found.append(Promotion(t, epoch, rank, n, 1, value))
-        maximize = self.spec.direction == "maximize"
+            elif final and not self._went_on(t, epoch):
+                best = at_end.get(key := (self.bracket(t), epoch))
+                if best is None or (value > best.value if maximize else value < best.value):
+                    at_end[key] = Promotion(t, epoch, rank, n, max(n_keep, 1), value)
+        found += at_end.values()
         found.sort(key=lambda p: (-p.epoch, -p.value if maximize else p.value))
         return next((p for p in found if usable(p.trial)), None)
 
     def _went_on(self, trial: optuna.trial.FrozenTrial, epoch: int) -> bool:
         """Whether a trial of ``trial``'s bracket went on past ``epoch`` (the baseline always runs to
         the end, so it does not count: it never competed for the place)."""
-        bracket = self.bracket(trial)
-        return any(
-            epoch in t.intermediate_values
-            and max(t.intermediate_values) > epoch
-            and not t.user_attrs.get(ATTR.BASELINE)
-            and self.bracket(t) == bracket
-            for t in self.trials
-        )
+        key = (self.bracket(trial), epoch)
+        if key not in self._went:  # once per rung: at the end of a search every paused trial asks
+            self._went[key] = any(
+                epoch in t.intermediate_values
+                and max(t.intermediate_values) > epoch
+                and not t.user_attrs.get(ATTR.BASELINE)
+                and self.bracket(t) == key[0]
+                for t in self.trials
+            )
+        return self._went[key]
 
 
 def _pause_decision(
