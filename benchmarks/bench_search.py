@@ -17,6 +17,12 @@ training epochs (default 810 = 30 full trials of R=27 epochs, one job per search
 ``--tasks gbm-val3600`` (not in the default suite) is ``gbm`` with 3600 validation examples instead
 of 900: whether the methods separate there once validation can tell the configurations apart.
 
+``--trials N`` gives every method N configurations instead of an epoch budget: the comparison a
+user makes between ``%%tune -n 20`` (nbtune's default count) and Optuna's ``n_trials=20``. Each
+method then spends the epochs its own rule spends on them: the full-fidelity searches N x 27,
+scikit-learn's halving search its "exhaust" plan (with 9-26 candidates it starts at 3 epochs, so
+that it ends at 27). Nothing is cut; the "epochs" column says what each spent.
+
 Each seed draws the train/validation/holdout split (stratified; the holdout is large, 5000-6000
 examples, so that it measures an incumbent to within about half a point) and fixes the model's
 random state and the search's. The methods (all but nbtune's are the libraries' own, untouched):
@@ -335,6 +341,20 @@ def retrain(task: Task, params: dict[str, Any], d: dict[str, Any], seed: int) ->
 
 
 # --- the methods -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """What every method of a run gets: ``epochs`` of training (the search runs until its trials
+    spent them, and its history is cut there), or ``trials`` configurations (``--trials N``: what
+    a user asks for with ``%%tune -n N`` or Optuna's ``n_trials``; each method spends the epochs its
+    own rule spends on them)."""
+
+    epochs: int | None = None
+    trials: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.trials} configurations" if self.trials else f"{self.epochs} epochs"
+
+
 # A method returns its evaluations in the order they ended: (config key, params, epochs trained
 # by this evaluation, validation accuracy if it trained all EPOCHS else None, when it ended
 # (time.time(), None if unknown)). A configuration that ran several times (a retrain from
@@ -342,10 +362,11 @@ def retrain(task: Task, params: dict[str, Any], d: dict[str, Any], seed: int) ->
 Evaluation = tuple[Any, dict[str, Any], int, "float | None", "float | None"]
 
 
-def run_nbtune(task: Task, d: dict[str, Any], seed: int, budget: int, **options: Any) -> list[Evaluation]:
+def run_nbtune(task: Task, d: dict[str, Any], seed: int, budget: Budget, **options: Any) -> list[Evaluation]:
     ns = {k: d[k] for k in ("X_val", "y_val")}
     ns["make"] = lambda p: task.trainer(p, seed, d["X_train"], d["y_train"], d["classes"])
-    n_trials = 4 * math.ceil(budget / EPOCHS)
+    epochs = budget.epochs or 0
+    n_trials = budget.trials or 4 * math.ceil(epochs / EPOCHS)
     with tempfile.TemporaryDirectory(prefix="nbtune-bench-search-") as store:
         while True:
             res = nbtune.tune(
@@ -373,9 +394,9 @@ def run_nbtune(task: Task, d: dict[str, Any], seed: int, budget: int, **options:
                 full = t.state == TrialState.COMPLETE and int(t.last_step or 0) >= EPOCHS
                 end = t.datetime_complete.timestamp() if t.datetime_complete else None
                 evals.append((root[t.number], t.params, trained, t.value if full else None, end))
-            if sum(e[2] for e in evals) >= budget:
+            if budget.trials or sum(e[2] for e in evals) >= epochs:
                 return evals
-            n_trials += 2 * math.ceil(budget / EPOCHS)
+            n_trials += 2 * math.ceil(epochs / EPOCHS)
 
 
 def _objective(task: Task, d: dict[str, Any], seed: int) -> Callable[[optuna.Trial], float]:
@@ -396,13 +417,13 @@ def _objective(task: Task, d: dict[str, Any], seed: int) -> Callable[[optuna.Tri
 
 def run_optuna(
     sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
-) -> Callable[[Task, dict[str, Any], int, int], list[Evaluation]]:
-    def run(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[Evaluation]:
+) -> Callable[[Task, dict[str, Any], int, Budget], list[Evaluation]]:
+    def run(task: Task, d: dict[str, Any], seed: int, budget: Budget) -> list[Evaluation]:
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=f"s{seed}")
         objective = _objective(task, d, seed)
         spent = 0
         evals: list[Evaluation] = []
-        while spent < budget:
+        while len(evals) < budget.trials if budget.trials else spent < (budget.epochs or 0):
             study.optimize(objective, n_trials=1)
             t = study.trials[-1]
             trained = int(t.last_step or 0)
@@ -482,7 +503,7 @@ def halving_candidates(budget: int) -> int:
         n += 1
 
 
-def run_halving(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[Evaluation]:
+def run_halving(task: Task, d: dict[str, Any], seed: int, budget: Budget) -> list[Evaluation]:
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV, PredefinedSplit
 
@@ -492,9 +513,11 @@ def run_halving(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[E
     search = HalvingRandomSearchCV(
         _estimator(task, seed, d["classes"]),
         _sampler_dists(task),
-        n_candidates=halving_candidates(budget),
+        n_candidates=budget.trials or halving_candidates(budget.epochs or 0),
         resource="epochs",
-        min_resources=1,
+        # N configurations: scikit-learn's own way to end at the full 27 epochs with fewer than 27
+        # candidates ("exhaust" starts higher: 3 epochs for 9-26); with 1 it would end at 9
+        min_resources="exhaust" if budget.trials else 1,
         max_resources=EPOCHS,
         factor=ETA,
         cv=PredefinedSplit(fold),
@@ -507,14 +530,15 @@ def run_halving(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[E
     cv = search.cv_results_
     evals: list[Evaluation] = []
     for i in np.argsort(cv["iter"], kind="stable"):
-        params = dict(cv["params"][i])
+        # scikit-learn adds the resource to a candidate's parameters: without it, one key per configuration
+        params = {k: v for k, v in cv["params"][i].items() if k != "epochs"}
         r = int(cv["n_resources"][i])
         key = tuple(sorted(params.items()))
         evals.append((key, params, r, float(cv["mean_test_score"][i]) if r == EPOCHS else None, None))
     return evals
 
 
-def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, int], list[Evaluation]]:
+def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, Budget], list[Evaluation]]:
     """``nbtune:key=value,...``: nbtune with options (values are JSON, or strings), e.g.
     ``nbtune:sampler=random`` or ``nbtune:stop_only=true``: how an alternative default is evaluated."""
     options: dict[str, Any] = {}
@@ -527,7 +551,7 @@ def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, int], list
     return lambda task, d, s, b: run_nbtune(task, d, s, b, **options)
 
 
-def run_baseline_competes(task: Task, d: dict[str, Any], seed: int, budget: int) -> list[Evaluation]:
+def run_baseline_competes(task: Task, d: dict[str, Any], seed: int, budget: Budget) -> list[Evaluation]:
     """``experiment:baseline-competes``: the default with its baseline (trial 0, the cell's defaults)
     paused at the rungs like any other trial, where nbtune always trains it to the end (27 epochs:
     a tenth of a 270-epoch budget). Measures what that reference point costs the search."""
@@ -546,7 +570,7 @@ def run_baseline_competes(task: Task, d: dict[str, Any], seed: int, budget: int)
 
 def methods(
     seed: int, extra: tuple[str, ...] = ()
-) -> dict[str, Callable[[Task, dict[str, Any], int, int], list[Evaluation]]]:
+) -> dict[str, Callable[[Task, dict[str, Any], int, Budget], list[Evaluation]]]:
     S = optuna.samplers
     P = optuna.pruners
     experiments = {"experiment:baseline-competes": run_baseline_competes}
@@ -635,18 +659,18 @@ _register_alternatives()
 
 
 # --- one (task, seed): every method --------------------------------------------------------
-def within_budget(evals: list[Evaluation], budget: int) -> Iterator[Evaluation]:
-    """The evaluations, in the order they ended, until the budget is spent: a configuration counts
-    once it ended within it."""
+def within_budget(evals: list[Evaluation], budget: int | None) -> Iterator[Evaluation]:
+    """The evaluations, in the order they ended, until the budget of epochs is spent: a configuration
+    counts once it ended within it (``None``: a budget of configurations, every evaluation counts)."""
     spent = 0
     for e in evals:
         spent += e[2]
-        if spent > budget:
+        if budget is not None and spent > budget:
             return
         yield e
 
 
-def analyse(evals: list[Evaluation], budget: int, started: float) -> dict[str, Any]:
+def analyse(evals: list[Evaluation], budget: int | None, started: float) -> dict[str, Any]:
     """The history within the budget."""
     spent, best, best_params, ended = 0, -math.inf, None, time.time()
     history: list[tuple[int, float]] = []
@@ -673,7 +697,7 @@ def analyse(evals: list[Evaluation], budget: int, started: float) -> dict[str, A
     }
 
 
-def run_pair(task_name: str, seed: int, budget: int, names: list[str]) -> dict[str, Any]:
+def run_pair(task_name: str, seed: int, budget: Budget, names: list[str]) -> dict[str, Any]:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -687,7 +711,7 @@ def run_pair(task_name: str, seed: int, budget: int, names: list[str]) -> dict[s
     for name in names:
         run = methods(seed, tuple(names))[name]
         started = time.time()
-        a = analyse(run(task, d, seed, budget), budget, started)
+        a = analyse(run(task, d, seed, budget), budget.epochs, started)
         if a["best_params"] is not None:
             a["holdout"] = retrain(task, a["best_params"], d, seed)[1]
         else:
@@ -722,7 +746,7 @@ def noise_pair(task_name: str, seed: int, budget: int) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = TASKS[task_name]
     d = split(task, seed)
-    finished = {key: (val, params) for key, params, _, val, _ in within_budget(run_nbtune(task, d, seed, budget), budget)
+    finished = {key: (val, params) for key, params, _, val, _ in within_budget(run_nbtune(task, d, seed, Budget(epochs=budget)), budget)
                 if val is not None}  # fmt: skip
     vals = [v for v, _ in finished.values()]
     holdouts = [retrain(task, p, d, seed)[1] for _, p in finished.values()]
@@ -850,6 +874,7 @@ def summarise(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
                     else "n/a",
                 },
                 "full_share": statistics.median(r["full_share"] for r in runs),
+                "epochs": statistics.median(r["epochs"] for r in runs),
                 "configurations": statistics.median(r["configurations"] for r in runs),
                 "seconds": statistics.median(r["seconds"] for r in runs),
             }
@@ -934,13 +959,14 @@ def report(files: list[Path], default: str) -> None:
     print_paired(paired(pooled, default), default)
 
 
-def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -> None:
+def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int, budget: Budget | None = None) -> None:
     w = max([17] + [len(m) for s in summary.values() for m in s])
     head = (
         f"{'task':6s} {'method':{w}s} {'holdout median':>14s} {'worst':>6s} {'best':>6s} {'val med':>7s} {'val-ho':>6s} "
-        f"{'to 1 pp':>11s} {'full share':>10s} {'configs':>7s} {'time':>6s}"
+        f"{'to 1 pp':>11s} {'full share':>10s} {'epochs':>6s} {'configs':>7s} {'time':>6s}"
     )
-    print(f"\n{seeds} seeds; holdout accuracy of the final incumbent retrained for {EPOCHS} epochs")
+    each = f"; {budget} each" if budget else ""
+    print(f"\n{seeds} seeds{each}; holdout accuracy of the final incumbent retrained for {EPOCHS} epochs")
     print(head)
     print("-" * len(head))
     for task, s in summary.items():
@@ -951,7 +977,8 @@ def print_table(summary: dict[str, Any], verdicts: dict[str, Any], seeds: int) -
             print(
                 f"{task:6s} {m:{w}s} {h['median']:14.4f} {h['worst']:6.4f} {h['best']:6.4f} {v['val']['median']:7.4f} "
                 f"{100 * v['optimism']:+6.2f} "
-                f"{t:>11s} {v['full_share']:10.0%} {v['configurations']:7.0f} {v['seconds']:5.0f}s"
+                f"{t:>11s} {v['full_share']:10.0%} {v.get('epochs', math.nan):6.0f} {v['configurations']:7.0f} "
+                f"{v['seconds']:5.0f}s"
             )
         vd = verdicts.get(task)
         if vd:
@@ -978,6 +1005,13 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=SUITE, choices=list(TASKS))
     ap.add_argument("--methods", nargs="+", default=None, help="default: all")
     ap.add_argument("--budget", type=int, default=30 * EPOCHS, help=f"epochs per search (default 30 x {EPOCHS})")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="a budget of N configurations per search instead of epochs (nbtune's default -n is 20): "
+        "writes search-trials{N}.json",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="(task, seed) pairs run at once (default 2)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
     ap.add_argument(
@@ -1006,14 +1040,16 @@ def main() -> None:
         report(args.report, args.default)
         return
     names = args.methods or list(methods(0))
+    budget = Budget(trials=args.trials) if args.trials else Budget(epochs=args.budget)
     t0 = time.perf_counter()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     pairs = [(task, seed) for seed in seeds for task in args.tasks]
     earlier: dict[tuple[str, int], dict[str, Any]] = {}
     for f in args.reuse:
         old = json.loads(f.read_text())
-        if old["budget_epochs"] != args.budget:
-            sys.exit(f"--reuse {f}: its budget was {old['budget_epochs']} epochs, not {args.budget}")
+        if (old["budget_epochs"], old.get("budget_trials")) != (budget.epochs, budget.trials):
+            was = Budget(old["budget_epochs"], old.get("budget_trials"))
+            sys.exit(f"--reuse {f}: its budget was {was}, not {budget}")
         for r in old["runs"]:
             if (r["task"], r["seed"]) in pairs and set(names) <= set(r["methods"]):
                 earlier[(r["task"], r["seed"])] = r
@@ -1022,12 +1058,12 @@ def main() -> None:
     fresh: dict[tuple[str, int], dict[str, Any]] = {}
     if todo:
         with ProcessPoolExecutor(args.jobs) as pool:
-            runs = pool.map(run_pair, *zip(*todo), [args.budget] * len(todo), [names] * len(todo))
+            runs = pool.map(run_pair, *zip(*todo), [budget] * len(todo), [names] * len(todo))
             fresh = dict(zip(todo, runs))
     rows = [earlier.get(p) or fresh[p] for p in pairs]
     summary = summarise(rows, names)
     verdicts = verdict(summary) if "nbtune" in names and len(names) > 1 else {}
-    print_table(summary, verdicts, args.seeds)
+    print_table(summary, verdicts, args.seeds, budget)
     pairs_ = paired(rows) if "nbtune" in names and len(names) > 1 else {}
     if pairs_:
         print_paired(pairs_)
@@ -1035,12 +1071,14 @@ def main() -> None:
     import torch
 
     payload = {
-        "what": "nbtune's default search against the field's anchors at an equal epoch budget, per seed",
+        "what": f"nbtune's default search against the field's anchors at an equal budget ({budget}), per seed",
         "command": f"python benchmarks/bench_search.py --seeds {args.seeds} --first-seed {args.first_seed} --tasks {' '.join(args.tasks)} "
-        f"--budget {args.budget} --jobs {args.jobs}"
+        + (f"--trials {budget.trials}" if budget.trials else f"--budget {budget.epochs}")
+        + f" --jobs {args.jobs}"
         + (f" --methods {' '.join(names)}" if args.methods else "")
         + (f" --reuse {' '.join(map(str, args.reuse))}" if args.reuse else ""),
-        "budget_epochs": args.budget,
+        "budget_epochs": budget.epochs,
+        "budget_trials": budget.trials,
         "epochs_per_full_trial": EPOCHS,
         "tasks": {t: {"description": TASKS[t].description, "cell": TASKS[t].cell()} for t in args.tasks},
         "summary": summary,
@@ -1058,7 +1096,8 @@ def main() -> None:
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("search.json" if args.methods is None else "search-partial.json")
+    name = f"search-trials{budget.trials}.json" if budget.trials else "search.json"
+    path = args.out / (name if args.methods is None else "search-partial.json")
     path.write_text(json.dumps(payload, indent=1, default=str))
     print(f"total {payload['seconds_total']:.0f}s; wrote {path}")
 
