@@ -137,6 +137,8 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
     assert f"{len(left)} paused" in words and not any("stopped early" in w for w in words)
     assert f"stopped early, {len(left)} of them paused for now</summary>" in StudySummary(live, "acc").html()
     assert "paused for now" not in StudySummary(study, "acc").html()
+    assert f"stopped early ({len(left)} of them paused for now), e.g." in StudySummary(live, "acc").summary()
+    assert "paused for now" not in StudySummary(study, "acc").summary()
     import io
     import types
 

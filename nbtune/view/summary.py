@@ -179,7 +179,9 @@ class StudySummary:
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
         stops = [text for kind, text in self._decision_sentences() if kind == "stop"]
         if stops:
-            lines.append(f"{self.counts().get('pruned', 0)} stopped early, e.g. {stops[-1]}")
+            paused = len(self._still_paused())
+            of = f" ({paused} of them paused for now)" if paused else ""
+            lines.append(f"{self.counts().get('pruned', 0)} stopped early{of}, e.g. {stops[-1]}")
         pbt = [n for t in self.trials if (n := t.user_attrs.get(ATTR.PBT))]
         if pbt:
             exploits = [n for n in pbt if "donor" in n]
