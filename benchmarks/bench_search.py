@@ -937,8 +937,11 @@ def report(files: list[Path], default: str) -> None:
     ``A|B``: in each pair the first it holds is the default (a re-run of the default with newer
     code, where there is one)."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
+    budgets = set()
     for f in files:
-        for r in json.loads(f.read_text())["runs"]:
+        data = json.loads(f.read_text())
+        budgets.add(Budget(data["budget_epochs"], data.get("budget_trials")))
+        for r in data["runs"]:
             rows.setdefault((r["task"], r["seed"]), r)
     candidates = default.split("|")
     default = candidates[0]
@@ -955,7 +958,7 @@ def report(files: list[Path], default: str) -> None:
     seeds = len({s for _, s in rows})
     print(f"{len(pooled)} (task, seed) pairs from {', '.join(map(str, files))}")
     summary = summarise([r for r in pooled if all(m in r["methods"] for m in names)], names)
-    print_table(summary, verdict(summary, default), seeds)
+    print_table(summary, verdict(summary, default), seeds, budgets.pop() if len(budgets) == 1 else None)
     print_paired(paired(pooled, default), default)
 
 
