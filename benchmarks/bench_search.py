@@ -58,6 +58,8 @@ multivariate TPE, fed every trial), ``nbtune:sampler=tpe-budget10`` (today's def
 without its random bursts: the model moves up an epoch only once 10 configurations reached it) or ``nbtune:sampler=tpe-random3`` (BOHB's safeguard: a third
 of the configurations drawn at random), registered below. ``experiment:baseline-competes`` is the
 default with its baseline paused at the rungs like any other trial (nbtune trains it to the end).
+``optuna-defaults`` (only when named) is what ``optuna.create_study()`` gives an objective that
+reports every epoch: ``TPESampler`` and ``MedianPruner``, both with their default settings.
 
 ``--report A.json B.json`` runs nothing: it pools earlier results and prints the table and, seed
 by seed, the default's holdout accuracy minus each other method's (mean and standard error):
@@ -573,7 +575,11 @@ def methods(
 ) -> dict[str, Callable[[Task, dict[str, Any], int, Budget], list[Evaluation]]]:
     S = optuna.samplers
     P = optuna.pruners
-    experiments = {"experiment:baseline-competes": run_baseline_competes}
+    experiments = {
+        "experiment:baseline-competes": run_baseline_competes,
+        # what optuna.create_study() gives a script that reports every epoch: TPE and the median rule
+        "optuna-defaults": run_optuna(S.TPESampler(seed=seed), P.MedianPruner()),
+    }
     return (
         {n: nbtune_variant(n) for n in extra if n.startswith("nbtune:")}
         | {n: experiments[n] for n in extra if n in experiments}
