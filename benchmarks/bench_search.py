@@ -356,6 +356,11 @@ class Budget:
     def __str__(self) -> str:
         return f"{self.trials} configurations" if self.trials else f"{self.epochs} epochs"
 
+    @classmethod
+    def of(cls, results: dict[str, Any]) -> Budget:
+        """The budget a results file was run with (files from before ``--trials`` have only epochs)."""
+        return cls(results["budget_epochs"], results.get("budget_trials"))
+
 
 # A method returns its evaluations in the order they ended: (config key, params, epochs trained
 # by this evaluation, validation accuracy if it trained all EPOCHS else None, when it ended
@@ -946,7 +951,7 @@ def report(files: list[Path], default: str) -> None:
     budgets = set()
     for f in files:
         data = json.loads(f.read_text())
-        budgets.add(Budget(data["budget_epochs"], data.get("budget_trials")))
+        budgets.add(Budget.of(data))
         for r in data["runs"]:
             rows.setdefault((r["task"], r["seed"]), r)
     candidates = default.split("|")
@@ -1056,9 +1061,8 @@ def main() -> None:
     earlier: dict[tuple[str, int], dict[str, Any]] = {}
     for f in args.reuse:
         old = json.loads(f.read_text())
-        if (old["budget_epochs"], old.get("budget_trials")) != (budget.epochs, budget.trials):
-            was = Budget(old["budget_epochs"], old.get("budget_trials"))
-            sys.exit(f"--reuse {f}: its budget was {was}, not {budget}")
+        if Budget.of(old) != budget:
+            sys.exit(f"--reuse {f}: its budget was {Budget.of(old)}, not {budget}")
         for r in old["runs"]:
             if (r["task"], r["seed"]) in pairs and set(names) <= set(r["methods"]):
                 earlier[(r["task"], r["seed"])] = r
