@@ -7,7 +7,7 @@ ConfigError, or IPython's UsageError from the magic).
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
@@ -78,6 +78,8 @@ def test_any_cell_parses_or_gets_a_clear_error(source):
 
 @SETTINGS
 @given(annotation)
+@example("uniform(-5e+27, 0, step=0.5)")  # found by CI: 1e28 steps were past Decimal's default 28 digits
+@example("uniform(0, 1e+20, step=0.3)")  # not a multiple, with 3e20 values: the error must not list them all
 def test_any_annotation_text_parses_or_names_its_line(text):
     try:
         parse_cell(f"x = 1  # tune: {text}\nloss = x\n")

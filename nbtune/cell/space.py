@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nbtune.exceptions import AnnotationError
@@ -53,6 +53,17 @@ class ParamKind:
         return None
 
 
+# Steps are checked on the numbers as written, in decimal, exactly: Python's default 28 digits
+# round 5e27 - 0.5 and cannot divide 5e27 by 0.5 (DivisionImpossible); doubles span about 10**632.
+_EXACT = Context(prec=800)
+
+
+def _off_step(x: float, low: float, step: float) -> bool:
+    """Whether ``x`` is not ``low`` plus a whole number of ``step``s."""
+    with localcontext(_EXACT):
+        return (Decimal(str(x)) - Decimal(str(low))) % Decimal(str(step)) != 0
+
+
 class _Range(ParamKind):
     """``low``..``high`` numbers: uniform, loguniform, int, logint."""
 
@@ -81,9 +92,12 @@ class _Range(ParamKind):
                 p.fail(f"step must be {'an integer' if integer else 'a number'}, got {step!r}", "fix step=")
             if step <= 0:
                 p.fail(f"step must be > 0, got {step!r}", "use a positive step")
-        if step is not None and (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) != 0:
-            values = self.grid_values(p) or []
-            shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        if step is not None and _off_step(high, low, step):
+            d_low, d_step, n = self._steps(p) or (Decimal(0), Decimal(0), 0)
+            cast = int if integer else float  # the first few values only: there may be 10**20 of them
+            shown = ", ".join(repr(cast(d_low + i * d_step)) for i in range(min(n + 1, 5))) + (
+                ", ..." if n + 1 > 5 else ""
+            )
             p.fail(
                 f"cannot reach high={high!r} in steps of {step!r} from {low!r} (the values are {shown})",
                 "make high - low a multiple of step",
@@ -98,7 +112,7 @@ class _Range(ParamKind):
                 f"default {d!r} is outside the range [{low!r}, {high!r}]",
                 "widen the range or change the assigned value",
             )
-        if step is not None and (Decimal(str(d)) - Decimal(str(low))) % Decimal(str(step)) != 0:
+        if step is not None and _off_step(d, low, step):
             p.fail(
                 f"default {d!r} is not one of its values (from {low!r} in steps of {step!r})",
                 "assign one of the values as the default",
@@ -115,7 +129,8 @@ class _Range(ParamKind):
             return None
         low, high = (Decimal(str(v)) for v in p.args)
         d_step = Decimal(str(step))
-        return low, d_step, int((high - low) // d_step)
+        with localcontext(_EXACT):
+            return low, d_step, int((high - low) // d_step)
 
     def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import FloatDistribution, IntDistribution
