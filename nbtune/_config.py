@@ -306,13 +306,15 @@ class TuneConfig:
         type=int,
         flag_help="with --scheduler pbt: epochs between exploit/explore decisions. Default R/4.",
     )
-    min_epochs: int = _opt(
-        1,
-        "r, the epochs before the first comparison.",
+    min_epochs: int | None = _opt(
+        None,
+        "r, the epochs before the first comparison (default: where the ``n_trials`` configurations can "
+        "fill every rung, ⌈R / eta**⌊log_eta n⌋⌉: 3 for 20 trials over a 27-epoch loop, 1 from 28 trials).",
         "--min-epochs",
         metavar="r",
         type=int,
-        flag_help="epochs before the first comparison (r). Default 1.",
+        flag_help="epochs before the first comparison (r). Default: where the N configurations fill every rung, "
+        "R/eta^floor(log_eta N) rounded up (3 for -n 20 over 27 epochs; 1 from -n 28).",
     )
     eta: int = _opt(
         3,

@@ -42,7 +42,7 @@ from nbtune.run.liveness import (
     requeue_interrupted,
 )
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
-from nbtune.run.schedulers import SchedulerSpec, scheduler_kind
+from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import Job
 from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.base import BaseStore, check_study_name, versioned
@@ -198,10 +198,13 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     if kind.pauses:
         pause = True
         pbt = _pbt_settings(cfg, program, R)
+    r = cfg.min_epochs
+    if r is None:  # the first rung where the run's configurations fill every rung (the baseline does not compete)
+        r = first_rung(R, cfg.eta, cfg.n_trials - (0 if sampler.enumerates else 1)) if kind.rungs else 1
     spec = SchedulerSpec(
         kind=kind.name,
         R=R,
-        r=cfg.min_epochs,
+        r=r,
         eta=cfg.eta,
         metric=cfg.metric,
         direction=cfg.direction,
@@ -449,6 +452,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if done < n_trials:
         if done:
             messages.append(f"resumed {target!r} with {done} finished trials")
+        settings = study.user_attrs.get(ATTR.CONFIG)
+        if settings is not None and settings.get("r") != spec.r:  # -n moved the first rung: show this run's
+            study.set_user_attr(ATTR.CONFIG, {**settings, "r": spec.r})
         # Trial numbers of this run start after every trial that was not merely queued.
         n_before = sum(1 for t in trials if t.state.name != "WAITING")
         seconds = cfg.seconds

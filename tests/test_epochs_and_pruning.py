@@ -162,7 +162,9 @@ def test_hyperband_brackets_hold_across_processes(tmp_path):
     assert res.n_finished == 24
     from optuna.pruners import HyperbandPruner
 
-    hb = HyperbandPruner(min_resource=1, max_resource=27, reduction_factor=3)
+    r = res.study.user_attrs[ATTR.CONFIG]["r"]
+    assert r == 3  # 23 searched configurations fill rungs from epoch 3 (3 and 9): 23 -> 7 -> 2
+    hb = HyperbandPruner(min_resource=r, max_resource=27, reduction_factor=3)
     hb._try_initialization(res.study)
     for t in res.study.trials:
         d = t.user_attrs.get(ATTR.DECISION)

@@ -473,6 +473,26 @@ def test_gp_sampler_names_its_extra_when_torch_is_missing(ip):
         ip.run_cell_magic("tune", "--minimize loss --sampler gp", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
 
 
+def test_the_first_rung_is_where_the_search_can_fill_its_rungs(ip):
+    """Without --min-epochs, 19 searched configurations (-n 20) are compared at 3 and 9 epochs of 27
+    and at least two of them reach the end on merit; raising -n to 40 moves the first rung to 1."""
+    cell = "q = 0.5  # tune: uniform(0.0, 1.0)\nfor epoch in range(27):  # tune: epochs\n    acc = q * (1 - 0.5 ** (epoch + 1))\n"
+    res = ip.run_cell_magic("tune", "--trials 20 --maximize acc --seed 0 --sampler random --name fill", cell)
+    assert "ASHA (r=3, R=27, eta=3, rungs at epochs [3, 9])" in res.scheduler
+    trials = res.study.trials
+    paused_at = {t.user_attrs["nbtune:decision"]["epoch"] for t in trials if "nbtune:decision" in t.user_attrs}
+    assert paused_at == {3, 9}
+    complete = [t for t in trials if t.state.name == "COMPLETE" and not t.user_attrs.get("nbtune:baseline")]
+    assert len(complete) >= 2 and all(t.last_step == 27 for t in complete)
+    res = ip.run_cell_magic("tune", "--trials 40 --maximize acc --seed 0 --sampler random --name fill", cell)
+    assert "rungs at epochs [1, 3, 9]" in res.scheduler and res.n_finished == 40
+    assert res.study.user_attrs["nbtune:config"]["r"] == 1  # %tune_show describes the latest run
+    later = [t for t in res.study.trials if t.number >= len(trials) and "nbtune:decision" in t.user_attrs]
+    assert 1 in {t.user_attrs["nbtune:decision"]["epoch"] for t in later}
+    res = ip.run_cell_magic("tune", "--trials 20 --maximize acc --min-epochs 1 --seed 0 --name fill_r1", cell)
+    assert "rungs at epochs [1, 3, 9]" in res.scheduler
+
+
 def test_min_epochs_and_eta_set_the_rungs(ip):
     cell = "q = 0.5  # tune: uniform(0.0, 1.0)\nfor epoch in range(32):  # tune: epochs\n    acc = q * (1 - 0.5 ** (epoch + 1))\n"
     res = ip.run_cell_magic(

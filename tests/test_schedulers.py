@@ -5,15 +5,19 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
+import nbtune.run.pbt  # noqa: F401  (registers --scheduler pbt, as nbtune.tune's imports do: this module runs alone too)
 from nbtune.exceptions import ConfigError
 from nbtune.run.schedulers import (
     SCHEDULERS,
     BaseScheduler,
     SchedulerSpec,
+    first_rung,
     format_decision,
     make_pruner,
     register_scheduler,
@@ -108,6 +112,45 @@ def test_scheduler_kind_lists_the_choices(name):
 )
 def test_n_brackets(kind, R, r, eta, brackets):
     assert SchedulerSpec(kind=kind, R=R, r=r, eta=eta).n_brackets == brackets
+
+
+@pytest.mark.parametrize(
+    "R, eta, n, r",
+    [
+        (27, 3, 19, 3),  # -n 20 less the baseline: rungs at 3 and 9, 19 -> 6 -> 2 reach 27
+        (27, 3, 26, 3),
+        (27, 3, 27, 1),  # 27 -> 9 -> 3 -> 1: rungs at 1, 3, 9
+        (27, 3, 500, 1),  # never below one epoch
+        (27, 3, 8, 9),  # fewer than eta**2: one rung
+        (27, 3, 1, 9),  # fewer than eta: still one rung (the end of the search promotes the best)
+        (10, 3, 19, 2),  # rounded up: rungs at 2 and 6, below R
+        (10, 3, 8, 4),
+        (32, 4, 30, 2),  # rungs at 2 and 8
+        (5, 3, 19, 1),  # folds
+        (1, 3, 19, 1),
+        (None, 3, 19, 1),  # R unknown
+        (27, 1, 19, 1),  # --eta 1: SchedulerSpec refuses it afterwards, with the fix
+        (27, 3, 10**18, 1),
+    ],
+)
+def test_first_rung(R, eta, n, r):
+    assert first_rung(R, eta, n) == r
+
+
+def test_first_rung_is_the_earliest_that_n_configurations_fill():
+    """Every rung keeps at least one of the n trials on merit, and from one epoch earlier the
+    last rung would not (unless r is already 1); a search of fewer than eta**2 keeps one rung."""
+    for R in range(1, 90):
+        for eta in (2, 3, 4):
+            for n in range(1, 300):
+                r = first_rung(R, eta, n)
+                rungs = SchedulerSpec(kind="asha", R=R, r=r, eta=eta).rung_epochs()
+                assert 1 <= r <= R and len(rungs) <= max(1, math.floor(math.log(n, eta) + 1e-9))
+                if len(rungs) > 1:
+                    assert n // eta ** len(rungs) >= 1, (R, eta, n, r, rungs)
+                if r > 1:  # from one epoch earlier, the last rung would keep none on merit
+                    earlier = SchedulerSpec(kind="asha", R=R, r=r - 1, eta=eta).rung_epochs()
+                    assert n // eta ** len(earlier) == 0, (R, eta, n, r, earlier)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ __all__ = [
     "format_decision",
     "Promotion",
     "Rungs",
+    "first_rung",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +46,27 @@ _logger = logging.getLogger(__name__)
 def _count(n: int, noun: str) -> str:
     """ "1 epoch", "3 epochs"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def first_rung(R: int | None, eta: int, n: int) -> int:
+    """r, the first rung's epochs, where ``n`` configurations can fill every rung of an
+    ``R``-epoch loop (``--min-epochs`` when not given).
+
+    Successive halving keeps ⌊n/eta⌋ of the trials at each rung, so ``n`` configurations fill
+    k = ⌊log_eta n⌋ rungs before the last: r = ⌈R / eta**k⌉, at least one rung (scikit-learn's
+    ``min_resources="exhaust"``, with the last comparison before R). A rung that fewer than eta
+    configurations can reach keeps none of them on merit: 20 configurations over a 27-epoch loop
+    from r=1 would be compared at 1, 3 and 9 epochs, where ⌊20/27⌋ = 0 would reach the end, and
+    the search would spend most of its epochs on 1- and 3-epoch scraps. From r=3 (rungs at 3 and
+    9) 2 of them go on to 27 epochs: ``benchmarks/bench_search.py --trials 20`` picked better on
+    three tasks, spending 1.4-1.9x the epochs (README, Benchmarks (i)).
+    """
+    if R is None or eta < 2:  # (--eta below 2 is refused by SchedulerSpec, with the fix)
+        return 1
+    fill = eta  # eta**k for the k rungs n configurations fill
+    while fill * eta <= n:
+        fill *= eta
+    return max(1, math.ceil(R / fill))
 
 
 class BaseScheduler:
