@@ -192,6 +192,17 @@ def test_grid_sampler(ip):
     assert sorted((t.params["a"], t.params["b"]) for t in res.study.trials) == [(a, b) for a in range(3) for b in "xy"]
     with pytest.raises(UsageError, match=r"grid needs a finite space, but line 2 .* is continuous"):
         ip.run_cell_magic("tune", "--minimize loss --sampler grid", "x = 0.1  # tune: uniform(0, 1)\nloss = x\n")
+    # a step too fine for its range: one line, at once, instead of listing 2e20 values
+    with pytest.raises(
+        UsageError,
+        match=r"^--sampler grid: the grid has 2e\+20 points, more than the 1,000,000 it can list; line 3 of the "
+        r"%%tune cell \(x = uniform\(0, 1e\+20, step=0.5\)\) has 2e\+20 values: give it a coarser step",
+    ):
+        ip.run_cell_magic(
+            "tune",
+            "--minimize loss --sampler grid",
+            'b = "x"  # tune: choice("x")\nx = 0.5  # tune: uniform(0, 1e20, step=0.5)\nloss = x\n',
+        )
 
 
 def test_ipython_syntax_in_cell(ip):

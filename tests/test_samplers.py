@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import optuna
 import pytest
@@ -112,6 +113,24 @@ def test_continuous_spaces_are_fine_for_samplers_that_draw(name):
 )
 def test_grid_size(params, size):
     assert grid_size(params) == size
+    assert grid_size(params) == math.prod(len(p.grid_values() or []) for p in params)
+
+
+@pytest.mark.parametrize(
+    "param, count, described",
+    [
+        (Param("n", "int", (0, 10**12), {}, default=0), 10**12 + 1, r"1e\+12 values"),
+        (Param("x", "uniform", (0.0, 1e20), {"step": 0.5}, default=0.0), 2 * 10**20 + 1, r"2e\+20 values"),
+        (Param("k", "int", (0, 2000), {"step": 2}, default=0), 1001, "1,001 values"),
+    ],
+)
+def test_a_grid_too_large_to_list_is_refused_without_listing_it(param, count, described):
+    assert param.grid_count() == count
+    other = Param("y", "int", (0, 999), {}, default=0, lineno=4)
+    with pytest.raises(
+        ConfigError, match=rf"^--sampler grid: the grid has .* points, more than the 1,000,000 .*{described}"
+    ):
+        check_sampler("grid", [param, other])
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,11 @@ class ParamKind:
         """Every value of a finite dimension, or None when it is continuous."""
         return None
 
+    def grid_count(self, p: Param) -> int | None:
+        """How many values :meth:`grid_values` has, without listing them (None: continuous)."""
+        values = self.grid_values(p)
+        return None if values is None else len(values)
+
 
 # Steps are checked on the numbers as written, in decimal, exactly: Python's default 28 digits
 # round 5e27 - 0.5 and cannot divide 5e27 by 0.5 (DivisionImpossible); doubles span about 10**632.
@@ -155,6 +160,13 @@ class _Range(ParamKind):
             return None
         d_low, d_step, n = steps
         return [float(d_low + i * d_step) for i in range(n + 1)]
+
+    def grid_count(self, p: Param) -> int | None:
+        low, high = p.args
+        if self.integer:
+            return len(range(low, high + 1, p.kwargs.get("step") or 1))
+        steps = self._steps(p)
+        return None if steps is None else steps[2] + 1
 
 
 class _Choice(ParamKind):
@@ -263,6 +275,10 @@ class Param:
     def grid_values(self) -> list[Any] | None:
         """Every value of a finite dimension, or None when it is continuous."""
         return PARAM_KINDS[self.kind].grid_values(self)
+
+    def grid_count(self) -> int | None:
+        """How many values a finite dimension has (not listed), or None when it is continuous."""
+        return PARAM_KINDS[self.kind].grid_count(self)
 
     def describe(self) -> str:
         """The annotation as the user wrote it, e.g. ``loguniform(1e-05, 0.1)``."""

@@ -56,8 +56,18 @@ def sampler_kind(name: str) -> SamplerKind:
     return SAMPLERS.lookup(name)
 
 
+# Optuna's GridSampler lists every combination up front: a grid larger than this is a typo (a
+# step too fine, a range too wide) that would fill the memory before the first trial.
+GRID_LIMIT = 10**6
+
+
+def _many(n: int) -> str:
+    """4,004,001; 2e+20 past a billion."""
+    return f"{n:,}" if n < 10**9 else f"{n:.3g}"
+
+
 def grid_size(params: list[Param]) -> int:
-    return math.prod(len(p.grid_values() or []) for p in params)
+    return math.prod(p.grid_count() or 0 for p in params)
 
 
 def check_sampler(name: str, params: list[Param]) -> SamplerKind:
@@ -74,12 +84,20 @@ def check_sampler(name: str, params: list[Param]) -> SamplerKind:
         )
     if kind.enumerates:
         for p in params:
-            if p.grid_values() is None:
+            if p.grid_count() is None:
                 raise ConfigError(
                     f"--sampler {name} needs a finite space, but line {p.lineno} of the %%tune cell "
                     f"({p.name} = {p.describe()}) is continuous; give it step=, use choice(...), "
                     "or pick --sampler random/tpe"
                 )
+        size = grid_size(params)
+        if size > GRID_LIMIT:
+            p = max(params, key=lambda q: q.grid_count() or 0)
+            raise ConfigError(
+                f"--sampler {name}: the grid has {_many(size)} points, more than the {GRID_LIMIT:,} it can list; "
+                f"line {p.lineno} of the %%tune cell ({p.name} = {p.describe()}) has {_many(p.grid_count() or 0)} "
+                "values: give it a coarser step or fewer choices, or pick --sampler random/tpe"
+            )
     return kind
 
 
