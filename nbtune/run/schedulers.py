@@ -58,8 +58,9 @@ def first_rung(R: int | None, eta: int, n: int) -> int:
     configurations can reach keeps none of them on merit: 20 configurations over a 27-epoch loop
     from r=1 would be compared at 1, 3 and 9 epochs, where ⌊20/27⌋ = 0 would reach the end, and
     the search would spend most of its epochs on 1- and 3-epoch scraps. From r=3 (rungs at 3 and
-    9) 2 of them go on to 27 epochs: ``benchmarks/bench_search.py --trials 20`` picked better on
-    three tasks, spending 1.4-1.9x the epochs (README, Benchmarks (i)).
+    9) 2 of them go on to 27 epochs: over 30 seeds of ``benchmarks/bench_search.py --trials 20``
+    that picked better on two of three tasks and as well on the third, spending 1.7-1.9x the epochs
+    (README, Benchmarks (i)).
     """
     if R is None or eta < 2:  # (--eta below 2 is refused by SchedulerSpec, with the fix)
         return 1
