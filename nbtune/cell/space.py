@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from nbtune.exceptions import AnnotationError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
 __all__ = ["Param", "ParamKind", "PARAM_KINDS", "register_param_kind", "suggest"]
@@ -98,11 +100,10 @@ class _Range(ParamKind):
             if step <= 0:
                 p.fail(f"step must be > 0, got {step!r}", "use a positive step")
         if step is not None and _off_step(high, low, step):
-            d_low, d_step, n = self._steps(p) or (Decimal(0), Decimal(0), 0)
-            cast = int if integer else float  # the first few values only: there may be 10**20 of them
-            shown = ", ".join(repr(cast(d_low + i * d_step)) for i in range(min(n + 1, 5))) + (
-                ", ..." if n + 1 > 5 else ""
-            )
+            found = self._values(p)
+            assert found is not None  # a stepped range is finite
+            n, value = found  # the first few values only: there may be 10**20 of them
+            shown = ", ".join(repr(value(i)) for i in range(min(n, 5))) + (", ..." if n > 5 else "")
             p.fail(
                 f"cannot reach high={high!r} in steps of {step!r} from {low!r} (the values are {shown})",
                 "make high - low a multiple of step",
@@ -151,22 +152,25 @@ class _Range(ParamKind):
             return IntDistribution(low, high, log=self.log, step=p.kwargs.get("step") or 1)
         return FloatDistribution(float(low), float(high), log=self.log, step=p.kwargs.get("step"))
 
-    def grid_values(self, p: Param) -> list[Any] | None:
+    def _values(self, p: Param) -> tuple[int, Callable[[int], Any]] | None:
+        """(how many, the i-th) of the range's values, none of them listed; None when continuous."""
         low, high = p.args
         if self.integer:
-            return list(range(low, high + 1, p.kwargs.get("step") or 1))
+            values = range(low, high + 1, p.kwargs.get("step") or 1)
+            return len(values), values.__getitem__
         steps = self._steps(p)
         if steps is None:
             return None
         d_low, d_step, n = steps
-        return [float(d_low + i * d_step) for i in range(n + 1)]
+        return n + 1, lambda i: float(d_low + i * d_step)
+
+    def grid_values(self, p: Param) -> list[Any] | None:
+        found = self._values(p)
+        return None if found is None else [found[1](i) for i in range(found[0])]
 
     def grid_count(self, p: Param) -> int | None:
-        low, high = p.args
-        if self.integer:
-            return len(range(low, high + 1, p.kwargs.get("step") or 1))
-        steps = self._steps(p)
-        return None if steps is None else steps[2] + 1
+        found = self._values(p)
+        return None if found is None else found[0]
 
 
 class _Choice(ParamKind):
