@@ -89,14 +89,13 @@ def _pop_waiting_trial_id(study: optuna.Study, synced: bool) -> int | None:
     before it need no second look. Optuna reads the journal again and scans every trial, which
     grows with the study. A trial queued by another process since the lock was taken is found by
     the next ask."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
+    import optuna  # (runs before every trial: ``from optuna.x import y`` costs ten times more)
 
     storage: Any = storage_of(study)
     replay = getattr(storage, "_replay_result", None)
     if not synced or replay is None:
         return study._pop_waiting_trial_id()
-    waiting_state = TrialState.WAITING
+    waiting_state = optuna.trial.TrialState.WAITING
     with storage._thread_lock:
         trials, ids = replay._trials, replay._study_id_to_trial_ids[study._study_id]
         seen = _NOT_WAITING.setdefault(storage, {})
@@ -105,9 +104,9 @@ def _pop_waiting_trial_id(study: optuna.Study, synced: bool) -> int | None:
         seen[study._study_id] = ids.index(waiting[0], start) if waiting else len(ids)
     for tid in waiting:
         try:
-            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+            if storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING):
                 return tid
-        except UpdateFinishedTrialError:
+        except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
 
@@ -131,16 +130,15 @@ def new_trial_with_attrs(
     """
     import datetime
 
-    import optuna
-    from optuna.trial import FrozenTrial, TrialState
+    import optuna  # (runs before every trial: ``from optuna.x import y`` costs ten times more)
 
     study._thread_local.cached_all_trials = None
     tid = None if fixed_params is not None else _pop_waiting_trial_id(study, synced)
     storage = storage_of(study)
     if tid is None:
-        template = FrozenTrial(
+        template = optuna.trial.FrozenTrial(
             number=-1,
-            state=TrialState.RUNNING,
+            state=optuna.trial.TrialState.RUNNING,
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
@@ -161,12 +159,13 @@ def new_trial_with_attrs(
 def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
     """``study.tell`` without the deep copy of the trial it returns (a third of nbtune's
     per-trial overhead on fast cells); ``optimize()`` calls the same function."""
-    try:
-        from optuna.study._tell import _tell_with_warning
-    except ImportError:  # pragma: no cover - a future Optuna
+    import optuna.study._tell
+
+    tell = getattr(optuna.study._tell, "_tell_with_warning", None)
+    if tell is None:  # pragma: no cover - a future Optuna
         study.tell(trial, value, state=state)
         return
-    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
+    tell(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
 
 
 def begin_ask_tell_loop(study: optuna.Study) -> None:

@@ -213,3 +213,62 @@ def test_queued_trials_are_taken_once_in_order_by_every_process(tmp_path):
     for t in a.get_trials(deepcopy=False):
         assert t.state == optuna.trial.TrialState.RUNNING
     assert [t.user_attrs["by"] for t in a.get_trials(deepcopy=False)] == ["a", "b", "a", "a", "b"]
+
+
+def _hold_lock(directory: str, name: str, held, release) -> None:
+    with Store(directory).lock(name):
+        held.set()
+        release.wait(30)
+
+
+def test_the_budget_lock_excludes_threads_and_processes_and_outlives_a_deleted_store(tmp_path):
+    import shutil
+    import threading
+    import time
+
+    store = Store(tmp_path / "s")
+    order: list[str] = []
+
+    def other() -> None:
+        with store.lock("study"):
+            order.append("other")
+
+    with store.lock("study"):  # threads of one process share the open file: excluded all the same
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.2)
+        order.append("first")
+    t.join(10)
+    assert order == ["first", "other"]
+
+    def taken_while_another_process_holds_it() -> bool:
+        ctx = mp.get_context("spawn")
+        held, release = ctx.Event(), ctx.Event()
+        p = ctx.Process(target=_hold_lock, args=(str(tmp_path / "s"), "study", held, release))
+        p.start()
+        got = threading.Event()
+
+        def take() -> None:
+            with store.lock("study"):
+                got.set()
+
+        try:
+            assert held.wait(60)
+            t = threading.Thread(target=take, daemon=True)
+            t.start()
+            taken = got.wait(0.5)
+            release.set()
+            t.join(10)
+            assert got.is_set()  # and once the other process lets go, it is taken
+            return taken
+        finally:
+            release.set()
+            p.join(30)
+
+    assert not taken_while_another_process_holds_it()
+    # The store deleted and made again (rm -rf .nbtune between searches): this process's open
+    # lock file is the deleted one; a lock on it would not exclude the new file's holders.
+    shutil.rmtree(tmp_path / "s")
+    (tmp_path / "s").mkdir()
+    assert not taken_while_another_process_holds_it()
+    assert (tmp_path / "s" / "study.journal.budget").exists()

@@ -84,6 +84,8 @@ def _as_float(value: Any) -> float | None:
     (through ``.item()``, with or without grad), ``Decimal`` and ``Fraction`` (through
     ``__float__``). No library is imported to find out.
     """
+    if type(value) is float:  # the common case, without the ABC check below
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real):

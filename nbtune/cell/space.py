@@ -233,13 +233,13 @@ for _kind in (
 
 def suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
     """``trial.suggest_*`` for an Optuna distribution (the public API, so samplers see the usual calls)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    import optuna  # (runs in every trial: ``from optuna.x import y`` costs ten times more)
 
-    if isinstance(dist, CategoricalDistribution):
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return trial.suggest_categorical(name, list(dist.choices))
-    if isinstance(dist, IntDistribution):
+    if isinstance(dist, optuna.distributions.IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    assert isinstance(dist, FloatDistribution)
+    assert isinstance(dist, optuna.distributions.FloatDistribution)
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
@@ -273,8 +273,11 @@ class Param:
         )
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
-        """The Optuna distribution this annotation stands for."""
-        return PARAM_KINDS[self.kind].distribution(self)
+        """The Optuna distribution this annotation stands for (made once: every trial asks)."""
+        dist = self.__dict__.get("_distribution")
+        if dist is None:
+            dist = self.__dict__["_distribution"] = PARAM_KINDS[self.kind].distribution(self)
+        return dist
 
     def grid_values(self) -> list[Any] | None:
         """Every value of a finite dimension, or None when it is continuous."""

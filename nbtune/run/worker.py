@@ -10,7 +10,6 @@ pruners see every worker's rungs through the shared storage.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -18,7 +17,6 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -117,26 +115,37 @@ class Job:
 
 
 class _RunningThreads:
-    """Which thread of this process runs which trial (Stop now interrupts threads by ident)."""
+    """Which thread of this process runs which trial (Stop now interrupts threads by ident).
+
+    ``with running_threads.running(number):`` registers the calling thread for the block; a
+    class rather than a generator, as it is entered once per trial."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.trials: dict[int, int] = {}  # thread ident -> trial number
 
-    @contextlib.contextmanager
-    def running(self, number: int) -> Iterator[None]:
-        ident = threading.get_ident()
-        with self.lock:
-            self.trials[ident] = number
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.trials.pop(ident, None)
+    def running(self, number: int) -> _Running:
+        return _Running(self, number)
 
     def idents(self) -> list[int]:
         with self.lock:
             return list(self.trials)
+
+
+class _Running:
+    __slots__ = ("ident", "number", "threads")
+
+    def __init__(self, threads: _RunningThreads, number: int) -> None:
+        self.threads, self.number, self.ident = threads, number, 0
+
+    def __enter__(self) -> None:
+        self.ident = threading.get_ident()
+        with self.threads.lock:
+            self.threads.trials[self.ident] = self.number
+
+    def __exit__(self, *exc: object) -> None:
+        with self.threads.lock:
+            self.threads.trials.pop(self.ident, None)
 
 
 running_threads = _RunningThreads()

@@ -186,7 +186,8 @@ class FileControl(BaseControl):
         return super().target()
 
     def _has(self, key: str) -> bool:
-        return os.path.exists(os.path.join(self.directory, key))
+        # checked before every trial: os.access answers without raising for a missing file
+        return os.access(os.path.join(self.directory, key), os.F_OK)
 
     def _delete(self, key: str) -> None:
         Path(self.directory, key).unlink(missing_ok=True)

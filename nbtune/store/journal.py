@@ -26,6 +26,11 @@ from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     import optuna
 
@@ -62,7 +67,7 @@ class _Cache:
         self.lock_paths: dict[tuple[Path, str], str] = {}
         # (pid, lock file) -> (its open file, the lock of this process's threads): flock excludes
         # other processes; threads of one process share the file, so they take the thread lock first
-        self.flocks: dict[tuple[int, str], tuple[int, threading.Lock]] = {}
+        self.flocks: dict[tuple[int, str], _Flock] = {}
 
     def clear(self) -> None:
         with self.lock:
@@ -73,12 +78,77 @@ class _Cache:
 _CACHE = _Cache()
 
 
-def _same_file(fd: int, path: str) -> bool:
-    """Whether the open file ``fd`` is still the file at ``path`` (not deleted or replaced)."""
+class _Flock:
+    """A lock file this process keeps open, and the lock its threads take before ``flock`` (threads
+    of one process share the open file, so ``flock`` alone would not exclude them)."""
+
+    __slots__ = ("fd", "file_id", "threads")
+
+    def __init__(self, fd: int, threads: threading.Lock) -> None:
+        self.fd, self.threads = fd, threads
+        st = os.fstat(fd)
+        self.file_id = (st.st_dev, st.st_ino)
+
+
+def _same_file(lock: _Flock, path: str) -> bool:
+    """Whether the open lock file is still the file at ``path`` (not deleted or replaced)."""
     try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
+        st = os.stat(path)
     except OSError:
         return False
+    return (st.st_dev, st.st_ino) == lock.file_id
+
+
+def _flock(path: str) -> _Flock:
+    """This process's open lock file at ``path``, opened again if the store was deleted since."""
+    key = (os.getpid(), path)  # a forked child must not share its parent's open file (and lock)
+    entry = _CACHE.flocks.get(key)
+    if entry is None or not _same_file(entry, path):
+        with _CACHE.lock:
+            entry = _CACHE.flocks.get(key)
+            if entry is None or not _same_file(entry, path):
+                if entry is not None:
+                    os.close(entry.fd)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                entry = _CACHE.flocks[key] = _Flock(fd, entry.threads if entry is not None else threading.Lock())
+    return entry
+
+
+class _FlockHeld:
+    """``with``: the lock held (a class, not a generator: it is taken once per trial)."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: _Flock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        self.lock.threads.acquire()
+        try:
+            fcntl.flock(self.lock.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.lock.threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            fcntl.flock(self.lock.fd, fcntl.LOCK_UN)
+        finally:
+            self.lock.threads.release()
+
+
+@contextlib.contextmanager
+def _open_lock(path: str) -> Iterator[None]:  # pragma: no cover - Windows
+    """Optuna's lock file, created and deleted around the block (no ``fcntl``)."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    lock = JournalFileOpenLock(path, grace_period=30)
+    while not lock.acquire():  # acquire blocks until it succeeds
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class JournalStore(BaseStore):
@@ -191,8 +261,7 @@ class JournalStore(BaseStore):
         except (AttributeError, KeyError):  # another Optuna's journal: read the trials instead
             return None
 
-    @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A cross-process lock for one study (trial budget accounting), taken before every ask.
 
         ``flock`` on a lock file kept open by each process: two system calls, where creating and
@@ -203,38 +272,9 @@ class JournalStore(BaseStore):
         if path is None:
             self._writable()
             path = _CACHE.lock_paths[(self.directory, name)] = str(self.directory / f"{base_name(name)}.journal.budget")
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            fcntl = None  # type: ignore[assignment]
-        if fcntl is not None:
-            key = (os.getpid(), path)  # a forked child must not share its parent's open file (and lock)
-            entry = _CACHE.flocks.get(key)
-            if entry is None or not _same_file(entry[0], path):  # new, or the store was deleted since
-                with _CACHE.lock:
-                    entry = _CACHE.flocks.get(key)
-                    if entry is None or not _same_file(entry[0], path):
-                        if entry is not None:
-                            os.close(entry[0])
-                        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                        entry = _CACHE.flocks[key] = (fd, entry[1] if entry is not None else threading.Lock())
-            fd, threads = entry
-            with threads:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            return
-        from optuna.storages.journal import JournalFileOpenLock
-
-        lock = JournalFileOpenLock(path, grace_period=30)
-        while not lock.acquire():  # pragma: no cover - acquire blocks until it succeeds
-            time.sleep(0.01)
-        try:
-            yield
-        finally:
-            lock.release()
+        if fcntl is None:  # pragma: no cover - Windows
+            return _open_lock(path)
+        return _FlockHeld(_flock(path))
 
     def artifact_store(self) -> Any:
         """``<store>/artifacts`` (Optuna's file-system artifact store), or the object store given."""
