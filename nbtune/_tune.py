@@ -590,8 +590,15 @@ def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
     failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
     if " at line " in failure:
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
+    run_start = plan.job.run_start if plan.job is not None else 0
+    paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
+    which = (
+        "the first 3 trials of this run that were not paused or stopped early"
+        if paused
+        else "the first 3 trials of this run"
+    )
     return TrialsFailedError(
-        f"the first 3 trials of this run all failed with {err}; the cell probably has a bug, so the "
+        f"{which} all failed with {err}; the cell probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; the failed trials are kept "
         f"in {plan.study.study_name!r})",
         tb,

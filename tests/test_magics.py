@@ -249,6 +249,24 @@ def test_first_three_failures_stop_the_search(ip, capsys):
     assert len(study.trials) == 3
 
 
+def test_a_bug_past_the_first_rung_stops_the_search_too(ip):
+    """Trials paused at the first rung never reach a line that fails at epoch 2: they must not
+    hide the bug while every trial that goes on fails (the default search pauses most trials)."""
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "for epoch in range(9):  # tune: epochs\n"
+        "    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
+        "    if epoch == 1:\n"
+        "        y = undefined_name\n"
+    )
+    with pytest.raises(UsageError, match="first 3 trials of this run that were not paused or stopped early all failed"):
+        ip.run_cell_magic("tune", "--trials 30 --minimize loss --sampler random --seed 0", cell)
+    trials = nbtune.load_study().trials
+    assert sum(t.state.name == "FAIL" for t in trials) == 3
+    assert any(t.state.name == "PRUNED" for t in trials)  # the pauses came between the failures
+    assert len(trials) < 15
+
+
 @pytest.mark.parametrize(
     "body, expected",
     [

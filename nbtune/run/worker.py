@@ -152,12 +152,16 @@ running_threads = _RunningThreads()
 
 
 def _first_failures_match(study: optuna.Study, job: Job) -> bool:
-    """The first trials of this run all failed with one error: the cell has a bug."""
+    """The first trials of this run to end on their own all failed with one error: the cell has a bug.
+
+    A trial the scheduler paused or stopped at a rung (PRUNED) is not counted: it never reached
+    the rest of the cell, so a bug after the first rung (a typo at epoch 2) would otherwise hide
+    behind the pauses while every continuation fails."""
     mine = sorted(
         (
             t
             for t in study.get_trials(deepcopy=False)
-            if t.number >= job.run_start and t.state.is_finished() and not is_interrupted(t)
+            if t.number >= job.run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
         ),
         key=lambda t: t.number,
     )[:N_FAILURES_TO_STOP]
