@@ -308,13 +308,15 @@ class TuneConfig:
     )
     min_epochs: int | None = _opt(
         None,
-        "r, the epochs before the first comparison (default: where the ``n_trials`` configurations can "
-        "fill every rung, ⌈R / eta**⌊log_eta n⌋⌉: 3 for 20 trials over a 27-epoch loop, 1 from 28 trials).",
+        "r, the epochs before the first comparison (default: where the search's N configurations, "
+        "``n_trials`` less the baseline, can fill every rung, ⌈R / eta**⌊log_eta N⌋⌉: 3 for 20 trials over a "
+        "27-epoch loop, 1 from 28 trials).",
         "--min-epochs",
         metavar="r",
         type=int,
-        flag_help="epochs before the first comparison (r). Default: where the N configurations fill every rung, "
-        "R/eta^floor(log_eta N) rounded up (3 for -n 20 over 27 epochs; 1 from -n 28).",
+        flag_help="epochs before the first comparison (r). Default: where the search's N configurations (-n less "
+        "the baseline, trial 0) can fill every rung, R/eta^floor(log_eta N) rounded up, at least one rung "
+        "(3 for -n 20 over 27 epochs, so rungs at 3 and 9; 1 from -n 28).",
     )
     eta: int = _opt(
         3,

@@ -103,6 +103,13 @@ def _end(shell: Any, args: Any, result: Any) -> Any:
     )
 
 
+def _cell_magic_usage(func: Any) -> Any:
+    """``%%tune?`` shows ``%%tune [options]``: IPython's magic_arguments writes one ``%`` before the
+    name it is given, whatever kind of magic it is."""
+    func.argcmd_name = "%" + func.__name__
+    return func
+
+
 @magics_class
 class TuneMagics(Magics):
     """The nbtune magics."""
@@ -110,6 +117,7 @@ class TuneMagics(Magics):
     @magic_arguments()
     @magic_arguments_from_config
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
+    @_cell_magic_usage
     @cell_magic
     def tune(self, line: str, cell: str) -> Any:
         """Turn this cell into a hyperparameter search; every trial is kept beside the notebook.
@@ -139,10 +147,17 @@ class TuneMagics(Magics):
         did not learn, over/underfitting) report on them.
 
         The metric (``--maximize NAME`` or ``--minimize NAME``) is that variable's value when
-        the cell ends. With an epochs loop it is read after every epoch, reported to the
-        scheduler (Hyperband by default), and a trial that falls behind is stopped there;
-        the reason is recorded ("trial 17 stopped at epoch 3 (rung 1): val_acc 0.62 <
-        cutoff 0.71, only the top 3 of 9 go on").
+        the cell ends. With an epochs loop it is read after every epoch, and the default
+        search is successive halving (ASHA) with pause-and-promote: trials are compared at
+        rungs of r, r*eta, r*eta**2 ... epochs (the header shows them; by default r is where the
+        -n configurations can fill every rung, see --min-epochs), only the top 1/eta of the
+        trials that reached a rung go on, and the others pause, to go on later if more
+        arrivals leave them in the top 1/eta. Each pause is explained ("trial 4 paused at
+        epoch 3 (rung 0): val_acc 0.62 ranks 3 of 4, only the top 1 go on for now; ...").
+        The configurations come from multivariate TPE fitted as BOHB fits its model (each
+        configuration valued at the largest epoch enough of them reached). --stop-only
+        stops instead of pausing; --scheduler hyperband, median, pbt or none changes the
+        rule; --sampler random, gp, cmaes, qmc or grid the proposals.
 
         Example::
 

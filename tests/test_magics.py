@@ -352,7 +352,11 @@ def test_help_text(ip):
         assert text in doc
     info = ip.object_inspect("%%tune")
     assert info["found"]
-    assert "%tune [--maximize NAME] [--minimize NAME] [-n N]" in info["docstring"]
+    assert "%%tune [--maximize NAME] [--minimize NAME] [-n N]" in info["docstring"]  # a cell magic's usage
+    # the default search as it is: successive halving that pauses and promotes, TPE fitted as BOHB
+    assert "successive halving (ASHA) with pause-and-promote" in doc and "as BOHB fits its model" in doc
+    flat = " ".join(info["docstring"].split())  # argparse wraps the options' help
+    assert "Hyperband by default" not in doc and "(-n less the baseline, trial 0)" in flat
     assert "--max-epochs R" in info["docstring"] and "Example::" in info["docstring"]
 
 

@@ -261,6 +261,14 @@ def test_the_reasons_read_well():
     assert "only 1 trial reached this rung so far, too few for any to go on (the top 1/3 do)" in format_decision(
         7, first, "acc", "maximize"
     )
+    # paused when the search ended: ranked 1 of 1 is no contradiction once it says why it did not go on
+    assert format_decision(7, first, "acc", "maximize", ended=True).endswith(
+        "acc 0.62 ranked 1 of 1 when it got there (too few had reached this rung for any to go on); "
+        "it was paused, and not promoted before the search ended"
+    )
+    assert "ranked 3 of 4 when it got there (only the top 1 went on then)" in format_decision(
+        7, d, "acc", "maximize", ended=True
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -409,8 +409,8 @@ def test_epoch_without_the_metric():
     with pytest.raises(MetricError) as info:
         program.run(rt)
     assert str(info.value) == (
-        "m was not set at the end of epoch 1; assign it in the cell; "
-        "with a '# tune: epochs' loop, compute the metric inside the loop"
+        "m was not set at the end of epoch 1: with a '# tune: epochs' loop it is read after every epoch; "
+        "assign it in every iteration of the loop (not only after the loop, or every few epochs)"
     )
     assert steps == []
 
@@ -427,7 +427,9 @@ def test_epoch_with_a_bad_metric():
 def test_the_epochs_hint_is_given_only_when_the_metric_is_missing():
     """Computing the metric inside the loop is the fix only when it was not set there."""
     program, rt, _ = epochs_of("for e in range(3):  # tune: epochs\n    pass\nm = 1.0\n")
-    with pytest.raises(MetricError, match="m was not set at the end of epoch 1.*compute the metric inside the loop"):
+    with pytest.raises(
+        MetricError, match="m was not set at the end of epoch 1.*assign it in every iteration of the loop"
+    ):
         program.run(rt)
 
 

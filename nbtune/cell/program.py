@@ -494,7 +494,10 @@ class TrialRuntime:
             if e.kind != "missing":
                 raise
             raise MetricError(
-                f"{e}; with a '# tune: epochs' loop, compute the metric inside the loop", e.kind
+                f"{self.program.metric} was not set at the end of epoch {self._step}: with a '# tune: epochs' "
+                "loop it is read after every epoch; assign it in every iteration of the loop (not only after "
+                "the loop, or every few epochs)",
+                e.kind,
             ) from None
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)

@@ -626,9 +626,10 @@ def format_decision(
         if continued_as is not None:
             return f"{head}: {metric} {value:.4g} ranked {decision.get('rank')} of {n}; promoted later, continued as trial {continued_as}"
         if ended:
+            then = f"only the top {n_keep} went on then" if n_keep else "too few had reached this rung for any to go on"
             return (
                 f"{head.replace('paused', 'stopped', 1)}: {metric} {value:.4g} ranked {decision.get('rank')} of {n} "
-                "when it got there; it was paused, and not promoted before the search ended"
+                f"when it got there ({then}); it was paused, and not promoted before the search ended"
             )
         if not n_keep:
             return (
