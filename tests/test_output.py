@@ -1,4 +1,4 @@
-"""A trial's prints are kept with the trial; other threads print as usual."""
+"""A trial's prints and displays are kept with the trial; other threads print and display as usual."""
 
 from __future__ import annotations
 
@@ -39,3 +39,35 @@ def test_streams_are_restored_after_the_last_trial():
             assert sys.stdout is not before[0]
         assert sys.stdout is not before[0]
     assert (sys.stdout, sys.stderr) == before
+
+
+def test_a_trials_displays_are_kept_with_it_and_the_shells_return(ip, monkeypatch):
+    """In the kernel, trials run on threads: what one displays (display(), a tqdm.auto bar, a
+    figure) and clears must not reach the notebook's cell, where the dashboard is."""
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.display import clear_output, display
+
+    pub = CapturingDisplayPublisher()
+    monkeypatch.setattr(ip, "display_pub", pub)
+    kept: list[str] = []
+    shown, done = threading.Event(), threading.Event()
+
+    def trial() -> None:
+        with captured_output() as buf:
+            display("shown in a trial")
+            clear_output()
+            shown.set()
+            done.wait(10)  # still running while the kernel displays
+        kept.extend(buf)
+
+    t = threading.Thread(target=trial)
+    t.start()
+    assert shown.wait(10)
+    display("shown by the kernel")
+    done.set()
+    t.join()
+    assert "".join(kept) == "'shown in a trial'\n"
+    assert [o["data"]["text/plain"] for o in pub.outputs] == ["'shown by the kernel'"]
+    assert "publish" not in vars(pub) and "clear_output" not in vars(pub)  # the class's methods again
+    display("after the search")
+    assert pub.outputs[-1]["data"]["text/plain"] == "'after the search'"

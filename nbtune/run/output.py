@@ -1,4 +1,4 @@
-"""A trial's prints go to that trial, not to the notebook.
+"""A trial's prints and displays go to that trial, not to the notebook.
 
 Sixty trials printing every epoch would bury the notebook (and on worker processes the
 prints would be lost), so while a trial runs, whatever its thread writes to ``sys.stdout``
@@ -6,6 +6,12 @@ or ``sys.stderr`` is kept in that trial's buffer; the worker stores the tail wit
 ``sys.stdout`` is one object per process, so it is swapped once, while at least one trial
 of the process runs, for a stand-in that sends each thread's writes to its own buffer;
 writes from any other thread pass through unchanged.
+
+Trials that run in the kernel (one job) can also *display*: ``IPython.display.display``, a
+``tqdm.auto`` bar (a widget in a notebook), ``plt.show()``. All of them go through the shell's
+display publisher, so while trials run its ``publish`` and ``clear_output`` are wrapped the
+same way: a trial's displays are kept in its buffer as their text form, and a trial's
+``clear_output`` does not clear the notebook's cell (where the search's dashboard is).
 """
 
 from __future__ import annotations
@@ -41,6 +47,36 @@ class _ThreadOutput:
         return getattr(self._original, name)
 
 
+class _ThreadDisplay:
+    """The shell's ``display_pub.publish`` / ``clear_output`` while trials run: a capturing
+    thread's displays are kept as text (``text/plain``) in its buffer, its clears are dropped."""
+
+    def __init__(self, original: Any, local: threading.local, clear: bool = False) -> None:
+        self._original = original
+        self._local = local
+        self._clear = clear
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            return self._original(*args, **kwargs)
+        if self._clear:
+            return None
+        data = args[0] if args else kwargs.get("data")
+        text = data.get("text/plain") if isinstance(data, dict) else None
+        if text:
+            buf.append(f"{text}\n")
+        return None
+
+
+def _display_publisher() -> Any:
+    """The running IPython shell's display publisher (the kernel's), or None (a worker process,
+    a script). IPython is not imported to find out."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "display_pub", None)
+
+
 class _Capture:
     """The process-wide swap, reference-counted over the trials that run at once.
 
@@ -51,6 +87,8 @@ class _Capture:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.users = 0
+        self.publisher: Any = None  # the display publisher wrapped while trials run
+        self.saved: dict[str, Any] = {}  # its own instance attributes of those names, if it had any
 
     def __call__(self) -> _Capture:
         return self
@@ -60,6 +98,7 @@ class _Capture:
             if self.users == 0:
                 sys.stdout = _ThreadOutput(sys.stdout, self.local)
                 sys.stderr = _ThreadOutput(sys.stderr, self.local)
+                self._wrap_displays()
             self.users += 1
         buf: list[str] = []
         self.local.buf = buf
@@ -74,6 +113,28 @@ class _Capture:
                     stream = getattr(sys, name)
                     if isinstance(stream, _ThreadOutput):
                         setattr(sys, name, stream._original)
+                self._unwrap_displays()
+
+    def _wrap_displays(self) -> None:
+        pub = _display_publisher()
+        if pub is None or isinstance(pub.__dict__.get("publish"), _ThreadDisplay):
+            return
+        self.publisher = pub
+        self.saved = {name: pub.__dict__[name] for name in ("publish", "clear_output") if name in pub.__dict__}
+        pub.publish = _ThreadDisplay(pub.publish, self.local)
+        pub.clear_output = _ThreadDisplay(pub.clear_output, self.local, clear=True)
+
+    def _unwrap_displays(self) -> None:
+        pub, self.publisher = self.publisher, None
+        if pub is None:
+            return
+        for name in ("publish", "clear_output"):
+            if not isinstance(pub.__dict__.get(name), _ThreadDisplay):
+                continue  # replaced since by someone else: theirs stays
+            if name in self.saved:
+                pub.__dict__[name] = self.saved[name]
+            else:
+                del pub.__dict__[name]  # the class's method again
 
 
 captured_output = _Capture()
