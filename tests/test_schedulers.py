@@ -220,7 +220,14 @@ def test_rung_of_without_rungs(kind, step):
         ({"kind": "hyperband", "R": 100, "r": 2, "eta": 4}, "Hyperband (r=2, R=100, eta=4, 3 brackets)"),
         ({"kind": "asha", "R": 27}, "ASHA (r=1, R=27, eta=3, rungs at epochs [1, 3, 9])"),
         ({"kind": "asha", "R": 20, "r": 2, "eta": 2}, "ASHA (r=2, R=20, eta=2, rungs at epochs [2, 4, 8, 16])"),
-        ({"kind": "asha", "R": 3, "r": 3}, "ASHA (r=3, R=3, eta=3, rungs at epochs [])"),
+        (
+            {"kind": "asha", "R": 3, "r": 3},
+            "ASHA (r=3, R=3, eta=3: no rung before the last epoch, every trial runs to the end)",
+        ),
+        (
+            {"kind": "asha", "R": 1},
+            "ASHA (r=1, R=1, eta=3: no rung before the last epoch, every trial runs to the end)",
+        ),
         ({"kind": "median", "R": 27, "r": 5}, "median stopping (after 5 epochs)"),
         ({"kind": "none", "R": 27}, "no early stopping"),
         ({"kind": "none"}, "no early stopping"),

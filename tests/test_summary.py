@@ -174,7 +174,16 @@ def test_summary_without_a_completed_trial():
     study = optuna.create_study(study_name="s")
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
     assert StudySummary(study, "acc", n_trials=3).summary() == (
-        "nbtune study 's': 1/3 trials finished (1 failed)\nno trial completed yet\n1 failed, e.g. trial 0: RuntimeError: x"
+        "nbtune study 's': 1/3 trials finished (1 failed)\nno trial completed: the one finished failed\n"
+        "1 failed, e.g. trial 0: RuntimeError: x"
+    )
+    study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
+    study.add_trial(trial(TrialState.PRUNED))
+    # a study that already had more trials than this run's target: no "3/2"; a paused trial may still go on
+    assert (
+        StudySummary(study, "acc", n_trials=2)
+        .summary()
+        .startswith("nbtune study 's': 3 trials finished (1 stopped early, 2 failed)\nno trial completed yet")
     )
 
 

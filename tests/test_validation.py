@@ -353,6 +353,10 @@ def test_diagnose_finds_divergence_and_no_learning_with_their_ranges(ip):
     assert "ended worse than it started" in div.evidence and "lower the range's top" in div.advice
     flat = df.loc[kinds["did not learn"]]
     assert flat.region.startswith("lr <= ") and max(lrs[n] for n in flat.trials) < 1e-3
+    for finding in (div, flat):  # evidence shared by several trials is said once, with how many
+        parts = finding.evidence.split("; ")
+        n = sum(int(p.rsplit(", ", 1)[1].split()[0]) if p.endswith(" trials") else 1 for p in parts)
+        assert n == len(finding.trials) or len(parts) == 1, finding.evidence
     text = res.summary()
     assert "diagnosis: " in text and "diverged" in text
     from nbtune.view.widgets import WidgetView

@@ -300,7 +300,10 @@ class _Asha(_SuccessiveHalving):
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.r, reduction_factor=spec.eta)
 
     def describe(self, spec: SchedulerSpec) -> str:
-        return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}, rungs at epochs {spec.rung_epochs()})"
+        rungs = spec.rung_epochs()
+        if not rungs:  # a loop as short as the first rung: nothing to compare before the end
+            return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}: no rung before the last epoch, every trial runs to the end)"
+        return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}, rungs at epochs {rungs})"
 
 
 class _Median(BaseScheduler):

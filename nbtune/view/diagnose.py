@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +151,9 @@ def diagnose(result: StudySummary) -> list[Finding]:
     others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
     for kind, hits in (("diverged", diverged), ("did not learn", flat)):
         if hits:
-            why = sorted(set(hits.values()), key=list(hits.values()).count, reverse=True)
+            # the same evidence once, with how many trials share it: "6 trials ... (at 0.1, 2 trials; ...)"
+            counts = Counter(hits.values())
+            why = [text + (f", {n} trials" if 1 < n < len(hits) else "") for text, n in counts.most_common()]
             hit = [by_number[n] for n in sorted(hits)]
             findings.append(Finding(kind, sorted(hits), "; ".join(why), _region(hit, others), ADVICE[kind]))
     for signature, numbers in failed.items():

@@ -151,7 +151,15 @@ class StudySummary:
                 f"no completed trial meets the guardrails ({plural_trials(len(complete))} complete, all breaking "
                 f"{' or '.join(repr(b) for b in broken)}): widen the search space or loosen --subject-to"
             )
+        finished = [t for t in self.trials if t.state.is_finished()]
+        if finished and all(t.state.name == "FAIL" for t in finished):
+            return f"no trial completed: {'the one' if len(finished) == 1 else f'all {len(finished)}'} finished failed"
         return "no trial completed yet"
+
+    def _finished(self) -> str:
+        """'12/20' (finished of the target), or '20' when the study already had more than this run's target."""
+        n, target = self.n_finished, self.n_trials
+        return f"{n}/{target}" if target and n <= target else f"{n}"
 
     def _best_or_none(self) -> optuna.trial.FrozenTrial | None:
         try:
@@ -163,9 +171,7 @@ class StudySummary:
     def summary(self) -> str:
         """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
         lines = [
-            f"nbtune study {self.study.study_name!r}: {self.n_finished}"
-            + (f"/{self.n_trials}" if self.n_trials else "")
-            + " trials finished ("
+            f"nbtune study {self.study.study_name!r}: {self._finished()} trials finished ("
             + ", ".join(self.count_words())
             + ")"
         ]
@@ -215,9 +221,7 @@ class StudySummary:
         parts = [f"<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · {esc(self.study.study_name)}</h4>"]
         parts.append(
             "<p>"
-            + f"{self.n_finished}"
-            + (f"/{self.n_trials}" if self.n_trials else "")
-            + " trials finished · "
+            + f"{self._finished()} trials finished · "
             + " · ".join(esc(w) for w in self.count_words())
             + (f" · {esc(self.sampler)}" if self.sampler else "")
             + (f" · {esc(self.scheduler)}" if self.scheduler else "")
