@@ -174,7 +174,7 @@ def test_summary_without_a_completed_trial():
     study = optuna.create_study(study_name="s")
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
     assert StudySummary(study, "acc", n_trials=3).summary() == (
-        "nbtune study 's': 1/3 trials finished (1 failed)\nno trial completed: the one finished failed\n"
+        "nbtune study 's': 1/3 trials finished (1 failed)\nno trial completed: the one that finished failed\n"
         "1 failed, e.g. trial 0: RuntimeError: x"
     )
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))

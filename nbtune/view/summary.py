@@ -153,7 +153,7 @@ class StudySummary:
             )
         finished = [t for t in self.trials if t.state.is_finished()]
         if finished and all(t.state.name == "FAIL" for t in finished):
-            return f"no trial completed: {'the one' if len(finished) == 1 else f'all {len(finished)}'} finished failed"
+            return f"no trial completed: {'the one' if len(finished) == 1 else f'all {len(finished)}'} that finished failed"
         return "no trial completed yet"
 
     def _finished(self) -> str:
