@@ -275,18 +275,20 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
 
 
 def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
-    """tqdm.auto draws a widget per bar in a notebook, and display() shows in the cell: from 4 trials
-    in the kernel that would be 4 bars and 4 displays above the search's own summary."""
+    """tqdm.auto draws a widget per bar in a notebook, display() shows in the cell, and the inline
+    backend shows the figures left open when the cell ends: from 4 trials in the kernel that would be
+    4 bars, 4 displays and 4 figures around the search's own summary."""
     import nbclient
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(c)
         for c in [
-            "%load_ext nbtune\nfrom tqdm.auto import trange\nfrom IPython.display import display",
+            "%load_ext nbtune\nfrom tqdm.auto import trange\nfrom IPython.display import display\n"
+            "%matplotlib inline\nimport matplotlib.pyplot as plt",  # (the tests' MPLBACKEND=Agg reaches kernels too)
             "%%tune --trials 4 --minimize loss --seed 0 -o res\nx = 0.5  # tune: uniform(0, 1)\n"
             "for epoch in trange(3, desc='train'):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
-            "display('shown in a trial')\n",
+            "display('shown in a trial')\nplt.figure()\nplt.plot([x, loss])  # a figure left open\n",
             "done = [t for t in res.study.trials if t.state.name == 'COMPLETE']  # (paused ones never got there)\n"
             "print(len(done), sum('shown in a trial' in t.user_attrs.get('nbtune:output', '') for t in done))",
         ]
@@ -298,6 +300,7 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
     assert any(o["output_type"] == "execute_result" for o in out)  # the search's summary
     shown = [o for o in out if o["output_type"] in ("display_data", "stream")]
     assert not any("shown in a trial" in str(o) or "train" in str(o) for o in shown), shown
+    assert not any("image/png" in o.get("data", {}) for o in shown)  # the trials' figures were closed
     complete, kept = nb.cells[2].outputs[0]["text"].split()
     assert int(complete) >= 2 and kept == complete  # kept with each trial instead
 

@@ -71,3 +71,18 @@ def test_a_trials_displays_are_kept_with_it_and_the_shells_return(ip, monkeypatc
     assert "publish" not in vars(pub) and "clear_output" not in vars(pub)  # the class's methods again
     display("after the search")
     assert pub.outputs[-1]["data"]["text/plain"] == "'after the search'"
+
+
+def test_figures_a_trial_leaves_open_are_closed_when_it_ends():
+    """The inline backend shows every figure still open when the cell ends: one per trial."""
+    import matplotlib.pyplot as plt
+
+    before = plt.figure()  # the notebook's own, opened before the search: left alone
+    try:
+        with captured_output():
+            plt.figure()
+            plt.plot([1, 2])
+            assert len(plt.get_fignums()) == 2
+        assert plt.get_fignums() == [before.number]
+    finally:
+        plt.close("all")

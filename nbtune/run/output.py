@@ -12,6 +12,8 @@ Trials that run in the kernel (one job) can also *display*: ``IPython.display.di
 display publisher, so while trials run its ``publish`` and ``clear_output`` are wrapped the
 same way: a trial's displays are kept in its buffer as their text form, and a trial's
 ``clear_output`` does not clear the notebook's cell (where the search's dashboard is).
+Figures a trial opens with pyplot and leaves open would be shown by the inline backend when
+the cell ends, one per trial: they are closed when the trial ends.
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ class _ThreadDisplay:
         return None
 
 
+def _pyplot() -> Any:
+    """pyplot if the process uses it with a backend that draws off screen (the notebook's inline
+    one, Agg in a worker), where a figure may be closed from any thread; else None."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return None
+    backend = str(sys.modules["matplotlib"].get_backend()).lower()  # "inline" or "module://...backend_inline"
+    return plt if backend == "agg" or "inline" in backend else None
+
+
 def _display_publisher() -> Any:
     """The running IPython shell's display publisher (the kernel's), or None (a worker process,
     a script). IPython is not imported to find out."""
@@ -89,6 +101,7 @@ class _Capture:
         self.users = 0
         self.publisher: Any = None  # the display publisher wrapped while trials run
         self.saved: dict[str, Any] = {}  # its own instance attributes of those names, if it had any
+        self.figures: set[int] = set()  # pyplot's open figures when the trials began
 
     def __call__(self) -> _Capture:
         return self
@@ -99,6 +112,8 @@ class _Capture:
                 sys.stdout = _ThreadOutput(sys.stdout, self.local)
                 sys.stderr = _ThreadOutput(sys.stderr, self.local)
                 self._wrap_displays()
+                plt = _pyplot()
+                self.figures = set(plt.get_fignums()) if plt is not None else set()
             self.users += 1
         buf: list[str] = []
         self.local.buf = buf
@@ -114,6 +129,9 @@ class _Capture:
                     if isinstance(stream, _ThreadOutput):
                         setattr(sys, name, stream._original)
                 self._unwrap_displays()
+                plt = _pyplot()  # (imported by the trial, perhaps: then every figure is the trials')
+                for number in set(plt.get_fignums()) - self.figures if plt is not None else ():
+                    plt.close(number)
 
     def _wrap_displays(self) -> None:
         pub = _display_publisher()
