@@ -283,6 +283,8 @@ def test_trials_dataframe_without_stopped_trials():
         assert col in df and df[col].isna().all() and df[col].dtype == np.float64
     assert "stopped_reason" in df and df["stopped_reason"].isna().all()
     assert pd.isna(df["error"].iloc[0]) and df["error"].iloc[1] == "E"
+    # "none" is None in the text columns, whether or not another trial has text there
+    assert df["error"].iloc[0] is None and df["output"].iloc[0] is None and df["stopped_reason"].iloc[0] is None
 
 
 def test_trials_dataframe_of_an_empty_study():

@@ -188,6 +188,9 @@ class TuneResult(StudySummary):
             df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
         if "stopped_reason" not in df:
             df["stopped_reason"] = None
+        # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
+        for col in ("error", "interrupted", "output", "stopped_reason"):
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
         return df.set_index("number")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
