@@ -48,11 +48,22 @@ def _transformer(shell: Any) -> Any:
 @contextlib.contextmanager
 def _plain_warnings() -> Iterator[None]:
     """nbtune's warnings as one line about the cell ("%%tune: NbtuneWarning: ..."), not a path
-    into nbtune's source and a line of it; other warnings pass through as they were."""
+    into nbtune's source and a line of it; other warnings pass through as they were. A warning a
+    trial raises (on its thread in the kernel) is written where its prints go: kept with the trial."""
+    from nbtune.run.output import captured_output
+
     caught: list[warnings.WarningMessage] = []
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if captured_output.active():
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        else:
+            caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always", NbtuneWarning)
+            warnings.showwarning = show
             yield
     finally:
         for w in caught:

@@ -239,6 +239,15 @@ def test_sys_exit_in_a_trial_is_a_failed_row(ip):
     assert errors and all(e == "SystemExit: 3" for e in errors)
 
 
+def test_a_trials_warnings_are_kept_with_it(ip, capsys):
+    """A library warning per trial (scikit-learn's ConvergenceWarning) would bury the notebook."""
+    cell = "import warnings\nx = 0.5  # tune: uniform(0, 1)\nwarnings.warn(f'slow to converge at {x}')\nloss = x\n"
+    res = ip.run_cell_magic("tune", "--trials 3 --minimize loss --seed 0", cell)
+    outputs = [t.user_attrs.get(ATTR.OUTPUT, "") for t in res.study.trials]
+    assert all(f"UserWarning: slow to converge at {t.params['x']}" in o for t, o in zip(res.study.trials, outputs))
+    assert "slow to converge" not in capsys.readouterr().err
+
+
 def test_first_three_failures_stop_the_search(ip, capsys):
     cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):

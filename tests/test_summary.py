@@ -179,6 +179,9 @@ def test_summary_without_a_completed_trial():
     )
     study.add_trial(trial(TrialState.FAIL, attrs={ATTR.ERROR: "RuntimeError: x"}))
     study.add_trial(trial(TrialState.PRUNED))
+    interrupted = optuna.create_study(study_name="i")
+    interrupted.add_trial(trial(TrialState.FAIL, attrs={ATTR.INTERRUPTED: "stopped by the user"}))
+    assert "\nno trial completed yet" in StudySummary(interrupted, "acc", n_trials=6).summary()  # it did not fail
     # a study that already had more trials than this run's target: no "3/2"; a paused trial may still go on
     assert (
         StudySummary(study, "acc", n_trials=2)

@@ -106,6 +106,10 @@ class _Capture:
     def __call__(self) -> _Capture:
         return self
 
+    def active(self) -> bool:
+        """Whether the calling thread runs a trial whose output is being kept."""
+        return getattr(self.local, "buf", None) is not None
+
     def __enter__(self) -> list[str]:
         with self.lock:
             if self.users == 0:

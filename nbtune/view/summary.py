@@ -151,7 +151,7 @@ class StudySummary:
                 f"no completed trial meets the guardrails ({plural_trials(len(complete))} complete, all breaking "
                 f"{' or '.join(repr(b) for b in broken)}): widen the search space or loosen --subject-to"
             )
-        finished = [t for t in self.trials if t.state.is_finished()]
+        finished = [t for t in self.trials if t.state.is_finished() and not is_interrupted(t)]
         if finished and all(t.state.name == "FAIL" for t in finished):
             return f"no trial completed: {'the one' if len(finished) == 1 else f'all {len(finished)}'} that finished failed"
         return "no trial completed yet"
