@@ -248,6 +248,20 @@ def test_a_trials_warnings_are_kept_with_it(ip, capsys):
     assert "slow to converge" not in capsys.readouterr().err
 
 
+def test_a_tqdm_bar_of_a_trial_paused_at_a_rung_stays_with_the_trial(ip, capsys):
+    """A bar over the epochs draws itself once more when it closes; a trial paused at a rung closed
+    it only when it was collected, after its output was no longer kept: one stray bar per pause."""
+    pytest.importorskip("tqdm")
+    cell = (
+        "from tqdm import tqdm\nx = 0.5  # tune: uniform(0, 1)\n"
+        "for epoch in tqdm(range(9), desc='epochs'):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 8 --seed 0 --sampler random", cell)
+    paused = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert paused and all("epochs:  33%" in t.user_attrs[ATTR.OUTPUT] for t in paused)
+    assert "epochs:" not in capsys.readouterr().err
+
+
 def test_first_three_failures_stop_the_search(ip, capsys):
     cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):

@@ -441,16 +441,23 @@ class TrialRuntime:
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
         items = iter(iterable)
-        if self._resume is not None:
-            self._resume_from(items)
-        for item in items:
+        try:
+            if self._resume is not None:
+                self._resume_from(items)
+            for item in items:
+                if self._pending:
+                    self._report()
+                self._check_stop_now()
+                self._pending = True
+                yield item
             if self._pending:
                 self._report()
-            self._check_stop_now()
-            self._pending = True
-            yield item
-        if self._pending:
-            self._report()
+        finally:
+            # Stopped at a rung (or failed): a tqdm bar over the epochs draws itself once more when
+            # its iterator closes; here, where the trial's output is still kept, not later at GC.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     def _resume_from(self, items: Iterator[Any]) -> None:
         """Continue a cut trial: its saved state replaces what the cell built before the loop,
