@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -863,7 +863,9 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
         holdout_gap=cell.get("gap") if cell.get("holdout") else None,
         subject_to=cell.get("subject_to"),
         record=cell.get("record"),
-        max_epochs=cfg_attrs.get("R"),
+        # the epochs of a full trial (a loop whose length the cell does not spell out needs them); a
+        # cell with folds(k) stored its folds there, which are not epochs
+        max_epochs=None if _has_folds(cell["source"], transform, cell.get("line_offset", 1)) else cfg_attrs.get("R"),
     )
 
     def run(result: TuneResult, top: int, seeds: int, options: dict[str, Any]) -> None:
@@ -964,6 +966,14 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
     cfg = config_from(options, "tune_async")
     with _quiet_optuna():
         return await _drive_async(_search_steps(cell, cfg))
+
+
+def _has_folds(source: str, transform: Callable[[str], str] | None, line_offset: int) -> bool:
+    """Whether a stored cell runs ``folds(k)`` cross-validation in each trial."""
+    try:
+        return parse_cell(transform(source) if transform is not None else source, line_offset).folds is not None
+    except NbtuneError:
+        return False
 
 
 def _outer_folds(cell: str, cfg: TuneConfig) -> FoldsVar | None:

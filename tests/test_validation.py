@@ -103,6 +103,17 @@ def test_tune_validate_revalidates_a_stored_study(trees, capsys):
     assert shown is None
 
 
+def test_tune_validate_revalidates_a_cross_validated_study(ip):
+    """The stored study's steps are its folds, not epochs: they are not passed back as --max-epochs."""
+    cell = (
+        "seed = 0  # tune: seed\nfold = 0  # tune: folds(3)\nx = 0.5  # tune: uniform(0, 1)\n"
+        "loss = (x - 0.3) ** 2 + fold * 0.01 + seed * 0.001\n"
+    )
+    run(ip, "--minimize loss --trials 4 --seed 0 --name cv", cell)
+    df = ip.run_line_magic("tune_validate", "cv --top 2 --seeds 2 -o rv").revalidation()
+    assert len(df) == 2 and (df.n_seeds == 2).all() and (df.failed == 0).all()
+
+
 def test_the_seed_is_fixed_in_the_search_unless_asked_to_vary(ip):
     cell = "seed = 7  # tune: seed\nx = 0.5  # tune: uniform(0, 1)\nloss = seed + x\n"
     res = run(ip, "--minimize loss --trials 4 --seed 0 --name fixed -o r", cell)
