@@ -41,6 +41,14 @@ def data(ip):
     return ip
 
 
+def test_a_study_without_saved_state_says_how_to_get_it(data):
+    """Marking the model in a finished study's cell and re-running only continues the study (the
+    annotation is a comment): the message says to start afresh."""
+    res = run(data, "--maximize val_acc --trials 2 --seed 0", CELL.replace("  # tune: state", ""))
+    with pytest.raises(Exception, match=r"has no saved state; mark the model .* run the search again with --fresh"):
+        res.best_state()
+
+
 def test_the_best_model_comes_back_without_retraining(data):
     res = run(data, "--maximize val_acc --trials 8 --seed 0 -o res", CELL)
     state = res.best_state()

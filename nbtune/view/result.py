@@ -105,7 +105,8 @@ class TuneResult(StudySummary):
                         " (only the best --keep-checkpoints trials keep theirs)"
                         if ATTR.CHECKPOINT in t.user_attrs
                         else "; mark the model in the cell ('model = make_model()  # tune: state', or --state model) "
-                        "and run the search again"
+                        "and run the search again with --fresh (this study's trials ran without saving it, and "
+                        "re-running the cell continues them)"
                     )
                 )
             )
