@@ -283,3 +283,11 @@ def content_hash(value: Any) -> str:
             super().save(obj)
 
     return str(_TensorHasher(hash_name="md5").hash(value))
+
+
+def widget_by_id(model_id: str) -> Any:
+    """The live ipywidgets widget with this model id, or None. ipywidgets keeps them in
+    ``widget._instances`` (8.x; ``Widget.widgets``, deprecated, is the same dict)."""
+    module = sys.modules.get("ipywidgets.widgets.widget")
+    instances = getattr(module, "_instances", None) if module is not None else None
+    return instances.get(model_id) if isinstance(instances, dict) else None

@@ -291,6 +291,10 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
             "display('shown in a trial')\nplt.figure()\nplt.plot([x, loss])  # a figure left open\n",
             "done = [t for t in res.study.trials if t.state.name == 'COMPLETE']  # (paused ones never got there)\n"
             "print(len(done), sum('shown in a trial' in t.user_attrs.get('nbtune:output', '') for t in done))",
+            # the trials' bars were closed: no progress bar widget is left in the kernel (JupyterLab
+            # would save each one's state in the notebook)
+            "from ipywidgets.widgets.widget import _instances\n"
+            "print(sum(type(w).__name__ == 'FloatProgress' for w in list(_instances.values())))",
         ]
     ]
     nbclient.NotebookClient(
@@ -301,6 +305,7 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
     shown = [o for o in out if o["output_type"] in ("display_data", "stream")]
     assert not any("shown in a trial" in str(o) or "train" in str(o) for o in shown), shown
     assert not any("image/png" in o.get("data", {}) for o in shown)  # the trials' figures were closed
+    assert nb.cells[3].outputs[0]["text"].strip() == "0"
     complete, kept = nb.cells[2].outputs[0]["text"].split()
     assert int(complete) >= 2 and kept == complete  # kept with each trial instead
 

@@ -86,3 +86,27 @@ def test_figures_a_trial_leaves_open_are_closed_when_it_ends():
         assert plt.get_fignums() == [before.number]
     finally:
         plt.close("all")
+
+
+def test_widgets_a_trial_displays_are_closed_when_it_ends(ip, monkeypatch):
+    """tqdm.auto's bar in a notebook is a box of widgets; each trial's would stay in the kernel."""
+    import ipywidgets as w
+    from IPython.core.displaypub import CapturingDisplayPublisher
+    from IPython.display import display
+
+    monkeypatch.setattr(ip, "display_pub", CapturingDisplayPublisher())
+    kept = w.IntSlider()  # the notebook's own: left alone
+    made: list[w.Widget] = []
+
+    def trial() -> None:
+        with captured_output():
+            bar = w.HBox([w.HTML("train"), w.FloatProgress(value=1, max=3)])
+            made.extend([bar, *bar.children, bar.layout, bar.children[1].style])
+            display(bar)
+
+    t = threading.Thread(target=trial)
+    t.start()
+    t.join()
+    assert made and all(x.comm is None for x in made)  # closed: gone from the kernel and the frontend
+    assert kept.comm is not None
+    kept.close()

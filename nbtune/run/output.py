@@ -11,7 +11,9 @@ Trials that run in the kernel (one job) can also *display*: ``IPython.display.di
 ``tqdm.auto`` bar (a widget in a notebook), ``plt.show()``. All of them go through the shell's
 display publisher, so while trials run its ``publish`` and ``clear_output`` are wrapped the
 same way: a trial's displays are kept in its buffer as their text form, and a trial's
-``clear_output`` does not clear the notebook's cell (where the search's dashboard is).
+``clear_output`` does not clear the notebook's cell (where the search's dashboard is). A
+widget a trial displayed (tqdm's bar: a box, a progress bar, labels, their layouts) is closed
+when the trial ends, or every trial's would stay in the kernel and in the saved notebook.
 Figures a trial opens with pyplot and leaves open would be shown by the inline backend when
 the cell ends, one per trial: they are closed when the trial ends.
 """
@@ -68,7 +70,32 @@ class _ThreadDisplay:
         text = data.get("text/plain") if isinstance(data, dict) else None
         if text:
             buf.append(f"{text}\n")
+        view = data.get(_WIDGET_VIEW) if isinstance(data, dict) else None
+        if isinstance(view, dict) and view.get("model_id"):
+            self._local.widgets.append(view["model_id"])
         return None
+
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _close_widgets(model_ids: list[str]) -> None:
+    """Close the widgets a trial displayed, and the widgets they hold (children, layout, style)."""
+    from nbtune import _compat
+
+    seen: set[int] = set()
+    todo = [w for m in model_ids if (w := _compat.widget_by_id(m)) is not None]
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen or not hasattr(widget, "close"):
+            continue
+        seen.add(id(widget))
+        for name in getattr(widget, "keys", ()):  # the synced traits: where widgets hold widgets
+            value = getattr(widget, name, None)
+            for held in value if isinstance(value, (list, tuple)) else (value,):
+                if hasattr(held, "model_id") and hasattr(held, "close"):
+                    todo.append(held)
+        widget.close()
 
 
 def _pyplot() -> Any:
@@ -121,10 +148,14 @@ class _Capture:
             self.users += 1
         buf: list[str] = []
         self.local.buf = buf
+        self.local.widgets = []  # model ids of the widgets this trial displays
         return buf
 
     def __exit__(self, *exc: object) -> None:
         self.local.buf = None
+        if self.local.widgets:
+            _close_widgets(self.local.widgets)
+            self.local.widgets = []
         with self.lock:
             self.users -= 1
             if self.users == 0:
