@@ -149,7 +149,8 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("guardrails") != new.get("guardrails"):
         changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
     if old.get("schedule") != new.get("schedule"):
-        changes.append(f"scheduler {old.get('schedule') or 'stop-only'} -> {new.get('schedule') or 'stop-only'}")
+        never = "trials that never pause"  # stop-only, or no early stopping: no trial continues later
+        changes.append(f"schedule {old.get('schedule') or never} -> {new.get('schedule') or never}")
     return ", ".join(changes) or "settings changed"
 
 
@@ -314,9 +315,10 @@ def _choose_version(
         messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
         return target
     if attrs[latest].get(ATTR.SPACE) not in (None, fp):
+        also = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)  # the code, notebook, data
         messages.append(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
-            f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}): "
+            f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
             f"started {new!r}; the old study is kept"
         )
     else:

@@ -411,10 +411,12 @@ def test_changing_the_scheduler_starts_a_new_version(data):
     first = run(data, "--maximize acc --trials 6 --seed 0 -o res")
     stop_only = run(data, "--maximize acc --trials 6 --seed 0 --stop-only -o res")
     assert stop_only.study.study_name == first.study.study_name + ":v2"
-    assert any("scheduler asha with pause-and-promote -> stop-only" in m for m in stop_only.messages)
+    assert any("schedule asha with pause-and-promote -> trials that never pause" in m for m in stop_only.messages)
     pbt = run(data, "--maximize acc --scheduler pbt --population 4 --interval 3 -o res", CELL.replace(
         "    clf.partial_fit", "    clf.eta0 = eta0\n    clf.partial_fit"))  # fmt: skip
     assert pbt.study.study_name.endswith(":v3") and pbt.n_finished == 4
+    # the code changed too (a line added for PBT): the message says both
+    assert any("schedule " in m and "the cell's code changed" in m for m in pbt.messages), pbt.messages
     again = run(data, "--maximize acc --trials 6 --seed 0 -o res")  # the first schedule again: its study
     assert again.study.study_name == first.study.study_name
 
