@@ -21,6 +21,7 @@ from nbtune.exceptions import ConfigError
 __all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
 
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
+_TIMEOUT_PARTS = re.compile(r"^\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*(?:m|min))?\s*(?:(?P<s>\d+)\s*(?:s|sec))?\s*$")
 
 
 def _opt(
@@ -80,10 +81,10 @@ class TuneConfig:
     )
     timeout: str | float | None = _opt(
         None,
-        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``).',
+        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``, ``"1m30s"``).',
         "--timeout",
         metavar="T",
-        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h.",
+        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h, 1m30s.",
     )
     sampler: str = _opt(
         "tpe",
@@ -495,7 +496,7 @@ def _whole(x: Any) -> bool:
 
 
 def parse_timeout(value: str | float | int | None) -> float | None:
-    """Seconds from ``90``, ``"90s"``, ``"10m"`` or ``"2h"``.
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"``, or ``"1m30s"``, ``"1h30m"``.
 
     Raises:
         ConfigError: anything else.
@@ -506,9 +507,13 @@ def parse_timeout(value: str | float | int | None) -> float | None:
         seconds = float(value)
     else:
         m = _TIMEOUT_RE.match(str(value))
-        if not m:
-            raise ConfigError(f"--timeout takes seconds or a duration such as 90s, 10m or 2h; got {value!r}")
-        seconds = float(m.group("n")) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, None: 1}[m.group("u")]
+        parts = None if m else _TIMEOUT_PARTS.match(str(value))
+        if m:
+            seconds = float(m.group("n")) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, None: 1}[m.group("u")]
+        elif parts and any(parts.groups()):
+            seconds = sum(float(parts.group(k) or 0) * f for k, f in (("h", 3600), ("m", 60), ("s", 1)))
+        else:
+            raise ConfigError(f"--timeout takes seconds or a duration such as 90s, 10m, 2h or 1m30s; got {value!r}")
     if seconds <= 0:
         raise ConfigError(f"--timeout must be positive; got {value!r}")
     return seconds

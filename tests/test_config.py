@@ -98,13 +98,16 @@ def test_a_good_config_passes_and_derives():
         ("2min", 120.0),
         ("2h", 7200.0),
         (" 3.5h ", 12600.0),
+        ("1m30s", 90.0),
+        ("1h30m", 5400.0),
+        ("1h 2m 3s", 3723.0),
     ],
 )
 def test_parse_timeout(value, seconds):
     assert parse_timeout(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["soon", "10d", "-5", 0, -1, True, "0s"])
+@pytest.mark.parametrize("value", ["soon", "10d", "-5", 0, -1, True, "0s", "1m30", "30s1m", "hms", " "])
 def test_parse_timeout_rejects(value):
     with pytest.raises(ConfigError, match="--timeout"):
         parse_timeout(value)
