@@ -390,7 +390,10 @@ def test_help_text(ip):
         ("--maximize a --minimize b", "both --maximize and --minimize"),
         ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
         ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many'"),
-        ("--maximize loss --timeout soon", "--timeout takes seconds or a duration such as 90s, 10m, 2h or 1m30s; got 'soon'"),
+        (
+            "--maximize loss --timeout soon",
+            "--timeout takes seconds or a duration such as 90s, 10m, 2h or 1m30s; got 'soon'",
+        ),
         (
             "--maximize loss --sampler annealing",
             "--sampler must be one of tpe, random, grid, gp, cmaes, qmc; got 'annealing'",
