@@ -261,6 +261,9 @@ def test_trials_dataframe(result):
         "output",
         *STOP_COLUMNS,
         "stopped_reason",
+        "paused",
+        "continued_as",
+        "continues",
     ]
     assert list(df["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "FAIL", "COMPLETE", "PRUNED"]
     assert list(df["baseline"]) == [True] + [False] * 6
@@ -285,6 +288,7 @@ def test_trials_dataframe_without_stopped_trials():
     for col in STOP_COLUMNS:
         assert col in df and df[col].isna().all() and df[col].dtype == np.float64
     assert "stopped_reason" in df and df["stopped_reason"].isna().all()
+    assert all(c in df and df[c].isna().all() for c in ("paused", "continued_as", "continues"))
     assert pd.isna(df["error"].iloc[0]) and df["error"].iloc[1] == "E"
     # "none" is None in the text columns, whether or not another trial has text there
     assert df["error"].iloc[0] is None and df["output"].iloc[0] is None and df["stopped_reason"].iloc[0] is None

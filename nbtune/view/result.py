@@ -189,6 +189,9 @@ class TuneResult(StudySummary):
             df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
         if "stopped_reason" not in df:
             df["stopped_reason"] = None
+        for col in ("paused", "continued_as", "continues"):  # pause-and-promote's, whether or not any paused
+            if col not in df:
+                df[col] = None
         # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
         for col in ("error", "interrupted", "output", "stopped_reason"):
             df[col] = df[col].astype(object).where(df[col].notna(), None)
