@@ -55,7 +55,7 @@ def _plain_warnings() -> Iterator[None]:
     caught: list[warnings.WarningMessage] = []
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if captured_output.active():
+        if captured_output.active() and not issubclass(category, NbtuneWarning):  # the cell's, not nbtune's
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
         else:
             caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
