@@ -117,7 +117,10 @@ def _fingerprint(program: CellProgram, spec: SchedulerSpec) -> dict[str, Any]:
     schedule = _schedule(spec)
     if schedule:  # trials that pause and continue are not comparable with stop-only ones: another study
         fp["schedule"] = schedule
-    return fp
+    # As the store gives it back: compared with a stored one, a tuple (step=...) must not differ from
+    # the list JSON made of it, or every re-run of a cell with a step would start a new version.
+    stored: dict[str, Any] = json.loads(json.dumps(fp))
+    return stored
 
 
 def _schedule(spec: SchedulerSpec) -> str:

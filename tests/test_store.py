@@ -100,6 +100,18 @@ def test_versions_stay_reachable(tmp_path):
         nbtune.load_study("v:v7", store=tmp_path)
 
 
+def test_a_cell_with_steps_resumes_its_study(tmp_path):
+    """step= is kept in the space's fingerprint; read back from the journal it must still equal the
+    cell's, or every re-run would start a new version and train everything again."""
+    cell = "bs = 200  # tune: int(50, 600, step=50)\nx = 0.5  # tune: uniform(0, 1, step=0.1)\nloss = x + bs / 1000\n"
+    first = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0)
+    again = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0)
+    assert again.study.study_name == first.study.study_name and len(again.study.trials) == 3
+    assert any("nothing to run" in m for m in again.messages)
+    more = nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, seed=0)
+    assert more.study.study_name == first.study.study_name and len(more.study.trials) == 5
+
+
 def test_interrupted_configurations_run_again(tmp_path):
     from nbtune.store.attrs import ATTR
 
