@@ -147,6 +147,16 @@ def test_decisions_are_recorded_with_reasons(tmp_path, scheduler):
     assert all(t.last_step == 27 for t in res.study.trials if t.state.name == "COMPLETE")
 
 
+def test_the_median_rule_stops_nothing_before_its_first_epochs(tmp_path):
+    """--min-epochs 5 is 'median stopping (after 5 epochs)': no trial is stopped before epoch 5."""
+    res = nbtune.tune(
+        CURVES, maximize="acc", n_trials=20, scheduler="median", min_epochs=5, seed=0, sampler="random",
+        store=tmp_path, view=None,
+    )  # fmt: skip
+    pruned = [t for t in res.study.trials if t.state.name == "PRUNED"]
+    assert pruned and min(t.last_step for t in pruned) == 5
+
+
 def test_format_decision_reads_like_a_sentence():
     d = {"epoch": 3, "rung": 1, "bracket": 0, "value": 0.62, "cutoff": 0.71, "n_compared": 9, "n_keep": 3}
     assert format_decision(17, d, "val_acc", "maximize") == (

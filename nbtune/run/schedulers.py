@@ -312,7 +312,8 @@ class _Median(BaseScheduler):
     def pruner(self, spec: SchedulerSpec) -> optuna.pruners.BasePruner:
         import optuna
 
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(spec.r - 1, 0))
+        # steps are epochs done (from 1); Optuna's earliest stop is at step == n_warmup_steps
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.r)
 
     def describe(self, spec: SchedulerSpec) -> str:
         return f"median stopping (after {_count(spec.r, 'epoch')})"
