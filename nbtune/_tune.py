@@ -631,13 +631,17 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
         return
     if plan.program.state:
         number = chosen.number if chosen is not None else result.best_trial.number
-        state = read_checkpoint(plan.store, result.study.trials[number])
+        trial = result.study.trials[number]
+        state = read_checkpoint(plan.store, trial)
         if state is not None:
             user_ns.update(values)
             user_ns.update(state)
+            metric = plan.program.metric  # the model's measured score: a later cell must not read a stale one
+            user_ns[metric] = trial.value
             result.messages.append(
                 f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
-                f"{', '.join(values)}; the cell's other variables are not in the notebook"
+                f"{', '.join(values)} and {metric} (its value in that trial); the cell's other variables are "
+                "not in the notebook"
             )
             return
     plan.program.run(TrialRuntime(plan.program, None, fixed=values), base=user_ns)

@@ -71,7 +71,9 @@ def test_the_best_model_comes_back_without_retraining(data):
         res.best_state(trial=-1)
     # --apply loads the checkpoint: no retraining in the notebook
     n_fits = len(Path("fits.log").read_text())
+    data.user_ns["val_acc"] = -1.0  # left by an earlier cell: a later cell must not read it as the model's
     res = run(data, "--maximize val_acc --trials 8 --seed 0 --apply -o res", CELL)
+    assert data.user_ns["val_acc"] == res.best_value
     assert len(Path("fits.log").read_text()) == n_fits == 8  # nothing ran again
     assert data.user_ns["model"].score(X_val, y_val) == res.best_value and data.user_ns["C"] == res.best_params["C"]
     assert any("loaded model from trial" in m and "(no retraining)" in m for m in res.messages)
