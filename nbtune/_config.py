@@ -291,8 +291,8 @@ class TuneConfig:
         "memory, else retrained from the start); --stop-only stops such trials for good instead (Optuna's "
         "pruners).",
     )
-    population: int = _opt(
-        8,
+    population: int | None = _opt(
+        None,
         "PBT (``scheduler='pbt'``): the members that train side by side (the number of configurations).",
         "--population",
         metavar="N",
@@ -432,7 +432,7 @@ class TuneConfig:
             raise ConfigError(
                 f"--lease-grace must be longer than --heartbeat ({self.heartbeat} s); got {self.lease_grace!r}"
             )
-        if not _whole(self.population) or self.population < 2:
+        if self.population is not None and (not _whole(self.population) or self.population < 2):
             raise ConfigError(f"--population must be a whole number >= 2; got {self.population!r}")
         if self.interval is not None and (not _whole(self.interval) or self.interval < 1):
             raise ConfigError(f"--interval must be a whole number of epochs >= 1; got {self.interval!r}")

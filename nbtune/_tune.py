@@ -198,6 +198,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     # epochs loop: it continues from its checkpoint when the cell declares state, else it trains
     # again from the start (as scikit-learn's halving searches do).
     pause = kind.rungs and epochs is not None and folds is None and not cfg.stop_only
+    _check_pbt_options(cfg, kind)
     pbt: dict[str, Any] = {}
     if kind.pauses:
         pause = True
@@ -219,6 +220,23 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     return program, sampler, spec
 
 
+def _check_pbt_options(cfg: TuneConfig, kind: BaseScheduler) -> None:
+    """PBT's options without PBT, or --stop-only with it, would be ignored: say so instead."""
+    if kind.name == "pbt":
+        if cfg.stop_only:
+            raise ConfigError(
+                "--stop-only does not apply to --scheduler pbt: its members pause at every interval and go on "
+                "(from their own state or a better member's); drop --stop-only"
+            )
+        return
+    given = [f for f, v in (("--population", cfg.population), ("--interval", cfg.interval)) if v is not None]
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for population-based training, but the "
+            f"scheduler is {kind.name}: add --scheduler pbt, or drop {' and '.join(given)}"
+        )
+
+
 def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[str, Any]:
     """PBT's population, interval and the hyperparameters it may change, checked against the cell."""
     epochs = program.spec.epochs
@@ -238,7 +256,7 @@ def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[
     assert program.spec.tree is not None
     read = names_read_each_epoch(program.spec.tree, epochs.lineno)
     perturb = tuple(p.name for p in program.params if p.name in read)
-    return {"population": cfg.population, "interval": interval, "perturb": perturb}
+    return {"population": cfg.population or 8, "interval": interval, "perturb": perturb}
 
 
 def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
@@ -264,7 +282,13 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     """R, the epochs of a full trial: the loop's length or --max-epochs (checked against each other)."""
     if kind.needs_epochs and epochs is None:
         raise ConfigError(
-            f"--scheduler {kind.name} needs an epochs loop to stop trials early: mark the training "
+            f"--scheduler {kind.name} needs an epochs loop "
+            + (
+                "(its members train side by side and trade state between epochs)"
+                if kind.pauses
+                else "to stop trials early"
+            )
+            + ": mark the training "
             "loop with '# tune: epochs', e.g. 'for epoch in range(20):  # tune: epochs'"
         )
     if (

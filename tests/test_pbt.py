@@ -139,6 +139,10 @@ for epoch in range(8):  # tune: epochs
         ("--scheduler pbt --population 4", "--scheduler pbt copies models from member to member: mark what"),
         ("--scheduler pbt --population 1", "--population must be a whole number >= 2; got 1"),
         ("--scheduler pbt --interval 0", "--interval must be a whole number of epochs >= 1; got 0"),
+        # PBT's options without PBT, and --stop-only with it, would be ignored silently
+        ("--population 4", "--population is for population-based training, but the scheduler is asha: add"),
+        ("--interval 3 --population 4", "--population and --interval are for population-based training"),
+        ("--scheduler pbt --stop-only", "--stop-only does not apply to --scheduler pbt"),
     ],
 )
 def test_pbt_input_errors_are_one_line_before_any_trial(ip, line, message):
