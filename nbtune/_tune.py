@@ -48,6 +48,7 @@ from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.base import BaseStore, check_study_name, versioned
 from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
+from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
     import optuna
@@ -478,8 +479,14 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             messages.append(f"the grid has {size} points, so the search stops after {size} trials")
             n_trials = size
     job = None
-    if done < n_trials:
-        if done:
+    # PBT: a run cut by --timeout or Stop leaves members paused at an interval, each counted as one
+    # finished configuration; the population is done only when none is left paused
+    waiting = still_paused(trials, study.user_attrs.get(ATTR.PAUSES_ENDED)) if spec.scheduler.pauses else set()
+    if done < n_trials or waiting:
+        if done and waiting and done >= n_trials:
+            members = f"{len(waiting)} member{'s' if len(waiting) != 1 else ''}"
+            messages.append(f"resumed {target!r}: the {members} paused when the last run stopped go on")
+        elif done:
             messages.append(f"resumed {target!r} with {done} finished trials")
         settings = study.user_attrs.get(ATTR.CONFIG)
         if settings is not None and settings.get("r") != spec.r:  # -n moved the first rung: show this run's

@@ -74,6 +74,23 @@ def _check_population(res, population: int, R: int) -> None:
     assert files <= kept and len(files) == 3
 
 
+def test_a_population_cut_by_the_timeout_goes_on_when_the_cell_runs_again(ip):
+    """Members paused at an interval when --timeout ends the run each count as one configuration:
+    the population was 'done' (4 of 4) and a re-run had nothing to run, with nothing complete."""
+    slow = TOY.replace(
+        "for step in range(40):  # tune: epochs\n",
+        "for step in range(40):  # tune: epochs\n    import time; time.sleep(0.01)\n",
+    )
+    cut = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 --timeout 1 -o res", slow)
+    assert not any(t.state.name == "COMPLETE" for t in cut.study.trials)
+    res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", slow)
+    assert res.study.study_name == cut.study.study_name
+    assert any("paused when the last run stopped go on" in m for m in res.messages), res.messages
+    assert sum(t.state.name == "COMPLETE" for t in res.study.trials) == 4 and res.best_value > 1.1
+    again = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", slow)
+    assert any("nothing to run" in m for m in again.messages)  # done now
+
+
 def test_pbt_solves_the_toy_problem_of_the_paper(ip):
     res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", TOY)
     _check_population(res, 4, 40)
