@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
-from nbtune.cell.annotations import FoldsVar, parse_cell
+from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.loops import names_read_each_epoch
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
@@ -48,6 +48,7 @@ from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.base import BaseStore, check_study_name, versioned
 from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
+from nbtune.view.format import plural
 from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
@@ -484,8 +485,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     waiting = still_paused(trials, study.user_attrs.get(ATTR.PAUSES_ENDED)) if spec.scheduler.pauses else set()
     if done < n_trials or waiting:
         if done and waiting and done >= n_trials:
-            members = f"{len(waiting)} member{'s' if len(waiting) != 1 else ''}"
-            messages.append(f"resumed {target!r}: the {members} paused when the last run stopped go on")
+            messages.append(
+                f"resumed {target!r}: the {plural(len(waiting), 'member')} paused when the last run stopped go on"
+            )
         elif done:
             messages.append(f"resumed {target!r} with {done} finished trials")
         settings = study.user_attrs.get(ATTR.CONFIG)
@@ -893,6 +895,8 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     if "source" not in cell:
         return result
     direction = study.direction.name.lower()
+    annotations = _annotations(cell["source"], transform, cell.get("line_offset", 1))
+    folds = annotations.folds if annotations is not None else None
     cfg = TuneConfig(
         maximize=metric if direction == "maximize" else None,
         minimize=metric if direction == "minimize" else None,
@@ -905,7 +909,7 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
         record=cell.get("record"),
         # the epochs of a full trial (a loop whose length the cell does not spell out needs them); a
         # cell with folds(k) stored its folds there, which are not epochs
-        max_epochs=None if _has_folds(cell["source"], transform, cell.get("line_offset", 1)) else cfg_attrs.get("R"),
+        max_epochs=None if folds is not None else cfg_attrs.get("R"),
     )
 
     def run(result: TuneResult, top: int, seeds: int, options: dict[str, Any]) -> None:
@@ -1008,21 +1012,18 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
         return await _drive_async(_search_steps(cell, cfg))
 
 
-def _has_folds(source: str, transform: Callable[[str], str] | None, line_offset: int) -> bool:
-    """Whether a stored cell runs ``folds(k)`` cross-validation in each trial."""
+def _annotations(cell: str, transform: Callable[[str], str] | None, line_offset: int) -> CellSpec | None:
+    """The cell's annotations, or None when they do not parse (errors are _plan's to report)."""
     try:
-        return parse_cell(transform(source) if transform is not None else source, line_offset).folds is not None
+        return parse_cell(transform(cell) if transform is not None else cell, line_offset)
     except NbtuneError:
-        return False
+        return None
 
 
 def _outer_folds(cell: str, cfg: TuneConfig) -> FoldsVar | None:
-    """Nested CV's outer fold variable, if the cell has one (errors are _plan's to report)."""
-    try:
-        source = cfg.transform(cell) if cfg.transform is not None else cell
-        return parse_cell(source, cfg.line_offset).outer
-    except NbtuneError:
-        return None
+    """Nested CV's outer fold variable, if the cell has one."""
+    spec = _annotations(cell, cfg.transform, cfg.line_offset)
+    return spec.outer if spec is not None else None
 
 
 def _nested_result(folds: list[TuneResult], k: int, cfg: TuneConfig) -> NestedResult:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fmt", "plural_trials"]
+__all__ = ["fmt", "plural", "plural_trials"]
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 member", "3 members"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def plural_trials(n: int) -> str:
     """ "1 trial", "3 trials"."""
-    return f"{n} trial" if n == 1 else f"{n} trials"
+    return plural(n, "trial")
 
 
 def fmt(v: Any) -> str:
