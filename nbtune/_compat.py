@@ -65,6 +65,29 @@ def journal_trial_count(storage: Any, study_id: int) -> int:
         return len(storage._replay_result._study_id_to_trial_ids[study_id])
 
 
+def set_study_user_attrs(study: optuna.Study, attrs: dict[str, Any]) -> None:
+    """``study.set_user_attr(key, value)`` for each item. On a journal, the records Optuna would
+    write (one per attribute) go in one append: one ``fsync`` and one file lock instead of one
+    each, which is most of a new study's start on a disk."""
+    storage: Any = storage_of(study)
+    try:
+        from optuna.storages.journal._storage import JournalOperation
+
+        backend, replay, lock = storage._backend, storage._replay_result, storage._thread_lock
+    except (AttributeError, ImportError):  # another storage (or a future Optuna): one write each
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return
+    op, sid = int(JournalOperation.SET_STUDY_USER_ATTR), study._study_id
+    with lock:
+        logs = [
+            {"op_code": op, "worker_id": replay.worker_id, "study_id": sid, "user_attr": {k: v}}
+            for k, v in attrs.items()
+        ]
+        backend.append_logs(logs)
+        storage._sync_with_backend()
+
+
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """The storage id of a trial (the number is per study; storages key trials by this id)."""
     return trial._trial_id

@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nbtune import _compat
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
@@ -388,18 +389,21 @@ def _open_study(
             direction=optuna.study.StudyDirection[program.direction.upper()],
         )
         if ATTR.SPACE not in study.user_attrs:
-            study.set_user_attr(ATTR.SPACE, _fingerprint(program, spec))
-            study.set_user_attr(ATTR.IDENTITY, identity)
-            study.set_user_attr(ATTR.CELL, cell)
-            study.set_user_attr(
-                ATTR.CONFIG,
+            settings = {
+                "metric": program.metric,
+                "direction": program.direction,
+                "scheduler": spec.kind,
+                "R": spec.R,
+                "r": spec.r,
+                "eta": spec.eta,
+            }
+            _compat.set_study_user_attrs(
+                study,
                 {
-                    "metric": program.metric,
-                    "direction": program.direction,
-                    "scheduler": spec.kind,
-                    "R": spec.R,
-                    "r": spec.r,
-                    "eta": spec.eta,
+                    ATTR.SPACE: _fingerprint(program, spec),
+                    ATTR.IDENTITY: identity,
+                    ATTR.CELL: cell,
+                    ATTR.CONFIG: settings,
                 },
             )
             # A sampler that enumerates a grid visits the defaults itself when they lie on the

@@ -53,6 +53,26 @@ def test_a_pickled_copy_sees_flags_set_later():
     control.cleanup()
 
 
+def test_a_control_never_copied_answers_from_memory_and_hears_its_copies_once_copied(tmp_path, monkeypatch):
+    control = FileControl(3, tmp_path / "run")
+    reads: list[str] = []
+    monkeypatch.setattr(os, "access", lambda path, mode: reads.append(path) or False)
+    assert not control.stop_requested() and not control.stop_now_requested() and control.target() == 3
+    assert reads == []  # checked before every trial and after every epoch: its own events say it all
+    control.stop("stop")
+    assert control.stop_requested() and reads == []
+    fresh = FileControl(3, tmp_path / "run2")
+    copy = pickle.loads(pickle.dumps(fresh))  # a worker process's copy: flags now come through the folder
+    monkeypatch.undo()
+    copy.set_target(5)
+    copy.stop("bug")
+    assert fresh.stop_requested() and fresh.why() == "bug" and not fresh.stop_now_requested()
+    copy.stop_now()
+    assert fresh.stop_now_requested()
+    time.sleep(FileControl.FRESH)
+    assert fresh.target() == 5
+
+
 def test_target_survives_an_unreadable_file():
     control = FileControl(7)
     control.set_target(9)

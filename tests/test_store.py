@@ -100,6 +100,24 @@ def test_versions_stay_reachable(tmp_path):
         nbtune.load_study("v:v7", store=tmp_path)
 
 
+def test_a_new_studys_records_are_one_append_that_plain_optuna_reads(tmp_path, monkeypatch):
+    from optuna.storages.journal import JournalFileBackend
+
+    appends: list[list[dict]] = []
+    real = JournalFileBackend.append_logs
+    monkeypatch.setattr(JournalFileBackend, "append_logs", lambda self, logs: appends.append(logs) or real(self, logs))
+    res = nbtune.tune(CELL, minimize="loss", n_trials=1, store=tmp_path, view=None, name="one")
+    settings = [logs for logs in appends if any("user_attr" in log and "study_id" in log for log in logs)]
+    assert len(settings) == 1 and len(settings[0]) == 4  # space, identity, cell, settings: one fsync, not four
+    monkeypatch.undo()
+    path = next(tmp_path.glob("*.journal"))
+    study = optuna.load_study(study_name="one", storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+    assert study.user_attrs == res.study.user_attrs
+    assert {"nbtune:space", "nbtune:identity", "nbtune:cell", "nbtune:config"} <= set(study.user_attrs)
+    assert study.user_attrs["nbtune:config"]["metric"] == "loss"
+    assert nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="one").n_finished == 2
+
+
 def test_a_cell_with_steps_resumes_its_study(tmp_path):
     """step= is kept in the space's fingerprint; read back from the journal it must still equal the
     cell's, or every re-run would start a new version and train everything again."""

@@ -38,8 +38,13 @@ class BaseControl(abc.ABC):
         self._stop = threading.Event()
         self._stop_now = threading.Event()
         self._n_trials = int(n_trials)  # the last target seen, should the shared one be unreadable
+        # Whether a copy was ever made (pickled for another process). Until then every flag
+        # and target was put through this object, which set its events at once: the checks
+        # before every trial and after every epoch need not read the shared state.
+        self._copied = False
 
     def __getstate__(self) -> dict[str, Any]:
+        self._copied = True
         state = self.__dict__.copy()
         del state["_stop"], state["_stop_now"]
         return state
@@ -86,10 +91,10 @@ class BaseControl(abc.ABC):
         self._put("stop_now", "1")
 
     def stop_requested(self) -> bool:
-        return self._stop.is_set() or self._has("stop")
+        return self._stop.is_set() or (self._copied and self._has("stop"))
 
     def stop_now_requested(self) -> bool:
-        return self._stop_now.is_set() or self._has("stop_now")
+        return self._stop_now.is_set() or (self._copied and self._has("stop_now"))
 
     def clock(self) -> float:
         """Seconds on a clock every worker reads alike (the database's for the database store)."""
@@ -120,6 +125,8 @@ class BaseControl(abc.ABC):
 
     def target(self) -> int:
         """The number of finished trials the run aims at: the one owner of that number."""
+        if not self._copied:
+            return self._n_trials
         with contextlib.suppress(TypeError, ValueError):
             self._n_trials = int(self._get("target"))  # type: ignore[arg-type]
         return self._n_trials
