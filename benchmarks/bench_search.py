@@ -637,6 +637,56 @@ class _TPEAtBudget10(BudgetTPE):
         return max(super().observations_needed(), 10)
 
 
+def before_stopped_counted(trials: list[Any], n_min: int) -> list[Any]:
+    """The default's view of the study until 2026-11-30: configurations stopped before the model's
+    epoch, and diverged ones, left out of TPE's model altogether (now they are in its bad group)."""
+    import copy
+    from collections import Counter
+
+    ended = (TrialState.COMPLETE, TrialState.PRUNED)
+    if not any(t.intermediate_values for t in trials):
+        return trials
+    furthest: dict[Any, Any] = {}
+    for t in trials:
+        if t.state not in ended or (not t.intermediate_values and t.state != TrialState.COMPLETE):
+            continue
+        key = tuple(sorted(t.params.items()))
+        seen = furthest.get(key)
+        rank = (t.state == TrialState.COMPLETE, t.last_step or 0)
+        if seen is None or rank > (seen.state == TrialState.COMPLETE, seen.last_step or 0):
+            furthest[key] = t
+    reached = Counter(step for t in furthest.values() for step in t.intermediate_values)
+    budgets = [step for step, n in reached.items() if n >= n_min]
+    if not budgets:
+        return trials
+    budget = max(budgets)
+    out = [t for t in trials if t.state not in ended]
+    for t in furthest.values():
+        if budget in t.intermediate_values:
+            value = t.intermediate_values[budget]
+        elif t.state == TrialState.COMPLETE and t.value is not None and (t.last_step or 0) < budget:
+            value = t.value
+        else:
+            continue
+        if math.isfinite(value):
+            seen = copy.copy(t)
+            seen.state, seen.value = TrialState.COMPLETE, value
+            out.append(seen)
+    return sorted(out, key=lambda t: t.number)
+
+
+class TPEBefore(BudgetTPE):
+    """The default sampler until 2026-11-30 (``tpe-bohb-only``): :func:`before_stopped_counted`."""
+
+    def _view(self, study: Any) -> Any:
+        from nbtune import _compat
+
+        if len(study.directions) > 1 or self._n_params == 0:
+            return study
+        n_min = self.observations_needed()
+        return _compat.study_view(study, lambda trials: before_stopped_counted(trials, n_min))
+
+
 def _register_alternatives() -> None:
     from nbtune.run.samplers import SamplerKind, register_sampler
 
@@ -664,6 +714,13 @@ def _register_alternatives() -> None:
         )
     )
     register_sampler(SamplerKind("tpe-optuna", tpe_optuna, help="the previous default: Optuna's multivariate TPE"))
+    register_sampler(
+        SamplerKind(
+            "tpe-bohb-only",
+            lambda params, seed: TPEBefore(seed=seed, multivariate=True),
+            help="the default until 2026-11-30: stopped and diverged configurations left out of the model",
+        )
+    )
 
 
 _register_alternatives()

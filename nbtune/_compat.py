@@ -191,6 +191,12 @@ def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None =
     tell(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
 
 
+def set_tpe_good_group(sampler: optuna.samplers.TPESampler, size: Callable[[int], int]) -> None:
+    """Size TPE's good group with ``size(n)`` (n: the trials it ranks). Optuna reads ``_gamma``
+    at every proposal; its ``gamma`` argument, which sets it, is deprecated since 4.9."""
+    sampler._gamma = size
+
+
 def begin_ask_tell_loop(study: optuna.Study) -> None:
     """GridSampler calls ``study.stop()`` when the grid is exhausted, which Optuna allows only
     inside ``optimize()``; nbtune runs the ask-and-tell loop itself and honours the flag."""

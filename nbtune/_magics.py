@@ -98,6 +98,16 @@ def _bind(shell: Any, args: Any, result: Any) -> Any:
     return result
 
 
+def _failed(shell: Any, args: Any, e: NbtuneError) -> UsageError:
+    """The error's one line. A search stopped because its first trials all failed (a bug) shows
+    and binds the trials so far first, failed ones included, as an interrupted search does."""
+    if isinstance(e, TrialsFailedError) and e.result is not None:
+        from IPython.display import display
+
+        display(_bind(shell, args, e.result))
+    return _report(e)
+
+
 def _end(shell: Any, args: Any, result: Any) -> Any:
     """Bind the result; after an Interrupt, show it and end the cell with an error, so that
     Run All stops here as it does at any interrupted cell (one line, no traceback)."""
@@ -197,7 +207,7 @@ class TuneMagics(Magics):
             with _plain_warnings():
                 result = tune(cell, **vars(cfg))
         except NbtuneError as e:
-            raise _report(e) from None
+            raise _failed(self.shell, args, e) from None
         return _end(self.shell, args, result)
 
     def _config(self, line: str) -> tuple[Any, TuneConfig]:
@@ -294,7 +304,7 @@ async def run_async(line: str, cell: str) -> Any:
         with _plain_warnings():
             result = await tune_async(cell, **vars(cfg))
     except NbtuneError as e:
-        raise _report(e) from None
+        raise _failed(shell, args, e) from None
     return _end(shell, args, result)
 
 

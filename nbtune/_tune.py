@@ -644,6 +644,7 @@ def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
         f"search stopped instead of spending the budget (fix it and re-run; the failed trials are kept "
         f"in {plan.study.study_name!r})",
         tb,
+        result,
     )
 
 
@@ -940,6 +941,10 @@ def _close(plan: _Plan, search: Search | None, interrupted: bool, view: BaseView
     """The result; the live view gets its final redraw either way."""
     try:
         result = _finish(plan, search, interrupted)
+    except TrialsFailedError as e:
+        if view is not None:  # the result as it stopped is shown (%%tune) with the error
+            view.close(e.result or _result(plan, []), handover=e.result is not None)
+        raise
     except BaseException:
         if view is not None:  # no result will be displayed: the dashboard stays where it is
             view.close(_result(plan, []), handover=False)

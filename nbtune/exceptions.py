@@ -6,6 +6,8 @@ lines, the ``%%tune`` line being line 1) and how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "NbtuneError",
     "AnnotationError",
@@ -45,11 +47,14 @@ class TrialsFailedError(NbtuneError):
 
     Attributes:
         traceback: the user's traceback of the first failure, as text.
+        result: the search as it stopped (a ``TuneResult``: its trials, failed ones included),
+            or None.
     """
 
-    def __init__(self, message: str, traceback: str = "") -> None:
+    def __init__(self, message: str, traceback: str = "", result: Any = None) -> None:
         super().__init__(message)
         self.traceback = traceback
+        self.result = result
 
 
 class NbtuneWarning(UserWarning):

@@ -239,6 +239,27 @@ def test_run_all_stops_at_an_interrupted_tune_cell(tmp_path):
     assert nb.cells[2].outputs == [] and nb.cells[2].get("execution_count") is None
 
 
+def test_a_search_stopped_as_a_bug_shows_and_binds_its_trials(tmp_path):
+    """Run All stops at the cell with one error line, and the cell shows the trials as they stopped
+    (not the dashboard's first state, 'no trial yet', which a saved notebook would keep)."""
+    import nbclient
+
+    bug = "%%tune --trials 20 --minimize loss -o res\nx = 0.5  # tune: uniform(0, 1)\ny = undefined_name\nloss = x\n"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ["%load_ext nbtune", bug, "print(res.n_finished)"]]
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    with client.setup_kernel():
+        client.execute_cell(nb.cells[0], 0)
+        with pytest.raises(nbclient.exceptions.CellExecutionError, match="UsageError: the first 3 trials"):
+            client.execute_cell(nb.cells[1], 1)
+        shown = " ".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[1].outputs)
+        assert "3/20 trials finished (3 failed)" in shown and "0/20" not in shown, shown
+        client.execute_cell(nb.cells[2], 2)
+        assert nb.cells[2].outputs[0]["text"].strip() == "3"
+
+
 def test_notebook_end_to_end_with_nbclient(tmp_path):
     import nbclient
 

@@ -265,11 +265,42 @@ def test_a_tqdm_bar_of_a_trial_paused_at_a_rung_stays_with_the_trial(ip, capsys)
 def test_first_three_failures_stop_the_search(ip, capsys):
     cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
-        ip.run_cell_magic("tune", "--trials 50 --minimize loss", cell)
-    err = capsys.readouterr().err
+        ip.run_cell_magic("tune", "--trials 50 --minimize loss -o res", cell)
+    out, err = capsys.readouterr()
     assert "line 3" in err and "undefined_name" in err
     study = nbtune.load_study()
     assert len(study.trials) == 3
+    # the search as it stopped is shown and bound, as after an Interrupt
+    assert ip.user_ns["res"].n_finished == 3 and ip.user_ns["res"].study.study_name == study.study_name
+    assert "3/50 trials finished (3 failed)" in out
+
+
+DIVERGES = (
+    "lr = 2.0  # tune: loguniform(1e-4, 10.0)\n"
+    "w = 5.0\n"
+    "for epoch in range(27):  # tune: epochs\n"
+    "    w = w - lr * 2 * w\n"
+    "    val_loss = w * w + 0.01 / (1 + epoch)\n"
+    "    if lr > 1:\n"
+    "        val_loss = float('nan')  # diverged\n"
+)
+
+
+def test_configurations_that_diverge_are_not_a_bug(tmp_path):
+    """Trials whose metric comes out NaN (the top of a learning-rate range; here the cell's own
+    default too) are the configurations' doing: three of them first must not stop the search as
+    a bug in the cell, in a first run or when it is extended."""
+    for seed in range(6):
+        res = nbtune.tune(DIVERGES, minimize="val_loss", seed=seed, store=tmp_path, name=f"s{seed}", view=None)
+        assert res.n_finished == 20 and res.best_params["lr"] < 1
+        assert res.study.trials[0].user_attrs[ATTR.FAILURE] == "MetricError: val_loss not finite"
+        more = nbtune.tune(DIVERGES, minimize="val_loss", seed=seed, n_trials=40, store=tmp_path, name=f"s{seed}", view=None)
+        assert more.n_finished == 40
+    # a cell that never gives a number is still a bug, diverged or not
+    never = DIVERGES.replace("if lr > 1:", "if lr > 0:")
+    with pytest.raises(nbtune.TrialsFailedError, match="first 3 trials .* all failed with MetricError") as e:
+        nbtune.tune(never, minimize="val_loss", seed=0, store=tmp_path, name="never", view=None)
+    assert e.value.result.n_finished == 3
 
 
 def test_a_bug_past_the_first_rung_stops_the_search_too(ip):

@@ -11,6 +11,12 @@ BOHB (Falkner, Klein and Hutter, ICML 2018) fits its model on one budget instead
 at which enough configurations were evaluated, each valued there. :class:`TPESampler` shows
 Optuna's TPE that view of the study (:func:`at_largest_budget`); with no epochs loop, or
 before any epoch has enough observations, TPE sees the study as it is.
+
+In both, a configuration whose trial diverged (its metric came out NaN or infinite: nbtune fails
+such a trial) is a bad observation, as Optuna's TPE ranks a pruned trial whose last report was
+NaN. Optuna's TPE leaves failed trials out of its model, and a region it never sees can look
+the most promising to it: the top of a learning-rate range that diverges was proposed again and
+again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nbtune import _compat
+from nbtune.store.attrs import diverged
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -40,46 +47,84 @@ def observations_needed(n_params: int) -> int:
 
 
 def at_largest_budget(trials: list[FrozenTrial], n_min: int) -> list[FrozenTrial]:
-    """The trials as the model should see them: one observation per configuration at the
-    largest step (epoch) that at least ``n_min`` configurations reached, valued at that step,
-    as a complete trial. A configuration that went on after a pause is one configuration, seen
-    through its furthest trial. A configuration that stopped before that step is left out, unless
-    it finished there (its cell's loop ended early): its final value stands. Trials that have
-    not ended (running, failed) are passed through for the sampler's own filters.
+    """The trials as the model should see them (:func:`model_view`)."""
+    return model_view(trials, n_min)[0]
+
+
+def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial], int | None]:
+    """The trials as the model should see them: one observation per configuration, at the
+    largest step (epoch) that at least ``n_min`` configurations reached, valued at that step, as a
+    complete trial. A configuration that went on after a pause is one configuration, seen through
+    its furthest trial. A configuration that stopped before that step is left out, as BOHB leaves
+    out lower budgets (where epochs rank configurations only roughly, late bloomers lose), unless
+    it finished there (its cell's loop ended early): its final value stands. Trials that have not
+    ended (running, failed) are passed through for the sampler's own filters.
+
+    A configuration that diverged (:func:`~nbtune.store.attrs.diverged`), at whatever epoch, is a
+    pruned trial with no value, which TPE ranks below every other observation (what it scored
+    before it diverged does not stand): known bad, where a configuration left out is unknown.
 
     Without intermediate values (no epochs loop), or before any step has ``n_min``
-    configurations, the trials are returned as they are.
+    configurations, the trials are returned as they are, diverged ones shown as bad.
+
+    Returns:
+        The trials, and how many configurations are compared at the step (None when the trials
+        are returned as they are).
     """
     if not any(t.intermediate_values for t in trials):  # no epochs loop: nothing to compare at
-        return trials
+        return _with_diverged_as_bad(trials), None
     furthest: dict[tuple[Any, ...], FrozenTrial] = {}
+    blew_up: dict[tuple[Any, ...], FrozenTrial] = {}
     for t in trials:
+        key = tuple(sorted(t.params.items()))
+        if t.state == TrialState.FAIL and diverged(t):
+            blew_up.setdefault(key, t)
         if t.state not in _ENDED or (not t.intermediate_values and t.state != TrialState.COMPLETE):
             continue
-        key = tuple(sorted(t.params.items()))
         seen = furthest.get(key)
         if seen is None or _further(t, seen):
             furthest[key] = t
+    for key in blew_up:  # it went on after a pause and then diverged
+        furthest.pop(key, None)
     reached = Counter(step for t in furthest.values() for step in t.intermediate_values)
     budgets = [step for step, n in reached.items() if n >= n_min]
     if not budgets:
-        return trials
+        return _with_diverged_as_bad(trials), None
     budget = max(budgets)
-    out = [t for t in trials if t.state not in _ENDED]
+    bad = {t.number: _bad(t) for t in blew_up.values()}
+    out = [bad.get(t.number, t) for t in trials if t.state not in _ENDED]  # running and failed ones pass
+    compared = 0
     for t in furthest.values():
         if budget in t.intermediate_values:
             value = t.intermediate_values[budget]
         elif t.state == TrialState.COMPLETE and t.value is not None and (t.last_step or 0) < budget:
             value = t.value
-        else:
+        else:  # stopped before the step: left out (its low epochs do not rank it among these)
             continue
         if not math.isfinite(value):
+            out.append(_bad(t))
             continue
         seen = copy.copy(t)  # the study's own record stays as it is
         seen.state, seen.value = TrialState.COMPLETE, value
         out.append(seen)
+        compared += 1
     out.sort(key=lambda t: t.number)
-    return out
+    return out, compared
+
+
+def _bad(t: FrozenTrial) -> FrozenTrial:
+    """``t`` as TPE's worst kind of observation: pruned, with no value at any epoch (a copy: the
+    study's own record stays as it is)."""
+    seen = copy.copy(t)
+    seen.state, seen.value, seen.intermediate_values = TrialState.PRUNED, None, {}
+    return seen
+
+
+def _with_diverged_as_bad(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials as they are, diverged ones shown as bad (the same list when there are none)."""
+    if not any(t.state == TrialState.FAIL and diverged(t) for t in trials):
+        return trials
+    return [_bad(t) if t.state == TrialState.FAIL and diverged(t) else t for t in trials]
 
 
 def _further(t: FrozenTrial, than: FrozenTrial) -> bool:
@@ -88,11 +133,13 @@ def _further(t: FrozenTrial, than: FrozenTrial) -> bool:
 
 
 class TPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE (multivariate by default in nbtune) with BOHB's choice of observations:
-    at the largest epoch with :func:`observations_needed` configurations. A study with one
-    objective and no epochs loop sees exactly Optuna's TPE.
+    """Optuna's TPE (multivariate by default in nbtune) with BOHB's choice of observations: at
+    the largest epoch with :func:`observations_needed` configurations (:func:`model_view`). Its
+    good group is the best tenth (at most 25) of the configurations compared there, as Optuna's is
+    of all trials; the configurations that diverged are in its bad group. A study with one
+    objective and no epochs loop sees Optuna's TPE, diverged configurations counted as bad ones.
 
-    TPE draws at random while it sees fewer trials than its startup count (10), so when the
+    TPE draws at random until 10 configurations are compared (its startup count), so when the
     model moves up to an epoch that has d + 3 < 10 configurations, the next proposals are random
     until 10 have reached it: bursts of exploration at each move, as BOHB samples at random
     when no budget has enough observations.
@@ -101,15 +148,32 @@ class TPESampler(optuna.samplers.TPESampler):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._n_params = 0  # hyperparameters, from the relative search space: BOHB's d
+        self._startup = int(options.get("n_startup_trials", 10))
+        self._compared: int | None = None  # configurations compared at the model's epoch, for this proposal
+        _compat.set_tpe_good_group(self, self._good_group)
+
+    def _good_group(self, n: int) -> int:
+        """Optuna's rule (the best tenth, at most 25) of the configurations compared, the diverged
+        ones not counted: as many good ones however many diverged."""
+        return min(math.ceil(0.1 * (n if self._compared is None else self._compared)), 25)
 
     def observations_needed(self) -> int:
         return observations_needed(self._n_params)
 
     def _view(self, study: optuna.Study) -> optuna.Study:
+        self._compared = None
         if len(study.directions) > 1 or self._n_params == 0:
             return study
         n_min = self.observations_needed()
-        return _compat.study_view(study, lambda trials: at_largest_budget(trials, n_min))
+
+        def transform(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+            seen, self._compared = model_view(trials, n_min)
+            if self._compared is not None and self._compared < self._startup:
+                # TPE's own count says it draws at random: diverged configurations do not count
+                seen = [t for t in seen if t.state != TrialState.PRUNED]
+            return seen
+
+        return _compat.study_view(study, transform)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]

@@ -36,7 +36,7 @@ from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
-from nbtune.store.attrs import ATTR, finished_count, is_continuation, is_interrupted
+from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted
 from nbtune.store.base import BaseStore
 from nbtune.store.control import BaseControl
 
@@ -156,7 +156,8 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
 
     A trial the scheduler paused or stopped at a rung (PRUNED) is not counted: it never reached
     the rest of the cell, so a bug after the first rung (a typo at epoch 2) would otherwise hide
-    behind the pauses while every continuation fails."""
+    behind the pauses while every continuation fails. Trials that diverged (their metric NaN or
+    infinite) are a bug only if no trial of the study ever reported a number."""
     mine = sorted(
         (
             t
@@ -170,7 +171,13 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     # The same exception at the same place of the cell is the same bug, whatever its message
     # says (values differ from trial to trial).
     failures = {t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) for t in mine}
-    return all(t.state.name == "FAIL" for t in mine) and len(failures) == 1
+    if not all(t.state.name == "FAIL" for t in mine) or len(failures) != 1:
+        return False
+    if diverged(mine[0]):
+        # A metric that came out NaN or infinite is the configurations' doing (a range whose top
+        # diverges), unless the cell never gave a number at all, in this run or an earlier one.
+        return not any(t.value is not None or t.intermediate_values for t in study.get_trials(deepcopy=False))
+    return True
 
 
 def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:

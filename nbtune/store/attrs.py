@@ -6,12 +6,22 @@ optuna-dashboard) shows it too.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ATTR", "continuations", "finished_count", "is_continuation", "is_feasible", "is_interrupted", "ranked"]
+__all__ = [
+    "ATTR",
+    "continuations",
+    "diverged",
+    "finished_count",
+    "is_continuation",
+    "is_feasible",
+    "is_interrupted",
+    "ranked",
+]
 
 
 class ATTR:
@@ -53,6 +63,21 @@ class ATTR:
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
     """A failed trial that was cut by the user or a dead process: it does not count, and runs again."""
     return trial.state.name == "FAIL" and ATTR.INTERRUPTED in trial.user_attrs
+
+
+# A failure that says the numbers blew up: the metric came out NaN or infinite (nbtune's own
+# MetricError, "val_loss not finite"), or the cell's code said so (an overflow, "Input contains NaN").
+_DIVERGED = re.compile(r"not finite|\bnan\b|\binf\b|infinity|overflow|diverg", re.IGNORECASE)
+
+
+def diverged(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that failed because its configuration diverged, not because of a bug in the cell
+    or the machine. The one place this is decided: the default sampler counts such a
+    configuration as a bad one, the bug guard does not count it as a bug, the diagnosis reports it."""
+    if trial.state.name != "FAIL" or ATTR.INTERRUPTED in trial.user_attrs:
+        return False
+    attrs = trial.user_attrs
+    return _DIVERGED.search(f"{attrs.get(ATTR.FAILURE, '')} {attrs.get(ATTR.ERROR, '')}") is not None
 
 
 def is_continuation(trial: optuna.trial.FrozenTrial) -> bool:

@@ -18,13 +18,13 @@ from the rest ("all with lr >= 0.08"), which is usually the fix: move the range.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.store.attrs import ATTR, is_interrupted
+from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from nbtune.view.summary import StudySummary
 
 __all__ = ["Finding", "diagnose", "findings_frame"]
-
-_DIVERGED_RE = re.compile(r"not finite|\bnan\b|\binf\b|infinity|overflow|diverg", re.IGNORECASE)
 
 ADVICE = {
     "diverged": "lower the range's top (learning rates and step sizes first), or clip gradients",
@@ -118,8 +116,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
 
     diverged: dict[int, str] = {}
     for t in trials:
-        text = f"{t.user_attrs.get(ATTR.FAILURE, '')} {t.user_attrs.get(ATTR.ERROR, '')}"
-        if t.state.name == "FAIL" and _DIVERGED_RE.search(text):
+        if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
         elif _collapsed(_curve(t), maximize):
             diverged[t.number] = "a learning curve that ended worse than it started"
