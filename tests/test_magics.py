@@ -294,7 +294,9 @@ def test_configurations_that_diverge_are_not_a_bug(tmp_path):
         res = nbtune.tune(DIVERGES, minimize="val_loss", seed=seed, store=tmp_path, name=f"s{seed}", view=None)
         assert res.n_finished == 20 and res.best_params["lr"] < 1
         assert res.study.trials[0].user_attrs[ATTR.FAILURE] == "MetricError: val_loss not finite"
-        more = nbtune.tune(DIVERGES, minimize="val_loss", seed=seed, n_trials=40, store=tmp_path, name=f"s{seed}", view=None)
+        more = nbtune.tune(
+            DIVERGES, minimize="val_loss", seed=seed, n_trials=40, store=tmp_path, name=f"s{seed}", view=None
+        )
         assert more.n_finished == 40
     # a cell that never gives a number is still a bug, diverged or not
     never = DIVERGES.replace("if lr > 1:", "if lr > 0:")
