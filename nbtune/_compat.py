@@ -78,7 +78,7 @@ def set_study_user_attrs(study: optuna.Study, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         return
-    op, sid = int(JournalOperation.SET_STUDY_USER_ATTR), study._study_id
+    op, sid = int(JournalOperation.SET_STUDY_USER_ATTR), study_id(study)
     with lock:
         logs = [
             {"op_code": op, "worker_id": replay.worker_id, "study_id": sid, "user_attr": {k: v}}

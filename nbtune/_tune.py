@@ -943,7 +943,7 @@ def _close(plan: _Plan, search: Search | None, interrupted: bool, view: BaseView
         result = _finish(plan, search, interrupted)
     except TrialsFailedError as e:
         if view is not None:  # the result as it stopped is shown (%%tune) with the error
-            view.close(e.result or _result(plan, []), handover=e.result is not None)
+            view.close(e.result if e.result is not None else _result(plan, []), handover=e.result is not None)
         raise
     except BaseException:
         if view is not None:  # no result will be displayed: the dashboard stays where it is
