@@ -76,11 +76,11 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     furthest: dict[tuple[Any, ...], FrozenTrial] = {}
     blew_up: dict[tuple[Any, ...], FrozenTrial] = {}
     for t in trials:
-        key = tuple(sorted(t.params.items()))
         if t.state == TrialState.FAIL and diverged(t):
-            blew_up.setdefault(key, t)
+            blew_up.setdefault(tuple(sorted(t.params.items())), t)
         if t.state not in _ENDED or (not t.intermediate_values and t.state != TrialState.COMPLETE):
             continue
+        key = tuple(sorted(t.params.items()))
         seen = furthest.get(key)
         if seen is None or _further(t, seen):
             furthest[key] = t

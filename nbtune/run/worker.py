@@ -158,10 +158,11 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     the rest of the cell, so a bug after the first rung (a typo at epoch 2) would otherwise hide
     behind the pauses while every continuation fails. Trials that diverged (their metric NaN or
     infinite) are a bug only if no trial of the study ever reported a number."""
+    trials = study.get_trials(deepcopy=False)
     mine = sorted(
         (
             t
-            for t in study.get_trials(deepcopy=False)
+            for t in trials
             if t.number >= job.run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
         ),
         key=lambda t: t.number,
@@ -176,7 +177,7 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     if diverged(mine[0]):
         # A metric that came out NaN or infinite is the configurations' doing (a range whose top
         # diverges), unless the cell never gave a number at all, in this run or an earlier one.
-        return not any(t.value is not None or t.intermediate_values for t in study.get_trials(deepcopy=False))
+        return not any(t.value is not None or t.intermediate_values for t in trials)
     return True
 
 
