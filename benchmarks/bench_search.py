@@ -548,6 +548,12 @@ def run_halving(task: Task, d: dict[str, Any], seed: int, budget: Budget) -> lis
 def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, Budget], list[Evaluation]]:
     """``nbtune:key=value,...``: nbtune with options (values are JSON, or strings), e.g.
     ``nbtune:sampler=random`` or ``nbtune:stop_only=true``: how an alternative default is evaluated."""
+    options = options_of(name)
+    return lambda task, d, s, b: run_nbtune(task, d, s, b, **options)
+
+
+def options_of(name: str) -> dict[str, Any]:
+    """The options of ``nbtune:key=value,...`` (values are JSON, or strings)."""
     options: dict[str, Any] = {}
     for pair in name.partition(":")[2].split(","):
         key, _, value = pair.partition("=")
@@ -555,7 +561,7 @@ def nbtune_variant(name: str) -> Callable[[Task, dict[str, Any], int, Budget], l
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
-    return lambda task, d, s, b: run_nbtune(task, d, s, b, **options)
+    return options
 
 
 def run_baseline_competes(task: Task, d: dict[str, Any], seed: int, budget: Budget) -> list[Evaluation]:

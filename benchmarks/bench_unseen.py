@@ -19,7 +19,11 @@ TPE and the median rule, the objective reporting every epoch, as many trials). P
 seeds: the holdout MSE of the best configuration (retrained from scratch), its validation MSE, the
 configurations that diverged, and the epochs spent.
 
-    python benchmarks/bench_unseen.py [--seeds 5]
+    python benchmarks/bench_unseen.py [--seeds 5] [--trials 20 60] [--methods nbtune optuna-defaults ...]
+
+``--methods nbtune:key=value,...`` runs nbtune with options, as in ``bench_search.py`` (e.g.
+``nbtune:min_epochs=3``). The rows are merged into ``results/unseen.json``: a run replaces only
+the rows of its own methods, trial counts and seeds.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ import statistics
 import tempfile
 import time
 import warnings
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-from bench_search import TPEBefore  # also registers --sampler tpe-bohb-only
+from bench_search import TPEBefore, options_of  # also registers --sampler tpe-bohb-only
 
 import nbtune
 
@@ -93,12 +98,12 @@ def holdout(ns: dict[str, Any], params: dict[str, Any]) -> float:
     return float(ns["mse"](net, ns["Xho"], ns["yho"]))
 
 
-def run_nbtune(task: str, seed: int, n: int, sampler: str) -> dict[str, Any]:
+def run_nbtune(task: str, seed: int, n: int, **options: Any) -> dict[str, Any]:
     ns = namespace(seed)
     with tempfile.TemporaryDirectory() as store:
         res = nbtune.tune(
             CELL.format(top=TOPS[task]), minimize="val_loss", n_trials=n, seed=seed, store=store,
-            user_ns=ns, view=None, sampler=sampler,
+            user_ns=ns, view=None, **options,
         )  # fmt: skip
         trials = res.study.trials
         promoted = [t for t in trials if "nbtune:promoted" in t.user_attrs]
@@ -137,11 +142,22 @@ def run_optuna(task: str, seed: int, n: int) -> dict[str, Any]:
 
 
 METHODS = {
-    "nbtune": lambda task, seed, n: run_nbtune(task, seed, n, "tpe"),
-    "nbtune-before": lambda task, seed, n: run_nbtune(task, seed, n, "tpe-bohb-only"),
-    "nbtune-random": lambda task, seed, n: run_nbtune(task, seed, n, "random"),
+    "nbtune": lambda task, seed, n: run_nbtune(task, seed, n),
+    "nbtune-before": lambda task, seed, n: run_nbtune(task, seed, n, sampler="tpe-bohb-only"),
+    "nbtune-random": lambda task, seed, n: run_nbtune(task, seed, n, sampler="random"),
     "optuna-defaults": run_optuna,
 }
+
+
+def method(name: str) -> Any:
+    """A method of METHODS, or ``nbtune:key=value,...``: nbtune with options, as in bench_search.py
+    (e.g. ``nbtune:min_epochs=3``)."""
+    if name in METHODS:
+        return METHODS[name]
+    if not name.startswith("nbtune:"):
+        raise SystemExit(f"unknown method {name!r}: one of {', '.join(METHODS)}, or nbtune:key=value,...")
+    options = options_of(name)
+    return lambda task, seed, n: run_nbtune(task, seed, n, **options)
 
 
 def main() -> None:
@@ -161,7 +177,7 @@ def main() -> None:
                 rows = []
                 for seed in range(args.seeds):
                     t = time.perf_counter()
-                    row = METHODS[name](task, seed, n)
+                    row = method(name)(task, seed, n)
                     row.update(task=task, trials=n, method=name, seed=seed, seconds=time.perf_counter() - t)
                     row["holdout"] = holdout(namespace(seed), row["params"])
                     rows.append(row)
@@ -180,7 +196,15 @@ def main() -> None:
                         d = [a - b for a, b in zip(per["nbtune"], values)]
                         print(f"{'':28s} nbtune minus {name}: {statistics.mean(d):+.4f} per seed, "
                               f"lower on {sum(x < 0 for x in d)} of {len(d)} seeds")  # fmt: skip
-    Path(__file__).with_name("results").joinpath("unseen.json").write_text(json.dumps(out, indent=2))
+    # merged into the results file: a run of some methods or trial counts replaces only their rows
+    path = Path(__file__).with_name("results") / "unseen.json"
+    key = itemgetter("task", "trials", "method", "seed")
+    ran = {key(r) for r in out["rows"]}
+    if path.exists():
+        kept = [r for r in json.loads(path.read_text())["rows"] if key(r) not in ran]
+        out["rows"] = kept + out["rows"]
+        out["seeds"] = max([out["seeds"]] + [r["seed"] + 1 for r in kept])
+    path.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
