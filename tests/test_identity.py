@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import random
 import threading
 
@@ -19,6 +20,7 @@ from nbtune.cell.identity import (
     value_fingerprint,
     weakly_known,
 )
+from nbtune.cell.reads import notebook_inputs, outside_reads
 
 CELL = "lr = 0.1  # tune: loguniform(1e-3, 1.0)\nmodel = make(lr)\nacc = model.fit(X).score(Y)\n"
 
@@ -53,6 +55,65 @@ def test_functions_are_known_by_their_code():
     assert value_fingerprint(ns2["f"]) == value_fingerprint(ns2["f"]) and value_fingerprint(f).startswith("code:")
 
 
+def test_a_function_is_known_by_its_code_not_by_where_the_kernel_compiled_it():
+    """ipykernel names a cell's file after its process id (new after every restart), and a line
+    added above a function moves its line numbers: neither is a change of the function."""
+    src = "def score(a):\n    return sum(x * a for x in [1, 2])\nclass Scorer:\n    def f(self):\n        return lambda: 1\n"
+
+    def defined(source: str, filename: str) -> tuple[str, str]:
+        ns: dict = {"__name__": "__main__"}
+        exec(compile(source, filename, "exec"), ns)
+        return value_fingerprint(ns["score"]), value_fingerprint(ns["Scorer"])
+
+    first = defined(src, "/tmp/ipykernel_1234/2709.py")
+    assert defined("# set-up\n\n" + src, "/tmp/ipykernel_5678/2709.py") == first
+    changed = defined(src.replace("x * a", "x + a"), "/tmp/ipykernel_1234/2709.py")
+    assert changed[0] != first[0]
+    assert defined(src.replace("lambda: 1", "lambda: 2"), "/tmp/ipykernel_1234/2709.py")[1] != first[1]
+
+
+@pytest.mark.parametrize(
+    "cell, inputs",
+    [
+        # the loop binds epoch and preds before reading them: after --apply the notebook has them too
+        ("a = 0.5\nfor epoch in range(3):\n    preds = X * a + epoch\n    s = f(preds)\n", {"range", "X", "f"}),
+        # a DataLoader's batches, the loss: bound by the inner loop
+        (
+            "model = Net()\nfor epoch in range(E):\n    for xb, yb in dl:\n        loss = lf(model(xb), yb)\n"
+            "    v = ev(model)\n",
+            {"Net", "range", "E", "dl", "lf", "ev"},
+        ),
+        # a function the cell defines runs after the cell bound what it uses
+        ("def fit():\n    model.fit(X)\nmodel = make()\nfit()\ns = model.score(V)\n", {"X", "make", "V"}),
+        # bound on both branches of an if: bound; on one: read from the notebook
+        ("if g:\n    d = 1\nelse:\n    d = 2\nif h:\n    z = 1\nw = d + z\n", {"g", "h", "z"}),
+        ("s = sum(x * k for x in data)\nf = lambda q: q + off\n", {"sum", "k", "data", "off"}),
+        ("total += 1\nn = 0\nn += 1\n", {"total"}),
+        ("x = x + 1\n", {"x"}),  # read before it is bound
+        (
+            "try:\n    import torch\nexcept ImportError as e:\n    print(e)\nm = torch.ones(1)\n",
+            {"ImportError", "print"},
+        ),
+        ("if (n := len(data)) > 3:\n    pass\nq = n\n", {"len", "data"}),
+        ("class M(B):\n    k = K\n    def f(self):\n        return self.k + G\nm = M()\n", {"B", "K", "G"}),
+    ],
+)
+def test_the_data_a_cell_reads_is_what_it_reads_before_binding_it(cell, inputs):
+    assert notebook_inputs(ast.parse(cell)) == inputs
+    assert inputs <= outside_reads(ast.parse(cell))  # the workers get at least these
+
+
+def test_a_variable_the_cell_binds_itself_is_not_in_its_identity():
+    spec = parse_cell(
+        "a = 0.5  # tune: uniform(0, 1)\nfor epoch in range(3):\n    preds = X * a\n    s = preds.sum()\n"
+    )
+    identity = cell_identity(spec, {"X": np.arange(3), "epoch": 2, "preds": np.ones(3)}, None)
+    assert set(identity["data"]) == {"X"}
+    # a study recorded with them (before 2026-11-30) is the same study when they are gone or changed
+    old = dict(identity, data=dict(identity["data"], epoch="x", preds="y"))
+    assert describe_difference(old, identity) == []
+
+
 @pytest.mark.parametrize(
     "a, b, same",
     [
@@ -85,7 +146,7 @@ def test_a_generator_drawing_does_not_change_its_fingerprint():
 
 def test_unhashable_values_fall_back_to_their_type():
     lock = threading.Lock()
-    spec = parse_cell(CELL)
+    spec = parse_cell(CELL + "with lock:\n    pass\n")
     identity = cell_identity(spec, {"X": np.arange(3), "lock": lock}, None)
     assert identity["data"]["lock"].startswith(WEAK) and weakly_known(identity) == ["lock"]
 

@@ -162,6 +162,61 @@ def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     assert res.n_finished == done + 2
 
 
+HELPERS = """import numpy as np
+data = np.linspace(0, 1, 50)
+def score(a):
+    return -float(((data * a - 0.3) ** 2).mean())
+class Scorer:
+    def __call__(self, a):
+        return score(a) - 0.01
+"""
+CALLS_HELPERS = """%%tune -n {n} --maximize s --apply --store {store}
+a = 0.5  # tune: uniform(0.0, 1.0)
+for epoch in range(3):  # tune: epochs
+    preds = data * a + epoch * 0.01
+    s = Scorer()(a) - float(preds.std()) * 0
+"""
+
+
+def _messages(text: str) -> list[str]:
+    """nbtune's lines in a cell's outputs (they name the study's version)."""
+    return [line for line in text.replace("\\n", "\n").splitlines() if "started" in line or "resumed" in line]
+
+
+def test_a_restarted_kernel_continues_a_study_whose_cell_calls_notebook_functions(kernel, tmp_path):
+    """A function or class defined in the notebook is known by its code, not by the file name the
+    kernel gives its cell (it holds the kernel's process id, new after every restart); and the
+    variables the cell binds itself (``epoch``, ``preds``, left in the notebook by ``--apply`` or a
+    plain run) are not data it reads. Either used to start a new version of the study (found
+    trying nbtune as a new user)."""
+    km, kc = kernel
+    store = tmp_path / "store"
+    for code in ("%load_ext nbtune", HELPERS, CALLS_HELPERS.format(n=3, store=store)):
+        reply, outputs, _ = _execute(kc, code)
+        assert reply["status"] == "ok", _errors(outputs)
+    # the same kernel: --apply left epoch, preds and s in the notebook; a plain run of the body too
+    _execute(kc, CALLS_HELPERS.split("\n", 1)[1])
+    reply, outputs, _ = _execute(kc, CALLS_HELPERS.format(n=4, store=store))
+    text = "".join(str(m["content"]) for m in outputs)
+    assert reply["status"] == "ok" and ":v2" not in text, _messages(text)
+    pid = km.provisioner.process.pid
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=60)
+    assert km.provisioner.process.pid != pid
+    for code in ("%load_ext nbtune", HELPERS):
+        assert _execute(kc, code)[0]["status"] == "ok"
+    reply, outputs, _ = _execute(kc, CALLS_HELPERS.format(n=6, store=store))
+    text = "".join(str(m["content"]) for m in outputs)
+    assert reply["status"] == "ok" and ":v2" not in text, _messages(text)
+    study = nbtune.load_study(store=store)
+    assert ":v2" not in study.study_name and finished_count(study.trials) == 6
+    # the data the cell does read still counts: changing it starts a new version
+    _execute(kc, "data = data * 2")
+    reply, outputs, _ = _execute(kc, CALLS_HELPERS.format(n=6, store=store))
+    text = "".join(str(m["content"]) for m in outputs)
+    assert "the notebook data it reads changed: data since" in text and ":v2" in text, _messages(text)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

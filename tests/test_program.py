@@ -7,6 +7,7 @@ import itertools
 import linecache
 import math
 import pickle
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -260,8 +261,8 @@ def test_names_the_cell_only_assigns_are_not_captured():
 @pytest.mark.parametrize(
     "body, captured",
     [
-        ("model = model + 1\n", {"model"}),  # read before it is bound
-        ("model += 1\n", {"model"}),
+        ("model = model + 1\nm = 1\n", {"model"}),  # read before it is bound
+        ("model += 1\nm = 1\n", {"model"}),
         ("if flag:\n    model = 1\nm = model\n", {"flag", "model"}),  # bound only under a condition
         ("for i in range(2):\n    model = i\nm = model\n", {"model"}),
         ("def f():\n    return model\nm = f()\nmodel = 2\n", {"model"}),  # a function reads it first
@@ -405,7 +406,8 @@ def test_epochs_are_reported(body, pairs, final):
 
 
 def test_epoch_without_the_metric():
-    program, rt, steps = epochs_of("for e in range(3):  # tune: epochs\n    pass\nm = 1\n")
+    """Set in the loop, but not in every epoch: found when the first epoch ends."""
+    program, rt, steps = epochs_of("for e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1\n")
     with pytest.raises(MetricError) as info:
         program.run(rt)
     assert str(info.value) == (
@@ -413,6 +415,30 @@ def test_epoch_without_the_metric():
         "assign it in every iteration of the loop (not only after the loop, or every few epochs)"
     )
     assert steps == []
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            "for e in range(3):  # tune: epochs\n    pass\nm = 1\n",
+            "line 3 of the %%tune cell: the epochs loop reports 'm' after every epoch, but the cell assigns it only "
+            "outside the loop (line 5); compute it inside the loop",
+        ),
+        ("for e in range(3):  # tune: epochs\n    n = e\n", "the %%tune cell never assigns 'm', so no trial"),
+    ],
+)
+def test_a_metric_the_epochs_loop_never_sets_is_an_error_before_any_trial(body, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        epochs_of(body)
+
+
+def test_a_metric_a_function_of_the_cell_sets_as_a_global_passes_the_check():
+    program, rt, steps = epochs_of(
+        "def ev():\n    global m\n    m = 0.5\nfor e in range(2):  # tune: epochs\n    ev()\n"
+    )
+    program.run(rt)
+    assert steps == [(1, 0.5), (2, 0.5)]
 
 
 def test_epoch_with_a_bad_metric():
@@ -426,7 +452,7 @@ def test_epoch_with_a_bad_metric():
 
 def test_the_epochs_hint_is_given_only_when_the_metric_is_missing():
     """Computing the metric inside the loop is the fix only when it was not set there."""
-    program, rt, _ = epochs_of("for e in range(3):  # tune: epochs\n    pass\nm = 1.0\n")
+    program, rt, _ = epochs_of("for e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1.0\n")
     with pytest.raises(
         MetricError, match="m was not set at the end of epoch 1.*assign it in every iteration of the loop"
     ):

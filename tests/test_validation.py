@@ -397,6 +397,40 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     assert "did not learn" not in df.index
 
 
+def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):
+    """Down, then up past where it started, by less than its first value: the shape of a
+    validation loss as a model overfits (found trying nbtune as a new user: it was called
+    diverged, with the advice to lower the learning rate)."""
+    cell = (
+        "wd = 0.5  # tune: uniform(0, 1)\n"
+        "for epoch in range(10):  # tune: epochs\n"
+        "    loss = 1.0 - 0.3 * min(epoch, 3) / 3 + max(0, epoch - 3) * 0.2 * (1 - wd)\n"
+    )
+    res = run(ip, "--minimize loss --sampler random --seed 0 --trials 16 --scheduler none -o r", cell)
+    df = res.diagnose().set_index("kind")
+    assert "diverged" not in df.index, df
+    over = df.loc["overfitting"]
+    wds = {t.number: t.params["wd"] for t in res.study.trials}
+    assert len(over.trials) >= 4 and set(over.trials) == {n for n, w in wds.items() if 0.7 + 1.2 * (1 - w) > 1.1}
+    assert "best at epoch 4 that ended worse than it started" in over.evidence and "fewer epochs" in over.advice
+    assert over.region.startswith("wd <= ")
+
+
+def test_a_training_score_near_the_best_is_not_underfitting(ip):
+    """Some trial is always in the worst quarter on training data: 0.99 against 1.0, with the
+    best validation score of all, is no model that cannot fit (found trying nbtune as a new
+    user)."""
+    cell = (
+        "k = 1  # tune: choice(1, 2, 3, 4)\n"
+        "train_acc = 0.99 if k == 4 else 1.0\n"
+        "val_acc = 0.98 if k in (1, 4) else 0.95\n"
+    )
+    # trial 0 (the baseline, k = 1) is the best trial; the k = 4 trials tie with it
+    res = run(ip, "--maximize val_acc --sampler random --seed 0 --trials 12 --record train_acc -o r", cell)
+    assert any(t.params["k"] == 4 for t in res.study.trials) and res.study.best_trial.number == 0
+    assert "underfitting" not in set(res.diagnose().kind)
+
+
 def test_no_findings_for_a_healthy_search(ip):
     res = run(ip, "--minimize loss --trials 10 --seed 0", "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2\n")
     assert res.diagnose().empty and "diagnosis" not in res.summary()

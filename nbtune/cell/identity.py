@@ -13,7 +13,8 @@ instead of showing the old results as the new ones.
   ``joblib.Memory`` uses to invalidate its cache; about 0.14 s per 100 MB array here), and
   pandas' vectorised row hashes for DataFrames and Series (0.11 s per 100 MB frame, against
   1.4 s through pickling).
-  Functions and classes defined in the notebook are hashed by their code. A value that
+  Functions and classes defined in the notebook are hashed by their code (not by the file name
+  and line numbers the kernel gives a cell, which change with every restart). A value that
   cannot be hashed is recorded by its type only, a weaker fingerprint the message names.
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 
 from nbtune import _compat
 from nbtune.cell.annotations import CellSpec
+from nbtune.cell.reads import notebook_inputs
 
 __all__ = ["cell_identity", "describe_difference", "notebook_path", "value_fingerprint", "weakly_known", "WEAK"]
 
@@ -59,7 +61,18 @@ def code_fingerprint(spec: CellSpec) -> str:
 
 
 def _code_bytes(code: types.CodeType) -> bytes:
-    return marshal.dumps(code)  # bytecode, constants and nested functions' code
+    """Bytecode, names, constants and nested functions' code; not where the code was written.
+
+    A function defined in a notebook cell has a file name with the kernel's process id in it
+    (``/tmp/ipykernel_4242/123.py``), a new one after every restart, and its line numbers move
+    when a line is added above it: neither changes what it computes.
+    """
+    return marshal.dumps(_placeless(code))
+
+
+def _placeless(code: types.CodeType) -> types.CodeType:
+    consts = tuple(_placeless(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename="", co_firstlineno=1, co_linetable=b"", co_consts=consts)
 
 
 def value_fingerprint(value: Any) -> str:
@@ -104,11 +117,15 @@ def notebook_path(user_ns: dict[str, Any] | None) -> str | None:
 
 
 def cell_identity(spec: CellSpec, globals_read: dict[str, Any], user_ns: dict[str, Any] | None) -> dict[str, Any]:
-    """The fingerprints a study records (JSON-able)."""
+    """The fingerprints a study records (JSON-able): of the globals the cell is given, those its
+    results depend on (not the variables it binds before reading them, which the notebook holds
+    after a plain run of the cell or ``--apply``)."""
+    assert spec.tree is not None
+    inputs = notebook_inputs(spec.tree)
     return {
         "code": code_fingerprint(spec),
         "notebook": notebook_path(user_ns),
-        "data": {name: value_fingerprint(v) for name, v in sorted(globals_read.items())},
+        "data": {name: value_fingerprint(v) for name, v in sorted(globals_read.items()) if name in inputs},
     }
 
 
@@ -116,7 +133,9 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     """What differs between a stored study's identity and this cell's, in words (empty: the same).
 
     A study recorded before nbtune kept identities (``old`` None) matches anything; a
-    notebook that either side does not know does not count.
+    notebook that either side does not know does not count, nor a variable the study recorded
+    that the notebook no longer has (a cell that read it could not run without it; and studies
+    recorded before 2026-11-30 also hold variables the cell binds before it reads them).
     """
     if not old:
         return []
@@ -126,7 +145,7 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     if old.get("notebook") and new["notebook"] and old["notebook"] != new["notebook"]:
         out.append(f"another notebook ({os.path.basename(old['notebook'])} -> {os.path.basename(new['notebook'])})")
     old_data, new_data = old.get("data", {}), new["data"]
-    changed = sorted(n for n in set(old_data) | set(new_data) if old_data.get(n) != new_data.get(n))
+    changed = sorted(n for n in new_data if old_data.get(n) != new_data[n])
     if changed:
         out.append("the notebook data it reads changed: " + ", ".join(changed))
     return out

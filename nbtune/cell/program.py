@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.loops import loop_length
+from nbtune.cell.reads import outside_reads
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
 
@@ -525,19 +526,6 @@ class TrialRuntime:
         self._check_stop_now()
 
 
-def _unconditional_stores(stmt: ast.stmt) -> set[str]:
-    """Names a top-level statement always binds (assignments, imports, definitions)."""
-    if isinstance(stmt, ast.Assign):
-        return {n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    if isinstance(stmt, ast.AnnAssign) and stmt.value is not None and isinstance(stmt.target, ast.Name):
-        return {stmt.target.id}
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"}
-    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {stmt.name}
-    return set()
-
-
 def _bound_anywhere(tree: ast.Module) -> set[str]:
     """Every name the cell may bind, at any depth (a loose superset: used to catch a metric
     the cell can never set)."""
@@ -556,25 +544,6 @@ def _bound_anywhere(tree: ast.Module) -> set[str]:
         ):
             out.add(node.name)
     return out
-
-
-def _outside_reads(tree: ast.Module) -> set[str]:
-    """The names the cell may read before binding them itself: those come from the notebook.
-
-    Statement by statement: a name read (anywhere inside, functions included) before an
-    earlier top-level statement bound it for sure. A name bound only under a condition, in a
-    loop or a ``with`` counts as read from outside when read later: better to send one
-    global too many to the workers than to miss one.
-    """
-    bound: set[str] = set()
-    reads: set[str] = set()
-    for stmt in tree.body:
-        nodes = list(ast.walk(stmt))
-        used = {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
-        used |= {n.target.id for n in nodes if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
-        reads |= used - bound
-        bound |= _unconditional_stores(stmt)
-    return reads
 
 
 def compile_cell(
@@ -615,18 +584,13 @@ def compile_cell(
             "annotate an assignment, e.g. 'lr = 1e-3  # tune: loguniform(1e-5, 1e-1)'"
         )
     assert spec.tree is not None
-    names = _outside_reads(spec.tree)
+    names = outside_reads(spec.tree)
     user_ns = user_ns or {}
     if spec.epochs is not None and spec.epochs.length is None:
         loop = next(n for n in ast.walk(spec.tree) if isinstance(n, ast.For) and n.lineno == spec.epochs.lineno)
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
-    if metric not in _bound_anywhere(spec.tree) and metric not in user_ns:
-        raise ConfigError(
-            f"the %%tune cell never assigns {metric!r} and the notebook has no variable {metric!r}, so no trial "
-            f"could report it; assign it in the cell (e.g. '{metric} = model.score(X_val, y_val)') or name "
-            "the variable the cell computes in --maximize/--minimize"
-        )
+    _check_metric_is_computed(spec, metric, user_ns)
     if spec.folds is not None and spec.epochs is not None:
         raise ConfigError(
             f"line {spec.folds.lineno} of the %%tune cell: cross-validation folds and an epochs loop (line "
@@ -681,6 +645,40 @@ def compile_cell(
         records=tuple(records or ()),
         state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
     )
+
+
+def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, Any]) -> None:
+    """The cell computes the metric, and with an epochs loop computes it in every epoch: else every
+    trial would fail (after the first three the search stops as a bug), so say so before any runs."""
+    assert spec.tree is not None
+    stores = [
+        n for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and n.id == metric and isinstance(n.ctx, ast.Store)
+    ]
+    set_by_functions = any(isinstance(n, ast.Global) and metric in n.names for n in ast.walk(spec.tree))
+    if not stores and not set_by_functions:
+        stale = (
+            f" (the notebook's {metric!r} would not do: each trial runs the cell in a namespace of its own)"
+            if metric in user_ns
+            else ""
+        )
+        raise ConfigError(
+            f"the %%tune cell never assigns {metric!r}, so no trial could report it{stale}; assign it in the cell "
+            f"(e.g. '{metric} = model.score(X_val, y_val)') or name the variable the cell computes in "
+            "--maximize/--minimize"
+        )
+    if spec.epochs is None or set_by_functions:
+        return
+    loop = next(
+        n for n in ast.walk(spec.tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == spec.epochs.lineno
+    )
+    inside = {id(n) for part in loop.body for n in ast.walk(part)}
+    if not any(id(n) in inside for n in stores):
+        lines = ", ".join(str(n.lineno) for n in stores)
+        raise ConfigError(
+            f"line {loop.lineno} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but the "
+            f"cell assigns it only outside the loop (line{'s' if len(stores) > 1 else ''} {lines}); compute it inside the loop, at the end of each "
+            f"epoch (e.g. '{metric} = model.score(X_val, y_val)')"
+        )
 
 
 def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:

@@ -5,11 +5,14 @@ Read from the trials alone (their state, error, learning curve and recorded vari
 it works for any stored study:
 
 * **diverged**: a metric that became NaN or infinite, an error that says so, or a learning
-  curve that ended clearly worse than it started;
+  curve that ended clearly worse than it started without improving first, or ended worse by more
+  than its first value;
 * **did not learn**: a learning curve that stayed flat from the first epoch at a poor level
   (worse than the median trial by a quarter of the spread);
 * **overfitting** / **underfitting**: with a training score kept by ``--record`` (a variable
   named ``train_*`` or ``*_train``): a large train-validation gap, or a low training score;
+  without one, a validation curve that improved clearly and then rose back past its start
+  (by less than its first value: more is a divergence) is overfitting too;
 * **failed**: other errors, grouped by exception and cell line.
 
 Each finding names the parameter range its trials share when one parameter separates them
@@ -39,7 +42,8 @@ ADVICE = {
     "diverged": "lower the range's top (learning rates and step sizes first), or clip gradients",
     "did not learn": "move the range away from there (a learning rate too small to move the weights, too much "
     "regularisation), or check the labels and the feature scaling",
-    "overfitting": "more regularisation (weight decay, dropout, smaller models) or more data in that region",
+    "overfitting": "more regularisation (weight decay, dropout, smaller models), more data, or fewer epochs in that "
+    "region",
     "underfitting": "bigger models or less regularisation in that region; more epochs",
     "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range",
 }
@@ -97,14 +101,21 @@ def _curve(t: optuna.trial.FrozenTrial) -> list[float]:
     return [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
 
 
-def _collapsed(values: list[float], maximize: bool) -> bool:
-    """Ended clearly worse than it started (by more than 10% of the first value): training made
-    it worse, whether it improved at first or blew up from the start."""
+def _ended_worse(values: list[float], maximize: bool) -> str:
+    """How a learning curve that ended clearly worse than it started (by more than 10% of its first
+    value) got there: ``"collapsed"`` when it never improved clearly first, or ended worse by more
+    than the first value itself (training blew up); ``"turned"`` when it improved clearly, then
+    rose back past its start by less (a validation loss turning up as the model overfits, the
+    common reading); ``""`` when it did not end worse."""
     if len(values) < 3:
-        return False
+        return ""
     first, last = values[0], values[-1]
     margin = 0.1 * abs(first) + 1e-12
-    return last < first - margin if maximize else last > first + margin
+    if not (last < first - margin if maximize else last > first + margin):
+        return ""
+    best = max(values) if maximize else min(values)
+    improved = best > first + margin if maximize else best < first - margin
+    return "turned" if improved and abs(last - first) <= abs(first) else "collapsed"
 
 
 def diagnose(result: StudySummary) -> list[Finding]:
@@ -115,11 +126,15 @@ def diagnose(result: StudySummary) -> list[Finding]:
     by_number = {t.number: t for t in trials}
 
     diverged: dict[int, str] = {}
+    turned: dict[int, str] = {}
     for t in trials:
         if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
-        elif _collapsed(_curve(t), maximize):
+        elif (how := _ended_worse(curve := _curve(t), maximize)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
+        elif how == "turned":
+            best_epoch = sorted(t.intermediate_values)[curve.index((max if maximize else min)(curve))]
+            turned[t.number] = f"a validation curve best at epoch {best_epoch} that ended worse than it started"
 
     # Did not learn: flat curves, or several trials stuck at exactly the worst final score.
     # The scale of "flat": how far apart the other trials' results are (diverged ones excluded:
@@ -146,13 +161,16 @@ def diagnose(result: StudySummary) -> list[Finding]:
             failed[t.user_attrs.get(ATTR.FAILURE) or t.user_attrs.get(ATTR.ERROR) or "an error"].append(t.number)
 
     others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
-    for kind, hits in (("diverged", diverged), ("did not learn", flat)):
+    over = {n for f in fit if f.kind == "overfitting" for n in f.trials}  # a recorded training score said it
+    turned = {n: why for n, why in turned.items() if n not in over}
+    for kind, hits in (("diverged", diverged), ("did not learn", flat), ("overfitting", turned)):
         if hits:
             # the same evidence once, with how many trials share it: "6 trials ... (at 0.1, 2 trials; ...)"
             counts = Counter(hits.values())
             why = [text + (f", {n} trials" if 1 < n < len(hits) else "") for text, n in counts.most_common()]
             hit = [by_number[n] for n in sorted(hits)]
-            findings.append(Finding(kind, sorted(hits), "; ".join(why), _region(hit, others), ADVICE[kind]))
+            rest = [t for t in others if t.number not in hits]
+            findings.append(Finding(kind, sorted(hits), "; ".join(why), _region(hit, rest), ADVICE[kind]))
     for signature, numbers in failed.items():
         example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
         hit = [by_number[n] for n in numbers]
@@ -174,8 +192,9 @@ def _train_name(t: optuna.trial.FrozenTrial) -> str | None:
 def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[Finding]:
     """Over- and underfitting from a recorded training score, against the best trial: a gap
     between training and validation well above the best trial's is overfitting, a training
-    score in the worst quarter, well below the best trial's, is underfitting; the first only where
-    the overfit trials' validation score is no better than the median trial's (where it costs)."""
+    score in the worst quarter, well below the best trial's, is underfitting; each only where it
+    costs (overfit trials no better than the median trial on validation, underfit ones below the
+    best trial)."""
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t)]
     if len(done) < 4:
         return []
@@ -211,9 +230,17 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
         )
     ranked = sorted(done, key=lambda t: sign * train[t.number])
     quarter = ranked[: max(1, len(ranked) // 4)]
-    # Underfit: among the worst quarter on training data, and well below the best trial there.
+    # Underfit: among the worst quarter on training data, well below the best trial there, and it
+    # costs: below the best trial on validation (with four trials one is always in the worst
+    # quarter, and one that ties for the best validation score is no model that cannot fit).
     limit = train[best.number] - sign * 0.5 * spread
-    under = [t for t in quarter if sign * (limit - train[t.number]) > 0 and t not in over]
+    under = [
+        t
+        for t in quarter
+        if sign * (limit - train[t.number]) > 0
+        and sign * (float(best.value) - float(t.value)) > 0  # type: ignore[arg-type]
+        and t not in over
+    ]
     if under:
         worst_train = (max if maximize else min)(train[t.number] for t in under)
         out.append(

@@ -1,0 +1,191 @@
+"""Which notebook variables a cell reads: the one place this is decided.
+
+Two questions, two answers:
+
+* :func:`outside_reads`: the globals a trial needs, sent to the workers. A superset: a name the
+  cell binds only under a condition, in a loop or a ``with`` counts as read when it is read
+  later, since one global too many costs a little pickling and one too few fails every trial.
+* :func:`notebook_inputs`: the variables whose values the cell's results depend on, which go
+  into the study's identity (:mod:`nbtune.cell.identity`). Here a name too many is the costly
+  mistake: after ``--apply``, a plain run of the cell, or an earlier cell that left ``xb, yb``
+  behind, the notebook holds the cell's own variables (``epoch``, ``preds``, ``model``), their
+  values differ after every run, and the stored study would look like another one. So the cell
+  is followed in the order it runs, assuming what a training cell does: a loop's body runs at
+  least once, a ``try`` body completes, a name bound on both branches of an ``if`` is bound
+  after it, and the functions it defines are called after the names they use are bound.
+"""
+
+from __future__ import annotations
+
+import ast
+
+__all__ = ["notebook_inputs", "outside_reads"]
+
+
+def _unconditional_stores(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement always binds (assignments, imports, definitions)."""
+    if isinstance(stmt, ast.Assign):
+        return {n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if isinstance(stmt, ast.AnnAssign) and stmt.value is not None and isinstance(stmt.target, ast.Name):
+        return {stmt.target.id}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"}
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    return set()
+
+
+def outside_reads(tree: ast.Module) -> set[str]:
+    """The names the cell may read before binding them itself: the globals a trial is given.
+
+    Statement by statement: a name read (anywhere inside, functions included) before an
+    earlier top-level statement bound it for sure. A name bound only under a condition, in a
+    loop or a ``with`` counts as read from outside when read later: better to send one
+    global too many to the workers than to miss one.
+    """
+    bound: set[str] = set()
+    reads: set[str] = set()
+    for stmt in tree.body:
+        nodes = list(ast.walk(stmt))
+        used = {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+        used |= {n.target.id for n in nodes if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+        reads |= used - bound
+        bound |= _unconditional_stores(stmt)
+    return reads
+
+
+def notebook_inputs(tree: ast.Module) -> set[str]:
+    """The names the cell reads before it binds them, followed in the order the cell runs (see
+    the module's docstring for what is assumed): the notebook variables its results depend on."""
+    reader = _Reader()
+    bound = reader.block(tree.body, set())
+    for names, local in reader.deferred:  # function bodies: called once the cell has bound what they use
+        reader.reads |= names - local - bound
+    return reader.reads
+
+
+def _bound_by_target(target: ast.expr) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.reads: set[str] = set()
+        self.deferred: list[tuple[set[str], set[str]]] = []  # (names a function reads, its own names)
+
+    def block(self, stmts: list[ast.stmt], bound: set[str]) -> set[str]:
+        """The names bound after ``stmts`` run with ``bound`` bound before them."""
+        bound = set(bound)
+        for stmt in stmts:
+            bound = self.stmt(stmt, bound)
+        return bound
+
+    def expr(self, node: ast.AST | None, bound: set[str]) -> None:
+        """Record the reads of an expression; ``bound`` grows with its ``:=`` bindings."""
+        if node is None:
+            return
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load) and node.id not in bound:
+                self.reads.add(node.id)
+        elif isinstance(node, ast.NamedExpr):
+            self.expr(node.value, bound)
+            bound.add(node.target.id)
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            inner = set(bound)
+            for gen in node.generators:
+                self.expr(gen.iter, inner)
+                inner |= _bound_by_target(gen.target)
+                for cond in gen.ifs:
+                    self.expr(cond, inner)
+            parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            for part in parts:
+                self.expr(part, inner)
+        elif isinstance(node, ast.Lambda):
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                self.expr(default, bound)
+            self._defer([node.body], node.args)
+        else:
+            for child in ast.iter_child_nodes(node):
+                self.expr(child, bound)
+
+    def _defer(self, body: list[ast.stmt] | list[ast.expr], args: ast.arguments) -> None:
+        nodes = [n for part in body for n in ast.walk(part)]
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        local = {a.arg for a in params if a is not None}
+        local |= {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        local |= {n.arg for n in nodes if isinstance(n, ast.arg)}  # nested functions' parameters
+        names = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        self.deferred.append((names, local))
+
+    def target(self, node: ast.expr, bound: set[str]) -> None:
+        """Bind an assignment's target; ``obj.attr = ...`` and ``x[i] = ...`` read ``obj``, ``x``, ``i``."""
+        if isinstance(node, ast.Name):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for element in node.elts:
+                self.target(element, bound)
+        elif isinstance(node, ast.Starred):
+            self.target(node.value, bound)
+        else:
+            for child in ast.iter_child_nodes(node):
+                self.expr(child, bound)
+
+    def stmt(self, node: ast.stmt, bound: set[str]) -> set[str]:
+        b = set(bound)
+        if isinstance(node, ast.Assign):
+            self.expr(node.value, b)
+            for t in node.targets:
+                self.target(t, b)
+        elif isinstance(node, ast.AnnAssign):
+            if node.value is not None:
+                self.expr(node.value, b)
+                self.target(node.target, b)
+        elif isinstance(node, ast.AugAssign):
+            self.expr(node.target.value if isinstance(node.target, ast.Attribute) else node.target, b)
+            if isinstance(node.target, ast.Name) and node.target.id not in b:
+                self.reads.add(node.target.id)
+            self.expr(node.value, b)
+            self.target(node.target, b)
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            self.expr(node.iter, b)
+            self.target(node.target, b)
+            return self.block(node.orelse, self.block(node.body, b))
+        elif isinstance(node, ast.While):
+            self.expr(node.test, b)
+            return self.block(node.orelse, self.block(node.body, b))
+        elif isinstance(node, ast.If):
+            self.expr(node.test, b)
+            return self.block(node.body, b) & self.block(node.orelse, b)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                self.expr(item.context_expr, b)
+                if item.optional_vars is not None:
+                    self.target(item.optional_vars, b)
+            return self.block(node.body, b)
+        elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            after = self.block(node.body, b)  # type: ignore[attr-defined]
+            for handler in node.handlers:  # type: ignore[attr-defined]
+                self.expr(handler.type, set(b))
+                self.block(handler.body, b | ({handler.name} if handler.name else set()))
+            return self.block(node.finalbody, self.block(node.orelse, after))  # type: ignore[attr-defined]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for part in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
+                self.expr(part, b)
+            self._defer(node.body, node.args)
+            b.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            for part in [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]:
+                self.expr(part, b)
+            self.block(node.body, b)  # runs now; its names are the class's
+            b.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            b |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            pass
+        else:  # expressions, return, raise, assert, del, match: every name they read
+            for child in ast.iter_child_nodes(node):
+                self.expr(child, b)
+            if isinstance(node, ast.Match):
+                b |= {n.name for n in ast.walk(node) if isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name}
+        return b
