@@ -673,10 +673,10 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
     )
     inside = {id(n) for part in loop.body for n in ast.walk(part)}
     if not any(id(n) in inside for n in stores):
-        lines = ", ".join(str(n.lineno) for n in stores)
+        where = ("line " if len(stores) == 1 else "lines ") + ", ".join(str(n.lineno) for n in stores)
         raise ConfigError(
             f"line {loop.lineno} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but the "
-            f"cell assigns it only outside the loop (line{'s' if len(stores) > 1 else ''} {lines}); compute it inside the loop, at the end of each "
+            f"cell assigns it only outside the loop ({where}); compute it inside the loop, at the end of each "
             f"epoch (e.g. '{metric} = model.score(X_val, y_val)')"
         )
 
