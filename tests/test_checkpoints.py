@@ -99,6 +99,36 @@ def test_a_state_that_cannot_be_saved_is_named_and_the_trial_still_counts(data):
         res.best_state()
 
 
+def test_loading_the_best_state_of_a_notebook_class_does_not_start_a_new_version(ip):
+    """cloudpickle rebuilds a notebook class's methods when it loads a checkpoint of one of its
+    instances; re-running the cell after ``best_state()`` (or after a cut trial resumed, or PBT
+    exploited) started a new version and trained every trial again (found trying nbtune as a new
+    user)."""
+    torch = pytest.importorskip("torch")
+    ip.run_cell(
+        "import torch\nfrom torch import nn\n"
+        "g = torch.Generator().manual_seed(0)\nX = torch.randn(64, 4, generator=g)\ny = (X.sum(1) > 0).long()\n"
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = nn.Linear(4, 2)\n    def forward(self, x):\n        return self.lin(x)\n"
+    )
+    cell = (
+        "lr = 0.01  # tune: loguniform(1e-3, 1e-1)\n"
+        "torch.manual_seed(0)\n"
+        "model = Net()  # tune: state\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=lr)\n"
+        "for epoch in range(3):  # tune: epochs\n"
+        "    opt.zero_grad()\n"
+        "    nn.functional.cross_entropy(model(X), y).backward()\n"
+        "    opt.step()\n"
+        "    acc = (model(X).argmax(1) == y).float().mean().item()\n"
+    )
+    res = run(ip, "--maximize acc --trials 3 --seed 0 --scheduler none -o r", cell)
+    assert isinstance(res.best_state()["model"], ip.user_ns["Net"])
+    again = run(ip, "--maximize acc --trials 3 --seed 0 --scheduler none -o r", cell)
+    assert again.study.study_name == res.study.study_name and not any("started" in m for m in again.messages)
+    assert len(again.study.trials) == 3 and torch is not None
+
+
 def test_a_pytorch_model_and_optimizer_are_saved_with_torch(ip):
     torch = pytest.importorskip("torch")
     ip.run_cell(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import random
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -70,6 +73,46 @@ def test_a_function_is_known_by_its_code_not_by_where_the_kernel_compiled_it():
     changed = defined(src.replace("x * a", "x + a"), "/tmp/ipykernel_1234/2709.py")
     assert changed[0] != first[0]
     assert defined(src.replace("lambda: 1", "lambda: 2"), "/tmp/ipykernel_1234/2709.py")[1] != first[1]
+
+
+def test_a_notebook_class_keeps_its_fingerprint_when_a_checkpoint_of_it_is_loaded():
+    """cloudpickle, loading a checkpoint of a notebook class's instance (``best_state()``, a cut
+    trial's resume, PBT's exploit), rebuilds the class's methods: equal code, different marshal
+    bytes. The next run of the cell started a new version (found trying nbtune as a new user)."""
+    import cloudpickle
+
+    import __main__
+
+    src = (
+        "class NbtuneTestNet:\n    def __init__(self, h):\n        self.h = h\n"
+        "    def forward(self, x):\n        return x * self.h if x in {'a', 'b', 'c'} else x\n"
+    )
+    exec(compile(src, "/tmp/ipykernel_4242/77.py", "exec"), __main__.__dict__)
+    try:
+        cls = __main__.__dict__["NbtuneTestNet"]
+        before = value_fingerprint(cls)
+        cloudpickle.loads(cloudpickle.dumps(cls(3)))
+        assert cls.forward.__code__.co_filename != "/tmp/ipykernel_4242/77.py"  # rebuilt
+        assert value_fingerprint(cls) == before
+    finally:
+        del __main__.__dict__["NbtuneTestNet"]
+
+
+def test_a_functions_fingerprint_is_the_same_in_every_process():
+    """String hashes are salted per process: a set literal's frozenset constant iterates in
+    another order in the next kernel."""
+    code = (
+        "from nbtune.cell.identity import value_fingerprint\n"
+        'ns = {}\nexec(\'def f(x):\\n    return x in {"aa", "bb", "cc", "dd", "ee"}\\n\', ns)\n'
+        "print(value_fingerprint(ns['f']))\n"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1 and next(iter(seen)).startswith("code:")
 
 
 @pytest.mark.parametrize(

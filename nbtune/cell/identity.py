@@ -24,7 +24,6 @@ import ast
 import contextlib
 import copy
 import hashlib
-import marshal
 import os
 import random
 import types
@@ -65,14 +64,41 @@ def _code_bytes(code: types.CodeType) -> bytes:
 
     A function defined in a notebook cell has a file name with the kernel's process id in it
     (``/tmp/ipykernel_4242/123.py``), a new one after every restart, and its line numbers move
-    when a line is added above it: neither changes what it computes.
+    when a line is added above it: neither changes what it computes. Nor is it ``marshal``'s
+    bytes, which depend on which of the code's strings are shared objects: cloudpickle, loading
+    a checkpoint of a notebook class's instance, rebuilds the class's methods with equal code that
+    marshals differently.
     """
-    return marshal.dumps(_placeless(code))
+    return repr(_code_key(code)).encode()
 
 
-def _placeless(code: types.CodeType) -> types.CodeType:
-    consts = tuple(_placeless(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-    return code.replace(co_filename="", co_firstlineno=1, co_linetable=b"", co_consts=consts)
+def _code_key(code: types.CodeType) -> tuple[Any, ...]:
+    return (
+        code.co_code,
+        code.co_names,
+        code.co_varnames,
+        code.co_freevars,
+        code.co_cellvars,
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_flags,
+        code.co_name,
+        getattr(code, "co_exceptiontable", b""),
+        tuple(_const_key(c) for c in code.co_consts),
+    )
+
+
+def _const_key(value: Any) -> Any:
+    """A constant of compiled code, in a form whose ``repr`` does not depend on the process (a
+    frozenset's order follows its strings' hashes, which are salted per process)."""
+    if isinstance(value, types.CodeType):
+        return _code_key(value)
+    if isinstance(value, tuple):
+        return tuple(_const_key(v) for v in value)
+    if isinstance(value, frozenset):
+        return ("frozenset", sorted(repr(_const_key(v)) for v in value))
+    return value
 
 
 def value_fingerprint(value: Any) -> str:
@@ -81,7 +107,8 @@ def value_fingerprint(value: Any) -> str:
         if isinstance(value, types.FunctionType):
             return "code:" + _digest(_code_bytes(value.__code__) + repr(value.__defaults__).encode())
         if isinstance(value, type) and value.__module__ == "__main__":
-            parts = [_code_bytes(v.__code__) for v in vars(value).values() if isinstance(v, types.FunctionType)]
+            methods = sorted((k, v) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
+            parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
             return "code:" + _digest(value.__qualname__.encode() + b"".join(parts))
         if isinstance(value, types.ModuleType):
             return "module:" + value.__name__
