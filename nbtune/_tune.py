@@ -396,6 +396,7 @@ def _open_study(
                 "R": spec.R,
                 "r": spec.r,
                 "eta": spec.eta,
+                "unit": spec.unit,  # "epoch", or "fold": a trial's steps are then no learning curve
             }
             _compat.set_study_user_attrs(
                 study,

@@ -431,6 +431,20 @@ def test_a_training_score_near_the_best_is_not_underfitting(ip):
     assert "underfitting" not in set(res.diagnose().kind)
 
 
+def test_the_running_mean_over_folds_is_no_learning_curve(ip):
+    """With '# tune: folds(k)' a trial's steps are its folds: a first fold easier than the others
+    made every trial look diverged, with advice to clip gradients (found trying nbtune as a new
+    user on a Ridge regression)."""
+    cell = (
+        "fold = 0  # tune: folds(5)\n"
+        "alpha = 0.5  # tune: uniform(0, 1)\n"
+        "loss = (alpha - 0.3) ** 2 + [1, 5, 5, 5, 5][fold] * (1 + alpha)\n"
+    )
+    res = run(ip, "--minimize loss --sampler random --seed 0 --trials 8 -o r", cell)
+    assert res.study.trials[0].intermediate_values  # the steps are there, the running mean rising
+    assert res.diagnose().empty, res.diagnose()
+
+
 def test_no_findings_for_a_healthy_search(ip):
     res = run(ip, "--minimize loss --trials 10 --seed 0", "x = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2\n")
     assert res.diagnose().empty and "diagnosis" not in res.summary()

@@ -15,6 +15,9 @@ it works for any stored study:
   (by less than its first value: more is a divergence) is overfitting too;
 * **failed**: other errors, grouped by exception and cell line.
 
+With ``# tune: folds(k)`` a trial's steps are its folds, not epochs: the curve signatures
+(diverged from its curve, did not learn, a curve that turned) are not read from them.
+
 Each finding names the parameter range its trials share when one parameter separates them
 from the rest ("all with lr >= 0.08"), which is usually the fix: move the range.
 """
@@ -125,11 +128,17 @@ def diagnose(result: StudySummary) -> list[Finding]:
     findings: list[Finding] = []
     by_number = {t.number: t for t in trials}
 
+    # With '# tune: folds(k)' a trial's steps are the running mean over its folds, no learning curve.
+    folds = result.study.user_attrs.get(ATTR.CONFIG, {}).get("unit") == "fold" or any(
+        ATTR.FOLDS in t.user_attrs for t in trials
+    )
     diverged: dict[int, str] = {}
     turned: dict[int, str] = {}
     for t in trials:
         if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
+        elif folds:
+            continue
         elif (how := _ended_worse(curve := _curve(t), maximize)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
         elif how == "turned":
@@ -145,7 +154,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     spread = (max(finals) - min(finals)) if len(finals) > 1 else 0.0
     flat: dict[int, str] = {}
     fit = _fit(result, trials, maximize)
-    if len(finals) >= 4 and spread > 0:
+    if len(finals) >= 4 and spread > 0 and not folds:
         median = statistics.median(finals)
         for t in trials:
             values = _curve(t)
