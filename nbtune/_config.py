@@ -187,11 +187,13 @@ class TuneConfig:
     holdout_gap: float | None = _opt(
         None,
         "warn when the chosen configuration's metric beats its holdout score by more than this "
-        "(None: 0.02, 2 percentage points of accuracy).",
+        "(None: 0.02, 2 percentage points of accuracy, for a score within [-1, 1]; 10% of the holdout's size "
+        "for a metric on another scale, such as an MSE).",
         "--holdout-gap",
         metavar="G",
         type=float,
-        flag_help="warn when the metric beats the holdout by more than G. Default 0.02 (2 points of accuracy).",
+        flag_help="warn when the metric beats the holdout by more than G. Default 0.02 (2 points of accuracy) for a "
+        "score within [-1, 1], 10%% of the holdout for a metric on another scale (an MSE).",
     )
     subject_to: list[str] | str | None = _opt(
         None,
@@ -362,9 +364,9 @@ class TuneConfig:
         return self.seeds if self.seeds is not None else 5
 
     @property
-    def gap(self) -> float:
-        """The holdout gap that warns."""
-        return float(self.holdout_gap) if self.holdout_gap is not None else 0.02
+    def gap(self) -> float | None:
+        """The holdout gap that warns (None: 0.02 for a score in [-1, 1], else 10% of the holdout)."""
+        return float(self.holdout_gap) if self.holdout_gap is not None else None
 
     @property
     def seconds(self) -> float | None:

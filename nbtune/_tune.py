@@ -897,7 +897,7 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
 
         checks = optuna.load_study(study_name=name, storage=store.storage(name))
     if checks is not None or cell.get("holdout"):
-        result.checks = CheckReport(study, checks, metric, cell.get("holdout"), threshold=cell.get("gap", 0.02))
+        result.checks = CheckReport(study, checks, metric, cell.get("holdout"), threshold=cell.get("gap"))
     if "source" not in cell:
         return result
     direction = study.direction.name.lower()

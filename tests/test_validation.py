@@ -145,6 +145,24 @@ test_acc = model.score(X_test[:, cols], y_test)
 """
 
 
+def test_the_default_holdout_gap_follows_the_metrics_scale(ip):
+    """0.02 is two points of accuracy; for an MSE in the thousands it made every search warn, at
+    any gap (found trying nbtune as a new user on a regression)."""
+    cell = "a = 0.5  # tune: uniform(0, 1)\nval_mse = 2900 + 100 * (a - 0.3) ** 2\ntest_mse = val_mse * {ratio}\n"
+    res = run(
+        ip, "--minimize val_mse --sampler random --seed 0 --trials 6 --holdout test_mse -o r", cell.format(ratio=1.05)
+    )
+    h = res.holdout()
+    assert h.gap > 100 and not h.warn and h.tolerance == pytest.approx(0.1 * h.holdout_value)
+    with pytest.warns(NbtuneWarning, match=r"the gap exceeds 3\d\d(\.\d+)? \(10% of the holdout, the default"):
+        res = run(
+            ip, "--minimize val_mse --sampler random --seed 0 --trials 6 --holdout test_mse", cell.format(ratio=1.2)
+        )
+    # a score keeps two points, and --holdout-gap still decides
+    res = run(ip, "--minimize val_mse --trials 6 --holdout test_mse --holdout-gap 500 -o r", cell.format(ratio=1.05))
+    assert res.holdout().tolerance == 500
+
+
 def test_a_leaky_search_warns_and_an_honest_one_does_not(ip):
     ip.run_cell(LEAKY_SETUP + "X_val, y_val = X_rest[1000:1030], y_rest[1000:1030]\n")
     with pytest.warns(NbtuneWarning, match=r"WARNING: the gap exceeds 0\.02"):

@@ -85,8 +85,21 @@ class HoldoutReport:
     value: float  # the metric (mean over seeds when re-validated)
     holdout_value: float
     n_trials: int  # search trials evaluated against the same validation data
-    threshold: float
+    threshold: float | None  # --holdout-gap; None: see tolerance
     n_runs: int = 1
+
+    @property
+    def tolerance(self) -> float:
+        """The gap that warns: ``--holdout-gap``, else 0.02 (two points of accuracy, about twice
+        the sampling error of an accuracy near 0.9 over 1,000 examples) for a score within
+        [-1, 1], and 10% of the holdout's size for a metric on another scale (about twice the
+        sampling error of a mean squared error over 1,000 examples; an absolute 0.02 made an MSE
+        of 3000 warn at any gap at all)."""
+        if self.threshold is not None:
+            return self.threshold
+        if max(abs(self.value), abs(self.holdout_value)) <= 1:
+            return 0.02
+        return 0.1 * abs(self.holdout_value)
 
     @property
     def gap(self) -> float:
@@ -96,7 +109,7 @@ class HoldoutReport:
 
     @property
     def warn(self) -> bool:
-        return self.gap > self.threshold
+        return self.gap > self.tolerance
 
     def sentence(self) -> str:
         runs = f" (mean of {self.n_runs} seeds)" if self.n_runs > 1 else ""
@@ -106,14 +119,22 @@ class HoldoutReport:
             "against the same validation data"
         )
         if not self.warn:
-            return head + f" (within {fmt(self.threshold)})."
+            return head + f" (within {fmt(self.tolerance)})."
         fixes = "more validation data or cross-validation, fewer trials per validation set"
         fixes += "" if self.n_runs > 1 else ", or re-validate the top configurations across seeds (--revalidate K)"
         return (
-            head + f". WARNING: the gap exceeds {fmt(self.threshold)}. The search picked what scores best on "
+            head
+            + f". WARNING: the gap exceeds {fmt(self.tolerance)}{self._set_by()}. The search picked what scores best on "
             "the data it was chosen on, and that score is optimistic: expect the holdout's, not the metric's. "
             f"To narrow the gap: {fixes}."
         )
+
+    def _set_by(self) -> str:
+        if self.threshold is not None:
+            return " (--holdout-gap)"
+        if max(abs(self.value), abs(self.holdout_value)) <= 1:
+            return " (the default for a score; --holdout-gap sets it)"
+        return " (10% of the holdout, the default for a metric on this scale; --holdout-gap sets it)"
 
 
 class CheckReport:
@@ -121,7 +142,8 @@ class CheckReport:
 
     Args:
         study: the search's study; checks: its check study (None: no checks ran).
-        metric, holdout: the names; threshold: the holdout gap that warns.
+        metric, holdout: the names; threshold: the holdout gap that warns (``--holdout-gap``; None:
+            :attr:`HoldoutReport.tolerance`'s default).
     """
 
     def __init__(
@@ -130,7 +152,7 @@ class CheckReport:
         checks: optuna.Study | None,
         metric: str,
         holdout: str | None = None,
-        threshold: float = 0.02,
+        threshold: float | None = None,
     ) -> None:
         self.study, self.checks = study, checks
         self.metric, self.holdout, self.threshold = metric, holdout, threshold
