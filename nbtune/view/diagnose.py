@@ -24,6 +24,7 @@ from the rest ("all with lr >= 0.08"), which is usually the fix: move the range.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -218,12 +219,18 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
     if spread <= 0:
         return []
     out = []
-    median_value = statistics.median(float(t.value) for t in done)  # type: ignore[arg-type]
+    values = [float(t.value) for t in done]  # type: ignore[arg-type]
+    median_value = statistics.median(values)
+    # The validation score's step, when it moves in steps (trials tie): an accuracy over 40 examples
+    # moves by 0.025, one example. A gap that differs from the best trial's by a step or two is one
+    # or two examples, not a signature.
+    distinct = sorted(set(values))
+    step = min((b - a for a, b in itertools.pairwise(distinct)), default=0.0) if len(distinct) < len(values) else 0.0
     # Overfit: a train-validation gap well above the best trial's, and it costs: worse than the median trial.
     over = [
         t
         for t in done
-        if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread)
+        if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread, 2 * step)
         and sign * (float(t.value) - median_value) <= 0  # type: ignore[arg-type]
     ]
     if over and len(over) < len(done):
@@ -247,7 +254,7 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
         t
         for t in quarter
         if sign * (limit - train[t.number]) > 0
-        and sign * (float(best.value) - float(t.value)) > 0  # type: ignore[arg-type]
+        and sign * (float(best.value) - float(t.value)) > step  # type: ignore[arg-type]
         and t not in over
     ]
     if under:
