@@ -75,6 +75,21 @@ def test_a_function_is_known_by_its_code_not_by_where_the_kernel_compiled_it():
     assert defined(src.replace("lambda: 1", "lambda: 2"), "/tmp/ipykernel_1234/2709.py")[1] != first[1]
 
 
+def test_a_functions_default_values_count_by_their_content_not_their_repr():
+    """``def f(x, rng=np.random.default_rng(0))``: the default's repr holds its address, new in
+    every kernel."""
+    src = "import numpy as np\nclass Opts:\n    pass\ndef f(x, rng=np.random.default_rng(0), o=Opts(), *, k=3):\n    return x\n"
+    fingerprints = set()
+    for _ in range(2):
+        ns: dict = {}
+        exec(src, ns)
+        fingerprints.add(value_fingerprint(ns["f"]))
+    assert len(fingerprints) == 1
+    ns = {}
+    exec(src.replace("k=3", "k=4"), ns)
+    assert value_fingerprint(ns["f"]) not in fingerprints
+
+
 def test_a_notebook_class_keeps_its_fingerprint_when_a_checkpoint_of_it_is_loaded():
     """cloudpickle, loading a checkpoint of a notebook class's instance (``best_state()``, a cut
     trial's resume, PBT's exploit), rebuilds the class's methods: equal code, different marshal

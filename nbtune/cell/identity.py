@@ -105,7 +105,11 @@ def value_fingerprint(value: Any) -> str:
     """A hash of one notebook value: its data, or the code of a function or class."""
     try:
         if isinstance(value, types.FunctionType):
-            return "code:" + _digest(_code_bytes(value.__code__) + repr(value.__defaults__).encode())
+            # default values by their own fingerprints: a repr can hold an address ("at 0x7f..."), new per kernel
+            defaults = [*(value.__defaults__ or ()), *sorted((value.__kwdefaults__ or {}).items())]
+            return "code:" + _digest(
+                _code_bytes(value.__code__) + repr([value_fingerprint(d) for d in defaults]).encode()
+            )
         if isinstance(value, type) and value.__module__ == "__main__":
             methods = sorted((k, v) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
             parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
