@@ -61,6 +61,7 @@ class TuneConfig:
         "--maximize",
         metavar="NAME",
         flag_help="the cell variable to maximise (its value when the cell ends).",
+        action="append",  # given twice is an error (config_from_args), not the last one silently
     )
     minimize: str | None = _opt(
         None,
@@ -68,23 +69,29 @@ class TuneConfig:
         "--minimize",
         metavar="NAME",
         flag_help="the cell variable to minimise. Give exactly one of the two.",
+        action="append",
     )
     n_trials: int = _opt(
         20,
-        "target number of finished trials (complete, pruned or failed); re-running continues the study up to it.",
+        "target number of configurations tried (finished trials: complete, stopped early or failed; a paused trial "
+        "and the trial that continued it count once, though Optuna lists both); re-running continues the study up "
+        "to it.",
         "-n",
         "--trials",
         metavar="N",
         type=int,
-        flag_help="target number of finished trials in the study (complete, pruned or failed); "
-        "re-running continues the study up to N. Default 20.",
+        flag_help="target number of configurations tried in the study (finished trials: complete, stopped early or "
+        "failed; a paused trial and the trial that continued it count once, though Optuna lists both); re-running "
+        "continues the study up to N. Default 20.",
     )
     timeout: str | float | None = _opt(
         None,
-        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``, ``"1m30s"``).',
+        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``, ``"1m30s"``); it ends a '
+        "search early and never extends it past ``n_trials`` (give a large one to run until the time is up).",
         "--timeout",
         metavar="T",
-        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h, 1m30s.",
+        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h, 1m30s. It ends a search early and never "
+        "extends it past -n (give a large -n to run until the time is up).",
     )
     sampler: str = _opt(
         "tpe",
@@ -583,4 +590,14 @@ def _unquote(value: Any) -> Any:
 def config_from_args(args: Any, **api_only: Any) -> TuneConfig:
     """The config of a parsed ``%%tune`` line (plus the options only the API passes)."""
     values = {f.name: _unquote(getattr(args, f.name)) for f in fields(TuneConfig) if f.metadata.get("flags")}
+    for option in ("maximize", "minimize"):
+        given = values[option]
+        if isinstance(given, list):
+            if len(given) > 1:
+                raise ConfigError(
+                    f"--{option} was given {len(given)} times ({', '.join(map(str, given))}): nbtune tunes one "
+                    f"metric; keep the other as a guardrail (--subject-to '{given[1]} <= ...') or a record "
+                    f"(--record {given[1]})"
+                )
+            values[option] = given[0]
     return TuneConfig(**values, **api_only)

@@ -178,7 +178,13 @@ class TuneMagics(Magics):
         The configurations come from multivariate TPE fitted as BOHB fits its model (each
         configuration valued at the largest epoch enough of them reached). --stop-only
         stops instead of pausing; --scheduler hyperband, median, pbt or none changes the
-        rule; --sampler random, gp, cmaes, qmc or grid the proposals.
+        rule; --sampler random, gp, cmaes, qmc or grid the proposals. In the Optuna study a
+        paused trial is PRUNED and its continuation a new trial with the same parameters; -n
+        counts them as one configuration.
+
+        Annotations are top-level with literal ranges, so the space is the same in every trial:
+        for a conditional parameter, declare it at the top and read it under the condition
+        (each trial still draws it). choice() takes the values themselves, not a list.
 
         Example::
 
@@ -199,6 +205,8 @@ class TuneMagics(Magics):
         ends the cell with one error line, so Run All stops there. The result (returned, and
         bound by ``--out``) has ``.study``, ``.best_params``, ``.best_value``,
         ``.trials_dataframe()``, ``.plot(view)`` and ``.show()`` (the live dashboard again).
+        ``%tune_show [NAME]`` shows a stored study again (after a restart, in another
+        notebook); ``%tune_validate`` re-runs its checks (re-validation, the sealed holdout).
         """
         args, cfg = self._config(line)
         from nbtune._tune import tune
@@ -216,7 +224,10 @@ class TuneMagics(Magics):
         _check_out(args)
         shell = self.shell
         assert shell is not None  # magics are registered on a shell
-        return args, config_from_args(args, user_ns=shell.user_ns, transform=_transformer(shell))
+        try:
+            return args, config_from_args(args, user_ns=shell.user_ns, transform=_transformer(shell))
+        except NbtuneError as e:
+            raise _report(e) from None
 
     @magic_arguments()
     @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")

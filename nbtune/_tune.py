@@ -31,6 +31,7 @@ from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
 from nbtune.cell.loops import names_read_each_epoch
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
+from nbtune.cell.reads import never_read
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -462,6 +463,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
+    unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
+    for param in [p for p in program.params if p.name in unread]:
+        messages.append(
+            f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "
+            "that changes nothing (and that blurs the importances); use it, or drop its '# tune:' comment"
+        )
     weak = weakly_known(identity)
     if weak:
         messages.append(

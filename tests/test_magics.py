@@ -350,6 +350,16 @@ def test_a_metric_the_cell_never_assigns_is_an_error_before_any_trial(ip, tmp_pa
     assert not (tmp_path / ".nbtune").exists()
 
 
+def test_a_tuned_variable_the_cell_never_reads_is_named(ip):
+    """It changes nothing, and blurs the importances (found trying nbtune as an Optuna user)."""
+    cell = "x = 0.0  # tune: uniform(-2.0, 2.0)\nunused = 3  # tune: int(1, 5)\nloss = (x - 1) ** 2\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 3", cell)
+    assert "line 3: 'unused' is tuned but the cell never reads it" in "\n".join(res.messages)
+    assert "x' is tuned" not in res.summary()
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 3", cell.replace("** 2", "** 2 + unused"))
+    assert "never reads" not in res.summary()
+
+
 def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
     """Each trial's message differs (it holds x), but it is the same bug: the guard fires."""
     cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
@@ -424,6 +434,8 @@ def test_help_text(ip):
     [
         ("--trials 5", "no metric was given; pass exactly one of --maximize NAME or --minimize NAME"),
         ("--maximize a --minimize b", "both --maximize and --minimize"),
+        # the last one used to win silently (found trying nbtune as an Optuna user)
+        ("--minimize loss --minimize lat", "--minimize was given 2 times (loss, lat): nbtune tunes one metric"),
         ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
         ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many'"),
         (

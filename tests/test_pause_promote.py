@@ -401,6 +401,11 @@ def test_after_the_search_the_reasons_say_which_paused_trials_stay_stopped(data)
     for t in left:
         assert "not promoted before the search ended" in frame.loc[t.number, "stopped_reason"]
         assert not frame.loc[t.number, "paused"]
+    # a paused trial that was continued is no longer paused: its continuation is (found trying
+    # nbtune as an Optuna user: df[df.paused] mixed both)
+    assert promoted and all(
+        not frame.loc[n, "paused"] and frame.loc[n, "continued_as"] == c for n, c in promoted.items()
+    )
     assert not any("for now" in d for d in res.decisions())
     # the summary's example of a stopped trial is one that was stopped, not one promoted later
     example = next(line for line in str(res).splitlines() if "stopped early, e.g." in line)

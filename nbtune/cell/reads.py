@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 
-__all__ = ["notebook_inputs", "outside_reads"]
+__all__ = ["never_read", "notebook_inputs", "outside_reads"]
 
 
 def _unconditional_stores(stmt: ast.stmt) -> set[str]:
@@ -62,6 +62,12 @@ def notebook_inputs(tree: ast.Module) -> set[str]:
     for names, local in reader.deferred:  # function bodies: called once the cell has bound what they use
         reader.reads |= names - local - bound
     return reader.reads
+
+
+def never_read(tree: ast.Module, names: list[str]) -> list[str]:
+    """Those of ``names`` the cell reads nowhere (a tuned variable nothing uses)."""
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+    return [name for name in names if name not in read]
 
 
 def _bound_by_target(target: ast.expr) -> set[str]:

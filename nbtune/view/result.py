@@ -125,7 +125,9 @@ class TuneResult(StudySummary):
         return self.checks.holdout_report() if self.checks is not None else None
 
     def trials_dataframe(self) -> pd.DataFrame:
-        """One row per trial: Optuna's columns plus the reasons nbtune recorded.
+        """One row per trial, indexed by trial number: Optuna's ``state``, ``value``, ``params_*`` and
+        times (not its ``user_attrs_*``/``system_attrs_*``: nbtune's own records are the columns below;
+        ``res.study.trials_dataframe()`` is Optuna's frame, with ``number`` as a column).
 
         Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``, ``record_<var>``
         (``--record``), ``feasible`` and ``constraint_<guardrail>`` (``--subject-to``; > 0 breaks it), ``seed``,
@@ -177,7 +179,8 @@ class TuneResult(StudySummary):
                     ),
                 )
                 if d.get("paused"):  # still paused (may go on), or continued, or stopped when the search ended
-                    row.update(paused=t.number not in ended, continued_as=promoted.get(t.number))
+                    going_on = promoted.get(t.number)
+                    row.update(paused=t.number not in ended and going_on is None, continued_as=going_on)
             if ATTR.PROMOTED in t.user_attrs:
                 row["continues"] = t.user_attrs[ATTR.PROMOTED]["from"]
             rows.append(row)
