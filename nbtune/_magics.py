@@ -206,7 +206,7 @@ class TuneMagics(Magics):
         bound by ``--out``) has ``.study``, ``.best_params``, ``.best_value``,
         ``.trials_dataframe()``, ``.plot(view)`` and ``.show()`` (the live dashboard again).
         ``%tune_show [NAME]`` shows a stored study again (after a restart, in another
-        notebook); ``%tune_validate`` re-runs its checks (re-validation, the sealed holdout).
+        notebook); ``%tune_validate`` re-validates it: its top configurations with other seeds.
         """
         args, cfg = self._config(line)
         from nbtune._tune import tune
