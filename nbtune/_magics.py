@@ -79,12 +79,31 @@ def _report(e: NbtuneError) -> UsageError:
     return UsageError(str(e))
 
 
+# Optuna's words for what %%tune calls otherwise: an unknown flag among them gets the option to use.
+_OPTUNA_WORDS = {
+    "--pruner": "--scheduler (asha, hyperband, median, pbt, none)",
+    "--n-trials": "-n/--trials N",
+    "--n_trials": "-n/--trials N",
+    "--direction": "--maximize NAME or --minimize NAME",
+    "--study-name": "--name NAME",
+    "--study_name": "--name NAME",
+    "--storage": "--store PATH_OR_URL",
+    "--n-jobs": "--jobs N",
+    "--n_jobs": "--jobs N",
+}
+
+
 def _parse(magic: Any, line: str) -> Any:
     """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
     try:
         return parse_argstring(magic, line)
     except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
         raise UsageError(f"cannot read the %%tune line ({e}): check its quotes; got {line.strip()!r}") from None
+    except UsageError as e:
+        hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in str(e).split()]
+        if hints:
+            raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} (see %%tune?)") from None
+        raise
 
 
 def _check_out(args: Any) -> None:

@@ -452,6 +452,12 @@ def test_help_text(ip):
         ("--maximize loss --scheduler hyperband", "--scheduler hyperband needs an epochs loop"),
         ("--maximize loss --scheduler sometimes", "--scheduler must be one of hyperband, asha, median, none, pbt"),
         ("--maximize loss --bogus", "unrecognized arguments: --bogus"),
+        # Optuna's words get the option to use (found trying nbtune as an Optuna user)
+        (
+            "--maximize loss --pruner median",
+            "unrecognized arguments: --pruner median; in %%tune, --pruner is --scheduler (asha, hyperband, median",
+        ),
+        ("--maximize loss --n-trials 5", "--n-trials is -n/--trials N"),
         ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
         ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),
         ("--maximize loss -o my-res", "-o/--out takes a variable name; got 'my-res'"),
