@@ -97,9 +97,12 @@ class HoldoutReport:
         of 3000 warn at any gap at all)."""
         if self.threshold is not None:
             return self.threshold
-        if max(abs(self.value), abs(self.holdout_value)) <= 1:
-            return 0.02
-        return 0.1 * abs(self.holdout_value)
+        return 0.02 if self._a_score else 0.1 * abs(self.holdout_value)
+
+    @property
+    def _a_score(self) -> bool:
+        """Both numbers within [-1, 1]: an accuracy, an AUC, an R² (not an MSE or a count)."""
+        return max(abs(self.value), abs(self.holdout_value)) <= 1
 
     @property
     def gap(self) -> float:
@@ -132,7 +135,7 @@ class HoldoutReport:
     def _set_by(self) -> str:
         if self.threshold is not None:
             return " (--holdout-gap)"
-        if max(abs(self.value), abs(self.holdout_value)) <= 1:
+        if self._a_score:
             return " (the default for a score; --holdout-gap sets it)"
         return " (10% of the holdout, the default for a metric on this scale; --holdout-gap sets it)"
 
