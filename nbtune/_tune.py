@@ -578,6 +578,7 @@ def _warn_shared_seeding(program: CellProgram) -> None:
 def _start(plan: _Plan, factory: ViewFactory | None) -> tuple[Search | None, BaseView | None]:
     if plan.job is None:
         return None, None
+    plan.backend.start()
     search = Search(plan.job, n_jobs=plan.n_jobs, backend=plan.backend)
     view = factory(plan.run_info(), search) if factory is not None else None
     search.start()

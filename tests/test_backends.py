@@ -234,7 +234,33 @@ def test_ray_that_cannot_start_is_one_line_before_any_trial(ip, tmp_path, monkey
         ip.run_cell_magic("tune", f"--jobs 2 --backend ray --minimize loss --store {tmp_path}", BUSY)
     assert str(e.value).startswith("--backend ray: Ray did not start (RAY_ADDRESS='nonsense'): ValueError: ")
     assert "fix RAY_ADDRESS, or call ray.init(...)" in str(e.value) and "\n" not in str(e.value)
-    assert not list(tmp_path.glob("*.journal"))  # no study was created, no trial ran
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    for journal in tmp_path.glob("*.journal"):  # at most the queued baseline: no trial ran
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        for name in optuna.get_all_study_names(storage):
+            assert all(t.state.name == "WAITING" for t in optuna.load_study(study_name=name, storage=storage).trials)
+
+
+def test_ray_is_not_started_for_a_study_that_is_already_finished(tmp_path, monkeypatch):
+    """Re-running a finished cell with --backend ray shows its results at once: Ray starts (about
+    5 s) only when there are trials to run."""
+    ray = pytest.importorskip("ray")
+
+    if ray.is_initialized():  # pragma: no cover - another test left it running
+        ray.shutdown()
+    first = nbtune.tune(BUSY, minimize="loss", n_trials=3, store=tmp_path, view=None)
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(1))
+    again = nbtune.tune(BUSY, minimize="loss", n_trials=3, n_jobs=2, backend="ray", store=tmp_path, view=None)
+    assert calls == [] and not ray.is_initialized()
+    assert again.study.study_name == first.study.study_name and again.n_finished == 3
+    monkeypatch.undo()
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")
+    with pytest.raises(nbtune.ConfigError, match="Ray did not start"):  # more trials: Ray is needed, and checked
+        nbtune.tune(BUSY, minimize="loss", n_trials=4, n_jobs=2, backend="ray", store=tmp_path, view=None)
 
 
 def test_ray_backend_names_the_extra_when_missing(ip, tmp_path, monkeypatch):

@@ -51,6 +51,14 @@ class BaseBackend(abc.ABC):
             module, extra = self.needs
             raise ConfigError(f"--backend {self.name} needs {module}; install it with: pip install 'nbtune[{extra}]'")
 
+    def start(self) -> None:
+        """Called on the kernel's main thread before a search's workers start, and only when
+        there are trials to run (a finished study starts nothing).
+
+        Raises:
+            ConfigError: the backend cannot start.
+        """
+
     @abc.abstractmethod
     def run(self, job: Job, n_jobs: int) -> None:
         """Run ``n_jobs`` workers to their end."""
@@ -201,15 +209,15 @@ class RayBackend(_JoblibBackend):
     name = "ray"
     needs = ("ray", "ray")
 
-    def check(self) -> None:
-        super().check()
+    def start(self) -> None:
         import ray
 
         if not ray.is_initialized():
-            # Here, on the kernel's main thread, before any trial: the search runs on another
-            # thread, where Ray cannot install its SIGTERM handler (and says so), and a Ray that
-            # cannot start fails now. Connects to RAY_ADDRESS or a running local instance, else
-            # starts one; a cluster is the user's own ray.init(address=...) before the search.
+            # On the kernel's main thread, before any trial: the search runs on another thread,
+            # where Ray cannot install its SIGTERM handler (and says so), and a Ray that cannot
+            # start fails now. Connects to RAY_ADDRESS or a running local instance, else starts
+            # one (about 5 s: not for a study that is already finished); a cluster is the user's
+            # own ray.init(address=...) before the search.
             try:
                 ray.init()
             except Exception as e:
