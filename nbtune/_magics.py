@@ -256,6 +256,9 @@ class TuneMagics(Magics):
     def tune_show(self, line: str) -> None:
         """Show a stored study (trial table, stopped-early log, plots) without running trials.
 
+        The name of a nested cross-validation (``# tune: outer(k)``) shows its outer folds'
+        table; ``NAME.outer0`` ... one outer fold's search.
+
         Example::
 
             %tune_show val_acc-3f9a2c
@@ -269,20 +272,25 @@ class TuneMagics(Magics):
 
         _bind(self.shell, args, result)
         # shown wherever the magic sits in the cell: the live dashboard in a kernel, else the summary
-        display(result.show() if in_kernel() else result)
+        # (a nested cross-validation: its table of outer folds, as the cell showed it)
+        display(result.show() if in_kernel() and hasattr(result, "show") else result)
 
-    def _stored(self, args: Any) -> Any:
-        """The stored study ``args.name`` as a result that can re-run its cell in this notebook."""
-        from nbtune._tune import stored_result
+    def _stored(self, args: Any, nested: bool = True) -> Any:
+        """The stored study ``args.name`` as a result that can re-run its cell in this notebook
+        (with ``nested``, a nested cross-validation's outer folds as one result)."""
+        from nbtune._tune import stored_nested, stored_result
         from nbtune.store.journal import load_study, open_store
 
         shell = self.shell
         assert shell is not None
+        store = open_store(args.store, shell.user_ns)
+        folds = stored_nested(args.name, store, shell.user_ns, _transformer(shell)) if nested else None
+        if folds is not None:
+            return folds
         try:
             study = load_study(args.name, store=args.store)
         except KeyError as e:
             raise UsageError(str(e.args[0])) from None
-        store = open_store(args.store, shell.user_ns)
         return stored_result(study, store, shell.user_ns, _transformer(shell))
 
     @magic_arguments()
@@ -309,7 +317,7 @@ class TuneMagics(Magics):
         """
         args = _parse(self.tune_validate, line)
         _check_out(args)
-        result = self._stored(args)
+        result = self._stored(args, nested=False)
         try:
             result.revalidate(top=args.top, seeds=args.seeds, n_jobs=args.jobs, backend=args.backend)
         except NbtuneError as e:

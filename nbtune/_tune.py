@@ -47,7 +47,7 @@ from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import Job
 from nbtune.store.attrs import ATTR, finished_count
-from nbtune.store.base import BaseStore, check_study_name, versioned
+from nbtune.store.base import BaseStore, base_name, check_study_name, is_check_study, versioned
 from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
 from nbtune.view.format import plural
@@ -944,6 +944,38 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
 
     result._checker = run
     return result
+
+
+def stored_nested(
+    name: str | None, store: BaseStore, user_ns: dict[str, Any] | None, transform: Any
+) -> NestedResult | None:
+    """A stored nested cross-validation (``%tune_show NAME`` of a cell with ``# tune: outer(k)``):
+    its outer folds' studies ``NAME.outer0`` ... as the result the cell showed, or None when the
+    store has no such search. ``name`` None: the store's only search, when it is a nested one."""
+    import optuna
+
+    from nbtune.view.nested import NestedResult
+
+    searches: dict[str, list[tuple[int, str]]] = {}
+    bases = {base_name(n) for n in store.study_names() if not is_check_study(n)}
+    for b in bases:
+        head, dot, fold = b.rpartition(".outer")
+        if dot and fold.isdigit():
+            searches.setdefault(head, []).append((int(fold), b))
+    if name is None:
+        if len(searches) != 1 or len(bases) != len(next(iter(searches.values()))):
+            return None
+        name = next(iter(searches))
+    found = sorted(searches.get(base_name(name), []))
+    if not found:
+        return None
+    latest = [store.versions(b)[-1] for _, b in found]
+    studies = [optuna.load_study(study_name=n, storage=store.storage(n)) for n in latest]
+    folds = [stored_result(study, store, user_ns, transform) for study in studies]
+    cell = folds[0].study.user_attrs.get(ATTR.CELL) or {}
+    spec = _annotations(cell["source"], transform, cell.get("line_offset", 1)) if "source" in cell else None
+    k = spec.outer.k if spec is not None and spec.outer is not None else len(folds)
+    return NestedResult(folds, k, folds[0].metric, cell.get("holdout") or "")
 
 
 def _close(plan: _Plan, search: Search | None, interrupted: bool, view: BaseView | None) -> TuneResult:

@@ -4,6 +4,7 @@ variable, re-validation across seeds, the sealed holdout and its leakage warning
 from __future__ import annotations
 
 import optuna
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
@@ -538,6 +539,16 @@ def test_nested_cv_matches_scikit_learns_nested_cv_of_the_same_search(ip):
     folds = t.user_attrs[ATTR.FOLDS]
     assert len(folds) == 3 and t.value == pytest.approx(sum(folds) / 3)
     assert t.intermediate_values == pytest.approx({1: folds[0], 2: sum(folds[:2]) / 2, 3: sum(folds) / 3})
+    # reopened (after a restart, in another notebook): %tune_show NAME shows the nested result, as
+    # does %tune_show alone when it is the store's only search; an outer fold's study by its name
+    name = df.study[0].rpartition(".outer")[0]
+    for line in (name, ""):
+        ip.run_line_magic("tune_show", f"{line} -o again")
+        again = ip.user_ns["again"]
+        assert again.k == 3 and again.summary() == res.summary()
+        pd.testing.assert_frame_equal(again.frame(), df)
+    assert ip.run_line_magic("tune_show", f"{name}.outer1 -o one") is None
+    assert ip.user_ns["one"].study.study_name == f"{name}.outer1"
 
 
 def test_a_scheduler_can_stop_a_trial_between_folds(ip):
