@@ -601,7 +601,9 @@ def _root_class() -> Any:
             bundle = super()._repr_mimebundle_(**kwargs)
             view = self._nbtune_view
             if view is not None and isinstance(bundle, dict):
-                bundle["text/plain"] = StudySummary(view.study, view.metric).summary()
+                # the result once there is one (with its checks: re-validation, the holdout)
+                shown = view._result or StudySummary(view.study, view.metric)
+                bundle["text/plain"] = shown.summary()
             return bundle
 
     return Root
