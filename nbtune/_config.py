@@ -399,6 +399,18 @@ class TuneConfig:
             raise ConfigError(
                 f"{both}; pass exactly one of --maximize NAME or --minimize NAME (the cell variable to optimise)"
             )
+        for option in ("sampler", "scheduler", "backend"):  # names, as Optuna's classes spell them too: TPE, ASHA
+            value = getattr(self, option)
+            if isinstance(value, str):
+                setattr(self, option, value.strip().lower())
+        if hasattr(self.sampler, "sample_independent"):
+            cls = type(self.sampler).__name__
+            name = _OPTUNA_SAMPLERS.get(cls)
+            raise ConfigError(
+                f"--sampler takes a name, not an Optuna {cls} object"
+                + (f": use {name!r}" if name else "")
+                + "; nbtune makes the sampler itself (seeded by --seed, one per worker, TPE fitted on the rungs)"
+            )
         if not _whole(self.n_trials) or self.n_trials < 1:
             raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")
         parse_timeout(self.timeout)
@@ -455,6 +467,16 @@ class TuneConfig:
             check_name(self.name)
         return self
 
+
+# Optuna's sampler classes, by the --sampler name that makes them
+_OPTUNA_SAMPLERS = {
+    "TPESampler": "tpe",
+    "RandomSampler": "random",
+    "GridSampler": "grid",
+    "GPSampler": "gp",
+    "CmaEsSampler": "cmaes",
+    "QMCSampler": "qmc",
+}
 
 _CONSTRAINT_RE = re.compile(
     r"^\s*(?P<name>[A-Za-z_]\w*)\s*(?P<op><=|>=)\s*(?P<bound>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
@@ -533,8 +555,21 @@ def config_from(kwargs: dict[str, Any], caller: str) -> TuneConfig:
     names = {f.name for f in fields(TuneConfig)}
     unknown = sorted(set(kwargs) - names)
     if unknown:
-        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+        hint = _OPTUNA_KEYWORDS.get(unknown[0])
+        raise TypeError(
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r}" + (f"; in nbtune it is {hint}" if hint else "")
+        )
     return TuneConfig(**kwargs)
+
+
+# Optuna's keywords that nbtune spells otherwise
+_OPTUNA_KEYWORDS = {
+    "direction": "maximize='VAR' or minimize='VAR' (the cell variable to optimise)",
+    "pruner": "scheduler= (asha, hyperband, median, pbt, none)",
+    "study_name": "name=",
+    "storage": "store= (a folder or a database URL)",
+    "timeout_seconds": "timeout=",
+}
 
 
 def with_config_signature(func: Callable[..., Any]) -> Callable[..., Any]:

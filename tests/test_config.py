@@ -62,6 +62,25 @@ def test_unknown_keyword_is_a_type_error():
 
 
 @pytest.mark.parametrize(
+    "word, hint",
+    [("direction", "maximize='VAR' or minimize='VAR'"), ("pruner", "scheduler= \\(asha"), ("storage", "store=")],
+)
+def test_an_optuna_keyword_names_nbtunes_own(word, hint):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{word}'; in nbtune it is {hint}"):
+        nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", **{word: "minimize"})
+
+
+def test_names_are_taken_in_any_case_and_a_sampler_object_is_one_line(tmp_path):
+    import optuna
+
+    cell = "x = 1  # tune: int(0, 2)\n"
+    res = nbtune.tune(cell, minimize="x", n_trials=3, sampler="TPE", backend="Auto", store=tmp_path, view=None)
+    assert res.n_finished == 3 and res.sampler == "tpe"
+    with pytest.raises(nbtune.ConfigError, match="^--sampler takes a name, not an Optuna CmaEsSampler object: use 'cmaes'"):
+        nbtune.tune(cell, minimize="x", sampler=optuna.samplers.CmaEsSampler(), store=tmp_path, view=None)
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         ({}, "no metric was given"),
