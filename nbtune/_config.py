@@ -20,6 +20,7 @@ from nbtune.exceptions import ConfigError
 
 __all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
 
+DEFAULT_TRIALS = 20  # configurations per search when neither -n nor --timeout says otherwise
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
 _TIMEOUT_PARTS = re.compile(r"^\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*(?:m|min))?\s*(?:(?P<s>\d+)\s*(?:s|sec))?\s*$")
 
@@ -71,27 +72,30 @@ class TuneConfig:
         flag_help="the cell variable to minimise. Give exactly one of the two.",
         action="append",
     )
-    n_trials: int = _opt(
-        20,
+    n_trials: int | None = _opt(
+        None,
         "target number of configurations tried (finished trials: complete, stopped early or failed; a paused trial "
         "and the trial that continued it count once, though Optuna lists both); re-running continues the study up "
-        "to it.",
+        "to it. Default 20; with ``timeout`` and no ``n_trials``, as many as the time allows.",
         "-n",
         "--trials",
         metavar="N",
         type=int,
         flag_help="target number of configurations tried in the study (finished trials: complete, stopped early or "
         "failed; a paused trial and the trial that continued it count once, though Optuna lists both); re-running "
-        "continues the study up to N. Default 20.",
+        "continues the study up to N. Default 20; with --timeout and no -n, as many as the time allows.",
     )
     timeout: str | float | None = _opt(
         None,
-        'start no trial after this long (seconds, or ``"90s"``, ``"10m"``, ``"2h"``, ``"1m30s"``); it ends a '
-        "search early and never extends it past ``n_trials`` (give a large one to run until the time is up).",
+        'how long the study searches in all (seconds, or ``"90s"``, ``"10m"``, ``"2h"``, ``"1m30s"``): no trial '
+        "starts after it, running ones finish, and re-running continues until the study's trials have run this "
+        "long (a kernel restart or an Interrupt loses none of it). Alone, it is the only limit; with "
+        "``n_trials``, whichever comes first.",
         "--timeout",
         metavar="T",
-        flag_help="stop starting trials after T: seconds, or 90s, 10m, 2h, 1m30s. It ends a search early and never "
-        "extends it past -n (give a large -n to run until the time is up).",
+        flag_help="how long the study searches in all: seconds, or 90s, 10m, 2h, 1m30s. No trial starts after it; "
+        "re-running continues until the study has searched T (raise T to search longer). Alone it is the only "
+        "limit; with -n, whichever comes first.",
     )
     sampler: str = _opt(
         "tpe",
@@ -379,6 +383,16 @@ class TuneConfig:
     def seconds(self) -> float | None:
         return parse_timeout(self.timeout)
 
+    @property
+    def trials(self) -> int:
+        """The target number of configurations: ``n_trials``, else 20, or with only a timeout no
+        limit but the time (``NO_LIMIT``)."""
+        from nbtune.store.attrs import NO_LIMIT
+
+        if self.n_trials is not None:
+            return self.n_trials
+        return NO_LIMIT if self.timeout is not None else DEFAULT_TRIALS
+
     def check(self) -> TuneConfig:
         """Validate every option before anything runs (each error names the option and the fix).
 
@@ -411,7 +425,7 @@ class TuneConfig:
                 + (f": use {name!r}" if name else "")
                 + "; nbtune makes the sampler itself (seeded by --seed, one per worker, TPE fitted on the rungs)"
             )
-        if not _whole(self.n_trials) or self.n_trials < 1:
+        if self.n_trials is not None and (not _whole(self.n_trials) or self.n_trials < 1):
             raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")
         parse_timeout(self.timeout)
         if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
@@ -557,7 +571,8 @@ def config_from(kwargs: dict[str, Any], caller: str) -> TuneConfig:
     if unknown:
         hint = _OPTUNA_KEYWORDS.get(unknown[0])
         raise TypeError(
-            f"{caller}() got an unexpected keyword argument {unknown[0]!r}" + (f"; in nbtune it is {hint}" if hint else "")
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r}"
+            + (f"; in nbtune it is {hint}" if hint else "")
         )
     return TuneConfig(**kwargs)
 

@@ -46,11 +46,12 @@ from nbtune.run.liveness import (
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import Job
-from nbtune.store.attrs import ATTR, finished_count
+from nbtune.store.attrs import ATTR, finished_count, searched_seconds
 from nbtune.store.base import BaseStore, base_name, check_study_name, is_check_study, versioned
 from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
 from nbtune.view.format import plural
+from nbtune.view.progress import duration
 from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         pbt = _pbt_settings(cfg, program, R)
     r = cfg.min_epochs
     if r is None:  # the first rung where the run's configurations fill every rung (the baseline does not compete)
-        r = first_rung(R, cfg.eta, cfg.n_trials - (0 if sampler.enumerates else 1)) if kind.rungs else 1
+        r = first_rung(R, cfg.eta, cfg.trials - (0 if sampler.enumerates else 1)) if kind.rungs else 1
     spec = SchedulerSpec(
         kind=kind.name,
         R=R,
@@ -485,7 +486,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
-    n_trials = spec.population if spec.scheduler.pauses else cfg.n_trials  # PBT: one trial per member
+    n_trials = spec.population if spec.scheduler.pauses else cfg.trials  # PBT: one trial per member
     if sampler.enumerates:
         size = grid_size(program.params)
         if n_trials > size:
@@ -495,7 +496,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     # PBT: a run cut by --timeout or Stop leaves members paused at an interval, each counted as one
     # finished configuration; the population is done only when none is left paused
     waiting = still_paused(trials, study.user_attrs.get(ATTR.PAUSES_ENDED)) if spec.scheduler.pauses else set()
-    if done < n_trials or waiting:
+    seconds = cfg.seconds
+    searched = searched_seconds(trials) if seconds is not None else 0.0
+    timed_out = seconds is not None and (
+        searched >= seconds or study.user_attrs.get(ATTR.TIMEOUT_REACHED, -1.0) >= seconds
+    )
+    if (done < n_trials or waiting) and not timed_out:
         if done and waiting and done >= n_trials:
             messages.append(
                 f"resumed {target!r}: the {plural(len(waiting), 'member')} paused when the last run stopped go on"
@@ -507,7 +513,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             study.set_user_attr(ATTR.CONFIG, {**settings, "r": spec.r})
         # Trial numbers of this run start after every trial that was not merely queued.
         n_before = sum(1 for t in trials if t.state.name != "WAITING")
-        seconds = cfg.seconds
+        if seconds is not None and searched > 0:
+            messages.append(
+                f"the study has searched {duration(searched)} of its --timeout {duration(seconds)}: "
+                f"{duration(seconds - searched)} to go"
+            )
         job = Job(
             program=program,
             store=store,
@@ -517,12 +527,18 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             seed=cfg.seed,
             scheduler=spec,
             liveness=liveness,
-            deadline=(time.time() + seconds) if seconds else None,
+            deadline=(time.time() + seconds - searched) if seconds is not None else None,
             run_start=n_before,
             seed_offset=n_before,
             vary_seed=cfg.vary_seed,
             outer_fold=outer_fold,
             keep_checkpoints=cfg.keep_checkpoints,
+        )
+    elif timed_out:
+        messages.append(
+            f"{target!r} has searched {duration(max(searched, seconds or 0))}, its --timeout "
+            f"{duration(seconds or 0)}, with {done} finished trials: nothing to run; raise --timeout to continue the "
+            "search"
         )
     else:
         messages.append(
@@ -588,7 +604,7 @@ def _start(plan: _Plan, factory: ViewFactory | None) -> tuple[Search | None, Bas
 # 4. close ---------------------------------------------------------------------------------
 _STOP_MESSAGES = {
     "interrupted": "interrupted: finished trials are kept; re-run the cell to resume",
-    "timeout": "stopped at the --timeout; re-run the cell to continue",
+    "timeout": "stopped at the --timeout (how long the study searches in all); raise it to search longer",
     "stop": "stopped by the user; re-run the cell to continue",
 }
 
@@ -620,6 +636,9 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         ):
             search.control.cleanup()
             raise search.error
+        if why == "timeout" and not interrupted and plan.cfg.seconds is not None:
+            # done with this timeout, though the trials' spans may add up to a little less of it
+            plan.study.set_user_attr(ATTR.TIMEOUT_REACHED, plan.cfg.seconds)
         message = _STOP_MESSAGES.get("interrupted" if interrupted else why)
         if message:
             extra.append(message)

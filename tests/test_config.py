@@ -76,7 +76,9 @@ def test_names_are_taken_in_any_case_and_a_sampler_object_is_one_line(tmp_path):
     cell = "x = 1  # tune: int(0, 2)\n"
     res = nbtune.tune(cell, minimize="x", n_trials=3, sampler="TPE", backend="Auto", store=tmp_path, view=None)
     assert res.n_finished == 3 and res.sampler == "tpe"
-    with pytest.raises(nbtune.ConfigError, match="^--sampler takes a name, not an Optuna CmaEsSampler object: use 'cmaes'"):
+    with pytest.raises(
+        nbtune.ConfigError, match="^--sampler takes a name, not an Optuna CmaEsSampler object: use 'cmaes'"
+    ):
         nbtune.tune(cell, minimize="x", sampler=optuna.samplers.CmaEsSampler(), store=tmp_path, view=None)
 
 

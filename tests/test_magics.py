@@ -403,6 +403,35 @@ def test_timeout_stops_starting_trials(ip):
     assert any("timeout" in m for m in res.messages)
 
 
+def test_a_timeout_alone_is_the_only_limit_and_counts_the_study_in_all(ip):
+    """--timeout without -n: as many trials as the time allows (Optuna's optimize(timeout=)); the
+    timeout is how long the study searches in all, so running the cell again (Run All) does not
+    search another T, and a raised timeout goes on for the difference."""
+    from nbtune.store.attrs import searched_seconds
+
+    cell = "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.02)\nloss = x\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --timeout 1.5s --sampler random", cell)
+    assert res.n_finished > 20  # the default 20 did not stop it
+    assert "trials finished" in res.summary() and "/1000000000" not in res.summary()
+    assert any("stopped at the --timeout" in m for m in res.messages)
+    first = res.n_finished
+    again = ip.run_cell_magic("tune", "--minimize loss --timeout 1.5s --sampler random", cell)
+    assert again.n_finished == first and again.study.study_name == res.study.study_name
+    assert any("nothing to run; raise --timeout" in m for m in again.messages), again.messages
+    more = ip.run_cell_magic("tune", "--minimize loss --timeout 2.5s --sampler random", cell)
+    assert more.study.study_name == res.study.study_name and more.n_finished > first
+    assert any("of its --timeout 2s: 1s to go" in m for m in more.messages), more.messages
+    assert 2.2 < searched_seconds(more.study.trials) < 4.0
+
+
+def test_a_timeout_left_over_after_the_trials_ran_out_carries_on(ip):
+    cell = "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n"
+    few = ip.run_cell_magic("tune", "--minimize loss -n 4 --timeout 1s", cell)
+    assert few.n_finished == 4 and not any("timeout" in m for m in few.messages)
+    rest = ip.run_cell_magic("tune", "--minimize loss --timeout 1s", cell)  # no -n now: the time is the limit
+    assert rest.study.study_name == few.study.study_name and rest.n_finished > 8
+
+
 def test_help_text(ip):
     doc = ip.find_cell_magic("tune").__doc__
     for text in (

@@ -11,6 +11,7 @@ import nbtune
 from nbtune.cell.program import compile_cell
 from nbtune.run.coordinator import Search
 from nbtune.run.worker import Job
+from nbtune.store.attrs import NO_LIMIT
 from nbtune.store.control import FileControl
 from nbtune.store.journal import Store
 from nbtune.view.progress import Clock as _Clock
@@ -148,7 +149,7 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
 
     for s, expected in ((study, f"running · {len(left)} stopped early"), (live, f"{len(left)} paused · 0 stopped")):
         clock, out = FakeClock(), io.StringIO()
-        search = types.SimpleNamespace(control=types.SimpleNamespace(target=lambda: 12), n_jobs=1)
+        search = types.SimpleNamespace(control=types.SimpleNamespace(target=lambda: 12), n_jobs=1, deadline=None)
         search.backend = types.SimpleNamespace(name="inline")
         run = RunInfo(
             s,
@@ -361,3 +362,26 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     assert eta_text(snap, since=t0) == "~40s left (pace of the last 4 trials)"  # 20 left x 2 s
     assert eta_text(Snapshot(trials[:4], 26, "maximize", "acc"), since=t0) == ""  # 2 trials: too early to say
     assert eta_text(Snapshot(trials, 6, "maximize", "acc"), since=t0) == ""  # nothing left
+    # the --timeout comes first: the time to it; only the time limits the run: the time to it
+    import time
+
+    soon = time.time() + 12.4
+    assert eta_text(snap, since=t0, deadline=soon) == "12s left (--timeout)"
+    assert eta_text(snap, since=t0, deadline=soon + 60) == "~40s left (pace of the last 4 trials)"
+    assert eta_text(Snapshot(trials, NO_LIMIT, "maximize", "acc"), since=t0, deadline=soon) == "12s left (--timeout)"
+
+
+def test_with_only_a_timeout_the_bar_is_the_time_and_there_is_no_target_to_raise(tmp_path):
+    views = []
+
+    def factory(run, search):
+        views.append(WidgetView(run.study, run.metric, run.direction, search=search, display=False, refresh=0.0))
+        return views[-1]
+
+    slow = CURVES.replace("    acc =", "    import time; time.sleep(0.01)\n    acc =")
+    res = nbtune.tune(slow, maximize="acc", timeout=1.0, seed=0, store=tmp_path, view=factory)
+    v = views[0]
+    assert v.more_button.layout.display == "none" and v.more.layout.display == "none"
+    assert v.progress.max == 1000 and v.progress.value == 1000 and v.progress.bar_style == "success"
+    assert f"{res.n_finished} finished" in v.status.value and "/1000000000" not in v.status.value
+    assert f"{res.n_finished} trials finished" in res.summary()

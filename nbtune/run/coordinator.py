@@ -124,6 +124,11 @@ class Search:
     def control(self) -> BaseControl:
         return self.job.control
 
+    @property
+    def deadline(self) -> float | None:
+        """When the --timeout ends the run (``time.time()``), if it has one."""
+        return self.job.deadline
+
     def start(self) -> None:
         _logger.info(
             "search %s: %d %s worker(s), target %d trials",

@@ -55,9 +55,35 @@ class ATTR:
     PBT = "nbtune:pbt"
     # study: trials up to this number that are paused and not continued stay stopped (the search ended)
     PAUSES_ENDED = "nbtune:pauses_ended"
+    # study: the --timeout (seconds) a run of it stopped at: with that timeout the study is done
+    TIMEOUT_REACHED = "nbtune:timeout_reached"
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
     KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED)
+
+
+# A run's trial target when only --timeout limits it: workers go on until the time is up.
+NO_LIMIT = 10**9
+
+
+def searched_seconds(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """How long the study has searched: the time during which at least one of its trials ran
+    (the union of their start-to-end spans, so parallel workers count once and a kernel that
+    died loses nothing of it)."""
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete)
+        for t in trials
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
+    total, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            total += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            total += (b - end).total_seconds()
+            end = b
+    return total
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fmt", "plural", "plural_trials"]
+from nbtune.store.attrs import NO_LIMIT
+
+__all__ = ["fmt", "of_target", "plural", "plural_trials"]
+
+
+def of_target(n: int, target: int | None) -> str:
+    """ "12/20" (finished of the target); "12" when only the --timeout limits the run, or when
+    there is no target or the study already had more."""
+    return f"{n}/{target}" if target and n <= target < NO_LIMIT else f"{n}"
 
 
 def plural(n: int, noun: str) -> str:

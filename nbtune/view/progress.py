@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import continuations, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import NO_LIMIT, continuations, finished_count, is_feasible, is_interrupted
 from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
@@ -58,9 +59,10 @@ class Snapshot:
         self.metric = metric
 
 
-def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10) -> str:
+def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadline: float | None = None) -> str:
     """Time left at the pace of the latest trials, saying so; "" until three trials of this run
-    have finished.
+    have finished. With a ``deadline`` (the --timeout, as ``time.time()``) the time to it when
+    that comes first, or when only the time limits the run.
 
     The pace is the rate at which the latest ``pace_of`` trials finished (since ``since``,
     the start of this run), so worker start-up and the first slow trials do not count, and
@@ -76,6 +78,10 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10) -> str
         and t.state.is_finished()
         and not is_interrupted(t)
     )
+    to_deadline = max(0.0, deadline - time.time()) if deadline is not None else math.inf
+    timeout = f"{duration(to_deadline)} left (--timeout)"
+    if snap.target >= NO_LIMIT:
+        return timeout if deadline is not None else ""
     left = snap.target - snap.finished
     if len(ends) < 3 or left <= 0:
         return ""
@@ -84,6 +90,8 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10) -> str
     if span <= 0:
         return ""
     per_trial = span / (len(recent) - 1)
+    if per_trial * left > to_deadline:
+        return timeout
     return f"~{duration(per_trial * left)} left (pace of the last {len(recent)} trials)"
 
 

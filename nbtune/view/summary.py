@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.run.pbt import format_pbt
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted, ranked
-from nbtune.view.format import fmt, plural_trials
+from nbtune.view.format import fmt, of_target, plural_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -158,8 +158,7 @@ class StudySummary:
 
     def _finished(self) -> str:
         """'12/20' (finished of the target), or '20' when the study already had more than this run's target."""
-        n, target = self.n_finished, self.n_trials
-        return f"{n}/{target}" if target and n <= target else f"{n}"
+        return of_target(self.n_finished, self.n_trials)
 
     def _best_or_none(self) -> optuna.trial.FrozenTrial | None:
         try:

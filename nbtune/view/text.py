@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, finished_count
+from nbtune.store.attrs import ATTR, NO_LIMIT, finished_count
 from nbtune.view.base import BaseView, RunInfo
-from nbtune.view.format import fmt
+from nbtune.view.format import fmt, of_target
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
 
 if TYPE_CHECKING:
@@ -31,10 +32,17 @@ class TextView(BaseView):
         self._last = self.t0  # the header below is the first line; progress follows every few s
         self._start_finished = finished_count(run.study.get_trials(deepcopy=False))
         self._started_at = datetime.datetime.now()  # Optuna's trial times are naive local times
-        target = search.control.target()
+        target, deadline = search.control.target(), search.deadline
+        more = (
+            f"running {target - self._start_finished} more"
+            if target < NO_LIMIT
+            else f"running until the --timeout ({duration(max(0.0, deadline - time.time()))})"
+            if deadline is not None
+            else "running"
+        )
         print(
             f"nbtune: {run.study.study_name} · {run.sampler} · {run.scheduler.describe()} · "
-            f"{self._start_finished}/{target} trials done, running {target - self._start_finished} more "
+            f"{of_target(self._start_finished, target)} trials done, {more} "
             f"on {search.n_jobs} {search.backend.name} worker(s)",
             file=self.stream,
             flush=True,
@@ -54,9 +62,9 @@ class TextView(BaseView):
             study.user_attrs.get(ATTR.PAUSES_ENDED),
         )
         best = f" · best {snap.metric} {fmt(snap.best.value)} (trial {snap.best.number})" if snap.best else ""
-        eta = eta_text(snap, self._started_at)
+        eta = eta_text(snap, self._started_at, deadline=self.search.deadline)
         print(
-            f"  {snap.finished}/{snap.target} finished · {len(snap.running)} running · "
+            f"  {of_target(snap.finished, snap.target)} finished · {len(snap.running)} running · "
             + (f"{snap.paused} paused · " if snap.paused else "")
             + f"{snap.pruned - snap.paused} stopped early · "
             f"{snap.failed} failed{best} · {duration(now - self.t0)}{' · ' + eta if eta else ''}",

@@ -18,10 +18,10 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, NO_LIMIT, continuations, finished_count, is_feasible, is_interrupted
 from nbtune.view import lineage as _lineage  # noqa: F401  (registers the "lineage" plot view)
 from nbtune.view.base import BaseView, RunInfo
-from nbtune.view.format import fmt, plural_trials
+from nbtune.view.format import fmt, of_target, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
 from nbtune.view.summary import StudySummary, decision_sentences
@@ -296,6 +296,11 @@ class WidgetView(BaseView):
             tooltip="raise the target number of trials while the search runs",
         )
         self.more_button.add_class("nbtune-more")
+        # Only the --timeout limits the run: the bar shows its time, and there is no target to raise.
+        self._deadline = search.deadline if search is not None else None
+        self._wall0 = time.time()
+        if self._target() >= NO_LIMIT:
+            self.more.layout.display = self.more_button.layout.display = "none"
         self.sort = w.ToggleButtons(
             options=[("recent", "recent"), (f"best {self.metric}", "metric")],
             value="recent",
@@ -474,14 +479,21 @@ class WidgetView(BaseView):
                 f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
                 f" · {html.escape(self.scheduler.describe())}"
             )
-            self.progress.max = max(target, 1)
-            self.progress.value = min(snap.finished, self.progress.max)
-            self.progress.bar_style = "" if running else ("success" if snap.finished >= target else "warning")
+            if target >= NO_LIMIT:  # the time is the limit: the bar is the share of it spent
+                span = (self._deadline - self._wall0) if self._deadline is not None else 0.0
+                self.progress.max = 1000
+                spent = (time.time() - self._wall0) / span if span > 0 else 1.0
+                self.progress.value = 1000 if not running else min(1000, int(1000 * spent))
+                self.progress.bar_style = "" if running else "success"
+            else:
+                self.progress.max = max(target, 1)
+                self.progress.value = min(snap.finished, self.progress.max)
+                self.progress.bar_style = "" if running else ("success" if snap.finished >= target else "warning")
             failed_part = f"{snap.failed} failed"
             if snap.failed:
                 failed_part = f"<b class='nbtune-failed-count' style='color:#d93025'>{failed_part}</b>"
             parts = [
-                f"{snap.finished}/{target} finished",
+                f"{of_target(snap.finished, target)} finished",
                 f"{len(snap.running)} running",
                 f"{snap.pruned - snap.paused} stopped early",
                 failed_part,
@@ -502,7 +514,7 @@ class WidgetView(BaseView):
             if self.search is not None:
                 parts.append(duration(elapsed))
                 if running:
-                    parts.append(eta_text(snap, self._started_at))
+                    parts.append(eta_text(snap, self._started_at, deadline=self._deadline))
             if not running and self.search is not None:
                 parts.append("done")
             self.status.value = " · ".join(p for p in parts if p)
