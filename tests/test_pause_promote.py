@@ -515,3 +515,54 @@ def test_the_memory_of_paused_trials_is_bounded():
     assert kept.has("s", 0)  # another worker of this process still runs the search
     kept.leave("s")
     assert not kept.has("s", 0) and kept.has("other", 1)
+
+
+TORCH_CELL = """\
+lr = 0.05  # tune: loguniform(0.001, 0.5)
+torch.manual_seed(0)
+model = nn.Linear(4, 2)  # tune: state
+opt = torch.optim.SGD(model.parameters(), lr=lr)  # built from the model before the loop, not state
+for epoch in range(9):  # tune: epochs
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(X), y).backward()
+    opt.step()
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(model(X), y).item()
+"""
+
+
+def test_a_torch_model_that_goes_on_is_the_one_its_optimizer_trains(data):
+    """Only the model is state, and the optimizer the cell builds before the loop holds the fresh
+    model's parameters: a promoted (or resumed) trial loads the saved weights into that model in
+    place, so the optimizer trains them. Replacing the variable instead left the optimizer stepping
+    parameters nothing read, and the continued trial's curve flat (found trying nbtune as a new
+    user, with the README's own example)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    data.run_cell(
+        "import torch\nfrom torch import nn\n"
+        "g = torch.Generator().manual_seed(0)\nX = torch.randn(64, 4, generator=g)\ny = (X[:, 0] > 0).long()\n"
+    )
+
+    def straight(lr):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        out = []
+        X, y = data.user_ns["X"], data.user_ns["y"]
+        for _ in range(9):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(X), y).backward()
+            opt.step()
+            with torch.no_grad():
+                out.append(nn.functional.cross_entropy(model(X), y).item())
+        return out
+
+    res = run(data, "--minimize loss --trials 16 --seed 0 -o res", TORCH_CELL)
+    went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
+    assert went_on, "some paused trial went on from its checkpoint"
+    for t in res.study.trials:
+        expected = straight(t.params["lr"])
+        for k, v in t.intermediate_values.items():
+            assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)

@@ -472,7 +472,9 @@ class TrialRuntime:
             self._silent = step
             return
         generators = state.pop(rng.KEY, None)
-        self._ns.update(state)
+        for name, saved in state.items():
+            if not _load_in_place(self._ns.get(name), saved):
+                self._ns[name] = saved
         if generators is not None:  # after the code before the loop ran (it may seed them again)
             rng.restore(generators)
         for _ in range(step):
@@ -716,3 +718,22 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
                 "after the search, so this line would fail in every trial; remove it (res.holdout() gives the "
                 "value) or read another variable"
             )
+
+
+def _load_in_place(current: Any, saved: Any) -> bool:
+    """Copy a saved state into the object the cell built before the loop, when both are torch
+    modules, optimizers or LR schedulers (anything with ``state_dict``/``load_state_dict``) of
+    the same class: what the cell built from it before the loop (an optimizer over the model's
+    parameters, a scheduler over the optimizer) then works on the resumed state. Replacing the
+    variable would leave such an optimizer stepping the fresh model's parameters, which nothing
+    reads: the resumed trial would not learn. False (replace it) when that is not possible."""
+    if current is None or current is saved or type(current).__qualname__ != type(saved).__qualname__:
+        return False
+    load, get = getattr(current, "load_state_dict", None), getattr(saved, "state_dict", None)
+    if not callable(load) or not callable(get):
+        return False
+    try:
+        load(get())
+    except Exception:  # another shape (a tuned width): the saved object itself, as before
+        return False
+    return True
