@@ -268,3 +268,37 @@ def test_torch_values_hash_by_their_content_across_processes():
 
     assert value_fingerprint(torch.arange(5.0)) == value_fingerprint(torch.arange(5.0))
     assert value_fingerprint(torch.arange(5.0)) != value_fingerprint(torch.arange(1.0, 6.0))
+
+
+def test_data_a_notebook_function_reads_belongs_to_the_cell_that_calls_it(ip):
+    """A cell that calls a notebook function (or a notebook class's method) depends on the notebook
+    variables that code reads: changing them starts a new version, as changing the cell's own
+    inputs does (it resumed the old study, mixing the two datasets' values; found trying nbtune as
+    a new user)."""
+    ip.run_cell(
+        "import numpy as np\nX_val = np.arange(5.0)\nOFFSET = 0.0\n"
+        "def evaluate(c):\n    return float(((X_val - c) ** 2).mean())\n"
+        "class Scorer:\n    def __call__(self, c):\n        return evaluate(c) + OFFSET\n"
+        "score = Scorer()\n"
+    )
+    cell = "c = 1.0  # tune: uniform(0, 4)\nloss = score(c)\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    again = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert again.study.study_name == first.study.study_name and len(again.study.trials) == 3
+    ip.run_cell("X_val = X_val + 1")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert moved.study.study_name == first.study.study_name + ":v2"
+    assert any("the notebook data it reads changed: X_val" in m for m in moved.messages), moved.messages
+    ip.run_cell("OFFSET = 1.0")  # read by the class's method, through the instance the cell calls
+    offset = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert any("the notebook data it reads changed: OFFSET" in m for m in offset.messages), offset.messages
+
+
+def test_a_variable_read_for_the_first_time_is_no_change_by_itself():
+    """The identity of a study recorded before notebook functions' reads counted (or before the
+    cell's code changed) has no entry for a variable read now: that alone is not a change, and is
+    never called one ("the notebook data it reads changed: math" for a newly imported module)."""
+    spec = parse_cell(CELL)
+    old = cell_identity(spec, {"X": np.arange(3), "Y": 1}, None)
+    new = dict(old, data=dict(old["data"], math="module:math", X_val="abc"))
+    assert describe_difference(old, new) == []

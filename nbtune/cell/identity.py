@@ -14,7 +14,8 @@ instead of showing the old results as the new ones.
   pandas' vectorised row hashes for DataFrames and Series (0.11 s per 100 MB frame, against
   1.4 s through pickling).
   Functions and classes defined in the notebook are hashed by their code (not by the file name
-  and line numbers the kernel gives a cell, which change with every restart). A value that
+  and line numbers the kernel gives a cell, which change with every restart), and the notebook
+  variables they read count as read by the cell. A value that
   cannot be hashed is recorded by its type only, a weaker fingerprint the message names.
 """
 
@@ -153,11 +154,57 @@ def cell_identity(spec: CellSpec, globals_read: dict[str, Any], user_ns: dict[st
     after a plain run of the cell or ``--apply``)."""
     assert spec.tree is not None
     inputs = notebook_inputs(spec.tree)
+    read = {name: v for name, v in globals_read.items() if name in inputs}
+    read.update(read_by_notebook_code(read))
     return {
         "code": code_fingerprint(spec),
         "notebook": notebook_path(user_ns),
-        "data": {name: value_fingerprint(v) for name, v in sorted(globals_read.items()) if name in inputs},
+        "data": {name: value_fingerprint(v) for name, v in sorted(read.items())},
     }
+
+
+def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
+    """The notebook variables that the functions and classes defined in the notebook among
+    ``values`` read as globals, and those that theirs read in turn: ``def evaluate(m): return
+    m.score(X_val, y_val)`` makes a cell that calls it depend on ``X_val`` and ``y_val`` too."""
+    found: dict[str, Any] = {}
+    seen = set(values)
+    todo = list(values.values())
+    while todo:
+        for names, namespace in _globals_used(todo.pop()):
+            for name in names:
+                if name not in seen and name in namespace:
+                    seen.add(name)
+                    found[name] = namespace[name]
+                    todo.append(namespace[name])
+    return found
+
+
+def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
+    """Of a notebook function or class: the names its code looks up, and the namespace it looks
+    them up in (the notebook's). Nothing for anything else (a library's code is not the notebook's)."""
+    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        return [(_code_names(value.__code__), value.__globals__)]
+    if isinstance(value, type) and value.__module__ == "__main__":
+        out = []
+        for member in vars(value).values():
+            fn = getattr(member, "__func__", member)  # staticmethod, classmethod
+            for f in (fn, getattr(member, "fget", None), getattr(member, "fset", None)):  # property
+                if isinstance(f, types.FunctionType):
+                    out.append((_code_names(f.__code__), f.__globals__))
+        return out
+    if type(value).__module__ == "__main__":  # an instance of a notebook class: its methods
+        return _globals_used(type(value))
+    return []
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global (and attribute) names a code object and the code nested in it look up."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
 
 
 def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
@@ -176,7 +223,11 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     if old.get("notebook") and new["notebook"] and old["notebook"] != new["notebook"]:
         out.append(f"another notebook ({os.path.basename(old['notebook'])} -> {os.path.basename(new['notebook'])})")
     old_data, new_data = old.get("data", {}), new["data"]
-    changed = sorted(n for n in new_data if old_data.get(n) != new_data[n])
+    # A variable only this identity records is no change by itself: the cell (or a notebook
+    # function it calls) reads it now because its code changed, which is said above or in that
+    # function's own fingerprint; or because what counts as read grew (studies recorded before
+    # 2026-11-30 hold no variables that notebook functions read).
+    changed = sorted(n for n in new_data if n in old_data and old_data[n] != new_data[n])
     if changed:
         out.append("the notebook data it reads changed: " + ", ".join(changed))
     return out
