@@ -90,6 +90,7 @@ class _Plan:
     liveness: BaseLiveness = field(default_factory=ProcessLiveness)
     phase: str = ""  # what the views call this run instead of the sampler ("checks: ...")
     outer_fold: int | None = None  # nested CV: the outer fold this search is for
+    identity: dict[str, Any] | None = None  # what the study records of the cell, its notebook and data
 
     def run_info(self) -> RunInfo:
         return RunInfo(
@@ -559,6 +560,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         messages=messages,
         liveness=liveness,
         outer_fold=outer_fold,
+        identity=identity,
     )
 
 
@@ -645,11 +647,31 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         extra.extend(f"a worker died and was replaced: {d}" for d in search.worker_deaths)
         n_trials = search.control.target()  # after + trials
         search.control.cleanup()
+    if search is not None:
+        extra.extend(_changed_in_place(plan))
     result = _result(plan, extra, n_trials)
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
         raise _bug_error(result, plan)
     return result
+
+
+def _changed_in_place(plan: _Plan) -> list[str]:
+    """Trials run in the kernel's process get the notebook's own objects: one that changed a
+    notebook variable in place (``X -= 0.1``, ``history.append``, ``model.fit`` on a notebook
+    model) changed it for the trials after it and for the notebook. Said after the search, from
+    the fingerprints the study recorded before it."""
+    if plan.identity is None or plan.backend.processes:
+        return []
+    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)["data"]
+    changed = sorted(n for n, h in plan.identity["data"].items() if n in now and now[n] != h)
+    if not changed:
+        return []
+    return [
+        f"the trials changed notebook data in place: {', '.join(changed)} (e.g. 'X -= 1', '.append', '.fit' on a "
+        "notebook object): each trial saw what the ones before it did, and the notebook now holds the result; change "
+        "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)'), then re-run the cell"
+    ]
 
 
 def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:

@@ -302,3 +302,24 @@ def test_a_variable_read_for_the_first_time_is_no_change_by_itself():
     old = cell_identity(spec, {"X": np.arange(3), "Y": 1}, None)
     new = dict(old, data=dict(old["data"], math="module:math", X_val="abc"))
     assert describe_difference(old, new) == []
+
+
+def test_a_trial_that_changes_notebook_data_in_place_is_named_after_the_search(ip):
+    """Trials in the kernel's process share the notebook's objects: 'X -= 0.1' in the cell moved
+    the notebook's X once per trial, each trial training on what the ones before left, silently
+    (found trying nbtune as a new user)."""
+    ip.run_cell("import numpy as np\nX = np.zeros(4)\nhistory = []\nY = np.ones(3)\n")
+    res = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 3 --seed 0",
+        "a = 0.5  # tune: uniform(0, 1)\nX -= 0.1\nhistory.append(a)\nloss = float(abs(X.sum() + Y.sum() - a))\n",
+    )
+    assert ip.user_ns["X"][0] == pytest.approx(-0.3)  # what the warning is about
+    [line] = [m for m in res.messages if "changed notebook data in place" in m]
+    assert line.startswith("the trials changed notebook data in place: X, history (")
+    clean = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 3 --seed 0",
+        "a = 0.5  # tune: uniform(0, 1)\nZ = X - 0.1\nloss = float(abs(Z.sum() - a))\n",
+    )
+    assert not any("in place" in m for m in clean.messages)
