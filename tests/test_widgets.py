@@ -385,3 +385,22 @@ def test_with_only_a_timeout_the_bar_is_the_time_and_there_is_no_target_to_raise
     assert v.progress.max == 1000 and v.progress.value == 1000 and v.progress.bar_style == "success"
     assert f"{res.n_finished} finished" in v.status.value and "/1000000000" not in v.status.value
     assert f"{res.n_finished} trials finished" in res.summary()
+
+
+def test_a_dashboard_handed_over_to_the_result_leaves_no_widget_models_behind(ip, tmp_path):
+    """A notebook saved with its widget state kept every run's dashboard (about 100 kB each),
+    though nothing displayed them any more (found trying nbtune as a new user)."""
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    views = []
+
+    def factory(run, search):
+        views.append(WidgetView(run.study, run.metric, run.direction, search=search, display=True, refresh=0.0))
+        return views[-1]
+
+    res = nbtune.tune(CURVES, maximize="acc", n_trials=6, seed=0, store=tmp_path, view=factory)
+    assert views[0].n_redraws >= 1 and views[0]._handle is not None
+    assert set(_instances) - before == set()  # every model of the dashboard is closed
+    shown = res.show()  # the live dashboard comes back on demand, as a new one
+    assert shown.comm is not None and shown.model_id in _instances

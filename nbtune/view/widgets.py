@@ -596,9 +596,28 @@ class WidgetView(BaseView):
             return
         self._closed = True
         self._result = result
-        self.redraw(force=True, result=result)
-        if handover and self._handle is not None:
-            self._handle.update({"text/plain": ""}, raw=True)
+        if not (handover and self._handle is not None):
+            self.redraw(force=True, result=result)  # (a dashboard handed over is never seen again)
+            return
+        self._handle.update({"text/plain": ""}, raw=True)
+        # Its widget models too: a notebook saved with its widget state kept every dashboard of
+        # every run (about 100 kB each) though nothing displays them; res.show() makes a new one.
+        _close_tree(self.root)
+
+
+def _close_tree(root: Any) -> None:
+    """Close ``root``, every widget below it and their layouts and styles."""
+    import ipywidgets as w
+
+    todo, seen = [root], set()
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen or not isinstance(widget, w.Widget):
+            continue
+        seen.add(id(widget))
+        todo.extend(getattr(widget, "children", ()) or ())
+        todo.extend(getattr(widget, name, None) for name in ("layout", "style"))
+        widget.close()
 
 
 def _root_class() -> Any:
