@@ -93,7 +93,10 @@ def test_tune_show_looks_back(ip, tmp_path):
 def test_versions_stay_reachable(tmp_path):
     nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="v")
     nbtune.tune(CELL, minimize="loss", n_trials=3, store=tmp_path, view=None, name="v", fresh=True)
-    assert len(nbtune.load_study("v", store=tmp_path).trials) == 3
+    with pytest.warns(
+        nbtune.NbtuneWarning, match="'v' has 2 versions .*: opened the latest, 'v:v2'; 'v:v1' opens the first"
+    ):
+        assert len(nbtune.load_study("v", store=tmp_path).trials) == 3
     assert len(nbtune.load_study("v:v2", store=tmp_path).trials) == 3
     assert len(nbtune.load_study("v:v1", store=tmp_path).trials) == 2
     with pytest.raises(KeyError, match="no version 'v:v7' .* the versions are \\['v', 'v:v2'\\]"):

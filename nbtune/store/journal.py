@@ -16,12 +16,13 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
-from nbtune.exceptions import ConfigError
+from nbtune.exceptions import ConfigError, NbtuneWarning
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
@@ -353,6 +354,13 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
             raise KeyError(f"no version {name!r} in {st.where()}; the versions are {versions}")
     else:
         target = versions[-1]
+        if len(versions) > 1:  # the name %%tune printed for version 1 is this one's base: say which opened
+            warnings.warn(
+                f"{name!r} has {len(versions)} versions (the cell, its notebook or its data changed, or --fresh): "
+                f"opened the latest, {target!r}; '{name}:v1' opens the first",
+                NbtuneWarning,
+                stacklevel=2,
+            )
     return optuna.load_study(study_name=target, storage=st.storage(target))
 
 
