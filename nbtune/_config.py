@@ -358,7 +358,10 @@ class TuneConfig:
         '``"auto"`` (widgets in a notebook, text elsewhere), ``"widget"``, ``"text"``, '
         "None (silent), or a factory ``(run: RunInfo, search) -> BaseView``.",
     )
-    line_offset: int = _opt(1, "lines above the body in the notebook cell (the ``%%tune`` line).")
+    line_offset: int = _opt(
+        0,
+        "lines above the cell's first line where it was written, for messages (1 in a notebook: the ``%%tune`` line).",
+    )
 
     # derived ---------------------------------------------------------------------------
     @property
@@ -650,4 +653,5 @@ def config_from_args(args: Any, **api_only: Any) -> TuneConfig:
                     f"(--record {given[1]})"
                 )
             values[option] = given[0]
+    api_only.setdefault("line_offset", 1)  # the %%tune line above the body
     return TuneConfig(**values, **api_only)

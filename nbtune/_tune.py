@@ -1082,7 +1082,7 @@ def tune(cell: str, **options: Any) -> TuneResult | NestedResult:
         10
     """
     cfg = config_from(options, "tune")
-    with _quiet_optuna():
+    with _quiet_optuna(), _script_words(cfg):
         return _drive(_search_steps(cell, cfg))
 
 
@@ -1099,8 +1099,20 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
         {options}
     """
     cfg = config_from(options, "tune_async")
-    with _quiet_optuna():
+    with _quiet_optuna(), _script_words(cfg):
         return await _drive_async(_search_steps(cell, cfg))
+
+
+@contextlib.contextmanager
+def _script_words(cfg: TuneConfig) -> Iterator[None]:
+    """Errors name "line 2 of the %%tune cell"; a cell given to tune() as a string is "the cell"
+    (its lines counted from its own first line: ``line_offset`` 0)."""
+    try:
+        yield
+    except NbtuneError as e:
+        if cfg.line_offset == 0:
+            e.args = tuple(a.replace("the %%tune cell", "the cell") if isinstance(a, str) else a for a in e.args)
+        raise
 
 
 def _annotations(cell: str, transform: Callable[[str], str] | None, line_offset: int) -> CellSpec | None:

@@ -132,3 +132,13 @@ def test_parse_timeout(value, seconds):
 def test_parse_timeout_rejects(value):
     with pytest.raises(ConfigError, match="--timeout"):
         parse_timeout(value)
+
+
+def test_a_cell_given_to_tune_as_a_string_counts_its_own_lines(tmp_path):
+    """From a script there is no %%tune line above the cell: 'line 2 of the %%tune cell' named the
+    wrong line, and a cell that is not one (found trying nbtune as a new user)."""
+    with pytest.raises(nbtune.AnnotationError, match="^line 1 of the cell: loguniform for 'x' needs low > 0"):
+        nbtune.tune("x = 0.5  # tune: loguniform(0, 1)\nloss = x\n", minimize="loss", store=tmp_path, view=None)
+    cell = "x = 0.5  # tune: uniform(0, 1)\nraise ValueError('bad')\nloss = x\n"
+    with pytest.raises(nbtune.TrialsFailedError, match=r"ValueError: bad \(line 2 of the cell\)"):
+        nbtune.tune(cell, minimize="loss", store=tmp_path, view=None)
