@@ -573,16 +573,20 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     # Which top-level statement starts on which line; which lines lie inside a def/class.
     top_level = {stmt.lineno: stmt for stmt in tree.body}
     loops: dict[int, tuple[ast.For, bool]] = {}
-    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    outer_loop: dict[int, int] = {}  # a for loop's line -> the line of a loop it runs inside
+    stack: list[tuple[ast.AST, bool, int | None]] = [(tree, False, None)]
     while stack:
-        parent, in_def = stack.pop()
+        parent, in_def, in_loop = stack.pop()
         for child in ast.iter_child_nodes(parent):
             child_in_def = in_def or isinstance(
                 child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
             )
             if isinstance(child, (ast.For, ast.AsyncFor)):
                 loops[child.lineno] = (child, in_def)  # type: ignore[assignment]
-            stack.append((child, child_in_def))
+                if in_loop is not None:
+                    outer_loop[child.lineno] = in_loop
+            is_loop = isinstance(child, (ast.For, ast.AsyncFor, ast.While))
+            stack.append((child, child_in_def, child.lineno if is_loop else in_loop))  # type: ignore[attr-defined]
 
     for lineno, text, text_col in _comments(source, line_offset):
         name, args, kwargs = _parse_annotation(text, lineno, text_col)
@@ -614,7 +618,14 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
                 )
             assert stmt is not None
             node = stmt
-        kind.attach(spec, node, args, kwargs, lineno)
+        kind.attach(spec, node, args, kwargs, lineno)  # (a second epochs loop, the outer one marked: said here)
+        if kind.sits_on == "for" and lineno in outer_loop:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: the {name} loop runs inside another loop (line "
+                f"{outer_loop[lineno]}), so its epochs would start again each time round; mark the outer loop if "
+                "it runs once per epoch, else drop the mark (around a loop of folds, trials then run to the end)",
+                lineno,
+            )
         spec.marks[lineno] = name
     _check_not_overwritten(spec, tree)
     return spec
