@@ -355,8 +355,13 @@ class TuneConfig:
     )
     view: Any = _opt(
         "auto",
-        '``"auto"`` (widgets in a notebook, text elsewhere), ``"widget"``, ``"text"``, '
-        "None (silent), or a factory ``(run: RunInfo, search) -> BaseView``.",
+        '``"auto"`` (widgets in a notebook, text elsewhere; the ``NBTUNE_VIEW`` environment variable\'s when set), '
+        '``"widget"``, ``"text"`` (progress lines), None or ``"none"`` (silent), or a factory '
+        "``(run: RunInfo, search) -> BaseView``.",
+        "--view",
+        metavar="V",
+        flag_help="auto (widgets in a notebook, text elsewhere; $NBTUNE_VIEW when set), widget, text (a progress line "
+        "every few seconds: for jupyter execute, nbconvert or a front end without widgets) or none.",
     )
     line_offset: int = _opt(
         0,
@@ -416,7 +421,7 @@ class TuneConfig:
             raise ConfigError(
                 f"{both}; pass exactly one of --maximize NAME or --minimize NAME (the cell variable to optimise)"
             )
-        for option in ("sampler", "scheduler", "backend"):  # names, as Optuna's classes spell them too: TPE, ASHA
+        for option in ("sampler", "scheduler", "backend", "view"):  # names, as Optuna's classes spell them too: TPE
             value = getattr(self, option)
             if isinstance(value, str):
                 setattr(self, option, value.strip().lower())

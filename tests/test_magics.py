@@ -173,7 +173,8 @@ def test_changed_space_starts_a_new_version(scored):
     r4 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --fresh --name mystudy", CELL)
     assert r3.study.study_name == "mystudy" and r4.study.study_name == "mystudy:v2"
     assert len(optuna.load_study(study_name="mystudy", storage=r4.study._storage).trials) == 3
-    assert nbtune.load_study("mystudy").study_name == "mystudy:v2"
+    with pytest.warns(nbtune.NbtuneWarning, match="opened the latest, 'mystudy:v2'"):
+        assert nbtune.load_study("mystudy").study_name == "mystudy:v2"
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "qmc", "cmaes"])
@@ -647,3 +648,18 @@ def test_min_epochs_and_eta_set_the_rungs(ip):
         ip.run_cell_magic("tune", "--maximize acc --eta 1", cell)
     with pytest.raises(UsageError, match="--min-epochs must be >= 1"):
         ip.run_cell_magic("tune", "--maximize acc --min-epochs 0", cell)
+
+
+def test_the_view_is_chosen_in_the_line_or_the_environment(ip, capsys, monkeypatch):
+    """--view text gives progress lines where widgets do not update (jupyter execute, nbconvert);
+    NBTUNE_VIEW sets it for every %%tune of a notebook run headless."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    ip.run_cell_magic("tune", "--minimize loss -n 2 --view Text --name shown", cell)
+    assert "nbtune: shown · " in capsys.readouterr().out
+    ip.run_cell_magic("tune", "--minimize loss -n 2 --view none --name quiet", cell)
+    assert "nbtune: quiet" not in capsys.readouterr().out
+    monkeypatch.setenv("NBTUNE_VIEW", "none")
+    ip.run_cell_magic("tune", "--minimize loss -n 2 --name quiet2", cell)
+    assert "nbtune: quiet2" not in capsys.readouterr().out
+    with pytest.raises(UsageError, match="^--view must be one of auto, widget, text, none; got 'txt'"):
+        ip.run_cell_magic("tune", "--minimize loss -n 2 --view txt", cell)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from nbtune._registry import Registry
 from nbtune.view.base import ViewFactory
 from nbtune.view.text import TextView
@@ -9,7 +11,7 @@ from nbtune.view.widgets import auto_view, widget_view
 
 __all__ = ["VIEWS", "register_view", "view_factory"]
 
-VIEWS: Registry[ViewFactory] = Registry("view")
+VIEWS: Registry[ViewFactory] = Registry("--view")
 
 
 def register_view(name: str, factory: ViewFactory) -> ViewFactory:
@@ -20,6 +22,7 @@ def register_view(name: str, factory: ViewFactory) -> ViewFactory:
 register_view("auto", auto_view)
 register_view("widget", widget_view)
 register_view("text", TextView)
+register_view("none", lambda run, search: None)  # type: ignore[arg-type,return-value]  # (silent)
 
 
 def view_factory(view: str | ViewFactory | None) -> ViewFactory | None:
@@ -30,4 +33,7 @@ def view_factory(view: str | ViewFactory | None) -> ViewFactory | None:
     """
     if view is None or callable(view):
         return view
+    view = view.strip().lower() if isinstance(view, str) else view
+    if view == "auto" and os.environ.get("NBTUNE_VIEW"):  # e.g. text for every run of a notebook executed headless
+        view = os.environ["NBTUNE_VIEW"].strip().lower()
     return VIEWS.lookup(view)
