@@ -110,3 +110,33 @@ def test_widgets_a_trial_displays_are_closed_when_it_ends(ip, monkeypatch):
     assert made and all(x.comm is None for x in made)  # closed: gone from the kernel and the frontend
     assert kept.comm is not None
     kept.close()
+
+
+NATIVE = """\
+x = 0.5  # tune: uniform(0, 1)
+import ctypes, os, subprocess
+os.write(1, f"native {x:.3f}\\n".encode())
+os.write(2, b"native error\\n")
+ctypes.CDLL(None).printf(b"from printf\\n")
+subprocess.run(["echo", "from a subprocess"])
+loss = x
+"""
+
+
+def test_what_compiled_code_writes_below_sys_stdout_is_kept_with_its_trial(tmp_path, capfd):
+    """LightGBM's '[LightGBM] [Info]' lines (C's printf on descriptor 1) reached the notebook, from
+    worker processes too, and not the trial's output (found trying nbtune as a new user)."""
+    import os
+
+    import nbtune
+
+    for jobs in (1, 2):
+        res = nbtune.tune(NATIVE, minimize="loss", n_trials=3, n_jobs=jobs, store=tmp_path / str(jobs), view=None)
+        for t in res.study.trials:
+            out = t.user_attrs.get("nbtune:output", "")
+            for line in (f"native {t.params['x']:.3f}", "native error", "from printf", "from a subprocess"):
+                assert line in out, (jobs, t.number, out)
+    os.write(1, b"the process's own, after\n")
+    seen = capfd.readouterr()
+    assert "native" not in seen.out + seen.err and "printf" not in seen.out
+    assert "the process's own, after" in seen.out  # the descriptors are back

@@ -16,15 +16,23 @@ widget a trial displayed (tqdm's bar: a box, a progress bar, labels, their layou
 when the trial ends, or every trial's would stay in the kernel and in the saved notebook.
 Figures a trial opens with pyplot and leaves open would be shown by the inline backend when
 the cell ends, one per trial: they are closed when the trial ends.
+
+Compiled libraries write to the process's file descriptors 1 and 2, below ``sys.stdout``
+(LightGBM's ``[LightGBM] [Info]`` lines, XGBoost's, a ``subprocess`` the cell starts, CUDA's
+warnings); in a kernel those reach the notebook, from worker processes too. While a worker
+runs trials, :data:`native_output` points the two descriptors at pipes whose text goes to the
+trial running in the process, and passes through when none is running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 from typing import Any
 
-__all__ = ["OUTPUT_TAIL", "captured_output"]
+__all__ = ["OUTPUT_TAIL", "captured_output", "native_output"]
 
 OUTPUT_TAIL = 2000  # characters of a trial's printed output kept in the store
 
@@ -129,6 +137,7 @@ class _Capture:
         self.publisher: Any = None  # the display publisher wrapped while trials run
         self.saved: dict[str, Any] = {}  # its own instance attributes of those names, if it had any
         self.figures: set[int] = set()  # pyplot's open figures when the trials began
+        self.running: list[list[str]] = []  # the buffers of the trials running in this process
 
     def __call__(self) -> _Capture:
         return self
@@ -149,9 +158,13 @@ class _Capture:
         buf: list[str] = []
         self.local.buf = buf
         self.local.widgets = []  # model ids of the widgets this trial displays
+        self.running.append(buf)
         return buf
 
     def __exit__(self, *exc: object) -> None:
+        native_output.drain()  # what a library of this trial wrote below sys.stdout, into its buffer
+        with self.lock:  # this trial's buffer, by identity (another trial's may be equal: both empty)
+            self.running[:] = [b for b in self.running if b is not self.local.buf]
         self.local.buf = None
         if self.local.widgets:
             _close_widgets(self.local.widgets)
@@ -192,3 +205,126 @@ class _Capture:
 
 captured_output = _Capture()
 """``with captured_output() as buf:`` collects what the current thread prints into ``buf``."""
+
+
+def _flush_c_stdio() -> None:
+    """Write out what C's stdio holds in its buffers (printf's, before it reaches the descriptor)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        try:
+            _libc = ctypes.CDLL(None)
+        except OSError:  # pragma: no cover - no C library to load
+            _libc = False
+    if _libc:
+        _libc.fflush(None)
+
+
+_libc: Any = None
+
+
+class _NativeCapture:
+    """Descriptors 1 and 2 into pipes while a worker runs trials (reference-counted over the
+    workers of the process); a thread per pipe hands what arrives to the running trial's buffer.
+
+    Entered once per worker run, not per trial: a trial only waits, when it ends, until what its
+    libraries wrote is read (a ``fflush`` and a look at the pipes, a few microseconds)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: dict[int, int] = {}  # descriptor -> a copy of what it was
+        self.pipes: dict[int, int] = {}  # descriptor -> the read end of its pipe
+        self.readers: list[threading.Thread] = []
+        self.io_lock = threading.Lock()  # one reader at a time hands a pipe's text over
+
+    def __call__(self) -> _NativeCapture:
+        return self
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.users += 1
+            if self.users == 1:
+                self._swap()
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                self._restore()
+
+    def _swap(self) -> None:
+        _flush_c_stdio()
+        for fd in (1, 2):
+            try:
+                with contextlib.suppress(Exception):  # Python's buffers first: they belong before
+                    (sys.__stdout__ if fd == 1 else sys.__stderr__).flush()  # type: ignore[union-attr]
+                saved = os.dup(fd)
+                read, write = os.pipe()
+                os.set_blocking(read, False)
+                os.dup2(write, fd)
+                os.close(write)
+            except OSError:  # no such descriptor (a daemon, an embedded interpreter): leave it be
+                continue
+            self.saved[fd], self.pipes[fd] = saved, read
+            reader = threading.Thread(target=self._read, args=(fd, read, saved), name=f"nbtune-fd{fd}", daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def _restore(self) -> None:
+        _flush_c_stdio()
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)  # the pipe's last write end closes: its reader sees the end
+        done = True
+        for reader in self.readers:
+            reader.join(timeout=1.0)  # (a process the cell started may still hold the pipe)
+            done = done and not reader.is_alive()
+        if done:  # else a reader may still pass text through the copies: they stay open
+            for saved in self.saved.values():
+                os.close(saved)
+        self.saved, self.pipes, self.readers = {}, {}, []
+
+    def _read(self, fd: int, read: int, saved: int) -> None:
+        import select
+
+        while True:
+            try:
+                select.select([read], [], [])  # readable: data, or the end
+            except (OSError, ValueError):
+                break
+            with self.io_lock:
+                if not self._take(read, saved):
+                    break
+        os.close(read)
+
+    def _take(self, read: int, saved: int) -> bool:
+        """Hand over what the pipe holds now (the caller holds ``io_lock``); False at its end."""
+        while True:
+            try:
+                chunk = os.read(read, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            running = captured_output.running
+            if running:
+                running[-1].append(chunk.decode("utf-8", "replace"))
+            else:  # no trial runs: where it was going
+                with contextlib.suppress(OSError):
+                    os.write(saved, chunk)
+
+    def drain(self) -> None:
+        """Hand over what was written to the descriptors so far (the ending trial's last lines)."""
+        if not self.pipes:
+            return
+        _flush_c_stdio()
+        with self.io_lock:
+            for fd, read in list(self.pipes.items()):
+                self._take(read, self.saved[fd])
+
+
+native_output = _NativeCapture()
+"""``with native_output():`` around a worker's trials: descriptors 1 and 2 go to the running trial."""

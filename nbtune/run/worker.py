@@ -33,7 +33,7 @@ from nbtune.run.checkpoints import (
     save_checkpoint,
 )
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
-from nbtune.run.output import OUTPUT_TAIL, captured_output
+from nbtune.run.output import OUTPUT_TAIL, captured_output, native_output
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
 from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted
@@ -519,6 +519,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
     trial: optuna.Trial | None = None
     # A worker on another machine (Dask, Ray) has no parent watch: it follows the kernel's beats.
     grace = getattr(job.liveness, "grace", None) if job.liveness.period else None
+    native_output.__enter__()  # what compiled libraries write below sys.stdout goes to the trial too
     try:
         while not job.control.stop_requested():
             if job.deadline is not None and time.time() >= job.deadline:
@@ -583,6 +584,7 @@ def run_worker(job: Job, worker: int = 0) -> int:
             job.control.stop("interrupted")
         _logger.info("worker %d (pid %d) stopped by %s", worker, os.getpid(), type(e).__name__)
     finally:
+        native_output.__exit__()
         _compat.end_ask_tell_loop(study)
         paused_in_memory.leave(job.memory_key)
         if in_process and main:
