@@ -248,3 +248,36 @@ def test_a_member_that_copied_another_is_not_the_baseline(ip):
     for t in res.study.trials:
         if t.user_attrs.get(ATTR.BASELINE):
             assert t.params == defaults, t.number
+
+
+def test_no_member_is_ranked_at_an_interval_before_every_member_paused_there():
+    """With two workers a member that had reported the interval's epoch but was not paused there
+    yet counted as there: the first to continue was ranked among 3 of 4 (found trying nbtune as a
+    new user)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.run.pbt import _next_interval
+    from nbtune.run.schedulers import SchedulerSpec
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"h": FloatDistribution(0.0, 1.0)}
+    for member in range(3):  # paused at epoch 6, each with its decision
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params={"h": 0.1 * (member + 1)},
+                distributions=dist,
+                intermediate_values={k: 0.1 * member + k for k in range(1, 7)},
+                user_attrs={ATTR.DECISION: {"paused": True, "epoch": 6}},
+            )
+        )
+    last = study.ask({"h": FloatDistribution(0.0, 1.0)})  # the fourth: reported epoch 6, deciding now
+    for k in range(1, 7):
+        last.report(0.5 + k, k)
+    spec = SchedulerSpec(kind="pbt", R=12, r=1, metric="Q", direction="maximize", population=4, interval=6)
+    assert _next_interval(spec, study, lambda t: True) is None
+    last.set_user_attr(ATTR.DECISION, {"paused": True, "epoch": 6})
+    study.tell(last, state=TrialState.PRUNED)
+    first = _next_interval(spec, study, lambda t: True)
+    assert first is not None and first.note["n"] == 4  # now every member is ranked

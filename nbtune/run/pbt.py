@@ -73,7 +73,12 @@ def _epoch_of(trial: optuna.trial.FrozenTrial) -> float:
     if state == "PRUNED":  # stopped for another reason (a NaN metric): out of the population
         return math.inf
     resume = trial.user_attrs.get(ATTR.RESUME) or {}
-    return max(trial.last_step or 0, int(resume.get("step", 0)))
+    start, last = int(resume.get("step", 0)), trial.last_step or 0
+    if last > start:
+        # It reported that epoch and may be pausing there right now: until it has, it is not
+        # there yet (with two workers a member was ranked at an interval among 3 of 4).
+        return last - 0.5
+    return max(last, start)
 
 
 def frontier(trials: list[optuna.trial.FrozenTrial]) -> float:
