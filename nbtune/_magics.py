@@ -100,10 +100,24 @@ def _parse(magic: Any, line: str) -> Any:
     except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
         raise UsageError(f"cannot read the %%tune line ({e}): check its quotes; got {line.strip()!r}") from None
     except UsageError as e:
-        hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in str(e).split()]
+        words = str(e).split()
+        hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in words]
         if hints:
             raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} (see %%tune?)") from None
+        close = _close_flags(magic, words)
+        if close:
+            raise UsageError(f"{e}; did you mean {' or '.join(close)}? (see %%tune?)") from None
         raise
+
+
+def _close_flags(magic: Any, words: list[str]) -> list[str]:
+    """The magic's flags spelled nearly like the unknown ones in an argparse error (--maximise)."""
+    import difflib
+
+    parser = getattr(magic, "parser", None)
+    flags = [f for action in getattr(parser, "_actions", ()) for f in action.option_strings if f.startswith("--")]
+    unknown = [w for w in words if w.startswith("--") and w not in flags]
+    return [m for w in unknown for m in difflib.get_close_matches(w, flags, n=1, cutoff=0.75)]
 
 
 def _check_out(args: Any) -> None:
@@ -249,7 +263,7 @@ class TuneMagics(Magics):
             raise _report(e) from None
 
     @magic_arguments()
-    @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")
+    @argument("name", nargs="?", help="the study name (as %%%%tune printed it); default: the only study in the store.")
     @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
     @line_magic
@@ -294,7 +308,7 @@ class TuneMagics(Magics):
         return stored_result(study, store, shell.user_ns, _transformer(shell))
 
     @magic_arguments()
-    @argument("name", nargs="?", help="the study name (as %%tune printed it); default: the only study in the store.")
+    @argument("name", nargs="?", help="the study name (as %%%%tune printed it); default: the only study in the store.")
     @argument("--top", type=int, default=3, metavar="K", help="re-validate the K best configurations. Default 3.")
     @argument("--seeds", type=int, default=5, metavar="S", help="seeds per configuration. Default 5.")
     @argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel workers; -1 = all cores. Default 1.")

@@ -488,6 +488,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
     n_trials = spec.population if spec.scheduler.pauses else cfg.trials  # PBT: one trial per member
+    if spec.scheduler.pauses and cfg.n_trials is not None and cfg.n_trials != spec.population:
+        messages.append(
+            f"-n {cfg.n_trials} is not used with --scheduler pbt: the population is the configurations "
+            f"(--population {spec.population})"
+        )
     if sampler.enumerates:
         size = grid_size(program.params)
         if n_trials > size:

@@ -488,6 +488,9 @@ def test_help_text(ip):
             "unrecognized arguments: --pruner median; in %%tune, --pruner is --scheduler (asha, hyperband, median",
         ),
         ("--maximize loss --n-trials 5", "--n-trials is -n/--trials N"),
+        # a typo gets the flag it is close to (found trying nbtune as a new user)
+        ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
+        ("--maximize loss --trails 5", "did you mean --trials"),
         ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
         ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),
         ("--maximize loss -o my-res", "-o/--out takes a variable name; got 'my-res'"),

@@ -125,8 +125,13 @@ def test_pbt_keeps_hyperparameters_in_range_and_the_history_of_the_state(ip):
 
 
 def test_pbt_in_worker_processes(ip):
-    res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 8 --jobs 2 --seed 2 -o res", TOY)
+    res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 8 --jobs 2 --seed 2 -n 50 -o res", TOY)
     _check_population(res, 4, 40)
+    # -n is not PBT's: said, not silently ignored; and its header is PBT's alone
+    assert (
+        "-n 50 is not used with --scheduler pbt: the population is the configurations (--population 4)" in res.messages
+    )
+    assert "pause-and-promote" not in res.scheduler
     assert len(continuations(res.study.trials)) == 4 * (40 // 8 - 1)
 
 

@@ -207,7 +207,9 @@ class SchedulerSpec:
 
     def describe(self) -> str:
         text = self.scheduler.describe(self)
-        return text + ", pause-and-promote" if self.pause else text
+        return (
+            text + ", pause-and-promote" if self.pause and not self.scheduler.pauses else text
+        )  # (PBT pauses its own way)
 
 
 class _NoScheduler(BaseScheduler):

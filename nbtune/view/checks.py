@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, ranked
+from nbtune.store.attrs import ATTR, finished_count, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class HoldoutReport:
         if self.threshold is not None:
             return " (--holdout-gap)"
         if self._a_score:
-            return " (the default for a score; --holdout-gap sets it)"
+            return " (the default for a metric within [-1, 1]; --holdout-gap sets it)"
         return " (10% of the holdout, the default for a metric on this scale; --holdout-gap sets it)"
 
 
@@ -253,7 +253,7 @@ class CheckReport:
         """The chosen configuration's metric against its holdout score; None without a holdout."""
         if self.holdout is None:
             return None
-        n_trials = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+        n_trials = finished_count(self.study.get_trials(deepcopy=False))  # configurations, as -n counts them
         chosen = self.chosen()
         if chosen is not None and chosen.holdouts:
             return HoldoutReport(
