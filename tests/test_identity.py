@@ -323,3 +323,28 @@ def test_a_trial_that_changes_notebook_data_in_place_is_named_after_the_search(i
         "a = 0.5  # tune: uniform(0, 1)\nZ = X - 0.1\nloss = float(abs(Z.sum() - a))\n",
     )
     assert not any("in place" in m for m in clean.messages)
+
+
+def test_the_code_of_a_time_magic_is_read_as_the_cells(ip):
+    """'%time m = Ridge(alpha=alpha).fit(X, y)': IPython hands the code to the magic as a string, so
+    its reads were not seen: the data it read changed without a new version, and 'alpha' was said
+    to be never read (found trying nbtune as a new user)."""
+    ip.run_cell("import numpy as np\nya = np.arange(5.0)")
+    cell = "alpha = 1.0  # tune: loguniform(0.01, 10)\n%time m = float(alpha * ya.sum())\nloss = m\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert not any("never reads" in m for m in first.messages), first.messages
+    assert all(t.value == pytest.approx(t.params["alpha"] * 10) for t in first.study.trials)  # the trial's alpha
+    ip.run_cell("ya = -ya")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert moved.study.study_name == first.study.study_name + ":v2"
+    assert any("the notebook data it reads changed: ya" in m for m in moved.messages), moved.messages
+
+
+def test_a_magics_options_are_not_its_code():
+    from nbtune.cell.reads import notebook_inputs
+
+    tree = ast.parse(
+        "get_ipython().run_line_magic('timeit', '-n 3 -r 2 h(beta)')\ny = get_ipython().run_line_magic('time', 'g(a)')\n"
+    )
+    assert notebook_inputs(tree) == {"h", "beta", "g", "a"}
+    assert {"get_ipython", "h", "beta", "g", "a"} <= outside_reads(tree)  # the workers still get the magic's caller

@@ -21,6 +21,71 @@ import ast
 
 __all__ = ["never_read", "notebook_inputs", "outside_reads"]
 
+# Line magics whose argument is Python code that runs in the cell's namespace (``%time
+# model.fit(X, y)``): its reads are the cell's. IPython hands it over as a string.
+_CODE_MAGICS = {"time", "timeit", "prun"}
+
+
+class _InlineMagics(ast.NodeTransformer):
+    """``get_ipython().run_line_magic('time', 'm = f(x)')`` read as ``m = f(x)``."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | list[ast.stmt]:
+        code = _magic_code(node.value)
+        if code is not None:
+            body = _parse_code(code)
+            if body is not None:
+                for stmt in body:
+                    ast.copy_location(stmt, node)
+                    for child in ast.walk(stmt):
+                        ast.copy_location(child, node)
+                return body
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        code = _magic_code(node)
+        if code is not None:  # y = %time f(x): the expression
+            body = _parse_code(code)
+            if body is not None and len(body) == 1 and isinstance(body[0], ast.Expr):
+                expr = body[0].value
+                for child in ast.walk(expr):
+                    ast.copy_location(child, node)
+                return expr
+        return self.generic_visit(node)
+
+
+def _magic_code(node: ast.AST) -> str | None:
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "run_line_magic"
+        and len(node.args) == 2
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
+    ):
+        return None
+    name, code = node.args[0].value, node.args[1].value  # type: ignore[attr-defined]
+    return code if name in _CODE_MAGICS else None
+
+
+def _parse_code(code: str) -> list[ast.stmt] | None:
+    """The statements of a magic's code, its options (``-n 3``, ``-r 2``, ``-q``) left out."""
+    import re
+
+    code = re.sub(r"^\s*(?:-[a-zA-Z](?:\s+[^-\s]\S*)?\s+)*", "", code)
+    try:
+        return ast.parse(code).body
+    except SyntaxError:
+        return None
+
+
+def visible(tree: ast.Module) -> ast.Module:
+    """The cell as it runs: the code inside ``%time``-like magics in place of their calls."""
+    if not any(_magic_code(n) is not None for n in ast.walk(tree)):
+        return tree
+    import copy
+
+    inlined: ast.Module = ast.fix_missing_locations(_InlineMagics().visit(copy.deepcopy(tree)))
+    return inlined
+
 
 def _unconditional_stores(stmt: ast.stmt) -> set[str]:
     """Names a top-level statement always binds (assignments, imports, definitions)."""
@@ -43,6 +108,13 @@ def outside_reads(tree: ast.Module) -> set[str]:
     loop or a ``with`` counts as read from outside when read later: better to send one
     global too many to the workers than to miss one.
     """
+    reads: set[str] = set()
+    for body in {id(t): t for t in (tree, visible(tree))}.values():  # (the magic's call needs get_ipython)
+        reads |= _reads_before_binding(body)
+    return reads
+
+
+def _reads_before_binding(tree: ast.Module) -> set[str]:
     bound: set[str] = set()
     reads: set[str] = set()
     for stmt in tree.body:
@@ -58,7 +130,7 @@ def notebook_inputs(tree: ast.Module) -> set[str]:
     """The names the cell reads before it binds them, followed in the order the cell runs (see
     the module's docstring for what is assumed): the notebook variables its results depend on."""
     reader = _Reader()
-    bound = reader.block(tree.body, set())
+    bound = reader.block(visible(tree).body, set())
     for names, local in reader.deferred:  # function bodies: called once the cell has bound what they use
         reader.reads |= names - local - bound
     return reader.reads
@@ -66,7 +138,7 @@ def notebook_inputs(tree: ast.Module) -> set[str]:
 
 def never_read(tree: ast.Module, names: list[str]) -> list[str]:
     """Those of ``names`` the cell reads nowhere (a tuned variable nothing uses)."""
-    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+    read = {n.id for n in ast.walk(visible(tree)) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
     return [name for name in names if name not in read]
 
 
