@@ -944,6 +944,18 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     cell = study.user_attrs.get(ATTR.CELL) or {}
     result = TuneResult(study, metric, scheduler=cfg_attrs.get("scheduler", ""), sampler="stored study")
     result._store = store
+    # Trials a dead kernel or worker left RUNNING: said, not written (viewing writes nothing)
+    liveness: BaseLiveness = LeaseLiveness(store) if store.leases else ProcessLiveness()
+    cut = [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "RUNNING" and liveness.is_dead(t.user_attrs.get(ATTR.OWNER) or {}, t)
+    ]
+    if cut:
+        result.messages.append(
+            f"trial(s) {cut} show as running, but the kernel or worker that ran them is gone: they were cut, "
+            "and run again (from their last saved epoch, if any) when the cell runs"
+        )
     name = check_study_name(study.study_name)
     checks = None
     if name in store.study_names():

@@ -226,6 +226,12 @@ def test_a_trial_cut_by_a_dead_kernel_resumes_from_its_last_epoch(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (tmp_path / "killed").touch()
+    # looked at before it runs again (%tune_show in a new kernel): the trial is said to be cut
+    from nbtune._tune import stored_result
+    from nbtune.store.journal import load_study, open_store
+
+    shown = stored_result(load_study(store=tmp_path / ".nbtune"), open_store(tmp_path / ".nbtune"), None, None)
+    assert any("show as running, but the kernel or worker that ran them is gone" in m for m in shown.messages)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "DONE 2" in out.stdout, out.stdout + out.stderr
 
