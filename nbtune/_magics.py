@@ -381,8 +381,17 @@ def _async_rewrite(lines: list[str]) -> list[str]:
     return [f"await __import__('nbtune._magics', fromlist=['run_async']).run_async({rest.strip()!r}, {body!r})\n"]
 
 
+def _misplaced(line: str) -> None:
+    """``%%tune`` below the cell's first line: IPython reads it as a line magic named ``%tune``."""
+    raise UsageError(
+        "%%tune must be the first line of the cell: a comment, blank line or import above it makes IPython read it "
+        "as a line magic; move it to the top (comments can go below it)"
+    )
+
+
 def load(shell: Any) -> None:
     shell.register_magics(TuneMagics)
+    shell.register_magic_function(_misplaced, "line", "%tune")
     cleanup = shell.input_transformer_manager.cleanup_transforms
     if _async_rewrite not in cleanup:
         cleanup.append(_async_rewrite)

@@ -666,3 +666,11 @@ def test_the_view_is_chosen_in_the_line_or_the_environment(ip, capsys, monkeypat
     assert "nbtune: quiet2" not in capsys.readouterr().out
     with pytest.raises(UsageError, match="^--view must be one of auto, widget, text, none; got 'txt'"):
         ip.run_cell_magic("tune", "--minimize loss -n 2 --view txt", cell)
+
+
+def test_a_tune_line_below_the_first_says_to_move_it(ip):
+    """A comment above %%tune made IPython say 'Line magic function `%%tune` not found' (found
+    trying nbtune as a new user)."""
+    result = ip.run_cell("# tune the forest\n%%tune --maximize acc\nx = 1  # tune: int(0, 3)\nacc = x\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert str(result.error_in_exec).startswith("%%tune must be the first line of the cell")
