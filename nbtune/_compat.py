@@ -287,31 +287,43 @@ def is_asyncio_runner(shell: Any) -> bool:
 
 def content_hash(value: Any) -> str:
     """``joblib.hash``, with torch tensors (parameters, buffers, datasets' tensors, modules'
-    weights) hashed by their dtype, shape and values.
+    weights) hashed by their dtype, shape and values, and random generators by their type.
 
     joblib hashes a tensor by pickling it, and that pickle is not stable: two
     ``torch.arange(5.)`` hash differently, even in one process, so every study that reads a
-    tensor would start a new version after a kernel restart. ``joblib.hashing.NumpyHasher`` is
-    joblib's own (undocumented) hasher; overriding its ``save`` is the one way to change how a
-    type is hashed. torch is never imported here: without it loaded, plain ``joblib.hash``.
+    tensor would start a new version after a kernel restart. A random generator's state moves
+    each time a trial draws from it: a ``DataLoader(..., generator=torch.Generator().manual_seed(0))``
+    or an object holding ``np.random.default_rng(0)`` hashed differently after every search. Values
+    without either hash as ``joblib.hash`` hashes them. ``joblib.hashing.NumpyHasher`` is joblib's
+    own (undocumented) hasher; overriding its ``save`` is the one way to change how a type is
+    hashed. torch is never imported here.
     """
-    import joblib
+    import random
+
+    from joblib import hashing
 
     torch: Any = sys.modules.get("torch")
-    if torch is None:
-        return str(joblib.hash(value) or "")
-    from joblib.hashing import NumpyHasher
+    numpy: Any = sys.modules.get("numpy")
+    rngs: tuple[type, ...] = (random.Random,)
+    if numpy is not None:
+        rngs += (numpy.random.Generator, numpy.random.RandomState, numpy.random.BitGenerator)
+    if torch is not None:
+        rngs += (torch.Generator,)
+    base: Any = hashing.NumpyHasher if numpy is not None else hashing.Hasher
 
-    class _TensorHasher(NumpyHasher):  # type: ignore[misc]
+    class _Hasher(base):  # type: ignore[misc]
         def save(self, obj: Any) -> None:
-            if isinstance(obj, torch.Tensor):
+            if isinstance(obj, rngs):
+                obj = ("random generator", type(obj).__module__, type(obj).__qualname__)
+            elif torch is not None and isinstance(obj, torch.Tensor):
                 data = obj.detach().cpu()
                 if data.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
                     data = data.float()
                 obj = ("torch.Tensor", str(obj.dtype), tuple(obj.shape), data.contiguous().numpy())
             super().save(obj)
 
-    return str(_TensorHasher(hash_name="md5").hash(value))
+    hasher = _Hasher(hash_name="md5", coerce_mmap=False) if numpy is not None else _Hasher(hash_name="md5")
+    return str(hasher.hash(value))
 
 
 def widget_by_id(model_id: str) -> Any:

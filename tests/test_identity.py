@@ -348,3 +348,30 @@ def test_a_magics_options_are_not_its_code():
     )
     assert notebook_inputs(tree) == {"h", "beta", "g", "a"}
     assert {"get_ipython", "h", "beta", "g", "a"} <= outside_reads(tree)  # the workers still get the magic's caller
+
+
+def test_a_generator_inside_a_value_does_not_change_its_fingerprint_when_drawn_from():
+    """A notebook DataLoader with a seeded generator (or any object holding one) hashed differently
+    after every search that iterated it: each re-run started a new version, and the search said its
+    trials changed the loader in place."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(
+        TensorDataset(torch.arange(20.0).reshape(10, 2)),
+        batch_size=3,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    holder = {"rng": np.random.default_rng(0), "r": random.Random(1), "data": np.arange(3)}
+    before = value_fingerprint(loader), value_fingerprint(holder)
+    list(loader)
+    holder["rng"].normal(size=4)
+    holder["r"].random()
+    assert (value_fingerprint(loader), value_fingerprint(holder)) == before
+    holder["data"] = np.arange(4)  # the data it holds still counts
+    assert value_fingerprint(holder) != before[1]
+    # values without a generator hash as joblib.hash does: studies recorded before keep their identity
+    import joblib
+
+    assert value_fingerprint({"a": [1, 2], "b": np.ones(3)}) == joblib.hash({"a": [1, 2], "b": np.ones(3)})
