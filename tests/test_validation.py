@@ -91,6 +91,8 @@ def test_revalidation_resumes_and_never_runs_a_check_twice(trees):
     res.revalidate(top=3, seeds=3, view=None)  # one more candidate: 3 new runs only
     assert len(checks.trials) == 9 and len(res.revalidation()) == 3
     assert res.n_finished == 15
+    # 3 seeds: the interval is wide, and the summary says why (found trying nbtune as a new user)
+    assert "with 3 seeds a 95% interval is 4.303 standard errors wide either side" in res.summary()
 
 
 def test_tune_validate_revalidates_a_stored_study(trees, capsys):

@@ -306,6 +306,11 @@ class CheckReport:
                     else f"the most stable is trial {chosen.number}, not the search's best (trial {best.number})"
                 )
                 out.append(f"  {change}; {RULE}")
+            if 1 < n < 4:  # Student's t with 1-2 degrees of freedom: 12.7 and 4.3 standard errors
+                out.append(
+                    f"  with {n} seeds a 95% interval is {fmt(t_quantile(n - 1))} standard errors wide either side, "
+                    "so it can pass the metric's range; 5 seeds or more (--seeds 5) tell configurations apart"
+                )
         h = self.holdout_report()
         if h is not None:
             out.append(h.sentence())
