@@ -375,3 +375,39 @@ def test_a_generator_inside_a_value_does_not_change_its_fingerprint_when_drawn_f
     import joblib
 
     assert value_fingerprint({"a": [1, 2], "b": np.ones(3)}) == joblib.hash({"a": [1, 2], "b": np.ones(3)})
+
+
+def test_an_xgboost_matrix_counts_by_its_data_and_labels():
+    """XGBoost's DMatrix is a handle to a C matrix that does not pickle: it was compared by its type
+    only, so new data in it never started a new version. Here a stand-in with DMatrix's own methods
+    (xgboost is not among the test dependencies)."""
+    import scipy.sparse
+
+    class DMatrix:
+        __module__ = "xgboost.core"
+
+        def __init__(self, data, label):
+            self.data, self.label = np.asarray(data, dtype=float), np.asarray(label, dtype=float)
+
+        def __reduce__(self):
+            raise TypeError("ctypes objects containing pointers cannot be pickled")
+
+        def num_row(self):
+            return self.data.shape[0]
+
+        def num_col(self):
+            return self.data.shape[1]
+
+        def get_label(self):
+            return self.label
+
+        def get_weight(self):
+            return np.array([], dtype=np.float32)
+
+        def get_data(self):
+            return scipy.sparse.csr_matrix(self.data)
+
+    a = value_fingerprint(DMatrix(np.eye(3), [0, 1, 0]))
+    assert a.startswith("xgboost:") and a == value_fingerprint(DMatrix(np.eye(3), [0, 1, 0]))
+    assert a != value_fingerprint(DMatrix(np.eye(3), [1, 1, 0]))  # other labels
+    assert a != value_fingerprint(DMatrix(2 * np.eye(3), [0, 1, 0]))  # other data

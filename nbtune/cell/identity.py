@@ -121,6 +121,13 @@ def value_fingerprint(value: Any) -> str:
             # A random generator's state moves on every time a trial draws from it: its type is what it is.
             return f"rng:{type(value).__module__}.{type(value).__qualname__}"
 
+        if type(value).__module__.startswith("xgboost") and type(value).__name__ in ("DMatrix", "QuantileDMatrix"):
+            # a handle to XGBoost's C matrix, which does not pickle: its data and labels
+            with contextlib.suppress(Exception):
+                get = value.get_data
+                return "xgboost:" + _compat.content_hash(
+                    (value.num_row(), value.num_col(), value.get_label(), value.get_weight(), get())
+                )
         if type(value).__module__.startswith("pandas") and type(value).__name__ in ("DataFrame", "Series"):
             with contextlib.suppress(Exception):  # e.g. lists in an object column: pickled below
                 return "pandas:" + _pandas_hash(value)
