@@ -143,7 +143,7 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "x = 1  # tune: uniform(0, hi)\n",
             2,
             "line 2, column 27 of the %%tune cell: argument 2 of uniform must be a "
-            "Python literal (a number, string, True/False/None), got 'hi'",
+            "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'hi'",
         ),
         (
             "x = 1  # tune: uniform(0, 2, step=s)\n",
@@ -154,7 +154,7 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "x = y  # tune: uniform(0, 2)\n",
             2,
             "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python "
-            "literal (a number, string, True/False/None), got 'y'",
+            "literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'y'",
         ),
         ("x = 1  # tune: choice(**opts)\n", 2, "line 2 of the %%tune cell: choice does not take **kwargs"),
     ],
@@ -396,3 +396,18 @@ def test_an_unregistered_kind_is_unknown_again():
     assert kind.seen == [("s", 2)]
     with pytest.raises(AnnotationError, match="unknown annotation kind 'tag'"):
         parse_cell("s = 1  # tune: tag\n")
+
+
+def test_arithmetic_of_numbers_is_a_literal_for_defaults_and_bounds():
+    """'C = 10**-1' and 'loguniform(10**-3, 1e2)' are what people write (found trying nbtune as a
+    new user); names, calls and huge powers are not numbers written down."""
+    spec = parse_cell(
+        "C = 10**-1  # tune: loguniform(10**-3, 1e2)\nh = 2 * 32  # tune: int(16, 2**8, step=16)\nm = C + h\n"
+    )
+    assert [(p.default, p.args, p.kwargs) for p in spec.params] == [
+        (0.1, (0.001, 100.0), {}),
+        (64, (16, 256), {"step": 16}),
+    ]
+    for bad in ("LOW", "10**1000", "float('inf')", "(-8) ** 0.5"):
+        with pytest.raises(AnnotationError, match="must be a Python literal .*arithmetic of numbers such as 10"):
+            parse_cell(f"C = 0.1  # tune: loguniform({bad}, 1)\nm = C\n")

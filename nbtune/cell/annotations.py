@@ -9,7 +9,9 @@ so line ``k`` of the cell body is line ``k + line_offset``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
+import operator
 import re
 import tokenize
 from dataclasses import dataclass, field
@@ -421,11 +423,44 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
     try:
         return ast.literal_eval(node)
     except ValueError:
-        raise AnnotationError(
-            f"line {lineno}, column {col} of the %%tune cell: {what} must be a Python literal "
-            f"(a number, string, True/False/None), got {ast.unparse(node)!r}",
-            lineno,
-        ) from None
+        pass
+    with contextlib.suppress(ValueError, ArithmeticError):
+        return _arithmetic(node)
+    raise AnnotationError(
+        f"line {lineno}, column {col} of the %%tune cell: {what} must be a Python literal "
+        f"(a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got {ast.unparse(node)!r}",
+        lineno,
+    )
+
+
+_OPERATORS: dict[type, Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+
+
+def _arithmetic(node: ast.AST) -> int | float:
+    """Arithmetic of number literals (``10**-3``, ``2 * 64``, ``1 / 3``), never names or calls:
+    what people write for a default or a bound. ValueError for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _arithmetic(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _arithmetic(node.left), _arithmetic(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+            raise ValueError("too large a power to write as a bound")
+        result = _OPERATORS[type(node.op)](left, right)
+        if not isinstance(result, (int, float)):  # a negative number to a fractional power: complex
+            raise ValueError("not a real number")
+        return result
+    raise ValueError("not arithmetic of numbers")
 
 
 def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
