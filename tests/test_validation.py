@@ -382,7 +382,8 @@ def test_diagnose_finds_divergence_and_no_learning_with_their_ranges(ip):
     div = df.loc[kinds["diverged"]]
     lrs = {t.number: t.params["lr"] for t in res.study.trials}
     assert div.region.startswith("lr >= ") and min(lrs[n] for n in div.trials) >= 1.0
-    assert "ended worse than it started" in div.evidence and "lower the range's top" in div.advice
+    assert "ended worse than it started" in div.evidence
+    assert div.advice == f"lower the top of lr's range below {div.region.split(' >= ')[1]}, or clip gradients"
     flat = df.loc[kinds["did not learn"]]
     assert flat.region.startswith("lr <= ") and max(lrs[n] for n in flat.trials) < 1e-3
     for finding in (div, flat):  # evidence shared by several trials is said once, with how many
@@ -685,3 +686,14 @@ def test_load_study_opens_a_check_study(trees):
     assert res.study.study_name == "lc"
     with pytest.raises(KeyError, match="re-validation or --holdout never ran"):
         nbtune.load_study("other@check")
+
+
+def test_the_advice_for_divergence_turns_toward_where_it_happens():
+    """A depth of 2 that diverges is not fixed by lowering the range's top (found trying nbtune as
+    a new user)."""
+    from nbtune.view.diagnose import _advice
+
+    assert _advice("diverged", "max_depth <= 3") == "raise the bottom of max_depth's range above 3, or clip gradients"
+    assert _advice("diverged", "lr >= 0.5") == "lower the top of lr's range below 0.5, or clip gradients"
+    assert _advice("diverged", "act = 'relu'") == "leave 'relu' out of act's choices, or clip gradients"
+    assert _advice("diverged", "").startswith("lower the range's top (learning rates")

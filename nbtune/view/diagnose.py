@@ -101,6 +101,21 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
     return best[1]
 
 
+def _advice(kind: str, region: str) -> str:
+    """The advice, turned toward the region: diverging at the bottom of a range (a depth of 2, a
+    batch of 8) is not fixed by lowering its top."""
+    if kind == "diverged" and " <= " in region:
+        name, _, cut = region.partition(" <= ")
+        return f"raise the bottom of {name}'s range above {cut}, or clip gradients"
+    if kind == "diverged" and " >= " in region:
+        name, _, cut = region.partition(" >= ")
+        return f"lower the top of {name}'s range below {cut}, or clip gradients"
+    if kind == "diverged" and " = " in region:
+        name, _, value = region.partition(" = ")
+        return f"leave {value} out of {name}'s choices, or clip gradients"
+    return ADVICE[kind]
+
+
 def _curve(t: optuna.trial.FrozenTrial) -> list[float]:
     return [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
 
@@ -180,7 +195,8 @@ def diagnose(result: StudySummary) -> list[Finding]:
             why = [text + (f", {n} trials" if 1 < n < len(hits) else "") for text, n in counts.most_common()]
             hit = [by_number[n] for n in sorted(hits)]
             rest = [t for t in others if t.number not in hits]
-            findings.append(Finding(kind, sorted(hits), "; ".join(why), _region(hit, rest), ADVICE[kind]))
+            region = _region(hit, rest)
+            findings.append(Finding(kind, sorted(hits), "; ".join(why), region, _advice(kind, region)))
     for signature, numbers in failed.items():
         example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
         hit = [by_number[n] for n in numbers]
