@@ -28,7 +28,7 @@ from nbtune import _compat
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
-from nbtune.cell.identity import cell_identity, describe_difference, weakly_known
+from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
 from nbtune.cell.loops import names_read_each_epoch
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.cell.reads import never_read
@@ -363,6 +363,20 @@ def _choose_version(
     return new
 
 
+def _resumed_identity(stored: dict[str, Any] | None, identity: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed study records: this run's identity; but when the study is the same by
+    :func:`describe_difference` (not ``--resume`` over a change), the data fingerprints it had, and
+    what its trials left when they changed notebook data in place, stay: a kernel restarted with
+    the data made afresh is still the same study."""
+    if not stored or describe_difference(stored, identity):
+        return identity
+    kept = {n: h for n, h in stored.get("data", {}).items() if n in identity["data"]}
+    out = {**identity, "data": {**identity["data"], **kept}}
+    if stored.get("in_place"):
+        out["in_place"] = stored["in_place"]
+    return out
+
+
 def _open_study(
     store: BaseStore,
     target: str,
@@ -379,8 +393,9 @@ def _open_study(
     if target in store.versions(target):
         study = optuna.load_study(study_name=target, storage=store.storage(target))
         if ATTR.SPACE in study.user_attrs:
-            if study.user_attrs.get(ATTR.IDENTITY) != identity:  # --resume, or a study of an older nbtune
-                study.set_user_attr(ATTR.IDENTITY, identity)
+            recorded = _resumed_identity(study.user_attrs.get(ATTR.IDENTITY), identity)
+            if study.user_attrs.get(ATTR.IDENTITY) != recorded:  # --resume, or a study of an older nbtune
+                study.set_user_attr(ATTR.IDENTITY, recorded)
             if study.user_attrs.get(ATTR.CELL) != cell:
                 study.set_user_attr(ATTR.CELL, cell)
             return study  # nothing else to write: a read-only store can show a finished study
@@ -669,13 +684,18 @@ def _changed_in_place(plan: _Plan) -> list[str]:
     if plan.identity is None or plan.backend.processes:
         return []
     now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)["data"]
-    changed = sorted(n for n, h in plan.identity["data"].items() if n in now and now[n] != h)
+    changed = sorted(n for n, h in plan.identity["data"].items() if n in now and not same_data(h, now[n]))
     if not changed:
         return []
+    # Recorded with the study: re-running the cell (Run All) finds the notebook as its trials left
+    # it, and that is not another study's data
+    recorded = dict(plan.study.user_attrs.get(ATTR.IDENTITY) or plan.identity)
+    recorded["in_place"] = {**recorded.get("in_place", {}), **{n: now[n] for n in changed}}
+    plan.study.set_user_attr(ATTR.IDENTITY, recorded)
     return [
         f"the trials changed notebook data in place: {', '.join(changed)} (e.g. 'X -= 1', '.append', '.fit' on a "
         "notebook object): each trial saw what the ones before it did, and the notebook now holds the result; change "
-        "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)'), then re-run the cell"
+        "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)')"
     ]
 
 

@@ -411,3 +411,32 @@ def test_an_xgboost_matrix_counts_by_its_data_and_labels():
     assert a.startswith("xgboost:") and a == value_fingerprint(DMatrix(np.eye(3), [0, 1, 0]))
     assert a != value_fingerprint(DMatrix(np.eye(3), [1, 1, 0]))  # other labels
     assert a != value_fingerprint(DMatrix(2 * np.eye(3), [0, 1, 0]))  # other data
+
+
+def test_a_cell_whose_trials_change_notebook_data_in_place_resumes_its_study(ip):
+    """A cell that fits a notebook model (or appends to a notebook list) changes what it reads: the
+    next run, the notebook as the trials left it, started a new version claiming the data changed,
+    every time (found trying nbtune as a new user). The study records what its trials left, and
+    also resumes after a restart that makes the data afresh."""
+    setup = "from sklearn.linear_model import Ridge\nimport numpy as np\nX = np.arange(20.0).reshape(10, 2)\ny = X.sum(1)\nmodel = Ridge()\n"
+    ip.run_cell(setup)
+    cell = "alpha = 1.0  # tune: loguniform(0.01, 10)\nmodel.set_params(alpha=alpha).fit(X, y)\nloss = float(((model.predict(X) - y) ** 2).mean())\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert any(m.startswith("the trials changed notebook data in place: model (") for m in first.messages)
+    again = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0", cell)  # Run All: the model as they left it
+    assert again.study.study_name == first.study.study_name, again.messages
+    ip.run_cell(setup)  # a restart: the data and the model made afresh
+    fresh = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0", cell)
+    assert fresh.study.study_name == first.study.study_name, fresh.messages
+    ip.run_cell("y = y + 1")  # new data is still new data
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0", cell)
+    assert moved.study.study_name == first.study.study_name + ":v2"
+
+
+def test_a_value_that_could_not_be_hashed_on_one_side_is_no_change():
+    """A LightGBM Dataset hashes by its contents until lgb.train constructs it (then it holds a C
+    handle): 'the notebook data it reads changed: ltrain' and 'ltrain cannot be hashed' in one output."""
+    spec = parse_cell(CELL)
+    old = cell_identity(spec, {"X": np.arange(3), "Y": 1}, None)
+    new = dict(old, data=dict(old["data"], X=WEAK + "lightgbm.basic.Dataset"))
+    assert describe_difference(old, new) == [] and describe_difference(new, old) == []

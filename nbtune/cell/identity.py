@@ -34,7 +34,15 @@ from nbtune import _compat
 from nbtune.cell.annotations import CellSpec
 from nbtune.cell.reads import notebook_inputs
 
-__all__ = ["cell_identity", "describe_difference", "notebook_path", "value_fingerprint", "weakly_known", "WEAK"]
+__all__ = [
+    "cell_identity",
+    "describe_difference",
+    "notebook_path",
+    "same_data",
+    "value_fingerprint",
+    "weakly_known",
+    "WEAK",
+]
 
 WEAK = "type:"  # prefix of a fingerprint that only records the value's type
 _RNG_TYPES = {"Generator", "RandomState", "BitGenerator", "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
@@ -230,14 +238,27 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     if old.get("notebook") and new["notebook"] and old["notebook"] != new["notebook"]:
         out.append(f"another notebook ({os.path.basename(old['notebook'])} -> {os.path.basename(new['notebook'])})")
     old_data, new_data = old.get("data", {}), new["data"]
+    in_place = old.get("in_place", {})  # what its own trials changed in place left behind
     # A variable only this identity records is no change by itself: the cell (or a notebook
     # function it calls) reads it now because its code changed, which is said above or in that
     # function's own fingerprint; or because what counts as read grew (studies recorded before
     # 2026-11-30 hold no variables that notebook functions read).
-    changed = sorted(n for n in new_data if n in old_data and old_data[n] != new_data[n])
+    changed = sorted(n for n in new_data if n in old_data and not same_data(old_data[n], new_data[n], in_place.get(n)))
     if changed:
-        out.append("the notebook data it reads changed: " + ", ".join(changed))
+        by_trials = [n for n in changed if n in in_place]
+        out.append(
+            "the notebook data it reads changed: "
+            + ", ".join(changed)
+            + (f" ({', '.join(by_trials)} also changed in place by the study's own trials)" if by_trials else "")
+        )
     return out
+
+
+def same_data(old: str, new: str, after_trials: str | None = None) -> bool:
+    """Whether two fingerprints of a variable say it is the same: equal, or one of them only its
+    type (it could not be hashed on that side: nothing to compare, nothing to claim), or the
+    fingerprint the study's own trials left when they changed it in place."""
+    return old == new or old.startswith(WEAK) or new.startswith(WEAK) or new == after_trials
 
 
 def weakly_known(identity: dict[str, Any]) -> list[str]:
