@@ -356,6 +356,12 @@ def _choose_version(
         )
     else:
         differences = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)
+        if cfg.name is None and "the cell's code changed" in differences:
+            # the default name is the metric's and the tuned names': another cell can share it
+            at = differences.index("the cell's code changed")
+            differences[at] += (
+                " (an edit, or another cell that tunes the same names for the same metric: --name tells them apart)"
+            )
         messages.append(
             f"{'; '.join(differences)} since {latest!r} ran: started {new!r}, so its results are not "
             "mixed with this cell's; the old study is kept (--resume continues it instead)"
