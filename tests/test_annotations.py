@@ -411,3 +411,12 @@ def test_arithmetic_of_numbers_is_a_literal_for_defaults_and_bounds():
     for bad in ("LOW", "10**1000", "float('inf')", "(-8) ** 0.5"):
         with pytest.raises(AnnotationError, match="must be a Python literal .*arithmetic of numbers such as 10"):
             parse_cell(f"C = 0.1  # tune: loguniform({bad}, 1)\nm = C\n")
+
+
+def test_low_and_high_may_be_given_by_name():
+    """'int(low=1, high=12)' said 'int takes 2 arguments (low, high), got 0' (found trying nbtune as a new user)."""
+    spec = parse_cell(
+        "a = 2  # tune: int(low=1, high=12)\nb = 0.1  # tune: loguniform(1e-3, high=1.0)\n"
+        "c = 4  # tune: int(high=8, low=2, step=2)\nm = a + b + c\n"
+    )
+    assert [(p.args, p.kwargs) for p in spec.params] == [((1, 12), {}), ((1e-3, 1.0), {}), ((2, 8), {"step": 2})]

@@ -626,6 +626,8 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     for lineno, text, text_col in _comments(source, line_offset):
         name, args, kwargs = _parse_annotation(text, lineno, text_col)
         kind = ANNOTATIONS[name]
+        if kind.arity == 2 and {"low", "high"} & set(kwargs):  # int(low=1, high=12): as Optuna spells them
+            args = (*args, *(kwargs.pop(k) for k in ("low", "high")[len(args) :] if k in kwargs))
         kind.check_arity(args, kwargs, lineno)
         node: ast.stmt
         if kind.sits_on == "for":
