@@ -440,3 +440,21 @@ def test_a_value_that_could_not_be_hashed_on_one_side_is_no_change():
     old = cell_identity(spec, {"X": np.arange(3), "Y": 1}, None)
     new = dict(old, data=dict(old["data"], X=WEAK + "lightgbm.basic.Dataset"))
     assert describe_difference(old, new) == [] and describe_difference(new, old) == []
+
+
+def test_a_partial_counts_by_its_function_and_arguments(ip):
+    """'scorer = functools.partial(lambda m, X: ..., X=X_val)' could not be hashed (a lambda does not
+    pickle): new data in it, or read by its function, never started a new version."""
+    ip.run_cell(
+        "import functools, numpy as np\nX_val = np.arange(4.0)\nW = 1.0\n"
+        "scorer = functools.partial(lambda c, X: float(((X - c) ** 2).mean()) * W, X=X_val)\n"
+    )
+    cell = "c = 1.0  # tune: uniform(0, 3)\nloss = scorer(c)\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert not any("cannot be hashed" in m for m in first.messages), first.messages
+    ip.run_cell("scorer = functools.partial(scorer.func, X=X_val + 1)")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert any("the notebook data it reads changed: scorer" in m for m in moved.messages), moved.messages
+    ip.run_cell("W = 2.0")  # read by the partial's function
+    again = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert any("the notebook data it reads changed: W" in m for m in again.messages), again.messages

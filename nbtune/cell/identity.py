@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import functools
 import hashlib
 import os
 import random
@@ -119,6 +120,9 @@ def value_fingerprint(value: Any) -> str:
             return "code:" + _digest(
                 _code_bytes(value.__code__) + repr([value_fingerprint(d) for d in defaults]).encode()
             )
+        if isinstance(value, functools.partial):  # partial(score, X_val): its function and arguments
+            parts = [value.func, *value.args, *sorted(value.keywords.items())]
+            return "partial:" + _digest(repr([value_fingerprint(p) for p in parts]).encode())
         if isinstance(value, type) and value.__module__ == "__main__":
             methods = sorted((k, v) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
             parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
@@ -200,6 +204,8 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
     them up in (the notebook's). Nothing for anything else (a library's code is not the notebook's)."""
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
         return [(_code_names(value.__code__), value.__globals__)]
+    if isinstance(value, functools.partial):
+        return [u for part in (value.func, *value.args, *value.keywords.values()) for u in _globals_used(part)]
     if isinstance(value, type) and value.__module__ == "__main__":
         out = []
         for member in vars(value).values():
