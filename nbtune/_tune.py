@@ -763,10 +763,19 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
                 "not in the notebook"
             )
             return
-    plan.program.run(TrialRuntime(plan.program, None, fixed=values), base=user_ns)
+    # the whole cell, as a plain run of it: the sealed holdout's lines too (the search is over, and
+    # they may refit the final model on all the development data)
+    plan.program.run(TrialRuntime(plan.program, None, fixed=values, reveal_holdout=True), base=user_ns)
     user_ns.pop("__nbtune__", None)
     which = f"the most stable re-validated values (trial {chosen.number})" if chosen is not None else "the best values"
-    result.messages.append(f"--apply: ran the cell with {which}; its variables are in the notebook")
+    folds = plan.program.spec.folds
+    once = (
+        f" (once, with {folds.name} = {folds.default}: {plan.program.metric} is that fold's, the study's value the "
+        "mean over the folds)"
+        if folds is not None
+        else ""
+    )
+    result.messages.append(f"--apply: ran the cell with {which}{once}; its variables are in the notebook")
 
 
 # 5. the checks ----------------------------------------------------------------------------

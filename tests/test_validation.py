@@ -697,3 +697,23 @@ def test_the_advice_for_divergence_turns_toward_where_it_happens():
     assert _advice("diverged", "lr >= 0.5") == "lower the top of lr's range below 0.5, or clip gradients"
     assert _advice("diverged", "act = 'relu'") == "leave 'relu' out of act's choices, or clip gradients"
     assert _advice("diverged", "").startswith("lower the range's top (learning rates")
+
+
+def test_apply_runs_the_whole_cell_the_sealed_holdout_too(trees):
+    """--apply is a plain run of the cell with the chosen values: the holdout's lines (which may
+    refit the final model) ran nowhere and 'test_acc' was undefined afterwards, though the message
+    said the cell's variables were in the notebook (found trying nbtune as a new user)."""
+    line = "--maximize val_acc --sampler grid --trials 6 --holdout test_acc --holdout-gap 0.5 --apply -o res"
+    res = run(trees, line, TREE_CELL)
+    assert trees.user_ns["test_acc"] == pytest.approx(res.holdout().holdout_value)
+    assert trees.user_ns["max_depth"] == res.best_params["max_depth"]
+
+
+def test_apply_of_a_cross_validated_cell_says_which_fold_the_notebook_holds(ip):
+    cell = "fold = 0  # tune: folds(3)\nx = 0.5  # tune: uniform(0, 1)\nloss = (x - 0.3) ** 2 + fold\n"
+    res = run(ip, "--minimize loss --trials 4 --seed 0 --apply -o r", cell)
+    assert ip.user_ns["loss"] == pytest.approx((res.best_params["x"] - 0.3) ** 2)  # fold 0's, not the mean
+    assert any(
+        "(once, with fold = 0: loss is that fold's, the study's value the mean over the folds)" in m
+        for m in res.messages
+    )
