@@ -566,3 +566,59 @@ def test_a_torch_model_that_goes_on_is_the_one_its_optimizer_trains(data):
         expected = straight(t.params["lr"])
         for k, v in t.intermediate_values.items():
             assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)
+
+
+LOADER_CELL = """\
+lr = 0.05  # tune: loguniform(0.001, 0.5)
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)  # tune: state
+loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=g)
+model = nn.Linear(4, 2)  # tune: state
+opt = torch.optim.SGD(model.parameters(), lr=lr)
+for epoch in range(9):  # tune: epochs
+    for xb, yb in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(model(X), y).item()
+"""
+
+
+def test_a_data_loader_on_a_state_generator_goes_on_shuffling_as_a_straight_run(data):
+    """The saved generator only rebound its name: the DataLoader built before the loop kept the
+    fresh one, and a continued trial replayed epoch 1's batch order (found trying nbtune as a new
+    user). Its state is now loaded into the generator the loader holds."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data.run_cell(
+        "import torch\nfrom torch import nn\nfrom torch.utils.data import DataLoader, TensorDataset\n"
+        "gen = torch.Generator().manual_seed(1)\nX = torch.randn(64, 4, generator=gen)\ny = (X[:, 0] > 0).long()\n"
+    )
+
+    def straight(lr):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        X, y = data.user_ns["X"], data.user_ns["y"]
+        loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=g)
+        model = nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        out = []
+        for _ in range(9):
+            for xb, yb in loader:
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(xb), yb).backward()
+                opt.step()
+            with torch.no_grad():
+                out.append(nn.functional.cross_entropy(model(X), y).item())
+        return out
+
+    res = run(data, "--minimize loss --trials 16 --seed 0 -o res", LOADER_CELL)
+    went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
+    assert went_on, "some paused trial went on from its checkpoint"
+    for t in res.study.trials:
+        expected = straight(t.params["lr"])
+        for k, v in t.intermediate_values.items():
+            assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)

@@ -601,3 +601,36 @@ def test_an_unknowable_length_says_why(loop, ns, why):
     cell = f"x = 1  # tune: int(0, 3)\n{loop}  # tune: epochs\n    m = x\n"
     epochs = compile_(cell, metric="m", user_ns=ns).spec.epochs
     assert epochs.length is None and why in epochs.why
+
+
+def test_an_interrupt_after_an_epoch_loses_none_of_it():
+    """Stop now / Interrupt was checked when the epoch's value was reported, before its checkpoint
+    was saved: the re-run resumed an epoch early and trained it again (found trying nbtune as a new
+    user). The finished epoch is saved first."""
+    program = compile_cell(
+        "x = 0.5  # tune: uniform(0, 1)\nw = 0.0  # the state\nfor epoch in range(5):  # tune: epochs\n"
+        "    w += x\n    loss = w\n",
+        metric="loss",
+        direction="minimize",
+    )
+    saved: list[int] = []
+    stop = {"now": False}
+
+    def checkpoint(step: int, ns: dict) -> None:
+        saved.append(step)
+
+    def epoch_ended(step: int, value: float) -> None:
+        stop["now"] = step == 2  # Interrupt arrives as epoch 2 ends
+
+    study = optuna.create_study()
+    runtime = TrialRuntime(
+        program,
+        study.ask(),
+        should_stop_now=lambda: stop["now"],
+        on_epoch=epoch_ended,
+        max_step=5,
+        on_checkpoint=checkpoint,
+    )
+    with pytest.raises(TrialInterrupted):
+        program.run(runtime)
+    assert saved == [1, 2]  # epoch 2 finished and was kept

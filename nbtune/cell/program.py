@@ -511,13 +511,15 @@ class TrialRuntime:
             ) from None
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
-        self.report_step(self._step, value)
+        self.report_step(self._step, value, stop_now=False)
         if self._on_checkpoint is not None and (self._max_step is None or self._step < self._max_step):
             self._on_checkpoint(self._step, self._ns)  # the state after this epoch: a cut trial resumes here
+        if self.trial is not None:  # (after the checkpoint: an Interrupt now loses no finished epoch)
+            self._check_stop_now()
 
-    def report_step(self, step: int, value: float) -> None:
+    def report_step(self, step: int, value: float, stop_now: bool = True) -> None:
         """Tell the trial its value at ``step`` (an epoch, or the mean after a fold); the scheduler
-        may stop it here."""
+        may stop it here, and with ``stop_now`` Stop now / Interrupt too."""
         if self.trial is None:
             return
         self._step = step
@@ -525,7 +527,8 @@ class TrialRuntime:
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
         if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
             raise TrialStopped(self._step)
-        self._check_stop_now()
+        if stop_now:
+            self._check_stop_now()
 
 
 def _bound_anywhere(tree: ast.Module) -> set[str]:
@@ -721,19 +724,28 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
 
 
 def _load_in_place(current: Any, saved: Any) -> bool:
-    """Copy a saved state into the object the cell built before the loop, when both are torch
-    modules, optimizers or LR schedulers (anything with ``state_dict``/``load_state_dict``) of
-    the same class: what the cell built from it before the loop (an optimizer over the model's
-    parameters, a scheduler over the optimizer) then works on the resumed state. Replacing the
-    variable would leave such an optimizer stepping the fresh model's parameters, which nothing
-    reads: the resumed trial would not learn. False (replace it) when that is not possible."""
+    """Copy a saved state into the object the cell built before the loop, when both are of the
+    same class and it has a way in: torch modules, optimizers and LR schedulers
+    (``state_dict``/``load_state_dict``), random generators (a ``torch.Generator``'s
+    ``get_state``/``set_state``, NumPy's, Python's ``random.Random``). What the cell built from
+    it before the loop (an optimizer over the model's parameters, a scheduler over the optimizer,
+    a ``DataLoader`` over the generator) then works on the resumed state. Replacing the variable
+    would leave such an optimizer stepping the fresh model's parameters, which nothing reads (the
+    resumed trial would not learn), and the loader shuffling from the fresh generator. False
+    (replace it) when that is not possible."""
     if current is None or current is saved or type(current).__qualname__ != type(saved).__qualname__:
         return False
-    load, get = getattr(current, "load_state_dict", None), getattr(saved, "state_dict", None)
-    if not callable(load) or not callable(get):
-        return False
     try:
-        load(get())
+        if callable(getattr(current, "load_state_dict", None)) and callable(getattr(saved, "state_dict", None)):
+            current.load_state_dict(saved.state_dict())
+        elif hasattr(current, "bit_generator") and hasattr(saved, "bit_generator"):  # numpy's Generator
+            current.bit_generator.state = saved.bit_generator.state
+        elif callable(getattr(current, "set_state", None)) and callable(getattr(saved, "get_state", None)):
+            current.set_state(saved.get_state())  # torch.Generator, numpy's RandomState
+        elif callable(getattr(current, "setstate", None)) and callable(getattr(saved, "getstate", None)):
+            current.setstate(saved.getstate())  # random.Random
+        else:
+            return False
     except Exception:  # another shape (a tuned width): the saved object itself, as before
         return False
     return True
