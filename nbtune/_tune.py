@@ -29,7 +29,7 @@ from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
-from nbtune.cell.loops import names_read_each_epoch
+from nbtune.cell.loops import built_from_state, names_read_each_epoch
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
@@ -263,6 +263,25 @@ def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[
     read = names_read_each_epoch(program.spec.tree, epochs.lineno)
     perturb = tuple(p.name for p in program.params if p.name in read)
     return {"population": cfg.population or 8, "interval": interval, "perturb": perturb}
+
+
+def _state_note(program: CellProgram) -> list[str]:
+    """What a trial that goes on from its checkpoint builds afresh, said before the search: the
+    variables made from a state variable before the epochs loop that are not state themselves."""
+    epochs = program.spec.epochs
+    if not program.state or epochs is None or program.spec.tree is None:
+        return []
+    built = built_from_state(program.spec.tree, list(program.state), epochs.lineno)
+    if not built:
+        return []
+    names = " and ".join(f"{name} (line {line})" for name, line, _ in built)
+    origins = ", ".join(sorted({repr(origin) for _, _, origin in built}))
+    return [
+        f"{names} {'is' if len(built) == 1 else 'are'} built before the epochs loop from the state {origins} but "
+        f"{'is' if len(built) == 1 else 'are'} not state: a trial that goes on from its checkpoint (promoted, resumed "
+        "after a cut, PBT) builds them afresh, so an optimizer's momentum or a scheduler's step count starts again; "
+        f"mark them as state too (--state {','.join([*program.state, *(n for n, _, _ in built)])})"
+    ]
 
 
 def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
@@ -505,6 +524,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     note = pbt_note(spec, program)
     if note:
         messages.append(note)
+    messages.extend(_state_note(program))
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)

@@ -285,3 +285,32 @@ def test_a_registered_serializer_writes_the_states_it_accepts():
         assert checkpoints.load_state(checkpoints.state_bytes({"n": 3}, ("n",))) == {"n": 3}  # cloudpickle
     finally:
         checkpoints.SERIALIZERS.pop("blob")
+
+
+def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
+    """Only the model marked: the optimizer and the LR scheduler built from it before the loop
+    start again in a trial that goes on from its checkpoint (a StepLR's learning rate jumped back;
+    found trying nbtune as a new user). Said before the search, with the --state that keeps them."""
+    pytest.importorskip("torch")
+    ip.run_cell("import torch\nfrom torch import nn\nX = torch.randn(32, 4)\ny = (X[:, 0] > 0).long()\n")
+    cell = (
+        "lr = 0.05  # tune: loguniform(0.001, 0.5)\n"
+        "model = nn.Linear(4, 2)  # tune: state\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\n"
+        "sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)\n"
+        "for epoch in range(3):  # tune: epochs\n"
+        "    opt.zero_grad()\n    nn.functional.cross_entropy(model(X), y).backward()\n    opt.step()\n    sched.step()\n"
+        "    loss = nn.functional.cross_entropy(model(X), y).item()\n"
+    )
+    res = run(ip, "--minimize loss --trials 2 -o r", cell)
+    assert (
+        "opt (line 4) and sched (line 5) are built before the epochs loop from the state 'model' but are not state: "
+        "a trial that goes on from its checkpoint (promoted, resumed after a cut, PBT) builds them afresh, so an "
+        "optimizer's momentum or a scheduler's step count starts again; mark them as state too "
+        "(--state model,opt,sched)"
+    ) in res.messages
+    marked = cell.replace("momentum=0.9)\n", "momentum=0.9)  # tune: state\n").replace(
+        "step_size=2)\n", "step_size=2)  # tune: state\n"
+    )
+    res = run(ip, "--minimize loss --trials 2 -o r", marked)
+    assert not any("built before the epochs loop" in m for m in res.messages)

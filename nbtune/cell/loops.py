@@ -164,3 +164,29 @@ def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
     scopes: list[ast.AST] = [*loop.body, *loop.orelse]
     scopes += [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
     return {n.id for s in scopes for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def built_from_state(tree: ast.Module, state: list[str], loop_line: int) -> list[tuple[str, int, str]]:
+    """Variables the cell builds before the epochs loop (at ``loop_line``) from a state variable,
+    directly or through another such variable, that are not state themselves and that the loop
+    uses: ``opt = SGD(model.parameters())`` and ``sched = StepLR(opt, 3)`` with only ``model``
+    marked. As ``(name, line, the state variable it comes from)``, in the cell's order."""
+    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    if loop is None:
+        return []
+    source = {name: name for name in state}
+    found: list[tuple[str, int, str]] = []
+    for stmt in tree.body:
+        if stmt.lineno >= loop_line:
+            break
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+        if value is None or len(targets) != 1 or not isinstance(targets[0], ast.Name) or targets[0].id in source:
+            continue
+        read = [n.id for n in ast.walk(value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+        origin = next((source[r] for r in read if r in source), None)
+        if origin is not None:
+            source[targets[0].id] = origin
+            found.append((targets[0].id, stmt.lineno, origin))
+    used = names_read_each_epoch(tree, loop_line)
+    return [f for f in found if f[0] in used]
