@@ -634,3 +634,21 @@ def test_an_interrupt_after_an_epoch_loses_none_of_it():
     with pytest.raises(TrialInterrupted):
         program.run(runtime)
     assert saved == [1, 2]  # epoch 2 finished and was kept
+
+
+def test_a_placeholder_metric_an_epoch_left_alone_is_not_divergence():
+    """'val_loss = float("inf")' before the loop and the loss computed every 2 epochs: epoch 1 ended
+    with the placeholder, which read as a diverged trial ('lower the range's top'; found trying
+    nbtune as a new user). It is the metric not set in that epoch."""
+    program, rt, _ = epochs_of(
+        "m = float('inf')\nfor e in range(4):  # tune: epochs\n    if e % 2 == 1:\n        m = e * 1.0\n"
+    )
+    with pytest.raises(MetricError, match="m was not set at the end of epoch 1") as e:
+        program.run(rt)
+    assert e.value.kind == "missing"
+    program, rt, steps = epochs_of(
+        "m = float('inf')\nfor e in range(3):  # tune: epochs\n    m = float('inf') if e == 2 else e\n"
+    )
+    with pytest.raises(MetricError) as e:  # a metric that does become inf is still not finite
+        program.run(rt)
+    assert e.value.kind != "missing"

@@ -420,6 +420,7 @@ class TrialRuntime:
         self._step = 0
         self._silent = 0  # epochs up to this one are trained again, not reported (a retrained promotion)
         self._pending = False
+        self._placeholder: float | None = None  # a non-finite metric the cell set before the loop
         self._ns: dict[str, Any] | None = None
 
     # called from the rewritten cell ---------------------------------------------------
@@ -442,6 +443,10 @@ class TrialRuntime:
 
     def epochs(self, iterable: Iterable[Any]) -> Iterator[Any]:
         items = iter(iterable)
+        # A placeholder the cell sets before the loop (val_loss = float("inf")): still the same
+        # object after an epoch means the epoch did not set the metric, not that it diverged.
+        before = self._ns.get(self.program.metric) if self._ns is not None else None
+        self._placeholder = before if isinstance(before, float) and not math.isfinite(before) else None
         try:
             if self._resume is not None:
                 self._resume_from(items)
@@ -499,6 +504,8 @@ class TrialRuntime:
             self._check_stop_now()
             return
         try:
+            if self._placeholder is not None and self._ns.get(self.program.metric) is self._placeholder:
+                raise MetricError(f"{self.program.metric} still holds the value it had before the loop", "missing")
             value = check_metric(self.program.metric, self._ns, f"at the end of epoch {self._step}")
         except MetricError as e:
             if e.kind != "missing":
