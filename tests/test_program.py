@@ -646,7 +646,7 @@ def test_a_placeholder_metric_an_epoch_left_alone_is_not_divergence():
     with pytest.raises(MetricError, match="m was not set at the end of epoch 1") as e:
         program.run(rt)
     assert e.value.kind == "missing"
-    program, rt, steps = epochs_of(
+    program, rt, _ = epochs_of(
         "m = float('inf')\nfor e in range(3):  # tune: epochs\n    m = float('inf') if e == 2 else e\n"
     )
     with pytest.raises(MetricError) as e:  # a metric that does become inf is still not finite
