@@ -717,3 +717,24 @@ def test_apply_of_a_cross_validated_cell_says_which_fold_the_notebook_holds(ip):
         "(once, with fold = 0: loss is that fold's, the study's value the mean over the folds)" in m
         for m in res.messages
     )
+
+
+def test_the_region_of_a_finding_is_the_parameter_that_separates_it_widest():
+    """Two parameters both separated the diverged trials, and the first in set order won: 'all with
+    h <= 16' where lr >= 5 was the cause (found trying nbtune as a new user)."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import _region
+
+    def trial(lr, h):
+        return create_trial(
+            state=TrialState.COMPLETE,
+            value=0.0,
+            params={"h": h, "lr": lr},
+            distributions={"h": IntDistribution(8, 64, log=True), "lr": FloatDistribution(1e-4, 10, log=True)},
+        )
+
+    hit = [trial(5.0, 16), trial(8.0, 12)]  # h <= 16 separates them too, but only just
+    rest = [trial(1e-3, 20), trial(1e-2, 32), trial(3e-3, 64), trial(5e-4, 40)]
+    assert _region(hit, rest) == "lr >= 5"

@@ -25,8 +25,10 @@ from the rest ("all with lr >= 0.08"), which is usually the fix: move the range.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,23 +84,38 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
     ``rest`` crosses, for the parameter that separates them best; else ""."""
     if len(hit) < 2 or not rest:
         return ""
-    best: tuple[float, str] = (0.0, "")
-    for name in {k for t in hit for k in t.params}:
+    # best: (share of the rest it separates, how wide the gap between the two sides is), region
+    best: tuple[tuple[float, float], str] = ((0.0, 0.0), "")
+    for name in sorted({k for t in hit for k in t.params}):  # (sorted: ties never follow set order)
         hv = [t.params[name] for t in hit if name in t.params]
         rv = [t.params[name] for t in rest if name in t.params]
         if len(hv) != len(hit) or not rv:
             continue
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv + rv):
+            scale = _scale(hv + rv)
             for op, cut in ((">=", min(hv)), ("<=", max(hv))):
                 share = sum((v >= cut) if op == ">=" else (v <= cut) for v in rv) / len(rv)
-                if share <= 0.2 and 1 - share > best[0]:
-                    best = (1 - share, f"{name} {op} {fmt(cut)}")
+                beyond = [v for v in rv if (v < cut if op == ">=" else v > cut)]
+                gap = min(abs(scale(cut) - scale(v)) for v in beyond) if beyond else 0.0
+                if share <= 0.2 and (1 - share, gap) > best[0]:
+                    best = ((1 - share, gap), f"{name} {op} {fmt(cut)}")
         else:
             values = set(map(repr, hv))
             share = sum(repr(v) in values for v in rv) / len(rv)
-            if len(values) == 1 and share <= 0.2 and 1 - share > best[0]:
-                best = (1 - share, f"{name} = {hv[0]!r}")
+            if len(values) == 1 and share <= 0.2 and (1 - share, 0.0) > best[0]:
+                best = ((1 - share, 0.0), f"{name} = {hv[0]!r}")
     return best[1]
+
+
+def _scale(values: list[float]) -> Callable[[float], float]:
+    """A parameter's values as fractions of their spread, in log space when they span more than
+    a factor of 10 (a learning rate): so that two parameters' gaps compare."""
+    lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo > 10:
+        span = math.log(hi / lo)
+        return lambda v: math.log(v / lo) / span
+    span = (hi - lo) or 1.0
+    return lambda v: (v - lo) / span
 
 
 def _advice(kind: str, region: str) -> str:
