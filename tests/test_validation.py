@@ -611,7 +611,9 @@ def test_the_dashboard_shows_the_checks(trees):
     assert view.tabs.get_title(4) == "Checks"
     assert "nbtune-revalidation" in view.checks.value and "Re-validation across seeds" in view.checks.value
     # where widgets do not render (a reopened notebook, nbconvert, GitHub): the text says it too
-    assert "re-validated the top 2 configurations with 3 seeds each" in view.root._repr_mimebundle_()["text/plain"]
+    bundle = view.root._repr_mimebundle_()
+    assert "re-validated the top 2 configurations with 3 seeds each" in bundle["text/plain"]
+    assert "nbtune-summary" in bundle["text/html"] and "<img" not in bundle["text/html"]  # GitHub renders it
     plain = show(run(trees, "--maximize val_acc --sampler grid --trials 15 --name plain -o p", TREE_CELL))
     assert "No checks ran" in plain.checks.value
 

@@ -635,6 +635,8 @@ def _root_class() -> Any:
                 # the result once there is one (with its checks: re-validation, the holdout)
                 shown = view._result or StudySummary(view.study, view.metric)
                 bundle["text/plain"] = shown.summary()
+                if view._result is not None:  # res.show(), %tune_show: what GitHub and nbconvert render
+                    bundle["text/html"] = view._result.html(plot=False)
             return bundle
 
     return Root
