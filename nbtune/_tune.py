@@ -29,7 +29,7 @@ from nbtune._checks import plan_checks, require_seed
 from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
-from nbtune.cell.loops import built_from_state, names_read_each_epoch
+from nbtune.cell.loops import built_from_state, names_that_take_effect
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
@@ -260,7 +260,7 @@ def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[
             f"give an interval below {R}, e.g. --interval {max(1, R // 4)}"
         )
     assert program.spec.tree is not None
-    read = names_read_each_epoch(program.spec.tree, epochs.lineno)
+    read = names_that_take_effect(program.spec.tree, epochs.lineno, list(program.state))
     perturb = tuple(p.name for p in program.params if p.name in read)
     return {"population": cfg.population or 8, "interval": interval, "perturb": perturb}
 
@@ -290,16 +290,18 @@ def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
     if not fixed or spec.kind != "pbt":
         return None
     names = ", ".join(f"{p.name} (line {p.lineno})" for p in fixed)
+    state = ", ".join(program.state)
     if not spec.perturb:
         return (
-            f"PBT: the epochs loop reads none of the tuned variables ({names}), so explore cannot change them "
-            "during training; members only copy better members' state. Read them inside the loop (e.g. set "
-            "'for g in opt.param_groups: g[\"lr\"] = lr' each epoch) for PBT to adapt them"
+            f"PBT: none of the tuned variables ({names}) takes effect once a member goes on from a checkpoint: the "
+            f"epochs loop does not read them, and they build only the state ({state}), which the checkpoint "
+            "replaces; so explore cannot change them and members only copy better members' state. Read them "
+            "inside the loop (e.g. set 'for g in opt.param_groups: g[\"lr\"] = lr' each epoch) for PBT to adapt them"
         )
     return (
         f"PBT changes {', '.join(spec.perturb)} between epochs; {names} "
-        f"{'is' if len(fixed) == 1 else 'are'} read only before the epochs loop, so each member keeps its own "
-        "(copied with the state when it exploits another)"
+        f"{'builds' if len(fixed) == 1 else 'build'} only the state ({state}) before the epochs loop, so each "
+        "member keeps its own (copied with the state when it exploits another)"
     )
 
 

@@ -147,12 +147,23 @@ for epoch in range(8):  # tune: epochs
     res = run(ip, "--maximize acc --scheduler pbt --population 2 --interval 2 -o res", cell)
     note = next(m for m in res.messages if m.startswith("PBT"))
     assert note == (
-        "PBT changes lr between epochs; width (line 3) is read only before the epochs loop, so each member "
-        "keeps its own (copied with the state when it exploits another)"
+        "PBT changes lr between epochs; width (line 3) builds only the state (model) before the epochs loop, so "
+        "each member keeps its own (copied with the state when it exploits another)"
     )
     none_read = cell.replace('model["w"][0] += lr', 'model["w"][0] += 0.1')
     res = run(ip, "--maximize acc --scheduler pbt --population 2 --interval 2 --fresh -o res", none_read)
-    assert any("reads none of the tuned variables" in m and "lr (line 2), width (line 3)" in m for m in res.messages)
+    assert any("none of the tuned variables (lr (line 2), width (line 3)) takes effect" in m for m in res.messages), (
+        res.messages
+    )
+    # lr builds an optimizer-like variable that is not state, which the loop uses: built afresh with the
+    # new value each interval, so it takes effect and explore changes it (found trying nbtune as a new user)
+    rebuilt = cell.replace(
+        'model = {"w": [0.0] * width}  # tune: state\n',
+        'model = {"w": [0.0] * width}  # tune: state\nstep = {"size": lr}\n',
+    )
+    rebuilt = rebuilt.replace('model["w"][0] += lr', 'model["w"][0] += step["size"]')
+    res = run(ip, "--maximize acc --scheduler pbt --population 2 --interval 2 --fresh -o res", rebuilt)
+    assert next(m for m in res.messages if m.startswith("PBT")).startswith("PBT changes lr between epochs; width")
 
 
 @pytest.mark.parametrize(

@@ -190,3 +190,28 @@ def built_from_state(tree: ast.Module, state: list[str], loop_line: int) -> list
             found.append((targets[0].id, stmt.lineno, origin))
     used = names_read_each_epoch(tree, loop_line)
     return [f for f in found if f[0] in used]
+
+
+def names_that_take_effect(tree: ast.Module, loop_line: int, state: list[str]) -> set[str]:
+    """The names whose value a member of a population uses after it went on from a checkpoint:
+    read by the epochs loop, or by what the cell builds afresh before the loop and the loop uses
+    (an optimizer that is not state: ``opt = SGD(model.parameters(), lr=lr)`` takes the new
+    ``lr``). What only builds a state variable (a model's width) is overwritten by the loaded state."""
+    used = names_read_each_epoch(tree, loop_line)
+    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    if loop is None:
+        return used
+    before = [s for s in tree.body if s.lineno < loop_line and isinstance(s, (ast.Assign, ast.AnnAssign))]
+    changed = True
+    while changed:  # a variable the loop uses, built from others: those count too, until nothing new
+        changed = False
+        for stmt in reversed(before):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if stmt.value is None or not names & used or names & set(state):
+                continue
+            read = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            if not read <= used:
+                used |= read
+                changed = True
+    return used
