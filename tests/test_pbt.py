@@ -103,6 +103,12 @@ def test_pbt_solves_the_toy_problem_of_the_paper(ip):
     assert any("copied member" in d for d in res.decisions())
     assert "population-based training (4 members, every 4 epochs)" in res.scheduler
     assert "PBT:" in str(res) and "copied a better member" in str(res)
+    # its decisions are decisions, not stops (the tab read "Stopped early (0)" above them)
+    assert "PBT's exploit/explore decisions (" in res.html() and "stopped early" not in res.html()
+    from nbtune.view.widgets import show
+
+    view = show(res)
+    assert view.tabs.get_title(1).startswith("PBT decisions (") and "PBT's exploit/explore" in view.decisions.value
     # the dashboard's view of it
     fig = res.plot("lineage")
     assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith(f"lineage of trial {res.best_trial.number}")

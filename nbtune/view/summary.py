@@ -246,11 +246,14 @@ class StudySummary:
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
             paused = len(self._still_paused())
-            parts.append(
-                f"<details><summary>{plural_trials(self.counts().get('pruned', 0))} stopped early"
+            n_pbt = sum(1 for t in self.trials if ATTR.PBT in t.user_attrs)
+            head = (
+                f"PBT's exploit/explore decisions ({n_pbt})"  # members pause at every interval: not stops
+                if n_pbt
+                else f"{plural_trials(self.counts().get('pruned', 0))} stopped early"
                 + (f", {paused} of them paused for now" if paused else "")  # as the dashboard's tab says
-                + f"</summary><ul>{items}</ul></details>"
             )
+            parts.append(f"<details><summary>{head}</summary><ul>{items}</ul></details>")
         errs = self.errors()
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])

@@ -529,12 +529,15 @@ class WidgetView(BaseView):
             self.table_html.value = table
             self.page_label.value = f"page {self.table.page + 1}/{n_pages}"
             items = "".join(f"<li class='nbtune-decision'>{html.escape(d)}</li>" for d in decisions[::-1])
+            pbt = self.scheduler.kind == "pbt"  # its members pause at every interval: decisions, not stops
+            n_pbt = sum(1 for t in trials if ATTR.PBT in t.user_attrs)
             self.decisions.value = (
-                f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
+                f"<div style='font-size:12px'>PBT's exploit/explore decisions ({n_pbt})"
+                if pbt
+                else f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
                 # a paused trial may still be promoted (in this run, or the next after a Stop): say which
                 + (f", {snap.paused} of them paused for now" if snap.paused else "")
-                + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
-            )
+            ) + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             fitems = "".join(
                 f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
                 for t in failed[-20:][::-1]
@@ -556,7 +559,7 @@ class WidgetView(BaseView):
                 "configurations across seeds; <code>--holdout VAR</code> scores the chosen one on sealed data "
                 "(see <code>%%tune?</code>).</div>"
             )
-            self.tabs.set_title(1, f"Stopped early ({n_stopped})")
+            self.tabs.set_title(1, f"PBT decisions ({n_pbt})" if pbt else f"Stopped early ({n_stopped})")
             self.tabs.set_title(2, f"Failed ({len(failed)})")
             if png is not None:
                 self.plot.value = png
