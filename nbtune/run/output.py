@@ -294,8 +294,11 @@ class _NativeCapture:
             except (OSError, ValueError):
                 break
             with self.io_lock:
-                if not self._take(read, saved):
-                    break
+                try:
+                    if not self._take(read, saved):
+                        break
+                except Exception:  # never die with the pipe open: a writer would block once it fills
+                    continue
         os.close(read)
 
     def _take(self, read: int, saved: int) -> bool:
@@ -309,7 +312,7 @@ class _NativeCapture:
                 return False
             if not chunk:
                 return False
-            running = captured_output.running
+            running = list(captured_output.running)  # (a copy: trials end on other threads)
             if running:
                 running[-1].append(chunk.decode("utf-8", "replace"))
             else:  # no trial runs: where it was going
