@@ -187,7 +187,7 @@ def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
     ``values`` read as globals, and those that theirs read in turn: ``def evaluate(m): return
     m.score(X_val, y_val)`` makes a cell that calls it depend on ``X_val`` and ``y_val`` too."""
     found: dict[str, Any] = {}
-    seen = set(values)
+    seen = set(values) | _SHELLS_OWN
     todo = list(values.values())
     while todo:
         for names, namespace in _globals_used(todo.pop()):
@@ -197,6 +197,10 @@ def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
                     found[name] = namespace[name]
                     todo.append(namespace[name])
     return found
+
+
+# What IPython puts in the notebook's namespace: no data of the cell's, and the shell itself does not hash
+_SHELLS_OWN = {"get_ipython", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh", "_", "__", "___", "_i", "_ii", "_iii"}
 
 
 def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
