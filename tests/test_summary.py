@@ -330,3 +330,33 @@ def test_fmt(value, text):
 @pytest.mark.parametrize("n, text", [(0, "0 trials"), (1, "1 trial"), (2, "2 trials"), (21, "21 trials")])
 def test_plural_trials(n, text):
     assert plural_trials(n) == text
+
+
+def test_a_paused_trial_whose_continuation_was_cut_counts_as_paused():
+    """After an Interrupt with two workers: '10/14 finished · 1 complete · 8 paused · 2 interrupted ·
+    2 paused and continued' did not add up: a paused trial whose continuation was cut goes on
+    again, so it is paused, not continued (found trying nbtune as a new user)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.store.attrs import ATTR
+    from nbtune.view.summary import StudySummary
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": FloatDistribution(0, 1)}
+    paused = {ATTR.DECISION: {"paused": True, "epoch": 3, "rank": 2, "n_compared": 3, "n_keep": 1}}
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, params={"x": 0.1}, distributions=dist))
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"x": 0.2},
+            distributions=dist,
+            user_attrs=paused,
+            intermediate_values={3: 0.5},
+        )
+    )
+    cut = {ATTR.PROMOTED: {"from": 1, "root": 1, "epoch": 3}, ATTR.INTERRUPTED: "stopped by the user"}
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"x": 0.2}, distributions=dist, user_attrs=cut))
+    words = StudySummary(study, "acc", n_trials=2).count_words()
+    assert words == ["1 complete", "1 paused", "1 interrupted"], words

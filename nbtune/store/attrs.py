@@ -117,6 +117,13 @@ def continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     return {t.user_attrs[ATTR.PROMOTED]["from"]: t.number for t in trials if ATTR.PROMOTED in t.user_attrs}
 
 
+def held_continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """:func:`continuations` whose continuation was not cut (interrupted): for what a view shows, a
+    paused trial whose continuation an Interrupt cut is paused again (its re-run goes on from it)."""
+    by_number = {t.number: t for t in trials}
+    return {p: c for p, c in continuations(trials).items() if c not in by_number or not is_interrupted(by_number[c])}
+
+
 def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Trials that count toward ``--trials``: complete, pruned, or failed on their own. A paused
     trial counts once: its continuations (pause-and-promote) do not count again."""

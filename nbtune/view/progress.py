@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import NO_LIMIT, continuations, finished_count, is_feasible, is_interrupted
+from nbtune.store.attrs import NO_LIMIT, finished_count, held_continuations, is_feasible, is_interrupted
 from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Snapshot:
         self.target = target
         self.finished = finished_count(trials)
         self.running = [t for t in trials if t.state == TrialState.RUNNING]
-        promoted = continuations(trials)  # paused, then continued: not stopped
+        promoted = held_continuations(trials)  # paused, then continued (and not cut): not stopped
         self.pruned = sum(1 for t in trials if t.state == TrialState.PRUNED and t.number not in promoted)
         # paused (pause-and-promote, PBT), not continued yet, and not stopped for good when a search
         # ended: they may still go on (in this run, or the next after a Stop)

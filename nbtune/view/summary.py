@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.pbt import format_pbt
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, continuations, finished_count, is_feasible, is_interrupted, ranked
+from nbtune.store.attrs import (
+    ATTR,
+    continuations,
+    finished_count,
+    held_continuations,
+    is_feasible,
+    is_interrupted,
+    ranked,
+)
 from nbtune.view.format import fmt, of_target, plural_trials
 
 if TYPE_CHECKING:
@@ -96,7 +104,7 @@ class StudySummary:
         trials that were promoted (their continuation has the configuration's outcome) apart
         from stopped ones."""
         c: Counter[str] = Counter()
-        promoted = continuations(self.trials)
+        promoted = held_continuations(self.trials)
         for t in self.trials:
             state = t.state.name.lower()
             if is_interrupted(t):
@@ -124,7 +132,7 @@ class StudySummary:
 
     def _still_paused(self) -> set[int]:
         """Stopped trials that may still go on (a run ended by Stop leaves them paused)."""
-        return still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED))
+        return still_paused(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED), held_continuations(self.trials))
 
     def decisions(self) -> list[str]:
         """The scheduler's decisions as sentences, in trial order: why each trial was stopped or
