@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbtune import _compat
 from nbtune._checks import plan_checks, require_seed
-from nbtune._config import TuneConfig, config_from, parse_constraint, parse_timeout, with_config_signature
+from nbtune._config import (
+    DEFAULT_TRIALS,
+    TuneConfig,
+    config_from,
+    parse_constraint,
+    parse_timeout,
+    with_config_signature,
+)
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
 from nbtune.cell.loops import built_from_state, names_that_take_effect
@@ -211,7 +218,10 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         pbt = _pbt_settings(cfg, program, R)
     r = cfg.min_epochs
     if r is None:  # the first rung where the run's configurations fill every rung (the baseline does not compete)
-        r = first_rung(R, cfg.eta, cfg.trials - (0 if sampler.enumerates else 1)) if kind.rungs else 1
+        # (with only a --timeout, how many will run is not known: the rungs of the default 20, where a
+        # short search still trains some configurations to the end)
+        n = cfg.n_trials if cfg.n_trials is not None else DEFAULT_TRIALS
+        r = first_rung(R, cfg.eta, n - (0 if sampler.enumerates else 1)) if kind.rungs else 1
     spec = SchedulerSpec(
         kind=kind.name,
         R=R,

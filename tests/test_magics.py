@@ -430,6 +430,16 @@ def test_a_timeout_alone_is_the_only_limit_and_counts_the_study_in_all(ip):
     assert 2.2 < searched_seconds(more.study.trials) < 4.0
 
 
+def test_a_timeout_alone_places_the_rungs_of_the_default_search(ip):
+    """How many configurations a timeout allows is not known when the rungs are set: those of the
+    default 20 (3 and 9 over 27 epochs), where a short search still trains some to the end, not
+    ASHA's 1-epoch start that left most configurations paused at epoch 1 (found trying nbtune as
+    a new user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(27):  # tune: epochs\n    loss = x / (epoch + 1)\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --timeout 1s", cell)
+    assert "r=3, R=27" in res.scheduler and "rungs at epochs [3, 9]" in res.scheduler
+
+
 def test_a_timeout_left_over_after_the_trials_ran_out_carries_on(ip):
     cell = "import time\nx = 0.5  # tune: uniform(0, 1)\ntime.sleep(0.05)\nloss = x\n"
     few = ip.run_cell_magic("tune", "--minimize loss -n 4 --timeout 1s", cell)
