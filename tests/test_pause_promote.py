@@ -531,41 +531,26 @@ for epoch in range(9):  # tune: epochs
 """
 
 
-def test_a_torch_model_that_goes_on_is_the_one_its_optimizer_trains(data):
-    """Only the model is state, and the optimizer the cell builds before the loop holds the fresh
-    model's parameters: a promoted (or resumed) trial loads the saved weights into that model in
-    place, so the optimizer trains them. Replacing the variable instead left the optimizer stepping
-    parameters nothing read, and the continued trial's curve flat (found trying nbtune as a new
-    user, with the README's own example)."""
-    torch = pytest.importorskip("torch")
+def _straight_run(lr: float, X, y, batches: bool) -> list[float]:
+    """The curve of TORCH_CELL (``batches``: LOADER_CELL) run straight through, with ``lr``."""
+    import torch
     from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
 
-    data.run_cell(
-        "import torch\nfrom torch import nn\n"
-        "g = torch.Generator().manual_seed(0)\nX = torch.randn(64, 4, generator=g)\ny = (X[:, 0] > 0).long()\n"
-    )
-
-    def straight(lr):
-        torch.manual_seed(0)
-        model = nn.Linear(4, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        out = []
-        X, y = data.user_ns["X"], data.user_ns["y"]
-        for _ in range(9):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=g) if batches else [(X, y)]
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    out = []
+    for _ in range(9):
+        for xb, yb in loader:
             opt.zero_grad()
-            nn.functional.cross_entropy(model(X), y).backward()
+            nn.functional.cross_entropy(model(xb), yb).backward()
             opt.step()
-            with torch.no_grad():
-                out.append(nn.functional.cross_entropy(model(X), y).item())
-        return out
-
-    res = run(data, "--minimize loss --trials 16 --seed 0 -o res", TORCH_CELL)
-    went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
-    assert went_on, "some paused trial went on from its checkpoint"
-    for t in res.study.trials:
-        expected = straight(t.params["lr"])
-        for k, v in t.intermediate_values.items():
-            assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)
+        with torch.no_grad():
+            out.append(nn.functional.cross_entropy(model(X), y).item())
+    return out
 
 
 LOADER_CELL = """\
@@ -585,40 +570,24 @@ for epoch in range(9):  # tune: epochs
 """
 
 
-def test_a_data_loader_on_a_state_generator_goes_on_shuffling_as_a_straight_run(data):
-    """The saved generator only rebound its name: the DataLoader built before the loop kept the
-    fresh one, and a continued trial replayed epoch 1's batch order (found trying nbtune as a new
-    user). Its state is now loaded into the generator the loader holds."""
-    torch = pytest.importorskip("torch")
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-
+@pytest.mark.parametrize("batches", [False, True])
+def test_a_torch_trial_that_goes_on_from_its_checkpoint_is_a_straight_run(data, batches):
+    """Only the model is state (and, with a DataLoader, its generator), and what the cell builds
+    from them before the loop holds the fresh objects: the optimizer the fresh model's parameters,
+    the loader the fresh generator. A promoted (or resumed) trial loads the saved state into those
+    objects, so the optimizer trains the resumed weights and the loader shuffles on. Replacing the
+    variables instead left the optimizer stepping parameters nothing read (a flat curve, with the
+    README's own example) and the loader replaying epoch 1's batch order (found trying nbtune as a
+    new user). Every trial's curve is the one a straight run of its configuration gives."""
+    pytest.importorskip("torch")
     data.run_cell(
         "import torch\nfrom torch import nn\nfrom torch.utils.data import DataLoader, TensorDataset\n"
         "gen = torch.Generator().manual_seed(1)\nX = torch.randn(64, 4, generator=gen)\ny = (X[:, 0] > 0).long()\n"
     )
-
-    def straight(lr):
-        torch.manual_seed(0)
-        g = torch.Generator().manual_seed(0)
-        X, y = data.user_ns["X"], data.user_ns["y"]
-        loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=g)
-        model = nn.Linear(4, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        out = []
-        for _ in range(9):
-            for xb, yb in loader:
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(xb), yb).backward()
-                opt.step()
-            with torch.no_grad():
-                out.append(nn.functional.cross_entropy(model(X), y).item())
-        return out
-
-    res = run(data, "--minimize loss --trials 16 --seed 0 -o res", LOADER_CELL)
+    res = run(data, "--minimize loss --trials 16 --seed 0 -o res", LOADER_CELL if batches else TORCH_CELL)
     went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
     assert went_on, "some paused trial went on from its checkpoint"
     for t in res.study.trials:
-        expected = straight(t.params["lr"])
+        expected = _straight_run(t.params["lr"], data.user_ns["X"], data.user_ns["y"], batches)
         for k, v in t.intermediate_values.items():
             assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)
