@@ -287,10 +287,11 @@ def _state_note(program: CellProgram) -> list[str]:
     names = " and ".join(f"{name} (line {line})" for name, line, _ in built)
     origins = ", ".join(sorted({repr(origin) for _, _, origin in built}))
     return [
-        f"{names} {'is' if len(built) == 1 else 'are'} built before the epochs loop from the state {origins} but "
+        f"{names} {'is' if len(built) == 1 else 'are'} built before the epochs loop from the state {origins} and "
         f"{'is' if len(built) == 1 else 'are'} not state: a trial that goes on from its checkpoint (promoted, resumed "
-        "after a cut, PBT) builds them afresh, so an optimizer's momentum or a scheduler's step count starts again; "
-        f"mark them as state too (--state {','.join([*program.state, *(n for n, _, _ in built)])})"
+        "after a cut, PBT) builds them afresh on the loaded state; if they keep state of their own (an optimizer's "
+        "momentum, a scheduler's step count), mark them as state too "
+        f"(--state {','.join([*program.state, *(n for n, _, _ in built)])})"
     ]
 
 

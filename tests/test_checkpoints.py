@@ -304,10 +304,10 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
     )
     res = run(ip, "--minimize loss --trials 2 -o r", cell)
     assert (
-        "opt (line 4) and sched (line 5) are built before the epochs loop from the state 'model' but are not state: "
-        "a trial that goes on from its checkpoint (promoted, resumed after a cut, PBT) builds them afresh, so an "
-        "optimizer's momentum or a scheduler's step count starts again; mark them as state too "
-        "(--state model,opt,sched)"
+        "opt (line 4) and sched (line 5) are built before the epochs loop from the state 'model' and are not state: "
+        "a trial that goes on from its checkpoint (promoted, resumed after a cut, PBT) builds them afresh on the "
+        "loaded state; if they keep state of their own (an optimizer's momentum, a scheduler's step count), mark "
+        "them as state too (--state model,opt,sched)"
     ) in res.messages
     marked = cell.replace("momentum=0.9)\n", "momentum=0.9)  # tune: state\n").replace(
         "step_size=2)\n", "step_size=2)  # tune: state\n"
