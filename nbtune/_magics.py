@@ -228,8 +228,9 @@ class TuneMagics(Magics):
             val_acc = train_and_score(lr, hidden, act)
 
         Trials read the notebook's globals but never rebind them (only ``--out`` and
-        ``--apply`` do); one changed in place (``X -= 1``) is named after the search. The study lives in ``.nbtune/<name>.journal`` (Optuna journal
-        storage): re-running the cell resumes it, a kernel restart loses no finished trial,
+        ``--apply`` do); one changed in place (``X -= 1``) is named after the search. The
+        study lives in ``.nbtune/<name>.journal`` (Optuna journal storage): re-running the
+        cell resumes it, a kernel restart loses no finished trial,
         ``nbtune.load_study(name)`` or ``optuna.load_study`` opens it, and
         ``optuna-dashboard .nbtune/<name>.journal`` browses it. When the cell's code, the
         notebook or the notebook data it reads changed since the study ran, a new version
