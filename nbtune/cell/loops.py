@@ -154,6 +154,11 @@ def loop_length(
         return None, f"{ast.unparse(loop.iter)} cannot be evaluated ({type(e).__name__})"
 
 
+def _loaded(node: ast.AST) -> list[str]:
+    """The names ``node`` reads, in the order they appear."""
+    return [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+
+
 def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
     """The names the epochs loop (at ``loop_line``) reads on every pass: in its body, and in the
     functions the cell defines (the loop may call them). A name read only before the loop (when
@@ -163,7 +168,21 @@ def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
         return set()
     scopes: list[ast.AST] = [*loop.body, *loop.orelse]
     scopes += [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-    return {n.id for s in scopes for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return {name for s in scopes for name in _loaded(s)}
+
+
+def _assignments_before(tree: ast.Module, loop_line: int) -> list[tuple[list[ast.expr], list[str], int]]:
+    """The cell's top-level assignments before the loop at ``loop_line``: (their targets, the
+    names their value reads, their line)."""
+    out: list[tuple[list[ast.expr], list[str], int]] = []
+    for stmt in tree.body:
+        if stmt.lineno >= loop_line:
+            break
+        if isinstance(stmt, ast.Assign):
+            out.append((list(stmt.targets), _loaded(stmt.value), stmt.lineno))
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            out.append(([stmt.target], _loaded(stmt.value), stmt.lineno))
+    return out
 
 
 def built_from_state(tree: ast.Module, state: list[str], loop_line: int) -> list[tuple[str, int, str]]:
@@ -171,24 +190,16 @@ def built_from_state(tree: ast.Module, state: list[str], loop_line: int) -> list
     directly or through another such variable, that are not state themselves and that the loop
     uses: ``opt = SGD(model.parameters())`` and ``sched = StepLR(opt, 3)`` with only ``model``
     marked. As ``(name, line, the state variable it comes from)``, in the cell's order."""
-    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
-    if loop is None:
-        return []
     source = {name: name for name in state}
     found: list[tuple[str, int, str]] = []
-    for stmt in tree.body:
-        if stmt.lineno >= loop_line:
-            break
-        value = stmt.value if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-        if value is None or len(targets) != 1 or not isinstance(targets[0], ast.Name) or targets[0].id in source:
+    for targets, read, line in _assignments_before(tree, loop_line):
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name) or targets[0].id in source:
             continue
-        read = [n.id for n in ast.walk(value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
         origin = next((source[r] for r in read if r in source), None)
         if origin is not None:
             source[targets[0].id] = origin
-            found.append((targets[0].id, stmt.lineno, origin))
-    used = names_read_each_epoch(tree, loop_line)
+            found.append((targets[0].id, line, origin))
+    used = names_read_each_epoch(tree, loop_line)  # (empty without that loop)
     return [f for f in found if f[0] in used]
 
 
@@ -197,21 +208,16 @@ def names_that_take_effect(tree: ast.Module, loop_line: int, state: list[str]) -
     read by the epochs loop, or by what the cell builds afresh before the loop and the loop uses
     (an optimizer that is not state: ``opt = SGD(model.parameters(), lr=lr)`` takes the new
     ``lr``). What only builds a state variable (a model's width) is overwritten by the loaded state."""
-    used = names_read_each_epoch(tree, loop_line)
-    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
-    if loop is None:
-        return used
-    before = [s for s in tree.body if s.lineno < loop_line and isinstance(s, (ast.Assign, ast.AnnAssign))]
+    used = names_read_each_epoch(tree, loop_line)  # (empty without that loop: nothing follows)
+    before = [
+        ({n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}, set(read))
+        for targets, read, _ in _assignments_before(tree, loop_line)
+    ]
     changed = True
     while changed:  # a variable the loop uses, built from others: those count too, until nothing new
         changed = False
-        for stmt in reversed(before):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-            if stmt.value is None or not names & used or names & set(state):
-                continue
-            read = {n.id for n in ast.walk(stmt.value) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-            if not read <= used:
+        for names, read in reversed(before):
+            if names & used and not names & set(state) and not read <= used:
                 used |= read
                 changed = True
     return used
