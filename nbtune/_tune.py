@@ -45,8 +45,9 @@ from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
 from nbtune.run.coordinator import Search
 from nbtune.run.liveness import (
     BaseLiveness,
-    LeaseLiveness,
     ProcessLiveness,
+    dead_trials,
+    liveness_of,
     reap_dead_trials,
     requeue_interrupted,
 )
@@ -531,7 +532,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             "would not start a new version of the study"
         )
     # owners renew leases in a database store (any machine); with a journal, they are this machine's processes
-    liveness: BaseLiveness = LeaseLiveness(store, cfg.heartbeat, cfg.lease_grace) if store.leases else ProcessLiveness()
+    liveness = liveness_of(store, cfg.heartbeat, cfg.lease_grace)
     _recover(study, store, liveness, sampler, messages)
     messages[:0] = store.repairs
     note = pbt_note(spec, program)
@@ -1013,12 +1014,7 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     result = TuneResult(study, metric, scheduler=cfg_attrs.get("scheduler", ""), sampler="stored study")
     result._store = store
     # Trials a dead kernel or worker left RUNNING: said, not written (viewing writes nothing)
-    liveness: BaseLiveness = LeaseLiveness(store) if store.leases else ProcessLiveness()
-    cut = [
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.state.name == "RUNNING" and liveness.is_dead(t.user_attrs.get(ATTR.OWNER) or {}, t)
-    ]
+    cut = [t.number for t in dead_trials(study, liveness_of(store))]
     if cut:
         result.messages.append(
             f"trial(s) {cut} show as running, but the kernel or worker that ran them is gone: they were cut, "

@@ -36,6 +36,8 @@ __all__ = [
     "LeaseLiveness",
     "ProcessLiveness",
     "active_trial",
+    "dead_trials",
+    "liveness_of",
     "process_start",
     "reap_dead_trials",
     "requeue_interrupted",
@@ -212,6 +214,23 @@ class LeaseLiveness(BaseLiveness):
         return age > self.grace
 
 
+def liveness_of(store: BaseStore, heartbeat: float = 5.0, grace: float | None = None) -> BaseLiveness:
+    """How a store's running trials are known to live: leases renewed in a database (workers on
+    any machine), else the owners' processes on this machine."""
+    return LeaseLiveness(store, heartbeat, grace) if store.leases else ProcessLiveness()
+
+
+def dead_trials(study: optuna.Study, liveness: BaseLiveness) -> list[optuna.trial.FrozenTrial]:
+    """The RUNNING trials whose owner is gone (a dead kernel or worker left them)."""
+    from optuna.trial import TrialState
+
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if liveness.is_dead(t.user_attrs.get(ATTR.OWNER) or {}, t)
+    ]
+
+
 def reap_dead_trials(
     study: optuna.Study,
     liveness: BaseLiveness,
@@ -237,10 +256,8 @@ def reap_dead_trials(
 
     storage = _compat.storage_of(study)
     reaped = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in dead_trials(study, liveness):
         owner = t.user_attrs.get(ATTR.OWNER) or {}
-        if not liveness.is_dead(owner, t):
-            continue
         try:
             if (
                 culprit_error is not None
