@@ -32,7 +32,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["OUTPUT_TAIL", "captured_output", "native_output"]
+__all__ = ["OUTPUT_TAIL", "captured_output", "close_widgets", "native_output"]
 
 OUTPUT_TAIL = 2000  # characters of a trial's printed output kept in the store
 
@@ -88,11 +88,16 @@ _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _close_widgets(model_ids: list[str]) -> None:
-    """Close the widgets a trial displayed, and the widgets they hold (children, layout, style)."""
+    """Close the widgets a trial displayed, and the widgets they hold."""
     from nbtune import _compat
 
+    close_widgets([w for m in model_ids if (w := _compat.widget_by_id(m)) is not None])
+
+
+def close_widgets(widgets: list[Any]) -> None:
+    """Close ``widgets`` and the widgets they hold (children, layout, style: any synced trait)."""
     seen: set[int] = set()
-    todo = [w for m in model_ids if (w := _compat.widget_by_id(m)) is not None]
+    todo = list(widgets)
     while todo:
         widget = todo.pop()
         if id(widget) in seen or not hasattr(widget, "close"):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from nbtune.run.output import close_widgets
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, NO_LIMIT, continuations, finished_count, is_feasible, is_interrupted
 from nbtune.view import lineage as _lineage  # noqa: F401  (registers the "lineage" plot view)
@@ -605,22 +606,7 @@ class WidgetView(BaseView):
         self._handle.update({"text/plain": ""}, raw=True)
         # Its widget models too: a notebook saved with its widget state kept every dashboard of
         # every run (about 100 kB each) though nothing displays them; res.show() makes a new one.
-        _close_tree(self.root)
-
-
-def _close_tree(root: Any) -> None:
-    """Close ``root``, every widget below it and their layouts and styles."""
-    import ipywidgets as w
-
-    todo, seen = [root], set()
-    while todo:
-        widget = todo.pop()
-        if id(widget) in seen or not isinstance(widget, w.Widget):
-            continue
-        seen.add(id(widget))
-        todo.extend(getattr(widget, "children", ()) or ())
-        todo.extend(getattr(widget, name, None) for name in ("layout", "style"))
-        widget.close()
+        close_widgets([self.root])
 
 
 def _root_class() -> Any:
