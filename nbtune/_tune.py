@@ -55,7 +55,15 @@ from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import Job
 from nbtune.store.attrs import ATTR, finished_count, searched_seconds
-from nbtune.store.base import BaseStore, base_name, check_study_name, is_check_study, versioned
+from nbtune.store.base import (
+    BaseStore,
+    base_name,
+    check_study_name,
+    is_check_study,
+    outer_fold_of,
+    outer_fold_study,
+    versioned,
+)
 from nbtune.store.journal import open_store
 from nbtune.view.base import BaseView, RunInfo, ViewFactory
 from nbtune.view.format import plural
@@ -502,7 +510,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     store = open_store(cfg.store, cfg.user_ns, cfg.artifacts)
     base = cfg.name or store.namespace(cfg.user_ns) + _default_name(cfg.metric, cfg.direction, program)
     if outer_fold is not None:
-        base = f"{base}.outer{outer_fold}"
+        base = outer_fold_study(base, outer_fold)
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
     identity = cell_identity(program.spec, program.globals, cfg.user_ns)
     target = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
@@ -1081,9 +1089,9 @@ def stored_nested(
     searches: dict[str, list[tuple[int, str]]] = {}
     bases = {base_name(n) for n in store.study_names() if not is_check_study(n)}
     for b in bases:
-        head, dot, fold = b.rpartition(".outer")
-        if dot and fold.isdigit():
-            searches.setdefault(head, []).append((int(fold), b))
+        outer = outer_fold_of(b)
+        if outer is not None:
+            searches.setdefault(outer[0], []).append((outer[1], b))
     if name is None:
         if len(searches) != 1 or len(bases) != len(next(iter(searches.values()))):
             return None

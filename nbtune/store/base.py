@@ -27,7 +27,17 @@ if TYPE_CHECKING:
 
     from nbtune.store.control import BaseControl
 
-__all__ = ["BaseStore", "check_name", "base_name", "versioned", "version_number", "check_study_name", "is_check_study"]
+__all__ = [
+    "BaseStore",
+    "check_name",
+    "base_name",
+    "versioned",
+    "version_number",
+    "check_study_name",
+    "is_check_study",
+    "outer_fold_study",
+    "outer_fold_of",
+]
 
 MAX_NAME = 120  # characters; the journal file name adds a suffix, and file names stop at 255 bytes
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -76,6 +86,20 @@ def check_study_name(study_name: str) -> str:
 
 def is_check_study(name: str) -> bool:
     return name.endswith(CHECK_SUFFIX)
+
+
+OUTER = ".outer"  # nested cross-validation: outer fold i of search NAME is the study NAME.outerI
+
+
+def outer_fold_study(base: str, fold: int) -> str:
+    """The study of outer fold ``fold`` of the nested search ``base``."""
+    return f"{base}{OUTER}{fold}"
+
+
+def outer_fold_of(name: str) -> tuple[str, int] | None:
+    """``"acc-1a2b3c.outer2"`` -> ``("acc-1a2b3c", 2)``; None for a study that is no outer fold's."""
+    head, dot, fold = name.rpartition(OUTER)
+    return (head, int(fold)) if dot and fold.isdigit() else None
 
 
 def versioned(base: str, n: int) -> str:
