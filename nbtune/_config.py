@@ -421,7 +421,8 @@ class TuneConfig:
             raise ConfigError(
                 f"{both}; pass exactly one of --maximize NAME or --minimize NAME (the cell variable to optimise)"
             )
-        for option in ("sampler", "scheduler", "backend", "view"):  # names, as Optuna's classes spell them too: TPE
+        # names, as Optuna's classes spell them too: TPE (a view's name: view_factory, which runs first)
+        for option in ("sampler", "scheduler", "backend"):
             value = getattr(self, option)
             if isinstance(value, str):
                 setattr(self, option, value.strip().lower())
