@@ -356,6 +356,29 @@ def test_a_metric_the_cell_never_assigns_is_an_error_before_any_trial(ip, tmp_pa
     assert not (tmp_path / ".nbtune").exists()
 
 
+def test_a_metric_evaluated_every_few_epochs_is_an_error_before_any_trial(ip, tmp_path):
+    """Validation every few epochs, as training scripts often do: every trial failed at the
+    end of epoch 1 and the search stopped after three (found trying nbtune as a new user)."""
+    cell = (
+        "lr = 0.1  # tune: loguniform(1e-3, 1.0)\n"
+        "w = 0.0\n"
+        "for epoch in range(10):  # tune: epochs\n"
+        "    w += lr\n"
+        "    if epoch % 5 == 4:\n"
+        "        val_loss = (w - 1) ** 2\n"
+    )
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--trials 5 --minimize val_loss", cell)
+    assert str(info.value).startswith(
+        "line 6 of the %%tune cell: the epochs loop reports 'val_loss' after every epoch, but the 'if' there sets it "
+        "only in some epochs; set it in every epoch"
+    )
+    assert not (tmp_path / ".nbtune").exists()
+    # Evaluated in every epoch, it runs.
+    ip.run_cell_magic("tune", "--trials 5 --minimize val_loss", cell.replace("    if epoch % 5 == 4:\n    ", ""))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in nbtune.load_study().trials)
+
+
 def test_a_tuned_variable_the_cell_never_reads_is_named(ip):
     """It changes nothing, and blurs the importances (found trying nbtune as an Optuna user)."""
     cell = "x = 0.0  # tune: uniform(-2.0, 2.0)\nunused = 3  # tune: int(1, 5)\nloss = (x - 1) ** 2\n"

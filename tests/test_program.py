@@ -406,8 +406,11 @@ def test_epochs_are_reported(body, pairs, final):
 
 
 def test_epoch_without_the_metric():
-    """Set in the loop, but not in every epoch: found when the first epoch ends."""
-    program, rt, steps = epochs_of("for e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1\n")
+    """Set in the loop, but not in every epoch, where the cell cannot tell before it runs (a
+    placeholder before the loop): found when the first epoch ends."""
+    program, rt, steps = epochs_of(
+        "m = float('inf')\nfor e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1\n"
+    )
     with pytest.raises(MetricError) as info:
         program.run(rt)
     assert str(info.value) == (
@@ -433,6 +436,56 @@ def test_a_metric_the_epochs_loop_never_sets_is_an_error_before_any_trial(body, 
         epochs_of(body)
 
 
+@pytest.mark.parametrize(
+    "body, line, how",
+    [
+        (  # evaluated every few epochs
+            "for e in range(6):  # tune: epochs\n    train = e\n    if e % 3 == 2:\n        m = e\n",
+            5,
+            "the 'if' there sets it only in some epochs",
+        ),
+        (  # inside a with block, as torch.no_grad()
+            "for e in range(6):  # tune: epochs\n    with open('/dev/null'):\n        if e % 2:\n            m = e\n",
+            5,
+            "the 'if' there sets it only in some epochs",
+        ),
+        (  # a warm-up skipped
+            "for e in range(6):  # tune: epochs\n    if e < 2:\n        continue\n    m = e\n",
+            5,
+            "the 'continue' there ends some epochs before it is set",
+        ),
+    ],
+)
+def test_a_metric_set_only_in_some_epochs_is_an_error_before_any_trial(body, line, how):
+    with pytest.raises(ConfigError) as info:
+        epochs_of(body)
+    assert str(info.value) == (
+        f"line {line} of the %%tune cell: the epochs loop reports 'm' after every epoch, but {how}; set it in every "
+        "epoch (successive halving compares trials by it as they train), or make each pass of the '# tune: epochs' "
+        "loop one evaluation period, with the epochs between two evaluations inside it"
+    )
+
+
+@pytest.mark.parametrize(
+    "body, final",
+    [
+        ("for e in range(4):  # tune: epochs\n    if e % 2:\n        m = 1\n    else:\n        m = 2\n", 1),
+        ("for e in range(4):  # tune: epochs\n    if e % 2:\n        print()\n    m = e\n", 3),
+        ("for e in range(4):  # tune: epochs\n    for b in range(2):\n        m = e + b\n", 4),
+        ("for e in range(4):  # tune: epochs\n    try:\n        m = e\n    except ValueError:\n        pass\n", 3),
+        ("for e in range(4):  # tune: epochs\n    if e > 9:\n        break\n    m = e\n", 3),
+        ("for e in range(4):  # tune: epochs\n    if e > 9:\n        raise ValueError\n    m = e\n", 3),
+        ("for e in range(4):  # tune: epochs\n    if (m := e) > 9:\n        pass\n", 3),
+        # a value from before the loop stands in an epoch that does not set it
+        ("best = 0\nm = 0\nfor e in range(4):  # tune: epochs\n    if e % 2:\n        m = e\n", 3),
+    ],
+)
+def test_a_metric_set_in_every_epoch_passes_the_check(body, final):
+    program, rt, steps = epochs_of(body)
+    assert program.run(rt) == final
+    assert len(steps) == 4
+
+
 def test_a_metric_a_function_of_the_cell_sets_as_a_global_passes_the_check():
     program, rt, steps = epochs_of(
         "def ev():\n    global m\n    m = 0.5\nfor e in range(2):  # tune: epochs\n    ev()\n"
@@ -452,7 +505,7 @@ def test_epoch_with_a_bad_metric():
 
 def test_the_epochs_hint_is_given_only_when_the_metric_is_missing():
     """Computing the metric inside the loop is the fix only when it was not set there."""
-    program, rt, _ = epochs_of("for e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1.0\n")
+    program, rt, _ = epochs_of("m = float('nan')\nfor e in range(3):  # tune: epochs\n    if e % 2:\n        m = 1.0\n")
     with pytest.raises(
         MetricError, match="m was not set at the end of epoch 1.*assign it in every iteration of the loop"
     ):

@@ -221,3 +221,70 @@ def names_that_take_effect(tree: ast.Module, loop_line: int, state: list[str]) -
                 used |= read
                 changed = True
     return used
+
+
+def _stores(node: ast.AST, name: str) -> bool:
+    """``node`` binds ``name`` somewhere (an assignment, ``+=``, a tuple target, ``:=``, a ``for``
+    or ``with`` target), not counting the functions and classes it defines."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store):
+            return True
+        if n is node or not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(n))
+    return False
+
+
+def epoch_without(loop: ast.For | ast.AsyncFor, name: str) -> tuple[int, str] | None:
+    """A way through the epochs loop's body that ends an epoch without setting ``name``, as (its
+    line, what happens there), or None when every epoch sets it.
+
+    Judged leniently, so that a cell that sets it is never refused: whatever an inner loop, a
+    ``try``, a ``match`` or a ``while`` sets counts as set; only an ``if`` without a matching branch,
+    and a ``continue`` before the assignment, are ways around it."""
+    Unset = tuple[int, str]  # not set on some way here: where that way went around it
+    found: list[Unset] = []  # epochs a continue ended before it was set
+
+    def block(stmts: list[ast.stmt], done: bool | Unset | None) -> bool | Unset | None:
+        # done: True set on every way here, None no way reaches here
+        for s in stmts:
+            if done is None:
+                return None
+            done = statement(s, done)
+        return done
+
+    def statement(s: ast.stmt, done: bool | Unset) -> bool | Unset | None:
+        if isinstance(s, ast.Continue):
+            if done is not True:
+                found.append(
+                    done
+                    if isinstance(done, tuple)
+                    else (s.lineno, "the 'continue' there ends some epochs before it is set")
+                )
+            return None
+        if isinstance(s, (ast.Break, ast.Raise, ast.Return)):  # (after a break the last value set is reported)
+            return None
+        if isinstance(s, ast.If):
+            if done is True or _stores(s.test, name):
+                return True
+            reached = [b for b in (block(s.body, done), block(s.orelse, done)) if b is not None]
+            if not reached:
+                return None
+            if all(b is True for b in reached):
+                return True
+            return done if isinstance(done, tuple) else (s.lineno, "the 'if' there sets it only in some epochs")
+        if isinstance(s, (ast.With, ast.AsyncWith)):
+            return block(s.body, True if any(_stores(i, name) for i in s.items) else done)
+        if done is True:
+            return True
+        if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return True if s.name == name else done
+        return True if _stores(s, name) else done
+
+    end = block(loop.body, False)
+    if isinstance(end, tuple):
+        found.append(end)
+    elif end is False:
+        found.append((loop.lineno, "its body does not set it in every epoch"))
+    return found[0] if found else None

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
-from nbtune.cell.loops import loop_length
+from nbtune.cell.loops import epoch_without, loop_length
 from nbtune.cell.reads import outside_reads
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
@@ -690,6 +690,16 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             f"line {loop.lineno} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but the "
             f"cell assigns it only outside the loop ({where}); compute it inside the loop, at the end of each "
             f"epoch (e.g. '{metric} = model.score(X_val, y_val)')"
+        )
+    if any(n.lineno < loop.lineno for n in stores):
+        return  # a value from before the loop stands in an epoch that does not set it (best_acc = 0)
+    around = epoch_without(loop, metric)
+    if around is not None:
+        line, how = around
+        raise ConfigError(
+            f"line {line} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but {how}; set "
+            "it in every epoch (successive halving compares trials by it as they train), or make each pass of the "
+            "'# tune: epochs' loop one evaluation period, with the epochs between two evaluations inside it"
         )
 
 
