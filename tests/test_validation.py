@@ -161,7 +161,17 @@ def test_the_default_holdout_gap_follows_the_metrics_scale(ip):
         res = run(
             ip, "--minimize val_mse --sampler random --seed 0 --trials 6 --holdout test_mse", cell.format(ratio=1.2)
         )
-    # a score keeps two points, and --holdout-gap still decides
+    # The same error in other units (a target divided by 100,000): the same relative gap warns,
+    # where an absolute 0.02 was more than the error itself (found trying nbtune as a new user).
+    small = cell.replace("2900 + 100", "0.029 + 0.001")
+    with pytest.warns(NbtuneWarning, match=r"the gap exceeds 0\.00\d+ \(10% of the holdout, the default"):
+        res = run(
+            ip,
+            "--minimize val_mse --sampler random --seed 0 --trials 6 --holdout test_mse -o r",
+            small.format(ratio=1.2),
+        )
+    assert res.holdout().warn and res.holdout().value < 0.04
+    # --holdout-gap still decides
     res = run(ip, "--minimize val_mse --trials 6 --holdout test_mse --holdout-gap 500 -o r", cell.format(ratio=1.05))
     assert res.holdout().tolerance == 500
 
@@ -417,6 +427,29 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     assert sorted(depth[n] for n in under.trials) == [1, 2]  # stumps
     assert under.region == "max_depth <= 2"
     assert "did not learn" not in df.index
+
+
+def test_the_training_score_diagnosed_is_the_one_that_measures_the_metric(trees):
+    """A recorded train_loss beside --maximize val_acc is another measure, lower when the model fits
+    better: read as the training accuracy it called the deep trees underfitting, with the advice to
+    build bigger models (found trying nbtune as a new user)."""
+    cell = (
+        "max_depth = 3  # tune: choice(1, 2, 3, 4, 6, 8, 12, 16)\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0)\n"
+        "model.fit(X_train, y_train)\n"
+        "val_acc = model.score(X_val, y_val)\n"
+        "train_loss = 1 - model.score(X_train, y_train)\n"
+        "train_acc = model.score(X_train, y_train)\n"
+    )
+    res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_loss,train_acc -o r", cell)
+    df = res.diagnose().set_index("kind")
+    depth = {t.number: t.params["max_depth"] for t in res.study.trials}
+    assert sorted(depth[n] for n in df.loc["overfitting"].trials) == [6, 8, 12, 16]
+    assert sorted(depth[n] for n in df.loc["underfitting"].trials) == [1, 2]
+    assert "train_acc beats val_acc" in df.loc["overfitting"].evidence
+    # Only the loss recorded: no training score of the metric's measure, so no fit signature.
+    res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_loss --name loss_only -o r", cell)
+    assert not {"overfitting", "underfitting"} & set(res.diagnose().kind), res.diagnose()
 
 
 def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):

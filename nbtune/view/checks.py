@@ -91,18 +91,20 @@ class HoldoutReport:
     @property
     def tolerance(self) -> float:
         """The gap that warns: ``--holdout-gap``, else 0.02 (two points of accuracy, about twice
-        the sampling error of an accuracy near 0.9 over 1,000 examples) for a score within
-        [-1, 1], and 10% of the holdout's size for a metric on another scale (about twice the
-        sampling error of a mean squared error over 1,000 examples; an absolute 0.02 made an MSE
-        of 3000 warn at any gap at all)."""
+        the sampling error of an accuracy near 0.9 over 1,000 examples) for a score maximised within
+        [-1, 1], and 10% of the holdout's size for an error or a loss, or a metric on another scale
+        (about twice the sampling error of a mean squared error over 1,000 examples; an absolute
+        0.02 made an MSE of 3000 warn at any gap at all, and an RMSE of 0.02, a target in other
+        units, at none)."""
         if self.threshold is not None:
             return self.threshold
         return 0.02 if self._a_score else 0.1 * abs(self.holdout_value)
 
     @property
     def _a_score(self) -> bool:
-        """Both numbers within [-1, 1]: an accuracy, an AUC, an R² (not an MSE or a count)."""
-        return max(abs(self.value), abs(self.holdout_value)) <= 1
+        """A score maximised, both numbers within [-1, 1]: an accuracy, an AUC, an R² (not an error
+        minimised, whose size is its target's units, nor a count)."""
+        return self.direction == "maximize" and max(abs(self.value), abs(self.holdout_value)) <= 1
 
     @property
     def gap(self) -> float:
@@ -136,8 +138,8 @@ class HoldoutReport:
         if self.threshold is not None:
             return " (--holdout-gap)"
         if self._a_score:
-            return " (the default for a metric within [-1, 1]; --holdout-gap sets it)"
-        return " (10% of the holdout, the default for a metric on this scale; --holdout-gap sets it)"
+            return " (the default for a score within [-1, 1]; --holdout-gap sets it)"
+        return " (10% of the holdout, the default for an error or a metric on this scale; --holdout-gap sets it)"
 
 
 class CheckReport:

@@ -9,8 +9,9 @@ it works for any stored study:
   than its first value;
 * **did not learn**: a learning curve that stayed flat from the first epoch at a poor level
   (worse than the median trial by a quarter of the spread);
-* **overfitting** / **underfitting**: with a training score kept by ``--record`` (a variable
-  named ``train_*`` or ``*_train``): a large train-validation gap, or a low training score;
+* **overfitting** / **underfitting**: with a training score kept by ``--record`` (the metric's
+  name with ``val`` as ``train``, or ``train_`` before it: ``train_auc`` for ``val_auc``, the same
+  measure): a large train-validation gap, or a low training score;
   without one, a validation curve that improved clearly and then rose back past its start
   (by less than its first value: more is a divergence) is overfitting too;
 * **failed**: other errors, grouped by exception and cell line.
@@ -225,11 +226,24 @@ def diagnose(result: StudySummary) -> list[Finding]:
     return findings
 
 
-def _train_name(t: optuna.trial.FrozenTrial) -> str | None:
-    for k in t.user_attrs.get(ATTR.RECORD) or {}:
-        if k.startswith("train_") or k.endswith("_train") or k == "train":
-            return str(k)
-    return None
+_VALIDATION_WORDS = ("validation", "valid", "val", "dev", "eval")
+
+
+def _train_names(metric: str) -> set[str]:
+    """The names of the training score that measures what ``metric`` measures: ``val_auc`` ->
+    ``train_auc``, ``valid_loss`` -> ``train_loss``, ``acc`` -> ``train_acc`` or ``acc_train``. A
+    ``train_loss`` next to a ``val_auc`` is another measure, on another scale and perhaps in the
+    other direction: reading it as the metric's training score turned the advice around."""
+    parts = metric.split("_")
+    out = {"_".join("train" if p.lower() in _VALIDATION_WORDS else p for p in parts)} - {metric}
+    if not out:
+        out = {f"train_{metric}", f"{metric}_train"}
+    return out
+
+
+def _train_name(t: optuna.trial.FrozenTrial, metric: str) -> str | None:
+    names = _train_names(metric)
+    return next((str(k) for k in t.user_attrs.get(ATTR.RECORD) or {} if k in names), None)
 
 
 def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[Finding]:
@@ -238,10 +252,10 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
     score in the worst quarter, well below the best trial's, is underfitting; each only where it
     costs (overfit trials no better than the median trial on validation, underfit ones below the
     best trial)."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t)]
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t, result.metric)]
     if len(done) < 4:
         return []
-    name = _train_name(done[0])
+    name = _train_name(done[0], result.metric)
     assert name is not None
     train = {t.number: float(t.user_attrs[ATTR.RECORD][name]) for t in done if name in t.user_attrs[ATTR.RECORD]}
     done = [t for t in done if t.number in train]
