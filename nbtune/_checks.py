@@ -10,6 +10,8 @@ reach the search's sampler or its trial count. :mod:`nbtune.view.checks` reads t
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +43,16 @@ def require_seed(program: CellProgram, option: str) -> None:
         )
 
 
-def check_seeds(program: CellProgram, n: int) -> list[int]:
-    """The seeds of re-validation: the ``n`` after the search's own (which chose the candidates,
-    so scoring them on it again would repeat its luck)."""
+def check_seeds(program: CellProgram, n: int, study: optuna.Study | None = None) -> list[int]:
+    """The seeds of re-validation: the ``n`` after the search's own that no trial of ``study``
+    ran with (the search chose the candidates on its seeds, so scoring them on one again would
+    repeat its luck; with ``--vary-seed`` trial k ran with the seed + k)."""
     assert program.spec.seed is not None
     base = program.spec.seed.default
-    return [base + 1 + i for i in range(n)]
+    used = {base}
+    if study is not None:
+        used |= {s for t in study.get_trials(deepcopy=False) if isinstance(s := t.user_attrs.get(ATTR.SEED), int)}
+    return list(itertools.islice((s for s in itertools.count(base + 1) if s not in used), n))
 
 
 @dataclass
@@ -110,11 +116,12 @@ def plan_checks(
     if top > 0:
         require_seed(program, "--revalidate")
         candidates = _top(study, top)
+        fresh = check_seeds(program, seeds, study)
         for t in candidates:
-            wanted.extend(("revalidate", t, s) for s in check_seeds(program, seeds))
+            wanted.extend(("revalidate", t, s) for s in fresh)
         # What this re-validation compares: these candidates on these seeds, whatever earlier
         # requests ran (every candidate is judged on the same seeds).
-        request = {"candidates": [t.number for t in candidates], "seeds": check_seeds(program, seeds)}
+        request = {"candidates": [t.number for t in candidates], "seeds": fresh}
     elif final:
         best = _top(study, 1)
         if best:

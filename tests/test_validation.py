@@ -126,6 +126,21 @@ def test_the_seed_is_fixed_in_the_search_unless_asked_to_vary(ip):
     assert [int(t.value) for t in res.study.trials] == [7, 8, 9, 10]
 
 
+def test_revalidation_of_a_search_with_varied_seeds_uses_seeds_no_trial_ran_with(ip):
+    """With --vary-seed trial k ran with the seed + k: re-validating on the seed + 1 ... scored
+    candidates again on their own search seeds, repeating their luck (found trying nbtune as a new
+    user)."""
+    cell = "seed = 7  # tune: seed\nx = 0.5  # tune: uniform(0, 1)\nloss = seed % 3 + x\n"
+    res = run(ip, "--minimize loss --trials 6 --seed 0 --vary-seed --revalidate 2 --seeds 3 -o r", cell)
+    searched = {t.user_attrs[ATTR.SEED] for t in res.study.trials}
+    assert searched == set(range(7, 13))
+    checked = {t.user_attrs[ATTR.SEED] for t in res.checks.checks.trials}
+    assert checked == {13, 14, 15}
+    # Without --vary-seed the search ran with the cell's seed alone: the next ones.
+    res = run(ip, "--minimize loss --trials 6 --seed 0 --revalidate 2 --seeds 3 --name fixed -o r", cell)
+    assert {t.user_attrs[ATTR.SEED] for t in res.checks.checks.trials} == {8, 9, 10}
+
+
 LEAKY_SETUP = """\
 import numpy as np
 from sklearn.datasets import make_classification
