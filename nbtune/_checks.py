@@ -11,7 +11,6 @@ reach the search's sampler or its trial count. :mod:`nbtune.view.checks` reads t
 from __future__ import annotations
 
 import itertools
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 

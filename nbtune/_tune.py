@@ -787,7 +787,9 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
         values = chosen.params if chosen is not None else result.best_params
     except ValueError:
         warnings.warn(
-            "--apply: no trial completed, so there is no best configuration to apply", NbtuneWarning, stacklevel=4
+            f"--apply: {_none_to_choose(result.study)}, so there is no best configuration to apply",
+            NbtuneWarning,
+            stacklevel=4,
         )
         return
     if plan.program.state:
@@ -820,6 +822,13 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
     result.messages.append(f"--apply: ran the cell with {which}{once}; its variables are in the notebook")
 
 
+def _none_to_choose(study: optuna.Study) -> str:
+    """Why a search has no configuration to choose: none completed, or none met the guardrails."""
+    if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        return "no complete trial met the guardrails (--subject-to)"
+    return "no trial completed"
+
+
 # 5. the checks ----------------------------------------------------------------------------
 def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
     """The check phase after a search (re-validation, the holdout's evaluation), if asked for
@@ -839,7 +848,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         outer_fold=plan.outer_fold,
     )
     if runs is None:
-        result.messages.append("checks: no trial completed, so there is nothing to re-validate or evaluate")
+        result.messages.append(f"checks: {_none_to_choose(plan.study)}, so there is nothing to re-validate or evaluate")
         return None
     return dataclasses.replace(
         plan,

@@ -716,6 +716,42 @@ def test_when_no_trial_meets_the_guardrails_the_summary_says_so(ip):
     assert "no completed trial meets the guardrails (4 trials complete, all breaking 'size <= 5')" in res.summary()
     with pytest.raises(ValueError, match="no completed trial meets the guardrails"):
         _ = res.best_value
+    # --apply and the checks say why there is nothing to choose (they said no trial completed)
+    with pytest.warns(NbtuneWarning, match="--apply: no complete trial met the guardrails"):
+        res = run(
+            ip,
+            "--minimize loss --trials 4 --seed 0 --subject-to 'size <= 5' --holdout t --apply -o r",
+            cell + "t = x\n",
+        )
+    assert "checks: no complete trial met the guardrails (--subject-to), so there is nothing" in "\n".join(res.messages)
+
+
+def test_revalidation_chooses_only_a_configuration_that_meets_the_guardrails_with_every_seed(ip):
+    """A guardrail that holds on the search's seed and breaks on others: the configuration was
+    still called the most stable and --apply took it (found trying nbtune as a new user)."""
+    cell = (
+        "seed = 0  # tune: seed\n"
+        "x = 1  # tune: choice(1, 2, 3, 4)\n"
+        "loss = x + 0.01 * seed\n"
+        "latency = 15 + (30 if seed != 0 and x == 1 else 0)\n"  # x = 1, the best, is slow on other seeds
+    )
+    res = run(
+        ip, "--minimize loss --sampler grid --trials 4 --revalidate 2 --seeds 3 --subject-to 'latency <= 20' -o r", cell
+    )
+    df = res.revalidation()
+    assert df.loc[res.best_trial.number, "broke_guardrail"] == 3 and not df.loc[res.best_trial.number, "chosen"]
+    chosen = res.checks.chosen()
+    assert chosen is not None and chosen.params == {"x": 2}
+    text = "\n".join(res.checks.lines())
+    assert "broke a guardrail with 3 of 3 seeds" in text and "the most stable is trial" in text
+    # None meets it with every seed: none is chosen, and the summary says why.
+    res = run(
+        ip,
+        "--minimize loss --sampler grid --trials 4 --revalidate 2 --seeds 3 --subject-to 'latency <= 20' --name all_slow -o r",
+        cell.replace("and x == 1 ", ""),
+    )
+    assert res.checks.chosen() is None
+    assert "no configuration met every guardrail with every seed, so none is chosen" in "\n".join(res.checks.lines())
 
 
 def test_quoted_options_and_repeated_records(ip):

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, finished_count, ranked
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Candidate:
     values: list[float] = field(default_factory=list)  # one per seed, full fidelity
     holdouts: list[float] = field(default_factory=list)
     failed: int = 0
+    broke: int = 0  # runs that broke a guardrail (--subject-to)
     sd_floor: float = 0.0  # the pooled sd of all candidates: a few identical scores are no proof of stability
 
     @property
@@ -198,6 +199,7 @@ class CheckReport:
                 continue
             if t.state == TrialState.COMPLETE and t.value is not None:
                 c.values.append(float(t.value))
+                c.broke += not is_feasible(t)
                 if ATTR.HOLDOUT in t.user_attrs:
                     c.holdouts.append(float(t.user_attrs[ATTR.HOLDOUT]))
             else:
@@ -213,8 +215,9 @@ class CheckReport:
         return c.mean - c.half_width if self.direction == "maximize" else c.mean + c.half_width
 
     def chosen(self) -> Candidate | None:
-        """The most stable configuration (see :data:`RULE`); None before re-validation."""
-        scored = [c for c in self.candidates() if len(c.values) > 1]
+        """The most stable configuration (see :data:`RULE`) of those that met every guardrail on
+        every seed; None before re-validation, or when none did."""
+        scored = [c for c in self.candidates() if len(c.values) > 1 and not c.broke]
         if not scored:
             return None
         pick = max if self.direction == "maximize" else min
@@ -241,6 +244,7 @@ class CheckReport:
                 "ci95_high": c.mean + c.half_width,
                 "rank": (means.index(c.mean) + 1) if c.values else None,
                 "failed": c.failed,
+                "broke_guardrail": c.broke,
             }
             row["rank_change"] = (c.search_rank - row["rank"]) if row["rank"] else None
             if self.holdout is not None:
@@ -298,7 +302,10 @@ class CheckReport:
                 out.append(
                     f"  trial {c.number} (search rank {c.search_rank}, {self.metric} {fmt(c.search_value)}): "
                     f"mean {fmt(c.mean)} ± {fmt(c.sd)} sd, 95% CI [{fmt(c.mean - c.half_width)}, "
-                    f"{fmt(c.mean + c.half_width)}]" + (f", {c.failed} failed" if c.failed else "") + mark
+                    f"{fmt(c.mean + c.half_width)}]"
+                    + (f", {c.failed} failed" if c.failed else "")
+                    + (f", broke a guardrail with {c.broke} of {len(c.values)} seeds" if c.broke else "")
+                    + mark
                 )
             if chosen is not None:
                 best = cands[0]
@@ -308,6 +315,11 @@ class CheckReport:
                     else f"the most stable is trial {chosen.number}, not the search's best (trial {best.number})"
                 )
                 out.append(f"  {change}; {RULE}")
+            elif any(c.broke for c in cands):
+                out.append(
+                    "  no configuration met every guardrail with every seed, so none is chosen: the guardrails "
+                    "hold on the search's seed only; re-validate more of the top (--revalidate K) or loosen them"
+                )
             if 1 < n < 4:  # Student's t with 1-2 degrees of freedom: 12.7 and 4.3 standard errors
                 out.append(
                     f"  with {n} seeds a 95% interval is {fmt(t_quantile(n - 1))} standard errors wide either side, "
@@ -334,7 +346,9 @@ class CheckReport:
                     f"{c.number}{' ✓' if is_chosen else ''}",
                     str(c.search_rank),
                     fmt(c.search_value),
-                    str(len(c.values)) + (f" ({c.failed} failed)" if c.failed else ""),
+                    str(len(c.values))
+                    + (f" ({c.failed} failed)" if c.failed else "")
+                    + (f" ({c.broke} broke a guardrail)" if c.broke else ""),
                     fmt(c.mean),
                     fmt(c.sd),
                     f"[{fmt(c.mean - c.half_width)}, {fmt(c.mean + c.half_width)}]",
