@@ -282,7 +282,7 @@ def test_recorded_variables_are_plotted_against_the_metric():
     assert all(ax.get_ylabel() == "acc" for ax in axes)
     assert len(axes[0].collections[0].get_offsets()) == 12
     assert (
-        "no recorded variables" in plots.view_figure("recorded", summary_of(grid_trials(3))).axes[0].texts[0].get_text()
+        "no recorded numbers" in plots.view_figure("recorded", summary_of(grid_trials(3))).axes[0].texts[0].get_text()
     )
 
 

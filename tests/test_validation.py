@@ -220,7 +220,7 @@ def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
         "loss = (x - 0.3) ** 2\n"
         "test_loss = open(calls, 'a').write('x') and (x - 0.35) ** 2\n"
     )
-    res = run(ip, "--minimize loss --trials 12 --seed 0 --holdout test_loss -o r", cell)
+    res = run(ip, "--minimize loss --trials 12 --seed 0 --holdout test_loss --holdout-gap 1 -o r", cell)
     assert calls.read_text() == "x"  # once: the final evaluation of the best configuration
     assert res.holdout().trial == res.best_trial.number
 
@@ -708,6 +708,31 @@ def test_a_changed_guardrail_starts_a_new_version(trees):
     assert second.study.study_name == first.study.study_name + ":v2"
     assert any("guardrails ['n_leaves <= 8'] -> ['n_leaves <= 2']" in m for m in second.messages)
     assert second.best_trial.user_attrs.get(ATTR.RECORD) is None and second.best_params == {"max_depth": 1}
+
+
+def test_a_recorded_variable_that_is_no_number_is_kept_and_the_trial_counts(ip):
+    """--record solver, a string: every trial failed ("solver is not a number") and the search
+    stopped after three, its metric values lost (found trying nbtune as a new user)."""
+    cell = (
+        "x = 1  # tune: int(0, 3)\n"
+        "loss = x\n"
+        "solver = 'lbfgs' if x % 2 else 'saga'\n"
+        "ok = x > 1\n"
+        "sizes = [x, 2 * x]\n"
+        "n = x * 10\n"
+    )
+    res = run(ip, "--minimize loss --sampler grid --trials 4 --record solver,ok,sizes,n -o r", cell)
+    assert all(t.state.name == "COMPLETE" for t in res.study.trials)
+    records = {t.params["x"]: t.user_attrs[ATTR.RECORD] for t in res.study.trials}
+    assert records[1] == {"solver": "lbfgs", "ok": False, "sizes": "list [1, 2]", "n": 10.0}
+    assert records[2]["solver"] == "saga" and records[2]["ok"] is True
+    df = res.trials_dataframe()
+    assert set(df.record_solver) == {"lbfgs", "saga"}
+    # the recorded plot shows the numbers only
+    from nbtune.view import plots
+
+    fig = plots.view_figure("recorded", res)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["n"]
 
 
 def test_when_no_trial_meets_the_guardrails_the_summary_says_so(ip):

@@ -142,6 +142,27 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     return number
 
 
+def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str:
+    """What ``--record`` keeps of a variable: a number as a float (NaN and infinities too), a bool
+    or a string as it is, anything else as its short repr. Only a variable the cell did not set
+    fails the trial; a value that is no number is kept, not a reason to lose the trial's metric."""
+    if name not in ns:
+        check_metric(name, ns, "at the end of the cell (--record)")  # raises: not set
+    value = ns[name]
+    if isinstance(value, (bool, str)):
+        return value if isinstance(value, bool) else value[:200]
+    number = _as_float(value)
+    if number is not None:
+        return number
+    return f"{type(value).__name__} {value!r:.80}"
+
+
+def _mean_over_folds(values: list[float | bool | str]) -> float | bool | str:
+    """A recorded variable over the folds: the mean of numbers, else the last fold's value."""
+    numbers = [v for v in values if isinstance(v, float)]
+    return math.fsum(numbers) / len(numbers) if len(numbers) == len(values) else values[-1]
+
+
 def _assigns(node: ast.stmt, name: str) -> bool:
     """The statement binds ``name`` (``name = ...``, ``name += ...``, ``a, name = ...``)."""
     if isinstance(node, ast.Assign):
@@ -292,7 +313,7 @@ class CellProgram:
         runtime.fold_values = values
         # Guardrails, records and the holdout: their mean over the folds.
         runtime.constraints = {k: math.fsum(r[0][k] for r in reads) / len(reads) for k in reads[0][0]}
-        runtime.records = {k: math.fsum(r[1][k] for r in reads) / len(reads) for k in reads[0][1]}
+        runtime.records = {k: _mean_over_folds([r[1][k] for r in reads]) for k in reads[0][1]}
         holdouts = [r[2] for r in reads if r[2] is not None]
         runtime.holdout_value = math.fsum(holdouts) / len(holdouts) if holdouts else None
         return math.fsum(values) / len(values)
@@ -306,7 +327,7 @@ class CellProgram:
             v = check_metric(name, ns, f"at the end of the cell (the guardrail {label!r})")
             runtime.constraints[label] = v - bound if op == "<=" else bound - v
         for name in self.records:
-            runtime.records[name] = check_metric(name, ns, "at the end of the cell (--record)")
+            runtime.records[name] = recorded_value(name, ns)
         if self.holdout is not None and runtime.reveal():
             runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
         return value
@@ -409,7 +430,7 @@ class TrialRuntime:
         self._reveal = reveal_holdout
         self.holdout_value: float | None = None
         self.constraints: dict[str, float] = {}  # guardrail label -> violation (<= 0: met)
-        self.records: dict[str, float] = {}
+        self.records: dict[str, float | bool | str] = {}
         self.trial = trial
         self.fixed = fixed or {}
         self._params = {p.name: p for p in program.params}

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.store.attrs import ATTR, is_interrupted
 from nbtune.store.attrs import diverged as failed_diverging
-from nbtune.view.format import fmt, plural_trials
+from nbtune.view.format import fmt, is_number, plural_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -257,7 +257,7 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
         return []
     name = _train_name(done[0], result.metric)
     assert name is not None
-    train = {t.number: float(t.user_attrs[ATTR.RECORD][name]) for t in done if name in t.user_attrs[ATTR.RECORD]}
+    train = {t.number: float(v) for t in done if is_number(v := t.user_attrs[ATTR.RECORD].get(name))}
     done = [t for t in done if t.number in train]
     sign = 1.0 if maximize else -1.0
     gap = {t.number: sign * (train[t.number] - float(t.value)) for t in done}  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from typing import Any
 
 from nbtune.store.attrs import NO_LIMIT
 
-__all__ = ["fmt", "of_target", "plural", "plural_trials"]
+__all__ = ["fmt", "is_number", "of_target", "plural", "plural_trials"]
 
 
 def of_target(n: int, target: int | None) -> str:
@@ -31,3 +31,8 @@ def fmt(v: Any) -> str:
             return f"{v:.3e}"
         return f"{v:.4g}"
     return str(v)
+
+
+def is_number(value: Any) -> bool:
+    """A recorded value that is a number (``--record`` keeps strings and other values as text)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

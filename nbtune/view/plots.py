@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
 from nbtune.store.attrs import ATTR, continuations, is_feasible
-from nbtune.view.format import fmt
+from nbtune.view.format import fmt, is_number
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -518,18 +518,23 @@ def _timeline(result: TuneResult, choice: PlotChoice) -> Figure:
     return _optuna_figure(lambda: plot_timeline(result.study, n_recent_trials=200))
 
 
-def recorded_names(trials: list[Any]) -> list[str]:
-    """The variables ``trials`` kept with ``--record``, in the order first seen."""
-    return list(dict.fromkeys(k for t in trials for k in t.user_attrs.get(ATTR.RECORD) or {}))
+def recorded_names(trials: list[Any], numbers: bool = False) -> list[str]:
+    """The variables ``trials`` kept with ``--record`` (``numbers``: those kept as numbers), in the
+    order first seen."""
+    return list(
+        dict.fromkeys(
+            k for t in trials for k, v in (t.user_attrs.get(ATTR.RECORD) or {}).items() if not numbers or is_number(v)
+        )
+    )
 
 
 def _recorded(result: TuneResult, choice: PlotChoice) -> Figure:
     """Each recorded variable against the metric: does the metric improve while it gets worse?"""
     from optuna.trial import TrialState
 
-    names = recorded_names(result.trials)
+    names = recorded_names(result.trials, numbers=True)
     if not names:
-        return message_figure("no recorded variables: add --record VAR,... to the %%tune line to keep more per trial")
+        return message_figure("no recorded numbers: add --record VAR,... to the %%tune line to keep more per trial")
     fig, axes = _figure(WIDE[0], WIDE[1], ncols=len(names[:4]))
     axes = list(axes) if len(names[:4]) > 1 else [axes]
     done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -538,7 +543,7 @@ def _recorded(result: TuneResult, choice: PlotChoice) -> Figure:
             pts = [
                 (t.user_attrs[ATTR.RECORD][name], t.value)
                 for t in done
-                if name in (t.user_attrs.get(ATTR.RECORD) or {}) and is_feasible(t) == feasible
+                if is_number((t.user_attrs.get(ATTR.RECORD) or {}).get(name)) and is_feasible(t) == feasible
             ]
             if pts:
                 ax.scatter(*zip(*pts), s=14, color=colour, alpha=0.7, label=label)
