@@ -118,6 +118,7 @@ class _Plan:
             program=self.program,
             n_jobs=self.n_jobs,
             backend=self.backend.name,
+            notes=tuple(self.messages),
         )
 
 

@@ -389,6 +389,25 @@ def test_a_tuned_variable_the_cell_never_reads_is_named(ip):
     assert "never reads" not in res.summary()
 
 
+def test_what_is_found_before_the_search_is_shown_as_it_starts(ip, capsys):
+    """Notes found before any trial (a tuned variable never read, a new version) were printed only
+    in the summary after the search: on a two-hour search, after paying for it (found trying
+    nbtune as a new user)."""
+    cell = "x = 0.0  # tune: uniform(-2.0, 2.0)\nunused = 3  # tune: int(1, 5)\nloss = (x - 1) ** 2\nprint('TRIAL')\n"
+    ip.run_cell_magic("tune", "--minimize loss --trials 3 --view text --name early", cell)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("nbtune: early")
+    assert lines[1].startswith("  note: line 3: 'unused' is tuned but the cell never reads it"), lines[:3]
+    assert not any(line.startswith("  ") and "finished" in line for line in lines[:2])  # before any progress
+    # the dashboard shows them under its header
+    from nbtune.view.widgets import WidgetView
+
+    study = nbtune.load_study("early")
+    v = WidgetView(study, "loss", "minimize", display=False, notes=("line 3: 'unused' is tuned but",))
+    assert "note: line 3: &#x27;unused&#x27; is tuned but" in v.notes.value and v.notes.layout.display == ""
+    assert WidgetView(study, "loss", "minimize", display=False).notes.layout.display == "none"
+
+
 def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
     """Each trial's message differs (it holds x), but it is the same bug: the guard fires."""
     cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"

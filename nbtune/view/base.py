@@ -36,6 +36,9 @@ class RunInfo:
         sampler: the sampler's name; scheduler: how trials are stopped early.
         program: the compiled cell (its parameters are ``program.params``).
         n_jobs: the number of workers; backend: where they run.
+        notes: what nbtune found before the first trial (a tuned variable the cell never reads, a
+            resumed study or a new version, state built afresh): shown as the run starts, not
+            only in the summary after it.
     """
 
     study: optuna.Study
@@ -46,6 +49,7 @@ class RunInfo:
     program: CellProgram
     n_jobs: int = 1
     backend: str = "inline"
+    notes: tuple[str, ...] = ()
 
 
 class BaseView(abc.ABC):

@@ -47,6 +47,8 @@ class TextView(BaseView):
             file=self.stream,
             flush=True,
         )
+        for note in run.notes:  # before the first trial, not only in the summary after the last
+            print(f"  note: {note}", file=self.stream, flush=True)
 
     def update(self) -> None:
         now = self.clock.now()

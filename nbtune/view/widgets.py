@@ -69,7 +69,15 @@ def auto_view(run: RunInfo, search: Search) -> BaseView:
 
 def widget_view(run: RunInfo, search: Search) -> WidgetView:
     """The live dashboard of a run."""
-    return WidgetView(run.study, run.metric, run.direction, sampler=run.sampler, scheduler=run.scheduler, search=search)
+    return WidgetView(
+        run.study,
+        run.metric,
+        run.direction,
+        sampler=run.sampler,
+        scheduler=run.scheduler,
+        search=search,
+        notes=run.notes,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,6 +230,7 @@ class WidgetView(BaseView):
         clock: time source (tests pass a fake one).
         display: whether to show itself on creation (tests pass False).
         n_trials: the target number of trials of a stored study (shown as "7/65 finished").
+        notes: what nbtune found before the first trial, shown under the header.
     """
 
     def __init__(
@@ -238,6 +247,7 @@ class WidgetView(BaseView):
         clock: Clock | None = None,
         display: bool = True,
         n_trials: int | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         import ipywidgets as w
 
@@ -265,6 +275,11 @@ class WidgetView(BaseView):
 
         self.title = w.HTML()
         self.title.add_class("nbtune-title")
+        self.notes = w.HTML(
+            "".join(f"<div style='color:#5f6368'>note: {html.escape(n)}</div>" for n in notes),
+            layout=w.Layout(display="" if notes else "none"),
+        )
+        self.notes.add_class("nbtune-notes")
         self.progress = w.IntProgress(
             min=0, max=max(self._target(), 1), value=self._start_finished, layout=w.Layout(width="320px")
         )
@@ -364,7 +379,9 @@ class WidgetView(BaseView):
         )
         for i, t in enumerate(["Trials", "Stopped early", "Failed", "Plots", "Checks"]):
             self.tabs.set_title(i, t)
-        self.root = _Root(children=[self.title, w.HBox([self.progress, self.status]), self.best, controls, self.tabs])
+        self.root = _Root(
+            children=[self.title, self.notes, w.HBox([self.progress, self.status]), self.best, controls, self.tabs]
+        )
         self.root.add_class("nbtune-view")
         self.root._nbtune_view = self
         self._handle = None
