@@ -529,7 +529,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
-    for param in [p for p in program.params if p.name in unread]:
+    for param in [p for p in program.params if p.name in unread and p.name not in program.read_by_functions]:
         messages.append(
             f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "
             "that changes nothing (and that blurs the importances); use it, or drop its '# tune:' comment"

@@ -389,6 +389,32 @@ def test_a_tuned_variable_the_cell_never_reads_is_named(ip):
     assert "never reads" not in res.summary()
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_notebook_function_reads_the_trials_values_as_a_plain_run_of_the_cell_would(ip, jobs):
+    """def make_opt(m): return SGD(..., lr=lr) in an earlier cell, lr tuned in the %%tune cell: every
+    trial trained with the notebook's lr while reporting its own, and nbtune said lr was never read
+    (found trying nbtune as a new user). Run as a plain cell, the cell's lr is the one it sees."""
+    ip.run_cell(
+        "lr = 0.3\n"
+        "def make_opt(scale):\n"
+        "    return {'lr': lr * scale}\n"
+        "def build():\n"
+        "    return make_opt(2)\n"  # through another notebook function
+        "def score():\n"
+        "    return model['lr']\n"  # reads the model the cell builds
+    )
+    cell = "lr = 0.01  # tune: loguniform(1e-3, 1e-1)\nmodel = build()\nloss = score() / lr\n"
+    res = ip.run_cell_magic("tune", f"--minimize loss --trials 4 --jobs {jobs} --seed 0 --name rebound{jobs}", cell)
+    assert [t.value for t in res.study.trials] == pytest.approx([2.0] * 4)
+    assert len({t.params["lr"] for t in res.study.trials}) == 4
+    assert "never reads" not in "\n".join(res.messages)
+    assert ip.user_ns["lr"] == 0.3  # the notebook's own is left alone
+    # Without the notebook's lr, as the cell runs without the magic: every trial failed with a NameError.
+    ip.run_cell("del lr")
+    res = ip.run_cell_magic("tune", f"--minimize loss --trials 3 --jobs {jobs} --seed 0 --name rebound_del{jobs}", cell)
+    assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 3
+
+
 def test_what_is_found_before_the_search_is_shown_as_it_starts(ip, capsys):
     """Notes found before any trial (a tuned variable never read, a new version) were printed only
     in the summary after the search: on a two-hour search, after paying for it (found trying

@@ -199,6 +199,36 @@ def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def functions_reading(
+    values: dict[str, Any], user_ns: dict[str, Any], names: set[str]
+) -> tuple[dict[str, types.FunctionType], set[str]]:
+    """The notebook's functions the cell may call (among ``values``, and those their code calls in
+    turn) that read one of ``names`` as a global, or call one that does: ``def make_opt(m): return
+    SGD(m.parameters(), lr=lr)`` with ``lr`` tuned in the cell. Run as a plain cell, the cell's
+    ``lr = ...`` is the notebook's, so they see it; a trial runs in a namespace of its own, where
+    they would read the notebook's ``lr`` instead. As (name -> function, which of ``names`` they
+    read). Only functions defined in the notebook (their globals are ``user_ns``): a decorator's
+    wrapper (``@torch.no_grad()``) is a library's code and keeps its own."""
+
+    def notebook_function(value: Any) -> bool:
+        return isinstance(value, types.FunctionType) and value.__globals__ is user_ns
+
+    reads: dict[str, set[str]] = {}
+    todo = [n for n, v in values.items() if notebook_function(v)]
+    while todo:
+        name = todo.pop()
+        if name not in reads:
+            reads[name] = code_names((values[name] if name in values else user_ns[name]).__code__)
+            todo += [n for n in reads[name] if n not in reads and n not in values and notebook_function(user_ns.get(n))]
+    need = {n for n, r in reads.items() if r & names}
+    grown = True
+    while grown:  # a function that calls one of them looks it up in its own globals: it goes too
+        callers = {n for n, r in reads.items() if n not in need and r & need}
+        need |= callers
+        grown = bool(callers)
+    return {n: values[n] if n in values else user_ns[n] for n in need}, {x for n in need for x in reads[n] & names}
+
+
 # What IPython puts in the notebook's namespace: no data of the cell's, and the shell itself does not hash
 _SHELLS_OWN = {"get_ipython", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh", "_", "__", "___", "_i", "_ii", "_iii"}
 
@@ -207,7 +237,7 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
     """Of a notebook function or class: the names its code looks up, and the namespace it looks
     them up in (the notebook's). Nothing for anything else (a library's code is not the notebook's)."""
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
-        return [(_code_names(value.__code__), value.__globals__)]
+        return [(code_names(value.__code__), value.__globals__)]
     if isinstance(value, functools.partial):
         return [u for part in (value.func, *value.args, *value.keywords.values()) for u in _globals_used(part)]
     if isinstance(value, type) and value.__module__ == "__main__":
@@ -216,19 +246,19 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
             fn = getattr(member, "__func__", member)  # staticmethod, classmethod
             for f in (fn, getattr(member, "fget", None), getattr(member, "fset", None)):  # property
                 if isinstance(f, types.FunctionType):
-                    out.append((_code_names(f.__code__), f.__globals__))
+                    out.append((code_names(f.__code__), f.__globals__))
         return out
     if type(value).__module__ == "__main__":  # an instance of a notebook class: its methods
         return _globals_used(type(value))
     return []
 
 
-def _code_names(code: types.CodeType) -> set[str]:
+def code_names(code: types.CodeType) -> set[str]:
     """The global (and attribute) names a code object and the code nested in it look up."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _code_names(const)
+            names |= code_names(const)
     return names
 
 

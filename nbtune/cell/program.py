@@ -24,12 +24,14 @@ import linecache
 import math
 import numbers
 import traceback
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
+from nbtune.cell.identity import code_names, functions_reading
 from nbtune.cell.loops import epoch_without, loop_length
 from nbtune.cell.reads import outside_reads
 from nbtune.cell.space import Param, suggest
@@ -241,6 +243,10 @@ class CellProgram:
     constraints: tuple[tuple[str, str, float, str], ...] = ()  # (variable, "<=" | ">=", bound, label)
     records: tuple[str, ...] = ()
     state: tuple[str, ...] = ()  # variables saved with each complete trial ('# tune: state', --state)
+    # Notebook functions that read variables the cell sets: each trial gives them its namespace
+    # as their globals, as a plain run of the cell would (see identity.functions_reading).
+    rebind: tuple[str, ...] = ()
+    read_by_functions: tuple[str, ...] = ()  # the cell's variables those functions read
 
     @property
     def params(self) -> list[Param]:
@@ -287,6 +293,10 @@ class CellProgram:
             return base
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
         ns.update(self.globals)
+        for name in self.rebind:
+            f = ns.get(name)
+            if isinstance(f, types.FunctionType):
+                ns[name] = _with_globals(f, ns)
         ns[RUNTIME] = runtime
         if "get_ipython" not in ns:
             ns["get_ipython"] = _get_ipython
@@ -373,6 +383,16 @@ class _WorkerShell:
         )
 
     run_cell_magic = run_line_magic
+
+
+def _with_globals(f: types.FunctionType, ns: dict[str, Any]) -> types.FunctionType:
+    """``f`` looking up its globals in ``ns``: the trial's variables, where a plain run of the cell
+    leaves them for the notebook's functions."""
+    g = types.FunctionType(f.__code__, ns, f.__name__, f.__defaults__, f.__closure__)
+    g.__kwdefaults__ = f.__kwdefaults__
+    g.__dict__.update(f.__dict__)
+    g.__qualname__, g.__doc__, g.__module__ = f.__qualname__, f.__doc__, f.__module__
+    return g
 
 
 def _get_ipython() -> Any:
@@ -666,6 +686,13 @@ def compile_cell(
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
     hidden = {"get_ipython", "exit", "quit"}
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
+    assigned = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    rebind, read_by_functions = functions_reading(glb, user_ns, assigned)
+    for name, f in sorted(rebind.items()):
+        glb.setdefault(name, f)
+        for read in sorted(code_names(f.__code__)):  # what they read from the notebook, the workers need too
+            if read in user_ns and read not in assigned and read not in hidden and not read.startswith("__"):
+                glb.setdefault(read, user_ns[read])
     return CellProgram(
         source=source,
         spec=spec,
@@ -677,6 +704,8 @@ def compile_cell(
         constraints=tuple(constraints or ()),
         records=tuple(records or ()),
         state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
+        rebind=tuple(sorted(rebind)),
+        read_by_functions=tuple(sorted(read_by_functions)),
     )
 
 
