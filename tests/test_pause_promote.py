@@ -591,3 +591,48 @@ def test_a_torch_trial_that_goes_on_from_its_checkpoint_is_a_straight_run(data, 
         expected = _straight_run(t.params["lr"], data.user_ns["X"], data.user_ns["y"], batches)
         for k, v in t.intermediate_values.items():
             assert v == pytest.approx(expected[k - 1], rel=1e-5), (t.number, k)
+
+
+CARRIED_CELL = """\
+lr = 0.1  # tune: loguniform(0.01, 1.0)
+model = {"w": 0.0}  # tune: state
+step = 0
+best, bad = -1e9, 0
+history = []
+for epoch in range(9):  # tune: epochs
+    step += 1
+    model["w"] += lr * min(1.0, step / 5)  # a warm-up over the first 5 epochs
+    history.append(model["w"])
+    score = -((model["w"] - 2) ** 2) + 0.01 * len(history)
+    if score > best:
+        best, bad = score, 0
+    else:
+        bad += 1
+    acc = best - 0.001 * bad
+"""
+
+
+def _carried_straight_run(lr: float) -> list[float]:
+    w, best, bad, out = 0.0, -1e9, 0, []
+    for step in range(1, 10):
+        w += lr * min(1.0, step / 5)
+        score = -((w - 2) ** 2) + 0.01 * step
+        best, bad = (score, 0) if score > best else (best, bad + 1)
+        out.append(best - 0.001 * bad)
+    return out
+
+
+def test_what_an_epoch_hands_to_the_next_goes_on_with_a_trial_from_its_checkpoint(ip):
+    """A warm-up's step count, the best score so far, a patience counter and a history list, set
+    before the loop: a trial that went on from its checkpoint started them again (the warm-up
+    restarted, the patience counter forgot), so it was not the run its configuration gives (found
+    trying nbtune as a new user)."""
+    res = run(ip, "--maximize acc --trials 16 --seed 0 -o res", CARRIED_CELL)
+    went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
+    assert went_on, "some paused trial went on from its checkpoint"
+    for t in res.study.trials:
+        expected = _carried_straight_run(t.params["lr"])
+        for k, v in t.intermediate_values.items():
+            assert v == pytest.approx(expected[k - 1], rel=1e-9), (t.number, k)
+    # the final checkpoint (best_state, --apply) keeps the state alone
+    assert set(res.best_state()) == {"model"}

@@ -288,3 +288,26 @@ def epoch_without(loop: ast.For | ast.AsyncFor, name: str) -> tuple[int, str] | 
     elif end is False:
         found.append((loop.lineno, "its body does not set it in every epoch"))
     return found[0] if found else None
+
+
+def carried_across_epochs(tree: ast.Module, loop_line: int) -> list[str]:
+    """The variables the code before the epochs loop (at ``loop_line``) sets and the loop reads or
+    sets again: what one epoch hands to the next besides the state (a step count for a warm-up,
+    the best score so far and a patience counter, a history list). A trial that goes on from a
+    checkpoint needs them as the epoch left them, not as the code before the loop sets them."""
+    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    if loop is None:
+        return []
+    inside = {id(n) for part in [*loop.body, *loop.orelse] for n in ast.walk(part)}
+    before: set[str] = set()
+    stack: list[ast.AST] = [tree]
+    while stack:  # the cell's own variables set before the loop, not a function's locals
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.lineno < loop_line:
+            before.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) in inside}
+    target = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    return sorted((before & used) - target)

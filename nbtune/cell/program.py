@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.identity import code_names, functions_reading
-from nbtune.cell.loops import epoch_without, loop_length
+from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length
 from nbtune.cell.reads import outside_reads
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
@@ -247,6 +247,9 @@ class CellProgram:
     # as their globals, as a plain run of the cell would (see identity.functions_reading).
     rebind: tuple[str, ...] = ()
     read_by_functions: tuple[str, ...] = ()  # the cell's variables those functions read
+    # Set before the epochs loop and used in it: an epoch's checkpoint keeps the plain ones with
+    # the state (a warm-up's step count, a patience counter), so a continued trial goes on as one.
+    carried: tuple[str, ...] = ()
 
     @property
     def params(self) -> list[Param]:
@@ -705,8 +708,19 @@ def compile_cell(
         records=tuple(records or ()),
         state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
         rebind=tuple(sorted(rebind)),
+        carried=_carried(spec, list(state or [])),
         read_by_functions=tuple(sorted(read_by_functions)),
     )
+
+
+def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
+    """The variables an epoch hands to the next besides the state (see ``CellProgram.carried``):
+    not the tuned ones (PBT sets them anew), nor the seed or the fold (nbtune sets those)."""
+    if spec.epochs is None or spec.tree is None:
+        return ()
+    own = {p.name for p in spec.params} | {n for n, _ in spec.state} | set(state)
+    own |= {a.name for a in (spec.seed, spec.folds, spec.outer) if a is not None}
+    return tuple(n for n in carried_across_epochs(spec.tree, spec.epochs.lineno) if n not in own)
 
 
 def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ with cloudpickle, so classes and functions defined in the notebook work.
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
 import os
@@ -148,6 +149,29 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...], generators: dict[str
             "an open file or a data loader)"
         ) from None
     return _MAGIC + kind.encode() + b"\n" + payload
+
+
+def plain_carried(ns: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of the variables carried from epoch to epoch (:func:`nbtune.cell.loops.carried_across_epochs`),
+    those an epoch's checkpoint keeps: plain values (numbers, strings, and small lists, tuples,
+    dicts and sets of them: counters, best scores, histories). Objects (a data loader, a scheduler,
+    a tensor of data) are the state's to mark, and the note before the search names those."""
+    return tuple(n for n in names if n in ns and _plain(ns[n], [10_000]))
+
+
+def _plain(value: Any, budget: list[int]) -> bool:
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return True
+    if type(value).__module__ == "numpy":
+        return getattr(value, "shape", None) == ()  # a numpy scalar, not an array of data
+    if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+        return all(_plain(v, budget) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k, budget) and _plain(v, budget) for k, v in value.items())
+    return False
 
 
 def load_state(data: bytes) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from nbtune.run.checkpoints import (
     KEEP_PAUSED,
     has_checkpoint,
     paused_in_memory,
+    plain_carried,
     prune_checkpoints,
     resume_point,
     save_checkpoint,
@@ -206,7 +207,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         seed=_trial_seed(job, trial, attrs.get(ATTR.SEED)),
         reveal_holdout=check is not None,
         outer_fold=job.outer_fold,
-        on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, names, step))
+        on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, _epoch_state(job, ns), step))
         if names and epochs_loop
         else None,
         resume=(lambda: _resume_point(job, storage, tid, resume)) if resume else None,
@@ -225,7 +226,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             if job.scheduler.pause and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
                 if decision.get("paused") and names:  # its state after this epoch: it goes on from here if promoted
-                    save_checkpoint(job.store, trial, runtime._ns, names, decision["epoch"])
+                    save_checkpoint(job.store, trial, runtime._ns, _epoch_state(job, runtime._ns), decision["epoch"])
                 elif decision.get("paused") and decision["epoch"] == runtime._step:  # no checkpoint: in memory
                     standing = decision["rank"] / max(1, decision["n_compared"])
                     paused_in_memory.keep(
@@ -292,6 +293,12 @@ def _record_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     )
     _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.INTERRUPTED, why)
     _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+
+
+def _epoch_state(job: Job, ns: dict[str, Any]) -> tuple[str, ...]:
+    """What an epoch's checkpoint keeps: the state, and the plain values one epoch hands to the next
+    (a step count, the best score so far), so the trial goes on from it as a straight run."""
+    return job.program.state + plain_carried(ns, job.program.carried)
 
 
 def _resume_point(
