@@ -433,6 +433,28 @@ def test_a_cell_whose_trials_change_notebook_data_in_place_resumes_its_study(ip)
     assert moved.study.study_name == first.study.study_name + ":v2"
 
 
+def test_a_kaggle_style_config_class_is_data(ip):
+    """'class CFG: batch_size = 128; epochs = 4' read by a notebook helper: changing
+    CFG.batch_size resumed the old study, mixing trials of two set-ups, and a cell that set
+    CFG.lr = lr was not said to change notebook data (found trying nbtune as a new user)."""
+    ip.run_cell(
+        "class CFG:\n    scale = 1.0\n    epochs = 3\n    def describe(self):\n        return 'cfg'\ndef scaled(x):\n    return x * CFG.scale\n"
+    )
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(CFG.epochs):  # tune: epochs\n    loss = scaled(x)\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    same = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0", cell)
+    assert same.study.study_name == first.study.study_name
+    ip.run_cell("CFG.scale = 2.0")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0", cell)
+    assert moved.study.study_name == first.study.study_name + ":v2", moved.messages
+    # A cell that sets a setting on the class changes notebook data in place: said, and Run All resumes.
+    setter = "x = 0.5  # tune: uniform(0, 1)\nCFG.scale = x\nloss = scaled(x)\n"
+    res = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0 --name setter", setter)
+    assert any(m.startswith("the trials changed notebook data in place: CFG") for m in res.messages), res.messages
+    again = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0 --name setter", setter)
+    assert again.study.study_name == "setter", again.messages
+
+
 def test_a_value_that_could_not_be_hashed_on_one_side_is_no_change():
     """A LightGBM Dataset hashes by its contents until lgb.train constructs it (then it holds a C
     handle): 'the notebook data it reads changed: ltrain' and 'ltrain cannot be hashed' in one output."""

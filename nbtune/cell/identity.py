@@ -126,6 +126,14 @@ def value_fingerprint(value: Any) -> str:
         if isinstance(value, type) and value.__module__ == "__main__":
             methods = sorted((k, v) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
             parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
+            # and its settings: a Kaggle-style 'class CFG: lr = 1e-3; epochs = 4' is data
+            settings = sorted(
+                (k, v)
+                for k, v in vars(value).items()
+                if not k.startswith("__")
+                and not isinstance(v, (types.FunctionType, staticmethod, classmethod, property, type))
+            )
+            parts += [k.encode() + value_fingerprint(v).encode() for k, v in settings]
             return "code:" + _digest(value.__qualname__.encode() + b"".join(parts))
         if isinstance(value, types.ModuleType):
             return "module:" + value.__name__
