@@ -633,6 +633,10 @@ class _Loader:
         ("for b in loader:", {"loader": _Loader()}, 7),
         ("for e in range(len(sizes)):", {"sizes": [1, 2, 3]}, 3),
         ("for e in range(N):", {}, 9),  # the cell's own earlier literal: N = 9
+        ("for e in range(int(EPOCHS)):", {"EPOCHS": 6.0}, 6),  # found trying nbtune as a new user
+        ("for e in range(int(EPOCHS * 1.5)):", {"EPOCHS": 4}, 6),
+        ("for e in range(max(1, EPOCHS // 2)):", {"EPOCHS": 10}, 5),
+        ("for e in range(round(EPOCHS / 2)):", {"EPOCHS": 9}, 4),
     ],
 )
 def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):

@@ -3,7 +3,8 @@
 Hyperband needs the epochs of a full trial (R) before the first trial starts. The loop's
 iterable is evaluated statically over a small, safe subset of Python: literals and
 arithmetic on them, names bound to such values (the notebook's variables, or the cell's
-own earlier top-level assignments), subscripts (``cfg["epochs"]``), ``range``, ``len``, and
+own earlier top-level assignments), subscripts (``cfg["epochs"]``), ``range``, ``len``, ``int``,
+``round``, ``max``, ``min`` of numbers, and
 wrappers that keep the length (``tqdm``/``trange``, ``enumerate``, ``reversed``, ``list``,
 ``sorted``). A notebook object that has a length (a list, an array, a PyTorch ``DataLoader``
 when the loop is over batches) counts by ``len()``. No function of the user's is called.
@@ -96,6 +97,11 @@ def _call(node: ast.Call, env: dict[str, Any]) -> Any:
         return range(*args)
     if name == "len" and len(node.args) == 1:
         return _length(_value(node.args[0], env), node.args[0])
+    if name in ("int", "round", "max", "min") and isinstance(node.func, ast.Name) and node.args:
+        args = [_value(a, env) for a in node.args]  # range(int(EPOCHS * 1.5)), range(max(1, EPOCHS // 2))
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise _Unknown(f"{ast.unparse(node)} needs numbers")
+        return {"int": int, "round": round, "max": max, "min": min}[name](*args)
     if name in _KEEP_LENGTH and node.args:
         return _Sized(_length(_value(node.args[0], env), node.args[0]))
     raise _Unknown(f"{ast.unparse(node)} calls {name or 'a function'}, which nbtune does not run before the trials")
