@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import Any
 
 __all__ = ["loop_length"]
@@ -28,6 +28,7 @@ _BINOPS = {
     ast.Pow: operator.pow,
     ast.Div: operator.truediv,
 }
+_NUMBER_CALLS: dict[str, Callable[..., Any]] = {"int": int, "round": round, "max": max, "min": min}
 _KEEP_LENGTH = {"tqdm", "trange", "enumerate", "reversed", "list", "tuple", "sorted", "notebook", "auto"}
 
 
@@ -101,7 +102,7 @@ def _call(node: ast.Call, env: dict[str, Any]) -> Any:
         args = [_value(a, env) for a in node.args]  # range(int(EPOCHS * 1.5)), range(max(1, EPOCHS // 2))
         if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
             raise _Unknown(f"{ast.unparse(node)} needs numbers")
-        return {"int": int, "round": round, "max": max, "min": min}[name](*args)
+        return _NUMBER_CALLS[name](*args)
     if name in _KEEP_LENGTH and node.args:
         return _Sized(_length(_value(node.args[0], env), node.args[0]))
     raise _Unknown(f"{ast.unparse(node)} calls {name or 'a function'}, which nbtune does not run before the trials")
