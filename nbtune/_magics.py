@@ -90,6 +90,9 @@ _OPTUNA_WORDS = {
     "--storage": "--store PATH_OR_URL",
     "--n-jobs": "--jobs N",
     "--n_jobs": "--jobs N",
+    "--metric": "--maximize NAME or --minimize NAME",
+    "--objective": "--maximize NAME or --minimize NAME",
+    "--monitor": "--maximize NAME or --minimize NAME",
 }
 
 
@@ -107,7 +110,25 @@ def _parse(magic: Any, line: str) -> Any:
         close = _close_flags(magic, words)
         if close:
             raise UsageError(f"{e}; did you mean {' or '.join(close)}? (see %%tune?)") from None
+        hint = _stray_words_hint(str(e))
+        if hint:
+            raise UsageError(f"{e}; {hint} (see %%tune?)") from None
         raise
+
+
+def _stray_words_hint(message: str) -> str | None:
+    """What words argparse could not place usually are: a metric without its flag (``%%tune
+    val_acc``), a trial count (``%%tune 20``), a guardrail split by its spaces."""
+    if "unrecognized arguments:" not in message:
+        return None
+    stray = message.split("unrecognized arguments:", 1)[1].split()
+    if any(w in ("<=", ">=", "<", ">") or w.startswith(("<=", ">=")) for w in stray):
+        return "a guardrail with spaces is one argument: quote it, --subject-to 'latency_ms <= 20'"
+    if stray and stray[0].isidentifier():
+        return f"name the metric with its direction: --maximize {stray[0]} or --minimize {stray[0]}"
+    if stray and stray[0].isdigit():
+        return f"the number of trials is -n {stray[0]}"
+    return None
 
 
 def _close_flags(magic: Any, words: list[str]) -> list[str]:

@@ -574,6 +574,11 @@ def test_help_text(ip):
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),
+        # words argparse cannot place (found trying nbtune as a new user)
+        ("--metric loss", "--metric is --maximize NAME or --minimize NAME"),
+        ("loss", "unrecognized arguments: loss; name the metric with its direction: --maximize loss or --minimize loss"),
+        ("--maximize loss 20", "the number of trials is -n 20"),
+        ("--maximize loss --subject-to x <= 1", "a guardrail with spaces is one argument: quote it, --subject-to"),
         ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
         ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),
         ("--maximize loss -o my-res", "-o/--out takes a variable name; got 'my-res'"),
