@@ -342,3 +342,23 @@ def test_warm_workers_follow_the_notebook_to_another_folder(ip, tmp_path, monkey
     nbtune.tune(cell, minimize="loss", n_trials=4, n_jobs=2, store=str(tmp_path / "s2"), view=None)
     assert len((tmp_path / "a" / "here.txt").read_text()) == 4
     assert len((tmp_path / "b" / "here.txt").read_text()) == 4
+
+
+def test_a_crashed_worker_is_said_in_a_whole_sentence():
+    """joblib's message was cut at 160 characters, mid-sentence (found trying nbtune as a new user)."""
+    from nbtune.run.coordinator import _death_reason
+
+    loky = (
+        "A worker process managed by the executor was unexpectedly terminated. This could be caused by a "
+        "segmentation fault while calling the function or by an excessive memory usage causing the Operating "
+        "System to kill the worker.\n\nThe exit codes of the workers are {SIGSEGV(-11)}"
+    )
+    assert _death_reason(RuntimeError(loky)) == (
+        "the worker process crashed (SIGSEGV(-11): a crash in compiled code, such as a segmentation fault)"
+    )
+    assert _death_reason(RuntimeError(loky.replace("SIGSEGV(-11)", "EXIT(1)"))) == (
+        "the worker process died unexpectedly (exit code EXIT(1))"
+    )
+    assert _death_reason(RuntimeError(loky.replace("SIGSEGV(-11)", "SIGKILL(-9)"))).startswith(
+        "the worker process was killed (SIGKILL"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -263,4 +264,11 @@ def _death_reason(e: BaseException) -> str:
     text = str(e)
     if "SIGKILL" in text or "-9" in text:
         return "the worker process was killed (SIGKILL; often the system ran out of memory)"
-    return "the worker process died unexpectedly (" + text.splitlines()[0][:160] + ")"
+    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", text)  # joblib's (loky's) words
+    if codes:
+        how = codes.group(1)
+        if "SIGSEGV" in how or "SIGBUS" in how or "SIGABRT" in how:
+            return f"the worker process crashed ({how}: a crash in compiled code, such as a segmentation fault)"
+        return f"the worker process died unexpectedly (exit code {how})"
+    first = text.splitlines()[0] if text else type(e).__name__
+    return "the worker process died unexpectedly (" + (first if len(first) <= 160 else first[:157] + "...") + ")"
