@@ -54,7 +54,7 @@ from nbtune.run.liveness import (
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import Job
-from nbtune.store.attrs import ATTR, finished_count, searched_seconds
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted, searched_seconds
 from nbtune.store.base import (
     BaseStore,
     base_name,
@@ -722,7 +722,20 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
         raise _bug_error(result, plan)
+    if search is not None and not result.interrupted and _nothing_but_failures(result, plan):
+        # fewer than 3 trials were left to run (a re-run of a study whose first ones failed)
+        raise _bug_error(result, plan, every=True)
     return result
+
+
+def _nothing_but_failures(result: TuneResult, plan: _Plan) -> bool:
+    """Every trial this run finished failed, and none of the study ever completed."""
+    run_start = plan.job.run_start if plan.job is not None else 0
+    trials = result.trials
+    ran = [t for t in trials if t.number >= run_start and t.state.is_finished() and not is_interrupted(t)]
+    return (
+        bool(ran) and all(t.state.name == "FAIL" for t in ran) and not any(t.state.name == "COMPLETE" for t in trials)
+    )
 
 
 def _changed_in_place(plan: _Plan) -> list[str]:
@@ -748,7 +761,7 @@ def _changed_in_place(plan: _Plan) -> list[str]:
     ]
 
 
-def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
+def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFailedError:
     failed = [t for t in result.trials if t.state.name == "FAIL" and ATTR.ERROR in t.user_attrs]
     first = failed[-1] if failed else None
     tb = first.user_attrs.get(ATTR.TRACEBACK, "") if first else ""
@@ -759,7 +772,9 @@ def _bug_error(result: TuneResult, plan: _Plan) -> TrialsFailedError:
     run_start = plan.job.run_start if plan.job is not None else 0
     paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
     which = (
-        "the first 3 trials of this run that were not paused or stopped early"
+        "every trial of this run, and of the study before it,"
+        if every
+        else "the first 3 trials of this run that were not paused or stopped early"
         if paused
         else "the first 3 trials of this run"
     )

@@ -329,6 +329,25 @@ def test_a_bug_past_the_first_rung_stops_the_search_too(ip):
     assert len(trials) < 15
 
 
+def test_a_rerun_whose_trials_all_fail_again_is_an_error_too(ip):
+    """A study whose first 3 trials failed, re-run with -n 4: the one trial left failed too and
+    the cell ended as a success, '4/4 trials finished (4 failed)' (found trying nbtune as a new
+    user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = undefined_name + x\n"
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed"):
+        ip.run_cell_magic("tune", "--trials 3 --minimize loss --name broken", cell)
+    with pytest.raises(
+        UsageError, match="every trial of this run, and of the study before it, all failed with NameError"
+    ):
+        ip.run_cell_magic("tune", "--trials 4 --minimize loss --name broken", cell)
+    assert [t.state.name for t in nbtune.load_study("broken").trials] == ["FAIL"] * 4
+    # one that completed before: a failure now is the search going on, not a bug
+    ok = "x = 0.5  # tune: uniform(0, 1)\nloss = x if x == 0.5 else undefined_name\n"
+    ip.run_cell_magic("tune", "--trials 1 --minimize loss --name mixed", ok)
+    res = ip.run_cell_magic("tune", "--trials 2 --minimize loss --name mixed --seed 0", ok)
+    assert [t.state.name for t in res.study.trials] == ["COMPLETE", "FAIL"]
+
+
 @pytest.mark.parametrize(
     "body, expected",
     [
@@ -576,7 +595,10 @@ def test_help_text(ip):
         ("--maximize loss --trails 5", "did you mean --trials"),
         # words argparse cannot place (found trying nbtune as a new user)
         ("--metric loss", "--metric is --maximize NAME or --minimize NAME"),
-        ("loss", "unrecognized arguments: loss; name the metric with its direction: --maximize loss or --minimize loss"),
+        (
+            "loss",
+            "unrecognized arguments: loss; name the metric with its direction: --maximize loss or --minimize loss",
+        ),
         ("--maximize loss 20", "the number of trials is -n 20"),
         ("--maximize loss --subject-to x <= 1", "a guardrail with spaces is one argument: quote it, --subject-to"),
         ("--maximize loss --name 'unclosed", "cannot read the %%tune line (No closing quotation): check its quotes"),
@@ -680,16 +702,17 @@ def test_range_of_a_notebook_variable_is_a_known_length(ip):
         ip.run_cell_magic("tune", "--minimize loss --max-epochs 5", cell)
 
 
-def test_apply_without_a_completed_trial_warns(ip):
-    from nbtune.exceptions import NbtuneWarning
-
-    with pytest.warns(NbtuneWarning, match="no trial completed"):
-        res = ip.run_cell_magic(
+def test_apply_without_a_completed_trial_applies_nothing(ip):
+    """Every trial failed: the cell has a bug, said as one, and nothing is applied."""
+    with pytest.raises(
+        UsageError, match="every trial of this run, and of the study before it, all failed with RuntimeError"
+    ):
+        ip.run_cell_magic(
             "tune",
-            "--trials 1 --minimize loss --apply",
+            "--trials 1 --minimize loss --apply -o res",
             "x = 0.5  # tune: uniform(0, 1)\nraise RuntimeError('no')\nloss = x\n",
         )
-    assert res.n_finished == 1 and "x" not in ip.user_ns
+    assert ip.user_ns["res"].n_finished == 1 and "x" not in ip.user_ns
 
 
 def test_gp_sampler_names_its_extra_when_torch_is_missing(ip):
