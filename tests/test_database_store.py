@@ -51,6 +51,25 @@ def test_worker_processes_share_the_exact_budget(store, tmp_path, monkeypatch):
     assert len({t.user_attrs[ATTR.OWNER]["pid"] for t in trials}) == 2
 
 
+def test_a_worker_killed_mid_trial_loses_no_trial_on_either_store(store, tmp_path, monkeypatch):
+    """A database store's trials live by leases, which take --lease-grace to expire: when a local
+    worker was killed, its trial and the one loky's pool replacement cut stayed RUNNING, and the
+    search ended 2 short (found trying nbtune as a new user). The pool's dead processes are known."""
+    monkeypatch.chdir(tmp_path)
+    flag = tmp_path / "killed-once"
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nimport os, signal, time\ntime.sleep(0.1)\n"
+        f"if not os.path.exists({str(flag)!r}):\n    open({str(flag)!r}, 'w').close()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\nloss = x\n"
+    )
+    t0 = time.time()
+    res = nbtune.tune(cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=store, view=None, name="kill")
+    trials = res.study.trials
+    assert not any(t.state.name == "RUNNING" for t in trials), [(t.number, t.state.name) for t in trials]
+    assert finished_count(trials) == 8 and sum(t.state.name == "COMPLETE" for t in trials) == 7
+    assert time.time() - t0 < 30  # not the lease grace of every cut trial
+
+
 def test_stop_reaches_workers_through_the_store(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     st = open_store(store)

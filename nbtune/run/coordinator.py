@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from nbtune.exceptions import CellError
 from nbtune.run.backends import BACKENDS, BaseBackend
-from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
+from nbtune.run.liveness import is_alive, reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
 from nbtune.run.worker import Job
 from nbtune.store.control import BaseControl
@@ -200,7 +200,9 @@ class Search:
         while True:
             try:
                 self.backend.run(self.job, self.n_jobs)
-                return
+                if not self._others_left_work():
+                    return
+                continue  # a trial whose owner died was queued again: run it
             except Exception as e:
                 if not self.backend.is_worker_death(e):
                     raise
@@ -213,7 +215,10 @@ class Search:
                 time.sleep(0.1)  # let the watch see every death
                 culprits = watch.first_dead if watch is not None else None
                 reason = _death_reason(e)
-                died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits)
+                # the pool's processes are gone now (loky kills the rest): their trials are dead
+                # whatever a lease says, which would take --lease-grace to expire
+                gone = {pid for pid in self.control.worker_pids() if not is_alive(pid)}
+                died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()
                 self.worker_deaths.append(f"{reason} (trials {died})")
@@ -233,6 +238,31 @@ class Search:
                     ) from None
                 self.control.forget_workers()
 
+    def _others_left_work(self) -> bool:
+        """The workers ended with the budget reached, counting trials other processes run (another
+        kernel on the same study, a worker on another machine). Wait for those to end: if their
+        owner is gone, its trials are marked and queued again, and True says to run them; a search
+        ended while one still ran came up short of its trials with one left RUNNING forever."""
+        import optuna
+        from optuna.trial import TrialState
+
+        job = self.job
+        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+        while True:
+            if self.control.why() or self.control.stop_requested() or self.control.stop_now_requested():
+                return False
+            if self.deadline is not None and time.time() >= self.deadline:
+                return False
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return False
+            died = self._reap()
+            if died:
+                self.worker_deaths.append(f"trial(s) {died} of a process that stopped (another kernel or worker) ran again")
+                return True
+            time.sleep(self.OTHERS_POLL)
+
+    OTHERS_POLL = 0.5  # seconds between looks at trials other processes run, once this search's are done
+
     def _reap_expired(self) -> None:
         """While the search runs: fail and re-queue the trials whose lease expired."""
         period = self.job.liveness.period or 5.0
@@ -246,14 +276,21 @@ class Search:
             if died:
                 self.worker_deaths.append(f"the lease of trial(s) {died} expired (their worker stopped renewing it)")
 
-    def _reap(self, culprit_error: str | None = None, culprits: set[int] | None = None) -> list[int]:
+    def _reap(
+        self, culprit_error: str | None = None, culprits: set[int] | None = None, gone: set[int] | None = None
+    ) -> list[int]:
         """Mark the trials of dead workers failed and queue the interrupted ones again."""
         import optuna
 
         job = self.job
         study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
         died = reap_dead_trials(
-            study, job.liveness, reason="its worker process was stopped", culprits=culprits, culprit_error=culprit_error
+            study,
+            job.liveness,
+            reason="its worker process was stopped",
+            culprits=culprits,
+            culprit_error=culprit_error,
+            gone=gone,
         )
         if not sampler_kind(job.sampler).enumerates:
             requeue_interrupted(study, job.store)

@@ -220,15 +220,24 @@ def liveness_of(store: BaseStore, heartbeat: float = 5.0, grace: float | None = 
     return LeaseLiveness(store, heartbeat, grace) if store.leases else ProcessLiveness()
 
 
-def dead_trials(study: optuna.Study, liveness: BaseLiveness) -> list[optuna.trial.FrozenTrial]:
-    """The RUNNING trials whose owner is gone (a dead kernel or worker left them)."""
+def dead_trials(
+    study: optuna.Study, liveness: BaseLiveness, gone: set[int] | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """The RUNNING trials whose owner is gone (a dead kernel or worker left them); ``gone``: pids
+    of this machine known to have died (a worker pool this process ran), whatever the leases say."""
     from optuna.trial import TrialState
 
+    here = socket.gethostname()
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if liveness.is_dead(t.user_attrs.get(ATTR.OWNER) or {}, t)
+        if _gone(t.user_attrs.get(ATTR.OWNER) or {}, gone, here)
+        or liveness.is_dead(t.user_attrs.get(ATTR.OWNER) or {}, t)
     ]
+
+
+def _gone(owner: dict[str, Any], gone: set[int] | None, here: str) -> bool:
+    return bool(gone) and owner.get("host") == here and owner.get("pid") in gone  # type: ignore[operator]
 
 
 def reap_dead_trials(
@@ -238,6 +247,7 @@ def reap_dead_trials(
     reason: str = "the kernel or worker running it stopped (interrupt, restart or crash)",
     culprits: set[int] | None = None,
     culprit_error: str | None = None,
+    gone: set[int] | None = None,
 ) -> list[int]:
     """Mark RUNNING trials whose owner is gone as failed (interrupted).
 
@@ -248,6 +258,7 @@ def reap_dead_trials(
         culprit_error: when a worker died of its trial (out of memory, say), that trial
             fails with this error instead of being interrupted: it counts and is not re-run.
         culprits: the pids that died of their own trial; None means every dead one.
+        gone: pids of this machine known to have died (see :func:`dead_trials`).
 
     Returns:
         The numbers of the trials marked.
@@ -256,7 +267,7 @@ def reap_dead_trials(
 
     storage = _compat.storage_of(study)
     reaped = []
-    for t in dead_trials(study, liveness):
+    for t in dead_trials(study, liveness, gone):
         owner = t.user_attrs.get(ATTR.OWNER) or {}
         try:
             if (
