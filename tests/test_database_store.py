@@ -112,6 +112,10 @@ def test_the_password_is_never_shown(postgres_url):
     assert "s3cret" not in repr(store) and "s3cret" not in store.where() and ":***@" in store.where()
     assert masked("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
     assert masked("postgresql://u:p@h/db", "failed: password=p host=h") == "failed: password=*** host=h"
+    # a password written raw with an '@' of its own (found trying nbtune as a new user)
+    raw = "postgresql://tuner:p@ss:w0rd@127.0.0.1:5499/studies"
+    assert masked(raw) == "postgresql://tuner:***@127.0.0.1:5499/studies"
+    assert "w0rd" not in masked(raw, f"cannot open {raw}: invalid literal for int()")
     with pytest.raises(ConfigError) as e:
         nbtune.tune(CELL, minimize="loss", n_trials=1, store="postgresql://u:s3cret@/nope?host=/nonexistent", view=None)
     assert "s3cret" not in str(e.value) and "cannot open the store postgresql://u:***@" in str(e.value)

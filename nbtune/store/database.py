@@ -51,9 +51,10 @@ def is_database_url(location: Any) -> bool:
 def masked(url: str, text: str | None = None) -> str:
     """``text`` (default: the URL itself) with the URL's password replaced by ``***`` wherever it
     appears (a driver's error message may quote it): never print a password."""
-    out = re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", r"\1:***@", url) if text is None else text
+    # the password runs to the URL's last '@' (one written raw may hold an '@' of its own)
+    out = re.sub(r"^([^:/]+://[^:/@]*):.*@", r"\1:***@", url) if text is None else text
     out = re.sub(r"(password\s*=\s*)\S+", r"\1***", out, flags=re.IGNORECASE)
-    m = re.match(r"^[^:/]+://[^:/@]*:(?P<password>[^@]*)@", url)
+    m = re.match(r"^[^:/]+://[^:/@]*:(?P<password>.*)@", url)
     if text is not None and m and len(m.group("password")) >= 4:
         out = out.replace(m.group("password"), "***")
     return out
