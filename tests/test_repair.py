@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,74 @@ def test_viewing_a_finished_study_writes_nothing(ip, tmp_path):
     ip.run_line_magic("tune_show", f"seen --store {store}")
     nbtune.load_study("seen", store=store)
     assert {p.name: p.stat().st_mtime_ns for p in store.iterdir()} == before
+
+
+def test_a_journal_git_merged_keeps_both_branches_trials(tmp_path):
+    """Two branches of a notebook project each ran 3 more trials, and `git merge` put one side's
+    records after the other's between conflict markers: the markers were set aside as "damage
+    from a crash", and the other branch's finished trials landed on this one's trial ids, lost,
+    with empty RUNNING trials left (found trying nbtune as a new user). Both sides are kept."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+
+    def search(n, seed):
+        return nbtune.tune(
+            CELL, minimize="loss", n_trials=n, seed=seed, store=tmp_path / ".nbtune", name="s", view=None
+        )
+
+    git("init", "-q", "-b", "main")
+    search(4, 0)
+    shutil.rmtree(tmp_path / ".nbtune" / "runs", ignore_errors=True)
+    (tmp_path / ".gitignore").write_text(".nbtune/*.budget\n.nbtune/*.lock\n.nbtune/runs/\n")
+    git("add", "-A")
+    git("commit", "-qm", "four trials")
+    git("checkout", "-qb", "other")
+    theirs = {round(t.params["x"], 12) for t in search(7, 5).study.trials[4:]}
+    git("add", "-A")
+    git("commit", "-qm", "three more here")
+    git("checkout", "-q", "main")
+    ours = {round(t.params["x"], 12) for t in search(7, 7).study.trials[4:]}
+    git("add", "-A")
+    git("commit", "-qm", "three more there")
+    merge = subprocess.run(["git", "merge", "-q", "other"], cwd=tmp_path, capture_output=True,
+                           env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                                "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
+    assert merge.returncode != 0 and b"<<<<<<<" in (tmp_path / ".nbtune" / "s.journal").read_bytes()
+    assert ours != theirs
+
+    res = search(10, 0)  # the next run: nothing left to run, every trial kept
+    trials = res.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 10, [(t.number, t.state.name) for t in trials]
+    assert {round(t.params["x"], 12) for t in trials[4:]} == ours | theirs
+    assert all(t.value == pytest.approx((t.params["x"] - 0.3) ** 2) for t in trials)
+    assert any("had git's conflict markers (two branches each added trials): both sides were kept, 3 trial(s) "
+               "of one and 3 of the other" in m for m in res.messages), res.messages  # fmt: skip
+    assert list((tmp_path / ".nbtune").glob("s.journal.conflict-*"))
+
+
+def test_a_store_deleted_or_replaced_under_a_live_kernel_is_read_afresh(tmp_path):
+    """'rm -rf .nbtune' to start over broke every later run until a restart (FileNotFoundError,
+    then 'Bad file descriptor'), and a journal restored from a copy crashed the next run with
+    'Cannot tell a COMPLETE trial' (the process kept the parsed log of the file it had read;
+    found trying nbtune as a new user)."""
+    store = tmp_path / ".nbtune"
+
+    def search(n):
+        return nbtune.tune(CELL, minimize="loss", n_trials=n, seed=0, store=store, name="s", view=None)
+
+    search(3)
+    shutil.rmtree(store)
+    assert search(2).n_finished == 2 and len(search(3).study.trials) == 3
+    copy = (store / "s.journal").read_bytes()
+    search(5)
+    (store / "s.journal").write_bytes(copy)  # a backup restored, a git checkout
+    res = search(6)
+    assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 6
+    replaced = tmp_path / "replacement"
+    replaced.write_bytes(copy)
+    os.replace(replaced, store / "s.journal")  # a new file in its place
+    assert len(search(4).study.trials) == 4

@@ -257,7 +257,9 @@ class Search:
                 return False
             died = self._reap()
             if died:
-                self.worker_deaths.append(f"trial(s) {died} of a process that stopped (another kernel or worker) ran again")
+                self.worker_deaths.append(
+                    f"trial(s) {died} of a process that stopped (another kernel or worker) ran again"
+                )
                 return True
             time.sleep(self.OTHERS_POLL)
 

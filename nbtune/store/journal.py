@@ -65,6 +65,7 @@ class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.storages: dict[str, Any] = {}
+        self.seen: dict[str, tuple[int, int, int]] = {}  # a journal's (device, inode, size) when last opened
         self.lock_paths: dict[tuple[Path, str], str] = {}
         # (pid, lock file) -> (its open file, the lock of this process's threads): flock excludes
         # other processes; threads of one process share the file, so they take the thread lock first
@@ -108,10 +109,14 @@ def _flock(path: str) -> _Flock:
         with _CACHE.lock:
             entry = _CACHE.flocks.get(key)
             if entry is None or not _same_file(entry, path):
-                if entry is not None:
-                    os.close(entry.fd)
+                threads = entry.threads if entry is not None else threading.Lock()
+                if entry is not None:  # (its fd closed once: a failed open below must not close it again)
+                    del _CACHE.flocks[key]
+                    with contextlib.suppress(OSError):
+                        os.close(entry.fd)
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # the store folder was deleted
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                entry = _CACHE.flocks[key] = _Flock(fd, entry.threads if entry is not None else threading.Lock())
+                entry = _CACHE.flocks[key] = _Flock(fd, threads)
     return entry
 
 
@@ -200,8 +205,20 @@ class JournalStore(BaseStore):
         key = str(path)
         with _CACHE.lock:
             st = _CACHE.storages.get(key)
-            if st is None or not path.exists():
-                if not path.exists():
+            seen = _CACHE.seen.get(key)
+            try:
+                stat = os.stat(path)
+                now: tuple[int, int, int] | None = (stat.st_dev, stat.st_ino, stat.st_size)
+            except OSError:
+                now = None
+            # A file replaced (git checkout, a backup restored, a repair) or cut shorter than this
+            # process read it: the parsed log is another file's, read it afresh.
+            if now is not None and seen is not None and (now[:2] != seen[:2] or now[2] < seen[2]):
+                st = None
+            if now is not None:
+                _CACHE.seen[key] = now
+            if st is None or now is None:
+                if now is None:
                     self._writable()
                 try:
                     st = JournalStorage(JournalFileBackend(key))

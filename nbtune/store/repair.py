@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["repair_journal"]
 
@@ -86,6 +87,9 @@ def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str |
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         return None  # a read-only store is only read: Optuna's reader copes with a bad tail
     with get_lock_file(JournalFileSymlinkLock(str(path))):
+        merged = _merge_conflict(path)
+        if merged is not None:
+            return merged
         good, bad = _split(path)
         if not bad:
             return None
@@ -100,9 +104,120 @@ def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str |
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    where = "after its last good record (a crash or a full disk mid-write?)" if not good.endswith(bad) else ""
     message = (
-        f"the store file {path.name} had {len(bad)} damaged byte(s) after its last good record "
-        f"(a crash or a full disk mid-write?); they were set aside in {side.name} and the study goes on"
+        f"the store file {path.name} had {len(bad)} damaged byte(s) "
+        f"{where or 'between good records'}; they were set aside in {side.name} and the study goes on"
     )
     _logger.warning(message)
     return message
+
+
+# A journal merged by git: both branches appended records after what they shared, and a line merge
+# puts one side's after the other's between conflict markers. Optuna numbers studies and trials in
+# the order their records come, so the second side's records would land on the first side's
+# trials (its finished trials lost, empty RUNNING ones left). Its studies and trials are renumbered
+# to follow the first side's instead: both branches' trials are kept.
+_OURS, _BASE, _THEIRS, _END = b"<<<<<<< ", b"||||||| ", b"=======", b">>>>>>> "
+
+
+def _merge_conflict(path: Path) -> str | None:
+    """Merge a journal git left with one conflict (both sides' records, renumbered); a one-line
+    message, or None when the file has no conflict markers (or more than one conflict)."""
+    data = path.read_bytes()
+    if _OURS not in data:
+        return None
+    lines = data.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(_OURS)]
+    ends = [i for i, line in enumerate(lines) if line.startswith(_END)]
+    middles = [i for i, line in enumerate(lines) if line.rstrip(b"\r\n") == _THEIRS]
+    if len(starts) != 1 or len(ends) != 1 or len(middles) != 1 or not starts[0] < middles[0] < ends[0]:
+        return None
+    first, mid, last = starts[0], middles[0], ends[0]
+    base = next((i for i in range(first, mid) if lines[i].startswith(_BASE)), mid)  # diff3's common part
+    prefix, ours, theirs, suffix = lines[:first], lines[first + 1 : base], lines[mid + 1 : last], lines[last + 1 :]
+    try:
+        records = [[json.loads(x) for x in part if x.strip()] for part in (prefix, ours, theirs, suffix)]
+    except ValueError:
+        return None  # not only records between the markers: a damage of another kind
+    merged_theirs = _renumbered(records[0], records[1], records[2])
+    out = b"".join(prefix) + b"".join(ours)
+    out += b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in merged_theirs)
+    out += b"".join(suffix)
+    side = path.with_name(f"{path.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}")
+    side.write_bytes(data)
+    tmp = path.with_name(path.name + ".repairing")
+    with open(tmp, "wb") as f:
+        f.write(out)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    n_ours = sum(1 for r in records[1] if r.get("op_code") == _CREATE_TRIAL)
+    n_theirs = sum(1 for r in records[2] if r.get("op_code") == _CREATE_TRIAL)
+    message = (
+        f"the store file {path.name} had git's conflict markers (two branches each added trials): both sides were "
+        f"kept, {n_ours} trial(s) of one and {n_theirs} of the other, renumbered after them; the file as git left "
+        f"it is in {side.name}"
+    )
+    _logger.warning(message)
+    return message
+
+
+_CREATE_STUDY, _DELETE_STUDY, _CREATE_TRIAL = 0, 1, 4
+
+
+class _Ids:
+    """Optuna's journal numbering: a study id per new study name, a trial id per trial created in a
+    study that exists, in the order the records come."""
+
+    def __init__(self) -> None:
+        self.studies: dict[str, int] = {}
+        self.live: set[int] = set()
+        self.next_study = 0
+        self.trials = 0
+
+    def apply(self, record: dict[str, Any]) -> int | None:
+        """Replay ``record``; the id it created (study or trial), if any."""
+        op = record.get("op_code")
+        if op == _CREATE_STUDY and record.get("study_name") not in self.studies:
+            self.studies[record["study_name"]] = self.next_study
+            self.live.add(self.next_study)
+            self.next_study += 1
+            return self.next_study - 1
+        if op == _DELETE_STUDY:
+            self.live.discard(record.get("study_id", -1))
+            self.studies = {n: i for n, i in self.studies.items() if i != record.get("study_id")}
+        if op == _CREATE_TRIAL and record.get("study_id") in self.live:
+            self.trials += 1
+            return self.trials - 1
+        return None
+
+
+def _renumbered(
+    prefix: list[dict[str, Any]], ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``theirs``' records with their study and trial ids as they come out after ``ours``."""
+    merged, alone = _Ids(), _Ids()  # the file as merged; their branch as it was
+    for r in prefix:
+        merged.apply(r)
+        alone.apply(r)
+    for r in ours:
+        merged.apply(r)
+    study_map: dict[int, int] = {}
+    trial_map: dict[int, int] = {}
+    out = []
+    for orig in theirs:
+        was = alone.apply(orig)  # the id it made in their branch's own numbering
+        r = dict(orig)
+        if "study_id" in r:
+            r["study_id"] = study_map.get(orig["study_id"], orig["study_id"])
+        if "trial_id" in r:
+            r["trial_id"] = trial_map.get(orig["trial_id"], orig["trial_id"])
+        now = merged.apply(r)
+        if r.get("op_code") == _CREATE_STUDY and was is not None:
+            # a study their branch made: the one of that name in the merged file (ours may have made it too)
+            study_map[was] = merged.studies.get(r["study_name"], was)
+        elif r.get("op_code") == _CREATE_TRIAL and was is not None and now is not None:
+            trial_map[was] = now
+        out.append(r)
+    return out
