@@ -658,6 +658,15 @@ def test_bad_options_are_usage_errors(ip, line, match):
         ("x = 1  # Tune: int(0, 3)\nloss = x\n", "line 2 of the %%tune cell: '# Tune: int\\(0, 3\\)' looks like an"),
         ("x = 1  # tune int(0, 3)\nloss = x\n", "write it as '# tune: int\\(...\\)' \\(lower-case 'tune' and a colon"),
         ("for e in range(3):  # TUNE epochs\n    loss = e\nx = 1  # tune: int(0, 3)\n", "'# tune: epochs' \\(lower"),
+        # beside a valid annotation, one mistyped was ignored without a word (found trying nbtune as a new user)
+        (
+            "x = 1  # tune: int(0, 3)\nb = True  # tunes: choice(True, False)\nloss = x\n",
+            "line 3 of the %%tune cell: '# tunes: choice",
+        ),
+        (
+            "x = 1  # tune: int(0, 3)\na = 0.1  # l2, tune: loguniform(1e-4, 1)\nloss = x\n",
+            "at the start of the comment",
+        ),
         (
             "x = 1  # tune: int(0, 3)\ny = 2\nx = 3\nloss = x\n",
             "line 4 of the %%tune cell: 'x' is annotated on line 2 but set again here, so no trial would use",

@@ -40,7 +40,11 @@ RUNTIME = "__nbtune__"  # the name the rewritten cell calls the trial's runtime 
 _COMMENT_RE = re.compile(r"#\s*tune\s*:(?P<text>.*)$")
 # "# Tune: uniform(...)", "# tune uniform(...)", "# tune= choice(...)": meant as annotations, not read as
 # one. Only flagged when a known kind follows, so prose such as "# tune the learning rate" stays prose.
-_NEAR_RE = re.compile(r"#\s*tune\b\s*[:=]?\s*(?P<kind>[A-Za-z_]\w*)", re.IGNORECASE)
+# '# Tune: int(...)', '# tune int(...)', '# tunes: choice(...)'; later in the comment only with its
+# colon ('# l2, tune: loguniform(...)'), not prose ('# no need to tune seed here')
+_NEAR_RE = re.compile(
+    r"#\s*tunes?\b\s*[:=]?\s*(?P<kind>[A-Za-z_]\w*)|\btunes?\s*[:=]\s*(?P<later>[A-Za-z_]\w*)", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -484,13 +488,13 @@ def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
             text_col = tok.start[1] + m.start("text") + (len(text) - len(text.lstrip()))
             out.append((lineno, text.strip(), text_col))
             continue
-        near = _NEAR_RE.match(tok.string)
-        kind = near.group("kind").lower() if near else ""
+        near = _NEAR_RE.search(tok.string)
+        kind = (near.group("kind") or near.group("later")).lower() if near else ""
         if kind in ANNOTATIONS:
             example = f"# tune: {kind}" + ("(...)" if kind in PARAM_KINDS else "")
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {tok.string!r} looks like an annotation but is not read as "
-                f"one; write it as '{example}' (lower-case 'tune' and a colon)",
+                f"one; write it as '{example}' (lower-case 'tune' and a colon, at the start of the comment)",
                 lineno,
             )
     return out
