@@ -122,6 +122,12 @@ class _Plan:
         )
 
 
+def _unread(program: CellProgram, name: str) -> bool:
+    """The cell never reads ``name`` (nor a notebook function it calls)."""
+    tree = program.spec.tree
+    return tree is not None and bool(never_read(tree, [name])) and name not in program.read_by_functions
+
+
 def _default_name(metric: str, direction: str, program: CellProgram) -> str:
     # Stable across edits of the code: only the metric, its direction and the names of
     # the tuned variables matter. Changed ranges make a new *version* of the same name.
@@ -200,6 +206,14 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         raise ConfigError(
             "--vary-seed gives the seed variable a new value in each trial, but the %%tune cell has none; "
             "mark it, e.g. 'seed = 0  # tune: seed'"
+        )
+    seed = program.spec.seed
+    if seed is not None and (cfg.revalidate or cfg.vary_seed) and _unread(program, seed.name):
+        option = "--revalidate" if cfg.revalidate else "--vary-seed"
+        raise ConfigError(
+            f"line {seed.lineno}: {option} runs configurations with other values of the seed {seed.name!r}, but the "
+            "cell never reads it, so every seed would run the same thing; seed your code with it "
+            f"(random_state={seed.name}, torch.manual_seed({seed.name}), np.random.default_rng({seed.name}))"
         )
     sampler = check_sampler(cfg.sampler, program.params)
     epochs = program.spec.epochs
@@ -529,6 +543,13 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
+    seed = program.spec.seed
+    if seed is not None and _unread(program, seed.name):
+        messages.append(
+            f"line {seed.lineno}: the seed {seed.name!r} is never read, so the cell's randomness does not follow "
+            f"it; seed your code with it (random_state={seed.name}, torch.manual_seed({seed.name})) or drop its "
+            "'# tune: seed' comment"
+        )
     for param in [p for p in program.params if p.name in unread and p.name not in program.read_by_functions]:
         messages.append(
             f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "

@@ -641,14 +641,41 @@ def test_a_scheduler_can_stop_a_trial_between_folds(ip):
         ),
         (
             "--max-epochs 3",
-            "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x + f\n",
             "--max-epochs has no epochs loop to describe",
+        ),
+        # a fold variable the cell never reads: every fold the same split (found trying nbtune as a new user)
+        (
+            "",
+            "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "line 2 of the %%tune cell: the cross-validation fold variable 'f' is never read, so all 3 folds would",
+        ),
+        (
+            "--holdout t",
+            "o = 0  # tune: outer(3)\nx = 1  # tune: int(0, 3)\nloss = x\nt = x\n",
+            "the nested cross-validation's outer fold variable 'o' is never read",
+        ),
+        (
+            "--revalidate 2",
+            "seed = 0  # tune: seed\nx = 1  # tune: int(0, 3)\nloss = x\n",
+            "line 2: --revalidate runs configurations with other values of the seed 'seed', but the cell never reads it",
         ),
     ],
 )
 def test_bad_folds_are_one_line_before_any_trial(ip, line, cell, message):
     with pytest.raises(UsageError, match=message):
         run(ip, f"--minimize loss --trials 3 {line}", cell)
+
+
+def test_a_seed_the_cell_never_reads_is_named(ip):
+    res = run(ip, "--minimize loss --trials 2", "seed = 0  # tune: seed\nx = 1  # tune: int(0, 3)\nloss = x\n")
+    assert any(m.startswith("line 2: the seed 'seed' is never read") for m in res.messages), res.messages
+    res = run(
+        ip,
+        "--minimize loss --trials 2 --name used",
+        "seed = 0  # tune: seed\nx = 1  # tune: int(0, 3)\nloss = x + seed\n",
+    )
+    assert not any("never read" in m for m in res.messages)
 
 
 def test_the_dashboard_shows_the_checks(trees):

@@ -33,7 +33,7 @@ from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.identity import code_names, functions_reading
 from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length
-from nbtune.cell.reads import outside_reads
+from nbtune.cell.reads import outside_reads, visible
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
 
@@ -661,6 +661,16 @@ def compile_cell(
         )
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)
+    loaded = {
+        n.id for n in ast.walk(visible(spec.tree)) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
+    }
+    for var, what in ((spec.folds, "cross-validation fold"), (spec.outer, "nested cross-validation's outer fold")):
+        if var is not None and var.name not in loaded:
+            raise ConfigError(
+                f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read, so all "
+                f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
+                f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
+            )
     bound = _bound_anywhere(spec.tree)
     if holdout is not None:
         for name, option in [(c[0], "--subject-to") for c in constraints or []] + [
