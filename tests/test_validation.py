@@ -876,3 +876,28 @@ def test_the_region_of_a_finding_is_the_parameter_that_separates_it_widest():
     hit = [trial(5.0, 16), trial(8.0, 12)]  # h <= 16 separates them too, but only just
     rest = [trial(1e-3, 20), trial(1e-2, 32), trial(3e-3, 64), trial(5e-4, 40)]
     assert _region(hit, rest) == "lr >= 5"
+
+
+def test_a_few_failures_are_put_down_to_a_region_only_when_it_holds_none_of_the_rest():
+    """3 failures caused by a combination of two choices were put down to 'C <= 0.07486' while
+    trials with C = 0.036 and 0.040 completed (found trying nbtune as a new user)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import _region
+
+    def trial(c):
+        return create_trial(
+            state=TrialState.COMPLETE,
+            value=0.0,
+            params={"C": c},
+            distributions={"C": FloatDistribution(1e-3, 10, log=True)},
+        )
+
+    hit = [trial(0.01), trial(0.05), trial(0.0749)]
+    rest = [trial(v) for v in (0.036, 0.04, 0.3, 0.9, 2.0, 4.0, 6.0, 8.0, 9.0, 9.5)]
+    assert _region(hit, rest) == ""
+    assert _region(hit, rest[2:]) == "C <= 0.0749"  # none of the rest there: that is the region
+    # with more failures, a fifth of the rest may share the region
+    hit5 = [trial(v) for v in (0.01, 0.02, 0.03, 0.05, 0.0749)]
+    assert _region(hit5, rest) == "C <= 0.0749"
