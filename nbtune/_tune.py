@@ -37,7 +37,7 @@ from nbtune._config import (
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
 from nbtune.cell.loops import built_from_state, names_that_take_effect
-from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell
+from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell, holdout_leaks
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
@@ -200,6 +200,9 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         records=list(cfg.record or []),
         state=list(cfg.state or []),
     )
+    if cfg.holdout is not None and program.spec.tree is not None:
+        for leak in holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}):
+            warnings.warn(leak, NbtuneWarning, stacklevel=4)
     if cfg.revalidate:
         require_seed(program, "--revalidate")
     if cfg.vary_seed and program.spec.seed is None:

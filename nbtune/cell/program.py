@@ -814,6 +814,44 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             )
 
 
+def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> list[str]:
+    """Lines of the search that read the notebook data the sealed holdout's lines read, as one
+    sentence each: ``val_rmse = rmse(y_test, model.predict(X_test))`` beside ``--holdout test_rmse``
+    scored the search on the test data and reported a gap of 0, 'within' (found trying nbtune as a
+    new user). Data is what has a shape or a length and is no model; a name the sealed line only
+    indexes (``X[test]``) is shared data, and no sign of a leak."""
+    sealed = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and _assigns(n, holdout)]
+    inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
+    indexed = {id(n.value) for stmt in sealed for n in ast.walk(stmt) if isinstance(n, ast.Subscript)}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    test_data = {
+        n.id
+        for stmt in sealed
+        for n in ast.walk(stmt)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in indexed and n.id not in bound
+        and n.id in user_ns and _is_data(user_ns[n.id])
+    }  # fmt: skip
+    reads: dict[int, set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in test_data and id(node) not in inside:
+            reads.setdefault(node.lineno, set()).add(node.id)
+    first = min(stmt.lineno for stmt in sealed) if sealed else 0
+    return [
+        f"line {line} of the %%tune cell reads {', '.join(repr(n) for n in sorted(names))}, as the sealed holdout's "
+        f"line {first} does: if that is the holdout's data, every trial sees it, the search tunes to it and the "
+        "holdout is no longer a fair test; score the search on validation data (or the folds' held-out part) only"
+        for line, names in sorted(reads.items())
+    ]
+
+
+def _is_data(value: Any) -> bool:
+    if callable(value) or isinstance(value, (str, bytes, type, types.ModuleType)):
+        return False
+    if hasattr(value, "fit") or hasattr(value, "parameters"):  # a model (a Pipeline has a length)
+        return False
+    return hasattr(value, "shape") or hasattr(value, "__len__")
+
+
 def _load_in_place(current: Any, saved: Any) -> bool:
     """Copy a saved state into the object the cell built before the loop, when both are of the
     same class and it has a way in: torch modules, optimizers and LR schedulers

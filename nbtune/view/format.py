@@ -27,6 +27,7 @@ def plural_trials(n: int) -> str:
 
 def fmt(v: Any) -> str:
     if isinstance(v, float):
+        v += 0.0  # -0.0 is 0 ("a gap of -0")
         if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
             return f"{v:.3e}"
         return f"{v:.4g}"
