@@ -211,6 +211,26 @@ def test_a_leaky_search_warns_and_an_honest_one_does_not(ip):
     assert not h.warn and h.gap < 0.02 and "(within 0.02)" in h.sentence()
 
 
+def test_lines_only_the_holdout_reads_are_sealed_with_it(ip, tmp_path):
+    """'final = refit(...)' before 'test_loss = ... final ...' ran in every trial, for a score no
+    trial computes (found trying nbtune as a new user): sealed with the holdout, it runs once."""
+    calls = tmp_path / "calls"
+    ip.user_ns["calls"] = str(calls)
+    ip.run_cell("def refit(x):\n    open(calls, 'a').write('r')\n    return x\n")
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "loss = (x - 0.3) ** 2\n"
+        "final = refit(x)\n"
+        "shifted = final + 0.05\n"
+        "test_loss = (shifted - 0.35) ** 2\n"
+        "used = loss * 2\n"  # read by --record: not the holdout's
+    )
+    res = run(ip, "--minimize loss --trials 6 --seed 0 --holdout test_loss --holdout-gap 1 --record used -o r", cell)
+    assert calls.read_text() == "r"  # once: the final evaluation
+    assert res.holdout().holdout_value == pytest.approx((res.best_params["x"] + 0.05 - 0.35) ** 2)
+    assert all("used" in t.user_attrs[ATTR.RECORD] for t in res.study.trials)
+
+
 def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
     """The sealed lines cost nothing per trial: here they would fail if they ran."""
     calls = tmp_path / "calls"

@@ -44,12 +44,46 @@ __all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "co
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(source: str, line_offset: int, filename: str, sealed: str | None = None) -> Any:
-    """The cell's rewritten tree, compiled; parsed afresh (rewriting changes the tree in place)."""
+def _compiled(
+    source: str, line_offset: int, filename: str, sealed: str | None = None, keep: tuple[str, ...] = ()
+) -> Any:
+    """The cell's rewritten tree, compiled; parsed afresh (rewriting changes the tree in place).
+    ``keep``: the variables nbtune reads when the cell ends (never sealed with the holdout)."""
     spec = parse_cell(source, line_offset)
     assert spec.tree is not None
-    tree = ast.fix_missing_locations(_Rewriter(spec, sealed).visit(spec.tree))
+    lines = sealed_lines(spec, sealed, set(keep)) if sealed is not None else set()
+    tree = ast.fix_missing_locations(_Rewriter(spec, lines).visit(spec.tree))
     return compile(tree, filename, "exec")
+
+
+def sealed_lines(spec: CellSpec, holdout: str, keep: set[str]) -> set[tuple[int, int]]:
+    """The lines that run only when the holdout is revealed: those that assign it, and the cell's
+    top-level assignments whose variables only they read (``final = clone(model).fit(X_dev, y_dev)``
+    before ``test_rmse = rmse(y_test, final.predict(X_test))``: a refit that ran in every trial,
+    for a score no trial computes). ``keep``: what nbtune reads when the cell ends."""
+    assert spec.tree is not None
+    statements = [n for n in ast.walk(spec.tree) if isinstance(n, ast.stmt)]
+    sealed = {id(n) for n in statements if _assigns(n, holdout)}
+    grown = True
+    while grown:
+        grown = False
+        outside = {
+            n.id
+            for stmt in spec.tree.body
+            if id(stmt) not in sealed
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
+        }
+        for stmt in spec.tree.body:
+            if id(stmt) in sealed or stmt.lineno in spec.marks or not isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+                continue
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = {t.id for t in targets if isinstance(t, ast.Name)}
+            own = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+            if len(names) == len(targets) and names and not names & (keep | (outside - own)):
+                sealed.add(id(stmt))
+                grown = True
+    return {(n.lineno, n.col_offset) for n in statements if id(n) in sealed}
 
 
 class TrialStopped(BaseException):
@@ -180,16 +214,16 @@ class _Rewriter(ast.NodeTransformer):
     """Each annotated statement is rewritten by its annotation kind (see ``ANNOTATIONS``); the
     statements that assign the sealed holdout metric run only when the runtime reveals it."""
 
-    def __init__(self, spec: CellSpec, sealed: str | None = None) -> None:
+    def __init__(self, spec: CellSpec, sealed: set[tuple[int, int]] | None = None) -> None:
         self.spec = spec
-        self.sealed = sealed
+        self.sealed = sealed or set()  # (line, column) of the statements that run only when the holdout is revealed
 
     def _annotated(self, node: ast.stmt) -> Any:
         name = self.spec.marks.get(node.lineno)
         return node if name is None else ANNOTATIONS[name].rewrite(node, self.spec)
 
     def _seal(self, node: ast.stmt) -> Any:
-        if self.sealed is None or not _assigns(node, self.sealed):
+        if (node.lineno, node.col_offset) not in self.sealed:
             return self._annotated(node)
         guard = ast.If(test=runtime_call("reveal", [], node), body=[node], orelse=[])
         return ast.copy_location(guard, node)
@@ -287,7 +321,8 @@ class CellProgram:
         if filename not in linecache.cache:
             lines = ["\n"] * self.line_offset + self.source.splitlines(True)
             linecache.cache[filename] = (len(self.source), None, lines, filename)
-        return _compiled(self.source, self.line_offset, filename, self.holdout)
+        keep = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
+        return _compiled(self.source, self.line_offset, filename, self.holdout, keep)
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""
