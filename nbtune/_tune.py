@@ -122,6 +122,31 @@ class _Plan:
         )
 
 
+def _unmarked_epochs_loop(program: CellProgram) -> int | None:
+    """The line of a training loop the cell did not mark: a top-level ``for`` over ``range`` (or an
+    ``epoch`` variable) that sets the metric, in a cell with no epochs loop and no folds."""
+    import ast
+
+    spec = program.spec
+    if spec.epochs is not None or spec.folds is not None or spec.tree is None:
+        return None
+    for node in spec.tree.body:
+        if not isinstance(node, ast.For):
+            continue
+        target = " ".join(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
+        calls = {
+            getattr(c.func, "id", getattr(c.func, "attr", "")) for c in ast.walk(node.iter) if isinstance(c, ast.Call)
+        }
+        sets = any(
+            isinstance(n, ast.Name) and n.id == program.metric and isinstance(n.ctx, ast.Store)
+            for part in node.body
+            for n in ast.walk(part)
+        )
+        if sets and ("epoch" in target.lower() or calls & {"range", "trange"}):
+            return node.lineno  # (the tree counts the notebook's lines)
+    return None
+
+
 def _unread(program: CellProgram, name: str) -> bool:
     """The cell never reads ``name`` (nor a notebook function it calls)."""
     tree = program.spec.tree
@@ -546,6 +571,13 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
+    unmarked = _unmarked_epochs_loop(program)
+    if unmarked is not None:
+        messages.append(
+            f"line {unmarked}: {program.metric!r} is set in this loop, which is not marked '# tune: epochs', so every "
+            "trial runs to its end; mark it ('for epoch in range(EPOCHS):  # tune: epochs') for successive halving "
+            "to stop poor trials early"
+        )
     seed = program.spec.seed
     if seed is not None and _unread(program, seed.name):
         messages.append(

@@ -434,6 +434,22 @@ def test_a_notebook_function_reads_the_trials_values_as_a_plain_run_of_the_cell_
     assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 3
 
 
+def test_a_training_loop_not_marked_as_the_epochs_loop_is_named(ip):
+    """The metric set in 'for epoch in range(5):' without '# tune: epochs': every trial ran to the end
+    without a word (found trying nbtune as a new user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(3):\n    loss = (x - 0.3) ** 2 / (epoch + 1)\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 2", cell)
+    assert any(
+        m.startswith("line 3: 'loss' is set in this loop, which is not marked '# tune: epochs'") for m in res.messages
+    )
+    marked = cell.replace("range(3):", "range(3):  # tune: epochs")
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 2", marked)
+    assert not any("not marked" in m for m in res.messages)
+    batches = "x = 0.5  # tune: uniform(0, 1)\nloss = 0\nfor b in [1, 2]:\n    loss += b * x\n"  # not a training loop
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 2 --name batches", batches)
+    assert not any("not marked" in m for m in res.messages)
+
+
 def test_what_is_found_before_the_search_is_shown_as_it_starts(ip, capsys):
     """Notes found before any trial (a tuned variable never read, a new version) were printed only
     in the summary after the search: on a two-hour search, after paying for it (found trying
