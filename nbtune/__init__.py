@@ -18,6 +18,7 @@ from nbtune.exceptions import (
     ConfigError,
     NbtuneError,
     NbtuneWarning,
+    StoreError,
     TrialsFailedError,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "AnnotationError",
     "CellError",
     "ConfigError",
+    "StoreError",
     "TrialsFailedError",
     "NbtuneWarning",
     "load_ipython_extension",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from nbtune.cell.identity import cell_identity, describe_difference, same_data, 
 from nbtune.cell.loops import built_from_state, names_that_take_effect
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell, holdout_leaks
 from nbtune.cell.reads import never_read
-from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, TrialsFailedError
+from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
 from nbtune.run.coordinator import Search
@@ -1252,7 +1253,7 @@ def tune(cell: str, **options: Any) -> TuneResult | NestedResult:
         10
     """
     cfg = config_from(options, "tune")
-    with _quiet_optuna(), _script_words(cfg):
+    with _quiet_optuna(), _script_words(cfg), _store_errors(cfg.store):
         return _drive(_search_steps(cell, cfg))
 
 
@@ -1269,8 +1270,45 @@ async def tune_async(cell: str, **options: Any) -> TuneResult | NestedResult:
         {options}
     """
     cfg = config_from(options, "tune_async")
-    with _quiet_optuna(), _script_words(cfg):
+    with _quiet_optuna(), _script_words(cfg), _store_errors(cfg.store):
         return await _drive_async(_search_steps(cell, cfg))
+
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "its disk is full",
+    errno.EDQUOT: "its disk quota is used up",
+    errno.EROFS: "it is read-only",
+}
+_DATABASE_ERRORS = {"OperationalError", "InterfaceError", "StorageInternalError"}
+
+
+@contextlib.contextmanager
+def _store_errors(store: Any) -> Iterator[None]:
+    """A store that cannot be written or reached mid-search is one line saying so, with what is kept
+    and what to do, not a chain of tracebacks (a full disk, a read-only folder, a database restart)."""
+    try:
+        yield
+    except NbtuneError:
+        raise
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS and e.errno != errno.EACCES:
+            raise
+        why = _DISK_ERRORS.get(e.errno or 0, "it cannot be written")
+        raise StoreError(
+            f"the store could not be written: {why} ({e.strerror}: {e.filename or ''}); the finished trials are "
+            "kept: free space or pass --store with a folder you can write to, then re-run the cell"
+        ) from None
+    except Exception as e:
+        if not {c.__name__ for c in type(e).__mro__} & _DATABASE_ERRORS:
+            raise
+        from nbtune.store.database import masked
+
+        said = masked(str(store), str(e).splitlines()[0][:200] if str(e) else "") if store else str(e)[:200]
+        raise StoreError(
+            f"the database store could not be reached mid-search ({type(e).__name__}: {said}); "
+            "the finished trials are kept: re-run the cell once the database is back (trials left running are run "
+            "again)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ __all__ = [
     "AnnotationError",
     "CellError",
     "ConfigError",
+    "StoreError",
     "TrialsFailedError",
     "NbtuneWarning",
 ]
@@ -40,6 +41,11 @@ class AnnotationError(NbtuneError, ValueError):
 
 class CellError(NbtuneError):
     """The cell itself cannot become an objective (syntax error, unpicklable global...)."""
+
+
+class StoreError(NbtuneError, OSError):
+    """The store could not be written or reached mid-search (a full disk, a read-only folder, a
+    database that went away); the finished trials are kept."""
 
 
 class TrialsFailedError(NbtuneError):

@@ -810,3 +810,47 @@ def test_a_tune_line_below_the_first_says_to_move_it(ip):
     result = ip.run_cell("# tune the forest\n%%tune --maximize acc\nx = 1  # tune: int(0, 3)\nacc = x\n")
     assert isinstance(result.error_in_exec, UsageError)
     assert str(result.error_in_exec).startswith("%%tune must be the first line of the cell")
+
+
+def test_a_store_that_cannot_be_written_mid_search_is_one_line(ip):
+    """A full disk mid-search ended the cell with chained OSError tracebacks (found trying nbtune as
+    a new user, on a 48 kB tmpfs): one line, what is kept, what to do."""
+    import errno
+
+    from optuna.storages.journal import JournalFileBackend
+
+    original = JournalFileBackend.append_logs
+    writes = {"n": 0}
+
+    def full_disk(self, logs):
+        writes["n"] += 1
+        if writes["n"] > 12:
+            raise OSError(errno.ENOSPC, "No space left on device", self._file_path)
+        return original(self, logs)
+
+    JournalFileBackend.append_logs = full_disk
+    try:
+        with pytest.raises(UsageError, match=r"^the store could not be written: its disk is full \(No space left"):
+            ip.run_cell_magic("tune", "--minimize loss -n 10 --name full", "x = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+    finally:
+        JournalFileBackend.append_logs = original
+    done = [t for t in nbtune.load_study("full").trials if t.state.name == "COMPLETE"]
+    assert done  # the finished trials are kept
+
+
+def test_a_database_that_goes_away_mid_search_is_one_line():
+    from nbtune._tune import _store_errors
+    from nbtune.exceptions import StoreError
+
+    class OperationalError(Exception):  # as psycopg's and SQLAlchemy's are named
+        pass
+
+    with pytest.raises(
+        StoreError,
+        match=r"^the database store could not be reached mid-search \(OperationalError: connection refused\)",
+    ):
+        with _store_errors("postgresql://u:secret@h/db"):
+            raise OperationalError("connection refused")
+    with pytest.raises(StoreError) as info, _store_errors("postgresql://u:s3cret@h/db"):
+        raise OperationalError("password s3cret rejected")
+    assert "s3cret" not in str(info.value)

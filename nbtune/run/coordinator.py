@@ -78,7 +78,12 @@ class _DeathWatch:
             # Listing the registered workers is a directory read: while every worker the search
             # started is watched, it waits for a death instead (a replaced pool's dead ones leave).
             if not self._watching_all():
-                for pid in self.control.worker_pids():
+                try:
+                    pids = self.control.worker_pids()
+                except Exception:  # a database store briefly unreachable: look again next time
+                    _logger.debug("could not list the workers", exc_info=True)
+                    pids = []
+                for pid in pids:
                     if pid not in self._fds:
                         with contextlib.suppress(OSError):
                             self._fds[pid] = os.pidfd_open(pid)
