@@ -845,12 +845,14 @@ def test_a_database_that_goes_away_mid_search_is_one_line():
     class OperationalError(Exception):  # as psycopg's and SQLAlchemy's are named
         pass
 
-    with pytest.raises(
-        StoreError,
-        match=r"^the database store could not be reached mid-search \(OperationalError: connection refused\)",
+    with (
+        pytest.raises(
+            StoreError,
+            match=r"^the database store could not be reached mid-search \(OperationalError: connection refused\)",
+        ),
+        _store_errors("postgresql://u:secret@h/db"),
     ):
-        with _store_errors("postgresql://u:secret@h/db"):
-            raise OperationalError("connection refused")
+        raise OperationalError("connection refused")
     with pytest.raises(StoreError) as info, _store_errors("postgresql://u:s3cret@h/db"):
         raise OperationalError("password s3cret rejected")
     assert "s3cret" not in str(info.value)
