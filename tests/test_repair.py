@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from IPython.core.error import UsageError
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -201,3 +202,24 @@ def test_a_store_deleted_or_replaced_under_a_live_kernel_is_read_afresh(tmp_path
     replaced.write_bytes(copy)
     os.replace(replaced, store / "s.journal")  # a new file in its place
     assert len(search(4).study.trials) == 4
+
+
+def test_viewing_one_study_neither_touches_nor_trips_on_another_damaged_one(ip, tmp_path):
+    """%tune_show of one study rewrote another study's damaged journal in the same folder, and in a
+    read-only folder failed with a raw JSONDecodeError (found trying nbtune as a new user)."""
+    store = tmp_path / "two"
+    nbtune.tune(CELL, minimize="loss", n_trials=3, seed=0, store=store, name="good", view=None)
+    nbtune.tune(CELL, minimize="loss", n_trials=3, seed=0, store=store, name="other", view=None)
+    other = store / "other.journal"
+    lines = other.read_bytes().splitlines(keepends=True)
+    other.write_bytes(b"".join(lines[:3]) + b"garbage in the middle\n" + b"".join(lines[3:]))
+    import nbtune.store.journal as journal
+
+    journal._CACHE.storages.clear()  # a new kernel
+    before = other.stat().st_mtime_ns
+    assert len(nbtune.load_study("good", store=store).trials) == 3
+    ip.run_line_magic("tune_show", f"good --store {store} -o shown")
+    assert len(ip.user_ns["shown"].study.trials) == 3
+    with pytest.raises(UsageError, match=r"the store holds \['good', 'other'\]"):  # a typo lists the studies
+        ip.run_line_magic("tune_show", f"goo --store {store}")
+    assert other.stat().st_mtime_ns == before and not list(store.glob("*.damaged-*"))

@@ -192,11 +192,12 @@ class JournalStore(BaseStore):
     def where(self) -> str:
         return str(self.directory)
 
-    def storage(self, name: str) -> optuna.storages.BaseStorage:
+    def storage(self, name: str, repair: bool = True) -> optuna.storages.BaseStorage:
         """The (per-process, cached) Optuna storage holding study ``name``.
 
         A journal that Optuna cannot parse (a bad record in the middle, left by an older
-        nbtune appending after damage) is repaired first: its bad lines are set aside.
+        nbtune appending after damage, a git merge) is repaired first: its bad lines are set
+        aside (with ``repair=False``, the ValueError is raised instead: a listing only reads).
         """
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -223,6 +224,8 @@ class JournalStore(BaseStore):
                 try:
                     st = JournalStorage(JournalFileBackend(key))
                 except ValueError:  # json.JSONDecodeError included
+                    if not repair:
+                        raise
                     message = repair_journal(path, full=True)
                     if message is None:
                         raise
@@ -262,7 +265,10 @@ class JournalStore(BaseStore):
         if not self.directory.is_dir():
             return out
         for path in sorted(self.directory.glob("*.journal"), key=lambda p: p.stat().st_mtime):
-            out.extend(s.study_name for s in self.storage(path.stem).get_all_studies())
+            try:  # listing reads: another study's damaged file is repaired when it is opened, not here
+                out.extend(s.study_name for s in self.storage(path.stem, repair=False).get_all_studies())
+            except ValueError:  # its file's name is its study's (the versions in it are read when it is opened)
+                out.append(path.stem)
         return out
 
     def _names_near(self, base: str) -> list[str]:
