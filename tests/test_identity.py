@@ -232,6 +232,10 @@ def test_describe_difference():
     ]
     unknown = dict(a, notebook=None)  # plain IPython, nbclient: the notebook is not known
     assert describe_difference(a, unknown) == []
+    # the project folder moved or copied with its store: the same notebook (the whole search ran
+    # again as a new version, "another notebook (a.ipynb -> a.ipynb)"; found trying nbtune as a new user)
+    moved = dict(a, notebook="/home/me/projects/copy/a.ipynb")
+    assert describe_difference(a, moved) == []
 
 
 def test_frames_are_hashed_by_pandas_not_pickled():

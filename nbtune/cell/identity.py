@@ -270,6 +270,10 @@ def code_names(code: types.CodeType) -> set[str]:
     return names
 
 
+def _notebook_name(path: str) -> str:
+    return os.path.basename(path.replace("\\", "/"))
+
+
 def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     """What differs between a stored study's identity and this cell's, in words (empty: the same).
 
@@ -283,8 +287,10 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     out = []
     if old.get("code") != new["code"]:
         out.append("the cell's code changed")
-    if old.get("notebook") and new["notebook"] and old["notebook"] != new["notebook"]:
-        out.append(f"another notebook ({os.path.basename(old['notebook'])} -> {os.path.basename(new['notebook'])})")
+    # By its file's name: the project folder moved or copied, store and all, is the same notebook
+    # (the whole search ran again as a new version, "a.ipynb -> a.ipynb"; found trying nbtune as a new user)
+    if old.get("notebook") and new["notebook"] and _notebook_name(old["notebook"]) != _notebook_name(new["notebook"]):
+        out.append(f"another notebook ({_notebook_name(old['notebook'])} -> {_notebook_name(new['notebook'])})")
     old_data, new_data = old.get("data", {}), new["data"]
     in_place = old.get("in_place", {})  # what its own trials changed in place left behind
     # A variable only this identity records is no change by itself: the cell (or a notebook
