@@ -444,30 +444,9 @@ def test_diagnose_finds_divergence_and_no_learning_with_their_ranges(ip):
 
 
 def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_score(trees):
-    cell = (
-        "max_depth = 3  # tune: choice(1, 2, 3, 4, 6, 8, 12, 16)\n"
-        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0)\n"
-        "model.fit(X_train, y_train)\n"
-        "val_acc = model.score(X_val, y_val)\n"
-        "train_acc = model.score(X_train, y_train)\n"
-    )
-    res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_acc -o r", cell)
-    df = res.diagnose().set_index("kind")
-    depth = {t.number: t.params["max_depth"] for t in res.study.trials}
-    over = df.loc["overfitting"]
-    assert sorted(depth[n] for n in over.trials) == [6, 8, 12, 16]  # deep trees
-    assert over.region == "max_depth >= 6"
-    assert "train_acc beats val_acc by" in over.evidence
-    under = df.loc["underfitting"]
-    assert sorted(depth[n] for n in under.trials) == [1, 2]  # stumps
-    assert under.region == "max_depth <= 2"
-    assert "did not learn" not in df.index
-
-
-def test_the_training_score_diagnosed_is_the_one_that_measures_the_metric(trees):
-    """A recorded train_loss beside --maximize val_acc is another measure, lower when the model fits
-    better: read as the training accuracy it called the deep trees underfitting, with the advice to
-    build bigger models (found trying nbtune as a new user)."""
+    """The training score read is the metric's own measure: a train_loss recorded first beside
+    --maximize val_acc, lower when the model fits better, was read as the training accuracy and
+    called the deep trees underfitting (found trying nbtune as a new user)."""
     cell = (
         "max_depth = 3  # tune: choice(1, 2, 3, 4, 6, 8, 12, 16)\n"
         "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0)\n"
@@ -479,9 +458,14 @@ def test_the_training_score_diagnosed_is_the_one_that_measures_the_metric(trees)
     res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_loss,train_acc -o r", cell)
     df = res.diagnose().set_index("kind")
     depth = {t.number: t.params["max_depth"] for t in res.study.trials}
-    assert sorted(depth[n] for n in df.loc["overfitting"].trials) == [6, 8, 12, 16]
-    assert sorted(depth[n] for n in df.loc["underfitting"].trials) == [1, 2]
-    assert "train_acc beats val_acc" in df.loc["overfitting"].evidence
+    over = df.loc["overfitting"]
+    assert sorted(depth[n] for n in over.trials) == [6, 8, 12, 16]  # deep trees
+    assert over.region == "max_depth >= 6"
+    assert "train_acc beats val_acc by" in over.evidence
+    under = df.loc["underfitting"]
+    assert sorted(depth[n] for n in under.trials) == [1, 2]  # stumps
+    assert under.region == "max_depth <= 2"
+    assert "did not learn" not in df.index
     # Only the loss recorded: no training score of the metric's measure, so no fit signature.
     res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_loss --name loss_only -o r", cell)
     assert not {"overfitting", "underfitting"} & set(res.diagnose().kind), res.diagnose()

@@ -64,6 +64,20 @@ def _split(path: Path) -> tuple[bytes, bytes]:
     return b"".join(good), b"".join(bad)
 
 
+def _write(path: Path, data: bytes, append: bool = False) -> None:
+    with open(path, "ab" if append else "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` at once, whole (written beside it, then renamed over it)."""
+    tmp = path.with_name(path.name + ".repairing")
+    _write(tmp, data)
+    os.replace(tmp, path)
+
+
 def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str | None:
     """Set aside a damaged journal's bad records; return a one-line message, or None if it was sound.
 
@@ -93,21 +107,14 @@ def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str |
         good, bad = _split(path)
         if not bad:
             return None
+        at_end = path.read_bytes().endswith(bad)
         side = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        with open(side, "ab") as f:
-            f.write(bad)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp = path.with_name(path.name + ".repairing")
-        with open(tmp, "wb") as f:
-            f.write(good)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    where = "after its last good record (a crash or a full disk mid-write?)" if not good.endswith(bad) else ""
+        _write(side, bad, append=True)
+        _replace(path, good)
+    where = "after its last good record (a crash or a full disk mid-write?)" if at_end else "between good records"
     message = (
-        f"the store file {path.name} had {len(bad)} damaged byte(s) "
-        f"{where or 'between good records'}; they were set aside in {side.name} and the study goes on"
+        f"the store file {path.name} had {len(bad)} damaged byte(s) {where}; they were set aside in {side.name} "
+        "and the study goes on"
     )
     _logger.warning(message)
     return message
@@ -145,13 +152,8 @@ def _merge_conflict(path: Path) -> str | None:
     out += b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in merged_theirs)
     out += b"".join(suffix)
     side = path.with_name(f"{path.name}.conflict-{time.strftime('%Y%m%d-%H%M%S')}")
-    side.write_bytes(data)
-    tmp = path.with_name(path.name + ".repairing")
-    with open(tmp, "wb") as f:
-        f.write(out)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write(side, data)
+    _replace(path, out)
     n_ours = sum(1 for r in records[1] if r.get("op_code") == _CREATE_TRIAL)
     n_theirs = sum(1 for r in records[2] if r.get("op_code") == _CREATE_TRIAL)
     message = (
