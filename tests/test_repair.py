@@ -13,6 +13,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 import nbtune
+from nbtune.exceptions import NbtuneWarning
 from nbtune.store.attrs import finished_count
 from nbtune.store.repair import repair_journal
 
@@ -107,7 +108,8 @@ def test_bad_lines_in_the_middle_are_set_aside_and_every_good_record_kept(sound,
     path = _write(broken, "mid", tmp_path)
     with pytest.raises(ValueError):
         _plain(path)
-    study = nbtune.load_study("s", store=path.parent)
+    with pytest.warns(NbtuneWarning, match=r"had 6 damaged byte\(s\) between good records; they were set aside"):
+        study = nbtune.load_study("s", store=path.parent)
     assert finished_count(study.trials) == 5
     assert path.read_bytes() == data
     assert finished_count(_plain(path).trials) == 5

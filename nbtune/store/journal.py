@@ -384,7 +384,10 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
                 NbtuneWarning,
                 stacklevel=2,
             )
-    return optuna.load_study(study_name=target, storage=st.storage(target))
+    study = optuna.load_study(study_name=target, storage=st.storage(target))
+    for repaired in st.repairs:  # opening it repaired its file (a torn end, a git merge): say so
+        warnings.warn(repaired, NbtuneWarning, stacklevel=2)
+    return study
 
 
 def _user_ns() -> dict[str, Any] | None:

@@ -116,7 +116,7 @@ def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str |
         f"the store file {path.name} had {len(bad)} damaged byte(s) {where}; they were set aside in {side.name} "
         "and the study goes on"
     )
-    _logger.warning(message)
+    _logger.info(message)  # (info: the result's messages tell the user, once)
     return message
 
 
@@ -161,7 +161,7 @@ def _merge_conflict(path: Path) -> str | None:
         f"kept, {n_ours} trial(s) of one and {n_theirs} of the other, renumbered after them; the file as git left "
         f"it is in {side.name}"
     )
-    _logger.warning(message)
+    _logger.info(message)  # (info: the result's messages tell the user, once)
     return message
 
 
