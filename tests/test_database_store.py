@@ -4,6 +4,7 @@ session, real worker processes. The store's contract is checked on both kinds of
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 import time
 
@@ -119,6 +120,19 @@ def test_the_password_is_never_shown(postgres_url):
     with pytest.raises(ConfigError) as e:
         nbtune.tune(CELL, minimize="loss", n_trials=1, store="postgresql://u:s3cret@/nope?host=/nonexistent", view=None)
     assert "s3cret" not in str(e.value) and "cannot open the store postgresql://u:***@" in str(e.value)
+
+
+def test_a_missing_driver_is_named_with_what_to_install():
+    """postgresql+psycopg2:// was told to install psycopg; and a cluster's worker that lacks the
+    driver (while the kernel has it) must know it is meant (found trying nbtune as a new user)."""
+    pytest.importorskip("sqlalchemy")
+    if importlib.util.find_spec("pg8000") is not None:
+        pytest.skip("pg8000 is installed")
+    with pytest.raises(
+        ConfigError,
+        match=r"needs the database driver pg8000 in .*'s process \d+: .*; pip install pg8000 \(the kernel and every worker",
+    ):
+        DatabaseStore("postgresql+pg8000://u@localhost/db").storage("x")
 
 
 def test_unsupported_databases_are_one_clear_line():

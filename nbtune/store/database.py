@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -81,9 +82,14 @@ class _Engines:
                 try:
                     storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
                 except ImportError as e:
+                    driver = url.split("://", 1)[0].partition("+")[2] or "psycopg"
+                    install = (
+                        "pip install 'nbtune[postgres]' (psycopg)" if driver == "psycopg" else f"pip install {driver}"
+                    )
                     raise ConfigError(
-                        f"--store {masked(shown)} needs a database driver: {e}; for PostgreSQL: "
-                        "pip install 'nbtune[postgres]' (psycopg)"
+                        f"--store {masked(shown)} needs the database driver {driver} in {socket.gethostname()}'s "
+                        f"process {os.getpid()}: {e}; {install} (the kernel and every worker that runs trials, a "
+                        "cluster's too, need it)"
                     ) from None
                 except Exception as e:  # the server is down, the credentials are wrong...
                     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
