@@ -484,3 +484,23 @@ def test_a_partial_counts_by_its_function_and_arguments(ip):
     ip.run_cell("W = 2.0")  # read by the partial's function
     again = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
     assert any("the notebook data it reads changed: W" in m for m in again.messages), again.messages
+
+
+def test_a_method_or_function_a_library_wrapped_counts_by_its_own_code(ip):
+    """scikit-learn's TransformerMixin wraps transform: an edited transform kept the class's
+    fingerprint, so the study resumed with the old results (found trying nbtune as a new user);
+    the same for a function under a library's decorator."""
+    pytest.importorskip("sklearn")
+    define = (
+        "import contextlib\nfrom sklearn.base import BaseEstimator, TransformerMixin\n"
+        "class Interact(BaseEstimator, TransformerMixin):\n    def fit(self, X, y=None):\n        return self\n"
+        "    def transform(self, X):\n        return X * {k}\n"
+        "@contextlib.contextmanager\ndef scope():\n    yield {k}\n"
+    )
+    ip.run_cell(define.format(k=1))
+    before = {n: value_fingerprint(ip.user_ns[n]) for n in ("Interact", "scope")}
+    ip.run_cell(define.format(k=2))
+    after = {n: value_fingerprint(ip.user_ns[n]) for n in ("Interact", "scope")}
+    assert before["Interact"] != after["Interact"] and before["scope"] != after["scope"]
+    ip.run_cell(define.format(k=2))  # the same code defined again: the same fingerprints
+    assert after == {n: value_fingerprint(ip.user_ns[n]) for n in ("Interact", "scope")}

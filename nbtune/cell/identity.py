@@ -26,6 +26,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import inspect
 import os
 import random
 import types
@@ -99,6 +100,12 @@ def _code_key(code: types.CodeType) -> tuple[Any, ...]:
     )
 
 
+def _unwrapped(f: types.FunctionType) -> types.FunctionType:
+    """The function a decorator wrapped (``functools.wraps`` leaves it as ``__wrapped__``), else ``f``."""
+    inner = inspect.unwrap(f)
+    return inner if isinstance(inner, types.FunctionType) else f
+
+
 def _const_key(value: Any) -> Any:
     """A constant of compiled code, in a form whose ``repr`` does not depend on the process (a
     frozenset's order follows its strings' hashes, which are salted per process)."""
@@ -115,6 +122,7 @@ def value_fingerprint(value: Any) -> str:
     """A hash of one notebook value: its data, or the code of a function or class."""
     try:
         if isinstance(value, types.FunctionType):
+            value = _unwrapped(value)  # '@torch.no_grad()' def evaluate: evaluate's code, not the decorator's
             # default values by their own fingerprints: a repr can hold an address ("at 0x7f..."), new per kernel
             defaults = [*(value.__defaults__ or ()), *sorted((value.__kwdefaults__ or {}).items())]
             return "code:" + _digest(
@@ -124,7 +132,8 @@ def value_fingerprint(value: Any) -> str:
             parts = [value.func, *value.args, *sorted(value.keywords.items())]
             return "partial:" + _digest(repr([value_fingerprint(p) for p in parts]).encode())
         if isinstance(value, type) and value.__module__ == "__main__":
-            methods = sorted((k, v) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
+            # a method a library wrapped (scikit-learn's TransformerMixin wraps transform) by its own code
+            methods = sorted((k, _unwrapped(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
             parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
             # and its settings: a Kaggle-style 'class CFG: lr = 1e-3; epochs = 4' is data
             settings = sorted(
@@ -245,7 +254,8 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
     """Of a notebook function or class: the names its code looks up, and the namespace it looks
     them up in (the notebook's). Nothing for anything else (a library's code is not the notebook's)."""
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
-        return [(code_names(value.__code__), value.__globals__)]
+        inner = _unwrapped(value)
+        return [(code_names(inner.__code__), inner.__globals__)]
     if isinstance(value, functools.partial):
         return [u for part in (value.func, *value.args, *value.keywords.values()) for u in _globals_used(part)]
     if isinstance(value, type) and value.__module__ == "__main__":
@@ -254,6 +264,7 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
             fn = getattr(member, "__func__", member)  # staticmethod, classmethod
             for f in (fn, getattr(member, "fget", None), getattr(member, "fset", None)):  # property
                 if isinstance(f, types.FunctionType):
+                    f = _unwrapped(f)
                     out.append((code_names(f.__code__), f.__globals__))
         return out
     if type(value).__module__ == "__main__":  # an instance of a notebook class: its methods
