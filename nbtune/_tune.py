@@ -226,9 +226,6 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         records=list(cfg.record or []),
         state=list(cfg.state or []),
     )
-    if cfg.holdout is not None and program.spec.tree is not None:
-        for leak in holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}):
-            warnings.warn(leak, NbtuneWarning, stacklevel=4)
     if cfg.revalidate:
         require_seed(program, "--revalidate")
     if cfg.vary_seed and program.spec.seed is None:
@@ -572,6 +569,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
+    if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
+        messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
     unmarked = _unmarked_epochs_loop(program)
     if unmarked is not None:
         messages.append(

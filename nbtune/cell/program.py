@@ -872,7 +872,8 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
             reads.setdefault(node.lineno, set()).add(node.id)
     first = min(stmt.lineno for stmt in sealed) if sealed else 0
     return [
-        f"line {line} of the %%tune cell reads {', '.join(repr(n) for n in sorted(names))}, as the sealed holdout's "
+        f"possible leak: line {line} of the %%tune cell reads {', '.join(repr(n) for n in sorted(names))}, as the "
+        "sealed holdout's "
         f"line {first} does: if that is the holdout's data, every trial sees it, the search tunes to it and the "
         "holdout is no longer a fair test; score the search on validation data (or the folds' held-out part) only"
         for line, names in sorted(reads.items())
@@ -880,9 +881,13 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
 
 
 def _is_data(value: Any) -> bool:
+    """An array, a frame, a tensor, a dataset or a data loader: not a model (a Pipeline has a
+    length), and not a list of column names (``NUM = ["age", "income"]`` in ``test_df[NUM]``)."""
     if callable(value) or isinstance(value, (str, bytes, type, types.ModuleType)):
         return False
-    if hasattr(value, "fit") or hasattr(value, "parameters"):  # a model (a Pipeline has a length)
+    if hasattr(value, "fit") or hasattr(value, "parameters"):
+        return False
+    if isinstance(value, (list, tuple, set, frozenset, dict, range)):
         return False
     return hasattr(value, "shape") or hasattr(value, "__len__")
 

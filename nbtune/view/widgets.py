@@ -276,7 +276,10 @@ class WidgetView(BaseView):
         self.title = w.HTML()
         self.title.add_class("nbtune-title")
         self.notes = w.HTML(
-            "".join(f"<div style='color:#5f6368'>note: {html.escape(n)}</div>" for n in notes),
+            "".join(
+                f"<div style='color:{'#b06000' if n.startswith('possible leak') else '#5f6368'}'>note: {html.escape(n)}</div>"
+                for n in notes
+            ),
             layout=w.Layout(display="" if notes else "none"),
         )
         self.notes.add_class("nbtune-notes")
