@@ -19,6 +19,7 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -124,8 +125,8 @@ class _Plan:
 
 
 def _unmarked_epochs_loop(program: CellProgram) -> int | None:
-    """The line of a training loop the cell did not mark: a top-level ``for`` over ``range`` (or an
-    ``epoch`` variable) that sets the metric, in a cell with no epochs loop and no folds."""
+    """The line of a training loop the cell did not mark: a top-level ``for`` over epochs or rounds
+    that sets the metric, in a cell with no epochs loop and no folds."""
     import ast
 
     spec = program.spec
@@ -134,16 +135,15 @@ def _unmarked_epochs_loop(program: CellProgram) -> int | None:
     for node in spec.tree.body:
         if not isinstance(node, ast.For):
             continue
-        target = " ".join(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
-        calls = {
-            getattr(c.func, "id", getattr(c.func, "attr", "")) for c in ast.walk(node.iter) if isinstance(c, ast.Call)
-        }
+        # its words say epochs or boosting rounds ('for epoch in range(5)', 'range(N_ROUNDS)'); a
+        # loop over folds ('for k in range(5): tr, va = splits[k]') is cross-validation, not training
+        words = " ".join(n.id for part in (node.target, node.iter) for n in ast.walk(part) if isinstance(n, ast.Name))
         sets = any(
             isinstance(n, ast.Name) and n.id == program.metric and isinstance(n.ctx, ast.Store)
             for part in node.body
             for n in ast.walk(part)
         )
-        if sets and ("epoch" in target.lower() or calls & {"range", "trange"}):
+        if sets and re.search(r"epoch|round", words, re.IGNORECASE) and not re.search(r"fold", words, re.IGNORECASE):
             return node.lineno  # (the tree counts the notebook's lines)
     return None
 

@@ -448,6 +448,13 @@ def test_a_training_loop_not_marked_as_the_epochs_loop_is_named(ip):
     batches = "x = 0.5  # tune: uniform(0, 1)\nloss = 0\nfor b in [1, 2]:\n    loss += b * x\n"  # not a training loop
     res = ip.run_cell_magic("tune", "--minimize loss --trials 2 --name batches", batches)
     assert not any("not marked" in m for m in res.messages)
+    # a loop over folds is cross-validation (hinting '# tune: epochs' there misled a new user)
+    folds = "x = 0.5  # tune: uniform(0, 1)\nfor k in range(3):\n    loss = x * k\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 2 --name folds", folds)
+    assert not any("not marked" in m for m in res.messages)
+    rounds = "x = 0.5  # tune: uniform(0, 1)\nN_ROUNDS = 3\nfor i in range(N_ROUNDS):\n    loss = x / (i + 1)\n"
+    res = ip.run_cell_magic("tune", "--minimize loss --trials 2 --name rounds", rounds)
+    assert any("is set in this loop, which is not marked" in m for m in res.messages)
 
 
 def test_what_is_found_before_the_search_is_shown_as_it_starts(ip, capsys):
