@@ -741,6 +741,16 @@ def test_a_changed_guardrail_starts_a_new_version(trees):
     assert second.best_trial.user_attrs.get(ATTR.RECORD) is None and second.best_params == {"max_depth": 1}
 
 
+def test_a_guardrail_variable_not_set_is_named_as_itself(ip):
+    """'--subject-to n <= 2' with n set only on one branch: the failure was grouped and summarised as
+    'MetricError: auc missing', the metric (found trying nbtune as a new user)."""
+    cell = "p = 'l2'  # tune: choice('l1', 'l2')\nauc = 0.5 if p == 'l1' else 0.6\nif p == 'l1':\n    n = 1\n"
+    res = run(ip, "--maximize auc --sampler grid --trials 2 --subject-to 'n <= 2' -o r", cell)
+    failed = [t for t in res.study.trials if t.state.name == "FAIL"]
+    assert [t.user_attrs[ATTR.FAILURE] for t in failed] == ["MetricError: n missing"]
+    assert "auc missing" not in res.summary()
+
+
 def test_a_recorded_variable_that_is_no_number_is_kept_and_the_trial_counts(ip):
     """--record solver, a string: every trial failed ("solver is not a number") and the search
     stopped after three, its metric values lost (found trying nbtune as a new user)."""

@@ -107,11 +107,13 @@ class MetricError(Exception):
     Attributes:
         kind: what is wrong (``missing``, ``not a number``, ``not one number``, ``not finite``):
             failures of one kind are the same failure, whatever the values were.
+        name: the variable (the metric, or a guardrail's or a record's); None: the metric.
     """
 
-    def __init__(self, message: str, kind: str) -> None:
+    def __init__(self, message: str, kind: str, name: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.name = name
 
 
 def _as_float(value: Any) -> float | None:
@@ -156,7 +158,7 @@ def _size(value: Any) -> int | None:
 def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     """The metric's value as a float, or :class:`MetricError` saying what is wrong."""
     if name not in ns:
-        raise MetricError(f"{name} was not set {where}; assign it in the cell", "missing")
+        raise MetricError(f"{name} was not set {where}; assign it in the cell", "missing", name)
     value = ns[name]
     number = _as_float(value)
     if number is None:
@@ -166,15 +168,18 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
                 f"{name} is not one number {where}: got {type(value).__name__} with {size} values; "
                 f"reduce it to one, e.g. {name}.mean()",
                 "not one number",
+                name,
             )
         shown = repr(value)
         item = getattr(value, "item", None)
         if callable(item):
             with contextlib.suppress(Exception):
                 shown = f"holding {item()!r}"  # what a tensor or an np.bool_ holds
-        raise MetricError(f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}", "not a number")
+        raise MetricError(
+            f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}", "not a number", name
+        )
     if not math.isfinite(number):
-        raise MetricError(f"{name} is not finite {where}: got {number}", "not finite")
+        raise MetricError(f"{name} is not finite {where}: got {number}", "not finite", name)
     return number
 
 

@@ -247,7 +247,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             raise
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
-            storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {job.program.metric} {e.kind}")
+            storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
         # sys.exit() in a cell fails the trial, not the kernel. So does a KeyboardInterrupt the
