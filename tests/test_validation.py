@@ -471,6 +471,27 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     assert not {"overfitting", "underfitting"} & set(res.diagnose().kind), res.diagnose()
 
 
+def test_missing_values_in_the_data_are_a_failure_not_divergence(ip):
+    """scikit-learn's 'Input X contains NaN' (a model that takes no missing values) was diagnosed as
+    diverged, with the advice to clip gradients (found trying nbtune as a new user)."""
+    pytest.importorskip("sklearn")
+    ip.run_cell(
+        "import numpy as np\nfrom sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.ensemble import HistGradientBoostingClassifier\n"
+        "X = np.random.default_rng(0).normal(size=(60, 2))\nX[::7, 1] = np.nan\ny = (np.nan_to_num(X[:, 0]) > 0).astype(int)\n"
+    )
+    cell = (
+        "algo = 'hgb'  # tune: choice('hgb', 'logreg')\nC = 1.0  # tune: loguniform(0.1, 10)\n"
+        "m = HistGradientBoostingClassifier(max_iter=5) if algo == 'hgb' else LogisticRegression(C=C)\n"
+        "acc = m.fit(X, y).score(X, y)\n"
+    )
+    res = run(ip, "--maximize acc --trials 8 --seed 0 --sampler random -o r", cell)
+    failed = [t for t in res.study.trials if t.state.name == "FAIL"]
+    assert failed and all("Input X contains NaN" in t.user_attrs[ATTR.ERROR] for t in failed)
+    kinds = set(res.diagnose().kind)
+    assert "diverged" not in kinds and "failed" in kinds, res.diagnose()
+
+
 def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):
     """Down, then up past where it started, by less than its first value: the shape of a
     validation loss as a model overfits (found trying nbtune as a new user: it was called

@@ -94,6 +94,9 @@ def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
 # A failure that says the numbers blew up: the metric came out NaN or infinite (nbtune's own
 # MetricError, "val_loss not finite"), or the cell's code said so (an overflow, "Input contains NaN").
 _DIVERGED = re.compile(r"not finite|\bnan\b|\binf\b|infinity|overflow|diverg", re.IGNORECASE)
+# NaN in the data the model is given, not in what it computed: scikit-learn's "Input X contains NaN",
+# "... does not accept missing values encoded as NaN" (the commonest tabular bug, advised to clip gradients)
+_MISSING_DATA = re.compile(r"input [xy] contains|missing values", re.IGNORECASE)
 
 
 def diverged(trial: optuna.trial.FrozenTrial) -> bool:
@@ -103,7 +106,8 @@ def diverged(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state.name != "FAIL" or ATTR.INTERRUPTED in trial.user_attrs:
         return False
     attrs = trial.user_attrs
-    return _DIVERGED.search(f"{attrs.get(ATTR.FAILURE, '')} {attrs.get(ATTR.ERROR, '')}") is not None
+    text = f"{attrs.get(ATTR.FAILURE, '')} {attrs.get(ATTR.ERROR, '')}"
+    return _DIVERGED.search(text) is not None and _MISSING_DATA.search(text) is None
 
 
 def is_continuation(trial: optuna.trial.FrozenTrial) -> bool:
