@@ -471,6 +471,20 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     assert not {"overfitting", "underfitting"} & set(res.diagnose().kind), res.diagnose()
 
 
+def test_a_boosting_curve_that_overfits_step_by_step_is_not_divergence():
+    """XGBoost's validation log-loss: near its best after the first epoch's rounds, then up a little
+    each round past where it started. Called diverged, with the advice to clip gradients (found
+    trying nbtune as a new user with the README's own recipe). A blow-up in large steps still is."""
+    from nbtune.view.diagnose import _ended_worse
+
+    boosting = [0.362, 0.357, 0.355, 0.36, 0.37, 0.38, 0.39, 0.40, 0.41, 0.427]
+    assert _ended_worse(boosting, maximize=False) == "turned"
+    assert _ended_worse([1 - v for v in boosting], maximize=True) == "turned"
+    assert _ended_worse([0.69, 0.68, 0.75, 0.9, 1.3], maximize=False) == "collapsed"  # a blow-up
+    assert _ended_worse([1.0, 1.2, 1.5, 1.9], maximize=False) == "collapsed"  # never better
+    assert _ended_worse([0.4, 0.35, 1.2], maximize=False) == "collapsed"  # worse by more than it started
+
+
 def test_missing_values_in_the_data_are_a_failure_not_divergence(ip):
     """scikit-learn's 'Input X contains NaN' (a model that takes no missing values) was diagnosed as
     diverged, with the advice to clip gradients (found trying nbtune as a new user)."""

@@ -144,10 +144,10 @@ def _curve(t: optuna.trial.FrozenTrial) -> list[float]:
 
 def _ended_worse(values: list[float], maximize: bool) -> str:
     """How a learning curve that ended clearly worse than it started (by more than 10% of its first
-    value) got there: ``"collapsed"`` when it never improved clearly first, or ended worse by more
-    than the first value itself (training blew up); ``"turned"`` when it improved clearly, then
-    rose back past its start by less (a validation loss turning up as the model overfits, the
-    common reading); ``""`` when it did not end worse."""
+    value) got there: ``"collapsed"`` when it ended worse by more than the first value itself
+    (training blew up), or never improved first, or rose in large steps; ``"turned"`` when it
+    improved, then rose back past its start by less, clearly or step by small step (a validation
+    loss turning up as the model overfits, the common reading); ``""`` when it did not end worse."""
     if len(values) < 3:
         return ""
     first, last = values[0], values[-1]
@@ -156,7 +156,20 @@ def _ended_worse(values: list[float], maximize: bool) -> str:
         return ""
     best = max(values) if maximize else min(values)
     improved = best > first + margin if maximize else best < first - margin
-    return "turned" if improved and abs(last - first) <= abs(first) else "collapsed"
+    if abs(last - first) > abs(first):
+        return "collapsed"
+    if improved:
+        return "turned"
+    # A little better first, then worse step by small step: a boosting model's validation loss is
+    # near its best after the first epoch's rounds and overfits from there (it was called diverged;
+    # found trying nbtune as a new user). A blow-up comes in large steps.
+    i = values.index(best)
+    after = values[i:]
+    if i > 0 and len(after) >= 4:
+        steps = [abs(b - a) for a, b in itertools.pairwise(after)]
+        if max(steps) <= 0.5 * abs(last - best):
+            return "turned"
+    return "collapsed"
 
 
 def diagnose(result: StudySummary) -> list[Finding]:
