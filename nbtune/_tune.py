@@ -801,20 +801,29 @@ def _changed_in_place(plan: _Plan) -> list[str]:
     the fingerprints the study recorded before it."""
     if plan.identity is None or plan.backend.processes:
         return []
-    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)["data"]
-    changed = sorted(n for n, h in plan.identity["data"].items() if n in now and not same_data(h, now[n]))
+    changed = _left_in_notebook(plan)
     if not changed:
         return []
-    # Recorded with the study: re-running the cell (Run All) finds the notebook as its trials left
-    # it, and that is not another study's data
-    recorded = dict(plan.study.user_attrs.get(ATTR.IDENTITY) or plan.identity)
-    recorded["in_place"] = {**recorded.get("in_place", {}), **{n: now[n] for n in changed}}
-    plan.study.set_user_attr(ATTR.IDENTITY, recorded)
     return [
         f"the trials changed notebook data in place: {', '.join(changed)} (e.g. 'X -= 1', '.append', '.fit' on a "
         "notebook object): each trial saw what the ones before it did, and the notebook now holds the result; change "
         "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)')"
     ]
+
+
+def _left_in_notebook(plan: _Plan) -> list[str]:
+    """The notebook variables the cell read that differ now from when the search began (what its
+    trials in the kernel, or ``--apply``, changed in place), recorded with the study: re-running
+    the cell (Run All) finds the notebook as they left it, and that is not another study's data."""
+    if plan.identity is None:
+        return []
+    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)["data"]
+    changed = sorted(n for n, h in plan.identity["data"].items() if n in now and not same_data(h, now[n]))
+    if changed:
+        recorded = dict(plan.study.user_attrs.get(ATTR.IDENTITY) or plan.identity)
+        recorded["in_place"] = {**recorded.get("in_place", {}), **{n: now[n] for n in changed}}
+        plan.study.set_user_attr(ATTR.IDENTITY, recorded)
+    return changed
 
 
 def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFailedError:
@@ -1059,6 +1068,8 @@ def _search_steps(cell: str, cfg: TuneConfig) -> _Steps[TuneResult | NestedResul
             yield from _check_steps(plan, result, factory)
             _note_checkpoints(plan, result)
             _apply(plan, result)
+            if plan.cfg.apply:
+                _left_in_notebook(plan)  # what the applied cell changed in place: Run All resumes the study
             result._checker = _checker(plan)
             return result
         folds.append(result)

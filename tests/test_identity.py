@@ -504,3 +504,16 @@ def test_a_method_or_function_a_library_wrapped_counts_by_its_own_code(ip):
     assert before["Interact"] != after["Interact"] and before["scope"] != after["scope"]
     ip.run_cell(define.format(k=2))  # the same code defined again: the same fingerprints
     assert after == {n: value_fingerprint(ip.user_ns[n]) for n in ("Interact", "scope")}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_what_apply_changed_in_place_resumes_the_study(ip, jobs):
+    """--apply ran the cell in the notebook, which added a column to the notebook's frame: with
+    --jobs 2 the next run of the unchanged cell took it for new data and searched again (found
+    trying nbtune as a new user)."""
+    ip.run_cell("import pandas as pd\ndf = pd.DataFrame({'a': [1.0, 2.0, 3.0]})\n")
+    cell = "x = 0.5  # tune: uniform(0, 1)\ndf['b'] = df['a'] * 2\nloss = (x - 0.3) ** 2 + float(df['b'].sum())\n"
+    first = ip.run_cell_magic("tune", f"--minimize loss -n 3 --seed 0 --jobs {jobs} --apply", cell)
+    assert "b" in ip.user_ns["df"].columns
+    again = ip.run_cell_magic("tune", f"--minimize loss -n 3 --seed 0 --jobs {jobs} --apply", cell)
+    assert again.study.study_name == first.study.study_name, again.messages
