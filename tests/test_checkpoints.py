@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 
+from nbtune.exceptions import ConfigError
 from nbtune.store.attrs import ATTR
 
 
@@ -314,3 +315,26 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
     )
     res = run(ip, "--minimize loss --trials 2 -o r", marked)
     assert not any("built before the epochs loop" in m for m in res.messages)
+
+
+def test_an_end_state_that_could_not_be_written_is_not_replaced_by_an_earlier_epochs(ip, monkeypatch):
+    """The disk filled after epoch 1's checkpoint: --apply and best_state() loaded that epoch's
+    state as the model the trial's value measured (found trying nbtune as a new user)."""
+    import optuna.artifacts
+
+    real = optuna.artifacts.upload_artifact
+    calls = {"n": 0}
+
+    def fills_up(**kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device")
+        return real(**kwargs)
+
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", fills_up)
+    cell = "lr = 0.1  # tune: uniform(0.01, 1)\nw = [0.0]  # tune: state\nfor epoch in range(3):  # tune: epochs\n    w[0] += lr\n    acc = w[0]\n"
+    res = ip.run_cell_magic("tune", "--maximize acc -n 1 -o res", cell)
+    t = res.study.trials[0]
+    assert t.state.name == "COMPLETE" and t.user_attrs[ATTR.CHECKPOINT]["step"] == 1  # what is left
+    with pytest.raises(ConfigError, match="trial 0 has no saved state: cannot write the checkpoint"):
+        res.best_state()

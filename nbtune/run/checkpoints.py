@@ -472,11 +472,14 @@ def has_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def read_checkpoint(store: BaseStore, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
-    """The state saved with ``trial``, or None when it has none (or its file was pruned)."""
+    """The state ``trial`` ended with, or None when it has none (or its file was pruned). An epoch's
+    checkpoint left because the last one could not be written (a full disk) is no end state: loaded
+    as the model the trial's value measured, it was an earlier epoch's (found trying nbtune as a
+    new user)."""
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     meta = trial.user_attrs.get(ATTR.CHECKPOINT)
-    if not meta:
+    if not meta or meta.get("step") is not None:
         return None
     try:
         with store.artifact_store().open_reader(meta["artifact"]) as f:
