@@ -434,6 +434,40 @@ def test_a_notebook_function_reads_the_trials_values_as_a_plain_run_of_the_cell_
     assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 3
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_notebook_function_that_sets_a_global_sets_it_for_the_trial(ip, jobs):
+    """def log_epoch(e): global last_epoch; last_epoch = e. The cell read last_epoch after calling
+    it: trials failed with a NameError, or read a stale notebook value while changing the
+    notebook's (found trying nbtune as a new user). A plain run reads what the function set."""
+    ip.run_cell("def log_epoch(e):\n    global last_epoch\n    last_epoch = e\n")
+    cell = (
+        "lr = 0.1  # tune: uniform(0.01, 1)\nfor epoch in range(3):  # tune: epochs\n"
+        "    log_epoch(epoch)\n    seen = last_epoch\n    acc = 1 - lr / (epoch + 1)\n"
+    )
+    res = ip.run_cell_magic(
+        "tune", f"--maximize acc -n 2 --jobs {jobs} --scheduler none --record seen --name logged{jobs}", cell
+    )
+    assert [t.user_attrs[ATTR.RECORD]["seen"] for t in res.study.trials] == [2.0, 2.0]
+    assert "last_epoch" not in ip.user_ns  # the notebook's own is left alone
+    ip.run_cell("last_epoch = 99")
+    res = ip.run_cell_magic(
+        "tune", f"--maximize acc -n 2 --jobs {jobs} --scheduler none --record seen --name logged_again{jobs}", cell
+    )
+    assert [t.user_attrs[ATTR.RECORD]["seen"] for t in res.study.trials] == [2.0, 2.0]
+    assert ip.user_ns["last_epoch"] == 99
+
+
+def test_a_fold_read_through_a_notebook_function_is_read(ip):
+    """def fold_data(): return splits[fold] with 'fold = 0  # tune: folds(3)' in the cell was refused
+    as a fold variable never read (found trying nbtune as a new user)."""
+    ip.run_cell("splits = [(0, 1), (1, 2), (2, 0)]\ndef fold_data():\n    return splits[fold]\n")
+    cell = (
+        "fold = 0  # tune: folds(3)\nx = 0.5  # tune: uniform(0, 1)\ntr, va = fold_data()\nloss = (x - 0.3) ** 2 + va\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2", cell)
+    assert res.study.trials[0].value == pytest.approx(0.04 + 1.0)  # the mean of the folds' va: 1, 2, 0
+
+
 def test_a_training_loop_not_marked_as_the_epochs_loop_is_named(ip):
     """The metric set in 'for epoch in range(5):' without '# tune: epochs': every trial ran to the end
     without a word (found trying nbtune as a new user)."""

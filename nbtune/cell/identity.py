@@ -237,7 +237,8 @@ def functions_reading(
         if name not in reads:
             reads[name] = code_names((values[name] if name in values else user_ns[name]).__code__)
             todo += [n for n in reads[name] if n not in reads and n not in values and notebook_function(user_ns.get(n))]
-    need = {n for n, r in reads.items() if r & names}
+    # and a function that sets a global ('global last_epoch'): in a plain run the cell reads what it set
+    need = {n for n, r in reads.items() if r & names or _sets_globals(values[n] if n in values else user_ns[n])}
     grown = True
     while grown:  # a function that calls one of them looks it up in its own globals: it goes too
         callers = {n for n, r in reads.items() if n not in need and r & need}
@@ -270,6 +271,19 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
     if type(value).__module__ == "__main__":  # an instance of a notebook class: its methods
         return _globals_used(type(value))
     return []
+
+
+def _sets_globals(f: types.FunctionType) -> bool:
+    """``f``'s code (or code nested in it) assigns a global (``global x; x = ...``)."""
+    import dis
+
+    todo = [f.__code__]
+    while todo:
+        code = todo.pop()
+        if any(i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") for i in dis.get_instructions(code)):
+            return True
+        todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return False
 
 
 def code_names(code: types.CodeType) -> set[str]:

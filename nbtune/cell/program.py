@@ -701,16 +701,6 @@ def compile_cell(
         )
     if holdout is not None:
         _check_holdout(spec.tree, holdout, metric)
-    loaded = {
-        n.id for n in ast.walk(visible(spec.tree)) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
-    }
-    for var, what in ((spec.folds, "cross-validation fold"), (spec.outer, "nested cross-validation's outer fold")):
-        if var is not None and var.name not in loaded:
-            raise ConfigError(
-                f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read, so all "
-                f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
-                f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
-            )
     bound = _bound_anywhere(spec.tree)
     if holdout is not None:
         for name, option in [(c[0], "--subject-to") for c in constraints or []] + [
@@ -741,6 +731,16 @@ def compile_cell(
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
     assigned = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     rebind, read_by_functions = functions_reading(glb, user_ns, assigned)
+    loaded = {
+        n.id for n in ast.walk(visible(spec.tree)) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
+    }
+    for var, what in ((spec.folds, "cross-validation fold"), (spec.outer, "nested cross-validation's outer fold")):
+        if var is not None and var.name not in loaded and var.name not in read_by_functions:
+            raise ConfigError(
+                f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read, so all "
+                f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
+                f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
+            )
     for name, f in sorted(rebind.items()):
         glb.setdefault(name, f)
         for read in sorted(code_names(f.__code__)):  # what they read from the notebook, the workers need too
