@@ -571,6 +571,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
+    for holder, function, read in program.unreachable:
+        messages.append(
+            f"{function} (reached through {holder!r}: a decorator, a default argument, a dict or a method) reads "
+            f"{', '.join(repr(n) for n in read)} as a global, which the cell sets: a trial cannot give it its own, so "
+            "it reads the notebook's; pass the value as an argument"
+        )
     unmarked = _unmarked_epochs_loop(program)
     if unmarked is not None:
         messages.append(

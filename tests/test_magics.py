@@ -457,6 +457,21 @@ def test_a_notebook_function_that_sets_a_global_sets_it_for_the_trial(ip, jobs):
     assert ip.user_ns["last_epoch"] == 99
 
 
+def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_search(ip):
+    """@torch.no_grad() def evaluate(): ... model ..., a dict of optimizer makers, a default argument:
+    every trial read the notebook's model or lr, silently (found trying nbtune as a new user). They
+    cannot be handed the trial's namespace; the note says so, and what to do."""
+    ip.run_cell(
+        "import contextlib\nlr = 123.0\n@contextlib.contextmanager\ndef scope():\n    yield lr\n"
+        "OPTS = {'sgd': lambda: lr}\ndef train(fn=lambda: lr):\n    return fn()\n"
+    )
+    cell = "lr = 0.1  # tune: uniform(0.01, 1)\nwith scope() as v:\n    pass\nloss = OPTS['sgd']() + train() + v + lr\n"
+    res = ip.run_cell_magic("tune", "--minimize loss -n 1", cell)
+    notes = [m for m in res.messages if "a trial cannot give it its own" in m]
+    assert {m.split(" (reached through ")[1].split("'")[1] for m in notes} == {"scope", "OPTS", "train"}, notes
+    assert all("reads 'lr' as a global, which the cell sets" in m for m in notes)
+
+
 def test_a_fold_read_through_a_notebook_function_is_read(ip):
     """def fold_data(): return splits[fold] with 'fold = 0  # tune: folds(3)' in the cell was refused
     as a fold variable never read (found trying nbtune as a new user)."""

@@ -247,6 +247,60 @@ def functions_reading(
     return {n: values[n] if n in values else user_ns[n] for n in need}, {x for n in need for x in reads[n] & names}
 
 
+def unreachable_readers(
+    values: dict[str, Any], user_ns: dict[str, Any], names: set[str], rebound: dict[str, Any]
+) -> list[tuple[str, str, list[str]]]:
+    """Notebook functions that read one of ``names`` (variables the cell sets) as a global but that a
+    trial cannot hand its namespace, being reached other than by their global name: under a
+    library's decorator (``@torch.no_grad()``), as a default argument, in a ``dict`` of functions,
+    in a ``partial``, as a method of a notebook class. They read the notebook's value where a plain
+    run of the cell gives them the cell's. As (the cell's global that holds it, the function's name,
+    the names it reads)."""
+    done = {id(f) for f in rebound.values()}
+    found: list[tuple[str, str, list[str]]] = []
+
+    def inner(value: Any, depth: int) -> list[Any]:
+        if depth > 3:
+            return []
+        if isinstance(value, types.FunctionType):
+            cells = [c.cell_contents for c in value.__closure__ or () if _filled(c)]
+            return [*cells, *(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()]
+        if isinstance(value, functools.partial):
+            return [value.func, *value.args, *value.keywords.values()]
+        if isinstance(value, dict) and len(value) <= 100:
+            return list(value.values())
+        if isinstance(value, (list, tuple)) and len(value) <= 100:
+            return list(value)
+        if isinstance(value, type) and value.__module__ == "__main__":
+            return [getattr(m, "__func__", m) for m in vars(value).values()]
+        if type(value).__module__ == "__main__" and not isinstance(value, type):
+            return [type(value)]
+        return []
+
+    for holder, value in values.items():
+        seen: set[int] = set()
+        todo = [(v, 1) for v in inner(value, 0)]
+        while todo:
+            v, depth = todo.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if isinstance(v, types.FunctionType) and v.__globals__ is user_ns and id(v) not in done:
+                read = sorted(code_names(v.__code__) & names)
+                if read:
+                    found.append((holder, v.__qualname__, read))
+            todo += [(w, depth + 1) for w in inner(v, depth)]
+    return found
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # a cell not yet bound
+        return False
+    return True
+
+
 # What IPython puts in the notebook's namespace: no data of the cell's, and the shell itself does not hash
 _SHELLS_OWN = {"get_ipython", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh", "_", "__", "___", "_i", "_ii", "_iii"}
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
-from nbtune.cell.identity import code_names, functions_reading
+from nbtune.cell.identity import code_names, functions_reading, unreachable_readers
 from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length
 from nbtune.cell.reads import outside_reads, visible
 from nbtune.cell.space import Param, suggest
@@ -286,6 +286,9 @@ class CellProgram:
     # as their globals, as a plain run of the cell would (see identity.functions_reading).
     rebind: tuple[str, ...] = ()
     read_by_functions: tuple[str, ...] = ()  # the cell's variables those functions read
+    # notebook functions that read the cell's variables but are reached other than by name (see
+    # identity.unreachable_readers): (holder, function, names), said before the search
+    unreachable: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     # Set before the epochs loop and used in it: an epoch's checkpoint keeps the plain ones with
     # the state (a warm-up's step count, a patience counter), so a continued trial goes on as one.
     carried: tuple[str, ...] = ()
@@ -758,6 +761,7 @@ def compile_cell(
         records=tuple(records or ()),
         state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
         rebind=tuple(sorted(rebind)),
+        unreachable=tuple((h, f, tuple(r)) for h, f, r in unreachable_readers(glb, user_ns, assigned, rebind)),
         carried=_carried(spec, list(state or [])),
         read_by_functions=tuple(sorted(read_by_functions)),
     )
