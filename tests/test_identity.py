@@ -457,6 +457,13 @@ def test_a_kaggle_style_config_class_is_data(ip):
     assert any(m.startswith("the trials changed notebook data in place: CFG") for m in res.messages), res.messages
     again = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0 --name setter", setter)
     assert again.study.study_name == "setter", again.messages
+    # a nested settings class (found trying nbtune as a new user)
+    ip.run_cell("class CFG2:\n    class model:\n        hidden = 8\n")
+    nested = "x = 0.5  # tune: uniform(0, 1)\nloss = x + CFG2.model.hidden\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 2 --seed 0 --name nested", nested)
+    ip.run_cell("CFG2.model.hidden = 16")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 2 --seed 0 --name nested", nested)
+    assert moved.study.study_name == "nested:v2", moved.messages
 
 
 def test_a_value_that_could_not_be_hashed_on_one_side_is_no_change():

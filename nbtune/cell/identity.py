@@ -140,9 +140,10 @@ def value_fingerprint(value: Any) -> str:
                 (k, v)
                 for k, v in vars(value).items()
                 if not k.startswith("__")
-                and not isinstance(v, (types.FunctionType, staticmethod, classmethod, property, type))
+                and not isinstance(v, (types.FunctionType, staticmethod, classmethod, property))
             )
-            parts += [k.encode() + value_fingerprint(v).encode() for k, v in settings]
+            # a nested settings class ('class CFG: class model: hidden = 8') by its own fingerprint
+            parts += [k.encode() + (value_fingerprint(v) if v is not value else "self").encode() for k, v in settings]
             return "code:" + _digest(value.__qualname__.encode() + b"".join(parts))
         if isinstance(value, types.ModuleType):
             return "module:" + value.__name__
