@@ -135,43 +135,56 @@ def test_viewing_a_finished_study_writes_nothing(ip, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in store.iterdir()} == before
 
 
+_GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+            "PATH": "/usr/bin:/bin"}  # fmt: skip
+
+
+def _git(path, *args, check=True):
+    import subprocess
+
+    return subprocess.run(
+        ["git", *args], cwd=path, check=check, capture_output=True, env={**_GIT_ENV, "HOME": str(path)}
+    )
+
+
+def _branches(tmp_path, base, ours, theirs):
+    """A project whose store ran ``base`` on main, then ``theirs`` on a branch and ``ours`` on main,
+    merged by git (a conflict in the journal); what each of them returned."""
+    _git(tmp_path, "init", "-q", "-b", "main")
+    base()
+    shutil.rmtree(tmp_path / ".nbtune" / "runs", ignore_errors=True)
+    (tmp_path / ".gitignore").write_text(".nbtune/*.budget\n.nbtune/*.lock\n.nbtune/runs/\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "base")
+    _git(tmp_path, "checkout", "-qb", "other")
+    t = theirs()
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "theirs")
+    _git(tmp_path, "checkout", "-q", "main")
+    o = ours()
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "ours")
+    assert _git(tmp_path, "merge", "-q", "other", check=False).returncode != 0
+    return o, t
+
+
 def test_a_journal_git_merged_keeps_both_branches_trials(tmp_path):
     """Two branches of a notebook project each ran 3 more trials, and `git merge` put one side's
     records after the other's between conflict markers: the markers were set aside as "damage
     from a crash", and the other branch's finished trials landed on this one's trial ids, lost,
     with empty RUNNING trials left (found trying nbtune as a new user). Both sides are kept."""
-    import subprocess
-
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
-                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                            "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
 
     def search(n, seed):
         return nbtune.tune(
             CELL, minimize="loss", n_trials=n, seed=seed, store=tmp_path / ".nbtune", name="s", view=None
         )
 
-    git("init", "-q", "-b", "main")
-    search(4, 0)
-    shutil.rmtree(tmp_path / ".nbtune" / "runs", ignore_errors=True)
-    (tmp_path / ".gitignore").write_text(".nbtune/*.budget\n.nbtune/*.lock\n.nbtune/runs/\n")
-    git("add", "-A")
-    git("commit", "-qm", "four trials")
-    git("checkout", "-qb", "other")
-    theirs = {round(t.params["x"], 12) for t in search(7, 5).study.trials[4:]}
-    git("add", "-A")
-    git("commit", "-qm", "three more here")
-    git("checkout", "-q", "main")
-    ours = {round(t.params["x"], 12) for t in search(7, 7).study.trials[4:]}
-    git("add", "-A")
-    git("commit", "-qm", "three more there")
-    merge = subprocess.run(["git", "merge", "-q", "other"], cwd=tmp_path, capture_output=True,
-                           env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                                "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # fmt: skip
-    assert merge.returncode != 0 and b"<<<<<<<" in (tmp_path / ".nbtune" / "s.journal").read_bytes()
-    assert ours != theirs
+    def added(n, seed):  # the configurations this branch added, read before the merge
+        return {round(t.params["x"], 12) for t in search(n, seed).study.trials[4:]}
 
+    ours, theirs = _branches(tmp_path, lambda: search(4, 0), lambda: added(7, 7), lambda: added(7, 5))
+    assert b"<<<<<<<" in (tmp_path / ".nbtune" / "s.journal").read_bytes()
+    assert ours != theirs
     res = search(10, 0)  # the next run: nothing left to run, every trial kept
     trials = res.study.trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 10, [(t.number, t.state.name) for t in trials]
@@ -180,6 +193,26 @@ def test_a_journal_git_merged_keeps_both_branches_trials(tmp_path):
     assert any("had git's conflict markers (two branches each added trials): both sides were kept, 3 trial(s) "
                "of one and 3 of the other" in m for m in res.messages), res.messages  # fmt: skip
     assert list((tmp_path / ".nbtune").glob("s.journal.conflict-*"))
+
+
+def test_a_version_both_branches_started_stays_two_studies_after_a_git_merge(tmp_path):
+    """Each branch changed the cell and started its own 's:v2': merged, they became one study of
+    two codes, each branch's cell resuming the other's trials (found trying nbtune as a new user)."""
+
+    def search(k, n=3):
+        cell = CELL.replace("** 2", f"** 2 + {k}")
+        return nbtune.tune(cell, minimize="loss", n_trials=n, seed=0, store=tmp_path / ".nbtune", name="s", view=None)
+
+    ours, theirs = _branches(
+        tmp_path, lambda: search(0), lambda: search(1).study.study_name, lambda: search(2).study.study_name
+    )
+    assert ours == theirs == "s:v2"
+    again_ours, again_theirs = search(1), search(2)
+    assert {again_ours.study.study_name, again_theirs.study.study_name} == {"s:v2", "s:v3"}
+    for res, k in ((again_ours, 1), (again_theirs, 2)):
+        assert len(res.study.trials) == 3 and all(
+            t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + k) for t in res.study.trials
+        )
 
 
 def test_a_store_deleted_or_replaced_under_a_live_kernel_is_read_afresh(tmp_path):

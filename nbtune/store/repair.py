@@ -203,6 +203,7 @@ def _renumbered(
     for r in prefix:
         merged.apply(r)
         alone.apply(r)
+    shared = set(merged.studies)  # the studies both branches had before they parted
     for r in ours:
         merged.apply(r)
     study_map: dict[int, int] = {}
@@ -211,6 +212,14 @@ def _renumbered(
     for orig in theirs:
         was = alone.apply(orig)  # the id it made in their branch's own numbering
         r = dict(orig)
+        if (
+            r.get("op_code") == _CREATE_STUDY
+            and r.get("study_name") in merged.studies
+            and r["study_name"] not in shared
+        ):
+            # both branches made a study of this name (a new version of the cell each): theirs is
+            # another study, the next version, not more trials of ours
+            r["study_name"] = _next_version(r["study_name"], merged.studies)
         if "study_id" in r:
             r["study_id"] = study_map.get(orig["study_id"], orig["study_id"])
         if "trial_id" in r:
@@ -223,3 +232,13 @@ def _renumbered(
             trial_map[was] = now
         out.append(r)
     return out
+
+
+def _next_version(name: str, taken: dict[str, int]) -> str:
+    """The first version of ``name``'s base not taken (the store's own naming)."""
+    from nbtune.store.base import base_name, versioned
+
+    n = 2
+    while versioned(base_name(name), n) in taken:
+        n += 1
+    return versioned(base_name(name), n)
