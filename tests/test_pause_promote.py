@@ -599,11 +599,14 @@ model = {"w": 0.0}  # tune: state
 step = 0
 best, bad = -1e9, 0
 history = []
+ema = np.zeros(3)  # an array the loop assigns: kept (data it only reads is not)
+data = np.ones(3)
 for epoch in range(9):  # tune: epochs
     step += 1
     model["w"] += lr * min(1.0, step / 5)  # a warm-up over the first 5 epochs
     history.append(model["w"])
-    score = -((model["w"] - 2) ** 2) + 0.01 * len(history)
+    ema = 0.5 * ema + 0.5 * data * model["w"]
+    score = -((model["w"] - 2) ** 2) + 0.01 * len(history) + 0.001 * float(ema[0])
     if score > best:
         best, bad = score, 0
     else:
@@ -613,10 +616,11 @@ for epoch in range(9):  # tune: epochs
 
 
 def _carried_straight_run(lr: float) -> list[float]:
-    w, best, bad, out = 0.0, -1e9, 0, []
+    w, best, bad, out, ema = 0.0, -1e9, 0, [], 0.0
     for step in range(1, 10):
         w += lr * min(1.0, step / 5)
-        score = -((w - 2) ** 2) + 0.01 * step
+        ema = 0.5 * ema + 0.5 * w
+        score = -((w - 2) ** 2) + 0.01 * step + 0.001 * ema
         best, bad = (score, 0) if score > best else (best, bad + 1)
         out.append(best - 0.001 * bad)
     return out
@@ -627,8 +631,10 @@ def test_what_an_epoch_hands_to_the_next_goes_on_with_a_trial_from_its_checkpoin
     before the loop: a trial that went on from its checkpoint started them again (the warm-up
     restarted, the patience counter forgot), so it was not the run its configuration gives (found
     trying nbtune as a new user)."""
+    ip.run_cell("import numpy as np")
     res = run(ip, "--maximize acc --trials 16 --seed 0 -o res", CARRIED_CELL)
     went_on = [t for t in res.study.trials if "artifact" in (t.user_attrs.get(ATTR.RESUME) or {})]
+    assert set(went_on[0].user_attrs[ATTR.RESUME]["names"]) == {"model", "step", "best", "bad", "history", "ema"}
     assert went_on, "some paused trial went on from its checkpoint"
     for t in res.study.trials:
         expected = _carried_straight_run(t.params["lr"])

@@ -318,3 +318,13 @@ def carried_across_epochs(tree: ast.Module, loop_line: int) -> list[str]:
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) in inside}
     target = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
     return sorted((before & used) - target)
+
+
+def set_in_epochs_loop(tree: ast.Module, loop_line: int) -> set[str]:
+    """The names the epochs loop's body assigns (``ema = 0.9 * ema + ...``, ``step += 1``)."""
+    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    if loop is None:
+        return set()
+    return {
+        n.id for part in loop.body for n in ast.walk(part) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.identity import code_names, functions_reading, unreachable_readers
-from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length
+from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import outside_reads, visible
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
@@ -292,6 +292,7 @@ class CellProgram:
     # Set before the epochs loop and used in it: an epoch's checkpoint keeps the plain ones with
     # the state (a warm-up's step count, a patience counter), so a continued trial goes on as one.
     carried: tuple[str, ...] = ()
+    carried_set: tuple[str, ...] = ()  # those the loop assigns (an array is kept only then: not data it reads)
 
     @property
     def params(self) -> list[Param]:
@@ -763,6 +764,7 @@ def compile_cell(
         rebind=tuple(sorted(rebind)),
         unreachable=tuple((h, f, tuple(r)) for h, f, r in unreachable_readers(glb, user_ns, assigned, rebind)),
         carried=_carried(spec, list(state or [])),
+        carried_set=tuple(sorted(set_in_epochs_loop(spec.tree, spec.epochs.lineno))) if spec.epochs else (),
         read_by_functions=tuple(sorted(read_by_functions)),
     )
 

@@ -151,26 +151,38 @@ def state_bytes(ns: dict[str, Any], names: tuple[str, ...], generators: dict[str
     return _MAGIC + kind.encode() + b"\n" + payload
 
 
-def plain_carried(ns: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
+def plain_carried(ns: dict[str, Any], names: tuple[str, ...], assigned: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Of the variables carried from epoch to epoch (:func:`nbtune.cell.loops.carried_across_epochs`),
-    those an epoch's checkpoint keeps: plain values (numbers, strings, and small lists, tuples,
-    dicts and sets of them: counters, best scores, histories). Objects (a data loader, a scheduler,
-    a tensor of data) are the state's to mark, and the note before the search names those."""
-    return tuple(n for n in names if n in ns and _plain(ns[n], [10_000]))
+    those an epoch's checkpoint keeps: plain values (numbers, strings, arrays and tensors, and lists,
+    tuples, dicts and sets of them, up to a million numbers: counters, best scores, histories, an
+    EMA). Objects (a data loader, a scheduler, a model) are the state's to mark."""
+    return tuple(n for n in names if n in ns and _plain(ns[n], [_CARRIED_ITEMS], arrays=n in assigned))
 
 
-def _plain(value: Any, budget: list[int]) -> bool:
+_CARRIED_ITEMS = (
+    1_000_000  # numbers a carried variable may hold (8 MB as floats): a per-batch loss list, an EMA of weights
+)
+
+
+def _plain(value: Any, budget: list[int], arrays: bool = False) -> bool:
+    """``arrays``: an array or tensor counts (the loop assigns the variable: an EMA, a running mean;
+    an array it only reads is data, which every continued run has anyway)."""
     budget[0] -= 1
     if budget[0] < 0:
         return False
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return True
-    if type(value).__module__ == "numpy":
-        return getattr(value, "shape", None) == ()  # a numpy scalar, not an array of data
+    module = type(value).__module__.split(".")[0]
+    if module in ("numpy", "torch") and hasattr(value, "shape"):
+        if getattr(value, "shape", None) == () and module == "numpy":
+            return True  # a numpy scalar
+        size = int(value.size if module == "numpy" else value.numel())
+        budget[0] -= size
+        return arrays and budget[0] >= 0 and not getattr(value, "requires_grad", False)
     if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
-        return all(_plain(v, budget) for v in value)
+        return all(_plain(v, budget, arrays=True) for v in value)  # a history of tensors
     if isinstance(value, dict):
-        return all(_plain(k, budget) and _plain(v, budget) for k, v in value.items())
+        return all(_plain(k, budget) and _plain(v, budget, arrays=True) for k, v in value.items())
     return False
 
 

@@ -298,7 +298,7 @@ def _record_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
 def _epoch_state(job: Job, ns: dict[str, Any]) -> tuple[str, ...]:
     """What an epoch's checkpoint keeps: the state, and the plain values one epoch hands to the next
     (a step count, the best score so far), so the trial goes on from it as a straight run."""
-    return job.program.state + plain_carried(ns, job.program.carried)
+    return job.program.state + plain_carried(ns, job.program.carried, job.program.carried_set)
 
 
 def _resume_point(
