@@ -1311,7 +1311,8 @@ def _store_errors(store: Any) -> Iterator[None]:
             raise
         why = _DISK_ERRORS.get(e.errno or 0, "it cannot be written")
         raise StoreError(
-            f"the store could not be written: {why} ({e.strerror}: {e.filename or ''}); the finished trials are "
+            f"the store could not be written: {why} ({e.strerror}{': ' + str(e.filename) if e.filename else ''}); "
+            "the finished trials are "
             "kept: free space or pass --store with a folder you can write to, then re-run the cell"
         ) from None
     except Exception as e:

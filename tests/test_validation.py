@@ -845,6 +845,9 @@ def test_revalidation_chooses_only_a_configuration_that_meets_the_guardrails_wit
     assert chosen is not None and chosen.params == {"x": 2}
     text = "\n".join(res.checks.lines())
     assert "broke a guardrail with 3 of 3 seeds" in text and "the most stable is trial" in text
+    assert (
+        f"of the configurations that met every guardrail with every seed (not trial(s) {res.best_trial.number})" in text
+    )
     # None meets it with every seed: none is chosen, and the summary says why.
     res = run(
         ip,

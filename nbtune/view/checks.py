@@ -314,7 +314,16 @@ class CheckReport:
                     if chosen.number == best.number
                     else f"the most stable is trial {chosen.number}, not the search's best (trial {best.number})"
                 )
-                out.append(f"  {change}; {RULE}")
+                broke = [c.number for c in cands if c.broke]
+                out.append(
+                    f"  {change}; {RULE}"
+                    + (
+                        f"; of the configurations that met every guardrail with every seed (not trial(s) "
+                        f"{', '.join(map(str, broke))})"
+                        if broke
+                        else ""
+                    )
+                )
             elif any(c.broke for c in cands):
                 out.append(
                     "  no configuration met every guardrail with every seed, so none is chosen: the guardrails "
