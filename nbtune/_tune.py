@@ -1101,11 +1101,33 @@ def _checker(plan: _Plan) -> Any:
         n_jobs = effective_jobs(cfg.n_jobs)
         again = dataclasses.replace(plan, cfg=cfg, n_jobs=n_jobs, backend=resolve_backend(cfg.backend, n_jobs))
         require_seed(again.program, "revalidate()")
+        _same_data_as_the_search(again)
         result.interrupted = False
         with _quiet_optuna():
             _run_checks(again, result, _view_factory(cfg.view))
 
     return run
+
+
+def _same_data_as_the_search(plan: _Plan) -> None:
+    """Re-validation runs the configurations on the notebook's data now: if it is not what the
+    search read, the new runs would be averaged with earlier ones on other data (labels shuffled
+    since, a frame sampled down) into one interval without a word (found trying nbtune as a new user).
+
+    Raises:
+        ConfigError: the data changed since the search ran.
+    """
+    recorded = plan.study.user_attrs.get(ATTR.IDENTITY)
+    if not recorded or plan.program.spec.tree is None:
+        return
+    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)
+    changed = [d for d in describe_difference(recorded, now) if d.startswith("the notebook data")]
+    if changed:
+        raise ConfigError(
+            f"{changed[0]} since {plan.study.study_name!r} ran: re-validating now would score its configurations on "
+            "other data than it chose them on, and mix those runs with earlier ones; restore the data, or run the "
+            "search on the new data (it starts a new version)"
+        )
 
 
 def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any] | None, transform: Any) -> TuneResult:

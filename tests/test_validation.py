@@ -104,6 +104,13 @@ def test_tune_validate_revalidates_a_stored_study(trees, capsys):
     shown = trees.run_line_magic("tune_show", "trees -o again")
     assert len(trees.user_ns["again"].revalidation()) == 2  # reopened, the checks are there
     assert shown is None
+    # The data changed since the search: re-validating on it would mix runs on two datasets into one
+    # interval without a word (found trying nbtune as a new user).
+    trees.run_cell("y_train = y_train[::-1].copy()")
+    with pytest.raises(
+        UsageError, match="the notebook data it reads changed: y_train since 'trees' ran: re-validating now"
+    ):
+        trees.run_line_magic("tune_validate", "trees --top 2 --seeds 4")
 
 
 def test_tune_validate_revalidates_a_cross_validated_study(ip):
