@@ -41,7 +41,7 @@ from nbtune.cell.identity import cell_identity, describe_difference, same_data, 
 from nbtune.cell.loops import built_from_state, names_that_take_effect
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell, holdout_leaks
 from nbtune.cell.reads import never_read
-from nbtune.exceptions import ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
+from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
 from nbtune.run.coordinator import Search
@@ -768,6 +768,13 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
             interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
         ):
             search.control.cleanup()
+            if type(search.error).__name__ == "BrokenProcessPool" and "un-serialize" in str(search.error):
+                raise CellError(
+                    "the worker processes could not rebuild what the cell reads from the notebook: an object that "
+                    "pickles by a reference to the notebook (a function under functools.lru_cache or another "
+                    "C-level wrapper) cannot reach them; define it in a module the workers import, or use "
+                    "--backend threading"
+                ) from None
             raise search.error
         if why == "timeout" and not interrupted and plan.cfg.seconds is not None:
             # done with this timeout, though the trials' spans may add up to a little less of it

@@ -562,3 +562,15 @@ def test_interrupt_then_rerun_continues_the_cut_trial_from_its_last_epoch(kernel
     # the epochs after the last save ran once more (the cut one was not saved); none before it
     assert sorted(set(mine)) == list(range(30)) and all(mine.count(e) == 1 for e in range(saved))
     assert finished_count(study.trials) == 3
+
+
+def test_a_notebook_object_the_workers_cannot_rebuild_is_one_line(kernel, tmp_path):
+    """An lru_cache'd notebook function pickles by a reference to the kernel's __main__, which worker
+    processes do not have: a 22-frame BrokenProcessPool traceback (found trying nbtune as a new user)."""
+    _, kc = kernel
+    code = "%load_ext nbtune\nimport functools\n@functools.lru_cache\ndef cached(x):\n    return x * 2\n"
+    assert _execute(kc, code)[0]["status"] == "ok"
+    cell = f"%%tune --minimize loss -n 2 --jobs 2 --store {tmp_path / 'store'}\nx = 0.5  # tune: uniform(0, 1)\nloss = cached(x)\n"
+    reply, _, _ = _execute(kc, cell, timeout=120)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
+    assert reply["evalue"].startswith("the worker processes could not rebuild what the cell reads from the notebook")
