@@ -138,6 +138,10 @@ def _close_flags(magic: Any, words: list[str]) -> list[str]:
     parser = getattr(magic, "parser", None)
     flags = [f for action in getattr(parser, "_actions", ()) for f in action.option_strings if f.startswith("--")]
     unknown = [w for w in words if w.startswith("--") and w not in flags]
+    # '-maximize' with one dash is '--maximize'
+    unknown += [
+        "-" + w for w in words if w.startswith("-") and not w.startswith("--") and len(w) > 2 and w[1].isalpha()
+    ]
     return [m for w in unknown for m in difflib.get_close_matches(w, flags, n=1, cutoff=0.75)]
 
 

@@ -667,6 +667,7 @@ def test_help_text(ip):
         ("--maximize loss --trails 5", "did you mean --trials"),
         # words argparse cannot place (found trying nbtune as a new user)
         ("--metric loss", "--metric is --maximize NAME or --minimize NAME"),
+        ("-maximize loss", "did you mean --maximize"),
         (
             "loss",
             "unrecognized arguments: loss; name the metric with its direction: --maximize loss or --minimize loss",
