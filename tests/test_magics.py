@@ -464,8 +464,12 @@ def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_sear
     ip.run_cell(
         "import contextlib\nlr = 123.0\n@contextlib.contextmanager\ndef scope():\n    yield lr\n"
         "OPTS = {'sgd': lambda: lr}\ndef train(fn=lambda: lr):\n    return fn()\n"
+        "class Trainer:\n    lr = 1.0\n    def step(self):\n        return self.lr\ntrainer = Trainer()\n"  # an attribute
     )
-    cell = "lr = 0.1  # tune: uniform(0.01, 1)\nwith scope() as v:\n    pass\nloss = OPTS['sgd']() + train() + v + lr\n"
+    cell = (
+        "lr = 0.1  # tune: uniform(0.01, 1)\nwith scope() as v:\n    pass\n"
+        "loss = OPTS['sgd']() + train() + v + lr + trainer.step()\n"
+    )
     res = ip.run_cell_magic("tune", "--minimize loss -n 1", cell)
     notes = [m for m in res.messages if "a trial cannot give it its own" in m]
     assert {m.split(" (reached through ")[1].split("'")[1] for m in notes} == {"scope", "OPTS", "train"}, notes

@@ -287,11 +287,24 @@ def unreachable_readers(
                 continue
             seen.add(id(v))
             if isinstance(v, types.FunctionType) and v.__globals__ is user_ns and id(v) not in done:
-                read = sorted(code_names(v.__code__) & names)
+                read = sorted(_global_loads(v.__code__) & names)  # not attributes: 'self.lr' is no global
                 if read:
                     found.append((holder, v.__qualname__, read))
             todo += [(w, depth + 1) for w in inner(v, depth)]
     return found
+
+
+def _global_loads(code: types.CodeType) -> set[str]:
+    """The globals a code object (and the code nested in it) reads."""
+    import dis
+
+    out: set[str] = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        out |= {str(i.argval) for i in dis.get_instructions(c) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return out
 
 
 def _filled(cell: Any) -> bool:
