@@ -74,13 +74,22 @@ def sealed_lines(spec: CellSpec, holdout: str, keep: set[str]) -> set[tuple[int,
             for n in ast.walk(stmt)
             if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
         }
+        # what the sealed lines read: a line whose variables nothing reads ('history = model.fit(...)',
+        # the training itself) is no line of the holdout's
+        inside = {
+            n.id
+            for stmt in statements
+            if id(stmt) in sealed
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
+        }
         for stmt in spec.tree.body:
             if id(stmt) in sealed or stmt.lineno in spec.marks or not isinstance(stmt, (ast.Assign, ast.AnnAssign)):
                 continue
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             names = {t.id for t in targets if isinstance(t, ast.Name)}
             own = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
-            if len(names) == len(targets) and names and not names & (keep | (outside - own)):
+            if len(names) == len(targets) and names <= inside and not names & (keep | (outside - own)):
                 sealed.add(id(stmt))
                 grown = True
     return {(n.lineno, n.col_offset) for n in statements if id(n) in sealed}
