@@ -1336,9 +1336,9 @@ def _store_errors(store: Any) -> Iterator[None]:
     except NbtuneError:
         raise
     except OSError as e:
-        if e.errno not in _DISK_ERRORS and e.errno != errno.EACCES:
+        if e.errno not in _DISK_ERRORS:
             raise
-        why = _DISK_ERRORS.get(e.errno or 0, "it cannot be written")
+        why = _DISK_ERRORS[e.errno]
         raise StoreError(
             f"the store could not be written: {why} ({e.strerror}{': ' + str(e.filename) if e.filename else ''}); "
             "the finished trials are "
