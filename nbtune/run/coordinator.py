@@ -253,12 +253,15 @@ class Search:
 
         job = self.job
         study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
-        while True:
+        # those running now: the trials another kernel starts meanwhile are its own run's, not ours to wait for
+        waiting = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        while waiting:
             if self.control.why() or self.control.stop_requested() or self.control.stop_now_requested():
                 return False
             if self.deadline is not None and time.time() >= self.deadline:
                 return False
-            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            waiting &= {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            if not waiting:
                 return False
             died = self._reap()
             if died:
@@ -267,6 +270,7 @@ class Search:
                 )
                 return True
             time.sleep(self.OTHERS_POLL)
+        return False
 
     OTHERS_POLL = 0.5  # seconds between looks at trials other processes run, once this search's are done
 
