@@ -503,6 +503,7 @@ def _open_study(
                 "r": spec.r,
                 "eta": spec.eta,
                 "unit": spec.unit,  # "epoch", or "fold": a trial's steps are then no learning curve
+                "sampler": sampler.name,
             }
             _compat.set_study_user_attrs(
                 study,
@@ -566,6 +567,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "state": list(cfg.state or []),
     }
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
+    ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
+    if ran_with is not None and ran_with != sampler.name:  # the sampler does not make a new version: say so
+        messages.append(
+            f"{target!r} ran with --sampler {ran_with}; this run's trials (if any) come from {sampler.name}, in the "
+            "same study: to compare samplers, give each its own --name"
+        )
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []

@@ -487,6 +487,18 @@ def test_a_fold_read_through_a_notebook_function_is_read(ip):
     assert res.study.trials[0].value == pytest.approx(0.04 + 1.0)  # the mean of the folds' va: 1, 2, 0
 
 
+def test_another_sampler_on_the_same_study_is_said(ip):
+    """--sampler qmc, then the same cell with --sampler gp: the qmc study came back with nothing said
+    (found trying nbtune as a new user comparing samplers)."""
+    cell = "a = 0.5  # tune: uniform(0, 1)\nacc = -((a - 0.3) ** 2)\n"
+    ip.run_cell_magic("tune", "--maximize acc -n 3 --sampler random --name samplers", cell)
+    res = ip.run_cell_magic("tune", "--maximize acc -n 3 --sampler tpe --name samplers", cell)
+    assert any(
+        m.startswith("'samplers' ran with --sampler random; this run's trials (if any) come from tpe")
+        for m in res.messages
+    )
+
+
 def test_a_training_loop_not_marked_as_the_epochs_loop_is_named(ip):
     """The metric set in 'for epoch in range(5):' without '# tune: epochs': every trial ran to the end
     without a word (found trying nbtune as a new user)."""

@@ -534,6 +534,23 @@ def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):
     assert over.region.startswith("wd <= ")
 
 
+def test_the_fit_diagnosis_compares_with_the_best_trial_that_meets_the_guardrails(ip):
+    """'0.43 at best against 1 for the best trial': the trial with a training score of 1 broke the
+    guardrail, so it was no best trial (found trying nbtune as a new user)."""
+    cell = (
+        "k = 1  # tune: choice(1, 2, 3, 4, 5, 6, 7, 8)\n"
+        "train_acc = {8: 1.0}.get(k, 0.5 + 0.04 * k)\n"
+        "val_acc = {8: 0.99}.get(k, 0.5 + 0.03 * k)\n"
+        "size = 100 if k == 8 else k\n"
+    )
+    res = run(
+        ip, "--maximize val_acc --sampler grid --trials 8 --record train_acc --subject-to 'size <= 10' -o r", cell
+    )
+    assert res.best_params == {"k": 7}
+    under = [f for f in res.diagnose().itertuples() if f.kind == "underfitting"]
+    assert all("against 1 for the best trial" not in f.evidence for f in under), under
+
+
 def test_a_training_score_near_the_best_is_not_underfitting(ip):
     """Some trial is always in the worst quarter on training data: 0.99 against 1.0, with the
     best validation score of all, is no model that cannot fit (found trying nbtune as a new

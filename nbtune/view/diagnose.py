@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, is_interrupted
+from nbtune.store.attrs import ATTR, is_feasible, is_interrupted
 from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, is_number, plural_trials
 
@@ -278,7 +278,9 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
     done = [t for t in done if t.number in train]
     sign = 1.0 if maximize else -1.0
     gap = {t.number: sign * (train[t.number] - float(t.value)) for t in done}  # type: ignore[arg-type]
-    best = (max if maximize else min)(done, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+    # the best trial the search could choose: one that meets the guardrails (--subject-to)
+    feasible = [t for t in done if is_feasible(t)] or done
+    best = (max if maximize else min)(feasible, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
     spread = max(train.values()) - min(train.values())
     if spread <= 0:
         return []
