@@ -339,7 +339,9 @@ class CellProgram:
         if filename not in linecache.cache:
             lines = ["\n"] * self.line_offset + self.source.splitlines(True)
             linecache.cache[filename] = (len(self.source), None, lines, filename)
-        keep = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
+        keep = self.__dict__.get("_keep")
+        if keep is None:  # (once: this runs before every trial)
+            keep = self.__dict__["_keep"] = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
         return _compiled(self.source, self.line_offset, filename, self.holdout, keep)
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -349,10 +351,11 @@ class CellProgram:
             return base
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
         ns.update(self.globals)
-        for name in self.rebind:
-            f = ns.get(name)
-            if isinstance(f, types.FunctionType):
-                ns[name] = _with_globals(f, ns)
+        if self.rebind:
+            for name in self.rebind:
+                f = ns.get(name)
+                if isinstance(f, types.FunctionType):
+                    ns[name] = _with_globals(f, ns)
         ns[RUNTIME] = runtime
         if "get_ipython" not in ns:
             ns["get_ipython"] = _get_ipython
