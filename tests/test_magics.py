@@ -476,6 +476,17 @@ def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_sear
     assert all("reads 'lr' as a global, which the cell sets" in m for m in notes)
 
 
+def test_a_metric_a_notebook_function_sets_as_a_global_is_the_metric(ip):
+    """def evaluate(): global acc; acc = ...: refused as 'never assigns acc', though a plain run of
+    the cell works (found trying nbtune as a new user)."""
+    ip.run_cell("def evaluate(lr):\n    global acc\n    acc = 1 - lr\n")
+    res = ip.run_cell_magic(
+        "tune", "--maximize acc -n 3 --jobs 1", "lr = 0.1  # tune: uniform(0.01, 1)\nevaluate(lr)\n"
+    )
+    assert all(t.value == pytest.approx(1 - t.params["lr"]) for t in res.study.trials)
+    assert "acc" not in ip.user_ns
+
+
 def test_a_fold_read_through_a_notebook_function_is_read(ip):
     """def fold_data(): return splits[fold] with 'fold = 0  # tune: folds(3)' in the cell was refused
     as a fold variable never read (found trying nbtune as a new user)."""

@@ -343,15 +343,20 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
 
 def _sets_globals(f: types.FunctionType) -> bool:
     """``f``'s code (or code nested in it) assigns a global (``global x; x = ...``)."""
+    return bool(sets_globals(f))
+
+
+def sets_globals(f: types.FunctionType) -> set[str]:
+    """The globals ``f``'s code (or code nested in it) assigns or deletes."""
     import dis
 
+    out: set[str] = set()
     todo = [f.__code__]
     while todo:
         code = todo.pop()
-        if any(i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") for i in dis.get_instructions(code)):
-            return True
+        out |= {str(i.argval) for i in dis.get_instructions(code) if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
         todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    return False
+    return out
 
 
 def code_names(code: types.CodeType) -> set[str]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
-from nbtune.cell.identity import code_names, functions_reading, unreachable_readers
+from nbtune.cell.identity import code_names, functions_reading, sets_globals, unreachable_readers
 from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import outside_reads, visible
 from nbtune.cell.space import Param, suggest
@@ -799,6 +799,13 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
         n for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and n.id == metric and isinstance(n.ctx, ast.Store)
     ]
     set_by_functions = any(isinstance(n, ast.Global) and metric in n.names for n in ast.walk(spec.tree))
+    # or a notebook function the cell calls ('def evaluate(): global acc; acc = ...'): a trial gives
+    # it the trial's namespace (identity.functions_reading), where the cell reads what it set
+    set_by_functions = set_by_functions or any(
+        metric in sets_globals(user_ns[n])
+        for n in outside_reads(spec.tree)
+        if isinstance(user_ns.get(n), types.FunctionType)
+    )
     if not stores and not set_by_functions:
         stale = (
             f" (the notebook's {metric!r} would not do: each trial runs the cell in a namespace of its own)"
