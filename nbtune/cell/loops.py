@@ -140,7 +140,7 @@ def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
 
 
 def loop_length(
-    loop: ast.For,
+    loop: ast.For | ast.AsyncFor,
     tree: ast.Module,
     user_ns: dict[str, Any] | None,
     tuned: set[str] = frozenset(),  # type: ignore[assignment]
@@ -166,11 +166,16 @@ def _loaded(node: ast.AST) -> list[str]:
     return [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
 
 
+def epochs_loop(tree: ast.Module, loop_line: int) -> ast.For | ast.AsyncFor | None:
+    """The ``for`` statement at ``loop_line`` (the ``# tune: epochs`` loop), or None."""
+    return next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+
+
 def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
     """The names the epochs loop (at ``loop_line``) reads on every pass: in its body, and in the
     functions the cell defines (the loop may call them). A name read only before the loop (when
     the model or optimizer is built) is not among them."""
-    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    loop = epochs_loop(tree, loop_line)
     if loop is None:
         return set()
     scopes: list[ast.AST] = [*loop.body, *loop.orelse]
@@ -302,7 +307,7 @@ def carried_across_epochs(tree: ast.Module, loop_line: int) -> list[str]:
     sets again: what one epoch hands to the next besides the state (a step count for a warm-up,
     the best score so far and a patience counter, a history list). A trial that goes on from a
     checkpoint needs them as the epoch left them, not as the code before the loop sets them."""
-    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    loop = epochs_loop(tree, loop_line)
     if loop is None:
         return []
     inside = {id(n) for part in [*loop.body, *loop.orelse] for n in ast.walk(part)}
@@ -322,7 +327,7 @@ def carried_across_epochs(tree: ast.Module, loop_line: int) -> list[str]:
 
 def set_in_epochs_loop(tree: ast.Module, loop_line: int) -> set[str]:
     """The names the epochs loop's body assigns (``ema = 0.9 * ema + ...``, ``step += 1``)."""
-    loop = next((n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == loop_line), None)
+    loop = epochs_loop(tree, loop_line)
     if loop is None:
         return set()
     return {

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.identity import code_names, functions_reading, sets_globals, unreachable_readers
-from nbtune.cell.loops import carried_across_epochs, epoch_without, loop_length, set_in_epochs_loop
+from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import outside_reads, visible
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
@@ -699,7 +699,8 @@ def compile_cell(
     names = outside_reads(spec.tree)
     user_ns = user_ns or {}
     if spec.epochs is not None and spec.epochs.length is None:
-        loop = next(n for n in ast.walk(spec.tree) if isinstance(n, ast.For) and n.lineno == spec.epochs.lineno)
+        loop = epochs_loop(spec.tree, spec.epochs.lineno)
+        assert loop is not None  # (parse_cell put the annotation on a for loop)
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
     _check_metric_is_computed(spec, metric, user_ns)
@@ -819,9 +820,8 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
         )
     if spec.epochs is None or set_by_functions:
         return
-    loop = next(
-        n for n in ast.walk(spec.tree) if isinstance(n, (ast.For, ast.AsyncFor)) and n.lineno == spec.epochs.lineno
-    )
+    loop = epochs_loop(spec.tree, spec.epochs.lineno)
+    assert loop is not None
     inside = {id(n) for part in loop.body for n in ast.walk(part)}
     if not any(id(n) in inside for n in stores):
         where = ("line " if len(stores) == 1 else "lines ") + ", ".join(str(n.lineno) for n in stores)
