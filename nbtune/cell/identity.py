@@ -239,7 +239,7 @@ def functions_reading(
             reads[name] = code_names((values[name] if name in values else user_ns[name]).__code__)
             todo += [n for n in reads[name] if n not in reads and n not in values and notebook_function(user_ns.get(n))]
     # and a function that sets a global ('global last_epoch'): in a plain run the cell reads what it set
-    need = {n for n, r in reads.items() if r & names or _sets_globals(values[n] if n in values else user_ns[n])}
+    need = {n for n, r in reads.items() if r & names or sets_globals(values[n] if n in values else user_ns[n])}
     grown = True
     while grown:  # a function that calls one of them looks it up in its own globals: it goes too
         callers = {n for n, r in reads.items() if n not in need and r & need}
@@ -294,17 +294,22 @@ def unreachable_readers(
     return found
 
 
-def _global_loads(code: types.CodeType) -> set[str]:
-    """The globals a code object (and the code nested in it) reads."""
+def _global_names(code: types.CodeType, ops: tuple[str, ...]) -> set[str]:
+    """The globals a code object (and the code nested in it) uses with one of the opcodes ``ops``."""
     import dis
 
     out: set[str] = set()
     todo = [code]
     while todo:
         c = todo.pop()
-        out |= {str(i.argval) for i in dis.get_instructions(c) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        out |= {str(i.argval) for i in dis.get_instructions(c) if i.opname in ops}
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     return out
+
+
+def _global_loads(code: types.CodeType) -> set[str]:
+    """The globals a code object (and the code nested in it) reads."""
+    return _global_names(code, ("LOAD_GLOBAL", "LOAD_NAME"))
 
 
 def _filled(cell: Any) -> bool:
@@ -341,22 +346,9 @@ def _globals_used(value: Any) -> list[tuple[set[str], dict[str, Any]]]:
     return []
 
 
-def _sets_globals(f: types.FunctionType) -> bool:
-    """``f``'s code (or code nested in it) assigns a global (``global x; x = ...``)."""
-    return bool(sets_globals(f))
-
-
 def sets_globals(f: types.FunctionType) -> set[str]:
-    """The globals ``f``'s code (or code nested in it) assigns or deletes."""
-    import dis
-
-    out: set[str] = set()
-    todo = [f.__code__]
-    while todo:
-        code = todo.pop()
-        out |= {str(i.argval) for i in dis.get_instructions(code) if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
-        todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    return out
+    """The globals ``f``'s code (or code nested in it) assigns or deletes (``global x; x = ...``)."""
+    return _global_names(f.__code__, ("STORE_GLOBAL", "DELETE_GLOBAL"))
 
 
 def code_names(code: types.CodeType) -> set[str]:
