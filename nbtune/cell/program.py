@@ -33,7 +33,7 @@ from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
 from nbtune.cell.identity import code_names, functions_reading, sets_globals, unreachable_readers
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.reads import outside_reads, visible
+from nbtune.cell.reads import never_read, outside_reads
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ConfigError
 
@@ -211,6 +211,11 @@ def _mean_over_folds(values: list[float | bool | str]) -> float | bool | str:
     """A recorded variable over the folds: the mean of numbers, else the last fold's value."""
     numbers = [v for v in values if isinstance(v, float)]
     return math.fsum(numbers) / len(numbers) if len(numbers) == len(values) else values[-1]
+
+
+def _assigning(tree: ast.Module, name: str) -> list[ast.stmt]:
+    """The statements of ``tree``, at any depth, that bind ``name`` (for the holdout: its sealed lines)."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and _assigns(n, name)]
 
 
 def _assigns(node: ast.stmt, name: str) -> bool:
@@ -748,11 +753,8 @@ def compile_cell(
     glb = {n: user_ns[n] for n in sorted(names) if n in user_ns and n not in hidden and not n.startswith("__")}
     assigned = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     rebind, read_by_functions = functions_reading(glb, user_ns, assigned)
-    loaded = {
-        n.id for n in ast.walk(visible(spec.tree)) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
-    }
     for var, what in ((spec.folds, "cross-validation fold"), (spec.outer, "nested cross-validation's outer fold")):
-        if var is not None and var.name not in loaded and var.name not in read_by_functions:
+        if var is not None and never_read(spec.tree, [var.name]) and var.name not in read_by_functions:
             raise ConfigError(
                 f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read, so all "
                 f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
@@ -852,7 +854,7 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             f"--holdout {holdout} names the metric the search optimises; the holdout must be a separate score "
             f"on data the search never sees, e.g. '--holdout test_acc' beside '--maximize {metric}'"
         )
-    sealed = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and _assigns(n, holdout)]
+    sealed = _assigning(tree, holdout)
     if not sealed:
         raise ConfigError(
             f"--holdout {holdout}: the %%tune cell never assigns {holdout!r}; compute it in the cell on the "
@@ -885,7 +887,7 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     scored the search on the test data and reported a gap of 0, 'within' (found trying nbtune as a
     new user). Data is what has a shape or a length and is no model; a name the sealed line only
     indexes (``X[test]``) is shared data, and no sign of a leak."""
-    sealed = [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and _assigns(n, holdout)]
+    sealed = _assigning(tree, holdout)
     inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
     indexed = {id(n.value) for stmt in sealed for n in ast.walk(stmt) if isinstance(n, ast.Subscript)}
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
