@@ -795,6 +795,21 @@ def test_unknown_loop_length_needs_max_epochs(ip):
     assert res.n_finished == 4
 
 
+def test_an_epochs_loop_that_runs_another_length_than_the_one_read_fails_the_trial(ip):
+    """A notebook function that sets the epochs the loop reads: the length nbtune read before the
+    search (R, the rungs) is not the one the loop runs. The trial fails saying so, and the search
+    stops after the first trials, instead of every trial ending with no rung reached."""
+    ip.run_cell("EPOCHS = 27\ndef setup(n):\n    global EPOCHS\n    EPOCHS = n\n")
+    for n, ran in ((4, "ran 4 epochs"), (40, "ran more than 27 epochs")):
+        cell = (
+            f"x = 0.5  # tune: uniform(0, 1)\nsetup({n})\nfor epoch in range(EPOCHS):  # tune: epochs\n    loss = x\n"
+        )
+        with pytest.raises(
+            UsageError, match=f"line 4 of the %%tune cell: the epochs loop {ran}, but before the search nbtune read 27"
+        ):
+            ip.run_cell_magic("tune", "--minimize loss -n 6 --scheduler none --view none", cell)
+
+
 def test_range_of_a_notebook_variable_is_a_known_length(ip):
     """The most common PyTorch style: EPOCHS set in an earlier cell."""
     ip.run_cell("EPOCHS = 9")

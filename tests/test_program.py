@@ -660,6 +660,34 @@ def test_an_unknowable_length_says_why(loop, ns, why):
     assert epochs.length is None and why in epochs.why
 
 
+class _Settings:
+    epochs = 27
+
+
+@pytest.mark.parametrize(
+    "before, loop, length, why",
+    [
+        ("CFG.epochs = 2", "range(CFG.epochs)", 2, ""),
+        ("cfg['epochs'] = 5", 'range(cfg["epochs"])', 5, ""),
+        ("EPOCHS = 4", "range(EPOCHS)", 4, ""),
+        ("EPOCHS = int('3')", "range(EPOCHS)", None, "EPOCHS is set on line 3 of the cell by code nbtune does not run"),
+        ("EPOCHS += 3", "range(EPOCHS)", None, "EPOCHS is set on line 3"),
+        ("if x > 0.5:\n    EPOCHS = 5", "range(EPOCHS)", None, "EPOCHS is set on line 4"),
+        ("cfg.update(epochs=5)", 'range(cfg["epochs"])', None, "cfg is set on line 3"),
+        ("CFG.epochs = 2\nCFG = make()", "range(CFG.epochs)", None, "CFG is set on line 4"),
+        ("import math", "range(EPOCHS)", 27, ""),  # what the loop does not read changes nothing
+    ],
+)
+def test_a_length_the_cell_sets_before_the_loop_is_not_the_notebooks(before, loop, length, why):
+    """'CFG.epochs = 2' in the cell, the notebook's class saying 27: R was read as 27, and every
+    trial ended at epoch 2 with no rung reached and nothing said (found trying nbtune as a new
+    user). A value the cell sets is read, or the length is unknown (then --max-epochs is asked for)."""
+    ns = {"CFG": _Settings, "cfg": {"epochs": 27}, "EPOCHS": 27, "make": object}
+    cell = f"x = 1  # tune: int(0, 3)\n{before}\nfor e in {loop}:  # tune: epochs\n    m = x\n"
+    epochs = compile_(cell, metric="m", user_ns=ns).spec.epochs
+    assert epochs.length == length and why in epochs.why
+
+
 def test_an_interrupt_after_an_epoch_loses_none_of_it():
     """Stop now / Interrupt was checked when the epoch's value was reported, before its checkpoint
     was saved: the re-run resumed an epoch early and trained it again (found trying nbtune as a new

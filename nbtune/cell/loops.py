@@ -39,7 +39,14 @@ class _Unknown(Exception):
 def _value(node: ast.expr, env: dict[str, Any]) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
+    if isinstance(node, (ast.Attribute, ast.Subscript)) and ast.unparse(node) in env:
+        return env[ast.unparse(node)]  # CFG.epochs = 2 earlier in the cell
     if isinstance(node, ast.Name):
+        if isinstance(env.get(node.id), _SetInCell):
+            raise _Unknown(
+                f"{node.id} is set on line {env[node.id].line} of the cell by code nbtune does not run before the "
+                "trials, so the notebook's value may not be the one the loop reads"
+            )
         if node.id in env:
             return env[node.id]
         raise _Unknown(f"{node.id} is neither a notebook variable nor a literal assigned earlier in the cell")
@@ -125,17 +132,79 @@ def _length(value: Any, node: ast.expr) -> int:
         raise _Unknown(f"{ast.unparse(node)} has no length") from None
 
 
+class _SetInCell:
+    """A name the cell sets before the loop to something nbtune cannot know without running it."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+_MUTATORS = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__setattr__"}
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _set_by(stmt: ast.stmt) -> dict[str, int]:
+    """The names ``stmt`` binds or changes in place (``CFG.epochs = 2``, ``cfg.update(...)``),
+    outside the bodies of the functions and classes it defines, with the line where each is set."""
+    names: dict[str, int] = {}
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        node = todo.pop()
+        found: list[str | None] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.setdefault(node.name, node.lineno)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            found.append(_root(node))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.extend((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr in _MUTATORS:
+                found.append(_root(func.value))
+            elif isinstance(func, ast.Name) and func.id in ("setattr", "delattr") and node.args:
+                found.append(_root(node.args[0]))
+        for name in found:
+            if name is not None and isinstance(node, (ast.expr, ast.stmt)):
+                names[name] = min(names.get(name, node.lineno), node.lineno)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
 def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
-    """``NAME = <literal>`` statements at the cell's top level before the loop (later ones win)."""
+    """What the cell's top level sets before the loop, as the loop's length is found from it:
+    ``NAME = <literal>`` and ``NAME.attr = <literal>`` / ``NAME[key] = <literal>`` give their
+    values (keyed by the target's source for the last two); a name set any other way (a call, an
+    ``if``, ``+=``) hides the notebook's value of it, so a stale one is never read."""
     env: dict[str, Any] = {}
     for stmt in tree.body:
         if stmt.lineno >= before_line:
             break
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        set_here = _set_by(stmt)
+        for key in [k for k in env if not k.isidentifier() and _root(ast.parse(k, mode="eval").body) in set_here]:
+            del env[key]
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0]
             try:
-                env[stmt.targets[0].id] = ast.literal_eval(stmt.value)
-            except (ValueError, SyntaxError, TypeError):
-                env.pop(stmt.targets[0].id, None)  # bound to something unknown: it hides the notebook's value
+                value = ast.literal_eval(stmt.value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                pass
+            else:
+                if isinstance(target, ast.Name):
+                    env[target.id] = value
+                    continue
+                if isinstance(target, (ast.Attribute, ast.Subscript)) and _root(target) is not None:
+                    env[ast.unparse(target)] = value
+                    continue
+        for name, line in set_here.items():
+            env[name] = _SetInCell(line)
     return env
 
 

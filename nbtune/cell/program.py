@@ -35,7 +35,7 @@ from nbtune.cell.identity import code_names, functions_reading, sets_globals, un
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import never_read, outside_reads
 from nbtune.cell.space import Param, suggest
-from nbtune.exceptions import ConfigError
+from nbtune.exceptions import CellError, ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -563,6 +563,8 @@ class TrialRuntime:
                 yield item
             if self._pending:
                 self._report()
+            if self._step < (self._read_length() or 0):
+                self._not_the_length_read()
         finally:
             # Stopped at a rung (or failed): a tqdm bar over the epochs draws itself once more when
             # its iterator closes; here, where the trial's output is still kept, not later at GC.
@@ -591,6 +593,25 @@ class TrialRuntime:
             next(items, None)
         self._step = step
 
+    def _read_length(self) -> int | None:
+        """The loop's length nbtune read before the search, when R was set from it."""
+        loop = self.program.spec.epochs
+        if loop is None or loop.length is None or loop.length != self._max_step:
+            return None
+        return loop.length
+
+    def _not_the_length_read(self) -> None:
+        loop = self.program.spec.epochs
+        assert loop is not None
+        raise CellError(
+            f"line {loop.lineno} of the %%tune cell: the epochs loop ran "
+            f"{f'more than {loop.length}' if self._step > (loop.length or 0) else self._step} epochs, but before the "
+            f"search nbtune read {loop.length} from it, and set the rungs and R "
+            "from that (the cell or a function it calls changes the length as it runs); set the length where nbtune "
+            "can read it before the trials: a number, a notebook variable, or a variable the cell assigns a number "
+            "before the loop (e.g. 'EPOCHS = 2')"
+        )
+
     def epochs_done(self) -> None:
         # After a `break` the generator is never resumed: report the last epoch here.
         if self._pending:
@@ -604,6 +625,8 @@ class TrialRuntime:
     def _report(self) -> None:
         self._pending = False
         self._step += 1
+        if self._step > (self._read_length() or self._step):
+            self._not_the_length_read()
         assert self._ns is not None
         if self._step <= self._silent:  # retrained: its value was reported by the trial it continues
             self._check_stop_now()
