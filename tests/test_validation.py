@@ -1011,3 +1011,13 @@ def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip
     )
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name indexed", indexed)
     assert not any("leak" in m for m in res.messages), res.messages
+    # the test data read by a notebook function the search's line calls (and the sealed line too)
+    ip.run_cell("def score_test(m):\n    return _err(m)\ndef _err(m):\n    return m.err(X_test, y_test)\n")
+    through = leaky.replace("val_mse = model.err(X_test, y_test)", "val_mse = score_test(model)")
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name through", through)
+    said = "line 4 of the %%tune cell reads 'X_test', 'y_test' (through score_test()), as the sealed holdout's line 5"
+    assert any(said in m for m in res.messages), res.messages
+    sealed_through = honest.replace("test_mse = model.err(X_test, y_test)", "test_mse = score_test(model)")
+    sealed_through = sealed_through.replace("model.err(X_val, y_val)", "model.err(X_test, y_val)")
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name st", sealed_through)
+    assert any("line 4 of the %%tune cell reads 'X_test', as the sealed" in m for m in res.messages), res.messages

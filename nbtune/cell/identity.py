@@ -312,6 +312,22 @@ def _global_loads(code: types.CodeType) -> set[str]:
     return _global_names(code, ("LOAD_GLOBAL", "LOAD_NAME"))
 
 
+def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
+    """The globals the notebook function ``user_ns[name]`` reads, and those the notebook functions
+    it calls read in turn (empty when it is not a function defined in the notebook)."""
+    out: set[str] = set()
+    todo, seen = [name], set()
+    while todo:
+        f = user_ns.get(n := todo.pop())
+        if n in seen or not isinstance(f, types.FunctionType) or f.__globals__ is not user_ns:
+            continue
+        seen.add(n)
+        loads = _global_loads(f.__code__)
+        out |= loads
+        todo += loads
+    return out
+
+
 def _filled(cell: Any) -> bool:
     try:
         cell.cell_contents  # noqa: B018

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
-from nbtune.cell.identity import code_names, functions_reading, sets_globals, unreachable_readers
+from nbtune.cell.identity import (
+    code_names,
+    functions_reading,
+    globals_read_through,
+    sets_globals,
+    unreachable_readers,
+)
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import never_read, outside_reads
 from nbtune.cell.space import Param, suggest
@@ -909,26 +915,32 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     sentence each: ``val_rmse = rmse(y_test, model.predict(X_test))`` beside ``--holdout test_rmse``
     scored the search on the test data and reported a gap of 0, 'within' (found trying nbtune as a
     new user). Data is what has a shape or a length and is no model; a name the sealed line only
-    indexes (``X[test]``) is shared data, and no sign of a leak."""
+    indexes (``X[test]``) is shared data, and no sign of a leak. What a notebook function reads as
+    a global counts as read by the line that calls it (``def test_score(m): return m.score(X_test,
+    y_test)``), on either side."""
     sealed = _assigning(tree, holdout)
     inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
     indexed = {id(n.value) for stmt in sealed for n in ast.walk(stmt) if isinstance(n, ast.Subscript)}
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    test_data = {
-        n.id
-        for stmt in sealed
-        for n in ast.walk(stmt)
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in indexed and n.id not in bound
-        and n.id in user_ns and _is_data(user_ns[n.id])
-    }  # fmt: skip
+
+    def data(names: Iterable[str]) -> set[str]:
+        return {n for n in names if n not in bound and n in user_ns and _is_data(user_ns[n])}
+
+    loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    test_data = data(n.id for n in loads if id(n) in inside and id(n) not in indexed)
+    test_data |= data(g for n in loads if id(n) in inside for g in globals_read_through(n.id, user_ns))
     reads: dict[int, set[str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id in test_data and id(node) not in inside:
-            reads.setdefault(node.lineno, set()).add(node.id)
+    for node in loads:
+        if id(node) in inside:
+            continue
+        if node.id in test_data:
+            reads.setdefault(node.lineno, set()).add(repr(node.id))
+        through = sorted(globals_read_through(node.id, user_ns) & test_data)
+        if through:
+            reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}())")
     first = min(stmt.lineno for stmt in sealed) if sealed else 0
     return [
-        f"possible leak: line {line} of the %%tune cell reads {', '.join(repr(n) for n in sorted(names))}, as the "
-        "sealed holdout's "
+        f"possible leak: line {line} of the %%tune cell reads {', '.join(sorted(names))}, as the sealed holdout's "
         f"line {first} does: if that is the holdout's data, every trial sees it, the search tunes to it and the "
         "holdout is no longer a fair test; score the search on validation data (or the folds' held-out part) only"
         for line, names in sorted(reads.items())
