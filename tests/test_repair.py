@@ -215,6 +215,35 @@ def test_a_version_both_branches_started_stays_two_studies_after_a_git_merge(tmp
         )
 
 
+def test_paused_trials_both_branches_stopped_for_good_stay_stopped_after_a_git_merge(tmp_path):
+    """Pause-and-promote: a search that ends by its budget says its paused trials are stopped for good
+    (a trial number). Merged, the other branch's trials came after this one's, and its number
+    (or this branch's) no longer covered them: they showed as paused, waiting to go on."""
+    from nbtune.store.attrs import ATTR
+    from nbtune.view.summary import still_paused
+
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(9):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
+
+    def search(n, seed):
+        res = nbtune.tune(cell, minimize="loss", n_trials=n, seed=seed, store=tmp_path / ".nbtune", name="s", view=None)
+        study = res.study
+        return still_paused(study.trials, study.user_attrs.get(ATTR.PAUSES_ENDED)), study.trials
+
+    def paused(trials):
+        return {t.number for t in trials if t.state.name == "PRUNED"}
+
+    _, base = search(10, 0)
+    (ours_left, ours), (theirs_left, theirs) = _branches(
+        tmp_path, lambda: search(10, 0), lambda: search(20, 1), lambda: search(20, 2)
+    )
+    assert ours_left == theirs_left == set() and paused(ours) - paused(base) and paused(theirs) - paused(base)
+    with pytest.warns(nbtune.NbtuneWarning, match="had git's conflict markers"):
+        study = nbtune.load_study("s", store=tmp_path / ".nbtune")
+    assert len(study.trials) == len(ours) + len(theirs) - len(base)
+    assert len(paused(study.trials)) == len(paused(ours)) + len(paused(theirs)) - len(paused(base))
+    assert still_paused(study.trials, study.user_attrs.get(ATTR.PAUSES_ENDED)) == set()
+
+
 def test_a_store_deleted_or_replaced_under_a_live_kernel_is_read_afresh(tmp_path):
     """'rm -rf .nbtune' to start over broke every later run until a restart (FileNotFoundError,
     then 'Bad file descriptor'), and a journal restored from a copy crashed the next run with

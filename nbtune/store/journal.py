@@ -65,7 +65,8 @@ class _Cache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.storages: dict[str, Any] = {}
-        self.seen: dict[str, tuple[int, int, int]] = {}  # a journal's (device, inode, size) when last opened
+        # a journal's (device, inode, size, its last bytes) when last opened
+        self.seen: dict[str, tuple[int, int, int, bytes]] = {}
         self.lock_paths: dict[tuple[Path, str], str] = {}
         # (pid, lock file) -> (its open file, the lock of this process's threads): flock excludes
         # other processes; threads of one process share the file, so they take the thread lock first
@@ -157,6 +158,16 @@ def _open_lock(path: str) -> Iterator[None]:  # pragma: no cover - Windows
         lock.release()
 
 
+def _ends(path: Path, size: int) -> bytes:
+    """The journal's bytes just before ``size`` (what an append leaves as they are)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 64))
+            return f.read(min(size, 64))
+    except OSError:
+        return b""
+
+
 class JournalStore(BaseStore):
     """A folder of study journals.
 
@@ -212,12 +223,17 @@ class JournalStore(BaseStore):
                 now: tuple[int, int, int] | None = (stat.st_dev, stat.st_ino, stat.st_size)
             except OSError:
                 now = None
-            # A file replaced (git checkout, a backup restored, a repair) or cut shorter than this
-            # process read it: the parsed log is another file's, read it afresh.
-            if now is not None and seen is not None and (now[:2] != seen[:2] or now[2] < seen[2]):
+            # A file replaced (git checkout or merge, a backup restored, a repair), cut shorter than
+            # this process read it, or rewritten in place (an inode reused: the bytes where it ended
+            # are not there any more): the parsed log is another file's, read it afresh.
+            if (
+                now is not None
+                and seen is not None
+                and (now[:2] != seen[:2] or now[2] < seen[2] or _ends(path, seen[2]) != seen[3])
+            ):
                 st = None
             if now is not None:
-                _CACHE.seen[key] = now
+                _CACHE.seen[key] = (*now, _ends(path, now[2]))
             if st is None or now is None:
                 if now is None:
                     self._writable()

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nbtune.store.attrs import ATTR
+
 __all__ = ["repair_journal"]
 
 _logger = logging.getLogger(__name__)
@@ -165,7 +167,7 @@ def _merge_conflict(path: Path) -> str | None:
     return message
 
 
-_CREATE_STUDY, _DELETE_STUDY, _CREATE_TRIAL = 0, 1, 4
+_CREATE_STUDY, _DELETE_STUDY, _SET_STUDY_USER_ATTR, _CREATE_TRIAL = 0, 1, 2, 4
 
 
 class _Ids:
@@ -177,6 +179,8 @@ class _Ids:
         self.live: set[int] = set()
         self.next_study = 0
         self.trials = 0
+        self.numbers: dict[int, int] = {}  # study id -> trials created in it (the next trial's number)
+        self.pauses_ended: dict[int, int] = {}  # study id -> its latest nbtune:pauses_ended
 
     def apply(self, record: dict[str, Any]) -> int | None:
         """Replay ``record``; the id it created (study or trial), if any."""
@@ -190,8 +194,12 @@ class _Ids:
             self.live.discard(record.get("study_id", -1))
             self.studies = {n: i for n, i in self.studies.items() if i != record.get("study_id")}
         if op == _CREATE_TRIAL and record.get("study_id") in self.live:
+            self.numbers[record["study_id"]] = self.numbers.get(record["study_id"], 0) + 1
             self.trials += 1
             return self.trials - 1
+        ended = (record.get("user_attr") or {}).get(ATTR.PAUSES_ENDED) if op == _SET_STUDY_USER_ATTR else None
+        if isinstance(ended, int):
+            self.pauses_ended[record.get("study_id", -1)] = ended
         return None
 
 
@@ -208,6 +216,7 @@ def _renumbered(
         merged.apply(r)
     study_map: dict[int, int] = {}
     trial_map: dict[int, int] = {}
+    number_map: dict[tuple[int, int], int] = {}  # (their study id, their trial number) -> merged number
     out = []
     for orig in theirs:
         was = alone.apply(orig)  # the id it made in their branch's own numbering
@@ -224,12 +233,19 @@ def _renumbered(
             r["study_id"] = study_map.get(orig["study_id"], orig["study_id"])
         if "trial_id" in r:
             r["trial_id"] = trial_map.get(orig["trial_id"], orig["trial_id"])
+        ended = (r.get("user_attr") or {}).get(ATTR.PAUSES_ENDED) if r.get("op_code") == _SET_STUDY_USER_ATTR else None
+        if isinstance(ended, int):
+            # the trial number up to which their paused trials stay stopped, in the merged numbering;
+            # ours stay stopped too
+            ended = number_map.get((orig["study_id"], ended), ended)
+            r["user_attr"] = {ATTR.PAUSES_ENDED: max(ended, merged.pauses_ended.get(r["study_id"], ended))}
         now = merged.apply(r)
         if r.get("op_code") == _CREATE_STUDY and was is not None:
             # a study their branch made: the one of that name in the merged file (ours may have made it too)
             study_map[was] = merged.studies.get(r["study_name"], was)
         elif r.get("op_code") == _CREATE_TRIAL and was is not None and now is not None:
             trial_map[was] = now
+            number_map[orig["study_id"], alone.numbers[orig["study_id"]] - 1] = merged.numbers[r["study_id"]] - 1
         out.append(r)
     return out
 
