@@ -65,7 +65,15 @@ def test_a_worker_killed_mid_trial_loses_no_trial_on_either_store(store, tmp_pat
     )
     t0 = time.time()
     res = nbtune.tune(
-        cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=store, view=None, name="kill", lease_grace=180
+        cell,
+        minimize="loss",
+        n_trials=8,
+        n_jobs=2,
+        backend="loky",
+        store=store,
+        view=None,
+        name="kill",
+        lease_grace=180,
     )
     trials = res.study.trials
     assert not any(t.state.name == "RUNNING" for t in trials), [(t.number, t.state.name) for t in trials]

@@ -1017,6 +1017,11 @@ def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name through", through)
     said = "line 4 of the %%tune cell reads 'X_test', 'y_test' (through score_test()), as the sealed holdout's line 5"
     assert any(said in m for m in res.messages), res.messages
+    ip.run_cell("X_v2, y_v2 = X_test, y_test")
+    alias = leaky.replace("val_mse = model.err(X_test, y_test)", "val_mse = model.err(X_v2, y_val)")
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name alias", alias)
+    said = "line 4 of the %%tune cell reads 'X_v2' (the same object as 'X_test'), as the sealed holdout's line 5"
+    assert any(said in m for m in res.messages), res.messages
     sealed_through = honest.replace("test_mse = model.err(X_test, y_test)", "test_mse = score_test(model)")
     sealed_through = sealed_through.replace("model.err(X_val, y_val)", "model.err(X_test, y_val)")
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name st", sealed_through)

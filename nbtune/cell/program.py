@@ -929,12 +929,15 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     test_data = data(n.id for n in loads if id(n) in inside and id(n) not in indexed)
     test_data |= data(g for n in loads if id(n) in inside for g in globals_read_through(n.id, user_ns))
+    same = {id(user_ns[n]): n for n in test_data}  # another name for the same array: X_v2 = X_test
     reads: dict[int, set[str]] = {}
     for node in loads:
         if id(node) in inside:
             continue
         if node.id in test_data:
             reads.setdefault(node.lineno, set()).add(repr(node.id))
+        elif node.id not in bound and id(user_ns.get(node.id)) in same:
+            reads.setdefault(node.lineno, set()).add(f"{node.id!r} (the same object as {same[id(user_ns[node.id])]!r})")
         through = sorted(globals_read_through(node.id, user_ns) & test_data)
         if through:
             reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}())")
