@@ -19,7 +19,7 @@ from nbtune.exceptions import ConfigError
 from nbtune.run.liveness import BaseLiveness, reap_dead_trials
 from nbtune.run.schedulers import SchedulerSpec
 from nbtune.run.worker import Job
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted, ranked
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted, ran_sealed, ranked
 from nbtune.store.base import BaseStore, check_study_name
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def plan_checks(
     final: bool = False,
     R: int | None = None,
     outer_fold: int | None = None,
+    sealed: str | None = None,
 ) -> CheckRuns | None:
     """Queue the runs the checks still need in the check study of ``study``.
 
@@ -101,6 +102,8 @@ def plan_checks(
         final: evaluate the search's best configuration once (the sealed holdout, when there is
             no re-validation to choose from).
         R: the epochs of a full run (the checks run every trial to it).
+        sealed: the fingerprint of the lines sealed with the holdout and the data only they read
+            (``cell_identity``'s ``"sealed"``): a run made with others is out of date, and runs again.
 
     Returns:
         None when there is nothing to check (no complete trial yet).
@@ -137,19 +140,33 @@ def plan_checks(
             checks.set_user_attr(ATTR.CONFIG, {**study.user_attrs.get(ATTR.CONFIG, {}), "scheduler": "none"})
         if request is not None and checks.user_attrs.get(ATTR.REQUEST) != request:
             checks.set_user_attr(ATTR.REQUEST, request)
+        was = checks.user_attrs.get(ATTR.SEALED)
+        if sealed is not None and (was or {}).get("now") != sealed:
+            # runs made before runs were stamped ran what the first stamp says
+            checks.set_user_attr(ATTR.SEALED, {"now": sealed, "unstamped": (was or {}).get("unstamped", sealed)})
     messages: list[str] = []
     reaped = reap_dead_trials(checks, liveness)
     if reaped:
         messages.append(f"marked {len(reaped)} check run(s) left running by a stopped kernel as interrupted")
     with store.lock(name):
         # An interrupted run is queued again here (a finished one never is): the user asked for it.
-        have = {_key(t) for t in checks.get_trials(deepcopy=False) if not is_interrupted(t)}
+        finished = [t for t in checks.get_trials(deepcopy=False) if not is_interrupted(t)]
+        have = {_key(t) for t in finished if ran_sealed(checks, t)}
+        stale = {_key(t) for t in finished if not ran_sealed(checks, t)} - have
+        again = sum((role, trial.number, seed) in stale for role, trial, seed in wanted)
+        if again:
+            messages.append(
+                f"the lines sealed with the holdout, or the data only they read, changed since {again} check "
+                "run(s) ran: those run again with them (the search's trials are kept: no trial runs the sealed lines)"
+            )
         for role, trial, seed in wanted:
             if (role, trial.number, seed) in have:
                 continue
             attrs: dict[str, Any] = {ATTR.CHECK: {"role": role, "candidate": trial.number}}
             if seed is not None:
                 attrs[ATTR.SEED] = seed
+            if sealed is not None:
+                attrs[ATTR.SEALED] = sealed
             checks.enqueue_trial(trial.params, user_attrs=attrs)
     trials = checks.get_trials(deepcopy=False)
     waiting = sum(1 for t in trials if t.state.name == "WAITING")

@@ -554,7 +554,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if outer_fold is not None:
         base = outer_fold_study(base, outer_fold)
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
-    identity = cell_identity(program.spec, program.globals, cfg.user_ns)
+    identity = cell_identity(program.spec, program.globals, cfg.user_ns, program.sealed())
     target = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
     # The cell as written, to re-run it after the search (re-validation, %tune_validate).
     cell_record = {
@@ -837,7 +837,7 @@ def _left_in_notebook(plan: _Plan) -> list[str]:
     the cell (Run All) finds the notebook as they left it, and that is not another study's data."""
     if plan.identity is None:
         return []
-    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)["data"]
+    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns, plan.program.sealed())["data"]
     changed = sorted(n for n, h in plan.identity["data"].items() if n in now and not same_data(h, now[n]))
     if changed:
         recorded = dict(plan.study.user_attrs.get(ATTR.IDENTITY) or plan.identity)
@@ -947,6 +947,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         final=cfg.holdout is not None,
         R=plan.scheduler.R,
         outer_fold=plan.outer_fold,
+        sealed=_sealed_now(plan),
     )
     if runs is None:
         result.messages.append(f"checks: {_none_to_choose(plan.study)}, so there is nothing to re-validate or evaluate")
@@ -962,6 +963,18 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         phase=f"checks of {plan.study.study_name!r}: {runs.target} full-length runs "
         + ("(re-validation across seeds)" if cfg.revalidate else f"(the {cfg.holdout} holdout)"),
     )
+
+
+def _sealed_now(plan: _Plan) -> str | None:
+    """The fingerprint of the lines sealed with the holdout and the data only they read, as the
+    notebook has them now (``%tune_validate`` of a stored study too)."""
+    if plan.cfg.holdout is None or plan.program.spec.tree is None:
+        return None
+    identity = plan.identity or cell_identity(
+        plan.program.spec, plan.program.globals, plan.cfg.user_ns, plan.program.sealed()
+    )
+    sealed: str | None = identity.get("sealed")
+    return sealed
 
 
 def _close_checks(
@@ -1134,7 +1147,7 @@ def _same_data_as_the_search(plan: _Plan) -> None:
     recorded = plan.study.user_attrs.get(ATTR.IDENTITY)
     if not recorded or plan.program.spec.tree is None:
         return
-    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns)
+    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns, plan.program.sealed())
     changed = [d for d in describe_difference(recorded, now) if d.startswith("the notebook data")]
     if changed:
         raise ConfigError(

@@ -1026,3 +1026,46 @@ def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip
     sealed_through = sealed_through.replace("model.err(X_val, y_val)", "model.err(X_test, y_val)")
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name st", sealed_through)
     assert any("line 4 of the %%tune cell reads 'X_test', as the sealed" in m for m in res.messages), res.messages
+
+
+def test_editing_only_the_lines_sealed_with_the_holdout_keeps_the_search(ip, tmp_path):
+    """A finished search with --holdout, then an edit of the sealed refit alone (n_jobs=1 -> 2) or a
+    corrected test set: a new version ran every trial again, though no trial runs those lines (found
+    twice trying nbtune as a new user). The search is kept, and only its checks run again, with them."""
+    ip.run_cell(
+        "import numpy as np\nrng = np.random.default_rng(0)\nX_val, y_val = rng.normal(size=(30, 2)), rng.normal(size=30)\n"
+        "X_test, y_test = rng.normal(size=(30, 2)), rng.normal(size=30)\n"
+        "def err(a, X, y, scale=1.0):\n    return float(((X[:, 0] * a * scale - y) ** 2).mean())\n"
+    )
+    cell = (
+        "a = 0.5  # tune: uniform(0, 1)\nval_mse = err(a, X_val, y_val)\nfinal_scale = 1.0\n"
+        "test_mse = err(a, X_test, y_test, final_scale)\n"
+    )
+    line = "--minimize val_mse --trials 6 --holdout test_mse --holdout-gap 100 --view none --name sealed"
+    first = run(ip, line, cell)
+    h1 = first.holdout()
+    assert first.study.study_name == "sealed" and len(first.study.trials) == 6 and h1.holdout_value > 0
+    edited = run(ip, line, cell.replace("final_scale = 1.0", "final_scale = 2.0"))
+    assert edited.study.study_name == "sealed" and len(edited.study.trials) == 6, edited.messages
+    assert any("the lines sealed with the holdout, or the data only they read, changed since 1 check run" in m
+               for m in edited.messages), edited.messages  # fmt: skip
+    a = first.study.best_params["a"]
+    assert h1.holdout_value == pytest.approx(((ip.user_ns["X_test"][:, 0] * a - ip.user_ns["y_test"]) ** 2).mean())
+    h2 = edited.holdout()
+    assert h2.holdout_value == pytest.approx(((ip.user_ns["X_test"][:, 0] * a * 2 - ip.user_ns["y_test"]) ** 2).mean())
+    assert h2.n_runs == 1  # the run of the lines as they were is no longer counted
+    # the test set corrected: the search is kept too; the study's checks re-run once
+    ip.run_cell("y_kept = y_test\ny_test = y_test + 1.0")
+    again = run(ip, line, cell.replace("final_scale = 1.0", "final_scale = 2.0"))
+    assert again.study.study_name == "sealed" and len(again.study.trials) == 6, again.messages
+    assert again.holdout().holdout_value == pytest.approx(
+        ((ip.user_ns["X_test"][:, 0] * a * 2 - ip.user_ns["y_test"]) ** 2).mean()
+    )
+    # the data restored: the run made with it counts again, and nothing runs
+    ip.run_cell("y_test = y_kept")
+    back = run(ip, line, cell.replace("final_scale = 1.0", "final_scale = 2.0"))
+    assert not any("changed since" in m for m in back.messages), back.messages
+    assert back.holdout().holdout_value == h2.holdout_value
+    # an edit of the search's own lines is a new version, as before
+    other = run(ip, line, cell.replace("val_mse = err(a, X_val, y_val)", "val_mse = err(a, X_val, y_val) + 0.0"))
+    assert other.study.study_name == "sealed:v2"

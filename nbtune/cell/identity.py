@@ -54,10 +54,29 @@ def _digest(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
-def code_fingerprint(spec: CellSpec) -> str:
-    """The cell's code without comments, whitespace or the tuned variables' default values."""
+class _Without(ast.NodeTransformer):
+    """The tree without the statements at ``positions`` ((line, column), as ``sealed_lines`` gives them)."""
+
+    def __init__(self, positions: set[tuple[int, int]]) -> None:
+        self.positions = positions
+
+    def visit(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.stmt) and (node.lineno, node.col_offset) in self.positions:
+            return None
+        return super().visit(node)
+
+
+def _search_tree(spec: CellSpec, sealed: set[tuple[int, int]]) -> ast.Module:
+    """A copy of the cell's tree without the lines sealed with the holdout (the spec's is shared)."""
     assert spec.tree is not None
-    tree = copy.deepcopy(spec.tree)  # the spec's tree is shared
+    tree = copy.deepcopy(spec.tree)
+    return _Without(sealed).visit(tree) if sealed else tree
+
+
+def code_fingerprint(spec: CellSpec, sealed: set[tuple[int, int]] = frozenset()) -> str:  # type: ignore[assignment]
+    """The cell's code without comments, whitespace or the tuned variables' default values; and
+    without the statements at ``sealed``, the lines sealed with the holdout, which no trial runs."""
+    tree = _search_tree(spec, sealed)
     tuned = {p.name for p in spec.params}
     for stmt in tree.body:
         target = (
@@ -185,19 +204,40 @@ def notebook_path(user_ns: dict[str, Any] | None) -> str | None:
     return None
 
 
-def cell_identity(spec: CellSpec, globals_read: dict[str, Any], user_ns: dict[str, Any] | None) -> dict[str, Any]:
+def cell_identity(
+    spec: CellSpec,
+    globals_read: dict[str, Any],
+    user_ns: dict[str, Any] | None,
+    sealed: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, Any]:
     """The fingerprints a study records (JSON-able): of the globals the cell is given, those its
     results depend on (not the variables it binds before reading them, which the notebook holds
-    after a plain run of the cell or ``--apply``)."""
+    after a plain run of the cell or ``--apply``).
+
+    ``sealed``: the positions of the lines sealed with the holdout. No trial of the search runs
+    them, so they and the data only they read are not the search's: an edit of the final refit, or
+    a corrected test set, keeps the search, and only the checks that ran them run again. They are
+    fingerprinted apart, as ``"sealed"``; ``"code_with_sealed"`` is the code with them, as studies
+    recorded before 2026-11-30 fingerprinted it.
+    """
     assert spec.tree is not None
-    inputs = notebook_inputs(spec.tree)
+    search_tree = _search_tree(spec, sealed)
+    inputs = notebook_inputs(search_tree)
     read = {name: v for name, v in globals_read.items() if name in inputs}
     read.update(read_by_notebook_code(read))
-    return {
-        "code": code_fingerprint(spec),
+    out = {
+        "code": code_fingerprint(spec, sealed),
+        "code_with_sealed": code_fingerprint(spec),  # --holdout given or dropped is no edit of the search
         "notebook": notebook_path(user_ns),
         "data": {name: value_fingerprint(v) for name, v in sorted(read.items())},
     }
+    if sealed:
+        only_sealed = {n: v for n, v in globals_read.items() if n in notebook_inputs(spec.tree) - inputs}
+        only_sealed.update(read_by_notebook_code(only_sealed))
+        statements = [n for n in ast.walk(spec.tree) if isinstance(n, ast.stmt) and (n.lineno, n.col_offset) in sealed]
+        data = {n: value_fingerprint(v) for n, v in sorted(only_sealed.items()) if n not in read}
+        out["sealed"] = _digest(repr(([ast.dump(n) for n in statements], data)).encode())
+    return out
 
 
 def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
@@ -391,7 +431,9 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     if not old:
         return []
     out = []
-    if old.get("code") != new["code"]:
+    # The search's code: the same without the lines sealed with the holdout (an edit of those alone),
+    # or the same with them (--holdout added or dropped; a study recorded before they were told apart)
+    if old.get("code") != new["code"] and old.get("code_with_sealed", old.get("code")) != new.get("code_with_sealed"):
         out.append("the cell's code changed")
     # By its file's name: the project folder moved or copied, store and all, is the same notebook
     # (the whole search ran again as a new version, "a.ipynb -> a.ipynb"; found trying nbtune as a new user)

@@ -350,10 +350,20 @@ class CellProgram:
         if filename not in linecache.cache:
             lines = ["\n"] * self.line_offset + self.source.splitlines(True)
             linecache.cache[filename] = (len(self.source), None, lines, filename)
-        keep = self.__dict__.get("_keep")
-        if keep is None:  # (once: this runs before every trial)
-            keep = self.__dict__["_keep"] = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
-        return _compiled(self.source, self.line_offset, filename, self.holdout, keep)
+        return _compiled(self.source, self.line_offset, filename, self.holdout, self._keep())
+
+    def _keep(self) -> tuple[str, ...]:
+        """The variables nbtune reads when the cell ends (never sealed with the holdout)."""
+        keep = self.__dict__.get("_kept")
+        if keep is None:  # (once: code() runs before every trial)
+            keep = self.__dict__["_kept"] = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
+        return keep
+
+    def sealed(self) -> set[tuple[int, int]]:
+        """The (line, column) of the statements sealed with the holdout: no trial of the search runs them."""
+        if self.holdout is None:
+            return set()
+        return sealed_lines(parse_cell(self.source, self.line_offset), self.holdout, set(self._keep()))
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""

@@ -20,6 +20,7 @@ __all__ = [
     "is_continuation",
     "is_feasible",
     "is_interrupted",
+    "ran_sealed",
     "ranked",
 ]
 
@@ -44,6 +45,9 @@ class ATTR:
     CHECK = "nbtune:check"  # trial of a check study: {"role": "revalidate" | "final", "candidate": N}
     REQUEST = "nbtune:request"  # check study: {"candidates", "seeds"} the latest re-validation compares
     HOLDOUT = "nbtune:holdout"  # trial of a check study: the sealed holdout metric's value
+    # trial of a check study: the fingerprint of the lines sealed with the holdout (and the data only
+    # they read) it ran; check study: {"now": the latest run's, "unstamped": what runs without one ran}
+    SEALED = "nbtune:sealed"
     RECORD = "nbtune:record"  # trial: {variable: value} of --record
     CHECKPOINT = "nbtune:checkpoint"  # trial: {"artifact": id, "bytes": n, "names": [...]} of its saved state
     CHECKPOINT_ERROR = "nbtune:checkpoint_error"  # trial: why its state could not be saved
@@ -59,7 +63,7 @@ class ATTR:
     TIMEOUT_REACHED = "nbtune:timeout_reached"
 
     # What a re-queued (interrupted) trial keeps: it is the same run again.
-    KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED)
+    KEEP_ON_RERUN = (BASELINE, SEED, CHECK, PROMOTED, SEALED)
 
 
 # A run's trial target when only --timeout limits it: workers go on until the time is up.
@@ -146,3 +150,10 @@ def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optun
     sign = -1.0 if direction == "maximize" else 1.0
     done.sort(key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]  # ties: the first, as Optuna's best_trial
     return done
+
+
+def ran_sealed(checks: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
+    """Whether check run ``t`` ran the lines sealed with the holdout as they are now (the latest
+    checks planned); always, for a check study of a cell without a holdout."""
+    sealed = checks.user_attrs.get(ATTR.SEALED)
+    return not sealed or t.user_attrs.get(ATTR.SEALED, sealed.get("unstamped")) == sealed.get("now")

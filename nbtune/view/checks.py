@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, ranked
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, ran_sealed, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -171,7 +171,9 @@ class CheckReport:
         return [
             t
             for t in self.checks.get_trials(deepcopy=False)
-            if (t.user_attrs.get(ATTR.CHECK) or {}).get("role") == role and t.state.is_finished()
+            if (t.user_attrs.get(ATTR.CHECK) or {}).get("role") == role
+            and t.state.is_finished()
+            and ran_sealed(self.checks, t)  # not a run of the holdout's lines as they were before an edit
         ]
 
     def candidates(self) -> list[Candidate]:
