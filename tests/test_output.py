@@ -140,3 +140,34 @@ def test_what_compiled_code_writes_below_sys_stdout_is_kept_with_its_trial(tmp_p
     seen = capfd.readouterr()
     assert "native" not in seen.out + seen.err and "printf" not in seen.out
     assert "the process's own, after" in seen.out  # the descriptors are back
+
+
+TERMINAL = """\
+import sys, tempfile
+import nbtune
+import nbtune.view.text as text
+
+init = text.TextView.__init__
+text.TextView.__init__ = lambda self, *a, **k: init(self, *a, **{**k, "every": 0.2})  # a line every 0.2 s
+cell = "x = 0.5  # tune: uniform(0, 1)\\nimport time\\ntime.sleep(0.15)\\nprint('trial says hi')\\nloss = x\\n"
+res = nbtune.tune(cell, minimize="loss", n_trials=12, view="text", store=tempfile.mkdtemp(), user_ns={})
+outputs = [t.user_attrs.get("nbtune:output", "") for t in res.study.trials]
+print("TRIALS WITH PROGRESS", sum("finished" in o for o in outputs), "WITH THEIR OWN", sum("hi" in o for o in outputs))
+"""
+
+
+def test_progress_lines_in_a_terminal_reach_it_and_not_the_running_trials_output(tmp_path):
+    """A terminal IPython or a script (stdout a file on descriptor 1): the text view's progress lines
+    went into the output of whichever trial was running (its descriptor 1 was the trials' capture),
+    so the terminal showed the header, nothing for the whole search, then the summary (found trying
+    nbtune as a new user)."""
+    import subprocess
+
+    script = tmp_path / "search.py"
+    script.write_text(TERMINAL)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path, check=True
+    ).stdout
+    progress = [line for line in out.splitlines() if " finished · " in line]
+    assert len(progress) >= 3, out
+    assert "TRIALS WITH PROGRESS 0 WITH THEIR OWN 12" in out, out

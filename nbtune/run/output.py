@@ -32,7 +32,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["OUTPUT_TAIL", "captured_output", "close_widgets", "native_output"]
+__all__ = ["OUTPUT_TAIL", "beside_trials", "captured_output", "close_widgets", "native_output"]
 
 OUTPUT_TAIL = 2000  # characters of a trial's printed output kept in the store
 
@@ -336,3 +336,43 @@ class _NativeCapture:
 
 native_output = _NativeCapture()
 """``with native_output():`` around a worker's trials: descriptors 1 and 2 go to the running trial."""
+
+
+class _Beside:
+    """A terminal's stream as the search's own output sees it: its writes go where its descriptor
+    pointed before the trials' capture took it, not into the running trial's buffer."""
+
+    def __init__(self, stream: Any, fd: int) -> None:
+        self.stream, self.fd = stream, fd
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(Exception):
+            self.stream.flush()  # what was printed before comes first
+        data = text.encode(self.encoding, "replace")
+        with native_output.lock:  # (the capture's saved copy is closed under it when trials end)
+            with contextlib.suppress(OSError):
+                os.write(native_output.saved.get(self.fd, self.fd), data)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+
+def beside_trials(stream: Any) -> Any:
+    """``stream`` for progress lines written while trials run: a terminal's or a script's stdout
+    (a file on descriptor 1 or 2) writes beside the trials' capture of those descriptors (in a
+    terminal IPython the lines went into the running trial's output); any other stream (a Jupyter
+    kernel's, a ``StringIO``) is itself."""
+    import io
+
+    if not isinstance(stream, io.TextIOWrapper):
+        return stream
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return stream
+    return _Beside(stream, fd) if fd in (1, 2) else stream

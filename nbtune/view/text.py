@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from nbtune.run.output import beside_trials
 from nbtune.store.attrs import ATTR, NO_LIMIT, finished_count
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, of_target
@@ -27,7 +28,7 @@ class TextView(BaseView):
         self.run, self.search = run, search
         self.clock = clock or Clock()
         self.every = every
-        self.stream = stream or sys.stdout
+        self.stream = stream or beside_trials(sys.stdout)
         self.t0 = self.clock.now()
         self._last = self.t0  # the header below is the first line; progress follows every few s
         self._start_finished = finished_count(run.study.get_trials(deepcopy=False))
