@@ -810,6 +810,24 @@ def test_an_epochs_loop_that_runs_another_length_than_the_one_read_fails_the_tri
             ip.run_cell_magic("tune", "--minimize loss -n 6 --scheduler none --view none", cell)
 
 
+def test_a_tuned_variable_read_only_above_its_annotation_is_an_error(ip):
+    """'params = dict(lr=learning_rate)' above 'learning_rate = 0.1  # tune: ...', with the notebook
+    holding a learning_rate: every trial ran with the notebook's value while its row showed the
+    tuned one, and nothing was said (found trying nbtune as a new user)."""
+    ip.run_cell("learning_rate = 0.1")
+    cell = "params = dict(lr=learning_rate)\nlearning_rate = 0.1  # tune: loguniform(1e-3, 0.3)\nv = params['lr']\n"
+    with pytest.raises(
+        UsageError,
+        match=r"line 3 of the %%tune cell tunes 'learning_rate', but the cell reads it only before that \(line 2\), "
+        r"where it is still the notebook's value: every trial would run with the same learning_rate; move the "
+        r"'# tune:' assignment above line 2",
+    ):
+        ip.run_cell_magic("tune", "--maximize v -n 4", cell)
+    fixed = "learning_rate = 0.1  # tune: loguniform(1e-3, 0.3)\nparams = dict(lr=learning_rate)\nv = params['lr']\n"
+    res = ip.run_cell_magic("tune", "--maximize v -n 4 --view none", fixed)
+    assert len({t.value for t in res.study.trials}) == 4
+
+
 def test_range_of_a_notebook_variable_is_a_known_length(ip):
     """The most common PyTorch style: EPOCHS set in an earlier cell."""
     ip.run_cell("EPOCHS = 9")

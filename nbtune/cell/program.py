@@ -39,7 +39,7 @@ from nbtune.cell.identity import (
     unreachable_readers,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.reads import never_read, outside_reads
+from nbtune.cell.reads import never_read, outside_reads, visible
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import CellError, ConfigError
 
@@ -799,6 +799,14 @@ def compile_cell(
                 f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
                 f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
             )
+    for param in spec.params:
+        early = [] if param.name in read_by_functions else read_only_before(spec.tree, param.name, param.lineno)
+        if early:
+            raise ConfigError(
+                f"line {param.lineno} of the %%tune cell tunes {param.name!r}, but the cell reads it only before that "
+                f"(line {', '.join(map(str, early))}), where it is still the notebook's value: every trial would run "
+                f"with the same {param.name}; move the '# tune:' assignment above line {early[0]}"
+            )
     for name, f in sorted(rebind.items()):
         glb.setdefault(name, f)
         for read in sorted(code_names(f.__code__)):  # what they read from the notebook, the workers need too
@@ -821,6 +829,28 @@ def compile_cell(
         carried_set=tuple(sorted(set_in_epochs_loop(spec.tree, spec.epochs.lineno))) if spec.epochs else (),
         read_by_functions=tuple(sorted(read_by_functions)),
     )
+
+
+def read_only_before(tree: ast.Module, name: str, line: int) -> list[int]:
+    """The lines that read ``name`` before the top-level statement on ``line`` assigns it, when no
+    line reads it after (the code of a function defined before counts as after: it runs when
+    called); else []. ``params = dict(lr=learning_rate)`` above ``learning_rate = 0.1  # tune: ...``
+    gives every trial the notebook's value."""
+    before: set[int] = set()
+    for stmt in visible(tree).body:
+        deferred: set[int] = set()
+        for node in ast.walk(stmt):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):  # its body, not its defaults
+                body = node.body if isinstance(node.body, list) else [node.body]
+                deferred |= {id(n) for part in body for n in ast.walk(part)}
+        for node in ast.walk(stmt):
+            if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
+                continue
+            if stmt.end_lineno is not None and stmt.end_lineno < line and id(node) not in deferred:
+                before.add(node.lineno)
+            else:
+                return []
+    return sorted(before)
 
 
 def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:

@@ -350,9 +350,9 @@ class _Beside:
         with contextlib.suppress(Exception):
             self.stream.flush()  # what was printed before comes first
         data = text.encode(self.encoding, "replace")
-        with native_output.lock:  # (the capture's saved copy is closed under it when trials end)
-            with contextlib.suppress(OSError):
-                os.write(native_output.saved.get(self.fd, self.fd), data)
+        # (the capture's saved copy is closed under its lock when trials end)
+        with native_output.lock, contextlib.suppress(OSError):
+            os.write(native_output.saved.get(self.fd, self.fd), data)
         return len(text)
 
     def flush(self) -> None:
