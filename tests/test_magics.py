@@ -562,6 +562,31 @@ def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
     assert {t.user_attrs[ATTR.FAILURE] for t in trials} == {"ValueError at line 4"}
 
 
+def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
+    """A LogisticRegression whose tuned penalty and solver clash in some configurations: a study
+    with complete trials and one such failure, re-run with a larger -n, stopped as 'the cell
+    probably has a bug' when its first 3 new trials all clashed (found trying nbtune as a new
+    user). An error earlier runs of the study met beside complete trials is the configurations'."""
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nbad = 0  # tune: int(0, 1)\n"
+        "if bad:\n    raise ValueError(f'solver clash at x={x}')\nloss = x\n"
+    )
+    first = ip.run_cell_magic("tune", "--minimize loss -n 6 --sampler random --seed 1 --view none", cell)
+    failed = sum(t.state.name == "FAIL" for t in first.study.trials)
+    assert 0 < failed < 6
+    # the next trials of this run all clash: the search goes on
+    for t in range(6):
+        first.study.enqueue_trial({"x": 0.1 * (t + 1), "bad": 1})
+    res = ip.run_cell_magic("tune", "--minimize loss -n 14 --sampler random --seed 1 --view none", cell)
+    assert len(res.study.trials) == 14 and sum(t.state.name == "FAIL" for t in res.study.trials) >= failed + 6
+    # an error no earlier trial met is still a bug
+    for t in range(3):
+        res.study.enqueue_trial({"x": 0.1 * (t + 1), "bad": 0})
+    broken = cell.replace("loss = x", "loss = x + undefined_name")
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
+        ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --seed 1 --view none --resume", broken)
+
+
 def test_metric_failures_are_grouped_by_kind(ip):
     """A forgotten .item() on a multi-value array fails every trial the same way: stop after 3."""
     ip.user_ns["np"] = __import__("numpy")

@@ -158,7 +158,10 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     A trial the scheduler paused or stopped at a rung (PRUNED) is not counted: it never reached
     the rest of the cell, so a bug after the first rung (a typo at epoch 2) would otherwise hide
     behind the pauses while every continuation fails. Trials that diverged (their metric NaN or
-    infinite) are a bug only if no trial of the study ever reported a number."""
+    infinite) are a bug only if no trial of the study ever reported a number; nor is an error that
+    trials of an earlier run of the study (the same code, on the same data) ended with beside
+    complete ones: some configurations raise it (an invalid solver and penalty), and a re-run that
+    starts with three of them goes on."""
     trials = study.get_trials(deepcopy=False)
     mine = sorted(
         (
@@ -174,6 +177,12 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     # says (values differ from trial to trial).
     failures = {t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) for t in mine}
     if not all(t.state.name == "FAIL" for t in mine) or len(failures) != 1:
+        return False
+    if any(t.state.name == "COMPLETE" for t in trials) and any(
+        t.number < job.run_start and t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) in failures
+        for t in trials
+        if t.state.name == "FAIL"
+    ):
         return False
     if diverged(mine[0]):
         # A metric that came out NaN or infinite is the configurations' doing (a range whose top
