@@ -148,6 +148,28 @@ def _unmarked_epochs_loop(program: CellProgram) -> int | None:
     return None
 
 
+_ERROR_WORDS = {"loss", "mse", "rmse", "mae", "mape", "error", "err", "logloss", "nll", "wer", "cer"}
+_SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "auroc", "auprc", "bleu"}
+
+
+def _direction_note(metric: str, direction: str) -> list[str]:
+    """A note when the metric's name reads as the other direction's (``--maximize val_rmse``):
+    the search would look for the worst model, and report it as the best."""
+    words = set(re.split(r"[_\W]+", metric.lower()))
+    if words & {"neg", "negative", "minus", "inv"}:
+        return []
+    if direction == "maximize" and words & _ERROR_WORDS:
+        kind, better, other = "an error or a loss, which is minimized", "lower", "--minimize"
+    elif direction == "minimize" and words & _SCORE_WORDS:
+        kind, better, other = "a score, which is maximized", "higher", "--maximize"
+    else:
+        return []
+    return [
+        f"{metric!r} reads like {kind}, but the search {direction}s it: if {better} is better, its best trial "
+        f"is the worst model; run with {other} {metric} instead (a new study)"
+    ]
+
+
 def _unread(program: CellProgram, name: str) -> bool:
     """The cell never reads ``name`` (nor a notebook function it calls)."""
     tree = program.spec.tree
@@ -576,6 +598,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
+    messages.extend(_direction_note(program.metric, program.direction))
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
     for holder, function, read in program.unreachable:

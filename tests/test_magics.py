@@ -587,6 +587,27 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --seed 1 --view none --resume", broken)
 
 
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        (
+            "--maximize val_rmse",
+            "'val_rmse' reads like an error or a loss, which is minimized, but the search maximizes",
+        ),
+        ("--minimize val_acc", "'val_acc' reads like a score, which is maximized, but the search minimizes it"),
+        ("--maximize neg_rmse", None),  # scikit-learn's scorers negate errors
+        ("--minimize val_rmse", None),
+    ],
+)
+def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):
+    """--maximize val_rmse ran a search for the worst model without a word (found trying nbtune as a
+    new user)."""
+    metric = line.split()[1]
+    res = ip.run_cell_magic("tune", f"{line} -n 2 --view none", f"x = 0.5  # tune: uniform(0, 1)\n{metric} = x\n")
+    notes = [m for m in res.messages if "reads like" in m]
+    assert (notes[0].startswith(said) and len(notes) == 1) if said else not notes, res.messages
+
+
 def test_metric_failures_are_grouped_by_kind(ip):
     """A forgotten .item() on a multi-value array fails every trial the same way: stop after 3."""
     ip.user_ns["np"] = __import__("numpy")
