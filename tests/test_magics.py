@@ -474,6 +474,15 @@ def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_sear
     notes = [m for m in res.messages if "a trial cannot give it its own" in m]
     assert {m.split(" (reached through ")[1].split("'")[1] for m in notes} == {"scope", "OPTS", "train"}, notes
     assert all("reads 'lr' as a global, which the cell sets" in m for m in notes)
+    # under functools.lru_cache (a C wrapper), and read by nothing else: every trial would be the
+    # same, so it is an error, not a note next to 'lr is never read' (found trying nbtune as a new user)
+    ip.run_cell("import functools\n@functools.lru_cache\ndef cached():\n    return lr\n")
+    with pytest.raises(
+        UsageError,
+        match=r"line 2 of the %%tune cell tunes 'lr', but only cached \(reached through 'cached': a decorator, .*"
+        r"every trial would run with the notebook's lr; pass the value as an argument \(cached\(\.\.\., lr=lr\)\)",
+    ):
+        ip.run_cell_magic("tune", "--minimize loss -n 1", "lr = 0.1  # tune: uniform(0.01, 1)\nloss = cached()\n")
 
 
 def test_a_metric_a_notebook_function_sets_as_a_global_is_the_metric(ip):

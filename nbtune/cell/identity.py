@@ -140,6 +140,10 @@ def _const_key(value: Any) -> Any:
 def value_fingerprint(value: Any) -> str:
     """A hash of one notebook value: its data, or the code of a function or class."""
     try:
+        if not isinstance(value, (type, types.FunctionType)) and isinstance(
+            getattr(value, "__wrapped__", None), types.FunctionType
+        ):
+            value = value.__wrapped__  # '@functools.lru_cache' def f: f's code (its C wrapper does not pickle)
         if isinstance(value, types.FunctionType):
             value = _unwrapped(value)  # '@torch.no_grad()' def evaluate: evaluate's code, not the decorator's
             # default values by their own fingerprints: a repr can hold an address ("at 0x7f..."), new per kernel
@@ -293,7 +297,7 @@ def unreachable_readers(
 ) -> list[tuple[str, str, list[str]]]:
     """Notebook functions that read one of ``names`` (variables the cell sets) as a global but that a
     trial cannot hand its namespace, being reached other than by their global name: under a
-    library's decorator (``@torch.no_grad()``), as a default argument, in a ``dict`` of functions,
+    library's decorator (``@torch.no_grad()``, ``@functools.lru_cache``), as a default argument, in a ``dict`` of functions,
     in a ``partial``, as a method of a notebook class. They read the notebook's value where a plain
     run of the cell gives them the cell's. As (the cell's global that holds it, the function's name,
     the names it reads)."""
@@ -308,6 +312,8 @@ def unreachable_readers(
             return [*cells, *(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()]
         if isinstance(value, functools.partial):
             return [value.func, *value.args, *value.keywords.values()]
+        if not isinstance(value, type) and isinstance(getattr(value, "__wrapped__", None), types.FunctionType):
+            return [value.__wrapped__]  # a C-level wrapper: functools.lru_cache, functools.cache
         if isinstance(value, dict) and len(value) <= 100:
             return list(value.values())
         if isinstance(value, (list, tuple)) and len(value) <= 100:

@@ -812,6 +812,17 @@ def compile_cell(
         for read in sorted(code_names(f.__code__)):  # what they read from the notebook, the workers need too
             if read in user_ns and read not in assigned and read not in hidden and not read.startswith("__"):
                 glb.setdefault(read, user_ns[read])
+    unreachable = unreachable_readers(glb, user_ns, assigned, rebind)
+    for param in spec.params:
+        readers = [(h, f) for h, f, read in unreachable if param.name in read]
+        if readers and param.name not in read_by_functions and never_read(spec.tree, [param.name]):
+            holder, function = readers[0]
+            raise ConfigError(
+                f"line {param.lineno} of the %%tune cell tunes {param.name!r}, but only {function} (reached through "
+                f"{holder!r}: a decorator, a default argument, a dict or a method) reads it, as a global, and a "
+                f"trial cannot give it its own: every trial would run with the notebook's {param.name}; pass the "
+                f"value as an argument ({function}(..., {param.name}={param.name}))"
+            )
     return CellProgram(
         source=source,
         spec=spec,
@@ -824,7 +835,7 @@ def compile_cell(
         records=tuple(records or ()),
         state=tuple(dict.fromkeys([n for n, _ in spec.state] + list(state or []))),
         rebind=tuple(sorted(rebind)),
-        unreachable=tuple((h, f, tuple(r)) for h, f, r in unreachable_readers(glb, user_ns, assigned, rebind)),
+        unreachable=tuple((h, f, tuple(r)) for h, f, r in unreachable),
         carried=_carried(spec, list(state or [])),
         carried_set=tuple(sorted(set_in_epochs_loop(spec.tree, spec.epochs.lineno))) if spec.epochs else (),
         read_by_functions=tuple(sorted(read_by_functions)),
