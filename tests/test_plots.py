@@ -273,6 +273,9 @@ def test_a_view_that_cannot_be_drawn_yet_says_why():
     assert "contour needs 3 complete trials; 0 so far" in fig.axes[0].texts[0].get_text()
     with pytest.raises(nbtune.exceptions.ConfigError, match="plot view must be one of overview, learning curves"):
         plots.view_figure("pie", few)
+    # the names as the README writes them, in any case: res.plot("edf") failed (found trying nbtune as a new user)
+    assert "needs 10 complete trials" in plots.view_figure("Importance", few).axes[0].texts[0].get_text()
+    assert plots.view_figure("edf", few) is not None
 
 
 def test_recorded_variables_are_plotted_against_the_metric():

@@ -29,7 +29,7 @@ def param(kind, args, kwargs=None, default=None, name="v", lineno=4):
         ("uniform", (1, 1), {}, 1, "needs low < high, got low=1, high=1; swap or widen the bounds"),
         ("uniform", (2.0, 1.0), {}, 1, "needs low < high, got low=2.0, high=1.0; swap or widen the bounds"),
         ("int", (0, 1.5), {}, 0, "needs integer bounds, got high=1.5; use uniform() for real numbers"),
-        ("int", (0.0, 2), {}, 1, "needs integer bounds, got low=0.0; use uniform() for real numbers"),
+        ("int", (0.5, 2), {}, 1, "needs integer bounds, got low=0.5; use uniform() for real numbers"),
         ("int", (False, 2), {}, 1, "needs integer bounds, got low=False; use uniform() for real numbers"),
         ("int", (3, 3), {}, 3, "needs low < high, got low=3, high=3; swap or widen the bounds"),
         ("loguniform", (0, 1), {}, 0.5, "needs low > 0 (log scale), got 0; use uniform() or a low such as 1e-5"),
@@ -147,6 +147,13 @@ def test_choices_equal_under_eq_are_repeats(choices, default):
 def test_valid_params(kind, args, kwargs, default):
     p = param(kind, args, kwargs, default)
     assert (p.kind, p.args, p.kwargs, p.default) == (kind, args, kwargs, default)
+
+
+def test_whole_numbers_written_as_floats_are_int_bounds():
+    """'max_iter = 1000  # tune: int(1e2, 1e4)': 1e4 is how many write ten thousand (it was refused)."""
+    p = param("int", (1e2, 1e4), {}, 1000)
+    assert p.args == (100, 10000) and all(type(a) is int for a in p.args)
+    assert param("logint", (1.0, 1024.0), {}, 32).args == (1, 1024)
 
 
 def test_every_kind_is_registered():

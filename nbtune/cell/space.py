@@ -264,7 +264,13 @@ class Param:
     lineno: int = 0
 
     def __post_init__(self) -> None:
-        PARAM_KINDS[self.kind].validate(self)
+        kind = PARAM_KINDS[self.kind]
+        if getattr(kind, "integer", False):  # int(1e2, 1e4): whole numbers written as floats are those ints
+            whole = tuple(
+                int(a) if isinstance(a, float) and a.is_integer() and abs(a) <= 2**53 else a for a in self.args
+            )
+            object.__setattr__(self, "args", whole)
+        kind.validate(self)
 
     def fail(self, what: str, fix: str) -> NoReturn:
         """Raise the one-line error about this annotation: what is wrong, and the fix."""
