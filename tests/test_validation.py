@@ -474,6 +474,9 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     under = df.loc["underfitting"]
     assert sorted(depth[n] for n in under.trials) == [1, 2]  # stumps
     assert under.region == "max_depth <= 2"
+    # the advice names the region, and no epochs: the cell has none (it said 'in that region; more epochs')
+    assert over.advice == "more regularisation (weight decay, dropout, smaller models) where max_depth >= 6, more data"
+    assert under.advice == "bigger models or less regularisation where max_depth <= 2"
     assert "did not learn" not in df.index
     # Only the loss recorded: no training score of the metric's measure, so no fit signature.
     res = run(trees, "--maximize val_acc --sampler grid --trials 8 --record train_loss --name loss_only -o r", cell)
@@ -1069,3 +1072,25 @@ def test_editing_only_the_lines_sealed_with_the_holdout_keeps_the_search(ip, tmp
     # an edit of the search's own lines is a new version, as before
     other = run(ip, line, cell.replace("val_mse = err(a, X_val, y_val)", "val_mse = err(a, X_val, y_val) + 0.0"))
     assert other.study.study_name == "sealed:v2"
+
+
+def test_the_holdout_warning_of_a_cross_validated_search_does_not_suggest_cross_validation(ip):
+    """A search over folds(5) whose holdout gap warned: 'more validation data or cross-validation'
+    (found trying nbtune as a new user). It suggests more folds or more data in them."""
+    cell = (
+        "fold = 0  # tune: folds(3)\nx = 0.5  # tune: uniform(0, 1)\n"
+        "acc = 0.9 - (x - 0.3) ** 2 + 0.01 * fold\ntest_acc = acc - 0.2\n"
+    )
+    with pytest.warns(NbtuneWarning, match=r"To narrow the gap: more data in the folds, or more folds \(folds\(k\)"):
+        res = run(ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell)
+    assert res.holdout().cross_validated
+    with pytest.warns(NbtuneWarning, match="To narrow the gap: more validation data or cross-validation"):
+        plain = run(
+            ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell.replace("  # tune: folds(3)", "")
+        )
+    # the folds live in a comment: dropping it, or folds(3) -> folds(5), is another metric, so another
+    # version (a re-run resumed the 3-fold study)
+    assert plain.study.study_name == res.study.study_name + ":v2"
+    with pytest.warns(NbtuneWarning):
+        five = run(ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell.replace("folds(3)", "folds(5)"))
+    assert five.study.study_name == res.study.study_name + ":v3"

@@ -86,7 +86,11 @@ def code_fingerprint(spec: CellSpec, sealed: set[tuple[int, int]] = frozenset())
         )
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and target.id in tuned:
             stmt.value = ast.Constant("<tuned>")
-    return _digest(ast.dump(tree).encode())  # no line numbers: moving code around is no change
+    dump = ast.dump(tree)  # no line numbers: moving code around is no change
+    # The folds a trial's metric is the mean over live in a comment: folds(3) -> folds(5), or the
+    # comment dropped, is another metric (a re-run resumed the old study, mixing the two)
+    folds = [(role, v.name, v.k) for role, v in (("folds", spec.folds), ("outer", spec.outer)) if v is not None]
+    return _digest((dump + repr(folds) if folds else dump).encode())
 
 
 def _code_bytes(code: types.CodeType) -> bytes:

@@ -88,6 +88,7 @@ class HoldoutReport:
     n_trials: int  # search trials evaluated against the same validation data
     threshold: float | None  # --holdout-gap; None: see tolerance
     n_runs: int = 1
+    cross_validated: bool = False  # the metric is a mean over '# tune: folds(k)'
 
     @property
     def tolerance(self) -> float:
@@ -126,7 +127,11 @@ class HoldoutReport:
         )
         if not self.warn:
             return head + f" (within {fmt(self.tolerance)})."
-        fixes = "more validation data or cross-validation, fewer trials per validation set"
+        fixes = (
+            "more data in the folds, or more folds (folds(k) with a larger k), fewer trials per dataset"
+            if self.cross_validated
+            else "more validation data or cross-validation, fewer trials per validation set"
+        )
         fixes += "" if self.n_runs > 1 else ", or re-validate the top configurations across seeds (--revalidate K)"
         return (
             head
@@ -274,6 +279,7 @@ class CheckReport:
                 n_trials,
                 self.threshold,
                 n_runs=len(chosen.holdouts),
+                cross_validated=self._cross_validated(),
             )
         final = [t for t in self._runs("final") if t.state.name == "COMPLETE" and ATTR.HOLDOUT in t.user_attrs]
         if not final:
@@ -288,6 +294,12 @@ class CheckReport:
             float(t.user_attrs[ATTR.HOLDOUT]),
             n_trials,
             self.threshold,
+            cross_validated=self._cross_validated(),
+        )
+
+    def _cross_validated(self) -> bool:
+        return (self.study.user_attrs.get(ATTR.CONFIG) or {}).get("unit") == "fold" or any(
+            ATTR.FOLDS in t.user_attrs for t in self.study.get_trials(deepcopy=False)[:20]
         )
 
     # --- text ---------------------------------------------------------------------------

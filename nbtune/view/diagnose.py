@@ -49,9 +49,8 @@ ADVICE = {
     "diverged": "lower the range's top (learning rates and step sizes first), or clip gradients",
     "did not learn": "move the range away from there (a learning rate too small to move the weights, too much "
     "regularisation), or check the labels and the feature scaling",
-    "overfitting": "more regularisation (weight decay, dropout, smaller models), more data, or fewer epochs in that "
-    "region",
-    "underfitting": "bigger models or less regularisation in that region; more epochs",
+    "overfitting": "more regularisation (weight decay, dropout, smaller models), more data, or fewer epochs",
+    "underfitting": "bigger models or less regularisation; more epochs",
     "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range",
 }
 
@@ -204,7 +203,8 @@ def diagnose(result: StudySummary) -> list[Finding]:
     ]
     spread = (max(finals) - min(finals)) if len(finals) > 1 else 0.0
     flat: dict[int, str] = {}
-    fit = _fit(result, trials, maximize)
+    epochs = not folds and any(len(t.intermediate_values) > 1 for t in trials)
+    fit = _fit(result, trials, maximize, epochs)
     if len(finals) >= 4 and spread > 0 and not folds:
         median = statistics.median(finals)
         for t in trials:
@@ -263,7 +263,20 @@ def _train_name(t: optuna.trial.FrozenTrial, metric: str) -> str | None:
     return next((str(k) for k in t.user_attrs.get(ATTR.RECORD) or {} if k in names), None)
 
 
-def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool) -> list[Finding]:
+def _fit_advice(kind: str, region: str, epochs: bool) -> str:
+    """What to change for over- or underfitting: where (the region, when one parameter separates
+    those trials), and the epochs only for a cell that has them."""
+    where = f" where {region}" if region else ""
+    if kind == "overfitting":
+        return f"more regularisation (weight decay, dropout, smaller models){where}, more data" + (
+            f", or fewer epochs{where}" if epochs else ""
+        )
+    return f"bigger models or less regularisation{where}" + ("; more epochs" if epochs else "")
+
+
+def _fit(
+    result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize: bool, epochs: bool = True
+) -> list[Finding]:
     """Over- and underfitting from a recorded training score, against the best trial: a gap
     between training and validation well above the best trial's is overfitting, a training
     score in the worst quarter, well below the best trial's, is underfitting; each only where it
@@ -306,8 +319,8 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
                 [t.number for t in over],
                 f"{name} beats {result.metric} by {fmt(statistics.median(gap[t.number] for t in over))} (median), "
                 f"against {fmt(gap[best.number])} for the best trial",
-                _region(over, [t for t in done if t not in over]),
-                ADVICE["overfitting"],
+                region := _region(over, [t for t in done if t not in over]),
+                _fit_advice("overfitting", region, epochs),
             )
         )
     ranked = sorted(done, key=lambda t: sign * train[t.number])
@@ -331,8 +344,8 @@ def _fit(result: StudySummary, trials: list[optuna.trial.FrozenTrial], maximize:
                 [t.number for t in under],
                 f"{name} in the worst quarter, {fmt(worst_train)} at best against {fmt(train[best.number])} for "
                 "the best trial: the model cannot fit the training data",
-                _region(under, [t for t in done if t not in under]),
-                ADVICE["underfitting"],
+                region := _region(under, [t for t in done if t not in under]),
+                _fit_advice("underfitting", region, epochs),
             )
         )
     return out
