@@ -1013,7 +1013,8 @@ def _close_checks(
         result.interrupted = True
         result.messages.append("the checks were interrupted: their finished runs are kept; re-run the cell to finish")
     h = result.checks.holdout_report()
-    if h is not None and h.warn and plan.outer_fold is None:  # nested CV reports its folds together
+    # nested CV reports its folds together; a re-run that ran no check says it in its summary only
+    if h is not None and h.warn and plan.outer_fold is None and checks.job is not None:
         warnings.warn(h.sentence(), NbtuneWarning, stacklevel=4)
 
 

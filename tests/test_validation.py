@@ -1084,6 +1084,9 @@ def test_the_holdout_warning_of_a_cross_validated_search_does_not_suggest_cross_
     with pytest.warns(NbtuneWarning, match=r"To narrow the gap: more data in the folds, or more folds \(folds\(k\)"):
         res = run(ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell)
     assert res.holdout().cross_validated
+    # a re-run with nothing to run: said in its summary, not warned again (it was, twice per run)
+    again = run(ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell)  # (a warning would fail here)
+    assert again.holdout().warn and "WARNING: the gap exceeds" in again.summary()
     with pytest.warns(NbtuneWarning, match="To narrow the gap: more validation data or cross-validation"):
         plain = run(
             ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell.replace("  # tune: folds(3)", "")
