@@ -40,9 +40,6 @@ class Registry(dict[str, T], Generic[T]):
         Raises:
             ConfigError: no such plug-in; the message lists the choices.
         """
-        if isinstance(name, str) and name not in self:  # --sampler TPE, res.plot("edf")
-            same = [k for k in self if k.lower() == name.lower()]
-            name = same[0] if len(same) == 1 else name
         if not isinstance(name, str) or name not in self:
             raise self.unknown(name)
         return self[name]

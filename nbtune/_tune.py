@@ -590,6 +590,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     }
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
+    # what only matters to trials that will run (not said by a re-run with nothing to run)
+    for_trials: list[str] = []
     if ran_with is not None and ran_with != sampler.name:  # the sampler does not make a new version: say so
         messages.append(
             f"{target!r} ran with --sampler {ran_with}; this run's trials (if any) come from {sampler.name}, in the "
@@ -609,7 +611,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         )
     unmarked = _unmarked_epochs_loop(program)
     if unmarked is not None:
-        messages.append(
+        for_trials.append(
             f"line {unmarked}: {program.metric!r} is set in this loop, which is not marked '# tune: epochs', so every "
             "trial runs to its end; mark it ('for epoch in range(EPOCHS):  # tune: epochs') for successive halving "
             "to stop poor trials early"
@@ -638,8 +640,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     messages[:0] = store.repairs
     note = pbt_note(spec, program)
     if note:
-        messages.append(note)
-    messages.extend(_state_note(program))
+        for_trials.append(note)
+    for_trials.extend(_state_note(program))
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)
@@ -680,6 +682,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
                 f"the study has searched {duration(searched)} of its --timeout {duration(seconds)}: "
                 f"{duration(seconds - searched)} to go"
             )
+        messages.extend(for_trials)
         job = Job(
             program=program,
             store=store,

@@ -609,6 +609,8 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
     Raises:
         ConfigError: an unknown view name.
     """
+    # the names as the docs write them, in any case: res.plot("edf"), res.plot("Learning curves")
+    name = next((k for k in PLOT_VIEWS if isinstance(name, str) and k.lower() == name.lower()), name)
     view = PLOT_VIEWS.lookup(name)
     if choice is not None:
         known = param_names(result.trials[:200])
