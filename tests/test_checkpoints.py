@@ -310,6 +310,10 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
         "loaded state; if they keep state of their own (an optimizer's momentum, a scheduler's step count), mark "
         "them as state too (--state model,opt,sched)"
     ) in res.messages
+    # a re-run with nothing to run does not say it again (it did at every re-run; found trying nbtune as a new user)
+    again = run(ip, "--minimize loss --trials 2 -o r", cell)
+    assert any("nothing to run" in m for m in again.messages)
+    assert not any("built before the epochs loop" in m for m in again.messages)
     marked = cell.replace("momentum=0.9)\n", "momentum=0.9)  # tune: state\n").replace(
         "step_size=2)\n", "step_size=2)  # tune: state\n"
     )
