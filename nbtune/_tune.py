@@ -459,16 +459,22 @@ def _choose_version(
             f"started {new!r}; the old study is kept"
         )
     else:
-        differences = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)
+        # against the version this cell is closest to (the code of v1 again, other data: "the data
+        # changed since v1", not "the code changed" since v2); the latest among equals
+        closest = min(
+            reversed(same_space), key=lambda v: len(describe_difference(attrs[v].get(ATTR.IDENTITY), identity))
+        )
+        differences = describe_difference(attrs[closest].get(ATTR.IDENTITY), identity)
         if cfg.name is None and "the cell's code changed" in differences:
             # the default name is the metric's and the tuned names': another cell can share it
             at = differences.index("the cell's code changed")
             differences[at] += (
                 " (an edit, or another cell that tunes the same names for the same metric: --name tells them apart)"
             )
+        resumes = "it" if closest == same_space[-1] else repr(same_space[-1])
         messages.append(
-            f"{'; '.join(differences)} since {latest!r} ran: started {new!r}, so its results are not "
-            "mixed with this cell's; the old study is kept (--resume continues it instead)"
+            f"{'; '.join(differences)} since {closest!r} ran: started {new!r}, so its results are not "
+            f"mixed with this cell's; the old study is kept (--resume continues {resumes} instead)"
         )
     return new
 

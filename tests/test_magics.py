@@ -119,6 +119,14 @@ def test_a_code_change_starts_a_new_version_and_says_so(scored):
     r4 = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc --resume", edited.replace("0.5 *", "0.25 *"))
     assert r4.study.study_name == r2.study.study_name and r4.n_finished == 3
     assert any("--resume: continued" in m and "code changed" in m for m in r4.messages)
+    # the first code again on other data: said against the version with that code (it said "the
+    # cell's code changed" since v2; found trying nbtune as a new user)
+    scored.run_cell("def score(lr, hidden, dropout, act, layers):\n    return 1 - lr\n")
+    r5 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
+    assert r5.study.study_name == r1.study.study_name + ":v3"
+    said = [m for m in r5.messages if "started" in m]
+    assert said[0].startswith(f"the notebook data it reads changed: score since {r1.study.study_name!r} ran"), said
+    assert f"(--resume continues {r2.study.study_name!r} instead)" in said[0]
 
 
 def test_data_changes_start_a_new_version_per_dataset(scored):
