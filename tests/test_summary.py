@@ -150,7 +150,7 @@ def test_decisions_follow_the_direction():
 def test_summary_text(result):
     assert result.summary() == "\n".join(
         [
-            "nbtune study 'demo': 6/10 trials finished (3 complete, 2 stopped early, 1 failed, 1 interrupted)",
+            "nbtune study 'demo': 6/10 trials finished (3 complete, 2 stopped early, 1 failed; besides them, 1 interrupted)",
             "best acc = 0.8 (trial 1): x=0.5, act=tanh",
             "  trial 0: acc = 0.5",
             "  trial 5: acc = 0.3",

@@ -177,9 +177,16 @@ class StudySummary:
     # --- display ---------------------------------------------------------------------
     def summary(self) -> str:
         """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
+        # what the finished count counts, then the rest: '20/20 trials finished (3 complete, 17 stopped
+        # early, 1 interrupted, ...)' did not add up (found trying nbtune as a new user)
+        aside = ("interrupted", "running", "queued", "paused and continued")
+        words = self.count_words()
+        counted = [w for w in words if not w.split(" ", 1)[1].startswith(aside)]
+        others = [w for w in words if w not in counted]
         lines = [
             f"nbtune study {self.study.study_name!r}: {self._finished()} trials finished ("
-            + ", ".join(self.count_words())
+            + ", ".join(counted)
+            + (("; besides them, " if counted else "") + ", ".join(others) if others else "")
             + ")"
         ]
         best = self._best_or_none()
