@@ -38,7 +38,7 @@ from nbtune._config import (
 )
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
-from nbtune.cell.loops import built_from_state, names_that_take_effect
+from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
 from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell, holdout_leaks
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
@@ -633,6 +633,19 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         messages.append(
             f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "
             "that changes nothing (and that blurs the importances); use it, or drop its '# tune:' comment"
+        )
+    best = (
+        running_best(program.spec.tree, program.spec.epochs.lineno, program.metric, list(program.state))
+        if program.state and program.spec.epochs is not None and program.spec.tree is not None
+        else None
+    )
+    if best is not None:
+        messages.append(
+            f"line {best[1]}: {program.metric!r} is the best epoch's score so far ({best[0]!r}), but the state kept "
+            "is the last epoch's: res.best_state() and --apply give the model after the last epoch, which may score "
+            f"less; set {program.metric!r} to the epoch's own score (successive halving compares epochs as they "
+            "are), or keep the best epoch's model as state too (best_model = copy.deepcopy(model) under the same "
+            "'if', with --state best_model)"
         )
     weak = weakly_known(identity)
     if weak:

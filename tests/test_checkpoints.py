@@ -321,6 +321,28 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
     assert not any("built before the epochs loop" in m for m in res.messages)
 
 
+def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):
+    """Early stopping written by hand, 'val_acc = best_acc' (the best epoch's score) with the model as
+    state: res.best_state() gave the last epoch's model, scoring less than val_acc said, and nothing
+    said so (found trying nbtune as a new user). Named before the search, with both fixes."""
+    cell = (
+        "lr = 0.5  # tune: uniform(0.1, 1)\nw = [0.0]  # tune: state\nbest_acc = 0.0\n"
+        "for epoch in range(4):  # tune: epochs\n    w[0] += lr\n    acc = 1 - abs(w[0] - 1)\n"
+        "    if acc > best_acc:\n        best_acc = acc\n    val_acc = best_acc\n"
+    )
+    res = run(ip, "--maximize val_acc --trials 2 --scheduler none", cell)
+    said = [m for m in res.messages if "best epoch's score so far" in m]
+    assert said and said[0].startswith("line 10: 'val_acc' is the best epoch's score so far ('best_acc')"), res.messages
+    # the epoch's own score, or the best epoch's model kept as state too: nothing to say
+    own = cell.replace("val_acc = best_acc", "val_acc = acc")
+    assert not any("so far" in m for m in run(ip, "--maximize val_acc --trials 2 --scheduler none", own).messages)
+    kept = cell.replace("        best_acc = acc\n", "        best_acc = acc\n        best_w = list(w)\n").replace(
+        "best_acc = 0.0\n", "best_acc = 0.0\nbest_w = None\n"
+    )
+    res = run(ip, "--maximize val_acc --trials 2 --scheduler none --state w,best_w", kept)
+    assert not any("so far" in m for m in res.messages)
+
+
 def test_an_end_state_that_could_not_be_written_is_not_replaced_by_an_earlier_epochs(ip, monkeypatch):
     """The disk filled after epoch 1's checkpoint: --apply and best_state() loaded that epoch's
     state as the model the trial's value measured (found trying nbtune as a new user)."""

@@ -402,3 +402,52 @@ def set_in_epochs_loop(tree: ast.Module, loop_line: int) -> set[str]:
     return {
         n.id for part in loop.body for n in ast.walk(part) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
     }
+
+
+def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]) -> tuple[str, int] | None:
+    """(the variable, its line) when the epochs loop sets the metric to a best-so-far score rather
+    than the epoch's own: ``val_acc = best_acc`` with ``best_acc`` set only under an ``if`` in the
+    loop (``if acc > best_acc: best_acc = acc``), or ``val_acc = max(val_acc, acc)``; and none of
+    ``state`` is kept the same way (``best_model = copy.deepcopy(model)`` under that ``if``). Else None."""
+    loop = epochs_loop(tree, loop_line)
+    if loop is None:
+        return None
+    under_if: dict[str, bool] = {}  # name -> every assignment of it in the loop is under an if
+
+    def walk(stmts: list[ast.stmt], conditional: bool) -> None:
+        for s in stmts:
+            if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            targets = s.targets if isinstance(s, ast.Assign) else [s.target] if isinstance(s, ast.AnnAssign) else []
+            for target in targets:
+                for n in ast.walk(target):
+                    if isinstance(n, ast.Name):
+                        under_if[n.id] = under_if.get(n.id, True) and conditional
+            if isinstance(s, ast.If):
+                walk(s.body, True)
+                walk(s.orelse, True)
+            else:
+                for field in ("body", "orelse", "finalbody"):
+                    inner = getattr(s, field, None)
+                    if isinstance(inner, list):
+                        walk(inner, conditional)
+                for h in getattr(s, "handlers", []):
+                    walk(h.body, conditional)
+
+    walk(loop.body, False)
+    if any(under_if.get(name) for name in state):
+        return None
+    for node in ast.walk(loop):
+        if not (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == metric for t in node.targets)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id != metric and under_if.get(value.id):
+            return value.id, node.lineno
+        if (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min")
+            and any(isinstance(a, ast.Name) and a.id == metric for a in value.args)
+        ):
+            return metric, node.lineno
+    return None
