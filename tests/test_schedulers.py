@@ -229,8 +229,8 @@ def test_rung_of_without_rungs(kind, step):
             "ASHA (r=1, R=1, eta=3: no rung before the last epoch, every trial runs to the end)",
         ),
         ({"kind": "median", "R": 27, "r": 5}, "median stopping (after 5 epochs)"),
-        ({"kind": "none", "R": 27}, "no early stopping"),
-        ({"kind": "none"}, "no early stopping"),
+        ({"kind": "none", "R": 27}, "no scheduler: every trial runs to its end"),
+        ({"kind": "none"}, "no scheduler: every trial runs to its end"),
     ],
 )
 def test_describe(kwargs, text):
@@ -375,7 +375,7 @@ def test_a_new_scheduler_is_one_registration():
         assert scheduler_kind("patience") is kind
         spec = SchedulerSpec(kind="patience", R=9)
         assert (spec.describe(), spec.n_brackets, spec.rung_epochs(), spec.rung_of(9)) == (
-            "no early stopping",
+            "no scheduler: every trial runs to its end",
             1,
             [],
             None,

@@ -114,7 +114,7 @@ class BaseScheduler:
         return 1
 
     def describe(self, spec: SchedulerSpec) -> str:
-        return "no early stopping"
+        return "no scheduler: every trial runs to its end"
 
     def explain(
         self,
