@@ -78,3 +78,32 @@ def test_target_survives_an_unreadable_file():
     control.set_target(9)
     control.cleanup()  # the folder is gone: the last target seen stands
     assert control.target() == 9
+
+
+def test_a_dead_runs_control_folder_is_swept_when_the_next_run_starts(tmp_path):
+    """A killed kernel left its 'runs/<name>-<id>' folder in the store for good (swept by nothing).
+    The next run on this machine removes those whose process is gone; a live one's, another
+    machine's and one being made stay."""
+    import socket
+    import subprocess
+    import sys
+
+    import nbtune
+
+    store = tmp_path / ".nbtune"
+    runs = store / "runs"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folders = {
+        "dead": f"{socket.gethostname()} {int(gone.stdout)}",
+        "live": f"{socket.gethostname()} {os.getppid()}",
+        "elsewhere": f"another-host {int(gone.stdout)}",
+        "making": None,
+    }
+    for name, owner in folders.items():
+        (runs / f"s-{name}").mkdir(parents=True)
+        if owner is not None:
+            (runs / f"s-{name}" / "owner").write_text(owner)
+    nbtune.tune(
+        "x = 0.5  # tune: uniform(0, 1)\nloss = x\n", minimize="loss", n_trials=2, store=store, name="s", view=None
+    )
+    assert sorted(p.name for p in runs.iterdir()) == ["s-elsewhere", "s-live", "s-making"]

@@ -97,6 +97,17 @@ def test_stop_reaches_workers_through_the_store(store, tmp_path, monkeypatch):
     assert control.worker_pids()
     control.cleanup()
     assert not pickle.loads(pickle.dumps(control)).stop_requested()
+    # a killed kernel's rows are swept when the next run starts on this machine (they stayed for good)
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = st.control("flags", 5)
+    dead._put("owner", f"{socket.gethostname()} {int(gone.stdout)}")
+    live = st.control("flags", 5)
+    st.control("flags", 5)
+    assert dead._get("target") is None and live._get("target") == "5"
 
 
 def test_the_lock_is_exclusive_across_connections(store, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -147,6 +148,38 @@ class BaseControl(abc.ABC):
             self._delete(f"worker-{pid}")
 
 
+OWNER_FILE = "owner"  # "<host> <pid>" of the process that started the run
+
+
+def run_owner() -> str:
+    """What a run's control records of the process that started it."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether the process ``owner`` (:func:`run_owner`) names has ended: only for this machine's,
+    whose processes it can see (False when unsure)."""
+    try:
+        host, pid = (owner or "").split()
+        if host != socket.gethostname() or int(pid) == os.getpid():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # another user's process, no owner (being made), unreadable
+        return False
+    return False
+
+
+def sweep_dead_runs(runs: Path) -> None:
+    """Remove the control folders of runs whose process is gone (a killed kernel leaves its
+    ``runs/<name>-<id>`` behind)."""
+    for folder in runs.glob("*-*"):
+        with contextlib.suppress(OSError):
+            if owner_gone(Path(folder, OWNER_FILE).read_text()):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 class FileControl(BaseControl):
     """A run's state as marker files in ``directory`` (a private temp folder by default).
 
@@ -165,6 +198,7 @@ class FileControl(BaseControl):
             directory = tempfile.mkdtemp(prefix="nbtune-run-")
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.directory = str(directory)
+        self._put(OWNER_FILE, run_owner())  # (a sweep knows a dead run's folder)
         self.set_target(n_trials)
 
     def _put(self, key: str, value: str) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.exceptions import ConfigError
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name
-from nbtune.store.control import BaseControl
+from nbtune.store.control import OWNER_FILE, BaseControl, owner_gone, run_owner
 
 if TYPE_CHECKING:
     import optuna
@@ -242,7 +242,9 @@ class DatabaseStore(BaseStore):
         return None if row is None else float(row[0])
 
     def control(self, name: str, n_trials: int) -> BaseControl:
-        return DatabaseControl(n_trials, self, f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
+        control = DatabaseControl(n_trials, self, f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
+        control.sweep()
+        return control
 
 
 class DatabaseControl(BaseControl):
@@ -262,7 +264,22 @@ class DatabaseControl(BaseControl):
         self.store, self.run = store, run
         self._seen: dict[str, tuple[float, str | None]] = {}
         self._ensure_table()
+        self._put(OWNER_FILE, run_owner())  # (a sweep knows a dead run's rows)
         self.set_target(n_trials)
+
+    def sweep(self) -> None:
+        """Delete the rows of runs whose process is gone (a killed kernel leaves them behind);
+        only this machine's, whose processes it can see."""
+        table = self._table()
+        with contextlib.suppress(Exception):
+            with self.store.engine().connect() as conn:
+                owners = conn.execute(
+                    table.select().with_only_columns(table.c.run, table.c.value).where(table.c.key == OWNER_FILE)
+                ).all()
+            dead = [str(run) for run, owner in owners if owner_gone(str(owner))]
+            if dead:
+                with self.store.engine().begin() as conn:
+                    conn.execute(table.delete().where(table.c.run.in_(dead)))
 
     def _table(self) -> Any:
         import sqlalchemy as sa

@@ -324,8 +324,9 @@ class JournalStore(BaseStore):
         return str(self.artifacts)
 
     def control(self, name: str, n_trials: int) -> BaseControl:
-        from nbtune.store.control import FileControl
+        from nbtune.store.control import FileControl, sweep_dead_runs
 
+        sweep_dead_runs(self.directory / "runs")
         return FileControl(n_trials, self.directory / "runs" / f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
 
 
