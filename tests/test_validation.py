@@ -1097,3 +1097,37 @@ def test_the_holdout_warning_of_a_cross_validated_search_does_not_suggest_cross_
     with pytest.warns(NbtuneWarning):
         five = run(ip, "--maximize acc --trials 4 --holdout test_acc --view none", cell.replace("folds(3)", "folds(5)"))
     assert five.study.study_name == res.study.study_name + ":v3"
+
+
+def test_honest_final_refits_and_shared_frames_are_no_leak(ip):
+    """False 'possible leak' notes (found trying nbtune as a new user): a one-line final refit on the
+    training and validation data, 'clone(model).fit(np.vstack([X_train, X_val]), ...).score(X_test,
+    y_test)', named every search line reading X_train or X_val; so did a frame split by index
+    (df.loc[te_idx]) and labels passed by name (labels=classes)."""
+    ip.run_cell(
+        "import numpy as np, pandas as pd\nfrom sklearn.base import clone\nfrom sklearn.linear_model import Ridge\n"
+        "rng = np.random.default_rng(0)\nX_train, y_train = rng.normal(size=(40, 3)), rng.normal(size=40)\n"
+        "X_val, y_val = rng.normal(size=(20, 3)), rng.normal(size=20)\nX_test, y_test = rng.normal(size=(20, 3)), "
+        "rng.normal(size=20)\ndf = pd.DataFrame(rng.normal(size=(60, 4)), columns=list('abcy'))\n"
+        "tr_idx, te_idx = df.index[:40], df.index[40:]\nclasses = np.arange(3)\n"
+        "def err(m, X, y, labels=None):\n    return float(((m.predict(X) - y) ** 2).mean())\n"
+    )
+    refit = (
+        "a = 1.0  # tune: loguniform(0.01, 10)\nmodel = Ridge(alpha=a).fit(X_train, y_train)\n"
+        "val_mse = err(model, X_val, y_val, labels=classes)\n"
+        "test_mse = err(clone(model).fit(np.vstack([X_train, X_val]), np.concatenate([y_train, y_val])), X_test, "
+        "y_test, labels=classes)\n"
+    )
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name refit", refit)
+    assert not any("leak" in m for m in res.messages), res.messages
+    frame = (
+        "a = 1.0  # tune: loguniform(0.01, 10)\nmodel = Ridge(alpha=a).fit(df.loc[tr_idx, ['a', 'b']], "
+        "df.loc[tr_idx, 'y'])\nval_mse = err(model, df.iloc[20:40][['a', 'b']], df.iloc[20:40]['y'])\n"
+        "test_mse = err(model, df.loc[te_idx, ['a', 'b']], df.loc[te_idx, 'y'])\n"
+    )
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name frame", frame)
+    assert not any("leak" in m for m in res.messages), res.messages
+    # the refit's test data read by the search is still a leak
+    leaky = refit.replace("val_mse = err(model, X_val, y_val", "val_mse = err(model, X_test, y_test")
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name leaky", leaky)
+    assert any("possible leak: line 4 of the %%tune cell reads 'X_test', 'y_test'" in m for m in res.messages)

@@ -961,24 +961,42 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             )
 
 
+_INDEXERS = {"loc", "iloc", "at", "iat"}
+_TRAINING_CALLS = {"fit", "partial_fit", "fit_transform", "train"}
+_NOT_DATA_KEYWORDS = {"labels", "classes", "target_names", "columns", "feature_names", "categories"}
+
+
 def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> list[str]:
     """Lines of the search that read the notebook data the sealed holdout's lines read, as one
     sentence each: ``val_rmse = rmse(y_test, model.predict(X_test))`` beside ``--holdout test_rmse``
     scored the search on the test data and reported a gap of 0, 'within' (found trying nbtune as a
     new user). Data is what has a shape or a length and is no model; a name the sealed line only
-    indexes (``X[test]``) is shared data, and no sign of a leak. What a notebook function reads as
+    indexes (``X[test]``, ``df.loc[test]``), trains a final refit on, or passes as ``labels=`` is
+    shared data, and no sign of a leak. What a notebook function reads as
     a global counts as read by the line that calls it (``def test_score(m): return m.score(X_test,
     y_test)``), on either side."""
     sealed = _assigning(tree, holdout)
     inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
-    indexed = {id(n.value) for stmt in sealed for n in ast.walk(stmt) if isinstance(n, ast.Subscript)}
+    # not the holdout's data: what the sealed line indexes (X[test], df.loc[test]), what a final refit
+    # trains on (clone(model).fit(X_train_val, ...).score(X_test, ...)), labels and column lists
+    # passed by name (labels=classes)
+    shared: set[int] = set()
+    for stmt in sealed:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Subscript):
+                base = n.value.value if isinstance(n.value, ast.Attribute) and n.value.attr in _INDEXERS else n.value
+                shared.add(id(base))
+            elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _TRAINING_CALLS:
+                shared |= {id(x) for a in [*n.args, *(k.value for k in n.keywords)] for x in ast.walk(a)}
+            elif isinstance(n, ast.keyword) and n.arg in _NOT_DATA_KEYWORDS:
+                shared |= {id(x) for x in ast.walk(n.value)}
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
     def data(names: Iterable[str]) -> set[str]:
         return {n for n in names if n not in bound and n in user_ns and _is_data(user_ns[n])}
 
     loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-    test_data = data(n.id for n in loads if id(n) in inside and id(n) not in indexed)
+    test_data = data(n.id for n in loads if id(n) in inside and id(n) not in shared)
     test_data |= data(g for n in loads if id(n) in inside for g in globals_read_through(n.id, user_ns))
     same = {id(user_ns[n]): n for n in test_data}  # another name for the same array: X_v2 = X_test
     reads: dict[int, set[str]] = {}
