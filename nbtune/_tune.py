@@ -421,6 +421,13 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     return R
 
 
+def _study_attrs(store: BaseStore, name: str) -> dict[str, Any]:
+    """The user attributes of study ``name`` in ``store``."""
+    import optuna
+
+    return dict(optuna.load_study(study_name=name, storage=store.storage(name)).user_attrs)
+
+
 def _choose_version(
     store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
 ) -> str:
@@ -594,6 +601,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "record": list(cfg.record or []),
         "state": list(cfg.state or []),
     }
+    # --resume over a change: the study's earlier trials ran other code (read before this run records its own)
+    same_cell = not (
+        cfg.resume
+        and target in store.versions(base)
+        and describe_difference(_study_attrs(store, target).get(ATTR.IDENTITY), identity)
+    )
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
     # what only matters to trials that will run (not said by a re-run with nothing to run)
@@ -717,6 +730,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             vary_seed=cfg.vary_seed,
             outer_fold=outer_fold,
             keep_checkpoints=cfg.keep_checkpoints,
+            same_cell=same_cell,
         )
     elif timed_out:
         messages.append(

@@ -602,6 +602,12 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
     broken = cell.replace("loss = x", "loss = x + undefined_name")
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --seed 1 --view none --resume", broken)
+    # the same error at the same line, but --resume over an edit that makes every trial raise it: the
+    # earlier trials ran other code, so it is a bug (the search went on through all 16; found trying
+    # nbtune as a new user)
+    every = cell.replace("if bad:", "if True:")
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed with ValueError"):
+        ip.run_cell_magic("tune", "--minimize loss -n 40 --sampler random --seed 1 --view none --resume", every)
 
 
 @pytest.mark.parametrize(

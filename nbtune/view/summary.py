@@ -211,7 +211,7 @@ class StudySummary:
             )
         errs = self.errors()
         if errs:
-            n, e = next(iter(errs.items()))
+            n, e = list(errs.items())[-1]  # the latest: after a re-run, this run's, not an old one's
             lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
         lines.extend(f"diagnosis: {f.sentence()}" for f in self._findings()[:3])
         if self.checks is not None:
