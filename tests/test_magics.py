@@ -827,6 +827,7 @@ def test_bad_options_are_usage_errors(ip, line, match):
         ("x = 1  # Tune: int(0, 3)\nloss = x\n", "line 2 of the %%tune cell: '# Tune: int\\(0, 3\\)' looks like an"),
         ("x = 1  # tune int(0, 3)\nloss = x\n", "write it as '# tune: int\\(...\\)' \\(lower-case 'tune' and a colon"),
         ("x = 0.1  # tune - loguniform(1e-3, 1)\nloss = x\n", "'# tune - loguniform\\(1e-3, 1\\)' looks like an"),
+        ("x = 0.1  # tune: uniform(0, 1)\nw = 0.1  # tune -- loguniform(1e-3, 1)\nloss = x\n", "'# tune -- loguniform"),
         ("for e in range(3):  # TUNE epochs\n    loss = e\nx = 1  # tune: int(0, 3)\n", "'# tune: epochs' \\(lower"),
         # beside a valid annotation, one mistyped was ignored without a word (found trying nbtune as a new user)
         (

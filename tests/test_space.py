@@ -154,6 +154,8 @@ def test_whole_numbers_written_as_floats_are_int_bounds():
     p = param("int", (1e2, 1e4), {}, 1000)
     assert p.args == (100, 10000) and all(type(a) is int for a in p.args)
     assert param("logint", (1.0, 1024.0), {}, 32).args == (1, 1024)
+    assert param("int", (1e2, 1e4), {"step": 1e2}, 1000).kwargs == {"step": 100}  # the step too
+    # (not the default: the cell assigns it, and without the magic 'n = 1e3' is a float)
 
 
 def test_every_kind_is_registered():

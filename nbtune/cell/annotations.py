@@ -43,7 +43,7 @@ _COMMENT_RE = re.compile(r"#\s*tune\s*:(?P<text>.*)$")
 # '# Tune: int(...)', '# tune int(...)', '# tunes: choice(...)'; later in the comment only with its
 # colon ('# l2, tune: loguniform(...)'), not prose ('# no need to tune seed here')
 _NEAR_RE = re.compile(
-    r"#\s*tunes?\b\s*[:=\-\u2013\u2014]?\s*(?P<kind>[A-Za-z_]\w*)|\btunes?\s*[:=]\s*(?P<later>[A-Za-z_]\w*)",
+    r"#\s*tunes?\b\s*[:=\-\u2013\u2014]*\s*(?P<kind>[A-Za-z_]\w*)|\btunes?\s*[:=]\s*(?P<later>[A-Za-z_]\w*)",
     re.IGNORECASE,
 )
 

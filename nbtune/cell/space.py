@@ -27,6 +27,11 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _whole(x: Any) -> Any:
+    """``x`` as an int when it is a float holding a whole number (``1e4``), else ``x``."""
+    return int(x) if isinstance(x, float) and x.is_integer() and abs(x) <= 2**53 else x
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -266,10 +271,9 @@ class Param:
     def __post_init__(self) -> None:
         kind = PARAM_KINDS[self.kind]
         if getattr(kind, "integer", False):  # int(1e2, 1e4): whole numbers written as floats are those ints
-            whole = tuple(
-                int(a) if isinstance(a, float) and a.is_integer() and abs(a) <= 2**53 else a for a in self.args
-            )
-            object.__setattr__(self, "args", whole)
+            object.__setattr__(self, "args", tuple(_whole(a) for a in self.args))
+            if "step" in self.kwargs:
+                object.__setattr__(self, "kwargs", {**self.kwargs, "step": _whole(self.kwargs["step"])})
         kind.validate(self)
 
     def fail(self, what: str, fix: str) -> NoReturn:
