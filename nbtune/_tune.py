@@ -156,8 +156,8 @@ def _direction_note(metric: str, direction: str) -> list[str]:
     """A note when the metric's name reads as the other direction's (``--maximize val_rmse``):
     the search would look for the worst model, and report it as the best."""
     words = set(re.split(r"[_\W]+", metric.lower()))
-    if words & {"neg", "negative", "minus", "inv"}:
-        return []
+    if words & {"neg", "negative", "minus", "inv", "improvement", "gain", "reduction", "decrease", "drop", "delta"}:
+        return []  # neg_rmse, rmse_improvement: the other way round
     if direction == "maximize" and words & _ERROR_WORDS:
         kind, better, other = "an error or a loss, which is minimized", "lower", "--minimize"
     elif direction == "minimize" and words & _SCORE_WORDS:
@@ -624,7 +624,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
     for holder, function, read in program.unreachable:
         messages.append(
-            f"{function} (reached through {holder!r}: a decorator, a default argument, a dict or a method) reads "
+            f"{function} (reached through {holder!r}: a decorator, a default argument, a dict, a partial or a method) reads "
             f"{', '.join(repr(n) for n in read)} as a global, which the cell sets: a trial cannot give it its own, so "
             "it reads the notebook's; pass the value as an argument"
         )
@@ -653,8 +653,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         else None
     )
     if best is not None:
+        source = f"{program.metric} = max({program.metric}, ...)" if best[0] == program.metric else repr(best[0])
         messages.append(
-            f"line {best[1]}: {program.metric!r} is the best epoch's score so far ({best[0]!r}), but the state kept "
+            f"line {best[1]}: {program.metric!r} is the best epoch's score so far ({source}), but the state kept "
             "is the last epoch's: res.best_state() and --apply give the model after the last epoch, which may score "
             f"less; set {program.metric!r} to the epoch's own score (successive halving compares epochs as they "
             "are), or keep the best epoch's model as state too (best_model = copy.deepcopy(model) under the same "

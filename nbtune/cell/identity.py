@@ -339,7 +339,7 @@ def unreachable_readers(
             if isinstance(v, types.FunctionType) and v.__globals__ is user_ns and id(v) not in done:
                 read = sorted(_global_loads(v.__code__) & names)  # not attributes: 'self.lr' is no global
                 if read:
-                    found.append((holder, v.__qualname__, read))
+                    found.append((holder, "a lambda" if v.__name__ == "<lambda>" else v.__qualname__, read))
             todo += [(w, depth + 1) for w in inner(v, depth)]
     return found
 

@@ -819,9 +819,10 @@ def compile_cell(
             holder, function = readers[0]
             raise ConfigError(
                 f"line {param.lineno} of the %%tune cell tunes {param.name!r}, but only {function} (reached through "
-                f"{holder!r}: a decorator, a default argument, a dict or a method) reads it, as a global, and a "
+                f"{holder!r}: a decorator, a default argument, a dict, a partial or a method) reads it, as a global, and a "
                 f"trial cannot give it its own: every trial would run with the notebook's {param.name}; pass the "
-                f"value as an argument ({function}(..., {param.name}={param.name}))"
+                "value as an argument"
+                + ("" if function == "a lambda" else f" ({function}(..., {param.name}={param.name}))")
             )
     return CellProgram(
         source=source,

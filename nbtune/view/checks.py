@@ -89,6 +89,7 @@ class HoldoutReport:
     threshold: float | None  # --holdout-gap; None: see tolerance
     n_runs: int = 1
     cross_validated: bool = False  # the metric is a mean over '# tune: folds(k)'
+    seeded: bool = True  # the cell has a '# tune: seed' variable (--revalidate needs one)
 
     @property
     def tolerance(self) -> float:
@@ -132,7 +133,13 @@ class HoldoutReport:
             if self.cross_validated
             else "more validation data or cross-validation, fewer trials per validation set"
         )
-        fixes += "" if self.n_runs > 1 else ", or re-validate the top configurations across seeds (--revalidate K)"
+        if self.n_runs == 1:
+            fixes += (
+                ", or re-validate the top configurations across seeds (--revalidate K)"
+                if self.seeded
+                else ", or mark the cell's seed ('seed = 0  # tune: seed') and re-validate the top configurations "
+                "across seeds (--revalidate K)"
+            )
         return (
             head
             + f". WARNING: the gap exceeds {fmt(self.tolerance)}{self._set_by()}. The search picked what scores best on "
@@ -280,6 +287,7 @@ class CheckReport:
                 self.threshold,
                 n_runs=len(chosen.holdouts),
                 cross_validated=self._cross_validated(),
+                seeded=self._seeded(),
             )
         final = [t for t in self._runs("final") if t.state.name == "COMPLETE" and ATTR.HOLDOUT in t.user_attrs]
         if not final:
@@ -295,7 +303,14 @@ class CheckReport:
             n_trials,
             self.threshold,
             cross_validated=self._cross_validated(),
+            seeded=self._seeded(),
         )
+
+    def _seeded(self) -> bool:
+        import re
+
+        source = (self.study.user_attrs.get(ATTR.CELL) or {}).get("source")
+        return source is None or re.search(r"#\s*tune:\s*seed\b", source) is not None
 
     def _cross_validated(self) -> bool:
         return (self.study.user_attrs.get(ATTR.CONFIG) or {}).get("unit") == "fold" or any(
