@@ -39,7 +39,14 @@ from nbtune._config import (
 from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
 from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
-from nbtune.cell.program import CellProgram, TrialInterrupted, TrialRuntime, compile_cell, holdout_leaks
+from nbtune.cell.program import (
+    CellProgram,
+    TrialInterrupted,
+    TrialRuntime,
+    compile_cell,
+    holdout_leaks,
+    read_above,
+)
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
@@ -642,6 +649,13 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"it; seed your code with it (random_state={seed.name}, torch.manual_seed({seed.name})) or drop its "
             "'# tune: seed' comment"
         )
+    for param in program.params:
+        early, later = read_above(program.spec.tree, param.name, param.lineno) if program.spec.tree else ([], False)
+        if early and later:  # (read only above: an error, from compile_cell)
+            messages.append(
+                f"line {', '.join(map(str, early))} reads {param.name!r} above its '# tune:' line {param.lineno}, where "
+                "it is still the notebook's value, not the trial's; move the '# tune:' assignment above it"
+            )
     for param in [p for p in program.params if p.name in unread and p.name not in program.read_by_functions]:
         messages.append(
             f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "

@@ -895,6 +895,10 @@ def test_a_tuned_variable_read_only_above_its_annotation_is_an_error(ip):
         r"'# tune:' assignment above line 2",
     ):
         ip.run_cell_magic("tune", "--maximize v -n 4", cell)
+    # read above and below: the line above still reads the notebook's (said as a note)
+    both = cell.replace("v = params['lr']", "v = params['lr'] + 0 * learning_rate")
+    res = ip.run_cell_magic("tune", "--maximize v -n 2 --view none", both)
+    assert any(m.startswith("line 2 reads 'learning_rate' above its '# tune:' line 3") for m in res.messages)
     fixed = "learning_rate = 0.1  # tune: loguniform(1e-3, 0.3)\nparams = dict(lr=learning_rate)\nv = params['lr']\n"
     res = ip.run_cell_magic("tune", "--maximize v -n 4 --view none", fixed)
     assert len({t.value for t in res.study.trials}) == 4

@@ -800,8 +800,8 @@ def compile_cell(
                 f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
             )
     for param in spec.params:
-        early = [] if param.name in read_by_functions else read_only_before(spec.tree, param.name, param.lineno)
-        if early:
+        early, later = read_above(spec.tree, param.name, param.lineno)
+        if early and not later and param.name not in read_by_functions:
             raise ConfigError(
                 f"line {param.lineno} of the %%tune cell tunes {param.name!r}, but the cell reads it only before that "
                 f"(line {', '.join(map(str, early))}), where it is still the notebook's value: every trial would run "
@@ -843,12 +843,13 @@ def compile_cell(
     )
 
 
-def read_only_before(tree: ast.Module, name: str, line: int) -> list[int]:
-    """The lines that read ``name`` before the top-level statement on ``line`` assigns it, when no
-    line reads it after (the code of a function defined before counts as after: it runs when
-    called); else []. ``params = dict(lr=learning_rate)`` above ``learning_rate = 0.1  # tune: ...``
-    gives every trial the notebook's value."""
+def read_above(tree: ast.Module, name: str, line: int) -> tuple[list[int], bool]:
+    """(the lines that read ``name`` before the top-level statement on ``line`` assigns it, whether a
+    line reads it after): ``params = dict(lr=learning_rate)`` above ``learning_rate = 0.1  # tune:
+    ...`` reads the notebook's value. The code of a function defined before counts as after (it
+    runs when called); its defaults and decorators run where it is defined."""
     before: set[int] = set()
+    after = False
     for stmt in visible(tree).body:
         deferred: set[int] = set()
         for node in ast.walk(stmt):
@@ -861,8 +862,8 @@ def read_only_before(tree: ast.Module, name: str, line: int) -> list[int]:
             if stmt.end_lineno is not None and stmt.end_lineno < line and id(node) not in deferred:
                 before.add(node.lineno)
             else:
-                return []
-    return sorted(before)
+                after = True
+    return sorted(before), after
 
 
 def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
