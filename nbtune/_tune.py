@@ -423,7 +423,7 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
         assert epochs is not None
         raise ConfigError(
             f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known before it "
-            f"runs ({epochs.why}); pass --max-epochs R (the epochs of a full trial, e.g. --max-epochs $EPOCHS)"
+            f"runs ({epochs.why}); pass --max-epochs R (the epochs of a full trial, e.g. --max-epochs 20)"
         )
     return R
 

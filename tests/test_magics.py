@@ -904,6 +904,16 @@ def test_a_tuned_variable_read_only_above_its_annotation_is_an_error(ip):
     assert len({t.value for t in res.study.trials}) == 4
 
 
+def test_a_loop_longer_than_max_epochs_fails_its_trial(ip):
+    """A generator loop of 8 epochs with --max-epochs 5: the header said R=5 and the trials ran 8
+    (found trying nbtune as a new user). --max-epochs is a full trial's epochs: more is an error."""
+    ip.run_cell("def gen():\n    yield from range(8)\n")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor e in gen():  # tune: epochs\n    loss = x\n"
+    with pytest.raises(UsageError, match=r"line 3 of the %%tune cell: the epochs loop ran more than --max-epochs 5 "):
+        ip.run_cell_magic("tune", "--minimize loss -n 6 --max-epochs 5 --scheduler none --view none", cell)
+    assert ip.run_cell_magic("tune", "--minimize loss -n 3 --max-epochs 8 --view none", cell).n_finished == 3
+
+
 def test_range_of_a_notebook_variable_is_a_known_length(ip):
     """The most common PyTorch style: EPOCHS set in an earlier cell."""
     ip.run_cell("EPOCHS = 9")

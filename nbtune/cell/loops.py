@@ -44,8 +44,7 @@ def _value(node: ast.expr, env: dict[str, Any]) -> Any:
     if isinstance(node, ast.Name):
         if isinstance(env.get(node.id), _SetInCell):
             raise _Unknown(
-                f"{node.id} is set on line {env[node.id].line} of the cell by code nbtune does not run before the "
-                "trials, so the notebook's value may not be the one the loop reads"
+                f"{node.id} is set on line {env[node.id].line} of the cell by code nbtune does not run before the trials"
             )
         if node.id in env:
             return env[node.id]

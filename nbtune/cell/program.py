@@ -643,6 +643,13 @@ class TrialRuntime:
         self._step += 1
         if self._step > (self._read_length() or self._step):
             self._not_the_length_read()
+        if self._max_step is not None and self._step > self._max_step and self.trial is not None:
+            loop = self.program.spec.epochs
+            raise CellError(
+                f"line {loop.lineno if loop else '?'} of the %%tune cell: the epochs loop ran more than --max-epochs "
+                f"{self._max_step} epochs; --max-epochs is the epochs of a full trial (the rungs are set from it): "
+                "give the loop's length, or stop the loop there"
+            )
         assert self._ns is not None
         if self._step <= self._silent:  # retrained: its value was reported by the trial it continues
             self._check_stop_now()
