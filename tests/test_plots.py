@@ -299,3 +299,13 @@ def test_a_diverged_value_does_not_flatten_the_others():
     history = plots.dashboard_figure(summary).axes[0]
     assert history.get_ylim()[1] < 10 and "off the scale" in history.get_title()
     assert plots.robust_ylim([0.1, 0.2, 0.3, 0.25, 0.15]) is None  # nothing far out: matplotlib's own limits
+
+
+def test_the_slice_plots_first_trials_are_visible():
+    """Optuna's slice plot colours points by trial number from white: the baseline and the first
+    trials were near-invisible on its grey background (found trying nbtune as a new user)."""
+    fig = plots.view_figure("slice", summary_of(log_trials(12)))
+    coloured = [c for ax in fig.axes for c in ax.collections if c.get_array() is not None]
+    assert coloured and all(c.get_cmap().name == "viridis" for c in coloured)
+    first = min(coloured[0].get_array())
+    assert min(coloured[0].get_cmap()(coloured[0].norm(first))[:3]) < 0.9  # not white

@@ -472,9 +472,24 @@ def _chosen(result: TuneResult, choice: PlotChoice, at_most: int | None = None) 
 
 
 def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
+    import numpy as np
     from optuna.visualization.matplotlib import plot_slice
 
-    return _optuna_figure(lambda: plot_slice(result.study, params=_chosen(result, choice), target_name=result.metric))
+    def draw() -> Any:
+        axes = plot_slice(result.study, params=_chosen(result, choice), target_name=result.metric)
+        # Optuna colours the points by trial number from white: the first trials, the baseline among
+        # them, were near-invisible on its grey background. A colour map without white, and an edge
+        # (inside Optuna's style, where the colour bar is drawn again).
+        for ax in np.ravel(axes) if isinstance(axes, np.ndarray) else [axes]:
+            for points in ax.collections:
+                if points.get_array() is not None:
+                    points.set_cmap("viridis")
+                    points.set_edgecolor("0.25")
+                    if points.colorbar is not None:
+                        points.colorbar.update_normal(points)
+        return axes
+
+    return _optuna_figure(draw)
 
 
 def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
