@@ -261,11 +261,21 @@ class TuneMagics(Magics):
         notebook or the notebook data it reads changed since the study ran, a new version
         starts and the output says what changed (``--resume`` continues instead). Interrupt
         stops the search gracefully, keeps every finished trial, shows the partial result and
-        ends the cell with one error line, so Run All stops there. The result (returned, and
-        bound by ``--out``) has ``.study``, ``.best_params``, ``.best_value``,
-        ``.trials_dataframe()``, ``.plot(view)`` and ``.show()`` (the live dashboard again).
+        ends the cell with one error line, so Run All stops there.
+
+        The result (returned, and bound by ``--out``): ``.study`` (the optuna.Study),
+        ``.best_params``, ``.best_value``, ``.best_state()`` (the saved model of ``# tune:
+        state``), ``.n_finished``, ``.counts()``, ``.messages`` (the notes and what changed),
+        ``.trials_dataframe()`` (pandas, with the stop reasons and errors), ``.decisions()``
+        (why each trial stopped, as sentences), ``.diagnose()``, ``.revalidation()``,
+        ``.holdout()``, ``.lineage()`` (PBT), ``.show()`` (the live dashboard again) and
+        ``.plot(view)`` with view one of "overview", "learning curves", "slice", "contour",
+        "parallel coordinates", "importance", "recorded", "EDF", "timeline", "lineage".
         ``%tune_show [NAME]`` shows a stored study again (after a restart, in another
-        notebook); ``%tune_validate`` re-validates it: its top configurations with other seeds.
+        notebook; NAME:v2 a version); ``%tune_validate`` re-validates it: its top
+        configurations with other seeds. From Python or a script, ``nbtune.tune(cell_source,
+        maximize="val_acc", n_trials=40, ...)`` runs the same search (the options as keyword
+        arguments).
         """
         args, cfg = self._config(line)
         from nbtune._tune import tune

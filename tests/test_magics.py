@@ -718,8 +718,15 @@ def test_help_text(ip):
         "%%tune --trials 40 --maximize val_acc",
         "tune: epochs",
         "optuna-dashboard",
+        # what the tutorials call on the result, and the same search from Python (a learner missed them)
+        ".decisions()",
+        ".best_state()",
+        'nbtune.tune(cell_source, maximize="val_acc"',
     ):
         assert text in doc
+    from nbtune.view.plots import PLOT_VIEWS
+
+    assert all(f'"{view}"' in doc for view in PLOT_VIEWS), [v for v in PLOT_VIEWS if f'"{v}"' not in doc]
     info = ip.object_inspect("%%tune")
     assert info["found"]
     assert "%%tune [--maximize NAME] [--minimize NAME] [-n N]" in info["docstring"]  # a cell magic's usage
