@@ -397,7 +397,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
         if len(versions) > 1:  # the name %%tune printed for version 1 is this one's base: say which opened
             warnings.warn(
                 f"{name!r} has {len(versions)} versions (the cell, its notebook or its data changed, or --fresh): "
-                f"opened the latest, {target!r}; '{name}:v1' opens the first",
+                f"opened the latest, {target!r}; '{name}:v1' opens the first ('{name}:v2' the second, and so on)",
                 NbtuneWarning,
                 stacklevel=2,
             )
