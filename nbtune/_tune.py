@@ -667,9 +667,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         else None
     )
     if best is not None:
-        source = f"{program.metric} = max({program.metric}, ...)" if best[0] == program.metric else repr(best[0])
         messages.append(
-            f"line {best[1]}: {program.metric!r} is the best epoch's score so far ({source}), but the state kept "
+            f"line {best[1]}: {program.metric!r} is the best epoch's score so far ({best[0]}), but the state kept "
             "is the last epoch's: res.best_state() and --apply give the model after the last epoch, which may score "
             f"less; set {program.metric!r} to the epoch's own score (successive halving compares epochs as they "
             "are), or keep the best epoch's model as state too (best_model = copy.deepcopy(model) under the same "

@@ -333,6 +333,13 @@ def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):
     res = run(ip, "--maximize val_acc --trials 2 --scheduler none", cell)
     said = [m for m in res.messages if "best epoch's score so far" in m]
     assert said and said[0].startswith("line 10: 'val_acc' is the best epoch's score so far ('best_acc')"), res.messages
+    # the best of a history the loop appends to (found trying nbtune as a new user)
+    history = cell.replace(
+        "    if acc > best_acc:\n        best_acc = acc\n    val_acc = best_acc\n",
+        "    hist.append(acc)\n    val_acc = max(hist)\n",
+    ).replace("best_acc = 0.0\n", "hist = []\n")
+    said = [m for m in run(ip, "--maximize val_acc --trials 2 --scheduler none", history).messages if "so far" in m]
+    assert said and said[0].startswith("line 9: 'val_acc' is the best epoch's score so far (max(hist))"), said
     # the epoch's own score, or the best epoch's model kept as state too: nothing to say
     own = cell.replace("val_acc = best_acc", "val_acc = acc")
     assert not any("so far" in m for m in run(ip, "--maximize val_acc --trials 2 --scheduler none", own).messages)

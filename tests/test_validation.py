@@ -1020,6 +1020,10 @@ def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name through", through)
     said = "line 4 of the %%tune cell reads 'X_test', 'y_test' (through score_test()), as the sealed holdout's line 5"
     assert any(said in m for m in res.messages), res.messages
+    ip.run_cell("scorers = {'test': lambda m: m.err(X_test, y_test)}")  # a dict of scorers (found by a new user)
+    in_dict = leaky.replace("val_mse = model.err(X_test, y_test)", "val_mse = scorers['test'](model)")
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name dict", in_dict)
+    assert any("line 4 of the %%tune cell reads 'X_test', 'y_test' (through scorers)" in m for m in res.messages)
     ip.run_cell("X_v2, y_v2 = X_test, y_test")
     alias = leaky.replace("val_mse = model.err(X_test, y_test)", "val_mse = model.err(X_v2, y_val)")
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name alias", alias)

@@ -363,18 +363,30 @@ def _global_loads(code: types.CodeType) -> set[str]:
 
 
 def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
-    """The globals the notebook function ``user_ns[name]`` reads, and those the notebook functions
-    it calls read in turn (empty when it is not a function defined in the notebook)."""
+    """The globals the notebook function ``user_ns[name]`` reads (or the notebook functions a dict,
+    a list or a ``partial`` there holds: ``scorers = {"test": lambda m: m.score(X_test, y_test)}``),
+    and those the notebook functions they call read in turn (empty when it holds none)."""
+
+    def functions(value: Any) -> list[types.FunctionType]:
+        if isinstance(value, functools.partial):
+            value = value.func
+        if isinstance(value, dict) and len(value) <= 100:
+            return [f for v in value.values() for f in functions(v) if not isinstance(v, (dict, list, tuple))]
+        if isinstance(value, (list, tuple)) and len(value) <= 100:
+            return [f for v in value for f in functions(v) if not isinstance(v, (dict, list, tuple))]
+        return [value] if isinstance(value, types.FunctionType) and value.__globals__ is user_ns else []
+
     out: set[str] = set()
     todo, seen = [name], set()
     while todo:
-        f = user_ns.get(n := todo.pop())
-        if n in seen or not isinstance(f, types.FunctionType) or f.__globals__ is not user_ns:
+        n = todo.pop()
+        if n in seen:
             continue
         seen.add(n)
-        loads = _global_loads(f.__code__)
-        out |= loads
-        todo += loads
+        for f in functions(user_ns.get(n)):
+            loads = _global_loads(f.__code__)
+            out |= loads
+            todo += loads
     return out
 
 

@@ -404,9 +404,10 @@ def set_in_epochs_loop(tree: ast.Module, loop_line: int) -> set[str]:
 
 
 def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]) -> tuple[str, int] | None:
-    """(the variable, its line) when the epochs loop sets the metric to a best-so-far score rather
+    """(where it comes from, its line) when the epochs loop sets the metric to a best-so-far score rather
     than the epoch's own: ``val_acc = best_acc`` with ``best_acc`` set only under an ``if`` in the
-    loop (``if acc > best_acc: best_acc = acc``), or ``val_acc = max(val_acc, acc)``; and none of
+    loop (``if acc > best_acc: best_acc = acc``), ``val_acc = max(val_acc, acc)`` or ``max(history)``
+    with ``history.append(acc)`` in the loop; and none of
     ``state`` is kept the same way (``best_model = copy.deepcopy(model)`` under that ``if``). Else None."""
     loop = epochs_loop(tree, loop_line)
     if loop is None:
@@ -436,17 +437,34 @@ def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]
     walk(loop.body, False)
     if any(under_if.get(name) for name in state):
         return None
+    appended = {
+        n.func.value.id
+        for n in ast.walk(loop)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "append"
+        and isinstance(n.func.value, ast.Name)
+    }
     for node in ast.walk(loop):
         if not (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == metric for t in node.targets)):
             continue
         value = node.value
         if isinstance(value, ast.Name) and value.id != metric and under_if.get(value.id):
-            return value.id, node.lineno
+            return repr(value.id), node.lineno
         if (
             isinstance(value, ast.Call)
             and isinstance(value.func, ast.Name)
             and value.func.id in ("max", "min")
             and any(isinstance(a, ast.Name) and a.id == metric for a in value.args)
         ):
-            return metric, node.lineno
+            return f"{metric} = {ast.unparse(value)}", node.lineno
+        if (  # val_acc = max(history), with history.append(acc) in the loop
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id in ("max", "min")
+            and len(value.args) == 1
+            and isinstance(value.args[0], ast.Name)
+            and value.args[0].id in appended
+        ):
+            return ast.unparse(value), node.lineno
     return None

@@ -1018,7 +1018,8 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
             reads.setdefault(node.lineno, set()).add(f"{node.id!r} (the same object as {same[id(user_ns[node.id])]!r})")
         through = sorted(globals_read_through(node.id, user_ns) & test_data)
         if through:
-            reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}())")
+            call = "()" if callable(user_ns.get(node.id)) else ""  # a function, or a dict of them
+            reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}{call})")
     first = min(stmt.lineno for stmt in sealed) if sealed else 0
     return [
         f"possible leak: line {line} of the %%tune cell reads {', '.join(sorted(names))}, as the sealed holdout's "
