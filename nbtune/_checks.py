@@ -150,6 +150,8 @@ def plan_checks(
         messages.append(f"marked {len(reaped)} check run(s) left running by a stopped kernel as interrupted")
     with store.lock(name):
         # An interrupted run is queued again here (a finished one never is): the user asked for it.
+        # (without --holdout now, runs still count as made with the sealed lines as they last were)
+        stamp = sealed if sealed is not None else (checks.user_attrs.get(ATTR.SEALED) or {}).get("now")
         finished = [t for t in checks.get_trials(deepcopy=False) if not is_interrupted(t)]
         have = {_key(t) for t in finished if ran_sealed(checks, t)}
         stale = {_key(t) for t in finished if not ran_sealed(checks, t)} - have
@@ -165,8 +167,8 @@ def plan_checks(
             attrs: dict[str, Any] = {ATTR.CHECK: {"role": role, "candidate": trial.number}}
             if seed is not None:
                 attrs[ATTR.SEED] = seed
-            if sealed is not None:
-                attrs[ATTR.SEALED] = sealed
+            if stamp is not None:
+                attrs[ATTR.SEALED] = stamp
             checks.enqueue_trial(trial.params, user_attrs=attrs)
     trials = checks.get_trials(deepcopy=False)
     waiting = sum(1 for t in trials if t.state.name == "WAITING")

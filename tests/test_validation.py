@@ -1139,3 +1139,29 @@ def test_honest_final_refits_and_shared_frames_are_no_leak(ip):
     leaky = refit.replace("val_mse = err(model, X_val, y_val", "val_mse = err(model, X_test, y_test")
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name leaky", leaky)
     assert any("possible leak: line 4 of the %%tune cell reads 'X_test', 'y_test'" in m for m in res.messages)
+
+
+def test_re_validation_without_the_holdout_after_a_sealed_edit_runs_once(ip):
+    """Re-validation runs record the sealed lines' fingerprint they ran with; after an edit of those
+    lines, a re-validation without --holdout must not take its own new runs for out-of-date ones
+    and queue them again at every re-run."""
+    ip.run_cell(
+        "import numpy as np\nrng = np.random.default_rng(0)\nX_val, y_val = rng.normal(size=(30, 2)), rng.normal(size=30)\n"
+        "X_test, y_test = rng.normal(size=(30, 2)), rng.normal(size=30)\n"
+        "def err(a, X, y, seed=0):\n    return float(((X[:, 0] * a - y) ** 2).mean()) + 1e-3 * (seed % 3)\n"
+    )
+    cell = (
+        "seed = 0  # tune: seed\na = 0.5  # tune: uniform(0, 1)\nval_mse = err(a, X_val, y_val, seed)\nk = 1.0\n"
+        "test_mse = err(a * k, X_test, y_test)\n"
+    )
+    base = "--minimize val_mse --trials 6 --view none --name reval"
+    run(ip, base + " --holdout test_mse --holdout-gap 100", cell)
+    run(ip, base + " --holdout test_mse --holdout-gap 100", cell.replace("k = 1.0", "k = 2.0"))  # sealed lines edited
+    first = run(ip, base + " --revalidate 2 --seeds 2", cell.replace("k = 1.0", "k = 2.0"))
+    assert len(first.revalidation()) == 2
+    again = run(ip, base + " --revalidate 2 --seeds 2", cell.replace("k = 1.0", "k = 2.0"))
+    n_runs = len(again.checks.checks.trials)
+    assert n_runs == len(
+        run(ip, base + " --revalidate 2 --seeds 2", cell.replace("k = 1.0", "k = 2.0")).checks.checks.trials
+    )
+    assert not any("changed since" in m for m in again.messages), again.messages
