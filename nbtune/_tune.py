@@ -729,6 +729,10 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
                 f"{duration(seconds - searched)} to go"
             )
         messages.extend(for_trials)
+        # the trials from which on the study ran this cell's code: --resume over an edit starts them anew
+        code_since = n_before if not same_cell else int(study.user_attrs.get(ATTR.CODE_SINCE, 0))
+        if not same_cell:
+            study.set_user_attr(ATTR.CODE_SINCE, code_since)
         job = Job(
             program=program,
             store=store,
@@ -744,7 +748,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             vary_seed=cfg.vary_seed,
             outer_fold=outer_fold,
             keep_checkpoints=cfg.keep_checkpoints,
-            same_cell=same_cell,
+            code_since=code_since,
         )
     elif timed_out:
         messages.append(

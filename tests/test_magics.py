@@ -608,6 +608,9 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
     every = cell.replace("if bad:", "if True:")
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with ValueError"):
         ip.run_cell_magic("tune", "--minimize loss -n 40 --sampler random --seed 1 --view none --resume", every)
+    # and the next plain run of that cell: its failures are no configurations' either (it ran every trial)
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed with ValueError"):
+        ip.run_cell_magic("tune", "--minimize loss -n 60 --sampler random --seed 1 --view none", every)
 
 
 @pytest.mark.parametrize(

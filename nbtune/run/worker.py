@@ -83,9 +83,9 @@ class Job:
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
     outer_fold: int | None = None  # nested CV: the value of the '# tune: outer(k)' variable
     keep_checkpoints: int = 3  # the best K complete trials keep their saved state
-    # the study's earlier trials ran this very cell (not --resume over a change): an error they met
-    # beside complete trials is the configurations', not a bug
-    same_cell: bool = True
+    # the study's trials from this number on ran this very cell (--resume over an edit moves it): an
+    # error those met beside complete ones is the configurations', not a bug
+    code_since: int = 0
     # paused trials of a cell without declared state that each worker process keeps in memory
     keep_paused: int = field(default_factory=lambda: _env_int("NBTUNE_KEEP_PAUSED", KEEP_PAUSED))
     parent_pid: int = field(default_factory=os.getpid)
@@ -181,14 +181,11 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     failures = {t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) for t in mine}
     if not all(t.state.name == "FAIL" for t in mine) or len(failures) != 1:
         return False
-    if (
-        job.same_cell
-        and any(t.state.name == "COMPLETE" for t in trials)
-        and any(
-            t.number < job.run_start and t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) in failures
-            for t in trials
-            if t.state.name == "FAIL"
-        )
+    same_code = [t for t in trials if t.number >= job.code_since]
+    if any(t.state.name == "COMPLETE" for t in same_code) and any(
+        t.number < job.run_start and t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) in failures
+        for t in same_code
+        if t.state.name == "FAIL"
     ):
         return False
     if diverged(mine[0]):

@@ -59,6 +59,9 @@ class ATTR:
     PBT = "nbtune:pbt"
     # study: trials up to this number that are paused and not continued stay stopped (the search ended)
     PAUSES_ENDED = "nbtune:pauses_ended"
+    # study: the number of its first trial that ran the cell's code as recorded now (--resume over
+    # an edit of the cell sets it): failures before it are other code's
+    CODE_SINCE = "nbtune:code_since"
     # study: the --timeout (seconds) a run of it stopped at: with that timeout the study is done
     TIMEOUT_REACHED = "nbtune:timeout_reached"
 
