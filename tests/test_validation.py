@@ -1135,6 +1135,17 @@ def test_honest_final_refits_and_shared_frames_are_no_leak(ip):
     )
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name frame", frame)
     assert not any("leak" in m for m in res.messages), res.messages
+    # the same refit in a notebook function (found trying nbtune as a new user)
+    ip.run_cell(
+        "def refit(m):\n    return clone(m).fit(np.vstack([X_train, X_val]), np.concatenate([y_train, y_val]))\n"
+    )
+    helper = refit.replace(
+        "clone(model).fit(np.vstack([X_train, X_val]), np.concatenate([y_train, y_val]))", "refit(model)"
+    )
+    res = run(
+        ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name helper", helper
+    )
+    assert not any("leak" in m for m in res.messages), res.messages
     # the refit's test data read by the search is still a leak
     leaky = refit.replace("val_mse = err(model, X_val, y_val", "val_mse = err(model, X_test, y_test")
     res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --view none --name leaky", leaky)

@@ -390,6 +390,33 @@ def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
     return out
 
 
+def trained_on_through(name: str, user_ns: dict[str, Any], calls: set[str]) -> set[str]:
+    """The names the notebook function ``user_ns[name]`` (and the notebook functions it calls)
+    passes to one of ``calls`` (``fit``, ...) in its source: ``def refit(m): return
+    clone(m).fit(np.vstack([X_train, X_val]), ...)`` trains on X_train and X_val. Empty when the
+    source cannot be read."""
+    import textwrap
+
+    out: set[str] = set()
+    todo, seen = [name], set()
+    while todo:
+        n = todo.pop()
+        f = user_ns.get(n)
+        if n in seen or not isinstance(f, types.FunctionType) or f.__globals__ is not user_ns:
+            continue
+        seen.add(n)
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(f)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls:
+                args = [*node.args, *(k.value for k in node.keywords)]
+                out |= {x.id for a in args for x in ast.walk(a) if isinstance(x, ast.Name)}
+        todo += _global_loads(f.__code__)
+    return out
+
+
 def _filled(cell: Any) -> bool:
     try:
         cell.cell_contents  # noqa: B018

@@ -36,6 +36,7 @@ from nbtune.cell.identity import (
     functions_reading,
     globals_read_through,
     sets_globals,
+    trained_on_through,
     unreachable_readers,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
@@ -1006,7 +1007,13 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
 
     loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     test_data = data(n.id for n in loads if id(n) in inside and id(n) not in shared)
-    test_data |= data(g for n in loads if id(n) in inside for g in globals_read_through(n.id, user_ns))
+    test_data |= data(
+        g
+        for n in loads
+        if id(n) in inside
+        # (not what a notebook function trains on: a final refit, 'refit(model).score(X_test, y_test)')
+        for g in globals_read_through(n.id, user_ns) - trained_on_through(n.id, user_ns, _TRAINING_CALLS)
+    )
     same = {id(user_ns[n]): n for n in test_data}  # another name for the same array: X_v2 = X_test
     reads: dict[int, set[str]] = {}
     for node in loads:
