@@ -162,9 +162,24 @@ _SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "au
 def _direction_note(metric: str, direction: str) -> list[str]:
     """A note when the metric's name reads as the other direction's (``--maximize val_rmse``):
     the search would look for the worst model, and report it as the best."""
-    words = set(re.split(r"[_\W]+", metric.lower()))
-    if words & {"neg", "negative", "minus", "inv", "improvement", "gain", "reduction", "decrease", "drop", "delta"}:
-        return []  # neg_rmse, rmse_improvement: the other way round
+    # val_loss, valLoss, ValLoss: the words of the name
+    words = set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", metric).lower()))
+    if words & {
+        "neg",
+        "negative",
+        "minus",
+        "inv",
+        "improvement",
+        "gain",
+        "reduction",
+        "decrease",
+        "drop",
+        "delta",
+        "gap",
+    }:
+        return []  # neg_rmse, rmse_improvement, accuracy_gap: the other way round, or either
+    if words & _ERROR_WORDS and words & _SCORE_WORDS:
+        return []  # precision_error: both, so neither
     if direction == "maximize" and words & _ERROR_WORDS:
         kind, better, other = "an error or a loss, which is minimized", "lower", "--minimize"
     elif direction == "minimize" and words & _SCORE_WORDS:

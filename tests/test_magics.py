@@ -623,6 +623,9 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--minimize val_acc", "'val_acc' reads like a score, which is maximized, but the search minimizes it"),
         ("--maximize neg_rmse", None),  # scikit-learn's scorers negate errors
         ("--maximize rmse_improvement", None),
+        ("--minimize accuracy_gap", None),
+        ("--minimize precision_error", None),
+        ("--maximize valLoss", "'valLoss' reads like an error or a loss"),
         ("--minimize val_rmse", None),
     ],
 )
