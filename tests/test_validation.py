@@ -1176,3 +1176,31 @@ def test_re_validation_without_the_holdout_after_a_sealed_edit_runs_once(ip):
         run(ip, base + " --revalidate 2 --seeds 2", cell.replace("k = 1.0", "k = 2.0")).checks.checks.trials
     )
     assert not any("changed since" in m for m in again.messages), again.messages
+
+
+def test_two_failures_are_not_put_down_to_a_region():
+    """Two solver/penalty clashes that happened to have the two smallest C: 'all with C <= 0.04185:
+    ... fix the cell or the range' blamed C (found trying nbtune as a new user). Two failures share
+    a region by chance; three or more that do are named."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.store.attrs import ATTR
+    from nbtune.view.diagnose import diagnose
+    from nbtune.view.summary import StudySummary
+
+    def study_with(n_failed):
+        study = optuna.create_study(direction="maximize")
+        dist = {"C": FloatDistribution(0.001, 10, log=True)}
+        failure = {ATTR.ERROR: "ValueError: clash", ATTR.FAILURE: "ValueError at line 4"}
+        for i in range(n_failed):
+            study.add_trial(create_trial(state=TrialState.FAIL, params={"C": 0.001 * (i + 1)}, distributions=dist,
+                                         user_attrs=failure))  # fmt: skip
+        for i in range(12):
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, params={"C": 0.1 * (i + 1)},
+                                         distributions=dist))  # fmt: skip
+        return [f for f in diagnose(StudySummary(study, "acc")) if f.kind == "failed"][0]
+
+    assert study_with(2).region == ""
+    assert study_with(3).region.startswith("C <= ")

@@ -237,7 +237,10 @@ def diagnose(result: StudySummary) -> list[Finding]:
         hit = [by_number[n] for n in numbers]
         rest = [t for t in trials if t.number not in numbers]
         evidence = signature + (f", e.g. {example!r}" if example and example not in signature else "")
-        findings.append(Finding("failed", numbers, evidence, _region(hit, rest), ADVICE["failed"]))
+        # two failures share a region by chance as often as not, and nbtune's own CellError (a loop
+        # that ran another length, say) is the code's, whatever the trials' values
+        region = _region(hit, rest) if len(hit) >= 3 and not signature.startswith("CellError") else ""
+        findings.append(Finding("failed", numbers, evidence, region, ADVICE["failed"]))
     findings.extend(fit)
     findings.sort(key=lambda f: -len(f.trials))
     return findings
