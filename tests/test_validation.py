@@ -1200,7 +1200,7 @@ def test_two_failures_are_not_put_down_to_a_region():
         for i in range(12):
             study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9, params={"C": 0.1 * (i + 1)},
                                          distributions=dist))  # fmt: skip
-        return [f for f in diagnose(StudySummary(study, "acc")) if f.kind == "failed"][0]
+        return next(f for f in diagnose(StudySummary(study, "acc")) if f.kind == "failed")
 
     assert study_with(2).region == ""
     assert study_with(3).region.startswith("C <= ")
