@@ -912,6 +912,11 @@ def test_a_tuned_variable_read_only_above_its_annotation_is_an_error(ip):
     both = cell.replace("v = params['lr']", "v = params['lr'] + 0 * learning_rate")
     res = ip.run_cell_magic("tune", "--maximize v -n 2 --view none", both)
     assert any(m.startswith("line 2 reads 'learning_rate' above its '# tune:' line 3") for m in res.messages)
+    # the notebook has no such variable: every trial would fail (it said "the notebook's value")
+    undefined = both.replace("learning_rate", "rate")
+    with pytest.raises(UsageError, match=r"line 2 of the %%tune cell reads 'rate' before line 3 assigns it, and the "
+                       r"notebook has no 'rate': every trial would fail with a NameError"):  # fmt: skip
+        ip.run_cell_magic("tune", "--maximize v -n 2 --view none", undefined)
     fixed = "learning_rate = 0.1  # tune: loguniform(1e-3, 0.3)\nparams = dict(lr=learning_rate)\nv = params['lr']\n"
     res = ip.run_cell_magic("tune", "--maximize v -n 4 --view none", fixed)
     assert len({t.value for t in res.study.trials}) == 4

@@ -809,10 +809,17 @@ def compile_cell(
             )
     for param in spec.params:
         early, later = read_above(spec.tree, param.name, param.lineno)
+        lines = ", ".join(map(str, early))
+        if early and param.name not in user_ns:  # every trial would fail there
+            raise ConfigError(
+                f"line {lines} of the %%tune cell reads {param.name!r} before line {param.lineno} assigns it, and the "
+                f"notebook has no {param.name!r}: every trial would fail with a NameError; move the '# tune:' "
+                f"assignment above line {early[0]}"
+            )
         if early and not later and param.name not in read_by_functions:
             raise ConfigError(
                 f"line {param.lineno} of the %%tune cell tunes {param.name!r}, but the cell reads it only before that "
-                f"(line {', '.join(map(str, early))}), where it is still the notebook's value: every trial would run "
+                f"(line {lines}), where it is still the notebook's value: every trial would run "
                 f"with the same {param.name}; move the '# tune:' assignment above line {early[0]}"
             )
     for name, f in sorted(rebind.items()):
