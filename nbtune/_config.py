@@ -198,13 +198,13 @@ class TuneConfig:
     holdout_gap: float | None = _opt(
         None,
         "warn when the chosen configuration's metric beats its holdout score by more than this "
-        "(None: 0.02, 2 percentage points of accuracy, for a score within [-1, 1]; 10% of the holdout's size "
+        "(None: 0.02, 2 percentage points of accuracy, for a score maximised within [-1, 1]; 10% of the holdout's size "
         "for a metric on another scale, such as an MSE).",
         "--holdout-gap",
         metavar="G",
         type=float,
         flag_help="warn when the metric beats the holdout by more than G. Default 0.02 (2 points of accuracy) for a "
-        "score within [-1, 1], 10%% of the holdout for a metric on another scale (an MSE).",
+        "score maximised within [-1, 1], 10%% of the holdout for an error minimised or a metric on another scale (an MSE).",
     )
     subject_to: list[str] | str | None = _opt(
         None,
@@ -347,7 +347,8 @@ class TuneConfig:
         type=int,
         flag_help="epochs of a full trial, when the loop's length cannot be read before it runs (nbtune reads "
         "range(27), range(EPOCHS), range(cfg['epochs']), tqdm(...), enumerate(loader) itself); notebook "
-        "values work in the line: --max-epochs $EPOCHS or {cfg['epochs']}.",
+        "values work in the line: --max-epochs $EPOCHS or {cfg['epochs']}. A trial whose loop runs longer "
+        "fails, saying so.",
     )
     user_ns: dict[str, Any] | None = _opt(None, "the namespace whose globals the cell reads (the notebook's).")
     transform: Callable[[str], str] | None = _opt(
