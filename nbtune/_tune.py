@@ -838,6 +838,8 @@ _STOP_MESSAGES = {
     "interrupted": "interrupted: finished trials are kept; re-run the cell to resume",
     "timeout": "stopped at the --timeout (how long the study searches in all); raise it to search longer",
     "stop": "stopped by the user; re-run the cell to continue",
+    "stop now": "stopped now by the user: the running trials were cut (not counted); re-run the cell to continue, "
+    "cut trials first (from their last saved epoch with '# tune: state')",
 }
 
 

@@ -197,7 +197,7 @@ def test_html(result):
     assert "<p>6/10 trials finished · 3 complete · 2 stopped early · 1 failed · 1 interrupted · tpe · asha</p>" in page
     assert "<p><b>best acc = 0.8</b> (trial 1): <code>x=0.5</code>, <code>act=tanh</code></p>" in page
     assert "<thead><tr><th>trial</th><th>acc</th><th>x</th><th>act</th></tr></thead>" in page
-    assert "<tr style='background:#e6f4ea'><td>1</td><td>0.8</td><td>0.5</td><td>tanh</td></tr>" in page
+    assert "<tr style='background:rgba(52,168,83,0.2)'><td>1</td><td>0.8</td><td>0.5</td><td>tanh</td></tr>" in page
     assert "<tr><td>0</td><td>0.5</td><td>0.1</td><td>relu</td></tr><tr><td>5</td>" in page
     assert "<details><summary>2 trials stopped early</summary><ul><li>trial 2 stopped at epoch 1 (rung 0): " in page
     assert "<details><summary>1 trial failed</summary><ul><li>trial 3: ValueError: bad lr</li></ul></details>" in page

@@ -271,6 +271,8 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs,
     assert any(
         "ignored Stop now" in r.getMessage() and "forcing them to stop" in r.getMessage() for r in caplog.records
     )
+    # and the result says what happened (it said nothing; found trying nbtune as a new user)
+    assert any(m.startswith("stopped now by the user: the running trials were cut") for m in res.messages)
 
 
 def test_failures_are_listed_with_their_errors(tmp_path):

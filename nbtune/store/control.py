@@ -87,8 +87,8 @@ class BaseControl(abc.ABC):
         """Interrupt running trials too."""
         self._stop.set()
         self._stop_now.set()
-        if self._get("stop") is None:
-            self._put("stop", "")
+        if not self._get("stop"):
+            self._put("stop", "stop now")
         self._put("stop_now", "1")
 
     def stop_requested(self) -> bool:

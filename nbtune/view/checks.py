@@ -393,7 +393,7 @@ class CheckReport:
                 ]
                 if self.holdout is not None:
                     cells.append(fmt(statistics.fmean(c.holdouts)) if c.holdouts else "")
-                style = " style='background:#e6f4ea'" if is_chosen else ""
+                style = " style='background:rgba(52,168,83,0.2)'" if is_chosen else ""
                 rows.append(f"<tr{style}>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
             parts.append(
                 "<p><b>Re-validation across seeds</b> (✓ most stable: " + esc(RULE) + ")</p>"

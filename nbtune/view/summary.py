@@ -253,7 +253,7 @@ class StudySummary:
             head = "".join(f"<th>{esc(k)}</th>" for k in ["trial", self.metric, *keys])
             body = ""
             for t in top:
-                style = " style='background:#e6f4ea'" if best is not None and t.number == best.number else ""
+                style = " style='background:rgba(52,168,83,0.2)'" if best is not None and t.number == best.number else ""
                 cells = [str(t.number), fmt(t.value)] + [esc(fmt(t.params.get(k, ""))) for k in keys]
                 body += f"<tr{style}>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
             parts.append(f"<table class='nbtune-top'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -191,7 +191,7 @@ class StudyTable:
             elif label == "infeasible":
                 title = "breaks " + ", ".join(f"{k} (by {fmt(v)})" for k, v in t.constraints.items() if v > 0)
             best = t.number == best_number
-            row_style = "background:#e6f4ea;font-weight:600" if best else ""
+            row_style = "background:rgba(52,168,83,0.2);font-weight:600" if best else ""  # (readable in dark themes too)
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label.split()[0]}"
             cells = [
                 str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
