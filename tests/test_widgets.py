@@ -121,7 +121,9 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
     live.set_user_attr(ATTR.PAUSES_ENDED, None)
     before = _view(live)
     assert f"{len(left)} paused" in before.status.value and " 0 stopped early" in before.status.value
-    assert "of them paused for now" in before.decisions.value
+    # said as the header says it (the tab read "Stopped early (N)" beside "0 stopped early · N paused")
+    assert f"0 stopped early, {len(left)} paused for now" in before.decisions.value
+    assert before.tabs.get_title(1) == f"Stopped early or paused ({len(left)})"
     for view, state, text in ((ended, "pruned", "stopped early"), (before, "paused", "paused")):
         view.table.page_size = 100
         view.redraw(plots=False)
@@ -136,8 +138,11 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
     assert f"{len(left)} stopped early" in StudySummary(study, "acc").count_words()
     words = StudySummary(live, "acc").count_words()
     assert f"{len(left)} paused" in words and not any("stopped early" in w for w in words)
-    assert f"stopped early, {len(left)} of them paused for now</summary>" in StudySummary(live, "acc").html()
+    assert f"0 stopped early, {len(left)} paused for now</summary>" in StudySummary(live, "acc").html()
     assert "paused for now" not in StudySummary(study, "acc").html()
+    # the saved summary's list of stops is the last 5, and says how many more there are (it was cut silently)
+    n_dec = len(StudySummary(study, "acc").decisions())
+    assert n_dec > 5 and f"and {n_dec - 5} earlier: <code>res.decisions()</code>" in StudySummary(study, "acc").html()
     assert f"stopped early ({len(left)} of them paused for now), e.g." in StudySummary(live, "acc").summary()
     assert "paused for now" not in StudySummary(study, "acc").summary()
     import io

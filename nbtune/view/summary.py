@@ -253,25 +253,32 @@ class StudySummary:
             head = "".join(f"<th>{esc(k)}</th>" for k in ["trial", self.metric, *keys])
             body = ""
             for t in top:
-                style = " style='background:rgba(52,168,83,0.2)'" if best is not None and t.number == best.number else ""
+                style = (
+                    " style='background:rgba(52,168,83,0.2)'" if best is not None and t.number == best.number else ""
+                )
                 cells = [str(t.number), fmt(t.value)] + [esc(fmt(t.params.get(k, ""))) for k in keys]
                 body += f"<tr{style}>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
             parts.append(f"<table class='nbtune-top'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         dec = self.decisions()
         if dec:
             items = "".join(f"<li>{esc(d)}</li>" for d in dec[-5:])
+            if len(dec) > 5:  # (it was cut to the last 5 without a word)
+                items += f"<li><i>and {len(dec) - 5} earlier: <code>res.decisions()</code> lists them all</i></li>"
             paused = len(self._still_paused())
             n_pbt = sum(1 for t in self.trials if ATTR.PBT in t.user_attrs)
             head = (
                 f"PBT's exploit/explore decisions ({n_pbt})"  # members pause at every interval: not stops
                 if n_pbt
+                else f"{self.counts().get('pruned', 0) - paused} stopped early, {paused} paused for now"
+                if paused  # as the dashboard says
                 else f"{plural_trials(self.counts().get('pruned', 0))} stopped early"
-                + (f", {paused} of them paused for now" if paused else "")  # as the dashboard's tab says
             )
             parts.append(f"<details><summary>{head}</summary><ul>{items}</ul></details>")
         errs = self.errors()
         if errs:
             items = "".join(f"<li>trial {n}: {esc(e)}</li>" for n, e in list(errs.items())[:5])
+            if len(errs) > 5:
+                items += f"<li><i>and {len(errs) - 5} more: <code>res.errors()</code> lists them all</i></li>"
             parts.append(f"<details><summary>{plural_trials(len(errs))} failed</summary><ul>{items}</ul></details>")
         findings = self._findings()
         if findings:

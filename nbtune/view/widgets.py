@@ -191,7 +191,9 @@ class StudyTable:
             elif label == "infeasible":
                 title = "breaks " + ", ".join(f"{k} (by {fmt(v)})" for k, v in t.constraints.items() if v > 0)
             best = t.number == best_number
-            row_style = "background:rgba(52,168,83,0.2);font-weight:600" if best else ""  # (readable in dark themes too)
+            row_style = (
+                "background:rgba(52,168,83,0.2);font-weight:600" if best else ""
+            )  # (readable in dark themes too)
             cls = "nbtune-row nbtune-best" if best else f"nbtune-row nbtune-{label.split()[0]}"
             cells = [
                 str(t.number) + (" ★" if best else "") + (" (baseline)" if t.user_attrs.get(ATTR.BASELINE) else ""),
@@ -354,6 +356,7 @@ class WidgetView(BaseView):
         self._result: TuneResult | None = None
         self._diagnosis = ""  # the failure signatures, refreshed with the plots
         self._n_findings = 0
+        self._n_signs = 0  # findings other than failures (diverged, over/underfitting...)
 
         self.stop_button.on_click(lambda _: self._stop())
         self.stop_now_button.on_click(lambda _: self._stop_now())
@@ -490,6 +493,7 @@ class WidgetView(BaseView):
 
             findings = diagnose(result or StudySummary(self.study, self.metric))
             self._n_findings = len(findings)
+            self._n_signs = sum(1 for f in findings if f.kind != "failed")
         if want_plots:
             self._last_plot = now
             t_plot = time.perf_counter()
@@ -555,9 +559,10 @@ class WidgetView(BaseView):
             self.decisions.value = (
                 f"<div style='font-size:12px'>PBT's exploit/explore decisions ({n_pbt})"
                 if pbt
+                # a paused trial may still be promoted (in this run, or the next after a Stop): apart
+                else f"<div style='font-size:12px'>{n_stopped - snap.paused} stopped early, {snap.paused} paused for now"
+                if snap.paused
                 else f"<div style='font-size:12px'>{plural_trials(n_stopped)} stopped early"
-                # a paused trial may still be promoted (in this run, or the next after a Stop): say which
-                + (f", {snap.paused} of them paused for now" if snap.paused else "")
             ) + f"{' (latest first)' if decisions else ''}<ul>{items}</ul></div>"
             fitems = "".join(
                 f"<li class='nbtune-failure'>trial {t.number}: {html.escape(t.user_attrs[ATTR.ERROR])}</li>"
@@ -580,8 +585,17 @@ class WidgetView(BaseView):
                 "configurations across seeds; <code>--holdout VAR</code> scores the chosen one on sealed data "
                 "(see <code>%%tune?</code>).</div>"
             )
-            self.tabs.set_title(1, f"PBT decisions ({n_pbt})" if pbt else f"Stopped early ({n_stopped})")
-            self.tabs.set_title(2, f"Failed ({len(failed)})")
+            self.tabs.set_title(  # as the header counts them: stopped early, and paused (they may go on)
+                1,
+                f"PBT decisions ({n_pbt})"
+                if pbt
+                else f"Stopped early or paused ({n_stopped})"
+                if snap.paused
+                else f"Stopped early ({n_stopped})",
+            )
+            self.tabs.set_title(  # the header points to the findings there
+                2, f"Failed ({len(failed)})" + (f", findings ({self._n_signs})" if self._n_signs else "")
+            )
             if png is not None:
                 self.plot.value = png
             if not running:
