@@ -269,6 +269,13 @@ def test_a_view_that_cannot_be_drawn_yet_says_why():
     few = summary_of(log_trials(4))
     fig = plots.view_figure("importance", few)
     assert "importance needs 10 complete trials" in fig.axes[0].texts[0].get_text()
+    assert "successive halving" not in fig.axes[0].texts[0].get_text()  # every trial complete: no such hint
+    stopped = [
+        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params=t.params, distributions=t.distributions)
+        for t in log_trials(6)
+    ]
+    fig = plots.view_figure("importance", summary_of(log_trials(4) + stopped))
+    assert "successive halving completes few trials by design: raise -n" in fig.axes[0].texts[0].get_text()
     fig = plots.view_figure("contour", summary_of([]))
     assert "contour needs 3 complete trials; 0 so far" in fig.axes[0].texts[0].get_text()
     with pytest.raises(nbtune.exceptions.ConfigError, match="plot view must be one of overview, learning curves"):

@@ -512,9 +512,15 @@ def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
 def _importance(result: TuneResult, choice: PlotChoice) -> Figure:
     imp = importance(result)
     if not imp:
+        stopped = any(t.state.name == "PRUNED" for t in result.trials)
         return message_figure(
             f"importance needs {MIN_TRIALS_FOR_IMPORTANCE} complete trials and two parameters "
             f"({_n_complete(result)} complete so far): fewer give rankings that change from run to run"
+            + (
+                "; successive halving completes few trials by design: raise -n, or search with --scheduler none"
+                if stopped
+                else ""
+            )
         )
     fig, ax = _figure(*WIDE)
     _draw_importance(ax, imp, min(500, _n_complete(result)))
