@@ -186,7 +186,7 @@ def test_live_table_decisions_and_stop_while_trials_run(lab, page):
     # the decisions tab
     pruned = page.locator(".nbtune-trials tr[data-state=paused] span[title*='paused at epoch']").first
     expect(pruned).to_be_attached(timeout=60_000)
-    page.locator(".lm-TabBar-tab", has_text="Stopped early").click()
+    page.locator(".lm-TabBar-tab", has_text="Stopped").click()  # "Stopped/paused (N)" while trials pause
     decision = page.locator(".nbtune-decision").first
     expect(decision).to_contain_text("paused at epoch")
     expect(decision).to_contain_text("only the top")

@@ -123,7 +123,7 @@ def test_a_paused_trial_reads_paused_while_it_may_go_on_and_stopped_early_once_t
     assert f"{len(left)} paused" in before.status.value and " 0 stopped early" in before.status.value
     # said as the header says it (the tab read "Stopped early (N)" beside "0 stopped early · N paused")
     assert f"0 stopped early, {len(left)} paused for now" in before.decisions.value
-    assert before.tabs.get_title(1) == f"Stopped early or paused ({len(left)})"
+    assert before.tabs.get_title(1) == f"Stopped/paused ({len(left)})"
     for view, state, text in ((ended, "pruned", "stopped early"), (before, "paused", "paused")):
         view.table.page_size = 100
         view.redraw(plots=False)

@@ -356,7 +356,6 @@ class WidgetView(BaseView):
         self._result: TuneResult | None = None
         self._diagnosis = ""  # the failure signatures, refreshed with the plots
         self._n_findings = 0
-        self._n_signs = 0  # findings other than failures (diverged, over/underfitting...)
 
         self.stop_button.on_click(lambda _: self._stop())
         self.stop_now_button.on_click(lambda _: self._stop_now())
@@ -493,7 +492,6 @@ class WidgetView(BaseView):
 
             findings = diagnose(result or StudySummary(self.study, self.metric))
             self._n_findings = len(findings)
-            self._n_signs = sum(1 for f in findings if f.kind != "failed")
         if want_plots:
             self._last_plot = now
             t_plot = time.perf_counter()
@@ -530,7 +528,7 @@ class WidgetView(BaseView):
             if self._n_findings:
                 parts.append(
                     f"<span class='nbtune-findings' style='color:#d93025'>{self._n_findings} "
-                    f"finding{'s' if self._n_findings > 1 else ''} in the Failed tab</span>"
+                    f"finding{'s' if self._n_findings > 1 else ''} ('What went wrong' in the Failed tab)</span>"
                 )
             if snap.constrained:
                 parts.append(
@@ -589,12 +587,12 @@ class WidgetView(BaseView):
                 1,
                 f"PBT decisions ({n_pbt})"
                 if pbt
-                else f"Stopped early or paused ({n_stopped})"
+                else f"Stopped/paused ({n_stopped})"  # (a tab shows about 20 characters whole)
                 if snap.paused
                 else f"Stopped early ({n_stopped})",
             )
             self.tabs.set_title(  # the header points to the findings there
-                2, f"Failed ({len(failed)})" + (f", findings ({self._n_signs})" if self._n_signs else "")
+                2, f"Failed ({len(failed)})"
             )
             if png is not None:
                 self.plot.value = png
