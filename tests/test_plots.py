@@ -88,10 +88,20 @@ def test_history_panels(direction, best):
     step = history.lines[0]
     assert list(step.get_xdata()) == [0, 1, 3] and list(step.get_ydata()) == best
     assert over_time.get_title() == "best so far over time"
-    assert over_time.get_xlabel() == "seconds since the first trial"
+    assert over_time.get_xlabel() == "seconds of search (time between runs left out)"
     line = over_time.lines[0]
     by_time = {"maximize": [0.5, 0.5, 0.8], "minimize": [0.5, 0.3, 0.3]}[direction]
     assert list(line.get_xdata()) == [10.0, 20.0, 30.0] and list(line.get_ydata()) == by_time
+
+
+def test_best_so_far_over_time_leaves_out_the_time_between_runs():
+    """A study resumed later: 'best so far over time' ran from 0 to 430 s, a flat line over the hours
+    nothing ran (found trying nbtune as a new user). The axis is the time the study searched."""
+    first, later = trial(value=0.5, done_after=10), trial(value=0.8, done_after=15)
+    later.datetime_start = T0 + datetime.timedelta(seconds=3600)  # the next day's run: 15 s of it
+    later.datetime_complete = later.datetime_start + datetime.timedelta(seconds=15)
+    _, over_time = plots.dashboard_figure(summary_of([first, later])).axes
+    assert list(over_time.lines[0].get_xdata()) == [10.0, 25.0]
 
 
 def test_panels_without_a_completed_trial_stay_empty():

@@ -113,6 +113,39 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
         ax.legend(fontsize=9, loc="best")
 
 
+def _searched_by(trials: list[Any]) -> Callable[[Any], float]:
+    """A function of a moment: how long the study had searched by then, the union of its trials'
+    start-to-end spans (as ``searched_seconds`` counts the whole), so the time between two runs of
+    a resumed study, when nothing ran, does not count."""
+    import bisect
+    import datetime
+
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete or datetime.datetime.now())
+        for t in trials
+        if t.datetime_start is not None
+    )
+    merged: list[list[Any]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    starts = [a for a, _ in merged]
+    before = [0.0]  # search time before each merged span
+    for a, b in merged[:-1]:
+        before.append(before[-1] + (b - a).total_seconds())
+
+    def searched(moment: Any) -> float:
+        i = bisect.bisect_right(starts, moment) - 1
+        if i < 0:
+            return 0.0
+        a, b = merged[i]
+        return float(before[i] + (min(moment, b) - a).total_seconds())
+
+    return searched
+
+
 def _draw_history_time(ax: Any, result: TuneResult) -> bool:
     from optuna.trial import TrialState
 
@@ -123,8 +156,7 @@ def _draw_history_time(ax: Any, result: TuneResult) -> bool:
     ]
     if not done:
         return False
-    starts = [t.datetime_start for t in result.trials if t.datetime_start is not None]
-    t0 = min(starts)
+    searched = _searched_by(result.trials)
     done.sort(key=lambda t: t.datetime_complete)  # type: ignore[arg-type, return-value]
     maximize = result.direction == "maximize"
     xs, ys, best = [], [], None
@@ -132,10 +164,11 @@ def _draw_history_time(ax: Any, result: TuneResult) -> bool:
         v = t.value
         if best is None or (v > best if maximize else v < best):  # type: ignore[operator]
             best = v
-        xs.append((t.datetime_complete - t0).total_seconds())  # type: ignore[operator]
+        xs.append(searched(t.datetime_complete))
         ys.append(best)
     ax.step(xs, ys, where="post", color=_BEST, lw=2)
-    ax.set_xlabel("seconds since the first trial")
+    # (not wall time: a study resumed hours later was a flat line over the pause)
+    ax.set_xlabel("seconds of search (time between runs left out)")
     ax.set_ylabel(f"best {result.metric}")
     ax.set_title("best so far over time", fontsize=11)
     return True
