@@ -376,6 +376,15 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     assert eta_text(snap, since=t0, deadline=soon) == "12s left (--timeout)"
     assert eta_text(snap, since=t0, deadline=soon + 60) == "~40s left (pace of the last 4 trials)"
     assert eta_text(Snapshot(trials, NO_LIMIT, "maximize", "acc"), since=t0, deadline=soon) == "12s left (--timeout)"
+    # with trials paused, promotions go on besides the configurations left: a lower bound, said so
+    # ('~1s left' with 22 paused trials, some to be promoted; found trying nbtune as a new user)
+    from nbtune.store.attrs import ATTR
+
+    paused = done(38, TrialState.PRUNED)
+    paused.user_attrs[ATTR.DECISION] = {"paused": True, "epoch": 1, "rank": 2, "n_compared": 3, "n_keep": 1}
+    with_paused = Snapshot([*trials, paused], 27, "maximize", "acc")
+    assert with_paused.paused == 1
+    assert eta_text(with_paused, since=t0) == "~40s+ left (pace of the last 5 trials; paused ones may go on)"
 
 
 def test_with_only_a_timeout_the_bar_is_the_time_and_there_is_no_target_to_raise(tmp_path):

@@ -68,7 +68,8 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
     the start of this run), so worker start-up and the first slow trials do not count, and
     with several workers it is their combined rate. Under Hyperband later trials tend to run
     longer (fewer are stopped early): the estimate is then optimistic, which is why it says
-    what it rests on.
+    what it rests on. With paused trials (pause-and-promote) it is a lower bound ("~5s+"): those
+    promoted go on as new trials besides the configurations left.
     """
     ends = sorted(
         t.datetime_complete
@@ -92,6 +93,8 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
     per_trial = span / (len(recent) - 1)
     if per_trial * left > to_deadline:
         return timeout
+    if snap.paused:  # promoted ones go on as new trials, not counted in what is left: a lower bound
+        return f"~{duration(per_trial * left)}+ left (pace of the last {len(recent)} trials; paused ones may go on)"
     return f"~{duration(per_trial * left)} left (pace of the last {len(recent)} trials)"
 
 
