@@ -326,3 +326,10 @@ def test_the_slice_plots_first_trials_are_visible():
     assert coloured and all(c.get_cmap().name == "viridis" for c in coloured)
     first = min(coloured[0].get_array())
     assert min(coloured[0].get_cmap()(coloured[0].norm(first))[:3]) < 0.9  # not white
+
+
+def test_epoch_axes_tick_whole_epochs():
+    """Learning curves over 1..5 epochs were ticked 1.5, 2.5, ... (found trying nbtune as a new user)."""
+    fig = plots.curves_figure(summary_of(log_trials(6)), color_by="lr")
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 5]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

@@ -146,6 +146,12 @@ def _searched_by(trials: list[Any]) -> Callable[[Any], float]:
     return searched
 
 
+def _whole_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _draw_history_time(ax: Any, result: TuneResult) -> bool:
     from optuna.trial import TrialState
 
@@ -215,6 +221,7 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
         )
         ax.legend(fontsize=9, loc="best")
     ax.set_xlabel("epoch")
+    _whole_ticks(ax.xaxis)  # epochs are whole (2.5 and 7.5 were ticked)
     ax.set_ylabel(result.metric)
     off = _clip_axis(ax, [float(t.intermediate_values[max(t.intermediate_values)]) for t in trials])
     ax.set_title("learning curves (x = stopped early)" + (f"; {off} off the scale" if off else ""), fontsize=11)
@@ -425,6 +432,7 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
             bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.16)
     ax.set_xlabel("epoch")
+    _whole_ticks(ax.xaxis)  # epochs are whole (2.5 and 7.5 were ticked)
     ax.set_ylabel(result.metric)
     colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
     ax.set_title(
