@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from nbtune.exceptions import CellError
 from nbtune.run.backends import BACKENDS, BaseBackend
-from nbtune.run.liveness import is_alive, reap_dead_trials, requeue_interrupted
+from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
 from nbtune.run.worker import Job
 from nbtune.store.control import BaseControl
+from nbtune.store.processes import is_alive
 
 __all__ = ["MAX_RESTARTS", "STOP_NOW_GRACE", "KILL_GRACE", "Search"]
 

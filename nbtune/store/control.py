@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nbtune.store.processes import is_alive, process_start
+
 __all__ = ["BaseControl", "FileControl"]
 
 
@@ -152,23 +154,20 @@ OWNER_FILE = "owner"  # "<host> <pid>" of the process that started the run
 
 
 def run_owner() -> str:
-    """What a run's control records of the process that started it."""
-    return f"{socket.gethostname()} {os.getpid()}"
+    """What a run's control records of the process that started it: "<host> <pid> <start>"."""
+    return f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
 
 
 def owner_gone(owner: str | None) -> bool:
-    """Whether the process ``owner`` (:func:`run_owner`) names has ended: only for this machine's,
-    whose processes it can see (False when unsure)."""
+    """Whether the process ``owner`` (:func:`run_owner`) names has ended (its pid reused by another
+    counts): only for this machine's, whose processes it can see (False when unsure)."""
     try:
-        host, pid = (owner or "").split()
+        host, pid, *start = (owner or "").split()
         if host != socket.gethostname() or int(pid) == os.getpid():
             return False
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError):  # another user's process, no owner (being made), unreadable
+    except ValueError:  # no owner (being made), unreadable
         return False
-    return False
+    return not is_alive(int(pid), start[0] if start and start[0] != "None" else None)
 
 
 def sweep_dead_runs(runs: Path) -> None:
