@@ -6,6 +6,7 @@ optuna-dashboard) shows it too.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTR",
+    "busy_spans",
     "continuations",
     "diverged",
     "finished_count",
@@ -73,24 +75,30 @@ class ATTR:
 NO_LIMIT = 10**9
 
 
+def busy_spans(
+    trials: list[optuna.trial.FrozenTrial], running_until: datetime.datetime | None = None
+) -> list[tuple[datetime.datetime, datetime.datetime]]:
+    """The times during which at least one of ``trials`` ran: their start-to-end spans merged,
+    in order (trials still running end at ``running_until``, or are left out without it)."""
+    spans: list[tuple[datetime.datetime, datetime.datetime]] = []
+    for t in trials:
+        end = t.datetime_complete or running_until
+        if t.datetime_start is not None and end is not None:
+            spans.append((t.datetime_start, end))
+    merged: list[tuple[datetime.datetime, datetime.datetime]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
 def searched_seconds(trials: list[optuna.trial.FrozenTrial]) -> float:
     """How long the study has searched: the time during which at least one of its trials ran
     (the union of their start-to-end spans, so parallel workers count once and a kernel that
     died loses nothing of it)."""
-    spans = sorted(
-        (t.datetime_start, t.datetime_complete)
-        for t in trials
-        if t.datetime_start is not None and t.datetime_complete is not None
-    )
-    total, end = 0.0, None
-    for a, b in spans:
-        if end is None or a > end:
-            total += (b - a).total_seconds()
-            end = b
-        elif b > end:
-            total += (b - end).total_seconds()
-            end = b
-    return total
+    return sum((b - a).total_seconds() for a, b in busy_spans(trials))
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import logging
 import warnings
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
-from nbtune.store.attrs import ATTR, continuations, is_feasible
+from nbtune.store.attrs import ATTR, busy_spans, continuations, is_feasible
 from nbtune.view.format import fmt, is_number
 
 if TYPE_CHECKING:
@@ -114,27 +115,15 @@ def _draw_history(ax: Any, result: TuneResult) -> None:
 
 
 def _searched_by(trials: list[Any]) -> Callable[[Any], float]:
-    """A function of a moment: how long the study had searched by then, the union of its trials'
-    start-to-end spans (as ``searched_seconds`` counts the whole), so the time between two runs of
-    a resumed study, when nothing ran, does not count."""
+    """A function of a moment: how long the study had searched by then (its ``busy_spans``, as
+    ``searched_seconds`` counts the whole), so the time between two runs of a resumed study, when
+    nothing ran, does not count."""
     import bisect
     import datetime
 
-    spans = sorted(
-        (t.datetime_start, t.datetime_complete or datetime.datetime.now())
-        for t in trials
-        if t.datetime_start is not None
-    )
-    merged: list[list[Any]] = []
-    for a, b in spans:
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
+    merged = busy_spans(trials, running_until=datetime.datetime.now())
     starts = [a for a, _ in merged]
-    before = [0.0]  # search time before each merged span
-    for a, b in merged[:-1]:
-        before.append(before[-1] + (b - a).total_seconds())
+    before = list(itertools.accumulate(((b - a).total_seconds() for a, b in merged[:-1]), initial=0.0))
 
     def searched(moment: Any) -> float:
         i = bisect.bisect_right(starts, moment) - 1
