@@ -362,10 +362,9 @@ def _global_loads(code: types.CodeType) -> set[str]:
     return _global_names(code, ("LOAD_GLOBAL", "LOAD_NAME"))
 
 
-def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
-    """The globals the notebook function ``user_ns[name]`` reads (or the notebook functions a dict,
-    a list or a ``partial`` there holds: ``scorers = {"test": lambda m: m.score(X_test, y_test)}``),
-    and those the notebook functions they call read in turn (empty when it holds none)."""
+def _functions_reached(name: str, user_ns: dict[str, Any]) -> list[types.FunctionType]:
+    """The notebook functions ``user_ns[name]`` is or holds (a dict, a list or a ``partial`` of
+    them: ``scorers = {"test": lambda m: ...}``), and those their code calls in turn."""
 
     def functions(value: Any) -> list[types.FunctionType]:
         if isinstance(value, functools.partial):
@@ -376,7 +375,7 @@ def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
             return [f for v in value for f in functions(v) if not isinstance(v, (dict, list, tuple))]
         return [value] if isinstance(value, types.FunctionType) and value.__globals__ is user_ns else []
 
-    out: set[str] = set()
+    out: list[types.FunctionType] = []
     todo, seen = [name], set()
     while todo:
         n = todo.pop()
@@ -384,27 +383,25 @@ def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
             continue
         seen.add(n)
         for f in functions(user_ns.get(n)):
-            loads = _global_loads(f.__code__)
-            out |= loads
-            todo += loads
+            out.append(f)
+            todo += _global_loads(f.__code__)
     return out
 
 
+def globals_read_through(name: str, user_ns: dict[str, Any]) -> set[str]:
+    """The globals the notebook functions ``user_ns[name]`` is or holds read, and those the
+    notebook functions they call read in turn (empty when it holds none)."""
+    return {g for f in _functions_reached(name, user_ns) for g in _global_loads(f.__code__)}
+
+
 def trained_on_through(name: str, user_ns: dict[str, Any], calls: set[str]) -> set[str]:
-    """The names the notebook function ``user_ns[name]`` (and the notebook functions it calls)
-    passes to one of ``calls`` (``fit``, ...) in its source: ``def refit(m): return
-    clone(m).fit(np.vstack([X_train, X_val]), ...)`` trains on X_train and X_val. Empty when the
-    source cannot be read."""
+    """The names those functions pass to one of ``calls`` (``fit``, ...) in their source: ``def
+    refit(m): return clone(m).fit(np.vstack([X_train, X_val]), ...)`` trains on X_train and X_val.
+    Empty for a function whose source cannot be read."""
     import textwrap
 
     out: set[str] = set()
-    todo, seen = [name], set()
-    while todo:
-        n = todo.pop()
-        f = user_ns.get(n)
-        if n in seen or not isinstance(f, types.FunctionType) or f.__globals__ is not user_ns:
-            continue
-        seen.add(n)
+    for f in _functions_reached(name, user_ns):
         try:
             tree = ast.parse(textwrap.dedent(inspect.getsource(f)))
         except (OSError, TypeError, SyntaxError):
@@ -413,7 +410,6 @@ def trained_on_through(name: str, user_ns: dict[str, Any], calls: set[str]) -> s
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls:
                 args = [*node.args, *(k.value for k in node.keywords)]
                 out |= {x.id for a in args for x in ast.walk(a) if isinstance(x, ast.Name)}
-        todo += _global_loads(f.__code__)
     return out
 
 
