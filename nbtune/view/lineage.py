@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nbtune.store.attrs import ATTR, continuations
-from nbtune.view.plots import PLOT_VIEWS, WIDE, PlotChoice, PlotView, _figure, message_figure
+from nbtune.view.plots import PLOT_VIEWS, WIDE, PlotChoice, PlotView, _figure, message_figure, whole_ticks
 
 if TYPE_CHECKING:
     import optuna
@@ -102,9 +102,7 @@ def lineage_figure(result: TuneResult, trial: int | None = None) -> Figure:
         if all(isinstance(y, (int, float)) and not math.isnan(y) for y in ys):
             ax.margins(y=0.15)
     axes[-1].set_xlabel("epoch")
-    from matplotlib.ticker import MaxNLocator
-
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+    whole_ticks(axes[-1].xaxis)
     for a in axes:  # one epoch axis for every panel
         a.set_xlim(0, max(steps[-1], segments[-1]["to_epoch"]) + 0.5)
     return fig

@@ -135,7 +135,8 @@ def _searched_by(trials: list[Any]) -> Callable[[Any], float]:
     return searched
 
 
-def _whole_ticks(axis: Any) -> None:
+def whole_ticks(axis: Any) -> None:
+    """Ticks at whole numbers only: epochs (2.5 and 7.5 were ticked)."""
     from matplotlib.ticker import MaxNLocator
 
     axis.set_major_locator(MaxNLocator(integer=True))
@@ -210,7 +211,7 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
         )
         ax.legend(fontsize=9, loc="best")
     ax.set_xlabel("epoch")
-    _whole_ticks(ax.xaxis)  # epochs are whole (2.5 and 7.5 were ticked)
+    whole_ticks(ax.xaxis)
     ax.set_ylabel(result.metric)
     off = _clip_axis(ax, [float(t.intermediate_values[max(t.intermediate_values)]) for t in trials])
     ax.set_title("learning curves (x = stopped early)" + (f"; {off} off the scale" if off else ""), fontsize=11)
@@ -421,7 +422,7 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
             bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.16)
     ax.set_xlabel("epoch")
-    _whole_ticks(ax.xaxis)  # epochs are whole (2.5 and 7.5 were ticked)
+    whole_ticks(ax.xaxis)
     ax.set_ylabel(result.metric)
     colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
     ax.set_title(
