@@ -443,23 +443,17 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     return R
 
 
-def _study_attrs(store: BaseStore, name: str) -> dict[str, Any]:
-    """The user attributes of study ``name`` in ``store``."""
-    import optuna
-
-    return dict(optuna.load_study(study_name=name, storage=store.storage(name)).user_attrs)
-
-
 def _choose_version(
     store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
-) -> str:
+) -> tuple[str, bool]:
     """The study name to use: the latest version made by this very cell (same space, code,
-    notebook and data), or a new version that says what changed."""
+    notebook and data), or a new version that says what changed; and whether it is a study
+    ``--resume`` continues over a change (its trials so far ran other code)."""
     import optuna
 
     versions = store.versions(base)
     if not versions:
-        return versioned(base, 1)
+        return versioned(base, 1), False
     storage = store.storage(base)
     attrs = {v: optuna.load_study(study_name=v, storage=storage).user_attrs for v in versions}
     same_space = [v for v in versions if attrs[v].get(ATTR.SPACE) in (None, fp)]
@@ -468,18 +462,18 @@ def _choose_version(
     new = versioned(base, len(versions) + 1)
     if cfg.fresh:
         messages.append(f"--fresh: started {new!r}; earlier versions are kept in {store.location(base)}")
-        return new
+        return new, False
     if same:
         if same[-1] != latest:
             messages.append(
                 f"this cell (its search space, code, notebook and data) is that of {same[-1]!r} again: resumed it"
             )
-        return same[-1]
+        return same[-1], False
     if same_space and cfg.resume:
         target = same_space[-1]
         differences = describe_difference(attrs[target].get(ATTR.IDENTITY), identity)
         messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
-        return target
+        return target, True
     if attrs[latest].get(ATTR.SPACE) not in (None, fp):
         also = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)  # the code, notebook, data
         messages.append(
@@ -505,7 +499,7 @@ def _choose_version(
             f"{'; '.join(differences)} since {closest!r} ran: started {new!r}, so its results are not "
             f"mixed with this cell's; the old study is kept (--resume continues {resumes} instead)"
         )
-    return new
+    return new, False
 
 
 def _resumed_identity(stored: dict[str, Any] | None, identity: dict[str, Any]) -> dict[str, Any]:
@@ -612,7 +606,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         base = outer_fold_study(base, outer_fold)
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
     identity = cell_identity(program.spec, program.globals, cfg.user_ns, program.sealed())
-    target = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
+    # over_change: --resume continues a study whose trials so far ran other code
+    target, over_change = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
     # The cell as written, to re-run it after the search (re-validation, %tune_validate).
     cell_record = {
         "source": cell,
@@ -623,12 +618,6 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "record": list(cfg.record or []),
         "state": list(cfg.state or []),
     }
-    # --resume over a change: the study's earlier trials ran other code (read before this run records its own)
-    same_cell = not (
-        cfg.resume
-        and target in store.versions(base)
-        and describe_difference(_study_attrs(store, target).get(ATTR.IDENTITY), identity)
-    )
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
     # what only matters to trials that will run (not said by a re-run with nothing to run)
@@ -745,8 +734,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             )
         messages.extend(for_trials)
         # the trials from which on the study ran this cell's code: --resume over an edit starts them anew
-        code_since = n_before if not same_cell else int(study.user_attrs.get(ATTR.CODE_SINCE, 0))
-        if not same_cell:
+        code_since = n_before if over_change else int(study.user_attrs.get(ATTR.CODE_SINCE, 0))
+        if over_change:
             study.set_user_attr(ATTR.CODE_SINCE, code_since)
         job = Job(
             program=program,
