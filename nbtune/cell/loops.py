@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable, Sized
 from typing import Any
 
@@ -187,7 +188,8 @@ def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
         if stmt.lineno >= before_line:
             break
         set_here = _set_by(stmt)
-        for key in [k for k in env if not k.isidentifier() and _root(ast.parse(k, mode="eval").body) in set_here]:
+        # an override's key is its target's source ('CFG.epochs'): its root is the name it starts with
+        for key in [k for k in env if not k.isidentifier() and re.split(r"[.\[]", k, maxsplit=1)[0] in set_here]:
             del env[key]
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
             target = stmt.targets[0]
