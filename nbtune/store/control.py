@@ -150,7 +150,7 @@ class BaseControl(abc.ABC):
             self._delete(f"worker-{pid}")
 
 
-OWNER_FILE = "owner"  # "<host> <pid>" of the process that started the run
+OWNER_KEY = "owner"  # a run control's key (a file, a row) for run_owner(): who started the run
 
 
 def run_owner() -> str:
@@ -175,7 +175,7 @@ def sweep_dead_runs(runs: Path) -> None:
     ``runs/<name>-<id>`` behind)."""
     for folder in runs.glob("*-*"):
         with contextlib.suppress(OSError):
-            if owner_gone(Path(folder, OWNER_FILE).read_text()):
+            if owner_gone(Path(folder, OWNER_KEY).read_text()):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -197,7 +197,7 @@ class FileControl(BaseControl):
             directory = tempfile.mkdtemp(prefix="nbtune-run-")
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.directory = str(directory)
-        self._put(OWNER_FILE, run_owner())  # (a sweep knows a dead run's folder)
+        self._put(OWNER_KEY, run_owner())  # (a sweep knows a dead run's folder)
         self.set_target(n_trials)
 
     def _put(self, key: str, value: str) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.exceptions import ConfigError
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import BaseStore, base_name
-from nbtune.store.control import OWNER_FILE, BaseControl, owner_gone, run_owner
+from nbtune.store.control import OWNER_KEY, BaseControl, owner_gone, run_owner
 
 if TYPE_CHECKING:
     import optuna
@@ -264,7 +264,7 @@ class DatabaseControl(BaseControl):
         self.store, self.run = store, run
         self._seen: dict[str, tuple[float, str | None]] = {}
         self._ensure_table()
-        self._put(OWNER_FILE, run_owner())  # (a sweep knows a dead run's rows)
+        self._put(OWNER_KEY, run_owner())  # (a sweep knows a dead run's rows)
         self.set_target(n_trials)
 
     def sweep(self) -> None:
@@ -274,7 +274,7 @@ class DatabaseControl(BaseControl):
         with contextlib.suppress(Exception):
             with self.store.engine().connect() as conn:
                 owners = conn.execute(
-                    table.select().with_only_columns(table.c.run, table.c.value).where(table.c.key == OWNER_FILE)
+                    table.select().with_only_columns(table.c.run, table.c.value).where(table.c.key == OWNER_KEY)
                 ).all()
             dead = [str(run) for run, owner in owners if owner_gone(str(owner))]
             if dead:
