@@ -45,7 +45,6 @@ from nbtune.cell.program import (
     TrialRuntime,
     compile_cell,
     holdout_leaks,
-    read_above,
 )
 from nbtune.cell.reads import never_read
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
@@ -653,13 +652,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"it; seed your code with it (random_state={seed.name}, torch.manual_seed({seed.name})) or drop its "
             "'# tune: seed' comment"
         )
-    for param in program.params:
-        early, later = read_above(program.spec.tree, param.name, param.lineno) if program.spec.tree else ([], False)
-        if early and later:  # (read only above: an error, from compile_cell)
-            messages.append(
-                f"line {', '.join(map(str, early))} reads {param.name!r} above its '# tune:' line {param.lineno}, where "
-                "it is still the notebook's value, not the trial's; move the '# tune:' assignment above it"
-            )
+    lines = {p.name: p.lineno for p in program.params}
+    for name, early in program.read_above:  # (read only above: an error, from compile_cell)
+        messages.append(
+            f"line {', '.join(map(str, early))} reads {name!r} above its '# tune:' line {lines[name]}, where "
+            "it is still the notebook's value, not the trial's; move the '# tune:' assignment above it"
+        )
     for param in [p for p in program.params if p.name in unread and p.name not in program.read_by_functions]:
         messages.append(
             f"line {param.lineno}: {param.name!r} is tuned but the cell never reads it, so each trial draws a value "

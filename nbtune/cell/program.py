@@ -314,6 +314,9 @@ class CellProgram:
     # the state (a warm-up's step count, a patience counter), so a continued trial goes on as one.
     carried: tuple[str, ...] = ()
     carried_set: tuple[str, ...] = ()  # those the loop assigns (an array is kept only then: not data it reads)
+    # tuned variables the cell reads above their '# tune:' line too (the notebook's value there):
+    # (name, those lines), said before the search; read only there is an error
+    read_above: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def params(self) -> list[Param]:
@@ -807,8 +810,11 @@ def compile_cell(
                 f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
                 f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
             )
+    above: list[tuple[str, tuple[int, ...]]] = []
     for param in spec.params:
         early, later = read_above(spec.tree, param.name, param.lineno)
+        if early and later:
+            above.append((param.name, tuple(early)))
         lines = ", ".join(map(str, early))
         if early and param.name not in user_ns:  # every trial would fail there
             raise ConfigError(
@@ -855,6 +861,7 @@ def compile_cell(
         carried=_carried(spec, list(state or [])),
         carried_set=tuple(sorted(set_in_epochs_loop(spec.tree, spec.epochs.lineno))) if spec.epochs else (),
         read_by_functions=tuple(sorted(read_by_functions)),
+        read_above=tuple(above),
     )
 
 
