@@ -367,7 +367,12 @@ class CellProgram:
         """The (line, column) of the statements sealed with the holdout: no trial of the search runs them."""
         if self.holdout is None:
             return set()
-        return sealed_lines(parse_cell(self.source, self.line_offset), self.holdout, set(self._keep()))
+        found = self.__dict__.get("_sealed")
+        if found is None:  # (once: a run asks at its start and again after the search)
+            found = self.__dict__["_sealed"] = sealed_lines(
+                parse_cell(self.source, self.line_offset), self.holdout, set(self._keep())
+            )
+        return set(found)
 
     def namespace(self, runtime: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A fresh namespace seeded with the globals; or ``base`` itself (``--apply``)."""
