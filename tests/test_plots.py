@@ -275,23 +275,81 @@ def test_every_view_is_readable_and_leaves_the_users_matplotlib_alone(name):
     assert texts and min(t.get_fontsize() for t in texts) * fig.dpi / 72 >= 11
 
 
+def _message(fig):
+    return fig.axes[0].texts[0].get_text()
+
+
+def halving_trials(k, complete=3):
+    """``k`` configurations stopped at epoch 1 as successive halving stops them, ``complete`` of
+    them (the best at epoch 1) trained on to epoch 9; lr explains the metric, act does not."""
+    dists = {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "act": optuna.distributions.CategoricalDistribution(["a", "b"]),
+    }
+    out = []
+    for i in range(k):
+        lr = 10 ** (-4 + 3 * i / (k - 1))
+        first = 0.3 + 0.5 * i / k
+        done = i >= k - complete
+        curve = {1: first, 3: first + 0.05, 9: first + 0.1} if done else {1: first}
+        out.append(
+            create_trial(
+                state=TrialState.COMPLETE if done else TrialState.PRUNED,
+                value=curve[9] if done else None,
+                params={"lr": lr, "act": "ab"[i % 2]},
+                distributions=dists,
+                intermediate_values=curve,
+            )
+        )
+    return out
+
+
+def test_importance_after_successive_halving_compares_configurations_at_an_epoch():
+    """With the default ASHA few trials complete (3-5 of 40-60 in teammates' searches): the
+    importance view said it needed 10 complete trials. It compares the configurations at the
+    largest epoch 10 of them reached, as the default sampler's model does."""
+    summary = summary_of(halving_trials(14))
+    imp = plots.importance_of(summary)
+    assert (imp.n, imp.epoch) == (14, 1)
+    assert imp.values["lr"] > imp.values["act"]
+    assert plots.importance(summary) == imp.values
+    fig = plots.view_figure("importance", summary)
+    assert fig.axes[0].get_xlabel() == "importance (PED-ANOVA, 14 configurations at epoch 1)"
+    assert fig.axes[0].get_title() == "what mattered by epoch 1"
+    panel = plots.dashboard_figure(summary, with_importance=True).axes[-1]
+    assert panel.get_title() == "what mattered by epoch 1"
+    # a configuration paused at epoch 1 and trained on later counts once, through its furthest trial
+    again = [
+        create_trial(
+            state=TrialState.PRUNED,
+            params=t.params,
+            distributions=t.distributions,
+            intermediate_values={1: t.intermediate_values[1]},
+        )
+        for t in summary.trials
+        if t.state == TrialState.COMPLETE
+    ]
+    assert plots.importance_of(summary_of(halving_trials(14) + again)).n == 14
+    # enough complete trials: their final values, as before
+    assert plots.importance_of(summary_of(halving_trials(14, complete=10))).epoch is None
+    assert plots.importance_of(summary_of(halving_trials(9))) == plots.Importance({}, 0)
+
+
 def test_a_view_that_cannot_be_drawn_yet_says_why():
     few = summary_of(log_trials(4))
     fig = plots.view_figure("importance", few)
-    assert "importance needs 10 complete trials" in fig.axes[0].texts[0].get_text()
-    assert "successive halving" not in fig.axes[0].texts[0].get_text()  # every trial complete: no such hint
-    stopped = [
-        optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params=t.params, distributions=t.distributions)
-        for t in log_trials(6)
-    ]
-    fig = plots.view_figure("importance", summary_of(log_trials(4) + stopped))
-    assert "successive halving completes few trials by design: raise -n" in fig.axes[0].texts[0].get_text()
+    assert "importance needs 10 configurations measured at one epoch (4 so far)" in fig.axes[0].texts[0].get_text()
+    assert "raise -n" in fig.axes[0].texts[0].get_text()
+    no_epochs = summary_of(grid_trials(4))
+    assert "importance needs 10 complete trials (4 so far)" in _message(plots.view_figure("importance", no_epochs))
+    one_param = summary_of(grid_trials(12, one_param=True))
+    assert "fewer than two" in _message(plots.view_figure("importance", one_param))
     fig = plots.view_figure("contour", summary_of([]))
     assert "contour needs 3 complete trials; 0 so far" in fig.axes[0].texts[0].get_text()
     with pytest.raises(nbtune.exceptions.ConfigError, match="plot view must be one of overview, learning curves"):
         plots.view_figure("pie", few)
     # the names as the README writes them, in any case: res.plot("edf") failed (found trying nbtune as a new user)
-    assert "needs 10 complete trials" in plots.view_figure("Importance", few).axes[0].texts[0].get_text()
+    assert "needs 10 configurations" in _message(plots.view_figure("Importance", few))
     assert plots.view_figure("edf", few) is not None
 
 

@@ -35,7 +35,7 @@ from nbtune.store.attrs import diverged
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["TPESampler", "at_largest_budget", "observations_needed"]
+__all__ = ["TPESampler", "at_largest_budget", "compared_at", "observations_needed"]
 
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -73,6 +73,24 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     """
     if not any(t.intermediate_values for t in trials):  # no epochs loop: nothing to compare at
         return _with_diverged_as_bad(trials), None
+    found = compared_at(trials, n_min)
+    if found is None:
+        return _with_diverged_as_bad(trials), None
+    _, seen, blew_up = found
+    bad = {t.number: _bad(t) for t in blew_up}
+    out = [bad.get(t.number, t) for t in trials if t.state not in _ENDED]  # running and failed ones pass
+    out += seen
+    out.sort(key=lambda t: t.number)
+    return out, sum(t.state == TrialState.COMPLETE for t in seen)
+
+
+def compared_at(trials: list[FrozenTrial], n_min: int) -> tuple[int, list[FrozenTrial], list[FrozenTrial]] | None:
+    """The largest step (epoch) that at least ``n_min`` configurations reached, and the
+    configurations compared there, as :func:`model_view` describes: each once, valued at that
+    step, as a complete trial (a copy), or as a pruned trial with no value where that value is not
+    finite; then the configurations that diverged (their trials as they are). None without such a
+    step.
+    """
     furthest: dict[tuple[Any, ...], FrozenTrial] = {}
     blew_up: dict[tuple[Any, ...], FrozenTrial] = {}
     for t in trials:
@@ -89,11 +107,9 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     reached = Counter(step for t in furthest.values() for step in t.intermediate_values)
     budgets = [step for step, n in reached.items() if n >= n_min]
     if not budgets:
-        return _with_diverged_as_bad(trials), None
+        return None
     budget = max(budgets)
-    bad = {t.number: _bad(t) for t in blew_up.values()}
-    out = [bad.get(t.number, t) for t in trials if t.state not in _ENDED]  # running and failed ones pass
-    compared = 0
+    out = []
     for t in furthest.values():
         if budget in t.intermediate_values:
             value = t.intermediate_values[budget]
@@ -107,9 +123,7 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
         seen = copy.copy(t)  # the study's own record stays as it is
         seen.state, seen.value = TrialState.COMPLETE, value
         out.append(seen)
-        compared += 1
-    out.sort(key=lambda t: t.number)
-    return out, compared
+    return budget, out, list(blew_up.values())
 
 
 def _bad(t: FrozenTrial) -> FrozenTrial:

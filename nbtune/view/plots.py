@@ -218,51 +218,91 @@ def _draw_curves(ax: Any, result: TuneResult, max_curves: int = 120) -> bool:
     return True
 
 
-MIN_TRIALS_FOR_IMPORTANCE = 10  # fewer complete trials give importances that flip from run to run
+MIN_TRIALS_FOR_IMPORTANCE = 10  # fewer configurations give importances that flip from run to run
 
 
-def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
-    """Optuna's default importance (PED-ANOVA) of the latest ``max_trials`` completed trials;
-    {} below :data:`MIN_TRIALS_FOR_IMPORTANCE` complete trials or with a single parameter."""
+@dataclass(frozen=True)
+class Importance:
+    """Optuna's default importance (PED-ANOVA) of each parameter, and what it rests on: the
+    ``n`` latest complete trials' final values (``epoch`` None), or, where successive halving
+    completed fewer than :data:`MIN_TRIALS_FOR_IMPORTANCE`, the ``n`` configurations compared at
+    ``epoch``, the largest epoch that many reached (what the default sampler's model sees)."""
+
+    values: dict[str, float]
+    n: int
+    epoch: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def rests_on(self) -> str:
+        if self.epoch is None:
+            return f"{self.n} complete trials"
+        return f"{self.n} configurations at epoch {self.epoch}"
+
+
+def importance_of(result: TuneResult, max_trials: int = 500) -> Importance:
+    """The parameters' importance (:class:`Importance`), empty below
+    :data:`MIN_TRIALS_FOR_IMPORTANCE` configurations to compare or with a single parameter.
+
+    Complete trials are compared at their end. Under successive halving few trials complete by
+    design; then the configurations are compared at the largest epoch at least 10 of them
+    reached, each valued there, as BOHB and nbtune's TPE fit their model (each configuration
+    once, however many times it paused).
+    """
     import optuna
     from optuna.trial import TrialState
 
-    done = [t for t in result.trials if t.state == TrialState.COMPLETE]
-    if len(done) < MIN_TRIALS_FOR_IMPORTANCE or len(result.study.best_params) < 2:
-        return {}
+    from nbtune.run.tpe import compared_at
+
+    none = Importance({}, 0)
+    if len(param_names(result.trials[:200])) < 2:
+        return none
+    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    epoch = None
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        found = compared_at(list(result.trials), MIN_TRIALS_FOR_IMPORTANCE)
+        if found is None:
+            return none
+        epoch, seen, _ = found
+        done = [t for t in seen if t.state == TrialState.COMPLETE]
+        if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+            return none
+    done = sorted(done, key=lambda t: t.number)[-max_trials:]  # the cost grows with the trials
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            study = result.study
-            if len(done) > max_trials:
-                # the cost grows with the trials; a sample of the latest ones tells the same story.
-                study = optuna.create_study(directions=result.study.directions)
-                study.add_trials(sorted(done, key=lambda t: t.number)[-max_trials:])
-            return dict(
-                optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
-                )
+            study = optuna.create_study(directions=result.study.directions)
+            study.add_trials(done)
+            values = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
             )
     except Exception:  # importance is a nicety: never fail the display for it
         _logger.debug("importance failed", exc_info=True)
-        return {}
+        return none
+    return Importance(dict(values), len(done), epoch)
+
+
+def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
+    """Each parameter's importance (:func:`importance_of`); {} when there is not enough to compare."""
+    return importance_of(result, max_trials).values
 
 
 def _n_complete(result: TuneResult) -> int:
     return sum(t.state.name == "COMPLETE" and t.value is not None for t in result.trials)
 
 
-def _draw_importance(ax: Any, imp: dict[str, float], n_trials: int) -> None:
-    names = list(imp)[::-1]
-    ax.barh(names, [imp[n] for n in names], color=_BEST)
-    ax.set_xlabel(f"importance (PED-ANOVA, {n_trials} complete trials)")
-    ax.set_title("what mattered", fontsize=11)
+def _draw_importance(ax: Any, imp: Importance) -> None:
+    names = list(imp.values)[::-1]
+    ax.barh(names, [imp.values[n] for n in names], color=_BEST)
+    ax.set_xlabel(f"importance (PED-ANOVA, {imp.rests_on()})")
+    ax.set_title("what mattered" if imp.epoch is None else f"what mattered by epoch {imp.epoch}", fontsize=11)
 
 
 def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figure:
     """Best so far (by trial and by time), learning curves (if any) and importance (at the end)."""
     has_curves = any(t.intermediate_values for t in result.trials)
-    imp = importance(result) if with_importance else {}
+    imp = importance_of(result) if with_importance else Importance({}, 0)
     n = 2 + int(has_curves) + int(bool(imp))
     # Two panels a row at 900 px: what fits a notebook's output area without being shrunk.
     rows = (n + 1) // 2
@@ -277,7 +317,7 @@ def dashboard_figure(result: TuneResult, with_importance: bool = False) -> Figur
         _draw_curves(axes[i], result)
         i += 1
     if imp:
-        _draw_importance(axes[i], imp, min(500, _n_complete(result)))
+        _draw_importance(axes[i], imp)
     return fig
 
 
@@ -541,20 +581,22 @@ def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
 
 
 def _importance(result: TuneResult, choice: PlotChoice) -> Figure:
-    imp = importance(result)
+    imp = importance_of(result)
     if not imp:
-        stopped = any(t.state.name == "PRUNED" for t in result.trials)
-        return message_figure(
-            f"importance needs {MIN_TRIALS_FOR_IMPORTANCE} complete trials and two parameters "
-            f"({_n_complete(result)} complete so far): fewer give rankings that change from run to run"
-            + (
-                "; successive halving completes few trials by design: raise -n, or search with --scheduler none"
-                if stopped
-                else ""
+        if len(param_names(result.trials[:200])) < 2:
+            return message_figure("importance compares parameters: this study has fewer than two")
+        if any(t.intermediate_values for t in result.trials):
+            return message_figure(
+                f"importance needs {MIN_TRIALS_FOR_IMPORTANCE} configurations measured at one epoch "
+                f"({len({tuple(sorted(t.params.items())) for t in result.trials if t.intermediate_values})} "
+                "so far): fewer give rankings that change from run to run; raise -n"
             )
+        return message_figure(
+            f"importance needs {MIN_TRIALS_FOR_IMPORTANCE} complete trials ({_n_complete(result)} so far): "
+            "fewer give rankings that change from run to run"
         )
     fig, ax = _figure(*WIDE)
-    _draw_importance(ax, imp, min(500, _n_complete(result)))
+    _draw_importance(ax, imp)
     return fig
 
 
