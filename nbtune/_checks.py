@@ -19,7 +19,7 @@ from nbtune.exceptions import ConfigError
 from nbtune.run.liveness import BaseLiveness, reap_dead_trials
 from nbtune.run.schedulers import SchedulerSpec
 from nbtune.run.worker import Job
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted, ran_sealed, ranked
+from nbtune.store.attrs import ATTR, configuration, finished_count, is_interrupted, ran_sealed, ranked
 from nbtune.store.base import BaseStore, check_study_name
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _top(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     """The ``k`` best complete trials that meet the guardrails, with distinct configurations."""
     out, seen = [], set()
     for t in ranked(study.get_trials(deepcopy=False), study.direction.name.lower()):
-        key = tuple(sorted((k, repr(v)) for k, v in t.params.items()))
+        key = configuration(t.params)
         if key not in seen:
             seen.add(key)
             out.append(t)

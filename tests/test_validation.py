@@ -1204,3 +1204,24 @@ def test_two_failures_are_not_put_down_to_a_region():
 
     assert study_with(2).region == ""
     assert study_with(3).region.startswith("C <= ")
+
+
+def test_revalidation_says_when_it_cut_among_configurations_that_tie(trees):
+    """Nine configurations tied at the top of tutorial 06's search, and --revalidate 3 took the
+    first three by trial number without saying so (found by a teammate as a new user)."""
+    cell = (
+        "seed = 0  # tune: seed\n"
+        "max_depth = 4  # tune: choice(2, 3, 4, 6, 8)\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(X_train, y_train)\n"
+        "val_acc = round(model.score(X_val, y_val), 1)\n"
+    )
+    res = run(trees, "--maximize val_acc --sampler grid --trials 5 --revalidate 2 --seeds 2 -o res", cell)
+    values = [t.value for t in res.study.trials]
+    assert len(set(values)) == 1  # every configuration scores the same, rounded
+    cut = res.revalidation().index[-1]
+    expected = f"3 more configurations tie with trial {cut} at val_acc {values[0]:.4g} and were not re-validated"
+    assert expected in res.summary()
+    assert "(the search ranks ties by trial number): --revalidate 5 takes them too" in res.summary()
+    assert "nbtune-ties" in res.html()
+    res.revalidate(top=5, seeds=2, view=None)  # all of them: nothing left out, nothing said
+    assert "tie with trial" not in res.summary() and "nbtune-ties" not in res.html()

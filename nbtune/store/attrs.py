@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ATTR",
     "busy_spans",
+    "configuration",
     "continuations",
     "diverged",
     "finished_count",
@@ -152,6 +153,12 @@ def finished_count(trials: list[optuna.trial.FrozenTrial]) -> int:
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Meets every guardrail (``--subject-to``): Optuna's rule, all constraint values <= 0."""
     return all(v <= 0 for v in trial.constraints.values())
+
+
+def configuration(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A configuration as a key: two trials with equal keys ran the same hyperparameters (values
+    by their repr, so that ``1`` and ``1.0`` or ``True`` stay apart)."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def ranked(trials: list[optuna.trial.FrozenTrial], direction: str) -> list[optuna.trial.FrozenTrial]:

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, ran_sealed, ranked
+from nbtune.store.attrs import ATTR, configuration, finished_count, is_feasible, ran_sealed, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -317,6 +317,37 @@ class CheckReport:
             ATTR.FOLDS in t.user_attrs for t in self.study.get_trials(deepcopy=False)[:20]
         )
 
+    def tied_out(self) -> int:
+        """How many configurations the re-validation left out that tie on the search's metric with
+        the last one it took: the search ranks ties by trial number, so ``--revalidate K`` cut
+        among equals (nine configurations tied at the top of a digits search)."""
+        cands = self.candidates()
+        if not cands:
+            return 0
+        last = cands[-1].search_value
+        taken = {c.number for c in cands}
+        seen = {configuration(c.params) for c in cands}
+        tied = 0
+        for t in ranked(self.study.get_trials(deepcopy=False), self.direction):
+            key = configuration(t.params)
+            if t.number in taken or key in seen or t.value != last:
+                continue
+            seen.add(key)
+            tied += 1
+        return tied
+
+    def _tie_sentence(self) -> str:
+        tied = self.tied_out()
+        if not tied:
+            return ""
+        cands = self.candidates()
+        return (
+            f"{tied} more configuration{'s' if tied > 1 else ''} tie{'' if tied > 1 else 's'} with trial "
+            f"{cands[-1].number} at {self.metric} {fmt(cands[-1].search_value)} and {'were' if tied > 1 else 'was'} "
+            f"not re-validated (the search ranks ties by trial number): --revalidate {len(cands) + tied} takes "
+            f"{'them' if tied > 1 else 'it'} too"
+        )
+
     # --- text ---------------------------------------------------------------------------
     def lines(self) -> list[str]:
         """The checks as a few sentences (after the search summary)."""
@@ -358,6 +389,8 @@ class CheckReport:
                     "  no configuration met every guardrail with every seed, so none is chosen: the guardrails "
                     "hold on the search's seed only; re-validate more of the top (--revalidate K) or loosen them"
                 )
+            if self._tie_sentence():
+                out.append("  " + self._tie_sentence())
             if 1 < n < 4:  # Student's t with 1-2 degrees of freedom: 12.7 and 4.3 standard errors
                 out.append(
                     f"  with {n} seeds a 95% interval is {fmt(t_quantile(n - 1))} standard errors wide either side, "
@@ -403,6 +436,8 @@ class CheckReport:
                 + "".join(rows)
                 + "</tbody></table>"
             )
+            if self._tie_sentence():
+                parts.append(f"<p class='nbtune-ties'>{esc(self._tie_sentence())}.</p>")
         h = self.holdout_report()
         if h is not None:
             style = "color:#d93025;font-weight:600" if h.warn else ""
