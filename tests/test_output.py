@@ -171,3 +171,67 @@ def test_progress_lines_in_a_terminal_reach_it_and_not_the_running_trials_output
     progress = [line for line in out.splitlines() if " finished · " in line]
     assert len(progress) >= 3, out
     assert "TRIALS WITH PROGRESS 0 WITH THEIR OWN 12" in out, out
+
+
+def test_the_warnings_a_trial_printed_are_read_from_all_of_its_output():
+    from nbtune.run.output import MAX_WARNINGS, warnings_in
+
+    text = (
+        "/x/sklearn/linear_model/_logistic.py:599: ConvergenceWarning: lbfgs failed to converge (status=1):\n"
+        "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT\n"
+        "  n_iter_i = _check_optimize_result(\n"
+        "epoch 1 loss: 0.3\n"
+        "<ipython-input-3>:5: UserWarning: the validation set has one class\n"
+        "/x/_logistic.py:599: ConvergenceWarning: lbfgs failed to converge (status=1):\n"  # the same again
+    )
+    assert warnings_in(text) == [
+        "ConvergenceWarning: lbfgs failed to converge (status=1):",
+        "UserWarning: the validation set has one class",
+    ]
+    assert warnings_in("a print that says Warning: no line number\nloss 0.3\n") == []
+    many = "".join(f"f.py:{i}: UserWarning: number {i}\n" for i in range(9))
+    assert len(warnings_in(many)) == MAX_WARNINGS
+
+
+WARNS = """\
+C = 1.0  # tune: loguniform(1e-3, 1e3)
+import warnings
+from sklearn.exceptions import ConvergenceWarning
+warnings.warn(f"lbfgs failed to converge after {int(C * 100)} iteration(s)", ConvergenceWarning)
+warnings.warn("this keyword is deprecated", FutureWarning)
+print("epoch loss\\n" * 400)  # a chatty trial: its warning is far above the output's kept tail
+val_acc = 0.9
+"""
+
+
+WARNS_SCRIPT = f"""\
+import json, sys, tempfile
+import nbtune
+out = []
+for jobs in (1, 2):
+    res = nbtune.tune({WARNS!r}, maximize="val_acc", n_trials=4, n_jobs=jobs, store=tempfile.mkdtemp(), view=None)
+    df = res.trials_dataframe()
+    found = res.diagnose()
+    out.append(dict(warnings=df.warnings.tolist(), output=df.output.tolist(), kinds=found.kind.tolist(),
+                    n=found.n_trials.tolist(), advice=found.advice.tolist(), summary=res.summary()))
+print("RESULT", json.dumps(out))
+"""
+
+
+def test_warnings_trials_printed_are_kept_and_diagnosed_from_worker_processes_too(tmp_path):
+    """Eleven of twelve trials of a LogisticRegression search printed 'ConvergenceWarning: lbfgs
+    failed to converge': the models were scored as they stopped, and neither the summary nor
+    res.diagnose() said a word (found trying nbtune). A script, as a terminal runs it (pytest's
+    own process records warnings instead of printing them)."""
+    import json
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", WARNS_SCRIPT], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    for jobs, got in zip((1, 2), json.loads(run.stdout.split("RESULT ", 1)[1]), strict=True):
+        assert all(w[0].startswith("ConvergenceWarning: lbfgs failed to converge after") for w in got["warnings"]), jobs
+        assert all("FutureWarning: this keyword is deprecated" in w for w in got["warnings"])
+        assert all("ConvergenceWarning" not in o for o in got["output"])  # cut from the kept tail
+        assert got["kinds"] == ["warned"] and got["n"] == [4], got  # not the FutureWarning
+        assert "these models stopped before they converged" in got["advice"][0]
+        assert "diagnosis: 4 trials warned ('ConvergenceWarning: lbfgs failed to converge after" in got["summary"]

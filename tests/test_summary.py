@@ -259,6 +259,7 @@ def test_trials_dataframe(result):
         "error",
         "interrupted",
         "output",
+        "warnings",
         *STOP_COLUMNS,
         "stopped_reason",
         "paused",

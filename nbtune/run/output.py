@@ -28,13 +28,33 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from typing import Any
 
-__all__ = ["OUTPUT_TAIL", "beside_trials", "captured_output", "close_widgets", "native_output"]
+__all__ = ["OUTPUT_TAIL", "beside_trials", "captured_output", "close_widgets", "native_output", "warnings_in"]
 
 OUTPUT_TAIL = 2000  # characters of a trial's printed output kept in the store
+MAX_WARNINGS = 5  # distinct warnings kept with a trial
+
+# How Python's warnings module prints one (warnings.formatwarning): "path:line: Category: message"
+_WARNING = re.compile(r"^\S[^\n]*?:\d+: ([A-Za-z_]\w*Warning): ([^\n]*)$", re.MULTILINE)
+
+
+def warnings_in(text: str) -> list[str]:
+    """The distinct warnings ``text`` printed, as ``"Category: first line of the message"``, in
+    the order first printed (at most :data:`MAX_WARNINGS`). Read from the whole of a trial's
+    output, before its tail is cut: a warning of the first epoch is kept however much the
+    trial printed after it."""
+    if "Warning: " not in text:  # most outputs: no regular expression at all
+        return []
+    out: dict[str, None] = {}
+    for m in _WARNING.finditer(text):
+        out.setdefault(f"{m[1]}: {m[2].strip()}"[:300], None)
+        if len(out) == MAX_WARNINGS:
+            break
+    return list(out)
 
 
 class _ThreadOutput:

@@ -34,7 +34,7 @@ from nbtune.run.checkpoints import (
     save_checkpoint,
 )
 from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
-from nbtune.run.output import OUTPUT_TAIL, captured_output, native_output
+from nbtune.run.output import OUTPUT_TAIL, captured_output, native_output, warnings_in
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
 from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted
@@ -232,9 +232,11 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 with running_threads.running(trial.number), captured_output() as out:
                     value = job.program.run(runtime)
             finally:
-                text = "".join(out)[-OUTPUT_TAIL:]
-                if text.strip():
-                    storage.set_trial_user_attr(tid, ATTR.OUTPUT, text)
+                whole = "".join(out)
+                if whole.strip():
+                    storage.set_trial_user_attr(tid, ATTR.OUTPUT, whole[-OUTPUT_TAIL:])
+                    if found := warnings_in(whole):
+                        storage.set_trial_user_attr(tid, ATTR.WARNINGS, found)
         except TrialStopped:
             if job.scheduler.pause and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})

@@ -14,7 +14,11 @@ it works for any stored study:
   measure): a large train-validation gap, or a low training score;
   without one, a validation curve that improved clearly and then rose back past its start
   (by less than its first value: more is a divergence) is overfitting too;
-* **failed**: other errors, grouped by exception and cell line.
+* **failed**: other errors, grouped by exception and cell line;
+* **warned**: a warning the trials printed (a ``ConvergenceWarning``: the model stopped before it
+  converged and was scored as it stopped; a ``RuntimeWarning`` of an overflow), grouped by its
+  category and message with the numbers left out; deprecation warnings, about the code and not
+  the result, are left out.
 
 With ``# tune: folds(k)`` a trial's steps are its folds, not epochs: the curve signatures
 (diverged from its curve, did not learn, a curve that turned) are not read from them.
@@ -52,7 +56,12 @@ ADVICE = {
     "overfitting": "more regularisation (weight decay, dropout, smaller models), more data, or fewer epochs",
     "underfitting": "bigger models or less regularisation; more epochs",
     "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range",
+    "warned": "these trials' results came with it: read it (res.trials_dataframe().warnings) and fix the cell or "
+    "the range",
 }
+
+# Warnings about the code, not about a trial's result: every trial prints them alike.
+_CODE_WARNINGS = ("DeprecationWarning", "PendingDeprecationWarning", "FutureWarning")
 
 
 @dataclass
@@ -60,7 +69,8 @@ class Finding:
     """One failure signature.
 
     Attributes:
-        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"`` or ``"failed"``.
+        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``
+            or ``"warned"``.
         trials: the trial numbers it rests on.
         evidence: what was seen, in words.
         region: the parameter range those trials share, if one parameter separates them.
@@ -242,8 +252,55 @@ def diagnose(result: StudySummary) -> list[Finding]:
         region = _region(hit, rest) if len(hit) >= 3 and not signature.startswith("CellError") else ""
         findings.append(Finding("failed", numbers, evidence, region, ADVICE["failed"]))
     findings.extend(fit)
+    findings.extend(_warned(trials, by_number, diverged))
     findings.sort(key=lambda f: -len(f.trials))
     return findings
+
+
+def _warned(
+    trials: list[optuna.trial.FrozenTrial], by_number: dict[int, optuna.trial.FrozenTrial], diverged: dict[int, str]
+) -> list[Finding]:
+    """The warnings trials printed (``ATTR.WARNINGS``), one finding per category and message, the
+    numbers in the message left out ("lbfgs failed to converge after 100 iteration(s)" and
+    "... after 288 ..." are one)."""
+    import re
+
+    hits: dict[str, list[int]] = defaultdict(list)
+    example: dict[str, str] = {}
+    for t in trials:
+        if t.number in diverged:  # said already, and that is the trial's story
+            continue
+        for w in t.user_attrs.get(ATTR.WARNINGS) or ():
+            if w.split(":", 1)[0] in _CODE_WARNINGS:
+                continue
+            key = re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", w)
+            if not hits[key] or hits[key][-1] != t.number:
+                hits[key].append(t.number)
+            example.setdefault(key, w)
+    out = []
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    for key, numbers in hits.items():
+        hit = [by_number[n] for n in numbers]
+        rest = [t for t in finished if t.number not in numbers]
+        region = _region(hit, rest) if len(hit) >= 3 else ""
+        text = example[key] if len(example[key]) <= 160 else example[key][:157] + "..."
+        out.append(Finding("warned", numbers, repr(text), region, _warning_advice(key, region), {"warning": key}))
+    return out
+
+
+def _warning_advice(warning: str, region: str) -> str:
+    """What a warning asks for, turned toward the region (where it came, one parameter apart)."""
+    where = f" where {region}" if region else ""
+    if warning.startswith("ConvergenceWarning"):
+        return (
+            "these models stopped before they converged and were scored as they stopped: raise the iteration "
+            f"limit (max_iter){where}, or scale the features"
+        )
+    if warning.startswith("RuntimeWarning") and any(w in warning for w in ("overflow", "invalid value", "divide")):
+        return (
+            f"numbers overflowed or became NaN{where}: lower the range's top (step sizes first), or scale the features"
+        )
+    return ADVICE["warned"]
 
 
 _VALIDATION_WORDS = ("validation", "valid", "val", "dev", "eval")

@@ -159,6 +159,7 @@ class TuneResult(StudySummary):
             row["error"] = t.user_attrs.get(ATTR.ERROR)
             row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)
             row["output"] = t.user_attrs.get(ATTR.OUTPUT)
+            row["warnings"] = t.user_attrs.get(ATTR.WARNINGS)  # the distinct warnings it printed
             if ATTR.SEED in t.user_attrs:
                 row["seed"] = t.user_attrs[ATTR.SEED]
             for k, v in (t.user_attrs.get(ATTR.RECORD) or {}).items():
