@@ -30,6 +30,7 @@ __all__ = [
     "completed_rung",
     "bracket_of",
     "is_asyncio_runner",
+    "show_warnings_again",
 ]
 
 
@@ -276,6 +277,24 @@ def bracket_of(pruner: optuna.pruners.HyperbandPruner, study: optuna.Study, tria
     if not pruner._pruners:
         pruner._try_initialization(study)
     return pruner._get_bracket_id(study, trial)
+
+
+def show_warnings_again() -> None:
+    """Let the warnings a library printed once in this process print again, once, in the next
+    trial: the ``"default"`` action prints a warning once per place and message, so after the
+    first trial of a process a library's ``UserWarning`` with a fixed message reached no other
+    trial's output, and the diagnosis counted one trial where every trial warned. The warnings
+    module's own hook for a change of its filters (which empties every module's registry of
+    warnings shown) does it; the filters themselves stay as the user set them. Python has no
+    public call for it; a no-op where it is missing."""
+    import warnings
+
+    mutated = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
+    if mutated is not None:
+        try:
+            mutated()
+        except Exception:  # a changed private signature: warnings then print once per process, as before
+            pass
 
 
 def is_asyncio_runner(shell: Any) -> bool:

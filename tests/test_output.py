@@ -199,6 +199,8 @@ import warnings
 from sklearn.exceptions import ConvergenceWarning
 warnings.warn(f"lbfgs failed to converge after {int(C * 100)} iteration(s)", ConvergenceWarning)
 warnings.warn("this keyword is deprecated", FutureWarning)
+import chatty_library
+chatty_library.fit()  # the same message at the same place in every trial
 print("epoch loss\\n" * 400)  # a chatty trial: its warning is far above the output's kept tail
 val_acc = 0.9
 """
@@ -226,12 +228,18 @@ def test_warnings_trials_printed_are_kept_and_diagnosed_from_worker_processes_to
     import json
     import subprocess
 
+    (tmp_path / "chatty_library.py").write_text(
+        "import warnings\n\ndef fit():\n    warnings.warn('the labels have one class', UserWarning)\n"
+    )
     run = subprocess.run([sys.executable, "-c", WARNS_SCRIPT], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     for jobs, got in zip((1, 2), json.loads(run.stdout.split("RESULT ", 1)[1]), strict=True):
         assert all(w[0].startswith("ConvergenceWarning: lbfgs failed to converge after") for w in got["warnings"]), jobs
         assert all("FutureWarning: this keyword is deprecated" in w for w in got["warnings"])
+        # Python prints a warning once per place and message: it reached the first trial of a process only
+        assert all("UserWarning: the labels have one class" in w for w in got["warnings"]), got["warnings"]
         assert all("ConvergenceWarning" not in o for o in got["output"])  # cut from the kept tail
-        assert got["kinds"] == ["warned"] and got["n"] == [4], got  # not the FutureWarning
+        assert got["kinds"] == ["warned", "warned"] and got["n"] == [4, 4], got  # not the FutureWarning
         assert "these models stopped before they converged" in got["advice"][0]
+        assert "read it (res.trials_dataframe().warnings)" in got["advice"][1]
         assert "diagnosis: 4 trials warned ('ConvergenceWarning: lbfgs failed to converge after" in got["summary"]

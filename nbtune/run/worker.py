@@ -230,6 +230,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         try:
             try:
                 with running_threads.running(trial.number), captured_output() as out:
+                    _compat.show_warnings_again()  # each trial's output has its warnings
                     value = job.program.run(runtime)
             finally:
                 whole = "".join(out)
