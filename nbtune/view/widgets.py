@@ -83,12 +83,16 @@ def widget_view(run: RunInfo, search: Search) -> WidgetView:
 # ----------------------------------------------------------------------------------------
 # The table: shows the rows that matter, never thousands of DOM rows.
 
+# Secondary text: the front end's own muted colour where it has one (JupyterLab's and Notebook 7's
+# themes, dark ones too: a fixed grey was hard to read on a dark background), grey elsewhere.
+_MUTED = "var(--jp-ui-font-color2, #5f6368)"
+
 _STATE_STYLE = {
     "RUNNING": "color:#1a73e8;font-weight:600",
     "COMPLETE": "color:#188038",
     "PRUNED": "color:#e37400",
     "FAIL": "color:#d93025",
-    "WAITING": "color:#5f6368",
+    "WAITING": f"color:{_MUTED}",
     "PAUSED": "color:#e37400;font-style:italic",
     "INFEASIBLE": "color:#d93025;font-style:italic",
 }
@@ -279,7 +283,7 @@ class WidgetView(BaseView):
         self.title.add_class("nbtune-title")
         self.notes = w.HTML(
             "".join(
-                f"<div style='color:{'#b06000' if n.startswith('possible leak') else '#5f6368'}'>note: {html.escape(n)}</div>"
+                f"<div style='color:{'#b06000' if n.startswith('possible leak') else _MUTED}'>note: {html.escape(n)}</div>"
                 for n in notes
             ),
             layout=w.Layout(display="" if notes else "none"),
@@ -441,7 +445,7 @@ class WidgetView(BaseView):
         view = PLOT_VIEWS[self.plot_view.value]
         self.color_by.layout.display = "" if view.uses == "color_by" else "none"
         self.plot_params.layout.display = "" if view.uses == "params" else "none"
-        self.plot_help.value = f"<span style='font-size:12px;color:#5f6368'>{html.escape(view.help)}</span>"
+        self.plot_help.value = f"<span style='font-size:12px;color:{_MUTED}'>{html.escape(view.help)}</span>"
 
     def _page(self, delta: int) -> None:
         self.table.page += delta
