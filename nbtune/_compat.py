@@ -247,7 +247,7 @@ def study_view(study: optuna.Study, transform: Callable[[list[Any]], list[Any]])
     Optuna's samplers read the history through ``Study._get_trials`` (TPE, with its per-thread
     cache) or ``get_trials``; both read the transformed list. Everything else, writes included,
     goes to ``study``. Pass the view only to a sampler's ``sample_relative`` and
-    ``sample_independent``, and make a new one for each proposal.
+    ``sample_independent`` (a new one for each proposal), or to an importance evaluator.
     """
     view: Any = _StudyView(study, transform)
     return view  # type: ignore[no-any-return]

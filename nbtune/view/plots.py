@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nbtune import _compat
 from nbtune._registry import Registry
 from nbtune.store.attrs import ATTR, busy_spans, continuations, is_feasible
 from nbtune.view.format import fmt, is_number
@@ -272,10 +273,10 @@ def importance_of(result: TuneResult, max_trials: int = 500) -> Importance:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            study = optuna.create_study(directions=result.study.directions)
-            study.add_trials(done)
+            # the study seen through these trials (a new study would log its creation to stderr)
+            view = _compat.study_view(result.study, lambda _: done)
             values = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+                view, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
             )
     except Exception:  # importance is a nicety: never fail the display for it
         _logger.debug("importance failed", exc_info=True)
