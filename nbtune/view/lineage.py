@@ -61,8 +61,15 @@ def lineage_figure(result: TuneResult, trial: int | None = None) -> Figure:
     if number is None:
         return message_figure("no lineage yet: no trial has completed")
     trials = result.trials
+    final = next((t for t in trials if t.number == number), None)
+    if final is None:
+        return message_figure(f"no trial {number} in this study")
+    if not final.intermediate_values:  # (a cell without an epochs loop: it crashed on the empty curve)
+        return message_figure(
+            f"a lineage follows a trial's model epoch by epoch, across pause-and-promote and PBT: trial {number} "
+            "has no learning curve (mark the cell's epochs loop with '# tune: epochs')"
+        )
     segments = lineage(trials, number)
-    final = next(t for t in trials if t.number == number)
     names = [k for k in final.params if len({repr(s["params"].get(k)) for s in segments}) > 1] or list(final.params)[:2]
     fig, grid = _figure(WIDE[0], 2.6 + 1.4 * len(names), nrows=1 + len(names))
     axes = [row[0] for row in grid] if len(names) else [grid]
