@@ -338,10 +338,10 @@ def test_importance_after_successive_halving_compares_configurations_at_an_epoch
 def test_a_lineage_of_a_trial_without_a_learning_curve_says_why():
     """res.plot("lineage") of a cell without an epochs loop raised an IndexError (found trying
     nbtune as a new user); every other view that cannot be drawn says why."""
+    from nbtune.view.lineage import lineage_figure  # registers the view, as nbtune's result does
+
     no_epochs = summary_of(grid_trials(4))
     assert "trial 0 has no learning curve" in _message(plots.view_figure("lineage", no_epochs))
-    from nbtune.view.lineage import lineage_figure
-
     assert "no trial 9 in this study" in _message(lineage_figure(no_epochs, trial=9))
 
 
