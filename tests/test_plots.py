@@ -341,7 +341,7 @@ def test_a_lineage_of_a_trial_without_a_learning_curve_says_why():
     from nbtune.view.lineage import lineage_figure  # registers the view, as nbtune's result does
 
     no_epochs = summary_of(grid_trials(4))
-    assert "trial 0 has no learning curve" in _message(plots.view_figure("lineage", no_epochs))
+    assert "has no learning curve (mark the cell" in _message(plots.view_figure("lineage", no_epochs))
     assert "no trial 9 in this study" in _message(lineage_figure(no_epochs, trial=9))
 
 
