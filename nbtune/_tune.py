@@ -12,6 +12,7 @@ A call goes through four steps, each a function below:
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import dataclasses
@@ -158,11 +159,29 @@ _ERROR_WORDS = {"loss", "mse", "rmse", "mae", "mape", "error", "err", "logloss",
 _SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "auroc", "auprc", "bleu"}
 
 
-def _direction_note(metric: str, direction: str) -> list[str]:
-    """A note when the metric's name reads as the other direction's (``--maximize val_rmse``):
-    the search would look for the worst model, and report it as the best."""
+_NEGATED = {"neg", "negative", "minus"}
+
+
+def _direction_note(metric: str, direction: str, tree: ast.Module | None = None) -> list[str]:
+    """A note when the metric's name reads as the other direction's (``--maximize val_rmse``,
+    ``--minimize neg_rmse``), or the cell scores with a scikit-learn scorer that negates an
+    error (``scoring="neg_root_mean_squared_error"``) and the search minimizes: the search would
+    look for the worst model, and report it as the best."""
     # val_loss, valLoss, ValLoss: the words of the name
     words = set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", metric).lower()))
+    if direction == "minimize" and words & _NEGATED and words & _ERROR_WORDS:
+        return [
+            f"{metric!r} reads like an error negated so that higher is better (scikit-learn's neg_ scorers), but the "
+            f"search minimizes it: its best trial is the worst model; run with --maximize {metric} instead "
+            "(a new study)"
+        ]
+    scorer = _negated_scorer(tree) if direction == "minimize" and tree is not None else None
+    if scorer is not None and not words & _ERROR_WORDS:
+        return [
+            f"the cell scores with scoring={scorer!r}, which scikit-learn negates so that higher is better, but the "
+            f"search minimizes {metric!r}: if {metric!r} is that score, its best trial is the worst model; run with "
+            f"--maximize {metric} instead (a new study)"
+        ]
     if words & {
         "neg",
         "negative",
@@ -189,6 +208,17 @@ def _direction_note(metric: str, direction: str) -> list[str]:
         f"{metric!r} reads like {kind}, but the search {direction}s it: if {better} is better, its best trial "
         f"is the worst model; run with {other} {metric} instead (a new study)"
     ]
+
+
+def _negated_scorer(tree: ast.Module) -> str | None:
+    """The first ``scoring="neg_..."`` the cell passes (scikit-learn's negated errors), or None."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "scoring":
+            values = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+            for v in values:
+                if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.startswith("neg_"):
+                    return v.value
+    return None
 
 
 def _unread(program: CellProgram, name: str) -> bool:
@@ -629,7 +659,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
-    messages.extend(_direction_note(program.metric, program.direction))
+    messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
     for holder, function, read in program.unreachable:

@@ -627,6 +627,11 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--minimize precision_error", None),
         ("--maximize valLoss", "'valLoss' reads like an error or a loss"),
         ("--minimize val_rmse", None),
+        # a negated error minimized: the worst model (found trying nbtune as a new user)
+        ("--minimize neg_rmse", "'neg_rmse' reads like an error negated so that higher is better"),
+        ("--minimize neg_root_mean_squared_error", "'neg_root_mean_squared_error' reads like an error negated"),
+        ("--minimize val_neg_mse", "'val_neg_mse' reads like an error negated"),
+        ("--minimize negative_log_loss", "'negative_log_loss' reads like an error negated"),
     ],
 )
 def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):
@@ -636,6 +641,29 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
     res = ip.run_cell_magic("tune", f"{line} -n 2 --view none", f"x = 0.5  # tune: uniform(0, 1)\n{metric} = x\n")
     notes = [m for m in res.messages if "reads like" in m]
     assert (notes[0].startswith(said) and len(notes) == 1) if said else not notes, res.messages
+
+
+@pytest.mark.parametrize(
+    "line, scoring, said",
+    [
+        ("--minimize cv_score", "'neg_root_mean_squared_error'", True),
+        ("--minimize cv_score", "['neg_mean_absolute_error', 'r2']", True),
+        ("--maximize cv_score", "'neg_root_mean_squared_error'", False),
+        ("--minimize cv_score", "'r2'", False),  # (a score minimized: not what this note is about)
+        ("--minimize cv_rmse", "'neg_root_mean_squared_error'", False),  # the cell negates it back, by its name
+    ],
+)
+def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
+    """cross_val_score(..., scoring="neg_root_mean_squared_error") is higher-is-better: minimizing
+    its mean found the worst model, silently (found trying nbtune as a new user)."""
+    ip.user_ns["cross_val_score"] = lambda model, scoring: [-model]
+    metric = line.split()[1]
+    cell = f"x = 0.5  # tune: uniform(0, 1)\n{metric} = sum(cross_val_score(x, scoring={scoring}))\n"
+    res = ip.run_cell_magic("tune", f"{line} -n 2 --view none", cell)
+    notes = [m for m in res.messages if "scikit-learn negates" in m]
+    assert bool(notes) == said, res.messages
+    if said:
+        assert notes[0].startswith("the cell scores with scoring='neg_") and "--maximize cv_score" in notes[0]
 
 
 def test_metric_failures_are_grouped_by_kind(ip):
