@@ -37,7 +37,7 @@ from nbtune._config import (
     parse_timeout,
     with_config_signature,
 )
-from nbtune.cell.annotations import CellSpec, FoldsVar, parse_cell
+from nbtune.cell.annotations import CellSpec, FoldsVar, compared_outside_choices, parse_cell
 from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
 from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
 from nbtune.cell.program import (
@@ -660,6 +660,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
     messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
+    messages.extend(
+        f"line {lineno}: {p.name!r} is compared with {value!r}, which is not one of its choices {list(p.args)!r}: "
+        "in the search that test never holds (or always does); add it to the choices if it should be searched"
+        for lineno, p, value, _ in compared_outside_choices(program.spec)
+    )
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
     for holder, function, read in program.unreachable:

@@ -1105,3 +1105,56 @@ def test_a_database_that_goes_away_mid_search_is_one_line():
     with pytest.raises(StoreError) as info, _store_errors("postgresql://u:s3cret@h/db"):
         raise OperationalError("password s3cret rejected")
     assert "s3cret" not in str(info.value)
+
+
+CHOSEN = """\
+model = "ridge"  # tune: choice("ridge", "lasso")
+alpha = 1.0  # tune: loguniform(1e-3, 10)
+est = ("ridge", alpha)
+{test}
+    est = ("lasso", alpha)
+loss = alpha
+"""
+
+
+@pytest.mark.parametrize(
+    "test, like",
+    [
+        ('if model == "Lasso":', "lasso"),
+        ('if "laso" == model:', "lasso"),
+        ('if model in ("ridge", "Lasso"):', "lasso"),
+        ('if model != "lasso " and True:', "lasso"),  # a space too many
+        ('if model != "elasticnet" and True:', None),  # no choice like it: a note (see below)
+    ],
+)
+def test_a_choice_compared_with_a_typo_of_one_of_its_values_is_an_error(ip, test, like):
+    """`if model == "Lasso":` for choice("ridge", "lasso"), with a fallback: every "lasso" trial
+    ran Ridge and the results said lasso, silently (found trying nbtune as a new user)."""
+    cell = CHOSEN.format(test=test)
+    if like is None:
+        res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell)
+        assert any("'model' is compared with 'elasticnet'" in m for m in res.messages), res.messages
+        return
+    with pytest.raises(
+        UsageError, match=rf"line 5 of the %%tune cell: 'model' is compared with .*did you mean '{like}'"
+    ):
+        ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell)
+
+
+def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):
+    """A branch for a choice left out of the search for now (`if model == "xgb":`): a note, not an error."""
+    cell = CHOSEN.format(test='if model == "xgb":')
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell)
+    assert (
+        "line 5: 'model' is compared with 'xgb', which is not one of its choices ['ridge', 'lasso']: in the search that "
+        "test never holds (or always does)" in " ".join(res.messages)
+    )
+    match = CHOSEN.format(test='match model:\n    case "Ridge":\n        pass\n    case _:').replace(
+        "    est = (", "        est = ("
+    )
+    with pytest.raises(UsageError, match="'model' is compared with 'Ridge'.*did you mean 'ridge'"):
+        ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", match)
+    # the choices themselves, and other names: no word
+    fine = CHOSEN.format(test='if model == "lasso" or alpha == 2:')
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", fine)
+    assert not any("is compared with" in m for m in res.messages)

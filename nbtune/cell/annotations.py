@@ -30,6 +30,7 @@ __all__ = [
     "SeedVar",
     "ValueAnnotation",
     "annotation_kinds",
+    "compared_outside_choices",
     "parse_cell",
     "register_annotation",
     "runtime_call",
@@ -578,6 +579,74 @@ def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
                     )
 
 
+def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any]]:
+    """Where the cell compares a tuned ``choice`` with a value that is not one of its choices
+    (``if model == "Lasso":`` for ``choice("ridge", "lasso")``; ``in``, ``!=`` and ``match``
+    too): in the search that test never holds, or always does. Each as ``(line, param, value,
+    the choice it looks like, or None)``: a choice that differs only in case, or by a letter or
+    two, is what a typo looks like."""
+    import difflib
+
+    if spec.tree is None:
+        return []
+    choices = {p.name: p for p in spec.params if p.kind == "choice"}
+    if not choices:
+        return []
+    found: list[tuple[int, Param, Any, Any]] = []
+
+    def check(name: str, values: list[ast.expr], lineno: int) -> None:
+        p = choices[name]
+        for node in values:
+            if not isinstance(node, ast.Constant):
+                continue
+            v = node.value
+            if any(v == c and type(v) is type(c) for c in p.args):
+                continue
+            like = None
+            if isinstance(v, str):
+                strings = [c for c in p.args if isinstance(c, str)]
+                like = next((c for c in strings if c.lower() == v.lower()), None)
+                if like is None:
+                    close = difflib.get_close_matches(v, strings, n=1, cutoff=0.8)
+                    like = close[0] if close else None
+            found.append((lineno, p, v, like))
+
+    for node in ast.walk(spec.tree):
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            left, op, right = node.left, node.ops[0], node.comparators[0]
+            if isinstance(op, (ast.Eq, ast.NotEq)):
+                for a, b in ((left, right), (right, left)):
+                    if isinstance(a, ast.Name) and a.id in choices:
+                        check(a.id, [b], node.lineno)
+            elif (
+                isinstance(op, (ast.In, ast.NotIn))
+                and isinstance(left, ast.Name)
+                and left.id in choices
+                and isinstance(right, (ast.Tuple, ast.List, ast.Set))
+            ):
+                check(left.id, right.elts, node.lineno)
+        elif isinstance(node, ast.Match) and isinstance(node.subject, ast.Name) and node.subject.id in choices:
+            for case in node.cases:
+                patterns = case.pattern.patterns if isinstance(case.pattern, ast.MatchOr) else [case.pattern]
+                values = [pt.value for pt in patterns if isinstance(pt, ast.MatchValue)]
+                check(node.subject.id, values, case.pattern.lineno)
+    return found
+
+
+def _check_compared_choices(spec: CellSpec) -> None:
+    """A tuned choice compared with what looks like a typo of one of its choices: that branch
+    never runs in the search, silently (``if model == "Lasso":`` ran Ridge in every "lasso"
+    trial, and the results said lasso)."""
+    for lineno, p, value, like in compared_outside_choices(spec):
+        if like is not None:
+            raise AnnotationError(
+                f"line {lineno} of the %%tune cell: {p.name!r} is compared with {value!r}, which is not one of its "
+                f"choices {list(p.args)!r} (line {p.lineno}), so in the search that test never holds (or always "
+                f"does); did you mean {like!r}?",
+                lineno,
+            )
+
+
 def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
     """Parse an annotated cell body.
 
@@ -670,4 +739,5 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
             )
         spec.marks[lineno] = name
     _check_not_overwritten(spec, tree)
+    _check_compared_choices(spec)
     return spec
