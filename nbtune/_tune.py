@@ -509,6 +509,12 @@ def _choose_version(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
             f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
             f"started {new!r}; the old study is kept"
+            + (
+                " (--resume continues a study over an edit of its code, notebook or data, never over another "
+                "search space: its trials were drawn from other ranges)"
+                if cfg.resume
+                else ""
+            )
         )
     else:
         # against the version this cell is closest to (the code of v1 again, other data: "the data

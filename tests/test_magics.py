@@ -127,6 +127,12 @@ def test_a_code_change_starts_a_new_version_and_says_so(scored):
     said = [m for m in r5.messages if "started" in m]
     assert said[0].startswith(f"the notebook data it reads changed: score since {r1.study.study_name!r} ran"), said
     assert f"(--resume continues {r2.study.study_name!r} instead)" in said[0]
+    # --resume over another search space starts a version too, and says why (it said nothing of
+    # --resume; found trying nbtune as a new user)
+    wider = CELL.replace("loguniform(1e-5, 1e-1)", "loguniform(1e-6, 1e-1)")
+    r6 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc --resume", wider)
+    said = [m for m in r6.messages if "started" in m]
+    assert r6.study.study_name.endswith(":v4") and "--resume continues a study over an edit" in said[0], r6.messages
 
 
 def test_data_changes_start_a_new_version_per_dataset(scored):
