@@ -307,7 +307,8 @@ class TuneMagics(Magics):
         """Show a stored study (trial table, stopped-early log, plots) without running trials.
 
         The name of a nested cross-validation (``# tune: outer(k)``) shows its outer folds'
-        table; ``NAME.outer0`` ... one outer fold's search.
+        table (``NAME.outer`` when a plain search has the same name); ``NAME.outer0`` ... one
+        outer fold's search.
 
         Example::
 
@@ -329,19 +330,37 @@ class TuneMagics(Magics):
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook
         (with ``nested``, a nested cross-validation's outer folds as one result)."""
         from nbtune._tune import stored_nested, stored_result
+        from nbtune.store.base import OUTER, base_name
         from nbtune.store.journal import load_study, open_store
 
         shell = self.shell
         assert shell is not None
         store = open_store(args.store, shell.user_ns)
-        folds = stored_nested(args.name, store, shell.user_ns, _transformer(shell)) if nested else None
-        if folds is not None:
-            return folds
+        name = args.name
+        # NAME.outer: the nested cross-validation named NAME, even where a plain search has its name
+        asked_nested = nested and name is not None and name.endswith(OUTER)
+        if asked_nested:
+            name = name[: -len(OUTER)]
+        bases = {base_name(n) for n in store.study_names()} if name is not None else set()
+        plain = name is not None and base_name(name) in bases  # a plain search of that name
+        nested_too = name is not None and any(b.startswith(base_name(name) + OUTER) for b in bases)
+        if nested and (asked_nested or not plain):
+            folds = stored_nested(name, store, shell.user_ns, _transformer(shell))
+            if folds is not None:
+                return folds
+            if asked_nested:
+                raise UsageError(f"no nested cross-validation named {name!r} in {store.location(name)}")
         try:
-            study = load_study(args.name, store=args.store)
+            study = load_study(name, store=args.store)
         except KeyError as e:
             raise UsageError(str(e.args[0])) from None
-        return stored_result(study, store, shell.user_ns, _transformer(shell))
+        result = stored_result(study, store, shell.user_ns, _transformer(shell))
+        if nested and plain and nested_too:  # (the plain search hid it, or it the plain one)
+            result.messages.append(
+                f"{base_name(name)!r} also names a nested cross-validation (a cell with '# tune: outer(k)' that tunes "
+                f"the same names for the same metric): %tune_show {base_name(name)}{OUTER} shows its outer folds"
+            )
+        return result
 
     @magic_arguments()
     @argument("name", nargs="?", help="the study name (as %%%%tune printed it); default: the only study in the store.")

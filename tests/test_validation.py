@@ -668,6 +668,18 @@ def test_nested_cv_matches_scikit_learns_nested_cv_of_the_same_search(ip):
         pd.testing.assert_frame_equal(again.frame(), df)
     assert ip.run_line_magic("tune_show", f"{name}.outer1 -o one") is None
     assert ip.user_ns["one"].study.study_name == f"{name}.outer1"
+    # a plain search of the same name (the default name is the metric's and the tuned names'):
+    # %tune_show NAME showed the nested table, and the plain search could not be shown at all
+    # (found trying nbtune as a new user)
+    plain = "x = 0.5  # tune: uniform(0, 1)\nacc = x\n"
+    ip.run_cell_magic("tune", f"--maximize acc -n 2 --name {name} --view none", plain)
+    ip.run_line_magic("tune_show", f"{name} -o plain")
+    assert ip.user_ns["plain"].study.study_name == name
+    assert f"%tune_show {name}.outer shows its outer folds" in ip.user_ns["plain"].summary()
+    ip.run_line_magic("tune_show", f"{name}.outer -o again")
+    assert ip.user_ns["again"].k == 3 and ip.user_ns["again"].summary() == res.summary()
+    with pytest.raises(UsageError, match="no nested cross-validation named 'elsewhere'"):
+        ip.run_line_magic("tune_show", "elsewhere.outer")
 
 
 def test_a_scheduler_can_stop_a_trial_between_folds(ip):
