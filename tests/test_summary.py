@@ -361,3 +361,27 @@ def test_a_paused_trial_whose_continuation_was_cut_counts_as_paused():
     study.add_trial(create_trial(state=TrialState.FAIL, params={"x": 0.2}, distributions=dist, user_attrs=cut))
     words = StudySummary(study, "acc", n_trials=2).count_words()
     assert words == ["1 complete", "1 paused", "1 interrupted"], words
+
+
+def test_a_whole_float_hyperparameter_keeps_its_point():
+    """choice("sqrt", "log2", 1.0, 0.5) showed max_features=1: to scikit-learn one feature, where
+    1.0 is all of them (found trying nbtune as a new user)."""
+    from nbtune.view.format import fmt_param
+
+    assert [fmt_param(v) for v in (1.0, -2.0, 1, 0.5, 1e6, "sqrt", True, None)] == [
+        "1.0",
+        "-2.0",
+        "1",
+        "0.5",
+        "1.000e+06",
+        "sqrt",
+        "True",
+        "None",
+    ]
+    study = optuna.create_study(direction="maximize")
+    dist = {"max_features": optuna.distributions.CategoricalDistribution(["sqrt", 1.0, 0.5])}
+    study.add_trial(optuna.trial.create_trial(value=0.9, params={"max_features": 1.0}, distributions=dist))
+    summary = StudySummary(study, "acc")
+    assert "max_features=1.0" in summary.summary()
+    assert "<code>max_features=1.0</code>" in summary.html(plot=False)
+    assert "<td>1.0</td>" in summary.html(plot=False)

@@ -6,7 +6,7 @@ from typing import Any
 
 from nbtune.store.attrs import NO_LIMIT
 
-__all__ = ["fmt", "is_number", "of_target", "plural", "plural_trials"]
+__all__ = ["fmt", "fmt_param", "is_number", "of_target", "plural", "plural_trials"]
 
 
 def of_target(n: int, target: int | None) -> str:
@@ -32,6 +32,16 @@ def fmt(v: Any) -> str:
             return f"{v:.3e}"
         return f"{v:.4g}"
     return str(v)
+
+
+def fmt_param(v: Any) -> str:
+    """A hyperparameter's value: as :func:`fmt`, but a whole float keeps its point (``1.0``, not
+    ``1``): to scikit-learn ``max_features=1`` is one feature and ``1.0`` all of them, and a
+    value copied from the summary must build the same model."""
+    text = fmt(v)
+    if isinstance(v, float) and v.is_integer() and text.lstrip("-").isdigit():
+        return text + ".0"
+    return text
 
 
 def is_number(value: Any) -> bool:

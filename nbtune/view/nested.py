@@ -13,7 +13,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from nbtune.view.format import fmt
+from nbtune.view.format import fmt, fmt_param
 
 if TYPE_CHECKING:
     import optuna
@@ -99,7 +99,7 @@ class NestedResult:
         for i, r in enumerate(self.folds):
             h = r.holdout()
             if h is not None:
-                params = ", ".join(f"{k}={fmt(v)}" for k, v in r.study.trials[h.trial].params.items())
+                params = ", ".join(f"{k}={fmt_param(v)}" for k, v in r.study.trials[h.trial].params.items())
                 out.append(
                     f"  fold {i}: {self.metric} {fmt(h.value)} -> {self.holdout} {fmt(h.holdout_value)} "
                     f"(trial {h.trial} of {r.n_finished}: {params})"

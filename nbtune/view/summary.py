@@ -18,7 +18,7 @@ from nbtune.store.attrs import (
     is_interrupted,
     ranked,
 )
-from nbtune.view.format import fmt, of_target, plural_trials
+from nbtune.view.format import fmt, fmt_param, of_target, plural_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -191,7 +191,7 @@ class StudySummary:
         ]
         best = self._best_or_none()
         if best is not None:
-            params = ", ".join(f"{k}={fmt(v)}" for k, v in best.params.items())
+            params = ", ".join(f"{k}={fmt_param(v)}" for k, v in best.params.items())
             lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {params}")
         else:
             lines.append(self._no_best())
@@ -244,7 +244,7 @@ class StudySummary:
         if best is not None:
             parts.append(
                 f"<p><b>best {esc(self.metric)} = {fmt(best.value)}</b> (trial {best.number}): "
-                + ", ".join(f"<code>{esc(k)}={esc(fmt(v))}</code>" for k, v in best.params.items())
+                + ", ".join(f"<code>{esc(k)}={esc(fmt_param(v))}</code>" for k, v in best.params.items())
                 + "</p>"
             )
         top = self.top(max_rows)
@@ -256,7 +256,7 @@ class StudySummary:
                 style = (
                     " style='background:rgba(52,168,83,0.2)'" if best is not None and t.number == best.number else ""
                 )
-                cells = [str(t.number), fmt(t.value)] + [esc(fmt(t.params.get(k, ""))) for k in keys]
+                cells = [str(t.number), fmt(t.value)] + [esc(fmt_param(t.params.get(k, ""))) for k in keys]
                 body += f"<tr{style}>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>"
             parts.append(f"<table class='nbtune-top'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         dec = self.decisions()

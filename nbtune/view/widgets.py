@@ -22,7 +22,7 @@ from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, NO_LIMIT, continuations, finished_count, is_feasible, is_interrupted
 from nbtune.view import lineage as _lineage  # noqa: F401  (registers the "lineage" plot view)
 from nbtune.view.base import BaseView, RunInfo
-from nbtune.view.format import fmt, of_target, plural_trials
+from nbtune.view.format import fmt, fmt_param, of_target, plural_trials
 from nbtune.view.plots import param_names, recorded_names
 from nbtune.view.progress import Clock, Snapshot, duration, eta_text
 from nbtune.view.summary import StudySummary, decision_sentences
@@ -205,7 +205,7 @@ class StudyTable:
                 f"title='{html.escape(title, quote=True)}'>"
                 f"{'stopped early' if label == 'pruned' else label}</span>",
             ]
-            cells += [html.escape(fmt(t.params[k])) if k in t.params else "" for k in params]
+            cells += [html.escape(fmt_param(t.params[k])) if k in t.params else "" for k in params]
             cells += [
                 str(t.last_step or ""),
                 "" if rung is None else str(rung),
@@ -546,7 +546,7 @@ class WidgetView(BaseView):
                 parts.append("done")
             self.status.value = " · ".join(p for p in parts if p)
             if snap.best is not None:
-                params = ", ".join(f"{html.escape(k)}={html.escape(fmt(v))}" for k, v in snap.best.params.items())
+                params = ", ".join(f"{html.escape(k)}={html.escape(fmt_param(v))}" for k, v in snap.best.params.items())
                 self.best.value = (
                     f"best <b>{html.escape(self.metric)} = {fmt(snap.best.value)}</b> "
                     f"(trial {snap.best.number}): {params}"
