@@ -928,6 +928,21 @@ def test_the_advice_for_divergence_turns_toward_where_it_happens():
     assert _advice("diverged", "lr >= 0.5") == "lower the top of lr's range below 0.5, or clip gradients"
     assert _advice("diverged", "act = 'relu'") == "leave 'relu' out of act's choices, or clip gradients"
     assert _advice("diverged", "").startswith("lower the range's top (learning rates")
+    # a cell without epochs has no gradients to clip (a Ridge whose metric overflowed)
+    assert _advice("diverged", "alpha >= 3", epochs=False) == "lower the top of alpha's range below 3"
+    assert _advice("diverged", "", epochs=False).startswith("lower the top of the ranges that scale steps or weights")
+
+
+def test_every_trial_diverged_points_at_the_cell_not_a_range(ip):
+    """A Ridge search whose metric is an expm1 of predictions on the price scale overflowed in every
+    trial; the advice spoke of learning rates and clipping gradients (found trying nbtune as a new user)."""
+    ip.run_cell("import numpy as np")
+    cell = "alpha = 1.0  # tune: loguniform(1e-3, 10)\nrmse = float(np.expm1(np.float64(1e4) + alpha))\n"
+    with pytest.raises(UsageError):  # every trial fails the same way: the cell has a bug, and says so
+        run(ip, "--minimize rmse --trials 6 --sampler random -o r", cell)
+    found = ip.user_ns["r"].diagnose()
+    assert list(found.kind) == ["diverged"]
+    assert found.advice[0].startswith("every trial diverged, whatever its hyperparameters: look at the cell's")
 
 
 def test_apply_runs_the_whole_cell_the_sealed_holdout_too(trees):

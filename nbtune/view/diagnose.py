@@ -132,18 +132,22 @@ def _scale(values: list[float]) -> Callable[[float], float]:
     return lambda v: (v - lo) / span
 
 
-def _advice(kind: str, region: str) -> str:
+def _advice(kind: str, region: str, epochs: bool = True) -> str:
     """The advice, turned toward the region: diverging at the bottom of a range (a depth of 2, a
-    batch of 8) is not fixed by lowering its top."""
+    batch of 8) is not fixed by lowering its top. Gradients are spoken of only for a cell that
+    trains in epochs."""
+    clip = ", or clip gradients" if epochs else ""
     if kind == "diverged" and " <= " in region:
         name, _, cut = region.partition(" <= ")
-        return f"raise the bottom of {name}'s range above {cut}, or clip gradients"
+        return f"raise the bottom of {name}'s range above {cut}{clip}"
     if kind == "diverged" and " >= " in region:
         name, _, cut = region.partition(" >= ")
-        return f"lower the top of {name}'s range below {cut}, or clip gradients"
+        return f"lower the top of {name}'s range below {cut}{clip}"
     if kind == "diverged" and " = " in region:
         name, _, value = region.partition(" = ")
-        return f"leave {value} out of {name}'s choices, or clip gradients"
+        return f"leave {value} out of {name}'s choices{clip}"
+    if kind == "diverged" and not epochs:
+        return "lower the top of the ranges that scale steps or weights, or scale the features"
     return ADVICE[kind]
 
 
@@ -241,7 +245,16 @@ def diagnose(result: StudySummary) -> list[Finding]:
             hit = [by_number[n] for n in sorted(hits)]
             rest = [t for t in others if t.number not in hits]
             region = _region(hit, rest)
-            findings.append(Finding(kind, sorted(hits), "; ".join(why), region, _advice(kind, region)))
+            advice = _advice(kind, region, epochs)
+            if kind == "diverged" and not any(t.number not in hits for t in trials):
+                # every trial, whatever its values: no range to move (an expm1 of a price blew up a Ridge
+                # search, and the advice spoke of learning rates and gradients; found trying nbtune)
+                advice = (
+                    "every trial diverged, whatever its hyperparameters: look at the cell's computation rather than "
+                    "a range (an exp of large numbers, a log of 0, a division by 0, predictions back-transformed "
+                    "from another scale)"
+                )
+            findings.append(Finding(kind, sorted(hits), "; ".join(why), region, advice))
     for signature, numbers in failed.items():
         example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
         hit = [by_number[n] for n in numbers]
