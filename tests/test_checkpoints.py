@@ -160,6 +160,29 @@ def test_a_pytorch_model_and_optimizer_are_saved_with_torch(ip):
 
 
 @pytest.mark.parametrize(
+    "model",
+    [
+        # as formatters lay out a long constructor: the comment on the last line (it was refused; found
+        # trying nbtune as a new user), or on the first
+        "model = make_pipeline(\n    StandardScaler(),\n    LogisticRegression(C=C, max_iter=500),\n)  # tune: state",
+        "model = make_pipeline(  # tune: state\n    StandardScaler(),\n    LogisticRegression(C=C, max_iter=500),\n)",
+    ],
+)
+def test_state_on_an_assignment_over_several_lines(data, model):
+    cell = CELL.splitlines()
+    cell[1] = model
+    res = run(data, "--maximize val_acc --trials 3 --sampler random", "\n".join(cell) + "\n")
+    best = res.best_state()
+    assert best["model"].score(data.user_ns["X_val"], data.user_ns["y_val"]) == pytest.approx(res.best_value)
+
+
+def test_a_comment_inside_a_statement_is_no_state_mark(ip):
+    cell = "x = 1  # tune: int(0, 3)\nm = dict(\n    a=1,  # tune: state\n    b=2,\n)\nloss = x\n"
+    with pytest.raises(UsageError, match="line 4 of the %%tune cell: '# tune: state' must annotate a simple top-level"):
+        run(ip, "--minimize loss --trials 2", cell)
+
+
+@pytest.mark.parametrize(
     "line, cell, message",
     [
         ("--state nothing", "x = 1  # tune: int(0, 3)\nloss = x\n", "--state: the %%tune cell never assigns 'nothing'"),

@@ -153,10 +153,13 @@ class BaseAnnotation:
         sits_on: ``"assign"`` (a simple top-level ``name = literal``) or ``"for"`` (a loop header).
         arity: positional arguments it takes (None: any number); keywords: the keyword arguments.
         usage: an example shown when it is misplaced.
+        spans_lines: the assignment may span lines, the comment on its first or its last (a
+            constructor call laid out one argument a line, as formatters do); else it is on one line.
     """
 
     name: str = ""
     sits_on: str = "assign"
+    spans_lines: bool = False
     arity: int | None = 0
     keywords: frozenset[str] = frozenset()
     usage: str = ""
@@ -368,6 +371,7 @@ class StateAnnotation(BaseAnnotation):
 
     name = "state"
     sits_on = "assign"
+    spans_lines = True  # the model's constructor, one argument a line
     usage = "model = make_model()  # tune: state"
 
     def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
@@ -721,13 +725,20 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
                 )
         else:
             stmt = top_level.get(lineno)
-            if not _is_simple_assignment(stmt, lineno):
+            if kind.spans_lines:
+                # 'model = Net(\n    hidden=64,\n)  # tune: state': the comment on its first line or its last
+                stmt = stmt or next((st for st in tree.body if st.end_lineno == lineno), None)
+                ok = stmt is not None and _is_simple_assignment(stmt, stmt.end_lineno or stmt.lineno)
+            else:
+                ok = _is_simple_assignment(stmt, lineno)
+            if not ok:
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: '# tune: {name}{'' if kind.arity == 0 else '(...)'}' must annotate a simple "
-                    f"top-level assignment on one line, such as '{kind.usage}'",
+                    f"top-level assignment{'' if kind.spans_lines else ' on one line'}, such as '{kind.usage}'",
                     lineno,
                 )
             assert stmt is not None
+            lineno = stmt.lineno  # marked where the statement starts, where the rewriter looks
             node = stmt
         kind.attach(spec, node, args, kwargs, lineno)  # (a second epochs loop, the outer one marked: said here)
         if kind.sits_on == "for" and lineno in outer_loop:
