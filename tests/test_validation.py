@@ -1252,3 +1252,32 @@ def test_revalidation_says_when_it_cut_among_configurations_that_tie(trees):
     assert "nbtune-ties" in res.html()
     res.revalidate(top=5, seeds=2, view=None)  # all of them: nothing left out, nothing said
     assert "tie with trial" not in res.summary() and "nbtune-ties" not in res.html()
+
+
+PEAKED = """\
+rate = 0.06  # tune: uniform(0.05, 0.08)
+for epoch in range(10):  # tune: epochs
+    loss = 1 - 0.8 * min(epoch, 3) / 3 + rate * max(0, epoch - 3)
+"""
+
+
+def test_curves_that_peaked_well_before_their_end_are_overfitting(ip):
+    """A boosting model's validation RMSE, best at epochs 5-9 of 27 and 5% higher at its end: the
+    trials were scored past their best, and res.diagnose() was empty (found trying nbtune as a
+    new user)."""
+    res = run(ip, "--minimize loss --trials 4 --sampler random --scheduler none -o r", PEAKED)
+    found = res.diagnose()
+    assert list(found.kind) == ["overfitting"] and found.n_trials[0] == 4, found
+    assert found.evidence[0] == "a validation curve best at epoch 4 that then worsened to its end"
+    assert "fewer epochs" in found.advice[0]
+    from nbtune.view.diagnose import _peaked
+
+    # the teammate's curves: 69k after the first epoch, 54.5k at epoch 5, a steady rise to 57k at 27
+    rmse = [69.0, 59.0, 56.0, 55.0, 54.5] + [54.5 + 2.5 * i / 22 for i in range(1, 23)]
+    assert _peaked(rmse, maximize=False) == 4
+    wobbly = [69.0, 59.0, 56.0, 55.0, 54.5] + [54.5 + 2.5 * (i % 2) for i in range(1, 23)]
+    assert _peaked(wobbly, maximize=False) is None  # it ends at its best: wandering, not worsening
+    # a curve that levels off, sags a little, or wanders about its plateau is no finding
+    for after in ("0.01 * rate * max(0, epoch - 3)", "rate * (epoch > 3) * (epoch % 2)"):
+        other = PEAKED.replace("rate * max(0, epoch - 3)", after)
+        assert run(ip, "--minimize loss --trials 4 --sampler random --scheduler none -o r", other).diagnose().empty
