@@ -221,6 +221,42 @@ def _negated_scorer(tree: ast.Module) -> str | None:
     return None
 
 
+# scikit-learn's splitters that shuffle by default, and those that shuffle when asked (shuffle=True)
+_SHUFFLING_SPLITS = {
+    "train_test_split",
+    "ShuffleSplit",
+    "StratifiedShuffleSplit",
+    "GroupShuffleSplit",
+    "RepeatedKFold",
+    "RepeatedStratifiedKFold",
+}
+_SPLITS_THAT_MAY_SHUFFLE = {"KFold", "StratifiedKFold", "StratifiedGroupKFold", "GroupKFold"}
+
+
+def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
+    """The cell's calls of a scikit-learn splitter that shuffles without ``random_state``:
+    each trial splits the data anew, so trials are compared on different validation sets (with
+    ``folds(k)``, the folds of one trial overlap too). As ``(line, name)``."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        if any(k.arg is None for k in node.keywords):  # **options: cannot tell
+            continue
+        shuffle = keywords.get("shuffle")
+        said = shuffle.value if isinstance(shuffle, ast.Constant) else None  # True, False, or not a literal
+        shuffles = (name in _SHUFFLING_SPLITS and said is not False) or (
+            name in _SPLITS_THAT_MAY_SHUFFLE and said is True
+        )
+        seed = keywords.get("random_state")
+        if shuffles and (seed is None or (isinstance(seed, ast.Constant) and seed.value is None)):
+            found.append((node.lineno, name))
+    return found
+
+
 def _unread(program: CellProgram, name: str) -> bool:
     """The cell never reads ``name`` (nor a notebook function it calls)."""
     tree = program.spec.tree
@@ -666,6 +702,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
     messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
+    messages.extend(
+        f"line {lineno}: {name}(...) shuffles without random_state, so every trial splits the data anew and "
+        "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "
+        "'# tune: seed' variable), or split once outside the cell"
+        for lineno, name in (_unseeded_splits(program.spec.tree) if program.spec.tree is not None else [])
+    )
     messages.extend(
         f"line {lineno}: {p.name!r} is compared with {value!r}, which is not one of its choices {list(p.args)!r}: "
         "in the search that test never holds (or always does); add it to the choices if it should be searched"

@@ -1281,3 +1281,34 @@ def test_curves_that_peaked_well_before_their_end_are_overfitting(ip):
     for after in ("0.01 * rate * max(0, epoch - 3)", "rate * (epoch > 3) * (epoch % 2)"):
         other = PEAKED.replace("rate * max(0, epoch - 3)", after)
         assert run(ip, "--minimize loss --trials 4 --sampler random --scheduler none -o r", other).diagnose().empty
+
+
+@pytest.mark.parametrize(
+    "split, said",
+    [
+        ("tr, va = list(KFold(5, shuffle=True).split(X))[fold]", "KFold(...) shuffles without random_state"),
+        ("tr, va = list(KFold(5, shuffle=True, random_state=0).split(X))[fold]", None),
+        ("tr, va = list(KFold(5).split(X))[fold]", None),  # no shuffling: the same folds every time
+        ("tr, va = list(sklearn.model_selection.ShuffleSplit(5).split(X))[fold]", "ShuffleSplit(...) shuffles"),
+        ("tr, va = train_test_split(np.arange(len(y)), test_size=0.3)", "train_test_split(...) shuffles"),
+        ("tr, va = train_test_split(np.arange(len(y)), test_size=0.3, random_state=seed)", None),
+    ],
+)
+def test_a_split_that_shuffles_without_a_seed_in_the_cell_is_named(trees, split, said):
+    """`KFold(5, shuffle=True)` in a folds(5) cell reshuffled every fold of every trial: the folds
+    overlapped and the trials were compared on other data, silently (found trying nbtune as a new user)."""
+    trees.run_cell("import numpy as np, sklearn.model_selection\nfrom sklearn.model_selection import KFold")
+    folds = "fold = 0  # tune: folds(5)\n" if "[fold]" in split else ""
+    cell = (
+        f"seed = 0  # tune: seed\n{folds}max_depth = 4  # tune: int(2, 8)\n"
+        f"{split}\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(X[tr], y[tr])\n"
+        "val_acc = model.score(X[va], y[va])\n"
+    )
+    res = run(trees, "--maximize val_acc --trials 2 --view none -o r", cell)
+    notes = [m for m in res.messages if "shuffles without random_state" in m]
+    if said is None:
+        assert not notes, notes
+    else:
+        assert len(notes) == 1 and notes[0].startswith(f"line {5 if folds else 4}: {said}"), res.messages
+        assert "pass random_state=0 (or the '# tune: seed' variable), or split once outside the cell" in notes[0]
