@@ -689,6 +689,9 @@ def test_a_scheduler_can_stop_a_trial_between_folds(ip):
     assert stopped and all(1 <= t.last_step < 5 for t in stopped)
     assert all(" stopped at fold " in d for d in res.decisions())
     assert res.scheduler.startswith("ASHA") and "R=5" in res.scheduler
+    assert "rungs at folds [" in res.scheduler  # (it said epochs; found trying nbtune as a new user)
+    res = run(ip, "--minimize loss --trials 4 --seed 0 --sampler random --scheduler median -o r", cell)
+    assert res.scheduler == "median stopping (after 1 fold)"
 
 
 @pytest.mark.parametrize(

@@ -304,8 +304,11 @@ class _Asha(_SuccessiveHalving):
     def describe(self, spec: SchedulerSpec) -> str:
         rungs = spec.rung_epochs()
         if not rungs:  # a loop as short as the first rung: nothing to compare before the end
-            return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}: no rung before the last epoch, every trial runs to the end)"
-        return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}, rungs at epochs {rungs})"
+            return (
+                f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}: no rung before the last {spec.unit}, every trial runs to "
+                "the end)"
+            )
+        return f"ASHA (r={spec.r}, R={spec.R}, eta={spec.eta}, rungs at {spec.unit}s {rungs})"
 
 
 class _Median(BaseScheduler):
@@ -318,7 +321,7 @@ class _Median(BaseScheduler):
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.r)
 
     def describe(self, spec: SchedulerSpec) -> str:
-        return f"median stopping (after {_count(spec.r, 'epoch')})"
+        return f"median stopping (after {_count(spec.r, spec.unit)})"  # folds, with '# tune: folds'
 
     def explain(
         self,
