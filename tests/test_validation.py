@@ -840,11 +840,13 @@ def test_a_recorded_variable_that_is_no_number_is_kept_and_the_trial_counts(ip):
         "ok = x > 1\n"
         "sizes = [x, 2 * x]\n"
         "n = x * 10\n"
+        "n_iter = None if x % 2 else x\n"  # a model's n_iter_ where it has none: it said 'NoneType None'
     )
-    res = run(ip, "--minimize loss --sampler grid --trials 4 --record solver,ok,sizes,n -o r", cell)
+    res = run(ip, "--minimize loss --sampler grid --trials 4 --record solver,ok,sizes,n,n_iter -o r", cell)
     assert all(t.state.name == "COMPLETE" for t in res.study.trials)
     records = {t.params["x"]: t.user_attrs[ATTR.RECORD] for t in res.study.trials}
-    assert records[1] == {"solver": "lbfgs", "ok": False, "sizes": "list [1, 2]", "n": 10.0}
+    assert records[1] == {"solver": "lbfgs", "ok": False, "sizes": "list [1, 2]", "n": 10.0, "n_iter": None}
+    assert records[2]["n_iter"] == 2.0
     assert records[2]["solver"] == "saga" and records[2]["ok"] is True
     df = res.trials_dataframe()
     assert set(df.record_solver) == {"lbfgs", "saga"}
@@ -852,7 +854,7 @@ def test_a_recorded_variable_that_is_no_number_is_kept_and_the_trial_counts(ip):
     from nbtune.view import plots
 
     fig = plots.view_figure("recorded", res)
-    assert [ax.get_xlabel() for ax in fig.axes] == ["n"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["n", "n_iter"]  # (n_iter: where it is a number)
 
 
 def test_when_no_trial_meets_the_guardrails_the_summary_says_so(ip):

@@ -199,13 +199,16 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     return number
 
 
-def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str:
+def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str | None:
     """What ``--record`` keeps of a variable: a number as a float (NaN and infinities too), a bool
-    or a string as it is, anything else as its short repr. Only a variable the cell did not set
-    fails the trial; a value that is no number is kept, not a reason to lose the trial's metric."""
+    or a string as it is, None as None (a model's ``n_iter_`` where it has none), anything else as
+    its short repr. Only a variable the cell did not set fails the trial; a value that is no number
+    is kept, not a reason to lose the trial's metric."""
     if name not in ns:
         check_metric(name, ns, "at the end of the cell (--record)")  # raises: not set
     value = ns[name]
+    if value is None:  # (it was kept as the text 'NoneType None')
+        return None
     if isinstance(value, (bool, str)):
         return value if isinstance(value, bool) else value[:200]
     number = _as_float(value)
@@ -214,7 +217,7 @@ def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str:
     return f"{type(value).__name__} {value!r:.80}"
 
 
-def _mean_over_folds(values: list[float | bool | str]) -> float | bool | str:
+def _mean_over_folds(values: list[float | bool | str | None]) -> float | bool | str | None:
     """A recorded variable over the folds: the mean of numbers, else the last fold's value."""
     numbers = [v for v in values if isinstance(v, float)]
     return math.fsum(numbers) / len(numbers) if len(numbers) == len(values) else values[-1]
@@ -539,7 +542,7 @@ class TrialRuntime:
         self._reveal = reveal_holdout
         self.holdout_value: float | None = None
         self.constraints: dict[str, float] = {}  # guardrail label -> violation (<= 0: met)
-        self.records: dict[str, float | bool | str] = {}
+        self.records: dict[str, float | bool | str | None] = {}
         self.trial = trial
         self.fixed = fixed or {}
         self._params = {p.name: p for p in program.params}
