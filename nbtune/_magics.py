@@ -107,6 +107,11 @@ def _parse(magic: Any, line: str) -> Any:
         hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in words]
         if hints:
             raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} (see %%tune?)") from None
+        if "invalid" in words and "value:" in words:  # '--seed abc': the flag is right, its value is not
+            kind = {"int": "a whole number", "float": "a number"}.get(
+                words[words.index("invalid") + 1], "another value"
+            )
+            raise UsageError(f"{e}: give {kind} (see %%tune?)") from None
         close = _close_flags(magic, words)
         if close:
             raise UsageError(f"{e}; did you mean {' or '.join(close)}? (see %%tune?)") from None
