@@ -275,7 +275,9 @@ class TuneMagics(Magics):
         (why each trial stopped, as sentences), ``.diagnose()``, ``.revalidation()``,
         ``.holdout()``, ``.lineage()`` (PBT), ``.show()`` (the live dashboard again) and
         ``.plot(view)`` with view one of "overview", "learning curves", "slice", "contour",
-        "parallel coordinates", "importance", "recorded", "EDF", "timeline", "lineage".
+        "parallel coordinates", "importance", "recorded", "EDF", "timeline", "lineage". With
+        ``# tune: outer(k)`` the result is a NestedResult instead: ``.estimate()``,
+        ``.frame()``, ``.summary()``, and ``.folds``, one such result per outer fold.
         ``%tune_show [NAME]`` shows a stored study again (after a restart, in another
         notebook; NAME:v2 a version); ``%tune_validate`` re-validates it: its top
         configurations with other seeds. From Python or a script, ``nbtune.tune(cell_source,

@@ -652,6 +652,14 @@ def test_nested_cv_matches_scikit_learns_nested_cv_of_the_same_search(ip):
     mean, sd = res.estimate()
     assert mean == pytest.approx(expected.mean(), abs=1e-12) and sd == pytest.approx(expected.std(ddof=1), abs=1e-12)
     assert "nested cross-validation: 3/3 outer folds scored" in res.summary()
+    # a search's own methods are each outer fold's, and the error says where (a bare AttributeError
+    # left a new user guessing)
+    with pytest.raises(
+        AttributeError, match=r"no 'trials_dataframe': it is k searches.*res.folds\[i\].trials_dataframe"
+    ):
+        res.trials_dataframe()
+    with pytest.raises(AttributeError, match="'NestedResult' object has no attribute 'nonsense'"):
+        res.nonsense  # noqa: B018
     assert "nbtune-nested" in res._repr_mimebundle_()["text/html"]
     # inside each trial: one run per inner fold, the mean is the value, the running mean the steps
     t = res.folds[0].study.trials[0]

@@ -50,6 +50,19 @@ class NestedResult:
         """The latest outer fold's study."""
         return self.folds[-1].study
 
+    def __getattr__(self, name: str) -> Any:
+        # A search's methods (res.plot, res.trials_dataframe, res.best_params ...) belong to each
+        # outer fold's search: a bare AttributeError left the user guessing (found trying nbtune)
+        from nbtune.view.result import TuneResult
+
+        if not name.startswith("_") and hasattr(TuneResult, name):
+            raise AttributeError(
+                f"a nested cross-validation's result has no {name!r}: it is k searches, one per outer fold. "
+                f"Each is a TuneResult: res.folds[i].{name}; the whole procedure: res.estimate(), res.frame(), "
+                "res.summary()"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # the numbers ----------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         """One row per outer fold: its study, the chosen trial and configuration, the inner
