@@ -213,11 +213,14 @@ def test_best_so_far_ignores_trials_stopped_early():
     assert len(stopped) == 1 and list(stopped[0].get_offsets()[0]) == [1, 0.99]
 
 
+LR_ACT = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "act": optuna.distributions.CategoricalDistribution(["a", "b"]),
+}
+
+
 def log_trials(k):
-    dists = {
-        "lr": FloatDistribution(1e-4, 1e-1, log=True),
-        "act": optuna.distributions.CategoricalDistribution(["a", "b"]),
-    }
+    dists = LR_ACT
     out = []
     for i in range(k):
         lr = 10 ** (-4 + 3 * i / (k - 1))
@@ -282,10 +285,7 @@ def _message(fig):
 def halving_trials(k, complete=3):
     """``k`` configurations stopped at epoch 1 as successive halving stops them, ``complete`` of
     them (the best at epoch 1) trained on to epoch 9; lr explains the metric, act does not."""
-    dists = {
-        "lr": FloatDistribution(1e-4, 1e-1, log=True),
-        "act": optuna.distributions.CategoricalDistribution(["a", "b"]),
-    }
+    dists = LR_ACT
     out = []
     for i in range(k):
         lr = 10 ** (-4 + 3 * i / (k - 1))
