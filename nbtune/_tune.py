@@ -1532,9 +1532,16 @@ def _store_errors(store: Any) -> Iterator[None]:
     except Exception as e:
         if not {c.__name__ for c in type(e).__mro__} & _DATABASE_ERRORS:
             raise
-        from nbtune.store.database import masked
+        from nbtune.store.database import database_cause, masked
 
-        said = masked(str(store), str(e).splitlines()[0][:200] if str(e) else "") if store else str(e)[:200]
+        cause, denied = database_cause(e)  # the driver's words, not Optuna's generic wrapper
+        said = masked(str(store), cause[:200]) if store else cause[:200]
+        if denied:  # a user that may read the study (load_study works) but not write it
+            raise StoreError(
+                f"the database store refused a write mid-search ({said}): the database user may not write the "
+                "study's tables; the finished trials are kept: run as a user that may (or grant this one INSERT, "
+                "UPDATE and DELETE), or only view the study (nbtune.load_study, %tune_show)"
+            ) from None
         raise StoreError(
             f"the database store could not be reached mid-search ({type(e).__name__}: {said}); "
             "the finished trials are kept: re-run the cell once the database is back (trials left running are run "

@@ -143,6 +143,41 @@ def test_the_password_is_never_shown(postgres_url):
     assert "s3cret" not in str(e.value) and "cannot open the store postgresql://u:***@" in str(e.value)
 
 
+def _as_role(url, role, grants):
+    """``url`` as a new login ``role`` given ``grants`` (SQL) in the session's database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as db:
+        if db.execute(sqlalchemy.text(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'")).first():
+            db.execute(sqlalchemy.text(f"DROP OWNED BY {role}"))
+            db.execute(sqlalchemy.text(f"DROP ROLE {role}"))
+        db.execute(sqlalchemy.text(f"CREATE ROLE {role} LOGIN"))
+        for grant in grants:
+            db.execute(sqlalchemy.text(grant.format(role=role)))
+    engine.dispose()
+    user = url.split("://", 1)[1].split("@", 1)[0]
+    return url.replace(f"://{user}@", f"://{role}@", 1)
+
+
+def test_a_user_without_rights_is_told_so_not_that_the_server_is_down(postgres_url, tmp_path, monkeypatch):
+    """A user that may connect but not use the tables, or only read them, was told of a commit
+    that failed 'e.g. exceeding max length', or that the database could not be reached (found
+    trying nbtune as a new user): the driver's words, and what to grant."""
+    monkeypatch.chdir(tmp_path)
+    nbtune.tune(CELL, minimize="loss", n_trials=2, store=postgres_url, name="rights", view=None)
+    guest = _as_role(postgres_url, "nbtune_guest", [])
+    with pytest.raises(
+        ConfigError, match="permission denied for table version_info; the database user may not use Optuna's"
+    ):
+        nbtune.load_study("rights", store=guest)
+    reader = _as_role(postgres_url, "nbtune_reader", ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"])
+    assert len(nbtune.load_study("rights", store=reader).trials) == 2  # it may view the study
+    with pytest.raises(nbtune.exceptions.StoreError, match=r"refused a write mid-search \(permission denied for"):
+        nbtune.tune(CELL, minimize="loss", n_trials=4, store=reader, name="rights", view=None)
+    assert len(nbtune.load_study("rights", store=postgres_url).trials) == 2  # nothing lost
+
+
 def test_a_missing_driver_is_named_with_what_to_install():
     """postgresql+psycopg2:// was told to install psycopg; and a cluster's worker that lacks the
     driver (while the kernel has it) must know it is meant (found trying nbtune as a new user)."""

@@ -38,7 +38,7 @@ from nbtune.store.control import OWNER_KEY, BaseControl, owner_gone, run_owner
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DatabaseStore", "DatabaseControl", "is_database_url", "masked"]
+__all__ = ["DatabaseStore", "DatabaseControl", "database_cause", "is_database_url", "masked"]
 
 _URL_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.\-]*)://", re.IGNORECASE)
 _SUPPORTED = ("postgresql", "sqlite")
@@ -59,6 +59,24 @@ def masked(url: str, text: str | None = None) -> str:
     if text is not None and m and len(m.group("password")) >= 4:
         out = out.replace(m.group("password"), "***")
     return out
+
+
+def database_cause(e: BaseException) -> tuple[str, bool]:
+    """What went wrong in the database, in the driver's words: the first line of the innermost
+    error of ``e``'s chain (Optuna wraps the driver's error in a generic "An exception is raised
+    during the commit ... e.g. exceeding max length", which misled); and whether it is a refused
+    permission (the user may read but not write) rather than a connection that failed."""
+    inner: BaseException = e
+    seen = {id(e)}
+    while True:
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        inner = nxt
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    denied = "permission denied" in text.lower() or type(inner).__name__ == "InsufficientPrivilege"
+    return text, denied
 
 
 class _Engines:
@@ -92,10 +110,16 @@ class _Engines:
                         "cluster's too, need it)"
                     ) from None
                 except Exception as e:  # the server is down, the credentials are wrong...
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    first, denied = database_cause(e)
                     raise ConfigError(
-                        f"cannot open the store {masked(shown)}: {masked(url, first)[:300]}; check that the "
-                        "database server runs and the URL, user and password (PGPASSWORD, ~/.pgpass) are right"
+                        f"cannot open the store {masked(shown)}: {masked(url, first)[:300]}; "
+                        + (
+                            "the database user may not use Optuna's tables there: grant it SELECT, INSERT, UPDATE and "
+                            "DELETE on them (or use the user that made them)"
+                            if denied
+                            else "check that the database server runs and the URL, user and password (PGPASSWORD, "
+                            "~/.pgpass) are right"
+                        )
                     ) from None
                 self.storages[url] = storage
             return storage
