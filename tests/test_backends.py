@@ -121,7 +121,9 @@ if not os.path.exists({str(flag)!r}):
     os.kill(os.getpid(), signal.SIGKILL)   # as the OOM killer would
 loss = x
 """
-    res = nbtune.tune(cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=tmp_path / "s", view=None)
+    res = nbtune.tune(
+        cell, minimize="loss", n_trials=8, n_jobs=2, backend="loky", store=tmp_path / "s", view=None, seed=1
+    )
     assert res.n_finished == 8
     died = [t for t in res.study.trials if "WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "")]
     assert len(died) == 1, [(t.number, t.state, t.user_attrs) for t in res.study.trials]
@@ -132,6 +134,10 @@ loss = x
     assert any(m.startswith("search ") and "ended" in m for m in logged), logged
     complete = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 7
+    # with --seed, the new pool's samplers drew the old pool's configurations again (found trying
+    # nbtune as a new user); only the re-run of a cut trial repeats one, on purpose
+    drawn = [tuple(t.params.items()) for t in complete if ATTR.RERUN_OF not in t.user_attrs]
+    assert len(set(drawn)) == len(drawn), drawn
     # the other worker's trial, cut short when loky replaced the pool, ran again in this search
     reruns = {t.user_attrs.get(ATTR.RERUN_OF): t for t in res.study.trials}
     for t in res.study.trials:
