@@ -938,6 +938,11 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         if search.error is not None and not (
             interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
         ):
+            if isinstance(search.error, TrialsFailedError) and search.error.result is None:
+                # workers that kept dying: the search as it stopped, as after three failures
+                deaths = [f"a worker died and was replaced: {d}" for d in search.worker_deaths]
+                search.control.cleanup()
+                raise TrialsFailedError(str(search.error), "", _result(plan, deaths, search.control.target())) from None
             search.control.cleanup()
             if type(search.error).__name__ == "BrokenProcessPool" and "un-serialize" in str(search.error):
                 raise CellError(

@@ -368,3 +368,18 @@ def test_a_crashed_worker_is_said_in_a_whole_sentence():
     assert _death_reason(RuntimeError(loky.replace("SIGSEGV(-11)", "SIGKILL(-9)"))).startswith(
         "the worker process was killed (SIGKILL"
     )
+
+
+def test_workers_that_keep_dying_end_the_search_with_its_trials_and_the_right_cause(tmp_path):
+    """A trial that calls os._exit(1) in every configuration: the search gave up with 'the cell may
+    run out of memory' (exit code 1 is no memory kill), and neither -o nor the dashboard got the
+    trials it had (found trying nbtune as a new user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nimport os, time\ntime.sleep(0.05)\nos._exit(1)\nloss = x\n"
+    with pytest.raises(nbtune.TrialsFailedError) as info:
+        nbtune.tune(cell, minimize="loss", n_trials=30, n_jobs=2, backend="loky", store=tmp_path / "s", view=None)
+    message = str(info.value)
+    assert message.startswith("worker processes keep dying (5 restarts; the latest: the worker process died")
+    assert "a trial ends its process (os._exit, a library that exits)" in message and "memory" not in message
+    res = info.value.result
+    assert res is not None and any("WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "") for t in res.study.trials)
+    assert any(m.startswith("a worker died and was replaced") for m in res.messages)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from nbtune.exceptions import CellError
+from nbtune.exceptions import TrialsFailedError
 from nbtune.run.backends import BACKENDS, BaseBackend
 from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
@@ -238,10 +238,8 @@ class Search:
                     MAX_RESTARTS,
                 )
                 if restarts > MAX_RESTARTS:
-                    raise CellError(
-                        f"worker processes keep dying ({MAX_RESTARTS} restarts); the cell may run out of memory: "
-                        "lower --jobs or the model size"
-                    ) from None
+                    # the partial result is the caller's to make (-o binds it, the dashboard shows it)
+                    raise TrialsFailedError(_dying_message(self.worker_deaths)) from None
                 self.control.forget_workers()
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)
@@ -321,6 +319,25 @@ class Search:
         if not sampler_kind(job.sampler).enumerates:
             requeue_interrupted(study, job.store)
         return died
+
+
+def _dying_message(deaths: list[str]) -> str:
+    """Why the search gave up replacing its worker pool, from how the workers died: running out of
+    memory only when the system killed them (an exit code of 1 is a trial ending its process)."""
+    killed = any("SIGKILL" in d for d in deaths)
+    crashed = any("crashed" in d for d in deaths)
+    cause = (
+        "the cell may run out of memory: lower --jobs or the model size"
+        if killed
+        else "a crash in compiled code: run one of those trials' configurations with --jobs 1 to see where"
+        if crashed
+        else "a trial ends its process (os._exit, a library that exits): run one of those trials' configurations "
+        "with --jobs 1 to see where"
+    )
+    return (
+        f"worker processes keep dying ({MAX_RESTARTS} restarts; the latest: {deaths[-1] if deaths else 'unknown'}); "
+        f"{cause}; the finished trials are kept"
+    )
 
 
 def _death_reason(e: BaseException) -> str:
