@@ -940,7 +940,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         ):
             if isinstance(search.error, TrialsFailedError) and search.error.result is None:
                 # workers that kept dying: the search as it stopped, as after three failures
-                deaths = [f"a worker died and was replaced: {d}" for d in search.worker_deaths]
+                deaths = list(search.worker_deaths)
                 search.control.cleanup()
                 raise TrialsFailedError(str(search.error), "", _result(plan, deaths, search.control.target())) from None
             search.control.cleanup()
@@ -958,7 +958,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         message = _STOP_MESSAGES.get("interrupted" if interrupted else why)
         if message:
             extra.append(message)
-        extra.extend(f"a worker died and was replaced: {d}" for d in search.worker_deaths)
+        extra.extend(search.worker_deaths)
         n_trials = search.control.target()  # after + trials
         search.control.cleanup()
     if search is not None:

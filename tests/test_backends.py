@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -157,6 +158,75 @@ def test_dask_local_cluster(tmp_path):
 
     pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
     assert os.getpid() not in pids and len(pids) >= 1
+
+
+def test_dask_on_a_one_thread_cluster_runs_trials_on_its_worker_not_in_the_kernel(tmp_path):
+    """joblib's Dask backend ran every task in the calling process when the cluster had one
+    thread: the header said 'on 2 dask worker(s)' and every trial ran in the kernel (found trying
+    nbtune as a new user)."""
+    distributed = pytest.importorskip("distributed")
+    import os
+
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        res = nbtune.tune(BUSY, minimize="loss", n_trials=4, n_jobs=2, backend="dask", store=tmp_path, view=None)
+    assert res.n_finished == 4
+    assert os.getpid() not in {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
+
+
+def test_a_dask_cluster_without_workers_ends_the_search_saying_so(tmp_path, monkeypatch):
+    """Every worker dead (started with --no-nanny, each taken down by a trial): the progress line
+    repeated for minutes, '0 running', waiting forever (found trying nbtune as a new user)."""
+    distributed = pytest.importorskip("distributed")
+    from nbtune.run import backends
+
+    monkeypatch.setattr(backends, "NO_WORKERS_GRACE", 1.0)
+    with (
+        distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+        pytest.raises(nbtune.ConfigError, match=r"--backend dask: the cluster at tcp://.* has had no worker for 1 s"),
+    ):
+        nbtune.tune(BUSY, minimize="loss", n_trials=4, n_jobs=2, backend="dask", store=tmp_path, view=None)
+
+
+def test_a_dask_scheduler_lost_mid_search_is_one_line_or_a_note(tmp_path):
+    """The scheduler killed mid-search: a long joblib traceback ending in FutureCancelledError,
+    though the workers went on and finished the study (found trying nbtune as a new user). Now a
+    note when they finished it, one line when they could not."""
+    import os
+    import signal
+
+    distributed = pytest.importorskip("distributed")
+    slow = "x = 0.5  # tune: uniform(0, 1)\nimport time\ntime.sleep(0.3)\nloss = x\n"
+    # the scheduler goes, its workers finish the trials the study needs
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    address = cluster.scheduler_address
+    with distributed.Client(cluster):
+        threading.Timer(2.0, cluster.close).start()
+        res = nbtune.tune(slow, minimize="loss", n_trials=20, n_jobs=2, backend="dask", store=tmp_path / "a", view=None)
+    assert res.n_finished == 20
+    assert any(m.startswith(f"the Dask scheduler at {address} went away mid-search") for m in res.messages)
+    # the scheduler and its workers go: the study is short of its target
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    address = cluster.scheduler_address
+    with distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+
+        def crash():
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            cluster.close()
+
+        threading.Timer(2.0, crash).start()
+        with pytest.raises(nbtune.ConfigError, match=rf"--backend dask: the scheduler at {address} went away mid-"):
+            nbtune.tune(
+                slow, minimize="loss", n_trials=40, n_jobs=2, backend="dask", store=tmp_path / "b", view=None,
+                lease_grace=2.0, heartbeat=0.5,
+            )  # fmt: skip
+    assert 0 < len(nbtune.load_study(store=tmp_path / "b").trials) < 40  # what finished is kept
 
 
 def test_dask_without_client_is_a_clear_error(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nbtune.run.liveness import ProcessLiveness, active_trial, process_start, reap_dead_trials, requeue_interrupted
-from nbtune.store.attrs import ATTR
+from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.journal import JournalStore
 
 
@@ -79,6 +79,30 @@ def test_reap_and_requeue(tmp_path, dead_pid):
     assert [t.system_attrs["fixed_params"] for t in waiting] == [study.trials[0].params, study.trials[1].params]
 
 
+def test_a_rerun_whose_process_dies_again_fails_and_counts(tmp_path, dead_pid):
+    """A configuration whose trials end their process (os._exit, a segfault): cut, queued again,
+    cut again, each time an interruption that never counted, so on a cluster the search went on
+    forever (found trying nbtune as a new user). The second death is a failure."""
+    store = JournalStore(tmp_path)
+    study = optuna.create_study(study_name="s", storage=store.storage("s"))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    host = socket.gethostname()
+    t = study.ask(dist)
+    study._storage.set_trial_user_attr(t._trial_id, ATTR.OWNER, {"host": host, "pid": dead_pid})
+    assert reap_dead_trials(study, ProcessLiveness()) == [0]
+    assert ATTR.INTERRUPTED in study.trials[0].user_attrs  # the first time: it may be the machine's fault
+    assert requeue_interrupted(study, store) == [0]
+    again = study.ask(dist)
+    assert again.user_attrs[ATTR.RERUN_OF] == 0
+    study._storage.set_trial_user_attr(again._trial_id, ATTR.OWNER, {"host": host, "pid": dead_pid})
+    assert reap_dead_trials(study, ProcessLiveness()) == [1]
+    second = study.trials[1]
+    assert ATTR.INTERRUPTED not in second.user_attrs and second.state == TrialState.FAIL
+    assert second.user_attrs[ATTR.ERROR].startswith("WorkerDied: the kernel or worker running it stopped")
+    assert "as when it ran this configuration before (trial 0)" in second.user_attrs[ATTR.ERROR]
+    assert finished_count(study.trials) == 1 and requeue_interrupted(study, store) == []
+
+
 def test_the_culprit_fails_for_good(tmp_path, dead_pid):
     store = JournalStore(tmp_path)
     study = optuna.create_study(study_name="s", storage=store.storage("s"))
@@ -132,6 +156,6 @@ def test_a_search_ends_only_when_another_processs_trial_ended_or_ran_again(tmp_p
     assert len(cut) == 1 and cut[0].number == 0
     rerun = [t for t in res.study.trials if t.user_attrs.get(ATTR.RERUN_OF) == 0]
     assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE" and rerun[0].params == cut[0].params
-    assert any("of a process that stopped (another kernel or worker) ran again" in m for m in res.messages), (
+    assert any("of a process that stopped (another kernel or worker) were marked interrupted and queued again" in m for m in res.messages), (
         res.messages
     )

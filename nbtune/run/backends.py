@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 from nbtune._registry import Registry
 from nbtune.cell.program import CellProgram, TrialInterrupted
-from nbtune.exceptions import CellError, ConfigError
+from nbtune.exceptions import CellError, ConfigError, NbtuneError
 from nbtune.run.worker import Job, run_worker, running_threads
 
-__all__ = ["BACKENDS", "BaseBackend", "register_backend", "resolve_backend", "effective_jobs"]
+__all__ = ["BACKENDS", "BaseBackend", "SchedulerLost", "register_backend", "resolve_backend", "effective_jobs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -188,13 +188,87 @@ class DaskBackend(_JoblibBackend):
         super().check()
         self._client()  # before anything is created, not when the workers start
 
-    def parallel_config(self) -> Any:
-        import joblib
+    def run(self, job: Job, n_jobs: int) -> None:
+        """One task per worker on the cluster, submitted directly: joblib's Dask backend runs its
+        tasks one by one in the calling process when the cluster has a single thread (every trial
+        then ran in the kernel, under a header saying "on 2 dask worker(s)"). The job (the cell and
+        the notebook data it reads) travels inside each task: once per worker and run, never per
+        trial (scattering it instead would pin both tasks to the worker holding the data).
 
-        # The job (the cell and the notebook data it reads) travels inside each worker's task: once
-        # per worker and run, never per trial. (Scattering it instead would pin both tasks to the
-        # worker holding the data.)
-        return joblib.parallel_config(backend="dask", client=self._client())
+        While they run, the cluster is watched: with no worker left for :data:`NO_WORKERS_GRACE`
+        seconds (every worker died, and nothing restarts them) the search ends saying so instead of
+        waiting forever, and a scheduler that went away is one line.
+        """
+        import time
+
+        client = self._client()
+        address = getattr(client.scheduler, "address", None) or "its address"  # (gone with the scheduler)
+        futures = [client.submit(run_worker, job, i, pure=False) for i in range(n_jobs)]
+        empty_since: float | None = None
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(0.5)
+                try:
+                    workers = client.scheduler_info().get("workers") or {}
+                except Exception as e:  # the scheduler is gone
+                    raise self._lost(address, e) from None
+                if workers:
+                    empty_since = None
+                    continue
+                empty_since = empty_since or time.monotonic()
+                if time.monotonic() - empty_since > NO_WORKERS_GRACE:
+                    raise ConfigError(
+                        f"--backend dask: the cluster at {address} has had no worker for "
+                        f"{NO_WORKERS_GRACE:.0f} s (they died, and nothing restarted them: a worker started with "
+                        "--no-nanny, or one that a trial's crash took down); the finished trials are kept: start "
+                        "workers and re-run the cell (trials left running are run again)"
+                    )
+            client.gather(futures)  # the first worker's error, if any
+        except NbtuneError:  # said already (a trial's own CellError, no workers left)
+            raise
+        except Exception as e:
+            if _lost_scheduler(e):
+                raise self._lost(address, e) from None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                client.cancel([f for f in futures if not f.done()])
+
+    @staticmethod
+    def _lost(where: str, e: BaseException) -> SchedulerLost:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        lost = f"the Dask scheduler at {where} went away mid-search ({type(e).__name__}: {reason})"
+        return SchedulerLost(
+            f"--backend dask: the {lost[9:]}; the finished trials are kept: restart the cluster and the Client, then "
+            "re-run the cell (trials left running are run again)",
+            lost,
+        )
+
+    def is_worker_death(self, error: BaseException) -> bool:
+        # a task whose workers kept dying under it (a trial that ends its process, out of memory)
+        return type(error).__name__ == "KilledWorker"
+
+
+class SchedulerLost(ConfigError):
+    """The Dask Client lost its scheduler mid-search; ``lost`` says so in a sentence. Its workers
+    may go on with the trials they run (they reach the store, not the scheduler): the coordinator
+    waits for them, and raises this only when the study is still short of its target."""
+
+    def __init__(self, message: str, lost: str) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
+NO_WORKERS_GRACE = 30.0  # seconds a Dask cluster may have no worker (a nanny restarts one in a few)
+
+
+def _lost_scheduler(e: BaseException) -> bool:
+    """The Client lost its scheduler (distributed's CommClosedError, a future cancelled for
+    "scheduler-connection-lost", a connection refused)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"CommClosedError", "FutureCancelledError", "CancelledError"}) or (
+        isinstance(e, OSError) and "connect" in str(e).lower()
+    )
 
 
 def _not_joblibs_context_notice(record: logging.LogRecord) -> bool:

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 
 from nbtune.exceptions import TrialsFailedError
-from nbtune.run.backends import BACKENDS, BaseBackend
+from nbtune.run.backends import BACKENDS, BaseBackend, SchedulerLost
 from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
 from nbtune.run.worker import Job
+from nbtune.store.attrs import finished_count
 from nbtune.store.control import BaseControl
 from nbtune.store.processes import is_alive
 
@@ -114,7 +115,8 @@ class Search:
     Attributes:
         done: set when every worker has ended.
         error: what ended the search abnormally, re-raised by the caller; None otherwise.
-        worker_deaths: one sentence per replaced worker pool.
+        worker_deaths: one sentence per worker trouble the search went on after (a replaced worker
+            pool, a trial whose lease expired, a cluster's scheduler lost), for the result's notes.
     """
 
     def __init__(self, job: Job, n_jobs: int = 1, backend: BaseBackend | str = "inline") -> None:
@@ -209,6 +211,13 @@ class Search:
                 if not self._others_left_work():
                     return
                 continue  # a trial whose owner died was queued again: run it
+            except SchedulerLost as e:
+                # The cluster's workers run their trials without it: what they had may finish the study
+                self._others_left_work()
+                if self._n_finished() < self.control.target():
+                    raise
+                self.worker_deaths.append(f"{e.lost}; its workers finished the trials the study needed")
+                return
             except Exception as e:
                 if not self.backend.is_worker_death(e):
                     raise
@@ -227,7 +236,7 @@ class Search:
                 died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()
-                self.worker_deaths.append(f"{reason} (trials {died})")
+                self.worker_deaths.append(f"a worker died and was replaced: {reason} (trials {died})")
                 restarts += 1
                 _logger.warning(
                     "search %s: %s; trials %s; replacing the worker pool (restart %d of %d)",
@@ -244,6 +253,14 @@ class Search:
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)
                 self.job.seed_offset = max(self.job.seed_offset + 1, self._n_trials())
+
+    def _n_finished(self) -> int:
+        """The study's trials that count toward the target (``finished_count``)."""
+        import optuna
+
+        job = self.job
+        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+        return finished_count(study.get_trials(deepcopy=False))
 
     def _n_trials(self) -> int:
         """The study's trials now, of every state."""
@@ -279,7 +296,8 @@ class Search:
             died = self._reap()
             if died:
                 self.worker_deaths.append(
-                    f"trial(s) {died} of a process that stopped (another kernel or worker) ran again"
+                    f"trial(s) {died} of a process that stopped (another kernel or worker) were marked interrupted and "
+                    "queued again"
                 )
                 return True
             time.sleep(self.OTHERS_POLL)
@@ -298,7 +316,10 @@ class Search:
                 _logger.warning("search %s: could not check the trials' leases", self.job.study_name, exc_info=True)
                 continue
             if died:
-                self.worker_deaths.append(f"the lease of trial(s) {died} expired (their worker stopped renewing it)")
+                self.worker_deaths.append(
+                    f"the lease of trial(s) {died} expired (their worker stopped renewing it): marked interrupted and "
+                    "queued again"
+                )
 
     def _reap(
         self, culprit_error: str | None = None, culprits: set[int] | None = None, gone: set[int] | None = None
@@ -334,8 +355,9 @@ def _dying_message(deaths: list[str]) -> str:
         else "a trial ends its process (os._exit, a library that exits): run one of those trials' configurations "
         "with --jobs 1 to see where"
     )
+    latest = deaths[-1].removeprefix("a worker died and was replaced: ") if deaths else "unknown"
     return (
-        f"worker processes keep dying ({MAX_RESTARTS} restarts; the latest: {deaths[-1] if deaths else 'unknown'}); "
+        f"worker processes keep dying ({MAX_RESTARTS} restarts; the latest: {latest}); "
         f"{cause}; the finished trials are kept"
     )
 

@@ -239,6 +239,7 @@ def reap_dead_trials(
     reaped = []
     for t in dead_trials(study, liveness, gone):
         owner = t.user_attrs.get(ATTR.OWNER) or {}
+        first = t.user_attrs.get(ATTR.RERUN_OF)
         try:
             if (
                 culprit_error is not None
@@ -246,6 +247,17 @@ def reap_dead_trials(
                 and (culprits is None or owner.get("pid") in culprits)
             ):
                 storage.set_trial_user_attr(_compat.trial_id(t), ATTR.ERROR, culprit_error)
+            elif first is not None:
+                # The second time this configuration's process died under it: a failure that counts
+                # (toward -n, and the three-failures rule), not an interruption. Interrupted, it was
+                # never counted, and a cell whose trials crash their worker (os._exit, a segfault)
+                # searched on forever on a cluster (found trying nbtune as a new user).
+                storage.set_trial_user_attr(
+                    _compat.trial_id(t),
+                    ATTR.ERROR,
+                    f"WorkerDied: {reason}, as when it ran this configuration before (trial {first}): a trial that "
+                    "ends or crashes its process (os._exit, a segfault, out of memory)?",
+                )
             else:
                 storage.set_trial_user_attr(_compat.trial_id(t), ATTR.INTERRUPTED, reason)
             storage.set_trial_state_values(_compat.trial_id(t), TrialState.FAIL)
