@@ -453,3 +453,20 @@ def test_workers_that_keep_dying_end_the_search_with_its_trials_and_the_right_ca
     res = info.value.result
     assert res is not None and any("WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "") for t in res.study.trials)
     assert any(m.startswith("a worker died and was replaced") for m in res.messages)
+
+
+def test_a_worker_that_cannot_reach_the_journal_folder_says_so(tmp_path):
+    """Dask workers on a machine without the notebook's folder: a 140-line traceback ending in
+    "KeyError: 'Record does not exist.'" (found trying nbtune as a new user)."""
+    from nbtune.cell.program import compile_cell
+    from nbtune.run.worker import Job
+    from nbtune.store.control import FileControl
+    from nbtune.store.journal import Store
+
+    program = compile_cell("x = 0.5  # tune: uniform(0, 1)\nloss = x\n", metric="loss", direction="minimize")
+    elsewhere = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4), parent_pid=-1)
+    with pytest.raises(nbtune.ConfigError, match=r"cannot find the study 's' in .*every worker must reach that same"):
+        elsewhere.open_study(0)
+    here = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4))
+    with pytest.raises(KeyError):  # the kernel's own process: a missing study is nbtune's bug, not a setup
+        here.open_study(0)

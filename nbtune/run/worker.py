@@ -110,12 +110,27 @@ class Job:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = make_sampler(self.sampler, self.program.params, self.seed_for(worker))
-        return optuna.load_study(
-            study_name=self.study_name,
-            storage=self.store.storage(self.study_name),
-            sampler=sampler,
-            pruner=make_pruner(self.scheduler),
-        )
+        try:
+            return optuna.load_study(
+                study_name=self.study_name,
+                storage=self.store.storage(self.study_name),
+                sampler=sampler,
+                pruner=make_pruner(self.scheduler),
+            )
+        except KeyError:
+            if os.getpid() == self.parent_pid:
+                raise
+            # A worker on another machine, or one that sees another folder at the store's path: the
+            # study the kernel made is not there (a 140-line traceback ending in "Record does not
+            # exist"; found trying nbtune as a new user)
+            import socket
+
+            raise ConfigError(
+                f"a worker on {socket.gethostname()} (process {os.getpid()}) cannot find the study "
+                f"{self.study_name!r} in {self.store.location(self.study_name)}: a journal store is a folder, and every "
+                "worker must reach that same folder (a shared file system); on a cluster without one, use a database "
+                "store (--store postgresql://...)"
+            ) from None
 
 
 class _RunningThreads:
