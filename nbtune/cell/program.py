@@ -998,6 +998,33 @@ _TRAINING_CALLS = {"fit", "partial_fit", "fit_transform", "train"}
 _NOT_DATA_KEYWORDS = {"labels", "classes", "target_names", "columns", "feature_names", "categories"}
 
 
+def _selects_columns(index: ast.expr, user_ns: dict[str, Any]) -> bool:
+    """``frame["y"]``, ``frame[["a", "b"]]``, ``frame[cols]`` (a notebook list of names): the
+    subscript picks columns of the frame it indexes, which is then the data the line reads, not
+    shared data indexed by the holdout's rows (``X[test]``). A pandas holdout read as
+    ``test["y"]`` was taken for shared data and its leak went unnamed (found trying nbtune as a
+    new user)."""
+
+    def names(values: Iterable[Any]) -> bool:
+        values = list(values)
+        return bool(values) and all(isinstance(v, str) for v in values)
+
+    if isinstance(index, ast.Constant):
+        return isinstance(index.value, str)
+    if isinstance(index, (ast.List, ast.Tuple)):
+        return all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in index.elts) and bool(index.elts)
+    if isinstance(index, ast.Name) and index.id in user_ns:
+        value = user_ns[index.id]
+        if isinstance(value, str):
+            return True
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "Index":
+            try:
+                return names(value)
+            except TypeError:
+                return False
+    return False
+
+
 def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> list[str]:
     """Lines of the search that read the notebook data the sealed holdout's lines read, as one
     sentence each: ``val_rmse = rmse(y_test, model.predict(X_test))`` beside ``--holdout test_rmse``
@@ -1017,7 +1044,8 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
         for n in ast.walk(stmt):
             if isinstance(n, ast.Subscript):
                 base = n.value.value if isinstance(n.value, ast.Attribute) and n.value.attr in _INDEXERS else n.value
-                shared.add(id(base))
+                if not _selects_columns(n.slice, user_ns):  # test["y"], test[cols]: the frame is the data
+                    shared.add(id(base))
             elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _TRAINING_CALLS:
                 shared |= {id(x) for a in [*n.args, *(k.value for k in n.keywords)] for x in ast.walk(a)}
             elif isinstance(n, ast.keyword) and n.arg in _NOT_DATA_KEYWORDS:
