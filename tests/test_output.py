@@ -243,3 +243,20 @@ def test_warnings_trials_printed_are_kept_and_diagnosed_from_worker_processes_to
         assert "these models stopped before they converged" in got["advice"][0]
         assert "read it (res.trials_dataframe().warnings)" in got["advice"][1]
         assert "diagnosis: 4 trials warned ('ConvergenceWarning: lbfgs failed to converge after" in got["summary"]
+
+
+def test_deprecations_under_their_libraries_names_are_no_finding():
+    """pandas 3's 'Pandas4Warning: DatetimeIndex.dayofweek is deprecated' (a DeprecationWarning
+    under another name) was a finding in every trial (found trying nbtune as a new user)."""
+    from nbtune.view.diagnose import _about_the_code
+
+    for w in (
+        "Pandas4Warning: DatetimeIndex.dayofweek is deprecated and will be removed",
+        "DeprecationWarning: x",
+        "FutureWarning: the default will change",
+        "SettingWithCopyWarning: this will be removed in a future version",
+        "MatplotlibDeprecationWarning: y",
+    ):
+        assert _about_the_code(w), w
+    for w in ("ConvergenceWarning: lbfgs failed to converge", "RuntimeWarning: overflow encountered in exp"):
+        assert not _about_the_code(w), w

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -315,7 +316,7 @@ def _warned(
         if t.number in diverged:  # said already, and that is the trial's story
             continue
         for w in t.user_attrs.get(ATTR.WARNINGS) or ():
-            if w.split(":", 1)[0] in _CODE_WARNINGS:
+            if _about_the_code(w):
                 continue
             key = re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "#", w)
             if not hits[key] or hits[key][-1] != t.number:
@@ -330,6 +331,19 @@ def _warned(
         text = example[key] if len(example[key]) <= 160 else example[key][:157] + "..."
         out.append(Finding("warned", numbers, repr(text), region, _warning_advice(key, region), {"warning": key}))
     return out
+
+
+def _about_the_code(warning: str) -> bool:
+    """A warning about the code rather than the trial's result: a deprecation, by its category
+    (``DeprecationWarning``, ``FutureWarning`` and the libraries' own kinds of them, such as
+    pandas' ``Pandas4Warning``, a DeprecationWarning under another name) or by its words."""
+    category, _, message = warning.partition(": ")
+    if category in _CODE_WARNINGS or "Deprecat" in category or "Future" in category:
+        return True
+    if re.fullmatch(r"[A-Za-z]+\d+Warning", category):  # Pandas4Warning, RemovedInDjango60Warning
+        return True
+    words = message.lower()
+    return any(w in words for w in ("deprecated", "will be removed", "in a future version", "is deprecated"))
 
 
 def _warning_advice(warning: str, region: str) -> str:
