@@ -1304,6 +1304,9 @@ def test_curves_that_peaked_well_before_their_end_are_overfitting(ip):
     # the teammate's curves: 69k after the first epoch, 54.5k at epoch 5, a steady rise to 57k at 27
     rmse = [69.0, 59.0, 56.0, 55.0, 54.5] + [54.5 + 2.5 * i / 22 for i in range(1, 23)]
     assert _peaked(rmse, maximize=False) == 4
+    # a noisy RMSE that gains 3% and then ends above its start (found trying nbtune as a new user)
+    noisy = [1.855, 1.811, 1.792, 1.802, 1.81, 1.822, 1.819, 1.835, 1.848, 1.853, 1.867]
+    assert _peaked(noisy, maximize=False) == 2
     wobbly = [69.0, 59.0, 56.0, 55.0, 54.5] + [54.5 + 2.5 * (i % 2) for i in range(1, 23)]
     assert _peaked(wobbly, maximize=False) is None  # it ends at its best: wandering, not worsening
     # a curve that levels off, sags a little, or wanders about its plateau is no finding
