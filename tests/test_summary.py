@@ -385,3 +385,19 @@ def test_a_whole_float_hyperparameter_keeps_its_point():
     assert "max_features=1.0" in summary.summary()
     assert "<code>max_features=1.0</code>" in summary.html(plot=False)
     assert "<td>1.0</td>" in summary.html(plot=False)
+
+
+def test_a_holdout_better_than_the_metric_is_not_said_to_be_within_a_gap():
+    """'a gap of -0.6811 after 4 trials ... (within 0.4359)' read as a contradiction (found trying
+    nbtune as a new user): a holdout that scores better says so."""
+    from nbtune.view.checks import HoldoutReport
+
+    better = HoldoutReport("val_rmse", "test_rmse", "minimize", 3, 4.36, 3.68, 4, None)
+    assert better.gap < 0 and not better.warn
+    text = better.sentence()
+    assert "within" not in text
+    assert text.endswith(
+        ": the holdout scores better than the metric, so nothing says the search's score is optimistic."
+    )
+    worse = HoldoutReport("val_acc", "test_acc", "maximize", 3, 0.90, 0.89, 4, None)
+    assert worse.sentence().endswith("(within 0.02).")

@@ -215,7 +215,8 @@ def test_a_leaky_search_warns_and_an_honest_one_does_not(ip):
         SUBSET_CELL,
     )
     h = res.holdout()
-    assert not h.warn and h.gap < 0.02 and "(within 0.02)" in h.sentence()
+    assert not h.warn and h.gap < 0.02
+    assert "(within 0.02)" in h.sentence() if h.gap >= 0 else "the holdout scores better" in h.sentence()
 
 
 def test_lines_only_the_holdout_reads_are_sealed_with_it(ip, tmp_path):

@@ -126,6 +126,10 @@ class HoldoutReport:
             f"{self.holdout} {fmt(self.holdout_value)}: a gap of {fmt(self.gap)} after {plural_trials(self.n_trials)} "
             "against the same validation data"
         )
+        if self.gap < 0:  # "a gap of -0.68 (within 0.44)" read as a contradiction
+            return (
+                head + ": the holdout scores better than the metric, so nothing says the search's score is optimistic."
+            )
         if not self.warn:
             return head + f" (within {fmt(self.tolerance)})."
         fixes = (
