@@ -257,6 +257,19 @@ def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
     return found
 
 
+def _unseeded_splitters(globals_read: dict[str, Any]) -> list[str]:
+    """The notebook's scikit-learn splitters the cell reads that shuffle without ``random_state``
+    (``cv = KFold(5, shuffle=True)`` in an earlier cell): each trial's ``cv.split`` shuffles anew."""
+    return [
+        name
+        for name, value in globals_read.items()
+        if type(value).__name__ in _SHUFFLING_SPLITS | _SPLITS_THAT_MAY_SHUFFLE
+        and type(value).__module__.startswith("sklearn.")
+        and getattr(value, "random_state", 0) is None
+        and getattr(value, "shuffle", True) is not False
+    ]
+
+
 def _unread(program: CellProgram, name: str) -> bool:
     """The cell never reads ``name`` (nor a notebook function it calls)."""
     tree = program.spec.tree
@@ -707,6 +720,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "
         "'# tune: seed' variable), or split once outside the cell"
         for lineno, name in (_unseeded_splits(program.spec.tree) if program.spec.tree is not None else [])
+    )
+    messages.extend(
+        f"the cell reads {name!r}, a {type(program.globals[name]).__name__} that shuffles without random_state, so "
+        "every trial splits the data anew and trials are compared on different validation data; make it with "
+        "random_state=0"
+        for name in _unseeded_splitters(program.globals)
     )
     messages.extend(
         f"line {lineno}: {p.name!r} is compared with {value!r}, which is not one of its choices {list(p.args)!r}: "

@@ -1345,3 +1345,19 @@ def test_a_split_that_shuffles_without_a_seed_in_the_cell_is_named(trees, split,
     else:
         assert len(notes) == 1 and notes[0].startswith(f"line {5 if folds else 4}: {said}"), res.messages
         assert "pass random_state=0 (or the '# tune: seed' variable), or split once outside the cell" in notes[0]
+
+
+def test_a_splitter_made_in_an_earlier_cell_that_shuffles_without_a_seed_is_named(trees):
+    """cv = KFold(5, shuffle=True) in an earlier cell, cv.split(X) in the search: the same problem,
+    silent (found trying nbtune as a new user)."""
+    trees.run_cell("from sklearn.model_selection import KFold\ncv = KFold(5, shuffle=True)\nok = KFold(5)\n")
+    cell = (
+        "fold = 0  # tune: folds(5)\nmax_depth = 4  # tune: int(2, 8)\n"
+        "tr, va = list({cv}.split(X))[fold]\n"
+        "model = DecisionTreeClassifier(max_depth=max_depth, random_state=0).fit(X[tr], y[tr])\n"
+        "val_acc = model.score(X[va], y[va])\n"
+    )
+    res = run(trees, "--maximize val_acc --trials 2 --view none -o r", cell.format(cv="cv"))
+    assert any(m.startswith("the cell reads 'cv', a KFold that shuffles without random_state") for m in res.messages)
+    res = run(trees, "--maximize val_acc --trials 2 --view none -o r", cell.format(cv="ok"))
+    assert not any("shuffles" in m for m in res.messages), res.messages
