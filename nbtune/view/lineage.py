@@ -94,7 +94,13 @@ def lineage_figure(result: TuneResult, trial: int | None = None) -> Figure:
             )
     ax.set_ylabel(result.metric)
     n_copies = sum(s["copied_from"] is not None for s in segments)
-    ax.set_title(f"lineage of trial {number}: {len(segments)} intervals, state copied {n_copies} time(s)", fontsize=11)
+    ax.set_title(
+        f"lineage of trial {number}: {len(segments)} intervals, state copied {n_copies} time(s)"
+        if len(segments) > 1
+        # ("1 intervals, state copied 0 time(s)" said nothing of why: found trying nbtune as a new user)
+        else f"trial {number} trained in one go: no pause, promotion or PBT copy in its lineage",
+        fontsize=11,
+    )
     for name, ax in zip(names, axes[1:]):
         xs: list[float] = []
         ys: list[Any] = []
