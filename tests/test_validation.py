@@ -692,6 +692,8 @@ def test_nested_cv_matches_scikit_learns_nested_cv_of_the_same_search(ip):
     assert ip.user_ns["again"].k == 3 and ip.user_ns["again"].summary() == res.summary()
     with pytest.raises(UsageError, match="no nested cross-validation named 'elsewhere'"):
         ip.run_line_magic("tune_show", "elsewhere.outer")
+    with pytest.raises(KeyError, match=rf"'{name}.outer' is a nested cross-validation: each outer fold is a study"):
+        nbtune.load_study(f"{name}.outer")
 
 
 def test_a_scheduler_can_stop_a_trial_between_folds(ip):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from nbtune.cell.identity import notebook_path
 from nbtune.exceptions import ConfigError, NbtuneWarning
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
-from nbtune.store.base import BaseStore, base_name, check_name, is_check_study, versioned
+from nbtune.store.base import OUTER, BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
 
 try:
@@ -387,6 +387,12 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     versions = st.versions(name)
     if not versions:
         known = sorted({base_name(n) for n in st.study_names()})
+        folds = [n for n in known if n.startswith(f"{name}0")]
+        if name.endswith(OUTER) and folds:  # %tune_show NAME.outer shows them together; one study is one fold
+            raise KeyError(
+                f"{name!r} is a nested cross-validation: each outer fold is a study of its own "
+                f"({', '.join(repr(f) for f in folds[:1])}, ...), or %tune_show {name} shows them together"
+            )
         raise KeyError(f"no study {name!r} in {st.where()}; the store holds {known}")
     if ":v" in name:
         target = versioned(base_name(name), int(name.rsplit(":v", 1)[1]))
