@@ -1363,3 +1363,18 @@ def test_a_splitter_made_in_an_earlier_cell_that_shuffles_without_a_seed_is_name
     assert any(m.startswith("the cell reads 'cv', a KFold that shuffles without random_state") for m in res.messages)
     res = run(trees, "--maximize val_acc --trials 2 --view none -o r", cell.format(cv="ok"))
     assert not any("shuffles" in m for m in res.messages), res.messages
+
+
+def test_folds_whose_mean_is_one_folds_value_are_named(ip):
+    """A MAPE over a fold with zero actuals: 2.9e15 beside 0.03, and the search tuned to that fold
+    silently (found trying nbtune as a new user)."""
+    cell = (
+        "fold = 0  # tune: folds(4)\nx = 0.5  # tune: uniform(0, 1)\nmape = [0.03, 0.04, 3e15, 0.02][fold] * (1 + x)\n"
+    )
+    res = run(ip, "--minimize mape --trials 4 --sampler random --seed 0 -o r", cell)
+    found = res.diagnose()
+    assert list(found.kind) == ["dominated by one fold"] and found.n_trials[0] == 4, found
+    assert found.evidence[0].startswith("e.g. fold 2's ") and "against a median of" in found.evidence[0]
+    assert "diagnosis: 4 trials dominated by one fold" in res.summary()
+    even = cell.replace("3e15", "0.05")
+    assert run(ip, "--minimize mape --trials 4 --sampler random --seed 0 -o r", even).diagnose().empty

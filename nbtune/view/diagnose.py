@@ -17,6 +17,8 @@ it works for any stored study:
   curves (two at least) that peaked well before their end and then worsened steadily (two steps
   in three for the worse), giving back more than a sixth of their gain;
 * **failed**: other errors, grouped by exception and cell line;
+* **dominated by one fold**: with ``# tune: folds(k)``, trials whose mean over the folds is
+  one fold's (its value a hundred times the other folds' median);
 * **warned**: a warning the trials printed (a ``ConvergenceWarning``: the model stopped before it
   converged and was scored as it stopped; a ``RuntimeWarning`` of an overflow), grouped by its
   category and message with the numbers left out; deprecation warnings, about the code and not
@@ -72,8 +74,8 @@ class Finding:
     """One failure signature.
 
     Attributes:
-        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``
-            or ``"warned"``.
+        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
+            ``"warned"`` or ``"dominated by one fold"``.
         trials: the trial numbers it rests on.
         evidence: what was seen, in words.
         region: the parameter range those trials share, if one parameter separates them.
@@ -300,6 +302,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
         findings.append(Finding("failed", numbers, evidence, region, ADVICE["failed"]))
     findings.extend(fit)
     findings.extend(_warned(trials, by_number, diverged))
+    findings.extend(_lopsided_folds(trials))
     findings.sort(key=lambda f: -len(f.trials))
     return findings
 
@@ -333,6 +336,38 @@ def _warned(
         text = example[key] if len(example[key]) <= 160 else example[key][:157] + "..."
         out.append(Finding("warned", numbers, repr(text), region, _warning_advice(key, region), {"warning": key}))
     return out
+
+
+def _lopsided_folds(trials: list[optuna.trial.FrozenTrial]) -> list[Finding]:
+    """Trials whose mean over the folds is one fold's: a fold's value a hundred times the other
+    folds' median, in two trials or more (a MAPE over a fold with zero actuals, 2.9e15 beside
+    0.03: the search tuned to two Christmas days; found trying nbtune as a new user)."""
+    hits: dict[int, str] = {}
+    for t in trials:
+        folds = t.user_attrs.get(ATTR.FOLDS)
+        if t.state.name != "COMPLETE" or not isinstance(folds, list) or len(folds) < 3:
+            continue
+        sizes = [abs(float(v)) for v in folds if is_number(v) and math.isfinite(float(v))]
+        if len(sizes) != len(folds):
+            continue
+        worst = max(range(len(sizes)), key=sizes.__getitem__)
+        rest = statistics.median(sizes[:worst] + sizes[worst + 1 :])
+        if sizes[worst] > 100 * rest and sizes[worst] > 1e-12:
+            hits[t.number] = f"fold {worst}'s {fmt(folds[worst])} against a median of {fmt(rest)} over the others"
+    if len(hits) < 2:
+        return []
+    example = next(iter(hits.values()))
+    return [
+        Finding(
+            "dominated by one fold",
+            sorted(hits),
+            f"e.g. {example}",
+            "",
+            "the mean over the folds is that fold's value, so the search tunes to that fold: look at its data (a "
+            "metric divided by values near 0, as a MAPE is by zero actuals; a fold with very few examples), or "
+            "use a metric that stays on one scale there",
+        )
+    ]
 
 
 def _about_the_code(warning: str) -> bool:
