@@ -157,6 +157,6 @@ def test_a_search_ends_only_when_another_processs_trial_ended_or_ran_again(tmp_p
     rerun = [t for t in res.study.trials if t.user_attrs.get(ATTR.RERUN_OF) == 0]
     assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE" and rerun[0].params == cut[0].params
     assert any(
-        "of a process that stopped (another kernel or worker) were marked interrupted and queued again" in m
+        "of a process that stopped (another kernel or worker) were marked interrupted and run again" in m
         for m in res.messages
     ), res.messages

@@ -296,8 +296,7 @@ class Search:
             died = self._reap()
             if died:
                 self.worker_deaths.append(
-                    f"trial(s) {died} of a process that stopped (another kernel or worker) were marked interrupted and "
-                    "queued again"
+                    f"trial(s) {died} of a process that stopped (another kernel or worker) {_REAPED}"
                 )
                 return True
             time.sleep(self.OTHERS_POLL)
@@ -317,8 +316,7 @@ class Search:
                 continue
             if died:
                 self.worker_deaths.append(
-                    f"the lease of trial(s) {died} expired (their worker stopped renewing it): marked interrupted and "
-                    "queued again"
+                    f"the lease of trial(s) {died} expired (their worker stopped renewing it): they {_REAPED}"
                 )
 
     def _reap(
@@ -342,6 +340,10 @@ class Search:
         return died
 
 
+# what reap_dead_trials and requeue_interrupted did with a dead process's trials
+_REAPED = "were marked interrupted and run again (a configuration that lost its process twice: failed)"
+
+
 def _dying_message(deaths: list[str]) -> str:
     """Why the search gave up replacing its worker pool, from how the workers died: running out of
     memory only when the system killed them (an exit code of 1 is a trial ending its process)."""
@@ -355,7 +357,8 @@ def _dying_message(deaths: list[str]) -> str:
         else "a trial ends its process (os._exit, a library that exits): run one of those trials' configurations "
         "with --jobs 1 to see where"
     )
-    latest = deaths[-1].removeprefix("a worker died and was replaced: ") if deaths else "unknown"
+    replaced = [d for d in deaths if d.startswith("a worker died and was replaced: ")]
+    latest = replaced[-1].removeprefix("a worker died and was replaced: ") if replaced else "unknown"
     return (
         f"worker processes keep dying ({MAX_RESTARTS} restarts; the latest: {latest}); "
         f"{cause}; the finished trials are kept"
