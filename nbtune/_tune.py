@@ -211,14 +211,18 @@ def _direction_note(metric: str, direction: str, tree: ast.Module | None = None)
 
 
 def _negated_scorer(tree: ast.Module) -> str | None:
-    """The first ``scoring="neg_..."`` the cell passes (scikit-learn's negated errors), or None."""
+    """The first of scikit-learn's negated-error scorer names the cell writes (``scoring=
+    "neg_root_mean_squared_error"``, ``sc = "neg_mean_absolute_error"`` passed on, or
+    ``get_scorer("neg_log_loss")``), or None."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "scoring":
-            values = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
-            for v in values:
-                if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.startswith("neg_"):
-                    return v.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _NEG_SCORER.fullmatch(node.value):
+            return node.value
     return None
+
+
+# scikit-learn's scorers that negate an error so that higher is better: neg_mean_squared_error, neg_log_loss,
+# neg_brier_score, neg_mean_poisson_deviance ... (not any name that starts with neg_: a column 'neg_reviews')
+_NEG_SCORER = re.compile(r"neg_[a-z0-9_]*(error|loss|brier|deviance)[a-z0-9_]*")
 
 
 # scikit-learn's splitters that shuffle by default, and those that shuffle when asked (shuffle=True)

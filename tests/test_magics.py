@@ -657,6 +657,8 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
         ("--maximize cv_score", "'neg_root_mean_squared_error'", False),
         ("--minimize cv_score", "'r2'", False),  # (a score minimized: not what this note is about)
         ("--minimize cv_rmse", "'neg_root_mean_squared_error'", False),  # the cell negates it back, by its name
+        # the scorer's name in a variable first (found trying nbtune as a new user)
+        ("--minimize cv_score", "sc", True),
     ],
 )
 def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
@@ -665,6 +667,8 @@ def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
     ip.user_ns["cross_val_score"] = lambda model, scoring: [-model]
     metric = line.split()[1]
     cell = f"x = 0.5  # tune: uniform(0, 1)\n{metric} = sum(cross_val_score(x, scoring={scoring}))\n"
+    if scoring == "sc":
+        cell = 'sc = "neg_mean_absolute_error"\n' + cell
     res = ip.run_cell_magic("tune", f"{line} -n 2 --view none", cell)
     notes = [m for m in res.messages if "scikit-learn negates" in m]
     assert bool(notes) == said, res.messages
