@@ -437,10 +437,28 @@ def _async_rewrite(lines: list[str]) -> list[str]:
     shell = get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None or not shell.autoawait:
         return lines
-    if not is_asyncio_runner(shell):
+    if not is_asyncio_runner(shell) or _inside_another_cell_magic():
         return lines
     body = "".join(lines[1:])
     return [f"await __import__('nbtune._magics', fromlist=['run_async']).run_async({rest.strip()!r}, {body!r})\n"]
+
+
+def _inside_another_cell_magic() -> bool:
+    """The cell is the body of another cell magic (``%%time``, ``%%timeit``, ``%%capture`` above
+    ``%%tune``), which transforms and runs it itself: synchronously, so it cannot await. Its
+    ``%%tune`` then runs as a plain magic call (the kernel stays busy until the search ends); the
+    awaiting form raised "'await' outside function" or "This event loop is already running"
+    (found trying nbtune as a new user)."""
+    import sys
+
+    frame: Any = sys._getframe(1)
+    for _ in range(40):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "run_cell_magic":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _misplaced(line: str) -> None:

@@ -595,3 +595,18 @@ def test_a_notebook_object_the_workers_cannot_rebuild_is_one_line(kernel, tmp_pa
     reply, _, _ = _execute(kc, cell, timeout=120)
     assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
     assert reply["evalue"].startswith("the worker processes could not rebuild what the cell reads from the notebook")
+
+
+@pytest.mark.parametrize("above", ["%%time", "%%capture cap"])
+def test_a_cell_magic_above_tune_runs_it_in_a_kernel(kernel, tmp_path, above):
+    """%%time or %%capture above %%tune in Jupyter: "SyntaxError: 'await' outside function" and
+    "This event loop is already running" (found trying nbtune as a new user)."""
+    _km, kc = kernel
+    reply, _, _ = _execute(kc, "%load_ext nbtune")
+    assert reply["status"] == "ok", reply
+    cell = f"{above}\n%%tune --minimize loss --trials 3 --view none --store {tmp_path} -o res\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    reply, outputs, _ = _execute(kc, cell)
+    assert reply["status"] == "ok", (reply, outputs)
+    reply, outputs, _ = _execute(kc, "print(res.n_finished)")
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    assert text.strip() == "3", outputs
