@@ -62,7 +62,7 @@ from nbtune.run.liveness import (
 )
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
-from nbtune.run.worker import Job
+from nbtune.run.worker import Job, failures_to_stop
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted, searched_seconds
 from nbtune.store.base import (
     BaseStore,
@@ -1048,12 +1048,14 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
     run_start = plan.job.run_start if plan.job is not None else 0
     paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
+    ended = [t for t in result.trials if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL")]
+    n = failures_to_stop(sorted(ended, key=lambda t: t.number)[:1])
     which = (
         "every trial of this run, and of the study before it,"
         if every
-        else "the first 3 trials of this run that were not paused or stopped early"
+        else f"the first {n} trials of this run that were not paused or stopped early"
         if paused
-        else "the first 3 trials of this run"
+        else f"the first {n} trials of this run"
     )
     return TrialsFailedError(
         f"{which} all failed with {err}; the cell probably has a bug, so the "

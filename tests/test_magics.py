@@ -577,12 +577,21 @@ def test_what_is_found_before_the_search_is_shown_as_it_starts(ip, capsys):
 
 def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
     """Each trial's message differs (it holds x), but it is the same bug: the guard fires."""
-    cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
-    with pytest.raises(UsageError, match=r"first 3 trials of this run all failed with ValueError: bad x=.*\(line 4 of"):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nmath.sqrt(-x)\nloss = x\n"
+    with pytest.raises(
+        UsageError, match=r"first 3 trials of this run all failed with ValueError: math domain.*\(line 4 of"
+    ):
         ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random", cell)
     trials = nbtune.load_study().trials
-    assert len(trials) == 3 and len({t.user_attrs[ATTR.ERROR] for t in trials}) == 3
-    assert {t.user_attrs[ATTR.FAILURE] for t in trials} == {"ValueError at line 4"}
+    assert len(trials) == 3 and {t.user_attrs[ATTR.FAILURE] for t in trials} == {"ValueError at line 4"}
+    # the cell's own raise, its message holding x: the same bug, after ten (see below)
+    cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
+    with pytest.raises(
+        UsageError, match=r"first 10 trials of this run all failed with ValueError: bad x=.*\(line 4 of"
+    ):
+        ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random --name raised", cell)
+    trials = nbtune.load_study("raised").trials
+    assert len(trials) == 10 and len({t.user_attrs[ATTR.ERROR] for t in trials}) == 10
 
 
 def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
@@ -611,11 +620,11 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
     # the same error at the same line, but --resume over an edit that makes every trial raise it: the
     # earlier trials ran other code, so it is a bug (the search went on through all 16; found trying
     # nbtune as a new user)
-    every = cell.replace("if bad:", "if True:")
-    with pytest.raises(UsageError, match="first 3 trials of this run all failed with ValueError"):
+    every = cell.replace("if bad:", "if True:")  # (the cell's own raise: ten stop a run, not three)
+    with pytest.raises(UsageError, match="first 10 trials of this run all failed with ValueError"):
         ip.run_cell_magic("tune", "--minimize loss -n 40 --sampler random --seed 1 --view none --resume", every)
     # and the next plain run of that cell: its failures are no configurations' either (it ran every trial)
-    with pytest.raises(UsageError, match="first 3 trials of this run all failed with ValueError"):
+    with pytest.raises(UsageError, match="first 10 trials of this run all failed with ValueError"):
         ip.run_cell_magic("tune", "--minimize loss -n 60 --sampler random --seed 1 --view none", every)
 
 
@@ -1170,3 +1179,28 @@ def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):
     fine = CHOSEN.format(test='if model == "lasso" or alpha == 2:')
     res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", fine)
     assert not any("is compared with" in m for m in res.messages)
+
+
+def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
+    """A simulation whose cell raises where its solver fails (`if not sol.success: raise ...`):
+    the defaults and the next two draws in that region stopped the search as 'the cell probably
+    has a bug' (found trying nbtune as a new user). The cell's own raise is its judgement of a
+    configuration: ten in a row stop the run, not three."""
+    ip.user_ns["_calls"] = []
+    cell = (
+        "x = 0.95  # tune: uniform(0, 1)\n"
+        "_calls.append(x)\n"
+        "if len(_calls) <= 4:  # the first four configurations: the solver fails there\n"
+        "    raise RuntimeError(f'the solver failed at x={x}')\n"
+        "loss = x\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 6 --sampler random --view none --name sim", cell)
+    states = [t.state.name for t in res.study.trials]
+    assert states == ["FAIL"] * 4 + ["COMPLETE"] * 2, states
+    always = "x = 0.5  # tune: uniform(0, 1)\nraise ValueError('no')\nloss = x\n"
+    with pytest.raises(UsageError, match="the first 10 trials of this run all failed with ValueError: no"):
+        ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name always", always)
+    assert len(nbtune.load_study("always").trials) == 10
+    crash = "x = 0.5  # tune: uniform(0, 1)\nloss = x / 0\n"  # no raise of its own: three stop it, as before
+    with pytest.raises(UsageError, match="the first 3 trials of this run all failed with ZeroDivisionError"):
+        ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name crash", crash)

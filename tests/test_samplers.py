@@ -21,6 +21,7 @@ from nbtune.run.samplers import (
 )
 from nbtune.run.tpe import TPESampler as BudgetTPE
 from nbtune.run.tpe import at_largest_budget, observations_needed
+from nbtune.store.attrs import ATTR
 
 LR = Param("lr", "loguniform", (1e-5, 1e-1), default=1e-3, lineno=3)
 DROP = Param("drop", "uniform", (0.0, 0.5), {"step": 0.1}, default=0.2, lineno=4)
@@ -211,7 +212,7 @@ def test_a_finished_trial_whose_loop_ended_early_keeps_its_value_and_running_one
     assert [(t.params["x"], t.value) for t in seen if t.state.name == "COMPLETE"] == [
         (0.1, 0.2), (0.2, 0.4), (pytest.approx(0.3), pytest.approx(0.6)), (0.4, 0.8), (0.9, 0.9), (0.95, 0.3)
     ]  # fmt: skip
-    assert [t.state.name for t in seen].count("FAIL") == 1
+    assert [t.state.name for t in seen].count("PRUNED") == 1  # the failed one: a bad observation
     plain = _numbered([_trial(0.08 * i, {}, "COMPLETE", 0.1 * i) for i in range(12)])
     assert at_largest_budget(plain, n_min=4) is plain  # no epochs loop: Optuna's TPE, unchanged
 
@@ -229,7 +230,12 @@ def test_a_configuration_that_diverged_is_a_bad_observation_not_a_missing_one():
             _diverged(0.9, {}),  # NaN at its first epoch
             _trial(0.45, {1: 0.9, 3: 0.95}),  # paused at 3, the best there ...
             _diverged(0.45, {1: 0.9, 3: 0.95}),  # ... then diverged when it went on
-            optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": X}, state=optuna.trial.TrialState.FAIL),
+            optuna.trial.create_trial(
+                params={"x": 0.5},
+                distributions={"x": X},
+                state=optuna.trial.TrialState.FAIL,
+                user_attrs={ATTR.INTERRUPTED: "Stop now"},  # says nothing of its configuration
+            ),
         ]
     )
     seen = at_largest_budget(trials, n_min=4)
@@ -241,23 +247,35 @@ def test_a_configuration_that_diverged_is_a_bad_observation_not_a_missing_one():
     assert trials[4].state.name == "FAIL" and trials[4].intermediate_values == {}  # the study's records untouched
     plain = _numbered([_trial(0.08 * i, {}, "COMPLETE", 0.1 * i) for i in range(6)] + [_diverged(0.9, {})])
     assert [t.state.name for t in at_largest_budget(plain, n_min=4)][-1] == "PRUNED"  # no epochs loop too
+    # a configuration that raised (a solver that does not converge there) is bad too: Optuna's TPE
+    # left it out, and proposed that region again and again (found trying nbtune as a new user)
     failed = _numbered([_trial(0.08 * i, {}, "COMPLETE", 0.1 * i) for i in range(6)] + [_trial(0.9, {}, "FAIL")])
-    assert at_largest_budget(failed, n_min=4) is failed  # another failure: left to TPE, which leaves it out
+    assert [t.state.name for t in at_largest_budget(failed, n_min=4)][-1] == "PRUNED"
+    cut = _numbered([_trial(0.08 * i, {}, "COMPLETE", 0.1 * i) for i in range(6)] + [_trial(0.9, {}, "FAIL")])
+    cut[-1].user_attrs[ATTR.INTERRUPTED] = "its worker process was stopped"
+    assert at_largest_budget(cut, n_min=4) is cut  # an interrupted trial stays out
 
 
-def _diverging_study(sampler):
-    """Forty configurations: those with x > 0.7 diverged (failed, their metric NaN), the others
-    scored better the larger x was, up to 0.7."""
+def _diverging_study(sampler, fail=_diverged):
+    """Forty configurations: those with x > 0.7 failed (``fail``: their metric NaN, or an error),
+    the others scored better the larger x was, up to 0.7."""
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for i in range(40):
         x = (i + 0.5) / 40
-        study.add_trial(_diverged(x, {}) if x > 0.7 else _trial(x, {}, "COMPLETE", x))
+        study.add_trial(fail(x, {}) if x > 0.7 else _trial(x, {}, "COMPLETE", x))
     return [study.ask({"x": X}).params["x"] for _ in range(30)]
 
 
-def test_the_default_tpe_stays_out_of_a_range_that_diverged():
-    ours = _diverging_study(make_sampler("tpe", [Param("x", "uniform", (0.0, 1.0), default=0.5, lineno=1)], 0))
-    optunas = _diverging_study(optuna.samplers.TPESampler(seed=0, multivariate=True))
+def _raised(x, curve):
+    t = _trial(x, curve, "FAIL")
+    t.user_attrs["nbtune:error"] = "RuntimeError: solve_ivp failed: Required step size is less than spacing"
+    return t
+
+
+@pytest.mark.parametrize("fail", [_diverged, _raised])
+def test_the_default_tpe_stays_out_of_a_range_that_diverged(fail):
+    ours = _diverging_study(make_sampler("tpe", [Param("x", "uniform", (0.0, 1.0), default=0.5, lineno=1)], 0), fail)
+    optunas = _diverging_study(optuna.samplers.TPESampler(seed=0, multivariate=True), fail)
     # Optuna's TPE never sees the failed trials: past its best (x = 0.7), nothing tells it the rest is bad.
     # Both try the edge (0.7 to 0.8: the best is there); only Optuna's goes on deep into the range that diverged.
     assert sum(x > 0.8 for x in optunas) >= len(optunas) / 5

@@ -434,6 +434,17 @@ class CellProgram:
             runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
         return value
 
+    def raises_at(self, line: int | None) -> bool:
+        """Whether the cell's own ``raise`` statement is on notebook ``line``: the cell judged the
+        configuration (``if not sol.success: raise RuntimeError(...)``), as a NaN metric does."""
+        lines = self.__dict__.get("_raise_lines")
+        if lines is None:
+            tree = self.spec.tree
+            lines = self.__dict__["_raise_lines"] = (
+                frozenset(n.lineno for n in ast.walk(tree) if isinstance(n, ast.Raise)) if tree else frozenset()
+            )
+        return line in lines
+
     def failure_line(self, exc: BaseException) -> int | None:
         """The notebook line of the cell where ``exc`` was raised (the deepest frame in the cell)."""
         line = None

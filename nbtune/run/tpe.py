@@ -12,11 +12,14 @@ at which enough configurations were evaluated, each valued there. :class:`TPESam
 Optuna's TPE that view of the study (:func:`at_largest_budget`); with no epochs loop, or
 before any epoch has enough observations, TPE sees the study as it is.
 
-In both, a configuration whose trial diverged (its metric came out NaN or infinite: nbtune fails
-such a trial) is a bad observation, as Optuna's TPE ranks a pruned trial whose last report was
-NaN. Optuna's TPE leaves failed trials out of its model, and a region it never sees can look
-the most promising to it: the top of a learning-rate range that diverges was proposed again and
-again.
+In both, a configuration whose trial failed on its own (it diverged: its metric came out NaN or
+infinite; or it raised: a simulation that does not converge there, parameters that clash) is a
+bad observation, as Optuna's TPE ranks a pruned trial whose last report was NaN. Optuna's TPE
+leaves failed trials out of its model, and a region it never sees can look the most promising to
+it: the top of a learning-rate range that diverges was proposed again and again, and an ODE fit
+whose solver raised for some parameters failed 26 of its last 27 trials there (found trying
+nbtune as a new user). A trial that was interrupted (Stop now, a dead worker) says nothing of its
+configuration, and stays out.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nbtune import _compat
-from nbtune.store.attrs import diverged
+from nbtune.store.attrs import is_interrupted
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["TPESampler", "at_largest_budget", "compared_at", "observations_needed"]
+__all__ = ["TPESampler", "at_largest_budget", "compared_at", "failed_on_its_own", "observations_needed"]
 
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -60,22 +63,23 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     it finished there (its cell's loop ended early): its final value stands. Trials that have not
     ended (running, failed) are passed through for the sampler's own filters.
 
-    A configuration that diverged (:func:`~nbtune.store.attrs.diverged`), at whatever epoch, is a
-    pruned trial with no value, which TPE ranks below every other observation (what it scored
-    before it diverged does not stand): known bad, where a configuration left out is unknown.
+    A configuration whose trial failed on its own (:func:`failed_on_its_own`: it diverged, or
+    raised), at whatever epoch, is a pruned trial with no value, which TPE ranks below every other
+    observation (what it scored before it failed does not stand): known bad, where a configuration
+    left out is unknown.
 
     Without intermediate values (no epochs loop), or before any step has ``n_min``
-    configurations, the trials are returned as they are, diverged ones shown as bad.
+    configurations, the trials are returned as they are, failed ones shown as bad.
 
     Returns:
         The trials, and how many configurations are compared at the step (None when the trials
         are returned as they are).
     """
     if not any(t.intermediate_values for t in trials):  # no epochs loop: nothing to compare at
-        return _with_diverged_as_bad(trials), None
+        return _with_failed_as_bad(trials), None
     found = compared_at(trials, n_min)
     if found is None:
-        return _with_diverged_as_bad(trials), None
+        return _with_failed_as_bad(trials), None
     _, seen, blew_up = found
     bad = {t.number: _bad(t) for t in blew_up}
     out = [bad.get(t.number, t) for t in trials if t.state not in _ENDED]  # running and failed ones pass
@@ -88,13 +92,13 @@ def compared_at(trials: list[FrozenTrial], n_min: int) -> tuple[int, list[Frozen
     """The largest step (epoch) that at least ``n_min`` configurations reached, and the
     configurations compared there, as :func:`model_view` describes: each once, valued at that
     step, as a complete trial (a copy), or as a pruned trial with no value where that value is not
-    finite; then the configurations that diverged (their trials as they are). None without such a
+    finite; then the configurations that failed on their own (their trials as they are). None without such a
     step.
     """
     furthest: dict[tuple[Any, ...], FrozenTrial] = {}
     blew_up: dict[tuple[Any, ...], FrozenTrial] = {}
     for t in trials:
-        if t.state == TrialState.FAIL and diverged(t):
+        if failed_on_its_own(t):
             blew_up.setdefault(tuple(sorted(t.params.items())), t)
         if t.state not in _ENDED or (not t.intermediate_values and t.state != TrialState.COMPLETE):
             continue
@@ -102,7 +106,7 @@ def compared_at(trials: list[FrozenTrial], n_min: int) -> tuple[int, list[Frozen
         seen = furthest.get(key)
         if seen is None or _further(t, seen):
             furthest[key] = t
-    for key in blew_up:  # it went on after a pause and then diverged
+    for key in blew_up:  # it went on after a pause and then failed
         furthest.pop(key, None)
     reached = Counter(step for t in furthest.values() for step in t.intermediate_values)
     budgets = [step for step, n in reached.items() if n >= n_min]
@@ -134,11 +138,17 @@ def _bad(t: FrozenTrial) -> FrozenTrial:
     return seen
 
 
-def _with_diverged_as_bad(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials as they are, diverged ones shown as bad (the same list when there are none)."""
-    if not any(t.state == TrialState.FAIL and diverged(t) for t in trials):
+def failed_on_its_own(t: FrozenTrial) -> bool:
+    """A failed trial that says its configuration is bad: it diverged or raised (not interrupted:
+    Stop now, a dead worker's lease; and with parameters to be bad at)."""
+    return t.state == TrialState.FAIL and bool(t.params) and not is_interrupted(t)
+
+
+def _with_failed_as_bad(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials as they are, failed ones shown as bad (the same list when there are none)."""
+    if not any(failed_on_its_own(t) for t in trials):
         return trials
-    return [_bad(t) if t.state == TrialState.FAIL and diverged(t) else t for t in trials]
+    return [_bad(t) if failed_on_its_own(t) else t for t in trials]
 
 
 def _further(t: FrozenTrial, than: FrozenTrial) -> bool:
@@ -150,8 +160,9 @@ class TPESampler(optuna.samplers.TPESampler):
     """Optuna's TPE (multivariate by default in nbtune) with BOHB's choice of observations: at
     the largest epoch with :func:`observations_needed` configurations (:func:`model_view`). Its
     good group is the best tenth (at most 25) of the configurations compared there, as Optuna's is
-    of all trials; the configurations that diverged are in its bad group. A study with one
-    objective and no epochs loop sees Optuna's TPE, diverged configurations counted as bad ones.
+    of all trials; the configurations that failed (diverged or raised) are in its bad group. A
+    study with one objective and no epochs loop sees Optuna's TPE, failed configurations counted
+    as bad ones.
 
     TPE draws at random until 10 configurations are compared (its startup count), so when the
     model moves up to an epoch that has d + 3 < 10 configurations, the next proposals are random
@@ -167,8 +178,8 @@ class TPESampler(optuna.samplers.TPESampler):
         _compat.set_tpe_good_group(self, self._good_group)
 
     def _good_group(self, n: int) -> int:
-        """Optuna's rule (the best tenth, at most 25) of the configurations compared, the diverged
-        ones not counted: as many good ones however many diverged."""
+        """Optuna's rule (the best tenth, at most 25) of the configurations compared, the failed
+        ones not counted: as many good ones however many failed."""
         return min(math.ceil(0.1 * (n if self._compared is None else self._compared)), 25)
 
     def observations_needed(self) -> int:
@@ -183,7 +194,7 @@ class TPESampler(optuna.samplers.TPESampler):
         def transform(trials: list[FrozenTrial]) -> list[FrozenTrial]:
             seen, self._compared = model_view(trials, n_min)
             if self._compared is not None and self._compared < self._startup:
-                # TPE's own count says it draws at random: diverged configurations do not count
+                # TPE's own count says it draws at random: failed configurations do not count
                 seen = [t for t in seen if t.state != TrialState.PRUNED]
             return seen
 

@@ -44,11 +44,23 @@ from nbtune.store.control import BaseControl
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["N_FAILURES_TO_STOP", "Job", "WorkerStopped", "run_one", "run_worker", "running_threads"]
+__all__ = [
+    "N_FAILURES_TO_STOP",
+    "N_RAISED_TO_STOP",
+    "Job",
+    "WorkerStopped",
+    "failures_to_stop",
+    "run_one",
+    "run_worker",
+    "running_threads",
+]
 
 _logger = logging.getLogger(__name__)
 
 N_FAILURES_TO_STOP = 3  # the first trials of a run all failing the same way = a bug in the cell
+# ... at the cell's own raise statement (a simulation that does not converge for those values): the
+# cell judged the configurations, and three in a row can be the luck of the first draws
+N_RAISED_TO_STOP = 10
 
 
 def _env_int(name: str, default: int) -> int:
@@ -170,6 +182,14 @@ class _Running:
 running_threads = _RunningThreads()
 
 
+def failures_to_stop(first: list[optuna.trial.FrozenTrial]) -> int:
+    """How many first trials failing alike stop a run: :data:`N_RAISED_TO_STOP` when the first
+    failed at the cell's own ``raise`` (ten configurations in a row that the cell refused are a bug
+    as surely as three that crashed; three were the luck of a simulation's first draws, found
+    trying nbtune as a new user), else :data:`N_FAILURES_TO_STOP`."""
+    return N_RAISED_TO_STOP if first and first[0].user_attrs.get(ATTR.RAISED) else N_FAILURES_TO_STOP
+
+
 def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     """The first trials of this run to end on their own all failed with one error: the cell has a bug.
 
@@ -181,15 +201,17 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     complete ones: some configurations raise it (an invalid solver and penalty), and a re-run that
     starts with three of them goes on."""
     trials = study.get_trials(deepcopy=False)
-    mine = sorted(
+    ended = sorted(
         (
             t
             for t in trials
             if t.number >= job.run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
         ),
         key=lambda t: t.number,
-    )[:N_FAILURES_TO_STOP]
-    if len(mine) < N_FAILURES_TO_STOP:
+    )
+    n = failures_to_stop(ended[:1])
+    mine = ended[:n]
+    if len(mine) < n:
         return False
     # The same exception at the same place of the cell is the same bug, whatever its message
     # says (values differ from trial to trial).
@@ -295,6 +317,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
             line = job.program.failure_line(e)
             storage.set_trial_user_attr(tid, ATTR.FAILURE, type(e).__name__ + (f" at line {line}" if line else ""))
+            if job.program.raises_at(line):
+                storage.set_trial_user_attr(tid, ATTR.RAISED, True)
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
         if runtime.holdout_value is not None:

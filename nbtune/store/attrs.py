@@ -43,6 +43,7 @@ class ATTR:
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
     OUTPUT = "nbtune:output"  # trial: the tail of what it printed
+    RAISED = "nbtune:raised"  # trial: it failed at the cell's own raise statement (the cell judged its configuration)
     WARNINGS = "nbtune:warnings"  # trial: the distinct warnings it printed ["Category: message", ...]
     CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later
     SEED = "nbtune:seed"  # trial: the value the '# tune: seed' variable took
