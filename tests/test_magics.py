@@ -1204,3 +1204,21 @@ def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
     crash = "x = 0.5  # tune: uniform(0, 1)\nloss = x / 0\n"  # no raise of its own: three stop it, as before
     with pytest.raises(UsageError, match="the first 3 trials of this run all failed with ZeroDivisionError"):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name crash", crash)
+
+
+def test_defining_a_missing_variable_starts_a_new_version_not_a_resume(ip):
+    """The cell read y_data before the notebook defined it: three NameErrors stopped the search,
+    'fix it and re-run'. Defining y_data and re-running resumed the study: the three failures,
+    the baseline among them, counted toward -n, and the summary kept reporting the NameError
+    (found trying nbtune as a new user). The variable's arrival is a change of the data."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - y_data) ** 2\n"
+    with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
+        ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", cell)
+    ip.user_ns["y_data"] = 0.3
+    res = ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", cell)
+    assert res.study.study_name == "miss:v2" and res.n_finished == 5
+    assert all(t.state.name == "COMPLETE" for t in res.study.trials)  # the baseline too
+    said = [m for m in res.messages if "started 'miss:v2'" in m]
+    assert said and "the notebook data it reads changed: y_data (y_data not defined when it ran" in said[0], said
+    again = ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", cell)
+    assert again.study.study_name == "miss:v2"  # and now it resumes

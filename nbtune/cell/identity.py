@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 WEAK = "type:"  # prefix of a fingerprint that only records the value's type
+# the fingerprint of a name the cell reads that the notebook did not define when the study ran: its
+# trials failed with a NameError, and defining it is a change of the data (a new version), not a
+# resume that keeps those failures and counts them toward -n (found trying nbtune as a new user)
+UNDEFINED = "undefined"
 _RNG_TYPES = {"Generator", "RandomState", "BitGenerator", "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
 
 
@@ -233,11 +237,19 @@ def cell_identity(
     inputs = notebook_inputs(search_tree)
     read = {name: v for name, v in globals_read.items() if name in inputs}
     read.update(read_by_notebook_code(read))
+    import builtins
+
+    missing = {
+        n
+        for n in inputs
+        if n not in read and n not in (user_ns or {}) and not hasattr(builtins, n) and n not in _SHELLS_OWN
+    }
+    data = {name: value_fingerprint(v) for name, v in read.items()} | dict.fromkeys(missing, UNDEFINED)
     out = {
         "code": code_fingerprint(spec, sealed),
         "code_with_sealed": code_fingerprint(spec),  # --holdout given or dropped is no edit of the search
         "notebook": notebook_path(user_ns),
-        "data": {name: value_fingerprint(v) for name, v in sorted(read.items())},
+        "data": dict(sorted(data.items())),
     }
     if sealed:
         only_sealed = {n: v for n, v in globals_read.items() if n in notebook_inputs(spec.tree) - inputs}
@@ -493,10 +505,12 @@ def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     changed = sorted(n for n in new_data if n in old_data and not same_data(old_data[n], new_data[n], in_place.get(n)))
     if changed:
         by_trials = [n for n in changed if n in in_place]
+        defined = [n for n in changed if old_data[n] == UNDEFINED]
         out.append(
             "the notebook data it reads changed: "
             + ", ".join(changed)
             + (f" ({', '.join(by_trials)} also changed in place by the study's own trials)" if by_trials else "")
+            + (f" ({', '.join(defined)} not defined when it ran: its trials failed)" if defined else "")
         )
     return out
 
