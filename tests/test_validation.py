@@ -1378,3 +1378,22 @@ def test_folds_whose_mean_is_one_folds_value_are_named(ip):
     assert "diagnosis: 4 trials dominated by one fold" in res.summary()
     even = cell.replace("3e15", "0.05")
     assert run(ip, "--minimize mape --trials 4 --sampler random --seed 0 -o r", even).diagnose().empty
+
+
+def test_a_running_error_over_a_simulations_steps_is_not_called_divergence(ip):
+    """A fit whose loss is the RMSE so far, over the days of an epidemic, grows as the epidemic
+    rises: '39 trials diverged ..., all with beta <= 2.777: raise the bottom of beta's range',
+    which excluded the true beta (found trying nbtune as a new user)."""
+    cell = (
+        "beta = 0.6  # tune: uniform(0.1, 3)\n"
+        "sq = 0.0\n"
+        "for day in range(12):  # tune: epochs\n"
+        "    sq += (beta - 0.6) ** 2 + 0.05 * day\n"
+        "    rmse = (sq / (day + 1)) ** 0.5\n"
+    )
+    res = run(ip, "--minimize rmse --trials 8 --sampler random --seed 0 --scheduler none -o r", cell)
+    found = res.diagnose()
+    assert "diverged" not in set(found.kind), found
+    row = found[found.kind == "worsened over the loop"].iloc[0]
+    assert row.evidence.startswith("nearly all: 8 of 8 curves ended worse than they started")
+    assert row.region == "" and "compare trials at their end (--scheduler none" in row.advice

@@ -290,6 +290,26 @@ def diagnose(result: StudySummary) -> list[Finding]:
                     "a range (an exp of large numbers, a log of 0, a division by 0, predictions back-transformed "
                     "from another scale)"
                 )
+            with_curves = {t.number: c for t in trials if len(c := _curve(t)) > 1}
+            rising = [n for n, c in with_curves.items() if ((c[-1] < c[0]) if maximize else (c[-1] > c[0]))]
+            by_curve = [n for n, text in hits.items() if text.startswith("a learning curve")]
+            if kind == "diverged" and by_curve and len(with_curves) >= 4 and len(rising) >= 0.9 * len(with_curves):
+                # (nearly) every trial's values grew over the loop, whatever its hyperparameters: a
+                # running error over a simulation's time steps was called diverged, with the advice
+                # to move the range away from the true parameters (found trying nbtune as a new user)
+                findings.append(
+                    Finding(
+                        "worsened over the loop",
+                        sorted(rising),
+                        f"nearly all: {len(rising)} of {len(with_curves)} curves ended worse than they started",
+                        "",
+                        "if the loop's steps are not epochs a model learns in (a simulation's time steps, an "
+                        "error summed as it goes), its values are no learning curve: compare trials at their "
+                        "end (--scheduler none, or no '# tune: epochs' mark); if it is training, the cell's "
+                        "updates make every configuration worse (a sign, a scale)",
+                    )
+                )
+                continue
             findings.append(Finding(kind, sorted(hits), "; ".join(why), region, advice))
     for signature, numbers in failed.items():
         example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
