@@ -17,6 +17,8 @@ it works for any stored study:
   curves (two at least) that peaked well before their end and then worsened steadily (two steps
   in three for the worse), giving back more than a sixth of their gain;
 * **failed**: other errors, grouped by exception and cell line;
+* **worsened over the loop**: nine trials in ten or more whose loop ended worse than it started,
+  whatever their values: a running error over a simulation's time steps, no learning curve;
 * **dominated by one fold**: with ``# tune: folds(k)``, trials whose mean over the folds is
   one fold's (its value a hundred times the other folds' median);
 * **warned**: a warning the trials printed (a ``ConvergenceWarning``: the model stopped before it
@@ -75,7 +77,7 @@ class Finding:
 
     Attributes:
         kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
-            ``"warned"`` or ``"dominated by one fold"``.
+            ``"warned"``, ``"dominated by one fold"`` or ``"worsened over the loop"``.
         trials: the trial numbers it rests on.
         evidence: what was seen, in words.
         region: the parameter range those trials share, if one parameter separates them.
