@@ -343,6 +343,9 @@ def test_a_lineage_of_a_trial_without_a_learning_curve_says_why():
     no_epochs = summary_of(grid_trials(4))
     assert "has no learning curve (mark the cell" in _message(plots.view_figure("lineage", no_epochs))
     assert "no trial 9 in this study" in _message(lineage_figure(no_epochs, trial=9))
+    # learning curves of a cell without an epochs loop say why there are none (it said "no trial has
+    # reported an epoch yet" after the search; found trying nbtune as a new user)
+    assert "the cell has no epochs loop" in _message(plots.view_figure("learning curves", no_epochs))
     # a trial that trained in one go says so (it said "1 intervals, state copied 0 time(s)")
     fig = lineage_figure(summary_of(log_trials(4)))
     assert fig.axes[0].get_title().endswith("trained in one go: no pause, promotion or PBT copy in its lineage")

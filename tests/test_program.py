@@ -637,6 +637,9 @@ class _Loader:
         ("for e in range(int(EPOCHS * 1.5)):", {"EPOCHS": 4}, 6),
         ("for e in range(max(1, EPOCHS // 2)):", {"EPOCHS": 10}, 5),
         ("for e in range(round(EPOCHS / 2)):", {"EPOCHS": 9}, 4),
+        # a simulation's time steps (its length said "1: is not a literal"; found trying nbtune as a new user)
+        ("for i, t in enumerate(t_obs[1:]):", {"t_obs": list(range(21))}, 20),
+        ("for t in t_obs[:N:2]:", {"t_obs": list(range(21))}, 5),
     ],
 )
 def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):

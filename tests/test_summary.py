@@ -401,3 +401,9 @@ def test_a_holdout_better_than_the_metric_is_not_said_to_be_within_a_gap():
     )
     worse = HoldoutReport("val_acc", "test_acc", "maximize", 3, 0.90, 0.89, 4, None)
     assert worse.sentence().endswith("(within 0.02).")
+
+
+def test_one_trial_is_a_trial():
+    study = optuna.create_study(study_name="one")
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    assert StudySummary(study, "loss").summary().startswith("nbtune study 'one': 1 trial finished (1 complete)")

@@ -65,7 +65,16 @@ def _value(node: ast.expr, env: dict[str, Any]) -> Any:
             raise _Unknown(f"{ast.unparse(node)} is too large")
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.Subscript):
-        container, key = _value(node.value, env), _value(node.slice, env)
+        container = _value(node.value, env)
+        if isinstance(node.slice, ast.Slice):  # t_obs[1:], data[:EPOCHS]: its length is known too
+            parts = [
+                None if p is None else _value(p, env) for p in (node.slice.lower, node.slice.upper, node.slice.step)
+            ]
+            if not all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
+                raise _Unknown(f"{ast.unparse(node)} is sliced by something other than whole numbers")
+            key: Any = slice(*parts)
+        else:
+            key = _value(node.slice, env)
         try:
             return container[key]
         except Exception:

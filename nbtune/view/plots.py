@@ -409,7 +409,13 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     promoted = continuations(result.trials)
     trials = [t for t in result.trials if t.intermediate_values and t.number not in promoted]
     if not trials:
-        _say(ax, "no trial has reported an epoch yet")
+        finished = any(t.state.is_finished() for t in result.trials)
+        _say(
+            ax,
+            "no learning curves: the cell has no epochs loop (mark one with '# tune: epochs')"
+            if finished
+            else "no trial has reported an epoch yet",
+        )
         return fig
     best = result._best_or_none()
     maximize = result.direction == "maximize"

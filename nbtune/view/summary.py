@@ -168,6 +168,10 @@ class StudySummary:
         """'12/20' (finished of the target), or '20' when the study already had more than this run's target."""
         return of_target(self.n_finished, self.n_trials)
 
+    def _trials_word(self) -> str:
+        """ "trial" after "1" ("1 trials finished"), else "trials" ("1/20 trials")."""
+        return "trial" if self._finished() == "1" else "trials"
+
     def _best_or_none(self) -> optuna.trial.FrozenTrial | None:
         try:
             return self.study.best_trial
@@ -184,7 +188,7 @@ class StudySummary:
         counted = [w for w in words if not w.split(" ", 1)[1].startswith(aside)]
         others = [w for w in words if w not in counted]
         lines = [
-            f"nbtune study {self.study.study_name!r}: {self._finished()} trials finished ("
+            f"nbtune study {self.study.study_name!r}: {self._finished()} {self._trials_word()} finished ("
             + ", ".join(counted)
             + (("; besides them, " if counted else "") + ", ".join(others) if others else "")
             + ")"
@@ -235,7 +239,7 @@ class StudySummary:
         parts = [f"<div class='nbtune-summary'><h4 style='margin:4px 0'>nbtune · {esc(self.study.study_name)}</h4>"]
         parts.append(
             "<p>"
-            + f"{self._finished()} trials finished · "
+            + f"{self._finished()} {self._trials_word()} finished · "
             + " · ".join(esc(w) for w in self.count_words())
             + (f" · {esc(self.sampler)}" if self.sampler else "")
             + (f" · {esc(self.scheduler)}" if self.scheduler else "")
