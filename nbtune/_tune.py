@@ -719,6 +719,14 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
     messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
+    choices = [p.name for p in program.params if p.kind == "choice"]
+    if sampler.name in ("cmaes", "qmc") and choices:
+        # CMA-ES and QMC model numbers only: Optuna draws the choices at random, and says nothing
+        messages.append(
+            f"--sampler {sampler.name} searches the numeric ranges only: {', '.join(map(repr, choices))} "
+            f"({'a choice' if len(choices) == 1 else 'choices'}) {'is' if len(choices) == 1 else 'are'} drawn at "
+            "random in every trial; the default (TPE) models choices too"
+        )
     messages.extend(
         f"line {lineno}: {name}(...) shuffles without random_state, so every trial splits the data anew and "
         "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "

@@ -1222,3 +1222,18 @@ def test_defining_a_missing_variable_starts_a_new_version_not_a_resume(ip):
     assert said and "the notebook data it reads changed: y_data (y_data not defined when it ran" in said[0], said
     again = ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", cell)
     assert again.study.study_name == "miss:v2"  # and now it resumes
+
+
+def test_samplers_that_draw_choices_at_random_say_so(ip):
+    """--sampler cmaes with a choice(...) parameter drew it at random, with no word (found trying
+    nbtune as a new user); --sampler qmc with --seed started at the box's corner."""
+    cell = 'x = 0.5  # tune: uniform(0, 1)\nmethod = "RK45"  # tune: choice("RK45", "LSODA")\nloss = x\n'
+    res = ip.run_cell_magic("tune", "--minimize loss -n 3 --sampler cmaes --view none --name cm", cell)
+    assert any(
+        m.startswith("--sampler cmaes searches the numeric ranges only: 'method' (a choice)") for m in res.messages
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 3 --sampler qmc --seed 0 --view none --name q", cell)
+    assert any("--sampler qmc searches the numeric ranges only" in m for m in res.messages)
+    assert res.study.trials[1].params["x"] not in (0.0, 0.5)  # scrambled: not the corner, not the baseline
+    res = ip.run_cell_magic("tune", "--minimize loss -n 3 --view none --name t", cell)
+    assert not any("numeric ranges only" in m for m in res.messages)
