@@ -275,6 +275,9 @@ def diagnose(result: StudySummary) -> list[Finding]:
     others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
     over = {n for f in fit if f.kind == "overfitting" for n in f.trials}  # a recorded training score said it
     turned = {n: why for n, why in turned.items() if n not in over}
+    # how many trials' loops ended worse than they started, whatever their values
+    with_curves = {t.number: c for t in trials if len(c := _curve(t)) > 1}
+    rising = [n for n, c in with_curves.items() if ((c[-1] < c[0]) if maximize else (c[-1] > c[0]))]
     for kind, hits in (("diverged", diverged), ("did not learn", flat), ("overfitting", turned)):
         if hits:
             # the same evidence once, with how many trials share it: "6 trials ... (at 0.1, 2 trials; ...)"
@@ -292,8 +295,6 @@ def diagnose(result: StudySummary) -> list[Finding]:
                     "a range (an exp of large numbers, a log of 0, a division by 0, predictions back-transformed "
                     "from another scale)"
                 )
-            with_curves = {t.number: c for t in trials if len(c := _curve(t)) > 1}
-            rising = [n for n, c in with_curves.items() if ((c[-1] < c[0]) if maximize else (c[-1] > c[0]))]
             by_curve = [n for n, text in hits.items() if text.startswith("a learning curve")]
             if kind == "diverged" and by_curve and len(with_curves) >= 4 and len(rising) >= 0.9 * len(with_curves):
                 # (nearly) every trial's values grew over the loop, whatever its hyperparameters: a
@@ -335,8 +336,6 @@ def _warned(
     """The warnings trials printed (``ATTR.WARNINGS``), one finding per category and message, the
     numbers in the message left out ("lbfgs failed to converge after 100 iteration(s)" and
     "... after 288 ..." are one)."""
-    import re
-
     hits: dict[str, list[int]] = defaultdict(list)
     example: dict[str, str] = {}
     for t in trials:
