@@ -470,3 +470,25 @@ def test_a_worker_that_cannot_reach_the_journal_folder_says_so(tmp_path):
     here = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4))
     with pytest.raises(KeyError):  # the kernel's own process: a missing study is nbtune's bug, not a setup
         here.open_study(0)
+
+
+def test_a_dask_worker_restarted_by_its_nanny_draws_new_configurations(tmp_path):
+    """With --seed, a worker whose process a trial ended (os._exit) was restarted by its nanny on
+    a new process, whose sampler drew its predecessor's configurations again: 5 of 12 repeated
+    (found trying nbtune as a new user). Only deliberate re-runs (nbtune:rerun_of) repeat one."""
+    import collections
+
+    distributed = pytest.importorskip("distributed")
+    cell = "x = 0.3  # tune: uniform(0, 1)\nimport os, time\ntime.sleep(0.1)\nif x > 0.6:\n    os._exit(1)\nloss = x\n"
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        res = nbtune.tune(
+            cell, minimize="loss", n_trials=12, n_jobs=2, backend="dask", seed=1, store=tmp_path, view=None,
+            lease_grace=3.0, heartbeat=0.5,
+        )  # fmt: skip
+    died = [t for t in res.study.trials if "WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "")]
+    assert died, "no worker died: nothing tested"
+    drawn = [t.params["x"] for t in res.study.trials if ATTR.RERUN_OF not in t.user_attrs]
+    assert [x for x, n in collections.Counter(drawn).items() if n > 1] == []

@@ -107,3 +107,14 @@ def test_a_dead_runs_control_folder_is_swept_when_the_next_run_starts(tmp_path):
         "x = 0.5  # tune: uniform(0, 1)\nloss = x\n", minimize="loss", n_trials=2, store=store, name="s", view=None
     )
     assert sorted(p.name for p in runs.iterdir()) == ["s-elsewhere", "s-live", "s-making"]
+
+
+def test_a_worker_slot_taken_again_by_another_process_is_told_so(tmp_path):
+    """A Dask nanny restarts a dead worker's task on a new process: with --seed, its sampler drew
+    its predecessor's configurations again (found trying nbtune as a new user). Registering says
+    how many processes held the slot before."""
+    control = pickle.loads(pickle.dumps(FileControl(10)))  # as a worker has it
+    assert control.register_worker(0) == 0 and control.register_worker(1) == 0
+    assert control.register_worker(0) == 0  # the same process again: no restart
+    control._put("worker-999999", "0")  # a process that held slot 0 and died
+    assert control.register_worker(0) == 1 and control.register_worker(1) == 0

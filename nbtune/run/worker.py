@@ -10,6 +10,7 @@ pruners see every worker's rungs through the shared storage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -180,6 +181,14 @@ class _Running:
 
 
 running_threads = _RunningThreads()
+
+
+def _n_started(job: Job) -> int:
+    """The study's trials so far, of every state (a restarted worker's seed moves past them)."""
+    import optuna
+
+    study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+    return max(1, len(study.get_trials(deepcopy=False)))
 
 
 def failures_to_stop(first: list[optuna.trial.FrozenTrial]) -> int:
@@ -562,7 +571,9 @@ def run_worker(job: Job, worker: int = 0) -> int:
             signal.signal(signal.SIGINT, _raise_interrupted)
             signal.signal(signal.SIGTERM, _raise_stopped)
             _ParentWatch.start(job.parent_pid)
-        job.control.register_worker(worker)
+        if job.control.register_worker(worker):  # its task was restarted on this process (Dask's retry)
+            # the same seed would draw the configurations its predecessor drew (found trying nbtune)
+            job = dataclasses.replace(job, seed_offset=job.seed_offset + _n_started(job))
         # Warm workers outlive a search; the notebook may have changed folder (%cd) since they started.
         # Only the kernel's own worker processes follow it: a Dask or Ray worker keeps its folder.
         if os.getppid() == job.parent_pid and os.getcwd() != job.cwd and os.path.isdir(job.cwd):

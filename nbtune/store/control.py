@@ -134,9 +134,15 @@ class BaseControl(abc.ABC):
             self._n_trials = int(self._get("target"))  # type: ignore[arg-type]
         return self._n_trials
 
-    def register_worker(self, worker: int) -> None:
-        """A worker process says who it is (Stop now and the death watch need its pid)."""
-        self._put(f"worker-{os.getpid()}", str(worker))
+    def register_worker(self, worker: int) -> int:
+        """A worker process says who it is (Stop now and the death watch need its pid). Returns
+        how many other processes held the same worker slot before in this run: a cluster that
+        restarted a dead worker's task on a new process (its sampler must not draw the same
+        configurations again)."""
+        mine = f"worker-{os.getpid()}"
+        before = sum(1 for key in self._keys("worker-") if key != mine and self._get(key) == str(worker))
+        self._put(mine, str(worker))
+        return before
 
     def worker_pids(self) -> list[int]:
         pids = []
