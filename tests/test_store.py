@@ -293,3 +293,20 @@ def test_the_budget_lock_excludes_other_processes_and_outlives_a_deleted_store(t
     (tmp_path / "s").mkdir()
     assert not taken_while_another_process_holds_it()
     assert (tmp_path / "s" / "study.journal.budget").exists()
+
+
+def test_a_journal_lock_left_by_a_dead_writer_is_released(tmp_path):
+    """A worker killed while it wrote left Optuna's journal lock: every writer waited out its 30 s
+    grace period when the pool was replaced (found trying nbtune as a new user)."""
+    import os
+    import time
+
+    store = Store(tmp_path)
+    lock = f"{store.journal_path('s')}.lock"
+    os.symlink(str(store.journal_path("s")), lock)  # as Optuna's JournalFileSymlinkLock makes it
+    store.release_dead_writers_locks("s")
+    assert os.path.lexists(lock)  # fresh: a live writer may hold it
+    old = time.time() - 10
+    os.utime(lock, (old, old), follow_symlinks=False)
+    store.release_dead_writers_locks("s")
+    assert not os.path.lexists(lock)

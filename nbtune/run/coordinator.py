@@ -233,6 +233,8 @@ class Search:
                 # the pool's processes are gone now (loky kills the rest): their trials are dead
                 # whatever a lease says, which would take --lease-grace to expire
                 gone = {pid for pid in self.control.worker_pids() if not is_alive(pid)}
+                if gone == set(self.control.worker_pids()):  # every writer of the pool is dead
+                    self.job.store.release_dead_writers_locks(self.job.study_name)
                 died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()

@@ -161,6 +161,11 @@ class BaseStore(abc.ABC):
         """The store itself, for messages (a folder, or a URL without its password)."""
         return self.location("")
 
+    def release_dead_writers_locks(self, name: str) -> None:
+        """Called when the processes that wrote study ``name`` died (a replaced worker pool): free
+        what a process killed in the middle of a write left held. Nothing to free by default (a
+        database's transactions end with their connections)."""
+
     @abc.abstractmethod
     def control(self, name: str, n_trials: int) -> BaseControl:
         """Fresh stop flags, trial target (``n_trials``) and worker registry for one run of
