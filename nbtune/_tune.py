@@ -1547,7 +1547,6 @@ _DISK_ERRORS = {
     errno.EDQUOT: "its disk quota is used up",
     errno.EROFS: "it is read-only",
 }
-_DATABASE_ERRORS = {"OperationalError", "InterfaceError", "StorageInternalError"}
 
 
 @contextlib.contextmanager
@@ -1568,23 +1567,12 @@ def _store_errors(store: Any) -> Iterator[None]:
             "kept: free space or pass --store with a folder you can write to, then re-run the cell"
         ) from None
     except Exception as e:
-        if not {c.__name__ for c in type(e).__mro__} & _DATABASE_ERRORS:
-            raise
-        from nbtune.store.database import database_cause, masked
+        from nbtune.store.database import store_error
 
-        cause, denied = database_cause(e)  # the driver's words, not Optuna's generic wrapper
-        said = masked(str(store), cause[:200]) if store else cause[:200]
-        if denied:  # a user that may read the study (load_study works) but not write it
-            raise StoreError(
-                f"the database store refused a write mid-search ({said}): the database user may not write the "
-                "study's tables; the finished trials are kept: run as a user that may (or grant this one INSERT, "
-                "UPDATE and DELETE), or only view the study (nbtune.load_study, %tune_show)"
-            ) from None
-        raise StoreError(
-            f"the database store could not be reached mid-search ({type(e).__name__}: {said}); "
-            "the finished trials are kept: re-run the cell once the database is back (trials left running are run "
-            "again)"
-        ) from None
+        said = store_error(e, store)
+        if said is None:
+            raise
+        raise said from None
 
 
 @contextlib.contextmanager

@@ -240,6 +240,9 @@ class Search:
                     watch.first_dead = set()
                 self.worker_deaths.append(f"a worker died and was replaced: {reason} (trials {died})")
                 restarts += 1
+                if restarts > MAX_RESTARTS:
+                    # the partial result is the caller's to make (-o binds it, the dashboard shows it)
+                    raise TrialsFailedError(_dying_message(self.worker_deaths)) from None
                 _logger.warning(
                     "search %s: %s; trials %s; replacing the worker pool (restart %d of %d)",
                     self.job.study_name,
@@ -248,9 +251,6 @@ class Search:
                     restarts,
                     MAX_RESTARTS,
                 )
-                if restarts > MAX_RESTARTS:
-                    # the partial result is the caller's to make (-o binds it, the dashboard shows it)
-                    raise TrialsFailedError(_dying_message(self.worker_deaths)) from None
                 self.control.forget_workers()
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)

@@ -556,7 +556,24 @@ def run_worker(job: Job, worker: int = 0) -> int:
 
     Returns:
         How many trials this worker ran.
+
+    Raises:
+        StoreError: the database failed under it, said in the driver's words here, in the process
+            where the error's chain is (a worker process's error reaches the kernel without it:
+            'StorageInternalError' with no words; found trying nbtune as a new user).
     """
+    from nbtune.store.database import store_error
+
+    try:
+        return _run_worker(job, worker)
+    except Exception as e:
+        said = store_error(e, job.store)
+        if said is None:
+            raise
+        raise said from None
+
+
+def _run_worker(job: Job, worker: int) -> int:
     import optuna
     from optuna.trial import TrialState
 

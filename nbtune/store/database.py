@@ -38,7 +38,7 @@ from nbtune.store.control import OWNER_KEY, BaseControl, owner_gone, run_owner
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DatabaseStore", "DatabaseControl", "database_cause", "is_database_url", "masked"]
+__all__ = ["DatabaseStore", "DatabaseControl", "database_cause", "is_database_url", "masked", "store_error"]
 
 _URL_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.\-]*)://", re.IGNORECASE)
 _SUPPORTED = ("postgresql", "sqlite")
@@ -63,20 +63,53 @@ def masked(url: str, text: str | None = None) -> str:
 
 def database_cause(e: BaseException) -> tuple[str, bool]:
     """What went wrong in the database, in the driver's words: the first line of the innermost
-    error of ``e``'s chain (Optuna wraps the driver's error in a generic "An exception is raised
-    during the commit ... e.g. exceeding max length", which misled); and whether it is a refused
-    permission (the user may read but not write) rather than a connection that failed."""
-    inner: BaseException = e
-    seen = {id(e)}
-    while True:
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None or id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        inner = nxt
-    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
-    denied = "permission denied" in text.lower() or type(inner).__name__ == "InsufficientPrivilege"
+    error of ``e``'s chain that says something, the driver's (psycopg's, SQLAlchemy's) first
+    (Optuna wraps the driver's error in a generic "An exception is raised during the commit ...
+    e.g. exceeding max length", which misled, and a chain can end in an error with no message,
+    "()"); and whether it is a refused permission (the user may read but not write) rather than a
+    connection that failed."""
+    chain: list[BaseException] = []
+    inner: BaseException | None = e
+    while inner is not None and all(inner is not c for c in chain):
+        chain.append(inner)
+        inner = inner.__cause__ or inner.__context__
+
+    def said(x: BaseException) -> str:
+        text = str(x).strip()
+        return "" if text in ("", "()", '"""', "''") else text.splitlines()[0]
+
+    drivers = [x for x in chain if type(x).__module__.split(".")[0] in ("psycopg", "psycopg2", "sqlalchemy")]
+    with_words = [x for x in drivers if said(x)] or [x for x in chain if said(x)]
+    found = with_words[-1] if with_words else e
+    text = said(found) or type(found).__name__
+    denied = any("permission denied" in said(x).lower() or type(x).__name__ == "InsufficientPrivilege" for x in chain)
     return text, denied
+
+
+def store_error(e: BaseException, store: Any) -> Exception | None:
+    """The one line for a database error raised mid-search (:class:`~nbtune.exceptions.StoreError`),
+    or None when ``e`` is no database error. Made where the error is raised: a worker process's
+    error reaches the kernel without its chain, where the driver's words are."""
+    from nbtune.exceptions import StoreError
+
+    if not {c.__name__ for c in type(e).__mro__} & DATABASE_ERRORS:
+        return None
+    cause, denied = database_cause(e)
+    said = masked(str(store), cause[:200]) if store else cause[:200]
+    if denied:  # a user that may read the study (load_study works) but not write it
+        return StoreError(
+            f"the database store refused a write ({said}): the database user may not write the study's tables; "
+            "the finished trials are kept: run as a user that may (or grant this one INSERT, UPDATE and DELETE), "
+            "or only view the study (nbtune.load_study, %tune_show)"
+        )
+    return StoreError(
+        f"the database store could not be reached mid-search ({type(e).__name__}: {said}); "
+        "the finished trials are kept: re-run the cell once the database is back (trials left running are run "
+        "again)"
+    )
+
+
+DATABASE_ERRORS = {"OperationalError", "InterfaceError", "StorageInternalError", "ProgrammingError"}
 
 
 class _Engines:
