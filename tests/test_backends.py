@@ -146,12 +146,22 @@ loss = x
             assert t.number in reruns and reruns[t.number].params == t.params
 
 
-def test_dask_local_cluster(tmp_path):
+@contextlib.contextmanager
+def _dask_client(n_workers: int = 2):
+    """A local Dask cluster of ``n_workers`` one-thread worker processes (each under a nanny), and
+    a Client on it; yields the cluster."""
     distributed = pytest.importorskip("distributed")
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster),
     ):
+        yield cluster
+
+
+def test_dask_local_cluster(tmp_path):
+    with _dask_client(2):
         res = nbtune.tune(BUSY, minimize="loss", n_trials=6, n_jobs=2, backend="dask", store=tmp_path, view=None)
     assert res.n_finished == 6
     import os
@@ -164,13 +174,9 @@ def test_dask_on_a_one_thread_cluster_runs_trials_on_its_worker_not_in_the_kerne
     """joblib's Dask backend ran every task in the calling process when the cluster had one
     thread: the header said 'on 2 dask worker(s)' and every trial ran in the kernel (found trying
     nbtune as a new user)."""
-    distributed = pytest.importorskip("distributed")
     import os
 
-    with (
-        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        distributed.Client(cluster),
-    ):
+    with _dask_client(1):
         res = nbtune.tune(BUSY, minimize="loss", n_trials=4, n_jobs=2, backend="dask", store=tmp_path, view=None)
     assert res.n_finished == 4
     assert os.getpid() not in {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
@@ -478,12 +484,8 @@ def test_a_dask_worker_restarted_by_its_nanny_draws_new_configurations(tmp_path)
     (found trying nbtune as a new user). Only deliberate re-runs (nbtune:rerun_of) repeat one."""
     import collections
 
-    distributed = pytest.importorskip("distributed")
     cell = "x = 0.3  # tune: uniform(0, 1)\nimport os, time\ntime.sleep(0.1)\nif x > 0.6:\n    os._exit(1)\nloss = x\n"
-    with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        distributed.Client(cluster),
-    ):
+    with _dask_client(2):
         res = nbtune.tune(
             cell, minimize="loss", n_trials=12, n_jobs=2, backend="dask", seed=1, store=tmp_path, view=None,
             lease_grace=3.0, heartbeat=0.5,
