@@ -1175,6 +1175,10 @@ def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):
     )
     with pytest.raises(UsageError, match="'model' is compared with 'Ridge'.*did you mean 'ridge'"):
         ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", match)
+    # a function's own parameter of the same name is another variable: no word
+    inner = CHOSEN.replace("loss = alpha", "def pick(model='xgb2'):\n    return model == 'xgb2'\nloss = alpha")
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", inner.format(test='if model == "lasso":'))
+    assert not any("is compared with" in m for m in res.messages), res.messages
     # the choices themselves, and other names: no word
     fine = CHOSEN.format(test='if model == "lasso" or alpha == 2:')
     res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", fine)

@@ -14,6 +14,7 @@ import io
 import operator
 import re
 import tokenize
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -615,7 +616,7 @@ def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any]
                     like = close[0] if close else None
             found.append((lineno, p, v, like))
 
-    for node in ast.walk(spec.tree):
+    for node in _outside_definitions(spec.tree):
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
             left, op, right = node.left, node.ops[0], node.comparators[0]
             if isinstance(op, (ast.Eq, ast.NotEq)):
@@ -635,6 +636,17 @@ def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any]
                 values = [pt.value for pt in patterns if isinstance(pt, ast.MatchValue)]
                 check(node.subject.id, values, case.pattern.lineno)
     return found
+
+
+def _outside_definitions(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of ``tree`` outside function, lambda and class bodies, where a name is the cell's
+    own (a function's parameter ``model`` is another variable)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _check_compared_choices(spec: CellSpec) -> None:
