@@ -62,7 +62,7 @@ from nbtune.run.liveness import (
 )
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
-from nbtune.run.worker import Job, failures_to_stop
+from nbtune.run.worker import Job, first_failures
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted, searched_seconds
 from nbtune.store.base import (
     BaseStore,
@@ -706,6 +706,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "record": list(cfg.record or []),
         "state": list(cfg.state or []),
     }
+    # a journal lock that a killed kernel or worker left held: the first write would wait out
+    # Optuna's 30 s grace, with its raw "taking longer than 10.0 seconds" lines (found trying nbtune)
+    store.release_dead_writers_locks(target, older_than=10.0)
     study = _open_study(store, target, program, sampler, spec, identity, cell_record)
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
     # what only matters to trials that will run (not said by a re-run with nothing to run)
@@ -833,7 +836,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
                 f"resumed {target!r}: the {plural(len(waiting), 'member')} paused when the last run stopped go on"
             )
         elif done:
-            messages.append(f"resumed {target!r} with {done} finished trials")
+            messages.append(f"resumed {target!r} with {plural(done, 'finished trial')}")
         settings = study.user_attrs.get(ATTR.CONFIG)
         if settings is not None and settings.get("r") != spec.r:  # -n moved the first rung: show this run's
             study.set_user_attr(ATTR.CONFIG, {**settings, "r": spec.r})
@@ -869,12 +872,12 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     elif timed_out:
         messages.append(
             f"{target!r} has searched {duration(max(searched, seconds or 0))}, its --timeout "
-            f"{duration(seconds or 0)}, with {done} finished trials: nothing to run; raise --timeout to continue the "
+            f"{duration(seconds or 0)}, with {plural(done, 'finished trial')}: nothing to run; raise --timeout to continue the "
             "search"
         )
     else:
         messages.append(
-            f"{target!r} already has {done} finished trials (target {n_trials}): nothing to run; "
+            f"{target!r} already has {plural(done, 'finished trial')} (target {n_trials}): nothing to run; "
             "raise --trials to continue the search"
         )
     return _Plan(
@@ -1047,20 +1050,35 @@ def _left_in_notebook(plan: _Plan) -> list[str]:
 
 
 def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFailedError:
+    """The search stopped for a bug in the cell: the failures that decided it (``first_failures``),
+    the latest of them with its traceback (not a failure of another kind that came later: a
+    NameError below the cell's own ``raise`` was reported as the RuntimeError of that raise)."""
+    run_start = plan.job.run_start if plan.job is not None else 0
+    ended = sorted(
+        (
+            t
+            for t in result.trials
+            if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
+        ),
+        key=lambda t: t.number,
+    )
+    decided = first_failures(ended)
     failed = [t for t in result.trials if t.state.name == "FAIL" and ATTR.ERROR in t.user_attrs]
-    first = failed[-1] if failed else None
+    first = decided[-1] if decided and not every else (failed[-1] if failed else None)
     tb = first.user_attrs.get(ATTR.TRACEBACK, "") if first else ""
     err = first.user_attrs.get(ATTR.ERROR, "") if first else ""
     failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
     if " at line " in failure:
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
-    run_start = plan.job.run_start if plan.job is not None else 0
     paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
-    ended = [t for t in result.trials if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL")]
-    n = failures_to_stop(sorted(ended, key=lambda t: t.number)[:1])
+    n = len(decided) or 3
+    skipped = bool(decided) and any(t.user_attrs.get(ATTR.RAISED) for t in ended[: ended.index(decided[-1])])
+    earlier = any(t.number < run_start for t in result.trials)
     which = (
-        "every trial of this run, and of the study before it,"
+        "every trial of this run" + (", and of the study before it," if earlier else "")
         if every
+        else f"the first {n} trials of this run that failed other than at the cell's own raise"
+        if skipped and not decided[-1].user_attrs.get(ATTR.RAISED)
         else f"the first {n} trials of this run that were not paused or stopped early"
         if paused
         else f"the first {n} trials of this run"

@@ -1205,6 +1205,19 @@ def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
     with pytest.raises(UsageError, match="the first 10 trials of this run all failed with ValueError: no"):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name always", always)
     assert len(nbtune.load_study("always").trials) == 10
+    # a NameError below the cell's own raise, the two alternating: it hid behind the raise, and the
+    # whole budget was spent, the stop message naming the RuntimeError (found trying nbtune as a new user)
+    ip.user_ns["_calls"] = []
+    mixed = (
+        "x = 0.5  # tune: uniform(0, 1)\n_calls.append(x)\nif len(_calls) % 2:\n"
+        "    raise RuntimeError('the solver failed')\nloss = x + y_meas\n"
+    )
+    with pytest.raises(
+        UsageError,
+        match="the first 3 trials of this run that failed other than at the cell's own raise all failed with NameError",
+    ):
+        ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name mixed", mixed)
+    assert len(nbtune.load_study("mixed").trials) == 6
     crash = "x = 0.5  # tune: uniform(0, 1)\nloss = x / 0\n"  # no raise of its own: three stop it, as before
     with pytest.raises(UsageError, match="the first 3 trials of this run all failed with ZeroDivisionError"):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name crash", crash)

@@ -310,3 +310,24 @@ def test_a_journal_lock_left_by_a_dead_writer_is_released(tmp_path):
     os.utime(lock, (old, old), follow_symlinks=False)
     store.release_dead_writers_locks("s")
     assert not os.path.lexists(lock)
+
+
+def test_a_run_starts_without_waiting_for_a_lock_a_killed_kernel_left(tmp_path, caplog):
+    """A kernel killed mid-write left Optuna's journal lock: the next run waited out its 30 s
+    grace, printing Optuna's raw 'taking longer than 10.0 seconds' lines (found trying nbtune)."""
+    import logging
+    import os
+    import time
+
+    import nbtune
+
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    nbtune.tune(cell, minimize="loss", n_trials=1, store=tmp_path, name="s", view=None)
+    lock = f"{Store(tmp_path).journal_path('s')}.lock"
+    os.symlink(str(Store(tmp_path).journal_path("s")), lock)
+    old = time.time() - 60
+    os.utime(lock, (old, old), follow_symlinks=False)
+    caplog.set_level(logging.INFO)
+    res = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, name="s", view=None)
+    assert res.n_finished == 3 and not os.path.lexists(lock)
+    assert not any("taking longer" in r.getMessage() for r in caplog.records)

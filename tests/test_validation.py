@@ -1395,5 +1395,12 @@ def test_a_running_error_over_a_simulations_steps_is_not_called_divergence(ip):
     found = res.diagnose()
     assert "diverged" not in set(found.kind), found
     row = found[found.kind == "worsened over the loop"].iloc[0]
+    assert "the trials are compared at their end already" in row.advice  # (it advised --scheduler none)
     assert row.evidence.startswith("nearly all: 8 of 8 curves ended worse than they started")
-    assert row.region == "" and "compare trials at their end (--scheduler none" in row.advice
+    assert row.region == ""
+    # under successive halving, paused trials that went on are one configuration each
+    res = run(ip, "--minimize rmse --trials 20 --sampler random --seed 0 -o r", cell)
+    row = res.diagnose().set_index("kind").loc["worsened over the loop"]
+    assert "compare trials at their end (--scheduler none" in row.advice
+    n_configs = len({tuple(t.params.items()) for t in res.study.trials})
+    assert f"of {n_configs} curves" in row.evidence, (row.evidence, n_configs)

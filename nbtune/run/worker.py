@@ -50,7 +50,7 @@ __all__ = [
     "N_RAISED_TO_STOP",
     "Job",
     "WorkerStopped",
-    "failures_to_stop",
+    "first_failures",
     "run_one",
     "run_worker",
     "running_threads",
@@ -191,16 +191,32 @@ def _n_started(job: Job) -> int:
     return max(1, len(study.get_trials(deepcopy=False)))
 
 
-def failures_to_stop(first: list[optuna.trial.FrozenTrial]) -> int:
-    """How many first trials failing alike stop a run: :data:`N_RAISED_TO_STOP` when the first
-    failed at the cell's own ``raise`` (ten configurations in a row that the cell refused are a bug
-    as surely as three that crashed; three were the luck of a simulation's first draws, found
-    trying nbtune as a new user), else :data:`N_FAILURES_TO_STOP`."""
-    return N_RAISED_TO_STOP if first and first[0].user_attrs.get(ATTR.RAISED) else N_FAILURES_TO_STOP
+def first_failures(ended: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Of a run's first trials to end on their own (in order), those that decide whether the cell
+    has a bug: the first :data:`N_FAILURES_TO_STOP` that did not fail at the cell's own ``raise``
+    (a crash: a NameError, a TypeError), when no trial completed before the last of them; else
+    the first :data:`N_RAISED_TO_STOP` when they all failed at that ``raise`` (ten configurations
+    in a row that the cell refused are a bug as surely as three that crashed; three were the luck of
+    a simulation's first draws, found trying nbtune as a new user). Empty when neither is there yet.
+    A NameError below the cell's own ``raise`` was hidden by it, the two alternating, and spent
+    the whole budget (found trying nbtune as a new user)."""
+    crashes: list[optuna.trial.FrozenTrial] = []
+    for t in ended:
+        if t.state.name == "COMPLETE":
+            break
+        if not t.user_attrs.get(ATTR.RAISED):
+            crashes.append(t)
+            if len(crashes) == N_FAILURES_TO_STOP:
+                return crashes
+    raised = ended[:N_RAISED_TO_STOP]
+    if len(raised) == N_RAISED_TO_STOP and all(t.user_attrs.get(ATTR.RAISED) for t in raised):
+        return raised
+    return []
 
 
 def _first_failures_match(study: optuna.Study, job: Job) -> bool:
-    """The first trials of this run to end on their own all failed with one error: the cell has a bug.
+    """The first trials of this run to end on their own all failed with one error
+    (:func:`first_failures`): the cell has a bug.
 
     A trial the scheduler paused or stopped at a rung (PRUNED) is not counted: it never reached
     the rest of the cell, so a bug after the first rung (a typo at epoch 2) would otherwise hide
@@ -218,9 +234,8 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
         ),
         key=lambda t: t.number,
     )
-    n = failures_to_stop(ended[:1])
-    mine = ended[:n]
-    if len(mine) < n:
+    mine = first_failures(ended)
+    if not mine:
         return False
     # The same exception at the same place of the cell is the same bug, whatever its message
     # says (values differ from trial to trial).

@@ -161,9 +161,10 @@ class BaseStore(abc.ABC):
         """The store itself, for messages (a folder, or a URL without its password)."""
         return self.location("")
 
-    def release_dead_writers_locks(self, name: str) -> None:
-        """Called when the processes that wrote study ``name`` died (a replaced worker pool): free
-        what a process killed in the middle of a write left held. Nothing to free by default (a
+    def release_dead_writers_locks(self, name: str, older_than: float = 2.0) -> None:
+        """Free what a process killed in the middle of a write to study ``name`` left held, held
+        longer than ``older_than`` seconds (a write holds it for milliseconds): called when a
+        worker pool died, and as a run starts (a killed kernel). Nothing to free by default (a
         database's transactions end with their connections)."""
 
     @abc.abstractmethod

@@ -200,16 +200,14 @@ class JournalStore(BaseStore):
     def location(self, name: str) -> str:
         return str(self.journal_path(name))
 
-    STALE_LOCK = 2.0  # seconds: a write holds Optuna's journal lock for milliseconds
-
-    def release_dead_writers_locks(self, name: str) -> None:
+    def release_dead_writers_locks(self, name: str, older_than: float = 2.0) -> None:
         """Optuna's journal lock (a ``<journal>.lock`` symlink) left by a worker killed while it
         wrote: every other writer waited out its 30 s grace period, the search frozen ("It is taking
         longer than 10.0 seconds to acquire the lock file"; found trying nbtune as a new user).
-        Removed when older than :data:`STALE_LOCK` seconds, once the pool that held it is dead."""
+        Removed when older than ``older_than`` seconds (a write holds it for milliseconds)."""
         lock = Path(f"{self.journal_path(name)}.lock")
         with contextlib.suppress(OSError):
-            if time.time() - lock.lstat().st_mtime > self.STALE_LOCK:
+            if time.time() - lock.lstat().st_mtime > older_than:
                 lock.unlink()
                 _logger.info("removed the journal lock %s that a dead worker left held", lock)
 

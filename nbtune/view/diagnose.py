@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted
 from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, is_number, plural_trials
 
@@ -276,7 +276,9 @@ def diagnose(result: StudySummary) -> list[Finding]:
     over = {n for f in fit if f.kind == "overfitting" for n in f.trials}  # a recorded training score said it
     turned = {n: why for n, why in turned.items() if n not in over}
     # how many trials' loops ended worse than they started, whatever their values
-    with_curves = {t.number: c for t in trials if len(c := _curve(t)) > 1}
+    scheduler = (result.study.user_attrs.get(ATTR.CONFIG) or {}).get("scheduler")
+    continued = continuations(trials)  # a paused trial that went on is one configuration, seen at its furthest
+    with_curves = {t.number: c for t in trials if t.number not in continued and len(c := _curve(t)) > 1}
     rising = [n for n, c in with_curves.items() if ((c[-1] < c[0]) if maximize else (c[-1] > c[0]))]
     for kind, hits in (("diverged", diverged), ("did not learn", flat), ("overfitting", turned)):
         if hits:
@@ -308,8 +310,13 @@ def diagnose(result: StudySummary) -> list[Finding]:
                         "",
                         "if the loop's steps are not epochs a model learns in (a simulation's time steps, an "
                         "error summed as it goes), its values are no learning curve: compare trials at their "
-                        "end (--scheduler none, or no '# tune: epochs' mark); if it is training, the cell's "
-                        "updates make every configuration worse (a sign, a scale)",
+                        + (
+                            "end (no '# tune: epochs' mark: the trials are compared at their end already, but "
+                            "the curves and this diagnosis read the loop as epochs)"
+                            if scheduler == "none"
+                            else "end (--scheduler none, or no '# tune: epochs' mark)"
+                        )
+                        + "; if it is training, the cell's updates make every configuration worse (a sign, a scale)",
                     )
                 )
                 continue
