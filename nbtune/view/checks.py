@@ -393,8 +393,9 @@ class CheckReport:
                     "  no configuration met every guardrail with every seed, so none is chosen: the guardrails "
                     "hold on the search's seed only; re-validate more of the top (--revalidate K) or loosen them"
                 )
-            if self._tie_sentence():
-                out.append("  " + self._tie_sentence())
+            tie = self._tie_sentence()
+            if tie:
+                out.append("  " + tie)
             if 1 < n < 4:  # Student's t with 1-2 degrees of freedom: 12.7 and 4.3 standard errors
                 out.append(
                     f"  with {n} seeds a 95% interval is {fmt(t_quantile(n - 1))} standard errors wide either side, "
@@ -440,8 +441,9 @@ class CheckReport:
                 + "".join(rows)
                 + "</tbody></table>"
             )
-            if self._tie_sentence():
-                parts.append(f"<p class='nbtune-ties'>{esc(self._tie_sentence())}.</p>")
+            tie = self._tie_sentence()
+            if tie:
+                parts.append(f"<p class='nbtune-ties'>{esc(tie)}.</p>")
         h = self.holdout_report()
         if h is not None:
             style = "color:#d93025;font-weight:600" if h.warn else ""
