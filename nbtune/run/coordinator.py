@@ -254,37 +254,20 @@ class Search:
                 self.control.forget_workers()
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)
-                self.job.seed_offset = max(self.job.seed_offset + 1, self._n_trials())
+                self.job.seed_offset = max(self.job.seed_offset + 1, self.job.n_trials())
 
     def _n_finished(self) -> int:
         """The study's trials that count toward the target (``finished_count``)."""
-        import optuna
-
-        job = self.job
-        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
-        return finished_count(study.get_trials(deepcopy=False))
-
-    def _n_trials(self) -> int:
-        """The study's trials now, of every state."""
-        import optuna
-
-        job = self.job
-        return len(
-            optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name)).get_trials(
-                deepcopy=False
-            )
-        )
+        return finished_count(self.job.study().get_trials(deepcopy=False))
 
     def _others_left_work(self) -> bool:
         """The workers ended with the budget reached, counting trials other processes run (another
         kernel on the same study, a worker on another machine). Wait for those to end: if their
         owner is gone, its trials are marked and queued again, and True says to run them; a search
         ended while one still ran came up short of its trials with one left RUNNING forever."""
-        import optuna
         from optuna.trial import TrialState
 
-        job = self.job
-        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+        study = self.job.study()
         # those running now: the trials another kernel starts meanwhile are its own run's, not ours to wait for
         waiting = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         while waiting:
@@ -325,10 +308,8 @@ class Search:
         self, culprit_error: str | None = None, culprits: set[int] | None = None, gone: set[int] | None = None
     ) -> list[int]:
         """Mark the trials of dead workers failed and queue the interrupted ones again."""
-        import optuna
-
         job = self.job
-        study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
+        study = job.study()
         died = reap_dead_trials(
             study,
             job.liveness,

@@ -50,6 +50,7 @@ __all__ = [
     "N_RAISED_TO_STOP",
     "Job",
     "WorkerStopped",
+    "ended_in_run",
     "first_failures",
     "run_one",
     "run_worker",
@@ -117,6 +118,16 @@ class Job:
         """This study, among the studies whose paused trials a process keeps in memory."""
         return f"{self.store.location(self.study_name)}::{self.study_name}"
 
+    def study(self) -> optuna.Study:
+        """The study as the coordinator reads and writes it (no worker's sampler or pruner)."""
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.store.storage(self.study_name))
+
+    def n_trials(self) -> int:
+        """The study's trials now, of every state (a seed that must move past what was drawn)."""
+        return len(self.study().get_trials(deepcopy=False))
+
     def open_study(self, worker: int) -> optuna.Study:
         import optuna
 
@@ -183,12 +194,13 @@ class _Running:
 running_threads = _RunningThreads()
 
 
-def _n_started(job: Job) -> int:
-    """The study's trials so far, of every state (a restarted worker's seed moves past them)."""
-    import optuna
-
-    study = optuna.load_study(study_name=job.study_name, storage=job.store.storage(job.study_name))
-    return max(1, len(study.get_trials(deepcopy=False)))
+def ended_in_run(trials: list[optuna.trial.FrozenTrial], run_start: int) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the run that began at trial ``run_start`` that ended on their own (complete
+    or failed, not interrupted), in order: what :func:`first_failures` reads."""
+    return sorted(
+        (t for t in trials if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)),
+        key=lambda t: t.number,
+    )
 
 
 def first_failures(ended: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -226,15 +238,7 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     complete ones: some configurations raise it (an invalid solver and penalty), and a re-run that
     starts with three of them goes on."""
     trials = study.get_trials(deepcopy=False)
-    ended = sorted(
-        (
-            t
-            for t in trials
-            if t.number >= job.run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
-        ),
-        key=lambda t: t.number,
-    )
-    mine = first_failures(ended)
+    mine = first_failures(ended_in_run(trials, job.run_start))
     if not mine:
         return False
     # The same exception at the same place of the cell is the same bug, whatever its message
@@ -605,7 +609,7 @@ def _run_worker(job: Job, worker: int) -> int:
             _ParentWatch.start(job.parent_pid)
         if job.control.register_worker(worker):  # its task was restarted on this process (Dask's retry)
             # the same seed would draw the configurations its predecessor drew (found trying nbtune)
-            job = dataclasses.replace(job, seed_offset=job.seed_offset + _n_started(job))
+            job = dataclasses.replace(job, seed_offset=job.seed_offset + max(1, job.n_trials()))
         # Warm workers outlive a search; the notebook may have changed folder (%cd) since they started.
         # Only the kernel's own worker processes follow it: a Dask or Ray worker keeps its folder.
         if os.getppid() == job.parent_pid and os.getcwd() != job.cwd and os.path.isdir(job.cwd):
