@@ -62,7 +62,7 @@ from nbtune.run.liveness import (
 )
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
-from nbtune.run.worker import Job, first_failures
+from nbtune.run.worker import N_FAILURES_TO_STOP, Job, ended_in_run, first_failures
 from nbtune.store.attrs import ATTR, finished_count, is_interrupted, searched_seconds
 from nbtune.store.base import (
     BaseStore,
@@ -723,8 +723,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
     messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
     choices = [p.name for p in program.params if p.kind == "choice"]
-    if sampler.name in ("cmaes", "qmc") and choices:
-        # CMA-ES and QMC model numbers only: Optuna draws the choices at random, and says nothing
+    if not sampler.models_choices and choices:  # Optuna draws them at random, and says nothing
         messages.append(
             f"--sampler {sampler.name} searches the numeric ranges only: {', '.join(map(repr, choices))} "
             f"({'a choice' if len(choices) == 1 else 'choices'}) {'is' if len(choices) == 1 else 'are'} drawn at "
@@ -1054,14 +1053,7 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     the latest of them with its traceback (not a failure of another kind that came later: a
     NameError below the cell's own ``raise`` was reported as the RuntimeError of that raise)."""
     run_start = plan.job.run_start if plan.job is not None else 0
-    ended = sorted(
-        (
-            t
-            for t in result.trials
-            if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)
-        ),
-        key=lambda t: t.number,
-    )
+    ended = ended_in_run(result.trials, run_start)
     decided = first_failures(ended)
     failed = [t for t in result.trials if t.state.name == "FAIL" and ATTR.ERROR in t.user_attrs]
     first = decided[-1] if decided and not every else (failed[-1] if failed else None)
@@ -1071,7 +1063,7 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     if " at line " in failure:
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
     paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
-    n = len(decided) or 3
+    n = len(decided) or N_FAILURES_TO_STOP
     skipped = bool(decided) and any(t.user_attrs.get(ATTR.RAISED) for t in ended[: ended.index(decided[-1])])
     earlier = any(t.number < run_start for t in result.trials)
     which = (

@@ -33,6 +33,8 @@ class SamplerKind:
         enumerates: it walks a finite grid itself: the baseline is not enqueued (it would not
             count as a grid point), interrupted points are not re-queued, and ``--trials`` is
             capped at the grid's size.
+        models_choices: it models ``choice(...)`` parameters; else Optuna draws them at random
+            (CMA-ES and QMC search numeric ranges only), and the run says so.
         help: a few words for ``%%tune?``.
     """
 
@@ -40,6 +42,7 @@ class SamplerKind:
     make: Callable[[list[Param], int | None], optuna.samplers.BaseSampler]
     needs: tuple[str, str] | None = None
     enumerates: bool = False
+    models_choices: bool = True
     help: str = ""
 
 
@@ -152,7 +155,7 @@ for _kind in (
     SamplerKind("random", _random, help="independent uniform draws"),
     SamplerKind("grid", _grid, enumerates=True, help="every point of a finite space"),
     SamplerKind("gp", _gp, needs=("torch", "gp"), help="Gaussian-process Bayesian optimisation"),
-    SamplerKind("cmaes", _cmaes, needs=("cmaes", "cmaes"), help="CMA-ES"),
-    SamplerKind("qmc", _qmc, needs=("scipy", "qmc"), help="quasi-Monte Carlo (Sobol)"),
+    SamplerKind("cmaes", _cmaes, needs=("cmaes", "cmaes"), models_choices=False, help="CMA-ES"),
+    SamplerKind("qmc", _qmc, needs=("scipy", "qmc"), models_choices=False, help="quasi-Monte Carlo (Sobol)"),
 ):
     register_sampler(_kind)
