@@ -97,6 +97,18 @@ class TuneConfig:
         "re-running continues until the study has searched T (raise T to search longer). Alone it is the only "
         "limit; with -n, whichever comes first.",
     )
+    trial_timeout: str | float | None = _opt(
+        None,
+        "how long one trial may run (seconds or a duration, as ``timeout``): a trial that runs past it is stopped "
+        "at its last epoch (or fold), whose value stands, or fails if it reported none (the default sampler then "
+        "takes its configuration for a bad one); the search goes on. The limit reaches the cell's Python code: a "
+        "single call into compiled code (one long ``fit``) is cut when it returns. Default: none.",
+        "--trial-timeout",
+        metavar="T",
+        flag_help="how long one trial may run (90s, 10m, ...): one that runs past it stops at its last epoch, "
+        "whose value stands, or fails if it had none; the search goes on. The cell's Python code is cut at once, a "
+        "single call into compiled code (one long fit) when it returns. Default: none.",
+    )
     sampler: str = _opt(
         "tpe",
         "``tpe`` (default), ``random``, ``grid``, ``gp``, ``cmaes`` or ``qmc``. The default is Optuna's "
@@ -393,6 +405,10 @@ class TuneConfig:
         return parse_timeout(self.timeout)
 
     @property
+    def trial_seconds(self) -> float | None:
+        return parse_timeout(self.trial_timeout, "--trial-timeout")
+
+    @property
     def trials(self) -> int:
         """The target number of configurations: ``n_trials``, else 20, or with only a timeout no
         limit but the time (``NO_LIMIT``)."""
@@ -438,6 +454,7 @@ class TuneConfig:
         if self.n_trials is not None and (not _whole(self.n_trials) or self.n_trials < 1):
             raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")
         parse_timeout(self.timeout)
+        parse_timeout(self.trial_timeout, "--trial-timeout")
         if self.seed is not None and (not _whole(self.seed) or self.seed < 0):
             raise ConfigError(f"--seed must be a whole number >= 0; got {self.seed!r}")
         if not _whole(self.revalidate) or self.revalidate < 0:
@@ -550,8 +567,9 @@ def _whole(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def parse_timeout(value: str | float | int | None) -> float | None:
-    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"``, or ``"1m30s"``, ``"1h30m"``.
+def parse_timeout(value: str | float | int | None, option: str = "--timeout") -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"``, or ``"1m30s"``, ``"1h30m"``
+    (``option``: the flag the value was given to, which the error names).
 
     Raises:
         ConfigError: anything else.
@@ -568,9 +586,9 @@ def parse_timeout(value: str | float | int | None) -> float | None:
         elif parts and any(parts.groups()):
             seconds = sum(float(parts.group(k) or 0) * f for k, f in (("h", 3600), ("m", 60), ("s", 1)))
         else:
-            raise ConfigError(f"--timeout takes seconds or a duration such as 90s, 10m, 2h or 1m30s; got {value!r}")
+            raise ConfigError(f"{option} takes seconds or a duration such as 90s, 10m, 2h or 1m30s; got {value!r}")
     if seconds <= 0:
-        raise ConfigError(f"--timeout must be positive; got {value!r}")
+        raise ConfigError(f"{option} must be positive; got {value!r}")
     return seconds
 
 

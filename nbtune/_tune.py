@@ -63,7 +63,7 @@ from nbtune.run.liveness import (
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import N_FAILURES_TO_STOP, Job, ended_in_run, first_failures
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted, searched_seconds
+from nbtune.store.attrs import ATTR, finished_count, is_interrupted, refused, searched_seconds
 from nbtune.store.base import (
     BaseStore,
     base_name,
@@ -861,6 +861,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             scheduler=spec,
             liveness=liveness,
             deadline=(time.time() + seconds - searched) if seconds is not None else None,
+            trial_timeout=cfg.trial_seconds,
             run_start=n_before,
             seed_offset=n_before,
             vary_seed=cfg.vary_seed,
@@ -1064,21 +1065,33 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
     paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
     n = len(decided) or N_FAILURES_TO_STOP
-    skipped = bool(decided) and any(t.user_attrs.get(ATTR.RAISED) for t in ended[: ended.index(decided[-1])])
+    skipped = bool(decided) and any(refused(t) for t in ended[: ended.index(decided[-1])])
     earlier = any(t.number < run_start for t in result.trials)
     which = (
         "every trial of this run" + (", and of the study before it," if earlier else "")
         if every
         else f"the first {n} trials of this run that failed other than at the cell's own raise"
-        if skipped and not decided[-1].user_attrs.get(ATTR.RAISED)
+        if skipped and not refused(decided[-1])
         else f"the first {n} trials of this run that were not paused or stopped early"
         if paused
         else f"the first {n} trials of this run"
     )
+    kept = f"the failed trials are kept in {plan.study.study_name!r}"
+    if (
+        first is not None
+        and ATTR.TIMED_OUT in first.user_attrs
+        and all(ATTR.TIMED_OUT in t.user_attrs for t in decided)
+    ):
+        return TrialsFailedError(
+            f"{which} all ran past --trial-timeout {first.user_attrs[ATTR.TIMED_OUT]:g} s, so the search stopped "
+            f"instead of spending the budget: raise --trial-timeout, or narrow the ranges that make a trial slow, "
+            f"and re-run ({kept})",
+            tb,
+            result,
+        )
     return TrialsFailedError(
         f"{which} all failed with {err}; the cell probably has a bug, so the "
-        f"search stopped instead of spending the budget (fix it and re-run; the failed trials are kept "
-        f"in {plan.study.study_name!r})",
+        f"search stopped instead of spending the budget (fix it and re-run; {kept})",
         tb,
         result,
     )

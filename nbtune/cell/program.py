@@ -117,6 +117,15 @@ class TrialInterrupted(BaseException):
     """Raised inside the cell when the user asked to stop now (Stop now, Interrupt)."""
 
 
+class TrialTimedOut(BaseException):
+    """Raised inside the cell when the trial ran past ``--trial-timeout``: the configuration's
+    doing, not the user's (a trial that is too slow fails, or stops at its last epoch, and the
+    search goes on). A BaseException, so a user's ``except Exception`` cannot swallow it."""
+
+    def __str__(self) -> str:  # raised as a class, in another thread's code: no message of its own
+        return "the trial ran past --trial-timeout"
+
+
 class MetricError(Exception):
     """The metric variable is missing, not one number, or not finite.
 
@@ -526,6 +535,7 @@ class TrialRuntime:
         resume: for a cut trial run again: returns (its saved state, the epochs it did, its
             learning curve); the epochs loop continues from there. A state of None (a promoted
             trial of a cell without declared state) retrains those epochs silently instead.
+        guard: entered around nbtune's own work inside the trial (``--trial-timeout``'s clock).
     """
 
     def __init__(
@@ -542,8 +552,12 @@ class TrialRuntime:
         outer_fold: int | None = None,
         on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
         resume: Callable[[], tuple[dict[str, Any] | None, int, dict[int, float]]] | None = None,
+        guard: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         self.program = program
+        # Around what nbtune itself does inside a trial (the store's writes, checkpoints): a time
+        # limit that runs out there takes effect when it is done, not in the middle of a write.
+        self._guard = guard if guard is not None else contextlib.nullcontext()
         self._on_checkpoint = on_checkpoint
         self._resume = resume
         self._outer = outer_fold
@@ -571,7 +585,8 @@ class TrialRuntime:
     def value(self, name: str) -> Any:
         if name in self.fixed or self.trial is None:
             return self.fixed.get(name, self._params[name].default)
-        return suggest(self.trial, name, self._params[name].distribution())
+        with self._guard:
+            return suggest(self.trial, name, self._params[name].distribution())
 
     def seed(self, default: int) -> int:
         return default if self._seed is None else self._seed
@@ -593,7 +608,8 @@ class TrialRuntime:
         self._placeholder = before if isinstance(before, float) and not math.isfinite(before) else None
         try:
             if self._resume is not None:
-                self._resume_from(items)
+                with self._guard:
+                    self._resume_from(items)
             for item in items:
                 if self._pending:
                     self._report()
@@ -662,6 +678,10 @@ class TrialRuntime:
             raise TrialInterrupted()
 
     def _report(self) -> None:
+        with self._guard:
+            self._report_epoch()
+
+    def _report_epoch(self) -> None:
         self._pending = False
         self._step += 1
         if self._step > (self._read_length() or self._step):
@@ -703,7 +723,12 @@ class TrialRuntime:
         may stop it here, and with ``stop_now`` Stop now / Interrupt too."""
         if self.trial is None:
             return
+        with self._guard:
+            self._report_step(step, value, stop_now)
+
+    def _report_step(self, step: int, value: float, stop_now: bool) -> None:
         self._step = step
+        assert self.trial is not None
         self.trial.report(value, self._step)
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
         if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():

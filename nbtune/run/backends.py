@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 from nbtune._registry import Registry
 from nbtune.cell.program import CellProgram, TrialInterrupted
 from nbtune.exceptions import CellError, ConfigError, NbtuneError
-from nbtune.run.worker import Job, run_worker, running_threads
+from nbtune.run.worker import Job, async_raise, run_worker, running_threads
 
 __all__ = ["BACKENDS", "BaseBackend", "SchedulerLost", "register_backend", "resolve_backend", "effective_jobs"]
 
@@ -96,8 +95,7 @@ def register_backend(backend: BaseBackend) -> BaseBackend:
 
 def _interrupt_threads() -> None:
     for ident in running_threads.idents():
-        # The trial's Python code gets TrialInterrupted at its next bytecode.
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TrialInterrupted))
+        async_raise(ident, TrialInterrupted)  # the trial's Python code gets it at its next bytecode
 
 
 class InlineBackend(BaseBackend):

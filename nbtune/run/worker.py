@@ -10,6 +10,7 @@ pruners see every worker's rungs through the shared storage.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell import rng
-from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped
+from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped, TrialTimedOut
 from nbtune.exceptions import ConfigError
 from nbtune.run.checkpoints import (
     KEEP_PAUSED,
@@ -38,7 +39,7 @@ from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output, native_output, warnings_in
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
-from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted
+from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted, refused
 from nbtune.store.base import BaseStore
 from nbtune.store.control import BaseControl
 
@@ -92,6 +93,7 @@ class Job:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     liveness: BaseLiveness = field(default_factory=ProcessLiveness)
     deadline: float | None = None
+    trial_timeout: float | None = None  # seconds a trial may run (--trial-timeout)
     run_start: int = 0  # number of the first trial of this run
     seed_offset: int = 0  # trials in the study when this run began
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
@@ -194,6 +196,72 @@ class _Running:
 running_threads = _RunningThreads()
 
 
+def async_raise(ident: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in the thread ``ident`` at its next bytecode (None: drop one not raised yet).
+    Python code stops there; a call into compiled code that does not return is not cut short."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None if exc is None else ctypes.py_object(exc))
+
+
+class TrialClock:
+    """``--trial-timeout``: a trial that runs past it gets :class:`TrialTimedOut` in its thread.
+
+    The exception is raised in the cell's own code, never inside nbtune's work within the trial
+    (a suggestion, an epoch's report, a checkpoint: the store's writes): entered as the runtime's
+    ``guard`` around that work, the clock holds it back, and raises it when the work is done.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._inside = 0  # nbtune's own work running in the trial now (nested)
+        self._running = False
+        self._ident = 0
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        """On the trial's thread, as its cell starts."""
+        self._ident, self._running = threading.get_ident(), True
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stop(self) -> None:
+        """On the trial's thread, as its cell ended (either way)."""
+        with self._lock:
+            self._running = False
+            expired = self.expired
+        if self._timer is not None:
+            self._timer.cancel()
+        if expired:  # ran out as the cell ended: not raised yet, and not to be raised later
+            async_raise(self._ident, None)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self.expired = True
+            if not self._inside:
+                async_raise(self._ident, TrialTimedOut)
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._inside += 1
+            expired = self.expired and self._inside == 1
+        if expired:  # ran out just before: raised here, before the work starts
+            async_raise(self._ident, None)
+            with self._lock:
+                self._inside -= 1
+            raise TrialTimedOut()
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            expired = self.expired and not self._inside
+        if expired and kind is None:  # ran out during nbtune's work: now that it is done
+            raise TrialTimedOut()
+
+
 def ended_in_run(trials: list[optuna.trial.FrozenTrial], run_start: int) -> list[optuna.trial.FrozenTrial]:
     """The trials of the run that began at trial ``run_start`` that ended on their own (complete
     or failed, not interrupted), in order: what :func:`first_failures` reads."""
@@ -206,8 +274,9 @@ def ended_in_run(trials: list[optuna.trial.FrozenTrial], run_start: int) -> list
 def first_failures(ended: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """Of a run's first trials to end on their own (in order), those that decide whether the cell
     has a bug: the first :data:`N_FAILURES_TO_STOP` that did not fail at the cell's own ``raise``
-    (a crash: a NameError, a TypeError), when no trial completed before the last of them; else
-    the first :data:`N_RAISED_TO_STOP` when they all failed at that ``raise`` (ten configurations
+    or by ``--trial-timeout`` (:func:`refused`: a crash, a NameError, a TypeError), when no trial
+    completed before the last of them; else the first :data:`N_RAISED_TO_STOP` when they all
+    failed at that ``raise`` or by the time limit (ten configurations
     in a row that the cell refused are a bug as surely as three that crashed; three were the luck of
     a simulation's first draws, found trying nbtune as a new user). Empty when neither is there yet.
     A NameError below the cell's own ``raise`` was hidden by it, the two alternating, and spent
@@ -216,12 +285,12 @@ def first_failures(ended: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.F
     for t in ended:
         if t.state.name == "COMPLETE":
             break
-        if not t.user_attrs.get(ATTR.RAISED):
+        if not refused(t):
             crashes.append(t)
             if len(crashes) == N_FAILURES_TO_STOP:
                 return crashes
     raised = ended[:N_RAISED_TO_STOP]
-    if len(raised) == N_RAISED_TO_STOP and all(t.user_attrs.get(ATTR.RAISED) for t in raised):
+    if len(raised) == N_RAISED_TO_STOP and all(refused(t) for t in raised):
         return raised
     return []
 
@@ -289,6 +358,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         if names and epochs_loop
         else None,
         resume=(lambda: _resume_point(job, storage, tid, resume)) if resume else None,
+        guard=(clock := TrialClock(job.trial_timeout)) if job.trial_timeout is not None else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid), job.liveness.heartbeat(tid):
@@ -296,7 +366,14 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             try:
                 with running_threads.running(trial.number), captured_output() as out:
                     _compat.show_warnings_again()  # each trial's output has its warnings
-                    value = job.program.run(runtime)
+                    if job.trial_timeout is None:
+                        value = job.program.run(runtime)
+                    else:
+                        clock.start()
+                        try:
+                            value = job.program.run(runtime)
+                        finally:
+                            clock.stop()
             finally:
                 whole = "".join(out)
                 if whole.strip():
@@ -326,6 +403,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except TrialInterrupted:
             _record_interrupted(study, trial)
             raise
+        except TrialTimedOut as e:
+            return _timed_out(job, study, trial, e)
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
@@ -363,6 +442,32 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         if job.program.state:
             prune_checkpoints(study, job.store, job.keep_checkpoints)
         return "COMPLETE"
+
+
+def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimedOut) -> str:
+    """The trial ran past ``--trial-timeout``: stopped at its last epoch (or fold) if it reported
+    one, which then counts as an early stop does; failed if not (a bad configuration to the default
+    sampler). Either way the search goes on."""
+    from optuna.trial import TrialState
+
+    storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
+    line = job.program.failure_line(e)
+    limit = f"--trial-timeout {job.trial_timeout:g} s" + (f", cut at line {line} of the cell" if line else "")
+    storage.set_trial_user_attr(tid, ATTR.TIMED_OUT, job.trial_timeout)
+    last = storage.get_trial(tid).last_step
+    if last is not None:
+        unit = job.scheduler.unit
+        reason = f"it ran past {limit}; its {job.program.metric} at {unit} {last} stands"
+        storage.set_trial_user_attr(tid, ATTR.DECISION, {"epoch": last, "unit": unit, "reason": reason})
+        _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
+        if job.program.state:
+            prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
+        return "PRUNED"
+    storage.set_trial_user_attr(tid, ATTR.ERROR, f"TrialTimeout: ran past {limit}")
+    storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
+    storage.set_trial_user_attr(tid, ATTR.FAILURE, "TrialTimeout")
+    _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+    return "FAIL"
 
 
 def _record_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:

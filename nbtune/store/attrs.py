@@ -25,6 +25,7 @@ __all__ = [
     "is_interrupted",
     "ran_sealed",
     "ranked",
+    "refused",
 ]
 
 
@@ -43,6 +44,7 @@ class ATTR:
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
     OUTPUT = "nbtune:output"  # trial: the tail of what it printed
+    TIMED_OUT = "nbtune:timed_out"  # trial: it ran past --trial-timeout (the limit in seconds)
     RAISED = "nbtune:raised"  # trial: it failed at the cell's own raise statement (the cell judged its configuration)
     WARNINGS = "nbtune:warnings"  # trial: the distinct warnings it printed ["Category: message", ...]
     CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later
@@ -102,6 +104,12 @@ def searched_seconds(trials: list[optuna.trial.FrozenTrial]) -> float:
     (the union of their start-to-end spans, so parallel workers count once and a kernel that
     died loses nothing of it)."""
     return sum((b - a).total_seconds() for a, b in busy_spans(trials))
+
+
+def refused(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that failed on a verdict about its configuration: the cell's own ``raise`` (a
+    solver that fails there) or ``--trial-timeout`` (too slow). Ten in a row make a bug, not three."""
+    return bool(trial.user_attrs.get(ATTR.RAISED)) or ATTR.TIMED_OUT in trial.user_attrs
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -77,7 +77,8 @@ class Finding:
 
     Attributes:
         kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
-            ``"warned"``, ``"dominated by one fold"`` or ``"worsened over the loop"``.
+            ``"warned"``, ``"dominated by one fold"``, ``"worsened over the loop"`` or ``"ran past
+            --trial-timeout"``.
         trials: the trial numbers it rests on.
         evidence: what was seen, in words.
         region: the parameter range those trials share, if one parameter separates them.
@@ -268,8 +269,9 @@ def diagnose(result: StudySummary) -> list[Finding]:
                 flat[t.number] = f"a flat learning curve at {fmt(values[-1])}"
 
     failed: dict[str, list[int]] = defaultdict(list)
+    slow = [t for t in trials if ATTR.TIMED_OUT in t.user_attrs]
     for t in trials:
-        if t.state.name == "FAIL" and t.number not in diverged:
+        if t.state.name == "FAIL" and t.number not in diverged and ATTR.TIMED_OUT not in t.user_attrs:
             failed[t.user_attrs.get(ATTR.FAILURE) or t.user_attrs.get(ATTR.ERROR) or "an error"].append(t.number)
 
     others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
@@ -330,6 +332,27 @@ def diagnose(result: StudySummary) -> list[Finding]:
         # that ran another length, say) is the code's, whatever the trials' values
         region = _region(hit, rest) if len(hit) >= 3 and not signature.startswith("CellError") else ""
         findings.append(Finding("failed", numbers, evidence, region, ADVICE["failed"]))
+    if slow:
+        limit = slow[-1].user_attrs[ATTR.TIMED_OUT]
+        cut = sum(t.state.name == "PRUNED" for t in slow)
+        rest = [t for t in trials if ATTR.TIMED_OUT not in t.user_attrs and t.state.is_finished()]
+        findings.append(
+            Finding(
+                "ran past --trial-timeout",
+                sorted(t.number for t in slow),
+                f"the limit is {fmt(limit)} s"
+                + (
+                    ""
+                    if not cut
+                    else "; each stopped at its last epoch"
+                    if cut == len(slow)
+                    else f"; {cut} stopped at their last epoch, {len(slow) - cut} failed before one"
+                ),
+                _region(slow, rest),
+                "these configurations are slow (bigger models, more iterations, a solver taking tiny steps): "
+                "narrow the range there if they are not worth the time, or raise --trial-timeout",
+            )
+        )
     findings.extend(fit)
     findings.extend(_warned(trials, by_number, diverged))
     findings.extend(_lopsided_folds(trials))

@@ -99,6 +99,8 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
 
 
 def duration(s: float) -> str:
+    if s < 10 and s != round(s):  # a limit of 0.5 s, not "0s"
+        return f"{s:.2g}s"
     if s < 60:
         return f"{s:.0f}s"
     if s < 3600:

@@ -17,6 +17,7 @@ from nbtune.store.attrs import (
     is_feasible,
     is_interrupted,
     ranked,
+    refused,
 )
 from nbtune.view.format import fmt, fmt_param, of_target, plural_trials
 
@@ -217,7 +218,7 @@ class StudySummary:
         if errs:
             # the latest: after a re-run, this run's, not an old one's; a crash before the cell's own
             # raise (a NameError below 'raise RuntimeError(sol.message)' was hidden behind it)
-            raised = {t.number for t in self.trials if t.user_attrs.get(ATTR.RAISED)}
+            raised = {t.number for t in self.trials if refused(t)}
             n, e = ([(n, e) for n, e in errs.items() if n not in raised] or list(errs.items()))[-1]
             lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
         lines.extend(f"diagnosis: {f.sentence()}" for f in self._findings()[:3])

@@ -505,6 +505,11 @@ class WidgetView(BaseView):
             self.title.value = (
                 f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
                 f" · {html.escape(self.scheduler.describe())}"
+                + (
+                    f" · at most {duration(self.search.job.trial_timeout)} a trial"
+                    if self.search is not None and self.search.job.trial_timeout
+                    else ""
+                )
             )
             if target >= NO_LIMIT:  # the time is the limit: the bar is the share of it spent
                 span = (self._deadline - self._wall0) if self._deadline is not None else 0.0

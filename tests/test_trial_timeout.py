@@ -1,0 +1,128 @@
+"""--trial-timeout: a trial that runs too long is cut, recorded, and the search goes on (real IPython
+shell, real worker processes, real store files)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from IPython.core.error import UsageError
+
+from nbtune.cell.program import TrialTimedOut
+from nbtune.run.worker import TrialClock
+from nbtune.store.attrs import ATTR
+
+# configurations with slow > 0.5 never end on their own (a solver taking ever smaller steps)
+HANGS = """\
+import time
+slow = 0.2   # tune: uniform(0, 1)
+t0 = time.time()
+while slow > 0.5 and time.time() - t0 < 60:
+    time.sleep(0.01)
+score = -slow
+"""
+
+SLOW_EPOCHS = """\
+import time
+slow = 0.2   # tune: uniform(0, 1)
+model = {"w": 0}  # tune: state
+for epoch in range(20):  # tune: epochs
+    time.sleep(0.2 if slow > 0.5 else 0.005)
+    model["w"] += 1
+    score = epoch - slow
+"""
+
+
+def _timed_out(res):
+    return [t for t in res.study.trials if ATTR.TIMED_OUT in t.user_attrs]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_trial_past_the_limit_fails_and_the_search_goes_on(ip, jobs):
+    t0 = time.time()
+    res = ip.run_cell_magic("tune", f"-n 10 --maximize score --seed 0 --jobs {jobs} --trial-timeout 1", HANGS)
+    assert time.time() - t0 < 40  # a hanging trial took 60 s before
+    cut = _timed_out(res)
+    assert cut and all(t.params["slow"] > 0.5 for t in cut)
+    assert all(t.state.name == "FAIL" for t in cut)
+    assert all(0.9 < (t.datetime_complete - t.datetime_start).total_seconds() < 10 for t in cut)
+    error = cut[0].user_attrs[ATTR.ERROR]
+    # where it was: the loop (cell lines 5-6, the %%tune line being line 1)
+    assert re.fullmatch(r"TrialTimeout: ran past --trial-timeout 1 s, cut at line [56] of the cell", error), error
+    assert re.search(r"line [56]", cut[0].user_attrs[ATTR.TRACEBACK])
+    # the others ran as usual, and the study reached its target
+    assert res.n_finished == 10 and res.best_value == max(t.value for t in res.study.trials if t.value is not None)
+    assert all(t.state.name == "COMPLETE" for t in res.study.trials if t.params["slow"] <= 0.5)
+    assert "TrialTimeout" in res.trials_dataframe().error.dropna().iloc[0]
+    summary = res.summary()
+    assert "ran past --trial-timeout (the limit is 1 s), all with slow >= 0.5" in summary, summary
+
+
+def test_an_epochs_trial_past_the_limit_stops_at_its_last_epoch_whose_value_stands(ip, tmp_path, capsys):
+    res = ip.run_cell_magic("tune", "-n 8 --maximize score --seed 0 --scheduler none --trial-timeout 1", SLOW_EPOCHS)
+    assert "running 8 more on 1 inline worker(s), at most 1s a trial" in capsys.readouterr().out
+    cut = _timed_out(res)
+    assert cut and all(t.params["slow"] > 0.5 for t in cut)
+    for t in cut:
+        # stopped, not failed: its learning curve up to its last epoch is a result like a rung's
+        assert t.state.name == "PRUNED" and 2 <= t.last_step < 20
+        decision = t.user_attrs[ATTR.DECISION]
+        assert decision["epoch"] == t.last_step and not decision.get("paused")
+        assert f"its score at epoch {t.last_step} stands" in decision["reason"]
+    df = res.trials_dataframe()
+    reason = df.loc[cut[0].number, "stopped_reason"]
+    assert reason.startswith(f"trial {cut[0].number} stopped at epoch {cut[0].last_step}: it ran past --trial-timeout")
+    # a stopped trial never resumes: its saved state went with it
+    assert res.n_finished == 8
+    assert "each stopped at its last epoch" in res.summary()
+
+
+def test_ten_trials_in_a_row_past_the_limit_stop_the_search_and_name_it(ip):
+    cell = "import time\nx = 0.5  # tune: uniform(0, 1)\nwhile True:\n    time.sleep(0.01)\nscore = x\n"
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", "-n 30 --maximize score --trial-timeout 0.2 -o res", cell)
+    msg = str(e.value)
+    assert msg.startswith("the first 10 trials of this run all ran past --trial-timeout 0.2 s, so the search stopped")
+    assert "raise --trial-timeout, or narrow the ranges" in msg and "bug" not in msg
+    assert len(ip.user_ns["res"].study.trials) == 10
+
+
+def test_the_limit_is_held_back_during_nbtunes_own_work_and_raised_after_it():
+    """A store write or a checkpoint is never cut halfway: the limit takes effect when it is done."""
+    clock = TrialClock(0.05)
+    clock.start()
+    finished = False
+    with pytest.raises(TrialTimedOut), clock:  # nbtune's work inside the trial (a report, a checkpoint)
+        deadline = time.time() + 0.3
+        while time.time() < deadline:  # Python bytecode: an exception raised at once would land here
+            pass
+        finished = True
+    assert finished and clock.expired
+    clock.stop()
+    # out of nbtune's work the cell's own code is cut where it is
+    clock = TrialClock(0.05)
+    clock.start()
+    with pytest.raises(TrialTimedOut):
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            pass
+    clock.stop()
+
+
+def test_a_trial_that_ends_in_time_leaves_no_limit_behind():
+    clock = TrialClock(0.2)
+    clock.start()
+    clock.stop()
+    deadline = time.time() + 0.5
+    while time.time() < deadline:  # past the limit: nothing is raised in this thread later
+        pass
+    assert not clock.expired
+
+
+def test_bad_values_are_named_before_any_trial(ip):
+    for value, said in (("0", "--trial-timeout must be positive; got '0'"), ("1x", "--trial-timeout takes seconds")):
+        with pytest.raises(UsageError, match=said):
+            ip.run_cell_magic(
+                "tune", f"-n 2 --maximize score --trial-timeout {value}", "x = 1  # tune: int(0, 3)\nscore = x\n"
+            )
