@@ -420,3 +420,32 @@ def test_a_dashboard_handed_over_to_the_result_leaves_no_widget_models_behind(ip
     assert set(_instances) - before == set()  # every model of the dashboard is closed
     shown = res.show()  # the live dashboard comes back on demand, as a new one
     assert shown.comm is not None and shown.model_id in _instances
+
+
+def test_the_progress_line_names_a_trial_that_runs_far_longer_than_the_others():
+    """A trial that hangs (no --trial-timeout) is seen in the text progress, with its configuration."""
+    import datetime
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.progress import Snapshot, long_running
+
+    t0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    finished = []
+    for _ in range(4):
+        t = create_trial(state=TrialState.COMPLETE, value=0.5)
+        t.datetime_start, t.datetime_complete = t0, t0 + datetime.timedelta(seconds=2)
+        finished.append(t)
+    stuck = create_trial(
+        state=TrialState.RUNNING, params={"slow": 0.83}, distributions={"slow": FloatDistribution(0, 1)}
+    )
+    stuck.number, stuck.datetime_start = 4, t0
+    snap = Snapshot([*finished, stuck], target=10, direction="maximize", metric="acc")
+    late = t0 + datetime.timedelta(seconds=250)
+    assert long_running(snap, now=late) == " · trial 4 running for 4m10s (slow=0.83)"
+    assert long_running(snap, now=t0 + datetime.timedelta(seconds=30)) == ""  # not yet a minute
+    # trials that all take minutes: one of them is not named for taking minutes too
+    for t in finished:
+        t.datetime_complete = t0 + datetime.timedelta(seconds=100)
+    assert long_running(Snapshot([*finished, stuck], 10, "maximize", "acc"), now=late) == ""

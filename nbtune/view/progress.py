@@ -9,12 +9,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nbtune.store.attrs import NO_LIMIT, finished_count, held_continuations, is_feasible, is_interrupted
+from nbtune.view.format import fmt_param
 from nbtune.view.summary import still_paused
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Clock", "Snapshot", "duration", "eta_text"]
+__all__ = ["Clock", "Snapshot", "duration", "eta_text", "long_running"]
+
+LONG_RUNNING = 60.0  # seconds a trial runs before the progress line names it (unless trials are that slow)
 
 
 class Clock:
@@ -96,6 +99,30 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
     if snap.paused:  # promoted ones go on as new trials, not counted in what is left: a lower bound
         return f"~{duration(per_trial * left)}+ left (pace of the last {len(recent)} trials; paused ones may go on)"
     return f"~{duration(per_trial * left)} left (pace of the last {len(recent)} trials)"
+
+
+def long_running(snap: Snapshot, now: datetime.datetime | None = None) -> str:
+    """`` · trial 7 running for 4m10s (slow=0.83)``: the longest-running trial, when it has run
+    well past the others (a minute, and five times the median finished trial): a trial that hangs
+    is seen, and which configuration it is. "" otherwise."""
+    now = now or datetime.datetime.now()  # Optuna's trial times are naive local times
+    started = [t for t in snap.running if t.datetime_start is not None]
+    if not started:
+        return ""
+    oldest = min(started, key=lambda t: t.datetime_start)  # type: ignore[arg-type, return-value]
+    assert oldest.datetime_start is not None
+    ran = (now - oldest.datetime_start).total_seconds()
+    spans = sorted(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in snap.trials
+        if t.datetime_complete is not None and t.datetime_start is not None and t.state.name != "RUNNING"
+    )
+    usual = spans[len(spans) // 2] if spans else 0.0
+    if ran < max(LONG_RUNNING, 5 * usual):
+        return ""
+    shown = [f"{k}={fmt_param(v)}" for k, v in oldest.params.items()]
+    params = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
+    return f" · trial {oldest.number} running for {duration(ran)}" + (f" ({params})" if params else "")
 
 
 def duration(s: float) -> str:

@@ -11,7 +11,7 @@ from nbtune.run.output import beside_trials
 from nbtune.store.attrs import ATTR, NO_LIMIT, finished_count
 from nbtune.view.base import BaseView, RunInfo
 from nbtune.view.format import fmt, of_target
-from nbtune.view.progress import Clock, Snapshot, duration, eta_text
+from nbtune.view.progress import Clock, Snapshot, duration, eta_text, long_running
 
 if TYPE_CHECKING:
     from nbtune.run.coordinator import Search
@@ -71,7 +71,7 @@ class TextView(BaseView):
             f"  {of_target(snap.finished, snap.target)} finished · {len(snap.running)} running · "
             + (f"{snap.paused} paused · " if snap.paused else "")
             + f"{snap.pruned - snap.paused} stopped early · "
-            f"{snap.failed} failed{best} · {duration(now - self.t0)}{' · ' + eta if eta else ''}",
+            f"{snap.failed} failed{best} · {duration(now - self.t0)}{' · ' + eta if eta else ''}" + long_running(snap),
             file=self.stream,
             flush=True,
         )
