@@ -162,9 +162,10 @@ def _bind(shell: Any, args: Any, result: Any) -> Any:
 
 
 def _failed(shell: Any, args: Any, e: NbtuneError) -> UsageError:
-    """The error's one line. A search stopped because its first trials all failed (a bug) shows
-    and binds the trials so far first, failed ones included, as an interrupted search does."""
-    if isinstance(e, TrialsFailedError) and e.result is not None:
+    """The error's one line. A search stopped once it had begun (its first trials all failed, a
+    lost cluster or database: ``e.result``) shows and binds the trials so far first, failed ones
+    included, as an interrupted search does."""
+    if e.result is not None:
         from IPython.display import display
 
         display(_bind(shell, args, e.result))

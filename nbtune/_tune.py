@@ -985,6 +985,11 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
                     "C-level wrapper) cannot reach them; define it in a module the workers import, or use "
                     "--backend threading"
                 ) from None
+            if isinstance(search.error, NbtuneError) and search.error.result is None:
+                # the cluster, its scheduler or the database stopped the search: the trials it finished
+                # are kept, and -o binds them as after an Interrupt (when the store can still be read)
+                with contextlib.suppress(Exception):
+                    search.error.result = _result(plan, list(search.worker_deaths), search.control.target())
             raise search.error
         if why == "timeout" and not interrupted and plan.cfg.seconds is not None:
             # done with this timeout, though the trials' spans may add up to a little less of it

@@ -20,7 +20,16 @@ __all__ = [
 
 
 class NbtuneError(Exception):
-    """Base class of every error nbtune raises on purpose."""
+    """Base class of every error nbtune raises on purpose.
+
+    Attributes:
+        result: for an error that stopped a search once it had begun (its first trials failed,
+            workers kept dying, a cluster or a database went away), the search as it stopped (a
+            ``TuneResult``: its trials, failed ones included) when the store could still be read;
+            else None. ``%%tune -o NAME`` binds it.
+    """
+
+    result: Any = None
 
 
 class ConfigError(NbtuneError, ValueError):

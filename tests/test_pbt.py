@@ -130,6 +130,49 @@ def test_pbt_keeps_hyperparameters_in_range_and_the_history_of_the_state(ip):
         assert (lr, width, batch, mom) == (seg.lr, seg.width, seg.batch, seg.mom)
 
 
+def test_a_member_that_explores_starts_from_its_new_value_of_a_variable_the_loop_changes(ip):
+    """The loop decays a tuned value: a member that keeps its hyperparameters goes on with the decayed
+    value (as a straight run), one that explores starts from the new value PBT gave it."""
+    cell = (
+        "lr = 0.05  # tune: loguniform(1e-3, 1e-1)\n"
+        "state = {'x': 0.0}  # tune: state\n"
+        "for epoch in range(12):  # tune: epochs\n"
+        "    now = lr\n"
+        "    state['x'] += now\n"
+        "    lr *= 0.5\n"
+        "    score = now\n"
+    )
+    res = run(ip, "--maximize score --scheduler pbt --population 4 --interval 3 --seed 3 -o res", cell)
+    by_number = {t.number: t for t in res.study.trials}
+
+    def since(t):
+        """The epoch from which the member has had its value: its latest new one, else the start
+        (None: it took another member's weights on the way, and with them that member's value)."""
+        while ATTR.PROMOTED in t.user_attrs:
+            resume = t.user_attrs[ATTR.RESUME]
+            if resume.get("explored"):
+                return t.user_attrs[ATTR.PROMOTED]["epoch"]
+            if resume.get("copied"):
+                return None
+            t = by_number[t.user_attrs[ATTR.PROMOTED]["from"]]
+        return 0
+
+    kept = explored = 0
+    for t in res.study.trials:
+        promoted = t.user_attrs.get(ATTR.PROMOTED)
+        if promoted is None:
+            continue
+        epoch, resume = promoted["epoch"], t.user_attrs[ATTR.RESUME]
+        first = t.intermediate_values[epoch + 1]
+        if resume.get("explored"):
+            explored += 1
+            assert first == pytest.approx(t.params["lr"]), t.number  # its new value, from the start
+        elif since(t) is not None:
+            kept += 1  # the decayed value goes on, as in a straight run
+            assert first == pytest.approx(t.params["lr"] * 0.5 ** (epoch - since(t))), t.number
+    assert kept and explored
+
+
 def test_pbt_in_worker_processes(ip):
     res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 8 --jobs 2 --seed 2 -n 50 -o res", TOY)
     _check_population(res, 4, 40)

@@ -934,10 +934,14 @@ def read_above(tree: ast.Module, name: str, line: int) -> tuple[list[int], bool]
 
 def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
     """The variables an epoch hands to the next besides the state (see ``CellProgram.carried``):
-    not the tuned ones (PBT sets them anew), nor the seed or the fold (nbtune sets those)."""
+    not the seed or the fold (nbtune sets those), nor a tuned one, unless the loop changes it as it
+    goes (``lr *= 0.5``, ``eps *= eps_decay``): a continuation restarted such a value from its drawn
+    one, and reported a curve no straight run gives (found trying nbtune as a new user). PBT's
+    continuation with new values takes those (``resume_point``)."""
     if spec.epochs is None or spec.tree is None:
         return ()
-    own = {p.name for p in spec.params} | {n for n, _ in spec.state} | set(state)
+    changed = set_in_epochs_loop(spec.tree, spec.epochs.lineno)
+    own = {p.name for p in spec.params if p.name not in changed} | {n for n, _ in spec.state} | set(state)
     own |= {a.name for a in (spec.seed, spec.folds, spec.outer) if a is not None}
     return tuple(n for n in carried_across_epochs(spec.tree, spec.epochs.lineno) if n not in own)
 

@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import pickle
+import random
 import sys
 import tempfile
 import threading
@@ -173,6 +174,8 @@ def _plain(value: Any, budget: list[int], arrays: bool = False) -> bool:
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return True
     module = type(value).__module__.split(".")[0]
+    if _generator(value, module):  # np.random.default_rng(seed) made before the loop: its draws go on
+        return True
     if module in ("numpy", "torch") and hasattr(value, "shape"):
         if getattr(value, "shape", None) == () and module == "numpy":
             return True  # a numpy scalar
@@ -184,6 +187,18 @@ def _plain(value: Any, budget: list[int], arrays: bool = False) -> bool:
     if isinstance(value, dict):
         return all(_plain(k, budget) and _plain(v, budget, arrays=True) for k, v in value.items())
     return False
+
+
+def _generator(value: Any, module: str) -> bool:
+    """A random generator the cell made (NumPy's ``Generator`` or ``RandomState``, Python's
+    ``random.Random``, a ``torch.Generator``): a continuation without it drew its numbers afresh
+    from the seed, and its curve was no straight run's (found trying nbtune as a new user)."""
+    name = type(value).__name__
+    return (
+        (module == "numpy" and name in ("Generator", "RandomState"))
+        or (module == "torch" and name == "Generator")
+        or isinstance(value, random.Random)
+    )
 
 
 def load_state(data: bytes) -> dict[str, Any]:
@@ -412,6 +427,8 @@ def resume_point(store: BaseStore, resume: dict[str, Any]) -> tuple[dict[str, An
         raise StateError(f"the checkpoint to resume from ({resume['artifact']}) is gone") from None
     if resume.get("copied"):  # PBT: a member that takes another's weights keeps drawing its own numbers
         state.pop(rng.KEY, None)
+    for name in resume.get("explored", ()):  # PBT: new values of tuned variables the loop changes
+        state.pop(name, None)
     return state, step, values
 
 

@@ -541,6 +541,8 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
         saved = source.user_attrs[ATTR.CHECKPOINT]
         if source is not paused:  # PBT: another member's weights, not its random draws
             saved = {**saved, "copied": True}
+        if found.params is not None:  # PBT's new values, not the saved ones (of a variable the loop changes)
+            saved = {**saved, "explored": sorted(k for k, v in found.params.items() if source.params.get(k) != v)}
     elif (
         source is paused
         and found.params in (None, paused.params)
