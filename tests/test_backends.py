@@ -227,14 +227,19 @@ def test_a_dask_scheduler_lost_mid_search_is_one_line_or_a_note(tmp_path):
             cluster.close()
 
         threading.Timer(2.0, crash).start()
-        with pytest.raises(nbtune.ConfigError, match=rf"--backend dask: the scheduler at {address} went away mid-") as e:
+        with pytest.raises(
+            nbtune.ConfigError, match=rf"--backend dask: the scheduler at {address} went away mid-"
+        ) as e:
             nbtune.tune(
                 slow, minimize="loss", n_trials=40, n_jobs=2, backend="dask", store=tmp_path / "b", view=None,
                 lease_grace=2.0, heartbeat=0.5,
             )  # fmt: skip
     assert 0 < len(nbtune.load_study(store=tmp_path / "b").trials) < 40  # what finished is kept
     # and the error carries the search as it stopped (what %%tune -o binds)
-    assert 0 < e.value.result.n_finished < 40 and e.value.result.study.study_name == "loss-" + e.value.result.study.study_name.split("-", 1)[1]
+    assert (
+        0 < e.value.result.n_finished < 40
+        and e.value.result.study.study_name == "loss-" + e.value.result.study.study_name.split("-", 1)[1]
+    )
 
 
 def test_dask_without_client_is_a_clear_error(tmp_path):

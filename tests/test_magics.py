@@ -412,6 +412,32 @@ def test_a_metric_evaluated_every_few_epochs_is_an_error_before_any_trial(ip, tm
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in nbtune.load_study().trials)
 
 
+@pytest.mark.parametrize("missing", ["None", "float('nan')", "np.nan"])
+def test_a_metric_that_is_none_while_a_running_window_fills_is_an_error_before_any_trial(ip, tmp_path, missing):
+    """A warm-up before a running mean has its window: every trial failed at its first epoch, and
+    after three the search stopped as 'the cell probably has a bug' (found trying nbtune as a new user)."""
+    cell = (
+        "import numpy as np\n"
+        "alpha = 0.1  # tune: loguniform(1e-3, 1.0)\n"
+        "returns = []\n"
+        "for episode in range(30):  # tune: epochs\n"
+        "    returns.append(alpha * episode)\n"
+        f"    mean_return = float(np.mean(returns[-20:])) if len(returns) >= 20 else {missing}\n"
+    )
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--trials 5 --maximize mean_return", cell)
+    said = "it is None" if missing == "None" else "it is NaN"
+    assert str(info.value).startswith(
+        f"line 7 of the %%tune cell: the epochs loop reports 'mean_return' after every epoch, but {said} in some of "
+        "them (a warm-up before a running mean has its window); give it a number from the first epoch on"
+    )
+    assert not (tmp_path / ".nbtune").exists()
+    res = ip.run_cell_magic(
+        "tune", "--trials 5 --maximize mean_return", cell.replace(f" if len(returns) >= 20 else {missing}", "")
+    )
+    assert res.n_finished == 5 and not any(t.state.name == "FAIL" for t in res.study.trials)
+
+
 def test_a_tuned_variable_the_cell_never_reads_is_named(ip):
     """It changes nothing, and blurs the importances (found trying nbtune as an Optuna user)."""
     cell = "x = 0.0  # tune: uniform(-2.0, 2.0)\nunused = 3  # tune: int(1, 5)\nloss = (x - 1) ** 2\n"

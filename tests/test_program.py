@@ -169,7 +169,16 @@ def test_check_metric_accepts_real_numbers(value, expected):
         (True, "m is not a number at the end: got bool True"),
         (np.bool_(False), "m is not a number at the end: got bool holding False"),
         ("0.5", "m is not a number at the end: got str '0.5'"),
-        (None, "m is not a number at the end: got NoneType None"),
+        (
+            None,
+            "m is not a number at the end: got NoneType None; give it a number in every run (with a '# tune: epochs' "
+            "loop, from the first epoch on: e.g. the mean of what there is so far while a running window fills)",
+        ),
+        (
+            (0.72, 304),  # two objectives (found trying nbtune as a new user: 'reduce it to one, e.g. m.mean()')
+            "m is not one number at the end: got a tuple of 2 values; nbtune tunes one metric: optimise one, and keep "
+            "the others as guardrails (--subject-to 'n_coef <= 100') or records (--record n_coef)",
+        ),
         (1 + 2j, "m is not a number at the end: got complex (1+2j)"),
         (
             np.array([1.0, 2.0]),

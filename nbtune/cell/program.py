@@ -188,6 +188,14 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     number = _as_float(value)
     if number is None:
         size = _size(value)
+        if isinstance(value, (tuple, list)) and 1 < len(value) <= 5:  # (val_f1, n_coef): two objectives
+            raise MetricError(
+                f"{name} is not one number {where}: got a {type(value).__name__} of {len(value)} values; nbtune "
+                "tunes one metric: optimise one, and keep the others as guardrails (--subject-to 'n_coef <= 100') "
+                "or records (--record n_coef)",
+                "not one number",
+                name,
+            )
         if size is not None and size > 1:
             raise MetricError(
                 f"{name} is not one number {where}: got {type(value).__name__} with {size} values; "
@@ -200,8 +208,14 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
         if callable(item):
             with contextlib.suppress(Exception):
                 shown = f"holding {item()!r}"  # what a tensor or an np.bool_ holds
+        advice = (
+            "; give it a number in every run (with a '# tune: epochs' loop, from the first epoch on: e.g. the mean "
+            "of what there is so far while a running window fills)"
+            if value is None
+            else ""
+        )
         raise MetricError(
-            f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}", "not a number", name
+            f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}{advice}", "not a number", name
         )
     if not math.isfinite(number):
         raise MetricError(f"{name} is not finite {where}: got {number}", "not finite", name)
@@ -984,6 +998,15 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             f"cell assigns it only outside the loop ({where}); compute it inside the loop, at the end of each "
             f"epoch (e.g. '{metric} = model.score(X_val, y_val)')"
         )
+    missing = _none_in_some_epochs(loop, metric)
+    if missing is not None:
+        line, how = missing
+        raise ConfigError(
+            f"line {line} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but {how} in "
+            "some of them (a warm-up before a running mean has its window); give it a number from the first epoch "
+            f"on, e.g. the mean of what there is so far ('{metric} = float(np.mean(returns[-20:]))' takes fewer than "
+            "20), or make each pass of the '# tune: epochs' loop one evaluation period"
+        )
     if any(n.lineno < loop.lineno for n in stores):
         return  # a value from before the loop stands in an epoch that does not set it (best_acc = 0)
     around = epoch_without(loop, metric)
@@ -994,6 +1017,25 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             "it in every epoch (successive halving compares trials by it as they train), or make each pass of the "
             "'# tune: epochs' loop one evaluation period, with the epochs between two evaluations inside it"
         )
+
+
+def _none_in_some_epochs(loop: ast.For | ast.AsyncFor, metric: str) -> tuple[int, str] | None:
+    """(line, what) when the loop sets the metric to None or NaN on one side of a conditional
+    expression (``x if len(returns) >= 20 else None``): every trial then fails at its first epoch,
+    and after three the search stopped as a bug (found trying nbtune as a new user)."""
+    for node in (n for part in loop.body for n in ast.walk(part)):
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or not isinstance(node.value, ast.IfExp):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if not any(isinstance(t, ast.Name) and t.id == metric for t in targets):
+            continue
+        for side in (node.value.body, node.value.orelse):
+            if isinstance(side, ast.Constant) and side.value is None:
+                return node.lineno, "it is None"
+            text = ast.unparse(side).replace(" ", "").lower()
+            if text in ("float('nan')", 'float("nan")', "np.nan", "numpy.nan", "math.nan", "torch.nan"):
+                return node.lineno, "it is NaN"
+    return None
 
 
 def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
