@@ -3,6 +3,8 @@ variable, re-validation across seeds, the sealed holdout and its leakage warning
 
 from __future__ import annotations
 
+import random
+
 import optuna
 import pandas as pd
 import pytest
@@ -1404,3 +1406,59 @@ def test_a_running_error_over_a_simulations_steps_is_not_called_divergence(ip):
     assert "compare trials at their end (--scheduler none" in row.advice
     n_configs = len({tuple(t.params.items()) for t in res.study.trials})
     assert f"of {n_configs} curves" in row.evidence, (row.evidence, n_configs)
+
+
+def test_noisy_returns_that_start_near_zero_are_not_called_diverged_or_overfitting():
+    """A running mean of episode returns starts near 0 and wanders: -0.07 then -0.115 after 12
+    episodes is no collapse where the trials' returns range over 0.9. Three of the best
+    configurations of a Q-learning search were called diverged and overfitting, with advice to clip
+    gradients (found trying nbtune as a new user; these are that study's curves)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import diagnose
+    from nbtune.view.summary import StudySummary
+
+    trial_8 = (
+        "-0.09 -0.09 -0.083 -0.075 0.126 0.233 0.19 0.146 0.111 0.073 0.065 0.054 0.045 0.032 0.029 0.021 0.019 0.016"
+    )
+    trial_8 += " 0.013 0.006 0.003 -0.004 -0.011 -0.019 -0.067 -0.119 -0.122 -0.117 -0.116 -0.108 -0.11 -0.108 -0.106 -0.103 -0.108 -0.118"
+    cut = {
+        8: [float(v) for v in trial_8.split()],
+        21: [-0.07, -0.045, -0.047, -0.06, -0.058, -0.083, -0.091, -0.082, -0.112, -0.115, -0.113, -0.115],
+        22: [-0.02, -0.08, -0.09, -0.08, -0.07, -0.078, -0.069, -0.069, -0.069, -0.064, -0.065, -0.072],
+    }
+    finals = [-0.129, -0.092, -0.09, -0.084, -0.078, -0.074, -0.072, -0.062, -0.02, -0.011, 0.048, 0.15, 0.344]
+    finals += [0.384, 0.438, 0.596, 0.747, 0.795, 0.84, -0.118, -0.115, -0.077, -0.073, -0.071, -0.017, -0.002, 0.058]
+    study = optuna.create_study(direction="maximize")
+    rng = random.Random(0)
+    for number in range(30):
+        q0 = rng.random()
+        if number in cut:
+            curve, state, value = cut[number], TrialState.PRUNED, None
+        else:
+            final = finals.pop()
+            curve = [-0.1 + (final + 0.1) * (e + 1) / 36 for e in range(36)]
+            state, value = TrialState.COMPLETE, final
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"q0": q0},
+                distributions={"q0": FloatDistribution(0, 1)},
+                intermediate_values={e + 1: v for e, v in enumerate(curve)},
+            )
+        )
+    kinds = {f.kind for f in diagnose(StudySummary(study, "mean_return"))}
+    assert not kinds & {"diverged", "overfitting"}, kinds
+    # a curve that does collapse on this scale still is diverged
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"q0": 0.5},
+            distributions={"q0": FloatDistribution(0, 1)},
+            intermediate_values={1: 0.3, 2: 0.1, 3: -0.4, 4: -0.9},
+        )
+    )
+    assert "diverged" in {f.kind for f in diagnose(StudySummary(study, "mean_return"))}

@@ -186,16 +186,19 @@ def _peaked(values: list[float], maximize: bool) -> int | None:
     return at
 
 
-def _ended_worse(values: list[float], maximize: bool) -> str:
+def _ended_worse(values: list[float], maximize: bool, scale: float = 0.0) -> str:
     """How a learning curve that ended clearly worse than it started (by more than 10% of its first
-    value) got there: ``"collapsed"`` when it ended worse by more than the first value itself
+    value, or of ``scale``, the spread of the study's values, when that is larger: a return that
+    starts near 0, -0.07 then -0.115 after 12 noisy episodes, is no collapse where returns range
+    over 0.9; found trying nbtune as a new user) got there: ``"collapsed"`` when it ended worse by
+    more than the first value itself
     (training blew up), or never improved first, or rose in large steps; ``"turned"`` when it
     improved, then rose back past its start by less, clearly or step by small step (a validation
     loss turning up as the model overfits, the common reading); ``""`` when it did not end worse."""
     if len(values) < 3:
         return ""
     first, last = values[0], values[-1]
-    margin = 0.1 * abs(first) + 1e-12
+    margin = 0.1 * max(abs(first), scale) + 1e-12
     if not (last < first - margin if maximize else last > first + margin):
         return ""
     best = max(values) if maximize else min(values)
@@ -216,6 +219,19 @@ def _ended_worse(values: list[float], maximize: bool) -> str:
     return "collapsed"
 
 
+def _spread_of_last_values(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """How far apart the trials' last values lie, from the 10th to the 90th percentile: the scale
+    of what is a clear change of the metric in this study."""
+    last = sorted(
+        v
+        for t in trials
+        if t.intermediate_values and math.isfinite(v := t.intermediate_values[max(t.intermediate_values)])
+    )
+    if len(last) < 4:
+        return 0.0
+    return last[int(0.9 * (len(last) - 1))] - last[int(0.1 * (len(last) - 1))]
+
+
 def diagnose(result: StudySummary) -> list[Finding]:
     """The failure signatures of a study, most trials first."""
     trials = [t for t in result.trials if t.state.is_finished() and not is_interrupted(t)]
@@ -230,12 +246,15 @@ def diagnose(result: StudySummary) -> list[Finding]:
     diverged: dict[int, str] = {}
     turned: dict[int, str] = {}
     peaked: dict[int, int] = {}  # trial -> the epoch its curve peaked at, well before it ended
+    # the scale of a clear change: the spread of the trials' last values, those that blew up left out
+    blew_up = {t.number for t in trials if _ended_worse(_curve(t), maximize) == "collapsed" or failed_diverging(t)}
+    scale = _spread_of_last_values([t for t in trials if t.number not in blew_up])
     for t in trials:
         if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
         elif folds:
             continue
-        elif (how := _ended_worse(curve := _curve(t), maximize)) == "collapsed":
+        elif (how := _ended_worse(curve := _curve(t), maximize, scale)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
         elif how == "turned":
             best_epoch = sorted(t.intermediate_values)[curve.index((max if maximize else min)(curve))]
