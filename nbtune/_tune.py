@@ -1435,7 +1435,14 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     )
 
     def run(result: TuneResult, top: int, seeds: int, options: dict[str, Any]) -> None:
-        program, sampler, spec = _compile(cell["source"], dataclasses.replace(cfg, scheduler="none"))
+        try:
+            program, sampler, spec = _compile(cell["source"], dataclasses.replace(cfg, scheduler="none"))
+        except ConfigError as e:
+            # a loop that now runs another length than the search's (N_EPISODES changed): the data
+            # changed, which is the thing to say, not a --max-epochs the user never gave (found
+            # trying nbtune as a new user)
+            _changed_since_the_search(cell["source"], dataclasses.replace(cfg, max_epochs=None), store, study)
+            raise e from None
         plan = _Plan(
             cfg=cfg,
             program=program,
@@ -1452,6 +1459,19 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
 
     result._checker = run
     return result
+
+
+def _changed_since_the_search(source: str, cfg: TuneConfig, store: BaseStore, study: optuna.Study) -> None:
+    """Raises the data's ConfigError when the notebook data the study's cell reads changed since
+    the search (compiled without what the search recorded of it); nothing if it did not, or if the
+    cell does not compile so either."""
+    try:
+        program, sampler, spec = _compile(source, dataclasses.replace(cfg, scheduler="none"))
+    except ConfigError:
+        return
+    _same_data_as_the_search(
+        _Plan(cfg, program, sampler, spec, resolve_backend(cfg.backend, 1), 1, store, study, 0, None)
+    )
 
 
 def stored_nested(

@@ -115,6 +115,28 @@ def test_tune_validate_revalidates_a_stored_study(trees, capsys):
         trees.run_line_magic("tune_validate", "trees --top 2 --seeds 4")
 
 
+def test_tune_validate_after_the_loops_length_changed_says_the_data_changed(ip):
+    """The notebook's N_EPISODES changed since the search: the error spoke of a --max-epochs the
+    user never gave (found trying nbtune as a new user)."""
+    ip.run_cell("N_EPISODES = 6")
+    cell = (
+        "seed = 0  # tune: seed\n"
+        "a = 0.5  # tune: uniform(0.1, 1.0)\n"
+        "rng = __import__('random').Random(seed)\n"
+        "total = 0.0\n"
+        "for episode in range(N_EPISODES):  # tune: epochs\n"
+        "    total += a * rng.random()\n"
+        "    score = total\n"
+    )
+    run(ip, "--maximize score --trials 6 --name eps --scheduler none", cell)
+    ip.run_cell("N_EPISODES = 7")
+    with pytest.raises(UsageError) as e:
+        ip.run_line_magic("tune_validate", "eps --top 2 --seeds 2")
+    assert str(e.value).startswith("the notebook data it reads changed: N_EPISODES since 'eps' ran"), str(e.value)
+    ip.run_cell("N_EPISODES = 6")  # put back, it runs
+    assert len(ip.run_line_magic("tune_validate", "eps --top 2 --seeds 2 -o rv").revalidation()) == 2
+
+
 def test_tune_validate_revalidates_a_cross_validated_study(ip):
     """The stored study's steps are its folds, not epochs: they are not passed back as --max-epochs."""
     cell = (
