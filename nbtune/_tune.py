@@ -1094,9 +1094,13 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
             tb,
             result,
         )
+    bad = "-1.0" if plan.cfg.minimize is None else "1e9"
     return TrialsFailedError(
         f"{which} all failed with {err}; the cell probably has a bug, so the "
-        f"search stopped instead of spending the budget (fix it and re-run; {kept})",
+        f"search stopped instead of spending the budget (fix it and re-run; {kept}). If these configurations "
+        f"raise it by nature (a clustering left with one label), catch it in the cell and set "
+        f"{plan.program.metric} to a poor finite value instead (e.g. 'except ValueError: {plan.program.metric} = "
+        f"{bad}')",
         tb,
         result,
     )

@@ -610,6 +610,14 @@ def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
         ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random", cell)
     trials = nbtune.load_study().trials
     assert len(trials) == 3 and {t.user_attrs[ATTR.FAILURE] for t in trials} == {"ValueError at line 4"}
+    # and says what to do when some configurations raise it by nature (DBSCAN's one label for a
+    # silhouette; found trying nbtune as a new user)
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random --name again", cell)
+    assert str(e.value).endswith(
+        "If these configurations raise it by nature (a clustering left with one label), catch it in the cell and "
+        "set loss to a poor finite value instead (e.g. 'except ValueError: loss = 1e9')"
+    )
     # the cell's own raise, its message holding x: the same bug, after ten (see below)
     cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
     with pytest.raises(
