@@ -243,6 +243,28 @@ def test_a_leaky_search_warns_and_an_honest_one_does_not(ip):
     assert "(within 0.02)" in h.sentence() if h.gap >= 0 else "the holdout scores better" in h.sentence()
 
 
+def test_a_gap_with_no_search_behind_it_is_not_put_down_to_the_search(ip):
+    """One trial, the cell's own defaults: the warning said the search picked an optimistic score
+    and advised fewer trials (found trying nbtune as a new user: a macro F1 on a small holdout)."""
+    from nbtune.view.checks import HoldoutReport
+
+    def report(**kw):
+        return HoldoutReport("val_f1", "test_f1", "maximize", 0, 0.7459, 0.7108, 1, None, **kw)
+
+    text = report(baseline=True).sentence()
+    assert "No search picked this configuration (it is the cell's own defaults): the validation data and" in text
+    assert "optimistic" not in text and "fewer trials" not in text
+    few = HoldoutReport("val_f1", "test_f1", "maximize", 2, 0.7459, 0.7108, 3, None).sentence()
+    assert "Little of it is the search's doing (it compared 3 trials)" in few
+    many = HoldoutReport("val_f1", "test_f1", "maximize", 2, 0.7459, 0.7108, 40, None).sentence()
+    assert "The search picked what scores best on the data it was chosen on" in many
+    # in a search of one trial, the baseline
+    cell = "alpha = 0.1  # tune: loguniform(0.01, 1.0)\nval_f1 = 0.75 - alpha / 100\ntest_f1 = 0.71\n"
+    with pytest.warns(NbtuneWarning, match="No search picked this configuration"):
+        res = run(ip, "--maximize val_f1 -n 1 --holdout test_f1 -o r", cell)
+    assert res.holdout().baseline
+
+
 def test_lines_only_the_holdout_reads_are_sealed_with_it(ip, tmp_path):
     """'final = refit(...)' before 'test_loss = ... final ...' ran in every trial, for a score no
     trial computes (found trying nbtune as a new user): sealed with the holdout, it runs once."""
