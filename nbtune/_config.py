@@ -16,7 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nbtune.exceptions import ConfigError
+from nbtune.exceptions import ONE_METRIC, ConfigError
 
 __all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
 
@@ -430,13 +430,16 @@ class TuneConfig:
         for option in ("maximize", "minimize"):
             value = getattr(self, option)
             if value is not None and (not isinstance(value, str) or not value.isidentifier()):
+                several = isinstance(value, str) and all(w.strip().isidentifier() for w in value.split(","))
                 raise ConfigError(
                     f"--{option} takes the name of the cell variable to optimise, e.g. val_acc; got {value!r}"
+                    + (f"; {ONE_METRIC}" if several else "")
                 )
         if (self.maximize is None) == (self.minimize is None):
             both = "both --maximize and --minimize were given" if self.maximize else "no metric was given"
             raise ConfigError(
                 f"{both}; pass exactly one of --maximize NAME or --minimize NAME (the cell variable to optimise)"
+                + (f"; {ONE_METRIC}" if self.maximize else "")
             )
         # names, as Optuna's classes spell them too: TPE (a view's name: view_factory, which runs first)
         for option in ("sampler", "scheduler", "backend"):
@@ -600,18 +603,22 @@ def config_from(kwargs: dict[str, Any], caller: str) -> TuneConfig:
         hint = _OPTUNA_KEYWORDS.get(unknown[0])
         raise TypeError(
             f"{caller}() got an unexpected keyword argument {unknown[0]!r}"
-            + (f"; in nbtune it is {hint}" if hint else "")
+            + (f"; {hint}" if hint else "")
         )
     return TuneConfig(**kwargs)
 
 
 # Optuna's keywords that nbtune spells otherwise
 _OPTUNA_KEYWORDS = {
-    "direction": "maximize='VAR' or minimize='VAR' (the cell variable to optimise)",
-    "pruner": "scheduler= (asha, hyperband, median, pbt, none)",
-    "study_name": "name=",
-    "storage": "store= (a folder or a database URL)",
-    "timeout_seconds": "timeout=",
+    "direction": "in nbtune it is maximize='VAR' or minimize='VAR' (the cell variable to optimise)",
+    "directions": "nbtune tunes one metric, maximize='VAR' or minimize='VAR': keep the others as guardrails "
+    "(subject_to=['n_coef <= 100']) or records (record=['n_coef'])",
+    "n_startup_trials": "it is not an option: the default TPE sets its own start (see sampler=)",
+    "callbacks": "it is not an option: read the study as it runs, nbtune.load_study(NAME)",
+    "pruner": "in nbtune it is scheduler= (asha, hyperband, median, pbt, none)",
+    "study_name": "in nbtune it is name=",
+    "storage": "in nbtune it is store= (a folder or a database URL)",
+    "timeout_seconds": "in nbtune it is timeout=",
 }
 
 

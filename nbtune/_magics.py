@@ -21,7 +21,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from nbtune._compat import is_asyncio_runner
 from nbtune._config import TuneConfig, config_from_args, magic_arguments_from_config
-from nbtune.exceptions import NbtuneError, NbtuneWarning, TrialsFailedError
+from nbtune.exceptions import ONE_METRIC, NbtuneError, NbtuneWarning, TrialsFailedError
 
 __all__ = ["TuneMagics", "load", "unload"]
 
@@ -93,6 +93,9 @@ _OPTUNA_WORDS = {
     "--metric": "--maximize NAME or --minimize NAME",
     "--objective": "--maximize NAME or --minimize NAME",
     "--monitor": "--maximize NAME or --minimize NAME",
+    "--directions": f"for several metrics: {ONE_METRIC}, with --maximize NAME or --minimize NAME for the one",
+    "--n-startup-trials": "not an option: the default TPE sets its own start (see %%tune? on --sampler)",
+    "--callbacks": "not an option: read the study as it runs, nbtune.load_study(NAME)",
 }
 
 

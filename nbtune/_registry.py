@@ -22,9 +22,10 @@ class Registry(dict[str, T], Generic[T]):
         option: how users choose a plug-in, for error messages (``"--sampler"``).
     """
 
-    def __init__(self, option: str) -> None:
+    def __init__(self, option: str, hints: dict[str, str] | None = None) -> None:
         super().__init__()
         self.option = option
+        self.hints = hints or {}  # a name that is not a plug-in -> what to do instead
 
     def register(self, name: str, item: T) -> T:
         """Make ``item`` available as ``name`` (replacing a plug-in of that name)."""
@@ -45,5 +46,20 @@ class Registry(dict[str, T], Generic[T]):
         return self[name]
 
     def unknown(self, name: object) -> ConfigError:
-        """The error for a name that is not among the choices."""
-        return ConfigError(f"{self.option} must be one of {', '.join(self.choices())}; got {name!r}")
+        """The error for a name that is not among the choices: an object passed for its name (an
+        Optuna pruner, or its text through ``$var`` in a magic: 'tpesampler') is told the name."""
+        choices = f"{self.option} must be one of {', '.join(self.choices())}"
+        if not isinstance(name, str):
+            kind = type(name).__name__
+            return ConfigError(f"{self.option} takes a name, not a {kind} object{self._use(kind)}")
+        if name.lower().endswith(("sampler", "pruner")) or "(" in name:
+            return ConfigError(f"{choices}; got {name!r}: it takes a name, not an object{self._use(name)}")
+        hint = self.hints.get(name.lower())
+        return ConfigError(f"{choices}; got {name!r}" + (f": {hint}" if hint else ""))
+
+    def _use(self, text: str) -> str:
+        """``": use 'median'"`` for a class name or its text that holds one of the choices."""
+        folded = text.lower().replace("_", "")
+        named = [c for c in self.choices() if c != "none" and c in folded]
+        named = [c for c in named if not any(c != d and c in d for d in named)]  # 'tpe' beside 'tpesampler'
+        return f": use {named[0]!r} (nbtune makes it itself; its settings are not taken)" if named else ""

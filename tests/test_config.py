@@ -70,6 +70,41 @@ def test_an_optuna_keyword_names_nbtunes_own(word, hint):
         nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", **{word: "minimize"})
 
 
+@pytest.mark.parametrize(
+    "kw, said",
+    [
+        ({"directions": ["maximize", "minimize"]}, "unexpected keyword argument 'directions'; nbtune tunes one metric"),
+        ({"sampler": "nsga2"}, "got 'nsga2': nbtune tunes one metric: keep the others as guardrails"),
+        ({"maximize": "val_f1,n_coef"}, "got 'val_f1,n_coef'; nbtune tunes one metric"),
+        ({"minimize": "n_coef"}, "both --maximize and --minimize were given; .*; nbtune tunes one metric"),
+        ({"callbacks": []}, "unexpected keyword argument 'callbacks'; it is not an option"),
+    ],
+)
+def test_every_attempt_at_several_objectives_is_told_nbtune_tunes_one_metric(kw, said, tmp_path):
+    """Each attempt got another message, most without a word on what to do (found trying nbtune as
+    an Optuna user); before any trial."""
+    cell = "alpha = 0.1  # tune: loguniform(0.01, 1.0)\nval_f1 = alpha\nn_coef = 3\n"
+    options = {"maximize": "val_f1", **kw}
+    with pytest.raises((TypeError, nbtune.ConfigError), match=said):
+        nbtune.tune(cell, store=tmp_path, view=None, **options)
+    with pytest.raises(nbtune.ConfigError, match=r"line 4 of the cell: 'objectives' is 2 values"):
+        nbtune.tune(cell + "objectives = (val_f1, n_coef)\n", maximize="objectives", store=tmp_path, view=None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_optuna_pruner_or_a_samplers_text_is_told_the_name_to_use(tmp_path):
+    import optuna
+
+    with pytest.raises(nbtune.ConfigError) as e:
+        nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", scheduler=optuna.pruners.MedianPruner(n_warmup_steps=3))
+    assert str(e.value) == (
+        "--scheduler takes a name, not a MedianPruner object: use 'median' (nbtune makes it itself; its settings are "
+        "not taken)"
+    )
+    with pytest.raises(nbtune.ConfigError, match="got 'tpesampler': it takes a name, not an object: use 'tpe'"):
+        nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", sampler=str(optuna.samplers.TPESampler()))
+
+
 def test_names_are_taken_in_any_case_and_a_sampler_object_is_one_line(tmp_path):
     import optuna
 

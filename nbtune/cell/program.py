@@ -42,7 +42,7 @@ from nbtune.cell.identity import (
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
 from nbtune.cell.reads import never_read, outside_reads, visible
 from nbtune.cell.space import Param, suggest
-from nbtune.exceptions import CellError, ConfigError
+from nbtune.exceptions import ONE_METRIC, CellError, ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -985,6 +985,21 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             f"the %%tune cell never assigns {metric!r}, so no trial could report it{stale}; assign it in the cell "
             f"(e.g. '{metric} = model.score(X_val, y_val)') or name the variable the cell computes in "
             "--maximize/--minimize"
+        )
+    several = [
+        n
+        for n in ast.walk(spec.tree)
+        if isinstance(n, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == metric for t in n.targets)
+        and isinstance(n.value, (ast.Tuple, ast.List))
+        and len(n.value.elts) > 1
+    ]
+    if several:  # (val_f1, n_coef): each trial would fail on it (found trying nbtune as an Optuna user)
+        values = several[0].value
+        assert isinstance(values, (ast.Tuple, ast.List))
+        raise ConfigError(
+            f"line {several[0].lineno} of the %%tune cell: {metric!r} is {len(values.elts)} values "
+            f"({ast.unparse(values)[:60]}); {ONE_METRIC}"
         )
     if spec.epochs is None or set_by_functions:
         return

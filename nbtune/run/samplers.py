@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune._registry import Registry
 from nbtune.cell.space import Param
-from nbtune.exceptions import ConfigError
+from nbtune.exceptions import ONE_METRIC, ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -46,7 +46,9 @@ class SamplerKind:
     help: str = ""
 
 
-SAMPLERS: Registry[SamplerKind] = Registry("--sampler")
+SAMPLERS: Registry[SamplerKind] = Registry(
+    "--sampler", hints={n: ONE_METRIC for n in ("nsga2", "nsgaii", "nsga3", "nsgaiii", "motpe", "mocma")}
+)
 
 
 def register_sampler(kind: SamplerKind) -> SamplerKind:
