@@ -601,10 +601,7 @@ def config_from(kwargs: dict[str, Any], caller: str) -> TuneConfig:
     unknown = sorted(set(kwargs) - names)
     if unknown:
         hint = _OPTUNA_KEYWORDS.get(unknown[0])
-        raise TypeError(
-            f"{caller}() got an unexpected keyword argument {unknown[0]!r}"
-            + (f"; {hint}" if hint else "")
-        )
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}" + (f"; {hint}" if hint else ""))
     return TuneConfig(**kwargs)
 
 

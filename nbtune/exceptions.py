@@ -21,8 +21,7 @@ __all__ = [
 
 # What every attempt at several objectives is told (found trying nbtune as an Optuna user).
 ONE_METRIC = (
-    "nbtune tunes one metric: keep the others as guardrails (--subject-to 'n_coef <= 100') or records "
-    "(--record n_coef)"
+    "nbtune tunes one metric: keep the others as guardrails (--subject-to 'n_coef <= 100') or records (--record n_coef)"
 )
 
 

@@ -209,7 +209,12 @@ FOR_ONLY = "must sit on a 'for' header line, e.g. 'for epoch in range(20):  # tu
         ("if True:\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
         ("x = y = 1  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
         ("a, b = 1, 2  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-        ("d = {}\nd['k'] = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        (
+            "d = {}\nd['k'] = 1  # tune: uniform(0, 2)\n",
+            3,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; declare the value on a line of its own above it, "
+            "'k = 1  # tune: uniform(0, 2)', and write d['k'] = k",
+        ),
         ("x = 0\nx += 1  # tune: int(0, 2)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
         ("x: int  # tune: int(0, 5)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
         ("x = (1 +\n     2)  # tune: int(0, 5)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
@@ -420,3 +425,32 @@ def test_low_and_high_may_be_given_by_name():
         "c = 4  # tune: int(high=8, low=2, step=2)\nm = a + b + c\n"
     )
     assert [(p.args, p.kwargs) for p in spec.params] == [((1, 12), {}), ((1e-3, 1.0), {}), ((2, 8), {"step": 2})]
+
+
+@pytest.mark.parametrize(
+    "cell, said",
+    [
+        # a param_grid's habits (found trying nbtune as a new user): the rewrite, not "build objects"
+        ('loss = "hinge"  # tune: choice(["hinge", "log_loss"])\n', "write choice('hinge', 'log_loss')"),
+        ("ng = (1, 2)  # tune: choice((1, 1), (1, 2))\n", "then 'ngram_range=(1, ngram_max)'"),
+        ("a = 0.1  # tune: uniform(1e-6, 1.0, log=True)\n", "(a log scale is its own kind: loguniform(low, high))"),
+        ("k = 2  # tune: int(1, 5, log=True)\n", "(a log scale is its own kind: logint(low, high))"),
+        ("a = 0.1  # tune: categorical(0.1, 0.2)\n", "(categorical is choice here)"),
+        ("a = 0.1  # tune: suggest_float(0.0, 1.0)\n", "(suggest_float is uniform (loguniform on a log scale) here)"),
+        ("k = 2  # tune: int(1, 10, 2)\n", "(a step is named: int(1, 10, step=2))"),
+        (
+            'params = {\n    "clf__alpha": 1e-4,  # tune: loguniform(1e-6, 1e-2)\n}\n',
+            "declare the value on a line of its own above it, 'alpha = 0.0001  # tune: loguniform(1e-6, 1e-2)', "
+            "and write 'clf__alpha': alpha",
+        ),
+        (
+            'params = {}\nparams["clf__alpha"] = 1e-4  # tune: loguniform(1e-6, 1e-2)\n',
+            "and write params['clf__alpha'] = alpha",
+        ),
+        ("m = dict(\n    alpha=1e-4,  # tune: loguniform(1e-6, 1e-2)\n)\n", "and write alpha=alpha"),
+    ],
+)
+def test_habits_from_other_tools_are_told_the_rewrite(cell, said):
+    with pytest.raises(AnnotationError) as info:
+        parse_cell(cell)
+    assert said in str(info.value), str(info.value)

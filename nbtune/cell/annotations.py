@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import keyword
 import operator
 import re
 import tokenize
@@ -170,14 +171,21 @@ class BaseAnnotation:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {self.name} takes {self.arity} arguments"
                 + (" (low, high)" if self.arity == 2 else "")
-                + f", got {len(args)}",
+                + f", got {len(args)}"
+                + (
+                    f" (a step is named: {self.name}({args[0]!r}, {args[1]!r}, step={args[2]!r}))"
+                    if self.arity == 2 and len(args) == 3 and "step" in self.keywords
+                    else ""
+                ),
                 lineno,
             )
         bad = set(kwargs) - self.keywords
         if bad:
             ok = ", ".join(sorted(self.keywords)) or "no keyword arguments"
+            log = {"uniform": "loguniform", "int": "logint"}.get(self.name) if "log" in bad else None
             raise AnnotationError(
-                f"line {lineno} of the %%tune cell: {self.name} got unknown keyword {sorted(bad)[0]!r}; it accepts {ok}",
+                f"line {lineno} of the %%tune cell: {self.name} got unknown keyword {sorted(bad)[0]!r}; it accepts {ok}"
+                + (f" (a log scale is its own kind: {log}(low, high))" if log else ""),
                 lineno,
             )
 
@@ -507,6 +515,19 @@ def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
     return out
 
 
+# Optuna's and other libraries' words for the kinds (suggest_float, categorical, randint)
+_OPTUNA_KINDS = {
+    "float": "uniform (loguniform on a log scale)",
+    "categorical": "choice",
+    "randint": "int",
+    "discrete_uniform": "uniform(low, high, step=...)",
+    "int_log": "logint",
+    "float_log": "loguniform",
+    "log_uniform": "loguniform",
+    "loguniform_int": "logint",
+}
+
+
 def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     valid = ", ".join(ANNOTATIONS)
     if not text:
@@ -535,8 +556,10 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
             lineno,
         )
     if kind not in ANNOTATIONS:
+        same = _OPTUNA_KINDS.get(kind.removeprefix("suggest_"))
         raise AnnotationError(
-            f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; valid kinds are {valid}",
+            f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; valid kinds are {valid}"
+            + (f" ({kind} is {same} here)" if same else ""),
             lineno,
         )
     if call is None:
@@ -550,6 +573,41 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
             raise AnnotationError(f"line {lineno} of the %%tune cell: {kind} does not take **kwargs", lineno)
         kwargs[kw.arg] = _literal(kw.value, lineno, col + kw.value.col_offset + 1, f"{kw.arg}=")
     return kind, args, kwargs
+
+
+def _where_instead(tree: ast.Module, lineno: int, annotation: str) -> str:
+    """For a comment on a dict entry, a keyword argument or a dict item (a ``param_grid``'s habit,
+    found trying nbtune as a new user): the variable to declare and how to use it; else ""."""
+    for node in ast.walk(tree):
+        found: tuple[str, ast.expr, str] | None = None
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if key is not None and value.lineno == lineno:
+                    found = (_variable_for(key), value, f"{ast.unparse(key)}: {{name}}")
+        elif isinstance(node, ast.keyword) and node.arg and node.value.lineno == lineno:
+            found = (node.arg, node.value, f"{node.arg}={{name}}")
+        elif (
+            isinstance(node, ast.Assign)
+            and node.lineno == lineno
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Subscript)
+        ):
+            target = node.targets[0]
+            found = (_variable_for(target.slice), node.value, f"{ast.unparse(target)} = {{name}}")
+        if found is not None:
+            name, value, use = found
+            return (
+                f"; declare the value on a line of its own above it, '{name} = {ast.unparse(value)}  # tune: "
+                f"{annotation}', and write {use.format(name=name)}"
+            )
+    return ""
+
+
+def _variable_for(key: ast.expr) -> str:
+    """A variable name for a dict key: ``"clf__alpha"`` -> ``alpha``."""
+    text = key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else ast.unparse(key)
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in text.rsplit("__", 1)[-1]).strip("_")
+    return name if name.isidentifier() and not keyword.iskeyword(name) else "value"
 
 
 def _is_simple_assignment(stmt: ast.stmt | None, lineno: int) -> bool:
@@ -746,7 +804,8 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
             if not ok:
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: '# tune: {name}{'' if kind.arity == 0 else '(...)'}' must annotate a simple "
-                    f"top-level assignment{'' if kind.spans_lines else ' on one line'}, such as '{kind.usage}'",
+                    f"top-level assignment{'' if kind.spans_lines else ' on one line'}, such as '{kind.usage}'"
+                    + _where_instead(tree, lineno, text),
                     lineno,
                 )
             assert stmt is not None

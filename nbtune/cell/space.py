@@ -186,7 +186,18 @@ class _Choice(ParamKind):
         args = p.args
         if len(args) < 1:
             p.fail("needs at least one value", 'list the values, e.g. choice("relu", "tanh")')
+        if len(args) == 1 and isinstance(args[0], list) and all(isinstance(v, _Scalar) for v in args[0]):
+            # a param_grid's habit (found trying nbtune as a new user)
+            listed = ", ".join(map(repr, args[0]))
+            p.fail(f"takes the values themselves, not a list: got {args[0]!r}", f"write choice({listed})")
         for v in args:
+            if isinstance(v, tuple) and v and all(isinstance(x, (int, float)) for x in v):
+                p.fail(
+                    f"values must be numbers, strings, booleans or None, got {v!r}",
+                    "tune the number that varies and build the tuple in the cell, e.g. 'ngram_max = 2  # tune: "
+                    "int(1, 3)' then 'ngram_range=(1, ngram_max)'; or choose among names ('choice(\"1-1\", "
+                    '"1-2")\') and map them to tuples',
+                )
             if not isinstance(v, _Scalar):
                 p.fail(
                     f"values must be numbers, strings, booleans or None, got {v!r}",
