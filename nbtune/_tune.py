@@ -314,9 +314,13 @@ def _schedule(spec: SchedulerSpec) -> str:
 
 
 def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """ "schedule" when only how trials pause and continue changed, else "search space"."""
-    rest = {k: v for k, v in old.items() if k != "schedule"}, {k: v for k, v in new.items() if k != "schedule"}
-    return "schedule" if rest[0] == rest[1] else "search space"
+    """ "schedule" when only how trials pause and continue changed, "metric" when only the metric or
+    its direction did, else "search space"."""
+    for what, keys in (("schedule", {"schedule"}), ("metric", {"metric", "direction"})):
+        rest = {k: v for k, v in old.items() if k not in keys}, {k: v for k, v in new.items() if k not in keys}
+        if rest[0] == rest[1]:
+            return what
+    return "search space"
 
 
 def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -335,6 +339,9 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("schedule") != new.get("schedule"):
         never = "trials that never pause"  # stop-only, or no early stopping: no trial continues later
         changes.append(f"schedule {old.get('schedule') or never} -> {new.get('schedule') or never}")
+    for key in ("metric", "direction"):  # --minimize val_f1, then --maximize val_f1 (found trying nbtune)
+        if old.get(key) != new.get(key) and old.get(key) is not None:
+            changes.append(f"{key} {old.get(key)} -> {new.get(key)}")
     return ", ".join(changes) or "settings changed"
 
 

@@ -102,6 +102,15 @@ def test_comments_whitespace_and_defaults_do_not_change_the_study(scored):
     assert r2.study.study_name == r1.study.study_name and r2.n_finished == 3
 
 
+def test_a_direction_change_says_so(ip):
+    """It read 'the search space changed (settings changed)' (found trying nbtune as a new user)."""
+    cell = "a = 0.1  # tune: uniform(0, 1)\nval_f1 = a\n"
+    ip.run_cell_magic("tune", "--minimize val_f1 -n 2 --name dirflip", cell)
+    res = ip.run_cell_magic("tune", "--maximize val_f1 -n 2 --name dirflip", cell)
+    assert res.study.study_name == "dirflip:v2"
+    assert "the metric changed since 'dirflip' (direction minimize -> maximize): started 'dirflip:v2'" in res.messages[0]
+
+
 def test_a_code_change_starts_a_new_version_and_says_so(scored):
     """Editing the model code must not show the old code's scores as the new one's."""
     r1 = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
