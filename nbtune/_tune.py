@@ -725,6 +725,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"{target!r} ran with --sampler {ran_with}; this run's trials (if any) come from {sampler.name}, in the "
             "same study: to compare samplers, give each its own --name"
         )
+        # the sampler it runs with now: a third run says what the second ran with (it named the first
+        # for ever; found trying nbtune as an Optuna user)
+        study.set_user_attr(ATTR.CONFIG, {**(study.user_attrs.get(ATTR.CONFIG) or {}), "sampler": sampler.name})
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []

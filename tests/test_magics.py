@@ -566,6 +566,11 @@ def test_another_sampler_on_the_same_study_is_said(ip):
         m.startswith("'samplers' ran with --sampler random; this run's trials (if any) come from tpe")
         for m in res.messages
     )
+    # a third run names the second's sampler, not the first's for ever; the same one again says nothing
+    res = ip.run_cell_magic("tune", "--maximize acc -n 5 --sampler qmc --name samplers", cell)
+    assert any(m.startswith("'samplers' ran with --sampler tpe; this run's trials") for m in res.messages)
+    res = ip.run_cell_magic("tune", "--maximize acc -n 6 --sampler qmc --name samplers", cell)
+    assert not any("ran with --sampler" in m for m in res.messages)
 
 
 def test_a_training_loop_not_marked_as_the_epochs_loop_is_named(ip):
