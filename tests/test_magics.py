@@ -388,7 +388,11 @@ def test_bad_metric_fails_the_trial(ip, body, expected):
 
 def test_a_metric_the_cell_never_assigns_is_an_error_before_any_trial(ip, tmp_path):
     with pytest.raises(UsageError, match="the %%tune cell never assigns 'loss', so no trial could report it; assign"):
-        ip.run_cell_magic("tune", "--trials 5 --minimize loss", "x = 0.5  # tune: uniform(0, 1)\nlos = x\n")
+        ip.run_cell_magic("tune", "--trials 5 --minimize loss", "x = 0.5  # tune: uniform(0, 1)\nerror = x\n")
+    # a name it does assign, spelled otherwise (found trying nbtune as a new user)
+    for typed, cell in (("loss", "los = x"), ("val_F1", "val_f1 = x")):
+        with pytest.raises(UsageError, match=f"never assigns '{typed}', so no trial could report it \\(did you mean"):
+            ip.run_cell_magic("tune", f"--trials 5 --minimize {typed}", f"x = 0.5  # tune: uniform(0, 1)\n{cell}\n")
     assert not (tmp_path / ".nbtune").exists()
     # A notebook variable of that name (a plain run of another cell left it) is no metric: every
     # trial would fail with "loss was not set" (found trying nbtune as a new user).

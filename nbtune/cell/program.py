@@ -981,6 +981,12 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             if metric in user_ns
             else ""
         )
+        import difflib
+
+        assigned = sorted(_bound_anywhere(spec.tree))
+        near = [n for n in assigned if n.lower() == metric.lower()] or difflib.get_close_matches(metric, assigned, 1)
+        if near:  # --maximize val_F1 of a cell that sets val_f1 (found trying nbtune as a new user)
+            stale += f" (did you mean {near[0]!r}?)"
         raise ConfigError(
             f"the %%tune cell never assigns {metric!r}, so no trial could report it{stale}; assign it in the cell "
             f"(e.g. '{metric} = model.score(X_val, y_val)') or name the variable the cell computes in "
