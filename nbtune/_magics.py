@@ -273,7 +273,8 @@ class TuneMagics(Magics):
         ends the cell with one error line, so Run All stops there.
 
         The result (returned, and bound by ``--out``): ``.study`` (the optuna.Study),
-        ``.best_params``, ``.best_value``, ``.best_state()`` (the saved model of ``# tune:
+        ``.best_params``, ``.best_value``, ``.chosen_params`` (the re-validation's pick, else
+        the best), ``.best_state()`` (the saved model of ``# tune:
         state``), ``.n_finished``, ``.counts()``, ``.messages`` (the notes and what changed),
         ``.trials_dataframe()`` (pandas, with the stop reasons and errors), ``.decisions()``
         (why each trial stopped, as sentences), ``.diagnose()``, ``.revalidation()``,

@@ -949,6 +949,7 @@ def test_revalidation_chooses_only_a_configuration_that_meets_the_guardrails_wit
     assert df.loc[res.best_trial.number, "broke_guardrail"] == 3 and not df.loc[res.best_trial.number, "chosen"]
     chosen = res.checks.chosen()
     assert chosen is not None and chosen.params == {"x": 2}
+    assert res.chosen_params == {"x": 2} != res.best_params  # the pick, where best_params is the search's best
     text = "\n".join(res.checks.lines())
     assert "broke a guardrail with 3 of 3 seeds" in text and "the most stable is trial" in text
     assert (

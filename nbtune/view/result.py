@@ -41,6 +41,16 @@ class TuneResult(StudySummary):
     # (result, top, seeds, options) -> None, updating result.checks.
     _checker: Callable[..., None] | None = None
 
+    @property
+    def chosen_params(self) -> dict[str, Any]:
+        """The configuration to use: the re-validation's pick (the most stable of the top ones) when
+        re-validation ran, else the search's best, as ``--apply`` and :meth:`best_state` take it.
+        ``best_params`` stays the search's best, as Optuna's ``best_trial`` (after ``--revalidate``
+        the two may differ, and the pick was found only in :meth:`revalidation`; found trying nbtune
+        as a new user)."""
+        chosen = self.checks.chosen() if self.checks is not None else None
+        return dict(chosen.params) if chosen is not None else self.best_params
+
     def revalidate(self, top: int = 3, seeds: int = 5, **options: Any) -> TuneResult:
         """Re-run the top ``top`` configurations with ``seeds`` other seeds each, at full fidelity.
 
