@@ -46,7 +46,7 @@ def _transformer(shell: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _plain_warnings() -> Iterator[None]:
+def _plain_warnings(where: str = "%%tune") -> Iterator[None]:
     """nbtune's warnings as one line about the cell ("%%tune: NbtuneWarning: ..."), not a path
     into nbtune's source and a line of it; other warnings pass through as they were. A warning a
     trial raises (on its thread in the kernel) is written where its prints go: kept with the trial."""
@@ -68,7 +68,7 @@ def _plain_warnings() -> Iterator[None]:
     finally:
         for w in caught:
             if issubclass(w.category, NbtuneWarning):
-                warnings.warn_explicit(w.message, w.category, "%%tune", 1, module="nbtune")
+                warnings.warn_explicit(w.message, w.category, where, 1, module="nbtune")
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
@@ -340,7 +340,12 @@ class TuneMagics(Magics):
 
     def _stored(self, args: Any, nested: bool = True) -> Any:
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook
-        (with ``nested``, a nested cross-validation's outer folds as one result)."""
+        (with ``nested``, a nested cross-validation's outer folds as one result). nbtune's warnings
+        (several versions of the name) are one line, not a line of nbtune's source."""
+        with _plain_warnings("%tune_show" if nested else "%tune_validate"):
+            return self._stored_result(args, nested)
+
+    def _stored_result(self, args: Any, nested: bool) -> Any:
         from nbtune._tune import stored_nested, stored_result
         from nbtune.store.base import OUTER, base_name
         from nbtune.store.journal import load_study, open_store

@@ -203,6 +203,10 @@ def test_changed_space_starts_a_new_version(scored):
     assert len(optuna.load_study(study_name="mystudy", storage=r4.study._storage).trials) == 3
     with pytest.warns(nbtune.NbtuneWarning, match="opened the latest, 'mystudy:v2'"):
         assert nbtune.load_study("mystudy").study_name == "mystudy:v2"
+    # from the magic, one line about it, not a line of nbtune's source (found trying nbtune as a new user)
+    with pytest.warns(nbtune.NbtuneWarning, match="opened the latest, 'mystudy:v2'") as said:
+        scored.run_line_magic("tune_show", "mystudy")
+    assert [w.filename for w in said] == ["%tune_show"]
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "qmc", "cmaes"])
