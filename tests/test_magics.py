@@ -108,7 +108,9 @@ def test_a_direction_change_says_so(ip):
     ip.run_cell_magic("tune", "--minimize val_f1 -n 2 --name dirflip", cell)
     res = ip.run_cell_magic("tune", "--maximize val_f1 -n 2 --name dirflip", cell)
     assert res.study.study_name == "dirflip:v2"
-    assert "the metric changed since 'dirflip' (direction minimize -> maximize): started 'dirflip:v2'" in res.messages[0]
+    assert (
+        "the metric changed since 'dirflip' (direction minimize -> maximize): started 'dirflip:v2'" in res.messages[0]
+    )
 
 
 def test_a_code_change_starts_a_new_version_and_says_so(scored):

@@ -125,9 +125,10 @@ def long_running(snap: Snapshot, now: datetime.datetime | None = None) -> str:
     return f" · trial {oldest.number} running for {duration(ran)}" + (f" ({params})" if params else "")
 
 
-def duration(s: float) -> str:
-    if s < 10 and s != round(s):  # a limit of 0.5 s, not "0s"
-        return f"{s:.2g}s"
+def duration(s: float, exact: bool = False) -> str:
+    """``"42s"``, ``"3m05s"``, ``"2h10m"``; with ``exact``, a limit under 10 s as given (``"0.5s"``, not "0s")."""
+    if exact and s < 10:
+        return f"{s:g}s"
     if s < 60:
         return f"{s:.0f}s"
     if s < 3600:

@@ -45,7 +45,11 @@ class TextView(BaseView):
             f"nbtune: {run.study.study_name} · {run.sampler} · {run.scheduler.describe()} · "
             f"{of_target(self._start_finished, target)} trials done, {more} "
             f"on {search.n_jobs} {search.backend.name} worker(s)"
-            + (f", at most {duration(search.job.trial_timeout)} a trial" if search.job.trial_timeout else ""),
+            + (
+                f", at most {duration(search.job.trial_timeout, exact=True)} a trial"
+                if search.job.trial_timeout
+                else ""
+            ),
             file=self.stream,
             flush=True,
         )

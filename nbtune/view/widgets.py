@@ -506,7 +506,7 @@ class WidgetView(BaseView):
                 f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
                 f" · {html.escape(self.scheduler.describe())}"
                 + (
-                    f" · at most {duration(self.search.job.trial_timeout)} a trial"
+                    f" · at most {duration(self.search.job.trial_timeout, exact=True)} a trial"
                     if self.search is not None and self.search.job.trial_timeout
                     else ""
                 )
