@@ -138,6 +138,11 @@ class Search:
         """When the --timeout ends the run (``time.time()``), if it has one."""
         return self.job.deadline
 
+    @property
+    def trial_timeout(self) -> float | None:
+        """How long one trial may run (--trial-timeout), if there is a limit."""
+        return self.job.trial_timeout
+
     def start(self) -> None:
         _logger.info(
             "search %s: %d %s worker(s), target %d trials",

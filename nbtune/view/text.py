@@ -46,8 +46,8 @@ class TextView(BaseView):
             f"{of_target(self._start_finished, target)} trials done, {more} "
             f"on {search.n_jobs} {search.backend.name} worker(s)"
             + (
-                f", at most {duration(search.job.trial_timeout, exact=True)} a trial"
-                if search.job.trial_timeout
+                f", at most {duration(limit, exact=True)} a trial"
+                if (limit := getattr(search, "trial_timeout", None))
                 else ""
             ),
             file=self.stream,

@@ -501,15 +501,12 @@ class WidgetView(BaseView):
             t_plot = time.perf_counter()
             png = self._plot_png(result, trials)
             self._plot_cost = time.perf_counter() - t_plot
+        limit = getattr(self.search, "trial_timeout", None)  # (a view of a stored study has no search)
         with self.root.hold_sync():
             self.title.value = (
                 f"<b>nbtune</b> · <code>{html.escape(study)}</code> · {html.escape(self.sampler)}"
                 f" · {html.escape(self.scheduler.describe())}"
-                + (
-                    f" · at most {duration(self.search.job.trial_timeout, exact=True)} a trial"
-                    if self.search is not None and self.search.job.trial_timeout
-                    else ""
-                )
+                + (f" · at most {duration(limit, exact=True)} a trial" if limit else "")
             )
             if target >= NO_LIMIT:  # the time is the limit: the bar is the share of it spent
                 span = (self._deadline - self._wall0) if self._deadline is not None else 0.0
