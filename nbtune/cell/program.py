@@ -1019,25 +1019,28 @@ def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, An
             f"cell assigns it only outside the loop ({where}); compute it inside the loop, at the end of each "
             f"epoch (e.g. '{metric} = model.score(X_val, y_val)')"
         )
-    missing = _none_in_some_epochs(loop, metric)
-    if missing is not None:
-        line, how = missing
-        raise ConfigError(
-            f"line {line} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but {how} in "
-            "some of them (a warm-up before a running mean has its window); give it a number from the first epoch "
-            f"on, e.g. the mean of what there is so far ('{metric} = float(np.mean(returns[-20:]))' takes fewer than "
-            "20), or make each pass of the '# tune: epochs' loop one evaluation period"
+    found = [
+        (
+            _none_in_some_epochs(loop, metric),
+            " in some of them (a warm-up before a running mean has its window); give it a number from the first "
+            f"epoch on, e.g. the mean of what there is so far ('{metric} = float(np.mean(returns[-20:]))' takes "
+            "fewer than 20), or make each pass of the '# tune: epochs' loop one evaluation period",
         )
-    if any(n.lineno < loop.lineno for n in stores):
-        return  # a value from before the loop stands in an epoch that does not set it (best_acc = 0)
-    around = epoch_without(loop, metric)
-    if around is not None:
-        line, how = around
-        raise ConfigError(
-            f"line {line} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but {how}; set "
-            "it in every epoch (successive halving compares trials by it as they train), or make each pass of the "
-            "'# tune: epochs' loop one evaluation period, with the epochs between two evaluations inside it"
+    ]
+    if not any(n.lineno < loop.lineno for n in stores):  # else a value from before the loop stands (best_acc = 0)
+        found.append(
+            (
+                epoch_without(loop, metric),
+                "; set it in every epoch (successive halving compares trials by it as they train), or make each pass "
+                "of the '# tune: epochs' loop one evaluation period, with the epochs between two evaluations inside it",
+            )
         )
+    for at, fix in found:
+        if at is not None:
+            raise ConfigError(
+                f"line {at[0]} of the %%tune cell: the epochs loop reports {metric!r} after every epoch, but "
+                f"{at[1]}{fix}"
+            )
 
 
 def _none_in_some_epochs(loop: ast.For | ast.AsyncFor, metric: str) -> tuple[int, str] | None:
