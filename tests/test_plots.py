@@ -408,3 +408,22 @@ def test_epoch_axes_tick_whole_epochs():
     fig = plots.curves_figure(summary_of(short))
     ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_feasible_legend_of_parallel_coordinates_stays_off_the_title():
+    """With guardrails, Optuna's Feasible/Infeasible legend sat on the plot's title (found trying
+    nbtune as a new user)."""
+    study = optuna.create_study(direction="maximize")
+    for i, t in enumerate(grid_trials(8)):
+        t.system_attrs["constraints"] = [-1.0 if i % 3 else 1.0]  # as Optuna keeps a trial's guardrails
+        study.add_trial(t)
+    fig = plots.view_figure("parallel coordinates", StudySummary(study, "acc"))
+    ax = fig.axes[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    legend, title = ax.get_legend(), ax.title
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["Feasible", "Infeasible"]
+    box, head = legend.get_window_extent(renderer), title.get_window_extent(renderer)
+    assert box.y1 <= head.y0 + 1 or box.y0 >= head.y1 - 1, (box, head)  # above or below it, not on it

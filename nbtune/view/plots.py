@@ -582,9 +582,16 @@ def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
 def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
     from optuna.visualization.matplotlib import plot_parallel_coordinate
 
-    return _optuna_figure(
+    fig = _optuna_figure(
         lambda: plot_parallel_coordinate(result.study, params=_chosen(result, choice), target_name=result.metric)
     )
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    if legend is not None:  # guardrails: Optuna's Feasible/Infeasible legend sat on the title (found trying nbtune)
+        labels = [t.get_text() for t in legend.get_texts()]
+        ax.legend(legend.legend_handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+        ax.set_title(ax.get_title(), pad=26)
+    return fig
 
 
 def _importance(result: TuneResult, choice: PlotChoice) -> Figure:
