@@ -588,8 +588,9 @@ def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
     ax = fig.axes[0]
     legend = ax.get_legend()
     if legend is not None:  # guardrails: Optuna's Feasible/Infeasible legend sat on the title (found trying nbtune)
+        handles = [h for h in legend.legend_handles if h is not None]
         labels = [t.get_text() for t in legend.get_texts()]
-        ax.legend(legend.legend_handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+        ax.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
         ax.set_title(ax.get_title(), pad=26)
     return fig
 
