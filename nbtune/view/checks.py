@@ -145,7 +145,8 @@ class HoldoutReport:
                 head + f". WARNING: the gap exceeds {fmt(self.tolerance)}{self._set_by()}. {why}: the validation data "
                 "and the holdout disagree by that much on their own, by chance (too few examples to measure this "
                 "metric closer: a small class moves a macro F1 a lot) or because they differ (compare their sizes "
-                "and class balance). To narrow it: more validation and holdout data, or cross-validation."
+                "and class balance). To narrow it: more validation and holdout data"
+                + (", or more folds." if self.cross_validated else ", or cross-validation.")
             )
         fixes = (
             "more data in the folds, or more folds (folds(k) with a larger k), fewer trials per dataset"
