@@ -94,6 +94,7 @@ def plan_checks(
     R: int | None = None,
     outer_fold: int | None = None,
     sealed: str | None = None,
+    trial_timeout: float | None = None,
 ) -> CheckRuns | None:
     """Queue the runs the checks still need in the check study of ``study``.
 
@@ -104,6 +105,8 @@ def plan_checks(
         R: the epochs of a full run (the checks run every trial to it).
         sealed: the fingerprint of the lines sealed with the holdout and the data only they read
             (``cell_identity``'s ``"sealed"``): a run made with others is out of date, and runs again.
+        trial_timeout: ``--trial-timeout``: a run past it is cut, as a search trial is (a seed whose
+            episode never ends hung the re-validation; found trying nbtune as a new user).
 
     Returns:
         None when there is nothing to check (no complete trial yet).
@@ -187,5 +190,7 @@ def plan_checks(
             run_start=n_before,
             seed_offset=n_before,
             outer_fold=outer_fold,
+            trial_timeout=trial_timeout,
+            refusals_stop=False,
         )
     return CheckRuns(study=checks, job=job, target=target, messages=messages)

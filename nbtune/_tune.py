@@ -1016,17 +1016,24 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
         raise _bug_error(result, plan)
-    if search is not None and not result.interrupted and _nothing_but_failures(result, plan):
+    if (
+        search is not None
+        and not result.interrupted
+        and _nothing_but_failures(result, plan, refusals_count=plan.job is None or plan.job.refusals_stop)
+    ):
         # fewer than 3 trials were left to run (a re-run of a study whose first ones failed)
         raise _bug_error(result, plan, every=True)
     return result
 
 
-def _nothing_but_failures(result: TuneResult, plan: _Plan) -> bool:
-    """Every trial this run finished failed, and none of the study ever completed."""
+def _nothing_but_failures(result: TuneResult, plan: _Plan, refusals_count: bool = True) -> bool:
+    """Every trial this run finished failed, and none of the study ever completed (``refusals_count``
+    False: failures at the cell's own raise or the time limit do not make it a bug, as in the checks)."""
     run_start = plan.job.run_start if plan.job is not None else 0
     trials = result.trials
     ran = [t for t in trials if t.number >= run_start and t.state.is_finished() and not is_interrupted(t)]
+    if not refusals_count and all(refused(t) for t in ran):
+        return False
     return (
         bool(ran) and all(t.state.name == "FAIL" for t in ran) and not any(t.state.name == "COMPLETE" for t in trials)
     )
@@ -1192,6 +1199,7 @@ def _check_plan(plan: _Plan, result: TuneResult) -> _Plan | None:
         R=plan.scheduler.R,
         outer_fold=plan.outer_fold,
         sealed=_sealed_now(plan),
+        trial_timeout=cfg.trial_seconds,
     )
     if runs is None:
         result.messages.append(f"checks: {_none_to_choose(plan.study)}, so there is nothing to re-validate or evaluate")

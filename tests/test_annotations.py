@@ -437,7 +437,7 @@ def test_low_and_high_may_be_given_by_name():
         ("k = 2  # tune: int(1, 5, log=True)\n", "(a log scale is its own kind: logint(low, high))"),
         ("a = 0.1  # tune: categorical(0.1, 0.2)\n", "(categorical is choice here)"),
         ("a = 0.1  # tune: suggest_float(0.0, 1.0)\n", "(suggest_float is uniform (loguniform on a log scale) here)"),
-        ("k = 2  # tune: int(1, 10, 2)\n", "(a step is named: int(1, 10, step=2))"),
+        ("k = 2  # tune: int(1, 10, 2)\n", "(a step is named: int(1, 9, step=2))"),  # (a top on a step)
         (
             'params = {\n    "clf__alpha": 1e-4,  # tune: loguniform(1e-6, 1e-2)\n}\n',
             "declare the value on a line of its own above it, 'alpha = 0.0001  # tune: loguniform(1e-6, 1e-2)', "

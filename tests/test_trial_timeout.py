@@ -9,7 +9,7 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from nbtune.cell.program import TrialTimedOut
+from nbtune.cell.program import TrialTimeout
 from nbtune.run.worker import TrialClock
 from nbtune.store.attrs import ATTR
 
@@ -93,7 +93,7 @@ def test_the_limit_is_held_back_during_nbtunes_own_work_and_raised_after_it():
     clock = TrialClock(0.05)
     clock.start()
     finished = False
-    with pytest.raises(TrialTimedOut), clock:  # nbtune's work inside the trial (a report, a checkpoint)
+    with pytest.raises(TrialTimeout), clock:  # nbtune's work inside the trial (a report, a checkpoint)
         deadline = time.time() + 0.3
         while time.time() < deadline:  # Python bytecode: an exception raised at once would land here
             pass
@@ -103,7 +103,7 @@ def test_the_limit_is_held_back_during_nbtunes_own_work_and_raised_after_it():
     # out of nbtune's work the cell's own code is cut where it is
     clock = TrialClock(0.05)
     clock.start()
-    with pytest.raises(TrialTimedOut):
+    with pytest.raises(TrialTimeout):
         deadline = time.time() + 5
         while time.time() < deadline:
             pass
@@ -126,3 +126,22 @@ def test_bad_values_are_named_before_any_trial(ip):
             ip.run_cell_magic(
                 "tune", f"-n 2 --maximize score --trial-timeout {value}", "x = 1  # tune: int(0, 3)\nscore = x\n"
             )
+
+
+def test_re_validation_runs_are_cut_too(ip):
+    """A seed whose run never ends hung --revalidate, whose runs had no limit (found trying nbtune as
+    a new user)."""
+    cell = (
+        "import time\n"
+        "x = 0.5   # tune: uniform(0.0, 1.0)\n"
+        "seed = 0  # tune: seed\n"
+        "t0 = time.time()\n"
+        "while seed > 0 and time.time() - t0 < 60:\n"
+        "    time.sleep(0.01)\n"
+        "m = x\n"
+    )
+    t0 = time.time()
+    res = ip.run_cell_magic("tune", "--maximize m -n 5 --seed 0 --trial-timeout 1 --revalidate 2 --seeds 2", cell)
+    assert time.time() - t0 < 30
+    df = res.revalidation()
+    assert len(df) == 2 and (df.failed == 2).all(), df

@@ -1521,3 +1521,12 @@ def test_noisy_returns_that_start_near_zero_are_not_called_diverged_or_overfitti
         )
     )
     assert "diverged" in {f.kind for f in diagnose(StudySummary(study, "mean_return"))}
+
+
+def test_a_regions_bound_is_rounded_outward_so_that_it_holds_its_trials():
+    """'all with x >= 0.7152' covered a trial at x = 0.715189 (found trying nbtune as a new user)."""
+    from nbtune.view.diagnose import _bound
+
+    assert _bound(0.715189, ">=") == "0.7151" and _bound(0.715189, "<=") == "0.7152"
+    assert _bound(-0.0123456, "<=") == "-0.01234" and _bound(0.5449, ">=") == "0.5449"
+    assert _bound(3e-5, "<=") == "3.000e-05" and _bound(3, ">=") == "3"

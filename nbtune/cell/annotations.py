@@ -173,7 +173,7 @@ class BaseAnnotation:
                 + (" (low, high)" if self.arity == 2 else "")
                 + f", got {len(args)}"
                 + (
-                    f" (a step is named: {self.name}({args[0]!r}, {args[1]!r}, step={args[2]!r}))"
+                    _step_hint(self.name, args)
                     if self.arity == 2 and len(args) == 3 and "step" in self.keywords
                     else ""
                 ),
@@ -573,6 +573,17 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
             raise AnnotationError(f"line {lineno} of the %%tune cell: {kind} does not take **kwargs", lineno)
         kwargs[kw.arg] = _literal(kw.value, lineno, col + kw.value.col_offset + 1, f"{kw.arg}=")
     return kind, args, kwargs
+
+
+def _step_hint(kind: str, args: tuple[Any, ...]) -> str:
+    """``int(1, 10, 2)``: the step is named, and the top moved onto a step (1, 3, ..., 9) so that
+    the suggestion is itself valid (found trying nbtune as a new user)."""
+    low, high, step = args
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args) and step > 0 and high > low:
+        high = low + ((high - low) // step) * step
+        if isinstance(step, float) or isinstance(low, float):
+            high = round(high, 12)
+    return f" (a step is named: {kind}({low!r}, {high!r}, step={step!r}))"
 
 
 def _where_instead(tree: ast.Module, lineno: int, annotation: str) -> str:

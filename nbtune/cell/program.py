@@ -117,7 +117,7 @@ class TrialInterrupted(BaseException):
     """Raised inside the cell when the user asked to stop now (Stop now, Interrupt)."""
 
 
-class TrialTimedOut(BaseException):
+class TrialTimeout(BaseException):
     """Raised inside the cell when the trial ran past ``--trial-timeout``: the configuration's
     doing, not the user's (a trial that is too slow fails, or stops at its last epoch, and the
     search goes on). A BaseException, so a user's ``except Exception`` cannot swallow it."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell import rng
-from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped, TrialTimedOut
+from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped, TrialTimeout
 from nbtune.exceptions import ConfigError
 from nbtune.run.checkpoints import (
     KEEP_PAUSED,
@@ -94,6 +94,9 @@ class Job:
     liveness: BaseLiveness = field(default_factory=ProcessLiveness)
     deadline: float | None = None
     trial_timeout: float | None = None  # seconds a trial may run (--trial-timeout)
+    # ten failures in a row at the cell's own raise or the time limit stop the run as a bug; not the
+    # checks' runs, whose failures by seed are what they report
+    refusals_stop: bool = True
     run_start: int = 0  # number of the first trial of this run
     seed_offset: int = 0  # trials in the study when this run began
     vary_seed: bool = False  # each trial's '# tune: seed' variable is the cell's value + its number
@@ -203,7 +206,7 @@ def async_raise(ident: int, exc: type[BaseException] | None) -> None:
 
 
 class TrialClock:
-    """``--trial-timeout``: a trial that runs past it gets :class:`TrialTimedOut` in its thread.
+    """``--trial-timeout``: a trial that runs past it gets :class:`TrialTimeout` in its thread.
 
     The exception is raised in the cell's own code, never inside nbtune's work within the trial
     (a suggestion, an epoch's report, a checkpoint: the store's writes): entered as the runtime's
@@ -242,7 +245,7 @@ class TrialClock:
                 return
             self.expired = True
             if not self._inside:
-                async_raise(self._ident, TrialTimedOut)
+                async_raise(self._ident, TrialTimeout)
 
     def __enter__(self) -> None:
         with self._lock:
@@ -252,14 +255,14 @@ class TrialClock:
             async_raise(self._ident, None)
             with self._lock:
                 self._inside -= 1
-            raise TrialTimedOut()
+            raise TrialTimeout()
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         with self._lock:
             self._inside -= 1
             expired = self.expired and not self._inside
         if expired and kind is None:  # ran out during nbtune's work: now that it is done
-            raise TrialTimedOut()
+            raise TrialTimeout()
 
 
 def ended_in_run(trials: list[optuna.trial.FrozenTrial], run_start: int) -> list[optuna.trial.FrozenTrial]:
@@ -308,7 +311,7 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     starts with three of them goes on."""
     trials = study.get_trials(deepcopy=False)
     mine = first_failures(ended_in_run(trials, job.run_start))
-    if not mine:
+    if not mine or (not job.refusals_stop and all(refused(t) for t in mine)):
         return False
     # The same exception at the same place of the cell is the same bug, whatever its message
     # says (values differ from trial to trial).
@@ -403,7 +406,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except TrialInterrupted:
             _record_interrupted(study, trial)
             raise
-        except TrialTimedOut as e:
+        except TrialTimeout as e:
             return _timed_out(job, study, trial, e)
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
@@ -444,7 +447,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         return "COMPLETE"
 
 
-def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimedOut) -> str:
+def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimeout) -> str:
     """The trial ran past ``--trial-timeout``: stopped at its last epoch (or fold) if it reported
     one, which then counts as an early stop does; failed if not (a bad configuration to the default
     sampler). Either way the search goes on."""
@@ -457,7 +460,11 @@ def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimed
     last = storage.get_trial(tid).last_step
     if last is not None:
         unit = job.scheduler.unit
-        reason = f"it ran past {limit}; its {job.program.metric} at {unit} {last} stands"
+        reason = f"it ran past {limit}; its {job.program.metric} at {unit} {last} stands" + (
+            "; it leaves the population, and PBT goes on with the other members"
+            if job.scheduler.scheduler.pauses
+            else ""
+        )
         storage.set_trial_user_attr(tid, ATTR.DECISION, {"epoch": last, "unit": unit, "reason": reason})
         _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
         if job.program.state:
