@@ -1085,7 +1085,9 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
     if " at line " in failure:
         err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
-    paused = any(t.state.name == "PRUNED" and t.number >= run_start for t in result.trials)
+    paused = any(
+        t.state.name == "PRUNED" and t.number >= run_start and ATTR.TIMED_OUT not in t.user_attrs for t in result.trials
+    )
     n = len(decided) or N_FAILURES_TO_STOP
     skipped = bool(decided) and any(refused(t) for t in ended[: ended.index(decided[-1])])
     earlier = any(t.number < run_start for t in result.trials)
@@ -1104,10 +1106,13 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         and ATTR.TIMED_OUT in first.user_attrs
         and all(ATTR.TIMED_OUT in t.user_attrs for t in decided)
     ):
+        cut = sum(t.state.name == "PRUNED" for t in decided)
         return TrialsFailedError(
-            f"{which} all ran past --trial-timeout {first.user_attrs[ATTR.TIMED_OUT]:g} s, so the search stopped "
-            f"instead of spending the budget: raise --trial-timeout, or narrow the ranges that make a trial slow, "
-            f"and re-run ({kept})",
+            f"{which} {'' if every else 'all '}ran past --trial-timeout {first.user_attrs[ATTR.TIMED_OUT]:g} s"
+            + (f" ({cut} of them stopped before their last epoch or fold)" if cut else "")
+            + ", so the search stopped instead of spending the budget: raise --trial-timeout"
+            + (" (a full trial takes longer)" if cut else "")
+            + f", or narrow the ranges that make a trial slow, and re-run ({kept})",
             tb,
             result,
         )

@@ -145,3 +145,42 @@ def test_re_validation_runs_are_cut_too(ip):
     assert time.time() - t0 < 30
     df = res.revalidation()
     assert len(df) == 2 and (df.failed == 2).all(), df
+
+
+@pytest.mark.parametrize("loop", ["epochs", "folds"])
+def test_a_trial_whose_limit_runs_out_during_its_last_report_is_complete(ip, monkeypatch, loop):
+    """A folds(3) trial had all three folds in, the limit ran out while the last was being written,
+    and it was recorded as stopped early: out of the best (found trying nbtune as a new user). The
+    last report is made slow here, as a loaded machine made it."""
+    import optuna
+
+    report = optuna.trial.Trial.report
+
+    def slow_last(self, value, step):
+        report(self, value, step)
+        if step == 3:
+            time.sleep(1.3)
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", slow_last)
+    cell = (
+        "k = 1  # tune: int(1, 2)\nfor epoch in range(3):  # tune: epochs\n    val = 0.5 + 0.01 * epoch + 0.001 * k\n"
+        if loop == "epochs"
+        else "fold = 0  # tune: folds(3)\nk = 1  # tune: int(1, 2)\nval = 0.5 + 0.01 * fold + 0.001 * k\n"
+    )
+    res = ip.run_cell_magic("tune", "--maximize val -n 1 --scheduler none --trial-timeout 1", cell)
+    t = res.study.trials[0]
+    assert t.state.name == "COMPLETE" and ATTR.TIMED_OUT not in t.user_attrs, t.user_attrs
+
+
+def test_a_limit_below_a_full_trials_time_stops_the_search_after_ten_cut_trials(ip):
+    """Every trial cut at its first fold: 14 stopped early, no complete trial, and the search ran to
+    its end without a word (found trying nbtune as a new user)."""
+    cell = "import time\nfold = 0  # tune: folds(3)\nk = 1.0  # tune: uniform(0, 1)\ntime.sleep(0.3)\nval = k + fold\n"
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", "--maximize val -n 14 --trial-timeout 0.5 -o res", cell)
+    assert str(e.value).startswith(
+        "the first 10 trials of this run all ran past --trial-timeout 0.5 s (10 of them stopped before their last "
+        "epoch or fold), so the search stopped instead of spending the budget: raise --trial-timeout (a full trial "
+        "takes longer)"
+    ), str(e.value)
+    assert len(ip.user_ns["res"].study.trials) == 10

@@ -744,6 +744,10 @@ class TrialRuntime:
         self._step = step
         assert self.trial is not None
         self.trial.report(value, self._step)
+        folds = self.program.spec.folds
+        last = self._max_step if folds is None else folds.k
+        if last is not None and step >= last and hasattr(self._guard, "finish"):
+            self._guard.finish()  # the last epoch (or fold) is in: no time limit cuts it now
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
         if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
             raise TrialStopped(self._step)

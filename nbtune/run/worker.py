@@ -239,6 +239,13 @@ class TrialClock:
         if expired:  # ran out as the cell ended: not raised yet, and not to be raised later
             async_raise(self._ident, None)
 
+    def finish(self) -> None:
+        """The trial reported its last epoch (or fold): its work is done, and it is not cut after
+        it (a limit that ran out during that last report had made a finished trial a stopped one;
+        found trying nbtune as a new user)."""
+        with self._lock:
+            self._running = self.expired = False
+
     def _expire(self) -> None:
         with self._lock:
             if not self._running:
@@ -269,7 +276,13 @@ def ended_in_run(trials: list[optuna.trial.FrozenTrial], run_start: int) -> list
     """The trials of the run that began at trial ``run_start`` that ended on their own (complete
     or failed, not interrupted), in order: what :func:`first_failures` reads."""
     return sorted(
-        (t for t in trials if t.number >= run_start and t.state.name in ("COMPLETE", "FAIL") and not is_interrupted(t)),
+        (
+            t
+            for t in trials
+            if t.number >= run_start
+            and (t.state.name in ("COMPLETE", "FAIL") or ATTR.TIMED_OUT in t.user_attrs)  # (cut at its last epoch)
+            and not is_interrupted(t)
+        ),
         key=lambda t: t.number,
     )
 
@@ -298,6 +311,13 @@ def first_failures(ended: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.F
     return []
 
 
+def _failure(t: optuna.trial.FrozenTrial) -> str | None:
+    """What a failed trial failed with, as the bug guard compares them."""
+    if ATTR.TIMED_OUT in t.user_attrs:
+        return "TrialTimeout"
+    return t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR))
+
+
 def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     """The first trials of this run to end on their own all failed with one error
     (:func:`first_failures`): the cell has a bug.
@@ -314,15 +334,15 @@ def _first_failures_match(study: optuna.Study, job: Job) -> bool:
     if not mine or (not job.refusals_stop and all(refused(t) for t in mine)):
         return False
     # The same exception at the same place of the cell is the same bug, whatever its message
-    # says (values differ from trial to trial).
-    failures = {t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) for t in mine}
-    if not all(t.state.name == "FAIL" for t in mine) or len(failures) != 1:
+    # says (values differ from trial to trial); a trial cut by the time limit at its last epoch is
+    # one that ran past it too (a limit below a full trial's time had cut every one, and the search
+    # went on to its end without a complete trial; found trying nbtune as a new user).
+    failures = {_failure(t) for t in mine}
+    if not all(t.state.name == "FAIL" or ATTR.TIMED_OUT in t.user_attrs for t in mine) or len(failures) != 1:
         return False
     same_code = [t for t in trials if t.number >= job.code_since]
     if any(t.state.name == "COMPLETE" for t in same_code) and any(
-        t.number < job.run_start and t.user_attrs.get(ATTR.FAILURE, t.user_attrs.get(ATTR.ERROR)) in failures
-        for t in same_code
-        if t.state.name == "FAIL"
+        t.number < job.run_start and _failure(t) in failures for t in same_code if t.state.name == "FAIL"
     ):
         return False
     if diverged(mine[0]):
@@ -469,7 +489,7 @@ def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimeo
         _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
         if job.program.state:
             prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
-        return "PRUNED"
+        return "TIMED_OUT"  # (stopped: PRUNED in the study)
     storage.set_trial_user_attr(tid, ATTR.ERROR, f"TrialTimeout: ran past {limit}")
     storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
     storage.set_trial_user_attr(tid, ATTR.FAILURE, "TrialTimeout")
@@ -784,7 +804,7 @@ def _run_worker(job: Job, worker: int) -> int:
             if _compat.grid_exhausted(study):
                 job.control.stop("grid exhausted")
                 break
-            if state == "FAIL" and _first_failures_match(study, job):
+            if state in ("FAIL", "TIMED_OUT") and _first_failures_match(study, job):
                 job.control.stop("bug")
                 break
     except (TrialInterrupted, KeyboardInterrupt, OSError, RuntimeError) as caught:
