@@ -184,3 +184,74 @@ def test_a_limit_below_a_full_trials_time_stops_the_search_after_ten_cut_trials(
         "takes longer)"
     ), str(e.value)
     assert len(ip.user_ns["res"].study.trials) == 10
+
+
+def test_one_long_compiled_call_is_cut_when_it_returns_and_the_overrun_is_said(ip):
+    """'ran past --trial-timeout 5 s' for a trial of 17.4 s: only the duration column told (found
+    trying nbtune as a new user)."""
+    cell = "import time\nx = 0.5  # tune: uniform(0, 1)\nif x > 0.5:\n    time.sleep(2.5)\nscore = x\n"
+    res = ip.run_cell_magic("tune", "-n 6 --maximize score --seed 1 --trial-timeout 1", cell)
+    cut = _timed_out(res)
+    assert cut
+    error = cut[0].user_attrs[ATTR.ERROR]
+    assert re.fullmatch(
+        r"TrialTimeout: ran 2\.\d s, past --trial-timeout 1 s, cut at line 5 of the cell when a call into compiled "
+        r"code there returned",
+        error,
+    ), error
+
+
+def _with_times(trials, spans):
+    import datetime
+
+    t0 = datetime.datetime(2026, 1, 1)
+    for t, span in zip(trials, spans, strict=True):
+        t.datetime_start, t.datetime_complete = t0, t0 + datetime.timedelta(seconds=span)
+    return trials
+
+
+def test_the_diagnosis_says_to_raise_the_limit_when_cut_trials_were_worth_it_or_trials_run_near_it():
+    """'narrow the range there' steered away from the best batch size, cut while ahead of every
+    complete trial; and blamed configurations cut because two workers slowed every fit (found
+    trying nbtune as a new user)."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import diagnose
+    from nbtune.view.summary import StudySummary
+
+    def study_of(cut_value, complete_span):
+        study = optuna.create_study(direction="maximize")
+        trials = [
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=0.6 + b / 10000,
+                params={"batch": b},
+                distributions={"batch": IntDistribution(1, 1024)},
+                intermediate_values={e: 0.5 + b / 10000 + 0.01 * e for e in range(1, 11)},
+            )
+            for b in (256, 512, 1024, 300)
+        ]
+        for b in (8, 9):
+            t = create_trial(
+                state=TrialState.PRUNED,
+                params={"batch": b},
+                distributions={"batch": IntDistribution(1, 1024)},
+                intermediate_values={1: 0.5, 2: 0.55, 3: 0.6, 4: cut_value},
+                user_attrs={ATTR.TIMED_OUT: 2.0},
+            )
+            trials.append(t)
+        for t in _with_times(trials, [complete_span] * 4 + [2.0, 2.0]):
+            study.add_trial(t)
+        (finding,) = [f for f in diagnose(StudySummary(study, "val")) if f.kind == "ran past --trial-timeout"]
+        return finding
+
+    slow = study_of(cut_value=0.62, complete_span=0.5)
+    assert slow.region == "batch <= 9" and slow.advice.startswith("these configurations are slow")
+    ahead = study_of(cut_value=0.9, complete_span=0.5)
+    assert "cut at epoch 4, already scored as well as every complete trial" in ahead.evidence
+    assert ahead.advice.startswith("these configurations are worth the time: raise --trial-timeout")
+    near = study_of(cut_value=0.62, complete_span=1.9)
+    assert "complete trials took up to 1.9 s" in near.evidence
+    assert near.advice.startswith("the limit is about as long as a trial that completes")

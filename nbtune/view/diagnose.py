@@ -248,6 +248,55 @@ def _spread_of_last_values(trials: list[optuna.trial.FrozenTrial]) -> float:
     return last[int(0.9 * (len(last) - 1))] - last[int(0.1 * (len(last) - 1))]
 
 
+def _ran_past_the_limit(
+    slow: list[optuna.trial.FrozenTrial], trials: list[optuna.trial.FrozenTrial], maximize: bool, unit: str
+) -> Finding:
+    """The trials ``--trial-timeout`` cut: where they lie, and whether the limit or the range is
+    what to change. A cut trial already better than every complete one, or complete trials that
+    took nearly the limit (two workers sharing the cores), say to raise the limit, not to narrow the
+    range (found trying nbtune as a new user)."""
+    limit = slow[-1].user_attrs[ATTR.TIMED_OUT]
+    cut = [t for t in slow if t.state.name == "PRUNED" and t.intermediate_values]
+    rest = [t for t in trials if ATTR.TIMED_OUT not in t.user_attrs and t.state.is_finished()]
+    complete = [t for t in rest if t.state.name == "COMPLETE" and t.value is not None]
+    evidence = f"the limit is {fmt(limit)} s" + (
+        ""
+        if not cut
+        else f"; each stopped at its last {unit}"
+        if len(cut) == len(slow)
+        else f"; {len(cut)} stopped at their last {unit}, {len(slow) - len(cut)} failed before one"
+    )
+    best = (max if maximize else min)((t.value for t in complete), default=None)  # type: ignore[type-var]
+    ahead = [
+        t
+        for t in cut
+        if best is not None
+        and ((v := t.intermediate_values[max(t.intermediate_values)]) >= best if maximize else v <= best)
+    ]
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in complete
+        if t.datetime_complete is not None and t.datetime_start is not None
+    ]
+    longest = max(spans, default=0.0)
+    raise_it = "raise --trial-timeout (the trials cut already stay cut: raise -n too, for new ones)"
+    if ahead:
+        evidence += f"; trial {ahead[0].number}, cut at {unit} {ahead[0].last_step}, already scored as well as every complete trial"
+        advice = f"these configurations are worth the time: {raise_it}"
+    elif longest >= 0.8 * limit:
+        evidence += f"; complete trials took up to {fmt(round(longest, 1))} s"
+        advice = (
+            "the limit is about as long as a trial that completes: configurations no slower than those are cut when "
+            f"the machine is busy (two workers sharing its cores): {raise_it}"
+        )
+    else:
+        advice = (
+            "these configurations are slow (bigger models, more iterations, a solver taking tiny steps): narrow the "
+            f"range there if they are not worth the time, or {raise_it}"
+        )
+    return Finding("ran past --trial-timeout", sorted(t.number for t in slow), evidence, _region(slow, rest), advice)
+
+
 def diagnose(result: StudySummary) -> list[Finding]:
     """The failure signatures of a study, most trials first."""
     trials = [t for t in result.trials if t.state.is_finished() and not is_interrupted(t)]
@@ -379,27 +428,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
         region = _region(hit, rest) if len(hit) >= 3 and not signature.startswith("CellError") else ""
         findings.append(Finding("failed", numbers, evidence, region, ADVICE["failed"]))
     if slow:
-        limit = slow[-1].user_attrs[ATTR.TIMED_OUT]
-        cut = sum(t.state.name == "PRUNED" for t in slow)
-        rest = [t for t in trials if ATTR.TIMED_OUT not in t.user_attrs and t.state.is_finished()]
-        findings.append(
-            Finding(
-                "ran past --trial-timeout",
-                sorted(t.number for t in slow),
-                f"the limit is {fmt(limit)} s"
-                + (
-                    ""
-                    if not cut
-                    else "; each stopped at its last epoch"
-                    if cut == len(slow)
-                    else f"; {cut} stopped at their last epoch, {len(slow) - cut} failed before one"
-                ),
-                _region(slow, rest),
-                "these configurations are slow (bigger models, more iterations, a solver taking tiny steps): "
-                "narrow the range there if they are not worth the time, or raise --trial-timeout (the trials "
-                "cut already stay cut: raise -n too, for new ones)",
-            )
-        )
+        findings.append(_ran_past_the_limit(slow, trials, maximize, "fold" if folds else "epoch"))
     findings.extend(fit)
     findings.extend(_warned(trials, by_number, diverged))
     findings.extend(_lopsided_folds(trials))
