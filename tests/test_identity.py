@@ -327,6 +327,24 @@ def test_a_trial_that_changes_notebook_data_in_place_is_named_after_the_search(i
         "a = 0.5  # tune: uniform(0, 1)\nZ = X - 0.1\nloss = float(abs(Z.sum() - a))\n",
     )
     assert not any("in place" in m for m in clean.messages)
+    # a scipy sparse matrix a model reads (scipy caches what it learns of it in its __dict__): no change
+    # in place (found trying nbtune as a new user: a TF-IDF matrix and an SVC)
+    ip.run_cell(
+        "from sklearn.feature_extraction.text import TfidfVectorizer\n"
+        "Xt = TfidfVectorizer().fit_transform(['aa bb cc', 'bb cc dd', 'cc dd ee', 'aa ee'])\n"
+    )
+    sparse = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 2 --seed 0",
+        "a = 0.5  # tune: uniform(0, 1)\nXt.has_sorted_indices\nloss = float(abs(Xt.sum() - a))\n",
+    )
+    assert not any("in place" in m for m in sparse.messages), sparse.messages
+    changed = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 2 --seed 0 --name sparse_changed",
+        "a = 0.5  # tune: uniform(0, 1)\nXt.data *= 2\nloss = float(abs(Xt.sum() - a))\n",
+    )
+    assert any(m.startswith("the trials changed notebook data in place: Xt (") for m in changed.messages)
 
 
 def test_the_code_of_a_time_magic_is_read_as_the_cells(ip):

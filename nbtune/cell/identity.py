@@ -189,6 +189,16 @@ def value_fingerprint(value: Any) -> str:
                 return "xgboost:" + _compat.content_hash(
                     (value.num_row(), value.num_col(), value.get_label(), value.get_weight(), get())
                 )
+        if type(value).__module__.startswith("scipy.sparse") and hasattr(value, "tocsr"):
+            # by its content: scipy caches facts about it in its __dict__ as it is read
+            # ('_has_sorted_indices' after a fit), which changed its pickle and read as data changed in
+            # place (found trying nbtune as a new user)
+            with contextlib.suppress(Exception):
+                m = value.tocsr(copy=True)
+                m.sum_duplicates()  # (sorts its indices: a fit that sorts them in place changes no value)
+                return "sparse:" + _compat.content_hash(
+                    (type(value).__name__, m.shape, m.dtype.str, m.indptr, m.indices, m.data)
+                )
         if type(value).__module__.startswith("pandas") and type(value).__name__ in ("DataFrame", "Series"):
             with contextlib.suppress(Exception):  # e.g. lists in an object column: pickled below
                 return "pandas:" + _pandas_hash(value)
