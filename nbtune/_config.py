@@ -430,7 +430,9 @@ class TuneConfig:
         for option in ("maximize", "minimize"):
             value = getattr(self, option)
             if value is not None and (not isinstance(value, str) or not value.isidentifier()):
-                several = isinstance(value, str) and all(w.strip().isidentifier() for w in value.split(","))
+                several = (isinstance(value, str) and all(w.strip().isidentifier() for w in value.split(","))) or (
+                    isinstance(value, (list, tuple)) and len(value) > 1
+                )
                 raise ConfigError(
                     f"--{option} takes the name of the cell variable to optimise, e.g. val_acc; got {value!r}"
                     + (f"; {ONE_METRIC}" if several else "")
@@ -453,6 +455,7 @@ class TuneConfig:
                 f"--sampler takes a name, not an Optuna {cls} object"
                 + (f": use {name!r}" if name else "")
                 + "; nbtune makes the sampler itself (seeded by --seed, one per worker, TPE fitted on the rungs)"
+                + (f"; {ONE_METRIC}" if cls.startswith(("NSGA", "MOTPE")) else "")
             )
         if self.n_trials is not None and (not _whole(self.n_trials) or self.n_trials < 1):
             raise ConfigError(f"--trials must be a whole number >= 1; got {self.n_trials!r}")

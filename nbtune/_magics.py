@@ -130,6 +130,11 @@ def _stray_words_hint(message: str) -> str | None:
     if "unrecognized arguments:" not in message:
         return None
     stray = message.split("unrecognized arguments:", 1)[1].split()
+    if "0x" in "".join(stray) and any(w.startswith("object") or w.endswith(">") for w in stray):
+        # '--scheduler $my_pruner': an object's text, split at its spaces
+        return "a $variable holding a Python object gives its text: give the option's name"
+    if stray and stray[0] in ("s", "m", "h", "sec", "min"):
+        return f"a duration is one word: {stray[0]} goes with the number before it (90s, 10m)"
     if any(w in ("<=", ">=", "<", ">") or w.startswith(("<=", ">=")) for w in stray):
         return "a guardrail with spaces is one argument: quote it, --subject-to 'latency_ms <= 20'"
     if stray and stray[0].isidentifier():

@@ -22,10 +22,11 @@ class Registry(dict[str, T], Generic[T]):
         option: how users choose a plug-in, for error messages (``"--sampler"``).
     """
 
-    def __init__(self, option: str, hints: dict[str, str] | None = None) -> None:
+    def __init__(self, option: str, hints: dict[str, str] | None = None, aliases: dict[str, str] | None = None) -> None:
         super().__init__()
         self.option = option
-        self.hints = hints or {}  # a name that is not a plug-in -> what to do instead
+        self.hints = hints or {}  # a name that is not a plug-in (or part of one) -> what to do instead
+        self.aliases = aliases or {}  # another library's word (in a class name) -> the plug-in's name
 
     def register(self, name: str, item: T) -> T:
         """Make ``item`` available as ``name`` (replacing a plug-in of that name)."""
@@ -52,14 +53,15 @@ class Registry(dict[str, T], Generic[T]):
         if not isinstance(name, str):
             kind = type(name).__name__
             return ConfigError(f"{self.option} takes a name, not a {kind} object{self._use(kind)}")
-        if name.lower().endswith(("sampler", "pruner")) or "(" in name:
-            return ConfigError(f"{choices}; got {name!r}: it takes a name, not an object{self._use(name)}")
-        hint = self.hints.get(name.lower())
+        hint = next((h for key, h in self.hints.items() if key in name.lower()), None)
+        if hint is None and (name.lower().endswith(("sampler", "pruner")) or "(" in name):
+            return ConfigError(f"{choices}; got {name!r}: it takes a name{self._use(name)}")
         return ConfigError(f"{choices}; got {name!r}" + (f": {hint}" if hint else ""))
 
     def _use(self, text: str) -> str:
         """``": use 'median'"`` for a class name or its text that holds one of the choices."""
         folded = text.lower().replace("_", "")
-        named = [c for c in self.choices() if c != "none" and c in folded]
+        named = [c for word, c in self.aliases.items() if word in folded]
+        named += [c for c in self.choices() if c != "none" and c in folded]
         named = [c for c in named if not any(c != d and c in d for d in named)]  # 'tpe' beside 'tpesampler'
         return f": use {named[0]!r} (nbtune makes it itself; its settings are not taken)" if named else ""

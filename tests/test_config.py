@@ -78,6 +78,8 @@ def test_an_optuna_keyword_names_nbtunes_own(word, hint):
         ({"maximize": "val_f1,n_coef"}, "got 'val_f1,n_coef'; nbtune tunes one metric"),
         ({"minimize": "n_coef"}, "both --maximize and --minimize were given; .*; nbtune tunes one metric"),
         ({"callbacks": []}, "unexpected keyword argument 'callbacks'; it is not an option"),
+        ({"maximize": ["val_f1", "n_coef"]}, r"got \['val_f1', 'n_coef'\]; nbtune tunes one metric"),
+        ({"sampler": "NSGAIISampler"}, "got 'nsgaiisampler': nbtune tunes one metric"),
     ],
 )
 def test_every_attempt_at_several_objectives_is_told_nbtune_tunes_one_metric(kw, said, tmp_path):
@@ -101,8 +103,13 @@ def test_an_optuna_pruner_or_a_samplers_text_is_told_the_name_to_use(tmp_path):
         "--scheduler takes a name, not a MedianPruner object: use 'median' (nbtune makes it itself; its settings are "
         "not taken)"
     )
-    with pytest.raises(nbtune.ConfigError, match="got 'tpesampler': it takes a name, not an object: use 'tpe'"):
+    with pytest.raises(nbtune.ConfigError, match="got 'tpesampler': it takes a name: use 'tpe'"):
         nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", sampler=str(optuna.samplers.TPESampler()))
+    for pruner, name in ((optuna.pruners.SuccessiveHalvingPruner(), "asha"), (optuna.pruners.NopPruner(), "none")):
+        with pytest.raises(nbtune.ConfigError, match=f"not a {type(pruner).__name__} object: use '{name}'"):
+            nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", scheduler=pruner)
+    with pytest.raises(nbtune.ConfigError, match="NSGAIISampler object; .*; nbtune tunes one metric"):
+        nbtune.tune("x = 1  # tune: int(0, 2)\n", minimize="x", sampler=optuna.samplers.NSGAIISampler())
 
 
 def test_names_are_taken_in_any_case_and_a_sampler_object_is_one_line(tmp_path):

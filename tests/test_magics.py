@@ -895,6 +895,14 @@ def test_help_text(ip):
         ("--maximize loss --name " + "n" * 300, "is 300 characters long; the store allows 120"),
         ("--maximize loss -o my-res", "-o/--out takes a variable name; got 'my-res'"),
         ("--maximize 3", "--maximize takes the name of the cell variable to optimise, e.g. val_acc; got '3'"),
+        # (found trying nbtune as an Optuna user)
+        ("--maximize loss --trial-timeout 5 s", "a duration is one word: s goes with the number before it"),
+        (
+            "--maximize loss --scheduler <optuna.pruners._median.MedianPruner object at 0x7f6746cf8150>",
+            "variable holding a Python object gives its text: give the option's name",
+        ),
+        ("--maximize loss --scheduler SuccessiveHalvingPruner", "it takes a name: use 'asha'"),
+        ("--maximize loss --n-startup-trials 5", "--n-startup-trials is not an option"),
     ],
 )
 def test_bad_options_are_usage_errors(ip, line, match):

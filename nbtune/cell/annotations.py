@@ -525,6 +525,10 @@ _OPTUNA_KINDS = {
     "float_log": "loguniform",
     "log_uniform": "loguniform",
     "loguniform_int": "logint",
+    "int": "int",
+    "integer": "int",
+    "choices": "choice",
+    "reciprocal": "loguniform",
 }
 
 
@@ -556,7 +560,8 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
             lineno,
         )
     if kind not in ANNOTATIONS:
-        same = _OPTUNA_KINDS.get(kind.removeprefix("suggest_"))
+        word = kind.removeprefix("suggest_")
+        same = _OPTUNA_KINDS.get(word) or (word if word in ANNOTATIONS else None)
         raise AnnotationError(
             f"line {lineno} of the %%tune cell: unknown annotation kind {kind!r}; valid kinds are {valid}"
             + (f" ({kind} is {same} here)" if same else ""),

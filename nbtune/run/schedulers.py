@@ -128,7 +128,9 @@ class BaseScheduler:
         return decision
 
 
-SCHEDULERS: Registry[BaseScheduler] = Registry("--scheduler")
+SCHEDULERS: Registry[BaseScheduler] = Registry(
+    "--scheduler", aliases={"successivehalving": "asha", "noppruner": "none", "patient": "median"}
+)
 
 
 def register_scheduler(scheduler: BaseScheduler) -> BaseScheduler:
