@@ -144,8 +144,8 @@ class HoldoutReport:
             return (
                 head + f". WARNING: the gap exceeds {fmt(self.tolerance)}{self._set_by()}. {why}: the validation data "
                 "and the holdout disagree by that much on their own, by chance (too few examples to measure this "
-                "metric closer: a small class moves a macro F1 a lot) or because they differ (compare their sizes "
-                "and class balance). To narrow it: more validation and holdout data"
+                "metric closer) or because they differ (compare their sizes and, for classes, their balance). To "
+                "narrow it: more validation and holdout data"
                 + (", or more folds." if self.cross_validated else ", or cross-validation.")
             )
         fixes = (
