@@ -176,8 +176,8 @@ def test_check_metric_accepts_real_numbers(value, expected):
         ),
         (
             (0.72, 304),  # two objectives (found trying nbtune as a new user: 'reduce it to one, e.g. m.mean()')
-            "m is not one number at the end: got a tuple of 2 values; nbtune tunes one metric: optimise one, and keep "
-            "the others as guardrails (--subject-to 'n_coef <= 100') or records (--record n_coef)",
+            "m is not one number at the end: got a tuple of 2 values; nbtune tunes one metric: keep the others as "
+            "guardrails (--subject-to 'n_coef <= 100') or records (--record n_coef)",
         ),
         (1 + 2j, "m is not a number at the end: got complex (1+2j)"),
         (

@@ -190,9 +190,7 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
         size = _size(value)
         if isinstance(value, (tuple, list)) and 1 < len(value) <= 5:  # (val_f1, n_coef): two objectives
             raise MetricError(
-                f"{name} is not one number {where}: got a {type(value).__name__} of {len(value)} values; nbtune "
-                "tunes one metric: optimise one, and keep the others as guardrails (--subject-to 'n_coef <= 100') "
-                "or records (--record n_coef)",
+                f"{name} is not one number {where}: got a {type(value).__name__} of {len(value)} values; {ONE_METRIC}",
                 "not one number",
                 name,
             )
