@@ -94,7 +94,7 @@ _OPTUNA_WORDS = {
     "--objective": "--maximize NAME or --minimize NAME",
     "--monitor": "--maximize NAME or --minimize NAME",
     "--directions": f"for several metrics: {ONE_METRIC}, with --maximize NAME or --minimize NAME for the one",
-    "--n-startup-trials": "not an option: the default TPE sets its own start (see %%tune? on --sampler)",
+    "--n-startup-trials": "not an option: the default TPE sets its own start",
     "--callbacks": "not an option: read the study as it runs, nbtune.load_study(NAME)",
 }
 

@@ -28,11 +28,11 @@ import functools
 import hashlib
 import inspect
 import os
-import random
 import types
 from typing import Any
 
 from nbtune import _compat
+from nbtune.cell import rng
 from nbtune.cell.annotations import CellSpec
 from nbtune.cell.reads import notebook_inputs
 
@@ -51,7 +51,6 @@ WEAK = "type:"  # prefix of a fingerprint that only records the value's type
 # trials failed with a NameError, and defining it is a change of the data (a new version), not a
 # resume that keeps those failures and counts them toward -n (found trying nbtune as a new user)
 UNDEFINED = "undefined"
-_RNG_TYPES = {"Generator", "RandomState", "BitGenerator", "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
 
 
 def _digest(data: bytes) -> str:
@@ -178,7 +177,7 @@ def value_fingerprint(value: Any) -> str:
             return "code:" + _digest(value.__qualname__.encode() + b"".join(parts))
         if isinstance(value, types.ModuleType):
             return "module:" + value.__name__
-        if isinstance(value, random.Random) or type(value).__name__ in _RNG_TYPES:
+        if rng.is_generator(value):
             # A random generator's state moves on every time a trial draws from it: its type is what it is.
             return f"rng:{type(value).__module__}.{type(value).__qualname__}"
 

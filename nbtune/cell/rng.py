@@ -20,9 +20,23 @@ import random
 import sys
 from typing import Any
 
-__all__ = ["KEY", "capture", "restore"]
+__all__ = ["KEY", "capture", "is_generator", "restore"]
 
 KEY = "__nbtune_rng__"
+
+# NumPy's generators and bit generators, and PyTorch's (by module: a GAN's model class called
+# Generator is a model, not a generator)
+_GENERATOR_TYPES = {"Generator", "RandomState", "BitGenerator", "PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
+
+
+def is_generator(value: Any) -> bool:
+    """A random generator object a cell made (``np.random.default_rng(seed)``, ``random.Random``,
+    ``torch.Generator()``): its state moves on with every draw. The one place nbtune decides it:
+    the data fingerprint takes such a variable by its type, and an epoch's checkpoint keeps it."""
+    kind = type(value)
+    return isinstance(value, random.Random) or (
+        kind.__name__ in _GENERATOR_TYPES and kind.__module__.split(".")[0] in ("numpy", "torch")
+    )
 
 
 def capture() -> dict[str, Any]:

@@ -21,7 +21,6 @@ import io
 import logging
 import os
 import pickle
-import random
 import sys
 import tempfile
 import threading
@@ -174,8 +173,8 @@ def _plain(value: Any, budget: list[int], arrays: bool = False) -> bool:
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return True
     module = type(value).__module__.split(".")[0]
-    if _generator(value, module):  # np.random.default_rng(seed) made before the loop: its draws go on
-        return True
+    if rng.is_generator(value):  # np.random.default_rng(seed) made before the loop: its draws go on
+        return True  # (a continuation without it drew afresh from the seed; found trying nbtune as a new user)
     if module in ("numpy", "torch") and hasattr(value, "shape"):
         if getattr(value, "shape", None) == () and module == "numpy":
             return True  # a numpy scalar
@@ -187,18 +186,6 @@ def _plain(value: Any, budget: list[int], arrays: bool = False) -> bool:
     if isinstance(value, dict):
         return all(_plain(k, budget) and _plain(v, budget, arrays=True) for k, v in value.items())
     return False
-
-
-def _generator(value: Any, module: str) -> bool:
-    """A random generator the cell made (NumPy's ``Generator`` or ``RandomState``, Python's
-    ``random.Random``, a ``torch.Generator``): a continuation without it drew its numbers afresh
-    from the seed, and its curve was no straight run's (found trying nbtune as a new user)."""
-    name = type(value).__name__
-    return (
-        (module == "numpy" and name in ("Generator", "RandomState"))
-        or (module == "torch" and name == "Generator")
-        or isinstance(value, random.Random)
-    )
 
 
 def load_state(data: bytes) -> dict[str, Any]:
