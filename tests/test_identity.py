@@ -542,3 +542,20 @@ def test_what_apply_changed_in_place_resumes_the_study(ip, jobs):
     assert "b" in ip.user_ns["df"].columns
     again = ip.run_cell_magic("tune", f"--minimize loss -n 3 --seed 0 --jobs {jobs} --apply", cell)
     assert again.study.study_name == first.study.study_name, again.messages
+
+
+def test_a_random_generator_is_told_by_its_type_and_module():
+    """One place decides it (the data fingerprint, the epoch's checkpoint); a GAN's model class named
+    Generator is a model whose weights are data, not a generator."""
+    import random
+
+    import numpy as np
+
+    from nbtune.cell.rng import is_generator
+
+    class Generator:  # a GAN's
+        pass
+
+    assert is_generator(np.random.default_rng(0)) and is_generator(np.random.RandomState(0))
+    assert is_generator(random.Random(0)) and is_generator(np.random.PCG64(0))
+    assert not is_generator(Generator()) and not is_generator(np.zeros(3))
