@@ -96,6 +96,9 @@ _OPTUNA_WORDS = {
     "--directions": f"for several metrics: {ONE_METRIC}, with --maximize NAME or --minimize NAME for the one",
     "--n-startup-trials": "not an option: the default TPE sets its own start",
     "--callbacks": "not an option: read the study as it runs, nbtune.load_study(NAME)",
+    "--timeout-per-trial": "--trial-timeout T",
+    "--per-trial-timeout": "--trial-timeout T",
+    "--max-trial-time": "--trial-timeout T",
 }
 
 

@@ -208,7 +208,12 @@ FOR_ONLY = "must sit on a 'for' header line, e.g. 'for epoch in range(20):  # tu
         ("def f():\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
         ("if True:\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
         ("x = y = 1  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-        ("a, b = 1, 2  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        (
+            "a, b = 1, 2  # tune: uniform(0, 2)\n",
+            2,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; one variable a line, each with its own '# tune:' comment: "
+            '"a = 1", "b = 2"',
+        ),
         (
             "d = {}\nd['k'] = 1  # tune: uniform(0, 2)\n",
             3,
@@ -448,6 +453,12 @@ def test_low_and_high_may_be_given_by_name():
             "and write params['clf__alpha'] = alpha",
         ),
         ("m = dict(\n    alpha=1e-4,  # tune: loguniform(1e-6, 1e-2)\n)\n", "and write alpha=alpha"),
+        ('x = "a"  # tune: choice(("a", "b"))\n', "not a tuple: got ('a', 'b'); write choice('a', 'b')"),
+        ("class CFG:\n    pass\nCFG.alpha = 1e-4  # tune: loguniform(1e-6, 1e-2)\n", "and write CFG.alpha = alpha"),
+        (
+            'alpha, loss = 1e-4, "hinge"  # tune: loguniform(1e-6, 1e-2)\n',
+            "one variable a line, each with its own '# tune:' comment: \"alpha = 0.0001\", \"loss = 'hinge'\"",
+        ),
     ],
 )
 def test_habits_from_other_tools_are_told_the_rewrite(cell, said):

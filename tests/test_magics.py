@@ -903,6 +903,7 @@ def test_help_text(ip):
         ),
         ("--maximize loss --scheduler SuccessiveHalvingPruner", "it takes a name: use 'asha'"),
         ("--maximize loss --n-startup-trials 5", "--n-startup-trials is not an option"),
+        ("--maximize loss --timeout-per-trial 5s", "--timeout-per-trial is --trial-timeout T"),
     ],
 )
 def test_bad_options_are_usage_errors(ip, line, match):

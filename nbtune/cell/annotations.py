@@ -606,10 +606,24 @@ def _where_instead(tree: ast.Module, lineno: int, annotation: str) -> str:
             isinstance(node, ast.Assign)
             and node.lineno == lineno
             and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Subscript)
+            and isinstance(node.targets[0], (ast.Subscript, ast.Attribute))
         ):
-            target = node.targets[0]
-            found = (_variable_for(target.slice), node.value, f"{ast.unparse(target)} = {{name}}")
+            target = node.targets[0]  # params["alpha"] = ..., CFG.alpha = ...
+            key = target.slice if isinstance(target, ast.Subscript) else ast.Constant(target.attr)
+            found = (_variable_for(key), node.value, f"{ast.unparse(target)} = {{name}}")
+        elif (
+            isinstance(node, ast.Assign)
+            and node.lineno == lineno
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Tuple)
+            and isinstance(node.value, ast.Tuple)
+            and len(node.targets[0].elts) == len(node.value.elts)
+        ):  # alpha, loss = 1e-4, "hinge": one annotation per variable
+            pairs = [
+                f'"{ast.unparse(t)} = {ast.unparse(v)}"'
+                for t, v in zip(node.targets[0].elts, node.value.elts, strict=True)
+            ]
+            return f"; one variable a line, each with its own '# tune:' comment: {', '.join(pairs)}"
         if found is not None:
             name, value, use = found
             return (

@@ -186,10 +186,11 @@ class _Choice(ParamKind):
         args = p.args
         if len(args) < 1:
             p.fail("needs at least one value", 'list the values, e.g. choice("relu", "tanh")')
-        if len(args) == 1 and isinstance(args[0], list) and all(isinstance(v, _Scalar) for v in args[0]):
+        if len(args) == 1 and isinstance(args[0], (list, tuple)) and all(isinstance(v, _Scalar) for v in args[0]):
             # a param_grid's habit (found trying nbtune as a new user)
             listed = ", ".join(map(repr, args[0]))
-            p.fail(f"takes the values themselves, not a list: got {args[0]!r}", f"write choice({listed})")
+            what = "a list" if isinstance(args[0], list) else "a tuple"
+            p.fail(f"takes the values themselves, not {what}: got {args[0]!r}", f"write choice({listed})")
         for v in args:
             if isinstance(v, tuple) and v and all(isinstance(x, (int, float)) for x in v):
                 p.fail(
