@@ -1139,9 +1139,9 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
     user_ns = plan.cfg.user_ns
     if user_ns is None:
         raise ConfigError("--apply needs the notebook namespace (user_ns)")
-    chosen = result.checks.chosen() if result.checks is not None else None
+    chosen = result.checks.chosen() if result.checks is not None else None  # (for the words below)
     try:
-        values = chosen.params if chosen is not None else result.best_params
+        picked = result.chosen_trial
     except ValueError:
         warnings.warn(
             f"--apply: {_none_to_choose(result.study)}, so there is no best configuration to apply",
@@ -1149,15 +1149,14 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             stacklevel=4,
         )
         return
+    values, number = picked.params, picked.number
     if plan.program.state:
-        number = chosen.number if chosen is not None else result.best_trial.number
-        trial = result.study.trials[number]
-        state = read_checkpoint(plan.store, trial)
+        state = read_checkpoint(plan.store, picked)
         if state is not None:
             user_ns.update(values)
             user_ns.update(state)
             metric = plan.program.metric  # the model's measured score: a later cell must not read a stale one
-            user_ns[metric] = trial.value
+            user_ns[metric] = picked.value
             result.messages.append(
                 f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
                 f"{', '.join(values)} and {metric} (its value in that trial); the cell's other variables are "

@@ -11,6 +11,7 @@ from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary, pauses_ended
 
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -42,14 +43,23 @@ class TuneResult(StudySummary):
     _checker: Callable[..., None] | None = None
 
     @property
-    def chosen_params(self) -> dict[str, Any]:
-        """The configuration to use: the re-validation's pick (the most stable of the top ones) when
-        re-validation ran, else the search's best, as ``--apply`` and :meth:`best_state` take it.
-        ``best_params`` stays the search's best, as Optuna's ``best_trial`` (after ``--revalidate``
-        the two may differ, and the pick was found only in :meth:`revalidation`; found trying nbtune
-        as a new user)."""
+    def chosen_trial(self) -> optuna.trial.FrozenTrial:
+        """The search trial whose configuration to use: the re-validation's pick (the most stable of
+        the top ones) when re-validation ran, else the best. The one place this is decided: for
+        :attr:`chosen_params`, :meth:`best_state` and ``--apply``.
+
+        Raises:
+            ValueError: no trial completed yet (as :attr:`best_trial`).
+        """
         chosen = self.checks.chosen() if self.checks is not None else None
-        return dict(chosen.params) if chosen is not None else self.best_params
+        return self.study.trials[chosen.number] if chosen is not None else self.best_trial
+
+    @property
+    def chosen_params(self) -> dict[str, Any]:
+        """The configuration to use (:attr:`chosen_trial`'s). ``best_params`` stays the search's
+        best, as Optuna's ``best_trial`` (after ``--revalidate`` the two may differ, and the pick
+        was found only in :meth:`revalidation`; found trying nbtune as a new user)."""
+        return self.chosen_trial.params
 
     def revalidate(self, top: int = 3, seeds: int = 5, **options: Any) -> TuneResult:
         """Re-run the top ``top`` configurations with ``seeds`` other seeds each, at full fidelity.
@@ -92,8 +102,7 @@ class TuneResult(StudySummary):
         from nbtune.exceptions import ConfigError
         from nbtune.run.checkpoints import read_checkpoint
 
-        chosen = self.checks.chosen() if self.checks is not None and trial is None else None
-        number = trial if trial is not None else (chosen.number if chosen is not None else self.best_trial.number)
+        number = trial if trial is not None else self.chosen_trial.number
         trials = self.study.trials
         if not isinstance(number, int) or not 0 <= number < len(trials):
             raise ConfigError(f"best_state(trial=...) takes a trial number from 0 to {len(trials) - 1}; got {number!r}")
