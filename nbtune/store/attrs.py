@@ -26,6 +26,7 @@ __all__ = [
     "ran_sealed",
     "ranked",
     "refused",
+    "run_seconds",
 ]
 
 
@@ -78,6 +79,15 @@ class ATTR:
 
 # A run's trial target when only --timeout limits it: workers go on until the time is up.
 NO_LIMIT = 10**9
+
+
+def run_seconds(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
+    """How long each of the finished ``trials`` ran, in seconds (those with both times)."""
+    return [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_complete is not None and t.datetime_start is not None
+    ]
 
 
 def busy_spans(

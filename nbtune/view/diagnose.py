@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted
+from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted, run_seconds
 from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, is_number, plural_trials
 
@@ -273,12 +273,7 @@ def _ran_past_the_limit(
         if best is not None
         and ((v := t.intermediate_values[max(t.intermediate_values)]) >= best if maximize else v <= best)
     ]
-    spans = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in complete
-        if t.datetime_complete is not None and t.datetime_start is not None
-    ]
-    longest = max(spans, default=0.0)
+    longest = max(run_seconds(complete), default=0.0)
     raise_it = "raise --trial-timeout (the trials cut already stay cut: raise -n too, for new ones)"
     if ahead:
         evidence += f"; trial {ahead[0].number}, cut at {unit} {ahead[0].last_step}, already scored as well as every complete trial"

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nbtune.store.attrs import NO_LIMIT, finished_count, held_continuations, is_feasible, is_interrupted
+from nbtune.store.attrs import NO_LIMIT, finished_count, held_continuations, is_feasible, is_interrupted, run_seconds
 from nbtune.view.format import fmt_param
 from nbtune.view.summary import still_paused
 
@@ -112,11 +112,7 @@ def long_running(snap: Snapshot, now: datetime.datetime | None = None) -> str:
     oldest = min(started, key=lambda t: t.datetime_start)  # type: ignore[arg-type, return-value]
     assert oldest.datetime_start is not None
     ran = (now - oldest.datetime_start).total_seconds()
-    spans = sorted(
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in snap.trials
-        if t.datetime_complete is not None and t.datetime_start is not None and t.state.name != "RUNNING"
-    )
+    spans = sorted(run_seconds(snap.trials))
     usual = spans[len(spans) // 2] if spans else 0.0
     if ran < max(LONG_RUNNING, 5 * usual):
         return ""
