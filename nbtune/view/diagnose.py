@@ -307,7 +307,10 @@ def diagnose(result: StudySummary) -> list[Finding]:
     turned: dict[int, str] = {}
     peaked: dict[int, int] = {}  # trial -> the epoch its curve peaked at, well before it ended
     # the scale of a clear change: the spread of the trials' last values, those that blew up left out
-    blew_up = {t.number for t in trials if _ended_worse(_curve(t), maximize) == "collapsed" or failed_diverging(t)}
+    curves = {t.number: _curve(t) for t in trials}  # (read by every kind below: sorted once)
+    blew_up = {
+        t.number for t in trials if _ended_worse(curves[t.number], maximize) == "collapsed" or failed_diverging(t)
+    }
     scale = _spread_of_last_values([t for t in trials if t.number not in blew_up])
     # where the trials' curves usually start: one that starts far better by luck (the first episode's
     # return, a running mean over one episode) and ends where the others are did not collapse
@@ -318,7 +321,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
             diverged[t.number] = "a non-finite metric or an overflow"
         elif folds:
             continue
-        elif (how := _ended_worse(curve := _curve(t), maximize, scale, usual_start)) == "collapsed":
+        elif (how := _ended_worse(curve := curves[t.number], maximize, scale, usual_start)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
         elif how == "turned":
             best_epoch = sorted(t.intermediate_values)[curve.index((max if maximize else min)(curve))]
@@ -344,7 +347,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     if len(finals) >= 4 and spread > 0 and not folds:
         median = statistics.median(finals)
         for t in trials:
-            values = _curve(t)
+            values = curves[t.number]
             # Flat from the first epoch, at a poor level: worse than the median trial by a quarter
             # of the spread (a curve that is flat at a good value learned in its first epoch).
             poor = (median - values[-1] if maximize else values[-1] - median) > 0.25 * spread if values else False
@@ -363,7 +366,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     # how many trials' loops ended worse than they started, whatever their values
     scheduler = (result.study.user_attrs.get(ATTR.CONFIG) or {}).get("scheduler")
     continued = continuations(trials)  # a paused trial that went on is one configuration, seen at its furthest
-    with_curves = {t.number: c for t in trials if t.number not in continued and len(c := _curve(t)) > 1}
+    with_curves = {t.number: c for t in trials if t.number not in continued and len(c := curves[t.number]) > 1}
     rising = [n for n, c in with_curves.items() if ((c[-1] < c[0]) if maximize else (c[-1] > c[0]))]
     # (nearly) every trial's values grew over the loop, some of them far, whatever its hyperparameters
     worsened = (
