@@ -570,6 +570,7 @@ class TrialRuntime:
         # Around what nbtune itself does inside a trial (the store's writes, checkpoints): a time
         # limit that runs out there takes effect when it is done, not in the middle of a write.
         self._guard = guard if guard is not None else contextlib.nullcontext()
+        self._finish = getattr(guard, "finish", None)  # told when the last epoch (or fold) is in
         self._on_checkpoint = on_checkpoint
         self._resume = resume
         self._outer = outer_fold
@@ -742,10 +743,11 @@ class TrialRuntime:
         self._step = step
         assert self.trial is not None
         self.trial.report(value, self._step)
-        folds = self.program.spec.folds
-        last = self._max_step if folds is None else folds.k
-        if last is not None and step >= last and hasattr(self._guard, "finish"):
-            self._guard.finish()  # the last epoch (or fold) is in: no time limit cuts it now
+        if self._finish is not None:
+            folds = self.program.spec.folds
+            last = self._max_step if folds is None else folds.k
+            if last is not None and step >= last:
+                self._finish()  # the last epoch (or fold) is in: no time limit cuts it now
         # A trial that reached R is complete: no scheduler may turn it into a stopped one.
         if self._prunable and (self._max_step is None or self._step < self._max_step) and self.trial.should_prune():
             raise TrialStopped(self._step)
