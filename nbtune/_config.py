@@ -101,13 +101,16 @@ class TuneConfig:
         None,
         "how long one trial may run (seconds or a duration, as ``timeout``): a trial that runs past it is stopped "
         "at its last epoch (or fold), whose value stands, or fails if it reported none (the default sampler then "
-        "takes its configuration for a bad one); the search goes on. The limit reaches the cell's Python code: a "
-        "single call into compiled code (one long ``fit``) is cut when it returns. Default: none.",
+        "takes its configuration for a bad one); the search goes on. The limit reaches the cell's Python code at "
+        "once; a single call into compiled code (one long ``fit``) is cut when it returns, or, in worker processes "
+        "(``--jobs 2`` or more), 5 s (a quarter of the limit, if longer) past the limit by ending its process, "
+        "which is replaced. Default: none.",
         "--trial-timeout",
         metavar="T",
         flag_help="how long one trial may run (90s, 10m, ...): one that runs past it stops at its last epoch, "
         "whose value stands, or fails if it had none; the search goes on. The cell's Python code is cut at once, a "
-        "single call into compiled code (one long fit) when it returns. Default: none.",
+        "single call into compiled code (one long fit) when it returns, or under --jobs 2+ by ending its worker "
+        "process 5 s later. Default: none.",
     )
     sampler: str = _opt(
         "tpe",

@@ -196,7 +196,7 @@ def test_one_long_compiled_call_is_cut_when_it_returns_and_the_overrun_is_said(i
     error = cut[0].user_attrs[ATTR.ERROR]
     assert re.fullmatch(
         r"TrialTimeout: ran 2\.\d s, past --trial-timeout 1 s, cut at line 5 of the cell when a call into compiled "
-        r"code there returned",
+        r"code there returned \(with --jobs 2, its worker process is ended 5 s past the limit\)",
         error,
     ), error
 
@@ -255,3 +255,56 @@ def test_the_diagnosis_says_to_raise_the_limit_when_cut_trials_were_worth_it_or_
     near = study_of(cut_value=0.62, complete_span=1.9)
     assert "complete trials took up to 1.9 s" in near.evidence
     assert near.advice.startswith("the limit is about as long as a trial that completes")
+
+
+STUCK = """\
+import time
+x = 0.5  # tune: uniform(0, 1)
+if x > 0.7:
+    time.sleep(60)  # one call that does not return in time (an SVM's fit that does not converge)
+score = x
+"""
+
+STUCK_AT_EPOCH_3 = """\
+import time
+x = 0.5  # tune: uniform(0, 1)
+for epoch in range(5):  # tune: epochs
+    if x > 0.7 and epoch == 3:
+        time.sleep(60)
+    score = x + epoch
+"""
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_trial_stuck_in_one_call_ends_its_worker_process_and_the_search_goes_on(ip, loop):
+    """A call into compiled code that does not return (libsvm at an extreme C) was cut only when it
+    returned: a worker process ends itself instead, and the pool is replaced."""
+    t0 = time.time()
+    options = "-n 8 --maximize score --seed 3 --jobs 2 --trial-timeout 1 --scheduler none"
+    res = ip.run_cell_magic("tune", options, STUCK_AT_EPOCH_3 if loop else STUCK)
+    took = time.time() - t0
+    cut = _timed_out(res)
+    assert cut and all(t.params["x"] > 0.7 for t in cut), [t.params for t in res.study.trials]
+    assert took < 15 * len(cut) + 20, took  # 60 s each before
+    for t in cut:
+        assert t.user_attrs[ATTR.ENDED_PROCESS] > 0
+        # cut stuck_grace (5 s) after the 1 s limit
+        assert 5.5 < (t.datetime_complete - t.datetime_start).total_seconds() < 12
+    if loop:  # stopped at its last epoch, whose value stands, as a trial cut in Python code is
+        assert all(t.state.name == "PRUNED" and t.last_step == 3 for t in cut)  # (steps count from 1)
+        reason = cut[0].user_attrs[ATTR.DECISION]["reason"]
+        assert "in a call into compiled code at line 6 of the cell that had not returned" in reason, reason
+        assert reason.endswith("its score at epoch 3 stands"), reason
+    else:
+        assert all(t.state.name == "FAIL" for t in cut)
+        error = cut[0].user_attrs[ATTR.ERROR]
+        assert re.fullmatch(
+            r"TrialTimeout: ran \d+\.\d s, past --trial-timeout 1 s, in a call into compiled code at line 5 of the "
+            r"cell that had not returned: its worker process was ended, and replaced",
+            error,
+        ), error
+        assert "time.sleep(60)" in cut[0].user_attrs[ATTR.TRACEBACK]
+    # the others ran as usual, and the study reached its target; the note says what happened
+    assert res.n_finished == 8
+    assert all(t.state.name == "COMPLETE" for t in res.study.trials if t.params["x"] <= 0.7)
+    assert "stayed in a call into compiled code past --trial-timeout" in res.summary()

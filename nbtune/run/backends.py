@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -142,6 +143,10 @@ class LokyBackend(_JoblibBackend):
     """Local worker processes (joblib's loky): the default for more than one job."""
 
     name = "loky"
+
+    def run(self, job: Job, n_jobs: int) -> None:
+        # a trial stuck past --trial-timeout in compiled code ends its worker; the pool is replaced
+        super().run(dataclasses.replace(job, ends_stuck_trials=True), n_jobs)
 
     def force_stop(self, job: Job) -> None:
         pids = job.control.worker_pids()
@@ -346,11 +351,18 @@ def check_sendable(program: CellProgram, cell: str, line_offset: int) -> None:
         ConfigError: a ``%magic`` line (no IPython in a worker).
         CellError: a global the cell reads cannot be pickled; suggests ``--backend threading``.
     """
-    for i, text in enumerate(cell.splitlines()):
-        if text.lstrip().startswith("%"):
+    raw = cell.splitlines()
+    for i, text in enumerate(program.source.splitlines()):  # IPython's syntax, as IPython made it Python
+        if "get_ipython().run_line_magic(" in text or "get_ipython().run_cell_magic(" in text:
+            said = raw[i].strip() if i < len(raw) else text.strip()
+            what = (
+                f"the help line {said!r}"
+                if said.endswith("?") or said.startswith("?")
+                else f"the magic {said.split()[0]}"
+            )
             raise ConfigError(
-                f"line {i + line_offset + 1} of the %%tune cell: the magic {text.strip().split()[0]} cannot run "
-                "in worker processes (no IPython there); use --backend threading, or plain Python"
+                f"line {i + line_offset + 1} of the %%tune cell: {what} cannot run in worker processes (no IPython "
+                "there); use --backend threading, or plain Python"
             )
     import cloudpickle  # joblib's loky ships it; it is what sends the cell to workers
 

@@ -23,7 +23,7 @@ from nbtune.run.backends import BACKENDS, BaseBackend, SchedulerLost
 from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
 from nbtune.run.worker import Job
-from nbtune.store.attrs import finished_count
+from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.control import BaseControl
 from nbtune.store.processes import is_alive
 
@@ -128,6 +128,7 @@ class Search:
         self.worker_deaths: list[str] = []
         self._thread = threading.Thread(target=self._run, name="nbtune-search", daemon=True)
         self._timers: list[threading.Timer] = []
+        self._cut_seen: set[int] = set()  # trials whose cut (--trial-timeout) replaced the pool
 
     @property
     def control(self) -> BaseControl:
@@ -243,6 +244,16 @@ class Search:
                 died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()
+                cut = self._cut_by_timeout()
+                if cut:  # a trial stuck past --trial-timeout ended its worker: not a death to give up over
+                    self.worker_deaths.append(
+                        f"trial(s) {cut} stayed in a call into compiled code past --trial-timeout: their worker "
+                        "process was ended and the pool replaced"
+                        + (f" (trial(s) {died}, running beside them, {_REAPED})" if died else "")
+                    )
+                    self.control.forget_workers()
+                    self.job.seed_offset = max(self.job.seed_offset + 1, self.job.n_trials())
+                    continue
                 self.worker_deaths.append(f"a worker died and was replaced: {reason} (trials {died})")
                 restarts += 1
                 if restarts > MAX_RESTARTS:
@@ -260,6 +271,18 @@ class Search:
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)
                 self.job.seed_offset = max(self.job.seed_offset + 1, self.job.n_trials())
+
+    def _cut_by_timeout(self) -> list[int]:
+        """The trials of this run that ended their worker process to be cut (``--trial-timeout``:
+        a call into compiled code that did not return) since the last look."""
+        seen = self._cut_seen
+        cut = [
+            t.number
+            for t in self.job.study().get_trials(deepcopy=False)
+            if t.number >= self.job.run_start and ATTR.ENDED_PROCESS in t.user_attrs and t.number not in seen
+        ]
+        seen.update(cut)
+        return cut
 
     def _n_finished(self) -> int:
         """The study's trials that count toward the target (``finished_count``)."""

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -45,6 +46,9 @@ from nbtune.store.base import BaseStore
 from nbtune.store.control import BaseControl
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
     import optuna
 
 __all__ = [
@@ -95,6 +99,9 @@ class Job:
     liveness: BaseLiveness = field(default_factory=ProcessLiveness)
     deadline: float | None = None
     trial_timeout: float | None = None  # seconds a trial may run (--trial-timeout)
+    # a trial still in one call stuck_grace past the limit ends its worker process (set by the
+    # backends whose workers are processes the coordinator replaces: never the kernel's)
+    ends_stuck_trials: bool = False
     # ten failures in a row at the cell's own raise or the time limit stop the run as a bug; not the
     # checks' runs, whose failures by seed are what they report
     refusals_stop: bool = True
@@ -206,39 +213,68 @@ def async_raise(ident: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None if exc is None else ctypes.py_object(exc))
 
 
+EXIT_STUCK = 75  # a worker process's exit code when it ended itself to cut a trial (:func:`_stuck`)
+
+
+def stuck_grace(limit: float) -> float:
+    """How long past ``--trial-timeout`` a worker process waits for a trial's exception to land
+    before it ends itself (:meth:`TrialClock._stuck`): a call that returns soon after the limit
+    costs less than a new worker pool and the trial running beside it."""
+    return max(5.0, 0.25 * limit)
+
+
 class TrialClock:
     """``--trial-timeout``: a trial that runs past it gets :class:`TrialTimeout` in its thread.
 
     The exception is raised in the cell's own code, never inside nbtune's work within the trial
     (a suggestion, an epoch's report, a checkpoint: the store's writes): entered as the runtime's
     ``guard`` around that work, the clock holds it back, and raises it when the work is done.
+
+    In a worker process (``on_stuck``), a trial whose exception has not landed
+    :func:`stuck_grace` later is in a call into compiled code that does not return: it is recorded
+    and the process ends (:meth:`_stuck`), which the coordinator replaces.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, on_stuck: Callable[[FrameType | None], None] | None = None) -> None:
         self.seconds = seconds
         self.expired = False
         self._lock = threading.Lock()
         self._inside = 0  # nbtune's own work running in the trial now (nested)
         self._running = False
         self._ident = 0
-        self._timer: threading.Timer | None = None
+        self._timers: list[threading.Timer] = []
+        self._on_stuck = on_stuck
 
     def start(self) -> None:
         """On the trial's thread, as its cell starts."""
         self._ident, self._running = threading.get_ident(), True
-        self._timer = threading.Timer(self.seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timers = [threading.Timer(self.seconds, self._expire)]
+        if self._on_stuck is not None:
+            self._timers.append(threading.Timer(self.seconds + stuck_grace(self.seconds), self._stuck))
+        for timer in self._timers:
+            timer.daemon = True
+            timer.start()
 
     def stop(self) -> None:
         """On the trial's thread, as its cell ended (either way)."""
         with self._lock:
             self._running = False
             expired = self.expired
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in self._timers:
+            timer.cancel()
         if expired:  # ran out as the cell ended: not raised yet, and not to be raised later
             async_raise(self._ident, None)
+
+    def _stuck(self) -> None:
+        """``stuck_grace`` after the limit, the exception has not landed: the trial's thread is in
+        one call into compiled code that has not returned (an SVM's fit at an extreme ``C``), which
+        an exception cannot cut. ``on_stuck`` records the trial and ends the process. Not while
+        nbtune's own work runs (its writes are never cut); with the lock held, so the trial's thread
+        cannot start any, nor record the trial itself, meanwhile. A call that holds Python's lock
+        all along keeps this thread from running at all."""
+        with self._lock:
+            if self._running and not self._inside and self._on_stuck is not None:
+                self._on_stuck(sys._current_frames().get(self._ident))
 
     def finish(self) -> None:
         """The trial reported its last epoch (or fold): its work is done, and it is not cut after
@@ -382,7 +418,9 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         if names and epochs_loop
         else None,
         resume=(lambda: _resume_point(job, storage, tid, resume)) if resume else None,
-        guard=(clock := TrialClock(job.trial_timeout)) if job.trial_timeout is not None else None,
+        guard=(clock := TrialClock(job.trial_timeout, on_stuck=lambda frame: _stuck(job, study, trial, frame, out)))
+        if job.trial_timeout is not None
+        else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     with active_trial(tid), job.liveness.heartbeat(tid):
@@ -428,7 +466,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             _record_interrupted(study, trial)
             raise
         except TrialTimeout as e:
-            return _timed_out(job, study, trial, e)
+            return _timed_out(job, study, trial, job.program.failure_line(e), job.program.user_traceback(e))
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
@@ -444,7 +482,9 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 _record_interrupted(study, trial)
                 raise signalled from None
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            storage.set_trial_user_attr(tid, ATTR.ERROR, f"{type(e).__name__}: {msg}"[:500])
+            storage.set_trial_user_attr(
+                tid, ATTR.ERROR, (f"{type(e).__name__}: {msg}" if msg else type(e).__name__)[:500]
+            )
             storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
             line = job.program.failure_line(e)
             storage.set_trial_user_attr(tid, ATTR.FAILURE, type(e).__name__ + (f" at line {line}" if line else ""))
@@ -468,25 +508,35 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         return "COMPLETE"
 
 
-def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimeout) -> str:
+def _timed_out(
+    job: Job, study: optuna.Study, trial: optuna.Trial, line: int | None, trace: str, ended: bool = False
+) -> str:
     """The trial ran past ``--trial-timeout``: stopped at its last epoch (or fold) if it reported
     one, which then counts as an early stop does; failed if not (a bad configuration to the default
-    sampler). Either way the search goes on."""
+    sampler). Either way the search goes on. ``line``: where in the cell it was cut; ``ended``: its
+    worker process is ending (:func:`_stuck`)."""
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
-    line = job.program.failure_line(e)
     assert job.trial_timeout is not None
     ran = (datetime.datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
     # one call into compiled code is cut only when it returns: the overrun said (17.4 s under a 5 s limit)
-    over = ran > job.trial_timeout + max(1.0, 0.2 * job.trial_timeout)
-    limit = (
-        (f"ran {ran:.1f} s, past " if over else "ran past ")
-        + f"--trial-timeout {job.trial_timeout:g} s"
-        + (f", cut at line {line} of the cell" if line else "")
-        + (" when a call into compiled code there returned" if over else "")
-    )
+    over = ended or ran > job.trial_timeout + max(1.0, 0.2 * job.trial_timeout)
+    where = f" at line {line} of the cell" if line else ""
+    limit = (f"ran {ran:.1f} s, past " if over else "ran past ") + f"--trial-timeout {job.trial_timeout:g} s"
+    if ended:
+        limit += (
+            f", in a call into compiled code{where} that had not returned: its worker process was ended, and replaced"
+        )
+    else:
+        limit += (f", cut{where}" if line else "") + (" when a call into compiled code there returned" if over else "")
+        if over and os.getpid() == job.parent_pid:  # in the kernel: worker processes would not have waited
+            limit += (
+                f" (with --jobs 2, its worker process is ended {stuck_grace(job.trial_timeout):g} s past the limit)"
+            )
     storage.set_trial_user_attr(tid, ATTR.TIMED_OUT, job.trial_timeout)
+    if ended:
+        storage.set_trial_user_attr(tid, ATTR.ENDED_PROCESS, os.getpid())
     last = storage.get_trial(tid).last_step
     if last is not None:
         unit = job.scheduler.unit
@@ -501,10 +551,35 @@ def _timed_out(job: Job, study: optuna.Study, trial: optuna.Trial, e: TrialTimeo
             prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
         return "TIMED_OUT"  # (stopped: PRUNED in the study)
     storage.set_trial_user_attr(tid, ATTR.ERROR, f"TrialTimeout: {limit}")
-    storage.set_trial_user_attr(tid, ATTR.TRACEBACK, job.program.user_traceback(e)[-8000:])
+    if trace:
+        storage.set_trial_user_attr(tid, ATTR.TRACEBACK, trace[-8000:])
     storage.set_trial_user_attr(tid, ATTR.FAILURE, "TrialTimeout")
     _compat.tell_quietly(study, trial, state=TrialState.FAIL)
     return "FAIL"
+
+
+def _stuck(job: Job, study: optuna.Study, trial: optuna.Trial, frame: FrameType | None, out: list[str]) -> None:
+    """``--trial-timeout`` in a worker process: the trial is still in one call into compiled code
+    :func:`stuck_grace` past the limit (an SVM's fit that does not converge), where no exception
+    can reach it. It is recorded as :func:`_timed_out` records a cut trial, with what it printed
+    so far, and the process ends; the coordinator replaces the worker pool (the trial running
+    beside it runs again). Never the kernel's own process."""
+    if os.getpid() == job.parent_pid or not job.ends_stuck_trials:
+        return
+    line, trace = job.program.stuck_at(frame)
+    try:
+        whole = "".join(out)
+        if whole.strip():
+            _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.OUTPUT, whole[-OUTPUT_TAIL:])
+        _timed_out(job, study, trial, line, trace, ended=True)
+        if _first_failures_match(study, job):  # ten in a row: the search stops, as when they end in the cell
+            job.control.stop("bug")
+    except Exception:  # the store is unreachable: the trial's lease or the pool's death tells
+        _logger.exception("could not record trial %d, cut by --trial-timeout", trial.number)
+    _logger.warning(
+        "trial %d: still in a call past --trial-timeout; ending worker process %d", trial.number, os.getpid()
+    )
+    os._exit(EXIT_STUCK)
 
 
 def _record_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -46,6 +46,9 @@ class ATTR:
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
     OUTPUT = "nbtune:output"  # trial: the tail of what it printed
     TIMED_OUT = "nbtune:timed_out"  # trial: it ran past --trial-timeout (the limit in seconds)
+    # trial: cut by --trial-timeout in a call into compiled code that did not return, by ending its
+    # worker process (that process's pid: the coordinator replaces the pool without counting a death)
+    ENDED_PROCESS = "nbtune:ended_process"
     RAISED = "nbtune:raised"  # trial: it failed at the cell's own raise statement (the cell judged its configuration)
     WARNINGS = "nbtune:warnings"  # trial: the distinct warnings it printed ["Category: message", ...]
     CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later
