@@ -32,7 +32,7 @@ def _transformer(shell: Any) -> Any:
         return None
 
     def transform(cell: str) -> str:
-        if "!" not in cell and "%" not in cell:
+        if "!" not in cell and "%" not in cell and "?" not in cell:  # (a help line: 'Ridge?')
             return cell
         # IPython drops leading blank lines; put them back so line numbers still match.
         lines = cell.splitlines(True)

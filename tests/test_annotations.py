@@ -124,6 +124,12 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "('(' was never closed); write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
         ),
         (
+            "x = 1  # tune: uniform(0, 2)   (changed default)\n",
+            2,
+            "line 2, column 29 of the %%tune cell: text after the annotation 'uniform(0, 2)': '(changed default)'; put "
+            "a note in a comment of its own, '# tune: uniform(0, 2)  # (changed default)'",
+        ),
+        (
             "x = 1  # tune: 3\n",
             2,
             "line 2, column 16 of the %%tune cell: cannot read annotation '3'; "
@@ -205,8 +211,30 @@ FOR_ONLY = "must sit on a 'for' header line, e.g. 'for epoch in range(20):  # tu
 @pytest.mark.parametrize(
     "cell, lineno, message",
     [
-        ("def f():\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
-        ("if True:\n    x = 1  # tune: uniform(0, 2)\n", 3, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
+        (
+            "def f():\n    x = 1  # tune: uniform(0, 2)\n",
+            3,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; this one is inside a function (line 2): set 'x = ...  # tune: "
+            "uniform(0, 2)' at the top level above it, and use x there",
+        ),
+        (
+            "if True:\n    x = 1  # tune: uniform(0, 2)\n",
+            3,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; this one is inside an 'if' block (line 2): set 'x = ...  # tune: "
+            "uniform(0, 2)' at the top level above it, and use x there",
+        ),
+        (
+            "with open('f') as f:\n    x = 1  # tune: uniform(0, 2)\n",
+            3,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; this one is inside a 'with' block (line 2): set 'x = ...  # tune: "
+            "uniform(0, 2)' at the top level above it, and use x there",
+        ),
+        (
+            "x = 1.0; y = 2  # tune: uniform(0, 2)\n",
+            2,
+            f"'# tune: uniform(...)' {ASSIGN_ONLY}; the line holds 2 statements (x = 1.0; y = 2): put the one to tune "
+            "on a line of its own, with the comment",
+        ),
         ("x = y = 1  # tune: uniform(0, 2)\n", 2, f"'# tune: uniform(...)' {ASSIGN_ONLY}"),
         (
             "a, b = 1, 2  # tune: uniform(0, 2)\n",
@@ -220,7 +248,12 @@ FOR_ONLY = "must sit on a 'for' header line, e.g. 'for epoch in range(20):  # tu
             f"'# tune: uniform(...)' {ASSIGN_ONLY}; declare the value on a line of its own above it, "
             "'k = 1  # tune: uniform(0, 2)', and write d['k'] = k",
         ),
-        ("x = 0\nx += 1  # tune: int(0, 2)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
+        (
+            "x = 0\nx += 1  # tune: int(0, 2)\n",
+            3,
+            f"'# tune: int(...)' {ASSIGN_ONLY}; 'x += 1' changes a value set before: annotate the line that first "
+            "sets it, 'x = ...  # tune: int(0, 2)'",
+        ),
         ("x: int  # tune: int(0, 5)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
         ("x = (1 +\n     2)  # tune: int(0, 5)\n", 3, f"'# tune: int(...)' {ASSIGN_ONLY}"),
         ("x = (1 +  # tune: int(0, 5)\n     2)\n", 2, f"'# tune: int(...)' {ASSIGN_ONLY}"),
@@ -377,7 +410,8 @@ def test_a_new_annotation_kind_needs_no_parser_change(tag_kind):
         (
             "def f():\n    s = 1  # tune: tag\n",
             "line 3 of the %%tune cell: '# tune: tag' must annotate a simple "
-            "top-level assignment on one line, such as 'tag = 0  # tune: tag'",
+            "top-level assignment on one line, such as 'tag = 0  # tune: tag'; this one is inside a function (line "
+            "2): set 's = ...  # tune: tag' at the top level above it, and use s there",
         ),
         ("s = 1  # tune: tag(3)\n", "line 2 of the %%tune cell: tag takes 0 arguments, got 1"),
         (

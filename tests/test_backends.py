@@ -383,6 +383,65 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
             "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n",
         )
 
+    with pytest.raises(UsageError, match="line 3 of the %%tune cell: the help line 'dict\\?' cannot run in worker"):
+        ip.run_cell_magic(
+            "tune",
+            f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/h",
+            "x = 0.5  # tune: uniform(0, 1)\ndict?\nloss = x\n",
+        )
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_what_ipython_gives_a_cell_works_in_trials(ip, tmp_path, jobs):
+    """Top-level await, display(), exit() and a help line, as in a plain run of the cell: await
+    failed every trial at compile time, display was a NameError in worker processes, exit() a
+    NameError ('SystemExit' now) (found trying nbtune as a new user)."""
+    ip.run_cell("import asyncio")
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "await asyncio.sleep(0.001)\n"
+        "display({'x': round(x, 3)})\n"
+        "if x > 0.7:\n"
+        "    exit()\n"
+        "loss = x\n"
+    )
+    res = ip.run_cell_magic("tune", f"--trials 6 --jobs {jobs} --minimize loss --seed 3 --store {tmp_path}", cell)
+    rows = res.trials_dataframe()
+    assert (rows.state == "COMPLETE").sum() >= 3 and res.n_finished == 6
+    for number, row in rows.iterrows():
+        assert f"{{'x': {round(res.study.trials[number].params['x'], 3)}}}" in row.output
+        assert row.state == "COMPLETE" or row.error == "SystemExit"
+    if jobs == 1:  # (a help line needs the kernel's IPython)
+        again = ip.run_cell_magic(
+            "tune",
+            f"--trials 2 --minimize loss --store {tmp_path}/h",
+            "x = 0.5  # tune: uniform(0, 1)\ndict?\nloss = x\n",
+        )
+        assert all(t.state.name == "COMPLETE" for t in again.study.trials)
+
+
+def test_a_line_magic_in_a_trial_leaves_no_trial_variable_in_the_notebook(ip, tmp_path):
+    """%timeit copies a trial's variables into the notebook's namespace and puts back only the
+    names that were there: the baseline's model and r2 were left behind (found trying nbtune as a
+    new user)."""
+    ip.run_cell("existing = 'mine'")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nmodel = [x]\nexisting = x\n%timeit -n1 -r1 sum(model)\nloss = x\n"
+    res = ip.run_cell_magic("tune", f"--trials 3 --minimize loss --store {tmp_path}", cell)
+    assert all(t.state.name == "COMPLETE" for t in res.study.trials)
+    assert "per loop" in res.trials_dataframe().output.iloc[0]  # the magic ran in the trial
+    assert "model" not in ip.user_ns and "loss" not in ip.user_ns and ip.user_ns["existing"] == "mine"
+
+
+def test_what_the_compiler_refuses_is_said_before_any_trial(ip, tmp_path):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=r"^line 3 of the %%tune cell: 'return' outside function: return 5$"):
+        ip.run_cell_magic(
+            "tune",
+            f"--trials 3 --minimize loss --store {tmp_path}",
+            "x = 0.5  # tune: uniform(0, 1)\nreturn 5\nloss = x\n",
+        )
+
 
 @pytest.mark.parametrize("backend, jobs", [("auto", 1), ("threading", 2), ("loky", 2)])
 def test_trial_prints_are_kept_with_the_trial(tmp_path, capsys, backend, jobs):

@@ -344,6 +344,31 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
     assert not any("built before the epochs loop" in m for m in res.messages)
 
 
+def test_an_optimizer_chosen_by_if_else_is_named_too(ip):
+    """The optimizer built in an if/else before the loop (how most people choose one): no note,
+    and continued trials scored what a straight run does not (found trying nbtune as a new user)."""
+    pytest.importorskip("torch")
+    ip.run_cell("import torch\nfrom torch import nn\nX = torch.randn(32, 4)\ny = (X[:, 0] > 0).long()\n")
+    cell = (
+        "lr = 0.05  # tune: loguniform(0.001, 0.5)\n"
+        "name = 'sgd'  # tune: choice('sgd', 'adam')\n"
+        "model = nn.Linear(4, 2)  # tune: state\n"
+        "if name == 'adam':\n"
+        "    opt = torch.optim.Adam(model.parameters(), lr=lr)\n"
+        "else:\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)\n"
+        "for epoch in range(3):  # tune: epochs\n"
+        "    opt.zero_grad()\n    nn.functional.cross_entropy(model(X), y).backward()\n    opt.step()\n"
+        "    loss = nn.functional.cross_entropy(model(X), y).item()\n"
+    )
+    res = run(ip, "--minimize loss --trials 2 -o r", cell)
+    assert any(
+        m.startswith("opt (line 6) is built before the epochs loop from the state 'model'")
+        and "(--state model,opt)" in m
+        for m in res.messages
+    ), res.messages
+
+
 def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):
     """Early stopping written by hand, 'val_acc = best_acc' (the best epoch's score) with the model as
     state: res.best_state() gave the last epoch's model, scoring less than val_acc said, and nothing

@@ -532,6 +532,27 @@ _OPTUNA_KINDS = {
 }
 
 
+def _annotation_and_text_after(text: str) -> tuple[str, str]:
+    """The shortest start of ``text`` that reads as a whole annotation of a known kind (``KIND`` or
+    ``KIND(args)``), and the text after it; ("", "") if there is none."""
+    ends = [i + 1 for i, c in enumerate(text) if c == ")"]
+    first = text.split(maxsplit=1)[0] if text.split() else ""
+    if first.isidentifier():
+        ends.insert(0, len(first))
+    for end in ends:
+        head, rest = text[:end].strip(), text[end:].strip()
+        if not rest:
+            continue
+        try:
+            node = ast.parse(head, mode="eval").body
+        except SyntaxError:
+            continue
+        func = node.func if isinstance(node, ast.Call) else node
+        if isinstance(func, ast.Name) and func.id in ANNOTATIONS:
+            return head, rest
+    return "", ""
+
+
 def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     valid = ", ".join(ANNOTATIONS)
     if not text:
@@ -544,6 +565,13 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
         node = ast.parse(text, mode="eval").body
     except SyntaxError as e:
         c = col + (e.offset or 1)
+        head, rest = _annotation_and_text_after(text)
+        if head:  # 'loguniform(1e-3, 1e1)   (changed default)': a note after a whole annotation
+            raise AnnotationError(
+                f"line {lineno}, column {col + len(head) + 1} of the %%tune cell: text after the annotation "
+                f"'{head}': {rest!r}; put a note in a comment of its own, '# tune: {head}  # {rest}'",
+                lineno,
+            ) from None
         raise AnnotationError(
             f"line {lineno}, column {c} of the %%tune cell: cannot parse annotation "
             f"{text!r} ({e.msg}); write it as KIND(args), e.g. loguniform(1e-5, 1e-1)",
@@ -591,9 +619,55 @@ def _step_hint(kind: str, args: tuple[Any, ...]) -> str:
     return f" (a step is named: {kind}({low!r}, {high!r}, step={step!r}))"
 
 
+_BLOCKS = {
+    ast.If: "an 'if' block",
+    ast.With: "a 'with' block",
+    ast.For: "a 'for' loop",
+    ast.While: "a 'while' loop",
+    ast.Try: "a 'try' block",
+    ast.FunctionDef: "a function",
+    ast.AsyncFunctionDef: "a function",
+    ast.ClassDef: "a class",
+}
+
+
 def _where_instead(tree: ast.Module, lineno: int, annotation: str) -> str:
-    """For a comment on a dict entry, a keyword argument or a dict item (a ``param_grid``'s habit,
-    found trying nbtune as a new user): the variable to declare and how to use it; else ""."""
+    """What is wrong with the annotated line, and the fix: a comment on a dict entry, a keyword
+    argument or a dict item (a ``param_grid``'s habit, found trying nbtune as a new user): the
+    variable to declare and how to use it; an assignment inside a block or an augmented one, two
+    statements on the line; else ""."""
+    on_line = [st for st in tree.body if st.lineno <= lineno <= (st.end_lineno or st.lineno)]
+    if len(on_line) > 1:  # 'alpha = 1.0; beta = 2  # tune: ...' (the last one had been tuned, silently)
+        return (
+            f"; the line holds {len(on_line)} statements ({'; '.join(ast.unparse(st) for st in on_line)}): put the "
+            "one to tune on a line of its own, with the comment"
+        )
+    for top in on_line:
+        inner = [
+            st
+            for st in ast.walk(top)
+            if st is not top and isinstance(st, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and st.lineno == lineno
+        ]
+        if inner and isinstance(top, tuple(_BLOCKS)):
+            target = inner[0].targets[0] if isinstance(inner[0], ast.Assign) else inner[0].target
+            name = ast.unparse(target)
+            if annotation.strip() == "state" and isinstance(target, ast.Name):  # an optimizer chosen by if/else
+                return (
+                    f"; this one is inside {_BLOCKS[type(top)]} (line {top.lineno}): name it with --state instead "
+                    f"(--state {name}, with the model's name if it is not marked: the option takes a variable set "
+                    "anywhere in the cell)"
+                )
+            return (
+                f"; this one is inside {_BLOCKS[type(top)]} (line {top.lineno}): set '{name} = ...  # tune: "
+                f"{annotation}' at the top level above it, and use {name} there"
+            )
+    first = on_line[0] if on_line else None
+    if isinstance(first, ast.AugAssign):  # alpha += 0.5
+        name = ast.unparse(first.target)
+        return (
+            f"; '{ast.unparse(first)}' changes a value set before: annotate the line that first sets it, "
+            f"'{name} = ...  # tune: {annotation}'"
+        )
     for node in ast.walk(tree):
         found: tuple[str, ast.expr, str] | None = None
         if isinstance(node, ast.Dict):
@@ -831,6 +905,8 @@ def parse_cell(source: str, line_offset: int = 1) -> CellSpec:
                 ok = stmt is not None and _is_simple_assignment(stmt, stmt.end_lineno or stmt.lineno)
             else:
                 ok = _is_simple_assignment(stmt, lineno)
+            # one statement on the line: of 'alpha = 1.0; beta = 2  # tune: ...', the last had been tuned
+            ok = ok and sum(st.lineno <= lineno <= (st.end_lineno or st.lineno) for st in tree.body) == 1
             if not ok:
                 raise AnnotationError(
                     f"line {lineno} of the %%tune cell: '# tune: {name}{'' if kind.arity == 0 else '(...)'}' must annotate a simple "

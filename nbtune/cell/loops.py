@@ -263,16 +263,22 @@ def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
 
 
 def _assignments_before(tree: ast.Module, loop_line: int) -> list[tuple[list[ast.expr], list[str], int]]:
-    """The cell's top-level assignments before the loop at ``loop_line``: (their targets, the
-    names their value reads, their line)."""
+    """The cell's assignments before the loop at ``loop_line``, at the top level or in its blocks
+    (an optimizer chosen by ``if``/``else``, found trying nbtune as a new user; not in a function
+    or class): (their targets, the names their value reads, their line), in the cell's order."""
     out: list[tuple[list[ast.expr], list[str], int]] = []
-    for stmt in tree.body:
-        if stmt.lineno >= loop_line:
+    for top in tree.body:
+        if top.lineno >= loop_line:
             break
-        if isinstance(stmt, ast.Assign):
-            out.append((list(stmt.targets), _loaded(stmt.value), stmt.lineno))
-        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            out.append(([stmt.target], _loaded(stmt.value), stmt.lineno))
+        stack: list[ast.AST] = [top]
+        while stack:
+            stmt = stack.pop()
+            if isinstance(stmt, ast.Assign):
+                out.append((list(stmt.targets), _loaded(stmt.value), stmt.lineno))
+            elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                out.append(([stmt.target], _loaded(stmt.value), stmt.lineno))
+            elif not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                stack.extend(reversed([n for n in ast.iter_child_nodes(stmt) if isinstance(n, ast.stmt)]))
     return out
 
 

@@ -20,9 +20,11 @@ import builtins
 import contextlib
 import dataclasses
 import functools
+import inspect
 import linecache
 import math
 import numbers
+import sys
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +47,8 @@ from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ONE_METRIC, CellError, ConfigError
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import optuna
 
 __all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell"]
@@ -60,7 +64,8 @@ def _compiled(
     assert spec.tree is not None
     lines = sealed_lines(spec, sealed, set(keep)) if sealed is not None else set()
     tree = ast.fix_missing_locations(_Rewriter(spec, lines).visit(spec.tree))
-    return compile(tree, filename, "exec")
+    # top-level await runs as in IPython: the cell's code is then a coroutine (see CellProgram.execute)
+    return compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
 def sealed_lines(spec: CellSpec, holdout: str, keep: set[str]) -> set[tuple[int, int]]:
@@ -413,6 +418,12 @@ class CellProgram:
         ns[RUNTIME] = runtime
         if "get_ipython" not in ns:
             ns["get_ipython"] = _get_ipython
+        # What IPython gives a cell besides the builtins: display (not there in a worker process) and
+        # exit / quit (the notebook's end the kernel; in a trial they fail it, as sys.exit() does)
+        if "display" not in ns and not hasattr(builtins, "display"):
+            ns["display"] = _display
+        ns.setdefault("exit", sys.exit)
+        ns.setdefault("quit", sys.exit)
         return ns
 
     def run(self, runtime: TrialRuntime, base: dict[str, Any] | None = None) -> float:
@@ -444,7 +455,7 @@ class CellProgram:
     def _run_once(self, runtime: TrialRuntime, base: dict[str, Any] | None) -> float:
         ns = self.namespace(runtime, base)
         runtime._ns = ns
-        exec(self.code(), ns)
+        _execute(self.code(), ns)
         value = check_metric(self.metric, ns, "at the end of the cell")
         for name, op, bound, label in self.constraints:
             v = check_metric(name, ns, f"at the end of the cell (the guardrail {label!r})")
@@ -475,6 +486,22 @@ class CellProgram:
                 line = tb.tb_lineno
             tb = tb.tb_next
         return line
+
+    def stuck_at(self, frame: FrameType | None) -> tuple[int | None, str]:
+        """Where a running trial's thread is (its innermost ``frame``): the notebook line of the
+        cell (the deepest frame in it) and the stack from the cell down, as a traceback reads."""
+        stack = []
+        while frame is not None:
+            stack.append(frame)
+            frame = frame.f_back
+        stack.reverse()  # outermost first
+        mine = [i for i, f in enumerate(stack) if f.f_code.co_filename == self.filename]
+        if not mine:
+            return None, ""
+        lines = traceback.format_list(traceback.StackSummary.extract((f, f.f_lineno) for f in stack[mine[0] :]))
+        return stack[mine[-1]].f_lineno, "Stack of the trial when it was cut (most recent call last):\n" + "".join(
+            lines
+        )
 
     def user_traceback(self, exc: BaseException) -> str:
         """The traceback from the user's cell down, without nbtune's own frames."""
@@ -519,6 +546,58 @@ def _with_globals(f: types.FunctionType, ns: dict[str, Any]) -> types.FunctionTy
     return g
 
 
+class _TrialShell:
+    """The kernel's IPython as a trial's code sees it: the same shell, except that a line magic
+    run in the trial leaves no trial variable in the notebook. ``%timeit`` copies the trial's
+    namespace into the notebook's to run and puts back only the names that were there before: a
+    trial's ``model`` and ``r2`` were left in the notebook after the search (found trying nbtune as a
+    new user)."""
+
+    def __init__(self, shell: Any) -> None:
+        self._shell = shell
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shell, name)
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
+        user_ns = self._shell.user_ns
+        before = set(user_ns)
+        try:  # (one frame deeper: the magic reads the trial's variables from the caller's frame)
+            return self._shell.run_line_magic(name, line, _stack_depth + 1)
+        finally:
+            for added in set(user_ns) - before:
+                user_ns.pop(added, None)
+
+
+def _execute(code: types.CodeType, ns: dict[str, Any]) -> None:
+    """Run the cell's code in ``ns``. A cell with a top-level ``await`` (which IPython runs in the
+    kernel's event loop) is a coroutine: it runs in an event loop of its own, on the trial's thread
+    (trials never run on the kernel's; the compile had failed every trial, found trying nbtune as a
+    new user)."""
+    if not code.co_flags & inspect.CO_COROUTINE:
+        exec(code, ns)
+        return
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a trial's thread
+        asyncio.run(eval(code, ns))
+        return
+    # the kernel's own thread, whose loop is running (--apply): a thread and a loop of its own
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nbtune-await") as pool:
+        pool.submit(asyncio.run, eval(code, ns)).result()
+
+
+def _display(*objs: Any, **kwargs: Any) -> Any:
+    """``display`` in a worker process, where IPython is not running (it prints the objects' text)."""
+    from IPython.display import display
+
+    return display(*objs, **kwargs)
+
+
 def _get_ipython() -> Any:
     try:
         from IPython.core.getipython import get_ipython
@@ -526,7 +605,7 @@ def _get_ipython() -> Any:
         shell = get_ipython()
     except ImportError:  # pragma: no cover
         shell = None
-    return shell if shell is not None else _WorkerShell()
+    return _TrialShell(shell) if shell is not None else _WorkerShell()
 
 
 class TrialRuntime:
@@ -907,7 +986,7 @@ def compile_cell(
                 "value as an argument"
                 + ("" if function == "a lambda" else f" ({function}(..., {param.name}={param.name}))")
             )
-    return CellProgram(
+    program = CellProgram(
         source=source,
         spec=spec,
         metric=metric,
@@ -925,6 +1004,14 @@ def compile_cell(
         read_by_functions=tuple(sorted(read_by_functions)),
         read_above=tuple(above),
     )
+    try:  # what the parser lets through and the compiler does not ('return' outside a function): before any trial
+        program.code()
+    except SyntaxError as e:
+        body = source.splitlines()
+        at = (e.lineno or 0) - line_offset - 1  # (compiled from the tree: no text of its own)
+        text = (e.text or (body[at] if 0 <= at < len(body) else "")).strip()
+        raise CellError(f"line {e.lineno} of the %%tune cell: {e.msg}" + (f": {text}" if text else "")) from None
+    return program
 
 
 def read_above(tree: ast.Module, name: str, line: int) -> tuple[list[int], bool]:
