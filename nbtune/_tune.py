@@ -1044,8 +1044,26 @@ def _changed_in_place(plan: _Plan) -> list[str]:
     notebook variable in place (``X -= 0.1``, ``history.append``, ``model.fit`` on a notebook
     model) changed it for the trials after it and for the notebook. Said after the search, from
     the fingerprints the study recorded before it."""
-    if plan.identity is None or plan.backend.processes:
+    if plan.identity is None:
         return []
+    if plan.backend.processes:
+        run_start = plan.job.run_start if plan.job is not None else 0
+        seen = sorted(
+            {
+                n
+                for t in plan.study.get_trials(deepcopy=False)
+                if t.number >= run_start
+                for n in t.user_attrs.get(ATTR.CHANGED_IN_WORKER, ())
+            }
+        )
+        if not seen:
+            return []
+        return [
+            f"the trials changed notebook data in place in their worker processes: {', '.join(seen)} (e.g. "
+            "'.append', 'df[col] = ...', '.fit' on a notebook object): each process's later trials saw what its "
+            "earlier ones did, and the notebook's own is unchanged (with --jobs 1 it would hold the result); change "
+            "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)')"
+        ]
     changed = _left_in_notebook(plan)
     if not changed:
         return []
@@ -1117,15 +1135,37 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
             result,
         )
     bad = "-1.0" if plan.cfg.minimize is None else "1e9"
+    kind = err.split(":", 1)[0]
+    # what a configuration can raise by nature (a ValueError, an IndexError), not what only a bug does
+    natural = kind.isidentifier() and kind not in _ONLY_BUGS
     return TrialsFailedError(
         f"{which} all failed with {err}; the cell probably has a bug, so the "
-        f"search stopped instead of spending the budget (fix it and re-run; {kept}). If these configurations "
-        f"raise it by nature (a clustering left with one label), catch it in the cell and set "
-        f"{plan.program.metric} to a poor finite value instead (e.g. 'except ValueError: {plan.program.metric} = "
-        f"{bad}')",
+        f"search stopped instead of spending the budget (fix it and re-run; {kept})"
+        + (
+            f". If these configurations raise it by nature (a clustering left with one label), catch it in the cell "
+            f"and set {plan.program.metric} to a poor finite value instead (e.g. 'except {kind}: "
+            f"{plan.program.metric} = {bad}')"
+            if natural
+            else ""
+        ),
         tb,
         result,
     )
+
+
+# errors no configuration raises by nature: the advice to catch them is left out of the bug stop
+_ONLY_BUGS = frozenset(
+    (
+        "SyntaxError",
+        "IndentationError",
+        "NameError",
+        "UnboundLocalError",
+        "ImportError",
+        "ModuleNotFoundError",
+        "AttributeError",
+        "MetricError",
+    )
+)
 
 
 def _apply(plan: _Plan, result: TuneResult) -> None:

@@ -347,6 +347,23 @@ def test_a_trial_that_changes_notebook_data_in_place_is_named_after_the_search(i
     assert any(m.startswith("the trials changed notebook data in place: Xt (") for m in changed.messages)
 
 
+def test_trials_that_change_notebook_data_in_worker_processes_are_named_too(ip):
+    """Under --jobs 2 the same cell changed each worker's copy and the notebook's stayed as it was,
+    silently, where one job says so (found trying nbtune as a new user)."""
+    ip.run_cell("import numpy as np\nimport pandas as pd\nhistory = []\ndf = pd.DataFrame({'a': [1.0, 2.0]})\n")
+    cell = "a = 0.5  # tune: uniform(0, 1)\nhistory.append(a)\ndf['pred'] = a\nloss = float(abs(df.a.sum() - a))\n"
+    res = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0 --jobs 2", cell)
+    assert ip.user_ns["history"] == [] and "pred" not in ip.user_ns["df"]
+    [line] = [m for m in res.messages if "in place" in m]
+    assert line.startswith("the trials changed notebook data in place in their worker processes: df, history ("), line
+    clean = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 4 --seed 0 --jobs 2",
+        "a = 0.5  # tune: uniform(0, 1)\nloss = float(abs(df.a.sum() - a))\n",
+    )
+    assert not any("in place" in m for m in clean.messages), clean.messages
+
+
 def test_the_code_of_a_time_magic_is_read_as_the_cells(ip):
     """'%time m = Ridge(alpha=alpha).fit(X, y)': IPython hands the code to the magic as a string, so
     its reads were not seen: the data it read changed without a new version, and 'alpha' was said

@@ -642,6 +642,16 @@ def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
         "If these configurations raise it by nature (a clustering left with one label), catch it in the cell and "
         "set loss to a poor finite value instead (e.g. 'except ValueError: loss = 1e9')"
     )
+    # with the error's own name (it always said ValueError), and none for what only a bug raises
+    index = "x = 0.5  # tune: uniform(0, 1)\n[1, 2][int(x * 9) + 2]\nloss = x\n"
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", "--trials 12 --maximize loss --sampler random --name index", index)
+    assert str(e.value).endswith("(e.g. 'except IndexError: loss = -1.0')"), str(e.value)
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic(
+            "tune", "--trials 12 --minimize loss --name typo", "x = 0.5  # tune: uniform(0, 1)\nlos = x\nloss = x + y\n"
+        )
+    assert "NameError" in str(e.value) and "by nature" not in str(e.value)
     # the cell's own raise, its message holding x: the same bug, after ten (see below)
     cell = "x = 0.5  # tune: uniform(0, 1)\nimport math\nraise ValueError(f'bad x={x}')\nloss = x\n"
     with pytest.raises(

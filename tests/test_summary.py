@@ -152,8 +152,8 @@ def test_summary_text(result):
         [
             "nbtune study 'demo': 6/10 trials finished (3 complete, 2 stopped early, 1 failed; besides them, 1 interrupted)",
             "best acc = 0.8 (trial 1): x=0.5, act=tanh",
-            "  trial 0: acc = 0.5",
-            "  trial 5: acc = 0.3",
+            "  trial 0: acc = 0.5 (x=0.1, act=relu)",
+            "  trial 5: acc = 0.3 (x=0.7, act=relu)",
             "2 stopped early, e.g. trial 6 stopped at epoch 2: best acc 0.25 < median 0.5 of 3 completed trials",
             "1 failed, e.g. trial 3: ValueError: bad lr",
             "resumed 'demo' with <6> finished trials",

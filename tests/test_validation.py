@@ -565,6 +565,30 @@ def test_missing_values_in_the_data_are_a_failure_not_divergence(ip):
     assert "diverged" not in kinds and "failed" in kinds, res.diagnose()
 
 
+def test_a_nan_the_cell_sets_itself_is_its_verdict_not_divergence(ip):
+    """'except ValueError: acc = float("nan")' where the solver rejects the penalty: diagnosed as
+    diverged, with advice about step sizes (found trying nbtune as a new user)."""
+    pytest.importorskip("sklearn")
+    ip.run_cell(
+        "import numpy as np\nfrom sklearn.linear_model import LogisticRegression\n"
+        "X = np.random.default_rng(0).normal(size=(80, 3))\ny = (X[:, 0] > 0).astype(int)\n"
+    )
+    cell = (
+        "penalty = 'l2'  # tune: choice('l2', 'l1')\nC = 1.0  # tune: loguniform(0.1, 10)\n"
+        "try:\n    acc = LogisticRegression(penalty=penalty, C=C, solver='lbfgs').fit(X, y).score(X, y)\n"
+        "except ValueError:\n    acc = float('nan')\n"
+    )
+    res = run(ip, "--maximize acc --trials 10 --seed 0 --sampler random -o r", cell)
+    rejected = [t.number for t in res.study.trials if t.params["penalty"] == "l1"]
+    assert rejected
+    found = res.diagnose().set_index("kind")
+    assert "diverged" not in found.index, found
+    row = found.loc["set to NaN by the cell"]
+    assert row.trials == rejected and row.region == "penalty = 'l1'", row
+    assert row.evidence == "acc came out NaN or infinite, as the cell sets it itself (line 7)", row.evidence
+    assert "verdict" in row.advice and "step" not in row.advice
+
+
 def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):
     """Down, then up past where it started, by less than its first value: the shape of a
     validation loss as a model overfits (found trying nbtune as a new user: it was called

@@ -423,6 +423,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         else None,
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
+    in_place = _InPlace.first(job)
     with active_trial(tid), job.liveness.heartbeat(tid):
         try:
             try:
@@ -492,6 +493,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 storage.set_trial_user_attr(tid, ATTR.RAISED, True)
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
+        if in_place is not None and (changed := in_place.changed(job)):
+            storage.set_trial_user_attr(tid, ATTR.CHANGED_IN_WORKER, changed)
         if runtime.holdout_value is not None:
             storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
         if runtime.fold_values:
@@ -506,6 +509,49 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         if job.program.state:
             prune_checkpoints(study, job.store, job.keep_checkpoints)
         return "COMPLETE"
+
+
+class _InPlace:
+    """Whether a worker process's first trial of a run changed the notebook data it was given in
+    place (``history.append``, ``df["pred"] = ...``): in the kernel that reaches the notebook, and
+    the search says so; in a worker process it changes that process's copy only, which its later
+    trials see, and the notebook's stays as it was: said too, from the trial that did it (it was
+    silent; found trying nbtune as a new user). Once per process and run: the data is hashed twice."""
+
+    _seen: ClassVar[set[tuple[str, int]]] = set()
+
+    def __init__(self, job: Job) -> None:
+        from nbtune.cell.annotations import parse_cell
+
+        program = job.program  # (its parsed tree stays in the kernel: parsed again here)
+        self.spec = program.spec if program.spec.tree is not None else parse_cell(program.source, program.line_offset)
+        self.before = self._data(job)
+
+    def _data(self, job: Job) -> dict[str, str]:
+        from nbtune.cell.identity import cell_identity
+
+        data: dict[str, str] = cell_identity(self.spec, job.program.globals, None, job.program.sealed())["data"]
+        return data
+
+    @classmethod
+    def first(cls, job: Job) -> _InPlace | None:
+        key = (job.memory_key, job.run_start)
+        if os.getpid() == job.parent_pid or key in cls._seen:
+            return None
+        cls._seen.add(key)
+        try:
+            return cls(job)
+        except Exception:  # a fingerprint that fails: nothing to compare
+            return None
+
+    def changed(self, job: Job) -> list[str]:
+        from nbtune.cell.identity import same_data
+
+        try:
+            now = self._data(job)
+        except Exception:
+            return []
+        return sorted(n for n, h in self.before.items() if n in now and not same_data(h, now[n]))
 
 
 def _timed_out(

@@ -79,7 +79,7 @@ class Finding:
 
     Attributes:
         kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
-            ``"warned"``, ``"dominated by one fold"``, ``"worsened over the loop"`` or ``"ran past
+            ``"set to NaN by the cell"``, ``"warned"``, ``"dominated by one fold"``, ``"worsened over the loop"`` or ``"ran past
             --trial-timeout"``.
         trials: the trial numbers it rests on.
         evidence: what was seen, in words.
@@ -292,6 +292,42 @@ def _ran_past_the_limit(
     return Finding("ran past --trial-timeout", sorted(t.number for t in slow), evidence, _region(slow, rest), advice)
 
 
+_NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _set_to_nan(study: optuna.Study, metric: str) -> list[int]:
+    """The notebook lines where the study's cell sets ``metric`` to NaN or infinity itself
+    (``float("nan")``, ``np.nan``, ``math.inf``, in any part of the value), from the cell it recorded."""
+    import ast
+
+    cell = study.user_attrs.get(ATTR.CELL) or {}
+    try:
+        tree = ast.parse(str(cell.get("source", "")))
+    except (SyntaxError, ValueError):  # IPython syntax in it ('%time'): not read
+        return []
+    offset = int(cell.get("line_offset", 1))
+
+    def non_finite(n: ast.AST) -> bool:
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "float" and n.args:
+            arg = n.args[0]
+            return isinstance(arg, ast.Constant) and str(arg.value).strip().lower() in _NON_FINITE
+        return (
+            isinstance(n, ast.Attribute)
+            and n.attr.lower() in ("nan", "inf")
+            and isinstance(n.value, ast.Name)
+            and n.value.id in ("np", "numpy", "math", "torch")
+        )
+
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            named = any(isinstance(n, ast.Name) and n.id == metric for t in targets for n in ast.walk(t))
+            if named and any(non_finite(n) for n in ast.walk(node.value)):
+                lines.add(node.lineno + offset)
+    return sorted(lines)
+
+
 def diagnose(result: StudySummary) -> list[Finding]:
     """The failure signatures of a study, most trials first."""
     trials = [t for t in result.trials if t.state.is_finished() and not is_interrupted(t)]
@@ -328,6 +364,17 @@ def diagnose(result: StudySummary) -> list[Finding]:
             turned[t.number] = f"a validation curve best at epoch {best_epoch} that ended worse than it started"
         elif t.state.name == "COMPLETE" and (at := _peaked(curve, maximize)) is not None:
             peaked[t.number] = sorted(t.intermediate_values)[at]
+    # A NaN the cell sets itself ('except ValueError: acc = float("nan")' where a solver rejects a
+    # penalty) is its verdict on the configuration, not a divergence (the advice spoke of step sizes;
+    # found trying nbtune as a new user)
+    own = _set_to_nan(result.study, result.metric)
+    verdict = {
+        n: why
+        for n, why in diverged.items()
+        if own and str(by_number[n].user_attrs.get(ATTR.ERROR, "")).startswith("MetricError")
+    }
+    for n in verdict:
+        del diverged[n]
     if len(peaked) >= 2:  # one curve that sags at its end is noise as often as not
         first, last = min(peaked.values()), max(peaked.values())
         where = f"epoch {first}" if first == last else f"epochs {first}-{last}"
@@ -416,6 +463,21 @@ def diagnose(result: StudySummary) -> list[Finding]:
             if kind == "diverged" and worsened and by_curve:
                 continue  # said below, as the loop's own doing
             findings.append(Finding(kind, sorted(hits), "; ".join(why), region, advice))
+    if verdict:
+        hit = [by_number[n] for n in sorted(verdict)]
+        where = ", ".join(map(str, own))
+        findings.append(
+            Finding(
+                "set to NaN by the cell",
+                sorted(verdict),
+                f"{result.metric} came out NaN or infinite, as the cell sets it itself (line{'s' if len(own) > 1 else ''} "
+                f"{where})",
+                _region(hit, [t for t in trials if t.number not in verdict]),
+                "the cell's own verdict on these configurations (a solver that rejects a penalty, say): they count "
+                "as the worst results, and the search moves away from them; narrow the range to leave them out if "
+                "they are known not to work",
+            )
+        )
     for signature, numbers in failed.items():
         example = by_number[numbers[0]].user_attrs.get(ATTR.ERROR, "")
         hit = [by_number[n] for n in numbers]

@@ -200,8 +200,9 @@ class StudySummary:
             lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {params}")
         else:
             lines.append(self._no_best())
-        for t in self.top(5)[1:]:
-            lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}")
+        for t in self.top(5)[1:]:  # with their values: what the runners-up were, without the frame
+            params = ", ".join(f"{k}={fmt_param(v)}" for k, v in t.params.items())
+            lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}" + (f" ({params})" if params else ""))
         stops = [text for kind, text in self._decision_sentences() if kind == "stop"]
         if stops:
             paused = len(self._still_paused())
