@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 
 import optuna
 import pytest
@@ -310,6 +311,17 @@ def test_a_journal_lock_left_by_a_dead_writer_is_released(tmp_path):
     os.utime(lock, (old, old), follow_symlinks=False)
     store.release_dead_writers_locks("s")
     assert not os.path.lexists(lock)
+    # one a writer killed a moment ago left (loky ends the pool's others when one dies): waited for,
+    # when the pool is known dead, until a live writer would have let it go (not Optuna's 30 s)
+    os.symlink(str(store.journal_path("s")), lock)
+    t0 = time.monotonic()
+    store.release_dead_writers_locks("s", older_than=0.5, wait=True)
+    assert not os.path.lexists(lock) and 0.4 < time.monotonic() - t0 < 2
+    # and one a live writer let go meanwhile, or took again, is not removed
+    os.symlink(str(store.journal_path("s")), lock)
+    threading.Timer(0.1, lambda: (os.unlink(lock), os.symlink(str(store.journal_path("s")), lock))).start()
+    store.release_dead_writers_locks("s", older_than=0.5, wait=True)
+    assert os.path.lexists(lock)
 
 
 def test_a_run_starts_without_waiting_for_a_lock_a_killed_kernel_left(tmp_path, caplog):

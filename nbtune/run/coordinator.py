@@ -236,11 +236,11 @@ class Search:
                 time.sleep(0.1)  # let the watch see every death
                 culprits = watch.first_dead if watch is not None else None
                 reason = _death_reason(e)
-                # the pool's processes are gone now (loky kills the rest): their trials are dead
-                # whatever a lease says, which would take --lease-grace to expire
-                gone = {pid for pid in self.control.worker_pids() if not is_alive(pid)}
+                # the pool's processes are gone now (loky kills the rest, in a moment): their trials
+                # are dead whatever a lease says, which would take --lease-grace to expire
+                gone = self._pool_gone()
                 if gone == set(self.control.worker_pids()):  # every writer of the pool is dead
-                    self.job.store.release_dead_writers_locks(self.job.study_name)
+                    self.job.store.release_dead_writers_locks(self.job.study_name, wait=True)
                 died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()
@@ -271,6 +271,17 @@ class Search:
                 # The new pool's samplers must not draw again what the old pool's drew from the same
                 # seeds: with --seed, trials 7-10 repeated trials 1-4 (found trying nbtune as a new user)
                 self.job.seed_offset = max(self.job.seed_offset + 1, self.job.n_trials())
+
+    def _pool_gone(self, within: float = 2.0) -> set[int]:
+        """The pool's processes that are dead, once all are or ``within`` seconds passed (loky ends
+        the others when one dies, by a signal that takes a moment to land)."""
+        deadline = time.monotonic() + within
+        while True:
+            pids = set(self.control.worker_pids())
+            gone = {pid for pid in pids if not is_alive(pid)}
+            if gone == pids or time.monotonic() > deadline:
+                return gone
+            time.sleep(0.05)
 
     def _cut_by_timeout(self) -> list[int]:
         """The trials of this run that ended their worker process to be cut (``--trial-timeout``:

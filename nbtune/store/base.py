@@ -161,11 +161,12 @@ class BaseStore(abc.ABC):
         """The store itself, for messages (a folder, or a URL without its password)."""
         return self.location("")
 
-    def release_dead_writers_locks(self, name: str, older_than: float = 2.0) -> None:
+    def release_dead_writers_locks(self, name: str, older_than: float = 2.0, wait: bool = False) -> None:
         """Free what a process killed in the middle of a write to study ``name`` left held, held
-        longer than ``older_than`` seconds (a write holds it for milliseconds): called when a
-        worker pool died, and as a run starts (a killed kernel). Nothing to free by default (a
-        database's transactions end with their connections)."""
+        longer than ``older_than`` seconds (a write holds it for milliseconds; ``wait``: wait until
+        it is, when every writer that could hold it is dead): called when a worker pool died, and
+        as a run starts (a killed kernel). Nothing to free by default (a database's transactions
+        end with their connections)."""
 
     @abc.abstractmethod
     def control(self, name: str, n_trials: int) -> BaseControl:
