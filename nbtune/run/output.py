@@ -229,7 +229,7 @@ class _Capture:
         pub = _display_publisher()
         if pub is None or isinstance(pub.__dict__.get("publish"), _ThreadDisplay):
             return
-        comms = sys.modules.get("comm")
+        comms: Any = sys.modules.get("comm")
         if comms is not None and not isinstance(comms.create_comm, _ThreadComms):
             comms.create_comm = _ThreadComms(comms.create_comm, self.local)
         self.publisher = pub
@@ -241,7 +241,7 @@ class _Capture:
         pub, self.publisher = self.publisher, None
         if pub is None:
             return
-        comms = sys.modules.get("comm")
+        comms: Any = sys.modules.get("comm")
         if comms is not None and isinstance(comms.create_comm, _ThreadComms):
             comms.create_comm = comms.create_comm._original
         for name in ("publish", "clear_output"):
