@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,11 @@ def test_paused_trials_are_promoted_and_continue_from_their_checkpoint(data):
     assert f"{len(promoted)} paused and continued" in words
     text = str(res)
     assert "20 complete" not in text and f"{res.counts()['pruned']} stopped early" in text
+    # the summary's list of decisions holds the continued ones too, and its count says so (it added
+    # up to 25 where the head said 23; found trying nbtune as a new user)
+    head = re.search(r"<details><summary>([^<]*stopped early[^<]*)</summary>", res.html())[1]
+    assert head.endswith(f", {len(promoted)} paused and continued"), head
+    assert len(res.decisions()) == res.counts()["pruned"] + len(promoted)
     frame = res.trials_dataframe()
     cont = frame[frame["continues"].notna()]
     assert len(cont) == len(promoted)

@@ -655,6 +655,17 @@ def test_the_running_mean_over_folds_is_no_learning_curve(ip):
     res = run(ip, "--minimize loss --sampler random --seed 0 --trials 8 -o r", cell)
     assert res.study.trials[0].intermediate_values  # the steps are there, the running mean rising
     assert res.diagnose().empty, res.diagnose()
+    # nor is it drawn or counted as one: a report's slide read "epoch" and "learning curves" (found
+    # trying nbtune as a new user)
+    df = res.trials_dataframe()
+    assert "epochs" not in df and (df.folds == 5).all()
+    trial = res.study.trials[3]
+    assert df.fold_values[3] == trial.user_attrs[ATTR.FOLDS] and len(df.fold_values[3]) == 5
+    assert df.fold_std[3] == pytest.approx(__import__("statistics").stdev(trial.user_attrs[ATTR.FOLDS]))
+    for view in ("overview", "learning curves"):
+        axes = [ax for ax in res.plot(view).axes if ax.get_xlabel() in ("fold", "epoch")]
+        assert [ax.get_xlabel() for ax in axes] == ["fold"], view
+        assert axes[0].get_title().startswith("running mean over the folds"), axes[0].get_title()
 
 
 def test_a_gap_of_one_validation_example_is_not_overfitting(ip):

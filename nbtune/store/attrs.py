@@ -18,6 +18,7 @@ __all__ = [
     "busy_spans",
     "configuration",
     "continuations",
+    "cross_validated",
     "diverged",
     "finished_count",
     "is_continuation",
@@ -149,6 +150,14 @@ def diverged(trial: optuna.trial.FrozenTrial) -> bool:
     attrs = trial.user_attrs
     text = f"{attrs.get(ATTR.FAILURE, '')} {attrs.get(ATTR.ERROR, '')}"
     return _DIVERGED.search(text) is not None and _MISSING_DATA.search(text) is None
+
+
+def cross_validated(study: optuna.Study) -> bool:
+    """The study's trial steps are cross-validation folds ('# tune: folds(k)'), not epochs: their
+    values are the running mean over the folds, not a learning curve."""
+    return (study.user_attrs.get(ATTR.CONFIG) or {}).get("unit") == "fold" or any(
+        ATTR.FOLDS in t.user_attrs for t in study.get_trials(deepcopy=False)[:20]
+    )
 
 
 def is_continuation(trial: optuna.trial.FrozenTrial) -> bool:

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, configuration, finished_count, is_feasible, ran_sealed, ranked
+from nbtune.store.attrs import ATTR, configuration, cross_validated, finished_count, is_feasible, ran_sealed, ranked
 from nbtune.view.format import fmt, plural_trials
 
 if TYPE_CHECKING:
@@ -340,9 +340,7 @@ class CheckReport:
         return source is None or re.search(r"#\s*tune:\s*seed\b", source) is not None
 
     def _cross_validated(self) -> bool:
-        return (self.study.user_attrs.get(ATTR.CONFIG) or {}).get("unit") == "fold" or any(
-            ATTR.FOLDS in t.user_attrs for t in self.study.get_trials(deepcopy=False)[:20]
-        )
+        return cross_validated(self.study)
 
     def tied_out(self) -> int:
         """How many configurations the re-validation left out that tie on the search's metric with

@@ -336,9 +336,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     by_number = {t.number: t for t in trials}
 
     # With '# tune: folds(k)' a trial's steps are the running mean over its folds, no learning curve.
-    folds = result.study.user_attrs.get(ATTR.CONFIG, {}).get("unit") == "fold" or any(
-        ATTR.FOLDS in t.user_attrs for t in trials
-    )
+    folds = result.cross_validated
     diverged: dict[int, str] = {}
     turned: dict[int, str] = {}
     peaked: dict[int, int] = {}  # trial -> the epoch its curve peaked at, well before it ended

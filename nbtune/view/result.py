@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +149,8 @@ class TuneResult(StudySummary):
         times (not its ``user_attrs_*``/``system_attrs_*``: nbtune's own records are the columns below;
         ``res.study.trials_dataframe()`` is Optuna's frame, with ``number`` as a column).
 
-        Extra columns: ``epochs`` (last reported epoch), ``baseline``, ``error``, ``record_<var>``
+        Extra columns: ``epochs`` (last reported epoch; with ``# tune: folds(k)``, ``folds``, the
+        folds it ran, ``fold_values``, their scores, and ``fold_std``, their standard deviation), ``baseline``, ``error``, ``record_<var>``
         (``--record``), ``feasible`` and ``constraint_<guardrail>`` (``--subject-to``; > 0 breaks it), ``seed``,
         ``interrupted``, ``output`` (the tail of what the trial printed), for stopped trials ``stopped_epoch``,
         ``stopped_rung``, ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``,
@@ -158,6 +160,7 @@ class TuneResult(StudySummary):
         import pandas as pd
 
         rows = []
+        folds = self.cross_validated
         promoted = continuations(self.trials)
         ended = pauses_ended(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED), promoted)
         for t in self.trials:
@@ -173,7 +176,13 @@ class TuneResult(StudySummary):
             }
             for k, v in t.params.items():
                 row[f"params_{k}"] = v
-            row["epochs"] = t.last_step
+            if folds:  # its steps are folds: how many ran, and how far apart their scores were
+                values = t.user_attrs.get(ATTR.FOLDS) or []
+                row["folds"] = t.last_step
+                row["fold_std"] = statistics.stdev(values) if len(values) > 1 else None
+                row["fold_values"] = values or None
+            else:
+                row["epochs"] = t.last_step
             row["baseline"] = bool(t.user_attrs.get(ATTR.BASELINE, False))
             row["error"] = t.user_attrs.get(ATTR.ERROR)
             row["interrupted"] = t.user_attrs.get(ATTR.INTERRUPTED)

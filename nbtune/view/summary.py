@@ -12,6 +12,7 @@ from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import (
     ATTR,
     continuations,
+    cross_validated,
     finished_count,
     held_continuations,
     is_feasible,
@@ -72,6 +73,17 @@ class StudySummary:
     @property
     def direction(self) -> str:
         return self.study.direction.name.lower()
+
+    @property
+    def cross_validated(self) -> bool:
+        """The trials' steps are cross-validation folds ('# tune: folds(k)'), not epochs: their
+        values are the running mean over the folds, not a learning curve."""
+        return cross_validated(self.study)
+
+    @property
+    def unit(self) -> str:
+        """What a trial's steps are: "fold" or "epoch"."""
+        return "fold" if self.cross_validated else "epoch"
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
@@ -282,6 +294,9 @@ class StudySummary:
                 if paused  # as the dashboard says
                 else f"{plural_trials(self.counts().get('pruned', 0))} stopped early"
             )
+            went_on = self.counts().get("promoted", 0)
+            if went_on and not n_pbt:  # their decisions are listed too: the count adds up (found trying nbtune)
+                head += f", {went_on} paused and continued"
             parts.append(f"<details><summary>{head}</summary><ul>{items}</ul></details>")
         errs = self.errors()
         if errs:
