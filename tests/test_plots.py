@@ -408,10 +408,9 @@ def test_optunas_views_say_which_trials_they_leave_out(view):
     23 stopped early (found trying nbtune as a new user)."""
     trials = [trial(value=0.5 + i / 20, x=i / 10, n=1 + i % 3, curve={1: 0.3, 2: 0.5 + i / 20}) for i in range(5)]
     trials += [trial(value=0.2, x=0.05 * i, n=2, state=TrialState.PRUNED, curve={1: 0.2}) for i in range(1, 4)]
-    title = plots.view_figure(view, summary_of(trials))._suptitle
-    assert title is not None and title.get_text().endswith("drawn: the 5 complete trials; left out: 3 stopped early")
-    alone = plots.view_figure(view, summary_of(trials[:5]))._suptitle
-    assert alone is None or "left out" not in alone.get_text()
+    title = plots.view_figure(view, summary_of(trials)).get_suptitle()
+    assert title.endswith("drawn: the 5 complete trials; left out: 3 stopped early"), title
+    assert "left out" not in plots.view_figure(view, summary_of(trials[:5])).get_suptitle()
 
 
 def test_epoch_axes_tick_whole_epochs():

@@ -548,7 +548,7 @@ def _optuna_figure(draw: Callable[[], Any], title: str = "") -> Figure:
         fig.set_size_inches(max(w, WIDE[0]), max(h, WIDE[1]))
         fig.set_dpi(100)
         if title:  # (after Optuna's own, "Slice Plot")
-            own = fig._suptitle.get_text() if fig._suptitle is not None else ""
+            own = fig.get_suptitle()
             fig.suptitle(f"{own} · {title}" if own else title, fontsize=11)
     return fig
 
