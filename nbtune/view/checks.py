@@ -257,8 +257,19 @@ class CheckReport:
         pick = max if self.direction == "maximize" else min
         return pick(scored, key=lambda c: (self.bound(c), c.mean if self.direction == "maximize" else -c.mean))
 
+    @staticmethod
+    def _holdout_shown(c: Any, chosen: Any) -> float:
+        """The holdout mean of a re-validated configuration as the table shows it: the chosen one's
+        only. Each run scores the holdout, but the others' scores beside it invited picking by the
+        holdout, which then is no holdout (found trying nbtune as a new user); the runs keep them,
+        in ``NAME@check``."""
+        if chosen is None or c.number != chosen.number or not c.holdouts:
+            return math.nan
+        return statistics.fmean(c.holdouts)
+
     def frame(self) -> pd.DataFrame:
-        """One row per re-validated configuration (``res.revalidation()``)."""
+        """One row per re-validated configuration (``res.revalidation()``); the holdout's mean for
+        the chosen one only."""
         import pandas as pd
 
         cands = self.candidates()
@@ -281,8 +292,8 @@ class CheckReport:
                 "broke_guardrail": c.broke,
             }
             row["rank_change"] = (c.search_rank - row["rank"]) if row["rank"] else None
-            if self.holdout is not None:
-                row[f"{self.holdout}_mean"] = statistics.fmean(c.holdouts) if c.holdouts else math.nan
+            if self.holdout is not None:  # the chosen one's only (see _holdout_shown)
+                row[f"{self.holdout}_mean"] = self._holdout_shown(c, chosen)
             row["chosen"] = chosen is not None and c.number == chosen.number
             row.update({f"params_{k}": v for k, v in c.params.items()})
             rows.append(row)
@@ -451,7 +462,8 @@ class CheckReport:
                     f"[{fmt(c.mean - c.half_width)}, {fmt(c.mean + c.half_width)}]",
                 ]
                 if self.holdout is not None:
-                    cells.append(fmt(statistics.fmean(c.holdouts)) if c.holdouts else "")
+                    shown = self._holdout_shown(c, chosen)
+                    cells.append("" if math.isnan(shown) else fmt(shown))
                 style = " style='background:rgba(52,168,83,0.2)'" if is_chosen else ""
                 rows.append(f"<tr{style}>" + "".join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
             parts.append(
