@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nbtune._tune import tune, tune_async
     from nbtune.store.journal import Store, load_study
     from nbtune.view.base import BaseView, RunInfo
+    from nbtune.view.listing import studies
     from nbtune.view.result import TuneResult
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "tune",
     "tune_async",
     "load_study",
+    "studies",
     "TuneResult",
     "TuneConfig",
     "Store",
@@ -56,6 +58,7 @@ _LAZY = {
     "tune": "nbtune._tune",
     "tune_async": "nbtune._tune",
     "load_study": "nbtune.store.journal",
+    "studies": "nbtune.view.listing",
     "Store": "nbtune.store.journal",
     "TuneResult": "nbtune.view.result",
     "TuneConfig": "nbtune._config",

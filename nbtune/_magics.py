@@ -319,7 +319,12 @@ class TuneMagics(Magics):
             raise _report(e) from None
 
     @magic_arguments()
-    @argument("name", nargs="?", help="the study name (as %%%%tune printed it); default: the only study in the store.")
+    @argument(
+        "name",
+        nargs="?",
+        help="the study name (as %%%%tune printed it); default: the only study in the store (with several, "
+        "a table of them, one row per version, as nbtune.studies() gives it).",
+    )
     @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
     @line_magic
@@ -336,6 +341,18 @@ class TuneMagics(Magics):
         """
         args = _parse(self.tune_show, line)
         _check_out(args)
+        if args.name is None and not args.out:  # a store of several studies: what it holds, to pick one
+            from nbtune.store.base import base_name, is_check_study
+            from nbtune.store.journal import open_store
+            from nbtune.view.listing import studies
+
+            names = open_store(args.store, self.shell.user_ns if self.shell else None).study_names()
+            if len({base_name(n) for n in names if not is_check_study(n)}) > 1:
+                from IPython.display import display
+
+                print("the store holds these studies; %tune_show NAME opens one (nbtune.studies() is this table):")
+                display(studies(args.store))
+                return
         result = self._stored(args)
         from IPython.display import display
 

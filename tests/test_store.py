@@ -91,6 +91,45 @@ def test_tune_show_looks_back(ip, tmp_path):
         ip.run_line_magic("tune_show", f"nope --store {tmp_path}")
 
 
+def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, tmp_path, capsys):
+    """For a report: which studies and versions there are, and why a version was made, which
+    '%tune_show NAME' said only by number (found trying nbtune as a new user)."""
+    ip.run_cell("X = [1, 2]")
+    for body in ("loss = x\n", "loss = x + 1\n", "loss = x + len(X)\n"):
+        ip.run_cell_magic(
+            "tune",
+            f"-n 3 --minimize loss --name a --seed 0 --store {tmp_path}",
+            "x = 0.5  # tune: uniform(0, 1)\n" + body,
+        )
+    ip.run_cell("X = [1, 2, 3]")
+    ip.run_cell_magic(
+        "tune",
+        f"-n 3 --minimize loss --name a --seed 0 --store {tmp_path}",
+        "x = 0.5  # tune: uniform(0, 1)\nloss = x + len(X)\n",
+    )
+    res = ip.run_cell_magic(
+        "tune",
+        f"-n 2 --maximize acc --name b --seed 0 --store {tmp_path} --revalidate 1 --seeds 2",
+        "seed = 0  # tune: seed\ny = 0.5  # tune: uniform(0, 1)\nacc = y + seed / 1000\n",
+    )
+    df = nbtune.studies(tmp_path)
+    assert list(df.index) == ["a", "a:v2", "a:v3", "a:v4", "b"]
+    assert list(df.changed) == [
+        None,
+        "the cell's code changed",
+        "the cell's code changed",
+        "the notebook data it reads changed: X",
+        None,
+    ]
+    assert list(df.version) == [1, 2, 3, 4, 1] and (df.metric[:4] == "loss").all() and df.direction.b == "maximize"
+    assert (df.finished == [3, 3, 3, 3, 2]).all() and df.best_value.b == res.best_value
+    assert "b@check" in nbtune.studies(tmp_path, checks=True).index
+    # %tune_show without a name, over a store of several: the table, not an error
+    capsys.readouterr()
+    assert ip.run_line_magic("tune_show", f"--store {tmp_path}") is None
+    assert "%tune_show NAME opens one" in capsys.readouterr().out
+
+
 def test_versions_stay_reachable(tmp_path):
     nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="v")
     nbtune.tune(CELL, minimize="loss", n_trials=3, store=tmp_path, view=None, name="v", fresh=True)
