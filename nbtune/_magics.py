@@ -10,6 +10,7 @@ and Run All still waits for the search before running the next cell.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -327,6 +328,13 @@ class TuneMagics(Magics):
     )
     @argument("--store", metavar="DIR", help="store folder; default .nbtune/ beside the notebook.")
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
+    @argument(
+        "--view",
+        choices=("auto", "widget", "text"),
+        default="auto",
+        help="auto (the live dashboard in a kernel; $NBTUNE_VIEW when set), widget, or text: the static summary "
+        "with its plot, which a notebook saved or executed headless keeps without widget state.",
+    )
     @line_magic
     def tune_show(self, line: str) -> None:
         """Show a stored study (trial table, stopped-early log, plots) without running trials.
@@ -360,8 +368,12 @@ class TuneMagics(Magics):
 
         _bind(self.shell, args, result)
         # shown wherever the magic sits in the cell: the live dashboard in a kernel, else the summary
-        # (a nested cross-validation: its table of outer folds, as the cell showed it)
-        display(result.show() if in_kernel() and hasattr(result, "show") else result)
+        # (a nested cross-validation: its table of outer folds, as the cell showed it); the summary
+        # too with --view text or NBTUNE_VIEW=text (a report executed headless kept 200 kB of widget
+        # state per %tune_show; found trying nbtune as a new user)
+        view = args.view if args.view != "auto" else os.environ.get("NBTUNE_VIEW", "auto").strip().lower()
+        live = in_kernel() and hasattr(result, "show") and view in ("auto", "widget")
+        display(result.show() if live else result)
 
     def _stored(self, args: Any, nested: bool = True) -> Any:
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook

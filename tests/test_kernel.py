@@ -412,6 +412,33 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
     assert int(complete) >= 2 and kept == complete  # kept with each trial instead
 
 
+def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
+    """A report notebook executed headless kept 200 kB of widget state per %tune_show, NBTUNE_VIEW=text
+    or not (found trying nbtune as a new user): --view text shows the static summary with its plot."""
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(c)
+        for c in [
+            "%load_ext nbtune",
+            "%%tune --trials 3 --minimize loss --seed 0 --name shown --view text\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n",
+            "%tune_show shown --view text",
+            "%tune_show shown",
+        ]
+    ]
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    text, live = nb.cells[2].outputs, nb.cells[3].outputs
+    assert any(
+        "image/png" in o.get("data", {}).get("text/html", "") or "<img" in o.get("data", {}).get("text/html", "")
+        for o in text
+    ), text
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in text)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live)  # the default: live
+
+
 def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):
     import json
 
