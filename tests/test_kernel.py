@@ -371,16 +371,30 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
     assert nb2.cells[4].outputs[0]["text"].strip() == "8 ['x']"
 
 
+def _executed(tmp_path, cells, timeout=120):
+    """A notebook of ``cells`` executed headless in a real kernel in ``tmp_path``, widget state kept
+    as nbclient keeps it (every widget it was told of)."""
+    import nbclient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbclient.NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    return nb
+
+
 def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
     """tqdm.auto draws a widget per bar in a notebook, display() shows in the cell, and the inline
     backend shows the figures left open when the cell ends: from 4 trials in the kernel that would be
     4 bars, 4 displays and 4 figures around the search's own summary."""
-    import nbclient
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(c)
-        for c in [
+    nb = _executed(
+        tmp_path,
+        [
             "%load_ext nbtune\nfrom tqdm.auto import trange\nfrom IPython.display import display\n"
             "%matplotlib inline\nimport matplotlib.pyplot as plt",  # (the tests' MPLBACKEND=Agg reaches kernels too)
             "%%tune --trials 4 --minimize loss --seed 0 -o res\nx = 0.5  # tune: uniform(0, 1)\n"
@@ -392,11 +406,8 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
             # would save each one's state in the notebook)
             "from ipywidgets.widgets.widget import _instances\n"
             "print(sum(type(w).__name__ == 'FloatProgress' for w in list(_instances.values())))",
-        ]
-    ]
-    nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+        ],
+    )
     out = nb.cells[1].outputs
     # nor in the saved notebook: nbclient keeps the state of every widget it was told of, closed ones
     # too, and the trials' bars were 1,320 widget models in one user's notebook
@@ -415,21 +426,15 @@ def test_a_trials_progress_bars_and_displays_stay_out_of_the_notebook(tmp_path):
 def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
     """A report notebook executed headless kept 200 kB of widget state per %tune_show, NBTUNE_VIEW=text
     or not (found trying nbtune as a new user): --view text shows the static summary with its plot."""
-    import nbclient
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(c)
-        for c in [
+    nb = _executed(
+        tmp_path,
+        [
             "%load_ext nbtune",
             "%%tune --trials 3 --minimize loss --seed 0 --name shown --view text\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n",
             "%tune_show shown --view text",
             "%tune_show shown",
-        ]
-    ]
-    nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+        ],
+    )
     text, live = nb.cells[2].outputs, nb.cells[3].outputs
     assert any(
         "image/png" in o.get("data", {}).get("text/html", "") or "<img" in o.get("data", {}).get("text/html", "")
@@ -442,20 +447,15 @@ def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
 def test_saved_notebook_of_a_1000_trial_study_stays_small(tmp_path):
     import json
 
-    import nbclient
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(c)
-        for c in [
+    nb = _executed(
+        tmp_path,
+        [
             "%load_ext nbtune",
             "%%tune --trials 1000 --minimize loss --sampler random --seed 0\nx = 0.5  # tune: uniform(0, 1)\n"
             "for epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n",
-        ]
-    ]
-    nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+        ],
+        timeout=300,
+    )
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     size = path.stat().st_size
