@@ -535,8 +535,10 @@ class _InPlace:
 
     @classmethod
     def first(cls, job: Job) -> _InPlace | None:
+        if os.getpid() == job.parent_pid:  # (in the kernel the search says it from the notebook's own data)
+            return None
         key = (job.memory_key, job.run_start)
-        if os.getpid() == job.parent_pid or key in cls._seen:
+        if key in cls._seen:
             return None
         cls._seen.add(key)
         try:
