@@ -196,7 +196,7 @@ def test_one_long_compiled_call_is_cut_when_it_returns_and_the_overrun_is_said(i
     error = cut[0].user_attrs[ATTR.ERROR]
     assert re.fullmatch(
         r"TrialTimeout: ran 2\.\d s, past --trial-timeout 1 s, cut at line 5 of the cell when a call into compiled "
-        r"code there returned \(with --jobs 2, its worker process is ended 5 s past the limit\)",
+        r"code there returned \(worker processes, as --jobs 2 runs trials, end such a trial 5 s past the limit\)",
         error,
     ), error
 

@@ -580,7 +580,8 @@ def _timed_out(
         limit += (f", cut{where}" if line else "") + (" when a call into compiled code there returned" if over else "")
         if over and os.getpid() == job.parent_pid:  # in the kernel: worker processes would not have waited
             limit += (
-                f" (with --jobs 2, its worker process is ended {stuck_grace(job.trial_timeout):g} s past the limit)"
+                f" (worker processes, as --jobs 2 runs trials, end such a trial {stuck_grace(job.trial_timeout):g} s "
+                "past the limit)"
             )
     storage.set_trial_user_attr(tid, ATTR.TIMED_OUT, job.trial_timeout)
     if ended:
