@@ -64,7 +64,7 @@ def _compiled(
     assert spec.tree is not None
     lines = sealed_lines(spec, sealed, set(keep)) if sealed is not None else set()
     tree = ast.fix_missing_locations(_Rewriter(spec, lines).visit(spec.tree))
-    # top-level await runs as in IPython: the cell's code is then a coroutine (see CellProgram.execute)
+    # top-level await runs as in IPython: the cell's code is then a coroutine (see _execute)
     return compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
