@@ -180,7 +180,7 @@ def new_trial_with_attrs(
     return optuna.Trial(study, tid)
 
 
-def tell_quietly(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: Any = None) -> None:
+def tell_quietly(study: optuna.Study, trial: optuna.Trial | int, value: float | None = None, state: Any = None) -> None:
     """``study.tell`` without the deep copy of the trial it returns (a third of nbtune's
     per-trial overhead on fast cells); ``optimize()`` calls the same function."""
     import optuna.study._tell

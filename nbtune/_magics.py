@@ -330,10 +330,11 @@ class TuneMagics(Magics):
     @argument("-o", "--out", metavar="VAR", help="bind the result object to VAR.")
     @argument(
         "--view",
-        choices=("auto", "widget", "text"),
+        choices=("auto", "widget", "text", "none"),
         default="auto",
-        help="auto (the live dashboard in a kernel; $NBTUNE_VIEW when set), widget, or text: the static summary "
-        "with its plot, which a notebook saved or executed headless keeps without widget state.",
+        help="auto (the live dashboard in a kernel; $NBTUNE_VIEW when set), widget, text (the static summary "
+        "with its plot, which a notebook saved or executed headless keeps without widget state), or none (only "
+        "-o's binding).",
     )
     @line_magic
     def tune_show(self, line: str) -> None:
@@ -372,6 +373,8 @@ class TuneMagics(Magics):
         # too with --view text or NBTUNE_VIEW=text (a report executed headless kept 200 kB of widget
         # state per %tune_show; found trying nbtune as a new user)
         view = args.view if args.view != "auto" else os.environ.get("NBTUNE_VIEW", "auto").strip().lower()
+        if view == "none":
+            return
         live = in_kernel() and hasattr(result, "show") and view in ("auto", "widget")
         display(result.show() if live else result)
 

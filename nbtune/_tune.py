@@ -1137,9 +1137,9 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     bad = "-1.0" if plan.cfg.minimize is None else "1e9"
     kind = err.split(":", 1)[0]
     # what a configuration can raise by nature (a ValueError, an IndexError), not what only a bug does
-    natural = kind.isidentifier() and kind not in _ONLY_BUGS
+    natural = kind.isidentifier() and kind not in _ONLY_BUGS and "read-only" not in err
     return TrialsFailedError(
-        f"{which} all failed with {err}; the cell probably has a bug, so the "
+        f"{which} {'failed' if every else 'all failed'} with {err}; the cell probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; {kept})"
         + (
             f". If these configurations raise it by nature (a clustering left with one label), catch it in the cell "
@@ -1163,6 +1163,7 @@ _ONLY_BUGS = frozenset(
         "ImportError",
         "ModuleNotFoundError",
         "AttributeError",
+        "TypeError",
         "MetricError",
     )
 )

@@ -130,6 +130,12 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "a note in a comment of its own, '# tune: uniform(0, 2)  # (changed default)'",
         ),
         (
+            "x = 1  # tune: uniform(0, 1)  # tune: uniform(0, 2)\n",
+            2,
+            "line 2 of the %%tune cell: two '# tune:' annotations on one line ('# tune: uniform(0, 1)  # tune: "
+            "uniform(0, 2)'); keep the one you mean",
+        ),
+        (
             "x = 1  # tune: 3\n",
             2,
             "line 2, column 16 of the %%tune cell: cannot read annotation '3'; "

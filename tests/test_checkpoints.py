@@ -367,6 +367,14 @@ def test_an_optimizer_chosen_by_if_else_is_named_too(ip):
         and "(--state model,opt)" in m
         for m in res.messages
     ), res.messages
+    # or by a match statement
+    matched = cell.replace("if name == 'adam':\n    opt", "match name:\n  case 'adam':\n    opt").replace(
+        "else:\n    opt", "  case _:\n    opt"
+    )
+    res = run(ip, "--minimize loss --trials 2 -o r", matched)
+    assert any(m.startswith("opt (line 7) is built before the epochs loop from the state") for m in res.messages), (
+        res.messages
+    )
 
 
 def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):

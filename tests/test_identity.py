@@ -364,6 +364,23 @@ def test_trials_that_change_notebook_data_in_worker_processes_are_named_too(ip):
     assert not any("in place" in m for m in clean.messages), clean.messages
 
 
+def test_a_large_array_changed_in_place_in_worker_processes_says_why_it_fails(ip):
+    """joblib hands workers an array over 1 MB memory-mapped read-only: 'Xbig += x' failed every
+    trial with 'output array is read-only', and the stop advised catching the ValueError (found
+    trying nbtune as a new user)."""
+    from IPython.core.error import UsageError
+
+    ip.run_cell("import numpy as np\nXbig = np.zeros((400_000, 2))\n")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nXbig += x\nloss = float(Xbig.mean())\n"
+    with pytest.raises(UsageError) as e:
+        ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0 --jobs 2", cell)
+    assert (
+        "read-only (worker processes get a notebook array over 1 MB memory-mapped and read-only: change a copy"
+        in str(e.value)
+    )
+    assert "by nature" not in str(e.value)
+
+
 def test_the_code_of_a_time_magic_is_read_as_the_cells(ip):
     """'%time m = Ridge(alpha=alpha).fit(X, y)': IPython hands the code to the magic as a string, so
     its reads were not seen: the data it read changed without a new version, and 'alpha' was said

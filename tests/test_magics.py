@@ -333,11 +333,12 @@ def test_configurations_that_diverge_are_not_a_bug(tmp_path):
             DIVERGES, minimize="val_loss", seed=seed, n_trials=40, store=tmp_path, name=f"s{seed}", view=None
         )
         assert more.n_finished == 40
-    # a cell that never gives a number is still a bug, diverged or not
+    # a cell that never gives a number is still a bug, diverged or not: after ten, as at the cell's own
+    # raise, since the cell sets the NaN itself (its verdict on the configuration, not a crash)
     never = DIVERGES.replace("if lr > 1:", "if lr > 0:")
-    with pytest.raises(nbtune.TrialsFailedError, match="first 3 trials .* all failed with MetricError") as e:
+    with pytest.raises(nbtune.TrialsFailedError, match="first 10 trials .* all failed with MetricError") as e:
         nbtune.tune(never, minimize="val_loss", seed=0, store=tmp_path, name="never", view=None)
-    assert e.value.result.n_finished == 3
+    assert e.value.result.n_finished == 10
 
 
 def test_a_bug_past_the_first_rung_stops_the_search_too(ip):
@@ -365,9 +366,7 @@ def test_a_rerun_whose_trials_all_fail_again_is_an_error_too(ip):
     cell = "x = 0.5  # tune: uniform(0, 1)\nloss = undefined_name + x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed"):
         ip.run_cell_magic("tune", "--trials 3 --minimize loss --name broken", cell)
-    with pytest.raises(
-        UsageError, match="every trial of this run, and of the study before it, all failed with NameError"
-    ):
+    with pytest.raises(UsageError, match="every trial of this run, and of the study before it, failed with NameError"):
         ip.run_cell_magic("tune", "--trials 4 --minimize loss --name broken", cell)
     assert [t.state.name for t in nbtune.load_study("broken").trials] == ["FAIL"] * 4
     # one that completed before: a failure now is the search going on, not a bug
@@ -1077,7 +1076,7 @@ def test_range_of_a_notebook_variable_is_a_known_length(ip):
 def test_apply_without_a_completed_trial_applies_nothing(ip):
     """Every trial failed: the cell has a bug, said as one, and nothing is applied."""
     # (a new study: no "and of the study before it", which it said; found trying nbtune as a new user)
-    with pytest.raises(UsageError, match="every trial of this run all failed with RuntimeError"):
+    with pytest.raises(UsageError, match="every trial of this run failed with RuntimeError"):
         ip.run_cell_magic(
             "tune",
             "--trials 1 --minimize loss --apply -o res",

@@ -89,6 +89,10 @@ def test_tune_show_looks_back(ip, tmp_path):
 
     with pytest.raises(UsageError, match="no study 'nope'"):
         ip.run_line_magic("tune_show", f"nope --store {tmp_path}")
+    with pytest.raises(UsageError, match="holds no study yet: run a %%tune cell"):
+        ip.run_line_magic("tune_show", f"--store {tmp_path}/empty")
+    assert ip.run_line_magic("tune_show", f"looked --store {tmp_path} --view none -o quiet") is None
+    assert ip.user_ns["quiet"].best_value == res.best_value
 
 
 def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, tmp_path, capsys):

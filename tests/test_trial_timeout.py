@@ -308,3 +308,50 @@ def test_a_trial_stuck_in_one_call_ends_its_worker_process_and_the_search_goes_o
     assert res.n_finished == 6
     assert all(t.state.name == "COMPLETE" for t in res.study.trials if t.params["x"] < 0.5)
     assert "stayed in a call into compiled code past --trial-timeout" in res.summary()
+
+
+def test_a_trial_ended_with_the_pool_after_its_own_limit_is_cut_not_run_again(tmp_path, monkeypatch):
+    """loky ends a pool's processes when one dies: a trial beside the one that was cut, already
+    past the limit itself, was recorded as interrupted and run again in full (a 24 s limit: 30 s,
+    then 30 s more; found trying nbtune as a new user). Over the limit it is cut; under it, it runs
+    again as before."""
+    import datetime
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nbtune.cell.program import compile_cell
+    from nbtune.run.coordinator import Search
+    from nbtune.run.worker import Job
+    from nbtune.store.control import FileControl
+    from nbtune.store.journal import Store
+
+    store = Store(tmp_path)
+    program = compile_cell(
+        "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(5):  # tune: epochs\n    loss = x\n",
+        metric="loss",
+        direction="minimize",
+    )
+    job = Job(program=program, store=store, study_name="s", control=FileControl(4), trial_timeout=2.0)
+    study = optuna.create_study(study_name="s", storage=store.storage("s"))
+    dead = 2**22 + 17  # (no such process)
+    for reported in (False, True, False):
+        t = study.ask()
+        study._storage.set_trial_user_attr(t._trial_id, ATTR.OWNER, {"pid": dead})
+        if reported:
+            t.report(0.3, 1)
+    # as though the first two had run 5 s, the third 1 s (the store keeps the real starts)
+    running = study.get_trials(deepcopy=True)
+    for t, ran in zip(running, (5.0, 5.0, 1.0), strict=True):
+        t.datetime_start = datetime.datetime.now() - datetime.timedelta(seconds=ran)
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda self, deepcopy=False, states=None: running)
+    Search(job)._cut_beside({dead})
+    monkeypatch.undo()
+    after = {t.number: t for t in optuna.load_study(study_name="s", storage=store.storage("s")).trials}
+    assert after[0].state == TrialState.FAIL and after[0].user_attrs[ATTR.ENDED_PROCESS] == dead
+    assert after[0].user_attrs[ATTR.ERROR] == (
+        "TrialTimeout: ran 5.0 s, past --trial-timeout 2 s, when its worker process was ended with the pool, for "
+        "another trial that was cut"
+    )
+    assert after[1].state == TrialState.PRUNED and after[1].user_attrs[ATTR.TIMED_OUT] == 2.0  # its epoch stands
+    assert after[2].state == TrialState.RUNNING  # within its limit: the reap makes it a re-run, as before

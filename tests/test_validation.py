@@ -590,6 +590,13 @@ def test_a_nan_the_cell_sets_itself_is_its_verdict_not_divergence(ip):
     assert row.trials == rejected and row.region == "penalty = 'l1'", row
     assert row.evidence == "acc came out NaN or infinite, as the cell sets it itself (line 7)", row.evidence
     assert "verdict" in row.advice and "step" not in row.advice
+    assert "failed" not in found.index, found  # said once (it was a second finding too)
+    # and, being the cell's verdict, ten in a row stop the search, not three (as at its own raise)
+    assert all(t.user_attrs.get(ATTR.RAISED) for t in res.study.trials if t.number in rejected)
+    l1 = cell.replace("'l2'  # tune: choice('l2', 'l1')", "'l1'  # tune: choice('l1', 'elasticnet')")
+    with pytest.raises(UsageError, match="^every trial of this run failed with MetricError: acc is not finite"):
+        run(ip, "--maximize acc --trials 6 --seed 0 --sampler random --name l1 -o r", l1)
+    assert len(nbtune.load_study("l1").trials) == 6  # not three: all of them ran
 
 
 def test_a_validation_loss_that_turns_up_is_overfitting_not_divergence(ip):

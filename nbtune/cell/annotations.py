@@ -500,6 +500,12 @@ def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
         m = _COMMENT_RE.match(tok.string)
         if m:
             text = m.group("text")
+            if re.search(r"#\s*tune\s*:", text):  # the second was ignored, silently (found trying nbtune)
+                raise AnnotationError(
+                    f"line {lineno} of the %%tune cell: two '# tune:' annotations on one line ({tok.string!r}); keep "
+                    "the one you mean",
+                    lineno,
+                )
             text_col = tok.start[1] + m.start("text") + (len(text) - len(text.lstrip()))
             out.append((lineno, text.strip(), text_col))
             continue
@@ -569,7 +575,7 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
         if head:  # 'loguniform(1e-3, 1e1)   (changed default)': a note after a whole annotation
             raise AnnotationError(
                 f"line {lineno}, column {col + len(head) + 1} of the %%tune cell: text after the annotation "
-                f"'{head}': {rest!r}; put a note in a comment of its own, '# tune: {head}  # {rest}'",
+                f"'{head}': {rest!r}; put a note in a comment of its own, '# tune: {head}  # {rest.lstrip(',;:- ')}'",
                 lineno,
             ) from None
         raise AnnotationError(

@@ -264,7 +264,7 @@ def names_read_each_epoch(tree: ast.Module, loop_line: int) -> set[str]:
 
 def _assignments_before(tree: ast.Module, loop_line: int) -> list[tuple[list[ast.expr], list[str], int]]:
     """The cell's assignments before the loop at ``loop_line``, at the top level or in its blocks
-    (an optimizer chosen by ``if``/``else``, found trying nbtune as a new user; not in a function
+    (an optimizer chosen by ``if``/``else`` or ``match``, found trying nbtune as a new user; not in a function
     or class): (their targets, the names their value reads, their line), in the cell's order."""
     out: list[tuple[list[ast.expr], list[str], int]] = []
     for top in tree.body:
@@ -278,7 +278,9 @@ def _assignments_before(tree: ast.Module, loop_line: int) -> list[tuple[list[ast
             elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
                 out.append(([stmt.target], _loaded(stmt.value), stmt.lineno))
             elif not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                stack.extend(reversed([n for n in ast.iter_child_nodes(stmt) if isinstance(n, ast.stmt)]))
+                # (a match statement's cases hold their statements: 'case "sgd": opt = SGD(...)')
+                inner = [n for n in ast.iter_child_nodes(stmt) if isinstance(n, (ast.stmt, ast.match_case))]
+                stack.extend(reversed(inner))
     return out
 
 

@@ -42,7 +42,7 @@ from nbtune.cell.identity import (
     unreachable_readers,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.reads import never_read, outside_reads, visible
+from nbtune.cell.reads import never_read, non_finite_assignments, outside_reads, visible
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ONE_METRIC, CellError, ConfigError
 
@@ -346,6 +346,9 @@ class CellProgram:
     # tuned variables the cell reads above their '# tune:' line too (the notebook's value there):
     # (name, those lines), said before the search; read only there is an error
     read_above: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # the lines that set the metric to NaN or infinity themselves: a trial whose metric came out so
+    # was judged by the cell (as at its own raise), not diverged
+    sets_non_finite: tuple[int, ...] = ()
 
     @property
     def params(self) -> list[Param]:
@@ -1003,6 +1006,7 @@ def compile_cell(
         carried_set=tuple(sorted(set_in_epochs_loop(spec.tree, spec.epochs.lineno))) if spec.epochs else (),
         read_by_functions=tuple(sorted(read_by_functions)),
         read_above=tuple(above),
+        sets_non_finite=tuple(non_finite_assignments(spec.tree, metric)),
     )
     try:  # what the parser lets through and the compiler does not ('return' outside a function): before any trial
         program.code()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 
-__all__ = ["never_read", "notebook_inputs", "outside_reads"]
+__all__ = ["never_read", "non_finite_assignments", "notebook_inputs", "outside_reads"]
 
 # Line magics whose argument is Python code that runs in the cell's namespace (``%time
 # model.fit(X, y)``): its reads are the cell's. IPython hands it over as a string.
@@ -267,3 +267,44 @@ class _Reader:
             if isinstance(node, ast.Match):
                 b |= {n.name for n in ast.walk(node) if isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name}
         return b
+
+
+_NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _non_finite(n: ast.AST) -> bool:
+    """``float("nan")``, ``np.nan``, ``math.inf``, ``torch.inf`` and the like."""
+    if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "float" and n.args:
+        arg = n.args[0]
+        return isinstance(arg, ast.Constant) and str(arg.value).strip().lower() in _NON_FINITE
+    return (
+        isinstance(n, ast.Attribute)
+        and n.attr.lower() in ("nan", "inf")
+        and isinstance(n.value, ast.Name)
+        and n.value.id in ("np", "numpy", "math", "torch")
+    )
+
+
+def non_finite_assignments(tree: ast.Module, name: str) -> list[int]:
+    """The lines where the cell sets ``name`` to NaN or infinity itself under a condition
+    (``except ValueError: acc = float("nan")``, ``if not ok: acc = np.nan``, ``acc = x if ok else
+    math.nan``): the cell's verdict on some configurations, as its own ``raise`` is, not a
+    divergence. An assignment made whatever the configuration is not one (a bug, or a placeholder)."""
+    lines: set[int] = set()
+
+    def visit(node: ast.AST, conditional: bool) -> None:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            named = any(isinstance(n, ast.Name) and n.id == name for t in targets for n in ast.walk(t))
+            chosen = conditional or any(isinstance(n, (ast.IfExp, ast.BoolOp)) for n in ast.walk(node.value))
+            if named and chosen and any(_non_finite(n) for n in ast.walk(node.value)):
+                lines.add(node.lineno)
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return
+        inner = conditional or isinstance(node, (ast.If, ast.ExceptHandler, ast.match_case))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(tree, False)
+    return sorted(lines)

@@ -22,7 +22,7 @@ from nbtune.exceptions import TrialsFailedError
 from nbtune.run.backends import BACKENDS, BaseBackend, SchedulerLost
 from nbtune.run.liveness import reap_dead_trials, requeue_interrupted
 from nbtune.run.samplers import sampler_kind
-from nbtune.run.worker import Job
+from nbtune.run.worker import Job, cut_beside
 from nbtune.store.attrs import ATTR, finished_count
 from nbtune.store.control import BaseControl
 from nbtune.store.processes import is_alive
@@ -241,11 +241,14 @@ class Search:
                 gone = self._pool_gone()
                 if gone == set(self.control.worker_pids()):  # every writer of the pool is dead
                     self.job.store.release_dead_writers_locks(self.job.study_name, wait=True)
+                cut = self._cut_by_timeout()  # (before the trials beside them are cut too: said apart)
+                if cut:
+                    self._cut_beside(gone)
                 died = self._reap(culprit_error=f"WorkerDied: {reason}", culprits=culprits, gone=gone)
                 if watch is not None:
                     watch.first_dead = set()
-                cut = self._cut_by_timeout()
                 if cut:  # a trial stuck past --trial-timeout ended its worker: not a death to give up over
+                    cut += self._cut_by_timeout()
                     self.worker_deaths.append(
                         f"trial(s) {cut} stayed in a call into compiled code past --trial-timeout: their worker "
                         "process was ended and the pool replaced"
@@ -282,6 +285,27 @@ class Search:
             if gone == pids or time.monotonic() > deadline:
                 return gone
             time.sleep(0.05)
+
+    def _cut_beside(self, gone: set[int]) -> None:
+        """The trials of dead processes that had already run past ``--trial-timeout``: cut, as
+        their own process would have cut them (:func:`cut_beside`), not interrupted and re-run in
+        full (a 24 s limit: a trial ran 30 s, was ended with the pool, and ran 30 s again)."""
+        limit = self.job.trial_timeout
+        if limit is None or not gone:
+            return
+        import datetime
+
+        from optuna.trial import TrialState
+
+        study = self.job.study()
+        now = datetime.datetime.now()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = (t.user_attrs.get(ATTR.OWNER) or {}).get("pid")
+            if owner in gone and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > limit:
+                try:
+                    cut_beside(self.job, study, t)
+                except Exception:  # finished concurrently after all: the reap below sees it
+                    _logger.debug("could not record trial %d as cut", t.number, exc_info=True)
 
     def _cut_by_timeout(self) -> list[int]:
         """The trials of this run that ended their worker process to be cut (``--trial-timeout``:

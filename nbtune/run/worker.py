@@ -471,6 +471,12 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except MetricError as e:
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
+            if (
+                job.program.sets_non_finite
+                and e.kind == "not finite"
+                and (e.name or job.program.metric) == job.program.metric
+            ):  # its own NaN: the cell judged it, as a raise does
+                storage.set_trial_user_attr(tid, ATTR.RAISED, True)
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
         # sys.exit() in a cell fails the trial, not the kernel. So does a KeyboardInterrupt the
@@ -483,6 +489,13 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 _record_interrupted(study, trial)
                 raise signalled from None
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if isinstance(e, ValueError) and "read-only" in msg and os.getpid() != job.parent_pid:
+                # joblib hands worker processes a notebook array over 1 MB memory-mapped, read only:
+                # 'Xbig += x' failed every trial there (found trying nbtune as a new user)
+                msg += (
+                    " (worker processes get a notebook array over 1 MB memory-mapped and read-only: change a copy "
+                    "in the cell, 'X = X + x' or 'X = X.copy()', as a trial must not change the notebook's data anyway)"
+                )
             storage.set_trial_user_attr(
                 tid, ATTR.ERROR, (f"{type(e).__name__}: {msg}" if msg else type(e).__name__)[:500]
             )
@@ -556,13 +569,28 @@ class _InPlace:
         return sorted(n for n, h in self.before.items() if n in now and not same_data(h, now[n]))
 
 
+def cut_beside(job: Job, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose worker process was ended with another's (loky ends a pool's processes when
+    one dies), when it had already run past ``--trial-timeout`` itself: it is cut, as its own
+    process would have cut it, not re-run in full as an interrupted one (found trying nbtune as a
+    new user). In the coordinator, after the pool died."""
+    _timed_out(job, study, trial, None, "", ended=True, owner=(trial.user_attrs.get(ATTR.OWNER) or {}).get("pid"))
+
+
 def _timed_out(
-    job: Job, study: optuna.Study, trial: optuna.Trial, line: int | None, trace: str, ended: bool = False
+    job: Job,
+    study: optuna.Study,
+    trial: optuna.Trial | optuna.trial.FrozenTrial,
+    line: int | None,
+    trace: str,
+    ended: bool = False,
+    owner: int | None = None,
 ) -> str:
     """The trial ran past ``--trial-timeout``: stopped at its last epoch (or fold) if it reported
     one, which then counts as an early stop does; failed if not (a bad configuration to the default
     sampler). Either way the search goes on. ``line``: where in the cell it was cut; ``ended``: its
-    worker process is ending (:func:`_stuck`)."""
+    worker process is ending (:func:`_stuck`), or, with ``owner`` (that process), ended
+    (:func:`cut_beside`)."""
     from optuna.trial import TrialState
 
     storage, tid = _compat.storage_of(study), _compat.trial_id(trial)
@@ -572,7 +600,9 @@ def _timed_out(
     over = ended or ran > job.trial_timeout + max(1.0, 0.2 * job.trial_timeout)
     where = f" at line {line} of the cell" if line else ""
     limit = (f"ran {ran:.1f} s, past " if over else "ran past ") + f"--trial-timeout {job.trial_timeout:g} s"
-    if ended:
+    if ended and owner is not None:
+        limit += ", when its worker process was ended with the pool, for another trial that was cut"
+    elif ended:
         limit += (
             f", in a call into compiled code{where} that had not returned: its worker process was ended, and replaced"
         )
@@ -585,7 +615,7 @@ def _timed_out(
             )
     storage.set_trial_user_attr(tid, ATTR.TIMED_OUT, job.trial_timeout)
     if ended:
-        storage.set_trial_user_attr(tid, ATTR.ENDED_PROCESS, os.getpid())
+        storage.set_trial_user_attr(tid, ATTR.ENDED_PROCESS, owner or os.getpid())
     last = storage.get_trial(tid).last_step
     if last is not None:
         unit = job.scheduler.unit
@@ -595,7 +625,7 @@ def _timed_out(
             else ""
         )
         storage.set_trial_user_attr(tid, ATTR.DECISION, {"epoch": last, "unit": unit, "reason": reason})
-        _compat.tell_quietly(study, trial, state=TrialState.PRUNED)
+        _compat.tell_quietly(study, _told(trial), state=TrialState.PRUNED)
         if job.program.state:
             prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
         return "TIMED_OUT"  # (stopped: PRUNED in the study)
@@ -603,8 +633,15 @@ def _timed_out(
     if trace:
         storage.set_trial_user_attr(tid, ATTR.TRACEBACK, trace[-8000:])
     storage.set_trial_user_attr(tid, ATTR.FAILURE, "TrialTimeout")
-    _compat.tell_quietly(study, trial, state=TrialState.FAIL)
+    _compat.tell_quietly(study, _told(trial), state=TrialState.FAIL)
     return "FAIL"
+
+
+def _told(trial: optuna.Trial | optuna.trial.FrozenTrial) -> optuna.Trial | int:
+    """What ``study.tell`` takes: the running trial, or the number of one read from the store."""
+    import optuna
+
+    return trial if isinstance(trial, optuna.Trial) else trial.number
 
 
 def _stuck(job: Job, study: optuna.Study, trial: optuna.Trial, frame: FrameType | None, out: list[str]) -> None:

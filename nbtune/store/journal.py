@@ -400,6 +400,8 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     st = open_store(store, _user_ns())
     if name is None:
         bases = sorted({base_name(n) for n in st.study_names()})
+        if not bases:
+            raise KeyError(f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store")
         if len(bases) != 1:
             raise KeyError(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]

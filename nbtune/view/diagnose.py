@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.reads import non_finite_assignments
 from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted, run_seconds
 from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, is_number, plural_trials
@@ -292,12 +293,9 @@ def _ran_past_the_limit(
     return Finding("ran past --trial-timeout", sorted(t.number for t in slow), evidence, _region(slow, rest), advice)
 
 
-_NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-
-
 def _set_to_nan(study: optuna.Study, metric: str) -> list[int]:
-    """The notebook lines where the study's cell sets ``metric`` to NaN or infinity itself
-    (``float("nan")``, ``np.nan``, ``math.inf``, in any part of the value), from the cell it recorded."""
+    """The notebook lines where the study's cell sets ``metric`` to NaN or infinity itself, from
+    the cell it recorded (:func:`nbtune.cell.reads.non_finite_assignments`)."""
     import ast
 
     cell = study.user_attrs.get(ATTR.CELL) or {}
@@ -306,26 +304,7 @@ def _set_to_nan(study: optuna.Study, metric: str) -> list[int]:
     except (SyntaxError, ValueError):  # IPython syntax in it ('%time'): not read
         return []
     offset = int(cell.get("line_offset", 1))
-
-    def non_finite(n: ast.AST) -> bool:
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "float" and n.args:
-            arg = n.args[0]
-            return isinstance(arg, ast.Constant) and str(arg.value).strip().lower() in _NON_FINITE
-        return (
-            isinstance(n, ast.Attribute)
-            and n.attr.lower() in ("nan", "inf")
-            and isinstance(n.value, ast.Name)
-            and n.value.id in ("np", "numpy", "math", "torch")
-        )
-
-    lines = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            named = any(isinstance(n, ast.Name) and n.id == metric for t in targets for n in ast.walk(t))
-            if named and any(non_finite(n) for n in ast.walk(node.value)):
-                lines.add(node.lineno + offset)
-    return sorted(lines)
+    return [line + offset for line in non_finite_assignments(tree, metric)]
 
 
 def diagnose(result: StudySummary) -> list[Finding]:
@@ -402,7 +381,12 @@ def diagnose(result: StudySummary) -> list[Finding]:
     failed: dict[str, list[int]] = defaultdict(list)
     slow = [t for t in trials if ATTR.TIMED_OUT in t.user_attrs]
     for t in trials:
-        if t.state.name == "FAIL" and t.number not in diverged and ATTR.TIMED_OUT not in t.user_attrs:
+        if (
+            t.state.name == "FAIL"
+            and t.number not in diverged
+            and t.number not in verdict  # (said once, as the cell's verdict)
+            and ATTR.TIMED_OUT not in t.user_attrs
+        ):
             failed[t.user_attrs.get(ATTR.FAILURE) or t.user_attrs.get(ATTR.ERROR) or "an error"].append(t.number)
 
     others = [t for t in trials if t.state.name == "COMPLETE" and t.number not in diverged and t.number not in flat]
