@@ -21,6 +21,7 @@ from nbtune.exceptions import ONE_METRIC, ConfigError
 __all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signature", "magic_arguments_from_config"]
 
 DEFAULT_TRIALS = 20  # configurations per search when neither -n nor --timeout says otherwise
+ETA_DEFAULT = 3  # successive halving's reduction factor when --eta does not say otherwise
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
 _TIMEOUT_PARTS = re.compile(r"^\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*(?:m|min))?\s*(?:(?P<s>\d+)\s*(?:s|sec))?\s*$")
 
@@ -348,7 +349,7 @@ class TuneConfig:
         "(3 for -n 20 over 27 epochs, so rungs at 3 and 9; 1 from -n 28).",
     )
     eta: int = _opt(
-        3,
+        ETA_DEFAULT,
         "the reduction factor (1/eta of trials continue at each rung).",
         "--eta",
         type=int,
@@ -430,6 +431,10 @@ class TuneConfig:
         Raises:
             ConfigError: the first bad option.
         """
+        if self.fresh and self.resume:  # (--fresh had won, silently; found trying nbtune as a new user)
+            raise ConfigError(
+                "--fresh starts a new version of the study and --resume continues the latest one: give one of them"
+            )
         for option in ("maximize", "minimize"):
             value = getattr(self, option)
             if value is not None and (not isinstance(value, str) or not value.isidentifier()):

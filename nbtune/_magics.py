@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -106,7 +107,7 @@ _OPTUNA_WORDS = {
 def _parse(magic: Any, line: str) -> Any:
     """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
     try:
-        return parse_argstring(magic, line)
+        args = parse_argstring(magic, line)
     except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
         raise UsageError(f"cannot read the %%tune line ({e}): check its quotes; got {line.strip()!r}") from None
     except UsageError as e:
@@ -115,10 +116,25 @@ def _parse(magic: Any, line: str) -> Any:
         if hints:
             raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} (see %%tune?)") from None
         if "invalid" in words and "value:" in words:  # '--seed abc': the flag is right, its value is not
+            value = str(e).rsplit("value:", 1)[1].strip().strip("'")
+            if value.startswith(("$", "{")):
+                # IPython leaves what it cannot expand as it was: that, not the number, is the problem
+                what = (
+                    f"the notebook has no variable {value[1:]!r}"
+                    if value.startswith("$")
+                    else "the expression in braces could not be evaluated in the notebook"
+                )
+                raise UsageError(f"{e.args[0].split(':', 1)[0]}: {value} was not expanded: {what}") from None
             kind = {"int": "a whole number", "float": "a number"}.get(
                 words[words.index("invalid") + 1], "another value"
             )
             raise UsageError(f"{e}: give {kind} (see %%tune?)") from None
+        if "ignored explicit argument" in str(e):  # '--stop-only=yes'
+            flag = words[1].rstrip(":")
+            raise UsageError(f"{e}: {flag} takes no value; write {flag} alone (see %%tune?)") from None
+        if "expected one argument" in str(e):  # '--seed' at the end, or before another option
+            flag = words[1].rstrip(":").split("/")[-1]
+            raise UsageError(f"{e}: give its value after it ({flag} VALUE) (see %%tune?)") from None
         close = _close_flags(magic, words)
         if close:
             raise UsageError(f"{e}; did you mean {' or '.join(close)}? (see %%tune?)") from None
@@ -126,6 +142,49 @@ def _parse(magic: Any, line: str) -> Any:
         if hint:
             raise UsageError(f"{e}; {hint} (see %%tune?)") from None
         raise
+    _given_once(magic, line)
+    return args
+
+
+def _options_below(cell: str) -> None:
+    """Options written on the cell's first lines instead of the %%tune line ('%%tune' alone, then
+    '-n 4 --maximize val_acc'): said as such, not as "no metric was given" or an invalid syntax
+    (found trying nbtune as a new user)."""
+    for i, text in enumerate(cell.splitlines()):
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if re.match(r"\s*--?[A-Za-z][\w-]*(\s|=|$)", text) and not re.match(r"\s*-\s+\w", text):
+            raise UsageError(
+                f"line {i + 2} of the %%tune cell: {text.strip()!r} looks like options: they go on the %%tune line "
+                "itself (one line: %%tune -n 20 --maximize val_acc ...)"
+            )
+        return  # (the first line of code decides)
+
+
+def _given_once(magic: Any, line: str) -> None:
+    """An option that takes one value, given twice: the last one won without a word ('-n 4 -n 6';
+    '--holdout test_acc --holdout train_acc' sealed the other score; found trying nbtune as a new
+    user). Options that collect (--record, --subject-to) and flags said twice are fine."""
+    import argparse
+
+    from IPython.utils.process import arg_split  # type: ignore[attr-defined]  # (what parse_argstring splits with)
+
+    actions = magic.parser._option_string_actions
+    seen: dict[Any, list[str]] = {}
+    words = arg_split(line)
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        action = actions.get(flag) if word.startswith("-") else None
+        if action is None or not isinstance(action, argparse._StoreAction):
+            continue
+        seen.setdefault(action, []).append(value if eq else (words[i + 1] if i + 1 < len(words) else ""))
+    for action, values in seen.items():
+        if len(values) > 1:
+            name = "/".join(action.option_strings)
+            raise UsageError(
+                f"{name} is given {len(values)} times ({', '.join(map(repr, values))}): it takes one value; keep "
+                "the one you mean"
+            )
 
 
 def _stray_words_hint(message: str) -> str | None:
@@ -153,13 +212,22 @@ def _close_flags(magic: Any, words: list[str]) -> list[str]:
     import difflib
 
     parser = getattr(magic, "parser", None)
-    flags = [f for action in getattr(parser, "_actions", ()) for f in action.option_strings if f.startswith("--")]
+    options = [f for action in getattr(parser, "_actions", ()) for f in action.option_strings]
+    flags = [f for f in options if f.startswith("--")]
+    words = [w.rstrip(":,;") for w in words]
     unknown = [w for w in words if w.startswith("--") and w not in flags]
     # '-maximize' with one dash is '--maximize'
     unknown += [
         "-" + w for w in words if w.startswith("-") and not w.startswith("--") and len(w) > 2 and w[1].isalpha()
     ]
-    return [m for w in unknown for m in difflib.get_close_matches(w, flags, n=1, cutoff=0.75)]
+    out: list[str] = []
+    for w in dict.fromkeys(unknown):
+        if w[1:] in options:  # '--n' for -n
+            out.append(w[1:])
+            continue
+        started = [f for f in flags if f.startswith(w)]  # a prefix: '--sa' (argparse no longer guesses it)
+        out += started[:3] if 0 < len(started) <= 3 else difflib.get_close_matches(w, flags, n=1, cutoff=0.75)
+    return list(dict.fromkeys(out))
 
 
 def _check_out(args: Any) -> None:
@@ -298,6 +366,7 @@ class TuneMagics(Magics):
         maximize="val_acc", n_trials=40, ...)`` runs the same search (the options as keyword
         arguments).
         """
+        _options_below(cell)
         args, cfg = self._config(line)
         from nbtune._tune import tune
 
@@ -517,6 +586,12 @@ def _misplaced(line: str) -> None:
         "%%tune must be the first line of the cell: a comment, blank line or import above it makes IPython read it "
         "as a line magic; move it to the top (comments can go below it)"
     )
+
+
+# An option's prefix is not that option: '--n 4' was read as '--name 4' (found trying nbtune as a new
+# user). IPython's parser takes no allow_abbrev; argparse reads the attribute when it parses.
+for _magic in (TuneMagics.tune, TuneMagics.tune_show, TuneMagics.tune_validate):
+    _magic.parser.allow_abbrev = False
 
 
 def load(shell: Any) -> None:

@@ -31,6 +31,7 @@ from nbtune import _compat
 from nbtune._checks import plan_checks, require_seed
 from nbtune._config import (
     DEFAULT_TRIALS,
+    ETA_DEFAULT,
     TuneConfig,
     config_from,
     parse_constraint,
@@ -395,6 +396,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     # again from the start (as scikit-learn's halving searches do).
     pause = kind.rungs and epochs is not None and folds is None and not cfg.stop_only
     _check_pbt_options(cfg, kind)
+    _check_unused_scheduler_options(cfg, kind, epochs is not None or folds is not None)
     pbt: dict[str, Any] = {}
     if kind.pauses:
         pause = True
@@ -404,6 +406,8 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
         # (with only a --timeout, how many will run is not known: the rungs of the default 20, where a
         # short search still trains some configurations to the end)
         n = cfg.n_trials if cfg.n_trials is not None else DEFAULT_TRIALS
+        if sampler.enumerates:  # a grid smaller than -n: its points are all the configurations there are
+            n = min(n, grid_size(program.params))
         r = first_rung(R, cfg.eta, n - (0 if sampler.enumerates else 1)) if kind.rungs else 1
     spec = SchedulerSpec(
         kind=kind.name,
@@ -434,6 +438,34 @@ def _check_pbt_options(cfg: TuneConfig, kind: BaseScheduler) -> None:
             f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for population-based training, but the "
             f"scheduler is {kind.name}: add --scheduler pbt, or drop {' and '.join(given)}"
         )
+
+
+def _check_unused_scheduler_options(cfg: TuneConfig, kind: BaseScheduler, steps: bool) -> None:
+    """Successive halving's options given to a search that would not use them (a cell without an
+    epochs loop, --scheduler none, median or pbt) were ignored without a word, where --scheduler asha
+    on such a cell is refused (found trying nbtune as a new user): said instead, before any trial."""
+    unused = []
+    if cfg.min_epochs is not None and not (kind.rungs or kind.name == "median"):
+        unused.append("--min-epochs")
+    if cfg.eta != ETA_DEFAULT and not kind.rungs:
+        unused.append("--eta")
+    if cfg.stop_only and not kind.rungs and not kind.pauses:  # (PBT's is said by _check_pbt_options)
+        unused.append("--stop-only")
+    if cfg.max_epochs is not None and not steps:
+        unused.append("--max-epochs")
+    if not unused:
+        return
+    why = (
+        "the cell has no epochs loop, so no scheduler stops its trials (mark the training loop with "
+        "'# tune: epochs' for one)"
+        if not steps
+        else f"--scheduler {kind.name} does not use "
+        + ("it" if len(unused) == 1 else "them")
+        + " (successive halving's: --scheduler asha or hyperband"
+        + (", and median's first epoch to compare at for --min-epochs" if "--min-epochs" in unused else "")
+        + ")"
+    )
+    raise ConfigError(f"{' and '.join(unused)} would be ignored: {why}; drop {' and '.join(unused)}")
 
 
 def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[str, Any]:

@@ -824,6 +824,65 @@ def test_a_timeout_left_over_after_the_trials_ran_out_carries_on(ip):
     assert rest.study.study_name == few.study.study_name and rest.n_finished > 8
 
 
+LOOPED = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(9):  # tune: epochs\n    loss = x / (epoch + 1)\n"
+PLAIN = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+
+
+@pytest.mark.parametrize(
+    "line, cell, message",
+    [
+        # a prefix of an option is not that option ('--n 4' had named the study "4")
+        ("--n 4 --minimize loss", PLAIN, r"unrecognized arguments: --n 4; did you mean -n\?"),
+        ("--sa random --minimize loss", PLAIN, r"unrecognized arguments: --sa random; did you mean --sampler\?"),
+        ("--tria 5 --minimize loss", PLAIN, r"did you mean --trials or --trial-timeout\?"),  # (each once)
+        ("--minimize loss --seed", PLAIN, r"argument --seed: expected one argument: give its value after it"),
+        ("--minimize loss --stop-only=yes", LOOPED, r"--stop-only takes no value; write --stop-only alone"),
+        # an option that takes one value, given twice (the last had won, silently)
+        ("-n 4 -n 6 --minimize loss", PLAIN, r"^-n/--trials is given 2 times \('4', '6'\): it takes one value"),
+        ("--minimize loss --holdout a --holdout=b", PLAIN, r"^--holdout is given 2 times \('a', 'b'\)"),
+        ("--minimize loss --fresh --resume", PLAIN, r"^--fresh starts a new version .* give one of them$"),
+        # what expansion could not do is said as such, not as a type error
+        ("-n $UNDEFINED_N --minimize loss", PLAIN, r"\$UNDEFINED_N was not expanded: the notebook has no variable"),
+        (
+            "-n {undefined_n + 1} --minimize loss",
+            PLAIN,
+            r"\{undefined_n was not expanded: the expression in braces could not be evaluated",
+        ),
+        # successive halving's options where nothing would use them
+        ("--minimize loss --min-epochs 2", PLAIN, r"^--min-epochs would be ignored: the cell has no epochs loop"),
+        ("--minimize loss --stop-only --eta 2", PLAIN, r"^--eta and --stop-only would be ignored: the cell has no"),
+        ("--minimize loss --max-epochs 5", PLAIN, r"^--max-epochs would be ignored: the cell has no epochs loop"),
+        ("--minimize loss --scheduler none --eta 2", LOOPED, r"^--eta would be ignored: --scheduler none does not"),
+        (
+            "--minimize loss --scheduler median --stop-only",
+            LOOPED,
+            r"^--stop-only would be ignored: --scheduler median",
+        ),
+        # options below the %%tune line
+        (
+            "",
+            "-n 4 --minimize loss\n" + PLAIN,
+            r"^line 2 of the %%tune cell: '-n 4 --minimize loss' looks like options",
+        ),
+    ],
+)
+def test_option_mistakes_are_one_line_before_any_trial(ip, line, cell, message, tmp_path):
+    """Found trying nbtune's options one by one as a new user: each was accepted silently, or said as
+    something else."""
+    with pytest.raises(UsageError, match=message):
+        ip.run_cell_magic("tune", f"{line} --store {tmp_path}" if line else "", cell)
+    assert not any(tmp_path.glob("*.journal"))  # before any trial: no study made
+
+
+def test_the_options_that_do_apply_still_run(ip, tmp_path):
+    ok = ip.run_cell_magic("tune", f"--minimize loss -n 3 --scheduler median --min-epochs 2 --store {tmp_path}", LOOPED)
+    assert ok.n_finished == 3 and "after 2 epochs" in ok.scheduler
+    assert (
+        ip.run_cell_magic("tune", f"--minimize loss -n 2 --record x --record x --store {tmp_path}/r", PLAIN).n_finished
+        == 2
+    )
+
+
 def test_help_text(ip):
     doc = ip.find_cell_magic("tune").__doc__
     for text in (
