@@ -512,6 +512,10 @@ class TuneMagics(Magics):
         """
         args = _parse(self.tune_validate, line)
         _check_out(args)
+        for option, value in (("--top", args.top), ("--seeds", args.seeds)):  # (not %%tune's words for them)
+            if value < 1:
+                what = "of the study's best configurations to re-run" if option == "--top" else "seeds to run each with"
+                raise UsageError(f"{option} takes how many {what}, 1 or more; got {value}")
         result = self._stored(args, nested=False)
         try:
             result.revalidate(top=args.top, seeds=args.seeds, n_jobs=args.jobs, backend=args.backend)

@@ -874,6 +874,13 @@ def test_option_mistakes_are_one_line_before_any_trial(ip, line, cell, message, 
     assert not any(tmp_path.glob("*.journal"))  # before any trial: no study made
 
 
+@pytest.mark.parametrize("line", ["--top 0", "--top -1", "--seeds 0"])
+def test_tune_validate_names_its_own_options(ip, line):
+    """'%tune_validate --top 0' said '--seeds 5 ... add --revalidate K', options the user never typed."""
+    with pytest.raises(UsageError, match=rf"^{line.split()[0]} takes how many .*, 1 or more; got {line.split()[1]}$"):
+        ip.run_line_magic("tune_validate", f"anything {line}")
+
+
 def test_the_options_that_do_apply_still_run(ip, tmp_path):
     ok = ip.run_cell_magic("tune", f"--minimize loss -n 3 --scheduler median --min-epochs 2 --store {tmp_path}", LOOPED)
     assert ok.n_finished == 3 and "after 2 epochs" in ok.scheduler
