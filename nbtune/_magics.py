@@ -533,6 +533,7 @@ async def run_async(line: str, cell: str) -> Any:
     if shell is None:  # the input transformer only rewrites cells inside a running IPython
         raise UsageError("%%tune runs inside IPython or a Jupyter kernel; use nbtune.tune() elsewhere")
     magics = shell.magics_manager.registry["TuneMagics"]
+    _options_below(cell)
     # As run_cell_magic would: {var} and $var in the %%tune line take notebook values.
     args, cfg = magics._config(shell.var_expand(line))
     from nbtune._tune import tune_async

@@ -516,6 +516,17 @@ def test_tune_async_awaited_in_a_kernel_cell(kernel, tmp_path):
     assert "4 2.0" in text
 
 
+def test_options_below_the_tune_line_are_named_in_a_kernel(kernel):
+    """In a kernel a %%tune cell runs as an async cell, not through run_cell_magic: the check of
+    options written below the %%tune line is made there too."""
+    _km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+    reply, outputs, _ = _execute(kc, "%%tune\n-n 4 --minimize loss\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n")
+    assert reply["status"] == "error", reply
+    said = reply["evalue"] + "".join(str(m["content"]) for m in outputs)
+    assert "line 2 of the %%tune cell: '-n 4 --minimize loss' looks like options" in said, said
+
+
 TORCH_SETUP = """\
 %load_ext nbtune
 import torch
