@@ -686,11 +686,16 @@ def config_from_args(args: Any, **api_only: Any) -> TuneConfig:
     for option in ("maximize", "minimize"):
         given = values[option]
         if isinstance(given, list):
-            if len(given) > 1:
+            if len(set(given)) == 1 and len(given) > 1:
                 raise ConfigError(
-                    f"--{option} was given {len(given)} times ({', '.join(map(str, given))}): nbtune tunes one "
-                    f"metric; keep the other as a guardrail (--subject-to '{given[1]} <= ...') or a record "
-                    f"(--record {given[1]})"
+                    f"--{option} is given {len(given)} times ({', '.join(map(str, given))}): give it once"
+                )
+            if len(given) > 1:
+                other = next(g for g in given if g != given[0])
+                raise ConfigError(
+                    f"--{option} is given {len(given)} times ({', '.join(map(str, given))}): nbtune tunes one "
+                    f"metric; keep the other as a guardrail (--subject-to '{other} <= ...') or a record "
+                    f"(--record {other})"
                 )
             values[option] = given[0]
     api_only.setdefault("line_offset", 1)  # the %%tune line above the body

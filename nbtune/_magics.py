@@ -106,6 +106,8 @@ _OPTUNA_WORDS = {
 
 def _parse(magic: Any, line: str) -> Any:
     """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
+    see = f"(see {'%%tune' if magic.__name__ == 'tune' else '%' + magic.__name__}?)"
+    _unexpanded(line)  # (first: what it left split at its spaces would read as stray words)
     try:
         args = parse_argstring(magic, line)
     except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
@@ -114,36 +116,42 @@ def _parse(magic: Any, line: str) -> Any:
         words = str(e).split()
         hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in words]
         if hints:
-            raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} (see %%tune?)") from None
+            raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} {see}") from None
         if "invalid" in words and "value:" in words:  # '--seed abc': the flag is right, its value is not
-            value = str(e).rsplit("value:", 1)[1].strip().strip("'")
-            if value.startswith(("$", "{")):
-                # IPython leaves what it cannot expand as it was: that, not the number, is the problem
-                what = (
-                    f"the notebook has no variable {value[1:]!r}"
-                    if value.startswith("$")
-                    else "the expression in braces could not be evaluated in the notebook"
-                )
-                raise UsageError(f"{e.args[0].split(':', 1)[0]}: {value} was not expanded: {what}") from None
             kind = {"int": "a whole number", "float": "a number"}.get(
                 words[words.index("invalid") + 1], "another value"
             )
-            raise UsageError(f"{e}: give {kind} (see %%tune?)") from None
+            raise UsageError(f"{e}: give {kind} {see}") from None
         if "ignored explicit argument" in str(e):  # '--stop-only=yes'
             flag = words[1].rstrip(":")
-            raise UsageError(f"{e}: {flag} takes no value; write {flag} alone (see %%tune?)") from None
+            raise UsageError(f"{e}: {flag} takes no value; write {flag} alone {see}") from None
         if "expected one argument" in str(e):  # '--seed' at the end, or before another option
             flag = words[1].rstrip(":").split("/")[-1]
-            raise UsageError(f"{e}: give its value after it ({flag} VALUE) (see %%tune?)") from None
+            raise UsageError(f"{e}: give its value after it ({flag} VALUE) {see}") from None
         close = _close_flags(magic, words)
         if close:
-            raise UsageError(f"{e}; did you mean {' or '.join(close)}? (see %%tune?)") from None
+            raise UsageError(f"{e}; did you mean {' or '.join(close)}? {see}") from None
         hint = _stray_words_hint(str(e))
         if hint:
-            raise UsageError(f"{e}; {hint} (see %%tune?)") from None
+            raise UsageError(f"{e}; {hint} {see}") from None
         raise
     _given_once(magic, line)
     return args
+
+
+def _unexpanded(line: str) -> None:
+    """A ``$var`` or ``{expr}`` IPython could not expand stays in the line as written, and an option
+    that takes any text took it ('--holdout $UNDEF' was said as a bad variable name): said as such."""
+    m = re.search(r"(?:^|\s)(\$[A-Za-z_]\w*|\{[^{}]*\}?)", line)
+    if m is None:
+        return
+    text = m.group(1)
+    what = (
+        f"the notebook has no variable {text[1:]!r}"
+        if text.startswith("$")
+        else "the expression in braces could not be evaluated in the notebook"
+    )
+    raise UsageError(f"{text} was not expanded: {what}")
 
 
 def _options_below(cell: str) -> None:
@@ -174,6 +182,8 @@ def _given_once(magic: Any, line: str) -> None:
     words = arg_split(line)
     for i, word in enumerate(words):
         flag, eq, value = word.partition("=")
+        if word.startswith("-") and not word.startswith("--") and len(word) > 2 and word[:2] in actions:
+            flag, eq, value = word[:2], "=", word[2:]  # '-n4', '-oa': the short option's value attached
         action = actions.get(flag) if word.startswith("-") else None
         if action is None or not isinstance(action, argparse._StoreAction):
             continue
@@ -214,7 +224,7 @@ def _close_flags(magic: Any, words: list[str]) -> list[str]:
     parser = getattr(magic, "parser", None)
     options = [f for action in getattr(parser, "_actions", ()) for f in action.option_strings]
     flags = [f for f in options if f.startswith("--")]
-    words = [w.rstrip(":,;") for w in words]
+    words = [w.rstrip(":,;").split("=", 1)[0] for w in words]  # ('--n=4')
     unknown = [w for w in words if w.startswith("--") and w not in flags]
     # '-maximize' with one dash is '--maximize'
     unknown += [

@@ -846,8 +846,15 @@ PLAIN = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
         (
             "-n {undefined_n + 1} --minimize loss",
             PLAIN,
-            r"\{undefined_n was not expanded: the expression in braces could not be evaluated",
+            r"^\{undefined_n \+ 1\} was not expanded: the expression in braces could not be evaluated",
         ),
+        ("--minimize loss --holdout $UNDEFINED_H", PLAIN, r"^\$UNDEFINED_H was not expanded"),  # (any option)
+        ("--minimize loss --timeout {undefined_t * 2}", PLAIN, r"^\{undefined_t \* 2\} was not expanded"),
+        # a short option's value attached ('-oa'): the same option twice
+        ("-n2 -n3 --minimize loss", PLAIN, r"^-n/--trials is given 2 times \('2', '3'\)"),
+        ("-oa -ob --minimize loss", PLAIN, r"^-o/--out is given 2 times \('a', 'b'\)"),
+        ("--n=4 --minimize loss", PLAIN, r"unrecognized arguments: --n=4; did you mean -n\?"),
+        ("--minimize loss --minimize loss", PLAIN, r"^--minimize is given 2 times \(loss, loss\): give it once$"),
         # successive halving's options where nothing would use them
         ("--minimize loss --min-epochs 2", PLAIN, r"^--min-epochs would be ignored: the cell has no epochs loop"),
         ("--minimize loss --stop-only --eta 2", PLAIN, r"^--eta and --stop-only would be ignored: the cell has no"),
@@ -876,9 +883,12 @@ def test_option_mistakes_are_one_line_before_any_trial(ip, line, cell, message, 
 
 @pytest.mark.parametrize("line", ["--top 0", "--top -1", "--seeds 0"])
 def test_tune_validate_names_its_own_options(ip, line):
-    """'%tune_validate --top 0' said '--seeds 5 ... add --revalidate K', options the user never typed."""
+    """'%tune_validate --top 0' said '--seeds 5 ... add --revalidate K', options the user never typed;
+    and its help is its own."""
     with pytest.raises(UsageError, match=rf"^{line.split()[0]} takes how many .*, 1 or more; got {line.split()[1]}$"):
         ip.run_line_magic("tune_validate", f"anything {line}")
+    with pytest.raises(UsageError, match=r"did you mean --top\? \(see %tune_validate\?\)$"):
+        ip.run_line_magic("tune_validate", "anything --to 2")
 
 
 def test_the_options_that_do_apply_still_run(ip, tmp_path):
@@ -929,7 +939,7 @@ def test_help_text(ip):
         ("--trials 5", "no metric was given; pass exactly one of --maximize NAME or --minimize NAME"),
         ("--maximize a --minimize b", "both --maximize and --minimize"),
         # the last one used to win silently (found trying nbtune as an Optuna user)
-        ("--minimize loss --minimize lat", "--minimize was given 2 times (loss, lat): nbtune tunes one metric"),
+        ("--minimize loss --minimize lat", "--minimize is given 2 times (loss, lat): nbtune tunes one metric"),
         ("--maximize loss --trials 0", "--trials must be a whole number >= 1; got 0"),
         ("--maximize loss --trials many", "argument -n/--trials: invalid int value: 'many': give a whole number"),
         # (it asked "did you mean --seed?" of a flag spelled right; found trying nbtune as a new user)
