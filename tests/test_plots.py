@@ -411,6 +411,12 @@ def test_optunas_views_say_which_trials_they_leave_out(view):
     title = plots.view_figure(view, summary_of(trials)).get_suptitle()
     assert title.endswith("drawn: the 5 complete trials; left out: 3 stopped early"), title
     assert "left out" not in plots.view_figure(view, summary_of(trials[:5])).get_suptitle()
+    trials[-1].user_attrs["nbtune:decision"] = {
+        "epoch": 1,
+        "paused": True,
+    }  # (may still go on: said as the header says it)
+    title = plots.view_figure(view, summary_of(trials)).get_suptitle()
+    assert title.endswith("left out: 2 stopped early and 1 paused"), title
 
 
 def test_epoch_axes_tick_whole_epochs():

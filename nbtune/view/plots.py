@@ -558,7 +558,13 @@ def _complete_only(result: TuneResult) -> str:
     draw complete trials only, and a contour interpolated from 7 of 30 trials said nothing of it
     (found trying nbtune as a new user). "" when nothing is left out."""
     counts = result.counts()
-    left = [f"{counts[k]} {word}" for k, word in (("pruned", "stopped early"), ("fail", "failed")) if counts.get(k)]
+    paused = len(result._still_paused())  # (as the header says them: paused while they may go on)
+    stopped = counts.get("pruned", 0) - paused
+    left = [
+        f"{n} {word}"
+        for n, word in ((stopped, "stopped early"), (paused, "paused"), (counts.get("fail", 0), "failed"))
+        if n
+    ]
     if not left:
         return ""
     n = counts.get("complete", 0)
