@@ -466,7 +466,7 @@ class TuneMagics(Magics):
 
     def _stored_result(self, args: Any, nested: bool) -> Any:
         from nbtune._tune import stored_nested, stored_result
-        from nbtune.store.base import OUTER, base_name
+        from nbtune.store.base import CHECK_SUFFIX, OUTER, base_name, is_check_study
         from nbtune.store.journal import load_study, open_store
 
         shell = self.shell
@@ -495,6 +495,14 @@ class TuneMagics(Magics):
             result.messages.append(
                 f"{base_name(name)!r} also names a nested cross-validation (a cell with '# tune: outer(k)' that tunes "
                 f"the same names for the same metric): %tune_show {base_name(name)}{OUTER} shows its outer folds"
+            )
+        if name is not None and is_check_study(name):  # (its "best" is one lucky seed's: found trying nbtune)
+            searched = name.removesuffix(CHECK_SUFFIX)
+            result.messages.insert(
+                0,
+                f"{name!r} holds the checks of {searched!r}: re-validation runs (a configuration with one seed each) "
+                f"and holdout runs, not a search; its best trial is one seed's luck. %tune_show {searched} compares "
+                "them per configuration (res.revalidation())",
             )
         return result
 

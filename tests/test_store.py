@@ -128,6 +128,9 @@ def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, 
     assert list(df.version) == [1, 2, 3, 4, 1] and (df.metric[:4] == "loss").all() and df.direction.b == "maximize"
     assert (df.finished == [3, 3, 3, 3, 2]).all() and df.best_value.b == res.best_value
     assert "b@check" in nbtune.studies(tmp_path, checks=True).index
+    # opened itself, a check study says what it is (its "best" was one lucky seed's)
+    ip.run_line_magic("tune_show", f"b@check --store {tmp_path} --view none -o checks")
+    assert ip.user_ns["checks"].messages[0].startswith("'b@check' holds the checks of 'b': re-validation runs")
     # %tune_show without a name, over a store of several: the table, not an error
     capsys.readouterr()
     assert ip.run_line_magic("tune_show", f"--store {tmp_path}") is None
