@@ -417,6 +417,11 @@ def test_optunas_views_say_which_trials_they_leave_out(view):
     }  # (may still go on: said as the header says it)
     title = plots.view_figure(view, summary_of(trials)).get_suptitle()
     assert title.endswith("left out: 2 stopped early and 1 paused"), title
+    # and so does the message when too few are complete to draw (one is enough for a slice)
+    few = plots.view_figure(view, summary_of(trials[:1] + trials[5:]))
+    said = [t.get_text() for ax in few.axes for t in ax.texts]
+    if view != "slice":
+        assert said and said[0].endswith("(not drawn: 2 stopped early and 1 paused)"), said
 
 
 def test_epoch_axes_tick_whole_epochs():

@@ -763,7 +763,10 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
             raise ConfigError(f"{unknown[0]!r} is not a parameter of this study; its parameters are {', '.join(known)}")
     n = _n_complete(result)
     if n < view.min_complete:
-        return message_figure(f"{name} needs {view.min_complete} complete trials; {n} so far")
+        left = _complete_only(result).partition("left out: ")[2]  # (the others, stopped or failed, are not drawn)
+        return message_figure(
+            f"{name} needs {view.min_complete} complete trials; {n} so far" + (f" (not drawn: {left})" if left else "")
+        )
     if view.uses == "params" and not param_names(result.trials[:200]):
         return message_figure(f"{name} needs parameters: the study has none yet")
     return view.draw(result, choice or PlotChoice())
