@@ -1044,6 +1044,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         search.control.cleanup()
     if search is not None:
         extra.extend(_changed_in_place(plan))
+        extra.extend(_loop_shorter_than_max_epochs(plan))
     result = _result(plan, extra, n_trials)
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
@@ -1069,6 +1070,25 @@ def _nothing_but_failures(result: TuneResult, plan: _Plan, refusals_count: bool 
     return (
         bool(ran) and all(t.state.name == "FAIL" for t in ran) and not any(t.state.name == "COMPLETE" for t in trials)
     )
+
+
+def _loop_shorter_than_max_epochs(plan: _Plan) -> list[str]:
+    """Every complete trial's loop ended before --max-epochs (a loop whose length nbtune cannot
+    read, over a generator): the rungs were placed for epochs no trial runs, and it went unsaid
+    (found trying nbtune as a new user). One that runs longer fails its trials, with a message."""
+    epochs, R = plan.program.spec.epochs, plan.cfg.max_epochs
+    if epochs is None or epochs.length is not None or R is None:
+        return []
+    complete = [t for t in plan.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.last_step]
+    ran = {t.last_step or 0 for t in complete}
+    if len(complete) < 2 or len(ran) != 1 or max(ran) >= R:  # (a loop that ends by itself, early stopping: ran varies)
+        return []
+    n = ran.pop()
+    return [
+        f"the epochs loop (line {epochs.lineno}) ran {n} epochs in every complete trial, fewer than --max-epochs {R}: "
+        f"the rungs were placed for {R} epochs; give --max-epochs {n} (a new version of the study) for rungs that "
+        "fit the loop"
+    ]
 
 
 def _changed_in_place(plan: _Plan) -> list[str]:
