@@ -376,8 +376,7 @@ class TuneMagics(Magics):
         maximize="val_acc", n_trials=40, ...)`` runs the same search (the options as keyword
         arguments).
         """
-        _options_below(cell)
-        args, cfg = self._config(line)
+        args, cfg = self._config(line, cell)
         from nbtune._tune import tune
 
         try:
@@ -387,8 +386,10 @@ class TuneMagics(Magics):
             raise _failed(self.shell, args, e) from None
         return _end(self.shell, args, result)
 
-    def _config(self, line: str) -> tuple[Any, TuneConfig]:
-        """The parsed line, and the search's options (the notebook's namespace, IPython syntax)."""
+    def _config(self, line: str, cell: str = "") -> tuple[Any, TuneConfig]:
+        """The parsed line, and the search's options (the notebook's namespace, IPython syntax);
+        for both ways a %%tune cell runs (run_cell_magic, and the kernel's async cell)."""
+        _options_below(cell)
         args = _parse(self.tune, line)
         _check_out(args)
         shell = self.shell
@@ -551,9 +552,8 @@ async def run_async(line: str, cell: str) -> Any:
     if shell is None:  # the input transformer only rewrites cells inside a running IPython
         raise UsageError("%%tune runs inside IPython or a Jupyter kernel; use nbtune.tune() elsewhere")
     magics = shell.magics_manager.registry["TuneMagics"]
-    _options_below(cell)
     # As run_cell_magic would: {var} and $var in the %%tune line take notebook values.
-    args, cfg = magics._config(shell.var_expand(line))
+    args, cfg = magics._config(shell.var_expand(line), cell)
     from nbtune._tune import tune_async
 
     try:
