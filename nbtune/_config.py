@@ -22,6 +22,7 @@ __all__ = ["TuneConfig", "parse_constraint", "parse_timeout", "with_config_signa
 
 DEFAULT_TRIALS = 20  # configurations per search when neither -n nor --timeout says otherwise
 ETA_DEFAULT = 3  # successive halving's reduction factor when --eta does not say otherwise
+HEARTBEAT_DEFAULT = 5.0  # seconds between a database store's lease renewals when --heartbeat does not say otherwise
 _TIMEOUT_RE = re.compile(r"^\s*(?P<n>\d+(?:\.\d*)?)\s*(?P<u>s|sec|m|min|h)?\s*$")
 _TIMEOUT_PARTS = re.compile(r"^\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*(?:m|min))?\s*(?:(?P<s>\d+)\s*(?:s|sec))?\s*$")
 
@@ -264,7 +265,7 @@ class TuneConfig:
         flag_help="keep the checkpoints of the best K complete trials. Default 3.",
     )
     heartbeat: float = _opt(
-        5.0,
+        HEARTBEAT_DEFAULT,
         "with a database store: seconds between a worker's lease renewals (its heartbeat).",
         "--heartbeat",
         metavar="S",

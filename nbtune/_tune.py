@@ -32,6 +32,7 @@ from nbtune._checks import plan_checks, require_seed
 from nbtune._config import (
     DEFAULT_TRIALS,
     ETA_DEFAULT,
+    HEARTBEAT_DEFAULT,
     TuneConfig,
     config_from,
     parse_constraint,
@@ -440,6 +441,28 @@ def _check_pbt_options(cfg: TuneConfig, kind: BaseScheduler) -> None:
         )
 
 
+def _check_lease_options(cfg: TuneConfig, store: BaseStore) -> None:
+    """--heartbeat and --lease-grace set a database store's leases; with a folder store they were
+    ignored without a word (found trying nbtune as a new user): said before any trial."""
+    if store.leases:
+        return
+    given = [
+        o
+        for o, used in (
+            ("--heartbeat", cfg.heartbeat != HEARTBEAT_DEFAULT),
+            ("--lease-grace", cfg.lease_grace is not None),
+        )
+        if used
+    ]
+    if given:
+        options = " and ".join(given)
+        raise ConfigError(
+            f"{options} would be ignored: {'they set' if len(given) > 1 else 'it sets'} a database store's leases, "
+            f"and this study's store is the folder {store.where()}, where nbtune watches this machine's worker "
+            f"processes themselves; drop {options}, or pass --store postgresql://... for workers on other machines"
+        )
+
+
 def _check_unused_scheduler_options(cfg: TuneConfig, kind: BaseScheduler, steps: bool) -> None:
     """Successive halving's options given to a search that would not use them (a cell without an
     epochs loop, --scheduler none, median or pbt) were ignored without a word, where --scheduler asha
@@ -728,6 +751,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         check_sendable(program, cell, cfg.line_offset)
 
     store = open_store(cfg.store, cfg.user_ns, cfg.artifacts)
+    _check_lease_options(cfg, store)
     base = cfg.name or store.namespace(cfg.user_ns) + _default_name(cfg.metric, cfg.direction, program)
     if outer_fold is not None:
         base = outer_fold_study(base, outer_fold)

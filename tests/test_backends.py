@@ -232,7 +232,6 @@ def test_a_dask_scheduler_lost_mid_search_is_one_line_or_a_note(tmp_path):
         ) as e:
             nbtune.tune(
                 slow, minimize="loss", n_trials=40, n_jobs=2, backend="dask", store=tmp_path / "b", view=None,
-                lease_grace=2.0, heartbeat=0.5,
             )  # fmt: skip
     assert 0 < len(nbtune.load_study(store=tmp_path / "b").trials) < 40  # what finished is kept
     # and the error carries the search as it stopped (what %%tune -o binds)
@@ -554,7 +553,6 @@ def test_a_dask_worker_restarted_by_its_nanny_draws_new_configurations(tmp_path)
     with _dask_client(2):
         res = nbtune.tune(
             cell, minimize="loss", n_trials=12, n_jobs=2, backend="dask", seed=1, store=tmp_path, view=None,
-            lease_grace=3.0, heartbeat=0.5,
         )  # fmt: skip
     died = [t for t in res.study.trials if "WorkerDied" in (t.user_attrs.get(ATTR.ERROR) or "")]
     assert died, "no worker died: nothing tested"

@@ -865,6 +865,9 @@ PLAIN = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
             LOOPED,
             r"^--stop-only would be ignored: --scheduler median",
         ),
+        # a database store's lease settings, on the folder store (they were ignored)
+        ("--minimize loss --heartbeat 2", PLAIN, r"^--heartbeat would be ignored: it sets a database store's leases"),
+        ("--minimize loss --lease-grace 30", PLAIN, r"^--lease-grace would be ignored: .* the folder .*postgresql"),
         # options below the %%tune line
         (
             "",

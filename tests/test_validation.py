@@ -450,10 +450,15 @@ def test_a_guardrail_makes_the_unconstrained_best_infeasible(trees):
         ("--subject-to 'latency <= fast'", "--subject-to takes a cell variable, <= or >=, and a number"),
         ("--subject-to 'latency <= 3'", "--subject-to 'latency <= 3': the %%tune cell never assigns 'latency'"),
         ("--record nope", "--record: the %%tune cell never assigns 'nope'"),
+        # a notebook variable is not in a trial's namespace (every trial had failed at run time)
+        ("--subject-to 'LIMIT <= 2'", "never assigns 'LIMIT', so no trial could be checked against it .the notebook's"),
+        ("--record LIMIT", "--record: the %%tune cell never assigns 'LIMIT', so no trial could record it"),
+        ("--record loss", "--record loss: 'loss' is the metric, which every trial keeps already"),
         ("--record 'a b'", "--record takes cell variable names separated by commas"),
     ],
 )
 def test_bad_guardrails_and_records_are_one_line_before_any_trial(ip, line, message):
+    ip.user_ns["LIMIT"] = 3
     with pytest.raises(UsageError, match=message):
         run(ip, f"--minimize loss --trials 3 {line}", "x = 1  # tune: int(0, 3)\nloss = x\n")
 

@@ -927,19 +927,33 @@ def compile_cell(
                     f"{option} {name}: {name!r} is the sealed holdout, computed only after the search, so no trial "
                     f"could {'meet a guardrail on' if option == '--subject-to' else 'record'} it; use another variable"
                 )
-    for name, option in (
-        [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []]
-        + [(r, "--record") for r in records or []]
-        + [(s, "--state") for s in state or []]
-    ):
-        if option == "--state" and name in {p.name for p in spec.params}:
+    for name in records or []:
+        if name == metric:
+            raise ConfigError(
+                f"--record {name}: {name!r} is the metric, which every trial keeps already (res.df()['value']); "
+                f"drop --record {name}"
+            )
+    for name, option in [(c[0], f"--subject-to {c[3]!r}") for c in constraints or []] + [
+        (r, "--record") for r in records or []
+    ]:
+        # read at the end of each trial from the trial's own namespace: the notebook's value is not there,
+        # and would be the same in every trial (a guardrail on it had failed every trial at run time)
+        if not _set_by_cell(spec.tree, name, user_ns):
+            raise ConfigError(
+                f"{option}: the %%tune cell never assigns {name!r}, so no trial could "
+                f"{'be checked against it' if option != '--record' else 'record it'}"
+                f"{_why_not_notebooks(spec.tree, name, user_ns)}; compute it in the cell (e.g. '{name} = ...') "
+                "or name a variable the cell sets"
+            )
+    for name in state or []:
+        if name in {p.name for p in spec.params}:
             raise ConfigError(
                 f"--state {name}: {name!r} is tuned, so it is not a trial's state; name the model or optimizer the "
                 "tuned values build"
             )
         if name not in bound and name not in user_ns:
             raise ConfigError(
-                f"{option}: the %%tune cell never assigns {name!r} and the notebook has no variable {name!r}; "
+                f"--state: the %%tune cell never assigns {name!r} and the notebook has no variable {name!r}; "
                 f"compute it in the cell (e.g. '{name} = ...') or name a variable the cell sets"
             )
     # IPython's own helpers hold the shell (unpicklable); the runtime provides get_ipython.
@@ -1055,35 +1069,54 @@ def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
     return tuple(n for n in carried_across_epochs(spec.tree, spec.epochs.lineno) if n not in own)
 
 
+def _set_by_cell(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:
+    """The cell assigns ``name``, or it is set as a global (:func:`_set_by_functions`)."""
+    return bool(_stores(tree, name)) or _set_by_functions(tree, name, user_ns)
+
+
+def _stores(tree: ast.Module, name: str) -> list[ast.Name]:
+    """The cell's assignments of ``name``, at any depth."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)]
+
+
+def _set_by_functions(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:
+    """The cell declares ``name`` global, or a notebook function it calls sets it as a global ('def
+    evaluate(): global acc; acc = ...'): a trial gives such a function the trial's namespace
+    (identity.functions_reading), where the cell reads what it set."""
+    if any(isinstance(n, ast.Global) and name in n.names for n in ast.walk(tree)):
+        return True
+    return any(
+        name in sets_globals(user_ns[n]) for n in outside_reads(tree) if isinstance(user_ns.get(n), types.FunctionType)
+    )
+
+
+def _why_not_notebooks(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> str:
+    """Why the notebook's own ``name`` does not count, and the name the cell does set that was
+    probably meant (" (did you mean 'val_f1'?)"), for a message about a variable the cell never sets."""
+    import difflib
+
+    out = (
+        f" (the notebook's {name!r} would not do: each trial runs the cell in a namespace of its own)"
+        if name in user_ns
+        else ""
+    )
+    assigned = sorted(_bound_anywhere(tree))
+    near = [n for n in assigned if n.lower() == name.lower()] or difflib.get_close_matches(name, assigned, 1)
+    if near:  # --maximize val_F1 of a cell that sets val_f1 (found trying nbtune as a new user)
+        out += f" (did you mean {near[0]!r}?)"
+    return out
+
+
 def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, Any]) -> None:
     """The cell computes the metric, and with an epochs loop computes it in every epoch: else every
     trial would fail (after the first three the search stops as a bug), so say so before any runs."""
     assert spec.tree is not None
-    stores = [
-        n for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and n.id == metric and isinstance(n.ctx, ast.Store)
-    ]
-    set_by_functions = any(isinstance(n, ast.Global) and metric in n.names for n in ast.walk(spec.tree))
-    # or a notebook function the cell calls ('def evaluate(): global acc; acc = ...'): a trial gives
-    # it the trial's namespace (identity.functions_reading), where the cell reads what it set
-    set_by_functions = set_by_functions or any(
-        metric in sets_globals(user_ns[n])
-        for n in outside_reads(spec.tree)
-        if isinstance(user_ns.get(n), types.FunctionType)
-    )
+    stores = _stores(spec.tree, metric)
+    set_by_functions = _set_by_functions(spec.tree, metric, user_ns)
     if not stores and not set_by_functions:
-        stale = (
-            f" (the notebook's {metric!r} would not do: each trial runs the cell in a namespace of its own)"
-            if metric in user_ns
-            else ""
-        )
-        import difflib
-
-        assigned = sorted(_bound_anywhere(spec.tree))
-        near = [n for n in assigned if n.lower() == metric.lower()] or difflib.get_close_matches(metric, assigned, 1)
-        if near:  # --maximize val_F1 of a cell that sets val_f1 (found trying nbtune as a new user)
-            stale += f" (did you mean {near[0]!r}?)"
         raise ConfigError(
-            f"the %%tune cell never assigns {metric!r}, so no trial could report it{stale}; assign it in the cell "
+            f"the %%tune cell never assigns {metric!r}, so no trial could report it"
+            f"{_why_not_notebooks(spec.tree, metric, user_ns)}; assign it in the cell "
             f"(e.g. '{metric} = model.score(X_val, y_val)') or name the variable the cell computes in "
             "--maximize/--minimize"
         )
