@@ -164,25 +164,30 @@ _SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "au
 _NEGATED = {"neg", "negative", "minus"}
 
 
+def _words(name: str) -> set[str]:
+    """The words of a variable's name: val_loss, valLoss and ValLoss are {"val", "loss"}."""
+    return set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
+
+
 def _direction_note(metric: str, direction: str, tree: ast.Module | None = None) -> list[str]:
     """A note when the metric's name reads as the other direction's (``--maximize val_rmse``,
     ``--minimize neg_rmse``), or the cell scores with a scikit-learn scorer that negates an
     error (``scoring="neg_root_mean_squared_error"``) and the search minimizes: the search would
     look for the worst model, and report it as the best."""
-    # val_loss, valLoss, ValLoss: the words of the name
-    words = set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", metric).lower()))
+    words = _words(metric)
     if direction == "minimize" and words & _NEGATED and words & _ERROR_WORDS:
         return [
             f"{metric!r} reads like an error negated so that higher is better (scikit-learn's neg_ scorers), but the "
             f"search minimizes it: its best trial is the worst model; run with --maximize {metric} instead "
             "(a new study)"
         ]
-    scorer = _negated_scorer(tree) if direction == "minimize" and tree is not None else None
-    if scorer is not None and not words & _ERROR_WORDS:
+    scorer = _negated_score_of(tree, metric) if direction == "minimize" and tree is not None else None
+    if scorer is not None:  # (a val_loss that is that score un-negated too: found trying nbtune as a new user)
         return [
-            f"the cell scores with scoring={scorer!r}, which scikit-learn negates so that higher is better, but the "
-            f"search minimizes {metric!r}: if {metric!r} is that score, its best trial is the worst model; run with "
-            f"--maximize {metric} instead (a new study)"
+            f"the cell scores with scoring={scorer!r}, which scikit-learn negates so that higher is better, and "
+            f"{metric!r} is that score, not negated back, but the search minimizes it: its best trial is the worst "
+            f"model; run with --maximize {metric} instead (a new study), or negate it in the cell "
+            f"({metric} = -...)"
         ]
     if words & {
         "neg",
@@ -212,14 +217,69 @@ def _direction_note(metric: str, direction: str, tree: ast.Module | None = None)
     ]
 
 
-def _negated_scorer(tree: ast.Module) -> str | None:
-    """The first of scikit-learn's negated-error scorer names the cell writes (``scoring=
-    "neg_root_mean_squared_error"``, ``sc = "neg_mean_absolute_error"`` passed on, or
-    ``get_scorer("neg_log_loss")``), or None."""
+def _negated_score_of(tree: ast.Module, metric: str) -> str | None:
+    """The scikit-learn scorer that negates an error (``scoring="neg_log_loss"``, or its name in a
+    variable first) whose score reaches ``metric`` through the cell's assignments without being
+    negated back (``-``, ``abs``), or None. A name assigned from an expression that holds the
+    scorer's name, or a name that holds it, carries it (``scores = cross_validate(...,
+    scoring=sc)``, ``val_loss = scores["test_score"].mean()``); a subscript or attribute assigned
+    carries it to its base name."""
+    found: dict[str, str] = {}  # name -> the scorer its value carries
+
+    def source(expr: ast.AST) -> str | None:
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _NEG_SCORER.fullmatch(n.value):
+                return n.value
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in found:
+                return found[n.id]
+        return None
+
+    def negative(expr: ast.AST) -> bool:  # -1, -1.0
+        return (
+            isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and isinstance(expr.operand, ast.Constant)
+        )
+
+    def negated(expr: ast.AST) -> bool:  # -score, abs(score), 1 - score, -1 * score
+        for n in ast.walk(expr):
+            if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) and source(n.operand):
+                return True
+            if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) in {"abs", "absolute"}:
+                return any(source(a) for a in n.args)
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub) and source(n.right):
+                return True
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and (negative(n.left) or negative(n.right)):
+                return True
+        return False
+
+    def bases(target: ast.AST) -> list[str]:
+        if isinstance(target, ast.Name):
+            return [target.id]
+        if isinstance(target, (ast.Subscript, ast.Attribute, ast.Starred)):
+            return bases(target.value)
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return [b for e in target.elts for b in bases(e)]
+        return []
+
+    flows: list[tuple[list[ast.AST], ast.AST]] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _NEG_SCORER.fullmatch(node.value):
-            return node.value
-    return None
+        if isinstance(node, ast.Assign):
+            flows.append((list(node.targets), node.value))
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
+            flows.append(([node.target], node.value))
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            flows.append(([node.target], node.iter))
+    for _ in range(len(flows) + 1):  # until nothing new is carried
+        grew = False
+        for targets, value in flows:
+            scorer = source(value)
+            if scorer is None or negated(value):
+                continue
+            for name in (b for t in targets for b in bases(t)):
+                if name not in found:
+                    found[name], grew = scorer, True
+        if not grew:
+            break
+    return found.get(metric)
 
 
 # scikit-learn's scorers that negate an error so that higher is better: neg_mean_squared_error, neg_log_loss,
@@ -1069,6 +1129,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     if search is not None:
         extra.extend(_changed_in_place(plan))
         extra.extend(_loop_shorter_than_max_epochs(plan))
+        extra.extend(_negative_error_minimized(plan))
     result = _result(plan, extra, n_trials)
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:
@@ -1094,6 +1155,35 @@ def _nothing_but_failures(result: TuneResult, plan: _Plan, refusals_count: bool 
     return (
         bool(ran) and all(t.state.name == "FAIL" for t in ran) and not any(t.state.name == "COMPLETE" for t in trials)
     )
+
+
+# errors that cannot be negative: a value below 0 is a score negated so that higher is better
+_NON_NEGATIVE_ERRORS = {"mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "logloss", "brier", "crossentropy"}
+
+
+def _negative_error_minimized(plan: _Plan) -> list[str]:
+    """Every complete trial's metric is below 0 where its name says an error that cannot be
+    (``val_rmse``, ``val_log_loss``), and the search minimized it: the cell reports a score that
+    scikit-learn negates (``make_scorer(..., greater_is_better=False)``, a search's ``best_score_``),
+    and the best trial is the worst model. The cell's own code is read before the search
+    (:func:`_direction_note`); this is what the values say after it."""
+    metric = plan.program.metric
+    words = _words(metric)
+    if (
+        plan.program.direction != "minimize"
+        or words & _NEGATED
+        or not (words & _NON_NEGATIVE_ERRORS or {"log", "loss"} <= words)
+    ):
+        return []
+    values = [t.value for t in plan.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(values) < 2 or not all(v is not None and v < 0 for v in values):
+        return []
+    return [
+        f"every complete trial's {metric!r} is below 0 ({max(values):.4g} at most), which such an error cannot be: the "
+        "cell reports a score negated so that higher is better (scikit-learn's neg_ scorers, greater_is_better="
+        f"False), and the search minimized it, so its best trial is the worst model; negate it in the cell "
+        f"({metric} = -...) or run with --maximize {metric} (a new study)"
+    ]
 
 
 def _loop_shorter_than_max_epochs(plan: _Plan) -> list[str]:

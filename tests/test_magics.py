@@ -732,24 +732,66 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
         ("--minimize cv_score", "['neg_mean_absolute_error', 'r2']", True),
         ("--maximize cv_score", "'neg_root_mean_squared_error'", False),
         ("--minimize cv_score", "'r2'", False),  # (a score minimized: not what this note is about)
-        ("--minimize cv_rmse", "'neg_root_mean_squared_error'", False),  # the cell negates it back, by its name
         # the scorer's name in a variable first (found trying nbtune as a new user)
         ("--minimize cv_score", "sc", True),
+        # named like a loss, but not negated back (found trying nbtune as a new user: not named, as the name
+        # was taken to say the cell negates it)
+        ("--minimize cv_rmse", "'neg_root_mean_squared_error'", True),
+        ("--minimize val_loss", "'neg_log_loss'", True),
+        # negated back, in the ways cells do it
+        ("--minimize cv_rmse = -", "'neg_root_mean_squared_error'", False),
+        ("--minimize cv_rmse = -1 *", "'neg_root_mean_squared_error'", False),
+        ("--minimize cv_rmse = abs", "'neg_root_mean_squared_error'", False),
+        ("--minimize cv_rmse = 0 -", "'neg_root_mean_squared_error'", False),
+        # through other variables, and a score the metric is not
+        ("--minimize val_loss via scores", "'neg_log_loss'", True),
+        ("--minimize val_loss elsewhere", "'neg_log_loss'", False),
     ],
 )
 def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
     """cross_val_score(..., scoring="neg_root_mean_squared_error") is higher-is-better: minimizing
     its mean found the worst model, silently (found trying nbtune as a new user)."""
     ip.user_ns["cross_val_score"] = lambda model, scoring: [-model]
-    metric = line.split()[1]
-    cell = f"x = 0.5  # tune: uniform(0, 1)\n{metric} = sum(cross_val_score(x, scoring={scoring}))\n"
+    ip.user_ns["log_loss"] = lambda x: x
+    option, metric, *how = line.split(maxsplit=2)
+    how = how[0] if how else ""
+    score = f"cross_val_score(x, scoring={scoring})"
+    if how == "via scores":
+        body = f"scores = {{'test': {score}}}\nfolds = scores['test']\n{metric} = -0.0 + sum(folds)\n"
+    elif how == "elsewhere":
+        body = f"train_score = sum({score})\n{metric} = log_loss(x)\n"
+    else:
+        body = f"{metric} {how or '='} (sum({score}))\n"
+    cell = "x = 0.5  # tune: uniform(0, 1)\n" + body
     if scoring == "sc":
         cell = 'sc = "neg_mean_absolute_error"\n' + cell
-    res = ip.run_cell_magic("tune", f"{line} -n 2 --view none", cell)
+    res = ip.run_cell_magic("tune", f"{option} {metric} -n 2 --view none", cell)
     notes = [m for m in res.messages if "scikit-learn negates" in m]
+    assert bool(notes) == said, (cell, res.messages)
+    if said:
+        assert notes[0].startswith("the cell scores with scoring='neg_") and f"--maximize {metric}" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "metric, value, said",
+    [
+        ("val_log_loss", "-x", True),  # a score negated by a scorer the cell's code does not name
+        ("valRMSE", "-x - 1", True),
+        ("val_log_loss", "x", False),
+        ("val_loss", "-x", False),  # a loss can be below 0 (a Gaussian's negative log-likelihood)
+        ("neg_rmse", "-x", False),  # said before the search, by its name
+    ],
+)
+def test_an_error_below_zero_in_every_trial_is_named_after_the_search(ip, metric, value, said):
+    """make_scorer(log_loss, greater_is_better=False) reaches the metric through no neg_ name the cell
+    writes: every value below 0 is what shows the search minimized a negated score."""
+    res = ip.run_cell_magic(
+        "tune", f"--minimize {metric} -n 3 --view none", f"x = 0.5  # tune: uniform(0.1, 1)\n{metric} = {value}\n"
+    )
+    notes = [m for m in res.messages if "is below 0" in m]
     assert bool(notes) == said, res.messages
     if said:
-        assert notes[0].startswith("the cell scores with scoring='neg_") and "--maximize cv_score" in notes[0]
+        assert notes[0].startswith(f"every complete trial's {metric!r} is below 0") and f"--maximize {metric}" in notes[0]
 
 
 def test_metric_failures_are_grouped_by_kind(ip):
