@@ -298,7 +298,8 @@ def test_a_tqdm_bar_of_a_trial_paused_at_a_rung_stays_with_the_trial(ip, capsys)
 
 
 def test_first_three_failures_stop_the_search(ip, capsys):
-    cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined_name + 1\nloss = x\n"
+    ip.run_cell("def undefined():\n    return undefined_name")  # (read in the cell, it is refused before any trial)
+    cell = "x = 0.5  # tune: uniform(0, 1)\ny = undefined() + 1\nloss = x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
         ip.run_cell_magic("tune", "--trials 50 --minimize loss -o res", cell)
     out, err = capsys.readouterr()
@@ -363,7 +364,8 @@ def test_a_rerun_whose_trials_all_fail_again_is_an_error_too(ip):
     """A study whose first 3 trials failed, re-run with -n 4: the one trial left failed too and
     the cell ended as a success, '4/4 trials finished (4 failed)' (found trying nbtune as a new
     user)."""
-    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = undefined_name + x\n"
+    ip.run_cell("def undefined():\n    return undefined_name")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = undefined() + x\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed"):
         ip.run_cell_magic("tune", "--trials 3 --minimize loss --name broken", cell)
     with pytest.raises(UsageError, match="every trial of this run, and of the study before it, failed with NameError"):
@@ -681,7 +683,8 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
     # an error no earlier trial met is still a bug
     for t in range(3):
         res.study.enqueue_trial({"x": 0.1 * (t + 1), "bad": 0})
-    broken = cell.replace("loss = x", "loss = x + undefined_name")
+    ip.run_cell("def undefined():\n    return undefined_name")
+    broken = cell.replace("loss = x", "loss = x + undefined()")
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --seed 1 --view none --resume", broken)
     # the same error at the same line, but --resume over an edit that makes every trial raise it: the
@@ -791,7 +794,9 @@ def test_an_error_below_zero_in_every_trial_is_named_after_the_search(ip, metric
     notes = [m for m in res.messages if "is below 0" in m]
     assert bool(notes) == said, res.messages
     if said:
-        assert notes[0].startswith(f"every complete trial's {metric!r} is below 0") and f"--maximize {metric}" in notes[0]
+        assert (
+            notes[0].startswith(f"every complete trial's {metric!r} is below 0") and f"--maximize {metric}" in notes[0]
+        )
 
 
 def test_metric_failures_are_grouped_by_kind(ip):
@@ -1413,9 +1418,10 @@ def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
     # a NameError below the cell's own raise, the two alternating: it hid behind the raise, and the
     # whole budget was spent, the stop message naming the RuntimeError (found trying nbtune as a new user)
     ip.user_ns["_calls"] = []
+    ip.run_cell("def measured():\n    return y_meas")  # (y_meas read in the cell is refused before any trial)
     mixed = (
         "x = 0.5  # tune: uniform(0, 1)\n_calls.append(x)\nif len(_calls) % 2:\n"
-        "    raise RuntimeError('the solver failed')\nloss = x + y_meas\n"
+        "    raise RuntimeError('the solver failed')\nloss = x + measured()\n"
     )
     with pytest.raises(
         UsageError,
@@ -1428,12 +1434,48 @@ def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
         ip.run_cell_magic("tune", "--minimize loss -n 30 --sampler random --view none --name crash", crash)
 
 
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        ("loss = x + len(pdf)\n", r"^line 3 of the %%tune cell reads 'pdf', which neither the cell nor the notebook"),
+        ("import math\nloss = math.sqrt(x)\nprint(Loss)\n", r"reads 'Loss', .*did you mean 'loss'\? Else run the"),
+        ("for i in range(2):\n    loss = x + data_rows[i]\n", r"^line 4 of the %%tune cell reads 'data_rows'"),
+        # where the cell may not go, defined in ways the cell does not write, or bound by it: runs
+        ("if x > 2:\n    cuda_model()\nloss = x\n", None),
+        ("try:\n    loss = x + offset\nexcept NameError:\n    loss = x\n", None),
+        ("loss = x if x < 2 else fallback\n", None),
+        ("def f():\n    return later\nlater = 1\nloss = x + f()\n", None),
+        ("%time y = 1\nloss = x + y\n", None),
+        ("from math import *\nloss = x + sqrt(4)\n", None),
+        ("set_loss()\nloss = loss + x\n", None),  # a notebook function sets it: 'global loss'
+        ("loss = x + sum(v for v in [1, 2])\n", None),
+    ],
+)
+def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_path):
+    """A cell run before the one that makes its data: three NameErrors stopped the search (found
+    trying nbtune as a new user), where the tuned variable's case was said at once."""
+    ip.run_cell("def set_loss():\n    global loss\n    loss = 1.0")
+    cell = "x = 0.5  # tune: uniform(0, 1)\n" + body
+    line = f"--minimize loss -n 2 --view none --store {tmp_path}"
+    if said is None:
+        assert ip.run_cell_magic("tune", line, cell).n_finished == 2
+        return
+    with pytest.raises(UsageError, match=said):
+        ip.run_cell_magic("tune", line, cell)
+    assert not any(tmp_path.glob("*.journal"))
+
+
 def test_defining_a_missing_variable_starts_a_new_version_not_a_resume(ip):
     """The cell read y_data before the notebook defined it: three NameErrors stopped the search,
     'fix it and re-run'. Defining y_data and re-running resumed the study: the three failures,
     the baseline among them, counted toward -n, and the summary kept reporting the NameError
     (found trying nbtune as a new user). The variable's arrival is a change of the data."""
-    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - y_data) ** 2\n"
+    plain = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - y_data) ** 2\n"
+    with pytest.raises(UsageError, match=r"^line 3 of the %%tune cell reads 'y_data', which neither the cell nor the "):
+        ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", plain)
+    assert nbtune.studies().empty  # said before any trial
+    # read where the cell may not go, it is a NameError in the trials that go there
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = (x - y_data) ** 2 if x > -1 else 0.0\n"
     with pytest.raises(UsageError, match="first 3 trials of this run all failed with NameError"):
         ip.run_cell_magic("tune", "--minimize loss -n 5 --sampler random --view none --name miss", cell)
     ip.user_ns["y_data"] = 0.3

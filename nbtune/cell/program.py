@@ -42,7 +42,13 @@ from nbtune.cell.identity import (
     unreachable_readers,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.reads import never_read, non_finite_assignments, outside_reads, visible
+from nbtune.cell.reads import (
+    never_read,
+    non_finite_assignments,
+    outside_reads,
+    unconditional_reads,
+    visible,
+)
 from nbtune.cell.space import Param, suggest
 from nbtune.exceptions import ONE_METRIC, CellError, ConfigError
 
@@ -902,6 +908,7 @@ def compile_cell(
         assert loop is not None  # (parse_cell put the annotation on a for loop)
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
+    _check_names_defined(spec.tree, user_ns)
     _check_metric_is_computed(spec, metric, user_ns)
     if spec.folds is not None and spec.epochs is not None:
         raise ConfigError(
@@ -1067,6 +1074,41 @@ def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
     own = {p.name for p in spec.params if p.name not in changed} | {n for n, _ in spec.state} | set(state)
     own |= {a.name for a in (spec.seed, spec.folds, spec.outer) if a is not None}
     return tuple(n for n in carried_across_epochs(spec.tree, spec.epochs.lineno) if n not in own)
+
+
+def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
+    """A name the cell reads for sure that neither the cell, the notebook nor Python defines: every
+    trial would fail with a NameError, and the search stop after three (found trying nbtune as a
+    new user: a cell run before the one that makes the data). Said before any trial."""
+    dynamic = {"exec", "eval", "globals", "vars", "locals", "setattr"}
+    tree = visible(tree)  # (what '%time y = 1' binds)
+    nodes = list(ast.walk(tree))
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in nodes) or any(
+        isinstance(n, ast.Name) and n.id in dynamic for n in nodes
+    ):
+        return  # names the cell may define in ways not written in it
+    defined = _bound_anywhere(tree) | set(user_ns) | set(dir(builtins)) | {"display", "get_ipython", "exit", "quit"}
+    for n in outside_reads(tree):
+        if isinstance(user_ns.get(n), types.FunctionType):
+            defined |= sets_globals(user_ns[n])
+    missing = sorted(
+        (line, name)
+        for name, line in unconditional_reads(tree).items()
+        if name not in defined and not name.startswith("__")
+    )
+    if not missing:
+        return
+    import difflib
+
+    line, name = missing[0]
+    candidates = sorted(n for n in defined if not n.startswith("_"))
+    near = [n for n in candidates if n.lower() == name.lower()] or difflib.get_close_matches(name, candidates, 1)
+    raise ConfigError(
+        f"line {line} of the %%tune cell reads {name!r}, which neither the cell nor the notebook defines: every "
+        "trial would fail with a NameError; "
+        + (f"did you mean {near[0]!r}? Else " if near else "")
+        + f"run the notebook cell that defines {name!r} first, or define it in this cell"
+    )
 
 
 def _set_by_cell(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:

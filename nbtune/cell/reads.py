@@ -126,6 +126,55 @@ def _reads_before_binding(tree: ast.Module) -> set[str]:
     return reads
 
 
+def unconditional_reads(tree: ast.Module) -> dict[str, int]:
+    """The names the cell reads for sure when it runs, each with the first line that reads it: in
+    its top-level statements and the bodies of its ``for`` and ``with`` blocks, outside functions,
+    lambdas, the bodies of comprehensions, branches (``if``, ``try``, ``while``, ``match``, an
+    ``and``/``or`` past its first operand, ``x if c else y`` past its test). A name read only where
+    the cell may never go is left out (``if use_gpu: cuda_model()``)."""
+    out: dict[str, int] = {}
+
+    def expr(node: ast.AST) -> None:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            out.setdefault(node.id, node.lineno)
+        elif isinstance(node, ast.Lambda):
+            for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+                expr(d)
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            expr(node.generators[0].iter)
+        elif isinstance(node, ast.BoolOp):
+            expr(node.values[0])
+        elif isinstance(node, ast.IfExp):
+            expr(node.test)
+        else:
+            for child in ast.iter_child_nodes(node):
+                expr(child)
+
+    def block(stmts: list[ast.stmt]) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                expr(stmt.iter)
+                block(stmt.body)
+            elif isinstance(stmt, (ast.With, ast.AsyncWith)):
+                for item in stmt.items:
+                    expr(item.context_expr)
+                block(stmt.body)
+            elif isinstance(stmt, (ast.If, ast.While)):
+                expr(stmt.test)
+            elif isinstance(stmt, ast.Match):
+                expr(stmt.subject)
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for d in stmt.decorator_list:
+                    expr(d)
+            elif isinstance(stmt, (ast.Try, ast.Global, ast.Nonlocal)) or type(stmt).__name__ == "TryStar":
+                continue
+            else:
+                expr(stmt)
+
+    block(tree.body)
+    return out
+
+
 def notebook_inputs(tree: ast.Module) -> set[str]:
     """The names the cell reads before it binds them, followed in the order the cell runs (see
     the module's docstring for what is assumed): the notebook variables its results depend on."""
