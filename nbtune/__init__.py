@@ -24,7 +24,7 @@ from nbtune.exceptions import (
 
 if TYPE_CHECKING:
     from nbtune._config import TuneConfig
-    from nbtune._tune import tune, tune_async
+    from nbtune._tune import load_result, tune, tune_async
     from nbtune.store.journal import Store, load_study
     from nbtune.view.base import BaseView, RunInfo
     from nbtune.view.listing import studies
@@ -36,6 +36,7 @@ __all__ = [
     "tune",
     "tune_async",
     "load_study",
+    "load_result",
     "studies",
     "TuneResult",
     "TuneConfig",
@@ -58,6 +59,7 @@ _LAZY = {
     "tune": "nbtune._tune",
     "tune_async": "nbtune._tune",
     "load_study": "nbtune.store.journal",
+    "load_result": "nbtune._tune",
     "studies": "nbtune.view.listing",
     "Store": "nbtune.store.journal",
     "TuneResult": "nbtune.view.result",

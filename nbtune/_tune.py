@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbtune import _compat
@@ -89,7 +90,7 @@ if TYPE_CHECKING:
     from nbtune.view.nested import NestedResult
     from nbtune.view.result import TuneResult
 
-__all__ = ["tune", "tune_async", "parse_timeout"]
+__all__ = ["tune", "tune_async", "load_result", "parse_timeout"]
 
 _logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -1175,8 +1176,10 @@ def _negative_error_minimized(plan: _Plan) -> list[str]:
         or not (words & _NON_NEGATIVE_ERRORS or {"log", "loss"} <= words)
     ):
         return []
-    values = [t.value for t in plan.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if len(values) < 2 or not all(v is not None and v < 0 for v in values):
+    values = [
+        t.value for t in plan.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None
+    ]
+    if len(values) < 2 or not all(v < 0 for v in values):
         return []
     return [
         f"every complete trial's {metric!r} is below 0 ({max(values):.4g} at most), which such an error cannot be: the "
@@ -1619,6 +1622,32 @@ def _same_data_as_the_search(plan: _Plan) -> None:
             "other data than it chose them on, and mix those runs with earlier ones; restore the data, or run the "
             "search on the new data (it starts a new version)"
         )
+
+
+def load_result(name: str | None = None, store: str | Path | None = None) -> TuneResult:
+    """A stored study as the result ``%tune_show NAME -o res`` binds, from a script or another
+    notebook: ``best_params``, ``best_state()`` (the trained model, without retraining),
+    ``trials_dataframe()``, ``summary()``, its plots and its checks (re-validation, the holdout).
+
+    Args:
+        name: the study name as ``%%tune`` printed it (the latest version without ``:vN``); None:
+            the only study of the store.
+        store: the store folder or database URL; default ``.nbtune/`` beside the notebook (in the
+            current directory from a script), or ``NBTUNE_STORE``.
+
+    Raises:
+        KeyError: no such study; the message lists the studies in the store.
+
+    Example:
+        >>> import nbtune  # doctest: +SKIP
+        >>> res = nbtune.load_result("val_acc-1a2b3c")  # doctest: +SKIP
+        >>> model = res.best_state()["model"]  # doctest: +SKIP
+    """
+    from nbtune.store.journal import _user_ns, load_study, open_store
+
+    user_ns = _user_ns()
+    study = load_study(name, store=store)
+    return stored_result(study, open_store(store, user_ns), user_ns, None)
 
 
 def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any] | None, transform: Any) -> TuneResult:

@@ -80,6 +80,39 @@ def test_the_best_model_comes_back_without_retraining(data):
     assert any("loaded model from trial" in m and "(no retraining)" in m for m in res.messages)
 
 
+def test_a_script_gets_the_best_model_back_with_load_result(data, tmp_path):
+    """The hand-off: a plain Python script (a new process, no IPython) opens the study as %tune_show
+    -o binds it and takes the trained model. A TuneResult made by hand from load_study's study had
+    said its saved state did not exist (found trying nbtune as a new user)."""
+    import subprocess
+    import sys
+
+    import nbtune
+
+    res = run(data, "--maximize val_acc --trials 4 --seed 0 -o res", CELL)
+    script = tmp_path / "handoff.py"
+    script.write_text(
+        "import nbtune, pickle\n"
+        "res = nbtune.load_result()\n"
+        "model = res.best_state()['model']\n"
+        "print('BEST', res.best_params['C'] == model[-1].C, res.best_value, res.metric)\n"
+        "pickle.dump(model, open('model.pkl', 'wb'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=Path.cwd(), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert f"BEST True {res.best_value} val_acc" in out.stdout, out.stdout + out.stderr
+    import pickle
+
+    model = pickle.loads(Path("model.pkl").read_bytes())
+    assert model.score(data.user_ns["X_val"], data.user_ns["y_val"]) == res.best_value
+    by_hand = nbtune.TuneResult(nbtune.load_study(), "val_acc")
+    with pytest.raises(ConfigError, match=r"does not know its store, .*: open the study with nbtune.load_result\("):
+        by_hand.best_state()
+    with pytest.raises(KeyError, match="no study"):
+        nbtune.load_result("nope")
+
+
 def test_checkpoints_from_worker_processes_and_with_the_option(data):
     cell = CELL.replace("  # tune: state", "")
     res = run(data, "--maximize val_acc --trials 6 --seed 0 --jobs 2 --state model --keep-checkpoints 2 -o r", cell)

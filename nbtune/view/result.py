@@ -113,7 +113,12 @@ class TuneResult(StudySummary):
                 f"trial {number} did not complete ({'stopped early' if t.state.name == 'PRUNED' else t.state.name.lower()}"
                 f" at epoch {t.last_step}): it has no trained state; take a complete one, e.g. the best (no argument)"
             )
-        state = read_checkpoint(self._store, t) if self._store is not None else None
+        if self._store is None:  # (a TuneResult made by hand: "no saved state" was said of a saved one)
+            raise ConfigError(
+                "this result does not know its store, where the checkpoints are: open the study with "
+                f"nbtune.load_result({self.study.study_name!r}) (or %tune_show {self.study.study_name} -o res)"
+            )
+        state = read_checkpoint(self._store, t)
         if state is None:
             why = t.user_attrs.get(ATTR.CHECKPOINT_ERROR)
             raise ConfigError(
