@@ -131,7 +131,7 @@ def _parse(magic: Any, line: str) -> Any:
         close = _close_flags(magic, words)
         if close:
             raise UsageError(f"{e}; did you mean {' or '.join(close)}? {see}") from None
-        hint = _stray_words_hint(str(e))
+        hint = _stray_words_hint(str(e), line)
         if hint:
             raise UsageError(f"{e}; {hint} {see}") from None
         raise
@@ -197,12 +197,25 @@ def _given_once(magic: Any, line: str) -> None:
             )
 
 
-def _stray_words_hint(message: str) -> str | None:
+def _stray_words_hint(message: str, line: str = "") -> str | None:
     """What words argparse could not place usually are: a metric without its flag (``%%tune
-    val_acc``), a trial count (``%%tune 20``), a guardrail split by its spaces."""
+    val_acc``), a trial count (``%%tune 20``), a guardrail split by its spaces, names after
+    ``--record`` or ``--state`` separated by spaces instead of commas."""
     if "unrecognized arguments:" not in message:
         return None
     stray = message.split("unrecognized arguments:", 1)[1].split()
+    words = line.split()
+    for flag in ("--record", "--state"):  # '--record model_kb latency_ms' (found trying nbtune as a new user)
+        for i, word in enumerate(words[:-2]):
+            if word != flag:
+                continue
+            names = [words[i + 1]]
+            for more in words[i + 2 :]:
+                if not (more in stray and more.isidentifier()):
+                    break
+                names.append(more)
+            if len(names) > 1:
+                return f"{flag} takes its names separated by commas: {flag} {','.join(names)}"
     if "0x" in "".join(stray) and any(w.startswith("object") or w.endswith(">") for w in stray):
         # '--scheduler $my_pruner': an object's text, split at its spaces
         return "a $variable holding a Python object gives its text: give the option's name"

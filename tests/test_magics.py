@@ -912,6 +912,9 @@ PLAIN = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
             LOOPED,
             r"^--stop-only would be ignored: --scheduler median",
         ),
+        # names separated by spaces (the second had been read as a metric without its flag)
+        ("--minimize loss --record a b", PLAIN, r"--record takes its names separated by commas: --record a,b \(see"),
+        ("--state a b --minimize loss", PLAIN, r"--state takes its names separated by commas: --state a,b \(see"),
         # a database store's lease settings, on the folder store (they were ignored)
         ("--minimize loss --heartbeat 2", PLAIN, r"^--heartbeat would be ignored: it sets a database store's leases"),
         ("--minimize loss --lease-grace 30", PLAIN, r"^--lease-grace would be ignored: .* the folder .*postgresql"),
