@@ -382,6 +382,14 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
             "x = 0.5  # tune: uniform(0, 1)\n%time y = 1\nloss = x\n",
         )
 
+    # the magic named, not the variable it assigns (it had said "the magic t")
+    with pytest.raises(UsageError, match=r"the magic %timeit cannot run .* or plain Python \(time.perf_counter\(\)"):
+        ip.run_cell_magic(
+            "tune",
+            f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/t",
+            "x = 0.5  # tune: uniform(0, 1)\nt = %timeit -o -n 1 -r 1 sum([1])\nloss = x\n",
+        )
+
     with pytest.raises(UsageError, match="line 3 of the %%tune cell: the help line 'dict\\?' cannot run in worker"):
         ip.run_cell_magic(
             "tune",

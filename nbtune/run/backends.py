@@ -355,14 +355,17 @@ def check_sendable(program: CellProgram, cell: str, line_offset: int) -> None:
     for i, text in enumerate(program.source.splitlines()):  # IPython's syntax, as IPython made it Python
         if "get_ipython().run_line_magic(" in text or "get_ipython().run_cell_magic(" in text:
             said = raw[i].strip() if i < len(raw) else text.strip()
-            what = (
-                f"the help line {said!r}"
-                if said.endswith("?") or said.startswith("?")
-                else f"the magic {said.split()[0]}"
+            # (of 't = %timeit -o f()' it had named 't': found trying nbtune as a new user)
+            magic = next((w for w in said.split() if w.startswith("%")), said.split()[0])
+            what = f"the help line {said!r}" if said.endswith("?") or said.startswith("?") else f"the magic {magic}"
+            plain = (
+                "plain Python (time.perf_counter(), or timeit.repeat(f, number=...))"
+                if magic.lstrip("%") in ("time", "timeit")
+                else "plain Python"
             )
             raise ConfigError(
                 f"line {i + line_offset + 1} of the %%tune cell: {what} cannot run in worker processes (no IPython "
-                "there); use --backend threading, or plain Python"
+                f"there); use --backend threading, or {plain}"
             )
     import cloudpickle  # joblib's loky ships it; it is what sends the cell to workers
 
