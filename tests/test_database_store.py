@@ -73,7 +73,7 @@ def test_a_worker_killed_mid_trial_loses_no_trial_on_either_store(store, tmp_pat
         store=store,
         view=None,
         name="kill",
-        lease_grace=180,
+        **({"lease_grace": 180} if "://" in str(store) else {}),  # (a folder store has no leases: refused)
     )
     trials = res.study.trials
     assert not any(t.state.name == "RUNNING" for t in trials), [(t.number, t.state.name) for t in trials]
