@@ -169,11 +169,7 @@ def test_check_metric_accepts_real_numbers(value, expected):
         (True, "m is not a number at the end: got bool True"),
         (np.bool_(False), "m is not a number at the end: got bool holding False"),
         ("0.5", "m is not a number at the end: got str '0.5'"),
-        (
-            None,
-            "m is not a number at the end: got NoneType None; give it a number in every run (with a '# tune: epochs' "
-            "loop, from the first epoch on: e.g. the mean of what there is so far while a running window fills)",
-        ),
+        (None, "m is not a number at the end: got NoneType None; give it a number in every run"),
         (
             (0.72, 304),  # two objectives (found trying nbtune as a new user: 'reduce it to one, e.g. m.mean()')
             "m is not one number at the end: got a tuple of 2 values; nbtune tunes one metric: keep the others as "
@@ -198,6 +194,14 @@ def test_check_metric_rejects(value, message):
     with pytest.raises(MetricError) as info:
         check_metric("m", {"m": value}, "at the end")
     assert str(info.value) == message
+
+
+def test_none_in_an_epochs_loop_gets_the_loops_advice():
+    """Only there: a cell without a loop had been told of '# tune: epochs' (found trying nbtune as a new user)."""
+    with pytest.raises(MetricError, match=r"at the end of epoch 1: got NoneType None; give it a number in every run "):
+        check_metric("m", {"m": None}, "at the end of epoch 1")
+    with pytest.raises(MetricError, match="from the first epoch on .e.g. the mean of what there is so far while a"):
+        check_metric("m", {"m": None}, "at the end of epoch 1")
 
 
 def test_check_metric_missing():

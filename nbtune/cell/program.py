@@ -217,12 +217,13 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
         if callable(item):
             with contextlib.suppress(Exception):
                 shown = f"holding {item()!r}"  # what a tensor or an np.bool_ holds
-        advice = (
-            "; give it a number in every run (with a '# tune: epochs' loop, from the first epoch on: e.g. the mean "
-            "of what there is so far while a running window fills)"
-            if value is None
-            else ""
-        )
+        advice = ""
+        if value is None:  # (the epochs loop's words only where one reports it: found trying nbtune as a new user)
+            advice = "; give it a number in every run" + (
+                " from the first epoch on (e.g. the mean of what there is so far while a running window fills)"
+                if "epoch" in where
+                else ""
+            )
         raise MetricError(
             f"{name} is not a number {where}: got {type(value).__name__} {shown:.80}{advice}", "not a number", name
         )
