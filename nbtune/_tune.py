@@ -41,7 +41,7 @@ from nbtune._config import (
     with_config_signature,
 )
 from nbtune.cell.annotations import CellSpec, FoldsVar, compared_outside_choices, parse_cell
-from nbtune.cell.identity import cell_identity, describe_difference, same_data, weakly_known
+from nbtune.cell.identity import cell_identity, describe_difference, describe_space_change, same_data, weakly_known
 from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
 from nbtune.cell.program import (
     CellProgram,
@@ -386,28 +386,6 @@ def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "search space"
 
 
-def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
-    o = {p[0]: p for p in old.get("params", [])}
-    n = {p[0]: p for p in new.get("params", [])}
-    changes = []
-    for name in sorted(set(o) | set(n)):
-        if name not in o:
-            changes.append(f"{name} added")
-        elif name not in n:
-            changes.append(f"{name} removed")
-        elif o[name] != n[name]:
-            changes.append(f"{name} {o[name][1]}{tuple(o[name][2])} -> {n[name][1]}{tuple(n[name][2])}")
-    if old.get("guardrails") != new.get("guardrails"):
-        changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
-    if old.get("schedule") != new.get("schedule"):
-        never = "trials that never pause"  # stop-only, or no early stopping: no trial continues later
-        changes.append(f"schedule {old.get('schedule') or never} -> {new.get('schedule') or never}")
-    for key in ("metric", "direction"):  # --minimize val_f1, then --maximize val_f1 (found trying nbtune)
-        if old.get(key) != new.get(key) and old.get(key) is not None:
-            changes.append(f"{key} {old.get(key)} -> {new.get(key)}")
-    return ", ".join(changes) or "settings changed"
-
-
 def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, SchedulerSpec]:
     """The cell, and the options that depend on it (sampler vs space, scheduler vs epochs loop)."""
     program = compile_cell(
@@ -683,7 +661,7 @@ def _choose_version(
         also = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)  # the code, notebook, data
         messages.append(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
-            f"({_describe_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
+            f"({describe_space_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
             f"started {new!r}; the old study is kept"
             + (
                 " (--resume continues a study over an edit of its code, notebook or data, never over another "

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import threading
 
 import optuna
+import pandas as pd
 import pytest
 
 import nbtune
@@ -135,6 +136,28 @@ def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, 
     capsys.readouterr()
     assert ip.run_line_magic("tune_show", f"--store {tmp_path}") is None
     assert "%tune_show NAME opens one" in capsys.readouterr().out
+
+
+def test_the_store_table_counts_complete_trials_as_the_summary_does(ip, tmp_path):
+    """With guardrails, 'complete' had counted only the trials that meet them (6 where the summary said
+    '14 complete, 8 of them breaking a guardrail'), and a tightened bound read as 'its search space or
+    settings' where the run itself had named it (found trying nbtune as a new user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nlat = 10 * x\nacc = x\n"
+    for bound in (8, 5):
+        res = ip.run_cell_magic(
+            "tune",
+            f"-n 6 --maximize acc --name g --seed 0 --sampler random --store {tmp_path} --subject-to 'lat <= {bound}'",
+            cell,
+        )
+    complete = sum(t.state.name == "COMPLETE" for t in res.study.trials)
+    feasible = sum(t.state.name == "COMPLETE" and t.params["x"] * 10 <= 5 for t in res.study.trials)
+    assert 0 < feasible < complete == 6
+    df = nbtune.studies(tmp_path)
+    assert list(df.index) == ["g", "g:v2"] and df.complete["g:v2"] == 6 and df.feasible["g:v2"] == feasible
+    assert df.changed["g:v2"] == "guardrails ['lat <= 8'] -> ['lat <= 5']", df.changed["g:v2"]
+    assert df.best_value["g:v2"] == res.best_value
+    plain = ip.run_cell_magic("tune", f"-n 2 --maximize acc --name p --store {tmp_path}", cell)
+    assert plain.n_finished == 2 and pd.isna(nbtune.studies(tmp_path).feasible["p"])
 
 
 def test_versions_stay_reachable(tmp_path):

@@ -39,6 +39,7 @@ from nbtune.cell.reads import notebook_inputs
 __all__ = [
     "cell_identity",
     "describe_difference",
+    "describe_space_change",
     "notebook_path",
     "same_data",
     "value_fingerprint",
@@ -484,6 +485,30 @@ def code_names(code: types.CodeType) -> set[str]:
 
 def _notebook_name(path: str) -> str:
     return os.path.basename(path.replace("\\", "/"))
+
+
+def describe_space_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two studies' search settings as recorded (``ATTR.SPACE``: the tuned
+    parameters and their ranges, the guardrails, the schedule, the metric), in words."""
+    o = {p[0]: p for p in old.get("params", [])}
+    n = {p[0]: p for p in new.get("params", [])}
+    changes = []
+    for name in sorted(set(o) | set(n)):
+        if name not in o:
+            changes.append(f"{name} added")
+        elif name not in n:
+            changes.append(f"{name} removed")
+        elif o[name] != n[name]:
+            changes.append(f"{name} {o[name][1]}{tuple(o[name][2])} -> {n[name][1]}{tuple(n[name][2])}")
+    if old.get("guardrails") != new.get("guardrails"):
+        changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
+    if old.get("schedule") != new.get("schedule"):
+        never = "trials that never pause"  # stop-only, or no early stopping: no trial continues later
+        changes.append(f"schedule {old.get('schedule') or never} -> {new.get('schedule') or never}")
+    for key in ("metric", "direction"):  # --minimize val_f1, then --maximize val_f1 (found trying nbtune)
+        if old.get(key) != new.get(key) and old.get(key) is not None:
+            changes.append(f"{key} {old.get(key)} -> {new.get(key)}")
+    return ", ".join(changes) or "settings changed"
 
 
 def describe_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from nbtune.cell.identity import describe_difference
+from nbtune.cell.identity import describe_difference, describe_space_change
 from nbtune.store.attrs import ATTR, finished_count, is_feasible
 from nbtune.store.base import base_name, is_check_study, version_number
 from nbtune.store.journal import _user_ns, open_store
@@ -27,8 +27,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     by the name ``%tune_show`` and ``nbtune.load_study`` take.
 
     Columns: ``name`` (without the version), ``version``, ``metric``, ``direction``,
-    ``finished`` (the trials that count toward ``-n``), ``complete``, ``best_value`` (the best
-    complete trial that meets the guardrails), ``last_run`` (when its latest trial ended) and
+    ``finished`` (the trials that count toward ``-n``), ``complete``, ``feasible`` (with
+    guardrails, ``--subject-to``: the complete trials that meet them; else ``<NA>``), ``best_value``
+    (the best complete trial that meets the guardrails), ``last_run`` (when its latest trial ended) and
     ``changed`` (for a version after the first: what differs from the version before it).
     ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs).
 
@@ -41,7 +42,7 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
 
     st = open_store(store, _user_ns())
     rows: list[dict[str, Any]] = []
-    identities: dict[tuple[str, int], Any] = {}
+    identities: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]] = {}
     names = sorted(st.study_names(), key=lambda n: (base_name(n.removesuffix("@check")), version_number(n), n))
     for name in names:
         if is_check_study(name) and not checks:
@@ -49,18 +50,26 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
         study = optuna.load_study(study_name=name, storage=st.storage(name))
         trials = study.get_trials(deepcopy=False)
         config = study.user_attrs.get(ATTR.CONFIG) or {}
-        complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and is_feasible(t)]
+        complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        feasible = [t for t in complete if is_feasible(t)]
+        guarded = bool(config.get("subject_to")) or any(t.constraints for t in trials)
         maximize = study.direction.name == "MAXIMIZE"
-        best = (max if maximize else min)((t.value for t in complete), default=None)  # type: ignore[type-var]
+        best = (max if maximize else min)((t.value for t in feasible), default=None)  # type: ignore[type-var]
         ended = [t.datetime_complete for t in trials if t.datetime_complete is not None]
         base, version = base_name(name.removesuffix("@check")), version_number(name.removesuffix("@check"))
-        identity = study.user_attrs.get(ATTR.IDENTITY)
+        identity: dict[str, Any] = study.user_attrs.get(ATTR.IDENTITY) or {}
+        space: dict[str, Any] = study.user_attrs.get(ATTR.SPACE) or {}
         changed = ""
         if not is_check_study(name):
-            before = identities.get((base, version - 1))
-            if version > 1 and before is not None and identity:
-                changed = "; ".join(describe_difference(before, identity)) or "its search space or settings, or --fresh"
-            identities[(base, version)] = identity
+            before, space_before = identities.get((base, version - 1), ({}, {}))
+            known = bool(before) and bool(identity)
+            spaced = bool(space_before) and bool(space)
+            if version > 1 and (known or spaced):
+                words = describe_difference(before, identity) if known else []
+                if spaced and space_before != space:  # (a guardrail's bound, a range)
+                    words.append(describe_space_change(space_before, space))
+                changed = "; ".join(words) or "--fresh, or settings not recorded"
+            identities[(base, version)] = (identity, space)
         rows.append(
             {
                 "study": name,
@@ -70,12 +79,15 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 "direction": study.direction.name.lower(),
                 "finished": finished_count(trials),
                 "complete": len(complete),
+                "feasible": len(feasible) if guarded else None,
                 "best_value": best,
                 "last_run": max(ended) if ended else None,
                 "changed": changed or None,
             }
         )
-    columns = ["study", "name", "version", "metric", "direction", "finished", "complete", "best_value", "last_run"]
+    columns = ["study", "name", "version", "metric", "direction", "finished", "complete", "feasible", "best_value"]
+    columns.append("last_run")
     df = pd.DataFrame(rows, columns=[*columns, "changed"])
     df["changed"] = df["changed"].astype(object).where(df["changed"].notna(), None)
+    df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
     return df.set_index("study")
