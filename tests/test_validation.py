@@ -4,6 +4,7 @@ variable, re-validation across seeds, the sealed holdout and its leakage warning
 from __future__ import annotations
 
 import random
+import re
 
 import optuna
 import pandas as pd
@@ -441,6 +442,50 @@ def test_a_guardrail_makes_the_unconstrained_best_infeasible(trees):
     v.redraw(force=True)
     assert "data-state='infeasible'" in v.table_html.value and "breaks n_leaves &lt;= 6 (by" in v.table_html.value
     assert "n_leaves" in v.table_html.value  # the recorded column
+
+
+# A network whose size is known before its first epoch, and whose wider versions score higher: a
+# size budget that only the narrower ones meet.
+SIZED = """\
+width = 32  # tune: int(4, 100)
+n_params = width * 10
+acc = 0.0
+for epoch in range(9):  # tune: epochs
+    acc = (1 - 1 / (epoch + 2)) * (width / 100) ** 0.5 + 0.001 * ((width * 7919) % 13)
+"""
+
+
+@pytest.mark.parametrize("options", ["", "--stop-only", "--scheduler hyperband"])
+def test_a_trial_known_to_break_a_guardrail_does_not_go_on_at_a_rung(ip, options):
+    """Successive halving promoted the wider networks, over a size budget, to the end and left the
+    ones within it paused: the search ended with no complete trial that met the guardrail (found
+    trying nbtune as a new user). A guardrail's variable set by the epoch is read there."""
+    res = run(ip, f"--maximize acc -n 30 --seed 1 --subject-to 'n_params <= 400' {options} -o res", SIZED)
+    trials = res.study.trials
+    broke = [t for t in trials if t.params["width"] > 40 and not t.user_attrs.get(ATTR.BASELINE)]
+    assert broke and all(t.state.name == "PRUNED" for t in broke)
+    first = min(int(t.user_attrs[ATTR.DECISION]["epoch"]) for t in broke)
+    assert all(t.last_step == t.user_attrs[ATTR.DECISION]["epoch"] for t in broke)  # stopped at the rung it reached
+    decision = broke[0].user_attrs[ATTR.DECISION]
+    assert decision["reason"].startswith(
+        f"it breaks the guardrail 'n_params <= 400' (by {broke[0].params['width'] * 10 - 400}"
+    )
+    assert not decision.get("paused") and first >= 1
+    assert all(t.constraints["n_params <= 400"] > 0 for t in broke)  # infeasible to Optuna's samplers too
+    feasible = [t for t in trials if t.state.name == "COMPLETE" and t.params["width"] <= 40]
+    assert len(feasible) >= 2, [(t.number, t.state.name, t.params) for t in trials]
+    assert res.best_trial.params["width"] <= 40
+    assert "no completed trial meets the guardrails" not in res.summary()
+    said = rf"stopped early \((\d+ of them paused for now, )?{len(broke)} for breaking a guardrail at a rung\)"
+    assert re.search(said, res.summary()), res.summary()
+
+
+def test_a_guardrail_known_only_at_the_end_stops_nothing_early(ip):
+    """Read after the loop, a guardrail's variable is not known at a rung: the rungs compare as before."""
+    cell = SIZED.replace("n_params = width * 10\n", "") + "n_params = width * 10\n"
+    res = run(ip, "--maximize acc -n 20 --seed 1 --subject-to 'n_params <= 400' -o res", cell)
+    assert not any(ATTR.BREAKS in t.user_attrs and t.user_attrs[ATTR.BREAKS] for t in res.study.trials)
+    assert not any("reason" in (t.user_attrs.get(ATTR.DECISION) or {}) for t in res.study.trials)
 
 
 @pytest.mark.parametrize(

@@ -637,6 +637,10 @@ class TrialRuntime:
             learning curve); the epochs loop continues from there. A state of None (a promoted
             trial of a cell without declared state) retrains those epochs silently instead.
         guard: entered around nbtune's own work inside the trial (``--trial-timeout``'s clock).
+        on_guardrails: called with (epoch, {guardrail: violation}) when the guardrails (``--subject-to``)
+            the trial breaks so far change, read after each epoch from the variables set by then
+            (a model's size is known from its first epoch): the scheduler does not let such a trial
+            go on at a rung.
     """
 
     def __init__(
@@ -654,8 +658,11 @@ class TrialRuntime:
         on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
         resume: Callable[[], tuple[dict[str, Any] | None, int, dict[int, float]]] | None = None,
         guard: contextlib.AbstractContextManager[Any] | None = None,
+        on_guardrails: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         self.program = program
+        self._on_guardrails = on_guardrails if program.constraints else None
+        self._breaking: dict[str, float] = {}  # the guardrails broken after the latest epoch
         # Around what nbtune itself does inside a trial (the store's writes, checkpoints): a time
         # limit that runs out there takes effect when it is done, not in the middle of a write.
         self._guard = guard if guard is not None else contextlib.nullcontext()
@@ -814,11 +821,27 @@ class TrialRuntime:
             ) from None
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
+        if self._on_guardrails is not None and self.trial is not None:
+            self._check_guardrails()
         self.report_step(self._step, value, stop_now=False)
         if self._on_checkpoint is not None and (self._max_step is None or self._step < self._max_step):
             self._on_checkpoint(self._step, self._ns)  # the state after this epoch: a cut trial resumes here
         if self.trial is not None:  # (after the checkpoint: an Interrupt now loses no finished epoch)
             self._check_stop_now()
+
+    def _check_guardrails(self) -> None:
+        """The guardrails this epoch's variables break (those set by now, as numbers), told when
+        that changes: a guardrail is checked at the end of the cell, but what it reads is often
+        known earlier (a model's size, its latency)."""
+        assert self._ns is not None and self._on_guardrails is not None
+        breaking = {}
+        for name, op, bound, label in self.program.constraints:
+            v = _as_float(self._ns.get(name)) if name in self._ns else None
+            if v is not None and math.isfinite(v) and (over := (v - bound if op == "<=" else bound - v)) > 0:
+                breaking[label] = over
+        if breaking.keys() != self._breaking.keys():
+            self._on_guardrails(self._step, breaking)
+        self._breaking = breaking
 
     def report_step(self, step: int, value: float, stop_now: bool = True) -> None:
         """Tell the trial its value at ``step`` (an epoch, or the mean after a fold); the scheduler

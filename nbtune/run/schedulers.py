@@ -381,6 +381,29 @@ class Promotion:
     note: dict[str, Any] | None = None  # PBT: the exploit/explore decision
 
 
+def _breaks(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """The guardrails ``trial`` breaks so far ({label: violation}; empty: none, or not known yet)."""
+    breaks = trial.user_attrs.get(ATTR.BREAKS)
+    return dict(breaks["by"]) if breaks else {}
+
+
+def _breaks_decision(spec: SchedulerSpec, trial: optuna.trial.FrozenTrial, breaks: dict[str, float]) -> dict[str, Any]:
+    """The stop of a trial that breaks a guardrail when it reaches a rung: however it scores, it
+    cannot be the search's pick, so it takes no place from one that can (found trying nbtune as a
+    new user: trials over a size budget were promoted to the end and the ones within it left
+    paused, and the search ended with no complete trial that met the guardrails)."""
+    step = trial.last_step
+    which = ", ".join(f"{label!r} (by {by:.4g})" for label, by in breaks.items())
+    return {
+        "epoch": step,
+        "value": trial.intermediate_values.get(step) if step is not None else None,
+        "scheduler": spec.kind,
+        "rung": spec.rung_of(step),
+        "breaks": breaks,
+        "reason": f"it breaks the guardrail {which}: only trials that meet the guardrails go on",
+    }
+
+
 def _is_paused(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.name == "PRUNED" and bool(trial.user_attrs.get(ATTR.DECISION, {}).get("paused"))
 
@@ -424,8 +447,8 @@ class Rungs:
         trial's standing, which would otherwise scan the study once per paused trial."""
         key = (bracket, epoch)
         if key not in self._rungs:
-            reached = {
-                t.number: v
+            reached = {  # (one that breaks a guardrail ranks last: it cannot be the pick)
+                t.number: v if not _breaks(t) else math.nan
                 for t in self.trials
                 if (v := t.intermediate_values.get(epoch)) is not None and self.bracket(t) == bracket
             }
@@ -465,7 +488,7 @@ class Rungs:
         found: list[Promotion] = []
         at_end: dict[tuple[int | None, int], Promotion] = {}  # per rung no trial went on from: its best
         for t in self.trials:
-            if not _is_paused(t):
+            if not _is_paused(t) or _breaks(t):
                 continue
             epoch = int(t.user_attrs[ATTR.DECISION]["epoch"])
             value = t.intermediate_values.get(epoch)
@@ -566,6 +589,11 @@ def _explained_pruner_class() -> Any:
             self._spec = spec
 
         def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            breaks = _breaks(trial)
+            if breaks and self._compares_at(trial.last_step):
+                stop = _breaks_decision(self._spec, trial, breaks)
+                _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, stop)
+                return True
             if self._spec.pause and ATTR.CHECKPOINT_ERROR not in trial.user_attrs:
                 paused = self._spec.scheduler.pause_decision(self._spec, self._inner, study, trial)
                 if paused is None:
@@ -589,6 +617,16 @@ def _explained_pruner_class() -> Any:
                 decision["unit"] = self._spec.unit
             _compat.storage_of(study).set_trial_user_attr(_compat.trial_id(trial), ATTR.DECISION, decision)
             return True
+
+        def _compares_at(self, step: int | None) -> bool:
+            """The scheduler compares trials at ``step``: a rung of successive halving (bracket 0's
+            rungs hold every bracket's), any epoch from the median rule's first; not PBT's."""
+            spec = self._spec
+            if step is None or spec.scheduler.pauses:
+                return False
+            if spec.scheduler.rungs:
+                return step in spec.rung_epochs(0)
+            return self._inner is not None and step >= spec.r
 
         def promotion(
             self, study: optuna.Study, usable: Callable[[optuna.trial.FrozenTrial], bool], final: bool = False

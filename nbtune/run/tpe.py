@@ -66,7 +66,8 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     A configuration whose trial failed on its own (:func:`failed_on_its_own`: it diverged, or
     raised), at whatever epoch, is a pruned trial with no value, which TPE ranks below every other
     observation (what it scored before it failed does not stand): known bad, where a configuration
-    left out is unknown.
+    left out is unknown. One stopped for breaking a guardrail stays in as it is: its constraints make
+    it infeasible to TPE.
 
     Without intermediate values (no epochs loop), or before any step has ``n_min``
     configurations, the trials are returned as they are, failed ones shown as bad.
@@ -84,6 +85,9 @@ def model_view(trials: list[FrozenTrial], n_min: int) -> tuple[list[FrozenTrial]
     bad = {t.number: _bad(t) for t in blew_up}
     out = [bad.get(t.number, t) for t in trials if t.state not in _ENDED]  # running and failed ones pass
     out += seen
+    # stopped for breaking a guardrail before the step: TPE ranks them infeasible (their constraints)
+    compared = {t.number for t in seen}
+    out += [t for t in trials if t.number not in compared and _broke_a_guardrail(t)]
     out.sort(key=lambda t: t.number)
     return out, sum(t.state == TrialState.COMPLETE for t in seen)
 
@@ -128,6 +132,12 @@ def compared_at(trials: list[FrozenTrial], n_min: int) -> tuple[int, list[Frozen
         seen.state, seen.value = TrialState.COMPLETE, value
         out.append(seen)
     return budget, out, list(blew_up.values())
+
+
+def _broke_a_guardrail(t: FrozenTrial) -> bool:
+    """A trial the scheduler stopped because it broke a guardrail (``--subject-to``), which its
+    constraints say: known bad whatever the epoch it stopped at, as a failed one is."""
+    return t.state == TrialState.PRUNED and any(v > 0 for v in t.constraints.values())
 
 
 def _bad(t: FrozenTrial) -> FrozenTrial:

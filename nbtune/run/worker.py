@@ -421,6 +421,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         guard=(clock := TrialClock(job.trial_timeout, on_stuck=lambda frame: _stuck(job, study, trial, frame, out)))
         if job.trial_timeout is not None
         else None,
+        # (through the trial: the pruner reads its cached record)
+        on_guardrails=lambda step, by: trial.set_user_attr(ATTR.BREAKS, {"epoch": step, "by": by} if by else None),
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
     in_place = _InPlace.first(job)
@@ -444,6 +446,9 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                     if found := warnings_in(whole):
                         storage.set_trial_user_attr(tid, ATTR.WARNINGS, found)
         except TrialStopped:
+            for label, violation in (trial.user_attrs.get(ATTR.BREAKS) or {}).get("by", {}).items():
+                # stopped breaking a guardrail: Optuna's samplers count it infeasible, as a complete one
+                trial.set_constraint(label, violation)
             if job.scheduler.pause and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
                 if decision.get("paused") and names:  # its state after this epoch: it goes on from here if promoted

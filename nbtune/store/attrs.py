@@ -45,6 +45,9 @@ class ATTR:
     INTERRUPTED = "nbtune:interrupted"  # trial: reason; such trials don't count as finished
     RERUN_OF = "nbtune:rerun_of"  # trial: the interrupted trial whose configuration it runs again
     DECISION = "nbtune:decision"  # trial: why the scheduler stopped it (dict)
+    # trial: the guardrails it breaks so far, read after its epochs ({"epoch", "by": {label: violation}},
+    # None once it meets them again): at a rung it does not go on
+    BREAKS = "nbtune:breaks"
     OUTPUT = "nbtune:output"  # trial: the tail of what it printed
     TIMED_OUT = "nbtune:timed_out"  # trial: it ran past --trial-timeout (the limit in seconds)
     # trial: cut by --trial-timeout in a call into compiled code that did not return, by ending its

@@ -218,8 +218,12 @@ class StudySummary:
         stops = [text for kind, text in self._decision_sentences() if kind == "stop"]
         if stops:
             paused = len(self._still_paused())
-            of = f" ({paused} of them paused for now)" if paused else ""
-            lines.append(f"{self.counts().get('pruned', 0)} stopped early{of}, e.g. {stops[-1]}")
+            broke = sum("breaks" in (t.user_attrs.get(ATTR.DECISION) or {}) for t in self.trials)
+            of = ", ".join(
+                ([f"{paused} of them paused for now"] if paused else [])
+                + ([f"{broke} for breaking a guardrail at a rung"] if broke else [])
+            )
+            lines.append(f"{self.counts().get('pruned', 0)} stopped early{f' ({of})' if of else ''}, e.g. {stops[-1]}")
         pbt = [n for t in self.trials if (n := t.user_attrs.get(ATTR.PBT))]
         if pbt:
             exploits = [n for n in pbt if "donor" in n]
