@@ -169,6 +169,17 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'y'",
         ),
         ("x = 1  # tune: choice(**opts)\n", 2, "line 2 of the %%tune cell: choice does not take **kwargs"),
+        # a choice among objects, or of unquoted words: the fix (found trying nbtune as a new user)
+        (
+            's = "a"  # tune: choice("a", StandardScaler())\n',
+            2,
+            "line 2, column 30 of the %%tune cell: argument 2 of choice must be a Python literal (a number, string, "
+            "True/False/None, or arithmetic of numbers such as 10**-3), got 'StandardScaler()'; to choose among "
+            "objects, tune their names and build the one chosen: 'scaler_name = \"standard\"  # tune: choice(",
+        ),
+        ('s = "a"  # tune: choice(a, b)\n', 2, "line 2, column 25 of the %%tune cell: argument 1 of choice must be a "
+         "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'a'; a "
+         "string is quoted: 'a'"),  # fmt: skip
     ],
 )
 def test_malformed_annotations(cell, lineno, message):

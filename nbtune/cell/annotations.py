@@ -445,9 +445,19 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
         pass
     with contextlib.suppress(ValueError, ArithmeticError):
         return _arithmetic(node)
+    hint = ""
+    if isinstance(node, ast.Name):  # choice(standard, robust): a word meant as a string
+        hint = f"; a string is quoted: {node.id!r}"
+    elif isinstance(node, (ast.Call, ast.Attribute)):  # choice(StandardScaler(), RobustScaler()) (found trying nbtune)
+        hint = (
+            "; to choose among objects, tune their names and build the one chosen: "
+            '\'scaler_name = "standard"  # tune: choice("standard", "robust")\', then '
+            '\'scaler = {"standard": StandardScaler(), "robust": RobustScaler()}[scaler_name]\''
+        )
     raise AnnotationError(
         f"line {lineno}, column {col} of the %%tune cell: {what} must be a Python literal "
-        f"(a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got {ast.unparse(node)!r}",
+        f"(a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got {ast.unparse(node)!r}"
+        + hint,
         lineno,
     )
 
