@@ -175,11 +175,15 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             2,
             "line 2, column 30 of the %%tune cell: argument 2 of choice must be a Python literal (a number, string, "
             "True/False/None, or arithmetic of numbers such as 10**-3), got 'StandardScaler()'; to choose among "
-            "objects, tune their names and build the one chosen: 'scaler_name = \"standard\"  # tune: choice(",
+            'objects, tune their names and build the one chosen: \'scaler_name = "standard"  # tune: choice(',
         ),
-        ('s = "a"  # tune: choice(a, b)\n', 2, "line 2, column 25 of the %%tune cell: argument 1 of choice must be a "
-         "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'a'; a "
-         "string is quoted: 'a'"),  # fmt: skip
+        (
+            's = "a"  # tune: choice(a, b)\n',
+            2,
+            "line 2, column 25 of the %%tune cell: argument 1 of choice must be a "
+            "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'a'; a "
+            "string is quoted: 'a'",
+        ),
     ],
 )
 def test_malformed_annotations(cell, lineno, message):

@@ -1468,6 +1468,41 @@ def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_pat
     assert not any(tmp_path.glob("*.journal"))
 
 
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        (
+            "loss = models[m]\n",
+            r"^line 3 of the %%tune cell: models\[m\] looks up models, which has no key 'hgb', one "
+            r"of the choices of 'm' \(line 2\): every trial that draws it would fail with a KeyError; is 'hgbc' the same\? "
+            r"make the keys and the choices the same \(the keys: 'hgbc', 'logreg', 'rf'\)$",
+        ),
+        (
+            'd = {"logreg": 1, "rf": 2, "HGB": 3}\nloss = d[m]\n',
+            r"d\[m\] looks up d, which has no key 'hgb', .* is 'HGB'",
+        ),
+        ('loss = {"logreg": 1, "rf": 2}[m]\n', r"looks up \{'logreg': 1, 'rf': 2\}, which has no key 'hgb'"),
+        # lookups nbtune cannot check, or that cannot fail: run
+        ("loss = lenient[m]\n", None),  # a defaultdict
+        ('loss = {"logreg": 1}.get(m, 0)\n', None),
+        ('d = {"logreg": 1}\nd = {**d, "rf": 2, "hgb": 3}\nloss = d[m]\n', None),  # assigned twice
+    ],
+)
+def test_a_choice_that_is_no_key_of_the_dict_it_looks_up_is_said_before_any_trial(ip, body, said, tmp_path):
+    """A KeyError in every trial that drew 'hgb', and TPE learned that 'hgb' is bad (found trying nbtune
+    as a new user: the dict's key was 'hgbc'). Compared with '==' it was already said."""
+    ip.run_cell(
+        "import collections\nmodels = {'logreg': 1, 'rf': 2, 'hgbc': 3}\nlenient = collections.defaultdict(int)"
+    )
+    cell = 'm = "rf"  # tune: choice("logreg", "rf", "hgb")\n' + body
+    line = f"--minimize loss -n 3 --sampler grid --view none --store {tmp_path}"
+    if said is None:
+        assert ip.run_cell_magic("tune", line, cell).n_finished == 3
+        return
+    with pytest.raises(UsageError, match=said):
+        ip.run_cell_magic("tune", line, cell)
+
+
 def test_defining_a_missing_variable_starts_a_new_version_not_a_resume(ip):
     """The cell read y_data before the notebook defined it: three NameErrors stopped the search,
     'fix it and re-run'. Defining y_data and re-running resumed the study: the three failures,

@@ -933,6 +933,7 @@ def compile_cell(
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
     _check_names_defined(spec.tree, user_ns)
+    _check_choice_keys(spec, user_ns)
     _check_metric_is_computed(spec, metric, user_ns)
     if spec.folds is not None and spec.epochs is not None:
         raise ConfigError(
@@ -1098,6 +1099,78 @@ def _carried(spec: CellSpec, state: list[str]) -> tuple[str, ...]:
     own = {p.name for p in spec.params if p.name not in changed} | {n for n, _ in spec.state} | set(state)
     own |= {a.name for a in (spec.seed, spec.folds, spec.outer) if a is not None}
     return tuple(n for n in carried_across_epochs(spec.tree, spec.epochs.lineno) if n not in own)
+
+
+def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
+    """A tuned choice that looks a value up in a dict (``models[model_type]``, the cell's own dict
+    literal or the notebook's dict) where a choice is no key: every trial that draws it fails with
+    a KeyError, and the search learns that choice is bad (found trying nbtune as a new user: a
+    typo, "hgbc" for "hgb"). Said before any trial."""
+    import difflib
+
+    assert spec.tree is not None
+    choices = {p.name: p for p in spec.params if p.kind == "choice"}
+    if not choices:
+        return
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(spec.tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                for n in ast.walk(target):
+                    if isinstance(n, ast.Name):
+                        assigned.setdefault(n.id, []).append(node.value if target is n else target)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For, ast.With)):
+            for n in ast.walk(getattr(node, "target", node)):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                    assigned.setdefault(n.id, []).append(n)
+
+    def keys_of(holder: ast.expr) -> tuple[str, Any] | None:
+        """The keys of the dict ``holder`` names, when they are known before any trial runs."""
+        literal = holder
+        if isinstance(holder, ast.Name):
+            values = assigned.get(holder.id)
+            if values is None:  # the notebook's
+                d = user_ns.get(holder.id)
+                if type(d) is dict:  # (not a defaultdict, nor a mapping that makes its keys)
+                    return holder.id, d.keys()
+                return None
+            if len(values) != 1:
+                return None
+            literal = values[0]
+        if not isinstance(literal, ast.Dict) or not all(isinstance(k, ast.Constant) for k in literal.keys):
+            return None
+        return ast.unparse(holder), {k.value for k in literal.keys if isinstance(k, ast.Constant)}
+
+    for node in ast.walk(spec.tree):
+        if not (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and isinstance(node.slice, ast.Name)
+            and node.slice.id in choices
+            and node.slice.id not in {n for n, v in assigned.items() if len(v) > 1}
+        ):
+            continue
+        found = keys_of(node.value)
+        if found is None:
+            continue
+        holder, keys = found
+        p = choices[node.slice.id]
+        for choice in p.args:
+            if choice in keys:
+                continue
+            words = [k for k in keys if isinstance(k, str)]
+            near = (
+                [k for k in words if k.lower() == choice.lower()] or difflib.get_close_matches(choice, words, 1, 0.6)
+                if isinstance(choice, str)
+                else []
+            )
+            raise ConfigError(
+                f"line {node.lineno} of the %%tune cell: {ast.unparse(node)} looks up {holder}, which has no key "
+                f"{choice!r}, one of the choices of {p.name!r} (line {p.lineno}): every trial that draws it would fail "
+                "with a KeyError; "
+                + (f"is {near[0]!r} the same? " if near else "")
+                + f"make the keys and the choices the same (the keys: {', '.join(sorted(map(repr, keys)))})"
+            )
 
 
 def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
