@@ -263,6 +263,15 @@ def test_failing_trial_becomes_a_failed_row(ip):
     assert df["stopped_epoch"].dtype == float and df["stopped_epoch"].isna().all()
 
 
+def test_a_choice_keeps_its_values_in_the_frame(ip):
+    """choice(None, 3, 6, 12) had come out as a float column, 12.0 and NaN, which a model's max_depth
+    rejects (found trying nbtune as a new user)."""
+    cell = "d = None  # tune: choice(None, 3, 6, 12)\nx = 0.5  # tune: choice(0.5, 1.5)\nloss = (d or 0) + x\n"
+    df = ip.run_cell_magic("tune", "--minimize loss -n 8 --sampler grid --view none", cell).trials_dataframe()
+    assert df.params_d.dtype == object and {type(v) for v in df.params_d} == {int, type(None)}
+    assert set(df.params_d) == {None, 3, 6, 12} and df.params_x.dtype == float
+
+
 def test_sys_exit_in_a_trial_is_a_failed_row(ip):
     res = ip.run_cell_magic(
         "tune",

@@ -229,6 +229,15 @@ class TuneResult(StudySummary):
         for col in ("paused", "continued_as", "continues"):  # pause-and-promote's, whether or not any paused
             if col not in df:
                 df[col] = None
+        # A choice's values as they were drawn: None stays None and 12 stays 12 (pandas had made a column of
+        # choice(None, 3, 6, 12) float, 12.0 and NaN, that a model rejects: found trying nbtune as a new user)
+        for col in [c for c in df.columns if c.startswith("params_")]:
+            name = col.removeprefix("params_")
+            drawn = [t.params[name] for t in self.trials if name in t.params]
+            if any(v is None for v in drawn) or (
+                df[col].dtype.kind == "f" and any(isinstance(v, int) and not isinstance(v, bool) for v in drawn)
+            ):
+                df[col] = pd.Series([t.params.get(name) for t in self.trials], index=df.index, dtype=object)
         # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
         for col in ("error", "interrupted", "output", "stopped_reason"):
             df[col] = df[col].astype(object).where(df[col].notna(), None)
