@@ -50,7 +50,7 @@ from nbtune.cell.program import (
     compile_cell,
     holdout_leaks,
 )
-from nbtune.cell.reads import never_read
+from nbtune.cell.reads import changed_in_some_trials, never_read
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -834,6 +834,15 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"({'a choice' if len(choices) == 1 else 'choices'}) {'is' if len(choices) == 1 else 'are'} drawn at "
             "random in every trial; the default (TPE) models choices too"
         )
+    messages.extend(
+        f"line {lineno}: '{code}' changes the notebook's {name!r} in place, and only in some trials: every trial gets "
+        "that same object (each worker process its own copy under --jobs 2), so the trials after one that ran it "
+        "keep what it set, whatever their own values say; start each trial from a copy ('model = "
+        f"sklearn.base.clone({name})', or copy.deepcopy) and change that"
+        for lineno, name, code in (
+            changed_in_some_trials(program.spec.tree, set(program.globals)) if program.spec.tree is not None else []
+        )
+    )
     messages.extend(
         f"line {lineno}: {name}(...) shuffles without random_state, so every trial splits the data anew and "
         "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "

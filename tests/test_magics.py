@@ -263,6 +263,32 @@ def test_failing_trial_becomes_a_failed_row(ip):
     assert df["stopped_epoch"].dtype == float and df["stopped_epoch"].isna().all()
 
 
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        ('if scale == "none":\n    base.set_params(s="passthrough")\n', "line 4: 'base.set_params(s='passthrough')'"),
+        ('if scale == "none":\n    base.s = "passthrough"\n', "line 4: 'base.s = 'passthrough''"),
+        ('try:\n    1 / (scale == "std")\nexcept ZeroDivisionError:\n    base.set_params(s="x")\n', "line 6:"),
+        ('base.set_params(s="passthrough" if scale == "none" else "std")\n', None),  # every trial sets it
+        ('model = copy.deepcopy(base)\nif scale == "none":\n    model.set_params(s="passthrough")\n', None),
+    ],
+)
+def test_a_notebook_object_changed_in_some_trials_only_is_said_before_the_search(ip, body, said):
+    """A scaler switched off in one trial stayed off in the trials after it, which their records said had
+    it; after the search a line said the notebook's 'base' changed in place (found trying nbtune as a new
+    user with a scikit-learn pipeline)."""
+    ip.run_cell(
+        "import copy\nclass Pipe:\n    s = 'std'\n    def set_params(self, **kw):\n        self.__dict__.update(kw)\n"
+        "        return self\nbase = Pipe()"
+    )
+    cell = 'scale = "std"  # tune: choice("std", "none")\n' + body + "loss = 0.0\n"
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none --sampler grid", cell)
+    notes = [m for m in res.messages if "in place, and only in some trials" in m]
+    assert bool(notes) == bool(said), res.messages
+    if said:
+        assert notes[0].startswith(said) and "sklearn.base.clone(base)" in notes[0]
+
+
 def test_a_choice_keeps_its_values_in_the_frame(ip):
     """choice(None, 3, 6, 12) had come out as a float column, 12.0 and NaN, which a model's max_depth
     rejects (found trying nbtune as a new user)."""

@@ -175,6 +175,55 @@ def unconditional_reads(tree: ast.Module) -> dict[str, int]:
     return out
 
 
+def changed_in_some_trials(tree: ast.Module, notebook: set[str]) -> list[tuple[int, str, str]]:
+    """Where the cell changes a notebook object in place only under a condition: ``base.set_params(
+    ...)`` or ``base.C = ...`` in an ``if``, ``match`` or ``try`` block, on a notebook variable the
+    cell does not rebind (``notebook``: the names it reads from the notebook). Every trial gets the
+    same object, so a setting made in one trial stays for the trials after it that do not make it
+    (found trying nbtune as a new user: a scaler switched off in one trial stayed off in the next
+    ones, which the results said had it). Each as (line, the variable, the code)."""
+    rebound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    out: list[tuple[int, str, str]] = []
+
+    def base(node: ast.expr) -> str | None:
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) and node.id in notebook and node.id not in rebound else None
+
+    def visit(stmts: list[ast.stmt], conditional: bool) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if conditional:
+                found = None
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+                    f = stmt.value.func
+                    if isinstance(f, ast.Attribute) and f.attr in ("set_params", "set_config", "update"):
+                        found = base(f.value)
+                elif isinstance(stmt, (ast.Assign, ast.AugAssign)):
+                    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                    found = next(
+                        (b for t in targets if isinstance(t, (ast.Attribute, ast.Subscript)) and (b := base(t))), None
+                    )
+                if found is not None:
+                    out.append((stmt.lineno, found, ast.unparse(stmt)[:60]))
+            if isinstance(stmt, (ast.If, ast.While)):
+                visit(stmt.body, True)
+                visit(stmt.orelse, True)
+            elif isinstance(stmt, ast.Match):
+                for case in stmt.cases:
+                    visit(case.body, True)
+            elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
+                for block in (stmt.body, *(h.body for h in stmt.handlers), stmt.orelse, stmt.finalbody):  # type: ignore[attr-defined]
+                    visit(block, True)
+            elif isinstance(stmt, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+                visit(stmt.body, conditional)
+                visit(getattr(stmt, "orelse", []), True)
+
+    visit(tree.body, False)
+    return out
+
+
 def notebook_inputs(tree: ast.Module) -> set[str]:
     """The names the cell reads before it binds them, followed in the order the cell runs (see
     the module's docstring for what is assumed): the notebook variables its results depend on."""
