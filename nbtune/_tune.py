@@ -651,6 +651,14 @@ def _choose_version(
             messages.append(
                 f"this cell (its search space, code, notebook and data) is that of {same[-1]!r} again: resumed it"
             )
+        from nbtune.view.widgets import in_kernel
+
+        if not identity.get("notebook") and in_kernel():  # (found trying nbtune as a new user with papermill)
+            messages.append(
+                f"continued {same[-1]!r}: this kernel does not say which notebook it runs (one that nbconvert or "
+                "papermill started), so the study is told apart by its cell alone, and another notebook in this "
+                "folder with the same cell continues it too; give --name to keep two notebooks apart"
+            )
         return same[-1], False
     if same_space and cfg.resume:
         target = same_space[-1]

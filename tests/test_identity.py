@@ -216,6 +216,8 @@ def test_notebook_path_sources(monkeypatch):
     monkeypatch.setenv("JPY_SESSION_NAME", "/w/b.ipynb")
     assert notebook_path({}) == "/w/b.ipynb"
     assert notebook_path({"__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/a.ipynb"
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert notebook_path({"PAPERMILL_INPUT_PATH": "in/report.ipynb"}) == "in/report.ipynb"  # papermill --inject-paths
 
 
 def test_describe_difference():

@@ -369,6 +369,17 @@ def test_notebook_end_to_end_with_nbclient(tmp_path):
         nb2, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     assert nb2.cells[4].outputs[0]["text"].strip() == "8 ['x']"
+    # ...and says that a kernel nbclient started does not know its notebook (found trying nbtune with papermill)
+    said = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in nb2.cells[3].outputs)
+    assert "this kernel does not say which notebook it runs" in said and "give --name" in said, said
+    # papermill's --inject-paths parameter names it
+    nb3 = nbformat.from_dict(nb)
+    nb3.cells[2].source = "N = 8\nPAPERMILL_INPUT_PATH = 'report.ipynb'"
+    nbclient.NotebookClient(
+        nb3, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    said = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in nb3.cells[3].outputs)
+    assert "nothing to run" in said and "does not say which notebook" not in said, said
 
 
 def _executed(tmp_path, cells, timeout=120):

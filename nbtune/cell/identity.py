@@ -220,7 +220,13 @@ def _pandas_hash(value: Any) -> str:
 def notebook_path(user_ns: dict[str, Any] | None) -> str | None:
     """The notebook the kernel runs, when it knows (the same sources as the store's location)."""
     ns = user_ns or {}
-    for candidate in (ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"), ns.get("__session__")):
+    # (papermill's --inject-paths parameter too: a kernel nbconvert or papermill starts knows no notebook)
+    for candidate in (
+        ns.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+        ns.get("__session__"),
+        ns.get("PAPERMILL_INPUT_PATH"),
+    ):
         if isinstance(candidate, str) and candidate.endswith(".ipynb"):
             return candidate
     return None
