@@ -1295,6 +1295,23 @@ def test_the_holdout_warning_of_a_cross_validated_search_does_not_suggest_cross_
     assert five.study.study_name == res.study.study_name + ":v3"
 
 
+def test_a_cross_validated_searchs_holdout_gap_allows_for_the_spread_over_its_folds(ip):
+    """An AUC gap of 0.03 over a 375-example holdout warned "the gap exceeds 0.02", about one standard
+    error of that holdout (found trying nbtune as a new user). The folds' spread shows how much a score
+    over that many examples varies by chance: twice it is the default."""
+    cell = (
+        "fold = 0  # tune: folds(4)\nx = 0.95  # tune: uniform(0, 1)\n"
+        "auc = 0.9 - (x - 0.3) ** 2 + 0.05 * (fold % 2)\ntest_auc = auc - 0.035\n"
+    )  # folds 0.05 apart (sd about 0.029): a gap of 0.035 is within twice that
+    res = run(ip, "--maximize auc --trials 4 --holdout test_auc --view none -o res", cell)
+    report = res.holdout()
+    assert report.noise == pytest.approx(0.0289, abs=1e-3) and report.tolerance == pytest.approx(2 * report.noise)
+    assert not report.warn and 0.02 < report.gap < report.tolerance
+    wider = cell.replace("auc - 0.035", "auc - 0.07")  # a gap of 0.07: beyond it
+    with pytest.warns(NbtuneWarning, match=r"the gap exceeds 0\.05774 \(twice the spread of its scores over the folds"):
+        run(ip, "--maximize auc --trials 4 --holdout test_auc --view none --name wider", wider)
+
+
 def test_honest_final_refits_and_shared_frames_are_no_leak(ip):
     """False 'possible leak' notes (found trying nbtune as a new user): a one-line final refit on the
     training and validation data, 'clone(model).fit(np.vstack([X_train, X_val]), ...).score(X_test,

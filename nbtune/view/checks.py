@@ -91,6 +91,7 @@ class HoldoutReport:
     cross_validated: bool = False  # the metric is a mean over '# tune: folds(k)'
     seeded: bool = True  # the cell has a '# tune: seed' variable (--revalidate needs one)
     baseline: bool = False  # the chosen configuration is the cell's own defaults (no search picked it)
+    noise: float | None = None  # cross-validated: the spread (sd) of the chosen one's scores over its folds
 
     @property
     def tolerance(self) -> float:
@@ -102,6 +103,14 @@ class HoldoutReport:
         units, at none)."""
         if self.threshold is not None:
             return self.threshold
+        return max(self._default, 2 * self.noise) if self.noise else self._default
+
+    @property
+    def _default(self) -> float:
+        """0.02 for a score, else 10% of the holdout's value; with folds, twice their spread when that is
+        larger: a score over a fold's examples varies that much by chance, and so does the holdout's over
+        as many (a 375-example holdout with 38 positives warned at an AUC gap of 0.03, about one standard
+        error: found trying nbtune as a new user)."""
         return 0.02 if self._a_score else 0.1 * abs(self.holdout_value)
 
     @property
@@ -170,6 +179,11 @@ class HoldoutReport:
     def _set_by(self) -> str:
         if self.threshold is not None:
             return " (--holdout-gap)"
+        if self.noise and 2 * self.noise > self._default:
+            return (
+                " (twice the spread of its scores over the folds: by chance a score over that many examples varies "
+                "that much; --holdout-gap sets it)"
+            )
         if self._a_score:
             return " (the default for a score within [-1, 1]; --holdout-gap sets it)"
         return " (10% of the holdout, the default for an error or a metric on this scale; --holdout-gap sets it)"
@@ -325,6 +339,7 @@ class CheckReport:
                 cross_validated=self._cross_validated(),
                 seeded=self._seeded(),
                 baseline=baseline(chosen.number),
+                noise=self._fold_spread(trials, chosen.number),
             )
         final = [t for t in self._runs("final") if t.state.name == "COMPLETE" and ATTR.HOLDOUT in t.user_attrs]
         if not final:
@@ -342,7 +357,15 @@ class CheckReport:
             cross_validated=self._cross_validated(),
             seeded=self._seeded(),
             baseline=baseline(t.user_attrs[ATTR.CHECK]["candidate"]),
+            noise=self._fold_spread(trials, t.user_attrs[ATTR.CHECK]["candidate"]) or self._fold_spread([t], 0),
         )
+
+    def _fold_spread(self, trials: list[optuna.trial.FrozenTrial], number: int) -> float | None:
+        """The standard deviation of trial ``number``'s scores over its folds (None without folds)."""
+        if not 0 <= number < len(trials):
+            return None
+        values = trials[number].user_attrs.get(ATTR.FOLDS) or []
+        return statistics.stdev(values) if len(values) > 1 else None
 
     def _seeded(self) -> bool:
         import re
