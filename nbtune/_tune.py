@@ -163,6 +163,7 @@ _SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "au
 
 
 _NEGATED = {"neg", "negative", "minus"}
+_TIME_WORDS = {"latency", "ms", "us", "seconds", "secs", "sec", "time", "duration", "elapsed", "throughput", "qps"}
 
 
 def _words(name: str) -> set[str]:
@@ -882,6 +883,15 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"line {unmarked}: {program.metric!r} is set in this loop, which is not marked '# tune: epochs', so every "
             "trial runs to its end; mark it ('for epoch in range(EPOCHS):  # tune: epochs') for successive halving "
             "to stop poor trials early"
+        )
+    timed = [
+        n for n in dict.fromkeys([c[0] for c in program.constraints] + list(program.records)) if _words(n) & _TIME_WORDS
+    ]
+    if timed and n_jobs > 1:  # (found trying nbtune as a new user: the same model's latency 194 and 433 µs)
+        for_trials.append(
+            f"{', '.join(map(repr, timed))} reads like a time measured in the cell, and {n_jobs} trials run side by side "
+            "on this machine's cores: what one measures varies with what runs beside it; measure it as the best of "
+            "several repeats (min(timeit.repeat(...))), or run with --jobs 1"
         )
     seed = program.spec.seed
     if seed is not None and _unread(program, seed.name):

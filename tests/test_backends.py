@@ -399,6 +399,20 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
+def test_a_time_measured_in_trials_side_by_side_is_said_to_vary(ip, tmp_path, jobs):
+    """A latency guardrail under --jobs 2: the same model measured 194 and 433 µs, and one trial broke
+    the guardrail by 0.24 ms (found trying nbtune as a new user)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nlatency_ms = x\nloss = x\n"
+    res = ip.run_cell_magic(
+        "tune",
+        f"--minimize loss -n 2 --jobs {jobs} --subject-to 'latency_ms <= 2' --record latency_ms --store {tmp_path}",
+        cell,
+    )
+    said = [m for m in res.messages if "reads like a time measured in the cell" in m]
+    assert len(said) == (jobs > 1) and (not said or said[0].startswith("'latency_ms' reads like a time"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
 def test_what_ipython_gives_a_cell_works_in_trials(ip, tmp_path, jobs):
     """Top-level await, display(), exit() and a help line, as in a plain run of the cell: await
     failed every trial at compile time, display was a NameError in worker processes, exit() a
