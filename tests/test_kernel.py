@@ -320,7 +320,7 @@ def test_a_search_stopped_as_a_bug_shows_and_binds_its_trials(tmp_path):
     (not the dashboard's first state, 'no trial yet', which a saved notebook would keep)."""
     import nbclient
 
-    bug = "%%tune --trials 20 --minimize loss -o res\nx = 0.5  # tune: uniform(0, 1)\ny = undefined_name\nloss = x\n"
+    bug = "%%tune --trials 20 --minimize loss -o res\nx = 0.5  # tune: uniform(0, 1)\ny = 1 / 0\nloss = x\n"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in ["%load_ext nbtune", bug, "print(res.n_finished)"]]
     client = nbclient.NotebookClient(

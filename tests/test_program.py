@@ -663,7 +663,12 @@ def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):
 @pytest.mark.parametrize(
     "loop, ns, why",
     [
-        ("for e in range(EPOCHS):", {}, "EPOCHS is neither a notebook variable nor a literal assigned earlier"),
+        # (set by no one that nbtune can see: with no star import it is a NameError, said before any trial)
+        (
+            "from math import *\nfor e in range(EPOCHS):",
+            {},
+            "EPOCHS is neither a notebook variable nor a literal assigned earlier",
+        ),
         ("for e in range(x * 2):", {}, "x is tuned, so the loop's length changes from trial to trial"),
         ("for e in make_epochs():", {"make_epochs": lambda: range(3)}, "calls make_epochs, which nbtune does not run"),
         ("for e in gen:", {"gen": iter(range(3))}, "gen has no length"),
