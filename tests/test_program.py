@@ -660,6 +660,15 @@ def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):
     assert compile_(cell, metric="m", user_ns=ns).spec.epochs.length == length
 
 
+def test_a_name_a_magic_may_define_is_left_to_the_trials():
+    """'%run setup.py' or '%store -r X' may define what the cell reads next: no NameError is said for it
+    before the trials (one they raise is theirs)."""
+    cell = "x = 1  # tune: int(0, 3)\nget_ipython().run_line_magic('run', 'setup.py')\nm = x + from_setup\n"
+    assert compile_(cell, metric="m", user_ns={"get_ipython": None}).metric == "m"
+    with pytest.raises(ConfigError, match="reads 'from_setup', which neither the cell nor the notebook defines"):
+        compile_(cell.replace("get_ipython().run_line_magic('run', 'setup.py')\n", ""), metric="m", user_ns={})
+
+
 @pytest.mark.parametrize(
     "loop, ns, why",
     [

@@ -1180,8 +1180,17 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
     dynamic = {"exec", "eval", "globals", "vars", "locals", "setattr"}
     tree = visible(tree)  # (what '%time y = 1' binds)
     nodes = list(ast.walk(tree))
-    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in nodes) or any(
-        isinstance(n, ast.Name) and n.id in dynamic for n in nodes
+    if (
+        any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in nodes)
+        or any(isinstance(n, ast.Name) and n.id in dynamic for n in nodes)
+        # a magic other than %time-like ones ('%run setup.py', '%store -r X') may define anything
+        or any(
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr.startswith("run_")
+            and n.func.attr.endswith("_magic")
+            for n in nodes
+        )
     ):
         return  # names the cell may define in ways not written in it
     defined = _bound_anywhere(tree) | set(user_ns) | set(dir(builtins)) | {"display", "get_ipython", "exit", "quit"}
