@@ -1493,14 +1493,10 @@ def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_pat
     """A cell run before the one that makes its data: three NameErrors stopped the search (found
     trying nbtune as a new user), where the tuned variable's case was said at once."""
     ip.run_cell("def set_loss():\n    global loss\n    loss = 1.0")
-    cell = "x = 0.5  # tune: uniform(0, 1)\n" + body
-    line = f"--minimize loss -n 2 --view none --store {tmp_path}"
-    if said is None:
-        assert ip.run_cell_magic("tune", line, cell).n_finished == 2
-        return
-    with pytest.raises(UsageError, match=said):
-        ip.run_cell_magic("tune", line, cell)
-    assert not any(tmp_path.glob("*.journal"))
+    _runs_or_is_refused(
+        ip, f"--minimize loss -n 2 --view none --store {tmp_path}", "x = 0.5  # tune: uniform(0, 1)\n" + body, said, 2
+    )
+    assert said is None or not any(tmp_path.glob("*.journal"))
 
 
 @pytest.mark.parametrize(
@@ -1530,9 +1526,13 @@ def test_a_choice_that_is_no_key_of_the_dict_it_looks_up_is_said_before_any_tria
         "import collections\nmodels = {'logreg': 1, 'rf': 2, 'hgbc': 3}\nlenient = collections.defaultdict(int)"
     )
     cell = 'm = "rf"  # tune: choice("logreg", "rf", "hgb")\n' + body
-    line = f"--minimize loss -n 3 --sampler grid --view none --store {tmp_path}"
+    _runs_or_is_refused(ip, f"--minimize loss -n 3 --sampler grid --view none --store {tmp_path}", cell, said, 3)
+
+
+def _runs_or_is_refused(ip, line, cell, said, n):
+    """The cell runs its n trials (``said`` None), or is refused with the line ``said`` matches."""
     if said is None:
-        assert ip.run_cell_magic("tune", line, cell).n_finished == 3
+        assert ip.run_cell_magic("tune", line, cell).n_finished == n
         return
     with pytest.raises(UsageError, match=said):
         ip.run_cell_magic("tune", line, cell)
