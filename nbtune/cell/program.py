@@ -476,6 +476,26 @@ class CellProgram:
             runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
         return value
 
+    def guardrails_before_the_loop(self) -> tuple[tuple[str, str, float, str], ...]:
+        """The guardrails whose variable the cell sets only before its epochs loop (``n_params =
+        count(model)``): fixed for the whole trial once the loop starts, so what it breaks at an
+        epoch it breaks at the end. One set in the loop or after it can change (a sparsity that
+        training lowers below its bound by the last epoch): it is read at the end only."""
+        found = self.__dict__.get("_early_guardrails")
+        if found is None:
+            epochs, tree = self.spec.epochs, self.spec.tree
+            later: set[str] = set()
+            if epochs is not None and tree is not None:
+                later = {
+                    n.id
+                    for n in ast.walk(tree)
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.lineno >= epochs.lineno
+                }
+            found = self.__dict__["_early_guardrails"] = (
+                tuple(c for c in self.constraints if c[0] not in later) if epochs is not None else ()
+            )
+        return found
+
     def raises_at(self, line: int | None) -> bool:
         """Whether the cell's own ``raise`` statement is on notebook ``line``: the cell judged the
         configuration (``if not sol.success: raise RuntimeError(...)``), as a NaN metric does."""
@@ -638,9 +658,9 @@ class TrialRuntime:
             trial of a cell without declared state) retrains those epochs silently instead.
         guard: entered around nbtune's own work inside the trial (``--trial-timeout``'s clock).
         on_guardrails: called with (epoch, {guardrail: violation}) when the guardrails (``--subject-to``)
-            the trial breaks so far change, read after each epoch from the variables set by then
-            (a model's size is known from its first epoch): the scheduler does not let such a trial
-            go on at a rung.
+            the trial breaks change, read after each epoch for those whose variable the cell sets
+            before its epochs loop (a model's size): the scheduler does not let such a trial go on
+            at a rung.
     """
 
     def __init__(
@@ -661,7 +681,7 @@ class TrialRuntime:
         on_guardrails: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         self.program = program
-        self._on_guardrails = on_guardrails if program.constraints else None
+        self._on_guardrails = on_guardrails if program.guardrails_before_the_loop() else None
         self._breaking: dict[str, float] = {}  # the guardrails broken after the latest epoch
         # Around what nbtune itself does inside a trial (the store's writes, checkpoints): a time
         # limit that runs out there takes effect when it is done, not in the middle of a write.
@@ -830,12 +850,12 @@ class TrialRuntime:
             self._check_stop_now()
 
     def _check_guardrails(self) -> None:
-        """The guardrails this epoch's variables break (those set by now, as numbers), told when
-        that changes: a guardrail is checked at the end of the cell, but what it reads is often
-        known earlier (a model's size, its latency)."""
+        """The guardrails the variables set before the loop break, told when that changes: a
+        guardrail is checked at the end of the cell, but such a value (a model's size) is known
+        from the first epoch and does not change."""
         assert self._ns is not None and self._on_guardrails is not None
         breaking = {}
-        for name, op, bound, label in self.program.constraints:
+        for name, op, bound, label in self.program.guardrails_before_the_loop():
             v = _as_float(self._ns.get(name)) if name in self._ns else None
             if v is not None and math.isfinite(v) and (over := (v - bound if op == "<=" else bound - v)) > 0:
                 breaking[label] = over
