@@ -1487,16 +1487,35 @@ def test_a_cell_that_raises_for_its_first_configurations_is_no_bug(ip):
         ("from math import *\nloss = x + sqrt(4)\n", None),
         ("set_loss()\nloss = loss + x\n", None),  # a notebook function sets it: 'global loss'
         ("loss = x + sum(v for v in [1, 2])\n", None),
+        # found retesting: through a notebook function another one calls, a decorated one, a method,
+        # globals()[...], builtins, a mapping pattern's **rest, get_ipython().push (those that set the
+        # notebook's variable, not the trial's, are left to the trials, where they fail, as before)
+        ("setup()\nloss = x + X_loaded\n", None),
+        ("wrapped_setup()\nloss = x + X_wrapped\n", r"^every trial of this run failed with NameError: .*X_wrapped"),
+        ("Loader().load()\nloss = x + X_method\n", r"^every trial of this run failed with NameError: .*X_method"),
+        ("by_name()\nloss = x + DF\n", r"^every trial of this run failed with NameError: .*'DF'"),
+        ("import builtins\nbuiltins.MAGIC = 4\nloss = x + MAGIC\n", None),
+        ('match {"a": 1, "b": 2}:\n    case {"a": 1, **rest}:\n        pass\nloss = x + len(rest)\n', None),
+        ('get_ipython().push({"pushed": 1.0})\nloss = x + pushed\n', r"^every trial .* NameError: .*'pushed'"),
     ],
 )
 def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_path):
     """A cell run before the one that makes its data: three NameErrors stopped the search (found
     trying nbtune as a new user), where the tuned variable's case was said at once."""
-    ip.run_cell("def set_loss():\n    global loss\n    loss = 1.0")
+    ip.run_cell(
+        "import functools\n"
+        "def set_loss():\n    global loss\n    loss = 1.0\n"
+        "def load():\n    global X_loaded\n    X_loaded = 1.0\n"
+        "def setup():\n    load()\n"
+        "def deco(f):\n    @functools.wraps(f)\n    def inner(*a):\n        return f(*a)\n    return inner\n"
+        "@deco\ndef wrapped_setup():\n    global X_wrapped\n    X_wrapped = 1.0\n"
+        "class Loader:\n    def load(self):\n        global X_method\n        X_method = 1.0\n"
+        "def by_name():\n    globals()['DF'] = 1.0\n"
+    )
     _runs_or_is_refused(
         ip, f"--minimize loss -n 2 --view none --store {tmp_path}", "x = 0.5  # tune: uniform(0, 1)\n" + body, said, 2
     )
-    assert said is None or not any(tmp_path.glob("*.journal"))
+    assert said is None or said.startswith("^every trial") or not any(tmp_path.glob("*.journal"))
 
 
 @pytest.mark.parametrize(

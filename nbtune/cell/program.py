@@ -904,6 +904,8 @@ def _bound_anywhere(tree: ast.Module) -> set[str]:
             isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name
         ):
             out.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:  # case {"a": 1, **rest}
+            out.add(node.rest)
     return out
 
 
@@ -1197,26 +1199,26 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
     """A name the cell reads for sure that neither the cell, the notebook nor Python defines: every
     trial would fail with a NameError, and the search stop after three (found trying nbtune as a
     new user: a cell run before the one that makes the data). Said before any trial."""
-    dynamic = {"exec", "eval", "globals", "vars", "locals", "setattr"}
     tree = visible(tree)  # (what '%time y = 1' binds)
     nodes = list(ast.walk(tree))
     if (
         any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in nodes)
-        or any(isinstance(n, ast.Name) and n.id in dynamic for n in nodes)
-        # a magic other than %time-like ones ('%run setup.py', '%store -r X') may define anything
+        or any(isinstance(n, ast.Name) and n.id in _DEFINES_NAMES for n in nodes)
+        # IPython beyond '!cmd' ('%run setup.py', '%store -r X', get_ipython().push(...)) may define anything
         or any(
-            isinstance(n, ast.Call)
-            and isinstance(n.func, ast.Attribute)
-            and n.func.attr.startswith("run_")
-            and n.func.attr.endswith("_magic")
+            isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Call)
+            and getattr(n.value.func, "id", None) == "get_ipython"
+            and n.attr not in ("getoutput", "system")
             for n in nodes
         )
     ):
         return  # names the cell may define in ways not written in it
+    by_functions = _globals_notebook_code_sets(outside_reads(tree), user_ns)
+    if by_functions is None:
+        return
     defined = _bound_anywhere(tree) | set(user_ns) | set(dir(builtins)) | {"display", "get_ipython", "exit", "quit"}
-    for n in outside_reads(tree):
-        if isinstance(user_ns.get(n), types.FunctionType):
-            defined |= sets_globals(user_ns[n])
+    defined |= by_functions
     missing = sorted(
         (line, name)
         for name, line in unconditional_reads(tree).items()
@@ -1235,6 +1237,42 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
         + (f"did you mean {near[0]!r}? Else " if near else "")
         + f"run the notebook cell that defines {name!r} first, or define it in this cell"
     )
+
+
+# names through which code defines names it does not write (exec("x = 1"), globals()["X"] = ..., builtins.X = ...)
+_DEFINES_NAMES = {"exec", "eval", "globals", "vars", "locals", "setattr", "builtins", "__builtins__", "__import__"}
+
+
+def _globals_notebook_code_sets(read: set[str], user_ns: dict[str, Any]) -> set[str] | None:
+    """The globals the notebook's functions and classes the cell reaches may set ('def load(): global
+    X; X = ...', called by another notebook function the cell calls: found retesting the names
+    check), following what they call in turn, a decorator's ``__wrapped__`` and a class's methods
+    (the notebook's own code: a library's functions set no notebook variable); None when one of them
+    defines names in a way its code does not write (``globals()[...]``)."""
+    seen: set[int] = set()
+    todo = [user_ns[n] for n in read if n in user_ns]
+    out: set[str] = set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, type):
+            todo.extend(v for v in vars(obj).values() if isinstance(v, (types.FunctionType, staticmethod, classmethod)))
+            continue
+        if isinstance(obj, (staticmethod, classmethod)):
+            obj = obj.__func__
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            todo.append(wrapped)
+        if not isinstance(obj, types.FunctionType) or obj.__globals__ is not user_ns:  # (a library's: not followed)
+            continue
+        names = code_names(obj.__code__)
+        if names & _DEFINES_NAMES:
+            return None
+        out |= sets_globals(obj)
+        todo.extend(obj.__globals__[n] for n in names if n in obj.__globals__ and n in user_ns)
+    return out
 
 
 def _set_by_cell(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:
