@@ -211,9 +211,10 @@ def _stray_words_hint(message: str, line: str = "") -> str | None:
                 continue
             names = [words[i + 1]]
             for more in words[i + 2 :]:
-                if not (more in stray and more.isidentifier()):
+                if not (more in stray and more.strip(",").isidentifier()):
                     break
                 names.append(more)
+            names = [n for word in names for n in word.split(",") if n]  # ('--record a, b': not 'a,,b')
             if len(names) > 1:
                 return f"{flag} takes its names separated by commas: {flag} {','.join(names)}"
     if "0x" in "".join(stray) and any(w.startswith("object") or w.endswith(">") for w in stray):

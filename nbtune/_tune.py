@@ -163,7 +163,9 @@ _SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "au
 
 
 _NEGATED = {"neg", "negative", "minus"}
-_TIME_WORDS = {"latency", "ms", "us", "seconds", "secs", "sec", "time", "duration", "elapsed", "throughput", "qps"}
+_TIME_WORDS = {
+    "latency", "ms", "us", "seconds", "secs", "sec", "time", "runtime", "duration", "elapsed", "throughput", "qps",
+}  # fmt: skip
 
 
 def _words(name: str) -> set[str]:
@@ -171,7 +173,9 @@ def _words(name: str) -> set[str]:
     return set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
 
 
-def _direction_note(metric: str, direction: str, tree: ast.Module | None = None) -> list[str]:
+def _direction_note(
+    metric: str, direction: str, tree: ast.Module | None = None, notebook: dict[str, Any] | None = None
+) -> list[str]:
     """A note when the metric's name reads as the other direction's (``--maximize val_rmse``,
     ``--minimize neg_rmse``), or the cell scores with a scikit-learn scorer that negates an
     error (``scoring="neg_root_mean_squared_error"``) and the search minimizes: the search would
@@ -183,7 +187,7 @@ def _direction_note(metric: str, direction: str, tree: ast.Module | None = None)
             f"search minimizes it: its best trial is the worst model; run with --maximize {metric} instead "
             "(a new study)"
         ]
-    scorer = _negated_score_of(tree, metric) if direction == "minimize" and tree is not None else None
+    scorer = _negated_score_of(tree, metric, notebook) if direction == "minimize" and tree is not None else None
     if scorer is not None:  # (a val_loss that is that score un-negated too: found trying nbtune as a new user)
         return [
             f"the cell scores with scoring={scorer!r}, which scikit-learn negates so that higher is better, and "
@@ -219,14 +223,17 @@ def _direction_note(metric: str, direction: str, tree: ast.Module | None = None)
     ]
 
 
-def _negated_score_of(tree: ast.Module, metric: str) -> str | None:
+def _negated_score_of(tree: ast.Module, metric: str, notebook: dict[str, Any] | None = None) -> str | None:
     """The scikit-learn scorer that negates an error (``scoring="neg_log_loss"``, or its name in a
     variable first) whose score reaches ``metric`` through the cell's assignments without being
     negated back (``-``, ``abs``), or None. A name assigned from an expression that holds the
     scorer's name, or a name that holds it, carries it (``scores = cross_validate(...,
     scoring=sc)``, ``val_loss = scores["test_score"].mean()``); a subscript or attribute assigned
-    carries it to its base name."""
-    found: dict[str, str] = {}  # name -> the scorer its value carries
+    carries it to its base name; so does a notebook variable ``notebook`` holds that is such a name
+    (``SCORING = "neg_log_loss"`` in an earlier cell: found retesting)."""
+    found: dict[str, str] = {  # name -> the scorer its value carries
+        n: v for n, v in (notebook or {}).items() if isinstance(v, str) and _NEG_SCORER.fullmatch(v)
+    }
 
     def source(expr: ast.AST) -> str | None:
         for n in ast.walk(expr):
@@ -835,7 +842,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if not backend.processes and n_jobs > 1:
         _warn_shared_seeding(program)
     unread = never_read(program.spec.tree, [p.name for p in program.params]) if program.spec.tree else []
-    messages.extend(_direction_note(program.metric, program.direction, program.spec.tree))
+    messages.extend(_direction_note(program.metric, program.direction, program.spec.tree, program.globals))
     choices = [p.name for p in program.params if p.kind == "choice"]
     if not sampler.models_choices and choices:  # Optuna draws them at random, and says nothing
         messages.append(
@@ -889,7 +896,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     ]
     if timed and n_jobs > 1:  # (found trying nbtune as a new user: the same model's latency 194 and 433 µs)
         for_trials.append(
-            f"{', '.join(map(repr, timed))} reads like a time measured in the cell, and {n_jobs} trials run side by side "
+            f"{', '.join(map(repr, timed))} {'reads' if len(timed) == 1 else 'read'} like a time measured in the cell, "
+            f"and {n_jobs} trials run side by side "
             "on this machine's cores: what one measures varies with what runs beside it; measure it as the best of "
             "several repeats (min(timeit.repeat(...))), or run with --jobs 1"
         )

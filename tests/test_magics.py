@@ -784,6 +784,8 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
         # through other variables, and a score the metric is not
         ("--minimize val_loss via scores", "'neg_log_loss'", True),
         ("--minimize val_loss elsewhere", "'neg_log_loss'", False),
+        # the scorer's name in a notebook variable (found retesting)
+        ("--minimize val_loss", "SCORING", True),
     ],
 )
 def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
@@ -791,6 +793,7 @@ def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
     its mean found the worst model, silently (found trying nbtune as a new user)."""
     ip.user_ns["cross_val_score"] = lambda model, scoring: [-model]
     ip.user_ns["log_loss"] = lambda x: x
+    ip.user_ns["SCORING"] = "neg_log_loss"
     option, metric, *how = line.split(maxsplit=2)
     how = how[0] if how else ""
     score = f"cross_val_score(x, scoring={scoring})"
@@ -950,6 +953,7 @@ PLAIN = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
         # names separated by spaces (the second had been read as a metric without its flag)
         ("--minimize loss --record a b", PLAIN, r"--record takes its names separated by commas: --record a,b \(see"),
         ("--state a b --minimize loss", PLAIN, r"--state takes its names separated by commas: --state a,b \(see"),
+        ("--minimize loss --record a, b", PLAIN, r"--record takes its names separated by commas: --record a,b \(see"),
         # a database store's lease settings, on the folder store (they were ignored)
         ("--minimize loss --heartbeat 2", PLAIN, r"^--heartbeat would be ignored: it sets a database store's leases"),
         ("--minimize loss --lease-grace 30", PLAIN, r"^--lease-grace would be ignored: .* the folder .*postgresql"),
