@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numpy as np
@@ -396,6 +397,38 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
             f"--trials 4 --jobs 2 --minimize loss --store {tmp_path}/h",
             "x = 0.5  # tune: uniform(0, 1)\ndict?\nloss = x\n",
         )
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task") or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
+def test_the_notebooks_openmp_pool_is_freed_before_trials_run_on_the_search_thread(ip, tmp_path, monkeypatch):
+    """A model fitted in the notebook leaves GNU OpenMP a pool of threads on the kernel's main thread,
+    and with the trials' own pool on the search's thread, libgomp stopped spinning between parallel
+    regions: every HistGradientBoosting fit ran 3-4 times slower than in a plain Optuna loop (found
+    trying nbtune as a new user; the times are in benchmarks/bench_openmp.py). Here: the main
+    thread's pool workers end when it is freed, and a search in the kernel frees it first."""
+    pytest.importorskip("sklearn")
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from nbtune.run import backends
+
+    X = np.random.default_rng(0).standard_normal((2000, 5))
+    y = (X[:, 0] > 0).astype(int)
+    HistGradientBoostingClassifier(max_iter=3).fit(X, y)  # this thread's pool: its workers are threads
+    with_pool = len(os.listdir("/proc/self/task"))
+    assert backends.release_openmp_pools() >= 1
+    for _ in range(50):  # (the workers end as they wake)
+        if len(os.listdir("/proc/self/task")) < with_pool:
+            break
+        threading.Event().wait(0.02)
+    assert len(os.listdir("/proc/self/task")) < with_pool
+    calls = []
+    monkeypatch.setattr(backends, "release_openmp_pools", lambda: calls.append(threading.current_thread().name))
+    cell = "lr = 0.1  # tune: loguniform(0.01, 0.3)\nacc = lr\n"
+    for backend in ("auto", "threading"):
+        ip.run_cell_magic(
+            "tune", f"--maximize acc -n 2 --backend {backend} --view none --store {tmp_path}/{backend}", cell
+        )
+    assert calls == [threading.current_thread().name] * 2  # on the thread that waits, before the trials
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
