@@ -399,6 +399,34 @@ def test_shell_escapes_work_in_worker_processes(ip, tmp_path):
         )
 
 
+def test_stop_now_names_no_empty_list_of_workers(caplog):
+    """'sending SIGTERM to workers []', then 'workers [] outlived SIGTERM; sending SIGKILL' twice (found
+    trying nbtune as a new user): signals go to worker processes that run, and an empty list is said."""
+    import subprocess
+    import sys
+    import types
+
+    from nbtune.run.backends import LokyBackend
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    job = types.SimpleNamespace(control=types.SimpleNamespace(worker_pids=lambda: [gone.pid]))
+    with caplog.at_level("WARNING", logger="nbtune.run.backends"):
+        LokyBackend().force_stop(job)
+        LokyBackend().kill(job)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["Stop now: no worker process of this search is running; its trials end with their workers"]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    job.control.worker_pids = lambda: [gone.pid, sleeper.pid]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nbtune.run.backends"):
+        LokyBackend().kill(job)
+    assert sleeper.wait(timeout=10) == -9
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Stop now: workers [{sleeper.pid}] outlived SIGTERM; sending SIGKILL"
+    ]
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/task") or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
 def test_the_notebooks_openmp_pool_is_freed_before_trials_run_on_the_search_thread(ip, tmp_path, monkeypatch):
     """A model fitted in the notebook leaves GNU OpenMP a pool of threads on the kernel's main thread,

@@ -134,6 +134,20 @@ def release_openmp_pools() -> int:
     return freed
 
 
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` whose process still runs (this machine's)."""
+    out = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except OSError:  # (another user's: it runs)
+            pass
+        out.append(pid)
+    return out
+
+
 def _interrupt_threads() -> None:
     for ident in running_threads.idents():
         async_raise(ident, TrialInterrupted)  # the trial's Python code gets it at its next bytecode
@@ -195,14 +209,19 @@ class LokyBackend(_JoblibBackend):
         super().run(dataclasses.replace(job, ends_stuck_trials=True), n_jobs)
 
     def force_stop(self, job: Job) -> None:
-        pids = job.control.worker_pids()
+        pids = _alive(job.control.worker_pids())
+        if not pids:  # (it had said "sending SIGTERM to workers []": found trying nbtune as a new user)
+            _logger.warning("Stop now: no worker process of this search is running; its trials end with their workers")
+            return
         _logger.warning("Stop now: trials did not stop in time; sending SIGTERM to workers %s", pids)
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
 
     def kill(self, job: Job) -> None:
-        pids = job.control.worker_pids()
+        pids = _alive(job.control.worker_pids())
+        if not pids:  # they ended after SIGTERM
+            return
         _logger.warning("Stop now: workers %s outlived SIGTERM; sending SIGKILL", pids)
         for pid in pids:
             with contextlib.suppress(OSError):
