@@ -197,6 +197,32 @@ def _given_once(magic: Any, line: str) -> None:
             )
 
 
+def _shown_once(shell: Any, result: Any) -> Any:
+    """``result`` as a line magic's value, for ``res = %tune_show NAME`` (it was None: found trying
+    nbtune as a new user), that the cell's own output does not show again when the magic is its
+    last line (the magic showed it already, or was told not to); once the cell has run, it shows as
+    any result does."""
+    events = getattr(shell, "events", None)
+    if events is None:
+        return None
+
+    def _ipython_display_() -> None:  # this cell's output: shown above
+        pass
+
+    def cell_ran(*_: Any) -> None:
+        with contextlib.suppress(AttributeError):
+            del result._ipython_display_
+        with contextlib.suppress(ValueError):
+            events.unregister("post_run_cell", cell_ran)
+
+    try:
+        result._ipython_display_ = _ipython_display_
+    except AttributeError:  # (an object that takes no attributes: the magic's value is None, as before)
+        return None
+    events.register("post_run_cell", cell_ran)
+    return result
+
+
 def _stray_words_hint(message: str, line: str = "") -> str | None:
     """What words argparse could not place usually are: a metric without its flag (``%%tune
     val_acc``), a trial count (``%%tune 20``), a guardrail split by its spaces, names after
@@ -431,7 +457,7 @@ class TuneMagics(Magics):
         "-o's binding).",
     )
     @line_magic
-    def tune_show(self, line: str) -> None:
+    def tune_show(self, line: str) -> Any:
         """Show a stored study (trial table, stopped-early log, plots) without running trials.
 
         The name of a nested cross-validation (``# tune: outer(k)``) shows its outer folds'
@@ -467,10 +493,10 @@ class TuneMagics(Magics):
         # too with --view text or NBTUNE_VIEW=text (a report executed headless kept 200 kB of widget
         # state per %tune_show; found trying nbtune as a new user)
         view = args.view if args.view != "auto" else os.environ.get("NBTUNE_VIEW", "auto").strip().lower()
-        if view == "none":
-            return
-        live = in_kernel() and hasattr(result, "show") and view in ("auto", "widget")
-        display(result.show() if live else result)
+        if view != "none":
+            live = in_kernel() and hasattr(result, "show") and view in ("auto", "widget")
+            display(result.show() if live else result)
+        return _shown_once(self.shell, result)
 
     def _stored(self, args: Any, nested: bool = True) -> Any:
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook

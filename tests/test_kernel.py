@@ -444,9 +444,15 @@ def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
             "%%tune --trials 3 --minimize loss --seed 0 --name shown --view text\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n",
             "%tune_show shown --view text",
             "%tune_show shown",
+            "r = %tune_show shown --view none\nprint(type(r).__name__, r.study.study_name)",
+            "r",
         ],
     )
     text, live = nb.cells[2].outputs, nb.cells[3].outputs
+    # the magic's value is the result, which the cell's output does not show a second time
+    assert not any(o["output_type"] == "execute_result" for o in text + live), text + live
+    assert nb.cells[4].outputs[0]["text"].strip() == "TuneResult shown" and len(nb.cells[4].outputs) == 1
+    assert "3 trials finished" in nb.cells[5].outputs[0]["data"]["text/plain"]  # a later cell shows it
     assert any(
         "image/png" in o.get("data", {}).get("text/html", "") or "<img" in o.get("data", {}).get("text/html", "")
         for o in text
