@@ -442,13 +442,15 @@ def test_the_notebooks_openmp_pool_is_freed_before_trials_run_on_the_search_thre
     X = np.random.default_rng(0).standard_normal((2000, 5))
     y = (X[:, 0] > 0).astype(int)
     HistGradientBoostingClassifier(max_iter=3).fit(X, y)  # this thread's pool: its workers are threads
-    with_pool = len(os.listdir("/proc/self/task"))
+    with_pool = set(os.listdir("/proc/self/task"))
+    python_threads = {str(t.native_id) for t in threading.enumerate()}
     assert backends.release_openmp_pools() >= 1
-    for _ in range(50):  # (the workers end as they wake)
-        if len(os.listdir("/proc/self/task")) < with_pool:
+    for _ in range(50):  # (the workers end as they wake; other tests' Python threads may come and go)
+        ended = with_pool - set(os.listdir("/proc/self/task")) - python_threads
+        if ended:
             break
         threading.Event().wait(0.02)
-    assert len(os.listdir("/proc/self/task")) < with_pool
+    assert ended, "no OpenMP worker thread of the main thread's pool ended"
     calls = []
     monkeypatch.setattr(backends, "release_openmp_pools", lambda: calls.append(threading.current_thread().name))
     cell = "lr = 0.1  # tune: loguniform(0.01, 0.3)\nacc = lr\n"
