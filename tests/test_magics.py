@@ -1535,7 +1535,8 @@ def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_pat
             'd = {"logreg": 1, "rf": 2, "HGB": 3}\nloss = d[m]\n',
             r"d\[m\] looks up d, which has no key 'hgb', .* is 'HGB'",
         ),
-        ('loss = {"logreg": 1, "rf": 2}[m]\n', r"looks up \{'logreg': 1, 'rf': 2\}, which has no key 'hgb'"),
+        ('loss = {"logreg": 1, "rf": 2}[m]\n', r"looks up the dict written there, which has no key 'hgb'"),
+        ("d = dict(logreg=1, rf=2, hgbc=3)\nloss = d[m]\n", r"d\[m\] looks up d, which has no key 'hgb', .* 'hgbc'"),
         # lookups nbtune cannot check, or that cannot fail: run
         ("loss = lenient[m]\n", None),  # a defaultdict
         ('loss = {"logreg": 1}.get(m, 0)\n', None),

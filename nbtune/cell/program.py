@@ -1159,9 +1159,17 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
             if len(values) != 1:
                 return None
             literal = values[0]
+        written = "the dict written there" if literal is holder else holder.id  # type: ignore[attr-defined]
+        if (  # dict(rf=RandomForestClassifier(), hgb=...)
+            isinstance(literal, ast.Call)
+            and getattr(literal.func, "id", None) == "dict"
+            and not literal.args
+            and all(kw.arg is not None for kw in literal.keywords)
+        ):
+            return written, {kw.arg for kw in literal.keywords}
         if not isinstance(literal, ast.Dict) or not all(isinstance(k, ast.Constant) for k in literal.keys):
             return None
-        return ast.unparse(holder), {k.value for k in literal.keys if isinstance(k, ast.Constant)}
+        return written, {k.value for k in literal.keys if isinstance(k, ast.Constant)}
 
     for node in ast.walk(spec.tree):
         if not (
