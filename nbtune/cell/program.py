@@ -46,6 +46,7 @@ from nbtune.cell.reads import (
     never_read,
     non_finite_assignments,
     outside_reads,
+    unconditional_nodes,
     unconditional_reads,
     visible,
 )
@@ -1171,7 +1172,7 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
             return None
         return written, {k.value for k in literal.keys if isinstance(k, ast.Constant)}
 
-    for node in ast.walk(spec.tree):
+    for node in unconditional_nodes(spec.tree):  # (a lookup under 'if name in MODELS:' or 'try:' is guarded)
         if not (
             isinstance(node, ast.Subscript)
             and isinstance(node.ctx, ast.Load)
@@ -1237,6 +1238,13 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
     import difflib
 
     line, name = missing[0]
+    setter = _set_elsewhere(name, user_ns)
+    if setter is not None:  # (it said "run the notebook cell that defines it first": found retesting)
+        raise ConfigError(
+            f"line {line} of the %%tune cell reads {name!r}, which {setter} sets with 'global {name}': that sets the "
+            f"notebook's {name!r}, not the trial's, so every trial would fail with a NameError; return the value "
+            f"from it instead ({name} = ...)"
+        )
     candidates = sorted(n for n in defined if not n.startswith("_"))
     near = [n for n in candidates if n.lower() == name.lower()] or difflib.get_close_matches(name, candidates, 1)
     raise ConfigError(
@@ -1252,35 +1260,48 @@ _DEFINES_NAMES = {"exec", "eval", "globals", "vars", "locals", "setattr", "built
 
 
 def _globals_notebook_code_sets(read: set[str], user_ns: dict[str, Any]) -> set[str] | None:
-    """The globals the notebook's functions and classes the cell reaches may set ('def load(): global
-    X; X = ...', called by another notebook function the cell calls: found retesting the names
-    check), following what they call in turn, a decorator's ``__wrapped__`` and a class's methods
-    (the notebook's own code: a library's functions set no notebook variable); None when one of them
-    defines names in a way its code does not write (``globals()[...]``)."""
+    """The globals the notebook's functions the cell calls set in the trial's namespace ('def load():
+    global X; X = ...', called by another notebook function the cell calls: found retesting the
+    names check), following the notebook functions they call in turn (a trial gives them all its
+    namespace: identity.functions_reading); None when one of them defines names in a way its code
+    does not write (``globals()[...]``)."""
     seen: set[int] = set()
     todo = [user_ns[n] for n in read if n in user_ns]
     out: set[str] = set()
     while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
+        f = todo.pop()
+        # (a library's function sets no notebook variable; a method, a decorated function's original or
+        # a partial's set the notebook's own: see _set_elsewhere)
+        if id(f) in seen or not isinstance(f, types.FunctionType) or f.__globals__ is not user_ns:
             continue
-        seen.add(id(obj))
-        if isinstance(obj, type):
-            todo.extend(v for v in vars(obj).values() if isinstance(v, (types.FunctionType, staticmethod, classmethod)))
-            continue
-        if isinstance(obj, (staticmethod, classmethod)):
-            obj = obj.__func__
-        wrapped = getattr(obj, "__wrapped__", None)
-        if wrapped is not None:
-            todo.append(wrapped)
-        if not isinstance(obj, types.FunctionType) or obj.__globals__ is not user_ns:  # (a library's: not followed)
-            continue
-        names = code_names(obj.__code__)
+        seen.add(id(f))
+        names = code_names(f.__code__)
         if names & _DEFINES_NAMES:
             return None
-        out |= sets_globals(obj)
-        todo.extend(obj.__globals__[n] for n in names if n in obj.__globals__ and n in user_ns)
+        out |= sets_globals(f)
+        todo.extend(user_ns[n] for n in names if n in user_ns)
     return out
+
+
+def _set_elsewhere(name: str, user_ns: dict[str, Any]) -> str | None:
+    """The notebook code that sets ``name`` as a global where a trial does not see it: a method of
+    a notebook class, a decorated function (its original keeps the notebook's globals), a partial;
+    in words ("the method Loader.load"), or None."""
+    for holder, value in list(user_ns.items()):
+        if holder.startswith("_"):
+            continue
+        candidates: list[tuple[str, Any]] = []
+        if isinstance(value, type) and getattr(value, "__module__", None) == "__main__":
+            candidates = [(f"the method {value.__name__}.{k}", v) for k, v in vars(value).items()]
+        elif isinstance(value, functools.partial):
+            candidates = [(f"the function {holder}, a partial", value.func)]
+        elif getattr(value, "__wrapped__", None) is not None:
+            candidates = [(f"the decorated function {holder}", value.__wrapped__)]
+        for words, f in candidates:
+            f = getattr(f, "__func__", f)  # (staticmethod, classmethod)
+            if isinstance(f, types.FunctionType) and f.__globals__ is user_ns and name in sets_globals(f):
+                return words
+    return None
 
 
 def _set_by_cell(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:

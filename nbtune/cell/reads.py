@@ -18,6 +18,7 @@ Two questions, two answers:
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 
 __all__ = ["never_read", "non_finite_assignments", "notebook_inputs", "outside_reads"]
 
@@ -127,52 +128,64 @@ def _reads_before_binding(tree: ast.Module) -> set[str]:
 
 
 def unconditional_reads(tree: ast.Module) -> dict[str, int]:
-    """The names the cell reads for sure when it runs, each with the first line that reads it: in
-    its top-level statements and the bodies of its ``for`` and ``with`` blocks, outside functions,
-    lambdas, the bodies of comprehensions, branches (``if``, ``try``, ``while``, ``match``, an
-    ``and``/``or`` past its first operand, ``x if c else y`` past its test). A name read only where
-    the cell may never go is left out (``if use_gpu: cuda_model()``)."""
+    """The names the cell reads for sure when it runs, each with the first line that reads it
+    (:func:`unconditional_nodes`). A name read only where the cell may never go is left out (``if
+    use_gpu: cuda_model()``)."""
     out: dict[str, int] = {}
-
-    def expr(node: ast.AST) -> None:
+    for node in unconditional_nodes(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             out.setdefault(node.id, node.lineno)
-        elif isinstance(node, ast.Lambda):
+    return out
+
+
+def unconditional_nodes(tree: ast.Module) -> Iterator[ast.AST]:
+    """The expression nodes the cell evaluates for sure when it runs: in its top-level statements
+    and the bodies of its ``for`` and ``with`` blocks, outside functions, lambdas, the bodies of
+    comprehensions, branches (``if``, ``try``, ``while``, ``match``, an ``and``/``or`` past its first
+    operand, ``x if c else y`` past its test) and annotations (not evaluated under ``from __future__
+    import annotations``, which an earlier cell may have run)."""
+
+    def expr(node: ast.AST) -> Iterator[ast.AST]:
+        yield node
+        if isinstance(node, ast.Lambda):
             for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
-                expr(d)
+                yield from expr(d)
         elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            expr(node.generators[0].iter)
+            yield from expr(node.generators[0].iter)
         elif isinstance(node, ast.BoolOp):
-            expr(node.values[0])
+            yield from expr(node.values[0])
         elif isinstance(node, ast.IfExp):
-            expr(node.test)
+            yield from expr(node.test)
         else:
             for child in ast.iter_child_nodes(node):
-                expr(child)
+                yield from expr(child)
 
-    def block(stmts: list[ast.stmt]) -> None:
+    def block(stmts: list[ast.stmt]) -> Iterator[ast.AST]:
         for stmt in stmts:
             if isinstance(stmt, (ast.For, ast.AsyncFor)):
-                expr(stmt.iter)
-                block(stmt.body)
+                yield from expr(stmt.iter)
+                yield from block(stmt.body)
             elif isinstance(stmt, (ast.With, ast.AsyncWith)):
                 for item in stmt.items:
-                    expr(item.context_expr)
-                block(stmt.body)
+                    yield from expr(item.context_expr)
+                yield from block(stmt.body)
             elif isinstance(stmt, (ast.If, ast.While)):
-                expr(stmt.test)
+                yield from expr(stmt.test)
             elif isinstance(stmt, ast.Match):
-                expr(stmt.subject)
+                yield from expr(stmt.subject)
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 for d in stmt.decorator_list:
-                    expr(d)
+                    yield from expr(d)
             elif isinstance(stmt, (ast.Try, ast.Global, ast.Nonlocal)) or type(stmt).__name__ == "TryStar":
                 continue
+            elif isinstance(stmt, ast.AnnAssign):
+                if stmt.value is not None:
+                    yield from expr(stmt.value)
+                yield from expr(stmt.target)
             else:
-                expr(stmt)
+                yield from expr(stmt)
 
-    block(tree.body)
-    return out
+    yield from block(tree.body)
 
 
 def changed_in_some_trials(tree: ast.Module, notebook: set[str]) -> list[tuple[int, str, str]]:
