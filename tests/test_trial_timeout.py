@@ -288,8 +288,9 @@ def test_a_trial_stuck_in_one_call_ends_its_worker_process_and_the_search_goes_o
     assert took < 15 * len(cut) + 20, took  # 60 s each before
     for t in cut:
         assert t.user_attrs[ATTR.ENDED_PROCESS] > 0
-        # cut stuck_grace (5 s) after the 1 s limit
-        assert 5.5 < (t.datetime_complete - t.datetime_start).total_seconds() < 12
+        # cut stuck_grace (5 s) after the 1 s limit (a worker's first trial also loads the cell: up to 18 s
+        # under the full suite's load), not after the 60 s call
+        assert 5.5 < (t.datetime_complete - t.datetime_start).total_seconds() < 30
     if loop:  # stopped at its last epoch, whose value stands, as a trial cut in Python code is
         assert all(t.state.name == "PRUNED" and t.last_step == 3 for t in cut)  # (steps count from 1)
         reason = cut[0].user_attrs[ATTR.DECISION]["reason"]
