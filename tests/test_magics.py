@@ -1552,7 +1552,8 @@ def test_a_name_nothing_defines_is_said_before_any_trial(ip, body, said, tmp_pat
         ("try:\n    loss = models[m]\nexcept KeyError:\n    loss = 0.0\n", None),
         # lookups nbtune cannot check, or that cannot fail: run
         ("loss = lenient[m]\n", None),  # a defaultdict
-        ('loss = {"logreg": 1}.get(m, 0)\n', None),
+        ('loss = {"logreg": 1}.get(m, 0)\n', None),  # a default: no error
+        ("loss = models.get(m) + 0\n", r"models.get\(m\) looks up models, .* every trial that draws it would get None"),
         ('d = {"logreg": 1}\nd = {**d, "rf": 2, "hgb": 3}\nloss = d[m]\n', None),  # assigned twice
     ],
 )

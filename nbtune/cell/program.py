@@ -1172,20 +1172,28 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
             return None
         return written, {k.value for k in literal.keys if isinstance(k, ast.Constant)}
 
+    reassigned = {n for n, v in assigned.items() if len(v) > 1}
     for node in unconditional_nodes(spec.tree):  # (a lookup under 'if name in MODELS:' or 'try:' is guarded)
-        if not (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.ctx, ast.Load)
-            and isinstance(node.slice, ast.Name)
-            and node.slice.id in choices
-            and node.slice.id not in {n for n, v in assigned.items() if len(v) > 1}
+        # MODELS[name], or MODELS.get(name) with no default (None for a missing key: "got None instead" later)
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            key, dict_node, how = node.slice, node.value, "would fail with a KeyError"
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and len(node.args) == 1
+            and not node.keywords
         ):
+            key, dict_node, how = node.args[0], node.func.value, "would get None from it"
+        else:
             continue
-        found = keys_of(node.value)
+        if not (isinstance(key, ast.Name) and key.id in choices and key.id not in reassigned):
+            continue
+        found = keys_of(dict_node)
         if found is None:
             continue
         holder, keys = found
-        p = choices[node.slice.id]
+        p = choices[key.id]
         for choice in p.args:
             if choice in keys:
                 continue
@@ -1197,8 +1205,7 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
             )
             raise ConfigError(
                 f"line {node.lineno} of the %%tune cell: {ast.unparse(node)} looks up {holder}, which has no key "
-                f"{choice!r}, one of the choices of {p.name!r} (line {p.lineno}): every trial that draws it would fail "
-                "with a KeyError; "
+                f"{choice!r}, one of the choices of {p.name!r} (line {p.lineno}): every trial that draws it {how}; "
                 + (f"is {near[0]!r} the same? " if near else "")
                 + f"make the keys and the choices the same (the keys: {', '.join(sorted(map(repr, keys)))})"
             )
