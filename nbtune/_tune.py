@@ -252,8 +252,12 @@ def _negated_score_of(tree: ast.Module, metric: str, notebook: dict[str, Any] | 
         for n in ast.walk(expr):
             if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub) and source(n.operand):
                 return True
-            if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) in {"abs", "absolute"}:
-                return any(source(a) for a in n.args)
+            if (
+                isinstance(n, ast.Call)
+                and getattr(n.func, "id", getattr(n.func, "attr", None)) in {"abs", "absolute"}
+                and any(source(a) for a in n.args)
+            ):
+                return True
             if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub) and source(n.right):
                 return True
             if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and (negative(n.left) or negative(n.right)):
