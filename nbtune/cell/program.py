@@ -955,7 +955,7 @@ def compile_cell(
         assert loop is not None  # (parse_cell put the annotation on a for loop)
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
-    _check_names_defined(spec.tree, user_ns)
+    _check_names_defined(spec.tree, user_ns, names)
     _check_choice_keys(spec, user_ns)
     _check_metric_is_computed(spec, metric, user_ns)
     if spec.folds is not None and spec.epochs is not None:
@@ -1129,8 +1129,6 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
     literal or the notebook's dict) where a choice is no key: every trial that draws it fails with
     a KeyError, and the search learns that choice is bad (found trying nbtune as a new user: a
     typo, "hgbc" for "hgb"). Said before any trial."""
-    import difflib
-
     assert spec.tree is not None
     choices = {p.name: p for p in spec.params if p.kind == "choice"}
     if not choices:
@@ -1197,24 +1195,20 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
         for choice in p.args:
             if choice in keys:
                 continue
-            words = [k for k in keys if isinstance(k, str)]
-            near = (
-                [k for k in words if k.lower() == choice.lower()] or difflib.get_close_matches(choice, words, 1, 0.6)
-                if isinstance(choice, str)
-                else []
-            )
+            near = _like(choice, [k for k in keys if isinstance(k, str)]) if isinstance(choice, str) else None
             raise ConfigError(
                 f"line {node.lineno} of the %%tune cell: {ast.unparse(node)} looks up {holder}, which has no key "
                 f"{choice!r}, one of the choices of {p.name!r} (line {p.lineno}): every trial that draws it {how}; "
-                + (f"is {near[0]!r} the same? " if near else "")
+                + (f"is {near!r} the same? " if near else "")
                 + f"make the keys and the choices the same (the keys: {', '.join(sorted(map(repr, keys)))})"
             )
 
 
-def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
+def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any], read: set[str]) -> None:
     """A name the cell reads for sure that neither the cell, the notebook nor Python defines: every
     trial would fail with a NameError, and the search stop after three (found trying nbtune as a
-    new user: a cell run before the one that makes the data). Said before any trial."""
+    new user: a cell run before the one that makes the data). Said before any trial. ``read``: the
+    names the cell reads from outside (:func:`outside_reads`)."""
     tree = visible(tree)  # (what '%time y = 1' binds)
     nodes = list(ast.walk(tree))
     if (
@@ -1230,7 +1224,7 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
         )
     ):
         return  # names the cell may define in ways not written in it
-    by_functions = _globals_notebook_code_sets(outside_reads(tree), user_ns)
+    by_functions = _globals_notebook_code_sets(read, user_ns)
     if by_functions is None:
         return
     defined = _bound_anywhere(tree) | set(user_ns) | set(dir(builtins)) | {"display", "get_ipython", "exit", "quit"}
@@ -1242,8 +1236,6 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
     )
     if not missing:
         return
-    import difflib
-
     line, name = missing[0]
     setter = _set_elsewhere(name, user_ns)
     if setter is not None:  # (it said "run the notebook cell that defines it first": found retesting)
@@ -1252,12 +1244,11 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any]) -> None:
             f"notebook's {name!r}, not the trial's, so every trial would fail with a NameError; return the value "
             f"from it instead ({name} = ...)"
         )
-    candidates = sorted(n for n in defined if not n.startswith("_"))
-    near = [n for n in candidates if n.lower() == name.lower()] or difflib.get_close_matches(name, candidates, 1)
+    near = _like(name, sorted(n for n in defined if not n.startswith("_")))
     raise ConfigError(
         f"line {line} of the %%tune cell reads {name!r}, which neither the cell nor the notebook defines: every "
         "trial would fail with a NameError; "
-        + (f"did you mean {near[0]!r}? Else " if near else "")
+        + (f"did you mean {near!r}? Else " if near else "")
         + f"run the notebook cell that defines {name!r} first, or define it in this cell"
     )
 
@@ -1335,18 +1326,25 @@ def _set_by_functions(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> b
 def _why_not_notebooks(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> str:
     """Why the notebook's own ``name`` does not count, and the name the cell does set that was
     probably meant (" (did you mean 'val_f1'?)"), for a message about a variable the cell never sets."""
-    import difflib
-
     out = (
         f" (the notebook's {name!r} would not do: each trial runs the cell in a namespace of its own)"
         if name in user_ns
         else ""
     )
-    assigned = sorted(_bound_anywhere(tree))
-    near = [n for n in assigned if n.lower() == name.lower()] or difflib.get_close_matches(name, assigned, 1)
+    near = _like(name, sorted(_bound_anywhere(tree)))
     if near:  # --maximize val_F1 of a cell that sets val_f1 (found trying nbtune as a new user)
-        out += f" (did you mean {near[0]!r}?)"
+        out += f" (did you mean {near!r}?)"
     return out
+
+
+def _like(name: str, candidates: list[str]) -> str | None:
+    """The one of ``candidates`` that ``name`` was probably meant to be: the same but for case, else
+    the closest by a letter or two (difflib), else None."""
+    import difflib
+
+    same = [c for c in candidates if c.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, candidates, 1)
+    return close[0] if close else None
 
 
 def _check_metric_is_computed(spec: CellSpec, metric: str, user_ns: dict[str, Any]) -> None:
