@@ -633,10 +633,12 @@ def test_a_worker_that_cannot_reach_the_journal_folder_says_so(tmp_path):
     from nbtune.store.journal import Store
 
     program = compile_cell("x = 0.5  # tune: uniform(0, 1)\nloss = x\n", metric="loss", direction="minimize")
-    elsewhere = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4), parent_pid=-1)
+    elsewhere = Job(
+        program=program, store=Store(tmp_path), study_name="s", control=FileControl(4, tmp_path / "run"), parent_pid=-1
+    )
     with pytest.raises(nbtune.ConfigError, match=r"cannot find the study 's' in .*every worker must reach that same"):
         elsewhere.open_study(0)
-    here = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4))
+    here = Job(program=program, store=Store(tmp_path), study_name="s", control=FileControl(4, tmp_path / "run2"))
     with pytest.raises(KeyError):  # the kernel's own process: a missing study is nbtune's bug, not a setup
         here.open_study(0)
 

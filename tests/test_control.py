@@ -37,15 +37,15 @@ def test_flags_reach_another_process_and_back(tmp_path):
     assert not os.path.exists(control.directory)
 
 
-def test_stop_is_not_stop_now():
-    control = FileControl(3)
+def test_stop_is_not_stop_now(tmp_path):
+    control = FileControl(3, tmp_path / "run")
     control.stop("timeout")
     assert control.stop_requested() and not control.stop_now_requested() and control.why() == "timeout"
     control.cleanup()
 
 
-def test_a_pickled_copy_sees_flags_set_later():
-    control = FileControl(3)
+def test_a_pickled_copy_sees_flags_set_later(tmp_path):
+    control = FileControl(3, tmp_path / "run")
     copy = pickle.loads(pickle.dumps(control))
     assert not copy.stop_requested()
     control.stop("stop")
@@ -73,8 +73,8 @@ def test_a_control_never_copied_answers_from_memory_and_hears_its_copies_once_co
     assert fresh.target() == 5
 
 
-def test_target_survives_an_unreadable_file():
-    control = FileControl(7)
+def test_target_survives_an_unreadable_file(tmp_path):
+    control = FileControl(7, tmp_path / "run")
     control.set_target(9)
     control.cleanup()  # the folder is gone: the last target seen stands
     assert control.target() == 9
@@ -113,7 +113,7 @@ def test_a_worker_slot_taken_again_by_another_process_is_told_so(tmp_path):
     """A Dask nanny restarts a dead worker's task on a new process: with --seed, its sampler drew
     its predecessor's configurations again (found trying nbtune as a new user). Registering says
     how many processes held the slot before."""
-    control = pickle.loads(pickle.dumps(FileControl(10)))  # as a worker has it
+    control = pickle.loads(pickle.dumps(FileControl(10, tmp_path / "run")))  # as a worker has it
     assert control.register_worker(0) == 0 and control.register_worker(1) == 0
     assert control.register_worker(0) == 0  # the same process again: no restart
     control._put("worker-999999", "0")  # a process that held slot 0 and died

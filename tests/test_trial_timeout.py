@@ -333,7 +333,7 @@ def test_a_trial_ended_with_the_pool_after_its_own_limit_is_cut_not_run_again(tm
         metric="loss",
         direction="minimize",
     )
-    job = Job(program=program, store=store, study_name="s", control=FileControl(4), trial_timeout=2.0)
+    job = Job(program=program, store=store, study_name="s", control=FileControl(4, tmp_path / "run"), trial_timeout=2.0)
     study = optuna.create_study(study_name="s", storage=store.storage("s"))
     dead = 2**22 + 17  # (no such process)
     for reported in (False, True, False):

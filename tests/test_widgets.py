@@ -202,7 +202,7 @@ def test_redraws_are_throttled(study):
 
 def test_controls_set_the_search_flags(study, tmp_path):
     program = compile_cell(CURVES, metric="acc", direction="maximize")
-    job = Job(program=program, store=Store(tmp_path), study_name="x", control=FileControl(40))
+    job = Job(program=program, store=Store(tmp_path), study_name="x", control=FileControl(40, tmp_path / "run"))
     search = Search(job)
     v = _view(study, search=search)
     assert v.controls.layout.display != "none"
