@@ -107,6 +107,8 @@ _OPTUNA_WORDS = {
 def _parse(magic: Any, line: str) -> Any:
     """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
     see = f"(see {'%%tune' if magic.__name__ == 'tune' else '%' + magic.__name__}?)"
+    # IPython leaves a line magic's ';' (show no output) in its line: '%tune_show NAME;' read 'NAME;'
+    line = line.rstrip().removesuffix(";")
     _unexpanded(line)  # (first: what it left split at its spaces would read as stray words)
     try:
         args = parse_argstring(magic, line)
@@ -197,14 +199,15 @@ def _given_once(magic: Any, line: str) -> None:
             )
 
 
-def _shown_once(shell: Any, result: Any) -> Any:
+def _shown_once(shell: Any, result: Any, magic: str) -> Any:
     """``result`` as a line magic's value, for ``res = %tune_show NAME`` (it was None: found trying
-    nbtune as a new user), that the cell's own output does not show again when the magic is its
-    last line (the magic showed it already, or was told not to); once the cell has run, it shows as
-    any result does."""
+    nbtune as a new user). When the magic is the cell's last line, whose value the cell's output
+    shows, that output does not show it again (the magic showed it already, or was told not to);
+    ``display(r)`` or ``r`` later in the cell of ``r = %tune_show NAME`` shows it as any result
+    (it showed nothing: found trying nbtune as a new user), and so does any later cell."""
     events = getattr(shell, "events", None)
-    if events is None:
-        return None
+    if events is None or not _is_the_cells_shown_value(shell, magic):
+        return result
 
     def _ipython_display_() -> None:  # this cell's output: shown above
         pass
@@ -221,6 +224,28 @@ def _shown_once(shell: Any, result: Any) -> Any:
         return None
     events.register("post_run_cell", cell_ran)
     return result
+
+
+def _is_the_cells_shown_value(shell: Any, magic: str) -> bool:
+    """Whether the running cell's last statement is the line magic ``magic`` alone, whose value
+    IPython's output shows (not ``r = %magic``, not ``%magic;``). Unsure (no cell known): True."""
+    import ast
+
+    try:
+        raw = shell.displayhook.exec_result.info.raw_cell
+        last = ast.parse(shell.transform_cell(raw)).body[-1]
+    except (AttributeError, IndexError, SyntaxError, ValueError):
+        return True
+    call = last.value if isinstance(last, ast.Expr) else None
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "run_line_magic"
+        and bool(call.args)
+        and isinstance(call.args[0], ast.Constant)
+        and call.args[0].value == magic
+        and not shell.displayhook.quiet()
+    )
 
 
 def _stray_words_hint(message: str, line: str = "") -> str | None:
@@ -496,7 +521,7 @@ class TuneMagics(Magics):
         if view != "none":
             live = in_kernel() and hasattr(result, "show") and view in ("auto", "widget")
             display(result.show() if live else result)
-        return _shown_once(self.shell, result)
+        return _shown_once(self.shell, result, "tune_show")
 
     def _stored(self, args: Any, nested: bool = True) -> Any:
         """The stored study ``args.name`` as a result that can re-run its cell in this notebook

@@ -446,6 +446,9 @@ def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
             "%tune_show shown",
             "r = %tune_show shown --view none\nprint(type(r).__name__, r.study.study_name)",
             "r",
+            "r = %tune_show shown --view none\nr",
+            "r = %tune_show shown --view none\ndisplay(r)\nprint('after')",
+            "%tune_show shown --view none;",
         ],
     )
     text, live = nb.cells[2].outputs, nb.cells[3].outputs
@@ -453,6 +456,12 @@ def test_tune_show_in_text_leaves_no_widget_in_the_saved_notebook(tmp_path):
     assert not any(o["output_type"] == "execute_result" for o in text + live), text + live
     assert nb.cells[4].outputs[0]["text"].strip() == "TuneResult shown" and len(nb.cells[4].outputs) == 1
     assert "3 trials finished" in nb.cells[5].outputs[0]["data"]["text/plain"]  # a later cell shows it
+    # and so does the cell that bound it, later than the magic (it showed nothing: found trying nbtune as a new user)
+    assert [o["output_type"] for o in nb.cells[6].outputs] == ["execute_result"], nb.cells[6].outputs
+    assert "3 trials finished" in nb.cells[6].outputs[0]["data"]["text/plain"]
+    assert [o["output_type"] for o in nb.cells[7].outputs] == ["display_data", "stream"], nb.cells[7].outputs
+    assert "3 trials finished" in nb.cells[7].outputs[0]["data"]["text/plain"]
+    assert nb.cells[8].outputs == []  # --view none, and a semicolon: nothing
     assert any(
         "image/png" in o.get("data", {}).get("text/html", "") or "<img" in o.get("data", {}).get("text/html", "")
         for o in text
