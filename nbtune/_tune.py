@@ -1234,12 +1234,13 @@ def _changed_in_place(plan: _Plan) -> list[str]:
         return []
     if plan.backend.processes:
         run_start = plan.job.run_start if plan.job is not None else 0
+        prefix = ATTR.CHANGED_IN_WORKER + ":"
         seen = sorted(
             {
                 n
-                for t in plan.study.get_trials(deepcopy=False)
-                if t.number >= run_start
-                for n in t.user_attrs.get(ATTR.CHANGED_IN_WORKER, ())
+                for key, names in plan.study.user_attrs.items()
+                if key.startswith(prefix) and int(key[len(prefix) :]) >= run_start
+                for n in names
             }
         )
         if not seen:

@@ -366,6 +366,33 @@ def test_trials_that_change_notebook_data_in_worker_processes_are_named_too(ip):
     assert not any("in place" in m for m in clean.messages), clean.messages
 
 
+def test_a_trials_recorded_duration_leaves_out_the_check_for_data_changed_in_place(ip):
+    """A worker process hashes the notebook data before its first trial and after it, to tell
+    whether that trial changed it in place: for a large frame that took seconds, which the first
+    trial's recorded duration counted (a 3.7 s baseline under --trial-timeout 3s: found trying
+    nbtune as a new user). Here each hash of 'slow' takes 1 s; the trials take milliseconds."""
+    ip.run_cell(
+        "import time\nclass Slow:\n    def __reduce__(self):\n        time.sleep(1.0)\n        return (Slow, ())\n"
+    )
+    ip.run_cell("slow = Slow()\nhistory = []")
+    res = ip.run_cell_magic(
+        "tune", "--minimize loss -n 4 --seed 0 --jobs 2", "a = 0.5  # tune: uniform(0, 1)\nslow\nloss = a\n"
+    )
+    durations = [t.duration.total_seconds() for t in res.study.trials]
+    assert len(durations) == 4 and max(durations) < 0.9, durations
+    # and the check still says what a trial changed
+    changed = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 4 --seed 0 --jobs 2",
+        "a = 0.5  # tune: uniform(0, 1)\nslow\nhistory.append(a)\nloss = a\n",
+    )
+    assert any(
+        m.startswith("the trials changed notebook data in place in their worker processes: history (")
+        for m in changed.messages
+    )
+    assert max(t.duration.total_seconds() for t in changed.study.trials) < 0.9
+
+
 def test_a_large_array_changed_in_place_in_worker_processes_says_why_it_fails(ip):
     """joblib hands workers an array over 1 MB memory-mapped read-only: 'Xbig += x' failed every
     trial with 'output array is read-only', and the stop advised catching the ValueError (found

@@ -425,7 +425,6 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         on_guardrails=lambda step, by: trial.set_user_attr(ATTR.BREAKS, {"epoch": step, "by": by} if by else None),
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
-    in_place = _InPlace.first(job)
     with active_trial(tid), job.liveness.heartbeat(tid):
         try:
             try:
@@ -511,8 +510,6 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 storage.set_trial_user_attr(tid, ATTR.RAISED, True)
             _compat.tell_quietly(study, trial, state=TrialState.FAIL)
             return "FAIL"
-        if in_place is not None and (changed := in_place.changed(job)):
-            storage.set_trial_user_attr(tid, ATTR.CHANGED_IN_WORKER, changed)
         if runtime.holdout_value is not None:
             storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
         if runtime.fold_values:
@@ -936,6 +933,10 @@ def _run_worker(job: Job, worker: int) -> int:
     budget = _Budget()
     done = 0
     trial: optuna.Trial | None = None
+    # The data is hashed before the first ask and after its trial is told: a trial's recorded
+    # duration is its own (a 3.7 s baseline under --trial-timeout 3s was the cell's 3 s and the
+    # hashing of a large frame, twice: found trying nbtune as a new user)
+    in_place = _InPlace.first(job)
     # A worker on another machine (Dask, Ray) has no parent watch: it follows the kernel's beats.
     grace = getattr(job.liveness, "grace", None) if job.liveness.period else None
     native_output.__enter__()  # what compiled libraries write below sys.stdout goes to the trial too
@@ -975,7 +976,9 @@ def _run_worker(job: Job, worker: int) -> int:
                 time.sleep(PROMOTION_POLL)
                 continue
             state = run_one(job, study, trial)
-            trial = None
+            if in_place is not None and (changed := in_place.changed(job)):
+                study.set_user_attr(f"{ATTR.CHANGED_IN_WORKER}:{trial.number}", changed)
+            in_place = trial = None
             done += 1
             if _compat.grid_exhausted(study):
                 job.control.stop("grid exhausted")

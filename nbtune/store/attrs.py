@@ -53,7 +53,8 @@ class ATTR:
     # trial: cut by --trial-timeout in a call into compiled code that did not return, by ending its
     # worker process (that process's pid: the coordinator replaces the pool without counting a death)
     ENDED_PROCESS = "nbtune:ended_process"
-    # trial: the notebook variables it changed in place in its worker process (that process's copy)
+    # study, + ":<trial number>": the notebook variables that trial changed in place in its worker
+    # process (that process's copy), the first of a run in each process (before 2026-12-01 a trial's)
     CHANGED_IN_WORKER = "nbtune:changed_in_worker"
     RAISED = "nbtune:raised"  # trial: it failed at the cell's own raise statement (the cell judged its configuration)
     WARNINGS = "nbtune:warnings"  # trial: the distinct warnings it printed ["Category: message", ...]
