@@ -591,6 +591,23 @@ def test_a_metric_a_notebook_function_sets_as_a_global_is_the_metric(ip):
     assert "acc" not in ip.user_ns
 
 
+def test_a_metric_and_a_guardrail_a_helpers_helper_sets_as_globals_are_read(ip):
+    """A trial hands the notebook functions the cell calls, and those they call, its namespace; the
+    check that the cell sets the metric looked one call deep and refused a metric set by a helper's
+    helper (found reading the change)."""
+    ip.run_cell(
+        "def _score(lr):\n    global acc, size\n    acc = 1 - lr\n    size = 10\ndef evaluate(lr):\n    _score(lr)\n"
+    )
+    res = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 3 --subject-to 'size <= 20' --jobs 2",
+        "lr = 0.1  # tune: uniform(0.01, 1)\nevaluate(lr)\n",
+    )
+    assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 3
+    assert all(t.value == pytest.approx(1 - t.params["lr"]) for t in res.study.trials)
+    assert "acc" not in ip.user_ns
+
+
 def test_a_fold_read_through_a_notebook_function_is_read(ip):
     """def fold_data(): return splits[fold] with 'fold = 0  # tune: folds(3)' in the cell was refused
     as a fold variable never read (found trying nbtune as a new user)."""

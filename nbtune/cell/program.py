@@ -1314,13 +1314,17 @@ def _stores(tree: ast.Module, name: str) -> list[ast.Name]:
 
 def _set_by_functions(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:
     """The cell declares ``name`` global, or a notebook function it calls sets it as a global ('def
-    evaluate(): global acc; acc = ...'): a trial gives such a function the trial's namespace
-    (identity.functions_reading), where the cell reads what it set."""
+    evaluate(): global acc; acc = ...'), or one that function calls in turn: a trial gives them all
+    the trial's namespace (identity.functions_reading), where the cell reads what they set (a
+    helper's helper's was refused: found reading the change)."""
     if any(isinstance(n, ast.Global) and name in n.names for n in ast.walk(tree)):
         return True
-    return any(
-        name in sets_globals(user_ns[n]) for n in outside_reads(tree) if isinstance(user_ns.get(n), types.FunctionType)
-    )
+    reads = outside_reads(tree)
+    transitive = _globals_notebook_code_sets(reads, user_ns)
+    if transitive is not None:
+        return name in transitive
+    # (a function that defines names its code does not write, globals()[...]: the ones it writes)
+    return any(name in sets_globals(user_ns[n]) for n in reads if isinstance(user_ns.get(n), types.FunctionType))
 
 
 def _why_not_notebooks(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> str:
