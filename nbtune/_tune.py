@@ -23,7 +23,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -230,15 +230,27 @@ def _negated_score_of(tree: ast.Module, metric: str, notebook: dict[str, Any] | 
     scorer's name, or a name that holds it, carries it (``scores = cross_validate(...,
     scoring=sc)``, ``val_loss = scores["test_score"].mean()``); a subscript or attribute assigned
     carries it to its base name; so does a notebook variable ``notebook`` holds that is such a name
-    (``SCORING = "neg_log_loss"`` in an earlier cell: found retesting)."""
+    (``SCORING = "neg_log_loss"`` in an earlier cell: found retesting), or a notebook dict's key or
+    settings object's attribute that holds one (``CFG["scoring"]``, ``CFG.scoring``)."""
     found: dict[str, str] = {  # name -> the scorer its value carries
         n: v for n, v in (notebook or {}).items() if isinstance(v, str) and _NEG_SCORER.fullmatch(v)
     }
 
+    def held(n: ast.AST) -> Any:  # CFG["scoring"], CFG.scoring: a notebook dict's or object's value
+        if not (isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.value, ast.Name)):
+            return None
+        holder = (notebook or {}).get(n.value.id)
+        if isinstance(n, ast.Attribute):  # (its own __dict__: no property of a library's object runs)
+            own = getattr(holder, "__dict__", None)
+            return own.get(n.attr) if isinstance(own, Mapping) else None
+        key = n.slice.value if isinstance(n.slice, ast.Constant) else None
+        return holder.get(key) if isinstance(holder, dict) and isinstance(key, (str, int)) else None
+
     def source(expr: ast.AST) -> str | None:
         for n in ast.walk(expr):
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _NEG_SCORER.fullmatch(n.value):
-                return n.value
+            value = n.value if isinstance(n, ast.Constant) else held(n)
+            if isinstance(value, str) and _NEG_SCORER.fullmatch(value):
+                return value
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in found:
                 return found[n.id]
         return None

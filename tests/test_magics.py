@@ -803,6 +803,10 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
         ("--minimize val_loss elsewhere", "'neg_log_loss'", False),
         # the scorer's name in a notebook variable (found retesting)
         ("--minimize val_loss", "SCORING", True),
+        # in a notebook dict or settings class (found trying nbtune as a new user); another key is not
+        ("--minimize val_loss", 'CFG["scoring"]', True),
+        ("--minimize val_loss", "Settings.scoring", True),
+        ("--minimize val_loss", 'CFG["other"]', False),
     ],
 )
 def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
@@ -811,6 +815,8 @@ def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
     ip.user_ns["cross_val_score"] = lambda model, scoring: [-model]
     ip.user_ns["log_loss"] = lambda x: x
     ip.user_ns["SCORING"] = "neg_log_loss"
+    ip.user_ns["CFG"] = {"scoring": "neg_log_loss", "other": "r2"}
+    ip.user_ns["Settings"] = type("Settings", (), {"scoring": "neg_log_loss"})
     option, metric, *how = line.split(maxsplit=2)
     how = how[0] if how else ""
     score = f"cross_val_score(x, scoring={scoring})"
