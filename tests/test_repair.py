@@ -287,3 +287,88 @@ def test_viewing_one_study_neither_touches_nor_trips_on_another_damaged_one(ip, 
     with pytest.raises(UsageError, match=r"the store holds \['good', 'other'\]"):  # a typo lists the studies
         ip.run_line_magic("tune_show", f"goo --store {store}")
     assert other.stat().st_mtime_ns == before and not list(store.glob("*.damaged-*"))
+
+
+def _ops(data: bytes) -> list[int]:
+    import json
+
+    return [json.loads(line)["op_code"] for line in data.splitlines()]
+
+
+def _damaged_at(data: bytes, index: int, how: str = "garbage") -> bytes:
+    lines = data.splitlines(keepends=True)
+    line = lines[index]
+    if how == "garbage":  # bytes inserted after the op_code, as a bad disk sector or an editor might
+        lines[index] = line[:20] + b"\x00\xff GARBAGE ###" + line[20:]
+    elif how == "name":
+        lines[index] = line.replace(b'"study_name"', b'"study_n\xffame', 1)
+    elif how == "op":  # even its op_code unreadable
+        lines[index] = line.replace(b'"op_code"', b'"op_\xffcode', 1)
+    return b"".join(lines)
+
+
+def _by_number(study):
+    return {t.number: (t.state.name, t.params, t.value) for t in study.trials}
+
+
+@pytest.mark.parametrize("how", ["garbage", "op"])
+def test_a_lost_parameter_record_fails_its_trial_and_leaves_every_other_as_it_was(sound, tmp_path, how):
+    """A damaged record in the middle of a journal was dropped when the store was opened: the trial
+    whose parameter it was stayed COMPLETE without it, silently (found trying nbtune as a new
+    user). It fails now, marked, and every other trial is what it was."""
+    data, _ = sound
+    index = max(i for i, op in enumerate(_ops(data)) if op == 5)  # the last trial's parameter
+    path = _write(_damaged_at(data, index, how), "param", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"between good records, where it lost a trial's parameter.*fails"):
+        study = nbtune.load_study("s", store=path.parent)
+    before, after = _by_number(_plain(_write(data, "clean", tmp_path))), _by_number(study)
+    [hurt] = [n for n in before if before[n] != after[n]]
+    assert after[hurt][0] == "FAIL" and "lost to damage" in study.trials[hurt].user_attrs["nbtune:damaged"]
+    assert study.best_trial.number != hurt
+
+
+def test_a_lost_study_creation_is_made_again_and_keeps_every_trial(sound, tmp_path):
+    """A damaged first record (the study's creation) made the whole study vanish: 'holds no study
+    yet', and a re-run started from scratch (found trying nbtune as a new user)."""
+    data, _ = sound
+    assert _ops(data)[0] == 0
+    path = _write(_damaged_at(data, 0, "name"), "first", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"the creation of the study 's'"):
+        study = nbtune.load_study("s", store=path.parent)
+    assert _by_number(study) == _by_number(_plain(_write(data, "clean", tmp_path)))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+
+
+def test_a_lost_trial_creation_keeps_the_trials_after_it_numbered_as_they_were(sound, tmp_path):
+    """Optuna numbers trials by the order of their creation records: dropping a lost one landed
+    every later record on the trial before."""
+    data, _ = sound
+    creations = [i for i, op in enumerate(_ops(data)) if op == 4]
+    path = _write(_damaged_at(data, creations[2]), "create", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"a trial's creation"):
+        study = nbtune.load_study("s", store=path.parent)
+    before, after = _by_number(_plain(_write(data, "clean", tmp_path))), _by_number(study)
+    assert before == after  # (its parameters and value are records of their own)
+    assert "nbtune:damaged" in study.trials[2].user_attrs
+
+
+def test_an_unreadable_record_keeps_the_file_up_to_it_rather_than_renumber(sound, tmp_path):
+    data, _ = sound
+    lines = data.splitlines(keepends=True)
+    index = [i for i, op in enumerate(_ops(data)) if op == 4][3]
+    lines[index] = b'{"worker_id": \xff\xff}\n'  # a record, but of what kind nobody can tell
+    path = _write(b"".join(lines), "unknown", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"a record it cannot tell at line \d+, so the \d+ line\(s\) after it"):
+        study = nbtune.load_study("s", store=path.parent)
+    clean = _by_number(_plain(_write(b"".join(lines[:index]), "prefix", tmp_path)))
+    assert _by_number(study) == clean and len(clean) == 3
+
+
+def test_nbtune_studies_says_what_opening_a_damaged_store_repaired(sound, tmp_path):
+    """nbtune.studies() repaired a damaged journal and said nothing."""
+    data, _ = sound
+    index = max(i for i, op in enumerate(_ops(data)) if op == 5)
+    path = _write(_damaged_at(data, index), "listed", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"set aside"):
+        frame = nbtune.studies(path.parent)
+    assert list(frame.index) == ["s"]

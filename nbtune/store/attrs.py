@@ -56,6 +56,8 @@ class ATTR:
     # study, + ":<trial number>": the notebook variables that trial changed in place in its worker
     # process (that process's copy), the first of a run in each process (before 2026-12-01 a trial's)
     CHANGED_IN_WORKER = "nbtune:changed_in_worker"
+    # trial: a record of it was lost to damage in the store file (repair.py; found trying nbtune as a new user)
+    DAMAGED = "nbtune:damaged"
     RAISED = "nbtune:raised"  # trial: it failed at the cell's own raise statement (the cell judged its configuration)
     WARNINGS = "nbtune:warnings"  # trial: the distinct warnings it printed ["Category: message", ...]
     CELL = "nbtune:cell"  # study: {"source", "line_offset", "holdout"}: the cell, to re-run it later

@@ -15,9 +15,11 @@ bad lines are set aside and every good record is kept.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -56,14 +58,124 @@ def _tail_is_good(path: Path, size: int) -> bool:
     return _good(lines[-1])
 
 
-def _split(path: Path) -> tuple[bytes, bytes]:
-    """(every good record, every bad line), in file order."""
-    good: list[bytes] = []
+def _split(path: Path) -> tuple[bytes, bytes, list[str]]:
+    """(the records to keep, every bad line, what the bad lines in the middle cost), in file order.
+
+    A bad line after the last good record is a torn write: nothing depends on it. One between good
+    records did hold a record, and Optuna numbers studies and trials by the order of their
+    creation records: dropping a lost creation would land every later record on the wrong study
+    or trial (found trying nbtune as a new user: a study vanished, a trial lost a parameter
+    silently). So a lost creation is stood in for by a plain one of the same study, a lost trial
+    record marks its trial (``nbtune:damaged``), and when neither can be told, the file is kept
+    up to that line and the rest set aside with it, rather than renumbered."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    last_good = max((i for i, line in enumerate(lines) if _good(line)), default=-1)
+    keep: list[bytes] = []
     bad: list[bytes] = []
-    with open(path, "rb") as f:
-        for line in f:
-            (good if _good(line) else bad).append(line)
-    return b"".join(good), b"".join(bad)
+    costs: list[str] = []
+    for i, line in enumerate(lines):
+        if _good(line):
+            keep.append(line)
+            continue
+        bad.append(line)
+        if i > last_good or not line.strip():  # a torn end; a blank line held nothing
+            continue
+        mended = _stand_in(line, keep, lines[i + 1 :], path)
+        if mended is None:  # neither a record nor a line that held none: keep what comes before it
+            bad[-1:] = lines[i:]
+            costs.append(
+                f"a record it cannot tell at line {i + 1}, so the {len(lines) - i - 1} line(s) after it were set aside too"
+            )
+            break
+        stand_in, cost = mended
+        keep += stand_in
+        if cost:
+            costs.append(cost)
+    return b"".join(keep), b"".join(bad), costs
+
+
+_OP_AT = re.compile(rb'"op_code"\s*:\s*(\d+)')
+
+
+def _field(line: bytes, key: str) -> int | None:
+    found = re.search(rb'"' + key.encode() + rb'"\s*:\s*(\d+)', line)
+    return int(found.group(1)) if found else None
+
+
+def _record(**fields: Any) -> bytes:
+    return json.dumps({"worker_id": "nbtune-repair", **fields}, separators=(",", ":")).encode() + b"\n"
+
+
+def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) -> tuple[list[bytes], str] | None:
+    """What keeps the numbering of the records around a damaged ``line``: (records to put in its
+    place, what was lost, in words), or None when what it held cannot be told."""
+    found = _OP_AT.search(line)
+    op = int(found.group(1)) if found else None
+    if op is None:  # its op_code is damaged: what its fields say it was
+        if b'"study_name"' in line:
+            op = _CREATE_STUDY
+        elif b'"trial_id"' in line:
+            op = _SET_TRIAL_USER_ATTR  # a record of a trial that exists: its kind does not matter
+        elif b'"datetime_start"' in line:
+            op = _CREATE_TRIAL
+        elif b'"op_code"' not in line and b'"worker_id"' not in line:
+            return [], ""  # a line that held no record
+        else:
+            return None
+    mark = f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
+    if op == _CREATE_TRIAL:
+        study = _field(line, "study_id")
+        if study is None:  # the study of the creation before it, else after it
+            near = [json.loads(r) for r in [*reversed(before), *after] if _good(r)]
+            study = next((r["study_id"] for r in near if r.get("op_code") == _CREATE_TRIAL), None)
+        if study is None:
+            return None
+        return [_record(op_code=_CREATE_TRIAL, study_id=study, datetime_start=None, user_attrs={ATTR.DAMAGED: mark})], (
+            "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
+        )
+    if op == _CREATE_STUDY:
+        return _study_stand_in(line, before, after, path)
+    trial = _field(line, "trial_id")
+    if trial is None:
+        return [], "a record of a study's attributes" if op in (_SET_STUDY_USER_ATTR, 3) else "a record"
+    marked = [_record(op_code=_SET_TRIAL_USER_ATTR, trial_id=trial, user_attr={ATTR.DAMAGED: mark})]
+    if found is None or op == _SET_TRIAL_PARAM:
+        # (maybe) a parameter: its configuration is not known whole, so it fails (the trial's later
+        # records are then ignored, as for any finished trial), rather than be the best without it
+        now = datetime.datetime.now().isoformat()
+        marked.append(_record(op_code=_SET_TRIAL_STATE, trial_id=trial, state=3, values=None, datetime_complete=now))
+        return (
+            marked,
+            "a trial's parameter, or a record that may have been one (the trial fails, marked 'nbtune:damaged')",
+        )
+    what = {_SET_TRIAL_STATE: "a trial's end (it counts as cut: it runs again)"}.get(op, "a record of a trial")
+    return marked, f"{what} (the trial is marked 'nbtune:damaged')"
+
+
+def _study_stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) -> tuple[list[bytes], str] | None:
+    """A study's creation in place of a damaged one: its name as the store names the k-th version in
+    a file (the file is named after the first), its direction from its record or nbtune's settings."""
+    from nbtune.store.base import versioned
+
+    name_found = re.search(rb'"study_name"\s*:\s*"([^"\\]*)"', line)
+    made = sum(1 for r in before if _good(r) and json.loads(r).get("op_code") == _CREATE_STUDY)
+    name = name_found.group(1).decode("utf-8", "replace") if name_found else versioned(path.stem, made + 1)
+    directions = re.search(rb'"directions"\s*:\s*\[([\d,\s]+)\]', line)
+    if directions:
+        values = [int(d) for d in directions.group(1).split(b",") if d.strip()]
+    else:  # nbtune records its direction in the study's settings (its id: the creations before it)
+        settings = (
+            r.get("user_attr", {}).get(ATTR.CONFIG)
+            for r in (json.loads(x) for x in after if _good(x))
+            if r.get("op_code") == _SET_STUDY_USER_ATTR and r.get("study_id") == made
+        )
+        direction = next((c.get("direction") for c in settings if isinstance(c, dict) and c.get("direction")), None)
+        if direction not in ("minimize", "maximize"):
+            return None
+        values = [1 if direction == "minimize" else 2]  # optuna.study.StudyDirection
+    return [_record(op_code=_CREATE_STUDY, study_name=name, directions=values)], (
+        f"the creation of the study {name!r} (made again from what the file says of it)"
+    )
 
 
 def _write(path: Path, data: bytes, append: bool = False) -> None:
@@ -106,14 +218,18 @@ def repair_journal(path: str | os.PathLike[str], *, full: bool = False) -> str |
         merged = _merge_conflict(path)
         if merged is not None:
             return merged
-        good, bad = _split(path)
+        good, bad, costs = _split(path)
         if not bad:
             return None
-        at_end = path.read_bytes().endswith(bad)
+        at_end = path.read_bytes().endswith(bad) and not costs
         side = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         _write(side, bad, append=True)
         _replace(path, good)
-    where = "after its last good record (a crash or a full disk mid-write?)" if at_end else "between good records"
+    where = "after its last good record" if at_end else "between good records"
+    if costs:
+        where += f", where it lost {'; '.join(sorted(set(costs)))}"
+    elif where.startswith("after"):
+        where += " (a crash or a full disk mid-write?)"
     message = (
         f"the store file {path.name} had {len(bad)} damaged byte(s) {where}; they were set aside in {side.name} "
         "and the study goes on"
@@ -167,7 +283,9 @@ def _merge_conflict(path: Path) -> str | None:
     return message
 
 
+# Optuna's JournalOperation codes
 _CREATE_STUDY, _DELETE_STUDY, _SET_STUDY_USER_ATTR, _CREATE_TRIAL = 0, 1, 2, 4
+_SET_TRIAL_PARAM, _SET_TRIAL_STATE, _SET_TRIAL_USER_ATTR = 5, 6, 8
 
 
 class _Ids:

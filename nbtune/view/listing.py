@@ -9,9 +9,11 @@ cell's code, its space, the data it reads), which ``%tune_show NAME`` only says 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import describe_difference, describe_space_change
+from nbtune.exceptions import NbtuneWarning
 from nbtune.store.attrs import ATTR, finished_count, is_feasible
 from nbtune.store.base import base_name, is_check_study, version_number
 from nbtune.store.journal import _user_ns, open_store
@@ -90,4 +92,6 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     df = pd.DataFrame(rows, columns=[*columns, "changed"])
     df["changed"] = df["changed"].astype(object).where(df["changed"].notna(), None)
     df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
+    for repaired in getattr(st, "repairs", ()):  # opening a study repaired its file: say so (it was silent)
+        warnings.warn(repaired, NbtuneWarning, stacklevel=2)
     return df.set_index("study")
