@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import warnings
@@ -1141,6 +1142,12 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
                     "C-level wrapper) cannot reach them; define it in a module the workers import, or use "
                     "--backend threading"
                 ) from None
+            if isinstance(search.error, OSError) and not isinstance(search.error, NbtuneError):
+                # a full disk, a store made read-only mid-search: one line, and the trials so far (found
+                # trying nbtune as a new user: -o was left unbound, as the README said it would not be)
+                said = _disk_error(search.error, plan.cfg.store)
+                if said is not None:
+                    search.error = said
             if isinstance(search.error, NbtuneError) and search.error.result is None:
                 # the cluster, its scheduler or the database stopped the search: the trials it finished
                 # are kept, and -o binds them as after an Interrupt (when the store can still be read)
@@ -1889,6 +1896,28 @@ _DISK_ERRORS = {
 }
 
 
+def _disk_error(e: OSError, store: Any) -> StoreError | None:
+    """The one line for a store folder that could not be written mid-search (a full disk, a folder
+    made read-only: its files' permissions, not only a read-only file system), or None."""
+    why = _DISK_ERRORS.get(e.errno or 0)
+    if why is None and e.errno in (errno.EACCES, errno.EPERM) and e.filename:
+        from nbtune.store.database import is_database_url
+        from nbtune.store.journal import _user_ns, default_store_dir
+
+        if not is_database_url(store):
+            folder = Path(store) if store is not None else default_store_dir(_user_ns())
+            with contextlib.suppress(OSError, ValueError):
+                if Path(os.path.abspath(e.filename)).is_relative_to(folder.resolve()):
+                    why = "its permissions do not allow it"
+    if why is None:
+        return None
+    fix = "free space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable (chmod u+w)"
+    return StoreError(
+        f"the store could not be written: {why} ({e.strerror}{': ' + str(e.filename) if e.filename else ''}); "
+        f"the finished trials are kept: {fix} or pass --store with a folder you can write to, then re-run the cell"
+    )
+
+
 @contextlib.contextmanager
 def _store_errors(store: Any) -> Iterator[None]:
     """A store that cannot be written or reached mid-search is one line saying so, with what is kept
@@ -1898,14 +1927,10 @@ def _store_errors(store: Any) -> Iterator[None]:
     except NbtuneError:
         raise
     except OSError as e:
-        if e.errno not in _DISK_ERRORS:
+        disk = _disk_error(e, store)
+        if disk is None:
             raise
-        why = _DISK_ERRORS[e.errno]
-        raise StoreError(
-            f"the store could not be written: {why} ({e.strerror}{': ' + str(e.filename) if e.filename else ''}); "
-            "the finished trials are "
-            "kept: free space or pass --store with a folder you can write to, then re-run the cell"
-        ) from None
+        raise disk from None
     except Exception as e:
         from nbtune.store.database import store_error
 

@@ -415,3 +415,52 @@ def test_a_run_starts_without_waiting_for_a_lock_a_killed_kernel_left(tmp_path, 
     res = nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, name="s", view=None)
     assert res.n_finished == 3 and not os.path.lexists(lock)
     assert not any("taking longer" in r.getMessage() for r in caplog.records)
+
+
+_SCRIPT = """
+import os, sys, nbtune
+store = sys.argv[1]
+cell = (
+    "import os\\nx = 0.5  # tune: uniform(0, 1)\\n"
+    "if x < 0.3:\\n    os.chmod(STORE + '/s.journal', 0o444)\\nloss = x\\n"
+)
+try:
+    res = nbtune.tune(
+        cell, minimize="loss", n_trials=int(sys.argv[2]), seed=0, store=store, name="s", view=None,
+        user_ns={"STORE": store},
+    )
+    print("OK", res.n_finished)
+except Exception as e:
+    print(type(e).__name__, e, "|", getattr(e, "result", None) and e.result.n_finished)
+"""
+
+
+def _as_a_user(script, *args):
+    """``script`` run as a user whose file permissions hold (root's override dropped, as setpriv does)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    caps = ["--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: permissions cannot be made to hold")
+    prefix = ["setpriv", *caps] if os.geteuid() == 0 else []
+    out = subprocess.run([*prefix, sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+    return out.stdout.strip() or out.stderr
+
+
+def test_a_store_made_read_only_is_one_line_before_a_trial_or_with_the_trials_so_far_mid_search(tmp_path):
+    """A journal made read-only with chmod (not a read-only file system) failed with a PermissionError
+    traceback once the search had begun, and -o was left unbound (found trying nbtune as a new user)."""
+    store = tmp_path / "st"
+    assert _as_a_user(_SCRIPT, store, 1) == "OK 1"  # the baseline
+    mid = _as_a_user(_SCRIPT, store, 12)  # a trial makes the journal read-only as the search runs
+    assert mid.startswith("StoreError the store could not be written: its permissions do not allow it"), mid
+    assert "the finished trials are kept: make it writable (chmod u+w)" in mid, mid
+    finished = len(nbtune.load_study("s", store=store).trials) - 1  # (the trial that failed to end)
+    assert int(mid.rsplit("| ", 1)[1]) == finished >= 1, mid  # the result of the trials so far
+    before = (store / "s.journal").read_bytes()
+    again = _as_a_user(_SCRIPT, store, 14)  # said before any trial
+    assert again.startswith("ConfigError the store's s.journal") and "is read-only" in again, again
+    assert (store / "s.journal").read_bytes() == before

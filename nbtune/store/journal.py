@@ -349,6 +349,17 @@ class JournalStore(BaseStore):
     def control(self, name: str, n_trials: int) -> BaseControl:
         from nbtune.store.control import FileControl, sweep_dead_runs
 
+        self._writable()
+        journal = self.journal_path(name)
+        # (before any trial: a journal, budget lock or runs folder chmod'ed read-only failed with a
+        # PermissionError traceback, once the search had begun: found trying nbtune as a new user)
+        for path in (journal, journal.with_name(journal.name + ".budget"), self.directory / "runs"):
+            if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+                raise ConfigError(
+                    f"the store's {path.name} ({path}) is read-only; finished studies can be viewed (%tune_show, "
+                    "nbtune.load_study) but not run: make it writable (chmod u+w) or pass --store with a folder you "
+                    "can write to"
+                )
         sweep_dead_runs(self.directory / "runs")
         return FileControl(n_trials, self.directory / "runs" / f"{base_name(name)}-{uuid.uuid4().hex[:8]}")
 
