@@ -464,3 +464,25 @@ def test_a_store_made_read_only_is_one_line_before_a_trial_or_with_the_trials_so
     again = _as_a_user(_SCRIPT, store, 14)  # said before any trial
     assert again.startswith("ConfigError the store's s.journal") and "is read-only" in again, again
     assert (store / "s.journal").read_bytes() == before
+
+
+def test_a_store_named_by_its_journal_file_its_project_folder_or_a_dangling_link_is_found_or_said(tmp_path):
+    """Found trying nbtune as a new user: the journal's path (what optuna-dashboard takes) read as an
+    empty store, a project folder passed for its store said only 'holds no study yet', and a link to
+    a folder that does not exist said 'cannot be created (File exists)'."""
+    from nbtune.exceptions import NbtuneWarning
+
+    project = tmp_path / "proj"
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    nbtune.tune(cell, minimize="loss", n_trials=2, store=project / ".nbtune", name="s", view=None)
+    assert nbtune.load_result("s", store=project / ".nbtune" / "s.journal").n_finished == 2
+    with pytest.raises(
+        KeyError, match=r"holds no study yet: .* \(did you mean the store inside it, .*proj/\.nbtune\?\)"
+    ):
+        nbtune.load_study(store=project)
+    with pytest.warns(NbtuneWarning, match=r"holds no study yet \(did you mean the store inside it"):
+        assert nbtune.studies(project).empty
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(nbtune.ConfigError, match=r"is a link to .*gone, which does not exist"):
+        nbtune.tune(cell, minimize="loss", n_trials=1, store=link, view=None)

@@ -182,6 +182,9 @@ class JournalStore(BaseStore):
 
     def __init__(self, directory: str | os.PathLike[str], artifacts: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory).expanduser().absolute()
+        if self.directory.suffix == ".journal" and self.directory.is_file():
+            # the study's file, as optuna-dashboard takes it (found trying nbtune as a new user): its folder
+            self.directory = self.directory.parent
         # checkpoints: <store>/artifacts, or an object store (s3://bucket/prefix) or another folder
         self.artifacts = artifacts_location(artifacts, self.directory / "artifacts")
         self.repairs: list[str] = []  # what storage() repaired, for the run's messages
@@ -285,6 +288,11 @@ class JournalStore(BaseStore):
         """Create the store folder, or say in one line why it cannot be written."""
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"the store {self.directory} is a file, not a folder; pass --store with a folder")
+        if self.directory.is_symlink() and not self.directory.exists():
+            raise ConfigError(
+                f"the store {self.directory} is a link to {os.readlink(self.directory)}, which does not exist: "
+                "create that folder, or remove the link, or pass --store with another folder"
+            )
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -412,7 +420,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     if name is None:
         bases = sorted({base_name(n) for n in st.study_names()})
         if not bases:
-            raise KeyError(f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store")
+            raise KeyError(f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store{_inside(st)}")
         if len(bases) != 1:
             raise KeyError(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]
@@ -447,6 +455,13 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     for repaired in st.repairs:  # opening it repaired its file (a torn end, a git merge): say so
         warnings.warn(repaired, NbtuneWarning, stacklevel=2)
     return study
+
+
+def _inside(st: BaseStore) -> str:
+    """' (did you mean DIR/.nbtune?)' when the store given is a folder that holds a store: a project
+    folder passed for its store (found trying nbtune as a new user)."""
+    inner = Path(st.where(), ".nbtune")
+    return f" (did you mean the store inside it, {inner}?)" if any(inner.glob("*.journal")) else ""
 
 
 def _user_ns() -> dict[str, Any] | None:

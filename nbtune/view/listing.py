@@ -92,6 +92,10 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     df = pd.DataFrame(rows, columns=[*columns, "changed"])
     df["changed"] = df["changed"].astype(object).where(df["changed"].notna(), None)
     df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
+    if not rows:  # (an empty table did not say which folder it read: found trying nbtune as a new user)
+        from nbtune.store.journal import _inside
+
+        warnings.warn(f"the store {st.where()} holds no study yet{_inside(st)}", NbtuneWarning, stacklevel=2)
     for repaired in getattr(st, "repairs", ()):  # opening a study repaired its file: say so (it was silent)
         warnings.warn(repaired, NbtuneWarning, stacklevel=2)
     return df.set_index("study")
