@@ -733,6 +733,11 @@ def _resumed_identity(stored: dict[str, Any] | None, identity: dict[str, Any]) -
         return identity
     kept = {n: h for n, h in stored.get("data", {}).items() if n in identity["data"]}
     out = {**identity, "data": {**identity["data"], **kept}}
+    if not identity.get("notebook") and stored.get("notebook"):
+        # a kernel that does not know its notebook (nbconvert, papermill) continued it: the notebook
+        # that made it stays, so another notebook is still told apart (it shared the study after one
+        # headless run: found trying nbtune as a new user)
+        out["notebook"] = stored["notebook"]
     if stored.get("in_place"):
         out["in_place"] = stored["in_place"]
     return out

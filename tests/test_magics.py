@@ -180,6 +180,21 @@ def test_two_notebooks_in_one_folder_do_not_share_a_study(scored, monkeypatch, t
     assert any("another notebook (svc.ipynb -> logreg.ipynb)" in m for m in b.messages)
 
 
+def test_a_headless_run_in_between_keeps_two_notebooks_apart(scored, monkeypatch, tmp_path):
+    """A kernel that does not know its notebook (nbconvert) continued notebook A's study and recorded
+    no notebook: notebook B's same cell then continued it too, silently (found trying nbtune as a
+    new user)."""
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "A.ipynb"))
+    a = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    headless = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
+    assert headless.study.study_name == a.study.study_name and headless.n_finished == 3
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "B.ipynb"))
+    b = scored.run_cell_magic("tune", "--trials 2 --maximize val_acc", CELL)
+    assert b.study.study_name != a.study.study_name and len(b.study.trials) == 2
+    assert any("another notebook (A.ipynb -> B.ipynb)" in m for m in b.messages)
+
+
 def test_seed_reproducible(scored, tmp_path):
     a = scored.run_cell_magic("tune", f"--trials 7 --maximize val_acc --seed 3 --store {tmp_path}/a", CELL)
     b = scored.run_cell_magic("tune", f"--trials 7 --maximize val_acc --seed 3 --store {tmp_path}/b", CELL)

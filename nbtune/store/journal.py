@@ -420,7 +420,9 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     if name is None:
         bases = sorted({base_name(n) for n in st.study_names()})
         if not bases:
-            raise KeyError(f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store{_inside(st)}")
+            raise KeyError(
+                f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store{_inside(st)}"
+            )
         if len(bases) != 1:
             raise KeyError(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]
