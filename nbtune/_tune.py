@@ -806,7 +806,8 @@ def _recover(
     reaped = reap_dead_trials(study, liveness)
     if reaped:
         messages.append(
-            f"marked {len(reaped)} trial(s) left running by a stopped kernel as failed "
+            f"marked {len(reaped)} trial(s) left running by a stopped kernel (or by one that runs the store this one "
+            "was copied from) as failed "
             f"(interrupted; their configurations run again): {reaped}"
         )
     if not sampler.enumerates:

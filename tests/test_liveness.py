@@ -160,3 +160,48 @@ def test_a_search_ends_only_when_another_processs_trial_ended_or_ran_again(tmp_p
         "of a process that stopped (another kernel or worker) were marked interrupted and run again" in m
         for m in res.messages
     ), res.messages
+
+
+def test_a_copy_of_a_store_taken_mid_search_runs_the_trial_its_original_was_running(tmp_path):
+    """A store copied (cp -r, a zip, a sync) while a kernel ran a search there holds that trial as
+    RUNNING, owned by a process that lives: the search in the copy waited for that process to end,
+    or forever when it was another machine's (found trying nbtune as a new user). The owner records
+    the store folder's identity: a process of this machine that ran it in another folder is not
+    running it here."""
+    import shutil
+    import time
+
+    import nbtune
+
+    live = tmp_path / "live"
+    cell = (
+        "import os, time\nx = 0.5  # tune: uniform(0, 1)\n"
+        "time.sleep(0.3 if x == 0.5 else float(os.environ.get('NAP', '0.01')))\nscore = x\n"
+    )
+    script = (
+        "import nbtune, sys\n"
+        f"nbtune.tune({cell!r}, maximize='score', n_trials=3, seed=0, store=sys.argv[1], name='s', view=None)\n"
+    )
+    original = subprocess.Popen([sys.executable, "-c", script, str(live)], env={**os.environ, "NAP": "60"})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the baseline done, the next trial running (for 60 s)
+            if (live / "s.journal").exists():
+                trials = nbtune.load_study("s", store=live).trials
+                if len(trials) == 2 and trials[1].state.name == "RUNNING":
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the original search did not reach its second trial")
+        shutil.copytree(live, tmp_path / "copy")
+        started = time.time()
+        res = nbtune.tune(cell, maximize="score", n_trials=3, seed=0, store=tmp_path / "copy", name="s", view=None)
+        assert time.time() - started < 30 and res.n_finished == 3, res.messages
+        said = "marked 1 trial(s) left running by a stopped kernel (or by one that runs the store this one was copied"
+        assert any(said in m for m in res.messages), res.messages
+        assert original.poll() is None  # the original still runs its own
+        assert not ProcessLiveness(live).is_dead(nbtune.load_study("s", store=live).trials[1].user_attrs[
+            "nbtune:owner"], nbtune.load_study("s", store=live).trials[1])  # fmt: skip
+    finally:
+        original.kill()
+        original.wait()

@@ -108,16 +108,39 @@ class BaseLiveness(abc.ABC):
 
 
 class ProcessLiveness(BaseLiveness):
-    """Owners are processes of this machine: ``{"host", "pid", "worker", "start"}``."""
+    """Owners are processes of this machine: ``{"host", "pid", "worker", "start", "store"}``.
+
+    ``store``: the store folder; its identity on this machine (device and inode) is recorded with
+    each trial, so a copy of the store (``cp -r``, a zip, a sync taken while a search ran) knows
+    that the live process that owns its RUNNING trials runs them in the original: there they are
+    cut (it waited for that process to end: found trying nbtune as a new user)."""
+
+    def __init__(self, store: str | os.PathLike[str] | None = None) -> None:
+        self.store = None if store is None else str(store)
+
+    def _folder(self) -> str | None:
+        if self.store is None:
+            return None
+        try:
+            st = os.stat(self.store)
+        except OSError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}"
 
     def owner(self, worker: int) -> dict[str, Any]:
         pid = os.getpid()
-        return {"host": socket.gethostname(), "pid": pid, "worker": worker, "start": process_start(pid)}
+        out = {"host": socket.gethostname(), "pid": pid, "worker": worker, "start": process_start(pid)}
+        folder = self._folder()
+        if folder is not None:
+            out["store"] = folder
+        return out
 
     def is_dead(self, owner: dict[str, Any], trial: optuna.trial.FrozenTrial) -> bool:
         host, pid = owner.get("host"), owner.get("pid")
         if host is not None and host != socket.gethostname():
             return False  # another machine's worker: we cannot tell whether it lives
+        if owner.get("store") is not None and self._folder() not in (None, owner["store"]):
+            return True  # a process of this machine that ran it in another folder: this is a copy
         if pid is None:  # a trial nbtune did not start: leave it unless it is old
             if trial.datetime_start is None:
                 return True
@@ -187,7 +210,7 @@ class LeaseLiveness(BaseLiveness):
 def liveness_of(store: BaseStore, heartbeat: float = 5.0, grace: float | None = None) -> BaseLiveness:
     """How a store's running trials are known to live: leases renewed in a database (workers on
     any machine), else the owners' processes on this machine."""
-    return LeaseLiveness(store, heartbeat, grace) if store.leases else ProcessLiveness()
+    return LeaseLiveness(store, heartbeat, grace) if store.leases else ProcessLiveness(store.where())
 
 
 def dead_trials(

@@ -38,7 +38,7 @@ class ATTR:
     CONFIG = "nbtune:config"  # study: metric, direction, scheduler settings
     IDENTITY = "nbtune:identity"  # study: fingerprints of the cell's code, notebook and data
     BASELINE = "nbtune:baseline"  # trial: evaluates the cell's own defaults
-    OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start"} running it (one journal write)
+    OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start", "store"} running it (one journal write)
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
     TRACEBACK = "nbtune:traceback"
     FAILURE = "nbtune:failure"  # trial: what failed and where ("ValueError at line 5"), to group failures
