@@ -311,14 +311,14 @@ class TuneConfig:
     stop_only: bool = _opt(
         False,
         "Hyperband and ASHA *pause* a trial that is not (yet) in the top 1/eta at a rung and promote it "
-        "later if it ranks there once more trials arrive (pause-and-promote): it continues from its checkpoint "
-        "with ``# tune: state``, else from the variables its worker kept in memory (``NBTUNE_KEEP_PAUSED``, "
-        "default 8 per worker), else it trains again from the start. ``stop_only`` stops such trials for "
+        "later if it ranks there once more trials arrive (pause-and-promote): it continues from the variables "
+        "its worker kept in memory (``NBTUNE_KEEP_PAUSED``, default 8 per worker), else from its checkpoint "
+        "with ``# tune: state``, else it trains again from the start. ``stop_only`` stops such trials for "
         "good instead, as Optuna's pruners do (and lets the first arrivals at a rung through).",
         "--stop-only",
         flag_help="Hyperband/ASHA pause a trial that is not yet in the top 1/eta at a rung and promote it if it "
-        "ranks there once more trials arrive (from its checkpoint with '# tune: state', else from its worker's "
-        "memory, else retrained from the start); --stop-only stops such trials for good instead (Optuna's "
+        "ranks there once more trials arrive (from its worker's memory, else its checkpoint with '# tune: "
+        "state', else retrained from the start); --stop-only stops such trials for good instead (Optuna's "
         "pruners).",
     )
     population: int | None = _opt(

@@ -452,7 +452,11 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
                 if decision.get("paused") and names:  # its state after this epoch: it goes on from here if promoted
                     save_checkpoint(job.store, trial, runtime._ns, _epoch_state(job, runtime._ns), decision["epoch"])
-                elif decision.get("paused") and decision["epoch"] == runtime._step:  # no checkpoint: in memory
+                # and all it bound, in this process's memory: a promotion here goes on from its optimizer and
+                # scheduler too, not only its declared state (a checkpoint of the model alone restarted the
+                # learning-rate schedule and lost Adam's moments: found trying nbtune as a new user). A
+                # successive-halving pause (ranked at its rung); PBT's members go on from their checkpoints.
+                if decision.get("paused") and decision["epoch"] == runtime._step and "rank" in decision:
                     standing = decision["rank"] / max(1, decision["n_compared"])
                     paused_in_memory.keep(
                         job.memory_key,
@@ -697,13 +701,17 @@ def _resume_point(
     if "memory" not in resume:
         return resume_point(job.store, resume)
     kept = paused_in_memory.take(job.memory_key, int(resume["memory"]))
-    retrain = {k: v for k, v in resume.items() if k != "memory"} | {"retrain": True}
-    state, step, values = resume_point(job.store, retrain)
+    # else its checkpoint, or (a cell that declares no state) training those epochs again
+    fallback = {k: v for k, v in resume.items() if k != "memory"}
+    if "artifact" not in fallback:
+        fallback["retrain"] = True
+    step = int(resume["step"])
     if kept is not None and kept[0] == step:
+        values = {int(k): float(v) for k, v in resume.get("values", {}).items() if int(k) <= step}
         return dict(kept[1]) | {rng.KEY: kept[2]}, step, values
     # not in this process (a re-run of a cut continuation elsewhere): say so on the trial
-    storage.set_trial_user_attr(tid, ATTR.RESUME, retrain)
-    return state, step, values
+    storage.set_trial_user_attr(tid, ATTR.RESUME, fallback)
+    return resume_point(job.store, fallback)
 
 
 def _trial_seed(job: Job, trial: optuna.Trial, seed: int | None) -> int | None:
@@ -743,6 +751,12 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
             saved = {**saved, "copied": True}
         if found.params is not None:  # PBT's new values, not the saved ones (of a variable the loop changes)
             saved = {**saved, "explored": sorted(k for k, v in found.params.items() if source.params.get(k) != v)}
+        if (
+            source is paused
+            and found.params in (None, paused.params)
+            and paused_in_memory.claim(job.memory_key, paused.number)
+        ):  # all its variables are still in this process: they go on, the checkpoint is the fallback
+            saved = {**saved, "memory": paused.number}
     elif (
         source is paused
         and found.params in (None, paused.params)
