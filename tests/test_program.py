@@ -767,3 +767,43 @@ def test_a_placeholder_metric_an_epoch_left_alone_is_not_divergence():
     with pytest.raises(MetricError) as e:  # a metric that does become inf is still not finite
         program.run(rt)
     assert e.value.kind != "missing"
+
+
+@pytest.mark.parametrize(
+    "cell, said",
+    [
+        # a typo on a branch a few configurations take (found trying nbtune as a new user: torch.optim.RMSProp)
+        (
+            "if x > 0.9:\n    y = math.Sqrt(x)\nloss = x\n",
+            "line 4 of the %%tune cell reads math.Sqrt, which module 'math' does not have: the trials that run that line would fail with an AttributeError; did you mean 'sqrt'?",
+        ),
+        (
+            "import numpy as np\nif x > 0.9:\n    y = np.arang(3)\nloss = x\n",
+            "reads np.arang, which module 'numpy' does not have",
+        ),
+        ("import os.path as osp\nif x > 0.9:\n    y = osp.joinn('a')\nloss = x\n", "reads osp.joinn, which module"),
+        # on a line every trial runs: any missing attribute
+        (
+            "y = math.nosuchthing(x)\nloss = x\n",
+            "reads math.nosuchthing, which module 'math' does not have: the trials that run that line would fail with an AttributeError; check the name",
+        ),
+        # left to the trials: a branch's attribute that is no typo (a version check), asked about, caught, set, rebound
+        ("if x > 0.9:\n    y = math.nosuchthing(x)\nloss = x\n", None),
+        ("if hasattr(math, 'Sqrt'):\n    y = math.Sqrt(x)\nloss = x\n", None),
+        ("try:\n    y = math.Sqrt(x)\nexcept AttributeError:\n    y = 0\nloss = x\n", None),
+        ("math.Sqrt = math.sqrt\ny = math.Sqrt(x)\nloss = x\n", None),
+        ("import types\nmath = types.SimpleNamespace(Sqrt=abs)\ny = math.Sqrt(x)\nloss = x\n", None),
+        ("y = math.sqrt(x) + math.pi\nloss = x\n", None),
+        ("import xml\nif x > 0.9:\n    y = xml.dom\nloss = x\n", None),  # a submodule, maybe not imported yet
+    ],
+)
+def test_a_module_attribute_the_module_does_not_have_is_said_before_any_trial(cell, said):
+    import math
+
+    source = "x = 0.5  # tune: uniform(0, 1)\n" + cell
+    if said is None:
+        compile_cell(source, metric="loss", direction="minimize", user_ns={"math": math})
+    else:
+        with pytest.raises(ConfigError) as e:
+            compile_cell(source, metric="loss", direction="minimize", user_ns={"math": math})
+        assert said in str(e.value), str(e.value)

@@ -956,6 +956,7 @@ def compile_cell(
         length, why = loop_length(loop, spec.tree, user_ns, {p.name for p in spec.params})
         spec.epochs = dataclasses.replace(spec.epochs, length=length, why=why)
     _check_names_defined(spec.tree, user_ns, names)
+    _check_module_attributes(spec.tree, user_ns)
     _check_choice_keys(spec, user_ns)
     _check_metric_is_computed(spec, metric, user_ns)
     if spec.folds is not None and spec.epochs is not None:
@@ -1251,6 +1252,93 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any], read: set[st
         + (f"did you mean {near!r}? Else " if near else "")
         + f"run the notebook cell that defines {name!r} first, or define it in this cell"
     )
+
+
+def _check_module_attributes(tree: ast.Module, user_ns: dict[str, Any]) -> None:
+    """A module's attribute the cell reads that the module does not have: on a line every trial runs,
+    every trial would fail with an AttributeError; on a branch (``if opt == "rmsprop":
+    torch.optim.RMSProp(...)``), the trials that take it would, and the search spent a third of its
+    budget on them (found trying nbtune as a new user). A branch's is said when it is a typo of an
+    attribute the module has (the same but for case, or a letter or two off): one missing for
+    another reason (an older library, behind a version check) is left to the trials. The modules:
+    the notebook's, and those the cell imports that this process has imported. Not read: an attribute
+    the cell sets or asks about (``hasattr``, ``getattr``), code under a ``try`` that catches it, a
+    submodule not imported yet."""
+    import difflib
+    import importlib.util
+
+    tree = visible(tree)
+    nodes = list(ast.walk(tree))
+    modules = {n: v for n, v in user_ns.items() if isinstance(v, types.ModuleType)}
+    for node in nodes:  # the cell's own imports, of modules already imported
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                top = a.name if a.asname else a.name.split(".")[0]
+                if top in sys.modules:
+                    modules[a.asname or top] = sys.modules[top]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in sys.modules:
+                    modules[a.asname or a.name] = sys.modules[f"{node.module}.{a.name}"]
+    imported = {
+        a.asname or a.name.split(".")[0] for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+    }
+    for name in _bound_anywhere(tree) - imported:  # rebound to something else in the cell
+        modules.pop(name, None)
+    asked = {a.value for n in nodes if isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("hasattr", "getattr")
+             for a in n.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}  # fmt: skip
+    asked |= {n.attr for n in nodes if isinstance(n, ast.Attribute) and not isinstance(n.ctx, ast.Load)}
+    caught: set[int] = set()
+    for node in nodes:
+        if isinstance(node, ast.Try) and any(
+            h.type is None or any(getattr(t, "id", None) in ("AttributeError", "Exception", "BaseException")
+                                  for t in (h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]))
+            for h in node.handlers
+        ):  # fmt: skip
+            caught |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    sure = {id(n) for n in unconditional_nodes(tree)}
+    found: list[tuple[int, str, str, str | None]] = []
+    for node in nodes:
+        if not (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load)) or id(node) in caught:
+            continue
+        chain: list[str] = []
+        root: ast.AST = node
+        while isinstance(root, ast.Attribute):
+            chain.insert(0, root.attr)
+            root = root.value
+        if not isinstance(root, ast.Name) or root.id not in modules or node.attr in asked:
+            continue
+        owner: Any = modules[root.id]
+        try:
+            for attr in chain[:-1]:  # (a prefix that does not resolve is its own node's to say)
+                owner = getattr(owner, attr)
+            if not isinstance(owner, types.ModuleType) or hasattr(owner, node.attr):
+                continue
+            if hasattr(owner, "__path__") and importlib.util.find_spec(f"{owner.__name__}.{node.attr}") is not None:
+                continue  # a submodule not imported yet: whether the trials import it is theirs
+        except Exception:  # a module whose attributes cannot be read plainly, a prefix missing
+            continue
+        near = _like(node.attr, [a for a in dir(owner) if not a.startswith("_")])
+        typo = near is not None and (
+            near.lower() == node.attr.lower() or difflib.SequenceMatcher(None, near, node.attr).ratio() >= 0.85
+        )
+        if id(node) in sure or typo:
+            found.append((node.lineno, owner.__name__, node.attr, near))
+    if not found:
+        return
+    line, module, attr, near = min(found)
+    said = ".".join([*_dotted(module, modules), attr])
+    raise ConfigError(
+        f"line {line} of the %%tune cell reads {said}, which module {module!r} does not have: the trials that run "
+        f"that line would fail with an AttributeError"
+        + (f"; did you mean {near!r}?" if near else "; check the name, or the library's version")
+    )
+
+
+def _dotted(module: str, modules: dict[str, types.ModuleType]) -> list[str]:
+    """``module`` as the cell names it: 'torch.optim' as 'optim' after 'import torch.optim as optim'."""
+    named = [n for n, m in modules.items() if m.__name__ == module]
+    return [named[0]] if named else [module]
 
 
 # names through which code defines names it does not write (exec("x = 1"), globals()["X"] = ..., builtins.X = ...)
