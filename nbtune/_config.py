@@ -363,7 +363,8 @@ class TuneConfig:
         metavar="R",
         type=int,
         flag_help="epochs of a full trial, when the loop's length cannot be read before it runs (nbtune reads "
-        "range(27), range(EPOCHS), range(cfg['epochs']), tqdm(...), enumerate(loader) itself); notebook "
+        "range(27), range(EPOCHS), range(cfg['epochs']), tqdm(...), pbar = tqdm(...) before the loop, "
+        "enumerate(loader) itself); notebook "
         "values work in the line: --max-epochs $EPOCHS or {cfg['epochs']}. A trial whose loop runs longer "
         "fails, saying so.",
     )

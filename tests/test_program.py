@@ -653,6 +653,10 @@ class _Loader:
         # a simulation's time steps (its length said "1: is not a literal"; found trying nbtune as a new user)
         ("for i, t in enumerate(t_obs[1:]):", {"t_obs": list(range(21))}, 20),
         ("for t in t_obs[:N:2]:", {"t_obs": list(range(21))}, 5),
+        # a bar bound to a name, to call its set_postfix (found trying nbtune as a new user)
+        ("pbar = tqdm(range(EPOCHS), desc='train')\nfor epoch in pbar:", {"tqdm": None, "EPOCHS": 12}, 12),
+        ("bar = trange(N)\nfor epoch in bar:", {"trange": None}, 9),
+        ("batches = enumerate(loader)\nfor i, b in batches:", {"loader": _Loader()}, 7),
     ],
 )
 def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):
@@ -682,6 +686,9 @@ def test_a_name_a_magic_may_define_is_left_to_the_trials():
         ("for e in make_epochs():", {"make_epochs": lambda: range(3)}, "calls make_epochs, which nbtune does not run"),
         ("for e in gen:", {"gen": iter(range(3))}, "gen has no length"),
         ("for e in range(cfg.n):", {"cfg": type("C", (), {"n": property(lambda s: 3)})()}, "would run code"),
+        # a bar over a tuned length, or over what a call returns: set by code nbtune does not run
+        ("pbar = tqdm(range(x))\nfor e in pbar:", {"tqdm": None}, "pbar is set on line 3 of the cell"),
+        ("pbar = tqdm(make_epochs())\nfor e in pbar:", {"tqdm": None, "make_epochs": lambda: range(3)}, "pbar is set"),
     ],
 )
 def test_an_unknowable_length_says_why(loop, ns, why):

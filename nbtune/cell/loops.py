@@ -187,11 +187,19 @@ def _set_by(stmt: ast.stmt) -> dict[str, int]:
     return names
 
 
-def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
+def earlier_literals(
+    tree: ast.Module,
+    before_line: int,
+    notebook: dict[str, Any] | None = None,
+    tuned: set[str] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, Any]:
     """What the cell's top level sets before the loop, as the loop's length is found from it:
     ``NAME = <literal>`` and ``NAME.attr = <literal>`` / ``NAME[key] = <literal>`` give their
-    values (keyed by the target's source for the last two); a name set any other way (a call, an
-    ``if``, ``+=``) hides the notebook's value of it, so a stale one is never read."""
+    values (keyed by the target's source for the last two), and so does ``NAME = <what an epochs
+    loop may iterate>`` that nbtune reads without running it (``pbar = tqdm(range(EPOCHS))``, to
+    call ``pbar.set_postfix``: found trying nbtune as a new user), with the ``notebook``'s values
+    and those set before it; a name set any other way (a call, an ``if``, ``+=``) hides the
+    notebook's value of it, so a stale one is never read."""
     env: dict[str, Any] = {}
     for stmt in tree.body:
         if stmt.lineno >= before_line:
@@ -213,6 +221,17 @@ def earlier_literals(tree: ast.Module, before_line: int) -> dict[str, Any]:
                 if isinstance(target, (ast.Attribute, ast.Subscript)) and _root(target) is not None:
                     env[ast.unparse(target)] = value
                     continue
+            if (
+                isinstance(target, ast.Name)
+                and isinstance(stmt.value, ast.Call)
+                and _callee(stmt.value) in {*_KEEP_LENGTH, "range"}
+            ):
+                try:
+                    known = {k: v for k, v in {**(notebook or {}), **env}.items() if k not in tuned}
+                    env[target.id] = _Sized(_length(_value(stmt.value, known), stmt.value))
+                    continue
+                except Exception:  # (_Unknown, or arithmetic): set by code nbtune does not run
+                    pass
         for name, line in set_here.items():
             env[name] = _SetInCell(line)
     return env
@@ -226,7 +245,7 @@ def loop_length(
 ) -> tuple[int | None, str]:
     """(the number of iterations, '') or (None, why it cannot be known before the cell runs)."""
     env = {k: v for k, v in (user_ns or {}).items() if not k.startswith("_")}
-    env.update(earlier_literals(tree, loop.lineno))
+    env.update(earlier_literals(tree, loop.lineno, env, set(tuned)))
     for name in tuned:
         env.pop(name, None)
     used = {n.id for n in ast.walk(loop.iter) if isinstance(n, ast.Name)} & set(tuned)
