@@ -486,3 +486,26 @@ def test_a_store_named_by_its_journal_file_its_project_folder_or_a_dangling_link
     link.symlink_to(tmp_path / "gone")
     with pytest.raises(nbtune.ConfigError, match=r"is a link to .*gone, which does not exist"):
         nbtune.tune(cell, minimize="loss", n_trials=1, store=link, view=None)
+
+
+def test_a_new_store_tells_git_to_commit_its_journals_and_leave_out_working_files(tmp_path):
+    """Found trying nbtune as a new user: 'git add -A' after a search committed a run's owner file,
+    the budget lock and a repair's side files with the journals."""
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # fmt: skip
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    cell = "x = 0.5  # tune: uniform(0, 1)\nmodel = [x]  # tune: state\nloss = x\n"
+    nbtune.tune(cell, minimize="loss", n_trials=2, store=tmp_path / ".nbtune", name="s", view=None)
+    (tmp_path / ".nbtune" / "runs" / "s-1234").mkdir(parents=True, exist_ok=True)
+    (tmp_path / ".nbtune" / "s.journal.damaged-20261201-000000").write_text("x")
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, env=env)
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=tmp_path, capture_output=True, text=True,
+                            env=env).stdout.split()  # fmt: skip
+    assert sorted(staged) == [".nbtune/.gitignore", ".nbtune/s.journal"], staged
+    # a store folder that was there before is the user's: its files are left as they are
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    nbtune.tune(cell, minimize="loss", n_trials=1, store=mine, name="s", view=None)
+    assert not (mine / ".gitignore").exists()

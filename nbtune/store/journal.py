@@ -294,7 +294,10 @@ class JournalStore(BaseStore):
                 "create that folder, or remove the link, or pass --store with another folder"
             )
         try:
+            made = not self.directory.exists()
             self.directory.mkdir(parents=True, exist_ok=True)
+            if made:
+                _write_gitignore(self.directory)
         except OSError as e:
             raise ConfigError(
                 f"the store {self.directory} cannot be created ({e.strerror or e}); "
@@ -457,6 +460,29 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     for repaired in st.repairs:  # opening it repaired its file (a torn end, a git merge): say so
         warnings.warn(repaired, NbtuneWarning, stacklevel=2)
     return study
+
+
+GITIGNORE = """\
+# Written by nbtune when it made this store. The journals (*.journal) are the studies: commit them to
+# share results. What follows is a run's working files and what repairs set aside (git's conflicts
+# in a journal are merged by running the cell: see the README), and the checkpoints, which can be
+# large: delete the last line to commit them too.
+runs/
+*.budget
+*.lock
+*.repairing
+*.damaged-*
+*.conflict-*
+artifacts/
+"""
+
+
+def _write_gitignore(directory: Path) -> None:
+    """What a new store folder tells git to leave out (found trying nbtune as a new user: a run's
+    owner file and a repair's side files were committed with the journals)."""
+    with contextlib.suppress(OSError):
+        with open(directory / ".gitignore", "x") as f:
+            f.write(GITIGNORE)
 
 
 def _inside(st: BaseStore) -> str:
