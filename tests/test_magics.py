@@ -178,6 +178,17 @@ def test_two_notebooks_in_one_folder_do_not_share_a_study(scored, monkeypatch, t
     b = scored.run_cell_magic("tune", "--trials 3 --maximize val_acc", CELL)
     assert b.study.study_name != a.study.study_name and b.n_finished == 3 and len(b.study.trials) == 3
     assert any("another notebook (svc.ipynb -> logreg.ipynb)" in m for m in b.messages)
+    # opened without a version from the first notebook: its own, not the other's latest (found trying
+    # nbtune as a new user)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "svc.ipynb"))
+    with pytest.warns(nbtune.NbtuneWarning, match=r"opened the latest this notebook \(svc.ipynb\) ran"):
+        assert nbtune.load_study(a.study.study_name).study_name == a.study.study_name
+    with pytest.warns(nbtune.NbtuneWarning, match=r"opened the latest this notebook"):
+        shown = scored.run_line_magic("tune_show", f"{a.study.study_name} --view none")
+    assert shown.study.study_name == a.study.study_name
+    monkeypatch.delenv("JPY_SESSION_NAME")  # a notebook that ran neither: the latest
+    with pytest.warns(nbtune.NbtuneWarning, match=r"opened the latest, "):
+        assert nbtune.load_study(a.study.study_name).study_name == b.study.study_name
 
 
 def test_a_headless_run_in_between_keeps_two_notebooks_apart(scored, monkeypatch, tmp_path):

@@ -448,11 +448,18 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
         if target not in versions:
             raise KeyError(f"no version {name!r} in {st.where()}; the versions are {versions}")
     else:
-        target = versions[-1]
+        target, which = versions[-1], "the latest"
+        here = notebook_path(_user_ns())
+        if len(versions) > 1 and here:
+            # this notebook's latest, not another notebook's in the same folder (found trying nbtune as
+            # a new user: a script's load_result() got the other data's best parameters)
+            mine = [v for v in versions if _made_in(st, v, here)]
+            if mine and mine[-1] != target:
+                target, which = mine[-1], f"the latest this notebook ({os.path.basename(here)}) ran"
         if len(versions) > 1:  # the name %%tune printed for version 1 is this one's base: say which opened
             warnings.warn(
                 f"{name!r} has {len(versions)} versions (the cell, its notebook or its data changed, or --fresh): "
-                f"opened the latest, {target!r}; '{name}:v1' opens the first ('{name}:v2' the second, and so on)",
+                f"opened {which}, {target!r}; '{name}:v1' opens the first ('{name}:v2' the second, and so on)",
                 NbtuneWarning,
                 stacklevel=2,
             )
@@ -480,9 +487,20 @@ artifacts/
 def _write_gitignore(directory: Path) -> None:
     """What a new store folder tells git to leave out (found trying nbtune as a new user: a run's
     owner file and a repair's side files were committed with the journals)."""
-    with contextlib.suppress(OSError):
-        with open(directory / ".gitignore", "x") as f:
-            f.write(GITIGNORE)
+    with contextlib.suppress(OSError), open(directory / ".gitignore", "x") as f:
+        f.write(GITIGNORE)
+
+
+def _made_in(st: BaseStore, version: str, notebook: str) -> bool:
+    """Whether the notebook a study's version records is ``notebook`` (by its file's name: a project
+    folder moved or copied is the same notebook)."""
+    import optuna
+
+    from nbtune.store.attrs import ATTR
+
+    recorded = optuna.load_study(study_name=version, storage=st.storage(version)).user_attrs.get(ATTR.IDENTITY) or {}
+    made = recorded.get("notebook")
+    return isinstance(made, str) and os.path.basename(made.replace("\\", "/")) == os.path.basename(notebook)
 
 
 def _inside(st: BaseStore) -> str:
