@@ -658,3 +658,24 @@ def test_a_dask_worker_restarted_by_its_nanny_draws_new_configurations(tmp_path)
     assert died, "no worker died: nothing tested"
     drawn = [t.params["x"] for t in res.study.trials if ATTR.RERUN_OF not in t.user_attrs]
     assert [x for x, n in collections.Counter(drawn).items() if n > 1] == []
+
+
+def test_a_worker_processs_traceback_shows_the_notebook_functions_lines(ip):
+    """cloudpickle ships a notebook function's code as '<dynamic-code>': under --jobs 2 a failed
+    trial's traceback said 'File "<dynamic-code>", line 3, in train_one_epoch' and no line, where
+    --jobs 1 shows the cell and the line (found trying nbtune as a new user)."""
+    from IPython.core.error import UsageError
+
+    from nbtune.store.attrs import ATTR
+
+    ip.run_cell("def helper(x):\n    return [x][0]\n\ndef train_one_epoch(x):\n    return helper(x) / len([])\n")
+    with pytest.raises(UsageError, match="the first 3 trials of this run all failed with ZeroDivisionError"):
+        ip.run_cell_magic(
+            "tune",
+            "--minimize loss -n 3 --jobs 2 --name tb",
+            "x = 0.5  # tune: uniform(0, 1)\nloss = train_one_epoch(x)\n",
+        )
+    failed = nbtune.load_study("tb").trials
+    assert failed
+    text = failed[0].user_attrs[ATTR.TRACEBACK]
+    assert "<dynamic-code>" not in text and "return helper(x) / len([])" in text, text

@@ -385,7 +385,14 @@ class CellProgram:
             line_offset=spec.line_offset,
             marks=spec.marks,
         )
+        state["_sources"] = _notebook_sources(self.globals)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        sources = state.pop("_sources", None)
+        self.__dict__.update(state)
+        if sources:
+            _restore_sources(self.globals, sources)
 
     def code(self) -> Any:
         """The rewritten cell compiled (once per process and cell)."""
@@ -565,6 +572,57 @@ class _WorkerShell:
         )
 
     run_cell_magic = run_line_magic
+
+
+def _notebook_functions(values: Iterable[Any]) -> Iterator[types.FunctionType]:
+    """The functions among ``values``, the methods of the classes among them, and the functions
+    they reach through their globals in turn (what cloudpickle ships by value with them)."""
+    seen: set[int] = set()
+    todo = list(values)
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, type) and v.__module__ == "__main__":
+            todo.extend(getattr(m, "__func__", m) for m in vars(v).values())
+        elif isinstance(v, types.FunctionType) and v.__module__ == "__main__":
+            yield v
+            todo.extend(v.__globals__[n] for n in v.__code__.co_names if n in v.__globals__)
+
+
+def _notebook_sources(values: dict[str, Any]) -> dict[str, Any]:
+    """For a worker process: where the notebook's functions the cell uses were defined, and those
+    cells' lines. cloudpickle ships a function's code as '<dynamic-code>', so a worker's traceback
+    showed 'File "<dynamic-code>", line 19, in train_one_epoch' and no line, where the kernel's shows
+    the cell and its line (found trying nbtune as a new user)."""
+    where: dict[str, str] = {}
+    lines: dict[str, list[str]] = {}
+    for f in _notebook_functions(values.values()):
+        name = f.__code__.co_filename
+        cached = linecache.cache.get(name)
+        if cached is None or len(cached) < 3 or name.startswith("<dynamic"):
+            continue  # (a lazy entry, of a module file the worker reads itself)
+        where[f"{f.__code__.co_qualname}:{f.__code__.co_firstlineno}"] = name
+        lines[name] = list(cached[2])
+    return {"where": where, "lines": lines} if where else {}
+
+
+def _restore_sources(values: dict[str, Any], sources: dict[str, Any]) -> None:
+    """In a worker process: the notebook functions' code named by its cell again, and its lines
+    known to linecache (kept: a cell file is not on the disk)."""
+
+    def refiled(code: types.CodeType, name: str) -> types.CodeType:
+        consts = tuple(refiled(c, name) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+        return code.replace(co_filename=name, co_consts=consts)
+
+    for name, lines in sources["lines"].items():
+        linecache.cache.setdefault(name, (sum(map(len, lines)), None, lines, name))
+    for f in _notebook_functions(values.values()):
+        name = sources["where"].get(f"{f.__code__.co_qualname}:{f.__code__.co_firstlineno}")
+        if name is not None and f.__code__.co_filename != name:
+            with contextlib.suppress(ValueError, TypeError):
+                f.__code__ = refiled(f.__code__, name)
 
 
 def _with_globals(f: types.FunctionType, ns: dict[str, Any]) -> types.FunctionType:
