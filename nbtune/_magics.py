@@ -683,6 +683,9 @@ for _magic in (TuneMagics.tune, TuneMagics.tune_show, TuneMagics.tune_validate):
 
 
 def load(shell: Any) -> None:
+    from nbtune.store.journal import remember_loaded_in
+
+    remember_loaded_in()
     shell.register_magics(TuneMagics)
     shell.register_magic_function(_misplaced, "line", "%tune")
     cleanup = shell.input_transformer_manager.cleanup_transforms

@@ -42,7 +42,14 @@ from nbtune._config import (
     with_config_signature,
 )
 from nbtune.cell.annotations import CellSpec, FoldsVar, compared_outside_choices, parse_cell
-from nbtune.cell.identity import cell_identity, describe_difference, describe_space_change, same_data, weakly_known
+from nbtune.cell.identity import (
+    cell_identity,
+    describe_difference,
+    describe_space_change,
+    notebook_path,
+    same_data,
+    weakly_known,
+)
 from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
 from nbtune.cell.program import (
     CellProgram,
@@ -816,6 +823,27 @@ def _recover(
             messages.append(f"re-running the configurations of interrupted trial(s) {requeued} first")
 
 
+def _store_moved_with_the_folder(cfg: TuneConfig) -> str | None:
+    """A note when the default store follows a working folder the notebook changed: in a kernel
+    that does not know its notebook (nbconvert, papermill, plain IPython) the store is ``.nbtune``
+    in the working folder, so an ``os.chdir("data")`` in an earlier cell put the study in
+    ``data/.nbtune`` silently, where a run in JupyterLab would not find it (found trying nbtune
+    as a new user)."""
+    from nbtune.store.journal import STORE_DIRNAME, loaded_in
+    from nbtune.view.widgets import in_kernel
+
+    start = loaded_in()
+    if cfg.store is not None or os.environ.get("NBTUNE_STORE") or start is None or not in_kernel():
+        return None
+    if notebook_path(cfg.user_ns) is not None or os.path.realpath(os.getcwd()) == os.path.realpath(start):
+        return None
+    return (
+        f"the store is {os.path.join(os.getcwd(), STORE_DIRNAME)}, in the working folder, which the notebook changed "
+        f"since nbtune was loaded in {start}: this kernel does not say which notebook it runs, so the store follows "
+        "the working folder; pass --store to keep the studies in one place"
+    )
+
+
 def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     """Everything before the first trial; every error here is raised before any trial runs.
 
@@ -834,6 +862,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if outer_fold is not None:
         base = outer_fold_study(base, outer_fold)
     messages = store.check(base)  # a damaged tail is set aside before anything is appended
+    moved = _store_moved_with_the_folder(cfg)
+    if moved:
+        messages.append(moved)
     identity = cell_identity(program.spec, program.globals, cfg.user_ns, program.sealed())
     # over_change: --resume continues a study whose trials so far ran other code
     target, over_change = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)

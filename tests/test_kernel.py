@@ -679,3 +679,22 @@ def test_a_cell_magic_above_tune_runs_it_in_a_kernel(kernel, tmp_path, above):
     reply, outputs, _ = _execute(kc, "print(res.n_finished)")
     text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
     assert text.strip() == "3", outputs
+
+
+def test_a_notebook_that_changes_folder_headless_is_told_where_its_store_went(tmp_path):
+    """A kernel that does not know its notebook keeps the store in the working folder: an earlier
+    cell's os.chdir("data") put the study in data/.nbtune, silently, where the notebook run in
+    JupyterLab keeps it beside the notebook (found trying nbtune as a new user)."""
+    (tmp_path / "data").mkdir()
+    nb = _executed(
+        tmp_path,
+        [
+            "%load_ext nbtune",
+            "import os\nos.chdir('data')",
+            "%%tune --trials 2 --minimize loss --view text -o res\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n",
+            "print([m for m in res.messages if 'working folder' in m])",
+        ],
+    )
+    said = nb.cells[3].outputs[0]["text"]
+    assert f"the store is {tmp_path / 'data' / '.nbtune'}, in the working folder, which the notebook changed" in said
+    assert "pass --store" in said and (tmp_path / "data" / ".nbtune").is_dir()

@@ -44,6 +44,20 @@ _logger = logging.getLogger(__name__)
 STORE_DIRNAME = ".nbtune"
 
 
+_LOADED_IN: list[str] = []  # the working folder when %load_ext nbtune ran (the kernel's first)
+
+
+def remember_loaded_in() -> None:
+    """``%load_ext nbtune``: the working folder then, to tell when a notebook changed it since."""
+    if not _LOADED_IN:
+        with contextlib.suppress(OSError):
+            _LOADED_IN.append(os.getcwd())
+
+
+def loaded_in() -> str | None:
+    return _LOADED_IN[0] if _LOADED_IN else None
+
+
 def default_store_dir(user_ns: dict[str, Any] | None = None) -> Path:
     """``.nbtune/`` beside the notebook when the kernel knows where it is, else in the cwd.
 
