@@ -1655,3 +1655,21 @@ def test_a_regions_bound_is_rounded_outward_so_that_it_holds_its_trials():
     assert _bound(0.715189, ">=") == "0.7151" and _bound(0.715189, "<=") == "0.7152"
     assert _bound(-0.0123456, "<=") == "-0.01234" and _bound(0.5449, ">=") == "0.5449"
     assert _bound(3e-5, "<=") == "3.000e-05" and _bound(3, ">=") == "3"
+
+
+def test_a_loss_that_blew_up_from_its_first_epoch_is_divergence(ip):
+    """SGD at a learning rate too large: a validation loss of 7.3e15 from the first epoch on, where
+    the median trial's is 0.3, was read as a trial like the others: its curve never ended worse than
+    it started (found trying nbtune as a new user)."""
+    cell = (
+        "lr = 0.1  # tune: loguniform(1e-3, 10.0)\n"
+        "for epoch in range(3):  # tune: epochs\n"
+        "    val_loss = 7.3e15 - epoch if lr > 2.0 else 0.3 + lr / (epoch + 1)\n"
+    )
+    res = run(ip, "--minimize val_loss --sampler random --seed 0 --trials 24 --scheduler none -o r", cell)
+    df = res.diagnose()
+    big = {t.number for t in res.study.trials if t.value is not None and t.value > 1e10}
+    assert big, "some configuration blew up"
+    found = df[df.kind == "diverged"]
+    assert len(found) == 1 and set(found.iloc[0].trials) == big, df
+    assert "times the median trial's" in found.iloc[0].evidence and found.iloc[0].region.startswith("lr >= ")

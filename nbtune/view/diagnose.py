@@ -4,9 +4,10 @@ what to change.
 Read from the trials alone (their state, error, learning curve and recorded variables), so
 it works for any stored study:
 
-* **diverged**: a metric that became NaN or infinite, an error that says so, or a learning
+* **diverged**: a metric that became NaN or infinite, an error that says so, a learning
   curve that ended clearly worse than it started without improving first, or ended worse by more
-  than its first value;
+  than its first value, or a minimized metric over a thousand times the median trial's (a loss
+  that blew up in its first epoch: its curve never ended worse);
 * **did not learn**: a learning curve that stayed flat from the first epoch at a poor level
   (worse than the median trial by a quarter of the spread);
 * **overfitting** / **underfitting**: with a training score kept by ``--record`` (the metric's
@@ -341,6 +342,15 @@ def diagnose(result: StudySummary) -> list[Finding]:
             turned[t.number] = f"a validation curve best at epoch {best_epoch} that ended worse than it started"
         elif t.state.name == "COMPLETE" and (at := _peaked(curve, maximize)) is not None:
             peaked[t.number] = sorted(t.intermediate_values)[at]
+    # A minimized loss that came out orders of magnitude above the others' from its first epoch on
+    # (7.3e15 where the median trial's is 0.3: SGD at a learning rate too large): its curve never
+    # "ended worse", so it read as a trial like the others (found trying nbtune as a new user)
+    if not maximize:
+        ended = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        typical = statistics.median(ended) if len(ended) >= 5 else 0.0
+        for t in trials:
+            if typical > 0 and t.number not in diverged and t.value is not None and t.value > 1000 * typical:
+                diverged[t.number] = f"a {result.metric} {fmt(t.value / typical)} times the median trial's"
     # A NaN the cell sets itself ('except ValueError: acc = float("nan")' where a solver rejects a
     # penalty) is its verdict on the configuration, not a divergence (the advice spoke of step sizes;
     # found trying nbtune as a new user)
