@@ -108,11 +108,17 @@ def test_bad_lines_in_the_middle_are_set_aside_and_every_good_record_kept(sound,
     path = _write(broken, "mid", tmp_path)
     with pytest.raises(ValueError):
         _plain(path)
-    with pytest.warns(NbtuneWarning, match=r"had 6 damaged byte\(s\) between good records; they were set aside"):
+    with pytest.warns(NbtuneWarning, match=r"had 6 damaged byte\(s\) between good records, where it lost a line it"):
         study = nbtune.load_study("s", store=path.parent)
     assert finished_count(study.trials) == 5
     assert path.read_bytes() == data
     assert finished_count(_plain(path).trials) == 5
+    # the shape an older nbtune left: a torn record, and the next writer's whole record right after it
+    torn = b"".join(lines[:3]) + b'{"op_code":8,"worker_id":"x' + b"".join(lines[3:])
+    path = _write(torn, "appended", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"had 27 damaged byte\(s\) between good records; they were set aside"):
+        study = nbtune.load_study("s", store=path.parent)
+    assert path.read_bytes() == data and finished_count(study.trials) == 5
 
 
 def test_a_sound_journal_is_left_alone(sound, tmp_path):
@@ -353,10 +359,13 @@ def test_a_lost_trial_creation_keeps_the_trials_after_it_numbered_as_they_were(s
 
 
 def test_an_unreadable_record_keeps_the_file_up_to_it_rather_than_renumber(sound, tmp_path):
+    """Two trials' creations lost in a row: no one stand-in makes the records after them agree, so
+    the file is kept up to the first, and the rest set aside with it (in the side file)."""
     data, _ = sound
     lines = data.splitlines(keepends=True)
-    index = [i for i, op in enumerate(_ops(data)) if op == 4][3]
+    index, second = [i for i, op in enumerate(_ops(data)) if op == 4][3:5]
     lines[index] = b'{"worker_id": \xff\xff}\n'  # a record, but of what kind nobody can tell
+    lines[second] = b"\xfe\xfe\xfe\n"
     path = _write(b"".join(lines), "unknown", tmp_path)
     with pytest.warns(NbtuneWarning, match=r"a record it cannot tell at line \d+, so the \d+ line\(s\) after it"):
         study = nbtune.load_study("s", store=path.parent)
@@ -372,3 +381,22 @@ def test_nbtune_studies_says_what_opening_a_damaged_store_repaired(sound, tmp_pa
     with pytest.warns(NbtuneWarning, match=r"set aside"):
         frame = nbtune.studies(path.parent)
     assert list(frame.index) == ["s"]
+
+
+@pytest.mark.parametrize("which", [0, 4, 5, 8])
+def test_a_line_made_wholly_unreadable_moves_nothing_around_it(sound, tmp_path, which):
+    """Binary junk in place of a whole record: a trial's creation among them was read as 'a line
+    that held no record' and dropped, which moved every later record to the trial before it (the
+    best trial gone, three left empty and running: found retesting)."""
+    data, _ = sound
+    lines = data.splitlines(keepends=True)
+    index = [i for i, op in enumerate(_ops(data)) if op == which][1 if which == 4 else 0 if which == 0 else -1]
+    lines[index] = bytes(200 + k % 50 for k in range(len(lines[index]) - 1)) + b"\n"
+    path = _write(b"".join(lines), f"junk{which}", tmp_path)
+    with pytest.warns(NbtuneWarning, match=r"between good records, where it lost"):
+        study = nbtune.load_study("s", store=path.parent)
+    before, after = _by_number(_plain(_write(data, "clean", tmp_path))), _by_number(study)
+    moved = [n for n in before if after.get(n) != before[n] and n in after]
+    # a creation stood in for: its trial keeps its records (or, for the study's, every trial); an
+    # attribute or a value: at most its own trial loses it
+    assert len(moved) <= 1 and sorted(after) == sorted(before), (before, after)

@@ -1381,22 +1381,15 @@ def _check_module_attributes(tree: ast.Module, user_ns: dict[str, Any]) -> None:
             near.lower() == node.attr.lower() or difflib.SequenceMatcher(None, near, node.attr).ratio() >= 0.85
         )
         if id(node) in sure or typo:
-            found.append((node.lineno, owner.__name__, node.attr, near))
+            found.append((node.lineno, owner.__name__, ast.unparse(node), near))
     if not found:
         return
-    line, module, attr, near = min(found)
-    said = ".".join([*_dotted(module, modules), attr])
+    line, module, said, near = min(found)  # (as the cell spells it: 'toptim.RMSProp')
     raise ConfigError(
         f"line {line} of the %%tune cell reads {said}, which module {module!r} does not have: the trials that run "
         f"that line would fail with an AttributeError"
         + (f"; did you mean {near!r}?" if near else "; check the name, or the library's version")
     )
-
-
-def _dotted(module: str, modules: dict[str, types.ModuleType]) -> list[str]:
-    """``module`` as the cell names it: 'torch.optim' as 'optim' after 'import torch.optim as optim'."""
-    named = [n for n, m in modules.items() if m.__name__ == module]
-    return [named[0]] if named else [module]
 
 
 # names through which code defines names it does not write (exec("x = 1"), globals()["X"] = ..., builtins.X = ...)

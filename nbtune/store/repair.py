@@ -77,14 +77,24 @@ def _split(path: Path) -> tuple[bytes, bytes, list[str]]:
         if _good(line):
             keep.append(line)
             continue
+        appended = _appended_record(line)
+        if appended is not None:
+            # a torn write that a writer appended a whole record to (an older nbtune): the torn part
+            # never counted for any reader, the record did
+            bad.append(line[: len(line) - len(appended)])
+            keep.append(appended)
+            continue
         bad.append(line)
         if i > last_good or not line.strip():  # a torn end; a blank line held nothing
             continue
         mended = _stand_in(line, keep, lines[i + 1 :], path)
-        if mended is None:  # neither a record nor a line that held none: keep what comes before it
+        if mended is None:  # unreadable: whether dropping it moves the records after it, their ids say
+            mended = _unreadable(keep, lines[i + 1 :], path)
+        if mended is None:  # it held a creation that cannot be made again: keep what comes before it
             bad[-1:] = lines[i:]
             costs.append(
-                f"a record it cannot tell at line {i + 1}, so the {len(lines) - i - 1} line(s) after it were set aside too"
+                f"a record it cannot tell at line {i + 1}, so the {len(lines) - i - 1} line(s) after it were set aside "
+                "too (restore the file from a copy if you have one)"
             )
             break
         stand_in, cost = mended
@@ -95,6 +105,54 @@ def _split(path: Path) -> tuple[bytes, bytes, list[str]]:
 
 
 _OP_AT = re.compile(rb'"op_code"\s*:\s*(\d+)')
+
+
+def _appended_record(line: bytes) -> bytes | None:
+    """The whole record a damaged ``line`` ends with (after a torn one), or None."""
+    at = line.rfind(b'{"op_code"', 1)
+    return line[at:] if at > 0 and _good(line[at:]) else None
+
+
+def _consistent(records: list[bytes]) -> bool:
+    """Whether every record refers to a study and a trial made before it, in Optuna's numbering
+    (a creation lost from the middle moves every id after it: some record then refers to one that
+    does not exist yet)."""
+    studies: set[str] = set()
+    trials = 0
+    for line in records:
+        if not _good(line):
+            continue
+        r = json.loads(line)
+        if r.get("study_id", -1) >= len(studies) or r.get("trial_id", -1) >= trials:
+            return False
+        if r.get("op_code") == _CREATE_STUDY:
+            studies.add(r.get("study_name"))
+        elif r.get("op_code") == _CREATE_TRIAL:
+            trials += 1
+    return True
+
+
+def _unreadable(before: list[bytes], after: list[bytes], path: Path) -> tuple[list[bytes], str] | None:
+    """A line nothing of which can be read (binary junk): it held nothing the records after it need
+    when they refer to what exists without it; else a trial's creation of the study the creations
+    around it made, when that makes them agree; else None."""
+    if _consistent([*before, *after]):
+        return [], "a line it could not read (the records around it need nothing from it)"
+    near = [json.loads(r) for r in [*reversed(before), *after] if _good(r)]
+    study = next((r["study_id"] for r in near if r.get("op_code") == _CREATE_TRIAL), None)
+    if study is not None:
+        stand_in = _creation_stand_in(study, path)
+        if _consistent([*before, *stand_in, *after]):
+            return stand_in, "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
+    made = _study_stand_in(b"", before, after, path)  # a study's creation: its name and direction as the file says
+    if made is not None and _consistent([*before, *made[0], *after]):
+        return made
+    return None
+
+
+def _creation_stand_in(study: int, path: Path) -> list[bytes]:
+    mark = f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
+    return [_record(op_code=_CREATE_TRIAL, study_id=study, datetime_start=None, user_attrs={ATTR.DAMAGED: mark})]
 
 
 def _field(line: bytes, key: str) -> int | None:
@@ -118,8 +176,6 @@ def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) 
             op = _SET_TRIAL_USER_ATTR  # a record of a trial that exists: its kind does not matter
         elif b'"datetime_start"' in line:
             op = _CREATE_TRIAL
-        elif b'"op_code"' not in line and b'"worker_id"' not in line:
-            return [], ""  # a line that held no record
         else:
             return None
     mark = f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
@@ -130,14 +186,18 @@ def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) 
             study = next((r["study_id"] for r in near if r.get("op_code") == _CREATE_TRIAL), None)
         if study is None:
             return None
-        return [_record(op_code=_CREATE_TRIAL, study_id=study, datetime_start=None, user_attrs={ATTR.DAMAGED: mark})], (
+        return _creation_stand_in(study, path), (
             "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
         )
     if op == _CREATE_STUDY:
         return _study_stand_in(line, before, after, path)
     trial = _field(line, "trial_id")
     if trial is None:
-        return [], "a record of a study's attributes" if op in (_SET_STUDY_USER_ATTR, 3) else "a record"
+        if op in (_SET_STUDY_USER_ATTR, 3):
+            return [], "a record of a study's attributes"
+        if op == _SET_TRIAL_STATE:
+            return [], "a trial's end, of a trial it cannot tell (one left without an end is cut: it runs again)"
+        return [], "a record of a trial it cannot tell"
     marked = [_record(op_code=_SET_TRIAL_USER_ATTR, trial_id=trial, user_attr={ATTR.DAMAGED: mark})]
     if found is None or op == _SET_TRIAL_PARAM:
         # (maybe) a parameter: its configuration is not known whole, so it fails (the trial's later
