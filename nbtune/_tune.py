@@ -244,13 +244,25 @@ def _negated_score_of(tree: ast.Module, metric: str, notebook: dict[str, Any] | 
         n: v for n, v in (notebook or {}).items() if isinstance(v, str) and _NEG_SCORER.fullmatch(v)
     }
 
-    def held(n: ast.AST) -> Any:  # CFG["scoring"], CFG.scoring: a notebook dict's or object's value
+    def held(n: ast.AST) -> Any:  # CFG["scoring"], CFG.scoring, CFG.get("scoring"): a notebook dict's or object's
+        if (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "get"
+            and isinstance(n.func.value, ast.Name)
+            and n.args
+            and isinstance(n.args[0], ast.Constant)
+        ):
+            holder = (notebook or {}).get(n.func.value.id)
+            return holder.get(n.args[0].value) if isinstance(holder, dict) else None
         if not (isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.value, ast.Name)):
             return None
         holder = (notebook or {}).get(n.value.id)
-        if isinstance(n, ast.Attribute):  # (its own __dict__: no property of a library's object runs)
-            own = getattr(holder, "__dict__", None)
-            return own.get(n.attr) if isinstance(own, Mapping) else None
+        if isinstance(n, ast.Attribute):  # its own __dict__, else its class's: no property of a library's object runs
+            for own in (getattr(holder, "__dict__", None), getattr(type(holder), "__dict__", None)):
+                if isinstance(own, Mapping) and isinstance(own.get(n.attr), str):
+                    return own[n.attr]
+            return None
         key = n.slice.value if isinstance(n.slice, ast.Constant) else None
         return holder.get(key) if isinstance(holder, dict) and isinstance(key, (str, int)) else None
 

@@ -833,6 +833,9 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
         ("--minimize val_loss", 'CFG["scoring"]', True),
         ("--minimize val_loss", "Settings.scoring", True),
         ("--minimize val_loss", 'CFG["other"]', False),
+        # an instance of a settings class, whose attribute its class holds; a dict's get (found retesting)
+        ("--minimize val_loss", "S.scoring", True),
+        ("--minimize val_loss", 'CFG.get("scoring")', True),
     ],
 )
 def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
@@ -843,6 +846,7 @@ def test_a_negated_scorer_minimized_is_named(ip, line, scoring, said):
     ip.user_ns["SCORING"] = "neg_log_loss"
     ip.user_ns["CFG"] = {"scoring": "neg_log_loss", "other": "r2"}
     ip.user_ns["Settings"] = type("Settings", (), {"scoring": "neg_log_loss"})
+    ip.user_ns["S"] = ip.user_ns["Settings"]()
     option, metric, *how = line.split(maxsplit=2)
     how = how[0] if how else ""
     score = f"cross_val_score(x, scoring={scoring})"
