@@ -657,10 +657,18 @@ class _Loader:
         ("pbar = tqdm(range(EPOCHS), desc='train')\nfor epoch in pbar:", {"tqdm": None, "EPOCHS": 12}, 12),
         ("bar = trange(N)\nfor epoch in bar:", {"trange": None}, 9),
         ("batches = enumerate(loader)\nfor i, b in batches:", {"loader": _Loader()}, 7),
+        # tqdm under another name, and a bar opened by 'with' around the loop (found retesting)
+        (
+            "pbar = atqdm(range(EPOCHS))\nfor epoch in pbar:",
+            {"atqdm": __import__("tqdm.auto").auto.tqdm, "EPOCHS": 5},
+            5,
+        ),
+        ("with tqdm(range(EPOCHS)) as pbar:\n  for epoch in pbar:", {"tqdm": None, "EPOCHS": 4}, 4),
     ],
 )
 def test_the_epochs_loop_length_is_found_as_people_write_it(loop, ns, length):
-    cell = f"x = 1  # tune: int(0, 3)\nN = 9\n{loop}  # tune: epochs\n    m = x\n"
+    body = "      m = x\n" if loop.startswith("with") else "    m = x\n"
+    cell = f"x = 1  # tune: int(0, 3)\nN = 9\n{loop}  # tune: epochs\n{body}"
     assert compile_(cell, metric="m", user_ns=ns).spec.epochs.length == length
 
 

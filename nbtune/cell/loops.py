@@ -13,6 +13,7 @@ when the loop is over batches) counts by ``len()``. No function of the user's is
 from __future__ import annotations
 
 import ast
+import contextlib
 import operator
 import re
 from collections.abc import Callable, Sized
@@ -105,6 +106,14 @@ def _callee(node: ast.Call) -> str:
 
 def _call(node: ast.Call, env: dict[str, Any]) -> Any:
     name = _callee(node)
+    if isinstance(node.func, ast.Name) and env.get(name) is not None and not isinstance(env[name], _SetInCell):
+        # the notebook's object, by its own name: 'from tqdm.auto import tqdm as atqdm' is tqdm, and a
+        # trange imported as tqdm is trange (found retesting)
+        own, module = getattr(env[name], "__name__", None), getattr(env[name], "__module__", None) or ""
+        if isinstance(own, str) and module.startswith("tqdm"):  # (tqdm.auto's is tqdm_asyncio or tqdm_notebook)
+            name = "trange" if "trange" in own else "tqdm"
+        elif isinstance(own, str) and module == "builtins" and own in {*_KEEP_LENGTH, "range"}:
+            name = own
     if node.keywords and name not in _KEEP_LENGTH:
         raise _Unknown(f"{ast.unparse(node)} has keyword arguments")
     if name in ("range", "trange"):
@@ -221,11 +230,7 @@ def earlier_literals(
                 if isinstance(target, (ast.Attribute, ast.Subscript)) and _root(target) is not None:
                     env[ast.unparse(target)] = value
                     continue
-            if (
-                isinstance(target, ast.Name)
-                and isinstance(stmt.value, ast.Call)
-                and _callee(stmt.value) in {*_KEEP_LENGTH, "range"}
-            ):
+            if isinstance(target, ast.Name) and isinstance(stmt.value, ast.Call):
                 try:
                     known = {k: v for k, v in {**(notebook or {}), **env}.items() if k not in tuned}
                     env[target.id] = _Sized(_length(_value(stmt.value, known), stmt.value))
@@ -234,6 +239,13 @@ def earlier_literals(
                     pass
         for name, line in set_here.items():
             env[name] = _SetInCell(line)
+        if isinstance(stmt, ast.With):  # 'with tqdm(range(EPOCHS)) as pbar:' around the loop
+            for item in stmt.items:
+                bar, made = item.optional_vars, item.context_expr
+                if isinstance(bar, ast.Name) and isinstance(made, ast.Call):
+                    with contextlib.suppress(Exception):  # (_Unknown: set by code nbtune does not run)
+                        known = {k: v for k, v in {**(notebook or {}), **env}.items() if k not in tuned}
+                        env[bar.id] = _Sized(_length(_value(made, known), made))
     return env
 
 
