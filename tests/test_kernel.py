@@ -698,3 +698,20 @@ def test_a_notebook_that_changes_folder_headless_is_told_where_its_store_went(tm
     said = nb.cells[3].outputs[0]["text"]
     assert f"the store is {tmp_path / 'data' / '.nbtune'}, in the working folder, which the notebook changed" in said
     assert "pass --store" in said and (tmp_path / "data" / ".nbtune").is_dir()
+
+
+def test_a_bar_a_trial_leaves_open_draws_into_the_trial_not_the_notebook(tmp_path):
+    """A tqdm bar the cell never closes drew its last state when it was collected, after its trial,
+    into the notebook: one ' 60%|██████ | 3/5' line per trial (found retesting)."""
+    nb = _executed(
+        tmp_path,
+        [
+            "%load_ext nbtune\nfrom tqdm import tqdm",
+            "%%tune --trials 4 --maximize acc --scheduler none --view text -o res\na = 0.5  # tune: uniform(0, 1)\n"
+            "pbar = tqdm(total=5)\nfor i in range(3):\n    pbar.update(1)\nacc = a\n",
+            "print(sum('3/5' in t.user_attrs.get('nbtune:output', '') for t in res.study.trials))",
+        ],
+    )
+    streams = [o for o in nb.cells[1].outputs if o["output_type"] == "stream"]
+    assert not any("3/5" in o["text"] for o in streams), streams
+    assert nb.cells[2].outputs[0]["text"].strip() == "4"  # kept with each trial instead

@@ -150,6 +150,15 @@ def close_widgets(widgets: list[Any]) -> None:
         widget.close()
 
 
+def _bars() -> list[Any]:
+    """tqdm's open progress bars, if the process uses tqdm (it is not imported to find out)."""
+    std = sys.modules.get("tqdm.std")
+    try:
+        return list(std.tqdm._instances) if std is not None else []
+    except Exception:  # (a WeakSet changing size under another thread)
+        return []
+
+
 def _pyplot() -> Any:
     """pyplot if the process uses it with a backend that draws off screen (the notebook's inline
     one, Agg in a worker), where a figure may be closed from any thread; else None."""
@@ -202,10 +211,17 @@ class _Capture:
         buf: list[str] = []
         self.local.buf = buf
         self.local.widgets = []  # model ids of the widgets this trial displays
+        self.local.bars = {id(b) for b in _bars()}  # the progress bars open before it
         self.running.append(buf)
         return buf
 
     def __exit__(self, *exc: object) -> None:
+        if self.users == 1:  # (alone in the process: another trial's bars are not this one's to close)
+            # a tqdm bar the trial left open draws its last state when it is collected, after the trial,
+            # into the notebook (one bar per trial: found retesting); closed here, it draws into the trial's
+            for bar in [b for b in _bars() if id(b) not in getattr(self.local, "bars", ())]:
+                with contextlib.suppress(Exception):
+                    bar.close()
         native_output.drain()  # what a library of this trial wrote below sys.stdout, into its buffer
         with self.lock:  # this trial's buffer, by identity (another trial's may be equal: both empty)
             self.running[:] = [b for b in self.running if b is not self.local.buf]
