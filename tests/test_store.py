@@ -482,10 +482,16 @@ def test_a_store_named_by_its_journal_file_its_project_folder_or_a_dangling_link
         nbtune.load_study(store=project)
     with pytest.warns(NbtuneWarning, match=r"holds no study yet \(did you mean the store inside it"):
         assert nbtune.studies(project).empty
+    with pytest.raises(KeyError, match=r"no study 's' in .*proj; the store holds \[\] \(did you mean the store inside"):
+        nbtune.load_result("s", store=project)  # (and a name given: found retesting)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone")
     with pytest.raises(nbtune.ConfigError, match=r"is a link to .*gone, which does not exist"):
         nbtune.tune(cell, minimize="loss", n_trials=1, store=link, view=None)
+    with pytest.raises(KeyError, match=r"holds \[\] \(it is a link to .*gone, which does not exist\)"):
+        nbtune.load_study("s", store=link)  # reading says so too
+    with pytest.warns(NbtuneWarning, match=r"holds no study yet \(it is a link to .*gone, which does not exist\)"):
+        nbtune.studies(link)
 
 
 def test_a_new_store_tells_git_to_commit_its_journals_and_leave_out_working_files(tmp_path):

@@ -456,7 +456,7 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
                 f"{name!r} is a nested cross-validation: each outer fold is a study of its own "
                 f"({', '.join(repr(f) for f in folds[:1])}, ...), or %tune_show {name} shows them together"
             )
-        raise KeyError(f"no study {name!r} in {st.where()}; the store holds {known}")
+        raise KeyError(f"no study {name!r} in {st.where()}; the store holds {known}{'' if known else _inside(st)}")
     if ":v" in name:
         target = versioned(base_name(name), int(name.rsplit(":v", 1)[1]))
         if target not in versions:
@@ -518,10 +518,16 @@ def _made_in(st: BaseStore, version: str, notebook: str) -> bool:
 
 
 def _inside(st: BaseStore) -> str:
-    """' (did you mean DIR/.nbtune?)' when the store given is a folder that holds a store: a project
-    folder passed for its store (found trying nbtune as a new user)."""
-    inner = Path(st.where(), ".nbtune")
-    return f" (did you mean the store inside it, {inner}?)" if any(inner.glob("*.journal")) else ""
+    """Why a store holds nothing, when it can be told: ' (did you mean DIR/.nbtune?)' for a folder
+    that holds a store (a project folder passed for its store), or a link to a folder that does not
+    exist (found trying nbtune as a new user)."""
+    where = Path(st.where())
+    inner = where / STORE_DIRNAME
+    if any(inner.glob("*.journal")):
+        return f" (did you mean the store inside it, {inner}?)"
+    if where.is_symlink() and not where.exists():
+        return f" (it is a link to {os.readlink(where)}, which does not exist)"
+    return ""
 
 
 def _user_ns() -> dict[str, Any] | None:
