@@ -1732,7 +1732,11 @@ def load_result(name: str | None = None, store: str | Path | None = None) -> Tun
     from nbtune.store.journal import _user_ns, load_study, open_store
 
     user_ns = _user_ns()
-    study = load_study(name, store=store)
+    with warnings.catch_warnings(record=True) as said:  # said at the caller's line, not this one
+        warnings.simplefilter("always", NbtuneWarning)
+        study = load_study(name, store=store)
+    for w in said:
+        warnings.warn(w.message, w.category, stacklevel=2)
     return stored_result(study, open_store(store, user_ns), user_ns, None)
 
 

@@ -515,3 +515,13 @@ def test_a_new_store_tells_git_to_commit_its_journals_and_leave_out_working_file
     mine.mkdir()
     nbtune.tune(cell, minimize="loss", n_trials=1, store=mine, name="s", view=None)
     assert not (mine / ".gitignore").exists()
+
+
+def test_load_results_warnings_point_at_the_callers_line(tmp_path):
+    """'has 2 versions ... opened the latest' pointed at nbtune's own line (found retesting)."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    nbtune.tune(cell, minimize="loss", n_trials=1, store=tmp_path, name="v", view=None)
+    nbtune.tune(cell, minimize="loss", n_trials=1, store=tmp_path, name="v", view=None, fresh=True)
+    with pytest.warns(nbtune.NbtuneWarning, match="opened the latest") as said:
+        nbtune.load_result("v", store=tmp_path)
+    assert [w.filename for w in said] == [__file__]
