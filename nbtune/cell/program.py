@@ -27,6 +27,7 @@ import numbers
 import sys
 import traceback
 import types
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -1368,12 +1369,14 @@ def _check_module_attributes(tree: ast.Module, user_ns: dict[str, Any]) -> None:
             continue
         owner: Any = modules[root.id]
         try:
-            for attr in chain[:-1]:  # (a prefix that does not resolve is its own node's to say)
-                owner = getattr(owner, attr)
-            if not isinstance(owner, types.ModuleType) or hasattr(owner, node.attr):
-                continue
-            if hasattr(owner, "__path__") and importlib.util.find_spec(f"{owner.__name__}.{node.attr}") is not None:
-                continue  # a submodule not imported yet: whether the trials import it is theirs
+            with warnings.catch_warnings():  # (a deprecated alias warns when read: the trials' to say)
+                warnings.simplefilter("ignore")
+                for attr in chain[:-1]:  # (a prefix that does not resolve is its own node's to say)
+                    owner = getattr(owner, attr)
+                if not isinstance(owner, types.ModuleType) or hasattr(owner, node.attr):
+                    continue
+                if hasattr(owner, "__path__") and importlib.util.find_spec(f"{owner.__name__}.{node.attr}"):
+                    continue  # a submodule not imported yet: whether the trials import it is theirs
         except Exception:  # a module whose attributes cannot be read plainly, a prefix missing
             continue
         near = _like(node.attr, [a for a in dir(owner) if not a.startswith("_")])
