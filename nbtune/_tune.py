@@ -74,7 +74,14 @@ from nbtune.run.liveness import (
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import N_FAILURES_TO_STOP, Job, ended_in_run, first_failures
-from nbtune.store.attrs import ATTR, finished_count, is_interrupted, refused, searched_seconds
+from nbtune.store.attrs import (
+    ATTR,
+    finished_count,
+    is_interrupted,
+    queued_continuations,
+    refused,
+    searched_seconds,
+)
 from nbtune.store.base import (
     BaseStore,
     base_name,
@@ -1035,7 +1042,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     timed_out = seconds is not None and (
         searched >= seconds or study.user_attrs.get(ATTR.TIMEOUT_REACHED, -1.0) >= seconds
     )
-    if (done < n_trials or waiting) and not timed_out:
+    # a cut continuation queued again runs whatever -n: its configuration counts already
+    if (done < n_trials or waiting or queued_continuations(trials)) and not timed_out:
         if done and waiting and done >= n_trials:
             messages.append(
                 f"resumed {target!r}: the {plural(len(waiting), 'member')} paused when the last run stopped go on"

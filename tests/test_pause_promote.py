@@ -744,3 +744,37 @@ def test_a_promoted_trial_whose_optimizer_is_not_state_goes_on_from_the_workers_
     afresh = [t for t in again.study.trials if ATTR.PROMOTED in t.user_attrs and t.state.name == "COMPLETE"]
     assert afresh and all("memory" not in t.user_attrs[ATTR.RESUME] for t in afresh)
     assert any(t.value != pytest.approx(_momentum_straight_run(t.params["lr"])[-1]) for t in afresh)
+
+
+def test_a_cut_continuation_queued_again_runs_when_the_budget_is_used(ip):
+    """A promoted trial cut by a dead kernel is queued again; its configuration counts toward -n
+    already (its paused trial does), so once the budget was used it was left waiting for good: the
+    re-run said 're-running ... first' and then 'nothing to run' (found trying nbtune as a new user)."""
+    import optuna
+
+    import nbtune
+
+    cell = MOMENTUM_CELL
+    ip.run_cell(MOMENTUM_SETUP)
+    res = run(ip, "--minimize loss --trials 8 --seed 0 --name cut -o res", cell)
+    paused = next(t for t in res.study.trials if (t.user_attrs.get(ATTR.DECISION) or {}).get("paused"))
+    step = paused.user_attrs[ATTR.DECISION]["epoch"]
+    # what requeue_interrupted queues for a continuation of it that a dead kernel cut
+    res.study.enqueue_trial(
+        paused.params,
+        user_attrs={
+            ATTR.RERUN_OF: 99,
+            ATTR.PROMOTED: {"from": paused.number, "root": paused.number, "epoch": step, "rank": 1,
+                            "n_compared": 3, "n_keep": 1, "value": paused.intermediate_values[step], "at_end": True},
+            ATTR.RESUME: {"step": step, "retrain": True,
+                          "values": {str(s): v for s, v in paused.intermediate_values.items() if s <= step}},
+        },
+    )  # fmt: skip
+    again = run(ip, "--minimize loss --trials 8 --seed 0 --name cut -o res", cell)
+    assert not any("nothing to run" in m for m in again.messages), again.messages
+    trials = nbtune.load_study("cut").trials
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    went_on = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == 99]
+    assert len(went_on) == 1 and went_on[0].state.name == "COMPLETE"
+    assert sorted(went_on[0].intermediate_values) == list(range(1, 10))  # its curve, replayed then trained on
+    assert again.n_finished == res.n_finished  # (no new configuration)

@@ -41,7 +41,15 @@ from nbtune.run.liveness import BaseLiveness, ProcessLiveness, active_trial
 from nbtune.run.output import OUTPUT_TAIL, captured_output, native_output, warnings_in
 from nbtune.run.samplers import make_sampler
 from nbtune.run.schedulers import SchedulerSpec, make_pruner
-from nbtune.store.attrs import ATTR, diverged, finished_count, is_continuation, is_interrupted, refused
+from nbtune.store.attrs import (
+    ATTR,
+    diverged,
+    finished_count,
+    is_continuation,
+    is_interrupted,
+    queued_continuations,
+    refused,
+)
 from nbtune.store.base import BaseStore
 from nbtune.store.control import BaseControl
 
@@ -791,6 +799,26 @@ def _promote(job: Job, study: optuna.Study, owner: dict[str, Any], final: bool =
     return _compat.new_trial_with_attrs(study, attrs, fixed_params=found.params or paused.params)
 
 
+def _take_queued_continuation(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial], owner: dict[str, Any]
+) -> optuna.Trial | None:
+    """A cut continuation queued to run again (:func:`queued_continuations`), started, or None.
+    Call under the store's lock."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = _compat.storage_of(study)
+    for t in queued_continuations(trials):
+        tid = _compat.trial_id(t)
+        try:
+            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                storage.set_trial_user_attr(tid, ATTR.OWNER, owner)
+                return optuna.Trial(study, tid)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
 def _others_running(job: Job, trials: list[optuna.trial.FrozenTrial]) -> bool:
     """Trials that live workers still run (and that may make a paused trial promotable)."""
     return any(
@@ -975,7 +1003,8 @@ def _run_worker(job: Job, worker: int) -> int:
                 elif trial is None:
                     trials = study.get_trials(deepcopy=False)
                     if budget.used(trials) >= target:
-                        if not (job.scheduler.pause and _others_running(job, trials)):
+                        trial = _take_queued_continuation(study, trials, owner)
+                        if trial is None and not (job.scheduler.pause and _others_running(job, trials)):
                             trial = _promote(job, study, owner, final=True)
                             if trial is None:
                                 if job.scheduler.pause:

@@ -171,6 +171,13 @@ def is_continuation(trial: optuna.trial.FrozenTrial) -> bool:
     return ATTR.PROMOTED in trial.user_attrs
 
 
+def queued_continuations(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """A cut continuation's re-run, queued: its configuration counts toward ``-n`` already (its
+    paused trial does), so it runs whatever the budget (it was left waiting for good once the budget
+    was used: found trying nbtune as a new user)."""
+    return [t for t in trials if t.state.name == "WAITING" and ATTR.PROMOTED in t.user_attrs]
+
+
 def continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """Paused trials that were promoted (pause-and-promote): paused trial's number -> the number
     of the trial that continued it."""
