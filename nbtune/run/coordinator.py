@@ -178,7 +178,7 @@ class Search:
         if self.done.is_set():
             return
         _logger.warning(
-            "search %s: running trials ignored Stop now for %.1f s; forcing them to stop",
+            "search %s: running trials did not stop within %.1f s (Interrupt or Stop now); forcing them to stop",
             self.job.study_name,
             STOP_NOW_GRACE,
         )
