@@ -200,6 +200,9 @@ def test_a_copy_of_a_store_taken_mid_search_runs_the_trial_its_original_was_runn
         said = "marked 1 trial(s) left running by a stopped kernel (or by one that runs the store this one was copied"
         assert any(said in m for m in res.messages), res.messages
         assert original.poll() is None  # the original still runs its own
+        frame = res.trials_dataframe()  # which trial ran the cut one's configuration again, both ways
+        [again] = frame.index[frame["rerun_of"] == 1]
+        assert frame.loc[1, "rerun_as"] == again and frame.loc[1, "interrupted"]
         assert not ProcessLiveness(live).is_dead(nbtune.load_study("s", store=live).trials[1].user_attrs[
             "nbtune:owner"], nbtune.load_study("s", store=live).trials[1])  # fmt: skip
     finally:

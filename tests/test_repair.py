@@ -331,6 +331,8 @@ def test_a_lost_parameter_record_fails_its_trial_and_leaves_every_other_as_it_wa
     [hurt] = [n for n in before if before[n] != after[n]]
     assert after[hurt][0] == "FAIL" and "lost to damage" in study.trials[hurt].user_attrs["nbtune:damaged"]
     assert study.best_trial.number != hurt
+    frame = nbtune.load_result("s", store=path.parent).trials_dataframe()
+    assert list(frame.index[frame["damaged"].notna()]) == [hurt]
 
 
 def test_a_lost_study_creation_is_made_again_and_keeps_every_trial(sound, tmp_path):

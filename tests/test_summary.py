@@ -265,6 +265,8 @@ def test_trials_dataframe(result):
         "paused",
         "continued_as",
         "continues",
+        "rerun_of",
+        "rerun_as",
     ]
     assert list(df["state"]) == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "FAIL", "COMPLETE", "PRUNED"]
     assert list(df["baseline"]) == [True] + [False] * 6

@@ -157,7 +157,9 @@ class TuneResult(StudySummary):
         Extra columns: ``epochs`` (last reported epoch; with ``# tune: folds(k)``, ``folds``, the
         folds it ran, ``fold_values``, their scores, and ``fold_std``, their standard deviation), ``baseline``, ``error``, ``record_<var>``
         (``--record``), ``feasible`` and ``constraint_<guardrail>`` (``--subject-to``; > 0 breaks it), ``seed``,
-        ``interrupted``, ``output`` (the tail of what the trial printed), for stopped trials ``stopped_epoch``,
+        ``interrupted``, ``rerun_of`` (the interrupted trial whose configuration this one ran again) and
+        ``rerun_as`` (the trial that ran an interrupted one's again), ``damaged`` (when a record of the trial
+        was lost to damage in the store file), ``output`` (the tail of what the trial printed), for stopped trials ``stopped_epoch``,
         ``stopped_rung``, ``stopped_bracket``, ``stopped_cutoff``, ``stopped_n_compared`` and ``stopped_reason``,
         and with pause-and-promote ``paused`` (a stopped trial that may still be promoted), ``continued_as`` (the
         trial that continued a promoted one) and ``continues`` (the paused trial a continuation took over).
@@ -167,6 +169,7 @@ class TuneResult(StudySummary):
         rows = []
         folds = self.cross_validated
         promoted = continuations(self.trials)
+        rerun_as = {t.user_attrs[ATTR.RERUN_OF]: t.number for t in self.trials if ATTR.RERUN_OF in t.user_attrs}
         ended = pauses_ended(self.trials, self.study.user_attrs.get(ATTR.PAUSES_ENDED), promoted)
         for t in self.trials:
             row: dict[str, Any] = {
@@ -217,6 +220,11 @@ class TuneResult(StudySummary):
                     row.update(paused=t.number not in ended and going_on is None, continued_as=going_on)
             if ATTR.PROMOTED in t.user_attrs:
                 row["continues"] = t.user_attrs[ATTR.PROMOTED]["from"]
+            # an interrupted trial's configuration run again (from its last saved epoch, with state)
+            row["rerun_of"] = t.user_attrs.get(ATTR.RERUN_OF)
+            row["rerun_as"] = rerun_as.get(t.number)
+            if ATTR.DAMAGED in t.user_attrs:  # a record of it was lost to damage in the store file
+                row["damaged"] = t.user_attrs[ATTR.DAMAGED]
             rows.append(row)
         df = pd.DataFrame(rows)
         if df.empty:
@@ -229,6 +237,10 @@ class TuneResult(StudySummary):
         for col in ("paused", "continued_as", "continues"):  # pause-and-promote's, whether or not any paused
             if col not in df:
                 df[col] = None
+        for col in ("rerun_of", "rerun_as"):  # whole numbers where there are any, else None; last
+            df[col] = pd.Series([None if pd.isna(v) else int(v) for v in df.pop(col)], index=df.index, dtype=object)
+        if "damaged" in df:
+            df["damaged"] = df.pop("damaged")
         # A choice's values as they were drawn: None stays None and 12 stays 12 (pandas had made a column of
         # choice(None, 3, 6, 12) float, 12.0 and NaN, that a model rejects: found trying nbtune as a new user)
         for col in [c for c in df.columns if c.startswith("params_")]:
