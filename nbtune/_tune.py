@@ -677,6 +677,9 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     return R
 
 
+_TOLD_NO_NOTEBOOK: set[tuple[str, str]] = set()  # (store, study) this kernel said it cannot tell notebooks apart for
+
+
 def _choose_version(
     store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
 ) -> tuple[str, bool]:
@@ -704,7 +707,9 @@ def _choose_version(
             )
         from nbtune.view.widgets import in_kernel
 
-        if not identity.get("notebook") and in_kernel():  # (found trying nbtune as a new user with papermill)
+        if not identity.get("notebook") and in_kernel() and (store.where(), same[-1]) not in _TOLD_NO_NOTEBOOK:
+            # (found trying nbtune as a new user with papermill; said once per study and kernel)
+            _TOLD_NO_NOTEBOOK.add((store.where(), same[-1]))
             messages.append(
                 f"continued {same[-1]!r}: this kernel does not say which notebook it runs (one that nbconvert or "
                 "papermill started), so the study is told apart by its cell alone, and another notebook in this "

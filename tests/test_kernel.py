@@ -715,3 +715,14 @@ def test_a_bar_a_trial_leaves_open_draws_into_the_trial_not_the_notebook(tmp_pat
     streams = [o for o in nb.cells[1].outputs if o["output_type"] == "stream"]
     assert not any("3/5" in o["text"] for o in streams), streams
     assert nb.cells[2].outputs[0]["text"].strip() == "4"  # kept with each trial instead
+
+
+def test_a_headless_kernel_says_it_cannot_tell_notebooks_apart_once_per_study(tmp_path):
+    """The note came with every run of the cell in the same kernel (found trying nbtune as a new user)."""
+    cell = "%%tune --trials {n} --minimize loss --view text\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    nb = _executed(tmp_path, ["%load_ext nbtune", cell.format(n=2), cell.format(n=3), cell.format(n=4)])
+
+    def said(i):
+        return "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in nb.cells[i].outputs)
+
+    assert "does not say which notebook" in said(2) and "does not say which notebook" not in said(3), said(3)
