@@ -191,6 +191,24 @@ def test_the_warnings_a_trial_printed_are_read_from_all_of_its_output():
     assert warnings_in("a print that says Warning: no line number\nloss 0.3\n") == []
     many = "".join(f"f.py:{i}: UserWarning: number {i}\n" for i in range(9))
     assert len(warnings_in(many)) == MAX_WARNINGS
+    # compiled libraries' own: a misspelled LightGBM parameter was tuned for nothing, unsaid (found
+    # trying nbtune as a new user)
+    native = (
+        "[LightGBM] [Info] Number of positive: 3234\n[LightGBM] [Warning] Unknown parameter: lamda_l1\n"
+        '[12:01:33] WARNING: /workspace/src/learner.cc:740: Parameters: { "lamda" } are not used.\n'
+    )
+    assert warnings_in(native) == [
+        "LightGBMWarning: Unknown parameter: lamda_l1",
+        'XGBoostWarning: /workspace/src/learner.cc:740: Parameters: { "lamda" } are not used.',
+    ]
+
+
+def test_a_compiled_librarys_warning_reaches_the_diagnosis(ip):
+    cell = "x = 0.5  # tune: uniform(0, 1)\nprint('[LightGBM] [Warning] Unknown parameter: lamda_l1')\nloss = x\n"
+    res = ip.run_cell_magic("tune", "--minimize loss -n 3 -o res", cell)
+    df = res.diagnose()
+    assert "warned" in set(df.kind), df
+    assert "LightGBMWarning: Unknown parameter: lamda_l1" in df[df.kind == "warned"].iloc[0].evidence
 
 
 WARNS = """\

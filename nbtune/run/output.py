@@ -40,6 +40,11 @@ MAX_WARNINGS = 5  # distinct warnings kept with a trial
 
 # How Python's warnings module prints one (warnings.formatwarning): "path:line: Category: message"
 _WARNING = re.compile(r"^\S[^\n]*?:\d+: ([A-Za-z_]\w*Warning): ([^\n]*)$", re.MULTILINE)
+# and what compiled libraries print as theirs: LightGBM's "[LightGBM] [Warning] Unknown parameter: lamda_l1"
+# (a misspelled parameter tuned for nothing: found trying nbtune as a new user), XGBoost's
+# "WARNING: ...: Parameters: { "lamda" } are not used."
+_NATIVE_WARNING = re.compile(r"^\[(LightGBM)\] \[Warning\] ([^\n]*)$|^\[[\d:]+\] (WARNING): ([^\n]*)$", re.MULTILINE)
+_NATIVE_NAMES = {"LightGBM": "LightGBMWarning", "WARNING": "XGBoostWarning"}
 
 
 def warnings_in(text: str) -> list[str]:
@@ -47,11 +52,15 @@ def warnings_in(text: str) -> list[str]:
     the order first printed (at most :data:`MAX_WARNINGS`). Read from the whole of a trial's
     output, before its tail is cut: a warning of the first epoch is kept however much the
     trial printed after it."""
-    if "Warning: " not in text:  # most outputs: no regular expression at all
-        return []
+    if "Warning: " not in text and "[Warning]" not in text and "WARNING: " not in text:
+        return []  # most outputs: no regular expression at all
+    found = [(m.start(), f"{m[1]}: {m[2].strip()}") for m in _WARNING.finditer(text)]
+    for m in _NATIVE_WARNING.finditer(text):
+        library, message = (m[1], m[2]) if m[1] else (m[3], m[4])
+        found.append((m.start(), f"{_NATIVE_NAMES[library]}: {message.strip()}"))
     out: dict[str, None] = {}
-    for m in _WARNING.finditer(text):
-        out.setdefault(f"{m[1]}: {m[2].strip()}"[:300], None)
+    for _, said in sorted(found):
+        out.setdefault(said[:300], None)
         if len(out) == MAX_WARNINGS:
             break
     return list(out)
