@@ -1666,3 +1666,28 @@ def test_samplers_that_draw_choices_at_random_say_so(ip):
     assert res.study.trials[1].params["x"] not in (0.0, 0.5)  # scrambled: not the corner, not the baseline
     res = ip.run_cell_magic("tune", "--minimize loss -n 3 --view none --name t", cell)
     assert not any("numeric ranges only" in m for m in res.messages)
+
+
+def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
+    """The first thing an Optuna user checks after a search went unsaid: learning_rate=0.2955 in
+    (0.01, 0.3), max_depth=10 in int(3, 10) (found trying nbtune as a new user)."""
+    cell = (
+        "lr = 0.5  # tune: uniform(0, 1, step=0.1)\ndepth = 5  # tune: int(3, 10)\nmix = 0.5  # tune: uniform(0, 1)\n"
+        "loss = -depth + 1e-4 * (lr - 2.0) ** 2 + 1e-4 * (mix - 0.5) ** 2\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 40 --seed 0 --sampler random", cell)
+    said = [m for m in res.messages if "of its range" in m]
+    assert res.best_params["depth"] == 10 and 0.1 < res.best_params["mix"] < 0.9, res.best_params
+    assert any(m.startswith("the best trial's depth (10) is at the top of its range (3, 10)") for m in said), said
+    assert not any("mix" in m for m in said)  # in the middle
+    low = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 20 --seed 0 --sampler random --name low",
+        "lr = 0.5  # tune: uniform(0, 1, step=0.1)\nloss = lr\n",
+    )
+    assert res.best_params is not None and low.best_params["lr"] == 0.0
+    assert any(m.startswith("the best trial's lr (0) is at the bottom of its range (0, 1)") for m in low.messages), (
+        low.messages
+    )
+    few = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0 --sampler random --name few", cell)
+    assert not any("of its range" in m for m in few.messages)  # too few trials to say
