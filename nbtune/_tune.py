@@ -50,7 +50,7 @@ from nbtune.cell.identity import (
     same_data,
     weakly_known,
 )
-from nbtune.cell.loops import built_from_state, names_that_take_effect, running_best
+from nbtune.cell.loops import built_from_state, epochs_loop, names_that_take_effect, running_best
 from nbtune.cell.program import (
     CellProgram,
     TrialInterrupted,
@@ -604,6 +604,32 @@ def _pbt_settings(cfg: TuneConfig, program: CellProgram, R: int | None) -> dict[
     return {"population": cfg.population or 8, "interval": interval, "perturb": perturb}
 
 
+def _tuned_work_per_epoch(program: CellProgram, spec: SchedulerSpec) -> list[str]:
+    """A loop inside the epochs loop whose length a tuned variable sets (``for _ in range(rounds):``
+    with ``rounds`` tuned): one epoch trains more in some trials than in others, and successive
+    halving compares them at the same epoch, unequal budgets (accepted without a word: found
+    trying nbtune as a new user, boosting rounds per epoch tuned from 5 to 100)."""
+    epochs = program.spec.epochs
+    if epochs is None or program.spec.tree is None or spec.kind == "none":
+        return []
+    loop = epochs_loop(program.spec.tree, epochs.lineno)
+    tuned = {p.name for p in program.params}
+    if loop is None:
+        return []
+    for node in ast.walk(ast.Module(body=loop.body, type_ignores=[])):
+        if isinstance(node, (ast.For, ast.While)):
+            test = node.iter if isinstance(node, ast.For) else node.test
+            read = sorted({n.id for n in ast.walk(test) if isinstance(n, ast.Name)} & tuned)
+            if read:
+                return [
+                    f"line {node.lineno} of the %%tune cell: the loop inside the epochs loop runs as long as "
+                    f"{', '.join(read)} says, which is tuned: one epoch trains more in some trials than in others, and "
+                    "successive halving compares trials at the same epoch, so it compares unequal budgets; keep the "
+                    "work per epoch fixed (tune what each round does, not how many run per epoch)"
+                ]
+    return []
+
+
 def _state_note(program: CellProgram) -> list[str]:
     """What a trial that goes on from its checkpoint builds afresh, said before the search: the
     variables made from a state variable before the epochs loop that are not state themselves."""
@@ -1025,6 +1051,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if note:
         for_trials.append(note)
     for_trials.extend(_state_note(program))
+    for_trials.extend(_tuned_work_per_epoch(program, spec))
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)

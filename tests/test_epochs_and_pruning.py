@@ -210,3 +210,22 @@ def test_the_baseline_is_never_stopped_early(tmp_path, backend):
     assert len(baseline) == 1 and baseline[0].state.name == "COMPLETE" and baseline[0].last_step == 9
     early = [t for t in res.study.trials if t.datetime_complete < baseline[0].datetime_complete]
     assert sum(t.state.name == "PRUNED" for t in early) >= 3  # others were stopped at the rungs meanwhile
+
+
+def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):
+    """'for _ in range(rounds):' inside the epochs loop with rounds tuned: successive halving
+    compared trials with 5 and 100 rounds per epoch at the same rung, without a word (found trying
+    nbtune as a new user)."""
+    cell = (
+        "rounds = 25  # tune: int(5, 100)\nw = 0.0\nfor epoch in range(9):  # tune: epochs\n"
+        "    for _ in range(rounds):\n        w += 0.001\n    loss = 1 / (1 + w)\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0", cell)
+    said = [m for m in res.messages if "inside the epochs loop" in m]
+    assert said and said[0].startswith(
+        "line 5 of the %%tune cell: the loop inside the epochs loop runs as long as rounds"
+    )
+    fixed = ip.run_cell_magic(
+        "tune", "--minimize loss -n 4 --seed 0 --name fixed", cell.replace("range(rounds)", "range(25)")
+    )
+    assert not any("inside the epochs loop" in m for m in fixed.messages)
