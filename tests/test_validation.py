@@ -1673,3 +1673,31 @@ def test_a_loss_that_blew_up_from_its_first_epoch_is_divergence(ip):
     found = df[df.kind == "diverged"]
     assert len(found) == 1 and set(found.iloc[0].trials) == big, df
     assert "times the median trial's" in found.iloc[0].evidence and found.iloc[0].region.startswith("lr >= ")
+
+
+def test_failures_of_two_choices_the_rest_never_took_have_those_as_their_region():
+    """Five failures, all with objective 'regression' or 'huber' (the rest 'binary'): the region was
+    empty, as only one choice could be a region (found trying nbtune as a new user)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import _advice, _region
+
+    choices = ("binary", "regression", "cross_entropy", "huber")
+
+    def trial(objective, lr):
+        return create_trial(
+            state=TrialState.COMPLETE,
+            value=0.0,
+            params={"objective": objective, "lr": lr},
+            distributions={"objective": CategoricalDistribution(choices), "lr": FloatDistribution(1e-3, 1, log=True)},
+        )
+
+    hit = [trial(o, lr) for o, lr in (("regression", 0.01), ("huber", 0.2), ("regression", 0.5), ("huber", 0.03))]
+    rest = [trial("binary", lr) for lr in (0.005, 0.05, 0.3, 0.9)]
+    assert _region(hit, rest) == "objective in ('huber', 'regression')"
+    assert (
+        _advice("diverged", _region(hit, rest))
+        == "leave 'huber', 'regression' out of objective's choices, or clip gradients"
+    )
+    assert _region(hit, [*rest, trial("huber", 0.1)]) == ""  # the rest took one of them too

@@ -130,6 +130,10 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
             share = sum(repr(v) in values for v in rv) / len(rv)
             if len(values) == 1 and share <= tolerance and (1 - share, 0.0) > best[0]:
                 best = ((1 - share, 0.0), f"{name} = {hv[0]!r}")
+            elif 1 < len(values) <= 3 and share <= tolerance and (1 - share, -1.0) > best[0]:
+                # two or three choices that the rest never took: objective in ('regression', 'huber')
+                # (the region was empty: found trying nbtune as a new user)
+                best = ((1 - share, -1.0), f"{name} in ({', '.join(sorted(values))})")
     return best[1]
 
 
@@ -168,6 +172,9 @@ def _advice(kind: str, region: str, epochs: bool = True) -> str:
     if kind == "diverged" and " = " in region:
         name, _, value = region.partition(" = ")
         return f"leave {value} out of {name}'s choices{clip}"
+    if kind == "diverged" and " in (" in region:
+        name, _, values = region.partition(" in ")
+        return f"leave {values.strip('()')} out of {name}'s choices{clip}"
     if kind == "diverged" and not epochs:
         return "lower the top of the ranges that scale steps or weights, or scale the features"
     return ADVICE[kind]
