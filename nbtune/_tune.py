@@ -484,8 +484,8 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
     else:
         R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
     # Successive halving pauses a trial that is not (yet) in the top 1/eta at a rung, along an
-    # epochs loop: it continues from its checkpoint when the cell declares state, else it trains
-    # again from the start (as scikit-learn's halving searches do).
+    # epochs loop: it continues from its worker's memory, else from its checkpoint when the cell
+    # declares state, else it trains again from the start (as scikit-learn's halving searches do).
     pause = kind.rungs and epochs is not None and folds is None and not cfg.stop_only
     _check_pbt_options(cfg, kind)
     _check_unused_scheduler_options(cfg, kind, epochs is not None or folds is not None)
