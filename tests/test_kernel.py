@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -146,6 +147,43 @@ def test_interrupt_stops_gracefully_and_rerun_resumes(kernel, tmp_path, extra):
             except ProcessLookupError:
                 pass
         assert not alive, f"orphan worker processes: {alive}"
+
+
+def test_a_second_signal_while_a_worker_records_its_interrupted_trial_leaves_none_running(kernel, tmp_path):
+    """On a loaded machine the forced stop's SIGTERM (1.5 s after Interrupt) reached a worker still
+    recording the trial Interrupt cut: that trial stayed RUNNING, and the re-run waited 30 s for the
+    journal lock it held (seen in CI). Here each worker gets SIGINT, then SIGTERMs over 0.12 s."""
+    import signal
+
+    km, kc = kernel
+    store = tmp_path / "store"
+    _execute(kc, "%load_ext nbtune")
+    sent = []
+
+    def signal_workers():
+        if sent or _finished_in(store) < 3:
+            return bool(sent)
+        study = nbtune.load_study(store=store)
+        pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in study.trials}
+        for i, sig in enumerate((signal.SIGINT, *[signal.SIGTERM] * 5)):  # the SIGTERMs 0 to 0.12 s later
+            time.sleep(0.03 * (i > 1))
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        sent.append(True)
+        return True
+
+    reply, _, _ = _execute(kc, SLOW.format(store=store, extra="--jobs 2"), km=km, interrupt_when=signal_workers)
+    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
+    study = nbtune.load_study(store=store)
+    assert [t.number for t in study.trials if t.state.name == "RUNNING"] == []
+    assert all(t.state.name == "FAIL" for t in study.trials if ATTR.INTERRUPTED in t.user_attrs)
+    target = finished_count(study.trials) + 2
+    t0 = time.monotonic()
+    reply, _, _ = _execute(kc, SLOW.format(store=store, extra="--jobs 2").replace("--trials 200", f"--trials {target}"))
+    assert reply["status"] == "ok", reply
+    assert time.monotonic() - t0 < 20  # no stale journal lock to wait out
+    assert finished_count(nbtune.load_study(store=store).trials) == target
 
 
 def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):

@@ -713,9 +713,8 @@ def _resume_point(
     fallback = {k: v for k, v in resume.items() if k != "memory"}
     if "artifact" not in fallback:
         fallback["retrain"] = True
-    step = int(resume["step"])
-    if kept is not None and kept[0] == step:
-        values = {int(k): float(v) for k, v in resume.get("values", {}).items() if int(k) <= step}
+    if kept is not None and kept[0] == int(resume["step"]):
+        _, step, values = resume_point(job.store, {**fallback, "retrain": True})  # (its curve: no file read)
         return dict(kept[1]) | {rng.KEY: kept[2]}, step, values
     # not in this process (a re-run of a cut continuation elsewhere): say so on the trial
     storage.set_trial_user_attr(tid, ATTR.RESUME, fallback)
@@ -866,13 +865,21 @@ class _Signalled:
 
 
 def _raise_stopped(signum: int, frame: Any) -> None:
-    _Signalled.raised = WorkerStopped()
-    raise _Signalled.raised
+    _raise_once(WorkerStopped())
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
-    _Signalled.raised = WorkerInterrupted()
-    raise _Signalled.raised
+    _raise_once(WorkerInterrupted())
+
+
+def _raise_once(e: TrialInterrupted) -> None:
+    """The first signal of a search stops the worker; a later one finds it stopping already and
+    raises nothing. It landed in the recording of the first one's trial as interrupted (Interrupt,
+    then the forced stop's SIGTERM on a loaded machine) and left that trial RUNNING for good."""
+    if _Signalled.raised is not None:
+        return
+    _Signalled.raised = e
+    raise e
 
 
 def _signal_behind(e: BaseException) -> BaseException | None:

@@ -142,17 +142,23 @@ def _unreadable(before: list[bytes], after: list[bytes], path: Path) -> tuple[li
     study = next((r["study_id"] for r in near if r.get("op_code") == _CREATE_TRIAL), None)
     if study is not None:
         stand_in = _creation_stand_in(study, path)
-        if _consistent([*before, *stand_in, *after]):
-            return stand_in, "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
+        if _consistent([*before, *stand_in[0], *after]):
+            return stand_in
     made = _study_stand_in(b"", before, after, path)  # a study's creation: its name and direction as the file says
     if made is not None and _consistent([*before, *made[0], *after]):
         return made
     return None
 
 
-def _creation_stand_in(study: int, path: Path) -> list[bytes]:
-    mark = f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
-    return [_record(op_code=_CREATE_TRIAL, study_id=study, datetime_start=None, user_attrs={ATTR.DAMAGED: mark})]
+def _mark(path: Path) -> str:
+    """What marks a trial that lost a record (``nbtune:damaged``)."""
+    return f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
+
+
+def _creation_stand_in(study: int, path: Path) -> tuple[list[bytes], str]:
+    """A plain trial of ``study``, marked, in place of a lost creation record; and what was lost."""
+    record = _record(op_code=_CREATE_TRIAL, study_id=study, datetime_start=None, user_attrs={ATTR.DAMAGED: _mark(path)})
+    return [record], "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
 
 
 def _field(line: bytes, key: str) -> int | None:
@@ -178,7 +184,6 @@ def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) 
             op = _CREATE_TRIAL
         else:
             return None
-    mark = f"a record of this trial was lost to damage in the store file (set aside in {path.name}.damaged-*)"
     if op == _CREATE_TRIAL:
         study = _field(line, "study_id")
         if study is None:  # the study of the creation before it, else after it
@@ -186,9 +191,7 @@ def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) 
             study = next((r["study_id"] for r in near if r.get("op_code") == _CREATE_TRIAL), None)
         if study is None:
             return None
-        return _creation_stand_in(study, path), (
-            "a trial's creation (a trial of its study stands in for it, marked 'nbtune:damaged')"
-        )
+        return _creation_stand_in(study, path)
     if op == _CREATE_STUDY:
         return _study_stand_in(line, before, after, path)
     trial = _field(line, "trial_id")
@@ -198,7 +201,7 @@ def _stand_in(line: bytes, before: list[bytes], after: list[bytes], path: Path) 
         if op == _SET_TRIAL_STATE:
             return [], "a trial's end, of a trial it cannot tell (one left without an end is cut: it runs again)"
         return [], "a record of a trial it cannot tell"
-    marked = [_record(op_code=_SET_TRIAL_USER_ATTR, trial_id=trial, user_attr={ATTR.DAMAGED: mark})]
+    marked = [_record(op_code=_SET_TRIAL_USER_ATTR, trial_id=trial, user_attr={ATTR.DAMAGED: _mark(path)})]
     if found is None or op == _SET_TRIAL_PARAM:
         # (maybe) a parameter: its configuration is not known whole, so it fails (the trial's later
         # records are then ignored, as for any finished trial), rather than be the best without it
