@@ -578,6 +578,27 @@ def test_a_notebook_function_that_sets_a_global_sets_it_for_the_trial(ip, jobs):
     assert ip.user_ns["last_epoch"] == 99
 
 
+def test_recorded_whole_numbers_stay_whole_in_the_frame(ip, tmp_path):
+    """--record n_iter (a model's n_iter_, a booster's best_iteration) came back as 12.0 (found trying
+    nbtune as a new user): an int or numpy integer stays one, also where a failed trial has none."""
+    cell = (
+        "import numpy as np\nx = 0.5  # tune: uniform(0, 1)\nn_iter = 3 + int(x * 10)\nbest = np.int64(7)\n"
+        "ratio = x / 2\nif x > 0.6:\n    raise ValueError('too big')\nloss = x\n"
+    )
+    res = ip.run_cell_magic(
+        "tune", f"--minimize loss -n 8 --seed 1 --record n_iter,best,ratio --store {tmp_path}/s", cell
+    )
+    done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert done and all(type(t.user_attrs[ATTR.RECORD]["n_iter"]) is int for t in done)
+    assert all(type(t.user_attrs[ATTR.RECORD]["best"]) is int for t in done)
+    assert all(type(t.user_attrs[ATTR.RECORD]["ratio"]) is float for t in done)
+    df = res.trials_dataframe()
+    assert "FAIL" in set(df["state"]), "the seed should give a failed trial"
+    assert str(df["record_n_iter"].dtype) == "Int64" and str(df["record_best"].dtype) == "Int64"
+    assert df["record_ratio"].dtype.kind == "f"
+    assert list(df.loc[df.state == "COMPLETE", "record_best"]) == [7] * len(done)
+
+
 def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_search(ip):
     """@torch.no_grad() def evaluate(): ... model ..., a dict of optimizer makers, a default argument:
     every trial read the notebook's model or lr, silently (found trying nbtune as a new user). They

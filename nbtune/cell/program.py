@@ -234,11 +234,12 @@ def check_metric(name: str, ns: dict[str, Any], where: str) -> float:
     return number
 
 
-def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str | None:
-    """What ``--record`` keeps of a variable: a number as a float (NaN and infinities too), a bool
-    or a string as it is, None as None (a model's ``n_iter_`` where it has none), anything else as
-    its short repr. Only a variable the cell did not set fails the trial; a value that is no number
-    is kept, not a reason to lose the trial's metric."""
+def recorded_value(name: str, ns: dict[str, Any]) -> float | int | bool | str | None:
+    """What ``--record`` keeps of a variable: a whole number (Python's or numpy's) as an int (a
+    model's ``n_iter_``, a booster's ``best_iteration``: they came back as floats), any other number
+    as a float (NaN and infinities too), a bool or a string as it is, None as None (``n_iter_``
+    where it has none), anything else as its short repr. Only a variable the cell did not set fails
+    the trial; a value that is no number is kept, not a reason to lose the trial's metric."""
     if name not in ns:
         check_metric(name, ns, "at the end of the cell (--record)")  # raises: not set
     value = ns[name]
@@ -246,16 +247,18 @@ def recorded_value(name: str, ns: dict[str, Any]) -> float | bool | str | None:
         return None
     if isinstance(value, (bool, str)):
         return value if isinstance(value, bool) else value[:200]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # (numpy's integers are registered as Integral)
     number = _as_float(value)
     if number is not None:
         return number
     return f"{type(value).__name__} {value!r:.80}"
 
 
-def _mean_over_folds(values: list[float | bool | str | None]) -> float | bool | str | None:
+def _mean_over_folds(values: list[float | int | bool | str | None]) -> float | int | bool | str | None:
     """A recorded variable over the folds: the mean of numbers, else the last fold's value."""
-    numbers = [v for v in values if isinstance(v, float)]
-    return math.fsum(numbers) / len(numbers) if len(numbers) == len(values) else values[-1]
+    found = [v for v in values if isinstance(v, (float, int)) and not isinstance(v, bool)]
+    return math.fsum(found) / len(found) if len(found) == len(values) else values[-1]
 
 
 def _assigning(tree: ast.Module, name: str) -> list[ast.stmt]:
@@ -756,7 +759,7 @@ class TrialRuntime:
         self._reveal = reveal_holdout
         self.holdout_value: float | None = None
         self.constraints: dict[str, float] = {}  # guardrail label -> violation (<= 0: met)
-        self.records: dict[str, float | bool | str | None] = {}
+        self.records: dict[str, float | int | bool | str | None] = {}
         self.trial = trial
         self.fixed = fixed or {}
         self._params = {p.name: p for p in program.params}

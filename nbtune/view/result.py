@@ -250,6 +250,12 @@ class TuneResult(StudySummary):
                 df[col].dtype.kind == "f" and any(isinstance(v, int) and not isinstance(v, bool) for v in drawn)
             ):
                 df[col] = pd.Series([t.params.get(name) for t in self.trials], index=df.index, dtype=object)
+        # A recorded whole number stays one where some trial recorded none (n_iter_ 12, not 12.0)
+        for col in [c for c in df.columns if c.startswith("record_")]:
+            name = col.removeprefix("record_")
+            kept = [r[name] for t in self.trials if name in (r := t.user_attrs.get(ATTR.RECORD) or {})]
+            if len(kept) < len(df) and kept and all(type(v) is int for v in kept):
+                df[col] = df[col].astype("Int64")
         # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
         for col in ("error", "interrupted", "output", "stopped_reason"):
             df[col] = df[col].astype(object).where(df[col].notna(), None)
