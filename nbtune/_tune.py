@@ -809,9 +809,11 @@ def _open_study(
     spec: SchedulerSpec,
     identity: dict[str, Any],
     cell: dict[str, Any],
+    fresh: bool = False,
 ) -> optuna.Study:
-    """Create or load the study; a new one records its space, identity, settings and cell and
-    queues the baseline; a resumed one records the identity and cell it now continues with."""
+    """Create or load the study; a new one records its space, identity, settings (``fresh``: made by
+    --fresh) and cell and queues the baseline; a resumed one records the identity and cell it now
+    continues with."""
     import optuna
 
     if target in store.versions(target):
@@ -841,6 +843,8 @@ def _open_study(
                 "unit": spec.unit,  # "epoch", or "fold": a trial's steps are then no learning curve
                 "sampler": sampler.name,
             }
+            if fresh:  # what made this version, when nothing else changed (nbtune.studies() says so)
+                settings["fresh"] = True
             _compat.set_study_user_attrs(
                 study,
                 {
@@ -932,7 +936,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     # a journal lock that a killed kernel or worker left held: the first write would wait out
     # Optuna's 30 s grace, with its raw "taking longer than 10.0 seconds" lines (found trying nbtune)
     store.release_dead_writers_locks(target, older_than=10.0)
-    study = _open_study(store, target, program, sampler, spec, identity, cell_record)
+    study = _open_study(store, target, program, sampler, spec, identity, cell_record, fresh=cfg.fresh)
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
     # what only matters to trials that will run (not said by a re-run with nothing to run)
     for_trials: list[str] = []

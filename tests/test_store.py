@@ -120,17 +120,24 @@ def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, 
         f"-n 2 --maximize acc --name b --seed 0 --store {tmp_path} --revalidate 1 --seeds 2",
         "seed = 0  # tune: seed\ny = 0.5  # tune: uniform(0, 1)\nacc = y + seed / 1000\n",
     )
+    # the same cell again, --fresh (it said '--fresh, or settings not recorded': found trying nbtune)
+    ip.run_cell_magic(
+        "tune",
+        f"-n 3 --minimize loss --name a --seed 0 --store {tmp_path} --fresh",
+        "x = 0.5  # tune: uniform(0, 1)\nloss = x + len(X)\n",
+    )
     df = nbtune.studies(tmp_path)
-    assert list(df.index) == ["a", "a:v2", "a:v3", "a:v4", "b"]
+    assert list(df.index) == ["a", "a:v2", "a:v3", "a:v4", "a:v5", "b"]
     assert list(df.changed) == [
         None,
         "the cell's code changed",
         "the cell's code changed",
         "the notebook data it reads changed: X",
+        "--fresh",
         None,
     ]
-    assert list(df.version) == [1, 2, 3, 4, 1] and (df.metric[:4] == "loss").all() and df.direction.b == "maximize"
-    assert (df.finished == [3, 3, 3, 3, 2]).all() and df.best_value.b == res.best_value
+    assert list(df.version) == [1, 2, 3, 4, 5, 1] and (df.metric[:5] == "loss").all() and df.direction.b == "maximize"
+    assert (df.finished == [3, 3, 3, 3, 3, 2]).all() and df.best_value.b == res.best_value
     assert "b@check" in nbtune.studies(tmp_path, checks=True).index
     # opened itself, a check study says what it is (its "best" was one lucky seed's)
     ip.run_line_magic("tune_show", f"b@check --store {tmp_path} --view none -o checks")

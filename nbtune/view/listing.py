@@ -70,7 +70,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 words = describe_difference(before, identity) if known else []
                 if spaced and space_before != space:  # (a guardrail's bound, a range)
                     words.append(describe_space_change(space_before, space))
-                changed = "; ".join(words) or "--fresh, or settings not recorded"
+                # nothing changed: --fresh made it (recorded since 2026-12-01; before, what else could)
+                fresh = config.get("fresh") or (known and spaced)
+                changed = "; ".join(words) or ("--fresh" if fresh else "settings not recorded")
             identities[(base, version)] = (identity, space)
         rows.append(
             {
