@@ -449,3 +449,36 @@ def test_the_feasible_legend_of_parallel_coordinates_stays_off_the_title():
     assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["Feasible", "Infeasible"]
     box, head = legend.get_window_extent(renderer), title.get_window_extent(renderer)
     assert box.y1 <= head.y0 + 1 or box.y0 >= head.y1 - 1, (box, head)  # above or below it, not on it
+
+
+@pytest.mark.parametrize("view", ["slice", "contour"])
+def test_a_log_axis_over_a_decade_or_two_is_labelled_without_overlap(view):
+    """A width searched over logint(16, 512): matplotlib labelled the minor ticks of its log axis,
+    '2x10^1 3x10^1 4x10^1' on top of each other (found trying nbtune as a new user). Plain numbers,
+    apart; an axis over many decades keeps its powers of ten."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    dists = {"width": IntDistribution(16, 512, log=True), "lr": FloatDistribution(1e-6, 1.0, log=True)}
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):
+        params = {"width": int(16 * 32 ** (i / 19)), "lr": 10 ** (-6 + 6 * ((i * 7) % 20) / 19)}
+        study.add_trial(create_trial(value=i / 20, params=params, distributions=dists))
+    fig = plots.view_figure(view, StudySummary(study, "acc"), plots.PlotChoice(params=("width", "lr")))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    axes = {a.get_label().get_text(): a for ax in fig.axes for a in (ax.xaxis, ax.yaxis) if a.get_scale() == "log"}
+    assert set(axes) == {"width", "lr"}, axes
+    for name, axis in axes.items():
+        lo, hi = sorted(axis.get_view_interval())
+        shown = [
+            t
+            for t in axis.get_ticklabels(which="both")
+            if t.get_visible() and t.get_text() and lo <= t.get_position()[axis.axis_name == "y"] <= hi
+        ]
+        boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: (b.x0, b.y0))
+        assert all(not a.overlaps(b) for a, b in itertools.pairwise(boxes)), [t.get_text() for t in shown]
+        texts = [t.get_text() for t in shown]
+        if name == "width":
+            assert texts == ["20", "50", "100", "200", "500"], texts
+        else:
+            assert len(texts) >= 3 and all("10^" in t for t in texts), texts
