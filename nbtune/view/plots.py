@@ -617,6 +617,7 @@ def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
 
 
 def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
+    import numpy as np
     from optuna.visualization.matplotlib import plot_contour
 
     params = _chosen(result, choice, at_most=2)
@@ -624,10 +625,11 @@ def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
         return message_figure("a contour plot needs two parameters: choose two")
 
     def draw() -> Any:
-        ax = plot_contour(result.study, params=params, target_name=result.metric)
-        readable_log_ticks(ax.xaxis)
-        readable_log_ticks(ax.yaxis)
-        return ax
+        axes = plot_contour(result.study, params=params, target_name=result.metric)
+        for ax in np.ravel(axes):  # (one Axes for two parameters)
+            readable_log_ticks(ax.xaxis)
+            readable_log_ticks(ax.yaxis)
+        return axes
 
     return _optuna_figure(draw, _complete_only(result))
 
