@@ -626,7 +626,7 @@ def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
 
     def draw() -> Any:
         axes = plot_contour(result.study, params=params, target_name=result.metric)
-        for ax in np.ravel(axes):  # (one Axes for two parameters)
+        for ax in np.ravel(axes) if isinstance(axes, np.ndarray) else [axes]:  # (one Axes for two parameters)
             readable_log_ticks(ax.xaxis)
             readable_log_ticks(ax.yaxis)
         return axes
