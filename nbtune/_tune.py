@@ -50,7 +50,13 @@ from nbtune.cell.identity import (
     same_data,
     weakly_known,
 )
-from nbtune.cell.loops import built_from_state, epochs_loop, names_that_take_effect, running_best
+from nbtune.cell.loops import (
+    built_from_state,
+    cap_beside_early_stopping,
+    epochs_loop,
+    names_that_take_effect,
+    running_best,
+)
 from nbtune.cell.program import (
     CellProgram,
     TrialInterrupted,
@@ -630,6 +636,23 @@ def _tuned_work_per_epoch(program: CellProgram, spec: SchedulerSpec) -> list[str
     return []
 
 
+def _cap_beside_early_stopping(program: CellProgram) -> list[str]:
+    """A tuned number of rounds (``n_estimators``) in a cell whose library stops early: where early
+    stopping ends a trial before the cap, the tuned value changes nothing, and it blurs the
+    importances (said nowhere but the README: found trying nbtune as a new user)."""
+    if program.spec.tree is None:
+        return []
+    found = cap_beside_early_stopping(program.spec.tree, {p.name for p in program.params})
+    if found is None:
+        return []
+    name, line, stop = found
+    return [
+        f"line {line} of the %%tune cell: {name} caps the rounds, and early stopping (line {stop}) ends training "
+        f"before the cap wherever it stops first: there the tuned {name} changes nothing (and blurs the "
+        f"importances); fix {name} high and let early stopping choose the rounds, or tune it without early stopping"
+    ]
+
+
 def _state_note(program: CellProgram) -> list[str]:
     """What a trial that goes on from its checkpoint builds afresh, said before the search: the
     variables made from a state variable before the epochs loop that are not state themselves."""
@@ -1056,6 +1079,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         for_trials.append(note)
     for_trials.extend(_state_note(program))
     for_trials.extend(_tuned_work_per_epoch(program, spec))
+    for_trials.extend(_cap_beside_early_stopping(program))
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)

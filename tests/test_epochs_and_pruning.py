@@ -212,6 +212,45 @@ def test_the_baseline_is_never_stopped_early(tmp_path, backend):
     assert sum(t.state.name == "PRUNED" for t in early) >= 3  # others were stopped at the rungs meanwhile
 
 
+def test_a_tuned_cap_of_rounds_beside_early_stopping_is_said_before_the_search(ip):
+    """A tuned max_iter / n_estimators with the library's early stopping on: where it stops first,
+    the tuned value changes nothing (the README said so; the search did not: found trying nbtune as
+    a new user). A real scikit-learn fit; then the forms of LightGBM and XGBoost, read from the cell."""
+    ip.run_cell("from sklearn.datasets import make_classification\nX, y = make_classification(300, random_state=0)")
+    cell = (
+        "from sklearn.ensemble import HistGradientBoostingClassifier\n"
+        "n_iter = 50  # tune: int(10, 60)\nlr = 0.1  # tune: loguniform(0.01, 0.3)\n"
+        "model = HistGradientBoostingClassifier(\n    max_iter=n_iter, learning_rate=lr, early_stopping=True\n)\n"
+        "acc = model.fit(X, y).score(X, y)\n"
+    )
+    res = ip.run_cell_magic("tune", "--maximize acc -n 3 --seed 0", cell)
+    said = [m for m in res.messages if "early stopping" in m]
+    assert said == [
+        "line 6 of the %%tune cell: n_iter caps the rounds, and early stopping (line 6) ends training before the "
+        "cap wherever it stops first: there the tuned n_iter changes nothing (and blurs the importances); fix "
+        "n_iter high and let early stopping choose the rounds, or tune it without early stopping"
+    ], res.messages
+    off = ip.run_cell_magic(
+        "tune", "--maximize acc -n 3 --seed 0", cell.replace("early_stopping=True", "early_stopping=False")
+    )
+    assert not any("early stopping" in m for m in off.messages)
+
+    import ast
+
+    from nbtune.cell.loops import cap_beside_early_stopping
+
+    def found(code):
+        return cap_beside_early_stopping(ast.parse(code), {"n_est", "rounds"})
+
+    lgb = "params = {'num_boost_round': rounds}\nb = lgb.train(params, d, callbacks=[lgb.early_stopping(50)])\n"
+    assert found(lgb) == ("rounds", 1, 2)
+    xgb = "m = XGBClassifier(n_estimators=int(n_est), early_stopping_rounds=30)\n"
+    assert found(xgb) == ("n_est", 1, 1)
+    assert found(xgb.replace("30", "None")) is None
+    assert found("m = XGBClassifier(n_estimators=500, early_stopping_rounds=30)\n") is None  # not tuned
+    assert found("m = LGBMClassifier(n_estimators=n_est)\nm.fit(X, y)\n") is None  # no early stopping
+
+
 def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):
     """'for _ in range(rounds):' inside the epochs loop with rounds tuned: successive halving
     compared trials with 5 and 100 rounds per epoch at the same rung, without a word (found trying

@@ -16,7 +16,7 @@ import ast
 import contextlib
 import operator
 import re
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 __all__ = ["loop_length"]
@@ -518,3 +518,44 @@ def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]
         ):
             return ast.unparse(value), node.lineno
     return None
+
+
+# Arguments that cap the rounds a booster or an iterative model trains (scikit-learn, LightGBM,
+# XGBoost, CatBoost), and those that turn on the early stopping that ends it before the cap.
+_ROUND_CAPS = {"n_estimators", "num_boost_round", "num_iterations", "num_rounds", "nrounds", "max_iter", "iterations"}
+_STOPS_EARLY = {"early_stopping_rounds", "n_iter_no_change", "od_wait"}
+
+
+def _named_values(tree: ast.Module) -> Iterator[tuple[str, ast.expr, int]]:
+    """Every ``name=value`` of a call and ``"name": value`` of a dict literal, with its line."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield from ((k.arg, k.value, k.value.lineno) for k in node.keywords if k.arg is not None)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    yield key.value, value, value.lineno
+
+
+def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, int, int] | None:
+    """A tuned variable that caps the rounds (``n_estimators=n_est``, ``"num_boost_round": rounds``)
+    in a cell that stops early (``early_stopping_rounds=50``, ``lgb.early_stopping(50)``,
+    ``early_stopping=True``): (its name, the cap's line, the early stopping's line), or None.
+    Early stopping ends most trials before the cap, so the cap's value changes nothing there."""
+    caps: list[tuple[str, int]] = []
+    stop: int | None = None
+    for name, value, line in _named_values(tree):
+        if name in _ROUND_CAPS:
+            read = sorted({n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & tuned)
+            caps.extend((r, line) for r in read)
+        elif (name in _STOPS_EARLY and not (isinstance(value, ast.Constant) and value.value in (None, 0, False))) or (
+            name == "early_stopping" and isinstance(value, ast.Constant) and value.value is True
+        ):
+            stop = line if stop is None else min(stop, line)
+    for node in ast.walk(tree):  # lgb.early_stopping(50), xgb.callback.EarlyStopping(rounds=50)
+        if isinstance(node, ast.Call) and _callee(node).rsplit(".", 1)[-1] in ("early_stopping", "EarlyStopping"):
+            stop = node.lineno if stop is None else min(stop, node.lineno)
+    if stop is None or not caps:
+        return None
+    name, line = caps[0]
+    return name, line, stop
