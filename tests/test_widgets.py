@@ -367,16 +367,20 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     # a slow start (worker start-up: 30 s), then one trial every 2 s
     trials = [*earlier_run, done(30), done(32, TrialState.PRUNED), done(34), done(36)]
     snap = Snapshot(trials, target=26, direction="maximize", metric="acc")
-    assert eta_text(snap, since=t0) == "~40s left (pace of the last 4 trials)"  # 20 left x 2 s
-    assert eta_text(Snapshot(trials[:4], 26, "maximize", "acc"), since=t0) == ""  # 2 trials: too early to say
-    assert eta_text(Snapshot(trials, 6, "maximize", "acc"), since=t0) == ""  # nothing left
+    at36 = t0 + datetime.timedelta(seconds=36)  # as the last trial ended
+    assert eta_text(snap, since=t0, now=at36) == "~40s left (pace of the last 4 trials)"  # 20 left x 2 s
+    assert eta_text(Snapshot(trials[:4], 26, "maximize", "acc"), since=t0, now=at36) == ""  # 2 trials: too early to say
+    assert eta_text(Snapshot(trials, 6, "maximize", "acc"), since=t0, now=at36) == ""  # nothing left
     # the --timeout comes first: the time to it; only the time limits the run: the time to it
     import time
 
     soon = time.time() + 12.4
-    assert eta_text(snap, since=t0, deadline=soon) == "12s left (--timeout)"
-    assert eta_text(snap, since=t0, deadline=soon + 60) == "~40s left (pace of the last 4 trials)"
-    assert eta_text(Snapshot(trials, NO_LIMIT, "maximize", "acc"), since=t0, deadline=soon) == "12s left (--timeout)"
+    assert eta_text(snap, since=t0, deadline=soon, now=at36) == "12s left (--timeout)"
+    assert eta_text(snap, since=t0, deadline=soon + 60, now=at36) == "~40s left (pace of the last 4 trials)"
+    assert (
+        eta_text(Snapshot(trials, NO_LIMIT, "maximize", "acc"), since=t0, deadline=soon, now=at36)
+        == "12s left (--timeout)"
+    )
     # with trials paused, promotions go on besides the configurations left: a lower bound, said so
     # ('~1s left' with 22 paused trials, some to be promoted; found trying nbtune as a new user)
     from nbtune.store.attrs import ATTR
@@ -385,7 +389,19 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     paused.user_attrs[ATTR.DECISION] = {"paused": True, "epoch": 1, "rank": 2, "n_compared": 3, "n_keep": 1}
     with_paused = Snapshot([*trials, paused], 27, "maximize", "acc")
     assert with_paused.paused == 1
-    assert eta_text(with_paused, since=t0) == "~40s+ left (pace of the last 5 trials; paused ones may go on)"
+    assert (
+        eta_text(with_paused, since=t0, now=at36 + datetime.timedelta(seconds=2))
+        == "~40s+ left (pace of the last 5 trials; paused ones may go on)"
+    )
+    # between two ends it counts down; a trial running past the pace slows it, and it grows, said so
+    # (it sat at the same time left while one slow trial ran: found trying nbtune as a new user)
+    assert eta_text(snap, since=t0, now=at36 + datetime.timedelta(seconds=1)) == "~39s left (pace of the last 4 trials)"
+    late = eta_text(snap, since=t0, now=at36 + datetime.timedelta(seconds=10))  # (6 + 10) / 4 s per trial, 19 more
+    assert late == "~1m16s+ left (pace of the last 4 trials; no trial has ended for 10s)", late
+    later = eta_text(snap, since=t0, now=at36 + datetime.timedelta(seconds=30))
+    assert later.startswith("~2m51s+ left"), later
+    # the last trial, overdue: no time to give
+    assert eta_text(Snapshot(trials, 7, "maximize", "acc"), since=t0, now=at36 + datetime.timedelta(seconds=10)) == ""
 
 
 def test_with_only_a_timeout_the_bar_is_the_time_and_there_is_no_target_to_raise(tmp_path):

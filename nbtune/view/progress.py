@@ -62,7 +62,13 @@ class Snapshot:
         self.metric = metric
 
 
-def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadline: float | None = None) -> str:
+def eta_text(
+    snap: Snapshot,
+    since: datetime.datetime,
+    pace_of: int = 10,
+    deadline: float | None = None,
+    now: datetime.datetime | None = None,
+) -> str:
     """Time left at the pace of the latest trials, saying so; "" until three trials of this run
     have finished. With a ``deadline`` (the --timeout, as ``time.time()``) the time to it when
     that comes first, or when only the time limits the run.
@@ -73,6 +79,10 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
     longer (fewer are stopped early): the estimate is then optimistic, which is why it says
     what it rests on. With paused trials (pause-and-promote) it is a lower bound ("~5s+"): those
     promoted go on as new trials besides the configurations left.
+
+    Between two ends it counts down to the next one the pace expects; past it (a long trial), that
+    trial's time so far joins the pace, and the estimate grows while it runs (it sat still for
+    as long as one slow trial ran: found trying nbtune as a new user).
     """
     ends = sorted(
         t.datetime_complete
@@ -94,11 +104,24 @@ def eta_text(snap: Snapshot, since: datetime.datetime, pace_of: int = 10, deadli
     if span <= 0:
         return ""
     per_trial = span / (len(recent) - 1)
-    if per_trial * left > to_deadline:
+    waited = max(0.0, ((now or datetime.datetime.now()) - recent[-1]).total_seconds())  # (naive local times)
+    overdue = waited > per_trial
+    if not overdue:  # the next end is due in per_trial - waited
+        left_s = per_trial * left - waited
+    else:  # the wait so far is the next interval's lower bound, and the pace slows with it
+        per_trial = (span + waited) / len(recent)
+        left_s = per_trial * (left - 1)
+    if left_s > to_deadline:
         return timeout
+    if overdue and left_s < 1:  # the last trials, running longer than the pace: the time is theirs to tell
+        return ""
+    why = [f"pace of the last {len(recent)} trials"]
+    if overdue:
+        why.append(f"no trial has ended for {duration(waited)}")
     if snap.paused:  # promoted ones go on as new trials, not counted in what is left: a lower bound
-        return f"~{duration(per_trial * left)}+ left (pace of the last {len(recent)} trials; paused ones may go on)"
-    return f"~{duration(per_trial * left)} left (pace of the last {len(recent)} trials)"
+        why.append("paused ones may go on")
+    bound = "+" if overdue or snap.paused else ""
+    return f"~{duration(left_s)}{bound} left ({'; '.join(why)})"
 
 
 def long_running(snap: Snapshot, now: datetime.datetime | None = None) -> str:
