@@ -1816,7 +1816,11 @@ def _same_data_as_the_search(plan: _Plan) -> None:
     recorded = plan.study.user_attrs.get(ATTR.IDENTITY)
     if not recorded or plan.program.spec.tree is None:
         return
-    now = cell_identity(plan.program.spec, plan.program.globals, plan.cfg.user_ns, plan.program.sealed())
+    # the notebook's values now, not those the result kept: 'y_val = 1 - y_val' rebinds, and res.revalidate()
+    # ran on the old labels where %tune_validate said the data changed (found trying nbtune as a new user)
+    ns = plan.cfg.user_ns
+    current = plan.program.globals if ns is None else {n: ns[n] for n in plan.program.globals if n in ns}
+    now = cell_identity(plan.program.spec, current, ns, plan.program.sealed())
     changed = [d for d in describe_difference(recorded, now) if d.startswith("the notebook data")]
     if changed:
         raise ConfigError(

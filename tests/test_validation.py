@@ -102,7 +102,7 @@ def test_revalidation_resumes_and_never_runs_a_check_twice(trees):
 
 
 def test_tune_validate_revalidates_a_stored_study(trees, capsys):
-    run(trees, "--maximize val_acc --sampler grid --trials 15 --name trees", TREE_CELL)
+    searched = run(trees, "--maximize val_acc --sampler grid --trials 15 --name trees", TREE_CELL)
     res = trees.run_line_magic("tune_validate", "trees --top 2 --seeds 3 -o rv")
     assert res is trees.user_ns["rv"]
     df = res.revalidation()
@@ -117,6 +117,14 @@ def test_tune_validate_revalidates_a_stored_study(trees, capsys):
         UsageError, match="the notebook data it reads changed: y_train since 'trees' ran: re-validating now"
     ):
         trees.run_line_magic("tune_validate", "trees --top 2 --seeds 4")
+    # and so do the results bound before: the search's kept the old labels and re-validated on them,
+    # where the magic refused (found trying nbtune as a new user)
+    for before in (searched, res):
+        with pytest.raises(
+            nbtune.exceptions.ConfigError, match="the notebook data it reads changed: y_train since 'trees' ran"
+        ):
+            before.revalidate(top=2, seeds=4, view=None)
+    assert len(res.revalidation()) == 2 and (res.revalidation().n_seeds == 3).all()
 
 
 def test_tune_validate_after_the_loops_length_changed_says_the_data_changed(ip):
