@@ -87,7 +87,9 @@ from nbtune.store.attrs import (
     is_interrupted,
     queued_continuations,
     refused,
+    run_records,
     searched_seconds,
+    versions_changed,
 )
 from nbtune.store.base import (
     BaseStore,
@@ -1033,6 +1035,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             "on this machine's cores: what one measures varies with what runs beside it; measure it as the best of "
             "several repeats (min(timeit.repeat(...))), or run with --jobs 1"
         )
+    if cfg.seed is not None and n_jobs > 1 and not sampler.enumerates:  # (the README said so; the run did not)
+        for_trials.append(
+            f"--seed {cfg.seed} with {n_jobs} jobs: what the sampler has seen when it draws depends on which trials "
+            "finish first, so the search does not repeat exactly; --jobs 1 repeats it"
+        )
     seed = program.spec.seed
     if seed is not None and _unread(program, seed.name):
         messages.append(
@@ -1202,9 +1209,35 @@ def _warn_shared_seeding(program: CellProgram) -> None:
 
 
 # 2. start ---------------------------------------------------------------------------------
+def _record_run(plan: _Plan) -> None:
+    """This run, recorded with the study (``nbtune:run:<k>``; ``res.runs()`` reads them back)."""
+    import datetime
+
+    from nbtune.cell.identity import library_versions
+
+    import optuna
+
+    k = sum(1 for key in plan.study.user_attrs if key.startswith(ATTR.RUN + ":"))
+    trials = plan.study.get_trials(deepcopy=False)
+    waiting = [t.number for t in trials if t.state == optuna.trial.TrialState.WAITING]  # (the baseline, re-runs)
+    record = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "first_trial": min(waiting, default=len(trials)),
+        "target": plan.n_trials,
+        "seed": plan.cfg.seed,
+        "jobs": plan.n_jobs,
+        "backend": plan.backend.name,
+        "sampler": plan.sampler.name,
+        "scheduler": plan.scheduler.describe(),
+        "versions": library_versions(plan.program.globals, plan.program.spec.tree),
+    }
+    plan.study.set_user_attr(f"{ATTR.RUN}:{k}", record)
+
+
 def _start(plan: _Plan, factory: ViewFactory | None) -> tuple[Search | None, BaseView | None]:
     if plan.job is None:
         return None, None
+    _record_run(plan)
     plan.backend.start()
     search = Search(plan.job, n_jobs=plan.n_jobs, backend=plan.backend)
     view = factory(plan.run_info(), search) if factory is not None else None
@@ -1286,6 +1319,12 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         extra.extend(_loop_shorter_than_max_epochs(plan))
         extra.extend(_negative_error_minimized(plan))
         extra.extend(_best_at_the_edge(plan))
+        changed = versions_changed(run_records(plan.study.user_attrs))
+        if changed:  # trials of both sets of versions in one study: a replay needs both (res.runs())
+            extra.append(
+                f"this run's library versions differ from the run before it's ({', '.join(changed)}): the study holds "
+                "trials of both; res.runs() lists each run's versions"
+            )
     result = _result(plan, extra, n_trials)
     result.interrupted = interrupted or why == "interrupted"
     if search is not None and why == "bug" and not interrupted:

@@ -38,6 +38,14 @@ def test_two_jobs_exact_count(tmp_path, backend):
         assert len(pids) == 2 and os.getpid() not in pids
     else:
         assert pids == {os.getpid()}
+    # with --seed, the note that two jobs do not repeat a search (the README said it; the run did not)
+    again = nbtune.tune(
+        BUSY, minimize="loss", n_trials=11, n_jobs=2, backend=backend, store=tmp_path, view=None, seed=1
+    )
+    note = "--seed 1 with 2 jobs: what the sampler has seen when it draws depends on which trials finish first"
+    assert any(m.startswith(note) for m in again.messages), again.messages
+    alone = nbtune.tune(BUSY, minimize="loss", n_trials=12, store=tmp_path, view=None, seed=1)
+    assert not any("jobs:" in m for m in alone.messages), alone.messages
 
 
 # Optuna's journal lock is not safe against an exception raised inside it: an Interrupt (SIGINT to

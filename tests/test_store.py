@@ -532,3 +532,35 @@ def test_load_results_warnings_point_at_the_callers_line(tmp_path):
     with pytest.warns(nbtune.NbtuneWarning, match="opened the latest") as said:
         nbtune.load_result("v", store=tmp_path)
     assert [w.filename for w in said] == [__file__]
+
+
+def test_each_run_is_recorded_with_its_seed_options_and_library_versions(ip, tmp_path):
+    """A reviewer could not tell from the store which --seed, how many trials or which library
+    versions made a study, nor that a resumed run draws from the trials before it (found trying
+    nbtune as a new user). res.runs(), nbtune.studies() and a note when the versions changed."""
+    import numpy as np
+    import optuna
+
+    ip.run_cell("import numpy as np\nX = np.arange(5.0)")
+    cell = "x = 0.5  # tune: uniform(0, 1)\nloss = float((X * x).sum())\n"
+    first = ip.run_cell_magic("tune", f"--minimize loss -n 4 --seed 3 --store {tmp_path} --name r", cell)
+    runs = first.runs()
+    assert list(runs.index) == [0] and runs.first_trial[0] == 0 and runs.target[0] == 4 and runs.seed[0] == 3
+    assert runs.jobs[0] == 1 and runs.sampler[0] == "tpe" and runs.scheduler[0] == first.scheduler
+    assert runs.numpy[0] == np.__version__ and runs.optuna[0] == optuna.__version__ and "python" in runs
+    # the first run's versions were other ones: the next run says so, as the study now mixes both
+    study = first.study
+    study.set_user_attr("nbtune:run:0", {**study.user_attrs["nbtune:run:0"], "versions": {"numpy": "1.0.0"}})
+    second = ip.run_cell_magic("tune", f"--minimize loss -n 6 --seed 4 --store {tmp_path} --name r", cell)
+    runs = second.runs()
+    assert list(runs.first_trial) == [0, 4] and list(runs.target) == [4, 6] and list(runs.seed) == [3, 4]
+    said = [m for m in second.messages if "library versions" in m]
+    assert said == [
+        f"this run's library versions differ from the run before it's (numpy 1.0.0 -> {np.__version__}): the study "
+        "holds trials of both; res.runs() lists each run's versions"
+    ], second.messages
+    df = nbtune.studies(tmp_path)
+    assert df.runs["r"] == 2 and df.seed["r"] == 4
+    # a re-run with nothing to run is no run
+    third = ip.run_cell_magic("tune", f"--minimize loss -n 6 --seed 4 --store {tmp_path} --name r", cell)
+    assert len(third.runs()) == 2

@@ -38,6 +38,7 @@ from nbtune.cell.reads import notebook_inputs
 
 __all__ = [
     "cell_identity",
+    "library_versions",
     "describe_difference",
     "describe_space_change",
     "notebook_path",
@@ -565,3 +566,40 @@ def same_data(old: str, new: str, after_trials: str | None = None) -> bool:
 def weakly_known(identity: dict[str, Any]) -> list[str]:
     """The variables compared by their type only (they cannot be hashed)."""
     return [n for n, h in identity["data"].items() if str(h).startswith(WEAK)]
+
+
+# import names whose distribution is named otherwise, for a package without __version__ (rare)
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "skimage": "scikit-image", "PIL": "pillow", "cv2": "opencv-python"}
+
+
+def library_versions(globals_read: dict[str, Any], tree: ast.Module | None) -> dict[str, str]:
+    """The versions a cell's results rest on: Python's, nbtune's and Optuna's, and those of the
+    packages of the modules, functions, classes and objects it reads from the notebook or imports
+    itself (``{"python": "3.11.2", "sklearn": "1.5.0", ...}``), read from the loaded modules'
+    ``__version__`` (else the installed distribution's): nothing is imported to find them."""
+    import importlib.metadata
+    import platform
+    import sys
+
+    roots = {"nbtune", "optuna"}
+    for value in globals_read.values():
+        module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if not isinstance(module, str):
+            module = type(value).__module__
+        roots.add(module.partition(".")[0])
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module.partition(".")[0])
+    roots -= {*sys.stdlib_module_names, "__main__", "builtins", ""}
+    out = {"python": platform.python_version()}
+    for root in sorted(roots, key=str.lower):
+        version = getattr(sys.modules.get(root), "__version__", None)
+        if not isinstance(version, str):
+            try:
+                version = importlib.metadata.version(_DISTRIBUTIONS.get(root, root))
+            except (importlib.metadata.PackageNotFoundError, ValueError):
+                continue  # the notebook's own module, or one not installed as a distribution
+        out[root] = version
+    return out

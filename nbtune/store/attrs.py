@@ -37,6 +37,10 @@ class ATTR:
     SPACE = "nbtune:space"  # study: the search-space fingerprint
     CONFIG = "nbtune:config"  # study: metric, direction, scheduler settings
     IDENTITY = "nbtune:identity"  # study: fingerprints of the cell's code, notebook and data
+    # study, + ":<k>": the k-th run that ran trials in it (0, 1, ...): when, from which trial, its
+    # target, --seed, jobs, sampler and scheduler, and the versions of Python and the libraries the
+    # cell reads (a reviewer could not tell from the store whether a result can be replayed)
+    RUN = "nbtune:run"
     BASELINE = "nbtune:baseline"  # trial: evaluates the cell's own defaults
     OWNER = "nbtune:owner"  # trial: {"host", "pid", "worker", "start", "store"} running it (one journal write)
     ERROR = "nbtune:error"  # trial: "ValueError: message" of a failed trial
@@ -222,3 +226,22 @@ def ran_sealed(checks: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
     checks planned); always, for a check study of a cell without a holdout."""
     sealed = checks.user_attrs.get(ATTR.SEALED)
     return not sealed or t.user_attrs.get(ATTR.SEALED, sealed.get("unstamped")) == sealed.get("now")
+
+
+def run_records(study_attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The study's runs that ran trials (``nbtune:run:<k>``), first to last."""
+    prefix = ATTR.RUN + ":"
+    keys = [k for k in study_attrs if k.startswith(prefix) and k[len(prefix) :].isdigit()]
+    return [study_attrs[k] for k in sorted(keys, key=lambda k: int(k[len(prefix) :]))]
+
+
+def versions_changed(runs: list[dict[str, Any]]) -> list[str]:
+    """What the last run's versions changed from the run before it's: ``["sklearn 1.4.2 -> 1.5.0"]``."""
+    if len(runs) < 2:
+        return []
+    before, now = runs[-2].get("versions") or {}, runs[-1].get("versions") or {}
+    return [
+        f"{name} {before.get(name, 'none')} -> {now.get(name, 'none')}"
+        for name in sorted({*before, *now}, key=str.lower)
+        if name in before and name in now and before[name] != now[name]
+    ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import describe_difference, describe_space_change
 from nbtune.exceptions import NbtuneWarning
-from nbtune.store.attrs import ATTR, finished_count, is_feasible
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, run_records
 from nbtune.store.base import base_name, is_check_study, version_number
 from nbtune.store.journal import _user_ns, open_store
 
@@ -31,7 +31,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     Columns: ``name`` (without the version), ``version``, ``metric``, ``direction``,
     ``finished`` (the trials that count toward ``-n``), ``complete``, ``feasible`` (with
     guardrails, ``--subject-to``: the complete trials that meet them; else ``<NA>``), ``best_value``
-    (the best complete trial that meets the guardrails), ``last_run`` (when its latest trial ended) and
+    (the best complete trial that meets the guardrails), ``runs`` (the runs of the cell that ran trials in
+    it; ``res.runs()`` lists them), ``seed`` (the latest run's ``--seed``), ``last_run`` (when its latest
+    trial ended) and
     ``changed`` (for a version after the first: what differs from the version before it).
     ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs).
 
@@ -60,6 +62,7 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
         ended = [t.datetime_complete for t in trials if t.datetime_complete is not None]
         base, version = base_name(name.removesuffix("@check")), version_number(name.removesuffix("@check"))
         identity: dict[str, Any] = study.user_attrs.get(ATTR.IDENTITY) or {}
+        runs = run_records(study.user_attrs)
         space: dict[str, Any] = study.user_attrs.get(ATTR.SPACE) or {}
         changed = ""
         if not is_check_study(name):
@@ -85,15 +88,18 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 "complete": len(complete),
                 "feasible": len(feasible) if guarded else None,
                 "best_value": best,
+                "runs": len(runs) or None,  # (not recorded before 2026-12-01)
+                "seed": runs[-1].get("seed") if runs else None,
                 "last_run": max(ended) if ended else None,
                 "changed": changed or None,
             }
         )
     columns = ["study", "name", "version", "metric", "direction", "finished", "complete", "feasible", "best_value"]
-    columns.append("last_run")
+    columns.extend(["runs", "seed", "last_run"])
     df = pd.DataFrame(rows, columns=[*columns, "changed"])
     df["changed"] = df["changed"].astype(object).where(df["changed"].notna(), None)
     df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
+    df["runs"], df["seed"] = df["runs"].astype("Int64"), df["seed"].astype("Int64")  # <NA>: none recorded
     if not rows:  # (an empty table did not say which folder it read: found trying nbtune as a new user)
         from nbtune.store.journal import _inside
 

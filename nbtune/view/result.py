@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, continuations, is_feasible
+from nbtune.store.attrs import ATTR, continuations, is_feasible, run_records
 from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary, pauses_ended
 
@@ -82,6 +82,26 @@ class TuneResult(StudySummary):
             )
         self._checker(self, top, seeds, options)
         return self
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run of the cell that ran trials in this study (the first, a resume, a larger
+        ``-n``), indexed by run: ``started``, ``first_trial`` (the number of the first trial it made),
+        ``target`` (the finished trials it ran to), ``seed`` (``--seed``), ``jobs``, ``backend``,
+        ``sampler``, ``scheduler``, then one column per version: Python's, and those of nbtune, Optuna
+        and the libraries the cell reads or imports (``sklearn``, ``torch``, ...). What a reviewer needs
+        to tell whether the study can be replayed: the same ``--seed`` with one job repeats a search as
+        its runs repeat (a resumed run's draws follow from the trials before it). Runs before
+        2026-12-01 were not recorded."""
+        import pandas as pd
+
+        fixed = ["run", "started", "first_trial", "target", "seed", "jobs", "backend", "sampler", "scheduler"]
+        rows = [
+            {"run": k, **{c: r.get(c) for c in fixed[1:]}, **(r.get("versions") or {})}
+            for k, r in enumerate(run_records(self.study.user_attrs))
+        ]
+        df = pd.DataFrame(rows, columns=list(dict.fromkeys([*fixed, *(c for row in rows for c in row)])))
+        df["started"] = pd.to_datetime(df["started"])
+        return df.set_index("run")
 
     def revalidation(self) -> pd.DataFrame:
         """The re-validated configurations: per seed-averaged mean, sd, 95% CI, the rank change
