@@ -1213,9 +1213,9 @@ def _record_run(plan: _Plan) -> None:
     """This run, recorded with the study (``nbtune:run:<k>``; ``res.runs()`` reads them back)."""
     import datetime
 
-    from nbtune.cell.identity import library_versions
-
     import optuna
+
+    from nbtune.cell.identity import library_versions
 
     k = sum(1 for key in plan.study.user_attrs if key.startswith(ATTR.RUN + ":"))
     trials = plan.study.get_trials(deepcopy=False)
