@@ -1008,7 +1008,13 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     messages.extend(
         f"line {lineno}: {p.name!r} is compared with {value!r}, which is not one of its choices {list(p.args)!r}: "
         "in the search that test never holds (or always does); add it to the choices if it should be searched"
-        for lineno, p, value, _ in compared_outside_choices(program.spec)
+        + (
+            f" (it is one letter from {near!r}: if that is a typo, the trials that draw {near!r} run another branch "
+            "than the one written for it)"
+            if near is not None
+            else ""
+        )
+        for lineno, p, value, _, near in compared_outside_choices(program.spec)
     )
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
         messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))

@@ -1488,6 +1488,26 @@ def test_a_choice_compared_with_a_typo_of_one_of_its_values_is_an_error(ip, test
         ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell)
 
 
+def test_a_short_choice_with_two_letters_swapped_is_a_typo_and_one_letter_replaced_is_said(ip):
+    """choice("rf", "svm", "logreg") compared with "smv" or "svn": a note only, and the best trial read
+    model=svm where it had trained the forest (found trying nbtune as a new user). Two letters swapped,
+    one added or dropped: the error; one replaced in a short name may be another model ("xgb"
+    beside "lgb"): the note names the choice it is one letter from."""
+    cell = (
+        'model = "rf"  # tune: choice("rf", "svm", "logreg")\nC = 1.0  # tune: loguniform(0.01, 10)\n'
+        "if model {test}:\n    loss = C\nelse:\n    loss = 1.0\n"
+    )
+    for typo in ('== "smv"', '== "svmm"', 'in ("rf", "logrge")'):
+        with pytest.raises(UsageError, match=r"line 4 of the %%tune cell: 'model' is compared with .*did you mean"):
+            ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell.format(test=typo))
+    res = ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell.format(test='== "svn"'))
+    said = [m for m in res.messages if "is compared with 'svn'" in m]
+    assert said and said[0].endswith(
+        "(it is one letter from 'svm': if that is a typo, the trials that draw 'svm' run another branch than the "
+        "one written for it)"
+    ), res.messages
+
+
 def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):
     """A branch for a choice left out of the search for now (`if model == "xgb":`): a note, not an error."""
     cell = CHOSEN.format(test='if model == "xgb":')

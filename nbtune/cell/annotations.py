@@ -762,20 +762,59 @@ def _check_not_overwritten(spec: CellSpec, tree: ast.Module) -> None:
                     )
 
 
-def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any]]:
+def _edits(a: str, b: str) -> tuple[int, bool]:
+    """The edits from ``a`` to ``b`` (letters replaced, added, dropped, or two neighbours swapped),
+    and whether one of them replaced a letter."""
+    rows = [[(j, False) for j in range(len(b) + 1)]]
+    for i in range(1, len(a) + 1):
+        row = [(i, False)]
+        for j in range(1, len(b) + 1):
+            options = [(rows[i - 1][j][0] + 1, rows[i - 1][j][1]), (row[j - 1][0] + 1, row[j - 1][1])]
+            same = a[i - 1] == b[j - 1]
+            options.append((rows[i - 1][j - 1][0] + (not same), rows[i - 1][j - 1][1] or not same))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                options.append((rows[i - 2][j - 2][0] + 1, rows[i - 2][j - 2][1]))
+            row.append(min(options, key=lambda o: (o[0], o[1])))
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def _typo_of(value: str, strings: list[str]) -> tuple[str | None, str | None]:
+    """The choice ``value`` is a typo of, if it looks like one (the case; a letter added, dropped or two
+    swapped; a letter or two replaced in a longer word), and the choice it is one letter from where
+    that may be another name (``"xgb"`` beside ``"lgb"``): (typo of, near), either None."""
+    import difflib
+
+    like = next((c for c in strings if c.lower() == value.lower()), None)
+    if like is not None:
+        return like, None
+    near = None
+    for c in strings:
+        n, replaced = _edits(value.lower(), c.lower())
+        if n == 1 and (not replaced or min(len(value), len(c)) >= 5) and len(value) >= 3:
+            return c, None
+        if n == 2 and min(len(value), len(c)) >= 7:
+            return c, None
+        if n == 1 and near is None:
+            near = c
+    close = difflib.get_close_matches(value, strings, n=1, cutoff=0.8)
+    return (close[0], None) if close else (None, near)
+
+
+def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any, Any]]:
     """Where the cell compares a tuned ``choice`` with a value that is not one of its choices
     (``if model == "Lasso":`` for ``choice("ridge", "lasso")``; ``in``, ``!=`` and ``match``
     too): in the search that test never holds, or always does. Each as ``(line, param, value,
-    the choice it looks like, or None)``: a choice that differs only in case, or by a letter or
-    two, is what a typo looks like."""
-    import difflib
-
+    the choice it is a typo of, the choice it is one letter from)``, the last two None or a choice:
+    one that differs only in case, by a letter added, dropped or two swapped, or (in a longer
+    word) a letter or two replaced, is what a typo looks like (``"smv"`` for ``"svm"``); a short
+    one a letter from a choice may be another name (``"xgb"`` beside ``"lgb"``)."""
     if spec.tree is None:
         return []
     choices = {p.name: p for p in spec.params if p.kind == "choice"}
     if not choices:
         return []
-    found: list[tuple[int, Param, Any, Any]] = []
+    found: list[tuple[int, Param, Any, Any, Any]] = []
 
     def check(name: str, values: list[ast.expr], lineno: int) -> None:
         p = choices[name]
@@ -785,14 +824,10 @@ def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any]
             v = node.value
             if any(v == c and type(v) is type(c) for c in p.args):
                 continue
-            like = None
+            like = near = None
             if isinstance(v, str):
-                strings = [c for c in p.args if isinstance(c, str)]
-                like = next((c for c in strings if c.lower() == v.lower()), None)
-                if like is None:
-                    close = difflib.get_close_matches(v, strings, n=1, cutoff=0.8)
-                    like = close[0] if close else None
-            found.append((lineno, p, v, like))
+                like, near = _typo_of(v, [c for c in p.args if isinstance(c, str)])
+            found.append((lineno, p, v, like, near))
 
     for node in _outside_definitions(spec.tree):
         if isinstance(node, ast.Compare) and len(node.ops) == 1:
@@ -831,7 +866,7 @@ def _check_compared_choices(spec: CellSpec) -> None:
     """A tuned choice compared with what looks like a typo of one of its choices: that branch
     never runs in the search, silently (``if model == "Lasso":`` ran Ridge in every "lasso"
     trial, and the results said lasso)."""
-    for lineno, p, value, like in compared_outside_choices(spec):
+    for lineno, p, value, like, _ in compared_outside_choices(spec):
         if like is not None:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {p.name!r} is compared with {value!r}, which is not one of its "
