@@ -41,7 +41,14 @@ from nbtune._config import (
     parse_timeout,
     with_config_signature,
 )
-from nbtune.cell.annotations import CellSpec, FoldsVar, compared_outside_choices, parse_cell
+from nbtune.cell.annotations import (
+    CellSpec,
+    FoldsVar,
+    compared_outside_choices,
+    inactive_in,
+    parse_cell,
+    read_only_under,
+)
 from nbtune.cell.identity import (
     cell_identity,
     describe_difference,
@@ -1413,9 +1420,11 @@ def _best_at_the_edge(plan: _Plan) -> list[str]:
         return []
     sign = 1.0 if plan.program.direction == "minimize" else -1.0
     best = min(feasible, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
+    # a value the best configuration never read (n_neighbors of a forest) is no edge to widen
+    unread = inactive_in(best.params, read_only_under(plan.program.spec))
     out = []
     for name, d in best.distributions.items():
-        if not isinstance(d, (FloatDistribution, IntDistribution)) or name not in best.params:
+        if not isinstance(d, (FloatDistribution, IntDistribution)) or name not in best.params or name in unread:
             continue
         if isinstance(d, IntDistribution) and (d.high - d.low) // (d.step or 1) < 4:
             continue

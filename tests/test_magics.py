@@ -1732,3 +1732,17 @@ def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     )
     few = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0 --sampler random --name few", cell)
     assert not any("of its range" in m for m in few.messages)  # too few trials to say
+    # a value the best configuration never read is no edge: n_neighbors of a forest (said, and it sent the
+    # user to a new version for nothing: found trying nbtune as a new user); the knn's own is one
+    branches = (
+        'model = "rf"  # tune: choice("rf", "knn")\nk = 30  # tune: int(1, 30)\n'
+        'if model == "knn":\n    loss = 2.0 - k / 100\nelse:\n    loss = 1.0\n'
+    )
+    forest = ip.run_cell_magic("tune", "--minimize loss -n 20 --seed 0 --sampler random --name branches", branches)
+    assert forest.best_params["model"] == "rf"
+    assert not any("of its range" in m for m in forest.messages), forest.messages
+    knn = ip.run_cell_magic(
+        "tune", "--minimize loss -n 20 --seed 0 --sampler random --name knn", branches.replace("1.0\n", "9.0\n")
+    )
+    assert knn.best_params["model"] == "knn" and knn.best_params["k"] >= 29, knn.best_params
+    assert any(m.startswith("the best trial's k (") for m in knn.messages), knn.messages

@@ -851,6 +851,93 @@ def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any,
     return found
 
 
+def _choice_test(test: ast.expr, choices: dict[str, Param]) -> tuple[str, set[Any], bool] | None:
+    """``model == "svm"`` / ``model in ("a", "b")`` / ``!=`` / ``not in`` on a tuned choice: (its name,
+    the values compared, whether the test holds for them); None for any other test."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    if isinstance(right, ast.Name) and isinstance(left, ast.Constant) and isinstance(op, (ast.Eq, ast.NotEq)):
+        left, right = right, left
+    if not (isinstance(left, ast.Name) and left.id in choices):
+        return None
+    if isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(right, ast.Constant):
+        return left.id, {right.value}, isinstance(op, ast.Eq)
+    if (
+        isinstance(op, (ast.In, ast.NotIn))
+        and isinstance(right, (ast.Tuple, ast.List, ast.Set))
+        and all(isinstance(e, ast.Constant) for e in right.elts)
+    ):
+        return left.id, {e.value for e in right.elts if isinstance(e, ast.Constant)}, isinstance(op, ast.In)
+    return None
+
+
+def read_only_under(spec: CellSpec) -> dict[str, list[list[tuple[str, set[Any], bool]]]]:
+    """The tuned variables the cell reads only under tests of a tuned choice (``if model == "knn":``
+    for ``n_neighbors``; ``elif``, ``else``, ``x if model == "knn" else y`` and ``match model:`` too):
+    for each, one list of conditions per place it is read, ``(choice, values, held)`` each, all of
+    which hold where it is read. A variable read anywhere else (outside such tests, in a function the
+    cell defines, under a test of anything else alone) is not in it: every trial reads it."""
+    if spec.tree is None:
+        return {}
+    choices = {p.name: p for p in spec.params if p.kind == "choice"}
+    tuned = {p.name for p in spec.params}
+    if not choices:
+        return {}
+    out: dict[str, list[list[tuple[str, set[Any], bool]]]] = {}
+    always: set[str] = set()
+
+    def walk(node: ast.AST, held: list[tuple[str, set[Any], bool]]) -> None:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in tuned:
+            if held:
+                out.setdefault(node.id, []).append(list(held))
+            else:
+                always.add(node.id)
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            always.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in tuned)
+            return
+        if isinstance(node, (ast.If, ast.IfExp)):
+            walk(node.test, held)
+            test = _choice_test(node.test, choices)
+            body: list[ast.AST] = [*node.body] if isinstance(node.body, list) else [node.body]
+            orelse: list[ast.AST] = [*node.orelse] if isinstance(node.orelse, list) else [node.orelse]
+            for branch, holds in ((body, True), (orelse, False)):
+                inner = held if test is None else [*held, (test[0], test[1], test[2] == holds)]
+                for child in branch:
+                    walk(child, inner)
+            return
+        if isinstance(node, ast.Match) and isinstance(node.subject, ast.Name) and node.subject.id in choices:
+            walk(node.subject, held)
+            for case in node.cases:
+                patterns = case.pattern.patterns if isinstance(case.pattern, ast.MatchOr) else [case.pattern]
+                values = {
+                    pt.value.value
+                    for pt in patterns
+                    if isinstance(pt, ast.MatchValue) and isinstance(pt.value, ast.Constant)
+                }
+                plain = len(values) == len(patterns) and case.guard is None
+                inner = [*held, (node.subject.id, values, True)] if plain else held
+                for child in case.body:
+                    walk(child, inner)
+            return
+        for child in ast.iter_child_nodes(node):
+            walk(child, held)
+
+    walk(spec.tree, [])
+    return {name: places for name, places in out.items() if name not in always}
+
+
+def inactive_in(params: dict[str, Any], under: dict[str, list[list[tuple[str, set[Any], bool]]]]) -> set[str]:
+    """The tuned variables a configuration never reads (:func:`read_only_under`): ``n_neighbors`` of
+    a trial whose ``model`` is ``"rf"``."""
+    return {
+        name
+        for name, places in under.items()
+        if not any(all((params.get(c) in values) == held for c, values, held in place) for place in places)
+    }
+
+
 def _outside_definitions(tree: ast.AST) -> Iterator[ast.AST]:
     """The nodes of ``tree`` outside function, lambda and class bodies, where a name is the cell's
     own (a function's parameter ``model`` is another variable)."""

@@ -246,11 +246,15 @@ class Importance:
     """Optuna's default importance (PED-ANOVA) of each parameter, and what it rests on: the
     ``n`` latest complete trials' final values (``epoch`` None), or, where successive halving
     completed fewer than :data:`MIN_TRIALS_FOR_IMPORTANCE`, the ``n`` configurations compared at
-    ``epoch``, the largest epoch that many reached (what the default sampler's model sees)."""
+    ``epoch``, the largest epoch that many reached (what the default sampler's model sees).
+    ``conditional``: the parameters the cell reads only under some choices (then ``method`` is
+    Optuna's mean decrease in impurity, a random forest's, which splits on the choice first)."""
 
     values: dict[str, float]
     n: int
     epoch: int | None = None
+    method: str = "PED-ANOVA"
+    conditional: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -288,19 +292,43 @@ def importance_of(result: TuneResult, max_trials: int = 500) -> Importance:
         done = [t for t in seen if t.state == TrialState.COMPLETE]
         if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
             return none
+    # A parameter read only under some choices (n_neighbors under model == "knn") holds a value in
+    # every trial: PED-ANOVA, which compares the best trials' values with all of them, ranked the
+    # choice itself near 0 where it decided everything (found trying nbtune as a new user). A random
+    # forest splits on the choice first: Optuna's mean decrease in impurity, on at most 200 trials.
+    conditional = tuple(sorted(_conditional(result)))
+    if conditional:
+        max_trials = min(max_trials, 200)
     done = sorted(done, key=lambda t: t.number)[-max_trials:]  # the cost grows with the trials
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # the study seen through these trials (a new study would log its creation to stderr)
             view = _compat.study_view(result.study, lambda _: done)
-            values = optuna.importance.get_param_importances(
-                view, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+            evaluator = (
+                optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+                if conditional
+                else optuna.importance.PedAnovaImportanceEvaluator()
             )
+            values = optuna.importance.get_param_importances(view, evaluator=evaluator)
     except Exception:  # importance is a nicety: never fail the display for it
         _logger.debug("importance failed", exc_info=True)
         return none
-    return Importance(dict(values), len(done), epoch)
+    method = "mean decrease in impurity" if conditional else "PED-ANOVA"
+    return Importance({k: float(v) for k, v in values.items()}, len(done), epoch, method, conditional)
+
+
+def _conditional(result: TuneResult) -> list[str]:
+    """The tuned variables the study's cell reads only under some of a choice's values."""
+    from nbtune.cell.annotations import parse_cell, read_only_under
+
+    cell = result.study.user_attrs.get(ATTR.CELL) or {}
+    if not isinstance(cell.get("source"), str):
+        return []
+    try:
+        return list(read_only_under(parse_cell(cell["source"], int(cell.get("line_offset", 1)))))
+    except Exception:  # a cell of an older nbtune that no longer parses: the default evaluator
+        return []
 
 
 def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:
@@ -315,7 +343,18 @@ def _n_complete(result: TuneResult) -> int:
 def _draw_importance(ax: Any, imp: Importance) -> None:
     names = list(imp.values)[::-1]
     ax.barh(names, [imp.values[n] for n in names], color=_BEST)
-    ax.set_xlabel(f"importance (PED-ANOVA, {imp.rests_on()})")
+    ax.set_xlabel(f"importance ({imp.method}, {imp.rests_on()})")
+    if imp.conditional:  # what the ranking of a parameter read only under some choices means
+        ax.text(
+            0.99,
+            0.02,
+            f"read only under some choices: {', '.join(imp.conditional)}",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            color="0.35",
+        )
     ax.set_title("what mattered" if imp.epoch is None else f"what mattered by epoch {imp.epoch}", fontsize=11)
 
 
