@@ -1559,7 +1559,6 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
             tb,
             result,
         )
-    bad = "-1.0" if plan.cfg.minimize is None else "1e9"
     kind = err.split(":", 1)[0]
     # what a configuration can raise by nature (a ValueError, an IndexError), not what only a bug does
     natural = kind.isidentifier() and kind not in _ONLY_BUGS and "read-only" not in err
@@ -1567,9 +1566,10 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         f"{which} {'failed' if every else 'all failed'} with {err}; the cell probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; {kept})"
         + (
-            f". If these configurations raise it by nature (a clustering left with one label), catch it in the cell "
-            f"and set {plan.program.metric} to a poor finite value instead (e.g. 'except {kind}: "
-            f"{plan.program.metric} = {bad}')"
+            f". If these configurations raise it by nature (a clustering left with one label, a solver that rejects "
+            f"a penalty), catch it in the cell and set {plan.program.metric} to NaN ('except {kind}: "
+            f"{plan.program.metric} = float(\"nan\")'): the cell's verdict on them, a failed row, and the search "
+            "goes on (a poor finite value would squash every plot)"
             if natural
             else ""
         ),

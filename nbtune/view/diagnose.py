@@ -65,8 +65,9 @@ ADVICE = {
     "overfitting": "more regularisation (weight decay, dropout, smaller models), more data, or fewer epochs",
     "underfitting": "bigger models or less regularisation; more epochs",
     "failed": "read the traceback (res.trials_dataframe().error, or the Failed tab) and fix the cell or the range; "
-    "if these configurations raise it by nature (a clustering left with one label), catch it in the cell and set "
-    "the metric to a poor finite value",
+    "if these configurations raise it by nature (a clustering left with one label, a solver that rejects a "
+    'penalty), catch it in the cell and set the metric to NaN (except ValueError: acc = float("nan")): the '
+    "cell's verdict on them",
     "warned": "these trials' results came with it: read it (res.trials_dataframe().warnings) and fix the cell or "
     "the range",
 }
