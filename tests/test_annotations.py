@@ -320,8 +320,9 @@ def test_two_epochs_loops():
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
     assert str(info.value) == (
-        "line 5 of the %%tune cell: a second '# tune: epochs' loop (the first is on line 3); "
-        "mark only the outer training loop"
+        "line 5 of the %%tune cell: a second '# tune: epochs' loop (the first is on line 3), where a cell has one: "
+        "mark only the outer training loop; for loops in branches (one per model), build the model in the "
+        "branches and train it in one loop after them"
     )
     assert info.value.lineno == 5
 

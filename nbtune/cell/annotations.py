@@ -259,7 +259,8 @@ class EpochsAnnotation(BaseAnnotation):
         if spec.epochs is not None:
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: a second '# tune: epochs' loop (the first is on line "
-                f"{spec.epochs.lineno}); mark only the outer training loop",
+                f"{spec.epochs.lineno}), where a cell has one: mark only the outer training loop; for loops in "
+                "branches (one per model), build the model in the branches and train it in one loop after them",
                 lineno,
             )
         assert isinstance(node, ast.For)
