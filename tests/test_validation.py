@@ -1190,7 +1190,31 @@ def test_a_few_failures_are_put_down_to_a_region_only_when_it_holds_none_of_the_
     assert _region(hit, rest[2:]) == "C <= 0.0749"  # none of the rest there: that is the region
     # with more failures, a fifth of the rest may share the region
     hit5 = [trial(v) for v in (0.01, 0.02, 0.03, 0.05, 0.0749)]
-    assert _region(hit5, rest) == "C <= 0.0749"
+    assert _region(hit5, rest) == "C <= 0.0749 (as do 2 of the others)"  # said, as it is not all of it
+
+
+def test_a_failure_of_two_choices_together_is_put_down_to_both():
+    """LogisticRegression's lbfgs and sag reject an l1 penalty: 'all with solver in ('lbfgs', 'sag')'
+    read as 'drop lbfgs' where lbfgs without a penalty completed (found trying nbtune as a new user)."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import _region
+
+    dists = {
+        "solver": CategoricalDistribution(["lbfgs", "sag", "saga", "liblinear"]),
+        "penalty": CategoricalDistribution(["l1", "l2", None]),
+    }
+
+    def trial(solver, penalty):
+        return create_trial(
+            state=TrialState.COMPLETE, value=0.0, params={"solver": solver, "penalty": penalty}, distributions=dists
+        )
+
+    hit = [trial(s, "l1") for s in ("lbfgs", "sag", "lbfgs", "sag", "lbfgs")]
+    rest = [trial("liblinear", "l1"), trial("saga", "l1"), trial("saga", "l2"), trial("liblinear", "l2")] * 2
+    rest += [trial("lbfgs", None), trial("lbfgs", "l2")]
+    assert _region(hit, rest) == "solver in ('lbfgs', 'sag') and penalty = 'l1'"
 
 
 def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip, capsys):

@@ -104,16 +104,36 @@ class Finding:
 
 def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial]) -> str:
     """``"lr >= 0.08"`` when every trial of ``hit`` lies beyond a threshold that (almost) none of
-    ``rest`` crosses, for the parameter that separates them best; else ""."""
+    ``rest`` crosses, for the parameter that separates them best; else "". Where some of the rest
+    lie in it too, a second parameter that leaves them out is added (``solver in ('lbfgs', 'sag')
+    and penalty = 'l1'``: the first alone read as 'drop lbfgs' where lbfgs without a penalty
+    completed; found trying nbtune as a new user), else how many of them it holds is said."""
     if len(hit) < 2 or not rest:
         return ""
     # A few trials lie beyond some parameter's threshold by chance: with fewer than 5, the region must
     # hold none of the rest (3 failures of a choice of two flags were put down to 'C <= 0.07' while
     # trials with C = 0.04 completed; found trying nbtune as a new user); with more, a fifth of it.
-    tolerance = 0.2 if len(hit) >= 5 else 0.0
+    found = _separating(hit, rest, 0.2 if len(hit) >= 5 else 0.0)
+    if found is None:
+        return ""
+    text, inside = found
+    also = [t for t in rest if inside(t)]
+    if not also:
+        return text
+    second = _separating(hit, also, 0.0, skip=text.split(" ", 1)[0])
+    if second is not None:
+        return f"{text} and {second[0]}"
+    return f"{text} (as {'does' if len(also) == 1 else 'do'} {len(also)} of the others)"
+
+
+def _separating(
+    hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial], tolerance: float, skip: str = ""
+) -> tuple[str, Callable[[optuna.trial.FrozenTrial], bool]] | None:
+    """The region (text, and whether a trial lies in it) of the parameter that holds every trial of
+    ``hit`` and at most ``tolerance`` of ``rest``, separating them best; None if none does."""
     # best: (share of the rest it separates, how wide the gap between the two sides is), region
-    best: tuple[tuple[float, float], str] = ((0.0, 0.0), "")
-    for name in sorted({k for t in hit for k in t.params}):  # (sorted: ties never follow set order)
+    best: tuple[tuple[float, float], str, Callable[[optuna.trial.FrozenTrial], bool] | None] = ((0.0, 0.0), "", None)
+    for name in sorted({k for t in hit for k in t.params} - {skip}):  # (sorted: ties never follow set order)
         hv = [t.params[name] for t in hit if name in t.params]
         rv = [t.params[name] for t in rest if name in t.params]
         if len(hv) != len(hit) or not rv:
@@ -125,17 +145,30 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
                 beyond = [v for v in rv if (v < cut if op == ">=" else v > cut)]
                 gap = min(abs(scale(cut) - scale(v)) for v in beyond) if beyond else 0.0
                 if share <= tolerance and (1 - share, gap) > best[0]:
-                    best = ((1 - share, gap), f"{name} {op} {_bound(cut, op)}")
+                    best = ((1 - share, gap), f"{name} {op} {_bound(cut, op)}", _beyond(name, op, cut))
         else:
             values = set(map(repr, hv))
             share = sum(repr(v) in values for v in rv) / len(rv)
+            inside = _among(name, values)
             if len(values) == 1 and share <= tolerance and (1 - share, 0.0) > best[0]:
-                best = ((1 - share, 0.0), f"{name} = {hv[0]!r}")
+                best = ((1 - share, 0.0), f"{name} = {hv[0]!r}", inside)
             elif 1 < len(values) <= 3 and share <= tolerance and (1 - share, -1.0) > best[0]:
                 # two or three choices that the rest never took: objective in ('regression', 'huber')
                 # (the region was empty: found trying nbtune as a new user)
-                best = ((1 - share, -1.0), f"{name} in ({', '.join(sorted(values))})")
-    return best[1]
+                best = ((1 - share, -1.0), f"{name} in ({', '.join(sorted(values))})", inside)
+    return None if best[2] is None else (best[1], best[2])
+
+
+def _beyond(name: str, op: str, cut: float) -> Callable[[optuna.trial.FrozenTrial], bool]:
+    def inside(t: optuna.trial.FrozenTrial) -> bool:
+        v = t.params.get(name)
+        return isinstance(v, (int, float)) and ((v >= cut) if op == ">=" else (v <= cut))
+
+    return inside
+
+
+def _among(name: str, values: set[str]) -> Callable[[optuna.trial.FrozenTrial], bool]:
+    return lambda t: name in t.params and repr(t.params[name]) in values
 
 
 def _bound(cut: float, op: str) -> str:
@@ -164,6 +197,8 @@ def _advice(kind: str, region: str, epochs: bool = True) -> str:
     batch of 8) is not fixed by lowering its top. Gradients are spoken of only for a cell that
     trains in epochs."""
     clip = ", or clip gradients" if epochs else ""
+    if " and " in region or " (as " in region:  # two parameters together, or not all of the region: no range to move
+        region = ""
     if kind == "diverged" and " <= " in region:
         name, _, cut = region.partition(" <= ")
         return f"raise the bottom of {name}'s range above {cut}{clip}"
