@@ -518,3 +518,32 @@ def test_importance_of_a_space_with_conditional_parameters_ranks_the_choice_that
     plain = cell.split("if family")[0] + "loss = alpha + k + len(family)\n"
     study.set_user_attr(ATTR.CELL, {"source": plain, "line_offset": 1})
     assert plots.importance_of(StudySummary(study, "loss")).method == "PED-ANOVA"
+
+
+@pytest.mark.parametrize("view", ["slice", "parallel coordinates"])
+def test_a_space_of_many_parameters_shows_the_most_important_in_the_dashboards_width(view):
+    """Eleven parameters: a slice plot 3,500 px wide, and parallel coordinates whose labels ran into
+    each other (found trying nbtune as a new user). The eight most important, said in the title;
+    the slices four a row in 900 px, each row's first with the metric's ticks."""
+    names = [f"p{i}" for i in range(11)]
+    dists = {n: FloatDistribution(0.0, 1.0) for n in names}
+    rng = __import__("random").Random(0)
+    study = optuna.create_study()
+    for _ in range(30):
+        params = {n: rng.random() for n in names}
+        study.add_trial(create_trial(value=10 * params["p9"] + 0.1 * params["p0"], params=params, distributions=dists))
+    fig = plots.view_figure(view, StudySummary(study, "loss"))
+    assert fig.get_suptitle().endswith("8 of 11 parameters, the most important (params=[...] for others)")
+    shown = {t.get_text() for ax in fig.axes for t in [ax.xaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]}
+    assert "p9" in shown
+    assert fig.get_size_inches()[0] <= 9.0 or view != "slice", fig.get_size_inches()
+    if view == "slice":
+        panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert len(panels) == 8
+        rows = sorted({round(ax.get_position().y0, 3) for ax in panels})
+        assert len(rows) == 2
+        firsts = [ax for ax in panels if round(ax.get_position().x0, 3) == round(panels[0].get_position().x0, 3)]
+        assert len(firsts) == 2 and all(ax.get_ylabel() == "loss" for ax in firsts)
+    # asked for, all of them are drawn
+    every = plots.view_figure(view, StudySummary(study, "loss"), plots.PlotChoice(params=tuple(names)))
+    assert "of 11 parameters" not in every.get_suptitle()

@@ -154,7 +154,17 @@ def readable_log_ticks(axis: Any) -> None:
     lo, hi = sorted(axis.get_view_interval())
     if axis.get_scale() != "log" or lo <= 0 or math.log10(hi / lo) >= 3:
         return
-    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) > 1 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+
+    def ticks(subs: tuple[float, ...]) -> int:
+        return sum(
+            lo <= s * 10.0**e <= hi
+            for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+            for s in subs
+        )
+
+    # at most five labels, in a panel a ninth of a slice plot wide (0.002 0.005 0.01 ... ran together)
+    candidates = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0), (1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+    subs = next((c for c in candidates if ticks(c) <= 5), (1.0,))
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -627,10 +637,31 @@ def _complete_only(result: TuneResult) -> str:
     return f"drawn: the {n} complete trial{'' if n == 1 else 's'}; left out: {' and '.join(left)}"
 
 
+MAX_PARAMS_SHOWN = 8  # the parameters a slice or parallel-coordinates view shows unless told which
+
+
 def _chosen(result: TuneResult, choice: PlotChoice, at_most: int | None = None) -> list[str]:
+    """The parameters a view draws: those asked for, else all, or the most important first when there
+    are more than ``at_most`` (:data:`MAX_PARAMS_SHOWN`): 11 made a slice plot 3,500 px wide and the
+    parallel coordinates' labels ran into each other (found trying nbtune as a new user)."""
     names = param_names(result.trials[:200])
-    chosen = [p for p in choice.params if p in names] or names
-    return chosen[:at_most] if at_most else chosen
+    chosen = [p for p in choice.params if p in names]
+    if chosen:
+        return chosen[:at_most] if at_most else chosen
+    limit = at_most or MAX_PARAMS_SHOWN
+    if len(names) <= limit:
+        return names
+    ranked = [n for n in importance(result) if n in names]
+    return [*ranked, *(n for n in names if n not in ranked)][:limit]
+
+
+def _title(result: TuneResult, choice: PlotChoice, shown: list[str]) -> str:
+    """The title's notes: the trials left out, and the parameters when not all are shown."""
+    notes = [_complete_only(result)]
+    names = param_names(result.trials[:200])
+    if not choice.params and len(shown) < len(names):
+        notes.append(f"{len(shown)} of {len(names)} parameters, the most important (params=[...] for others)")
+    return " · ".join(n for n in notes if n)
 
 
 def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
@@ -638,7 +669,7 @@ def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
     from optuna.visualization.matplotlib import plot_slice
 
     def draw() -> Any:
-        axes = plot_slice(result.study, params=_chosen(result, choice), target_name=result.metric)
+        axes = plot_slice(result.study, params=shown, target_name=result.metric)
         # Optuna colours the points by trial number from white: the first trials, the baseline among
         # them, were near-invisible on its grey background. A colour map without white, and an edge
         # (inside Optuna's style, where the colour bar is drawn again).
@@ -652,7 +683,35 @@ def _slice(result: TuneResult, choice: PlotChoice) -> Figure:
             readable_log_ticks(ax.xaxis)
         return axes
 
-    return _optuna_figure(draw, _complete_only(result))
+    shown = _chosen(result, choice)
+    fig = _optuna_figure(draw, _title(result, choice, shown))
+    if len(shown) >= SLICES_A_ROW:
+        _in_rows(fig, [ax for ax in fig.axes if ax.get_label() != "<colorbar>"])
+    return fig
+
+
+SLICES_A_ROW = 4  # slice panels per row of a 900-px figure (Optuna puts them all in one: 3,500 px for 11)
+
+
+def _in_rows(fig: Figure, axes: list[Any]) -> None:
+    """Optuna's one row of slice panels laid out :data:`SLICES_A_ROW` a row in the dashboard's width,
+    each row's first panel with the metric's ticks and name, the colour bar beside them all."""
+    bars = [ax for ax in fig.axes if ax not in axes]
+    rows = -(-len(axes) // SLICES_A_ROW)
+    tall = 0.6 + 2.8 * rows  # inches: the title's half inch, then 2.8 a row
+    fig.set_size_inches(WIDE[0], tall)
+    left, right, top, bottom = 0.08, 0.87, 1 - 0.5 / tall, 0.1 / tall
+    width, height = (right - left) / SLICES_A_ROW, (top - bottom) / rows
+    below, above = 0.6 / tall, 0.1 / tall  # room for the ticks and the parameter's name; between rows
+    metric = axes[0].get_ylabel()
+    for i, ax in enumerate(axes):
+        row, col = divmod(i, SLICES_A_ROW)
+        y = top - (row + 1) * height + below
+        ax.set_position((left + col * width, y, width * 0.88, height - below - above))
+        ax.tick_params(labelleft=col == 0)
+        ax.set_ylabel(metric if col == 0 else "")
+    for bar in bars:
+        bar.set_position((0.9, bottom + 0.6 / tall, 0.015, top - bottom - 0.8 / tall))
 
 
 def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
@@ -676,9 +735,10 @@ def _contour(result: TuneResult, choice: PlotChoice) -> Figure:
 def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
     from optuna.visualization.matplotlib import plot_parallel_coordinate
 
+    shown = _chosen(result, choice)
     fig = _optuna_figure(
-        lambda: plot_parallel_coordinate(result.study, params=_chosen(result, choice), target_name=result.metric),
-        _complete_only(result),
+        lambda: plot_parallel_coordinate(result.study, params=shown, target_name=result.metric),
+        _title(result, choice, shown),
     )
     ax = fig.axes[0]
     legend = ax.get_legend()
