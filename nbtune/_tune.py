@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+import types
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ from nbtune.cell.program import (
     compile_cell,
     holdout_leaks,
 )
-from nbtune.cell.reads import changed_in_some_trials, never_read
+from nbtune.cell.reads import changed_in_some_trials, never_read, notebook_inputs
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -389,6 +390,81 @@ def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
         if shuffles and (seed is None or (isinstance(seed, ast.Constant) and seed.value is None)):
             found.append((node.lineno, name))
     return found
+
+
+# scikit-learn's estimators that draw at random with their default random_state=None (not those that
+# use it only under some option: Ridge's sag solver, SVC's probability=True)
+_RANDOM_MODULES = (
+    "sklearn.ensemble",
+    "sklearn.tree",
+    "sklearn.neural_network",
+    "sklearn.cluster",
+    "sklearn.manifold",
+    "sklearn.kernel_approximation",
+    "sklearn.random_projection",
+)
+_RANDOM_LINEAR = {"SGDClassifier", "SGDRegressor", "SGDOneClassSVM", "Perceptron", "PassiveAggressiveClassifier"}
+
+
+def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str]]:
+    """The cell's calls of a scikit-learn estimator that draws at random, without ``random_state``
+    (``RandomForestClassifier(n_estimators=n)``): the same configuration scores differently from
+    trial to trial, and ``--seed`` repeats the configurations but not their scores (found trying
+    nbtune as a new user). As ``(line, name)``; a class the cell imports itself is looked up in the
+    modules already loaded (nothing is imported to find it)."""
+    import sys
+
+    imported: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level and node.module in sys.modules:
+            for alias in node.names:
+                imported[alias.asname or alias.name] = getattr(sys.modules[node.module], alias.name, None)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:  # import a.b as m: m is a.b; import a.b: a
+                if alias.name in sys.modules:
+                    root = alias.name if alias.asname else alias.name.partition(".")[0]
+                    imported[alias.asname or root] = sys.modules.get(root)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or any(k.arg in ("random_state", None) for k in node.keywords):
+            continue
+        chain, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            chain.append(f.attr)
+            f = f.value
+        if not isinstance(f, ast.Name):
+            continue
+        obj: Any = imported.get(f.id, globals_read.get(f.id))
+        for attr in reversed(chain):  # through modules only: no attribute of anything else is read
+            obj = getattr(obj, attr, None) if isinstance(obj, types.ModuleType) else None
+        if not isinstance(obj, type):
+            continue
+        module = obj.__module__
+        if module.startswith(_RANDOM_MODULES) or (module.startswith("sklearn.") and obj.__name__ in _RANDOM_LINEAR):
+            found.append((node.lineno, obj.__name__))
+    return found
+
+
+_GENERATORS = {
+    ("numpy.random", "Generator"),
+    ("numpy.random", "RandomState"),
+    ("random", "Random"),
+    ("torch", "Generator"),
+}
+
+
+def _notebook_generators(globals_read: dict[str, Any], inputs: set[str]) -> list[tuple[str, str]]:
+    """The notebook's random generators the cell reads (``rng = np.random.default_rng(0)`` in an
+    earlier cell, then ``rng.choice(...)`` in the cell; ``inputs``: what it reads before binding it):
+    as ``(name, type)``."""
+    out = []
+    for name, value in globals_read.items():
+        if name not in inputs:
+            continue
+        kind = type(value)
+        if (kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand"), kind.__name__) in _GENERATORS:
+            out.append((name, kind.__name__))
+    return out
 
 
 def _unseeded_splitters(globals_read: dict[str, Any]) -> list[str]:
@@ -1005,6 +1081,26 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "
         "'# tune: seed' variable), or split once outside the cell"
         for lineno, name in (_unseeded_splits(program.spec.tree) if program.spec.tree is not None else [])
+    )
+    seed_hint = "the '# tune: seed' variable" if program.spec.seed is not None else "a fixed seed"
+    messages.extend(
+        f"line {lineno}: {name}(...) draws at random and is given no random_state, so the same configuration scores "
+        "differently from trial to trial (noise in their ranking; --seed repeats the configurations, not their "
+        f"scores); pass random_state=0 (or {seed_hint})"
+        for lineno, name in (
+            _unseeded_estimators(program.spec.tree, program.globals) if program.spec.tree is not None else []
+        )
+    )
+    messages.extend(
+        f"the cell draws from the notebook's random generator {name!r} (a {kind}): each trial starts where the trials "
+        "before it left it (each worker process from its own copy), so what a trial draws depends on the order "
+        f"trials ran, and a new seed for it is no new version of the study; make one in the cell from {seed_hint} "
+        f"({name} = np.random.default_rng(0))"
+        for name, kind in (
+            _notebook_generators(program.globals, notebook_inputs(program.spec.tree))
+            if program.spec.tree is not None
+            else []
+        )
     )
     messages.extend(
         f"the cell reads {name!r}, a {type(program.globals[name]).__name__} that shuffles without random_state, so "

@@ -1569,6 +1569,58 @@ def test_a_splitter_made_in_an_earlier_cell_that_shuffles_without_a_seed_is_name
     assert not any("shuffles" in m for m in res.messages), res.messages
 
 
+def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_named(trees):
+    """--seed repeated the configurations and not their scores: RandomForestClassifier(n_estimators=n)
+    with no random_state scored 0.930 and 0.933 in two runs, and a cell drawing from the notebook's
+    rng = np.random.default_rng(0) gave each trial what the trials before it left (found trying
+    nbtune as a new user). Both said before the search; seeded ones, and deterministic models, not."""
+    trees.run_cell(
+        "import numpy as np\nfrom sklearn.ensemble import RandomForestClassifier\nrng = np.random.default_rng(0)"
+    )
+    cell = "n = 20  # tune: int(5, 50)\n{imports}model = {model}.fit(X, y)\nidx = {rows}\nval_acc = model.score(X[idx], y[idx])\n"
+
+    def notes(**parts):
+        res = run(trees, "--maximize val_acc --trials 2 --seed 0 --view none", cell.format(**parts))
+        return [m for m in res.messages if "random_state" in m or "random generator" in m]
+
+    said = notes(imports="", model="RandomForestClassifier(n_estimators=n)", rows="rng.choice(len(X), 50)")
+    assert said == [
+        "line 3: RandomForestClassifier(...) draws at random and is given no random_state, so the same configuration "
+        "scores differently from trial to trial (noise in their ranking; --seed repeats the configurations, not their "
+        "scores); pass random_state=0 (or a fixed seed)",
+        "the cell draws from the notebook's random generator 'rng' (a Generator): each trial starts where the trials "
+        "before it left it (each worker process from its own copy), so what a trial draws depends on the order trials "
+        "ran, and a new seed for it is no new version of the study; make one in the cell from a fixed seed "
+        "(rng = np.random.default_rng(0))",
+    ], said
+    # imported by the cell itself, through its module: said too
+    said = notes(
+        imports="import sklearn.ensemble as ens\n",
+        model="ens.ExtraTreesClassifier(n_estimators=n)",
+        rows="slice(0, 50)",
+    )
+    assert len(said) == 1 and said[0].startswith("line 4: ExtraTreesClassifier(...) draws at random"), said
+    # seeded, deterministic, or its own generator: nothing to say
+    assert notes(imports="", model="RandomForestClassifier(n_estimators=n, random_state=0)", rows="slice(0, 50)") == []
+    assert (
+        notes(
+            imports="from sklearn.linear_model import RidgeClassifier\n",
+            model="RidgeClassifier(alpha=n)",
+            rows="slice(0, 50)",
+        )
+        == []
+    )
+    own = "np.random.default_rng(0).choice(len(X), 50)"
+    assert (
+        notes(
+            imports="rng = np.random.default_rng(1)\n",
+            model="RandomForestClassifier(n_estimators=n, random_state=0)",
+            rows=own.replace("np.random.default_rng(0)", "rng"),
+        )
+        == []
+    )
+
+
 def test_folds_whose_mean_is_one_folds_value_are_named(ip):
     """A MAPE over a fold with zero actuals: 2.9e15 beside 0.03, and the search tuned to that fold
     silently (found trying nbtune as a new user)."""
