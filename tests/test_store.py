@@ -191,7 +191,9 @@ def test_a_new_studys_records_are_one_append_that_plain_optuna_reads(tmp_path, m
     monkeypatch.setattr(JournalFileBackend, "append_logs", lambda self, logs: appends.append(logs) or real(self, logs))
     res = nbtune.tune(CELL, minimize="loss", n_trials=1, store=tmp_path, view=None, name="one")
     settings = [logs for logs in appends if any("user_attr" in log and "study_id" in log for log in logs)]
-    settings = [logs for logs in settings if not any(ATTR.RUN in str(log.get("user_attr")) for log in logs)]  # (a run's)
+    settings = [
+        logs for logs in settings if not any(ATTR.RUN in str(log.get("user_attr")) for log in logs)
+    ]  # (a run's)
     assert len(settings) == 1 and len(settings[0]) == 4  # space, identity, cell, settings: one fsync, not four
     monkeypatch.undo()
     path = next(tmp_path.glob("*.journal"))

@@ -270,6 +270,10 @@ def test_a_gap_with_no_search_behind_it_is_not_put_down_to_the_search(ip):
     assert "Little of it is the search's doing (it compared 3 trials)" in few
     many = HoldoutReport("val_f1", "test_f1", "maximize", 2, 0.7459, 0.7108, 40, None).sentence()
     assert "The search picked what scores best on the data it was chosen on" in many
+    # the defaults picked by re-validation from the top ones of 12 trials: picked on that data after all
+    # (it said 'No search picked this configuration': found trying nbtune as a new user)
+    picked = HoldoutReport("val_f1", "test_f1", "maximize", 0, 0.7459, 0.7108, 12, None, n_runs=3, baseline=True)
+    assert "No search picked" not in picked.sentence() and "The search picked" in picked.sentence()
     # in a search of one trial, the baseline
     cell = "alpha = 0.1  # tune: loguniform(0.01, 1.0)\nval_f1 = 0.75 - alpha / 100\ntest_f1 = 0.71\n"
     with pytest.warns(NbtuneWarning, match="No search picked this configuration"):

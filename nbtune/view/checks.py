@@ -90,7 +90,9 @@ class HoldoutReport:
     n_runs: int = 1
     cross_validated: bool = False  # the metric is a mean over '# tune: folds(k)'
     seeded: bool = True  # the cell has a '# tune: seed' variable (--revalidate needs one)
-    baseline: bool = False  # the chosen configuration is the cell's own defaults (no search picked it)
+    baseline: bool = (
+        False  # the chosen configuration is the cell's own defaults (no search picked it, unless re-validated)
+    )
     noise: float | None = None  # cross-validated: the spread (sd) of the chosen one's scores over its folds
 
     @property
@@ -142,7 +144,9 @@ class HoldoutReport:
             )
         if not self.warn:
             return head + f" (within {fmt(self.tolerance)})."
-        if self.baseline or self.n_trials <= 3:
+        # the defaults, unless re-validation picked them from the top ones on this validation data (it said
+        # "no search picked" of a pick: found trying nbtune as a new user)
+        if (self.baseline and self.n_runs == 1) or self.n_trials <= 3:
             # no search picked it, or hardly: the gap is the two datasets' own (a macro F1 over a
             # 600-document holdout with a class of 30; found trying nbtune as a new user)
             why = (
