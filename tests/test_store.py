@@ -138,7 +138,8 @@ def test_what_a_store_holds_is_one_table_with_what_changed_between_versions(ip, 
     ]
     assert list(df.version) == [1, 2, 3, 4, 5, 1] and (df.metric[:5] == "loss").all() and df.direction.b == "maximize"
     assert (df.finished == [3, 3, 3, 3, 3, 2]).all() and df.best_value.b == res.best_value
-    assert "b@check" in nbtune.studies(tmp_path, checks=True).index
+    with_checks = nbtune.studies(tmp_path, checks=True)
+    assert "b@check" in with_checks.index and pd.isna(with_checks.best_value["b@check"])  # seeds, not a result
     # opened itself, a check study says what it is (its "best" was one lucky seed's)
     ip.run_line_magic("tune_show", f"b@check --store {tmp_path} --view none -o checks")
     assert ip.user_ns["checks"].messages[0].startswith("'b@check' holds the checks of 'b': re-validation runs")

@@ -35,7 +35,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     it; ``res.runs()`` lists them), ``seed`` (the latest run's ``--seed``), ``last_run`` (when its latest
     trial ended) and
     ``changed`` (for a version after the first: what differs from the version before it).
-    ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs).
+    ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs; their
+    ``best_value`` is empty, as their runs are seeds of the top configurations: ``res.revalidation()``
+    compares them).
 
     Example:
         >>> import nbtune  # doctest: +SKIP
@@ -87,7 +89,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 "finished": finished_count(trials),
                 "complete": len(complete),
                 "feasible": len(feasible) if guarded else None,
-                "best_value": best,
+                # a check study's runs are seeds of the top configurations: its best seed is no result
+                # (it read as a better search; found trying nbtune as a new user)
+                "best_value": None if is_check_study(name) else best,
                 "runs": len(runs) or None,  # (not recorded before 2026-12-01)
                 "seed": runs[-1].get("seed") if runs else None,
                 "last_run": max(ended) if ended else None,
