@@ -49,6 +49,7 @@ from nbtune.cell.annotations import (
     inactive_in,
     parse_cell,
     read_only_under,
+    set_only_under,
 )
 from nbtune.cell.identity import (
     cell_identity,
@@ -721,6 +722,32 @@ def _tuned_work_per_epoch(program: CellProgram, spec: SchedulerSpec) -> list[str
     return []
 
 
+def _metric_unset_for_some_choices(program: CellProgram, user_ns: dict[str, Any] | None) -> list[str]:
+    """The metric set only under tests of a tuned choice that leave some of its values out (the
+    ``svm`` branch fits and never scores): those trials fail with MetricError, which a search learnt
+    from four failed trials in eight (found trying nbtune as a new user). Said before any trial."""
+    from nbtune.cell.program import sets_as_global
+
+    places = set_only_under(program.spec, program.metric) if program.spec.tree is not None else None
+    if not places or sets_as_global(program.spec.tree, program.metric, user_ns or {}):
+        return []
+    tested = {c for place in places for c, _, _ in place}
+    if len(tested) != 1:  # several choices together: left to the trials (and the diagnosis)
+        return []
+    [name] = tested
+    param = next(p for p in program.params if p.name == name)
+    unset = [v for v in param.args if not any(all((v in vs) == held for _, vs, held in place) for place in places)]
+    if not unset:
+        return []
+    values = " or ".join(repr(v) for v in unset)
+    return [
+        f"{program.metric!r} is set only under tests of {name!r} that leave out {name} = {values}: the trials that "
+        f"draw {'it' if len(unset) == 1 else 'them'} will fail (MetricError); set {program.metric} in "
+        f"{'that branch' if len(unset) == 1 else 'those branches'} too, or leave {values} out of {name}'s choices "
+        f"(line {param.lineno})"
+    ]
+
+
 def _cap_beside_early_stopping(program: CellProgram) -> list[str]:
     """A tuned number of rounds (``n_estimators``) in a cell whose library stops early: where early
     stopping ends a trial before the cap, the tuned value changes nothing, and it blurs the
@@ -1196,6 +1223,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     for_trials.extend(_state_note(program))
     for_trials.extend(_tuned_work_per_epoch(program, spec))
     for_trials.extend(_cap_beside_early_stopping(program))
+    for_trials.extend(_metric_unset_for_some_choices(program, cfg.user_ns))
 
     trials = study.get_trials(deepcopy=False)
     done = finished_count(trials)

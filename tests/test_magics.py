@@ -1521,6 +1521,29 @@ def test_a_short_choice_with_two_letters_swapped_is_a_typo_and_one_letter_replac
     ), res.messages
 
 
+def test_a_metric_set_only_in_some_branches_of_a_choice_is_said_before_the_search(ip):
+    """The svm branch fitted and never scored: 4 of 8 trials failed with MetricError, said only after
+    them (found trying nbtune as a new user). A branch per value that sets it, or one unconditional, is fine."""
+    cell = (
+        'model = "rf"  # tune: choice("rf", "svm", "knn")\nC = 1.0  # tune: loguniform(0.01, 10)\n'
+        'if model == "svm":\n    fitted = C\nelif model == "knn":\n    acc = 0.5 + C / 100\nelse:\n    acc = 0.9\n'
+    )
+    res = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none", cell)
+    assert (
+        "'acc' is set only under tests of 'model' that leave out model = 'svm': the trials that draw it will fail "
+        "(MetricError); set acc in that branch too, or leave 'svm' out of model's choices (line 2)" in res.messages
+    ), res.messages
+    fine = cell.replace("    fitted = C\n", "    acc = C / 10\n")
+    res = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none --name fine", fine)
+    assert not any("is set only under" in m for m in res.messages), res.messages
+    match = (
+        'model = "rf"  # tune: choice("rf", "svm", "knn")\nmatch model:\n    case "rf" | "knn":\n        acc = 0.9\n'
+        "    case _:\n        pass\n"
+    )
+    res = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none --name match", match)
+    assert any("leave out model = 'svm'" in m for m in res.messages), res.messages
+
+
 def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):
     """A branch for a choice left out of the search for now (`if model == "xgb":`): a note, not an error."""
     cell = CHOSEN.format(test='if model == "xgb":')

@@ -879,24 +879,37 @@ def read_only_under(spec: CellSpec) -> dict[str, list[list[tuple[str, set[Any], 
     for each, one list of conditions per place it is read, ``(choice, values, held)`` each, all of
     which hold where it is read. A variable read anywhere else (outside such tests, in a function the
     cell defines, under a test of anything else alone) is not in it: every trial reads it."""
+    return _under_choices(spec, {p.name for p in spec.params}, store=False)
+
+
+def set_only_under(spec: CellSpec, name: str) -> list[list[tuple[str, set[Any], bool]]] | None:
+    """Where the cell sets ``name`` (the metric) when it sets it only under tests of a tuned choice
+    (:func:`read_only_under`'s conditions, one list per place), else None."""
+    return _under_choices(spec, {name}, store=True).get(name)
+
+
+def _under_choices(spec: CellSpec, names: set[str], store: bool) -> dict[str, list[list[tuple[str, set[Any], bool]]]]:
     if spec.tree is None:
         return {}
     choices = {p.name: p for p in spec.params if p.kind == "choice"}
-    tuned = {p.name for p in spec.params}
     if not choices:
         return {}
     out: dict[str, list[list[tuple[str, set[Any], bool]]]] = {}
     always: set[str] = set()
+    wanted = ast.Store if store else ast.Load
 
     def walk(node: ast.AST, held: list[tuple[str, set[Any], bool]]) -> None:
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in tuned:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, wanted) and node.id in names:
             if held:
                 out.setdefault(node.id, []).append(list(held))
             else:
                 always.add(node.id)
             return
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            always.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in tuned)
+            # read or set from a function the cell defines: when it runs cannot be told, so left alone
+            inside = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            inside |= {g for n in ast.walk(node) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}
+            always.update(names & inside)
             return
         if isinstance(node, (ast.If, ast.IfExp)):
             walk(node.test, held)

@@ -1457,6 +1457,11 @@ def _stores(tree: ast.Module, name: str) -> list[ast.Name]:
     return [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)]
 
 
+def sets_as_global(tree: ast.Module | None, name: str, user_ns: dict[str, Any]) -> bool:
+    """A function the cell calls sets ``name`` as a global (:func:`_set_by_functions`)."""
+    return tree is not None and _set_by_functions(tree, name, user_ns)
+
+
 def _set_by_functions(tree: ast.Module, name: str, user_ns: dict[str, Any]) -> bool:
     """The cell declares ``name`` global, or a notebook function it calls sets it as a global ('def
     evaluate(): global acc; acc = ...'), or one that function calls in turn: a trial gives them all
