@@ -547,3 +547,22 @@ def test_a_space_of_many_parameters_shows_the_most_important_in_the_dashboards_w
     # asked for, all of them are drawn
     every = plots.view_figure(view, StudySummary(study, "loss"), plots.PlotChoice(params=tuple(names)))
     assert "of 11 parameters" not in every.get_suptitle()
+
+
+def test_learning_curves_of_a_branch_without_an_epochs_loop_say_what_is_not_drawn():
+    """color_by="model" where the best, a forest, ran no epochs loop: nothing was drawn in black and the
+    key listed model=rf with nothing of it plotted (found trying nbtune as a new user)."""
+    from optuna.distributions import CategoricalDistribution
+
+    dists = {"model": CategoricalDistribution(["sgd", "rf"]), "x": FloatDistribution(0.0, 1.0)}
+    study = optuna.create_study(direction="maximize")
+    for i in range(6):
+        curve = {1: 0.5 + i / 100, 2: 0.6 + i / 100} if i % 2 else {}
+        params = {"model": "sgd" if i % 2 else "rf", "x": i / 10}
+        value = 0.6 + i / 100 if i % 2 else 0.95
+        study.add_trial(create_trial(value=value, params=params, distributions=dists, intermediate_values=curve))
+    fig = plots.curves_figure(StudySummary(study, "acc"), color_by="model")
+    title = fig.axes[0].get_title().replace("\n", " ")
+    assert "the best, trial 0, has no curve" in title and "3 finished without one" in title, title
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["model=sgd"]

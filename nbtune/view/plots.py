@@ -14,6 +14,7 @@ import base64
 import io
 import itertools
 import logging
+import textwrap
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -524,7 +525,8 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     if isinstance(key, list):
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([0], [0], color=c, lw=2, label=f"{color_by}={lab}") for lab, c in key[:10]]
+        drawn = {str(t.params[color_by]) for t in trials if color_by in t.params}  # (a branch with no curves: no key)
+        handles = [Line2D([0], [0], color=c, lw=2, label=f"{color_by}={lab}") for lab, c in key if lab in drawn][:10]
         ax.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     elif key is not None:
         from matplotlib.colors import LogNorm
@@ -540,12 +542,19 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     whole_ticks(ax.xaxis)
     ax.set_ylabel(result.metric)
     colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
-    ax.set_title(
-        f"{_curves_title(result)} of {len(trials)} trials ({colour_note}; black = best; x = stopped early"
-        + (f"; {off} off the scale" if off else "")
-        + ")",
-        fontsize=11,
+    # the best, or trials, that report no epoch (a branch of the cell without the epochs loop): said, as
+    # nothing is drawn in black then (found trying nbtune as a new user)
+    flat = sum(1 for t in result.trials if t.state.is_finished() and not t.intermediate_values)
+    black = (
+        "black = best" if best is None or best.intermediate_values else f"the best, trial {best.number}, has no curve"
     )
+    title = (
+        f"{_curves_title(result)} of {len(trials)} trials ({colour_note}; {black}; x = stopped early"
+        + (f"; {off} off the scale" if off else "")
+        + (f"; {flat} finished without one" if flat else "")
+        + ")"
+    )
+    ax.set_title(textwrap.fill(title, 110), fontsize=11)  # (wider than the figure, it was cut at both ends)
     return fig
 
 
