@@ -405,6 +405,8 @@ _RANDOM_MODULES = (
     "sklearn.random_projection",
 )
 _RANDOM_LINEAR = {"SGDClassifier", "SGDRegressor", "SGDOneClassSVM", "Perceptron", "PassiveAggressiveClassifier"}
+# of those modules, the ones that draw only under an option (early stopping on a large set, subsampling)
+_DETERMINISTIC_BY_DEFAULT = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
 
 
 def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str]]:
@@ -425,9 +427,23 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
                 if alias.name in sys.modules:
                     root = alias.name if alias.asname else alias.name.partition(".")[0]
                     imported[alias.asname or root] = sys.modules.get(root)
+    # seeded after it is built (m.set_params(random_state=0), m.random_state = 0): left alone
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "set_params"
+            and any(k.arg == "random_state" for k in node.keywords)
+        ):
+            return []
+        if isinstance(node, ast.Attribute) and node.attr == "random_state" and isinstance(node.ctx, ast.Store):
+            return []
     found = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or any(k.arg in ("random_state", None) for k in node.keywords):
+        if not isinstance(node, ast.Call) or any(k.arg is None for k in node.keywords):
+            continue
+        seed = next((k.value for k in node.keywords if k.arg == "random_state"), None)
+        if seed is not None and not (isinstance(seed, ast.Constant) and seed.value is None):
             continue
         chain, f = [], node.func
         while isinstance(f, ast.Attribute):
@@ -441,6 +457,8 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
         if not isinstance(obj, type):
             continue
         module = obj.__module__
+        if obj.__name__ in _DETERMINISTIC_BY_DEFAULT:
+            continue
         if module.startswith(_RANDOM_MODULES) or (module.startswith("sklearn.") and obj.__name__ in _RANDOM_LINEAR):
             found.append((node.lineno, obj.__name__))
     return found
@@ -451,6 +469,12 @@ _GENERATORS = {
     ("numpy.random", "RandomState"),
     ("random", "Random"),
     ("torch", "Generator"),
+}
+_MAKE_GENERATOR = {  # one of the same kind, made from a seed (scikit-learn takes a RandomState, not a Generator)
+    "Generator": "np.random.default_rng(0)",
+    "RandomState": "np.random.RandomState(0)",
+    "Random": "random.Random(0)",
+    "torch.Generator": "torch.Generator().manual_seed(0)",
 }
 
 
@@ -463,8 +487,9 @@ def _notebook_generators(globals_read: dict[str, Any], inputs: set[str]) -> list
         if name not in inputs:
             continue
         kind = type(value)
-        if (kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand"), kind.__name__) in _GENERATORS:
-            out.append((name, kind.__name__))
+        module = kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand")
+        if (module, kind.__name__) in _GENERATORS:
+            out.append((name, f"torch.{kind.__name__}" if module == "torch" else kind.__name__))
     return out
 
 
@@ -1122,7 +1147,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         f"the cell draws from the notebook's random generator {name!r} (a {kind}): each trial starts where the trials "
         "before it left it (each worker process from its own copy), so what a trial draws depends on the order "
         f"trials ran, and a new seed for it is no new version of the study; make one in the cell from {seed_hint} "
-        f"({name} = np.random.default_rng(0))"
+        f"({name} = {_MAKE_GENERATOR.get(kind, 'np.random.default_rng(0)')})"
         for name, kind in (
             _notebook_generators(program.globals, notebook_inputs(program.spec.tree))
             if program.spec.tree is not None

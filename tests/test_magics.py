@@ -583,10 +583,10 @@ def test_recorded_whole_numbers_stay_whole_in_the_frame(ip, tmp_path):
     nbtune as a new user): an int or numpy integer stays one, also where a failed trial has none."""
     cell = (
         "import numpy as np\nx = 0.5  # tune: uniform(0, 1)\nn_iter = 3 + int(x * 10)\nbest = np.int64(7)\n"
-        "ratio = x / 2\nif x > 0.6:\n    raise ValueError('too big')\nloss = x\n"
+        "ratio = x / 2\nmaybe = n_iter if x > 0.3 else None\nif x > 0.6:\n    raise ValueError('too big')\nloss = x\n"
     )
     res = ip.run_cell_magic(
-        "tune", f"--minimize loss -n 8 --seed 1 --record n_iter,best,ratio --store {tmp_path}/s", cell
+        "tune", f"--minimize loss -n 8 --seed 1 --record n_iter,best,ratio,maybe --store {tmp_path}/s", cell
     )
     done = [t for t in res.study.trials if t.state.name == "COMPLETE"]
     assert done and all(type(t.user_attrs[ATTR.RECORD]["n_iter"]) is int for t in done)
@@ -595,6 +595,7 @@ def test_recorded_whole_numbers_stay_whole_in_the_frame(ip, tmp_path):
     df = res.trials_dataframe()
     assert "FAIL" in set(df["state"]), "the seed should give a failed trial"
     assert str(df["record_n_iter"].dtype) == "Int64" and str(df["record_best"].dtype) == "Int64"
+    assert str(df["record_maybe"].dtype) == "Int64" and df["record_maybe"].isna().any()  # a recorded None too
     assert df["record_ratio"].dtype.kind == "f"
     assert list(df.loc[df.state == "COMPLETE", "record_best"]) == [7] * len(done)
 

@@ -1614,6 +1614,17 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
         )
         == []
     )
+    # seeded after it is built, or a model that draws only under an option: nothing; an explicit None: said
+    seeded_later = "RandomForestClassifier(n_estimators=n).set_params(random_state=0)"
+    assert notes(imports="", model=seeded_later, rows="slice(0, 50)") == []
+    hgb = "from sklearn.ensemble import HistGradientBoostingClassifier as H\n"
+    assert notes(imports=hgb, model="H(max_iter=n)", rows="slice(0, 50)") == []
+    none = notes(imports="", model="RandomForestClassifier(n_estimators=n, random_state=None)", rows="slice(0, 50)")
+    assert len(none) == 1 and "RandomForestClassifier(...) draws at random" in none[0]
+    # a RandomState is made again as one (scikit-learn refuses a Generator for random_state)
+    trees.run_cell("rs = np.random.RandomState(0)")
+    legacy = notes(imports="", model="RandomForestClassifier(n_estimators=n, random_state=rs)", rows="slice(0, 50)")
+    assert legacy and legacy[-1].endswith("(rs = np.random.RandomState(0))"), legacy
     own = "np.random.default_rng(0).choice(len(X), 50)"
     assert (
         notes(

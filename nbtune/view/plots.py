@@ -354,18 +354,9 @@ def _n_complete(result: TuneResult) -> int:
 def _draw_importance(ax: Any, imp: Importance) -> None:
     names = list(imp.values)[::-1]
     ax.barh(names, [imp.values[n] for n in names], color=_BEST)
-    ax.set_xlabel(f"importance ({imp.method}, {imp.rests_on()})")
-    if imp.conditional:  # what the ranking of a parameter read only under some choices means
-        ax.text(
-            0.99,
-            0.02,
-            f"read only under some choices: {', '.join(imp.conditional)}",
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=9,
-            color="0.35",
-        )
+    # (and which parameters the cell reads only under some choices: what their ranking means)
+    read = f"\nread only under some choices: {', '.join(imp.conditional)}" if imp.conditional else ""
+    ax.set_xlabel(f"importance ({imp.method}, {imp.rests_on()}){read}")
     ax.set_title("what mattered" if imp.epoch is None else f"what mattered by epoch {imp.epoch}", fontsize=11)
 
 
@@ -749,6 +740,8 @@ def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
         lambda: plot_parallel_coordinate(result.study, params=shown, target_name=result.metric),
         _title(result, choice, shown),
     )
+    for each in fig.axes:  # each parameter's own axis: 0.01 0.03 0.1 0.3, not nine of 2x10^-2 crowded
+        readable_log_ticks(each.yaxis)
     ax = fig.axes[0]
     legend = ax.get_legend()
     if legend is not None:  # guardrails: Optuna's Feasible/Infeasible legend sat on the title (found trying nbtune)

@@ -273,7 +273,8 @@ class TuneResult(StudySummary):
         # A recorded whole number stays one where some trial recorded none (n_iter_ 12, not 12.0)
         for col in [c for c in df.columns if c.startswith("record_")]:
             name = col.removeprefix("record_")
-            kept = [r[name] for t in self.trials if name in (r := t.user_attrs.get(ATTR.RECORD) or {})]
+            given = [r[name] for t in self.trials if name in (r := t.user_attrs.get(ATTR.RECORD) or {})]
+            kept = [v for v in given if v is not None]  # (None where it has none: n_iter_ of some models)
             if len(kept) < len(df) and kept and all(type(v) is int for v in kept):
                 df[col] = df[col].astype("Int64")
         # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
