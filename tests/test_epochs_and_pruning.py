@@ -249,6 +249,15 @@ def test_a_tuned_cap_of_rounds_beside_early_stopping_is_said_before_the_search(i
     assert found(xgb.replace("30", "None")) is None
     assert found("m = XGBClassifier(n_estimators=500, early_stopping_rounds=30)\n") is None  # not tuned
     assert found("m = LGBMClassifier(n_estimators=n_est)\nm.fit(X, y)\n") is None  # no early stopping
+    # the early stopping of the model it makes, given by name or on a call on it; not another model's
+    cb = "cb = [lgb.early_stopping(5)]\nm = LGBMClassifier(n_estimators=n_est)\nm.fit(X, y, callbacks=cb)\n"
+    assert found(cb) == ("n_est", 2, 1)
+    inline = "b = lgb.train({'early_stopping_round': 5, 'verbose': -1}, d, num_boost_round=rounds)\n"
+    assert found(inline) == ("rounds", 1, 1)
+    other = "m0 = HGB(early_stopping=True).fit(X, y)\nm = GradientBoostingClassifier(n_estimators=n_est).fit(X, y)\n"
+    assert found(other) is None
+    unused = "cb = [lgb.early_stopping(5)]\nm = LGBMClassifier(n_estimators=n_est).fit(X, y)\n"
+    assert found(unused) is None
 
 
 def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):

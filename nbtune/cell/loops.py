@@ -523,39 +523,75 @@ def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]
 # Arguments that cap the rounds a booster or an iterative model trains (scikit-learn, LightGBM,
 # XGBoost, CatBoost), and those that turn on the early stopping that ends it before the cap.
 _ROUND_CAPS = {"n_estimators", "num_boost_round", "num_iterations", "num_rounds", "nrounds", "max_iter", "iterations"}
-_STOPS_EARLY = {"early_stopping_rounds", "n_iter_no_change", "od_wait"}
+_STOPS_EARLY = {"early_stopping_rounds", "early_stopping_round", "n_iter_no_change", "od_wait"}
 
 
-def _named_values(tree: ast.Module) -> Iterator[tuple[str, ast.expr, int]]:
-    """Every ``name=value`` of a call and ``"name": value`` of a dict literal, with its line."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            yield from ((k.arg, k.value, k.value.lineno) for k in node.keywords if k.arg is not None)
-        elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
+def _named_values(node: ast.AST) -> Iterator[tuple[str, ast.expr]]:
+    """Every ``name=value`` of a call and ``"name": value`` of a dict literal in ``node``."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            yield from ((k.arg, k.value) for k in n.keywords if k.arg is not None)
+        elif isinstance(n, ast.Dict):
+            for key, value in zip(n.keys, n.values, strict=True):
                 if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                    yield key.value, value, value.lineno
+                    yield key.value, value
+
+
+def _stops_early(node: ast.AST) -> int | None:
+    """The line of the early stopping ``node`` turns on (``early_stopping_rounds=50``,
+    ``early_stopping=True``, ``lgb.early_stopping(50)`` in its arguments), or None."""
+    for name, value in _named_values(node):
+        off = isinstance(value, ast.Constant) and value.value in (None, 0, False)
+        if (name in _STOPS_EARLY and not off) or (
+            name == "early_stopping" and isinstance(value, ast.Constant) and value.value is True
+        ):
+            return value.lineno
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call) and _callee(n) in ("early_stopping", "EarlyStopping"):
+            return n.lineno
+    return None
 
 
 def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, int, int] | None:
     """A tuned variable that caps the rounds (``n_estimators=n_est``, ``"num_boost_round": rounds``)
-    in a cell that stops early (``early_stopping_rounds=50``, ``lgb.early_stopping(50)``,
-    ``early_stopping=True``): (its name, the cap's line, the early stopping's line), or None.
-    Early stopping ends most trials before the cap, so the cap's value changes nothing there."""
-    caps: list[tuple[str, int]] = []
-    stop: int | None = None
-    for name, value, line in _named_values(tree):
-        if name in _ROUND_CAPS:
-            read = sorted({n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & tuned)
-            caps.extend((r, line) for r in read)
-        elif (name in _STOPS_EARLY and not (isinstance(value, ast.Constant) and value.value in (None, 0, False))) or (
-            name == "early_stopping" and isinstance(value, ast.Constant) and value.value is True
-        ):
-            stop = line if stop is None else min(stop, line)
-    for node in ast.walk(tree):  # lgb.early_stopping(50), xgb.callback.EarlyStopping(rounds=50)
-        if isinstance(node, ast.Call) and _callee(node).rsplit(".", 1)[-1] in ("early_stopping", "EarlyStopping"):
-            stop = node.lineno if stop is None else min(stop, node.lineno)
-    if stop is None or not caps:
-        return None
-    name, line = caps[0]
-    return name, line, stop
+    of a model whose training stops early: in the same call (``XGBClassifier(n_estimators=n,
+    early_stopping_rounds=50)``, ``lgb.train(..., num_boost_round=n, callbacks=[lgb.early_stopping(50)])``),
+    in the dict of parameters given with it, or in a call on the model it made (``m =
+    LGBMClassifier(n_estimators=n)`` then ``m.fit(..., callbacks=[lgb.early_stopping(50)])``): (its
+    name, the cap's line, the early stopping's line), or None. Early stopping ends most trials before
+    the cap, so the cap's value changes nothing there. Early stopping of another model is not it."""
+    assigned: dict[str, ast.expr] = {}  # m = Model(...), params = {...}, cb = [lgb.early_stopping(50)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            assigned[node.targets[0].id] = node.value
+
+    def with_what_it_is_given(call: ast.Call) -> list[ast.AST]:
+        given = [*call.args, *(k.value for k in call.keywords)]
+        return [call, *(assigned[g.id] for g in given if isinstance(g, ast.Name) and g.id in assigned)]
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        holders = with_what_it_is_given(node)  # and the calls on the model it made (m.fit(...)), with theirs
+        target = next((name for name, value in assigned.items() if value is node), None)
+        for n in ast.walk(tree) if target is not None else ():
+            if (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id == target
+            ):
+                holders += with_what_it_is_given(n)
+        caps = [
+            (r, value.lineno)
+            for holder in holders
+            for name, value in _named_values(holder)
+            if name in _ROUND_CAPS
+            for r in sorted({n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & tuned)
+        ]
+        if not caps:
+            continue
+        stops = [line for holder in holders if (line := _stops_early(holder)) is not None]
+        if stops:
+            return caps[0][0], caps[0][1], min(stops)
+    return None
