@@ -1783,3 +1783,12 @@ def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     )
     assert knn.best_params["model"] == "knn" and knn.best_params["k"] >= 29, knn.best_params
     assert any(m.startswith("the best trial's k (") for m in knn.messages), knn.messages
+    # a dict of models by choice, of lambdas, and 'model == "knn" and ...': k unread by a forest there too
+    for form in (
+        'loss = {"knn": 2.0 - k / 100, "rf": 1.0}[model]\n',
+        'loss = {"knn": lambda: 2.0 - k / 100, "rf": lambda: 1.0}[model]()\n',
+        'if model == "knn" and k > 0:\n    loss = 2.0 - k / 100\nelse:\n    loss = 1.0\n',
+    ):
+        cell = branches.split("if model")[0] + form
+        res = ip.run_cell_magic("tune", "--minimize loss -n 20 --seed 0 --sampler random", cell)
+        assert res.best_params["model"] == "rf" and not any("of its range" in m for m in res.messages), form

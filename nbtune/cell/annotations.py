@@ -905,21 +905,46 @@ def _under_choices(spec: CellSpec, names: set[str], store: bool) -> dict[str, li
             else:
                 always.add(node.id)
             return
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+        if isinstance(node, ast.Lambda):  # run where it is called: as its place says (a dict of models by choice)
+            walk(node.body, held)
+            return
+        if (  # {"knn": KNN(n_neighbors=k), "rf": RF()}[model]: each value is for its key
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Dict)
+            and isinstance(node.slice, ast.Name)
+            and node.slice.id in choices
+            and all(isinstance(k, ast.Constant) for k in node.value.keys)
+        ):
+            walk(node.slice, held)
+            for key, value in zip(node.value.keys, node.value.values, strict=True):
+                assert isinstance(key, ast.Constant)
+                walk(value, [*held, (node.slice.id, {key.value}, True)])
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             # read or set from a function the cell defines: when it runs cannot be told, so left alone
             inside = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             inside |= {g for n in ast.walk(node) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}
             always.update(names & inside)
             return
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):  # a and b: b only where a held
+            inner = held
+            for value in node.values:
+                walk(value, inner)
+                test = _choice_test(value, choices)
+                inner = inner if test is None else [*inner, test]
+            return
         if isinstance(node, (ast.If, ast.IfExp)):
             walk(node.test, held)
-            test = _choice_test(node.test, choices)
+            parts = node.test.values if isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And) else []
+            tests = [t for t in map(lambda v: _choice_test(v, choices), parts or [node.test]) if t is not None]
             body: list[ast.AST] = [*node.body] if isinstance(node.body, list) else [node.body]
             orelse: list[ast.AST] = [*node.orelse] if isinstance(node.orelse, list) else [node.orelse]
-            for branch, holds in ((body, True), (orelse, False)):
-                inner = held if test is None else [*held, (test[0], test[1], test[2] == holds)]
-                for child in branch:
-                    walk(child, inner)
+            for child in body:  # where every choice test of it held
+                walk(child, [*held, *tests])
+            # the else: where the test failed, which says something only of a test of one choice
+            inner = held if len(tests) != 1 or parts else [*held, (tests[0][0], tests[0][1], not tests[0][2])]
+            for child in orelse:
+                walk(child, inner)
             return
         if isinstance(node, ast.Match) and isinstance(node.subject, ast.Name) and node.subject.id in choices:
             walk(node.subject, held)
