@@ -114,8 +114,8 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
     # hold none of the rest (3 failures of a choice of two flags were put down to 'C <= 0.07' while
     # trials with C = 0.04 completed; found trying nbtune as a new user); with more, a fifth of it.
     found = _separating(hit, rest, 0.2 if len(hit) >= 5 else 0.0)
-    if found is None:
-        return ""
+    if found is None:  # no one parameter: two together, each holding every failure (lbfgs and newton-cg with l1)
+        return _pair(hit, rest)
     text, inside = found
     also = [t for t in rest if inside(t)]
     if not also:
@@ -124,6 +124,45 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
     if second is not None:
         return f"{text} and {second[0]}"
     return f"{text} (as {'does' if len(also) == 1 else 'do'} {len(also)} of the others)"
+
+
+def _pair(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial]) -> str:
+    """Two parameters whose regions together hold every trial of ``hit`` and none of ``rest``, each
+    region the one its parameter's values in ``hit`` make; "" if no pair does."""
+    names = sorted({k for t in hit for k in t.params}, key=lambda n: (_numeric(hit, n), n))  # choices first
+    regions = [r for name in names if (r := _holding(hit, rest, name))]
+    for (text1, in1), (text2, in2) in itertools.combinations(regions, 2):
+        if not any(in1(t) and in2(t) for t in rest):
+            return f"{text1} and {text2}"
+    return ""
+
+
+def _numeric(trials: list[optuna.trial.FrozenTrial], name: str) -> bool:
+    values = [t.params[name] for t in trials if name in t.params]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _holding(
+    hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial], name: str
+) -> tuple[str, Callable[[optuna.trial.FrozenTrial], bool]] | None:
+    """The region of ``name`` that holds every trial of ``hit`` (two or three choices, or a side of
+    a threshold), when it leaves out some of ``rest``; else None."""
+    hv = [t.params[name] for t in hit if name in t.params]
+    if len(hv) != len(hit):
+        return None
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv):
+        sides = [(">=", min(hv)), ("<=", max(hv))]
+        for op, cut in sides:
+            inside = _beyond(name, op, cut)
+            if not all(inside(t) for t in rest):
+                return f"{name} {op} {_bound(cut, op)}", inside
+        return None
+    values = set(map(repr, hv))
+    inside = _among(name, values)
+    if len(values) > 3 or all(inside(t) for t in rest):
+        return None
+    text = f"{name} = {hv[0]!r}" if len(values) == 1 else f"{name} in ({', '.join(sorted(values))})"
+    return text, inside
 
 
 def _separating(
