@@ -864,6 +864,7 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     return R
 
 
+_TOLD: set[str] = set()  # the notes this kernel says once, whatever the study ("seed-jobs")
 _TOLD_NO_NOTEBOOK: set[tuple[str, str]] = set()  # (store, study) this kernel said it cannot tell notebooks apart for
 
 
@@ -1196,7 +1197,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             "on this machine's cores: what one measures varies with what runs beside it; measure it as the best of "
             "several repeats (min(timeit.repeat(...))), or run with --jobs 1"
         )
-    if cfg.seed is not None and n_jobs > 1 and not sampler.enumerates:  # (the README said so; the run did not)
+    if cfg.seed is not None and n_jobs > 1 and not sampler.enumerates and "seed-jobs" not in _TOLD:
+        _TOLD.add("seed-jobs")  # (the README said so, the run did not; once a kernel: a tutorial said it six times)
         for_trials.append(
             f"--seed {cfg.seed} with {n_jobs} jobs: what the sampler has seen when it draws depends on which trials "
             "finish first, so the search does not repeat exactly; --jobs 1 repeats it"
