@@ -470,6 +470,7 @@ _GENERATORS = {
     ("random", "Random"),
     ("torch", "Generator"),
 }
+_LOOKS = {"print", "type", "repr", "str", "id", "isinstance", "display"}  # calls that only look at a value
 _MAKE_GENERATOR = {  # one of the same kind, made from a seed (scikit-learn takes a RandomState, not a Generator)
     "Generator": "np.random.default_rng(0)",
     "RandomState": "np.random.RandomState(0)",
@@ -478,13 +479,24 @@ _MAKE_GENERATOR = {  # one of the same kind, made from a seed (scikit-learn take
 }
 
 
-def _notebook_generators(globals_read: dict[str, Any], inputs: set[str]) -> list[tuple[str, str]]:
-    """The notebook's random generators the cell reads (``rng = np.random.default_rng(0)`` in an
-    earlier cell, then ``rng.choice(...)`` in the cell; ``inputs``: what it reads before binding it):
-    as ``(name, type)``."""
+def _notebook_generators(globals_read: dict[str, Any], tree: ast.Module) -> list[tuple[str, str]]:
+    """The notebook's random generators the cell draws from (``rng = np.random.default_rng(0)`` in an
+    earlier cell, then ``rng.choice(...)`` or ``random_state=rng`` in the cell, read before the cell
+    binds it): as ``(name, type)``. Looked at, ``print(type(rng))``, is no draw."""
+    inputs = notebook_inputs(tree)
+    drawn: set[str] = set()  # rng.choice(...), f(..., rng), f(random_state=rng), g = rng
+    for node in ast.walk(tree):
+        used: list[ast.expr] = []
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _LOOKS):
+            used = [*node.args, *(k.value for k in node.keywords)]
+            if isinstance(node.func, ast.Attribute):
+                used.append(node.func.value)
+        elif isinstance(node, ast.Assign):
+            used = [node.value]
+        drawn.update(n.id for n in used if isinstance(n, ast.Name))
     out = []
     for name, value in globals_read.items():
-        if name not in inputs:
+        if name not in inputs or name not in drawn:
             continue
         kind = type(value)
         module = kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand")
@@ -1149,11 +1161,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "before it left it (each worker process from its own copy), so what a trial draws depends on the order "
         f"trials ran, and a new seed for it is no new version of the study; make one in the cell from {seed_hint} "
         f"({name} = {_MAKE_GENERATOR.get(kind, 'np.random.default_rng(0)')})"
-        for name, kind in (
-            _notebook_generators(program.globals, notebook_inputs(program.spec.tree))
-            if program.spec.tree is not None
-            else []
-        )
+        for name, kind in (_notebook_generators(program.globals, program.spec.tree) if program.spec.tree else [])
     )
     messages.extend(
         f"the cell reads {name!r}, a {type(program.globals[name]).__name__} that shuffles without random_state, so "

@@ -1642,6 +1642,13 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
     trees.run_cell("rs = np.random.RandomState(0)")
     legacy = notes(imports="", model="RandomForestClassifier(n_estimators=n, random_state=rs)", rows="slice(0, 50)")
     assert legacy and legacy[-1].endswith("(rs = np.random.RandomState(0))"), legacy
+    # looked at, not drawn from: nothing
+    looked = notes(
+        imports="print(type(rng))\n",
+        model="RandomForestClassifier(n_estimators=n, random_state=0)",
+        rows="slice(0, 50)",
+    )
+    assert looked == [], looked
     own = "np.random.default_rng(0).choice(len(X), 50)"
     assert (
         notes(
