@@ -565,6 +565,18 @@ def test_each_run_is_recorded_with_its_seed_options_and_library_versions(ip, tmp
     ], second.messages
     df = nbtune.studies(tmp_path)
     assert df.runs["r"] == 2 and df.seed["r"] == 4
+    # an object whose attributes raise (a proxy) is read as its type: no failed run for a version
+    from nbtune.cell.identity import library_versions
+
+    class Proxy:
+        def __getattr__(self, name):
+            raise RuntimeError(name)
+
+        @property
+        def __module__(self):
+            raise RuntimeError("__module__")
+
+    assert set(library_versions({"p": Proxy()}, None)) == {"python", "nbtune", "optuna"}
     # a re-run with nothing to run is no run
     third = ip.run_cell_magic("tune", f"--minimize loss -n 6 --seed 4 --store {tmp_path} --name r", cell)
     assert len(third.runs()) == 2

@@ -583,10 +583,14 @@ def library_versions(globals_read: dict[str, Any], tree: ast.Module | None) -> d
 
     roots = {"nbtune", "optuna"}
     for value in globals_read.values():
-        module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        try:  # (a proxy's attribute lookup may raise anything: its type's module then)
+            module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        except Exception:
+            module = None
         if not isinstance(module, str):
             module = type(value).__module__
-        roots.add(module.partition(".")[0])
+        if isinstance(module, str):
+            roots.add(module.partition(".")[0])
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.Import):
             roots.update(alias.name.partition(".")[0] for alias in node.names)
@@ -595,7 +599,10 @@ def library_versions(globals_read: dict[str, Any], tree: ast.Module | None) -> d
     roots -= {*sys.stdlib_module_names, "__main__", "builtins", ""}
     out = {"python": platform.python_version()}
     for root in sorted(roots, key=str.lower):
-        version = getattr(sys.modules.get(root), "__version__", None)
+        try:
+            version = getattr(sys.modules.get(root), "__version__", None)
+        except Exception:  # a lazy module that fails to load its version
+            version = None
         if not isinstance(version, str):
             try:
                 version = importlib.metadata.version(_DISTRIBUTIONS.get(root, root))
