@@ -1778,6 +1778,16 @@ def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     forest = ip.run_cell_magic("tune", "--minimize loss -n 20 --seed 0 --sampler random --name branches", branches)
     assert forest.best_params["model"] == "rf"
     assert not any("of its range" in m for m in forest.messages), forest.messages
+    # and the summary and the dashboard name the value it never read apart ('model=rf, k=30' read as if 30
+    # mattered); best_params keeps every value, as Optuna's
+    assert forest.best_params["k"] == 30
+    assert f"(trial {forest.best_trial.number}): model=rf (unread here: k)" in forest.summary(), forest.summary()
+    assert "<code>model=rf</code> (unread here: k)" in forest._repr_html_()
+    from nbtune.view.widgets import WidgetView
+
+    view = WidgetView(forest.study, "loss", "minimize", display=False)
+    view.redraw(force=True)
+    assert view.best.value.endswith("model=rf (unread here: k)"), view.best.value
     knn = ip.run_cell_magic(
         "tune", "--minimize loss -n 20 --seed 0 --sampler random --name knn", branches.replace("1.0\n", "9.0\n")
     )

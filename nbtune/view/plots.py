@@ -331,15 +331,9 @@ def importance_of(result: TuneResult, max_trials: int = 500) -> Importance:
 
 def _conditional(result: TuneResult) -> list[str]:
     """The tuned variables the study's cell reads only under some of a choice's values."""
-    from nbtune.cell.annotations import parse_cell, read_only_under
+    from nbtune.view.summary import conditional_reads
 
-    cell = result.study.user_attrs.get(ATTR.CELL) or {}
-    if not isinstance(cell.get("source"), str):
-        return []
-    try:
-        return list(read_only_under(parse_cell(cell["source"], int(cell.get("line_offset", 1)))))
-    except Exception:  # a cell of an older nbtune that no longer parses: the default evaluator
-        return []
+    return list(conditional_reads(result.study.user_attrs))
 
 
 def importance(result: TuneResult, max_trials: int = 500) -> dict[str, float]:

@@ -192,6 +192,30 @@ class StudySummary:
             return None
 
     # --- display ---------------------------------------------------------------------
+    _reads: dict[str, Any] | None = None
+
+    def _params_text(self, t: optuna.trial.FrozenTrial, escape: bool = False, code: bool = False) -> str:
+        """``model=rf, depth=5 (unread here: n_neighbors)``: a trial's values, those its configuration
+        never read (``n_neighbors`` of a forest, under ``if model == "knn":``) named apart: the summary
+        read 'model=rf, n_neighbors=30' as if 30 mattered (found trying nbtune as a new user).
+        ``escape``: as HTML; ``code``: each value in ``<code>`` too."""
+        from nbtune.cell.annotations import inactive_in
+
+        if self._reads is None:
+            self._reads = conditional_reads(self.study.user_attrs)
+        unread = inactive_in(t.params, self._reads) if self._reads else set()
+        escape = escape or code
+
+        def one(k: str, v: Any) -> str:
+            text = html.escape(f"{k}={fmt_param(v)}") if escape else f"{k}={fmt_param(v)}"
+            return f"<code>{text}</code>" if code else text
+
+        text = ", ".join(one(k, v) for k, v in t.params.items() if k not in unread)
+        if unread:
+            names = ", ".join(k for k in t.params if k in unread)
+            text += f" (unread here: {html.escape(names) if escape else names})"
+        return text
+
     def summary(self) -> str:
         """A few lines of plain text: what a terminal, GitHub or nbconvert shows."""
         # what the finished count counts, then the rest: '20/20 trials finished (3 complete, 17 stopped
@@ -208,12 +232,11 @@ class StudySummary:
         ]
         best = self._best_or_none()
         if best is not None:
-            params = ", ".join(f"{k}={fmt_param(v)}" for k, v in best.params.items())
-            lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {params}")
+            lines.append(f"best {self.metric} = {fmt(best.value)} (trial {best.number}): {self._params_text(best)}")
         else:
             lines.append(self._no_best())
         for t in self.top(5)[1:]:  # with their values: what the runners-up were, without the frame
-            params = ", ".join(f"{k}={fmt_param(v)}" for k, v in t.params.items())
+            params = self._params_text(t)
             lines.append(f"  trial {t.number}: {self.metric} = {fmt(t.value)}" + (f" ({params})" if params else ""))
         stops = [text for kind, text in self._decision_sentences() if kind == "stop"]
         if stops:
@@ -269,7 +292,7 @@ class StudySummary:
         if best is not None:
             parts.append(
                 f"<p><b>best {esc(self.metric)} = {fmt(best.value)}</b> (trial {best.number}): "
-                + ", ".join(f"<code>{esc(k)}={esc(fmt_param(v))}</code>" for k, v in best.params.items())
+                + self._params_text(best, code=True)
                 + "</p>"
             )
         top = self.top(max_rows)
@@ -405,3 +428,18 @@ def still_paused(
     """Paused trials that may still go on, in this run or the next after a Stop: not continued, and
     paused after the last search that ended by its budget (``ended_at``: ``nbtune:pauses_ended``)."""
     return {t.number for t in _paused_not_continued(trials, promoted) if ended_at is None or t.number > ended_at}
+
+
+def conditional_reads(study_attrs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~nbtune.cell.annotations.read_only_under` of the cell a study recorded (``nbtune:cell``):
+    the tuned variables it reads only under some choices; {} when it has none or the cell is not
+    recorded (or no longer parses)."""
+    from nbtune.cell.annotations import parse_cell, read_only_under
+
+    cell = study_attrs.get(ATTR.CELL) or {}
+    if not isinstance(cell.get("source"), str):
+        return {}
+    try:
+        return dict(read_only_under(parse_cell(cell["source"], int(cell.get("line_offset", 1)))))
+    except Exception:  # a cell of an older nbtune that no longer parses
+        return {}

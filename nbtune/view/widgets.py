@@ -269,6 +269,7 @@ class WidgetView(BaseView):
         self._last = -math.inf
         self._last_plot = -math.inf
         self._cost = 0.0  # seconds the last table redraw took (real time)
+        self._named: StudySummary | None = None  # says the best trial's values (those it never read apart)
         self._plot_cost = 0.0
         self._closed = False
         self.n_redraws = 0
@@ -548,7 +549,9 @@ class WidgetView(BaseView):
                 parts.append("done")
             self.status.value = " · ".join(p for p in parts if p)
             if snap.best is not None:
-                params = ", ".join(f"{html.escape(k)}={html.escape(fmt_param(v))}" for k, v in snap.best.params.items())
+                if self._named is None:  # (the cell is parsed once: which parameters a configuration reads)
+                    self._named = StudySummary(self.study, self.metric)
+                params = self._named._params_text(snap.best, escape=True)
                 self.best.value = (
                     f"best <b>{html.escape(self.metric)} = {fmt(snap.best.value)}</b> "
                     f"(trial {snap.best.number}): {params}"
