@@ -245,3 +245,18 @@ def versions_changed(runs: list[dict[str, Any]]) -> list[str]:
         for name in sorted({*before, *now}, key=str.lower)
         if name in before and name in now and before[name] != now[name]
     ]
+
+
+def conditional_reads(study_attrs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`~nbtune.cell.annotations.read_only_under` of the cell a study recorded (``nbtune:cell``):
+    the tuned variables it reads only under some choices; {} when it has none or the cell is not
+    recorded (or no longer parses)."""
+    from nbtune.cell.annotations import parse_cell, read_only_under
+
+    cell = study_attrs.get(ATTR.CELL) or {}
+    if not isinstance(cell.get("source"), str):
+        return {}
+    try:
+        return dict(read_only_under(parse_cell(cell["source"], int(cell.get("line_offset", 1)))))
+    except Exception:  # a cell of an older nbtune that no longer parses
+        return {}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune import _compat
 from nbtune._registry import Registry
-from nbtune.store.attrs import ATTR, busy_spans, continuations, is_feasible
+from nbtune.store.attrs import ATTR, busy_spans, conditional_reads, continuations, is_feasible
 from nbtune.view.format import fmt, is_number
 
 if TYPE_CHECKING:
@@ -331,8 +331,6 @@ def importance_of(result: TuneResult, max_trials: int = 500) -> Importance:
 
 def _conditional(result: TuneResult) -> list[str]:
     """The tuned variables the study's cell reads only under some of a choice's values."""
-    from nbtune.view.summary import conditional_reads
-
     return list(conditional_reads(result.study.user_attrs))
 
 

@@ -11,6 +11,7 @@ from nbtune.run.pbt import format_pbt
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import (
     ATTR,
+    conditional_reads,
     continuations,
     cross_validated,
     finished_count,
@@ -428,18 +429,3 @@ def still_paused(
     """Paused trials that may still go on, in this run or the next after a Stop: not continued, and
     paused after the last search that ended by its budget (``ended_at``: ``nbtune:pauses_ended``)."""
     return {t.number for t in _paused_not_continued(trials, promoted) if ended_at is None or t.number > ended_at}
-
-
-def conditional_reads(study_attrs: dict[str, Any]) -> dict[str, Any]:
-    """:func:`~nbtune.cell.annotations.read_only_under` of the cell a study recorded (``nbtune:cell``):
-    the tuned variables it reads only under some choices; {} when it has none or the cell is not
-    recorded (or no longer parses)."""
-    from nbtune.cell.annotations import parse_cell, read_only_under
-
-    cell = study_attrs.get(ATTR.CELL) or {}
-    if not isinstance(cell.get("source"), str):
-        return {}
-    try:
-        return dict(read_only_under(parse_cell(cell["source"], int(cell.get("line_offset", 1)))))
-    except Exception:  # a cell of an older nbtune that no longer parses
-        return {}
