@@ -400,6 +400,10 @@ def test_the_eta_rests_on_the_pace_of_this_runs_latest_trials_and_says_so():
     assert late == "~1m16s+ left (pace of the last 4 trials; no trial has ended for 10s)", late
     later = eta_text(snap, since=t0, now=at36 + datetime.timedelta(seconds=30))
     assert later.startswith("~2m51s+ left"), later
+    # fast trials (a pace of 0.1 s): a wait under a second is no news ('no trial has ended for 0s' was said)
+    fast = [done(36 + i / 10) for i in range(5)]
+    quick = eta_text(Snapshot(fast, 30, "maximize", "acc"), since=t0, now=at36 + datetime.timedelta(seconds=0.9))
+    assert quick == "~2s left (pace of the last 5 trials)", quick
     # the last trial, overdue: no time to give
     assert eta_text(Snapshot(trials, 7, "maximize", "acc"), since=t0, now=at36 + datetime.timedelta(seconds=10)) == ""
 

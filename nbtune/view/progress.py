@@ -105,9 +105,10 @@ def eta_text(
         return ""
     per_trial = span / (len(recent) - 1)
     waited = max(0.0, ((now or datetime.datetime.now()) - recent[-1]).total_seconds())  # (naive local times)
-    overdue = waited > per_trial
+    # (a wait under a second is no news: it read 'no trial has ended for 0s' between fast trials)
+    overdue = waited > per_trial and waited >= 1.0
     if not overdue:  # the next end is due in per_trial - waited
-        left_s = per_trial * left - waited
+        left_s = max(0.0, per_trial * left - min(waited, per_trial))
     else:  # the wait so far is the next interval's lower bound, and the pace slows with it
         per_trial = (span + waited) / len(recent)
         left_s = per_trial * (left - 1)
