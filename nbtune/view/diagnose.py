@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
     from nbtune.view.summary import StudySummary
 
+    # a region of the space: its text ("lr >= 0.08"), and whether a trial lies in it
+    _Region = tuple[str, Callable[[optuna.trial.FrozenTrial], bool]]
+
 __all__ = ["Finding", "diagnose", "findings_frame"]
 
 ADVICE = {
@@ -129,73 +132,72 @@ def _region(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenT
 def _pair(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial]) -> str:
     """Two parameters whose regions together hold every trial of ``hit`` and none of ``rest``, each
     region the one its parameter's values in ``hit`` make; "" if no pair does."""
-    names = sorted({k for t in hit for k in t.params}, key=lambda n: (_numeric(hit, n), n))  # choices first
-    regions = [r for name in names if (r := _holding(hit, rest, name))]
+    names = sorted({k for t in hit for k in t.params}, key=lambda n: (_numeric(_values(hit + rest, n)), n))
+    regions = [r for name in names if (r := _holding(hit, rest, name))]  # (choices first)
     for (text1, in1), (text2, in2) in itertools.combinations(regions, 2):
         if not any(in1(t) and in2(t) for t in rest):
             return f"{text1} and {text2}"
     return ""
 
 
-def _numeric(trials: list[optuna.trial.FrozenTrial], name: str) -> bool:
-    values = [t.params[name] for t in trials if name in t.params]
+def _values(trials: list[optuna.trial.FrozenTrial], name: str) -> list[Any]:
+    return [t.params[name] for t in trials if name in t.params]
+
+
+def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _holding(
+def _candidates(
     hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial], name: str
-) -> tuple[str, Callable[[optuna.trial.FrozenTrial], bool]] | None:
-    """The region of ``name`` that holds every trial of ``hit`` (two or three choices, or a side of
-    a threshold), when it leaves out some of ``rest``; else None."""
-    hv = [t.params[name] for t in hit if name in t.params]
+) -> list[tuple[_Region, float]]:
+    """The regions of ``name`` that hold every trial of ``hit``: either side of its values' span
+    for a number, the one, two or three choices they took otherwise; each with how far it lies from
+    the rest's values (for a threshold, the gap to the nearest value of the rest beyond it, as a
+    fraction of the spread; 0 for one choice, -1 for two or three)."""
+    hv, rv = _values(hit, name), _values(rest, name)
     if len(hv) != len(hit):
-        return None
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv):
-        sides = [(">=", min(hv)), ("<=", max(hv))]
-        for op, cut in sides:
+        return []
+    if _numeric(hv + rv):
+        scale = _scale(hv + rv)
+        found = []
+        for op, cut in ((">=", min(hv)), ("<=", max(hv))):
             inside = _beyond(name, op, cut)
-            if not all(inside(t) for t in rest):
-                return f"{name} {op} {_bound(cut, op)}", inside
-        return None
+            beyond = [v for v in rv if not (v >= cut if op == ">=" else v <= cut)]
+            gap = min(abs(scale(cut) - scale(v)) for v in beyond) if beyond else 0.0
+            found.append(((f"{name} {op} {_bound(cut, op)}", inside), gap))
+        return found
     values = set(map(repr, hv))
-    inside = _among(name, values)
-    if len(values) > 3 or all(inside(t) for t in rest):
-        return None
-    text = f"{name} = {hv[0]!r}" if len(values) == 1 else f"{name} in ({', '.join(sorted(values))})"
-    return text, inside
+    if len(values) == 1:
+        return [((f"{name} = {hv[0]!r}", _among(name, values)), 0.0)]
+    if len(values) <= 3:  # two or three choices: objective in ('regression', 'huber')
+        return [((f"{name} in ({', '.join(sorted(values))})", _among(name, values)), -1.0)]
+    return []
+
+
+def _holding(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial], name: str) -> _Region | None:
+    """The region of ``name`` that holds every trial of ``hit`` (up to three choices, or a side of
+    a threshold), when it leaves out some of ``rest``; else None."""
+    for region, _ in _candidates(hit, rest, name):
+        if not all(region[1](t) for t in rest):
+            return region
+    return None
 
 
 def _separating(
     hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTrial], tolerance: float, skip: str = ""
-) -> tuple[str, Callable[[optuna.trial.FrozenTrial], bool]] | None:
+) -> _Region | None:
     """The region (text, and whether a trial lies in it) of the parameter that holds every trial of
     ``hit`` and at most ``tolerance`` of ``rest``, separating them best; None if none does."""
-    # best: (share of the rest it separates, how wide the gap between the two sides is), region
-    best: tuple[tuple[float, float], str, Callable[[optuna.trial.FrozenTrial], bool] | None] = ((0.0, 0.0), "", None)
+    # best: (share of the rest it leaves out, how far from the rest it lies), region
+    best: tuple[tuple[float, float], _Region | None] = ((0.0, 0.0), None)
     for name in sorted({k for t in hit for k in t.params} - {skip}):  # (sorted: ties never follow set order)
-        hv = [t.params[name] for t in hit if name in t.params]
-        rv = [t.params[name] for t in rest if name in t.params]
-        if len(hv) != len(hit) or not rv:
-            continue
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hv + rv):
-            scale = _scale(hv + rv)
-            for op, cut in ((">=", min(hv)), ("<=", max(hv))):
-                share = sum((v >= cut) if op == ">=" else (v <= cut) for v in rv) / len(rv)
-                beyond = [v for v in rv if (v < cut if op == ">=" else v > cut)]
-                gap = min(abs(scale(cut) - scale(v)) for v in beyond) if beyond else 0.0
-                if share <= tolerance and (1 - share, gap) > best[0]:
-                    best = ((1 - share, gap), f"{name} {op} {_bound(cut, op)}", _beyond(name, op, cut))
-        else:
-            values = set(map(repr, hv))
-            share = sum(repr(v) in values for v in rv) / len(rv)
-            inside = _among(name, values)
-            if len(values) == 1 and share <= tolerance and (1 - share, 0.0) > best[0]:
-                best = ((1 - share, 0.0), f"{name} = {hv[0]!r}", inside)
-            elif 1 < len(values) <= 3 and share <= tolerance and (1 - share, -1.0) > best[0]:
-                # two or three choices that the rest never took: objective in ('regression', 'huber')
-                # (the region was empty: found trying nbtune as a new user)
-                best = ((1 - share, -1.0), f"{name} in ({', '.join(sorted(values))})", inside)
-    return None if best[2] is None else (best[1], best[2])
+        among = [t for t in rest if name in t.params]
+        for region, gap in _candidates(hit, among, name) if among else ():
+            share = sum(map(region[1], among)) / len(among)
+            if share <= tolerance and (1 - share, gap) > best[0]:
+                best = ((1 - share, gap), region)
+    return best[1]
 
 
 def _beyond(name: str, op: str, cut: float) -> Callable[[optuna.trial.FrozenTrial], bool]:
