@@ -16,6 +16,7 @@ import ast
 import contextlib
 import operator
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
@@ -561,9 +562,17 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
     name, the cap's line, the early stopping's line), or None. Early stopping ends most trials before
     the cap, so the cap's value changes nothing there. Early stopping of another model is not it."""
     assigned: dict[str, ast.expr] = {}  # m = Model(...), params = {...}, cb = [lgb.early_stopping(50)]
+    calls_on: defaultdict[str, list[ast.Call]] = defaultdict(list)  # m -> m.fit(...), m.set_params(...)
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             assigned[node.targets[0].id] = node.value
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
+            calls_on[node.func.value.id].append(node)
+    name_of = {id(value): name for name, value in assigned.items()}
 
     def with_what_it_is_given(call: ast.Call) -> list[ast.AST]:
         given = [*call.args, *(k.value for k in call.keywords)]
@@ -573,15 +582,9 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
         if not isinstance(node, ast.Call):
             continue
         holders = with_what_it_is_given(node)  # and the calls on the model it made (m.fit(...)), with theirs
-        target = next((name for name, value in assigned.items() if value is node), None)
-        for n in ast.walk(tree) if target is not None else ():
-            if (
-                isinstance(n, ast.Call)
-                and isinstance(n.func, ast.Attribute)
-                and isinstance(n.func.value, ast.Name)
-                and n.func.value.id == target
-            ):
-                holders += with_what_it_is_given(n)
+        target = name_of.get(id(node))
+        for call in calls_on.get(target, ()) if target is not None else ():
+            holders += with_what_it_is_given(call)
         caps = [
             (r, value.lineno)
             for holder in holders
