@@ -258,6 +258,11 @@ def test_a_tuned_cap_of_rounds_beside_early_stopping_is_said_before_the_search(i
     assert found(other) is None
     unused = "cb = [lgb.early_stopping(5)]\nm = LGBMClassifier(n_estimators=n_est).fit(X, y)\n"
     assert found(unused) is None
+    # a name is read as what the cell assigned to it (es = True was missed: found trying nbtune as a new user)
+    named = "es = True\nm = HGB(max_iter=n_est, early_stopping=es)\n"
+    assert found(named) == ("n_est", 2, 2)
+    assert found(named.replace("True", "False")) is None
+    assert found("esr = None\nm = XGBClassifier(n_estimators=n_est, early_stopping_rounds=esr)\n") is None
 
 
 def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):

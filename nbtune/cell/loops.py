@@ -538,15 +538,17 @@ def _named_values(node: ast.AST) -> Iterator[tuple[str, ast.expr]]:
                     yield key.value, value
 
 
-def _stops_early(node: ast.AST) -> int | None:
+def _stops_early(node: ast.AST, assigned: dict[str, ast.expr]) -> int | None:
     """The line of the early stopping ``node`` turns on (``early_stopping_rounds=50``,
-    ``early_stopping=True``, ``lgb.early_stopping(50)`` in its arguments), or None."""
-    for name, value in _named_values(node):
+    ``early_stopping=True``, ``lgb.early_stopping(50)`` in its arguments), or None. A name is read
+    as what the cell assigned to it (``es = True`` ... ``early_stopping=es``; ``rounds = None``)."""
+    for name, given in _named_values(node):
+        value = assigned.get(given.id, given) if isinstance(given, ast.Name) else given
         off = isinstance(value, ast.Constant) and value.value in (None, 0, False)
         if (name in _STOPS_EARLY and not off) or (
             name == "early_stopping" and isinstance(value, ast.Constant) and value.value is True
         ):
-            return value.lineno
+            return given.lineno
     for n in ast.walk(node):
         if isinstance(n, ast.Call) and _callee(n) in ("early_stopping", "EarlyStopping"):
             return n.lineno
@@ -561,7 +563,7 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
     LGBMClassifier(n_estimators=n)`` then ``m.fit(..., callbacks=[lgb.early_stopping(50)])``): (its
     name, the cap's line, the early stopping's line), or None. Early stopping ends most trials before
     the cap, so the cap's value changes nothing there. Early stopping of another model is not it."""
-    assigned: dict[str, ast.expr] = {}  # m = Model(...), params = {...}, cb = [lgb.early_stopping(50)]
+    assigned: dict[str, ast.expr] = {}  # m = Model(...), params = {...}, cb = [lgb.early_stopping(50)], es = True
     calls_on: defaultdict[str, list[ast.Call]] = defaultdict(list)  # m -> m.fit(...), m.set_params(...)
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -573,6 +575,7 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
         ):
             calls_on[node.func.value.id].append(node)
     name_of = {id(value): name for name, value in assigned.items()}
+    fixed = {name: value for name, value in assigned.items() if name not in tuned}  # (a tuned es = True varies)
 
     def with_what_it_is_given(call: ast.Call) -> list[ast.AST]:
         given = [*call.args, *(k.value for k in call.keywords)]
@@ -594,7 +597,7 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
         ]
         if not caps:
             continue
-        stops = [line for holder in holders if (line := _stops_early(holder)) is not None]
+        stops = [line for holder in holders if (line := _stops_early(holder, fixed)) is not None]
         if stops:
             return caps[0][0], caps[0][1], min(stops)
     return None
