@@ -53,6 +53,7 @@ from nbtune.cell.annotations import (
 )
 from nbtune.cell.identity import (
     cell_identity,
+    code_names,
     describe_difference,
     describe_space_change,
     notebook_path,
@@ -479,10 +480,23 @@ _MAKE_GENERATOR = {  # one of the same kind, made from a seed (scikit-learn take
 }
 
 
-def _notebook_generators(globals_read: dict[str, Any], tree: ast.Module) -> list[tuple[str, str]]:
+def _generator_kind(value: Any) -> str | None:
+    """``"Generator"``, ``"RandomState"``, ``"Random"``, ``"torch.Generator"`` for a random generator, else None."""
+    kind = type(value)
+    module = kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand")
+    if (module, kind.__name__) not in _GENERATORS:
+        return None
+    return f"torch.{kind.__name__}" if module == "torch" else kind.__name__
+
+
+def _notebook_generators(
+    globals_read: dict[str, Any], tree: ast.Module, user_ns: dict[str, Any] | None = None
+) -> list[tuple[str, str, str | None]]:
     """The notebook's random generators the cell draws from (``rng = np.random.default_rng(0)`` in an
     earlier cell, then ``rng.choice(...)`` or ``random_state=rng`` in the cell, read before the cell
-    binds it): as ``(name, type)``. Looked at, ``print(type(rng))``, is no draw."""
+    binds it), or that a notebook function it calls reads (``def noisy(x): return x +
+    rng.normal(...)``) where the cell binds no such name: as ``(name, type, the function or None)``.
+    Looked at in the cell, ``print(type(rng))``, is no draw."""
     inputs = notebook_inputs(tree)
     drawn: set[str] = set()  # rng.choice(...), f(..., rng), f(random_state=rng), g = rng
     for node in ast.walk(tree):
@@ -494,14 +508,34 @@ def _notebook_generators(globals_read: dict[str, Any], tree: ast.Module) -> list
         elif isinstance(node, ast.Assign):
             used = [node.value]
         drawn.update(n.id for n in used if isinstance(n, ast.Name))
-    out = []
-    for name, value in globals_read.items():
-        if name not in inputs or name not in drawn:
+    out: list[tuple[str, str, str | None]] = [
+        (name, kind, None)
+        for name, value in globals_read.items()
+        if name in inputs and name in drawn and (kind := _generator_kind(value)) is not None
+    ]
+    if user_ns is None:
+        return out
+    # A notebook function reads the notebook's generator, unless the cell binds that name: then a trial
+    # hands the function its own namespace (see functions_reading), and it reads the cell's.
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    told = {name for name, _, _ in out}
+    for fname, function in globals_read.items():
+        if not (isinstance(function, types.FunctionType) and function.__globals__ is user_ns):
             continue
-        kind = type(value)
-        module = kind.__module__.rsplit("._", 1)[0].removesuffix(".mtrand")
-        if (module, kind.__name__) in _GENERATORS:
-            out.append((name, f"torch.{kind.__name__}" if module == "torch" else kind.__name__))
+        seen: set[int] = set()
+        todo = [function]
+        while todo:  # and the notebook functions it calls
+            f = todo.pop()
+            if id(f) in seen:
+                continue
+            seen.add(id(f))
+            for name in sorted(code_names(f.__code__) - bound - told):
+                value = user_ns.get(name)
+                if (kind := _generator_kind(value)) is not None:
+                    out.append((name, kind, fname))
+                    told.add(name)
+                elif isinstance(value, types.FunctionType) and value.__globals__ is user_ns:
+                    todo.append(value)
     return out
 
 
@@ -1157,11 +1191,15 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         )
     )
     messages.extend(
-        f"the cell draws from the notebook's random generator {name!r} (a {kind}): each trial starts where the trials "
+        ("the cell draws" if function is None else f"the notebook function {function!r} the cell calls draws")
+        + f" from the notebook's random generator {name!r} (a {kind}): each trial starts where the trials "
         "before it left it (each worker process from its own copy), so what a trial draws depends on the order "
         f"trials ran, and a new seed for it is no new version of the study; make one in the cell from {seed_hint} "
         f"({name} = {_MAKE_GENERATOR.get(kind, 'np.random.default_rng(0)')})"
-        for name, kind in (_notebook_generators(program.globals, program.spec.tree) if program.spec.tree else [])
+        + ("" if function is None else f", which {function} then reads")
+        for name, kind, function in (
+            _notebook_generators(program.globals, program.spec.tree, cfg.user_ns) if program.spec.tree else []
+        )
     )
     messages.extend(
         f"the cell reads {name!r}, a {type(program.globals[name]).__name__} that shuffles without random_state, so "

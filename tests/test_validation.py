@@ -1649,6 +1649,22 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
         rows="slice(0, 50)",
     )
     assert looked == [], looked
+    # a notebook function the cell calls that draws from it (and the notebook functions it calls): said, with its
+    # name; where the cell makes its own rng, the function reads the cell's (the trial hands it its namespace)
+    trees.run_cell("def pick(k):\n    return rng.choice(len(X), k)\n\ndef rows():\n    return pick(50)")
+    by_function = notes(imports="", model="RandomForestClassifier(n_estimators=n, random_state=0)", rows="rows()")
+    assert by_function == [
+        "the notebook function 'rows' the cell calls draws from the notebook's random generator 'rng' (a Generator): "
+        "each trial starts where the trials before it left it (each worker process from its own copy), so what a "
+        "trial draws depends on the order trials ran, and a new seed for it is no new version of the study; make "
+        "one in the cell from a fixed seed (rng = np.random.default_rng(0)), which rows then reads"
+    ], by_function
+    own_rng = notes(
+        imports="rng = np.random.default_rng(1)\n",
+        model="RandomForestClassifier(n_estimators=n, random_state=0)",
+        rows="rows()",
+    )
+    assert own_rng == [], own_rng
     own = "np.random.default_rng(0).choice(len(X), 50)"
     assert (
         notes(
