@@ -153,6 +153,7 @@ class _Plan:
     phase: str = ""  # what the views call this run instead of the sampler ("checks: ...")
     outer_fold: int | None = None  # nested CV: the outer fold this search is for
     identity: dict[str, Any] | None = None  # what the study records of the cell, its notebook and data
+    resumed_over: list[str] = field(default_factory=list)  # --resume continued the study over these changes
 
     def run_info(self) -> RunInfo:
         return RunInfo(
@@ -192,8 +193,14 @@ def _unmarked_epochs_loop(program: CellProgram) -> int | None:
     return None
 
 
-_ERROR_WORDS = {"loss", "mse", "rmse", "mae", "mape", "error", "err", "logloss", "nll", "wer", "cer"}
-_SCORE_WORDS = {"acc", "accuracy", "auc", "f1", "r2", "precision", "recall", "auroc", "auprc", "bleu"}
+_ERROR_WORDS = {
+    "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
+    "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr",
+}  # fmt: skip
+_SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit scoring: found trying nbtune as a new user)
+    "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
+    "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge",
+}  # fmt: skip
 
 
 _NEGATED = {"neg", "negative", "minus"}
@@ -214,7 +221,8 @@ def _direction_note(
     ``--minimize neg_rmse``), or the cell scores with a scikit-learn scorer that negates an
     error (``scoring="neg_root_mean_squared_error"``) and the search minimizes: the search would
     look for the worst model, and report it as the best."""
-    words = _words(metric)
+    # recall_at_fpr, precision_at_k: the measure is what comes before "at"
+    words = _words(re.split(r"_at_|(?<=[a-z0-9])At(?=[A-Z0-9])", metric)[0])
     if direction == "minimize" and words & _NEGATED and words & _ERROR_WORDS:
         return [
             f"{metric!r} reads like an error negated so that higher is better (scikit-learn's neg_ scorers), but the "
@@ -916,15 +924,15 @@ _TOLD_NO_NOTEBOOK: set[tuple[str, str]] = set()  # (store, study) this kernel sa
 
 def _choose_version(
     store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
-) -> tuple[str, bool]:
+) -> tuple[str, list[str]]:
     """The study name to use: the latest version made by this very cell (same space, code,
-    notebook and data), or a new version that says what changed; and whether it is a study
-    ``--resume`` continues over a change (its trials so far ran other code)."""
+    notebook and data), or a new version that says what changed; and, for a study ``--resume``
+    continues over a change, what changed (its trials so far ran other code, or on other data)."""
     import optuna
 
     versions = store.versions(base)
     if not versions:
-        return versioned(base, 1), False
+        return versioned(base, 1), []
     storage = store.storage(base)
     attrs = {v: optuna.load_study(study_name=v, storage=storage).user_attrs for v in versions}
     same_space = [v for v in versions if attrs[v].get(ATTR.SPACE) in (None, fp)]
@@ -933,7 +941,7 @@ def _choose_version(
     new = versioned(base, len(versions) + 1)
     if cfg.fresh:
         messages.append(f"--fresh: started {new!r}; earlier versions are kept in {store.location(base)}")
-        return new, False
+        return new, []
     if same:
         if same[-1] != latest:
             messages.append(
@@ -949,13 +957,22 @@ def _choose_version(
                 "papermill started), so the study is told apart by its cell alone, and another notebook in this "
                 "folder with the same cell continues it too; give --name to keep two notebooks apart"
             )
-        return same[-1], False
-    if same_space and cfg.resume:
-        target = same_space[-1]
+        return same[-1], []
+
+    def apart(v: str) -> tuple[bool, int]:
+        differences = describe_difference(attrs[v].get(ATTR.IDENTITY), identity)
+        return any(d.startswith("the notebook data") for d in differences), len(differences)
+
+    # what --resume continues: the version closest to this cell, on the same data if one is (it continued
+    # the latest, made on other data, where the one before it was this data's; found trying nbtune as a
+    # new user), then with the fewest changes, the latest among equals
+    resumes = min(reversed(same_space), key=apart) if same_space else None
+    if resumes is not None and cfg.resume:
+        target = resumes
         differences = describe_difference(attrs[target].get(ATTR.IDENTITY), identity)
         messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
-        return target, True
-    if attrs[latest].get(ATTR.SPACE) not in (None, fp):
+        return target, differences
+    if not same_space:  # (when some version has this space, the change is said against the closest of them)
         also = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)  # the code, notebook, data
         messages.append(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
@@ -981,12 +998,12 @@ def _choose_version(
             differences[at] += (
                 " (an edit, or another cell that tunes the same names for the same metric: --name tells them apart)"
             )
-        resumes = "it" if closest == same_space[-1] else repr(same_space[-1])
         messages.append(
             f"{'; '.join(differences)} since {closest!r} ran: started {new!r}, so its results are not "
-            f"mixed with this cell's; the old study is kept (--resume continues {resumes} instead)"
+            f"mixed with this cell's; the old study is kept (--resume continues "
+            f"{'it' if closest == resumes else repr(resumes)} instead)"
         )
-    return new, False
+    return new, []
 
 
 def _resumed_identity(stored: dict[str, Any] | None, identity: dict[str, Any]) -> dict[str, Any]:
@@ -1144,6 +1161,10 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     # Optuna's 30 s grace, with its raw "taking longer than 10.0 seconds" lines (found trying nbtune)
     store.release_dead_writers_locks(target, older_than=10.0)
     study = _open_study(store, target, program, sampler, spec, identity, cell_record, fresh=cfg.fresh)
+    if over_change:  # the identity recorded is this cell's from now on: what its trials ran on is kept here
+        first = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING")
+        earlier = study.user_attrs.get(ATTR.RESUMED_OVER) or []
+        study.set_user_attr(ATTR.RESUMED_OVER, [*earlier, {"first_trial": first, "changes": over_change}])
     ran_with = (study.user_attrs.get(ATTR.CONFIG) or {}).get("sampler")
     # what only matters to trials that will run (not said by a re-run with nothing to run)
     for_trials: list[str] = []
@@ -1387,6 +1408,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         liveness=liveness,
         outer_fold=outer_fold,
         identity=identity,
+        resumed_over=over_change,
     )
 
 
@@ -1440,6 +1462,7 @@ def _record_run(plan: _Plan) -> None:
         "sampler": plan.sampler.name,
         "scheduler": plan.scheduler.describe(),
         "versions": library_versions(plan.program.globals, plan.program.spec.tree),
+        "resumed_over": "; ".join(plan.resumed_over) or None,  # --resume over an edit or other data
     }
     plan.study.set_user_attr(f"{ATTR.RUN}:{k}", record)
 
@@ -1487,8 +1510,16 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
     n_trials = plan.n_trials
     if search is not None:
         why = search.control.why()
+        # Interrupt reaches worker processes still unpickling the job: their pool breaks ("could not
+        # un-serialize"), which read as an object the workers cannot rebuild (found trying nbtune as
+        # a new user): Interrupt's doing, not the cell's
         if search.error is not None and not (
-            interrupted and isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
+            interrupted
+            and (
+                isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
+                or search.backend.is_worker_death(search.error)
+                or type(search.error).__name__ == "BrokenProcessPool"
+            )
         ):
             if isinstance(search.error, TrialsFailedError) and search.error.result is None:
                 # workers that kept dying: the search as it stopped, as after three failures
@@ -1938,6 +1969,7 @@ def _wait(search: Search | None, view: BaseView | None) -> bool:
             if view is not None:
                 view.update()
     except KeyboardInterrupt:
+        search.signalled = True  # (Interrupt's SIGINT reaches the kernel's worker processes too)
         search.stop_now()
         with contextlib.suppress(KeyboardInterrupt):
             t_end = time.monotonic() + STOP_WAIT
@@ -1958,6 +1990,7 @@ async def _wait_async(search: Search | None, view: BaseView | None) -> bool:
             if view is not None:
                 view.update()
         except (asyncio.CancelledError, KeyboardInterrupt):
+            search.signalled = True
             search.stop_now()
             t_end = time.monotonic() + STOP_WAIT
             while not search.done.is_set() and time.monotonic() < t_end:

@@ -186,6 +186,80 @@ def test_a_second_signal_while_a_worker_records_its_interrupted_trial_leaves_non
     assert finished_count(nbtune.load_study(store=store).trials) == target
 
 
+def test_a_worker_process_interrupted_inside_a_lazy_set_up_is_not_reused(kernel, tmp_path):
+    """Interrupt with --jobs 2 cut a worker inside torch's first, lazy import of sympy: the warm
+    process kept sympy half made, every trial of the next run failed there ('module 'sympy' has no
+    attribute 'printing'') and the search stopped as for a bug in the cell, until a kernel restart
+    (found trying nbtune as a new user). Here a library that fills a table on first use is cut
+    half-way: a process that was cut keeps the half table for good."""
+    store = tmp_path / "store"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    slow = tmp_path / "slow"
+    (lib / "lazylib.py").write_text(
+        "import os, time\n_table = {}\n\n\ndef value():\n    if not _table:\n        _table['filling'] = True\n"
+        f"        if os.path.exists({str(slow)!r}):\n            time.sleep(20)\n        _table['value'] = 1.0\n"
+        "    return _table['value']\n"
+    )
+    slow.touch()
+    cell = (
+        f"%%tune --trials {{n}} --maximize v --jobs 2 --store {store}\n"
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        f"import sys\nsys.path.insert(0, {str(lib)!r})\nimport lazylib\nv = lazylib.value() + x\n"
+    )
+    km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+
+    def filling():  # both workers inside the slow set-up for a moment
+        try:
+            running = [t for t in nbtune.load_study(store=store).trials if t.state.name == "RUNNING"]
+        except KeyError:
+            return False
+        if len(running) < 2:
+            return False
+        time.sleep(1.0)
+        return True
+
+    reply, _, _ = _execute(kc, cell.format(n=6), km=km, interrupt_when=filling)
+    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
+    slow.unlink()
+    reply, _, _ = _execute(kc, cell.format(n=6))
+    assert reply["status"] == "ok", reply
+    study = nbtune.load_study(store=store)
+    failed = [
+        t.user_attrs.get(ATTR.ERROR)
+        for t in study.trials
+        if t.state.name == "FAIL" and ATTR.INTERRUPTED not in t.user_attrs
+    ]
+    assert failed == [] and finished_count(study.trials) == 6
+
+
+def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interrupt(kernel, tmp_path):
+    """Interrupt while --jobs 2 workers were still unpickling what the cell reads broke their pool,
+    which read as 'the worker processes could not rebuild what the cell reads from the notebook', and
+    -o was left unbound (found trying nbtune as a new user)."""
+    store = tmp_path / "store"
+    km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+    # an object of the notebook's whose rebuilding takes 10 s in each worker
+    reply, _, _ = _execute(
+        kc,
+        "import time\n\ndef rebuilt():\n    time.sleep(10)\n    return Slow()\n\n"
+        "class Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n\nslow = Slow()\n",
+    )
+    assert reply["status"] == "ok", reply
+    cell = (
+        f"%%tune --trials 4 --maximize v --jobs 2 --store {store} -o res\n"
+        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
+    )
+    t0 = time.monotonic()
+    reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3)
+    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
+    reply, outputs, _ = _execute(kc, "print(type(res).__name__)")
+    assert reply["status"] == "ok", reply
+    assert "TuneResult" in "".join(m["content"].get("text", "") for m in outputs)
+
+
 def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     km, kc = kernel
     store = tmp_path / "store"

@@ -137,7 +137,24 @@ def test_a_code_change_starts_a_new_version_and_says_so(scored):
     assert r5.study.study_name == r1.study.study_name + ":v3"
     said = [m for m in r5.messages if "started" in m]
     assert said[0].startswith(f"the notebook data it reads changed: score since {r1.study.study_name!r} ran"), said
-    assert f"(--resume continues {r2.study.study_name!r} instead)" in said[0]
+    assert "(--resume continues it instead)" in said[0]  # (the version closest to the cell, as said)
+    # --resume continues a version on the notebook's data, not the latest (v3, made on other data), and
+    # the study says for good what it was resumed over (it continued v3, whose record then read "the cell's
+    # code changed" alone; found trying nbtune as a new user)
+    scored.run_cell(
+        "def score(lr, hidden, dropout, act, layers):\n"
+        "    return 1 - abs(math.log10(lr) + 2.5) / 5 - abs(hidden - 128) / 1000 - dropout / 10 "
+        "+ (act == 'gelu') * 0.01 + layers / 100\n"
+    )
+    r5b = scored.run_cell_magic("tune", "--trials 4 --maximize val_acc --resume", CELL + "print(val_acc)\n")
+    assert r5b.study.study_name == r2.study.study_name, r5b.messages  # (v1 and v2: the code alone, the latest)
+    assert f"--resume: continued {r2.study.study_name!r} although the cell's code changed" in r5b.messages
+    assert r5b.runs()["resumed_over"].iloc[-1] == "the cell's code changed"
+    listed = nbtune.studies()["changed"]
+    assert listed[r2.study.study_name] == (
+        "the cell's code changed; --resume from trial 2 over: the cell's code changed; --resume from trial 3 over: "
+        "the cell's code changed"
+    ), listed[r2.study.study_name]
     # --resume over another search space starts a version too, and says why (it said nothing of
     # --resume; found trying nbtune as a new user)
     wider = CELL.replace("loguniform(1e-5, 1e-1)", "loguniform(1e-6, 1e-1)")
@@ -830,6 +847,18 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--minimize neg_root_mean_squared_error", "'neg_root_mean_squared_error' reads like an error negated"),
         ("--minimize val_neg_mse", "'val_neg_mse' reads like an error negated"),
         ("--minimize negative_log_loss", "'negative_log_loss' reads like an error negated"),
+        # the measures of imbalanced classification (found trying nbtune as a new user: none was named)
+        ("--minimize val_ap", "'val_ap' reads like a score"),
+        ("--minimize aucpr", "'aucpr' reads like a score"),
+        ("--minimize val_gini", "'val_gini' reads like a score"),
+        ("--minimize ks", "'ks' reads like a score"),
+        ("--minimize val_mcc", "'val_mcc' reads like a score"),
+        ("--maximize val_brier", "'val_brier' reads like an error"),
+        ("--maximize fpr", "'fpr' reads like an error"),
+        # what comes before "at" is the measure
+        ("--maximize tpr_at_fpr", None),
+        ("--maximize recallAtFpr", None),
+        ("--minimize fpr_at_recall", None),
     ],
 )
 def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):

@@ -70,6 +70,10 @@ class BaseBackend(abc.ABC):
     def kill(self, job: Job) -> None:
         """The forced stop did not end the workers either: the last resort."""
 
+    def retire(self) -> None:
+        """After a search whose workers a signal cut (Interrupt, the forced stop): end the worker
+        processes this backend keeps warm for the next search, if it keeps any."""
+
     def is_worker_death(self, error: BaseException) -> bool:
         """Whether ``error`` (raised by :meth:`run`) means a worker process died."""
         return False
@@ -226,6 +230,18 @@ class LokyBackend(_JoblibBackend):
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+    def retire(self) -> None:
+        """loky keeps its processes for the next search. A signal raises wherever a process is, and
+        one cut inside an import (``torch.optim.Adam`` imports sympy the first time) keeps that
+        package half made: every later trial in it failed with ``module 'sympy' has no attribute
+        'printing'``, and the search stopped as for a bug in the cell, until a kernel restart (found
+        trying nbtune as a new user). The next search starts new processes (about 1 s)."""
+        from joblib.externals.loky import reusable_executor
+
+        executor = getattr(reusable_executor, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
 
     def is_worker_death(self, error: BaseException) -> bool:
         return type(error).__name__ == "TerminatedWorkerError"

@@ -124,6 +124,7 @@ class Search:
         self.n_jobs = n_jobs
         self.backend = BACKENDS[backend] if isinstance(backend, str) else backend
         self.done = threading.Event()
+        self.signalled = False  # Interrupt or the forced stop signalled the workers: retired at the end
         self.error: BaseException | None = None
         self.worker_deaths: list[str] = []
         self._thread = threading.Thread(target=self._run, name="nbtune-search", daemon=True)
@@ -182,6 +183,7 @@ class Search:
             self.job.study_name,
             STOP_NOW_GRACE,
         )
+        self.signalled = True
         self.backend.force_stop(self.job)
         self._later(KILL_GRACE, self._kill)
 
@@ -205,6 +207,11 @@ class Search:
         finally:
             for t in self._timers:
                 t.cancel()
+            if self.signalled or self.control.why() == "interrupted":  # (a worker may tell it first)
+                try:
+                    self.backend.retire()
+                except Exception:  # the next search makes new processes anyway if these are broken
+                    _logger.exception("search %s: ending the interrupted worker processes failed", self.job.study_name)
             # said before done is set: whoever waits for it may read the log at once
             _logger.info("search %s ended (%s)", self.job.study_name, self.control.why() or "budget reached")
             self.done.set()

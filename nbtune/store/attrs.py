@@ -86,6 +86,9 @@ class ATTR:
     # study: the number of its first trial that ran the cell's code as recorded now (--resume over
     # an edit of the cell sets it): failures before it are other code's
     CODE_SINCE = "nbtune:code_since"
+    # study: each time --resume continued it over a change, [{"first_trial": n, "changes": [...]}]: the
+    # identity it records is then the latest cell's, and this is what says its trials ran on others
+    RESUMED_OVER = "nbtune:resumed_over"
     # study: the --timeout (seconds) a run of it stopped at: with that timeout the study is done
     TIMEOUT_REACHED = "nbtune:timeout_reached"
 

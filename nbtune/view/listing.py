@@ -34,7 +34,8 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     (the best complete trial that meets the guardrails), ``runs`` (the runs of the cell that ran trials in
     it; ``res.runs()`` lists them), ``seed`` (the latest run's ``--seed``), ``last_run`` (when its latest
     trial ended) and
-    ``changed`` (for a version after the first: what differs from the version before it).
+    ``changed`` (for a version after the first: what differs from the version before it; and for
+    a study ``--resume`` continued over a change, from which trial on and over what).
     ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs; their
     ``best_value`` is empty, as their runs are seeds of the top configurations: ``res.revalidation()``
     compares them).
@@ -79,6 +80,13 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 fresh = config.get("fresh") or (known and spaced)
                 changed = "; ".join(words) or ("--fresh" if fresh else "settings not recorded")
             identities[(base, version)] = (identity, space)
+            # --resume over a change made this study's identity the latest cell's: what its trials ran on is
+            # said here for good (it read as 'the cell's code changed' alone, after it continued on other data)
+            resumed = [
+                f"--resume from trial {r.get('first_trial')} over: {'; '.join(r.get('changes') or [])}"
+                for r in study.user_attrs.get(ATTR.RESUMED_OVER) or []
+            ]
+            changed = "; ".join([*([changed] if changed else []), *resumed])
         rows.append(
             {
                 "study": name,

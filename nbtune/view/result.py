@@ -87,14 +87,18 @@ class TuneResult(StudySummary):
         """One row per run of the cell that ran trials in this study (the first, a resume, a larger
         ``-n``), indexed by run: ``started``, ``first_trial`` (the number of the first trial it made),
         ``target`` (the finished trials it ran to), ``seed`` (``--seed``), ``jobs``, ``backend``,
-        ``sampler``, ``scheduler``, then one column per version: Python's, and those of nbtune, Optuna
-        and the libraries the cell reads or imports (``sklearn``, ``torch``, ...). What a reviewer needs
+        ``sampler``, ``scheduler``, ``resumed_over`` (what had changed when ``--resume`` continued the
+        study over it: the cell's code, the notebook data it reads), then one column per version:
+        Python's, and those of nbtune, Optuna and the libraries the cell reads or imports (``sklearn``,
+        ``torch``, ...). What a reviewer needs
         to tell whether the study can be replayed: the same ``--seed`` with one job repeats a search as
         its runs repeat (a resumed run's draws follow from the trials before it). Runs before
         2026-12-01 were not recorded."""
         import pandas as pd
 
-        fixed = ["run", "started", "first_trial", "target", "seed", "jobs", "backend", "sampler", "scheduler"]
+        fixed = [
+            "run", "started", "first_trial", "target", "seed", "jobs", "backend", "sampler", "scheduler", "resumed_over"
+        ]  # fmt: skip
         rows = [
             {"run": k, **{c: r.get(c) for c in fixed[1:]}, **(r.get("versions") or {})}
             for k, r in enumerate(run_records(self.study.user_attrs))
