@@ -577,6 +577,36 @@ def test_diagnose_finds_divergence_and_no_learning_with_their_ranges(ip):
     assert "What went wrong" in v.failures.value and "finding" in v.status.value
 
 
+def test_a_metric_scikit_learn_cannot_define_is_said_with_its_warning_and_fold_not_as_a_divergence(ip):
+    """ROC AUC on folds with one class came out NaN: the trials read 'diverged (a non-finite metric or
+    an overflow)', with advice about step sizes, and neither the error nor the diagnosis said why or
+    in which fold (found trying nbtune as a new user, on imbalanced data)."""
+    ip.run_cell(
+        "import numpy as np\nfrom sklearn.datasets import make_classification\n"
+        "from sklearn.linear_model import LogisticRegression\nfrom sklearn.metrics import roc_auc_score\n"
+        "X, y = make_classification(400, weights=[0.9], random_state=0)\norder = np.argsort(y, kind='stable')\n"
+        "X, y = X[order], y[order]  # sorted by class: unshuffled folds 0-3 hold one class\n"
+        "splits = [(np.setdiff1d(np.arange(400), np.arange(80 * k, 80 * k + 80)), np.arange(80 * k, 80 * k + 80))"
+        " for k in range(5)]\n"
+    )
+    cell = (
+        "fold = 0  # tune: folds(5)\nC = 1.0  # tune: loguniform(0.01, 10)\ntr, va = splits[fold]\n"
+        "model = LogisticRegression(C=C).fit(X[tr], y[tr])\n"
+        "cv_auc = roc_auc_score(y[va], model.predict_proba(X[va])[:, 1])\n"
+    )
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--maximize cv_auc -n 4 --seed 0 --view none", cell)
+    said = str(info.value)
+    assert "cv_auc is not finite at the end of the cell with fold = 0: got nan (after UndefinedMetricWarning: " in said
+    assert "Only one class is present in y_true" in said, said
+    res = nbtune.load_result()
+    df = res.diagnose()
+    assert list(df.kind) == ["metric undefined"], df
+    finding = df.iloc[0]
+    assert finding.evidence.startswith("cv_auc came out NaN after 'Only one class is present in y_true.")
+    assert finding.evidence.endswith("(fold = 0)") and "stratify=y" in finding.advice, finding
+
+
 def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_score(trees):
     """The training score read is the metric's own measure: a train_loss recorded first beside
     --maximize val_acc, lower when the model fits better, was read as the training accuracy and

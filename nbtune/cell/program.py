@@ -478,14 +478,17 @@ class CellProgram:
         ns = self.namespace(runtime, base)
         runtime._ns = ns
         _execute(self.code(), ns)
-        value = check_metric(self.metric, ns, "at the end of the cell")
+        end = "at the end of the cell"
+        if self.spec.folds is not None and base is None:  # which fold (a fold with one class: found trying nbtune)
+            end += f" with {self.spec.folds.name} = {runtime.fold_index}"
+        value = check_metric(self.metric, ns, end)
         for name, op, bound, label in self.constraints:
-            v = check_metric(name, ns, f"at the end of the cell (the guardrail {label!r})")
+            v = check_metric(name, ns, f"{end} (the guardrail {label!r})")
             runtime.constraints[label] = v - bound if op == "<=" else bound - v
         for name in self.records:
             runtime.records[name] = recorded_value(name, ns)
         if self.holdout is not None and runtime.reveal():
-            runtime.holdout_value = check_metric(self.holdout, ns, "at the end of the cell (the holdout)")
+            runtime.holdout_value = check_metric(self.holdout, ns, f"{end} (the holdout)")
         return value
 
     def guardrails_before_the_loop(self) -> tuple[tuple[str, str, float, str], ...]:

@@ -485,7 +485,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except TrialTimeout as e:
             return _timed_out(job, study, trial, job.program.failure_line(e), job.program.user_traceback(e))
         except MetricError as e:
-            storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}")
+            behind = _warning_behind(e, warnings_in("".join(out)))
+            storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}" + (f" (after {behind})" if behind else ""))
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
             if (
                 job.program.sets_non_finite
@@ -843,6 +844,21 @@ class _Budget:
         rest = trials[i:]
         running = sum(1 for t in rest if t.state.name == "RUNNING" and not is_continuation(t))
         return self._counted + finished_count(rest) + running
+
+
+def _warning_behind(e: MetricError, warned: list[str]) -> str | None:
+    """The warning the trial printed that says why its metric is not finite: scikit-learn's
+    ``UndefinedMetricWarning`` (a validation fold with one class: 'Only one class is present in
+    y_true. ROC AUC score is not defined in that case.'), else numpy's last ``RuntimeWarning``
+    (``invalid value encountered in divide``); None for another failure, or no such warning. The
+    failure had read as a divergence, with advice about step sizes (found trying nbtune as a new user)."""
+    if e.kind != "not finite":
+        return None
+    for category in ("UndefinedMetricWarning", "RuntimeWarning"):
+        said = [w for w in warned if w.startswith(category + ":")]
+        if said:
+            return said[-1] if len(said[-1]) <= 200 else said[-1][:197] + "..."
+    return None
 
 
 class WorkerStopped(TrialInterrupted):

@@ -8,6 +8,8 @@ it works for any stored study:
   curve that ended clearly worse than it started without improving first, or ended worse by more
   than its first value, or a minimized metric over a thousand times the median trial's (a loss
   that blew up in its first epoch: its curve never ended worse);
+* **metric undefined**: a metric that came out NaN after scikit-learn's ``UndefinedMetricWarning``
+  (a validation fold with one class, no predicted positives), with the fold it happened in;
 * **did not learn**: a learning curve that stayed flat from the first epoch at a poor level
   (worse than the median trial by a quarter of the spread);
 * **overfitting** / **underfitting**: with a training score kept by ``--record`` (the metric's
@@ -71,6 +73,9 @@ ADVICE = {
     "if these configurations raise it by nature (a clustering left with one label, a solver that rejects a "
     'penalty), catch it in the cell and set the metric to NaN (except ValueError: acc = float("nan")): the '
     "cell's verdict on them",
+    "metric undefined": "the metric has no value on what these trials scored: a validation split or fold with one "
+    "class (split with stratification: StratifiedKFold, train_test_split(..., stratify=y)), or predictions of one "
+    "class only (a threshold or a weight that predicts no positives: narrow its range, or pass zero_division=)",
     "warned": "these trials' results came with it: read it (res.trials_dataframe().warnings) and fix the cell or "
     "the range",
 }
@@ -84,7 +89,7 @@ class Finding:
     """One failure signature.
 
     Attributes:
-        kind: ``"diverged"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
+        kind: ``"diverged"``, ``"metric undefined"``, ``"did not learn"``, ``"overfitting"``, ``"underfitting"``, ``"failed"``,
             ``"set to NaN by the cell"``, ``"warned"``, ``"dominated by one fold"``, ``"worsened over the loop"`` or ``"ran past
             --trial-timeout"``.
         trials: the trial numbers it rests on.
@@ -378,6 +383,17 @@ def _ran_past_the_limit(
     return Finding("ran past --trial-timeout", sorted(t.number for t in slow), evidence, _region(slow, rest), advice)
 
 
+def _undefined(t: optuna.trial.FrozenTrial) -> tuple[str, str] | None:
+    """(the warning, ``"fold = 2"`` or "") when the trial failed as its metric came out NaN after
+    scikit-learn's ``UndefinedMetricWarning`` (the worker adds it to the error), else None."""
+    error = str(t.user_attrs.get(ATTR.ERROR, ""))
+    m = re.search(r"\(after UndefinedMetricWarning: (.*)\)$", error)
+    if not error.startswith("MetricError") or m is None:
+        return None
+    fold = re.search(r" with (\w+ = \d+): got ", error)
+    return m[1], fold[1] if fold else ""
+
+
 def _set_to_nan(study: optuna.Study, metric: str) -> list[int]:
     """The notebook lines where the study's cell sets ``metric`` to NaN or infinity itself, from
     the cell it recorded (:func:`nbtune.cell.reads.non_finite_assignments`)."""
@@ -414,7 +430,12 @@ def diagnose(result: StudySummary) -> list[Finding]:
     # return, a running mean over one episode) and ends where the others are did not collapse
     starts = [t.intermediate_values[min(t.intermediate_values)] for t in trials if t.intermediate_values]
     usual_start = statistics.median(starts) if len(starts) >= 4 else None
+    # A metric scikit-learn could not define (a fold with one class, no predicted positives) is no divergence:
+    # it read as one, with advice about step sizes (found trying nbtune as a new user)
+    undefined = {t.number: u for t in trials if (u := _undefined(t)) is not None}
     for t in trials:
+        if t.number in undefined:
+            continue
         if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
         elif folds:
@@ -478,6 +499,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
         if (
             t.state.name == "FAIL"
             and t.number not in diverged
+            and t.number not in undefined
             and t.number not in verdict  # (said once, as the cell's verdict)
             and ATTR.TIMED_OUT not in t.user_attrs
         ):
@@ -539,6 +561,19 @@ def diagnose(result: StudySummary) -> list[Finding]:
             if kind == "diverged" and worsened and by_curve:
                 continue  # said below, as the loop's own doing
             findings.append(Finding(kind, sorted(hits), "; ".join(why), region, advice))
+    if undefined:
+        warned = Counter(w for w, _ in undefined.values()).most_common(1)[0][0]
+        folds_at = sorted({f for _, f in undefined.values() if f})
+        hit = [by_number[n] for n in sorted(undefined)]
+        findings.append(
+            Finding(
+                "metric undefined",
+                sorted(undefined),
+                f"{result.metric} came out NaN after {warned!r}" + (f" ({', '.join(folds_at)})" if folds_at else ""),
+                _region(hit, [t for t in trials if t.number not in undefined]),
+                ADVICE["metric undefined"],
+            )
+        )
     if verdict:
         hit = [by_number[n] for n in sorted(verdict)]
         where = ", ".join(map(str, own))
@@ -566,7 +601,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     if slow:
         findings.append(_ran_past_the_limit(slow, trials, maximize, "fold" if folds else "epoch"))
     findings.extend(fit)
-    findings.extend(_warned(trials, by_number, diverged))
+    findings.extend(_warned(trials, by_number, {**diverged, **{n: w for n, (w, _) in undefined.items()}}))
     findings.extend(_lopsided_folds(trials))
     findings.sort(key=lambda f: -len(f.trials))
     return findings
