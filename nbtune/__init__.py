@@ -19,6 +19,7 @@ from nbtune.exceptions import (
     NbtuneError,
     NbtuneWarning,
     StoreError,
+    StudyNotFound,
     TrialsFailedError,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "CellError",
     "ConfigError",
     "StoreError",
+    "StudyNotFound",
     "TrialsFailedError",
     "NbtuneWarning",
     "load_ipython_extension",

@@ -802,29 +802,40 @@ def _tuned_work_per_epoch(program: CellProgram, spec: SchedulerSpec) -> list[str
 
 
 def _metric_unset_for_some_choices(program: CellProgram, user_ns: dict[str, Any] | None) -> list[str]:
-    """The metric set only under tests of a tuned choice that leave some of its values out (the
-    ``svm`` branch fits and never scores): those trials fail with MetricError, which a search learnt
-    from four failed trials in eight (found trying nbtune as a new user). Said before any trial."""
+    """The metric, a guardrail's or a ``--record`` variable set only under tests of a tuned choice
+    that leave some of its values out (the ``svm`` branch fits and never scores): those trials fail
+    with MetricError, which a search learnt from four failed trials in eight (found trying nbtune as
+    a new user; a guardrail's, later, as well). Said before any trial."""
     from nbtune.cell.program import sets_as_global
 
-    places = set_only_under(program.spec, program.metric) if program.spec.tree is not None else None
-    if not places or sets_as_global(program.spec.tree, program.metric, user_ns or {}):
+    if program.spec.tree is None:
         return []
-    tested = {c for place in places for c, _, _ in place}
-    if len(tested) != 1:  # several choices together: left to the trials (and the diagnosis)
-        return []
-    [name] = tested
-    param = next(p for p in program.params if p.name == name)
-    unset = [v for v in param.args if not any(all((v in vs) == held for _, vs, held in place) for place in places)]
-    if not unset:
-        return []
-    values = " or ".join(repr(v) for v in unset)
-    return [
-        f"{program.metric!r} is set only under tests of {name!r} that leave out {name} = {values}: the trials that "
-        f"draw {'it' if len(unset) == 1 else 'them'} will fail (MetricError); set {program.metric} in "
-        f"{'that branch' if len(unset) == 1 else 'those branches'} too, or leave {values} out of {name}'s choices "
-        f"(line {param.lineno})"
-    ]
+    roles = {program.metric: ""}
+    for name, _, _, label in program.constraints:
+        roles.setdefault(name, f" (the guardrail {label!r})")
+    for name in program.records:
+        roles.setdefault(name, " (--record)")
+    out = []
+    for variable, role in roles.items():
+        places = set_only_under(program.spec, variable)
+        if not places or sets_as_global(program.spec.tree, variable, user_ns or {}):
+            continue
+        tested = {c for place in places for c, _, _ in place}
+        if len(tested) != 1:  # several choices together: left to the trials (and the diagnosis)
+            continue
+        [name] = tested
+        param = next(p for p in program.params if p.name == name)
+        unset = [v for v in param.args if not any(all((v in vs) == held for _, vs, held in place) for place in places)]
+        if not unset:
+            continue
+        values = " or ".join(repr(v) for v in unset)
+        out.append(
+            f"{variable!r}{role} is set only under tests of {name!r} that leave out {name} = {values}: the trials "
+            f"that draw {'it' if len(unset) == 1 else 'them'} will fail (MetricError); set {variable} in "
+            f"{'that branch' if len(unset) == 1 else 'those branches'} too, or leave {values} out of {name}'s "
+            f"choices (line {param.lineno})"
+        )
+    return out
 
 
 def _cap_beside_early_stopping(program: CellProgram) -> list[str]:

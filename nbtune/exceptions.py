@@ -14,6 +14,7 @@ __all__ = [
     "CellError",
     "ConfigError",
     "StoreError",
+    "StudyNotFound",
     "TrialsFailedError",
     "NbtuneWarning",
 ]
@@ -56,6 +57,15 @@ class AnnotationError(NbtuneError, ValueError):
 
 class CellError(NbtuneError):
     """The cell itself cannot become an objective (syntax error, unpicklable global...)."""
+
+
+class StudyNotFound(NbtuneError, KeyError):
+    """``load_study`` / ``load_result`` found no such study (or, without a name, not exactly one)
+    in the store. A ``KeyError`` whose message reads as written (a plain ``KeyError`` prints its
+    message quoted, as a key)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class StoreError(NbtuneError, OSError):

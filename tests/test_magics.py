@@ -1572,6 +1572,21 @@ def test_a_metric_set_only_in_some_branches_of_a_choice_is_said_before_the_searc
     )
     res = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none --name match", match)
     assert any("leave out model = 'svm'" in m for m in res.messages), res.messages
+    # a guardrail's variable, and a recorded one, alike (a guardrail's was said by no note: found trying nbtune)
+    guarded = fine.replace("    acc = 0.9\n", "    acc = 0.9\n    fpr = 0.01\n").replace(
+        '"knn":\n', '"knn":\n    fpr = 0.02\n'
+    )
+    res = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 4 --seed 0 --view none --name guarded --subject-to 'fpr <= 0.05' --record fpr",
+        guarded,
+    )
+    said = [m for m in res.messages if "is set only under" in m]
+    assert said == [
+        "'fpr' (the guardrail 'fpr <= 0.05') is set only under tests of 'model' that leave out model = 'svm': the "
+        "trials that draw it will fail (MetricError); set fpr in that branch too, or leave 'svm' out of model's "
+        "choices (line 2)"
+    ], res.messages
 
 
 def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):

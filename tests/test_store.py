@@ -75,8 +75,10 @@ def test_load_study_errors_list_what_is_there(tmp_path):
     nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="two")
     with pytest.raises(KeyError, match="no study 'three' .* the store holds \\['one', 'two'\\]"):
         nbtune.load_study("three", store=tmp_path)
-    with pytest.raises(KeyError, match="holds 2 studies"):
-        nbtune.load_study(store=tmp_path)
+    with pytest.raises(KeyError, match="holds 2 studies") as info:
+        nbtune.load_result(store=tmp_path)
+    # a KeyError that reads as written (a plain one printed its message quoted, as a key: found trying nbtune)
+    assert isinstance(info.value, nbtune.StudyNotFound) and str(info.value).startswith("the store ")
     assert Store(tmp_path).versions("one") == ["one"]
 
 
@@ -169,6 +171,10 @@ def test_the_store_table_counts_complete_trials_as_the_summary_does(ip, tmp_path
     assert df.best_value["g:v2"] == res.best_value
     plain = ip.run_cell_magic("tune", f"-n 2 --maximize acc --name p --store {tmp_path}", cell)
     assert plain.n_finished == 2 and pd.isna(nbtune.studies(tmp_path).feasible["p"])
+    # the summary names the guardrail, also when every complete trial meets it (it said nothing then)
+    assert f"{complete - feasible} of them breaking 'lat <= 5'" in res.summary()
+    met = ip.run_cell_magic("tune", f"-n 3 --maximize acc --name m --store {tmp_path} --subject-to 'lat <= 20'", cell)
+    assert "3 complete, all meeting 'lat <= 20'" in met.summary(), met.summary()
 
 
 def test_versions_stay_reachable(tmp_path):

@@ -443,7 +443,7 @@ def test_a_guardrail_makes_the_unconstrained_best_infeasible(trees):
     df = res.trials_dataframe()
     assert {"record_train_acc", "record_n_leaves", "feasible", "constraint_n_leaves <= 6"} <= set(df.columns)
     assert df.feasible.sum() == sum(r["n_leaves"] <= 6 for r in records.values())
-    assert "of them breaking a guardrail" in res.summary()
+    assert "of them breaking 'n_leaves <= 6'" in res.summary()
     assert all(t.number != unconstrained.number for t in res.top(5))
     # the dashboard marks the infeasible trials and shows the feasibility rate
     from nbtune.view.widgets import WidgetView

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
-from nbtune.exceptions import ConfigError, NbtuneWarning
+from nbtune.exceptions import ConfigError, NbtuneWarning, StudyNotFound
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import OUTER, BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
@@ -437,30 +437,30 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
     if name is None:
         bases = sorted({base_name(n) for n in st.study_names()})
         if not bases:
-            raise KeyError(
+            raise StudyNotFound(
                 f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store{_inside(st)}"
             )
         if len(bases) != 1:
-            raise KeyError(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
+            raise StudyNotFound(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
         name = bases[0]
     if is_check_study(name):  # the checks of a search (re-validation, holdout runs)
         if name not in st.study_names():
-            raise KeyError(f"no checks {name!r} in {st.where()}: re-validation or --holdout never ran for it")
+            raise StudyNotFound(f"no checks {name!r} in {st.where()}: re-validation or --holdout never ran for it")
         return optuna.load_study(study_name=name, storage=st.storage(name))
     versions = st.versions(name)
     if not versions:
         known = sorted({base_name(n) for n in st.study_names()})
         folds = [n for n in known if n.startswith(f"{name}0")]
         if name.endswith(OUTER) and folds:  # %tune_show NAME.outer shows them together; one study is one fold
-            raise KeyError(
+            raise StudyNotFound(
                 f"{name!r} is a nested cross-validation: each outer fold is a study of its own "
                 f"({', '.join(repr(f) for f in folds[:1])}, ...), or %tune_show {name} shows them together"
             )
-        raise KeyError(f"no study {name!r} in {st.where()}; the store holds {known}{'' if known else _inside(st)}")
+        raise StudyNotFound(f"no study {name!r} in {st.where()}; the store holds {known}{'' if known else _inside(st)}")
     if ":v" in name:
         target = versioned(base_name(name), int(name.rsplit(":v", 1)[1]))
         if target not in versions:
-            raise KeyError(f"no version {name!r} in {st.where()}; the versions are {versions}")
+            raise StudyNotFound(f"no version {name!r} in {st.where()}; the versions are {versions}")
     else:
         target, which = versions[-1], "the latest"
         here = notebook_path(_user_ns())

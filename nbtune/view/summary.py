@@ -139,9 +139,21 @@ class StudySummary:
         if paused:
             at, rest = out.index(f"{c['pruned']} stopped early"), c["pruned"] - paused
             out[at : at + 1] = [f"{paused} paused"] + ([f"{rest} stopped early"] if rest else [])
-        infeasible = sum(1 for t in self.trials if t.state.name == "COMPLETE" and not is_feasible(t))
-        if infeasible:
-            out.insert(1 if c.get("complete") else 0, f"{infeasible} of them breaking a guardrail")
+        # the guardrails, named: how many complete trials break each, or that all meet them (the header
+        # said nothing when all did, and 'a guardrail' when some broke one; found trying nbtune as a new user)
+        complete = [t for t in self.trials if t.state.name == "COMPLETE"]
+        guardrails = sorted({k for t in complete for k in t.constraints})
+        if guardrails:
+            breaking = [t for t in complete if not is_feasible(t)]
+            broken = sorted({k for t in breaking for k, v in t.constraints.items() if v > 0})
+            said = (
+                f"{len(breaking)} of them breaking {' or '.join(map(repr, broken))}"
+                if breaking
+                else f"{'both' if len(complete) == 2 else 'all'} meeting {' and '.join(map(repr, guardrails))}"
+                if len(complete) > 1
+                else f"meeting {' and '.join(map(repr, guardrails))}"
+            )
+            out.insert(1 if c.get("complete") else 0, said)
         return out
 
     def _still_paused(self) -> set[int]:
