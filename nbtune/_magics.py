@@ -101,6 +101,22 @@ _OPTUNA_WORDS = {
     "--timeout-per-trial": "--trial-timeout T",
     "--per-trial-timeout": "--trial-timeout T",
     "--max-trial-time": "--trial-timeout T",
+    # Ray Tune's and W&B's (found trying nbtune as a new user, coming from them)
+    "--num-samples": "-n/--trials N",
+    "--num_samples": "-n/--trials N",
+    "--count": "-n/--trials N",
+    "--mode": "--maximize NAME or --minimize NAME",
+    "--method": "--sampler (tpe, the default, is W&B's bayes; random, grid)",
+    "--search-alg": "--sampler (tpe, random, grid, ...)",
+    "--scheduler-name": "--scheduler (asha, hyperband, median, pbt, none)",
+    "--early-terminate": "--scheduler (asha, the default, or hyperband)",
+    "--early_terminate": "--scheduler (asha, the default, or hyperband)",
+    "--grace-period": "--min-epochs N",
+    "--grace_period": "--min-epochs N",
+    "--reduction-factor": "--eta N",
+    "--max-t": "--max-epochs N",
+    "--time-budget-s": "--timeout T",
+    "--max-concurrent-trials": "--jobs N",
 }
 
 

@@ -1173,6 +1173,11 @@ def test_help_text(ip):
             "unrecognized arguments: --pruner median; in %%tune, --pruner is --scheduler (asha, hyperband, median",
         ),
         ("--maximize loss --n-trials 5", "--n-trials is -n/--trials N"),
+        # Ray Tune's and W&B's words too (found trying nbtune as a new user coming from them)
+        ("--maximize loss --num-samples 3", "--num-samples is -n/--trials N"),
+        ("--maximize loss --method bayes", "--method is --sampler (tpe, the default, is W&B's bayes"),
+        ("--maximize loss --early-terminate hyperband", "--early-terminate is --scheduler (asha, the default, or"),
+        ("--maximize loss --grace-period 2", "--grace-period is --min-epochs N"),
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),
@@ -1587,6 +1592,39 @@ def test_a_metric_set_only_in_some_branches_of_a_choice_is_said_before_the_searc
         "trials that draw it will fail (MetricError); set fpr in that branch too, or leave 'svm' out of model's "
         "choices (line 2)"
     ], res.messages
+
+
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        # W&B's and Ray's names for the bounds (it said "takes 2 arguments (low, high), got 0")
+        (
+            "lr = 1e-3  # tune: loguniform(min=1e-4, max=1e-1)",
+            "loguniform takes 2 arguments (low, high), got 0 (the bounds go by position: loguniform(0.0001, 0.1))",
+        ),
+        # the library's prefix in the comment (it said "cannot read annotation ...; write it as KIND(args)")
+        (
+            "lr = 1e-3  # tune: tune.loguniform(1e-4, 1e-1)",
+            "write the kind alone, without 'tune.': # tune: loguniform(0.0001, 0.1)",
+        ),
+        ("lr = 1e-3  # tune: hp.quniform(1, 9, 1)", "without 'hp.' (quniform is uniform(low, high, step=q) here)"),
+        # Ray Tune's declaration in the code (it said "did you mean 'tuple'?")
+        (
+            "lr = tune.loguniform(1e-4, 1e-1)",
+            "lr = tune.loguniform(...) declares a range the way Ray Tune or hyperopt do; in nbtune the cell keeps a "
+            "plain value and a comment declares the range: lr = ...  # tune: loguniform(0.0001, 0.1)",
+        ),
+        ("lr = tune.choice([32, 64])", "lr = ...  # tune: choice(32, 64)"),
+        # W&B's and Ray's kinds name nbtune's
+        ("lr = 1e-3  # tune: log_uniform_values(1e-4, 1e-1)", "(log_uniform_values is loguniform here)"),
+        ("lr = 1e-3  # tune: grid_search(1, 2)", "(grid_search is choice (every value in turn: --sampler grid) here)"),
+    ],
+)
+def test_a_range_written_as_ray_tune_wandb_or_hyperopt_write_it_gets_nbtunes_form(ip, line, said):
+    cell = f"{line}\nx = 0.5  # tune: uniform(0, 1)\nloss = x\n"
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--minimize loss -n 2 --view none", cell)
+    assert said in str(info.value), str(info.value)
 
 
 def test_a_choice_compared_with_a_value_not_searched_is_a_note(ip):

@@ -168,10 +168,18 @@ class BaseAnnotation:
 
     def check_arity(self, args: tuple[Any, ...], kwargs: dict[str, Any], lineno: int) -> None:
         if self.arity is not None and len(args) != self.arity:
+            # loguniform(min=1e-4, max=1e-1), W&B's and Ray's names: by position (found trying nbtune as a new user)
+            named = [v for k, v in kwargs.items() if k not in self.keywords]
+            by_position = (
+                f" (the bounds go by position: {self.name}({', '.join(map(repr, (*args, *named)))}))"
+                if named and len(args) + len(named) == self.arity
+                else ""
+            )
             raise AnnotationError(
                 f"line {lineno} of the %%tune cell: {self.name} takes {self.arity} arguments"
                 + (" (low, high)" if self.arity == 2 else "")
                 + f", got {len(args)}"
+                + by_position
                 + (
                     _step_hint(self.name, args)
                     if self.arity == 2 and len(args) == 3 and "step" in self.keywords
@@ -546,6 +554,17 @@ _OPTUNA_KINDS = {
     "integer": "int",
     "choices": "choice",
     "reciprocal": "loguniform",
+    # Ray Tune's, W&B's and hyperopt's words (found trying nbtune as a new user, coming from them)
+    "lograndint": "logint",
+    "qrandint": "int(low, high, step=q)",
+    "quniform": "uniform(low, high, step=q)",
+    "qloguniform": "loguniform",
+    "log_uniform_values": "loguniform",
+    "q_log_uniform_values": "loguniform",
+    "int_uniform": "int",
+    "q_uniform": "uniform(low, high, step=q)",
+    "grid_search": "choice (every value in turn: --sampler grid)",
+    "values": "choice",
 }
 
 
@@ -598,6 +617,17 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
         kind, call = node.id, None
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         kind, call = node.func.id, node
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):  # tune.loguniform(...), hp.choice(...)
+        word = node.func.attr.removeprefix("suggest_")
+        same = word if word in ANNOTATIONS else _OPTUNA_KINDS.get(word)
+        owner = ast.unparse(node.func.value)
+        raise AnnotationError(
+            f"line {lineno}, column {col + 1} of the %%tune cell: cannot read annotation {text!r}; write the kind "
+            f"alone, without {owner + '.'!r}"
+            + (f": # tune: {same}({', '.join(ast.unparse(a) for a in node.args)})" if same in ANNOTATIONS else "")
+            + (f" ({word} is {same} here)" if same and same not in ANNOTATIONS else ""),
+            lineno,
+        )
     else:
         raise AnnotationError(
             f"line {lineno}, column {col + 1} of the %%tune cell: cannot read annotation "

@@ -1310,6 +1310,14 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any], read: set[st
             f"notebook's {name!r}, not the trial's, so every trial would fail with a NameError; return the value "
             f"from it instead ({name} = ...)"
         )
+    drawn = _search_space_call(tree, name)
+    if drawn is not None:  # lr = tune.loguniform(1e-4, 1e-1): Ray Tune's (or hyperopt's) way to declare a range
+        target, kind, args = drawn
+        raise ConfigError(
+            f"line {line} of the %%tune cell: {target} = {name}.{kind}(...) declares a range the way Ray Tune or "
+            f"hyperopt do; in nbtune the cell keeps a plain value and a comment declares the range: "
+            f"{target} = ...  # tune: {_KIND_OF.get(kind, kind)}({args})"
+        )
     near = _like(name, sorted(n for n in defined if not n.startswith("_")))
     raise ConfigError(
         f"line {line} of the %%tune cell reads {name!r}, which neither the cell nor the notebook defines: every "
@@ -1317,6 +1325,38 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any], read: set[st
         + (f"did you mean {near!r}? Else " if near else "")
         + f"run the notebook cell that defines {name!r} first, or define it in this cell"
     )
+
+
+# Ray Tune's, hyperopt's and W&B's names of a range, as nbtune's kinds
+_KIND_OF = {
+    "loguniform": "loguniform",
+    "uniform": "uniform",
+    "randint": "int",
+    "lograndint": "logint",
+    "qrandint": "int",
+    "quniform": "uniform",
+    "choice": "choice",
+    "grid_search": "choice",
+}
+
+
+def _search_space_call(tree: ast.Module, module: str) -> tuple[str, str, str] | None:
+    """``lr = tune.loguniform(1e-4, 1e-1)`` with ``module`` ("tune", "hp") undefined: (the variable,
+    the call's kind, its arguments as written), for the first such assignment; else None."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        call = node.value
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+            continue
+        kind = call.func.attr
+        if not (isinstance(call.func.value, ast.Name) and call.func.value.id == module and kind in _KIND_OF):
+            continue
+        given: list[ast.expr] = [*call.args, *(k.value for k in call.keywords)]
+        if kind in ("choice", "grid_search") and call.args and isinstance(call.args[0], (ast.List, ast.Tuple)):
+            given = call.args[0].elts  # tune.choice([32, 64]): nbtune's choice takes the values themselves
+        return node.targets[0].id, kind, ", ".join(ast.unparse(a) for a in given)
+    return None
 
 
 def _check_module_attributes(tree: ast.Module, user_ns: dict[str, Any]) -> None:
