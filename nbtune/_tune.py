@@ -67,6 +67,7 @@ from nbtune.cell.loops import (
     names_that_take_effect,
     running_best,
 )
+from nbtune.cell.names import NEGATED, TIME_WORDS, metric_reads_as, words
 from nbtune.cell.program import (
     CellProgram,
     TrialInterrupted,
@@ -193,27 +194,6 @@ def _unmarked_epochs_loop(program: CellProgram) -> int | None:
     return None
 
 
-_ERROR_WORDS = {
-    "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
-    "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr",
-}  # fmt: skip
-_SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit scoring: found trying nbtune as a new user)
-    "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
-    "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge",
-}  # fmt: skip
-
-
-_NEGATED = {"neg", "negative", "minus"}
-_TIME_WORDS = {
-    "latency", "ms", "us", "seconds", "secs", "sec", "time", "runtime", "duration", "elapsed", "throughput", "qps",
-}  # fmt: skip
-
-
-def _words(name: str) -> set[str]:
-    """The words of a variable's name: val_loss, valLoss and ValLoss are {"val", "loss"}."""
-    return set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
-
-
 def _direction_note(
     metric: str, direction: str, tree: ast.Module | None = None, notebook: dict[str, Any] | None = None
 ) -> list[str]:
@@ -221,9 +201,8 @@ def _direction_note(
     ``--minimize neg_rmse``), or the cell scores with a scikit-learn scorer that negates an
     error (``scoring="neg_root_mean_squared_error"``) and the search minimizes: the search would
     look for the worst model, and report it as the best."""
-    # recall_at_fpr, precision_at_k: the measure is what comes before "at"
-    words = _words(re.split(r"_at_|(?<=[a-z0-9])At(?=[A-Z0-9])", metric)[0])
-    if direction == "minimize" and words & _NEGATED and words & _ERROR_WORDS:
+    reads_as = metric_reads_as(metric)
+    if direction == "minimize" and reads_as == "negated error":
         return [
             f"{metric!r} reads like an error negated so that higher is better (scikit-learn's neg_ scorers), but the "
             f"search minimizes it: its best trial is the worst model; run with --maximize {metric} instead "
@@ -237,25 +216,9 @@ def _direction_note(
             f"model; run with --maximize {metric} instead (a new study), or negate it in the cell "
             f"({metric} = -...)"
         ]
-    if words & {
-        "neg",
-        "negative",
-        "minus",
-        "inv",
-        "improvement",
-        "gain",
-        "reduction",
-        "decrease",
-        "drop",
-        "delta",
-        "gap",
-    }:
-        return []  # neg_rmse, rmse_improvement, accuracy_gap: the other way round, or either
-    if words & _ERROR_WORDS and words & _SCORE_WORDS:
-        return []  # precision_error: both, so neither
-    if direction == "maximize" and words & _ERROR_WORDS:
+    if direction == "maximize" and reads_as == "error":
         kind, better, other = "an error or a loss, which is minimized", "lower", "--minimize"
-    elif direction == "minimize" and words & _SCORE_WORDS:
+    elif direction == "minimize" and reads_as == "score":
         kind, better, other = "a score, which is maximized", "higher", "--maximize"
     else:
         return []
@@ -1266,7 +1229,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             "to stop poor trials early"
         )
     timed = [
-        n for n in dict.fromkeys([c[0] for c in program.constraints] + list(program.records)) if _words(n) & _TIME_WORDS
+        n for n in dict.fromkeys([c[0] for c in program.constraints] + list(program.records)) if words(n) & TIME_WORDS
     ]
     if timed and n_jobs > 1:  # (found trying nbtune as a new user: the same model's latency 194 and 433 µs)
         for_trials.append(
@@ -1615,11 +1578,11 @@ def _negative_error_minimized(plan: _Plan) -> list[str]:
     and the best trial is the worst model. The cell's own code is read before the search
     (:func:`_direction_note`); this is what the values say after it."""
     metric = plan.program.metric
-    words = _words(metric)
+    said = words(metric)
     if (
         plan.program.direction != "minimize"
-        or words & _NEGATED
-        or not (words & _NON_NEGATIVE_ERRORS or {"log", "loss"} <= words)
+        or said & NEGATED
+        or not (said & _NON_NEGATIVE_ERRORS or {"log", "loss"} <= said)
     ):
         return []
     values = [

@@ -607,6 +607,22 @@ def test_a_metric_scikit_learn_cannot_define_is_said_with_its_warning_and_fold_n
     assert finding.evidence.endswith("(fold = 0)") and "stratify=y" in finding.advice, finding
 
 
+def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_diverged(ip):
+    """--minimize val_acc was named before the search, and then diagnose() said '3 trials diverged (a learning
+    curve that ended worse than it started): lower the range's top', of trials that learned normally
+    (found trying nbtune as a new user)."""
+    cell = (
+        "lr = 0.1  # tune: loguniform(0.01, 1)\nacc = 0.5\nfor epoch in range(6):  # tune: epochs\n"
+        "    acc = acc + lr * (1 - acc)\n    val_acc = acc\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize val_acc -n 8 --seed 0 --view none --scheduler none", cell)
+    df = res.diagnose()
+    assert list(df.kind) == ["minimized a score"], df
+    assert "run with --maximize val_acc (a new study)" in df.iloc[0].advice
+    right = ip.run_cell_magic("tune", "--maximize val_acc -n 8 --seed 0 --view none --scheduler none", cell)
+    assert "minimized a score" not in set(right.diagnose().kind)
+
+
 def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_score(trees):
     """The training score read is the metric's own measure: a train_loss recorded first beside
     --maximize val_acc, lower when the model fits better, was read as the training accuracy and

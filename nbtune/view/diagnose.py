@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.names import metric_reads_as
 from nbtune.cell.reads import non_finite_assignments
 from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted, run_seconds
 from nbtune.store.attrs import diverged as failed_diverging
@@ -433,12 +434,16 @@ def diagnose(result: StudySummary) -> list[Finding]:
     # A metric scikit-learn could not define (a fold with one class, no predicted positives) is no divergence:
     # it read as one, with advice about step sizes (found trying nbtune as a new user)
     undefined = {t.number: u for t in trials if (u := _undefined(t)) is not None}
+    # A metric whose name reads the other way (--minimize val_acc): its curves' "worse" is the model's better,
+    # and they read as divergence (found trying nbtune as a new user); said once, instead of the curves' kinds
+    reads_as = metric_reads_as(result.metric)
+    turned_round = (reads_as == "score" and not maximize) or (reads_as == "error" and maximize)
     for t in trials:
         if t.number in undefined:
             continue
         if failed_diverging(t):
             diverged[t.number] = "a non-finite metric or an overflow"
-        elif folds:
+        elif folds or turned_round:
             continue
         elif (how := _ended_worse(curve := curves[t.number], maximize, scale, usual_start)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
@@ -482,8 +487,8 @@ def diagnose(result: StudySummary) -> list[Finding]:
     spread = (max(finals) - min(finals)) if len(finals) > 1 else 0.0
     flat: dict[int, str] = {}
     epochs = not folds and any(len(t.intermediate_values) > 1 for t in trials)
-    fit = _fit(result, trials, maximize, epochs)
-    if len(finals) >= 4 and spread > 0 and not folds:
+    fit = [] if turned_round else _fit(result, trials, maximize, epochs)
+    if len(finals) >= 4 and spread > 0 and not folds and not turned_round:
         median = statistics.median(finals)
         for t in trials:
             values = curves[t.number]
@@ -516,6 +521,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     # (nearly) every trial's values grew over the loop, some of them far, whatever its hyperparameters
     worsened = (
         not folds
+        and not turned_round
         and len(with_curves) >= 4
         and len(rising) >= 0.9 * len(with_curves)
         and any(_ended_worse(with_curves[n], maximize, scale) == "collapsed" for n in rising)
@@ -604,6 +610,20 @@ def diagnose(result: StudySummary) -> list[Finding]:
     findings.extend(_warned(trials, by_number, {**diverged, **{n: w for n, (w, _) in undefined.items()}}))
     findings.extend(_lopsided_folds(trials))
     findings.sort(key=lambda f: -len(f.trials))
+    if turned_round and trials:
+        other = "--maximize" if reads_as == "score" else "--minimize"
+        findings.insert(
+            0,
+            Finding(
+                f"{result.direction}d {'a score' if reads_as == 'score' else 'an error'}",
+                [t.number for t in trials],
+                f"{result.metric!r} reads like {'a score' if reads_as == 'score' else 'an error or a loss'}",
+                "",
+                f"if {'higher' if reads_as == 'score' else 'lower'} is better, the best trial is the worst model and "
+                f"the learning curves read the other way round (they are not diagnosed); run with {other} "
+                f"{result.metric} (a new study)",
+            ),
+        )
     return findings
 
 

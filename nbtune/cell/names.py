@@ -1,0 +1,49 @@
+"""What a variable's name says: an error or a score (which way is better), a time.
+
+Read from the words of the name (``val_loss``, ``valLoss`` and ``ValLoss`` are ``{"val", "loss"}``),
+to say before a search that it would look for the worst model (``--maximize val_rmse``), and after
+it, that its curves read the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ERROR_WORDS", "NEGATED", "SCORE_WORDS", "TIME_WORDS", "metric_reads_as", "words"]
+
+ERROR_WORDS = {
+    "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
+    "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr",
+}  # fmt: skip
+SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit scoring: found trying nbtune as a new user)
+    "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
+    "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge",
+}  # fmt: skip
+NEGATED = {"neg", "negative", "minus"}
+# words that turn a measure round, or make it a difference either way: neg_rmse, rmse_improvement, accuracy_gap
+_TURNED = NEGATED | {"inv", "improvement", "gain", "reduction", "decrease", "drop", "delta", "gap"}
+TIME_WORDS = {
+    "latency", "ms", "us", "seconds", "secs", "sec", "time", "runtime", "duration", "elapsed", "throughput", "qps",
+}  # fmt: skip
+
+
+def words(name: str) -> set[str]:
+    """The words of a variable's name: val_loss, valLoss and ValLoss are {"val", "loss"}."""
+    return set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
+
+
+def metric_reads_as(metric: str) -> str | None:
+    """``"error"`` (lower is better: ``val_rmse``), ``"score"`` (higher is better: ``val_acc``),
+    ``"negated error"`` (an error negated so that higher is better: ``neg_rmse``, scikit-learn's
+    ``neg_`` scorers), or None when the name says neither or both (``precision_error``,
+    ``accuracy_gap``). The measure is what comes before "at" (``recall_at_fpr``, ``precisionAtK``)."""
+    said = words(re.split(r"_at_|(?<=[a-z0-9])At(?=[A-Z0-9])", metric)[0])
+    if said & NEGATED and said & ERROR_WORDS:
+        return "negated error"
+    if said & _TURNED or (said & ERROR_WORDS and said & SCORE_WORDS):
+        return None
+    if said & ERROR_WORDS:
+        return "error"
+    if said & SCORE_WORDS:
+        return "score"
+    return None
