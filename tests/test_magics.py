@@ -617,6 +617,35 @@ def test_recorded_whole_numbers_stay_whole_in_the_frame(ip, tmp_path):
     assert list(df.loc[df.state == "COMPLETE", "record_best"]) == [7] * len(done)
 
 
+def test_recorded_variables_are_kept_each_epoch_and_for_stopped_trials(ip, tmp_path):
+    """--record val_loss,train_loss kept nothing for the 15 of 20 trials successive halving stopped, and
+    nothing per epoch: no curve of a second metric, as wandb.log or tune.report keep (found trying nbtune
+    as a new user coming from them). Now a stopped trial keeps its values when it stopped, and
+    res.curves() has every trial's metric and recorded numbers by epoch."""
+    cell = (
+        "lr = 0.1  # tune: loguniform(0.001, 1)\nw = 0.0\nfor epoch in range(9):  # tune: epochs\n"
+        "    w += lr * (1 - w)\n    train_loss = (1 - w) ** 2\n    val_loss = train_loss + 0.01 * epoch\n"
+        "    note = 'ok'\n"
+    )
+    res = ip.run_cell_magic(
+        "tune", f"--minimize val_loss -n 12 --seed 0 --record train_loss,note --store {tmp_path}/s --view none", cell
+    )
+    df = res.trials_dataframe()
+    stopped = df[df.state == "PRUNED"]
+    assert len(stopped) >= 3 and stopped["record_train_loss"].notna().all(), df[["state", "record_train_loss"]]
+    assert (stopped["record_note"] == "ok").all()
+    curves = res.curves()
+    assert list(curves.columns) == ["trial", "step", "state", "val_loss", "train_loss"]  # (numbers only, per epoch)
+    for number, c in curves.groupby("trial"):
+        t = res.study.trials[number]
+        assert list(c["step"]) == sorted(t.intermediate_values), number
+        assert list(c["val_loss"]) == [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+        assert c["train_loss"].notna().all() and (c["val_loss"] - c["train_loss"]).round(9).ge(0).all()
+    last = curves.groupby("trial").last()
+    for number in stopped.index:  # the stopped trial's record is its value when it stopped
+        assert last.loc[number, "train_loss"] == df.loc[number, "record_train_loss"]
+
+
 def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_search(ip):
     """@torch.no_grad() def evaluate(): ... model ..., a dict of optimizer makers, a default argument:
     every trial read the notebook's model or lr, silently (found trying nbtune as a new user). They

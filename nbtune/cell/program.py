@@ -749,6 +749,8 @@ class TrialRuntime:
         self.program = program
         self._on_guardrails = on_guardrails if program.guardrails_before_the_loop() else None
         self._breaking: dict[str, float] = {}  # the guardrails broken after the latest epoch
+        # --record's numbers after each epoch this run of the trial reported: {variable: {epoch: value}}
+        self.record_curves: dict[str, dict[int, float]] = {}
         # Around what nbtune itself does inside a trial (the store's writes, checkpoints): a time
         # limit that runs out there takes effect when it is done, not in the middle of a write.
         self._guard = guard if guard is not None else contextlib.nullcontext()
@@ -905,6 +907,9 @@ class TrialRuntime:
                 "the loop, or every few epochs)",
                 e.kind,
             ) from None
+        for name in self.program.records:  # (a training loss beside the metric: its curve, as wandb.log keeps one)
+            if (v := _as_float(self._ns.get(name))) is not None:
+                self.record_curves.setdefault(name, {})[self._step] = v
         if self._on_epoch is not None:
             self._on_epoch(self._step, value)
         if self._on_guardrails is not None and self.trial is not None:

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbtune import _compat
 from nbtune.cell import rng
-from nbtune.cell.program import CellProgram, MetricError, TrialInterrupted, TrialRuntime, TrialStopped, TrialTimeout
+from nbtune.cell.program import (
+    CellProgram,
+    MetricError,
+    TrialInterrupted,
+    TrialRuntime,
+    TrialStopped,
+    TrialTimeout,
+    recorded_value,
+)
 from nbtune.exceptions import ConfigError
 from nbtune.run.checkpoints import (
     KEEP_PAUSED,
@@ -453,6 +461,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                     if found := warnings_in(whole):
                         storage.set_trial_user_attr(tid, ATTR.WARNINGS, found)
         except TrialStopped:
+            _keep_records(job, storage, tid, runtime, stopped=True)
             for label, violation in (trial.user_attrs.get(ATTR.BREAKS) or {}).get("by", {}).items():
                 # stopped breaking a guardrail: Optuna's samplers count it infeasible, as a complete one
                 trial.set_constraint(label, violation)
@@ -527,8 +536,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             storage.set_trial_user_attr(tid, ATTR.HOLDOUT, runtime.holdout_value)
         if runtime.fold_values:
             storage.set_trial_user_attr(tid, ATTR.FOLDS, runtime.fold_values)
-        if runtime.records:
-            storage.set_trial_user_attr(tid, ATTR.RECORD, runtime.records)
+        _keep_records(job, storage, tid, runtime)
         for label, violation in runtime.constraints.items():
             trial.set_constraint(label, violation)  # Optuna's: best_trial and the samplers use them
         if job.program.state and runtime._ns is not None:
@@ -844,6 +852,21 @@ class _Budget:
         rest = trials[i:]
         running = sum(1 for t in rest if t.state.name == "RUNNING" and not is_continuation(t))
         return self._counted + finished_count(rest) + running
+
+
+def _keep_records(job: Job, storage: Any, tid: int, runtime: TrialRuntime, stopped: bool = False) -> None:
+    """What ``--record`` keeps of a trial: its variables' values at the end of the cell, or, for a
+    trial stopped at an epoch, when it stopped (they were left out: found trying nbtune as a new
+    user); and their numbers after each epoch (``res.curves()``)."""
+    records = runtime.records
+    if stopped and runtime._ns is not None:
+        ns = runtime._ns
+        records = {name: recorded_value(name, ns) for name in job.program.records if name in ns}
+    if records:
+        storage.set_trial_user_attr(tid, ATTR.RECORD, records)
+    if runtime.record_curves:
+        curves = {name: [[step, v] for step, v in sorted(c.items())] for name, c in runtime.record_curves.items()}
+        storage.set_trial_user_attr(tid, ATTR.RECORD_CURVES, curves)
 
 
 def _warning_behind(e: MetricError, warned: list[str]) -> str | None:

@@ -72,7 +72,8 @@ class ATTR:
     # trial of a check study: the fingerprint of the lines sealed with the holdout (and the data only
     # they read) it ran; check study: {"now": the latest run's, "unstamped": what runs without one ran}
     SEALED = "nbtune:sealed"
-    RECORD = "nbtune:record"  # trial: {variable: value} of --record
+    RECORD = "nbtune:record"  # trial: {variable: value} of --record (a stopped trial's: when it stopped)
+    RECORD_CURVES = "nbtune:record_curves"  # trial: {variable: [[epoch, value], ...]} of --record, each epoch
     CHECKPOINT = "nbtune:checkpoint"  # trial: {"artifact": id, "bytes": n, "names": [...]} of its saved state
     CHECKPOINT_ERROR = "nbtune:checkpoint_error"  # trial: why its state could not be saved
     RESUME = "nbtune:resume"  # queued re-run of a cut trial: {"artifact", "step", "values"} to continue from

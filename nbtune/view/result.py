@@ -293,6 +293,39 @@ class TuneResult(StudySummary):
         # VS Code, GitHub, nbconvert); res.show() or %tune_show brings the live dashboard back.
         return {"text/plain": self.summary(), "text/html": self.html()}
 
+    def curves(self) -> pd.DataFrame:
+        """Every trial's learning curve, long: one row per trial and epoch (per fold with ``#
+        tune: folds``) it reported, with ``trial``, ``step``, ``state``, the metric (its value at that
+        step: a fold's running mean) and, with ``--record``, one column per recorded variable (its
+        number after that epoch), for stopped trials too. A continued trial (pause-and-promote)
+        reports the epochs after its pause; ``continues`` in ``trials_dataframe()`` joins them.
+        For ``seaborn.lineplot(data=res.curves(), x="step", y="val_loss", units="trial",
+        estimator=None)``, or ``.pivot(index="step", columns="trial", values=...)``."""
+        import pandas as pd
+
+        rows = []
+        fixed = ("trial", "step", "state", self.metric)
+        for t in self.trials:
+            recorded = {
+                name: dict((int(step), value) for step, value in points)
+                for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
+            }
+            for step in sorted(set(t.intermediate_values) | {s for c in recorded.values() for s in c}):
+                row = {
+                    "trial": t.number,
+                    "step": step,
+                    "state": t.state.name,
+                    self.metric: t.intermediate_values.get(step),
+                }
+                row.update({name: c.get(step) for name, c in recorded.items() if name not in fixed})
+                rows.append(row)
+        names = [
+            n for n in dict.fromkeys(n for t in self.trials for n in t.user_attrs.get(ATTR.RECORD_CURVES) or {})
+            if n not in fixed
+        ]  # fmt: skip
+        frame = pd.DataFrame(rows, columns=["trial", "step", "state", self.metric, *names])
+        return frame.astype({"trial": int, "step": int, self.metric: float, **{n: float for n in names}})
+
     def lineage(self, trial: int | None = None) -> pd.DataFrame:
         """Where a trial's state came from, interval by interval (PBT, pause-and-promote): one row
         per segment with ``trial``, ``member``, ``from_epoch``, ``to_epoch``, ``value`` (the metric
