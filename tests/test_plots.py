@@ -187,7 +187,7 @@ def test_importance_rests_on_enough_trials_and_says_how_many():
     summary = summary_of(grid_trials(10, curve={1: 0.1}))
     assert set(plots.importance(summary)) == {"x", "n"}
     panel = plots.dashboard_figure(summary, with_importance=True).axes[-1]
-    assert panel.get_xlabel() == "importance (PED-ANOVA, 10 complete trials)"
+    assert panel.get_xlabel().replace("\n", " ") == "importance (PED-ANOVA, 10 complete trials)"
 
 
 def test_text_is_readable():
@@ -314,7 +314,7 @@ def test_importance_after_successive_halving_compares_configurations_at_an_epoch
     assert imp.values["lr"] > imp.values["act"]
     assert plots.importance(summary) == imp.values
     fig = plots.view_figure("importance", summary)
-    assert fig.axes[0].get_xlabel() == "importance (PED-ANOVA, 14 configurations at epoch 1)"
+    assert fig.axes[0].get_xlabel().replace("\n", " ") == "importance (PED-ANOVA, 14 configurations at epoch 1)"
     assert fig.axes[0].get_title() == "what mattered by epoch 1"
     panel = plots.dashboard_figure(summary, with_importance=True).axes[-1]
     assert panel.get_title() == "what mattered by epoch 1"
@@ -402,20 +402,25 @@ def test_the_slice_plots_first_trials_are_visible():
     assert min(coloured[0].get_cmap()(coloured[0].norm(first))[:3]) < 0.9  # not white
 
 
+def _title(fig):
+    """A view's title as one line: the figure's, or (parallel coordinates) its axes' own."""
+    return (fig.get_suptitle() or fig.axes[0].get_title()).replace("\n", " ")
+
+
 @pytest.mark.parametrize("view", ["slice", "contour", "parallel coordinates"])
 def test_optunas_views_say_which_trials_they_leave_out(view):
     """They draw complete trials only: a contour interpolated from 7 of 30 trials said nothing of the
     23 stopped early (found trying nbtune as a new user)."""
     trials = [trial(value=0.5 + i / 20, x=i / 10, n=1 + i % 3, curve={1: 0.3, 2: 0.5 + i / 20}) for i in range(5)]
     trials += [trial(value=0.2, x=0.05 * i, n=2, state=TrialState.PRUNED, curve={1: 0.2}) for i in range(1, 4)]
-    title = plots.view_figure(view, summary_of(trials)).get_suptitle()
+    title = _title(plots.view_figure(view, summary_of(trials)))
     assert title.endswith("drawn: the 5 complete trials; left out: 3 stopped early"), title
-    assert "left out" not in plots.view_figure(view, summary_of(trials[:5])).get_suptitle()
+    assert "left out" not in _title(plots.view_figure(view, summary_of(trials[:5])))
     trials[-1].user_attrs["nbtune:decision"] = {
         "epoch": 1,
         "paused": True,
     }  # (may still go on: said as the header says it)
-    title = plots.view_figure(view, summary_of(trials)).get_suptitle()
+    title = _title(plots.view_figure(view, summary_of(trials)))
     assert title.endswith("left out: 2 stopped early and 1 paused"), title
     # and so does the message when too few are complete to draw (one is enough for a slice)
     few = plots.view_figure(view, summary_of(trials[:1] + trials[5:]))
@@ -512,7 +517,7 @@ def test_importance_of_a_space_with_conditional_parameters_ranks_the_choice_that
     assert imp.method == "mean decrease in impurity" and imp.conditional == ("alpha", "k")
     assert max(imp.values, key=imp.values.get) == "family", imp.values
     fig = plots.view_figure("importance", StudySummary(study, "loss"))
-    texts = [t.get_text() for t in fig.axes[0].texts] + [fig.axes[0].get_xlabel()]
+    texts = [t.get_text() for t in fig.axes[0].texts] + [fig.axes[0].get_xlabel().replace("\n", " ")]
     assert any("read only under some choices: alpha, k" in t for t in texts)
     assert any("mean decrease in impurity" in t for t in texts)
     # a cell without such branches keeps Optuna's default
@@ -534,7 +539,7 @@ def test_a_space_of_many_parameters_shows_the_most_important_in_the_dashboards_w
         params = {n: rng.random() for n in names}
         study.add_trial(create_trial(value=10 * params["p9"] + 0.1 * params["p0"], params=params, distributions=dists))
     fig = plots.view_figure(view, StudySummary(study, "loss"))
-    assert fig.get_suptitle().endswith("8 of 11 parameters, the most important (params=[...] for others)")
+    assert _title(fig).endswith("8 of 11 parameters, the most important (params=[...] for others)"), _title(fig)
     shown = {t.get_text() for ax in fig.axes for t in [ax.xaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]}
     assert "p9" in shown
     assert fig.get_size_inches()[0] <= 9.0 or view != "slice", fig.get_size_inches()
@@ -547,7 +552,7 @@ def test_a_space_of_many_parameters_shows_the_most_important_in_the_dashboards_w
         assert len(firsts) == 2 and all(ax.get_ylabel() == "loss" for ax in firsts)
     # asked for, all of them are drawn
     every = plots.view_figure(view, StudySummary(study, "loss"), plots.PlotChoice(params=tuple(names)))
-    assert "of 11 parameters" not in every.get_suptitle()
+    assert "of 11 parameters" not in _title(every)
 
 
 def test_learning_curves_of_a_branch_without_an_epochs_loop_say_what_is_not_drawn():

@@ -347,8 +347,9 @@ def _draw_importance(ax: Any, imp: Importance) -> None:
     names = list(imp.values)[::-1]
     ax.barh(names, [imp.values[n] for n in names], color=_BEST)
     # (and which parameters the cell reads only under some choices: what their ranking means)
-    read = f"\nread only under some choices: {', '.join(imp.conditional)}" if imp.conditional else ""
-    ax.set_xlabel(f"importance ({imp.method}, {imp.rests_on()}){read}")
+    read = f"; read only under some choices: {', '.join(imp.conditional)}" if imp.conditional else ""
+    # wrapped: in a half-width panel it ran off the figure (found trying nbtune as a new user)
+    ax.set_xlabel("\n".join(textwrap.wrap(f"importance ({imp.method}, {imp.rests_on()}){read}", 48)))
     ax.set_title("what mattered" if imp.epoch is None else f"what mattered by epoch {imp.epoch}", fontsize=11)
 
 
@@ -607,7 +608,10 @@ def _optuna_figure(draw: Callable[[], Any], title: str = "") -> Figure:
         fig.set_dpi(100)
         if title:  # (after Optuna's own, "Slice Plot")
             own = fig.get_suptitle()
-            fig.suptitle(f"{own} · {title}" if own else title, fontsize=11)
+            if not own and first.get_title():  # parallel coordinates titles its axes: one title, not two on each other
+                first.set_title("\n".join(textwrap.wrap(f"{first.get_title()} · {title}", 90)), fontsize=11)
+            else:
+                fig.suptitle(f"{own} · {title}" if own else title, fontsize=11)
     return fig
 
 
@@ -734,6 +738,8 @@ def _parallel(result: TuneResult, choice: PlotChoice) -> Figure:
     )
     for each in fig.axes:  # each parameter's own axis: 0.01 0.03 0.1 0.3, not nine of 2x10^-2 crowded
         readable_log_ticks(each.yaxis)
+    # room below for the slanted parameter names ('weight_decay' was cut at the figure's edge: found trying nbtune)
+    fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.22))
     ax = fig.axes[0]
     legend = ax.get_legend()
     if legend is not None:  # guardrails: Optuna's Feasible/Infeasible legend sat on the title (found trying nbtune)
