@@ -75,7 +75,7 @@ from nbtune.cell.program import (
     compile_cell,
     holdout_leaks,
 )
-from nbtune.cell.reads import changed_in_some_trials, never_read, notebook_inputs
+from nbtune.cell.reads import changed_in_some_trials, never_read, notebook_inputs, scored_on_fit_data
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -801,6 +801,24 @@ def _metric_unset_for_some_choices(program: CellProgram, user_ns: dict[str, Any]
     return out
 
 
+def _scored_on_fit_data(program: CellProgram) -> list[str]:
+    """The metric scored on the data the cell fits the model on: the search would pick the
+    configuration that fits its training data best, the most overfit (said nowhere: found trying
+    nbtune as a new user). Not for a metric named as a training score (``train_acc``)."""
+    if program.spec.tree is None or "train" in words(program.metric):
+        return []
+    found = scored_on_fit_data(program.spec.tree, program.metric)
+    if found is None:
+        return []
+    line, fit, data = found
+    return [
+        f"line {line} of the %%tune cell: {program.metric} is scored on {', '.join(data)}, the data line {fit} fits "
+        "the model on: the search would favour the configurations that fit their training data best (the most "
+        f"overfit); score {program.metric} on data the model does not train on (a validation split), and keep the "
+        "training score with --record if you want it"
+    ]
+
+
 def _cap_beside_early_stopping(program: CellProgram) -> list[str]:
     """A tuned number of rounds (``n_estimators``) in a cell whose library stops early: where early
     stopping ends a trial before the cap, the tuned value changes nothing, and it blurs the
@@ -1291,6 +1309,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     for_trials.extend(_state_note(program))
     for_trials.extend(_tuned_work_per_epoch(program, spec))
     for_trials.extend(_cap_beside_early_stopping(program))
+    for_trials.extend(_scored_on_fit_data(program))
     for_trials.extend(_metric_unset_for_some_choices(program, cfg.user_ns))
 
     trials = study.get_trials(deepcopy=False)

@@ -623,6 +623,44 @@ def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_
     assert "minimized a score" not in set(right.diagnose().kind)
 
 
+@pytest.mark.parametrize(
+    "code, said",
+    [
+        (
+            "model.fit(X_tr, y_tr)\nval_acc = model.score(X_tr, y_tr)\n",
+            "line 5 of the %%tune cell: val_acc is scored on X_tr, y_tr",
+        ),
+        (
+            "model.fit(X_tr, y_tr)\np = model.predict_proba(X_tr)[:, 1]\nval_acc = roc_auc_score(y_tr, p)\n",
+            "line 6 of the %%tune cell: val_acc is scored on X_tr, y_tr, the data line 4 fits the model on",
+        ),
+        ("model.fit(X[tr], y[tr])\nval_acc = model.score(X[tr], y[tr])\n", "val_acc is scored on X[tr], y[tr]"),
+        # scored on other data, cross-validated, or unsupervised: nothing to say
+        ("model.fit(X_tr, y_tr)\nval_acc = model.score(X_va, y_va)\n", None),
+        ("model.fit(X[tr], y[tr])\nval_acc = model.score(X[va], y[va])\n", None),
+        ("val_acc = cross_val_score(model, X_tr, y_tr, cv=3).mean()\nmodel.fit(X_tr, y_tr)\n", None),
+        ("s = cross_val_score(model, X_tr, y_tr)\nmodel.fit(X_tr, y_tr)\nval_acc = s.mean()\n", None),
+        ("km = KMeans(2, n_init=2, random_state=0).fit(X_tr)\nval_acc = silhouette_score(X_tr, km.labels_)\n", None),
+    ],
+)
+def test_a_metric_scored_on_the_data_the_model_fits_is_said_before_the_search(ip, code, said):
+    """val_ap = average_precision_score(y_train, model.predict_proba(X_train)[:, 1]) ran without a word:
+    the search favours the most overfit configuration (found trying nbtune as a new user)."""
+    ip.run_cell(
+        "import numpy as np\nfrom sklearn.datasets import make_classification\nfrom sklearn.cluster import KMeans\n"
+        "from sklearn.linear_model import LogisticRegression\nfrom sklearn.metrics import roc_auc_score, silhouette_score\n"
+        "from sklearn.model_selection import cross_val_score\nX, y = make_classification(300, random_state=0)\n"
+        "X_tr, y_tr, X_va, y_va = X[:200], y[:200], X[200:], y[200:]\ntr, va = np.arange(200), np.arange(200, 300)\n"
+    )
+    cell = f"C = 1.0  # tune: loguniform(0.01, 10)\nmodel = LogisticRegression(C=C)\n{code}"
+    res = ip.run_cell_magic("tune", "--maximize val_acc -n 2 --seed 0 --view none", cell)
+    notes = [m for m in res.messages if "the data line" in m]
+    assert (len(notes) == 1 and said in notes[0]) if said else not notes, res.messages
+    # a training score by name is what it says
+    train = ip.run_cell_magic("tune", "--maximize train_acc -n 2 --view none", cell.replace("val_acc", "train_acc"))
+    assert not any("the data line" in m for m in train.messages)
+
+
 def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_score(trees):
     """The training score read is the metric's own measure: a train_loss recorded first beside
     --maximize val_acc, lower when the model fits better, was read as the training accuracy and

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-__all__ = ["never_read", "non_finite_assignments", "notebook_inputs", "outside_reads"]
+__all__ = ["never_read", "non_finite_assignments", "notebook_inputs", "outside_reads", "scored_on_fit_data"]
 
 # Line magics whose argument is Python code that runs in the cell's namespace (``%time
 # model.fit(X, y)``): its reads are the cell's. IPython hands it over as a string.
@@ -419,3 +419,63 @@ def non_finite_assignments(tree: ast.Module, name: str) -> list[int]:
 
     visit(tree, False)
     return sorted(lines)
+
+
+_FITS = {"fit", "partial_fit", "fit_transform", "fit_predict"}
+_CROSS_VALIDATES = {"cross_val_score", "cross_validate", "cross_val_predict", "permutation_test_score"}
+
+
+def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[str]] | None:
+    """The metric scored on the very data a supervised fit in the cell trained on (``model.fit(X_train,
+    y_train)`` then ``val_ap = average_precision_score(y_train, model.predict_proba(X_train)[:, 1])``):
+    (the metric's line, the fit's line, the data as written), or None. The search would favour the
+    configurations that fit their training data best. Read through the cell's own assignments (``p =
+    model.predict(X_train)``); the fit's features and labels must both reach the metric, and nothing
+    else the cell reads from the notebook; cross-validation (``cross_val_score``, ``cv=``) is other data."""
+    body = visible(tree)
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(body):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            assigned.setdefault(node.targets[0].id, []).append(node.value)
+
+    def leaves(expr: ast.expr, depth: int = 0) -> set[str] | None:
+        """The data ``expr``'s calls are given (None: cross-validation, other data than any one fit's)."""
+        out: set[str] = set()
+        for call in (n for n in ast.walk(expr) if isinstance(n, ast.Call)):
+            name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+            if name in _CROSS_VALIDATES or any(k.arg == "cv" for k in call.keywords):
+                return None
+            for arg in [*call.args, *(k.value for k in call.keywords)]:
+                if isinstance(arg, ast.Name) and arg.id in assigned:
+                    if depth < 3:
+                        for value in assigned[arg.id]:
+                            inner = leaves(value, depth + 1)
+                            if inner is None:
+                                return None
+                            out |= inner
+                elif isinstance(arg, ast.Name) or (isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name)):
+                    out.add(ast.unparse(arg))
+        return out
+
+    fits = []
+    for node in ast.walk(body):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _FITS
+            and len(node.args) >= 2
+            and all(isinstance(a, (ast.Name, ast.Subscript)) for a in node.args[:2])
+        ):
+            fits.append((node.lineno, [ast.unparse(a) for a in node.args[:2]]))
+    if not fits:
+        return None
+    for node in ast.walk(body):
+        if not (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == metric for t in node.targets)):
+            continue
+        scored = leaves(node.value)
+        if not scored:
+            continue
+        for line, data in fits:
+            if set(data) <= scored and scored <= set(data):
+                return node.lineno, line, data
+    return None
