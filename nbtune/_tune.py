@@ -1844,10 +1844,25 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             user_ns.update(state)
             metric = plan.program.metric  # the model's measured score: a later cell must not read a stale one
             user_ns[metric] = picked.value
+            # No line of the cell runs, the sealed holdout's neither: its variable is set from the holdout run of
+            # this very configuration when there is one, else said (a later cell read a NameError: found trying
+            # nbtune as a new user)
+            sealed = ""
+            if plan.cfg.holdout is not None:
+                report = result.holdout()
+                if report is not None and report.trial == number and report.n_runs == 1:
+                    user_ns[plan.cfg.holdout] = report.holdout_value
+                    sealed = f", {plan.cfg.holdout} (its holdout run)"
+                else:
+                    sealed = (
+                        f"; the sealed lines did not run ({plan.cfg.holdout} is not set: res.holdout() has its value; "
+                        "to run them, run the cell with res.chosen_params)"
+                    )
             result.messages.append(
                 f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
-                f"{', '.join(values)} and {metric} (its value in that trial); the cell's other variables are "
-                "not in the notebook"
+                f"{', '.join(values)} and {metric} (its value in that trial){sealed}; the cell's other variables "
+                "are not in the notebook"
+                + (", nor what the sealed lines make" if sealed.startswith(",") else "")
             )
             return
     # the whole cell, as a plain run of it: the sealed holdout's lines too (the search is over, and

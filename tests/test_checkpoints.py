@@ -80,6 +80,23 @@ def test_the_best_model_comes_back_without_retraining(data):
     assert any("loaded model from trial" in m and "(no retraining)" in m for m in res.messages)
 
 
+def test_apply_from_a_checkpoint_sets_the_holdout_from_its_holdout_run(data):
+    """--apply with '# tune: state' and --holdout loaded the model and left test_acc unset: the next cell
+    read a NameError, where the README said --apply runs the sealed lines too (found trying nbtune as a
+    new user). The chosen configuration's holdout run gives it; with re-validation, its runs' mean is
+    no one run's value, and the message says where it is."""
+    data.run_cell("X_val, X_test, y_val, y_test = train_test_split(X_val, y_val, test_size=0.5, random_state=0)")
+    cell = CELL + "test_acc = model.score(X_test, y_test)\n"
+    res = run(data, "--maximize val_acc --trials 6 --seed 0 --holdout test_acc --holdout-gap 0.5 --apply -o res", cell)
+    report = res.holdout()
+    assert (
+        data.user_ns["test_acc"]
+        == report.holdout_value
+        == data.user_ns["model"].score(data.user_ns["X_test"], data.user_ns["y_test"])
+    )
+    assert any("and set C and val_acc (its value in that trial), test_acc (its holdout run)" in m for m in res.messages)
+
+
 def test_a_script_gets_the_best_model_back_with_load_result(data, tmp_path):
     """The hand-off: a plain Python script (a new process, no IPython) opens the study as %tune_show
     -o binds it and takes the trained model. A TuneResult made by hand from load_study's study had
