@@ -1232,7 +1232,10 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         for lineno, p, value, _, near in compared_outside_choices(program.spec)
     )
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
-        messages.extend(holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}))
+        leaks = holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {})
+        messages.extend(leaks)
+        if (study.user_attrs.get(ATTR.HOLDOUT_LEAKS) or []) != leaks:  # (a finished study writes nothing)
+            study.set_user_attr(ATTR.HOLDOUT_LEAKS, leaks)
     for holder, function, read in program.unreachable:
         messages.append(
             f"{function} (reached through {holder!r}: a decorator, a default argument, a dict, a partial or a method) reads "
@@ -1861,8 +1864,7 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             result.messages.append(
                 f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
                 f"{', '.join(values)} and {metric} (its value in that trial){sealed}; the cell's other variables "
-                "are not in the notebook"
-                + (", nor what the sealed lines make" if sealed.startswith(",") else "")
+                "are not in the notebook" + (", nor what the sealed lines make" if sealed.startswith(",") else "")
             )
             return
     # the whole cell, as a plain run of it: the sealed holdout's lines too (the search is over, and

@@ -90,6 +90,9 @@ class ATTR:
     # study: each time --resume continued it over a change, [{"first_trial": n, "changes": [...]}]: the
     # identity it records is then the latest cell's, and this is what says its trials ran on others
     RESUMED_OVER = "nbtune:resumed_over"
+    # study: the "possible leak" notes of the latest run with --holdout (lines of the search that read the
+    # holdout's data): the holdout's gap cannot tell a leak then, and its sentence says so
+    HOLDOUT_LEAKS = "nbtune:holdout_leaks"
     # study: the --timeout (seconds) a run of it stopped at: with that timeout the study is done
     TIMEOUT_REACHED = "nbtune:timeout_reached"
 

@@ -94,6 +94,7 @@ class HoldoutReport:
         False  # the chosen configuration is the cell's own defaults (no search picked it, unless re-validated)
     )
     noise: float | None = None  # cross-validated: the spread (sd) of the chosen one's scores over its folds
+    leaks: tuple[str, ...] = ()  # the "possible leak" notes: lines of the search that read the holdout's data
 
     @property
     def tolerance(self) -> float:
@@ -138,12 +139,21 @@ class HoldoutReport:
             f"{self.holdout} {fmt(self.holdout_value)}: a gap of {fmt(self.gap)} after {plural_trials(self.n_trials)} "
             "against the same validation data"
         )
+        # a small gap reassured where the search itself read the holdout's data (found trying nbtune as a new user)
+        leaked = (
+            f" But the search read the holdout's data ({'; '.join(leak.removeprefix('possible leak: ') for leak in self.leaks)}):"
+            " a small gap is what a leak looks like too, so this check cannot tell; score the search on other data."
+            if self.leaks
+            else ""
+        )
         if self.gap < 0:  # "a gap of -0.68 (within 0.44)" read as a contradiction
             return (
-                head + ": the holdout scores better than the metric, so nothing says the search's score is optimistic."
+                head
+                + ": the holdout scores better than the metric, so nothing says the search's score is optimistic."
+                + leaked
             )
         if not self.warn:
-            return head + f" (within {fmt(self.tolerance)})."
+            return head + f" (within {fmt(self.tolerance)})." + leaked
         # the defaults, unless re-validation picked them from the top ones on this validation data (it said
         # "no search picked" of a pick: found trying nbtune as a new user)
         if (self.baseline and self.n_runs == 1) or self.n_trials <= 3:
@@ -344,6 +354,7 @@ class CheckReport:
                 seeded=self._seeded(),
                 baseline=baseline(chosen.number),
                 noise=self._fold_spread(trials, chosen.number),
+                leaks=tuple(self.study.user_attrs.get(ATTR.HOLDOUT_LEAKS) or ()),
             )
         final = [t for t in self._runs("final") if t.state.name == "COMPLETE" and ATTR.HOLDOUT in t.user_attrs]
         if not final:
@@ -362,6 +373,7 @@ class CheckReport:
             seeded=self._seeded(),
             baseline=baseline(t.user_attrs[ATTR.CHECK]["candidate"]),
             noise=self._fold_spread(trials, t.user_attrs[ATTR.CHECK]["candidate"]) or self._fold_spread([t], 0),
+            leaks=tuple(self.study.user_attrs.get(ATTR.HOLDOUT_LEAKS) or ()),
         )
 
     def _fold_spread(self, trials: list[optuna.trial.FrozenTrial], number: int) -> float | None:
