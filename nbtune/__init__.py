@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from nbtune._tune import load_result, tune, tune_async
     from nbtune.store.journal import Store, load_study
     from nbtune.view.base import BaseView, RunInfo
+    from nbtune.view.compare import compare
     from nbtune.view.listing import studies
     from nbtune.view.result import TuneResult
 
@@ -39,6 +40,7 @@ __all__ = [
     "load_study",
     "load_result",
     "studies",
+    "compare",
     "TuneResult",
     "TuneConfig",
     "Store",
@@ -63,6 +65,7 @@ _LAZY = {
     "load_study": "nbtune.store.journal",
     "load_result": "nbtune._tune",
     "studies": "nbtune.view.listing",
+    "compare": "nbtune.view.compare",
     "Store": "nbtune.store.journal",
     "TuneResult": "nbtune.view.result",
     "TuneConfig": "nbtune._config",

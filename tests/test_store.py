@@ -177,6 +177,38 @@ def test_the_store_table_counts_complete_trials_as_the_summary_does(ip, tmp_path
     assert "3 complete, all meeting 'lat <= 20'" in met.summary(), met.summary()
 
 
+def test_compare_puts_studies_of_one_metric_side_by_side(tmp_path):
+    """A sweep tool's comparison (found missing trying nbtune as a new user coming from W&B Sweeps): one
+    row per study and their best so far on one figure, by trial and by epochs trained."""
+    cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
+    nbtune.tune(cell, minimize="loss", n_trials=6, store=tmp_path, view=None, name="m", seed=0)
+    nbtune.tune(cell, minimize="loss", n_trials=6, store=tmp_path, view=None, name="m", seed=1, fresh=True)
+    nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, name="r", sampler="random", seed=0)
+    versions = nbtune.compare("m", store=tmp_path)
+    assert list(versions.frame.index) == ["m", "m:v2"]
+    both = nbtune.compare("m", "r", store=tmp_path)  # (a name alone: its latest version)
+    frame = both.frame
+    assert list(frame.index) == ["m:v2", "r"] and list(frame.finished) == [6, 5]
+    assert frame.loc["r", "sampler"] == "random" and frame.epochs.gt(0).all()
+    for name, study in zip(frame.index, both.studies, strict=True):
+        assert (
+            frame.loc[name, "best_value"] == study.best_value
+            and frame.loc[name, "best_trial"] == study.best_trial.number
+        )
+    fig = both.figure()
+    assert [ax.get_xlabel() for ax in fig.axes][1] == "epochs trained (all trials)"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["m:v2", "r"]
+    bundle = both._repr_mimebundle_()
+    assert "<table" in bundle["text/html"] and "data:image/png;base64," in bundle["text/html"]
+    nbtune.tune(
+        "x = 0.5  # tune: uniform(0, 1)\nacc = x\n", maximize="acc", n_trials=2, store=tmp_path, view=None, name="a"
+    )
+    with pytest.raises(ValueError, match="compares studies of one metric, in one direction: 'm:v2' minimizes loss"):
+        nbtune.compare("m:v2", "a", store=tmp_path)
+    with pytest.raises(nbtune.StudyNotFound, match="no study 'zz'"):
+        nbtune.compare("zz", store=tmp_path)
+
+
 def test_versions_stay_reachable(tmp_path):
     nbtune.tune(CELL, minimize="loss", n_trials=2, store=tmp_path, view=None, name="v")
     nbtune.tune(CELL, minimize="loss", n_trials=3, store=tmp_path, view=None, name="v", fresh=True)
