@@ -1784,13 +1784,18 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
             result,
         )
     kind = err.split(":", 1)[0]
-    # what a configuration can raise by nature (a ValueError, an IndexError), not what only a bug does
+    # what a configuration can raise by nature (a ValueError, an IndexError), not what only a bug does; the
+    # cell's own values failing with it too is said, as what makes a bug likelier (the advice to catch it
+    # read as an invitation to hide one: a float target in cross_entropy; found trying nbtune as a new user)
+    own = next((t for t in decided if t.user_attrs.get(ATTR.BASELINE)), None)
     natural = kind.isidentifier() and kind not in _ONLY_BUGS and "read-only" not in err
     return TrialsFailedError(
-        f"{which} {'failed' if every else 'all failed'} with {err}; the cell probably has a bug, so the "
+        f"{which} {'failed' if every else 'all failed'} with {err}"
+        + (f" (the cell's own values too, trial {own.number})" if own is not None else "")
+        + "; the cell probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; {kept})"
         + (
-            f". If these configurations raise it by nature (a clustering left with one label, a solver that rejects "
+            f". Only if these configurations raise it by nature (a clustering left with one label, a solver that rejects "
             f"a penalty), catch it in the cell and set {plan.program.metric} to NaN ('except {kind}: "
             f"{plan.program.metric} = float(\"nan\")'): the cell's verdict on them, a failed row, and the search "
             "goes on (a poor finite value would squash every plot)"

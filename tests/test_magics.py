@@ -785,8 +785,12 @@ def test_failures_are_grouped_by_exception_and_line_not_by_message(ip):
     # silhouette; found trying nbtune as a new user)
     with pytest.raises(UsageError) as e:
         ip.run_cell_magic("tune", "--trials 12 --minimize loss --sampler random --name again", cell)
+    assert (
+        "failed with ValueError: math domain error (line 4 of the %%tune cell) (the cell's own values too, trial 0)"
+        in str(e.value)
+    )
     assert str(e.value).endswith(
-        "If these configurations raise it by nature (a clustering left with one label, a solver that rejects a "
+        "Only if these configurations raise it by nature (a clustering left with one label, a solver that rejects a "
         "penalty), catch it in the cell and set loss to NaN ('except ValueError: loss = float(\"nan\")'): the cell's "
         "verdict on them, a failed row, and the search goes on (a poor finite value would squash every plot)"
     )
