@@ -83,6 +83,8 @@ def test_revalidation_changes_the_winner_of_a_seed_unstable_search(trees):
     assert "nbtune-revalidation" in res.html()
     h = res.holdout()
     assert h.trial == pick.name and h.n_runs == 5 and h.n_trials == 15
+    # its repr says the tolerance the gap is held to ('threshold=None' read as none: found trying nbtune)
+    assert repr(h).endswith(f"gap={h.gap!r}, tolerance={h.tolerance!r}, warn={h.warn!r})") and h.tolerance == 0.02
     # the holdout of the chosen configuration only: the others' beside it invited choosing by it
     assert df.test_acc_mean[pick.name] == pytest.approx(h.holdout_value)
     assert df.test_acc_mean.drop(pick.name).isna().all()

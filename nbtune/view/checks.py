@@ -132,6 +132,12 @@ class HoldoutReport:
     def warn(self) -> bool:
         return self.gap > self.tolerance
 
+    def __repr__(self) -> str:
+        # with the gap, the tolerance it is held to and the verdict: 'threshold=None' alone read as no
+        # tolerance at all where the default applied (found trying nbtune as a new user)
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__dataclass_fields__ if f != "leaks")
+        return f"HoldoutReport({fields}, gap={self.gap!r}, tolerance={self.tolerance!r}, warn={self.warn!r})"
+
     def sentence(self) -> str:
         runs = f" (mean of {self.n_runs} seeds)" if self.n_runs > 1 else ""
         head = (
