@@ -1500,6 +1500,14 @@ def _result(plan: _Plan, extra: list[str], n_trials: int | None = None) -> TuneR
     return result
 
 
+def _pool_ended(e: BaseException) -> bool:
+    """An error of the worker pool itself (broken while its processes started, or shut down by the
+    forced stop): after Interrupt, the interrupt's doing."""
+    return type(e).__module__.startswith(("joblib.", "concurrent.futures")) or (
+        isinstance(e, RuntimeError) and "executor" in str(e).lower()
+    )
+
+
 def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult:
     extra: list[str] = []
     why = ""
@@ -1514,15 +1522,15 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
             and (
                 isinstance(search.error, (KeyboardInterrupt, TrialInterrupted))
                 or search.backend.is_worker_death(search.error)
-                or type(search.error).__name__ == "BrokenProcessPool"
+                or _pool_ended(search.error)
             )
         ):
             if isinstance(search.error, TrialsFailedError) and search.error.result is None:
                 # workers that kept dying: the search as it stopped, as after three failures
                 deaths = list(search.worker_deaths)
-                search.control.cleanup()
+                search.cleanup()
                 raise TrialsFailedError(str(search.error), "", _result(plan, deaths, search.control.target())) from None
-            search.control.cleanup()
+            search.cleanup()
             if type(search.error).__name__ == "BrokenProcessPool" and "un-serialize" in str(search.error):
                 raise CellError(
                     "the worker processes could not rebuild what the cell reads from the notebook: an object that "
@@ -1550,7 +1558,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
             extra.append(message)
         extra.extend(search.worker_deaths)
         n_trials = search.control.target()  # after + trials
-        search.control.cleanup()
+        search.cleanup()
     if search is not None:
         extra.extend(_changed_in_place(plan))
         extra.extend(_loop_shorter_than_max_epochs(plan))

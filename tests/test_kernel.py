@@ -260,6 +260,34 @@ def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interr
     assert "TuneResult" in "".join(m["content"].get("text", "") for m in outputs)
 
 
+def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_path):
+    """Interrupt while the --jobs 2 workers still rebuilt a large notebook object: the cell said
+    'interrupted', and once the workers were done, 30 s later, they ran the whole search unseen (the run's
+    stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 20 s, longer
+    than the kernel waits for workers after Interrupt, and is not cut by it (as a call into compiled code
+    is not)."""
+    store = tmp_path / "store"
+    km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+    reply, _, _ = _execute(
+        kc,
+        "import signal, time\n\ndef rebuilt():\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "    time.sleep(20)\n    return Slow()\n\nclass Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n\n"
+        "slow = Slow()\n",
+    )
+    assert reply["status"] == "ok", reply
+    cell = (
+        f"%%tune --trials 4 --maximize v --jobs 2 --store {store} -o res\n"
+        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
+    )
+    t0 = time.monotonic()
+    reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3, timeout=90)
+    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
+    time.sleep(max(0.0, t0 + 30 - time.monotonic()))  # the workers are done rebuilding long since
+    states = [t.state.name for t in nbtune.load_study(store=store).trials]
+    assert "COMPLETE" not in states and "RUNNING" not in states, states
+
+
 def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     km, kc = kernel
     store = tmp_path / "store"

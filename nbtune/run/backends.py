@@ -213,7 +213,15 @@ class LokyBackend(_JoblibBackend):
         super().run(dataclasses.replace(job, ends_stuck_trials=True), n_jobs)
 
     def force_stop(self, job: Job) -> None:
-        pids = _alive(job.control.worker_pids())
+        registered = job.control.worker_pids()
+        if not registered:
+            # No worker has started its loop yet: they are still rebuilding what the cell reads (a large
+            # notebook object). They would start the search once done, after the kernel said it stopped,
+            # and run it to the end unseen (found trying nbtune as a new user): the pool's processes end.
+            _logger.warning("Stop now: the worker processes are still starting; ending them")
+            self.retire()
+            return
+        pids = _alive(registered)
         if not pids:  # (it had said "sending SIGTERM to workers []": found trying nbtune as a new user)
             _logger.warning("Stop now: no worker process of this search is running; its trials end with their workers")
             return

@@ -125,6 +125,9 @@ class Search:
         self.backend = BACKENDS[backend] if isinstance(backend, str) else backend
         self.done = threading.Event()
         self.signalled = False  # Interrupt or the forced stop signalled the workers: retired at the end
+        self._ended = threading.Lock()  # held while the search ends: cleanup() then waits for it
+        self._cleanup_at_end = False
+        self._finished = False  # the coordinator thread is past its clean-up
         self.error: BaseException | None = None
         self.worker_deaths: list[str] = []
         self._thread = threading.Thread(target=self._run, name="nbtune-search", daemon=True)
@@ -157,6 +160,17 @@ class Search:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
+
+    def cleanup(self) -> None:
+        """Forget the run's control state: now if the search has ended, else when it ends. Workers
+        still starting (rebuilding a large notebook object) read the stop from it: taken away while they
+        started, they ran the whole search after the kernel said it was interrupted (found trying nbtune
+        as a new user)."""
+        with self._ended:
+            if self._thread.is_alive() and not self._finished:
+                self._cleanup_at_end = True
+                return
+        self.control.cleanup()
 
     # control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -212,6 +226,10 @@ class Search:
                     self.backend.retire()
                 except Exception:  # the next search makes new processes anyway if these are broken
                     _logger.exception("search %s: ending the interrupted worker processes failed", self.job.study_name)
+            with self._ended:
+                self._finished = True
+                if self._cleanup_at_end:
+                    self.control.cleanup()
             # said before done is set: whoever waits for it may read the log at once
             _logger.info("search %s ended (%s)", self.job.study_name, self.control.why() or "budget reached")
             self.done.set()
