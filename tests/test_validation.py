@@ -607,6 +607,22 @@ def test_a_metric_scikit_learn_cannot_define_is_said_with_its_warning_and_fold_n
     finding = df.iloc[0]
     assert finding.evidence.startswith("cv_auc came out NaN after 'Only one class is present in y_true.")
     assert finding.evidence.endswith("(fold = 0)") and "stratify=y" in finding.advice, finding
+    # precision with zero_division=np.nan is NaN without a warning where nothing is predicted positive: the
+    # same finding (found retesting)
+    ip.run_cell(
+        "from sklearn.metrics import precision_score\nrng = np.random.default_rng(0)\nperm = rng.permutation(400)"
+    )
+    thresholded = (
+        "thr = 0.95  # tune: uniform(0.9, 0.999)\nmodel = LogisticRegression(C=0.001).fit(X[perm[:300]], y[perm[:300]])\n"
+        "p = model.predict_proba(X[perm[300:]])[:, 1]\n"
+        "val_prec = precision_score(y[perm[300:]], p > thr, zero_division=np.nan)\n"
+    )
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--maximize val_prec -n 4 --seed 0 --view none --name thr", thresholded)
+    assert "got nan (after zero_division=nan at line 5: a split with no predicted or no true positives)" in str(
+        info.value
+    ), info.value
+    assert list(nbtune.load_result("thr").diagnose().kind) == ["metric undefined"]
 
 
 def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_diverged(ip):

@@ -20,7 +20,14 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-__all__ = ["never_read", "non_finite_assignments", "notebook_inputs", "outside_reads", "scored_on_fit_data"]
+__all__ = [
+    "never_read",
+    "non_finite_assignments",
+    "notebook_inputs",
+    "outside_reads",
+    "scored_on_fit_data",
+    "zero_division_nan",
+]
 
 # Line magics whose argument is Python code that runs in the cell's namespace (``%time
 # model.fit(X, y)``): its reads are the cell's. IPython hands it over as a string.
@@ -478,4 +485,15 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
         for line, data in fits:
             if set(data) <= scored and scored <= set(data):
                 return node.lineno, line, data
+    return None
+
+
+def zero_division_nan(tree: ast.Module) -> int | None:
+    """The line of a call given ``zero_division=np.nan`` (or ``float("nan")``): scikit-learn's precision,
+    recall and F1 then give NaN, without a warning, for a split with no predicted (or no true) positives."""
+    for node in ast.walk(visible(tree)):
+        if isinstance(node, ast.Call):
+            for k in node.keywords:
+                if k.arg == "zero_division" and _non_finite(k.value):
+                    return node.lineno
     return None

@@ -35,6 +35,7 @@ from nbtune.cell.program import (
     TrialTimeout,
     recorded_value,
 )
+from nbtune.cell.reads import zero_division_nan
 from nbtune.exceptions import ConfigError
 from nbtune.run.checkpoints import (
     KEEP_PAUSED,
@@ -495,6 +496,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             return _timed_out(job, study, trial, job.program.failure_line(e), job.program.user_traceback(e))
         except MetricError as e:
             behind = _warning_behind(e, warnings_in("".join(out)))
+            if behind is None and e.kind == "not finite" and job.program.spec.tree is not None:
+                line = zero_division_nan(job.program.spec.tree)  # (NaN without a warning)
+                if line is not None:
+                    behind = f"zero_division=nan at line {line}: a split with no predicted or no true positives"
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}" + (f" (after {behind})" if behind else ""))
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
             if (
