@@ -892,6 +892,11 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--maximize tpr_at_fpr", None),
         ("--maximize recallAtFpr", None),
         ("--minimize fpr_at_recall", None),
+        # (found retesting)
+        ("--minimize tpr_at_fpr", "'tpr_at_fpr' reads like a score"),
+        ("--maximize brier_skill_score", None),
+        ("--minimize gini_impurity", None),
+        ("--maximize ece", "'ece' reads like an error"),
     ],
 )
 def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):
@@ -1648,6 +1653,14 @@ def test_a_metric_set_only_in_some_branches_of_a_choice_is_said_before_the_searc
             "plain value and a comment declares the range: lr = ...  # tune: loguniform(0.0001, 0.1)",
         ),
         ("lr = tune.choice([32, 64])", "lr = ...  # tune: choice(32, 64)"),
+        # imported, as a Ray cell does (it ran trials: found retesting), and hyperopt's label left out
+        (
+            "from ray import tune\nlr = tune.loguniform(1e-4, 1e-1)",
+            "line 3 of the %%tune cell: lr = tune.loguniform(...)",
+        ),
+        ("from hyperopt import hp\nlr = hp.uniform('lr', 0, 1)", "lr = ...  # tune: uniform(0, 1)"),
+        ("lr = 1e-3  # tune: hp.uniform('lr', 0, 1)", "without 'hp.': # tune: uniform(0, 1)"),
+        ("n = tune.randint(1, 10)", "n = ...  # tune: int(1, 9)"),  # (Ray's top is left out)
         # W&B's and Ray's kinds name nbtune's
         ("lr = 1e-3  # tune: log_uniform_values(1e-4, 1e-1)", "(log_uniform_values is loguniform here)"),
         ("lr = 1e-3  # tune: grid_search(1, 2)", "(grid_search is choice (every value in turn: --sampler grid) here)"),

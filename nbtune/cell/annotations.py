@@ -544,7 +544,7 @@ def _comments(source: str, line_offset: int) -> list[tuple[int, str, int]]:
 _OPTUNA_KINDS = {
     "float": "uniform (loguniform on a log scale)",
     "categorical": "choice",
-    "randint": "int",
+    "randint": "int (its top taken in: Ray's randint(1, 10) is int(1, 9))",
     "discrete_uniform": "uniform(low, high, step=...)",
     "int_log": "logint",
     "float_log": "loguniform",
@@ -555,7 +555,7 @@ _OPTUNA_KINDS = {
     "choices": "choice",
     "reciprocal": "loguniform",
     # Ray Tune's, W&B's and hyperopt's words (found trying nbtune as a new user, coming from them)
-    "lograndint": "logint",
+    "lograndint": "logint (its top taken in: Ray's lograndint(1, 100) is logint(1, 99))",
     "qrandint": "int(low, high, step=q)",
     "quniform": "uniform(low, high, step=q)",
     "qloguniform": "loguniform",
@@ -621,10 +621,13 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
         word = node.func.attr.removeprefix("suggest_")
         same = word if word in ANNOTATIONS else _OPTUNA_KINDS.get(word)
         owner = ast.unparse(node.func.value)
+        given = list(node.args)
+        if given and isinstance(given[0], ast.Constant) and isinstance(given[0].value, str):
+            given = given[1:]  # the name hyperopt's hp.uniform("lr", 0, 1) and Optuna's suggest_* are given first
         raise AnnotationError(
             f"line {lineno}, column {col + 1} of the %%tune cell: cannot read annotation {text!r}; write the kind "
             f"alone, without {owner + '.'!r}"
-            + (f": # tune: {same}({', '.join(ast.unparse(a) for a in node.args)})" if same in ANNOTATIONS else "")
+            + (f": # tune: {same}({', '.join(ast.unparse(a) for a in given)})" if same in ANNOTATIONS else "")
             + (f" ({word} is {same} here)" if same and same not in ANNOTATIONS else ""),
             lineno,
         )

@@ -13,15 +13,18 @@ __all__ = ["ERROR_WORDS", "NEGATED", "SCORE_WORDS", "TIME_WORDS", "metric_reads_
 
 ERROR_WORDS = {
     "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
-    "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr",
+    "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr", "ece",
+    "impurity", "entropy",
 }  # fmt: skip
 SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit scoring: found trying nbtune as a new user)
     "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
-    "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge",
+    "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge", "tpr", "tnr", "sensitivity",
+    "specificity", "ppv", "npv",
 }  # fmt: skip
 NEGATED = {"neg", "negative", "minus"}
-# words that turn a measure round, or make it a difference either way: neg_rmse, rmse_improvement, accuracy_gap
-_TURNED = NEGATED | {"inv", "improvement", "gain", "reduction", "decrease", "drop", "delta", "gap"}
+# words that turn a measure round, or make it a difference either way: neg_rmse, rmse_improvement, accuracy_gap,
+# brier_skill_score (higher is better)
+_TURNED = NEGATED | {"inv", "improvement", "gain", "reduction", "decrease", "drop", "delta", "gap", "skill"}
 TIME_WORDS = {
     "latency", "ms", "us", "seconds", "secs", "sec", "time", "runtime", "duration", "elapsed", "throughput", "qps",
 }  # fmt: skip

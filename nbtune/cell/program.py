@@ -1012,6 +1012,8 @@ def compile_cell(
         raise ConfigError(f"the metric must be a variable name, got {metric!r}")
     source = transform(cell) if transform is not None else cell
     spec = parse_cell(source, line_offset)
+    if spec.tree is not None:
+        ranges_declared_elsewhere(spec.tree, user_ns or {})
     if not spec.params:
         raise ConfigError(
             "the %%tune cell has no '# tune:' annotations, so there is nothing to search; "
@@ -1315,14 +1317,7 @@ def _check_names_defined(tree: ast.Module, user_ns: dict[str, Any], read: set[st
             f"notebook's {name!r}, not the trial's, so every trial would fail with a NameError; return the value "
             f"from it instead ({name} = ...)"
         )
-    drawn = _search_space_call(tree, name)
-    if drawn is not None:  # lr = tune.loguniform(1e-4, 1e-1): Ray Tune's (or hyperopt's) way to declare a range
-        target, kind, args = drawn
-        raise ConfigError(
-            f"line {line} of the %%tune cell: {target} = {name}.{kind}(...) declares a range the way Ray Tune or "
-            f"hyperopt do; in nbtune the cell keeps a plain value and a comment declares the range: "
-            f"{target} = ...  # tune: {_KIND_OF.get(kind, kind)}({args})"
-        )
+    _check_ranges_declared_elsewhere(tree, {name})  # lr = tune.loguniform(1e-4, 1e-1), tune undefined
     near = _like(name, sorted(n for n in defined if not n.startswith("_")))
     raise ConfigError(
         f"line {line} of the %%tune cell reads {name!r}, which neither the cell nor the notebook defines: every "
@@ -1345,9 +1340,44 @@ _KIND_OF = {
 }
 
 
-def _search_space_call(tree: ast.Module, module: str) -> tuple[str, str, str] | None:
-    """``lr = tune.loguniform(1e-4, 1e-1)`` with ``module`` ("tune", "hp") undefined: (the variable,
-    the call's kind, its arguments as written), for the first such assignment; else None."""
+def _check_ranges_declared_elsewhere(tree: ast.Module, modules: set[str]) -> None:
+    """``lr = tune.loguniform(1e-4, 1e-1)``, Ray Tune's (or hyperopt's) way to declare a range, with one
+    of ``modules`` ("tune", "hp"): refused with nbtune's form. Imported, the cell ran trials that each got
+    a Ray search-space object, or failed to import Ray (found retesting)."""
+    for module in sorted(modules):
+        drawn = _search_space_call(tree, module)
+        if drawn is not None:
+            line, target, kind, args = drawn
+            raise ConfigError(
+                f"line {line} of the %%tune cell: {target} = {module}.{kind}(...) declares a range the way Ray Tune "
+                f"or hyperopt do; in nbtune the cell keeps a plain value and a comment declares the range: "
+                f"{target} = ...  # tune: {_KIND_OF.get(kind, kind)}({args})"
+            )
+
+
+def ranges_declared_elsewhere(tree: ast.Module, user_ns: dict[str, Any]) -> None:
+    """:func:`_check_ranges_declared_elsewhere` for the names that are Ray Tune's or hyperopt's modules:
+    imported by the cell (``from ray import tune``, ``from hyperopt import hp``) or by the notebook."""
+    modules = {
+        alias.asname or alias.name.rsplit(".", 1)[-1]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+        if (f"{node.module}." if isinstance(node, ast.ImportFrom) and node.module else "").startswith(
+            ("ray.", "hyperopt.")
+        )
+        or alias.name.startswith(("ray.", "hyperopt."))
+    }
+    modules |= {
+        n for n, v in user_ns.items() if isinstance(v, types.ModuleType) and v.__name__.startswith(("ray.", "hyperopt"))
+    }
+    _check_ranges_declared_elsewhere(tree, modules)
+
+
+def _search_space_call(tree: ast.Module, module: str) -> tuple[int, str, str, str] | None:
+    """``lr = tune.loguniform(1e-4, 1e-1)`` with ``module`` ("tune", "hp"): (its line, the variable, the
+    call's kind, its arguments as written, a hyperopt label left out), for the first such assignment;
+    else None."""
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             continue
@@ -1358,9 +1388,15 @@ def _search_space_call(tree: ast.Module, module: str) -> tuple[str, str, str] | 
         if not (isinstance(call.func.value, ast.Name) and call.func.value.id == module and kind in _KIND_OF):
             continue
         given: list[ast.expr] = [*call.args, *(k.value for k in call.keywords)]
-        if kind in ("choice", "grid_search") and call.args and isinstance(call.args[0], (ast.List, ast.Tuple)):
-            given = call.args[0].elts  # tune.choice([32, 64]): nbtune's choice takes the values themselves
-        return node.targets[0].id, kind, ", ".join(ast.unparse(a) for a in given)
+        if given and isinstance(given[0], ast.Constant) and isinstance(given[0].value, str):
+            given = given[1:]  # hyperopt's label: hp.uniform("lr", 0, 1)
+        if kind in ("choice", "grid_search") and given and isinstance(given[0], (ast.List, ast.Tuple)):
+            given = given[0].elts  # tune.choice([32, 64]): nbtune's choice takes the values themselves
+        if kind in ("randint", "lograndint") and len(given) == 2:
+            top = given[1]  # Ray's leaves its top out, nbtune's int takes it in: randint(1, 10) is int(1, 9)
+            if isinstance(top, ast.Constant) and isinstance(top.value, int) and not isinstance(top.value, bool):
+                given = [given[0], ast.Constant(top.value - 1)]
+        return node.lineno, node.targets[0].id, kind, ", ".join(ast.unparse(a) for a in given)
     return None
 
 

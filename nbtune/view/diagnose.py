@@ -388,7 +388,9 @@ def _undefined(t: optuna.trial.FrozenTrial) -> tuple[str, str] | None:
     """(the warning, ``"fold = 2"`` or "") when the trial failed as its metric came out NaN after
     scikit-learn's ``UndefinedMetricWarning`` (the worker adds it to the error), else None."""
     error = str(t.user_attrs.get(ATTR.ERROR, ""))
-    m = re.search(r"\(after (?:UndefinedMetricWarning: )?((?<=UndefinedMetricWarning: ).*|zero_division=nan.*)\)$", error)
+    m = re.search(
+        r"\(after (?:UndefinedMetricWarning: )?((?<=UndefinedMetricWarning: ).*|zero_division=nan.*)\)$", error
+    )
     if not error.startswith("MetricError") or m is None:
         return None
     fold = re.search(r" with (\w+ = \d+): got ", error)
