@@ -612,7 +612,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     findings.extend(_warned(trials, by_number, {**diverged, **{n: w for n, (w, _) in undefined.items()}}))
     findings.extend(_lopsided_folds(trials))
     findings.sort(key=lambda f: -len(f.trials))
-    if turned_round and trials:
+    if turned_round and any(t.state.name == "COMPLETE" for t in trials):
         other = "--maximize" if reads_as == "score" else "--minimize"
         findings.insert(
             0,
