@@ -234,46 +234,17 @@ def test_a_worker_process_interrupted_inside_a_lazy_set_up_is_not_reused(kernel,
     assert failed == [] and finished_count(study.trials) == 6
 
 
-def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interrupt(kernel, tmp_path):
-    """Interrupt while --jobs 2 workers were still unpickling what the cell reads broke their pool,
-    which read as 'the worker processes could not rebuild what the cell reads from the notebook', and
-    -o was left unbound (found trying nbtune as a new user)."""
-    store = tmp_path / "store"
+def _interrupted_while_workers_rebuild(kernel, store, seconds, cut_by_interrupt=True):
+    """A --jobs 2 search of a cell that reads a notebook object whose rebuilding takes ``seconds`` in each
+    worker (``cut_by_interrupt=False``: not cut by Interrupt, as a call into compiled code is not),
+    interrupted 3 s in; asserted to end as an interrupt. The time it started."""
     km, kc = kernel
     _execute(kc, "%load_ext nbtune")
-    # an object of the notebook's whose rebuilding takes 10 s in each worker
+    ignore = "" if cut_by_interrupt else "    import signal\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     reply, _, _ = _execute(
         kc,
-        "import time\n\ndef rebuilt():\n    time.sleep(10)\n    return Slow()\n\n"
+        f"import time\n\ndef rebuilt():\n{ignore}    time.sleep({seconds})\n    return Slow()\n\n"
         "class Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n\nslow = Slow()\n",
-    )
-    assert reply["status"] == "ok", reply
-    cell = (
-        f"%%tune --trials 4 --maximize v --jobs 2 --store {store} -o res\n"
-        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
-    )
-    t0 = time.monotonic()
-    reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3)
-    assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
-    reply, outputs, _ = _execute(kc, "print(type(res).__name__)")
-    assert reply["status"] == "ok", reply
-    assert "TuneResult" in "".join(m["content"].get("text", "") for m in outputs)
-
-
-def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_path):
-    """Interrupt while the --jobs 2 workers still rebuilt a large notebook object: the cell said
-    'interrupted', and once the workers were done, 30 s later, they ran the whole search unseen (the run's
-    stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 20 s, longer
-    than the kernel waits for workers after Interrupt, and is not cut by it (as a call into compiled code
-    is not)."""
-    store = tmp_path / "store"
-    km, kc = kernel
-    _execute(kc, "%load_ext nbtune")
-    reply, _, _ = _execute(
-        kc,
-        "import signal, time\n\ndef rebuilt():\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        "    time.sleep(20)\n    return Slow()\n\nclass Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n\n"
-        "slow = Slow()\n",
     )
     assert reply["status"] == "ok", reply
     cell = (
@@ -283,6 +254,26 @@ def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_pa
     t0 = time.monotonic()
     reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3, timeout=90)
     assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
+    return t0
+
+
+def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interrupt(kernel, tmp_path):
+    """Interrupt while --jobs 2 workers were still unpickling what the cell reads broke their pool,
+    which read as 'the worker processes could not rebuild what the cell reads from the notebook', and
+    -o was left unbound (found trying nbtune as a new user)."""
+    _interrupted_while_workers_rebuild(kernel, tmp_path / "store", 10)
+    reply, outputs, _ = _execute(kernel[1], "print(type(res).__name__)")
+    assert reply["status"] == "ok", reply
+    assert "TuneResult" in "".join(m["content"].get("text", "") for m in outputs)
+
+
+def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_path):
+    """Interrupt while the --jobs 2 workers still rebuilt a large notebook object: the cell said
+    'interrupted', and once the workers were done, 30 s later, they ran the whole search unseen (the run's
+    stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 20 s, longer
+    than the kernel waits for workers after Interrupt."""
+    store = tmp_path / "store"
+    t0 = _interrupted_while_workers_rebuild(kernel, store, 20, cut_by_interrupt=False)
     time.sleep(max(0.0, t0 + 30 - time.monotonic()))  # the workers are done rebuilding long since
     states = [t.state.name for t in nbtune.load_study(store=store).trials]
     assert "COMPLETE" not in states and "RUNNING" not in states, states
