@@ -825,7 +825,7 @@ def _cap_beside_early_stopping(program: CellProgram) -> list[str]:
     importances (said nowhere but the README: found trying nbtune as a new user)."""
     if program.spec.tree is None:
         return []
-    found = cap_beside_early_stopping(program.spec.tree, {p.name for p in program.params})
+    found = cap_beside_early_stopping(program.spec.tree, {p.name for p in program.params}, program.globals)
     if found is None:
         return []
     name, line, stop = found

@@ -263,6 +263,10 @@ def test_a_tuned_cap_of_rounds_beside_early_stopping_is_said_before_the_search(i
     assert found(named) == ("n_est", 2, 2)
     assert found(named.replace("True", "False")) is None
     assert found("esr = None\nm = XGBClassifier(n_estimators=n_est, early_stopping_rounds=esr)\n") is None
+    # and as the notebook set it in an earlier cell (found retesting)
+    earlier = "m = HGB(max_iter=n_est, early_stopping=ES)\n"
+    assert cap_beside_early_stopping(ast.parse(earlier), {"n_est"}, {"ES": True}) == ("n_est", 1, 1)
+    assert cap_beside_early_stopping(ast.parse(earlier), {"n_est"}, {"ES": False}) is None
 
 
 def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):

@@ -555,7 +555,9 @@ def _stops_early(node: ast.AST, assigned: dict[str, ast.expr]) -> int | None:
     return None
 
 
-def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, int, int] | None:
+def cap_beside_early_stopping(
+    tree: ast.Module, tuned: set[str], notebook: dict[str, Any] | None = None
+) -> tuple[str, int, int] | None:
     """A tuned variable that caps the rounds (``n_estimators=n_est``, ``"num_boost_round": rounds``)
     of a model whose training stops early: in the same call (``XGBClassifier(n_estimators=n,
     early_stopping_rounds=50)``, ``lgb.train(..., num_boost_round=n, callbacks=[lgb.early_stopping(50)])``),
@@ -575,7 +577,12 @@ def cap_beside_early_stopping(tree: ast.Module, tuned: set[str]) -> tuple[str, i
         ):
             calls_on[node.func.value.id].append(node)
     name_of = {id(value): name for name, value in assigned.items()}
-    fixed = {name: value for name, value in assigned.items() if name not in tuned}  # (a tuned es = True varies)
+    fixed: dict[str, ast.expr] = {  # a notebook's ES = True, as a constant (found retesting)
+        name: ast.Constant(value)
+        for name, value in (notebook or {}).items()
+        if value is None or isinstance(value, (bool, int, float))
+    }
+    fixed.update({name: value for name, value in assigned.items() if name not in tuned})  # (a tuned es = True varies)
 
     def with_what_it_is_given(call: ast.Call) -> list[ast.AST]:
         given = [*call.args, *(k.value for k in call.keywords)]
