@@ -628,7 +628,7 @@ def test_recorded_variables_are_kept_each_epoch_and_for_stopped_trials(ip, tmp_p
         "    note = 'ok'\n"
     )
     res = ip.run_cell_magic(
-        "tune", f"--minimize val_loss -n 12 --seed 0 --record train_loss,note --store {tmp_path}/s --view none", cell
+        "tune", f"--minimize val_loss -n 16 --seed 1 --record train_loss,note --store {tmp_path}/s --view none", cell
     )
     df = res.trials_dataframe()
     stopped = df[df.state == "PRUNED"]
@@ -644,6 +644,13 @@ def test_recorded_variables_are_kept_each_epoch_and_for_stopped_trials(ip, tmp_p
     last = curves.groupby("trial").last()
     for number in stopped.index:  # the stopped trial's record is its value when it stopped
         assert last.loc[number, "train_loss"] == df.loc[number, "record_train_loss"]
+    # a continued trial's curve is whole for every column, the epochs before its pause too (they were
+    # NaN for the recorded ones, where the metric's were there: found trying nbtune as a new user)
+    continued = df[df["continues"].notna()].index
+    assert len(continued), "the seed should promote a paused trial"
+    for number in continued:
+        rows = curves[curves.trial == number]
+        assert rows.step.min() == 1 and rows["train_loss"].notna().all(), rows
 
 
 def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_search(ip):

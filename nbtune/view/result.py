@@ -297,32 +297,43 @@ class TuneResult(StudySummary):
         """Every trial's learning curve, long: one row per trial and epoch (per fold with ``#
         tune: folds``) it reported, with ``trial``, ``step``, ``state``, the metric (its value at that
         step: a fold's running mean) and, with ``--record``, one column per recorded variable (its
-        number after that epoch), for stopped trials too. A continued trial (pause-and-promote)
-        reports the epochs after its pause; ``continues`` in ``trials_dataframe()`` joins them.
-        For ``seaborn.lineplot(data=res.curves(), x="step", y="val_loss", units="trial",
-        estimator=None)``, or ``.pivot(index="step", columns="trial", values=...)``."""
+        number after that epoch), for stopped trials too. A continued trial (pause-and-promote) holds
+        its whole curve, the epochs before its pause too, as Optuna's intermediate values do: its
+        own rows are its configuration's curve (``continues`` in ``trials_dataframe()`` names the
+        paused trial, whose rows stop at the pause). For ``seaborn.lineplot(data=res.curves(),
+        x="step", y="val_loss", units="trial", estimator=None)``, or ``.pivot(index="step",
+        columns="trial", values=...)``."""
         import pandas as pd
+
+        by_number = {t.number: t for t in self.trials}
+
+        def recorded(t: optuna.trial.FrozenTrial, depth: int = 0) -> dict[str, dict[int, float]]:
+            """Its recorded curves, those of the trial it continues first (the epochs before its pause)."""
+            own = {
+                name: {int(step): value for step, value in points}
+                for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
+            }
+            parent = by_number.get((t.user_attrs.get(ATTR.PROMOTED) or {}).get("from", -1))
+            if parent is None or depth > 100:
+                return own
+            before = recorded(parent, depth + 1)
+            return {name: {**before.get(name, {}), **own.get(name, {})} for name in {*before, *own}}
 
         rows = []
         fixed = ("trial", "step", "state", self.metric)
+        names: dict[str, None] = {}
         for t in self.trials:
-            recorded = {
-                name: dict((int(step), value) for step, value in points)
-                for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
-            }
-            for step in sorted(set(t.intermediate_values) | {s for c in recorded.values() for s in c}):
+            curves = recorded(t)
+            names.update(dict.fromkeys(n for n in curves if n not in fixed))
+            for step in sorted(set(t.intermediate_values) | {s for c in curves.values() for s in c}):
                 row = {
                     "trial": t.number,
                     "step": step,
                     "state": t.state.name,
                     self.metric: t.intermediate_values.get(step),
                 }
-                row.update({name: c.get(step) for name, c in recorded.items() if name not in fixed})
+                row.update({name: c.get(step) for name, c in curves.items() if name not in fixed})
                 rows.append(row)
-        names = [
-            n for n in dict.fromkeys(n for t in self.trials for n in t.user_attrs.get(ATTR.RECORD_CURVES) or {})
-            if n not in fixed
-        ]  # fmt: skip
         frame = pd.DataFrame(rows, columns=["trial", "step", "state", self.metric, *names])
         return frame.astype({"trial": int, "step": int, self.metric: float, **{n: float for n in names}})
 
