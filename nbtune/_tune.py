@@ -941,7 +941,13 @@ def _choose_version(
             )
         from nbtune.view.widgets import in_kernel
 
-        if not identity.get("notebook") and in_kernel() and (store.where(), same[-1]) not in _TOLD_NO_NOTEBOOK:
+        # (not with --name: that is what the note advises; it said so to cells that gave one: found trying nbtune)
+        if (
+            not identity.get("notebook")
+            and cfg.name is None
+            and in_kernel()
+            and (store.where(), same[-1]) not in _TOLD_NO_NOTEBOOK
+        ):
             # (found trying nbtune as a new user with papermill; said once per study and kernel)
             _TOLD_NO_NOTEBOOK.add((store.where(), same[-1]))
             messages.append(

@@ -186,9 +186,13 @@ def test_compare_puts_studies_of_one_metric_side_by_side(tmp_path):
     nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, name="r", sampler="random", seed=0)
     versions = nbtune.compare("m", store=tmp_path)
     assert list(versions.frame.index) == ["m", "m:v2"]
-    both = nbtune.compare("m", "r", store=tmp_path)  # (a name alone: its latest version)
+    both = nbtune.compare("m", "r", store=tmp_path)  # (a name alone: its latest version, said)
     frame = both.frame
     assert list(frame.index) == ["m:v2", "r"] and list(frame.finished) == [6, 5]
+    assert both.notes == ["'m' is its latest version, 'm:v2' ('m:v1' is the first)"]
+    # NAME:v1 is the first version (it was refused), and a study given twice is said (found trying nbtune)
+    first = nbtune.compare("m:v1", "m:v2", "m", store=tmp_path)
+    assert list(first.frame.index) == ["m", "m:v2"] and first.notes[-1] == "'m:v2' given twice: shown once"
     assert frame.loc["r", "sampler"] == "random" and frame.epochs.gt(0).all()
     for name, study in zip(frame.index, both.studies, strict=True):
         assert (
@@ -207,6 +211,14 @@ def test_compare_puts_studies_of_one_metric_side_by_side(tmp_path):
         nbtune.compare("m:v2", "a", store=tmp_path)
     with pytest.raises(nbtune.StudyNotFound, match="no study 'zz'"):
         nbtune.compare("zz", store=tmp_path)
+    # another space, and a study whose runs used two samplers, are said
+    wider = cell.replace("uniform(0, 1)", "uniform(0, 2)")
+    nbtune.tune(wider, minimize="loss", n_trials=3, store=tmp_path, view=None, name="w", sampler="random")
+    nbtune.tune(wider, minimize="loss", n_trials=5, store=tmp_path, view=None, name="w")
+    mixed = nbtune.compare("r", "w", store=tmp_path)
+    assert mixed.frame.loc["w", "sampler"] == "random, tpe"
+    assert mixed.notes == ["'w' searched another space than 'r': x uniform(0, 1) -> uniform(0, 2)"], mixed.notes
+    assert "searched another space than" in mixed._repr_mimebundle_()["text/html"]
 
 
 def test_versions_stay_reachable(tmp_path):

@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted
+from nbtune.cell.identity import describe_space_change
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted, run_records
+from nbtune.store.base import base_name, version_number, versioned
 from nbtune.store.journal import _user_ns, open_store
 from nbtune.view.format import fmt
 
@@ -34,12 +36,14 @@ class Comparison:
             ``best_trial``, ``epochs`` (the epochs, or folds, its trials reported in all) and
             ``trial_seconds`` (the time its trials ran, summed).
         studies: the ``optuna.Study`` of each row, in order.
+        notes: what to know to read it (studies that searched other spaces, which version a name is).
     """
 
     frame: pd.DataFrame
     studies: list[optuna.Study] = field(repr=False)
     metric: str = ""
     direction: str = "minimize"
+    notes: list[str] = field(default_factory=list)  # what to know to read it: another space, a name's version
 
     def figure(self) -> Figure:
         """Each study's best value so far: by finished trial, and by epochs trained when its trials
@@ -68,14 +72,16 @@ class Comparison:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         import base64
+        from html import escape
 
         from nbtune.view.plots import to_png
 
         png = base64.b64encode(to_png(self.figure())).decode()
         html = self.frame.to_html(float_format=fmt, na_rep="")
+        said = "".join(f"<p>note: {escape(n)}</p>" for n in self.notes)
         return {
-            "text/plain": self.frame.to_string(),
-            "text/html": f'{html}<img src="data:image/png;base64,{png}" style="max-width:100%">',
+            "text/plain": "\n".join([self.frame.to_string(), *(f"note: {n}" for n in self.notes)]),
+            "text/html": f'{html}{said}<img src="data:image/png;base64,{png}" style="max-width:100%">',
         }
 
 
@@ -126,17 +132,26 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
         )
     st = open_store(store, _user_ns())
     targets: list[str] = []
+    notes: list[str] = []
     for name in names:
-        versions = st.versions(name)
+        versions = st.versions(base_name(name))
         if not versions:
-            known = sorted({n.split(":v")[0] for n in st.study_names()})
+            known = sorted({base_name(n) for n in st.study_names()})
             raise StudyNotFound(f"no study {name!r} in {st.where()}; the store holds {known}")
-        if ":v" in name and name not in versions:
-            raise StudyNotFound(f"no version {name!r} in {st.where()}; the versions are {versions}")
-        if len(names) == 1 and ":v" not in name:
+        if ":v" in name:  # NAME:v1 is the first version, whose own name has no suffix (it was refused)
+            target = versioned(base_name(name), version_number(name))
+            if target not in versions:
+                raise StudyNotFound(f"no version {name!r} in {st.where()}; the versions are {versions}")
+            targets.append(target)
+        elif len(names) == 1:
             targets.extend(versions)
         else:
-            targets.append(name if ":v" in name else versions[-1])
+            targets.append(versions[-1])
+            if len(versions) > 1:  # (as load_study takes it, said: it read as the first)
+                notes.append(f"{name!r} is its latest version, {versions[-1]!r} ({name + ':v1'!r} is the first)")
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        notes.append(f"{', '.join(map(repr, twice))} given twice: shown once")
     loaded = [optuna.load_study(study_name=n, storage=st.storage(n)) for n in dict.fromkeys(targets)]
     metrics = {((s.user_attrs.get(ATTR.CONFIG) or {}).get("metric"), s.direction.name.lower()) for s in loaded}
     if len(metrics) > 1:
@@ -152,11 +167,13 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
         config = s.user_attrs.get(ATTR.CONFIG) or {}
         ok = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and is_feasible(t)]
         best = (max if direction == "maximize" else min)(ok, key=lambda t: t.value, default=None)  # type: ignore[arg-type,return-value]
+        runs = run_records(s.user_attrs)
         rows.append(
             {
                 "study": s.study_name,
-                "sampler": config.get("sampler"),
-                "scheduler": config.get("scheduler"),
+                # each run's, where runs differed (a TPE run continued at random read 'random')
+                "sampler": ", ".join(dict.fromkeys(str(r.get("sampler")) for r in runs)) or config.get("sampler"),
+                "scheduler": ", ".join(dict.fromkeys(str(r.get("scheduler")) for r in runs)) or config.get("scheduler"),
                 "finished": finished_count(trials),
                 "complete": sum(t.state.name == "COMPLETE" for t in trials),
                 "best_value": best.value if best is not None else None,
@@ -171,4 +188,13 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
         )
     frame = pd.DataFrame(rows).set_index("study")
     frame["best_trial"] = frame["best_trial"].astype("Int64")
-    return Comparison(frame, loaded, metric=metric or "value", direction=direction)
+    # searches of other spaces are no like-for-like comparison: said (it showed only in studies().changed)
+    first = loaded[0].user_attrs.get(ATTR.SPACE) or {}
+    for s in loaded[1:]:
+        space = s.user_attrs.get(ATTR.SPACE) or {}
+        if first and space and space.get("params") != first.get("params"):
+            notes.append(
+                f"{s.study_name!r} searched another space than {loaded[0].study_name!r}: "
+                f"{describe_space_change({'params': first['params']}, {'params': space['params']})}"
+            )
+    return Comparison(frame, loaded, metric=metric or "value", direction=direction, notes=notes)

@@ -26,7 +26,9 @@ __all__ = ["studies"]
 
 def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -> pd.DataFrame:
     """The studies of a store (the notebook-local one by default), one row per version, indexed
-    by the name ``%tune_show`` and ``nbtune.load_study`` take.
+    by the study's own name: the first version's has no suffix, the others' ``:v2``, ``:v3``...
+    ``%tune_show`` and ``nbtune.load_study`` take those, but read a name without a suffix as its
+    latest version: ``NAME:v1`` opens the first.
 
     Columns: ``name`` (without the version), ``version``, ``metric``, ``direction``,
     ``finished`` (the trials that count toward ``-n``), ``complete``, ``feasible`` (with
