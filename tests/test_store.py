@@ -553,6 +553,12 @@ def test_a_store_named_by_its_journal_file_its_project_folder_or_a_dangling_link
         nbtune.load_study("s", store=link)  # reading says so too
     with pytest.warns(NbtuneWarning, match=r"holds no study yet \(it is a link to .*gone, which does not exist\)"):
         nbtune.studies(link)
+    # a folder with no store at all: said (it read as an empty store; found trying nbtune as a new user)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(
+        KeyError, match=r"holds \[\] \(no such folder: run from the notebook's folder, or pass the store\)"
+    ):
+        nbtune.load_result("s", store=tmp_path / "elsewhere" / ".nbtune")
 
 
 def test_a_new_store_tells_git_to_commit_its_journals_and_leave_out_working_files(tmp_path):

@@ -438,7 +438,8 @@ def load_study(name: str | None = None, store: str | os.PathLike[str] | None = N
         bases = sorted({base_name(n) for n in st.study_names()})
         if not bases:
             raise StudyNotFound(
-                f"the store {st.where()} holds no study yet: run a %%tune cell, or pass --store{_inside(st)}"
+                f"the store {st.where()} holds no study yet: run a %%tune cell, or pass the store (store=, --store in "
+                f"%%tune){_inside(st)}"
             )
         if len(bases) != 1:
             raise StudyNotFound(f"the store {st.where()} holds {len(bases)} studies {bases}; pass the name of one")
@@ -527,6 +528,8 @@ def _inside(st: BaseStore) -> str:
         return f" (did you mean the store inside it, {inner}?)"
     if where.is_symlink() and not where.exists():
         return f" (it is a link to {os.readlink(where)}, which does not exist)"
+    if not where.exists() and where.parent.is_dir():  # run where no search ran: no store here (found trying nbtune)
+        return " (no such folder: run from the notebook's folder, or pass the store)"
     return ""
 
 
