@@ -117,6 +117,10 @@ _OPTUNA_WORDS = {
     "--max-t": "--max-epochs N",
     "--time-budget-s": "--timeout T",
     "--max-concurrent-trials": "--jobs N",
+    # hyperopt's
+    "--max-evals": "-n/--trials N",
+    "--max_evals": "-n/--trials N",
+    "--algo": "--sampler (tpe, the default; random)",
 }
 
 

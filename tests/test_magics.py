@@ -150,6 +150,7 @@ def test_a_code_change_starts_a_new_version_and_says_so(scored):
     assert r5b.study.study_name == r2.study.study_name, r5b.messages  # (v1 and v2: the code alone, the latest)
     assert f"--resume: continued {r2.study.study_name!r} although the cell's code changed" in r5b.messages
     assert r5b.runs()["resumed_over"].iloc[-1] == "the cell's code changed"
+    assert r5b.runs()["resumed_over"].iloc[0] is None  # (the first run was no resume: None, not NaN)
     listed = nbtune.studies()["changed"]
     assert listed[r2.study.study_name] == (
         "the cell's code changed; --resume from trial 2 over: the cell's code changed; --resume from trial 3 over: "
@@ -1223,6 +1224,7 @@ def test_help_text(ip):
         ("--maximize loss --method bayes", "--method is --sampler (tpe, the default, is W&B's bayes"),
         ("--maximize loss --early-terminate hyperband", "--early-terminate is --scheduler (asha, the default, or"),
         ("--maximize loss --grace-period 2", "--grace-period is --min-epochs N"),
+        ("--maximize loss --max-evals 50", "--max-evals is -n/--trials N"),  # (hyperopt's)
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),

@@ -105,6 +105,7 @@ class TuneResult(StudySummary):
         ]
         df = pd.DataFrame(rows, columns=list(dict.fromkeys([*fixed, *(c for row in rows for c in row)])))
         df["started"] = pd.to_datetime(df["started"])
+        df["resumed_over"] = df["resumed_over"].astype(object).where(df["resumed_over"].notna(), None)  # (not NaN)
         return df.set_index("run")
 
     def revalidation(self) -> pd.DataFrame:
