@@ -135,6 +135,13 @@ class TuneConfig:
     name: str | None = _opt(
         None, "study name; by default derived from the metric and the tuned variables.", "--name", metavar="NAME"
     )
+    note: str | None = _opt(
+        None,
+        "a note kept with the study (what this sweep is for: 'baseline before the new features'), shown by "
+        "nbtune.studies() and nbtune.compare(); a later run's note replaces it.",
+        "--note",
+        metavar="TEXT",
+    )
     store: str | Path | None = _opt(
         None,
         "the store: a folder (default ``.nbtune/`` beside the notebook) or a database URL "

@@ -1159,6 +1159,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     # Optuna's 30 s grace, with its raw "taking longer than 10.0 seconds" lines (found trying nbtune)
     store.release_dead_writers_locks(target, older_than=10.0)
     study = _open_study(store, target, program, sampler, spec, identity, cell_record, fresh=cfg.fresh)
+    if cfg.note is not None and study.user_attrs.get(ATTR.NOTE) != cfg.note:  # (a tracker's notes: found trying nbtune)
+        study.set_user_attr(ATTR.NOTE, cfg.note)
     if over_change:  # the identity recorded is this cell's from now on: what its trials ran on is kept here
         first = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING")
         earlier = study.user_attrs.get(ATTR.RESUMED_OVER) or []

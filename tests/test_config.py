@@ -47,6 +47,7 @@ def test_magic_defaults_are_the_config_defaults(ip):
         ("--max-epochs 27", "max_epochs", 27),
         ("--timeout 10m", "timeout", "10m"),
         ("--seed 4", "seed", 4),
+        ("--note 'before the new features'", "note", "before the new features"),
     ],
 )
 def test_magic_flags_map_to_config_fields(ip, line, attr, value):

@@ -183,7 +183,9 @@ def test_compare_puts_studies_of_one_metric_side_by_side(tmp_path):
     cell = "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 + 1 / (epoch + 1)\n"
     nbtune.tune(cell, minimize="loss", n_trials=6, store=tmp_path, view=None, name="m", seed=0)
     nbtune.tune(cell, minimize="loss", n_trials=6, store=tmp_path, view=None, name="m", seed=1, fresh=True)
-    nbtune.tune(cell, minimize="loss", n_trials=5, store=tmp_path, view=None, name="r", sampler="random", seed=0)
+    nbtune.tune(
+        cell, minimize="loss", n_trials=5, store=tmp_path, view=None, name="r", sampler="random", seed=0, note="random"
+    )
     versions = nbtune.compare("m", store=tmp_path)
     assert list(versions.frame.index) == ["m", "m:v2"]
     both = nbtune.compare("m", "r", store=tmp_path)  # (a name alone: its latest version, said)
@@ -194,6 +196,9 @@ def test_compare_puts_studies_of_one_metric_side_by_side(tmp_path):
     first = nbtune.compare("m:v1", "m:v2", "m", store=tmp_path)
     assert list(first.frame.index) == ["m", "m:v2"] and first.notes[-1] == "'m:v2' given twice: shown once"
     assert frame.loc["r", "sampler"] == "random" and frame.epochs.gt(0).all()
+    # --note: what a sweep is for, with it in both tables (a tracker's habit: found trying nbtune as a new user)
+    assert frame.loc["r", "note"] == "random" and frame.loc["m:v2", "note"] is None
+    assert nbtune.studies(tmp_path).note.to_dict() == {"m": None, "m:v2": None, "r": "random"}
     for name, study in zip(frame.index, both.studies, strict=True):
         assert (
             frame.loc[name, "best_value"] == study.best_value

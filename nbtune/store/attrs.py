@@ -93,6 +93,7 @@ class ATTR:
     # study: the "possible leak" notes of the latest run with --holdout (lines of the search that read the
     # holdout's data): the holdout's gap cannot tell a leak then, and its sentence says so
     HOLDOUT_LEAKS = "nbtune:holdout_leaks"
+    NOTE = "nbtune:note"  # study: --note, what the sweep is for
     # study: the --timeout (seconds) a run of it stopped at: with that timeout the study is done
     TIMEOUT_REACHED = "nbtune:timeout_reached"
 

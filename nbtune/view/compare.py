@@ -34,7 +34,7 @@ class Comparison:
         frame: one row per study, indexed by its name: ``sampler``, ``scheduler``, ``finished``,
             ``complete``, ``best_value`` (the best complete trial that meets the guardrails),
             ``best_trial``, ``epochs`` (the epochs, or folds, its trials reported in all) and
-            ``trial_seconds`` (the time its trials ran, summed).
+            ``note`` (``--note``) and ``trial_seconds`` (the time its trials ran, summed).
         studies: the ``optuna.Study`` of each row, in order.
         notes: what to know to read it (studies that searched other spaces, which version a name is).
     """
@@ -179,6 +179,7 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
                 "best_value": best.value if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "epochs": sum(len(t.intermediate_values) for t in trials),
+                "note": s.user_attrs.get(ATTR.NOTE),
                 "trial_seconds": sum(
                     (t.datetime_complete - t.datetime_start).total_seconds()
                     for t in trials
@@ -188,6 +189,7 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
         )
     frame = pd.DataFrame(rows).set_index("study")
     frame["best_trial"] = frame["best_trial"].astype("Int64")
+    frame["note"] = frame["note"].astype(object).where(frame["note"].notna(), None)
     # searches of other spaces are no like-for-like comparison: said (it showed only in studies().changed)
     first = loaded[0].user_attrs.get(ATTR.SPACE) or {}
     for s in loaded[1:]:

@@ -37,7 +37,8 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     it; ``res.runs()`` lists them), ``seed`` (the latest run's ``--seed``), ``last_run`` (when its latest
     trial ended) and
     ``changed`` (for a version after the first: what differs from the version before it; and for
-    a study ``--resume`` continued over a change, from which trial on and over what).
+    a study ``--resume`` continued over a change, from which trial on and over what), ``note``
+    (``--note``).
     ``checks=True`` adds the check studies (``NAME@check``: re-validation and holdout runs; their
     ``best_value`` is empty, as their runs are seeds of the top configurations: ``res.revalidation()``
     compares them).
@@ -106,12 +107,14 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 "seed": runs[-1].get("seed") if runs else None,
                 "last_run": max(ended) if ended else None,
                 "changed": changed or None,
+                "note": study.user_attrs.get(ATTR.NOTE),
             }
         )
     columns = ["study", "name", "version", "metric", "direction", "finished", "complete", "feasible", "best_value"]
     columns.extend(["runs", "seed", "last_run"])
-    df = pd.DataFrame(rows, columns=[*columns, "changed"])
-    df["changed"] = df["changed"].astype(object).where(df["changed"].notna(), None)
+    df = pd.DataFrame(rows, columns=[*columns, "changed", "note"])
+    for column in ("changed", "note"):
+        df[column] = df[column].astype(object).where(df[column].notna(), None)
     df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
     df["runs"], df["seed"] = df["runs"].astype("Int64"), df["seed"].astype("Int64")  # <NA>: none recorded
     if not rows:  # (an empty table did not say which folder it read: found trying nbtune as a new user)
