@@ -652,6 +652,17 @@ def test_recorded_variables_are_kept_each_epoch_and_for_stopped_trials(ip, tmp_p
     for number in continued:
         rows = curves[curves.trial == number]
         assert rows.step.min() == 1 and rows["train_loss"].notna().all(), rows
+    # and drawn: the learning curves of a recorded variable (only the metric's could be)
+    fig = res.plot("learning curves", metric="train_loss")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "train_loss" and "(train_loss; the best by val_loss)" in ax.get_title().replace("\n", " ")
+    best = res.best_trial.number
+    black = [line for line in ax.get_lines() if line.get_color() == "black"]
+    assert len(black) == 1 and list(black[0].get_ydata()) == list(curves[curves.trial == best]["train_loss"])
+    with pytest.raises(nbtune.ConfigError, match=r"'note' has no curves in this study: the curves are 'val_loss' and"):
+        res.plot("learning curves", metric="note")
+    with pytest.raises(nbtune.ConfigError, match="metric= is for the learning curves view, not 'slice'"):
+        res.plot("slice", metric="train_loss")
 
 
 def test_a_notebook_function_reached_other_than_by_name_is_named_before_the_search(ip):

@@ -196,6 +196,30 @@ def continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     return {t.user_attrs[ATTR.PROMOTED]["from"]: t.number for t in trials if ATTR.PROMOTED in t.user_attrs}
 
 
+def recorded_curves(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict[str, dict[int, float]]]:
+    """Each trial's ``--record`` numbers by epoch (``ATTR.RECORD_CURVES``): trial number -> variable ->
+    {epoch: value}. A continued trial's (pause-and-promote) start with the trial it continues: its
+    curve is its configuration's, as its intermediate values are."""
+    by_number = {t.number: t for t in trials}
+    done: dict[int, dict[str, dict[int, float]]] = {}
+
+    def of(t: optuna.trial.FrozenTrial, depth: int = 0) -> dict[str, dict[int, float]]:
+        if t.number in done:
+            return done[t.number]
+        own = {
+            name: {int(step): float(value) for step, value in points}
+            for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
+        }
+        parent = by_number.get((t.user_attrs.get(ATTR.PROMOTED) or {}).get("from", -1))
+        if parent is not None and depth < 100:
+            before = of(parent, depth + 1)
+            own = {name: {**before.get(name, {}), **own.get(name, {})} for name in {*before, *own}}
+        done[t.number] = own
+        return own
+
+    return {t.number: of(t) for t in trials}
+
+
 def held_continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """:func:`continuations` whose continuation was not cut (interrupted): for what a view shows, a
     paused trial whose continuation an Interrupt cut is paused again (its re-run goes on from it)."""

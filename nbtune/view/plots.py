@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune import _compat
 from nbtune._registry import Registry
-from nbtune.store.attrs import ATTR, busy_spans, conditional_reads, continuations, is_feasible
+from nbtune.store.attrs import ATTR, busy_spans, conditional_reads, continuations, is_feasible, recorded_curves
 from nbtune.view.format import fmt, is_number
 
 if TYPE_CHECKING:
@@ -401,10 +401,12 @@ class PlotChoice:
     Attributes:
         params: the parameters to show (slice, contour, parallel coordinate); empty = all.
         color_by: the parameter that colours the learning curves (None: by state).
+        metric: a ``--record`` variable the learning curves draw instead of the metric (None: the metric).
     """
 
     params: tuple[str, ...] = ()
     color_by: str | None = None
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -452,15 +454,28 @@ def _colour_scale(result: TuneResult, name: str) -> tuple[Callable[[Any], Any], 
     return (lambda v: colours[str(v)]), [(c, colours[c]) for c in cats]
 
 
-def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: int = 120, n_labels: int = 5) -> Figure:
+def curves_figure(
+    result: TuneResult,
+    color_by: str | None = None,
+    max_curves: int = 120,
+    n_labels: int = 5,
+    metric: str | None = None,
+) -> Figure:
     """Learning curves, one line per trial, large: coloured by ``color_by`` (or by state), the
     best trial thick, the ``n_labels`` best trials labelled with their number at their last
-    epoch, stopped trials ending in an x."""
+    epoch, stopped trials ending in an x. ``metric``: a ``--record`` variable's numbers by epoch
+    instead of the metric's (the trials still ranked by the metric)."""
     from optuna.trial import TrialState
 
     fig, ax = _figure(*WIDE)
     promoted = continuations(result.trials)
-    trials = [t for t in result.trials if t.intermediate_values and t.number not in promoted]
+    every = result.trials
+    recorded = metric if metric is not None and metric != result.metric else None
+    if recorded is not None:  # the same trials, with the recorded variable's curve (found trying nbtune as a new user)
+        curves = recorded_curves(every)
+        every = [_with_curve(t, curves[t.number].get(recorded, {})) for t in every]
+    by_number = {t.number: t for t in every}
+    trials = [t for t in every if t.intermediate_values and t.number not in promoted]
     if not trials:
         finished = any(t.state.is_finished() for t in result.trials)
         _say(
@@ -471,6 +486,8 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
         )
         return fig
     best = result._best_or_none()
+    if best is not None:
+        best = by_number.get(best.number, best)
     maximize = result.direction == "maximize"
     scored = sorted(
         (t for t in trials if t.value is not None and t.state == TrialState.COMPLETE),
@@ -524,7 +541,7 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     ax.margins(x=0.16)
     ax.set_xlabel(result.unit)
     whole_ticks(ax.xaxis)
-    ax.set_ylabel(result.metric)
+    ax.set_ylabel(recorded or result.metric)
     colour_note = f"colour = {color_by}" if colour is not None else "grey finished, orange stopped early, blue running"
     # the best, or trials, that report no epoch (a branch of the cell without the epochs loop): said, as
     # nothing is drawn in black then (found trying nbtune as a new user)
@@ -532,14 +549,24 @@ def curves_figure(result: TuneResult, color_by: str | None = None, max_curves: i
     black = (
         "black = best" if best is None or best.intermediate_values else f"the best, trial {best.number}, has no curve"
     )
+    of = f" ({recorded}; the best by {result.metric})" if recorded else ""
     title = (
-        f"{_curves_title(result)} of {len(trials)} trials ({colour_note}; {black}; x = stopped early"
+        f"{_curves_title(result)}{of} of {len(trials)} trials ({colour_note}; {black}; x = stopped early"
         + (f"; {off} off the scale" if off else "")
         + (f"; {flat} finished without one" if flat else "")
         + ")"
     )
-    ax.set_title(textwrap.fill(title, 110), fontsize=11)  # (wider than the figure, it was cut at both ends)
+    ax.set_title(textwrap.fill(title, 90), fontsize=11)  # (wider than the figure, it was cut at both ends)
     return fig
+
+
+def _with_curve(t: Any, curve: dict[int, float]) -> Any:
+    """A copy of trial ``t`` whose intermediate values are ``curve`` (a recorded variable's)."""
+    import copy
+
+    drawn = copy.copy(t)
+    drawn.intermediate_values = dict(curve)
+    return drawn
 
 
 def _curves_title(result: TuneResult) -> str:
@@ -827,7 +854,7 @@ PLOT_VIEWS.register("overview", PlotView(_overview, help="best so far by trial a
 PLOT_VIEWS.register(
     "learning curves",
     PlotView(
-        lambda r, c: curves_figure(r, c.color_by),
+        lambda r, c: curves_figure(r, c.color_by, metric=c.metric),
         uses="color_by",
         min_complete=0,
         help="every trial's metric by epoch; the best five labelled by trial number",
@@ -885,6 +912,17 @@ def view_figure(name: str, result: TuneResult, choice: PlotChoice | None = None)
             from nbtune.exceptions import ConfigError
 
             raise ConfigError(f"{unknown[0]!r} is not a parameter of this study; its parameters are {', '.join(known)}")
+        if choice.metric is not None and choice.metric != result.metric:
+            from nbtune.exceptions import ConfigError
+
+            recorded = sorted({n for c in recorded_curves(result.trials).values() for n in c})
+            if view.uses != "color_by":
+                raise ConfigError(f"metric= is for the learning curves view, not {name!r}")
+            if choice.metric not in recorded:
+                raise ConfigError(
+                    f"{choice.metric!r} has no curves in this study: the curves are {result.metric!r} and the numbers "
+                    f"--record kept by epoch ({', '.join(map(repr, recorded)) or 'none: run with --record VARS'})"
+                )
     n = _n_complete(result)
     if n < view.min_complete:
         left = _complete_only(result).partition("left out: ")[2]  # (the others, stopped or failed, are not drawn)

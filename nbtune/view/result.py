@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
-from nbtune.store.attrs import ATTR, continuations, is_feasible, run_records
+from nbtune.store.attrs import ATTR, continuations, is_feasible, recorded_curves, run_records
 from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary, pauses_ended
 
@@ -306,25 +306,12 @@ class TuneResult(StudySummary):
         columns="trial", values=...)``."""
         import pandas as pd
 
-        by_number = {t.number: t for t in self.trials}
-
-        def recorded(t: optuna.trial.FrozenTrial, depth: int = 0) -> dict[str, dict[int, float]]:
-            """Its recorded curves, those of the trial it continues first (the epochs before its pause)."""
-            own = {
-                name: {int(step): value for step, value in points}
-                for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
-            }
-            parent = by_number.get((t.user_attrs.get(ATTR.PROMOTED) or {}).get("from", -1))
-            if parent is None or depth > 100:
-                return own
-            before = recorded(parent, depth + 1)
-            return {name: {**before.get(name, {}), **own.get(name, {})} for name in {*before, *own}}
-
+        recorded = recorded_curves(self.trials)
         rows = []
         fixed = ("trial", "step", "state", self.metric)
         names: dict[str, None] = {}
         for t in self.trials:
-            curves = recorded(t)
+            curves = recorded[t.number]
             names.update(dict.fromkeys(n for n in curves if n not in fixed))
             for step in sorted(set(t.intermediate_values) | {s for c in curves.values() for s in c}):
                 row = {
@@ -354,7 +341,13 @@ class TuneResult(StudySummary):
         frame["copied_from"] = frame["copied_from"].astype("Int64")  # a member number, or <NA>
         return frame
 
-    def plot(self, view: str = "overview", params: list[str] | None = None, color_by: str | None = None) -> Figure:
+    def plot(
+        self,
+        view: str = "overview",
+        params: list[str] | None = None,
+        color_by: str | None = None,
+        metric: str | None = None,
+    ) -> Figure:
         """One of the dashboard's plot views as a matplotlib figure (shown when it ends a cell).
 
         Args:
@@ -362,9 +355,12 @@ class TuneResult(StudySummary):
                 ``"parallel coordinates"``, ``"importance"``, ``"EDF"`` or ``"timeline"``.
             params: the parameters to show (slice, contour, parallel coordinates); all by default.
             color_by: the parameter that colours the learning curves.
+            metric: for the learning curves, a ``--record`` variable to draw by epoch instead of the
+                metric (``"train_loss"``).
 
         Example:
             >>> res.plot("learning curves", color_by="lr")  # doctest: +SKIP
+            >>> res.plot("learning curves", metric="val_loss")  # doctest: +SKIP
         """
         # In a kernel, loading pyplot's backend (its first figure) is what registers the inline
         # backend's PNG display of figures; without it the first plot would show as text.
@@ -374,7 +370,7 @@ class TuneResult(StudySummary):
 
         from nbtune.view.plots import PlotChoice, view_figure
 
-        return view_figure(view, self, PlotChoice(params=tuple(params or ()), color_by=color_by))
+        return view_figure(view, self, PlotChoice(params=tuple(params or ()), color_by=color_by, metric=metric))
 
     def show(self) -> Any:
         """The dashboard widget of this study (table, stopped-early log, plots)."""
