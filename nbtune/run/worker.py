@@ -442,6 +442,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         on_guardrails=lambda step, by: trial.set_user_attr(ATTR.BREAKS, {"epoch": step, "by": by} if by else None),
     )
     out: list[str] = []  # bound before a forced stop (an async exception) can arrive
+    warned: list[str] = []  # the distinct warnings it printed (ATTR.WARNINGS)
     with active_trial(tid), job.liveness.heartbeat(tid):
         try:
             try:
@@ -459,8 +460,8 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 whole = "".join(out)
                 if whole.strip():
                     storage.set_trial_user_attr(tid, ATTR.OUTPUT, whole[-OUTPUT_TAIL:])
-                    if found := warnings_in(whole):
-                        storage.set_trial_user_attr(tid, ATTR.WARNINGS, found)
+                    if warned := warnings_in(whole):
+                        storage.set_trial_user_attr(tid, ATTR.WARNINGS, warned)
         except TrialStopped:
             _keep_records(job, storage, tid, runtime, stopped=True)
             for label, violation in (trial.user_attrs.get(ATTR.BREAKS) or {}).get("by", {}).items():
@@ -495,11 +496,7 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         except TrialTimeout as e:
             return _timed_out(job, study, trial, job.program.failure_line(e), job.program.user_traceback(e))
         except MetricError as e:
-            behind = _warning_behind(e, warnings_in("".join(out)))
-            if behind is None and e.kind == "not finite" and job.program.spec.tree is not None:
-                line = zero_division_nan(job.program.spec.tree)  # (NaN without a warning)
-                if line is not None:
-                    behind = f"zero_division=nan at line {line}: a split with no predicted or no true positives"
+            behind = _why_not_finite(e, warned, job.program)
             storage.set_trial_user_attr(tid, ATTR.ERROR, f"MetricError: {e}" + (f" (after {behind})" if behind else ""))
             storage.set_trial_user_attr(tid, ATTR.FAILURE, f"MetricError: {e.name or job.program.metric} {e.kind}")
             if (
@@ -874,19 +871,21 @@ def _keep_records(job: Job, storage: Any, tid: int, runtime: TrialRuntime, stopp
         storage.set_trial_user_attr(tid, ATTR.RECORD_CURVES, curves)
 
 
-def _warning_behind(e: MetricError, warned: list[str]) -> str | None:
-    """The warning the trial printed that says why its metric is not finite: scikit-learn's
+def _why_not_finite(e: MetricError, warned: list[str], program: CellProgram) -> str | None:
+    """What says why the trial's metric is not finite: the warning it printed, scikit-learn's
     ``UndefinedMetricWarning`` (a validation fold with one class: 'Only one class is present in
     y_true. ROC AUC score is not defined in that case.'), else numpy's last ``RuntimeWarning``
-    (``invalid value encountered in divide``); None for another failure, or no such warning. The
-    failure had read as a divergence, with advice about step sizes (found trying nbtune as a new user)."""
+    (``invalid value encountered in divide``); else the cell's ``zero_division=np.nan``, which gives NaN
+    without a warning. None for another failure, or nothing to say. The failure had read as a
+    divergence, with advice about step sizes (found trying nbtune as a new user)."""
     if e.kind != "not finite":
         return None
     for category in ("UndefinedMetricWarning", "RuntimeWarning"):
         said = [w for w in warned if w.startswith(category + ":")]
         if said:
             return said[-1] if len(said[-1]) <= 200 else said[-1][:197] + "..."
-    return None
+    line = zero_division_nan(program.spec.tree) if program.spec.tree is not None else None
+    return f"zero_division=nan at line {line}: a split with no predicted or no true positives" if line else None
 
 
 class WorkerStopped(TrialInterrupted):

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import describe_space_change
-from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted, run_records
+from nbtune.store.attrs import ATTR, finished_count, is_feasible, is_interrupted, ranked, run_records
 from nbtune.store.base import base_name, version_number, versioned
 from nbtune.store.journal import _user_ns, open_store
-from nbtune.view.format import fmt
+from nbtune.view.format import fmt, missing_as_none
 
 if TYPE_CHECKING:
     import optuna
@@ -165,8 +165,7 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
     for s in loaded:
         trials = s.get_trials(deepcopy=False)
         config = s.user_attrs.get(ATTR.CONFIG) or {}
-        ok = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and is_feasible(t)]
-        best = (max if direction == "maximize" else min)(ok, key=lambda t: t.value, default=None)  # type: ignore[arg-type,return-value]
+        best = next(iter(ranked(trials, direction)), None)  # (complete, meeting the guardrails; ties: the first)
         runs = run_records(s.user_attrs)
         rows.append(
             {
@@ -189,7 +188,7 @@ def compare(*names: str, store: str | os.PathLike[str] | None = None) -> Compari
         )
     frame = pd.DataFrame(rows).set_index("study")
     frame["best_trial"] = frame["best_trial"].astype("Int64")
-    frame["note"] = frame["note"].astype(object).where(frame["note"].notna(), None)
+    missing_as_none(frame, "note")
     # searches of other spaces are no like-for-like comparison: said (it showed only in studies().changed)
     first = loaded[0].user_attrs.get(ATTR.SPACE) or {}
     for s in loaded[1:]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from nbtune.store.attrs import NO_LIMIT
 
-__all__ = ["fmt", "fmt_param", "is_number", "of_target", "plural", "plural_trials"]
+__all__ = ["fmt", "fmt_param", "is_number", "missing_as_none", "of_target", "plural", "plural_trials"]
 
 
 def of_target(n: int, target: int | None) -> str:
@@ -47,3 +47,10 @@ def fmt_param(v: Any) -> str:
 def is_number(value: Any) -> bool:
     """A recorded value that is a number (``--record`` keeps strings and other values as text)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def missing_as_none(frame: Any, *columns: str) -> None:
+    """Text columns of a DataFrame with ``None`` where a row has no value, not ``NaN`` (what pandas
+    makes of a missing one): ``df.note[k] is None`` reads as written. In place."""
+    for column in columns:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)

@@ -17,6 +17,7 @@ from nbtune.exceptions import NbtuneWarning
 from nbtune.store.attrs import ATTR, finished_count, is_feasible, run_records
 from nbtune.store.base import base_name, is_check_study, version_number
 from nbtune.store.journal import _user_ns, open_store
+from nbtune.view.format import missing_as_none
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,8 +114,7 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
     columns = ["study", "name", "version", "metric", "direction", "finished", "complete", "feasible", "best_value"]
     columns.extend(["runs", "seed", "last_run"])
     df = pd.DataFrame(rows, columns=[*columns, "changed", "note"])
-    for column in ("changed", "note"):
-        df[column] = df[column].astype(object).where(df[column].notna(), None)
+    missing_as_none(df, "changed", "note")
     df["feasible"] = df["feasible"].astype("Int64")  # <NA> without guardrails
     df["runs"], df["seed"] = df["runs"].astype("Int64"), df["seed"].astype("Int64")  # <NA>: none recorded
     if not rows:  # (an empty table did not say which folder it read: found trying nbtune as a new user)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, is_feasible, recorded_curves, run_records
+from nbtune.view.format import missing_as_none
 from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary, pauses_ended
 
@@ -105,7 +106,7 @@ class TuneResult(StudySummary):
         ]
         df = pd.DataFrame(rows, columns=list(dict.fromkeys([*fixed, *(c for row in rows for c in row)])))
         df["started"] = pd.to_datetime(df["started"])
-        df["resumed_over"] = df["resumed_over"].astype(object).where(df["resumed_over"].notna(), None)  # (not NaN)
+        missing_as_none(df, "resumed_over")
         return df.set_index("run")
 
     def revalidation(self) -> pd.DataFrame:
@@ -283,8 +284,7 @@ class TuneResult(StudySummary):
             if len(kept) < len(df) and kept and all(type(v) is int for v in kept):
                 df[col] = df[col].astype("Int64")
         # Text columns say "none" as None in every study (pandas makes it NaN once some trial has text).
-        for col in ("error", "interrupted", "output", "stopped_reason"):
-            df[col] = df[col].astype(object).where(df[col].notna(), None)
+        missing_as_none(df, "error", "interrupted", "output", "stopped_reason")
         return df.set_index("number")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
