@@ -637,6 +637,9 @@ def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_
     df = res.diagnose()
     assert list(df.kind) == ["minimized a score"], df
     assert "run with --maximize val_acc (a new study)" in df.iloc[0].advice
+    # said once in the summary, by the diagnosis, not again by the note from before the search
+    assert res.summary().count("reads like a score") == 1, res.summary()
+    assert res.html().count("reads like a score") == 1
     right = ip.run_cell_magic("tune", "--maximize val_acc -n 8 --seed 0 --view none --scheduler none", cell)
     assert "minimized a score" not in set(right.diagnose().kind)
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StudySummary", "fmt", "plural_trials"]
 
+_TURNED_ROUND = ("minimized a score", "maximized an error")  # diagnose's kinds for a metric run the other way
+
 
 class StudySummary:
     """A study seen as a search: counts, the best trials, the reasons, a text and HTML summary.
@@ -274,10 +276,11 @@ class StudySummary:
             raised = {t.number for t in self.trials if refused(t)}
             n, e = ([(n, e) for n, e in errs.items() if n not in raised] or list(errs.items()))[-1]
             lines.append(f"{len(errs)} failed, e.g. trial {n}: {e}")
-        lines.extend(f"diagnosis: {f.sentence()}" for f in self._findings()[:3])
+        findings = self._findings()
+        lines.extend(f"diagnosis: {f.sentence()}" for f in findings[:3])
         if self.checks is not None:
             lines.extend(self.checks.lines())
-        lines.extend(self.messages)
+        lines.extend(self._notes(findings))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -352,7 +355,7 @@ class StudySummary:
             )
         if self.checks is not None:
             parts.append(self.checks.html())
-        for m in self.messages:
+        for m in self._notes(findings):
             parts.append(f"<p><i>{esc(m)}</i></p>")
         if plot and best is not None:
             from nbtune.view.plots import history_png_base64
@@ -362,6 +365,14 @@ class StudySummary:
                 parts.append(f"<img alt='best so far' src='data:image/png;base64,{img}'/>")
         parts.append("</div>")
         return "".join(parts)
+
+    def _notes(self, findings: list[Any]) -> list[str]:
+        """The run's notes, less the one a finding says again: a metric minimized that reads like a
+        score was said twice in the summary, as the note before the search and as the diagnosis
+        (found trying nbtune as a new user); the diagnosis, which counts the trials, stays."""
+        if not any(f.kind in _TURNED_ROUND for f in findings):
+            return self.messages
+        return [m for m in self.messages if not m.startswith(f"{self.metric!r} reads like")]
 
     def _findings(self) -> list[Any]:
         """Failure signatures worth a line of the summary: plain failures are already counted
