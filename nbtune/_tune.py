@@ -2184,7 +2184,13 @@ def stored_result(study: optuna.Study, store: BaseStore, user_ns: dict[str, Any]
     cfg_attrs = study.user_attrs.get(ATTR.CONFIG, {})
     metric = cfg_attrs.get("metric", "value")
     cell = study.user_attrs.get(ATTR.CELL) or {}
-    result = TuneResult(study, metric, scheduler=cfg_attrs.get("scheduler", ""), sampler="stored study")
+    result = TuneResult(
+        study,
+        metric,
+        store_path=store.location(study.study_name),
+        scheduler=cfg_attrs.get("scheduler", ""),
+        sampler="stored study",
+    )
     result._store = store
     # Trials a dead kernel or worker left RUNNING: said, not written (viewing writes nothing)
     cut = [t.number for t in dead_trials(study, liveness_of(store))]

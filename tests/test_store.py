@@ -34,7 +34,12 @@ def test_magic_uses_the_notebook_folder(ip, tmp_path, monkeypatch):
     nb.parent.mkdir()
     monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
     res = ip.run_cell_magic("tune", "--trials 2 --minimize loss", CELL)
-    assert (nb.parent / ".nbtune" / f"{res.study.study_name}.journal").exists()
+    journal = nb.parent / ".nbtune" / f"{res.study.study_name}.journal"
+    assert journal.exists()
+    # the summary says where its trials are kept, as does the result read back (it was said nowhere)
+    assert res.summary().splitlines()[-1] == f"kept in {journal}", res.summary()
+    assert f"kept in <code>{journal}</code>" in res.html()
+    assert nbtune.load_result(res.study.study_name, store=journal.parent).summary().endswith(f"kept in {journal}")
 
 
 def test_torn_last_line_is_tolerated(tmp_path):

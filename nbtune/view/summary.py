@@ -281,6 +281,8 @@ class StudySummary:
         if self.checks is not None:
             lines.extend(self.checks.lines())
         lines.extend(self._notes(findings))
+        if self.store_path:  # where every trial is kept (it was said nowhere: found trying nbtune as a new user)
+            lines.append(f"kept in {self.store_path}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -357,6 +359,8 @@ class StudySummary:
             parts.append(self.checks.html())
         for m in self._notes(findings):
             parts.append(f"<p><i>{esc(m)}</i></p>")
+        if self.store_path:
+            parts.append(f"<p style='opacity:0.7'><small>kept in <code>{esc(self.store_path)}</code></small></p>")
         if plot and best is not None:
             from nbtune.view.plots import history_png_base64
 
