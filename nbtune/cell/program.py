@@ -43,6 +43,7 @@ from nbtune.cell.identity import (
     unreachable_readers,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
+from nbtune.cell.names import words
 from nbtune.cell.reads import (
     never_read,
     non_finite_assignments,
@@ -1524,10 +1525,10 @@ def _set_elsewhere(name: str, user_ns: dict[str, Any]) -> str | None:
             candidates = [(f"the function {holder}, a partial", value.func)]
         elif getattr(value, "__wrapped__", None) is not None:
             candidates = [(f"the decorated function {holder}", value.__wrapped__)]
-        for words, f in candidates:
+        for said, f in candidates:
             f = getattr(f, "__func__", f)  # (staticmethod, classmethod)
             if isinstance(f, types.FunctionType) and f.__globals__ is user_ns and name in sets_globals(f):
-                return words
+                return said
     return None
 
 
@@ -1776,6 +1777,7 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
         # (not what a notebook function trains on: a final refit, 'refit(model).score(X_test, y_test)')
         for g in globals_read_through(n.id, user_ns) - trained_on_through(n.id, user_ns, _TRAINING_CALLS)
     )
+    test_data -= _evaluators_own_data(tree, sealed, inside, shared, data, user_ns)
     same = {id(user_ns[n]): n for n in test_data}  # another name for the same array: X_v2 = X_test
     reads: dict[int, set[str]] = {}
     for node in loads:
@@ -1796,6 +1798,47 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
         "holdout is no longer a fair test; score the search on validation data (or the folds' held-out part) only"
         for line, names in sorted(reads.items())
     ]
+
+
+_HOLDOUT_WORDS = {"test", "tst", "holdout", "heldout", "ho", "te"}
+
+
+def _evaluators_own_data(
+    tree: ast.Module,
+    sealed: list[ast.stmt],
+    inside: set[int],
+    shared: set[int],
+    data: Callable[[Iterable[str]], set[str]],
+    user_ns: dict[str, Any],
+) -> set[str]:
+    """The data an evaluator reads whatever it scores: the sealed line calls a function the search
+    calls too, on other data (``evaluate(U, V, test)`` and ``evaluate(U, V, val)``), and both calls
+    read the rest alike (``train_mask``, the items a user already has, read as a global or passed as
+    ``mask=``). That is no holdout data: every holdout check of a recommender was voided as a
+    'possible leak' of its training mask (found trying nbtune as a new user). The data the two calls
+    differ by stays the holdout's, and so does a shared name that reads as test data (``X_test``)."""
+
+    def reads(call: ast.Call) -> set[str]:
+        args = [*call.args, *(k.value for k in call.keywords)]
+        direct = {x.id for a in args for x in ast.walk(a) if isinstance(x, ast.Name) and id(x) not in shared}
+        through = globals_read_through(call.func.id, user_ns) if isinstance(call.func, ast.Name) else set()
+        return data(direct) | data(through)
+
+    calls: dict[str, list[ast.Call]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and id(node) not in inside:
+            calls.setdefault(ast.unparse(node.func), []).append(node)
+    own: set[str] = set()
+    for stmt in sealed:
+        for node in ast.walk(stmt):
+            if not isinstance(node, ast.Call):
+                continue
+            scored = reads(node)
+            for twin in calls.get(ast.unparse(node.func), []):
+                other = reads(twin)
+                if scored - other:  # the same evaluator on other data
+                    own |= {n for n in scored & other if not words(n) & _HOLDOUT_WORDS}
+    return own
 
 
 def _is_data(value: Any) -> bool:
