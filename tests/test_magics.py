@@ -916,6 +916,15 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--maximize brier_skill_score", None),
         ("--minimize gini_impurity", None),
         ("--maximize ece", "'ece' reads like an error"),
+        # ranking and recommendation (found trying nbtune as a new user: none was named)
+        ("--minimize hit_rate", "'hit_rate' reads like a score"),
+        ("--minimize val_mrr", "'val_mrr' reads like a score"),
+        ("--minimize hr_at_10", "'hr_at_10' reads like a score"),
+        ("--minimize ndcg10", "'ndcg10' reads like a score"),
+        ("--minimize mean_reciprocal_rank", "'mean_reciprocal_rank' reads like a score"),
+        ("--minimize catalog_coverage", "'catalog_coverage' reads like a score"),
+        ("--maximize mean_rank", "'mean_rank' reads like an error"),
+        ("--maximize val_f1", None),
     ],
 )
 def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):

@@ -20,7 +20,10 @@ SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit sc
     "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
     "ap", "map", "ndcg", "gini", "ks", "mcc", "kappa", "iou", "dice", "bleu", "rouge", "tpr", "tnr", "sensitivity",
     "specificity", "ppv", "npv",
+    # ranking and recommendation (found trying nbtune as a new user): hit rate, HR@k, MRR, coverage, CTR
+    "hit", "hits", "hitrate", "hitratio", "hr", "mrr", "reciprocal", "coverage", "ctr", "gauc", "prec", "success",
 }  # fmt: skip
+_MEAN = {"mean", "median", "avg", "average"}  # mean_rank, median_rank: lower is better (mean_reciprocal_rank: higher)
 NEGATED = {"neg", "negative", "minus"}
 # words that turn a measure round, or make it a difference either way: neg_rmse, rmse_improvement, accuracy_gap,
 # brier_skill_score (higher is better)
@@ -31,8 +34,10 @@ TIME_WORDS = {
 
 
 def words(name: str) -> set[str]:
-    """The words of a variable's name: val_loss, valLoss and ValLoss are {"val", "loss"}."""
-    return set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
+    """The words of a variable's name: val_loss, valLoss and ValLoss are {"val", "loss"}; a word
+    that ends in a number counts with and without it (ndcg10 and recall10 as ndcg and recall, f1 as f1)."""
+    said = set(re.split(r"[_\W]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
+    return said | {m[1] for w in said if (m := re.fullmatch(r"([a-z]+)\d+", w))}
 
 
 def metric_reads_as(metric: str) -> str | None:
@@ -43,6 +48,8 @@ def metric_reads_as(metric: str) -> str | None:
     said = words(re.split(r"_at_|(?<=[a-z0-9])At(?=[A-Z0-9])", metric)[0])
     if said & NEGATED and said & ERROR_WORDS:
         return "negated error"
+    if "rank" in said and said & _MEAN and "reciprocal" not in said:
+        said = said | {"err"}  # the mean rank of the true item
     if said & _TURNED or (said & ERROR_WORDS and said & SCORE_WORDS):
         return None
     if said & ERROR_WORDS:
