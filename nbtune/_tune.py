@@ -444,11 +444,17 @@ _GENERATORS = {
 }
 _LOOKS = {"print", "type", "repr", "str", "id", "isinstance", "display"}  # calls that only look at a value
 _MAKE_GENERATOR = {  # one of the same kind, made from a seed (scikit-learn takes a RandomState, not a Generator)
-    "Generator": "np.random.default_rng(0)",
-    "RandomState": "np.random.RandomState(0)",
-    "Random": "random.Random(0)",
-    "torch.Generator": "torch.Generator().manual_seed(0)",
+    "Generator": "np.random.default_rng({})",
+    "RandomState": "np.random.RandomState({})",
+    "Random": "random.Random({})",
+    "torch.Generator": "torch.Generator().manual_seed({})",
 }
+
+
+def _make_generator(kind: str, seed: str) -> str:
+    """The code that makes a generator of ``kind`` from ``seed`` (the '# tune: seed' variable, or 0):
+    the advice showed ``default_rng(0)`` beside 'from the # tune: seed variable' (found trying nbtune)."""
+    return _MAKE_GENERATOR.get(kind, _MAKE_GENERATOR["Generator"]).format(seed)
 
 
 def _generator_kind(value: Any) -> str | None:
@@ -462,12 +468,14 @@ def _generator_kind(value: Any) -> str | None:
 
 def _notebook_generators(
     globals_read: dict[str, Any], tree: ast.Module, user_ns: dict[str, Any] | None = None
-) -> list[tuple[str, str, str | None]]:
+) -> list[tuple[str, str, str | None, str | None]]:
     """The notebook's random generators the cell draws from (``rng = np.random.default_rng(0)`` in an
     earlier cell, then ``rng.choice(...)`` or ``random_state=rng`` in the cell, read before the cell
     binds it), or that a notebook function it calls reads (``def noisy(x): return x +
-    rng.normal(...)``) where the cell binds no such name: as ``(name, type, the function or None)``.
-    Looked at in the cell, ``print(type(rng))``, is no draw."""
+    rng.normal(...)``) where the cell binds no such name, or takes as a default argument (``def
+    negatives(k, rng=gen):``, which the cell's own generator of that name does not replace): as
+    ``(name, type, the function or None, the argument or None)``. Looked at in the cell,
+    ``print(type(rng))``, is no draw."""
     inputs = notebook_inputs(tree)
     drawn: set[str] = set()  # rng.choice(...), f(..., rng), f(random_state=rng), g = rng
     for node in ast.walk(tree):
@@ -479,8 +487,8 @@ def _notebook_generators(
         elif isinstance(node, ast.Assign):
             used = [node.value]
         drawn.update(n.id for n in used if isinstance(n, ast.Name))
-    out: list[tuple[str, str, str | None]] = [
-        (name, kind, None)
+    out: list[tuple[str, str, str | None, str | None]] = [
+        (name, kind, None, None)
         for name, value in globals_read.items()
         if name in inputs and name in drawn and (kind := _generator_kind(value)) is not None
     ]
@@ -489,7 +497,8 @@ def _notebook_generators(
     # A notebook function reads the notebook's generator, unless the cell binds that name: then a trial
     # hands the function its own namespace (see functions_reading), and it reads the cell's.
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    told = {name for name, _, _ in out}
+    told = {name for name, _, _, _ in out}
+    told_ids = {id(user_ns.get(name)) for name in told}
     for fname, function in globals_read.items():
         if not (isinstance(function, types.FunctionType) and function.__globals__ is user_ns):
             continue
@@ -503,11 +512,41 @@ def _notebook_generators(
             for name in sorted(code_names(f.__code__) - bound - told):
                 value = user_ns.get(name)
                 if (kind := _generator_kind(value)) is not None:
-                    out.append((name, kind, fname))
+                    out.append((name, kind, fname, None))
                     told.add(name)
+                    told_ids.add(id(value))
                 elif isinstance(value, types.FunctionType) and value.__globals__ is user_ns:
                     todo.append(value)
+            for arg, value in _default_arguments(f).items():  # bound when the function was defined
+                if id(value) in told_ids or (kind := _generator_kind(value)) is None:
+                    continue
+                if f is function and _always_passed(tree, fname, f, arg):
+                    continue
+                name = next((n for n, v in user_ns.items() if v is value and not n.startswith("_")), arg)
+                out.append((name, kind, fname if f is function else f.__name__, arg))
+                told_ids.add(id(value))
     return out
+
+
+def _always_passed(tree: ast.Module, fname: str, f: types.FunctionType, arg: str) -> bool:
+    """Every call of ``fname`` in the cell passes ``arg`` (by name, or by its place): its default is never used."""
+    code = f.__code__
+    place = code.co_varnames[: code.co_argcount].index(arg) if arg in code.co_varnames[: code.co_argcount] else None
+    calls = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == fname
+    ]
+    return bool(calls) and all(
+        any(k.arg == arg or k.arg is None for k in c.keywords)
+        or (place is not None and (len(c.args) > place or any(isinstance(a, ast.Starred) for a in c.args)))
+        for c in calls
+    )
+
+
+def _default_arguments(f: types.FunctionType) -> dict[str, Any]:
+    """A function's default arguments by name (positional ones and keyword-only ones)."""
+    code, defaults = f.__code__, f.__defaults__ or ()
+    positional = code.co_varnames[: code.co_argcount]
+    return {**dict(zip(positional[len(positional) - len(defaults) :], defaults)), **(f.__kwdefaults__ or {})}
 
 
 def _unseeded_splitters(globals_read: dict[str, Any]) -> list[str]:
@@ -1211,14 +1250,21 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             _unseeded_estimators(program.spec.tree, program.globals) if program.spec.tree is not None else []
         )
     )
+    seed_code = program.spec.seed.name if program.spec.seed is not None else "0"
     messages.extend(
         ("the cell draws" if function is None else f"the notebook function {function!r} the cell calls draws")
-        + f" from the notebook's random generator {name!r} (a {kind}): each trial starts where the trials "
+        + f" from the notebook's random generator {name!r} (a {kind}"
+        + ("" if arg is None else f", its default argument {arg!r}")
+        + "): each trial starts where the trials "
         "before it left it (each worker process from its own copy), so what a trial draws depends on the order "
         f"trials ran, and a new seed for it is no new version of the study; make one in the cell from {seed_hint} "
-        f"({name} = {_MAKE_GENERATOR.get(kind, 'np.random.default_rng(0)')})"
-        + ("" if function is None else f", which {function} then reads")
-        for name, kind, function in (
+        + (
+            f"({name} = {_make_generator(kind, seed_code)})"
+            + ("" if function is None else f", which {function} then reads")
+            if arg is None
+            else f"and pass it: {function}(..., {arg}={_make_generator(kind, seed_code)})"
+        )
+        for name, kind, function, arg in (
             _notebook_generators(program.globals, program.spec.tree, cfg.user_ns) if program.spec.tree else []
         )
     )

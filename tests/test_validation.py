@@ -1816,6 +1816,35 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
         rows="rows()",
     )
     assert own_rng == [], own_rng
+    # a generator a notebook function takes as a default argument: the cell's own rng does not replace it, so
+    # the cell is told to pass one (found trying nbtune as a new user: nothing was said); passed, nothing to say
+    trees.run_cell("gen = np.random.default_rng(123)\ndef draw(k, rng=gen):\n    return rng.choice(len(X), k)")
+    by_default = notes(
+        imports="rng = np.random.default_rng(1)\n", model="RandomForestClassifier(n_estimators=n, random_state=0)",
+        rows="draw(50)",
+    )  # fmt: skip
+    assert len(by_default) == 1 and by_default[0].startswith(
+        "the notebook function 'draw' the cell calls draws from the notebook's random generator 'gen' (a Generator, "
+        "its default argument 'rng'): each trial starts where"
+    ), by_default
+    assert by_default[0].endswith(
+        "make one in the cell from a fixed seed and pass it: draw(..., rng=np.random.default_rng(0))"
+    )
+    for passed in ("draw(50, rng)", "draw(50, rng=rng)"):
+        assert notes(
+            imports="rng = np.random.default_rng(1)\n", model="RandomForestClassifier(n_estimators=n, random_state=0)",
+            rows=passed,
+        ) == []  # fmt: skip
+    # with a '# tune: seed' variable, the generator is made from it (the advice showed default_rng(0))
+    res = run(
+        trees,
+        "--maximize val_acc --trials 2 --seed 0 --view none",
+        "seed = 0  # tune: seed\n"
+        + cell.format(imports="", model="RandomForestClassifier(random_state=seed)", rows="rows()"),
+    )
+    assert any(m.endswith("(rng = np.random.default_rng(seed)), which rows then reads") for m in res.messages), (
+        res.messages
+    )
     own = "np.random.default_rng(0).choice(len(X), 50)"
     assert (
         notes(
