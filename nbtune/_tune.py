@@ -64,6 +64,7 @@ from nbtune.cell.loops import (
     built_from_state,
     cap_beside_early_stopping,
     epochs_loop,
+    lengths_over,
     names_that_take_effect,
     running_best,
 )
@@ -120,7 +121,6 @@ from nbtune.view.summary import still_paused
 if TYPE_CHECKING:
     import optuna
 
-    from nbtune.cell.annotations import EpochsLoop
     from nbtune.run.schedulers import BaseScheduler
     from nbtune.view.nested import NestedResult
     from nbtune.view.result import TuneResult
@@ -655,7 +655,7 @@ def _compile(cell: str, cfg: TuneConfig) -> tuple[CellProgram, SamplerKind, Sche
             )
         R, unit = folds.k, "fold"
     else:
-        R, unit = _epochs_resource(cfg, epochs, kind), "epoch"
+        R, unit = _epochs_resource(cfg, program, kind), "epoch"
     # Successive halving pauses a trial that is not (yet) in the top 1/eta at a rung, along an
     # epochs loop: it continues from its worker's memory, else from its checkpoint when the cell
     # declares state, else it trains again from the start (as scikit-learn's halving searches do).
@@ -916,8 +916,38 @@ def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
     )
 
 
-def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseScheduler) -> int | None:
+def _tuned_loop_length(program: CellProgram) -> tuple[list[str], int, int] | None:
+    """The tuned variables the epochs loop's length reads (``for _ in range(n_epochs // 3):`` with
+    ``n_epochs`` tuned), and the shortest and longest it runs over their ends and defaults; None
+    when it reads none, or the lengths cannot be read."""
+    epochs, tree = program.spec.epochs, program.spec.tree
+    loop = epochs_loop(tree, epochs.lineno) if epochs is not None and tree is not None else None
+    if loop is None or tree is None:
+        return None
+    import optuna.distributions as d
+
+    values: dict[str, list[Any]] = {}
+    for p in program.params:
+        dist = p.distribution()
+        if isinstance(dist, d.CategoricalDistribution):
+            values[p.name] = list(dist.choices)
+        elif isinstance(dist, (d.IntDistribution, d.FloatDistribution)):
+            values[p.name] = [dist.low, dist.high, p.default]
+    read = [n.id for n in ast.walk(loop.iter) if isinstance(n, ast.Name) and n.id in values]
+    span = lengths_over(loop, tree, program.globals, values)
+    return None if span is None or not read else (list(dict.fromkeys(read)), *span)
+
+
+def _tuned_length_words(names: list[str], shortest: int, longest: int) -> str:
+    return (
+        f"the epochs loop's length is set by the tuned {', '.join(repr(n) for n in names)} "
+        f"({shortest} to {longest} epochs)"
+    )
+
+
+def _epochs_resource(cfg: TuneConfig, program: CellProgram, kind: BaseScheduler) -> int | None:
     """R, the epochs of a full trial: the loop's length or --max-epochs (checked against each other)."""
+    epochs = program.spec.epochs
     if kind.needs_epochs and epochs is None:
         raise ConfigError(
             f"--scheduler {kind.name} needs an epochs loop "
@@ -942,11 +972,36 @@ def _epochs_resource(cfg: TuneConfig, epochs: EpochsLoop | None, kind: BaseSched
     R = cfg.max_epochs if cfg.max_epochs is not None else (epochs.length if epochs else None)
     if kind.needs_R and R is None:
         assert epochs is not None
+        tuned = _tuned_loop_length(program)
+        if tuned is not None:  # (found trying nbtune as a new user: the generic 'e.g. --max-epochs 20')
+            names, shortest, longest = tuned
+            raise ConfigError(
+                f"line {epochs.lineno} of the %%tune cell: {_tuned_length_words(names, shortest, longest)}, but "
+                f"--scheduler {kind.name} decides how long each trial trains; fix the loop at its longest "
+                f"({longest}) and drop the annotation of {names[0]!r}, or tune the length itself with --scheduler none "
+                f"(every trial then trains as long as it says), or pass --max-epochs {longest} (its longest)"
+            )
         raise ConfigError(
             f"line {epochs.lineno} of the %%tune cell: the length of the epochs loop cannot be known before it "
             f"runs ({epochs.why}); pass --max-epochs R (the epochs of a full trial, e.g. --max-epochs 20)"
         )
     return R
+
+
+def _tuned_length_note(program: CellProgram, scheduler: SchedulerSpec) -> list[str]:
+    """Said before the search when the epochs loop's length is tuned (and --max-epochs given) under
+    successive halving: a trial that ends before the others is ranked as complete against configurations
+    trained longer, at rungs it never reached (found trying nbtune as a new user: nothing was said)."""
+    tuned = _tuned_loop_length(program) if scheduler.scheduler.rungs else None
+    if tuned is None:
+        return []
+    names, shortest, longest = tuned
+    return [
+        f"{_tuned_length_words(names, shortest, longest)}: a trial whose loop ends early is complete, and ranked "
+        f"against configurations trained for up to {scheduler.R} epochs, at rungs it never reached; to compare "
+        f"configurations at equal epochs, fix the loop at {longest} and let the scheduler decide how long each "
+        "trains (or --scheduler none to tune the length itself)"
+    ]
 
 
 _TOLD: set[str] = set()  # the notes this kernel says once, whatever the study ("seed-jobs")
@@ -1296,6 +1351,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"{', '.join(repr(n) for n in read)} as a global, which the cell sets: a trial cannot give it its own, so "
             "it reads the notebook's; pass the value as an argument"
         )
+    for_trials.extend(_tuned_length_note(program, spec))
     unmarked = _unmarked_epochs_loop(program)
     if unmarked is not None:
         for_trials.append(

@@ -286,3 +286,30 @@ def test_a_tuned_number_of_rounds_per_epoch_is_said_before_the_search(ip):
         "tune", "--minimize loss -n 4 --seed 0 --name fixed", cell.replace("range(rounds)", "range(25)")
     )
     assert not any("inside the epochs loop" in m for m in fixed.messages)
+
+
+def test_a_tuned_length_of_the_epochs_loop_is_said_with_its_longest(ip):
+    """n_epochs tuned and 'for period in range(n_epochs // 3):  # tune: epochs': refused with a generic
+    'e.g. --max-epochs 20', and with --max-epochs the trials that end early were ranked as complete
+    against longer ones without a word (found trying nbtune as a new user)."""
+    from IPython.core.error import UsageError
+
+    cell = (
+        "n_epochs = 6  # tune: int(3, 15, step=3)\nx = 0.5  # tune: uniform(0, 1)\n"
+        "for period in range(n_epochs // 3):  # tune: epochs\n    acc = 1 - (x - 0.3) ** 2 + 0.01 * period\n"
+    )
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--maximize acc -n 4 --view none", cell)
+    assert str(info.value) == (
+        "line 4 of the %%tune cell: the epochs loop's length is set by the tuned 'n_epochs' (1 to 5 epochs), but "
+        "--scheduler asha decides how long each trial trains; fix the loop at its longest (5) and drop the "
+        "annotation of 'n_epochs', or tune the length itself with --scheduler none (every trial then trains as long "
+        "as it says), or pass --max-epochs 5 (its longest)"
+    )
+    res = ip.run_cell_magic("tune", "--maximize acc -n 4 --view none --max-epochs 5", cell)
+    assert any(
+        m.startswith("the epochs loop's length is set by the tuned 'n_epochs' (1 to 5 epochs): a trial whose loop ends")
+        for m in res.messages
+    ), res.messages
+    none = ip.run_cell_magic("tune", "--maximize acc -n 4 --view none --scheduler none", cell)
+    assert not any("length is set by the tuned" in m for m in none.messages), none.messages

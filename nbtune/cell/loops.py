@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import itertools
 import operator
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
-__all__ = ["loop_length"]
+__all__ = ["lengths_over", "loop_length"]
 
 _BINOPS = {
     ast.Add: operator.add,
@@ -270,6 +271,25 @@ def loop_length(
         return None, str(e)
     except Exception as e:  # arithmetic errors and the like: not knowable, never a crash
         return None, f"{ast.unparse(loop.iter)} cannot be evaluated ({type(e).__name__})"
+
+
+def lengths_over(
+    loop: ast.For | ast.AsyncFor, tree: ast.Module, user_ns: dict[str, Any] | None, values: dict[str, list[Any]]
+) -> tuple[int, int] | None:
+    """The shortest and longest the loop runs when the tuned names it reads take ``values`` (each
+    name's ends and default, say), the others as the cell sets them; None when it cannot be read."""
+    env = {k: v for k, v in (user_ns or {}).items() if not k.startswith("_")}
+    env.update(earlier_literals(tree, loop.lineno, env, set()))
+    used = [n for n in dict.fromkeys(_loaded(loop.iter)) if n in values]
+    if not used:
+        return None
+    lengths: list[int] = []
+    for combo in itertools.product(*(values[n] for n in used)):
+        try:
+            lengths.append(_length(_value(loop.iter, {**env, **dict(zip(used, combo))}), loop.iter))
+        except Exception:  # (_Unknown, arithmetic): not knowable, never a crash
+            return None
+    return min(lengths), max(lengths)
 
 
 def _loaded(node: ast.AST) -> list[str]:
