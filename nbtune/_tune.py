@@ -76,7 +76,13 @@ from nbtune.cell.program import (
     compile_cell,
     holdout_leaks,
 )
-from nbtune.cell.reads import changed_in_some_trials, never_read, notebook_inputs, scored_on_fit_data
+from nbtune.cell.reads import (
+    changed_in_some_trials,
+    changes_notebook_arrays,
+    never_read,
+    notebook_inputs,
+    scored_on_fit_data,
+)
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -1288,6 +1294,18 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         f"sklearn.base.clone({name})', or copy.deepcopy) and change that"
         for lineno, name, code in (
             changed_in_some_trials(program.spec.tree, set(program.globals)) if program.spec.tree is not None else []
+        )
+    )
+    arrays = {
+        n for n, v in program.globals.items() if hasattr(v, "shape") and not callable(v) and not hasattr(v, "fit")
+    }
+    messages.extend(
+        f"line {lineno}: '{code}' changes the notebook's {name!r} in place, in every trial: each trial starts from "
+        "what the trials before it left (each worker process from its own copy), so a trial's score depends on the "
+        f"trials that ran before it and the notebook's {name!r} ends as the last one left it; make the trial's own "
+        f"in the cell ('{name} = {name}.copy()' before it changes, or build it in the cell)"
+        for lineno, name, code in (
+            changes_notebook_arrays(program.spec.tree, arrays) if program.spec.tree is not None and arrays else []
         )
     )
     messages.extend(

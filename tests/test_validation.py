@@ -2020,3 +2020,29 @@ def test_failures_of_two_choices_the_rest_never_took_have_those_as_their_region(
         == "leave 'huber', 'regression' out of objective's choices, or clip gradients"
     )
     assert _region(hit, [*rest, trial("huber", 0.1)]) == ""  # the rest took one of them too
+
+
+def test_notebook_arrays_the_cell_changes_in_place_are_said_before_the_search(ip):
+    """Factors made in an earlier cell and updated in the cell (np.add.at(U, ...), U += ...): every trial
+    warm-started from the last, and the best was whichever ran late; said only after the search (found
+    trying nbtune as a new user). Said before it now; a copy made in the cell, or a model's own
+    attribute, is no such change."""
+    ip.run_cell("import numpy as np\nU = np.zeros((5, 2))\nV = np.ones((4, 2))\nrows = np.array([0, 1, 1])")
+    cell = (
+        "lr = 0.1  # tune: loguniform(0.01, 1)\n{own}for epoch in range(3):  # tune: epochs\n"
+        "    {change}\n    loss = float(((U @ V.T - 1) ** 2).mean()) + lr\n"
+    )
+    line = "--minimize loss -n 3 --view none --scheduler none"
+    res = run(ip, f"{line} --name add_at", cell.format(own="", change="np.add.at(U, rows, lr)"))
+    said = [m for m in res.messages if "in place, in every trial" in m]
+    assert said == [
+        "line 4: 'np.add.at(U, rows, lr)' changes the notebook's 'U' in place, in every trial: each trial starts "
+        "from what the trials before it left (each worker process from its own copy), so a trial's score depends on "
+        "the trials that ran before it and the notebook's 'U' ends as the last one left it; make the trial's own in "
+        "the cell ('U = U.copy()' before it changes, or build it in the cell)"
+    ], res.messages
+    for change in ("U += lr * V[:1]", "U[0] -= lr", "U.fill(lr)"):
+        res = run(ip, f"{line} --name c{abs(hash(change))}", cell.format(own="", change=change))
+        assert any(f"'{change}' changes the notebook's 'U' in place" in m for m in res.messages), (change, res.messages)
+    own = run(ip, f"{line} --name own", cell.format(own="U = U.copy()\n", change="np.add.at(U, rows, lr)"))
+    assert not any("in place, in every trial" in m for m in own.messages), own.messages

@@ -21,6 +21,7 @@ import ast
 from collections.abc import Iterator
 
 __all__ = [
+    "changes_notebook_arrays",
     "never_read",
     "non_finite_assignments",
     "notebook_inputs",
@@ -242,6 +243,70 @@ def changed_in_some_trials(tree: ast.Module, notebook: set[str]) -> list[tuple[i
 
     visit(tree.body, False)
     return out
+
+
+_NUMPY_IN_PLACE = {"at", "copyto", "put", "place", "putmask", "shuffle", "fill_diagonal"}  # np.add.at(U, ...)
+_METHODS_IN_PLACE = {"fill", "sort", "resize", "put", "itemset", "shuffle", "partition", "setflags"}
+
+
+def changes_notebook_arrays(tree: ast.Module, arrays: set[str]) -> list[tuple[int, str, str]]:
+    """Where the cell changes a notebook array in place, in every trial: ``U += lr * grad``,
+    ``U[u] -= ...``, ``np.add.at(U, rows, step)``, ``rng.shuffle(X)``, ``W.add_(...)`` (torch), a
+    call's ``out=U``, on ``arrays`` (the notebook arrays, frames and tensors the cell reads) it does
+    not make itself. Every trial then starts from what the trials before it left: factors made in
+    an earlier cell and updated in the cell warm-started each trial from the last, and the best was
+    whichever ran late (found trying nbtune as a new user: said only after the search). Each name
+    once, at its first change, as (line, the name, the code)."""
+    # a name the cell binds (U = U0.copy(), then U += ...) is its own; 'U += ...' alone binds none of its own
+    augmented = {id(n.target) for n in ast.walk(tree) if isinstance(n, ast.AugAssign)}
+    made = {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and id(n) not in augmented
+    }
+
+    def array(node: ast.expr | None) -> str | None:
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            if isinstance(node, ast.Attribute) and node.attr not in ("data", "values", "loc", "iloc", "at", "iat", "T"):
+                return None  # (model.coef_ += ...: an attribute of something else)
+            node = node.value
+        return node.id if isinstance(node, ast.Name) and node.id in arrays and node.id not in made else None
+
+    found: dict[str, tuple[int, str, str]] = {}
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            skip |= {id(n) for n in ast.walk(node)} - {id(node)}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        name = None
+        if isinstance(node, ast.AugAssign):
+            name = array(node.target)
+        elif isinstance(node, ast.Assign):
+            name = next((a for t in node.targets if isinstance(t, ast.Subscript) and (a := array(t))), None)
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if (
+                isinstance(f, ast.Attribute)
+                and node.args
+                and (f.attr in _NUMPY_IN_PLACE and not (isinstance(f.value, ast.Name) and f.value.id in arrays))
+            ):
+                name = array(node.args[0])  # np.add.at(U, ...), rng.shuffle(X), np.copyto(U, ...)
+            elif isinstance(f, ast.Attribute) and (
+                f.attr in _METHODS_IN_PLACE or (f.attr.endswith("_") and not f.attr.startswith("_"))
+            ):
+                name = array(f.value)  # U.fill(0), W.add_(...)
+            name = name or next((a for k in node.keywords if k.arg == "out" and (a := array(k.value))), None)
+            inplace = any(
+                k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value for k in node.keywords
+            )
+            if name is None and inplace and isinstance(f, ast.Attribute):
+                name = array(f.value)  # df.fillna(0, inplace=True)
+        if name is not None and name not in found:
+            stmt_line = getattr(node, "lineno", 0)
+            found[name] = (stmt_line, name, ast.unparse(node)[:60])
+    return sorted(found.values())
 
 
 def notebook_inputs(tree: ast.Module) -> set[str]:
