@@ -2191,6 +2191,35 @@ def _run_checks(plan: _Plan, result: TuneResult, factory: ViewFactory | None) ->
     _drive(_check_steps(plan, result, factory))
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Interrupt ends the planning of a search at once, before any trial: one line, no traceback.
+
+    A %%tune cell in a kernel is async, and ipykernel's SIGINT handler for an async cell only cancels
+    its await; planning does not await, so over a large notebook object (which it reads, and hashes
+    for the study's identity) Interrupt took effect only 20 s later, once the search had started
+    (found retesting Interrupt as a user). While planning, Python's own handler raises
+    KeyboardInterrupt, as in a plain cell; the kernel's is put back before the search starts."""
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous in (None, signal.SIG_IGN):  # (not the main thread, or a process that ignores Interrupt)
+        previous = None
+    else:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise NbtuneError(
+            "interrupted before the search began (while reading the cell and the notebook data it uses): no trial "
+            "ran; re-run the cell to start it"
+        ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _search_steps(cell: str, cfg: TuneConfig) -> _Steps[TuneResult | NestedResult]:
     """Everything :func:`tune` does, as steps: the search (one per outer fold with nested
     cross-validation), its checks, the checkpoints' note and ``--apply``."""
@@ -2198,7 +2227,8 @@ def _search_steps(cell: str, cfg: TuneConfig) -> _Steps[TuneResult | NestedResul
     outer = _outer_folds(cell, cfg)
     folds: list[TuneResult] = []
     for i in range(outer.k if outer is not None else 1):
-        plan = _plan(cell, cfg, outer_fold=None if outer is None else i)
+        with _interruptible():
+            plan = _plan(cell, cfg, outer_fold=None if outer is None else i)
         search, view = _start(plan, factory)
         result = _close(plan, search, (yield search, view), view)
         if outer is None:

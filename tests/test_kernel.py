@@ -279,6 +279,31 @@ def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_pa
     assert "COMPLETE" not in states and "RUNNING" not in states, states
 
 
+def test_interrupt_while_the_search_is_planned_ends_the_cell_at_once(kernel, tmp_path):
+    """Planning reads and hashes the notebook data the cell uses; over a large object that took 20 s, and
+    Interrupt, which ipykernel turns into a cancelled await in an async cell, took effect only once the
+    search had started (found retesting Interrupt as a user). Here hashing the object takes 20 s."""
+    km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+    reply, _, _ = _execute(
+        kc,
+        "import time\n\nclass Slow:\n    def __reduce__(self):\n        time.sleep(20)\n        return Slow, ()\n\n"
+        "slow = Slow()\n",
+    )
+    assert reply["status"] == "ok", reply
+    cell = (
+        f"%%tune --trials 4 --maximize v --store {tmp_path / 'store'} -o res\n"
+        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
+    )
+    t0 = time.monotonic()
+    reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 2, timeout=90)
+    took = time.monotonic() - t0
+    assert reply["status"] == "error" and "interrupted before the search began" in reply["evalue"], reply
+    assert "no trial ran; re-run the cell to start it" in reply["evalue"] and took < 10, (took, reply["evalue"])
+    reply, _, _ = _execute(kc, "print(1 + 1)")  # the kernel's own Interrupt handling is back
+    assert reply["status"] == "ok", reply
+
+
 def test_dead_kernel_trials_are_marked_on_resume(kernel, tmp_path):
     km, kc = kernel
     store = tmp_path / "store"
