@@ -79,6 +79,23 @@ def test_reap_and_requeue(tmp_path, dead_pid):
     assert [t.system_attrs["fixed_params"] for t in waiting] == [study.trials[0].params, study.trials[1].params]
 
 
+def test_a_rerun_cut_by_the_user_again_is_queued_again(tmp_path):
+    """A configuration interrupted twice (Interrupt, re-run, Interrupt) was dropped for good, the baseline
+    among them, without a word (found retesting Interrupt as a user): each cut re-run is queued again."""
+    store = JournalStore(tmp_path)
+    study = optuna.create_study(study_name="s", storage=store.storage("s"))
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for n in range(3):
+        t = study.ask(dist)
+        study._storage.set_trial_user_attr(t._trial_id, ATTR.INTERRUPTED, "stopped by the user (Stop now / Interrupt)")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        queued = requeue_interrupted(study, store)
+        assert queued == [n], (n, queued)  # the configuration's latest cut trial
+        waiting = study.trials[-1]
+        assert waiting.state == TrialState.WAITING and waiting.system_attrs["fixed_params"] == study.trials[0].params
+    assert requeue_interrupted(study, store) == []  # each cut trial once
+
+
 def test_a_rerun_whose_process_dies_again_fails_and_counts(tmp_path, dead_pid):
     """A configuration whose trials end their process (os._exit, a segfault): cut, queued again,
     cut again, each time an interruption that never counted, so on a cluster the search went on

@@ -327,8 +327,9 @@ def test_an_unusable_store_is_one_clear_line(ip, tmp_path, kind, match):
         ip.run_cell_magic("tune", f"--trials 2 --minimize loss --store {store}", CELL)
 
 
-def test_a_configuration_is_re_run_once(tmp_path):
-    """A configuration whose re-run is cut again is not queued forever."""
+def test_a_configuration_cut_again_is_re_run_once_per_cut(tmp_path):
+    """A configuration whose re-run is cut again runs again when the cell runs again (a second Interrupt
+    dropped it for good, found retesting Interrupt as a user), once per cut: not again and again in one run."""
     from nbtune.store.attrs import ATTR
 
     cell = (
@@ -338,9 +339,15 @@ def test_a_configuration_is_re_run_once(tmp_path):
     runs = [nbtune.tune(cell, minimize="loss", n_trials=3, store=tmp_path, view=None, seed=0) for _ in range(3)]
     trials = runs[-1].study.trials
     first_cut = next(t for t in trials if ATTR.INTERRUPTED in t.user_attrs)
-    reruns = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == first_cut.number]
-    assert len(reruns) == 1
-    assert not any(t.user_attrs.get(ATTR.RERUN_OF) == reruns[0].number for t in trials)
+    chain = [first_cut.number]
+    while True:
+        reruns = [t for t in trials if t.user_attrs.get(ATTR.RERUN_OF) == chain[-1]]
+        assert len(reruns) <= 1, reruns
+        if not reruns:
+            break
+        assert reruns[0].params == first_cut.params
+        chain.append(reruns[0].number)
+    assert len(chain) == 3, chain  # cut in the first run, run again (and cut) in each of the two after it
 
 
 @pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit(2)"])

@@ -294,9 +294,11 @@ def reap_dead_trials(
 
 
 def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
-    """Queue the configurations of interrupted trials again (once each, and a re-run is never
-    re-queued), so an interrupt costs time but not a configuration the sampler chose, and a
-    configuration that keeps being cut cannot hold the study back forever.
+    """Queue the configurations of interrupted trials again (each interrupted trial once), so an
+    interrupt costs time but not a configuration the sampler chose, however often it is cut: a
+    re-run cut by a second Interrupt was dropped for good, the baseline too, without a word (found
+    retesting Interrupt as a user). A configuration that keeps crashing its process cannot hold the
+    study back: its second death is a failure, not an interruption (:func:`reap_dead_trials`).
 
     Returns:
         The numbers of the trials whose configurations were queued.
@@ -305,12 +307,7 @@ def requeue_interrupted(study: optuna.Study, store: BaseStore) -> list[int]:
     def todo() -> list[optuna.trial.FrozenTrial]:
         trials = study.get_trials(deepcopy=False)
         done = {t.user_attrs.get(ATTR.RERUN_OF) for t in trials}
-        # A configuration is run again once: a re-run that is cut too is not queued again.
-        return [
-            t
-            for t in trials
-            if is_interrupted(t) and t.number not in done and t.params and ATTR.RERUN_OF not in t.user_attrs
-        ]
+        return [t for t in trials if is_interrupted(t) and t.number not in done and t.params]
 
     out: list[int] = []
     if not todo():
