@@ -252,9 +252,9 @@ def _interrupted_while_workers_rebuild(kernel, store, seconds, cut_by_interrupt=
         "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
     )
     t0 = time.monotonic()
-    reply, _, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3, timeout=90)
+    reply, outputs, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3, timeout=90)
     assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
-    return t0
+    return t0, "".join(m["content"].get("text", "") for m in outputs)
 
 
 def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interrupt(kernel, tmp_path):
@@ -273,7 +273,10 @@ def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_pa
     stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 20 s, longer
     than the kernel waits for workers after Interrupt."""
     store = tmp_path / "store"
-    t0 = _interrupted_while_workers_rebuild(kernel, store, 20, cut_by_interrupt=False)
+    t0, said = _interrupted_while_workers_rebuild(kernel, store, 20, cut_by_interrupt=False)
+    # said as what it is: no trial had started (it read 'running trials did not stop ...', 'Stop now: ...')
+    assert "Interrupt or Stop now: no trial had started (the worker processes were still starting)" in said, said
+    assert "running trials did not stop" not in said, said
     time.sleep(max(0.0, t0 + 30 - time.monotonic()))  # the workers are done rebuilding long since
     states = [t.state.name for t in nbtune.load_study(store=store).trials]
     assert "COMPLETE" not in states and "RUNNING" not in states, states

@@ -67,6 +67,11 @@ class BaseBackend(abc.ABC):
         """Trials did not notice Stop now within the grace period: end them by force, if this
         backend can. The default can't (remote workers stop at their next epoch)."""
 
+    def starting(self, job: Job) -> bool:
+        """No worker has begun running trials yet (they are still starting): the forced stop then
+        cuts no trial, and says so itself."""
+        return False
+
     def kill(self, job: Job) -> None:
         """The forced stop did not end the workers either: the last resort."""
 
@@ -212,13 +217,18 @@ class LokyBackend(_JoblibBackend):
         # a trial stuck past --trial-timeout in compiled code ends its worker; the pool is replaced
         super().run(dataclasses.replace(job, ends_stuck_trials=True), n_jobs)
 
+    def starting(self, job: Job) -> bool:
+        return not job.control.worker_pids()
+
     def force_stop(self, job: Job) -> None:
         registered = job.control.worker_pids()
         if not registered:
             # No worker has started its loop yet: they are still rebuilding what the cell reads (a large
             # notebook object). They would start the search once done, after the kernel said it stopped,
             # and run it to the end unseen (found trying nbtune as a new user): the pool's processes end.
-            _logger.warning("Stop now: the worker processes are still starting; ending them")
+            _logger.warning(
+                "Interrupt or Stop now: no trial had started (the worker processes were still starting); ending them"
+            )
             self.retire()
             return
         pids = _alive(registered)

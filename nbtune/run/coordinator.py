@@ -192,11 +192,12 @@ class Search:
     def _force_stop(self) -> None:
         if self.done.is_set():
             return
-        _logger.warning(
-            "search %s: running trials did not stop within %.1f s (Interrupt or Stop now); forcing them to stop",
-            self.job.study_name,
-            STOP_NOW_GRACE,
-        )
+        if not self.backend.starting(self.job):  # (else no trial had started: the backend says so)
+            _logger.warning(
+                "search %s: running trials did not stop within %.1f s (Interrupt or Stop now); forcing them to stop",
+                self.job.study_name,
+                STOP_NOW_GRACE,
+            )
         self.signalled = True
         self.backend.force_stop(self.job)
         self._later(KILL_GRACE, self._kill)
