@@ -2208,6 +2208,10 @@ def _interruptible() -> Iterator[None]:
         previous = None
     else:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # nothing showed for those 20 s: said once planning takes long (found retesting Interrupt as a user)
+    slow = threading.Timer(PLANNING_NOTE_AFTER, _say_planning)
+    slow.daemon = True
+    slow.start()
     try:
         yield
     except KeyboardInterrupt:
@@ -2216,8 +2220,20 @@ def _interruptible() -> Iterator[None]:
             "ran; re-run the cell to start it"
         ) from None
     finally:
+        slow.cancel()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+PLANNING_NOTE_AFTER = 5.0  # seconds of planning before the cell says what it is doing
+
+
+def _say_planning() -> None:
+    print(
+        "nbtune: reading the cell and the notebook data it uses (hashed for the study's identity: a large object "
+        "takes a while; Interrupt stops it)",
+        flush=True,
+    )
 
 
 def _search_steps(cell: str, cfg: TuneConfig) -> _Steps[TuneResult | NestedResult]:
