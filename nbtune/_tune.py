@@ -1505,6 +1505,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             outer_fold=outer_fold,
             keep_checkpoints=cfg.keep_checkpoints,
             code_since=code_since,
+            data_before=identity["data"],
         )
     elif timed_out:
         messages.append(

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import threading
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -356,8 +357,10 @@ def test_trials_that_change_notebook_data_in_worker_processes_are_named_too(ip):
     cell = "a = 0.5  # tune: uniform(0, 1)\nhistory.append(a)\ndf['pred'] = a\nloss = float(abs(df.a.sum() - a))\n"
     res = ip.run_cell_magic("tune", "--minimize loss -n 4 --seed 0 --jobs 2", cell)
     assert ip.user_ns["history"] == [] and "pred" not in ip.user_ns["df"]
-    [line] = [m for m in res.messages if "in place" in m]
+    [line] = [m for m in res.messages if m.startswith("the trials changed")]
     assert line.startswith("the trials changed notebook data in place in their worker processes: df, history ("), line
+    # and the frame changed in every trial was said before the search too
+    assert any(m.startswith("line 4: 'df['pred'] = a' changes the notebook's 'df' in place") for m in res.messages)
     clean = ip.run_cell_magic(
         "tune",
         "--minimize loss -n 4 --seed 0 --jobs 2",
@@ -391,6 +394,30 @@ def test_a_trials_recorded_duration_leaves_out_the_check_for_data_changed_in_pla
         for m in changed.messages
     )
     assert max(t.duration.total_seconds() for t in changed.study.trials) < 0.9
+
+
+def test_a_worker_hashes_the_notebook_data_once_for_its_check_of_changes_in_place(ip, tmp_path):
+    """A worker process hashed the notebook data before its first trial and after it: over a large object
+    that was 20-50 s per worker before the search went on (found retesting as a user). The kernel's
+    fingerprints from the run's start stand for 'before': each worker hashes once."""
+    log = tmp_path / "hashed"
+    ip.run_cell(
+        f"import os\nclass Counted:\n    def __reduce__(self):\n        with open({str(log)!r}, 'a') as f:\n"
+        "            f.write(f'{os.getpid()}\\n')\n        return (Counted, ())\n"
+    )
+    ip.run_cell("counted = Counted()\nhistory = []")
+    log.unlink(missing_ok=True)
+    res = ip.run_cell_magic(
+        "tune",
+        "--minimize loss -n 6 --seed 0 --jobs 2",
+        "a = 0.5  # tune: uniform(0, 1)\ncounted\nhistory.append(a)\nloss = a\n",
+    )
+    by_worker = Counter(int(p) for p in log.read_text().split() if int(p) != os.getpid())
+    assert by_worker and all(n == 1 for n in by_worker.values()), by_worker
+    assert any(
+        m.startswith("the trials changed notebook data in place in their worker processes: history (")
+        for m in res.messages
+    )
 
 
 def test_a_large_array_changed_in_place_in_worker_processes_says_why_it_fails(ip):

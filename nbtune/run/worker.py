@@ -130,6 +130,9 @@ class Job:
     # the study's trials from this number on ran this very cell (--resume over an edit moves it): an
     # error those met beside complete ones is the configurations', not a bug
     code_since: int = 0
+    # the fingerprints of the notebook data the cell reads, taken in the kernel as the run began: a worker's
+    # in-place check hashes the data once, after its first trial, not before it too (_InPlace)
+    data_before: dict[str, str] | None = None
     # paused trials of a cell without declared state that each worker process keeps in memory
     keep_paused: int = field(default_factory=lambda: _env_int("NBTUNE_KEEP_PAUSED", KEEP_PAUSED))
     parent_pid: int = field(default_factory=os.getpid)
@@ -554,7 +557,8 @@ class _InPlace:
     place (``history.append``, ``df["pred"] = ...``): in the kernel that reaches the notebook, and
     the search says so; in a worker process it changes that process's copy only, which its later
     trials see, and the notebook's stays as it was: said too, from the trial that did it (it was
-    silent; found trying nbtune as a new user). Once per process and run: the data is hashed twice."""
+    silent; found trying nbtune as a new user). Once per process and run: the data is hashed after the
+    first trial, and compared with the kernel's fingerprints from when the run began."""
 
     _seen: ClassVar[set[tuple[str, int]]] = set()
 
@@ -563,7 +567,10 @@ class _InPlace:
 
         program = job.program  # (its parsed tree stays in the kernel: parsed again here)
         self.spec = program.spec if program.spec.tree is not None else parse_cell(program.source, program.line_offset)
-        self.before = self._data(job)
+        # (the kernel's fingerprints of the same data: a process-independent hash, as a study's identity
+        # is across kernel restarts; hashing a large object twice per worker took 20-50 s: found
+        # retesting as a user)
+        self.before = job.data_before if job.data_before is not None else self._data(job)
 
     def _data(self, job: Job) -> dict[str, str]:
         from nbtune.cell.identity import cell_identity
