@@ -2021,7 +2021,15 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
         if folds is not None
         else ""
     )
-    result.messages.append(f"--apply: ran the cell with {which}{once}; its variables are in the notebook")
+    seed = plan.program.spec.seed
+    # its numbers are that seed's, where re-validation's are a mean over seeds (three numbers differed without
+    # a word: found trying nbtune as a new user)
+    seeded = (
+        f" and {seed.name} = {seed.default}, as the cell sets it (re-validation's numbers are means over its seeds)"
+        if seed is not None and chosen is not None
+        else ""
+    )
+    result.messages.append(f"--apply: ran the cell with {which}{once}{seeded}; its variables are in the notebook")
 
 
 def _none_to_choose(study: optuna.Study) -> str:

@@ -1180,6 +1180,20 @@ def test_revalidation_chooses_only_a_configuration_that_meets_the_guardrails_wit
     assert (
         f"of the configurations that met every guardrail with every seed (not trial(s) {res.best_trial.number})" in text
     )
+    # --apply runs the cell with the pick and the cell's own seed, and says so: its numbers are that seed's, where
+    # re-validation's are means (three numbers differed without a word: found trying nbtune as a new user)
+    applied = run(
+        ip,
+        "--minimize loss --sampler grid --trials 4 --revalidate 2 --seeds 3 --subject-to 'latency <= 20' --apply -o r",
+        cell,
+    )
+    assert any(
+        m.startswith(
+            f"--apply: ran the cell with the most stable re-validated values (trial {chosen.number}) and seed = 0"
+        )
+        for m in applied.messages
+    ), applied.messages
+    assert ip.user_ns["x"] == 2 and ip.user_ns["loss"] == 2
     # None meets it with every seed: none is chosen, and the summary says why.
     res = run(
         ip,
