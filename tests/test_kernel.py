@@ -234,27 +234,33 @@ def test_a_worker_process_interrupted_inside_a_lazy_set_up_is_not_reused(kernel,
     assert failed == [] and finished_count(study.trials) == 6
 
 
+def _interrupt_reading_slow(kernel, slow, options, after):
+    """The cell of a search that reads ``slow = Slow()`` (``slow``: the code of its class) interrupted
+    ``after`` seconds in: the reply, the time it started, and what the cell printed."""
+    km, kc = kernel
+    _execute(kc, "%load_ext nbtune")
+    reply, _, _ = _execute(kc, f"import time\n\n{slow}\nslow = Slow()\n")
+    assert reply["status"] == "ok", reply
+    cell = (
+        f"%%tune --trials 4 --maximize v {options} -o res\nx = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
+    )
+    t0 = time.monotonic()
+    reply, outputs, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > after, timeout=90)
+    return reply, t0, "".join(m["content"].get("text", "") for m in outputs)
+
+
 def _interrupted_while_workers_rebuild(kernel, store, seconds, cut_by_interrupt=True):
     """A --jobs 2 search of a cell that reads a notebook object whose rebuilding takes ``seconds`` in each
     worker (``cut_by_interrupt=False``: not cut by Interrupt, as a call into compiled code is not),
-    interrupted 3 s in; asserted to end as an interrupt. The time it started."""
-    km, kc = kernel
-    _execute(kc, "%load_ext nbtune")
+    interrupted 3 s in; asserted to end as an interrupt. The time it started, and what the cell printed."""
     ignore = "" if cut_by_interrupt else "    import signal\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    reply, _, _ = _execute(
-        kc,
-        f"import time\n\ndef rebuilt():\n{ignore}    time.sleep({seconds})\n    return Slow()\n\n"
-        "class Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n\nslow = Slow()\n",
+    slow = (
+        f"def rebuilt():\n{ignore}    time.sleep({seconds})\n    return Slow()\n\n"
+        "class Slow:\n    def __reduce__(self):\n        return rebuilt, ()\n"
     )
-    assert reply["status"] == "ok", reply
-    cell = (
-        f"%%tune --trials 4 --maximize v --jobs 2 --store {store} -o res\n"
-        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
-    )
-    t0 = time.monotonic()
-    reply, outputs, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 3, timeout=90)
+    reply, t0, said = _interrupt_reading_slow(kernel, slow, f"--jobs 2 --store {store}", 3)
     assert reply["status"] == "error" and "re-run the cell to resume" in reply["evalue"], reply
-    return t0, "".join(m["content"].get("text", "") for m in outputs)
+    return t0, said
 
 
 def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interrupt(kernel, tmp_path):
@@ -286,26 +292,14 @@ def test_interrupt_while_the_search_is_planned_ends_the_cell_at_once(kernel, tmp
     """Planning reads and hashes the notebook data the cell uses; over a large object that took 20 s, and
     Interrupt, which ipykernel turns into a cancelled await in an async cell, took effect only once the
     search had started (found retesting Interrupt as a user). Here hashing the object takes 20 s."""
-    km, kc = kernel
-    _execute(kc, "%load_ext nbtune")
-    reply, _, _ = _execute(
-        kc,
-        "import time\n\nclass Slow:\n    def __reduce__(self):\n        time.sleep(20)\n        return Slow, ()\n\n"
-        "slow = Slow()\n",
-    )
-    assert reply["status"] == "ok", reply
-    cell = (
-        f"%%tune --trials 4 --maximize v --store {tmp_path / 'store'} -o res\n"
-        "x = 0.5  # tune: uniform(0, 1)\nv = x + (slow is not None)\n"
-    )
-    t0 = time.monotonic()
-    reply, outputs, _ = _execute(kc, cell, km=km, interrupt_when=lambda: time.monotonic() - t0 > 7, timeout=90)
+    slow = "class Slow:\n    def __reduce__(self):\n        time.sleep(20)\n        return Slow, ()\n"
+    reply, t0, said = _interrupt_reading_slow(kernel, slow, f"--store {tmp_path / 'store'}", 7)
     took = time.monotonic() - t0
     assert reply["status"] == "error" and "interrupted before the search began" in reply["evalue"], reply
     assert "no trial ran; re-run the cell to start it" in reply["evalue"] and took < 15, (took, reply["evalue"])
-    said = "".join(m["content"].get("text", "") for m in outputs)  # nothing showed for those seconds
+    # nothing showed for those seconds
     assert "nbtune: reading the cell and the notebook data it uses (hashed for the study's identity" in said, said
-    reply, _, _ = _execute(kc, "print(1 + 1)")  # the kernel's own Interrupt handling is back
+    reply, _, _ = _execute(kernel[1], "print(1 + 1)")  # the kernel's own Interrupt handling is back
     assert reply["status"] == "ok", reply
 
 
