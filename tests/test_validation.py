@@ -662,6 +662,13 @@ def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_
         ("val_acc = cross_val_score(model, X_tr, y_tr, cv=3).mean()\nmodel.fit(X_tr, y_tr)\n", None),
         ("s = cross_val_score(model, X_tr, y_tr)\nmodel.fit(X_tr, y_tr)\nval_acc = s.mean()\n", None),
         ("km = KMeans(2, n_init=2, random_state=0).fit(X_tr)\nval_acc = silhouette_score(X_tr, km.labels_)\n", None),
+        # a helper given the model alone scores it on its own data (read as scored on the fit's: found by a new user)
+        ("model = model.fit(X_tr, y_tr)\nval_acc = evaluate(model)\n", None),
+        ("fitted = LogisticRegression(C=C).fit(X_tr, y_tr)\nval_acc = evaluate(fitted)\n", None),
+        (
+            "val_acc = model.fit(X_tr, y_tr).score(X_tr, y_tr)\n",
+            "line 4 of the %%tune cell: val_acc is scored on X_tr, y_tr",
+        ),
     ],
 )
 def test_a_metric_scored_on_the_data_the_model_fits_is_said_before_the_search(ip, code, said):
@@ -672,6 +679,7 @@ def test_a_metric_scored_on_the_data_the_model_fits_is_said_before_the_search(ip
         "from sklearn.linear_model import LogisticRegression\nfrom sklearn.metrics import roc_auc_score, silhouette_score\n"
         "from sklearn.model_selection import cross_val_score\nX, y = make_classification(300, random_state=0)\n"
         "X_tr, y_tr, X_va, y_va = X[:200], y[:200], X[200:], y[200:]\ntr, va = np.arange(200), np.arange(200, 300)\n"
+        "def evaluate(m):\n    return m.score(X_va, y_va)\n"
     )
     cell = f"C = 1.0  # tune: loguniform(0.01, 10)\nmodel = LogisticRegression(C=C)\n{code}"
     res = ip.run_cell_magic("tune", "--maximize val_acc -n 2 --seed 0 --view none", cell)

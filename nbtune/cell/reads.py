@@ -513,8 +513,19 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
     def leaves(expr: ast.expr, depth: int = 0) -> set[str] | None:
         """The data ``expr``'s calls are given (None: cross-validation, other data than any one fit's)."""
         out: set[str] = set()
-        for call in (n for n in ast.walk(expr) if isinstance(n, ast.Call)):
+        # what a fit trains on is not what is scored: 'evaluate(model)' with model = LR().fit(X_train, y_train)
+        # read as scored on X_train (found trying nbtune as a new user)
+        trained = {
+            id(x)
+            for call in ast.walk(expr)
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in _FITS
+            for a in [*call.args, *(k.value for k in call.keywords)]
+            for x in ast.walk(a)
+        }
+        for call in (n for n in ast.walk(expr) if isinstance(n, ast.Call) and id(n) not in trained):
             name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+            if name in _FITS:
+                continue
             if name in _CROSS_VALIDATES or any(k.arg == "cv" for k in call.keywords):
                 return None
             for arg in [*call.args, *(k.value for k in call.keywords)]:
