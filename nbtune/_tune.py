@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -381,7 +382,13 @@ _RANDOM_MODULES = (
     "sklearn.manifold",
     "sklearn.kernel_approximation",
     "sklearn.random_projection",
+    "sklearn.mixture",
 )
+# of scikit-learn's decompositions, those that draw at random by default (PCA and NMF do not on most data)
+_RANDOM_DECOMPOSITIONS = {
+    "TruncatedSVD", "LatentDirichletAllocation", "FastICA", "DictionaryLearning", "MiniBatchDictionaryLearning",
+    "MiniBatchNMF", "SparsePCA", "MiniBatchSparsePCA",
+}  # fmt: skip
 _RANDOM_LINEAR = {"SGDClassifier", "SGDRegressor", "SGDOneClassSVM", "Perceptron", "PassiveAggressiveClassifier"}
 # of those modules, the ones that draw only under an option (early stopping on a large set, subsampling)
 _DETERMINISTIC_BY_DEFAULT = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
@@ -437,9 +444,30 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
         module = obj.__module__
         if obj.__name__ in _DETERMINISTIC_BY_DEFAULT:
             continue
-        if module.startswith(_RANDOM_MODULES) or (module.startswith("sklearn.") and obj.__name__ in _RANDOM_LINEAR):
-            found.append((node.lineno, obj.__name__))
+        if not (
+            module.startswith(_RANDOM_MODULES)
+            or (module.startswith("sklearn.") and obj.__name__ in _RANDOM_LINEAR | _RANDOM_DECOMPOSITIONS)
+        ):
+            continue
+        # one with no random_state draws nothing (DBSCAN, AgglomerativeClustering, VotingClassifier: the
+        # advice raised a TypeError, found trying nbtune as a new user), nor does SGD that does not shuffle
+        if not _takes_random_state(obj) or (obj.__name__ in _RANDOM_LINEAR and _literal(node, "shuffle") is False):
+            continue
+        found.append((node.lineno, obj.__name__))
     return found
+
+
+def _takes_random_state(cls: type) -> bool:
+    try:
+        return "random_state" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return True  # (cannot tell: as before)
+
+
+def _literal(call: ast.Call, keyword: str) -> Any:
+    """The literal value the call gives ``keyword``, or None."""
+    value = next((k.value for k in call.keywords if k.arg == keyword), None)
+    return value.value if isinstance(value, ast.Constant) else None
 
 
 _GENERATORS = {
@@ -1318,7 +1346,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     messages.extend(
         f"line {lineno}: {name}(...) draws at random and is given no random_state, so the same configuration scores "
         "differently from trial to trial (noise in their ranking; --seed repeats the configurations, not their "
-        f"scores); pass random_state=0 (or {seed_hint})"
+        + (
+            f"scores); pass random_state={program.spec.seed.name} (the '# tune: seed' variable)"
+            if program.spec.seed is not None
+            else "scores); pass random_state=0"
+        )
         for lineno, name in (
             _unseeded_estimators(program.spec.tree, program.globals) if program.spec.tree is not None else []
         )

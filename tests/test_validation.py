@@ -1781,7 +1781,7 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
     assert said == [
         "line 3: RandomForestClassifier(...) draws at random and is given no random_state, so the same configuration "
         "scores differently from trial to trial (noise in their ranking; --seed repeats the configurations, not their "
-        "scores); pass random_state=0 (or a fixed seed)",
+        "scores); pass random_state=0",
         "the cell draws from the notebook's random generator 'rng' (a Generator): each trial starts where the trials "
         "before it left it (each worker process from its own copy), so what a trial draws depends on the order trials "
         "ran, and a new seed for it is no new version of the study; make one in the cell from a fixed seed "
@@ -1804,6 +1804,30 @@ def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_n
         )
         == []
     )
+    # no random_state to pass (DBSCAN, a voting ensemble), or SGD that does not shuffle: nothing (the advice
+    # raised a TypeError: found trying nbtune as a new user); a Gaussian mixture draws: said
+    trees.run_cell(
+        "from sklearn.cluster import DBSCAN, AgglomerativeClustering\nfrom sklearn.ensemble import VotingClassifier\n"
+        "from sklearn.linear_model import SGDClassifier, LogisticRegression\nfrom sklearn.mixture import GaussianMixture"
+    )
+    for quiet in (
+        "DBSCAN(eps=n / 10).fit(X) and RandomForestClassifier(n_estimators=n, random_state=0)",
+        "AgglomerativeClustering(n_clusters=2).fit(X) and RandomForestClassifier(n_estimators=n, random_state=0)",
+        "VotingClassifier([('lr', LogisticRegression(C=n))])",
+        "SGDClassifier(alpha=1 / n, shuffle=False, max_iter=50, tol=None)",
+    ):
+        assert notes(imports="", model=quiet, rows="slice(0, 50)") == [], quiet
+    mixture = notes(
+        imports="", model="GaussianMixture(2).fit(X) and RandomForestClassifier(random_state=0)", rows="slice(0, 50)"
+    )
+    assert len(mixture) == 1 and mixture[0].startswith("line 3: GaussianMixture(...) draws at random"), mixture
+    seeded = run(
+        trees,
+        "--maximize val_acc --trials 2 --seed 0 --view none",
+        "seed = 0  # tune: seed\n"
+        + cell.format(imports="", model="RandomForestClassifier(n_estimators=n)", rows="slice(0, 50)"),
+    )
+    assert any(m.endswith("pass random_state=seed (the '# tune: seed' variable)") for m in seeded.messages)
     # seeded after it is built, or a model that draws only under an option: nothing; an explicit None: said
     seeded_later = "RandomForestClassifier(n_estimators=n).set_params(random_state=0)"
     assert notes(imports="", model=seeded_later, rows="slice(0, 50)") == []
