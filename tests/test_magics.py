@@ -925,6 +925,17 @@ def test_a_rerun_that_starts_with_invalid_configurations_goes_on(ip):
         ("--minimize catalog_coverage", "'catalog_coverage' reads like a score"),
         ("--maximize mean_rank", "'mean_rank' reads like an error"),
         ("--maximize val_f1", None),
+        # clustering, model selection, finance, RL, likelihoods (found trying nbtune as a new user)
+        ("--minimize silhouette", "'silhouette' reads like a score"),
+        ("--minimize sharpe", "'sharpe' reads like a score"),
+        ("--minimize episode_return", "'episode_return' reads like a score"),
+        ("--minimize log_likelihood", "'log_likelihood' reads like a score"),
+        ("--maximize davies_bouldin", "'davies_bouldin' reads like an error"),
+        ("--maximize bic", "'bic' reads like an error"),
+        ("--maximize neg_log_likelihood", "'neg_log_likelihood' reads like an error"),
+        ("--minimize neg_log_likelihood", None),
+        ("--minimize score", None),  # a bare score may be either
+        ("--maximize oob_score", None),
     ],
 )
 def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, said):

@@ -15,6 +15,8 @@ ERROR_WORDS = {
     "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
     "crossentropy", "deviance", "perplexity", "ppl", "brier", "hinge", "wer", "cer", "eer", "fpr", "fnr", "ece",
     "impurity", "entropy",
+    # clustering, model selection, forecasting, finance, RL, latency (found trying nbtune as a new user)
+    "davies", "bouldin", "bic", "aic", "crps", "kl", "regret", "drawdown", "cost", "latency",
 }  # fmt: skip
 SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit scoring: found trying nbtune as a new user)
     "acc", "accuracy", "auc", "f1", "f2", "fbeta", "r2", "precision", "recall", "auroc", "auprc", "aucpr", "prauc",
@@ -22,6 +24,8 @@ SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit sc
     "specificity", "ppv", "npv",
     # ranking and recommendation (found trying nbtune as a new user): hit rate, HR@k, MRR, coverage, CTR
     "hit", "hits", "hitrate", "hitratio", "hr", "mrr", "reciprocal", "coverage", "ctr", "gauc", "prec", "success",
+    "silhouette", "calinski", "elbo", "likelihood", "lik", "reward", "return", "returns", "sharpe", "sortino",
+    "profit", "spearman", "pearson", "explained", "oob",
 }  # fmt: skip
 _MEAN = {"mean", "median", "avg", "average"}  # mean_rank, median_rank: lower is better (mean_reciprocal_rank: higher)
 NEGATED = {"neg", "negative", "minus"}
@@ -50,6 +54,8 @@ def metric_reads_as(metric: str) -> str | None:
         return "negated error"
     if "rank" in said and said & _MEAN and "reciprocal" not in said:
         said = said | {"err"}  # the mean rank of the true item
+    if said & NEGATED and said & SCORE_WORDS and not said & ERROR_WORDS:  # neg_log_likelihood: lower is better
+        return "error"
     if said & _TURNED or (said & ERROR_WORDS and said & SCORE_WORDS):
         return None
     if said & ERROR_WORDS:
