@@ -1879,17 +1879,39 @@ def _changed_in_place(plan: _Plan) -> list[str]:
         return [
             f"the trials changed notebook data in place in their worker processes: {', '.join(seen)} (e.g. "
             "'.append', 'df[col] = ...', '.fit' on a notebook object): each process's later trials saw what its "
-            "earlier ones did, and the notebook's own is unchanged (with --jobs 1 it would hold the result); change "
-            "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)')"
+            "earlier ones left (harmless only where every trial sets it anew, as a fit on the same data does), and "
+            "the notebook's own is unchanged (with --jobs 1 it would hold the result); change a copy made in the "
+            f"cell instead ({_copy_advice(seen, plan.cfg.user_ns or {})})"
         ]
     changed = _left_in_notebook(plan)
     if not changed:
         return []
     return [
         f"the trials changed notebook data in place: {', '.join(changed)} (e.g. 'X -= 1', '.append', '.fit' on a "
-        "notebook object): each trial saw what the ones before it did, and the notebook now holds the result; change "
-        "a copy in the cell instead ('X = X - 1', 'model = sklearn.base.clone(model)')"
+        "notebook object): each trial saw what the ones before it left (harmless only where every trial sets it "
+        "anew, as a fit on the same data does), and the notebook now holds the last one's; change a copy made in "
+        f"the cell instead ({_copy_advice(changed, plan.cfg.user_ns or {})})"
     ]
+
+
+def _copy_advice(names: list[str], user_ns: dict[str, Any]) -> str:
+    """How to make each changed object the trial's own, by its kind: clone() was advised for a torch
+    module and a dict too (found trying nbtune as a new user)."""
+
+    def one(name: str) -> str:
+        value = user_ns.get(name)
+        module = type(value).__module__ or ""
+        if hasattr(value, "get_params") and module.startswith("sklearn"):
+            return f"{name} = sklearn.base.clone({name})"
+        if isinstance(value, dict):
+            return f"{name} = dict({name})"
+        if isinstance(value, list):
+            return f"{name} = list({name})"
+        if hasattr(value, "copy") and hasattr(value, "shape"):  # arrays, frames
+            return f"{name} = {name}.copy()"
+        return f"{name} = copy.deepcopy({name})"
+
+    return ", ".join(repr(one(n)) for n in names[:3])
 
 
 def _left_in_notebook(plan: _Plan) -> list[str]:
