@@ -400,18 +400,7 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
     trial to trial, and ``--seed`` repeats the configurations but not their scores (found trying
     nbtune as a new user). As ``(line, name)``; a class the cell imports itself is looked up in the
     modules already loaded (nothing is imported to find it)."""
-    import sys
-
-    imported: dict[str, Any] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level and node.module in sys.modules:
-            for alias in node.names:
-                imported[alias.asname or alias.name] = getattr(sys.modules[node.module], alias.name, None)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:  # import a.b as m: m is a.b; import a.b: a
-                if alias.name in sys.modules:
-                    root = alias.name if alias.asname else alias.name.partition(".")[0]
-                    imported[alias.asname or root] = sys.modules.get(root)
+    imported = _imported_by(tree)
     # seeded after it is built (m.set_params(random_state=0), m.random_state = 0): left alone
     for node in ast.walk(tree):
         if (
@@ -430,15 +419,7 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
         seed = next((k.value for k in node.keywords if k.arg == "random_state"), None)
         if seed is not None and not (isinstance(seed, ast.Constant) and seed.value is None):
             continue
-        chain, f = [], node.func
-        while isinstance(f, ast.Attribute):
-            chain.append(f.attr)
-            f = f.value
-        if not isinstance(f, ast.Name):
-            continue
-        obj: Any = imported.get(f.id, globals_read.get(f.id))
-        for attr in reversed(chain):  # through modules only: no attribute of anything else is read
-            obj = getattr(obj, attr, None) if isinstance(obj, types.ModuleType) else None
+        obj = _called(node, imported, globals_read)
         if not isinstance(obj, type):
             continue
         module = obj.__module__
@@ -455,6 +436,103 @@ def _unseeded_estimators(tree: ast.Module, globals_read: dict[str, Any]) -> list
             continue
         found.append((node.lineno, obj.__name__))
     return found
+
+
+def _imported_by(tree: ast.Module) -> dict[str, Any]:
+    """What the cell's imports bind, looked up in the modules already loaded (nothing is imported)."""
+    import sys
+
+    imported: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level and node.module in sys.modules:
+            for alias in node.names:
+                imported[alias.asname or alias.name] = getattr(sys.modules[node.module], alias.name, None)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:  # import a.b as m: m is a.b; import a.b: a
+                if alias.name in sys.modules:
+                    root = alias.name if alias.asname else alias.name.partition(".")[0]
+                    imported[alias.asname or root] = sys.modules.get(root)
+    return imported
+
+
+def _called(call: ast.Call, imported: dict[str, Any], globals_read: dict[str, Any]) -> Any:
+    """The object a call calls, when its name leads there through modules only (``np.random.randn``,
+    ``nn.Linear``, a notebook class); None otherwise (no attribute of anything else is read)."""
+    chain, f = [], call.func
+    while isinstance(f, ast.Attribute):
+        chain.append(f.attr)
+        f = f.value
+    if not isinstance(f, ast.Name):
+        return None
+    obj: Any = imported.get(f.id, globals_read.get(f.id))
+    for attr in reversed(chain):
+        obj = getattr(obj, attr, None) if isinstance(obj, types.ModuleType) else None
+    return obj
+
+
+# PyTorch's layers whose construction draws initial weights from its global generator
+_TORCH_DRAWING_LAYERS = re.compile(
+    r"(Lazy)?(Linear|Bilinear|Conv|ConvTranspose|LSTM|GRU|RNN|Embedding|MultiheadAttention|Transformer)"
+)
+_TORCH_DRAWS = {"randn", "rand", "randint", "randperm", "normal", "bernoulli", "multinomial", "rand_like", "randn_like"}
+
+
+def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str, str, bool]]:
+    """The cell's first draw from each library's global generator (NumPy's ``np.random.randn``,
+    Python's ``random.random``, PyTorch's through ``torch.randn`` or a layer's initial weights, a
+    notebook ``nn.Module`` class) in a cell that calls nothing that seeds (no call whose name says
+    ``seed``: ``np.random.seed``, ``torch.manual_seed``, ``seed_everything``, a ``set_seed`` of the
+    notebook's): each trial draws other numbers, and the same configuration scores differently
+    (found trying nbtune as a new user: a network built in the cell without a seed said nothing,
+    where a forest without random_state did). As ``(line, the call, the library, whether it draws a
+    model's initial weights)``."""
+    import random
+    import sys
+
+    def called_name(call: ast.Call) -> str:
+        return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    if any("seed" in called_name(c).lower() for c in calls):
+        return []
+    imported = _imported_by(tree)
+    np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    found: dict[str, tuple[int, str, str, bool]] = {}
+    for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+        obj = _called(call, imported, globals_read)
+        if obj is None:
+            continue
+        owner = getattr(obj, "__self__", None)
+        library = None
+        if (
+            np is not None
+            and owner is np.random.mtrand._rand
+            and obj.__name__ not in ("seed", "get_state", "set_state")
+        ):
+            library = "numpy"
+        elif owner is getattr(random, "_inst", None) and obj.__name__ not in ("seed", "getstate", "setstate"):
+            library = "random"
+        elif torch is not None and any(k.arg == "generator" for k in call.keywords):
+            continue
+        elif torch is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module):
+            if (
+                obj.__module__ == "__main__"
+                or _TORCH_DRAWING_LAYERS.fullmatch(obj.__name__)
+                or (obj.__module__.startswith("torch.nn") and _TORCH_DRAWING_LAYERS.match(obj.__name__))
+            ):
+                library = "torch"
+        elif torch is not None and getattr(obj, "__name__", "") in _TORCH_DRAWS and _from_torch(obj, torch):
+            library = "torch"
+        if library is not None and library not in found:
+            found[library] = (call.lineno, ast.unparse(call.func), library, isinstance(obj, type))
+    return sorted(found.values())
+
+
+def _from_torch(obj: Any, torch: Any) -> bool:
+    return getattr(torch, getattr(obj, "__name__", ""), None) is obj
+
+
+_SEED_CALL = {"numpy": "np.random.seed({})", "random": "random.seed({})", "torch": "torch.manual_seed({})"}
 
 
 def _takes_random_state(cls: type) -> bool:
@@ -1343,6 +1421,21 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         for lineno, name in (_unseeded_splits(program.spec.tree) if program.spec.tree is not None else [])
     )
     seed_hint = "the '# tune: seed' variable" if program.spec.seed is not None else "a fixed seed"
+    seed_code = program.spec.seed.name if program.spec.seed is not None else "0"
+    messages.extend(
+        f"line {lineno}: {call}(...) draws from "
+        + {"numpy": "NumPy's", "random": "Python's", "torch": "PyTorch's"}[library]
+        + " global random generator"
+        + (" (its initial weights)" if weights else "")
+        + ", which the cell never seeds: the same configuration scores differently from trial to trial (noise in "
+        "their ranking; --seed repeats the configurations, not their scores); call "
+        + _SEED_CALL[library].format(seed_code)
+        + (f" first ({seed_hint})" if program.spec.seed is not None else " first")
+        + (f", or draw from rng = np.random.default_rng({seed_code}) made in the cell" if library == "numpy" else "")
+        for lineno, call, library, weights in (
+            _unseeded_global_draws(program.spec.tree, program.globals) if program.spec.tree is not None else []
+        )
+    )
     messages.extend(
         f"line {lineno}: {name}(...) draws at random and is given no random_state, so the same configuration scores "
         "differently from trial to trial (noise in their ranking; --seed repeats the configurations, not their "

@@ -2096,3 +2096,49 @@ def test_notebook_arrays_the_cell_changes_in_place_are_said_before_the_search(ip
         assert any(f"'{change}' changes the notebook's 'U' in place" in m for m in res.messages), (change, res.messages)
     own = run(ip, f"{line} --name own", cell.format(own="U = U.copy()\n", change="np.add.at(U, rows, lr)"))
     assert not any("in place, in every trial" in m for m in own.messages), own.messages
+
+
+def test_draws_from_a_global_generator_the_cell_never_seeds_are_said(ip):
+    """np.random.randn(...) noise and a PyTorch network built in the cell with no seed: each trial drew other
+    numbers, and nothing was said, where a forest without random_state was named (found trying nbtune as a new
+    user). Seeded in the cell, drawn from the cell's own generator, or a layer with no weights: nothing."""
+    import torch  # noqa: F401  (loaded, as in a notebook that uses it)
+
+    ip.run_cell(
+        "import numpy as np, random, torch, torch.nn as nn\nX = np.zeros((20, 3))\n"
+        "class Net(nn.Module):\n    def __init__(self, h):\n        super().__init__()\n        self.l = nn.Linear(3, h)\n"
+    )
+
+    def said(code, seed=""):
+        res = run(
+            ip, f"--minimize loss -n 2 --view none --name g{abs(hash(code))}", f"{seed}a = 4  # tune: int(2, 8)\n{code}"
+        )
+        return [m for m in res.messages if "global random generator" in m]
+
+    assert said("loss = float((X + np.random.randn(*X.shape)).mean()) * a\n") == [
+        "line 3: np.random.randn(...) draws from NumPy's global random generator, which the cell never seeds: the same "
+        "configuration scores differently from trial to trial (noise in their ranking; --seed repeats the "
+        "configurations, not their scores); call np.random.seed(0) first, or draw from rng = "
+        "np.random.default_rng(0) made in the cell"
+    ]
+    assert said("loss = a * random.random()\n")[0].startswith("line 3: random.random(...) draws from Python's")
+    torch_said = said("net = nn.Sequential(nn.Linear(3, a), nn.ReLU())\nloss = float(net[0].weight.sum())\n")
+    assert len(torch_said) == 1 and torch_said[0].startswith(
+        "line 3: nn.Linear(...) draws from PyTorch's global random generator (its initial weights)"
+    ), torch_said
+    assert said("net = Net(a)\nloss = float(net.l.weight.sum())\n")[0].startswith(
+        "line 3: Net(...) draws from PyTorch's"
+    )
+    seeded = said(
+        "net = Net(a)\nloss = float(net.l.weight.sum())\n", seed="seed = 0  # tune: seed\ntorch.manual_seed(seed)\n"
+    )
+    assert seeded == [], seeded
+    unseeded_var = said("net = Net(a)\nloss = float(net.l.weight.sum() + seed)\n", seed="seed = 0  # tune: seed\n")
+    assert unseeded_var[0].endswith("call torch.manual_seed(seed) first (the '# tune: seed' variable)"), unseeded_var
+    for quiet in (
+        "rng = np.random.default_rng(0)\nloss = float(a * rng.normal())\n",
+        "np.random.seed(1)\nloss = float(a * np.random.randn())\n",
+        "net = nn.ReLU()\nloss = float(a)\n",
+        "g = torch.Generator().manual_seed(0)\nloss = float(torch.randn(a, generator=g).sum())\n",
+    ):
+        assert said(quiet) == [], quiet
