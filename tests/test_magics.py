@@ -315,6 +315,8 @@ def test_failing_trial_becomes_a_failed_row(ip):
         ('try:\n    1 / (scale == "std")\nexcept ZeroDivisionError:\n    base.set_params(s="x")\n', "line 6:"),
         ('base.set_params(s="passthrough" if scale == "none" else "std")\n', None),  # every trial sets it
         ('model = copy.deepcopy(base)\nif scale == "none":\n    model.set_params(s="passthrough")\n', None),
+        # through another name for it (found trying nbtune as a new user: said only after the search)
+        ('params = base\nif scale == "none":\n    params.s = "x"\n', "line 5: 'params.s = 'x''"),
     ],
 )
 def test_a_notebook_object_changed_in_some_trials_only_is_said_before_the_search(ip, body, said):

@@ -203,12 +203,28 @@ def changed_in_some_trials(tree: ast.Module, notebook: set[str]) -> list[tuple[i
     same object, so a setting made in one trial stays for the trials after it that do not make it
     (found trying nbtune as a new user: a scaler switched off in one trial stayed off in the next
     ones, which the results said had it). Each as (line, the variable, the code)."""
-    rebound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    stores = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    rebound = set(stores)
+    # another name for the notebook's object, bound once (params = base_params): a change through it is a
+    # change of the notebook's (found trying nbtune as a new user: said only after the search)
+    alias = {
+        node.targets[0].id: node.value.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in notebook
+        and node.value.id not in rebound
+        and stores.count(node.targets[0].id) == 1
+    }
     out: list[tuple[int, str, str]] = []
 
     def base(node: ast.expr) -> str | None:
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
+        if isinstance(node, ast.Name) and node.id in alias:
+            return alias[node.id]
         return node.id if isinstance(node, ast.Name) and node.id in notebook and node.id not in rebound else None
 
     def visit(stmts: list[ast.stmt], conditional: bool) -> None:
