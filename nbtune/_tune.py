@@ -1396,8 +1396,8 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     messages.extend(
         f"line {lineno}: '{code}' changes the notebook's {name!r} in place, and only in some trials: every trial gets "
         "that same object (each worker process its own copy under --jobs 2), so the trials after one that ran it "
-        "keep what it set, whatever their own values say; start each trial from a copy ('model = "
-        f"sklearn.base.clone({name})', or copy.deepcopy) and change that"
+        f"keep what it set, whatever their own values say; start each trial from a copy made in the cell first "
+        f"({_copy_advice([name], cfg.user_ns or {})}) and change that"
         for lineno, name, code in (
             changed_in_some_trials(program.spec.tree, set(program.globals)) if program.spec.tree is not None else []
         )

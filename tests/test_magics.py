@@ -332,7 +332,10 @@ def test_a_notebook_object_changed_in_some_trials_only_is_said_before_the_search
     notes = [m for m in res.messages if "in place, and only in some trials" in m]
     assert bool(notes) == bool(said), res.messages
     if said:
-        assert notes[0].startswith(said) and "sklearn.base.clone(base)" in notes[0]
+        assert (
+            notes[0].startswith(said)
+            and "start each trial from a copy made in the cell first ('base = copy.deepcopy(base)')" in notes[0]
+        )
 
 
 def test_a_choice_keeps_its_values_in_the_frame(ip):
