@@ -1448,7 +1448,6 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             _unseeded_estimators(program.spec.tree, program.globals) if program.spec.tree is not None else []
         )
     )
-    seed_code = program.spec.seed.name if program.spec.seed is not None else "0"
     messages.extend(
         ("the cell draws" if function is None else f"the notebook function {function!r} the cell calls draws")
         + f" from the notebook's random generator {name!r} (a {kind}"
