@@ -495,6 +495,12 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     if any("seed" in called_name(c).lower() for c in calls):
         return []
+    # seeded by a notebook function the cell calls ('def set_all(s): torch.manual_seed(s); ...', found retesting)
+    for c in calls:
+        f = globals_read.get(c.func.id) if isinstance(c.func, ast.Name) else None
+        if isinstance(f, types.FunctionType) and any("seed" in n.lower() for n in code_names(f.__code__)):
+            return []
+    loads_weights = any(called_name(c) in _LOADS_WEIGHTS for c in calls)
     imported = _imported_by(tree)
     np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
     found: dict[str, tuple[int, str, str, bool]] = {}
@@ -515,7 +521,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
         elif torch is not None and any(k.arg == "generator" for k in call.keywords):
             continue
         elif torch is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-            if (
+            if not loads_weights and (
                 obj.__module__ == "__main__"
                 or _TORCH_DRAWING_LAYERS.fullmatch(obj.__name__)
                 or (obj.__module__.startswith("torch.nn") and _TORCH_DRAWING_LAYERS.match(obj.__name__))
@@ -532,6 +538,8 @@ def _from_torch(obj: Any, torch: Any) -> bool:
     return getattr(torch, getattr(obj, "__name__", ""), None) is obj
 
 
+# what replaces a model's initial weights: a net built and then loaded draws nothing that counts (found retesting)
+_LOADS_WEIGHTS = {"load_state_dict", "from_pretrained", "load_from_checkpoint"}
 _SEED_CALL = {"numpy": "np.random.seed({})", "random": "random.seed({})", "torch": "torch.manual_seed({})"}
 
 
@@ -1409,7 +1417,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         f"line {lineno}: '{code}' changes the notebook's {name!r} in place, in every trial: each trial starts from "
         "what the trials before it left (each worker process from its own copy), so a trial's score depends on the "
         f"trials that ran before it and the notebook's {name!r} ends as the last one left it; make the trial's own "
-        f"in the cell ('{name} = {name}.copy()' before it changes, or build it in the cell)"
+        f"in the cell ({_copy_advice([name], cfg.user_ns or {})} before it changes, or build it in the cell)"
         for lineno, name, code in (
             changes_notebook_arrays(program.spec.tree, arrays) if program.spec.tree is not None and arrays else []
         )
@@ -1999,6 +2007,8 @@ def _copy_advice(names: list[str], user_ns: dict[str, Any]) -> str:
             return f"{name} = dict({name})"
         if isinstance(value, list):
             return f"{name} = list({name})"
+        if module.startswith("torch") and callable(getattr(value, "clone", None)):  # a tensor: no .copy()
+            return f"{name} = {name}.clone()"
         if hasattr(value, "copy") and hasattr(value, "shape"):  # arrays, frames
             return f"{name} = {name}.copy()"
         return f"{name} = copy.deepcopy({name})"

@@ -2091,6 +2091,11 @@ def test_notebook_arrays_the_cell_changes_in_place_are_said_before_the_search(ip
         "the trials that ran before it and the notebook's 'U' ends as the last one left it; make the trial's own in "
         "the cell ('U = U.copy()' before it changes, or build it in the cell)"
     ], res.messages
+    # a tensor is made the trial's own with .clone() (it has no .copy(): found retesting)
+    ip.run_cell("import torch\nW = torch.zeros(3)")
+    res = run(ip, f"{line} --name tensor", cell.format(own="", change="W.add_(lr)"))
+    assert any("'W.add_(lr)' changes the notebook's 'W' in place" in m and "('W = W.clone()' before it changes" in m
+               for m in res.messages), res.messages  # fmt: skip
     for change in ("U += lr * V[:1]", "U[0] -= lr", "U.fill(lr)"):
         res = run(ip, f"{line} --name c{abs(hash(change))}", cell.format(own="", change=change))
         assert any(f"'{change}' changes the notebook's 'U' in place" in m for m in res.messages), (change, res.messages)
@@ -2135,7 +2140,11 @@ def test_draws_from_a_global_generator_the_cell_never_seeds_are_said(ip):
     assert seeded == [], seeded
     unseeded_var = said("net = Net(a)\nloss = float(net.l.weight.sum() + seed)\n", seed="seed = 0  # tune: seed\n")
     assert unseeded_var[0].endswith("call torch.manual_seed(seed) first (the '# tune: seed' variable)"), unseeded_var
+    # seeded by a notebook helper, or weights loaded over the initial ones: nothing (both were said: found retesting)
+    ip.run_cell("def set_all(s):\n    np.random.seed(s)\n    torch.manual_seed(s)\nstate = Net(4).state_dict()")
     for quiet in (
+        "set_all(0)\nnet = Net(4)\nloss = float(net.l.weight.sum() + a + np.random.randn())\n",
+        "net = Net(4)\nnet.load_state_dict(state)\nloss = float(net.l.weight.sum() + a)\n",
         "rng = np.random.default_rng(0)\nloss = float(a * rng.normal())\n",
         "np.random.seed(1)\nloss = float(a * np.random.randn())\n",
         "net = nn.ReLU()\nloss = float(a)\n",

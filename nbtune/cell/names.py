@@ -24,7 +24,7 @@ SCORE_WORDS = {  # (average precision, XGBoost's aucpr, Gini and KS of credit sc
     "specificity", "ppv", "npv",
     # ranking and recommendation (found trying nbtune as a new user): hit rate, HR@k, MRR, coverage, CTR
     "hit", "hits", "hitrate", "hitratio", "hr", "mrr", "reciprocal", "coverage", "ctr", "gauc", "prec", "success",
-    "silhouette", "calinski", "elbo", "likelihood", "lik", "reward", "return", "returns", "sharpe", "sortino",
+    "silhouette", "calinski", "elbo", "likelihood", "lik", "loglik", "loglikelihood", "reward", "return", "returns", "sharpe", "sortino",
     "profit", "spearman", "pearson", "explained", "oob",
 }  # fmt: skip
 _MEAN = {"mean", "median", "avg", "average"}  # mean_rank, median_rank: lower is better (mean_reciprocal_rank: higher)

@@ -242,8 +242,8 @@ def changed_in_some_trials(tree: ast.Module, notebook: set[str]) -> list[tuple[i
                     found = next(
                         (b for t in targets if isinstance(t, (ast.Attribute, ast.Subscript)) and (b := base(t))), None
                     )
-                if found is not None:
-                    out.append((stmt.lineno, found, ast.unparse(stmt)[:60]))
+                if found is not None and not any(line == stmt.lineno and name == found for line, name, _ in out):
+                    out.append((stmt.lineno, found, ast.unparse(stmt)[:60]))  # (once a line: found retesting)
             if isinstance(stmt, (ast.If, ast.While)):
                 visit(stmt.body, True)
                 visit(stmt.orelse, True)
