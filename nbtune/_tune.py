@@ -503,6 +503,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
     loads_weights = any(called_name(c) in _LOADS_WEIGHTS for c in calls)
     imported = _imported_by(tree)
     np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+    np_global = getattr(getattr(getattr(np, "random", None), "mtrand", None), "_rand", None)  # (NumPy's own)
     found: dict[str, tuple[int, str, str, bool]] = {}
     for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
         obj = _called(call, imported, globals_read)
@@ -510,11 +511,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
             continue
         owner = getattr(obj, "__self__", None)
         library = None
-        if (
-            np is not None
-            and owner is np.random.mtrand._rand
-            and obj.__name__ not in ("seed", "get_state", "set_state")
-        ):
+        if np_global is not None and owner is np_global and obj.__name__ not in ("seed", "get_state", "set_state"):
             library = "numpy"
         elif owner is getattr(random, "_inst", None) and obj.__name__ not in ("seed", "getstate", "setstate"):
             library = "random"
@@ -1410,9 +1407,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             changed_in_some_trials(program.spec.tree, set(program.globals)) if program.spec.tree is not None else []
         )
     )
-    arrays = {
-        n for n, v in program.globals.items() if hasattr(v, "shape") and not callable(v) and not hasattr(v, "fit")
-    }
+    arrays = {n for n, v in program.globals.items() if _is_array(v)}
     messages.extend(
         f"line {lineno}: '{code}' changes the notebook's {name!r} in place, in every trial: each trial starts from "
         "what the trials before it left (each worker process from its own copy), so a trial's score depends on the "
@@ -1992,6 +1987,15 @@ def _changed_in_place(plan: _Plan) -> list[str]:
         "anew, as a fit on the same data does), and the notebook now holds the last one's; change a copy made in "
         f"the cell instead ({_copy_advice(changed, plan.cfg.user_ns or {})})"
     ]
+
+
+def _is_array(value: Any) -> bool:
+    """An array, a frame or a tensor (something with a shape that is no model); never raises (an
+    object whose ``shape`` is a property that fails is none)."""
+    try:
+        return hasattr(value, "shape") and not callable(value) and not hasattr(value, "fit")
+    except Exception:
+        return False
 
 
 def _copy_advice(names: list[str], user_ns: dict[str, Any]) -> str:
