@@ -76,6 +76,7 @@ from nbtune.cell.program import (
     TrialRuntime,
     compile_cell,
     holdout_leaks,
+    is_data,
 )
 from nbtune.cell.reads import (
     changed_in_some_trials,
@@ -1990,10 +1991,10 @@ def _changed_in_place(plan: _Plan) -> list[str]:
 
 
 def _is_array(value: Any) -> bool:
-    """An array, a frame or a tensor (something with a shape that is no model); never raises (an
-    object whose ``shape`` is a property that fails is none)."""
+    """Data (:func:`is_data`, the holdout check's rule) with a shape: an array, a frame or a tensor;
+    never raises (an object whose ``shape`` is a property that fails is none)."""
     try:
-        return hasattr(value, "shape") and not callable(value) and not hasattr(value, "fit")
+        return is_data(value) and hasattr(value, "shape")
     except Exception:
         return False
 

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell"]
+__all__ = ["CellProgram", "TrialStopped", "TrialInterrupted", "MetricError", "compile_cell", "is_data"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -1767,7 +1767,7 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
 
     def data(names: Iterable[str]) -> set[str]:
-        return {n for n in names if n not in bound and n in user_ns and _is_data(user_ns[n])}
+        return {n for n in names if n not in bound and n in user_ns and is_data(user_ns[n])}
 
     loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     test_data = data(n.id for n in loads if id(n) in inside and id(n) not in shared)
@@ -1854,7 +1854,7 @@ def _evaluators_own_data(
     return own
 
 
-def _is_data(value: Any) -> bool:
+def is_data(value: Any) -> bool:
     """An array, a frame, a tensor, a dataset or a data loader: not a model (a Pipeline has a
     length), and not a list of column names (``NUM = ["age", "income"]`` in ``test_df[NUM]``)."""
     if callable(value) or isinstance(value, (str, bytes, type, types.ModuleType)):
