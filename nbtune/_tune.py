@@ -53,10 +53,13 @@ from nbtune.cell.annotations import (
     set_only_under,
 )
 from nbtune.cell.identity import (
+    PICKLED,
     cell_identity,
     code_names,
     describe_difference,
     describe_space_change,
+    legacy_fingerprints,
+    made_by_joblib,
     notebook_path,
     same_data,
     weakly_known,
@@ -1127,12 +1130,22 @@ _TOLD_NO_NOTEBOOK: set[tuple[str, str]] = set()  # (store, study) this kernel sa
 
 
 def _choose_version(
-    store: BaseStore, base: str, fp: dict[str, Any], identity: dict[str, Any], cfg: TuneConfig, messages: list[str]
+    store: BaseStore,
+    base: str,
+    fp: dict[str, Any],
+    identity: dict[str, Any],
+    cfg: TuneConfig,
+    messages: list[str],
+    legacy: Callable[[str], str | None] | None = None,
 ) -> tuple[str, list[str]]:
     """The study name to use: the latest version made by this very cell (same space, code,
     notebook and data), or a new version that says what changed; and, for a study ``--resume``
-    continues over a change, what changed (its trials so far ran other code, or on other data)."""
+    continues over a change, what changed (its trials so far ran other code, or on other data).
+    ``legacy``: the notebook's data fingerprinted as before 2026-12-01, for studies recorded then."""
     import optuna
+
+    def describe(recorded: dict[str, Any] | None) -> list[str]:
+        return describe_difference(recorded, identity, legacy)
 
     versions = store.versions(base)
     if not versions:
@@ -1140,7 +1153,7 @@ def _choose_version(
     storage = store.storage(base)
     attrs = {v: optuna.load_study(study_name=v, storage=storage).user_attrs for v in versions}
     same_space = [v for v in versions if attrs[v].get(ATTR.SPACE) in (None, fp)]
-    same = [v for v in same_space if not describe_difference(attrs[v].get(ATTR.IDENTITY), identity)]
+    same = [v for v in same_space if not describe(attrs[v].get(ATTR.IDENTITY))]
     latest = versions[-1]
     new = versioned(base, len(versions) + 1)
     if cfg.fresh:
@@ -1170,7 +1183,7 @@ def _choose_version(
         return same[-1], []
 
     def apart(v: str) -> tuple[bool, int]:
-        differences = describe_difference(attrs[v].get(ATTR.IDENTITY), identity)
+        differences = describe(attrs[v].get(ATTR.IDENTITY))
         return any(d.startswith("the notebook data") for d in differences), len(differences)
 
     # what --resume continues: the version closest to this cell, on the same data if one is (it continued
@@ -1179,11 +1192,11 @@ def _choose_version(
     resumes = min(reversed(same_space), key=apart) if same_space else None
     if resumes is not None and cfg.resume:
         target = resumes
-        differences = describe_difference(attrs[target].get(ATTR.IDENTITY), identity)
+        differences = describe(attrs[target].get(ATTR.IDENTITY))
         messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
         return target, differences
     if not same_space:  # (when some version has this space, the change is said against the closest of them)
-        also = describe_difference(attrs[latest].get(ATTR.IDENTITY), identity)  # the code, notebook, data
+        also = describe(attrs[latest].get(ATTR.IDENTITY))  # the code, notebook, data
         messages.append(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
             f"({describe_space_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
@@ -1198,10 +1211,8 @@ def _choose_version(
     else:
         # against the version this cell is closest to (the code of v1 again, other data: "the data
         # changed since v1", not "the code changed" since v2); the latest among equals
-        closest = min(
-            reversed(same_space), key=lambda v: len(describe_difference(attrs[v].get(ATTR.IDENTITY), identity))
-        )
-        differences = describe_difference(attrs[closest].get(ATTR.IDENTITY), identity)
+        closest = min(reversed(same_space), key=lambda v: len(describe(attrs[v].get(ATTR.IDENTITY))))
+        differences = describe(attrs[closest].get(ATTR.IDENTITY))
         if cfg.name is None and "the cell's code changed" in differences:
             # the default name is the metric's and the tuned names': another cell can share it
             at = differences.index("the cell's code changed")
@@ -1216,22 +1227,30 @@ def _choose_version(
     return new, []
 
 
-def _resumed_identity(stored: dict[str, Any] | None, identity: dict[str, Any]) -> dict[str, Any]:
+def _resumed_identity(
+    stored: dict[str, Any] | None, identity: dict[str, Any], legacy: Callable[[str], str | None] | None = None
+) -> dict[str, Any]:
     """What a resumed study records: this run's identity; but when the study is the same by
     :func:`describe_difference` (not ``--resume`` over a change), the data fingerprints it had, and
     what its trials left when they changed notebook data in place, stay: a kernel restarted with
-    the data made afresh is still the same study."""
-    if not stored or describe_difference(stored, identity):
+    the data made afresh is still the same study. A fingerprint made before 2026-12-01 (``legacy``
+    says the data is the same) is replaced by this run's, so that the next comparisons need no old one."""
+    if not stored or describe_difference(stored, identity, legacy):
         return identity
-    kept = {n: h for n, h in stored.get("data", {}).items() if n in identity["data"]}
+    now = identity["data"]
+    old = {
+        n for n, h in stored.get("data", {}).items() if n in now and now[n].startswith(PICKLED) and made_by_joblib(h)
+    }
+    kept = {n: h for n, h in stored.get("data", {}).items() if n in now and n not in old}
     out = {**identity, "data": {**identity["data"], **kept}}
     if not identity.get("notebook") and stored.get("notebook"):
         # a kernel that does not know its notebook (nbconvert, papermill) continued it: the notebook
         # that made it stays, so another notebook is still told apart (it shared the study after one
         # headless run: found trying nbtune as a new user)
         out["notebook"] = stored["notebook"]
-    if stored.get("in_place"):
-        out["in_place"] = stored["in_place"]
+    in_place = {n: h for n, h in stored.get("in_place", {}).items() if n not in old}
+    if in_place:
+        out["in_place"] = in_place
     return out
 
 
@@ -1244,6 +1263,7 @@ def _open_study(
     identity: dict[str, Any],
     cell: dict[str, Any],
     fresh: bool = False,
+    legacy: Callable[[str], str | None] | None = None,
 ) -> optuna.Study:
     """Create or load the study; a new one records its space, identity, settings (``fresh``: made by
     --fresh) and cell and queues the baseline; a resumed one records the identity and cell it now
@@ -1253,7 +1273,7 @@ def _open_study(
     if target in store.versions(target):
         study = optuna.load_study(study_name=target, storage=store.storage(target))
         if ATTR.SPACE in study.user_attrs:
-            recorded = _resumed_identity(study.user_attrs.get(ATTR.IDENTITY), identity)
+            recorded = _resumed_identity(study.user_attrs.get(ATTR.IDENTITY), identity, legacy)
             if study.user_attrs.get(ATTR.IDENTITY) != recorded:  # --resume, or a study of an older nbtune
                 study.set_user_attr(ATTR.IDENTITY, recorded)
             if study.user_attrs.get(ATTR.CELL) != cell:
@@ -1355,8 +1375,9 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     if moved:
         messages.append(moved)
     identity = cell_identity(program.spec, program.globals, cfg.user_ns, program.sealed())
+    legacy = legacy_fingerprints(program.globals)  # for studies recorded before 2026-12-01
     # over_change: --resume continues a study whose trials so far ran other code
-    target, over_change = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages)
+    target, over_change = _choose_version(store, base, _fingerprint(program, spec), identity, cfg, messages, legacy)
     # The cell as written, to re-run it after the search (re-validation, %tune_validate).
     cell_record = {
         "source": cell,
@@ -1370,7 +1391,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
     # a journal lock that a killed kernel or worker left held: the first write would wait out
     # Optuna's 30 s grace, with its raw "taking longer than 10.0 seconds" lines (found trying nbtune)
     store.release_dead_writers_locks(target, older_than=10.0)
-    study = _open_study(store, target, program, sampler, spec, identity, cell_record, fresh=cfg.fresh)
+    study = _open_study(store, target, program, sampler, spec, identity, cell_record, fresh=cfg.fresh, legacy=legacy)
     if cfg.note is not None and study.user_attrs.get(ATTR.NOTE) != cfg.note:  # (a tracker's notes: found trying nbtune)
         study.set_user_attr(ATTR.NOTE, cfg.note)
     if over_change:  # the identity recorded is this cell's from now on: what its trials ran on is kept here
@@ -1765,6 +1786,35 @@ def _pool_ended(e: BaseException) -> bool:
     )
 
 
+def _unsent(error: BaseException) -> str:
+    """Why the worker processes could not rebuild what the cell reads: their own error (loky's
+    traceback from the worker, as the pool's cause) and what to do about it. It had said only the
+    commonest cause, a C-level wrapper, where a module of the user's failed to import in the workers
+    (found trying nbtune as a new user)."""
+    lines = [line.strip() for line in str(error.__cause__ or "").splitlines() if line.strip().strip('"')]
+    theirs = lines[-1] if lines else ""  # (loky quotes the worker's traceback in triple quotes)
+    said = f" ({theirs})" if theirs else ""
+    if theirs.startswith(("ModuleNotFoundError", "ImportError")):
+        return (
+            f"the worker processes could not import a module the cell's objects come from{said}: make it "
+            "importable outside the notebook (a package installed with 'pip install -e .', or a module beside "
+            "the notebook), or use --backend threading"
+        )
+    if theirs:
+        return (
+            f"the worker processes could not rebuild what the cell reads from the notebook{said}: a module that "
+            "fails to import outside the notebook (one that calls get_ipython() when imported), or an object "
+            "that pickles by a reference to the notebook (a function under functools.lru_cache or another C-level "
+            "wrapper); make it importable in a plain Python process, define it in a module, or use --backend threading"
+        )
+    return (
+        "the worker processes could not rebuild what the cell reads from the notebook: an object that "
+        "pickles by a reference to the notebook (a function under functools.lru_cache or another "
+        "C-level wrapper) cannot reach them; define it in a module the workers import, or use "
+        "--backend threading"
+    )
+
+
 def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult:
     extra: list[str] = []
     why = ""
@@ -1789,12 +1839,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
                 raise TrialsFailedError(str(search.error), "", _result(plan, deaths, search.control.target())) from None
             search.cleanup()
             if type(search.error).__name__ == "BrokenProcessPool" and "un-serialize" in str(search.error):
-                raise CellError(
-                    "the worker processes could not rebuild what the cell reads from the notebook: an object that "
-                    "pickles by a reference to the notebook (a function under functools.lru_cache or another "
-                    "C-level wrapper) cannot reach them; define it in a module the workers import, or use "
-                    "--backend threading"
-                ) from None
+                raise CellError(_unsent(search.error)) from None
             if isinstance(search.error, OSError) and not isinstance(search.error, NbtuneError):
                 # a full disk, a store made read-only mid-search: one line, and the trials so far (found
                 # trying nbtune as a new user: -o was left unbound, as the README said it would not be)
@@ -2472,7 +2517,9 @@ def _same_data_as_the_search(plan: _Plan) -> None:
     ns = plan.cfg.user_ns
     current = plan.program.globals if ns is None else {n: ns[n] for n in plan.program.globals if n in ns}
     now = cell_identity(plan.program.spec, current, ns, plan.program.sealed())
-    changed = [d for d in describe_difference(recorded, now) if d.startswith("the notebook data")]
+    changed = [
+        d for d in describe_difference(recorded, now, legacy_fingerprints(current)) if d.startswith("the notebook data")
+    ]
     if changed:
         raise ConfigError(
             f"{changed[0]} since {plan.study.study_name!r} ran: re-validating now would score its configurations on "

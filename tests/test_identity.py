@@ -16,10 +16,12 @@ import pytest
 
 from nbtune.cell.annotations import parse_cell
 from nbtune.cell.identity import (
+    PICKLED,
     WEAK,
     cell_identity,
     code_fingerprint,
     describe_difference,
+    imported_code,
     notebook_path,
     value_fingerprint,
     weakly_known,
@@ -485,10 +487,10 @@ def test_a_generator_inside_a_value_does_not_change_its_fingerprint_when_drawn_f
     assert (value_fingerprint(loader), value_fingerprint(holder)) == before
     holder["data"] = np.arange(4)  # the data it holds still counts
     assert value_fingerprint(holder) != before[1]
-    # values without a generator hash as joblib.hash does: studies recorded before keep their identity
+    # as studies recorded before 2026-12-01 fingerprinted them: joblib.hash, where no generator is inside
     import joblib
 
-    assert value_fingerprint({"a": [1, 2], "b": np.ones(3)}) == joblib.hash({"a": [1, 2], "b": np.ones(3)})
+    assert value_fingerprint({"a": [1, 2], "b": np.ones(3)}, False) == joblib.hash({"a": [1, 2], "b": np.ones(3)})
 
 
 def test_an_xgboost_matrix_counts_by_its_data_and_labels():
@@ -651,3 +653,205 @@ def test_a_random_generator_is_told_by_its_type_and_module():
     assert is_generator(np.random.default_rng(0)) and is_generator(np.random.RandomState(0))
     assert is_generator(random.Random(0)) and is_generator(np.random.PCG64(0))
     assert not is_generator(Generator()) and not is_generator(np.zeros(3))
+
+
+_SAME_EVERYWHERE = """
+import collections, numpy as np
+from nbtune.cell.identity import value_fingerprint as f
+words = [f"w{i}" for i in range(50)]
+out = [
+    f({*words}),
+    f(frozenset(words)),
+    f({w: len(w) for w in set(words)}),
+    f([{"user": i, "item": words[i % 50], "tags": {"a", "b", words[i % 7]}} for i in range(100)]),
+    f(np.arange(12.0).reshape(3, 4).T),
+    f(np.array([{"a": 1}, "x", None], dtype=object)),
+    f(collections.Counter(words * 2)),
+    f([len, collections.OrderedDict, np.float64(1.5)]),
+]
+print(" ".join(out))
+"""
+
+
+def test_data_fingerprints_are_the_same_in_every_process():
+    """Data is hashed by the C pickler (12-15x faster than joblib.hash on lists of dicts, strings or
+    token lists), which writes sets and dicts in the order they iterate: a set of strings iterates in
+    another order in every process (strings' hashes are salted), and so would a study's identity,
+    starting a new version at every kernel restart. Sorted, they are the same everywhere."""
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _SAME_EVERYWHERE],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.split()
+        for seed in ("1", "2", "3")
+    ]
+    assert runs[0] == runs[1] == runs[2], runs
+    assert len(set(runs[0])) == len(runs[0]) and all(h.startswith(PICKLED) for h in runs[0]), runs[0]
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ({"a": 1, "b": [2, 3]}, {"b": [2, 3], "a": 1}, True),  # equal dicts, built in another order
+        (["aa", "aa"], ["aa", "".join(["a", "a"])], True),  # one string twice, or two equal ones
+        ([[1, 2]] * 2, [[1, 2], [1, 2]], True),
+        ({"a": 1}, {"a": 1.0}, False),
+        ([1, 2], (1, 2), False),
+        ({1, 2}, frozenset({1, 2}), False),
+        (np.arange(3), np.arange(3.0), False),
+        (np.zeros((2, 3)), np.zeros((3, 2)), False),
+        ([{"u": 1, "i": "a"}] * 3, [{"u": 1, "i": "a"}] * 2, False),
+    ],
+)
+def test_data_fingerprints_compare_values(a, b, same):
+    assert (value_fingerprint(a) == value_fingerprint(b)) is same
+    assert value_fingerprint(a).startswith(PICKLED)
+
+
+def test_what_the_c_pickler_cannot_write_is_hashed_by_joblib():
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    mixed = {1: "a", "b": 2}  # keys that do not sort
+    for value in (cyclic, mixed, {1, "a"}):
+        assert value_fingerprint(value) == value_fingerprint(value, False)  # joblib.hash's
+    assert value_fingerprint(threading.Lock()).startswith(WEAK)
+
+
+def test_a_study_recorded_before_the_c_pickler_resumes_and_still_sees_new_data(ip):
+    """Studies recorded before 2026-12-01 hold joblib.hash fingerprints, which the new ones never
+    equal: without a comparison in their own terms, each would start a new version once, saying the
+    data changed. Such a study resumes (and records the new fingerprint), and new data is still new."""
+    import optuna
+
+    from nbtune.store.attrs import ATTR
+
+    ip.run_cell("records = [{'x': float(i), 'tag': {'a', str(i)}} for i in range(50)]\nshift = 0.0\n")
+    cell = "c = 1.0  # tune: uniform(0, 3)\nloss = sum((r['x'] / 50 - c) ** 2 for r in records) + shift\n"
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    name = first.study.study_name
+    storage = first.study._storage
+    study = optuna.load_study(study_name=name, storage=storage)
+    identity = study.user_attrs[ATTR.IDENTITY]
+    assert identity["data"]["records"].startswith(PICKLED)
+    old = {n: value_fingerprint(ip.user_ns[n], False) for n in identity["data"]}  # as nbtune made them before
+    assert all(":" not in h for h in old.values())
+    study.set_user_attr(ATTR.IDENTITY, {**identity, "data": old})
+
+    again = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0", cell)
+    assert again.study.study_name == name, again.messages
+    assert len(again.study.trials) == 5
+    recorded = optuna.load_study(study_name=name, storage=storage).user_attrs[ATTR.IDENTITY]["data"]
+    assert recorded == identity["data"]  # now in the new terms: the next run needs no joblib.hash
+
+    study.set_user_attr(ATTR.IDENTITY, {**identity, "data": old})
+    ip.run_cell("records[0]['x'] = 99.0")
+    moved = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    assert moved.study.study_name == name + ":v2"
+    assert any("the notebook data it reads changed: records" in m for m in moved.messages), moved.messages
+
+
+def _user_module(root, name: str, source: str):
+    """A module of the user's own, in a project folder on sys.path, imported afresh."""
+    import importlib
+
+    (root / f"{name}.py").write_text(source)
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def test_the_users_own_modules_that_the_cell_uses_are_part_of_its_identity(tmp_path, monkeypatch):
+    """A cell calling make_model from the project's src/ resumed its study after an edit of the
+    module's helper, a constant or a class, mixing trials of two versions of the code (found trying
+    nbtune as a new user with a src/ package and %autoreload). The module's code as loaded counts."""
+    import importlib
+    import json
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helper = _user_module(tmp_path, "nbt_helper", "SCALE = 2.0\ndef scale(x):\n    return x * SCALE\n")
+    models = _user_module(
+        tmp_path,
+        "nbt_models",
+        "from nbt_helper import scale\nLOSS = 'log'\n_cache = {}\n"
+        "class Net:\n    @staticmethod\n    def width():\n        return 8\n"
+        "def make(x):\n    _cache[x] = x\n    return scale(x)\n",
+    )
+    try:
+        code = cell_identity(parse_cell(CELL), {"make": models.make, "X": json, "Y": 1}, None)["imports"]
+        assert sorted(code) == ["nbt_helper", "nbt_models"]  # not json: a library's
+        models.make(3.0)  # a cache its code keeps is no edit
+        assert imported_code({"make": models.make}) == code
+        before = dict(code)
+        for module, old, new in [
+            (helper, "SCALE = 2.0", "SCALE = 3.0"),
+            (helper, "x * SCALE", "x * SCALE + 1"),
+            (models, "LOSS = 'log'", "LOSS = 'hinge'"),
+            (models, "return 8", "return 16"),
+        ]:
+            path = tmp_path / f"{module.__name__}.py"
+            path.write_text(path.read_text().replace(old, new))
+            importlib.reload(module)
+            now = imported_code({"make": models.make})
+            assert now != before, (old, new)
+            words = describe_difference(
+                {"code": "c", "data": {}, "imports": before}, {"code": "c", "data": {}, "imports": now}
+            )
+            assert words == [f"the code it imports changed: {module.__name__}"], words
+            before = now
+    finally:
+        sys.modules.pop("nbt_helper", None)
+        sys.modules.pop("nbt_models", None)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_edited_module_starts_a_new_version_that_runs_the_new_code(ip, tmp_path, monkeypatch, jobs):
+    """After an edit of the user's module (brought in by %autoreload, here importlib.reload), the
+    re-run starts a new version; with --jobs 2 its trials ran the code the worker processes had
+    imported before the edit, until a kernel restart (found trying nbtune as a new user)."""
+    name = f"nbt_model_{jobs}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _user_module(tmp_path, name, "FACTOR = 1.0\ndef loss_of(x):\n    return x * FACTOR\n")
+    try:
+        ip.run_cell(f"import importlib, {name} as model")
+        # (the module by reference: a function the worker processes are sent by value would bring its code)
+        cell = "x = 0.5  # tune: uniform(0.1, 1)\nloss = model.loss_of(x)\n"
+        line = f"--minimize loss -n 4 --seed 0 --jobs {jobs}"
+        first = ip.run_cell_magic("tune", line, cell)
+        assert all(t.value == pytest.approx(t.params["x"]) for t in first.study.trials)
+        path = tmp_path / f"{name}.py"
+        path.write_text(path.read_text().replace("FACTOR = 1.0", "FACTOR = 10.0"))
+        ip.run_cell("importlib.reload(model)")
+        again = ip.run_cell_magic("tune", line, cell)
+        assert again.study.study_name == first.study.study_name + ":v2", again.messages
+        assert any(f"the code it imports changed: {name}" in m for m in again.messages), again.messages
+        values = [(t.value, t.params["x"]) for t in again.study.trials]
+        assert all(v == pytest.approx(10 * x) for v, x in values), values
+        assert not any("in place" in m for m in again.messages), again.messages
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_a_module_the_workers_cannot_import_says_their_error(ip, tmp_path, monkeypatch):
+    """A module of the user's that needs the notebook when imported failed in the worker processes
+    with the canned advice about C-level wrappers, and the workers' own error was dropped."""
+    from IPython.core.error import UsageError
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _user_module(
+        tmp_path,
+        "nbt_needs_shell",
+        "from IPython import get_ipython\nSHELL = get_ipython().user_ns\ndef f(x):\n    return x\n",
+    )
+    try:
+        ip.run_cell("import nbt_needs_shell as helpers")
+        with pytest.raises(UsageError) as e:
+            ip.run_cell_magic(
+                "tune", "--minimize loss -n 2 --jobs 2", "x = 0.5  # tune: uniform(0, 1)\nloss = helpers.f(x)\n"
+            )
+        assert "(AttributeError: 'NoneType' object has no attribute 'user_ns')" in str(e.value), e.value
+        assert "get_ipython()" in str(e.value)
+    finally:
+        sys.modules.pop("nbt_needs_shell", None)

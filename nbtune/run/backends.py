@@ -212,10 +212,40 @@ class LokyBackend(_JoblibBackend):
     """Local worker processes (joblib's loky): the default for more than one job."""
 
     name = "loky"
+    # what the kernel's own modules were when the pool's processes started: (sys.path, fingerprints)
+    _imported: ClassVar[tuple[tuple[str, ...], dict[str, str]] | None] = None
 
     def run(self, job: Job, n_jobs: int) -> None:
+        self._replace_stale_workers()
         # a trial stuck past --trial-timeout in compiled code ends its worker; the pool is replaced
         super().run(dataclasses.replace(job, ends_stuck_trials=True), n_jobs)
+
+    def _replace_stale_workers(self) -> None:
+        """loky keeps its processes between searches, and a process imports a module once: after an
+        edit of the user's own module (``src/mlproj/models.py``, brought into the kernel by
+        ``%autoreload`` or ``importlib.reload``), the workers went on running the code they had
+        imported, in a new version of the study said to be the new code's; and a folder added to
+        ``sys.path`` since they started was not theirs, so its modules did not import (found trying
+        nbtune as a new user). Such workers are replaced (about 1 s)."""
+        import sys
+
+        from nbtune.cell.identity import user_modules_loaded
+
+        try:
+            path, code = tuple(sys.path), user_modules_loaded()
+        except Exception:  # (nothing to compare: the workers stay as they are)
+            return
+        before = LokyBackend._imported
+        LokyBackend._imported = (path, code)
+        if before is None or _loky_executor() is None:
+            return
+        edited = sorted(m for m in code if m in before[1] and before[1][m] != code[m])
+        if edited or path != before[0]:
+            _logger.warning(
+                "starting the worker processes again: %s since they started",
+                f"the code of {', '.join(edited)} changed" if edited else "sys.path changed",
+            )
+            self.retire()
 
     def starting(self, job: Job) -> bool:
         return not job.control.worker_pids()
@@ -255,9 +285,7 @@ class LokyBackend(_JoblibBackend):
         package half made: every later trial in it failed with ``module 'sympy' has no attribute
         'printing'``, and the search stopped as for a bug in the cell, until a kernel restart (found
         trying nbtune as a new user). The next search starts new processes (about 1 s)."""
-        from joblib.externals.loky import reusable_executor
-
-        executor = getattr(reusable_executor, "_executor", None)
+        executor = _loky_executor()
         if executor is not None:
             executor.shutdown(wait=True, kill_workers=True)
 
@@ -267,6 +295,13 @@ class LokyBackend(_JoblibBackend):
     @property
     def watches_deaths(self) -> bool:
         return hasattr(os, "pidfd_open")
+
+
+def _loky_executor() -> Any:
+    """The pool of processes loky keeps between searches (None: none started, or shut down)."""
+    from joblib.externals.loky import reusable_executor
+
+    return getattr(reusable_executor, "_executor", None)
 
 
 class DaskBackend(_JoblibBackend):
