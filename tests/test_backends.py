@@ -270,40 +270,11 @@ def test_dask_without_client_is_a_clear_error(tmp_path):
     assert set(glob.glob(f"{tempfile.gettempdir()}/nbtune-*")) == before
 
 
-def test_ray_local_instance(tmp_path):
-    """Ray's joblib backend: each worker a Ray task in a Ray worker process, the notebook's data and
-    functions sent with the job, the trial count exact."""
-    ray = pytest.importorskip("ray")
-    import os
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        weights = np.arange(1000.0)
-        res = nbtune.tune(
-            BUSY + "loss += float(scale(weights))\n",
-            minimize="loss",
-            n_trials=6,
-            n_jobs=2,
-            backend="ray",
-            store=tmp_path,
-            view=None,
-            user_ns={"weights": weights, "scale": lambda w: w.sum() / 1e9},
-        )
-    finally:
-        ray.shutdown()
-    assert res.n_finished == 6 and len(res.study.trials) == 6
-    assert all(t.state.name == "COMPLETE" for t in res.study.trials)
-    # (a Ray worker process may start after the other worker ran every trial: which ran is not asserted)
-    assert {t.user_attrs[ATTR.OWNER]["worker"] for t in res.study.trials} <= {0, 1}
-    pids = {t.user_attrs[ATTR.OWNER]["pid"] for t in res.study.trials}
-    assert pids and os.getpid() not in pids
-    assert res.best_value == pytest.approx((res.best_params["x"] - 0.3) ** 2 + weights.sum() / 1e9)
-
-
 def test_ray_started_by_nbtune_keeps_its_notices_about_nbtunes_own_choices_out_of_the_notebook(tmp_path):
     """Without a ray.init() of the user's, nbtune starts Ray on the kernel's main thread before the
     search (Ray installs its SIGTERM handler, and does not warn it could not), and joblib's
-    ``context`` argument, which Ray's pool ignores, is not reported to the user."""
+    ``context`` argument, which Ray's pool ignores, is not reported to the user. Then a search on
+    the Ray instance that is up (one Ray start for both: about 15 s)."""
     pytest.importorskip("ray")
     import subprocess
     import sys
@@ -311,17 +282,33 @@ def test_ray_started_by_nbtune_keeps_its_notices_about_nbtunes_own_choices_out_o
 
     script = textwrap.dedent(
         f"""
-        import threading, nbtune, ray
+        import os, threading, numpy as np, nbtune, ray
         inits = []
         real_init = ray.init
         ray.init = lambda *a, **k: (inits.append(threading.current_thread() is threading.main_thread()), real_init(*a, **k))[1]
         res = nbtune.tune({BUSY!r}, minimize="loss", n_trials=4, n_jobs=2, backend="ray", store={str(tmp_path)!r}, view=None)
         print("finished", res.n_finished, "inits", inits, "ray up", ray.is_initialized())
+        # on the Ray instance now up (as one the user started): each worker a Ray task in a Ray worker
+        # process, the notebook's data and functions sent with the job, the trial count exact
+        weights = np.arange(1000.0)
+        res = nbtune.tune(
+            {BUSY!r} + "loss += float(scale(weights))\\n", minimize="loss", n_trials=6, n_jobs=2, backend="ray",
+            store={str(tmp_path)!r}, view=None, name="sent", user_ns={{"weights": weights, "scale": lambda w: w.sum() / 1e9}},
+        )
+        trials = res.study.trials
+        owners = [t.user_attrs["nbtune:owner"] for t in trials]
+        print(
+            "second", res.n_finished, len(trials), sorted({{t.state.name for t in trials}}),
+            {{o["worker"] for o in owners}} <= {{0, 1}}, os.getpid() not in {{o["pid"] for o in owners}},
+            abs(res.best_value - ((res.best_params["x"] - 0.3) ** 2 + weights.sum() / 1e9)) < 1e-9, "inits", len(inits),
+        )
         """
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "finished 4 inits [True] ray up True" in run.stdout
+    # (a Ray worker process may start after the other worker ran every trial: which ran is not asserted)
+    assert "second 6 6 ['COMPLETE'] True True True inits 1" in run.stdout, run.stdout
     log = run.stdout + run.stderr
     assert "Started a local Ray instance" in log  # Ray's own notice of what it did stays
     assert "'context' argument is not supported" not in log

@@ -276,14 +276,14 @@ def test_interrupt_while_worker_processes_rebuild_the_notebook_data_is_an_interr
 def test_workers_that_start_after_interrupt_do_not_run_the_search(kernel, tmp_path):
     """Interrupt while the --jobs 2 workers still rebuilt a large notebook object: the cell said
     'interrupted', and once the workers were done, 30 s later, they ran the whole search unseen (the run's
-    stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 20 s, longer
-    than the kernel waits for workers after Interrupt."""
+    stop flags had been cleared as the cell ended; found retesting). Here rebuilding takes 9 s, longer
+    than the kernel waits for workers after Interrupt (at 3 s, 1.5 s for Stop now, 3 s to end them)."""
     store = tmp_path / "store"
-    t0, said = _interrupted_while_workers_rebuild(kernel, store, 20, cut_by_interrupt=False)
+    t0, said = _interrupted_while_workers_rebuild(kernel, store, 9, cut_by_interrupt=False)
     # said as what it is: no trial had started (it read 'running trials did not stop ...', 'Stop now: ...')
     assert "Interrupt or Stop now: no trial had started (the worker processes were still starting)" in said, said
     assert "running trials did not stop" not in said, said
-    time.sleep(max(0.0, t0 + 30 - time.monotonic()))  # the workers are done rebuilding long since
+    time.sleep(max(0.0, t0 + 14 - time.monotonic()))  # the workers would be done rebuilding by 10 s
     states = [t.state.name for t in nbtune.load_study(store=store).trials]
     assert "COMPLETE" not in states and "RUNNING" not in states, states
 
