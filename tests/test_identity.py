@@ -751,6 +751,11 @@ def test_a_study_recorded_before_the_c_pickler_resumes_and_still_sees_new_data(i
     moved = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
     assert moved.study.study_name == name + ":v2"
     assert any("the notebook data it reads changed: records" in m for m in moved.messages), moved.messages
+    # the listing compares the two versions' records: not claimed as --fresh, nor as a change it cannot see
+    import nbtune
+
+    changed = nbtune.studies().loc[name + ":v2", "changed"]
+    assert changed == "not compared: records, shift (fingerprinted by nbtune before 2026-12-01)", changed
 
 
 def _user_module(root, name: str, source: str):

@@ -49,6 +49,7 @@ __all__ = [
     "imported_code",
     "user_modules_loaded",
     "legacy_fingerprints",
+    "fingerprinted_apart",
     "made_by_joblib",
     "notebook_path",
     "same_data",
@@ -402,7 +403,12 @@ def _is_users(module: Any) -> bool:
     file = getattr(module, "__file__", None)
     if not isinstance(module, types.ModuleType) or not isinstance(file, str) or not file.endswith(".py"):
         return False
-    return module.__name__ != "__main__" and not os.path.realpath(file).startswith(_library_dirs())
+    return module.__name__ != "__main__" and _outside_libraries(file)
+
+
+@functools.lru_cache(maxsize=8192)
+def _outside_libraries(file: str) -> bool:
+    return not os.path.realpath(file).startswith(_library_dirs())
 
 
 def _home(value: Any) -> Any:
@@ -789,6 +795,20 @@ def _same_variable(
     if legacy is not None and new.startswith(PICKLED) and made_by_joblib(old):
         new = legacy(name) or new
     return same_data(old, new, after_trials)
+
+
+def fingerprinted_apart(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The variables two identities hold fingerprints of that were made different ways (one by
+    ``joblib.hash`` before 2026-12-01, the other by :func:`data_hash`), so not compared."""
+    old_data, new_data = old.get("data") or {}, new.get("data") or {}
+    return sorted(
+        n
+        for n in new_data
+        if n in old_data
+        and old_data[n] != new_data[n]
+        and {made_by_joblib(old_data[n]), made_by_joblib(new_data[n])} == {True, False}
+        and PICKLED in (old_data[n][: len(PICKLED)], new_data[n][: len(PICKLED)])
+    )
 
 
 def made_by_joblib(fingerprint: str) -> bool:

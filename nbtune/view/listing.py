@@ -12,7 +12,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from nbtune.cell.identity import describe_difference, describe_space_change
+from nbtune.cell.identity import describe_difference, describe_space_change, fingerprinted_apart
 from nbtune.exceptions import NbtuneWarning
 from nbtune.store.attrs import ATTR, finished_count, is_feasible, run_records
 from nbtune.store.base import base_name, is_check_study, version_number
@@ -80,6 +80,9 @@ def studies(store: str | os.PathLike[str] | None = None, checks: bool = False) -
                 words = describe_difference(before, identity) if known else []
                 if spaced and space_before != space:  # (a guardrail's bound, a range)
                     words.append(describe_space_change(space_before, space))
+                apart = fingerprinted_apart(before, identity) if known and not words else []
+                if apart and not config.get("fresh"):  # the version before was recorded by an earlier nbtune
+                    words.append(f"not compared: {', '.join(apart)} (fingerprinted by nbtune before 2026-12-01)")
                 # nothing changed: --fresh made it (recorded since 2026-12-01; before, what else could)
                 fresh = config.get("fresh") or (known and spaced)
                 changed = "; ".join(words) or ("--fresh" if fresh else "settings not recorded")
