@@ -409,3 +409,24 @@ def test_one_trial_is_a_trial():
     study = optuna.create_study(study_name="one")
     study.add_trial(optuna.trial.create_trial(value=0.5))
     assert StudySummary(study, "loss").summary().startswith("nbtune study 'one': 1 trial finished (1 complete)")
+
+
+def test_a_name_people_guess_on_a_result_says_where_it_is():
+    """'res.df' raised a plain AttributeError (found trying nbtune as a new user): what people guess
+    from other tools names what holds it; other names stay plain, with Python's own suggestion."""
+    import optuna
+
+    from nbtune.view.result import TuneResult
+
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    res = TuneResult(study, "loss")
+    with pytest.raises(AttributeError, match=r"no attribute 'df': res.trials_dataframe\(\) is every trial"):
+        res.df  # noqa: B018
+    with pytest.raises(AttributeError, match=r"'best_model': res.best_state\(\)"):
+        res.best_model  # noqa: B018
+    with pytest.raises(AttributeError) as plain:
+        res.best_param  # noqa: B018
+    assert str(plain.value) == "'TuneResult' object has no attribute 'best_param'" and plain.value.name == "best_param"
+    assert not hasattr(res, "__getstate_x__") and not hasattr(res, "_repr_latex_")
+    assert res.best_params == study.best_params  # the real ones are untouched

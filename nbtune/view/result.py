@@ -24,6 +24,30 @@ if TYPE_CHECKING:
 __all__ = ["TuneResult"]
 
 
+_TABLE = "res.trials_dataframe() is every trial as a pandas DataFrame (res.curves() their learning curves)"
+_MODEL = "res.best_state() gives the chosen trial's saved '# tune: state' variables, without retraining; --apply re-runs the cell with its values"
+_GUESSES = {
+    "df": _TABLE,
+    "dataframe": _TABLE,
+    "to_dataframe": _TABLE,
+    "to_pandas": _TABLE,
+    "results": _TABLE,
+    "trials_df": _TABLE,
+    "table": _TABLE,
+    "best": "res.best_params, res.best_value and res.best_trial (Optuna's names)",
+    "best_config": "res.best_params (res.chosen_params after re-validation)",
+    "best_hyperparameters": "res.best_params (res.chosen_params after re-validation)",
+    "best_score": "res.best_value",
+    "best_metric": "res.best_value",
+    "best_model": _MODEL,
+    "model": _MODEL,
+    "best_estimator_": _MODEL,
+    "history": "res.best_so_far() is the best value after each trial; res.curves() every trial's learning curve",
+    "plot_history": "res.plot() draws the dashboard's views ('overview', 'learning curves', 'slice', ...); "
+    "optuna.visualization.plot_optimization_history(res.study) is Optuna's",
+}
+
+
 class TuneResult(StudySummary):
     """What ``%%tune`` returns (and binds with ``--out``).
 
@@ -40,6 +64,15 @@ class TuneResult(StudySummary):
 
     _view: BaseView | None = None
     interrupted: bool = False  # the search was stopped by Interrupt (Ctrl-C), not by its budget or Stop
+
+    def __getattr__(self, name: str) -> Any:
+        """Only for a name it does not have: what people guess from other tools (``res.df``,
+        ``res.best_model``) is pointed to what holds it, in the error itself (a plain
+        ``AttributeError`` with no hint: found trying nbtune as a new user)."""
+        hint = _GUESSES.get(name.lower()) if not name.startswith("_") else None
+        said = f"{type(self).__name__!r} object has no attribute {name!r}" + (f": {hint}" if hint else "")
+        raise AttributeError(said, name=name, obj=self)
+
     # Runs the checks of this study (set by nbtune.tune / %tune_show, which can compile the cell):
     # (result, top, seeds, options) -> None, updating result.checks.
     _checker: Callable[..., None] | None = None
