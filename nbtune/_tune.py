@@ -53,6 +53,7 @@ from nbtune.cell.annotations import (
     set_only_under,
 )
 from nbtune.cell.identity import (
+    JOBLIB,
     PICKLED,
     cell_identity,
     code_names,
@@ -1239,7 +1240,9 @@ def _resumed_identity(
         return identity
     now = identity["data"]
     old = {
-        n for n, h in stored.get("data", {}).items() if n in now and now[n].startswith(PICKLED) and made_by_joblib(h)
+        n
+        for n, h in stored.get("data", {}).items()
+        if n in now and now[n].startswith((PICKLED, JOBLIB)) and made_by_joblib(h)
     }
     kept = {n: h for n, h in stored.get("data", {}).items() if n in now and n not in old}
     out = {**identity, "data": {**identity["data"], **kept}}

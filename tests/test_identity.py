@@ -16,6 +16,7 @@ import pytest
 
 from nbtune.cell.annotations import parse_cell
 from nbtune.cell.identity import (
+    JOBLIB,
     PICKLED,
     WEAK,
     cell_identity,
@@ -667,6 +668,7 @@ out = [
     f(np.arange(12.0).reshape(3, 4).T),
     f(np.array([{"a": 1}, "x", None], dtype=object)),
     f(collections.Counter(words * 2)),
+    f(collections.defaultdict(int, {w: 1 for w in set(words)})),
     f([len, collections.OrderedDict, np.float64(1.5)]),
 ]
 print(" ".join(out))
@@ -697,7 +699,7 @@ def test_data_fingerprints_are_the_same_in_every_process():
     [
         ({"a": 1, "b": [2, 3]}, {"b": [2, 3], "a": 1}, True),  # equal dicts, built in another order
         (["aa", "aa"], ["aa", "".join(["a", "a"])], True),  # one string twice, or two equal ones
-        ([[1, 2]] * 2, [[1, 2], [1, 2]], True),
+        ([[1, 2]] * 2, [[1, 2], [1, 2]], False),  # one list twice, or two: told apart, as joblib.hash does
         ({"a": 1}, {"a": 1.0}, False),
         ([1, 2], (1, 2), False),
         ({1, 2}, frozenset({1, 2}), False),
@@ -712,12 +714,22 @@ def test_data_fingerprints_compare_values(a, b, same):
 
 
 def test_what_the_c_pickler_cannot_write_is_hashed_by_joblib():
+    mixed = {1: "a", "b": 2}  # keys that do not sort
+    for value in (mixed, {1, "a"}):
+        assert value_fingerprint(value) == JOBLIB + value_fingerprint(value, False)  # joblib.hash's
+    assert value_fingerprint(threading.Lock()).startswith(WEAK)
+    # a value that goes from one kind to the other changed (it read as nothing to compare: found retesting)
+    a = cell_identity(parse_cell(CELL), {"X": {0: "cat", 1: "dog"}, "Y": 1}, None)
+    b = cell_identity(parse_cell(CELL), {"X": {0: "cat", 1: "dog", "unknown": "?"}, "Y": 1}, None)
+    assert describe_difference(a, b) == ["the notebook data it reads changed: X"]
+    # a cycle, and a container met again, are written as references
     cyclic: list = [1]
     cyclic.append(cyclic)
-    mixed = {1: "a", "b": 2}  # keys that do not sort
-    for value in (cyclic, mixed, {1, "a"}):
-        assert value_fingerprint(value) == value_fingerprint(value, False)  # joblib.hash's
-    assert value_fingerprint(threading.Lock()).startswith(WEAK)
+    assert value_fingerprint(cyclic).startswith(PICKLED)
+    vocab = {f"w{i}": i for i in range(2000)}
+    shared, copies = [{"id": i, "vocab": vocab} for i in range(3)], [{"id": i, "vocab": dict(vocab)} for i in range(3)]
+    assert value_fingerprint(shared) != value_fingerprint(copies)  # (as joblib.hash tells them apart)
+    assert value_fingerprint(shared) == value_fingerprint([{"id": i, "vocab": vocab} for i in range(3)])
 
 
 def test_a_study_recorded_before_the_c_pickler_resumes_and_still_sees_new_data(ip):

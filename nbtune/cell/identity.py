@@ -23,6 +23,7 @@ instead of showing the old results as the new ones.
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import copy
 import functools
@@ -54,6 +55,7 @@ __all__ = [
     "notebook_path",
     "same_data",
     "PICKLED",
+    "JOBLIB",
     "value_fingerprint",
     "weakly_known",
     "WEAK",
@@ -235,7 +237,9 @@ def _class_fingerprint(value: type, every_method: bool = False) -> str:
 
 
 PICKLED = "pickle:"  # prefix of a fingerprint made by _pickled_hash (before 2026-12-01: joblib.hash, no prefix)
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, list, tuple, bytearray})
+JOBLIB = "joblib:"  # and by joblib.hash, for what _pickled_hash cannot pickle (since 2026-12-01)
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, tuple, bytearray})
+_SHARED = frozenset({dict, list, set, frozenset, collections.defaultdict})
 _NAMED = (type, types.FunctionType, types.BuiltinFunctionType)
 
 
@@ -260,8 +264,9 @@ class _Pickler(pickle.Pickler):
     array or tensor by its dtype, shape and a digest of its bytes, a random generator by its type
     (its state moves at every search), and a class or function by its module and name. ``fast``
     mode keeps no memo, so a value is pickled by what it holds, not by which objects it shares
-    (``['aa', 'aa']`` with one string or two). What it cannot pickle so (a cycle, unorderable keys,
-    a lock) raises, and ``joblib.hash`` hashes it.
+    (``['aa', 'aa']`` with one string or two), but for containers and arrays, written once and then
+    referred to, as joblib.hash's memo does. What it cannot pickle so (unorderable keys, a lock)
+    raises, and ``joblib.hash`` hashes it.
     """
 
     def __init__(self, file: _Digest) -> None:
@@ -269,15 +274,28 @@ class _Pickler(pickle.Pickler):
         self.fast = True
         self._numpy: Any = sys.modules.get("numpy")
         self._torch: Any = sys.modules.get("torch")
+        self._seen: dict[int, int] = {}  # id of a container or array -> the order it was first met in
+        self._held: list[Any] = []  # (which stay alive, so that no other object takes their id)
 
     def persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
         if kind in _PLAIN:
             return None
+        if kind in _SHARED or (self._numpy is not None and kind is self._numpy.ndarray):
+            # met again (2,000 records sharing one vocabulary dict): written as a reference, as
+            # joblib.hash's memo writes it, not pickled and sorted once per record (and a cycle ends)
+            again = self._seen.get(id(obj))
+            if again is not None:
+                return ("again", again)
+            self._seen[id(obj)] = len(self._seen)
+            self._held.append(obj)
+        # (as tuples: a list made here is no container of the value's to refer to again)
         if kind is dict:
-            return ("dict", sorted(obj.items())) if len(obj) > 1 else None
+            return ("dict", tuple(sorted(obj.items()))) if len(obj) > 1 else None
+        if kind is collections.defaultdict:  # (pickled as its items in the order they were added)
+            return ("defaultdict", obj.default_factory, tuple(sorted(obj.items())))
         if kind is set or kind is frozenset:
-            return (kind.__name__, sorted(obj))
+            return (kind.__name__, tuple(sorted(obj)))
         if isinstance(obj, _NAMED):
             return ("named", getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
         np, torch = self._numpy, self._torch
@@ -299,18 +317,26 @@ def _bytes_digest(array: Any) -> str:
 
 def _pickled_hash(value: Any) -> str | None:
     """A hash of ``value`` by :class:`_Pickler` (None: it cannot pickle it so)."""
+    import gc
+
     digest = _Digest()
+    collecting = gc.isenabled()
+    gc.disable()  # (the sorted copies it makes are garbage at once: collections would scan the value again and again)
     try:
         _Pickler(digest).dump(value)
-    except Exception:  # a cycle, unorderable keys, a value that does not pickle
+    except Exception:  # unorderable keys, a value that does not pickle
         return None
+    finally:
+        if collecting:
+            gc.enable()
     return PICKLED + digest.md5.hexdigest()
 
 
 def data_hash(value: Any) -> str:
     """The fingerprint of a notebook value's data: :func:`_pickled_hash`, or ``joblib.hash``
-    (:func:`nbtune._compat.content_hash`) for what it cannot pickle."""
-    return _pickled_hash(value) or _compat.content_hash(value)
+    (:func:`nbtune._compat.content_hash`) for what it cannot pickle so (marked: a value that goes
+    from one kind to the other, a dict that gains a key of another type, changed)."""
+    return _pickled_hash(value) or JOBLIB + _compat.content_hash(value)
 
 
 def _pandas_hash(value: Any) -> str:
@@ -813,7 +839,7 @@ def fingerprinted_apart(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def made_by_joblib(fingerprint: str) -> bool:
     """A fingerprint of data that ``joblib.hash`` made (all of them before 2026-12-01): no prefix."""
-    return bool(fingerprint) and ":" not in fingerprint and fingerprint != UNDEFINED
+    return bool(fingerprint) and ":" not in fingerprint and fingerprint != UNDEFINED  # (since: JOBLIB)
 
 
 def legacy_fingerprints(globals_read: dict[str, Any]) -> Callable[[str], str | None]:
@@ -836,15 +862,16 @@ def legacy_fingerprints(globals_read: dict[str, Any]) -> Callable[[str], str | N
 
 def same_data(old: str, new: str, after_trials: str | None = None) -> bool:
     """Whether two fingerprints of a variable say it is the same: equal, or one of them only its
-    type (it could not be hashed on that side: nothing to compare, nothing to claim), or made
-    another way (:func:`data_hash` and ``joblib.hash``: a study recorded before 2026-12-01, or a value
-    that pickled in one process and not in the other; nothing to compare either), or the
-    fingerprint the study's own trials left when they changed it in place."""
+    type (it could not be hashed on that side: nothing to compare, nothing to claim), or one made
+    before 2026-12-01 (``joblib.hash``, no prefix) against :func:`data_hash`'s pickled one (nothing
+    to compare either: :func:`legacy_fingerprints` compares them), or the fingerprint the study's
+    own trials left when they changed it in place."""
     return (
-        old == new
+        old.removeprefix(JOBLIB) == new.removeprefix(JOBLIB)  # (joblib.hash's, before 2026-12-01 or since)
         or old.startswith(WEAK)
         or new.startswith(WEAK)
         or new == after_trials
+        or (after_trials is not None and after_trials.removeprefix(JOBLIB) == new.removeprefix(JOBLIB))
         or (old.startswith(PICKLED) and made_by_joblib(new))
         or (new.startswith(PICKLED) and made_by_joblib(old))
     )
