@@ -783,35 +783,51 @@ def _user_module(root, name: str, source: str):
 def test_the_users_own_modules_that_the_cell_uses_are_part_of_its_identity(tmp_path, monkeypatch):
     """A cell calling make_model from the project's src/ resumed its study after an edit of the
     module's helper, a constant or a class, mixing trials of two versions of the code (found trying
-    nbtune as a new user with a src/ package and %autoreload). The module's code as loaded counts."""
+    nbtune as a new user with a src/ package and %autoreload). The module's code counts; what its
+    code keeps at run time (a cache, a counter, a timestamp made at import) and its docstrings and
+    comments do not (each started a new version at every run: found retesting)."""
     import importlib
     import json
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    helper = _user_module(tmp_path, "nbt_helper", "SCALE = 2.0\ndef scale(x):\n    return x * SCALE\n")
+    helper = _user_module(tmp_path, "nbt_helper", "SCALE = 2.0\ndef scale(x, k=1):\n    return x * SCALE * k\n")
     models = _user_module(
         tmp_path,
         "nbt_models",
-        "from nbt_helper import scale\nLOSS = 'log'\n_cache = {}\n"
-        "class Net:\n    @staticmethod\n    def width():\n        return 8\n"
-        "def make(x):\n    _cache[x] = x\n    return scale(x)\n",
+        "import time\nfrom nbt_helper import scale\nLOSS = 'log'\n_CACHE = {}\nN_CALLS = 0\n"
+        "OUT_DIR = f'runs/{time.time_ns()}'\n"
+        "class Net:\n    width = 8\n    @staticmethod\n    def depth():\n        return 2\n"
+        'def make(x):\n    """Make it."""\n    global N_CALLS\n    N_CALLS += 1\n    _CACHE[x] = [x]\n'
+        "    return scale(x)  # once\n",
     )
+
+    def edit(module, old, new):
+        path = tmp_path / f"{module.__name__}.py"
+        path.write_text(path.read_text().replace(old, new))
+        importlib.reload(module)
+        return imported_code({"make": models.make})
+
     try:
         code = cell_identity(parse_cell(CELL), {"make": models.make, "X": json, "Y": 1}, None)["imports"]
         assert sorted(code) == ["nbt_helper", "nbt_models"]  # not json: a library's
-        models.make(3.0)  # a cache its code keeps is no edit
+        models.make(3.0)  # what its code keeps at run time is no edit
         assert imported_code({"make": models.make}) == code
+        for old, new in [
+            ('"""Make it."""', '"""Make the model."""'),
+            ("# once", "# once only"),
+            ("time.time_ns()}", "time.time_ns()}"),  # run again at import: another value, the same code
+        ]:
+            assert edit(models, old, new) == code, (old, new)
         before = dict(code)
         for module, old, new in [
             (helper, "SCALE = 2.0", "SCALE = 3.0"),
-            (helper, "x * SCALE", "x * SCALE + 1"),
+            (helper, "x * SCALE * k", "x * SCALE * k + 1"),
+            (helper, "k=1", "k=2"),
             (models, "LOSS = 'log'", "LOSS = 'hinge'"),
-            (models, "return 8", "return 16"),
+            (models, "width = 8", "width = 16"),
+            (models, "return 2", "return 3"),
         ]:
-            path = tmp_path / f"{module.__name__}.py"
-            path.write_text(path.read_text().replace(old, new))
-            importlib.reload(module)
-            now = imported_code({"make": models.make})
+            now = edit(module, old, new)
             assert now != before, (old, new)
             words = describe_difference(
                 {"code": "c", "data": {}, "imports": before}, {"code": "c", "data": {}, "imports": now}

@@ -214,18 +214,11 @@ def value_fingerprint(value: Any, pickled: bool = True) -> str:
         return f"{WEAK}{type(value).__module__}.{type(value).__qualname__}"
 
 
-def _class_fingerprint(value: type, every_method: bool = False) -> str:
-    """A class by its methods' code and its settings (a Kaggle-style ``class CFG: lr = 1e-3``);
-    ``every_method``: static and class methods and properties too (a module's classes, fingerprinted
-    since 2026-12-01; a notebook class's fingerprint stays as its studies recorded it)."""
+def _class_fingerprint(value: type) -> str:
+    """A notebook class by its methods' code and its settings (a Kaggle-style ``class CFG: lr = 1e-3``)."""
     # a method a library wrapped (scikit-learn's TransformerMixin wraps transform) by its own code
     methods = sorted((k, _unwrapped(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType))
     parts = [k.encode() + _code_bytes(v.__code__) for k, v in methods]
-    if every_method:
-        for k, member in sorted(vars(value).items()):
-            for f in (getattr(member, "__func__", None), getattr(member, "fget", None), getattr(member, "fset", None)):
-                if isinstance(f, types.FunctionType):
-                    parts.append(k.encode() + _code_bytes(_unwrapped(f).__code__))
     settings = sorted(
         (k, v)
         for k, v in vars(value).items()
@@ -448,27 +441,72 @@ def _home(value: Any) -> Any:
     return sys.modules.get(name) if isinstance(name, str) else None
 
 
-_SCALARS = (int, float, str, bytes, bool, complex, type(None))
-
-
 def _module_fingerprint(module: types.ModuleType) -> str:
-    """A user module's code as the kernel has it loaded (what the trials run, whether or not the
-    file was edited since, and which ``%autoreload`` brings in): its functions and classes by their
-    code, and its constants (upper-case names: ``N_CLASSES = 3``, ``LOSS = "hinge"``, small lists
-    and dicts of numbers and strings) by their values. Not the objects it made at import (a loaded
-    dataset, a device), nor lower-case variables (a cache, a counter its functions keep)."""
-    parts = []
+    """A user module's code: its functions' and its classes' methods' code as the kernel has it
+    loaded (what the trials run, whether or not the file was edited since, and what ``%autoreload``
+    brings in), and the rest as its file has it (:func:`_statements`: ``N_CLASSES = 3``, a class's
+    attributes, default values, imports). Not what its code holds at run time (a cache it fills, a
+    counter, a timestamp made at import), nor docstrings and comments."""
+    parts = [_statements(module)]
     for name, value in sorted(vars(module).items()):
-        if name.startswith("__"):
-            continue
         code = _own_code(value)
-        if isinstance(code, type) and code.__module__ == module.__name__:
-            parts.append(f"{name}={_class_fingerprint(code, every_method=True)}")
-        elif isinstance(code, types.FunctionType) and code.__module__ == module.__name__:
-            parts.append(f"{name}={value_fingerprint(code, False)}")
-        elif name.isupper() and _is_constant(value):  # PEP 8's constants: not a cache or a counter its code keeps
-            parts.append(f"{name}={value_fingerprint(value, False)}")
+        if getattr(code, "__module__", None) != module.__name__ or name.startswith("__"):
+            continue
+        if isinstance(code, type):
+            members = sorted(vars(code).items())
+            functions = [(k, getattr(m, "__func__", m)) for k, m in members]
+            functions += [(k, f) for k, m in members for f in (getattr(m, "fget", None), getattr(m, "fset", None))]
+            parts += [
+                f"{name}.{k}={_digest(_code_bytes(_without_docstring(f)))}"
+                for k, f in functions
+                if isinstance(f, types.FunctionType)
+            ]
+        elif isinstance(code, types.FunctionType):
+            parts.append(f"{name}={_digest(_code_bytes(_without_docstring(code)))}")
     return _digest("\n".join(parts).encode())
+
+
+def _without_docstring(f: types.FunctionType) -> types.CodeType:
+    f = _unwrapped(f)
+    code = f.__code__
+    if f.__doc__ is not None and code.co_consts[:1] == (f.__doc__,):
+        return code.replace(co_consts=(None, *code.co_consts[1:]))
+    return code
+
+
+_STATEMENTS: dict[bytes, str] = {}  # a file's content's md5 -> its digest
+
+
+def _statements(module: types.ModuleType) -> str:
+    """A digest of a module's file without its functions' bodies (their code counts as loaded),
+    docstrings, comments and line numbers: its settings, its classes' attributes, its functions'
+    signatures with their default values, its imports, as written."""
+    try:
+        with open(str(module.__file__), "rb") as f:
+            source = f.read()
+    except OSError:
+        return "?"
+    key = hashlib.md5(source, usedforsecurity=False).digest()
+    if key not in _STATEMENTS:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            _STATEMENTS[key] = "?"
+        else:
+            _STATEMENTS[key] = _digest(ast.dump(ast.Module(body=_outline(tree.body), type_ignores=[])).encode())
+    return _STATEMENTS[key]
+
+
+def _outline(body: list[ast.stmt]) -> list[ast.stmt]:
+    out: list[ast.stmt] = []
+    for i, node in enumerate(body):
+        if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node = copy.copy(node)
+            node.body = _outline(node.body) if isinstance(node, ast.ClassDef) else []
+        out.append(node)
+    return out
 
 
 def _own_code(value: Any) -> Any:
@@ -482,15 +520,6 @@ def _own_code(value: Any) -> Any:
     except Exception:  # (no such attribute, or an object whose attribute lookup raises)
         return value
     return wrapped if isinstance(wrapped, types.FunctionType) else value
-
-
-def _is_constant(value: Any) -> bool:
-    """A number, a string, or a small list, tuple, set or dict of them."""
-    if isinstance(value, _SCALARS):
-        return True
-    if not isinstance(value, (tuple, list, dict, set, frozenset)) or len(value) > 1000:
-        return False
-    return all(isinstance(v, _SCALARS) for v in (value.values() if isinstance(value, dict) else value))
 
 
 def imported_code(values: dict[str, Any]) -> dict[str, str]:
