@@ -848,18 +848,19 @@ def test_an_edited_module_starts_a_new_version_that_runs_the_new_code(ip, tmp_pa
     monkeypatch.syspath_prepend(str(tmp_path))
     _user_module(tmp_path, name, "FACTOR = 1.0\ndef loss_of(x):\n    return x * FACTOR\n")
     try:
-        ip.run_cell(f"import importlib, {name} as model")
+        ip.run_cell(f"import importlib, {name} as model\nfrom {name} import loss_of")
         # (the module by reference: a function the worker processes are sent by value would bring its code)
-        cell = "x = 0.5  # tune: uniform(0.1, 1)\nloss = model.loss_of(x)\n"
+        cell = "x = 0.5  # tune: uniform(0.1, 1)\nloss = model.loss_of(x) + 0 * loss_of(x)\n"
         line = f"--minimize loss -n 4 --seed 0 --jobs {jobs}"
         first = ip.run_cell_magic("tune", line, cell)
         assert all(t.value == pytest.approx(t.params["x"]) for t in first.study.trials)
         path = tmp_path / f"{name}.py"
-        path.write_text(path.read_text().replace("FACTOR = 1.0", "FACTOR = 10.0"))
-        ip.run_cell("importlib.reload(model)")
+        path.write_text(path.read_text().replace("FACTOR = 1.0", "FACTOR = 10.0").replace("x * FACTOR", "FACTOR * x"))
+        ip.run_cell(f"importlib.reload(model)\nfrom {name} import loss_of")  # as %autoreload updates it
         again = ip.run_cell_magic("tune", line, cell)
         assert again.study.study_name == first.study.study_name + ":v2", again.messages
         assert any(f"the code it imports changed: {name}" in m for m in again.messages), again.messages
+        assert not any("the notebook data it reads changed" in m for m in again.messages), again.messages
         values = [(t.value, t.params["x"]) for t in again.study.trials]
         assert all(v == pytest.approx(10 * x) for v, x in values), values
         assert not any("in place" in m for m in again.messages), again.messages

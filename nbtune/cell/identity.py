@@ -392,6 +392,8 @@ def cell_identity(
         "notebook": notebook_path(user_ns),
         "data": dict(sorted(data.items())),
         "imports": imported_code(read),
+        # the functions and classes it reads from those modules: an edit there is said once, as the module's
+        "imported": {n: m.__name__ for n, v in read.items() if _is_code(v) and _is_users(m := _home(v))},
     }
     if sealed:
         only_sealed = {n: v for n, v in globals_read.items() if n in notebook_inputs(spec.tree) - inputs}
@@ -520,6 +522,10 @@ def _own_code(value: Any) -> Any:
     except Exception:  # (no such attribute, or an object whose attribute lookup raises)
         return value
     return wrapped if isinstance(wrapped, types.FunctionType) else value
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, (type, types.FunctionType, functools.partial))
 
 
 def imported_code(values: dict[str, Any]) -> dict[str, str]:
@@ -825,10 +831,11 @@ def describe_difference(
     # function it calls) reads it now because its code changed, which is said above or in that
     # function's own fingerprint; or because what counts as read grew (studies recorded before
     # 2026-11-30 hold no variables that notebook functions read).
+    said = {n for n, m in (new.get("imported") or {}).items() if m in edited}
     changed = sorted(
         n
         for n in new_data
-        if n in old_data and not _same_variable(n, old_data[n], new_data[n], in_place.get(n), legacy)
+        if n in old_data and n not in said and not _same_variable(n, old_data[n], new_data[n], in_place.get(n), legacy)
     )
     if changed:
         by_trials = [n for n in changed if n in in_place]
