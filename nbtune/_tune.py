@@ -63,6 +63,7 @@ from nbtune.cell.identity import (
     made_by_joblib,
     notebook_path,
     same_data,
+    users_file,
     weakly_known,
 )
 from nbtune.cell.loops import (
@@ -2096,8 +2097,14 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     tb = first.user_attrs.get(ATTR.TRACEBACK, "") if first else ""
     err = first.user_attrs.get(ATTR.ERROR, "") if first else ""
     failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
-    if " at line " in failure:
-        err += f" (line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell)"
+    where = [f"line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell"] if " at line " in failure else []
+    module = _raised_in_users_file(tb)
+    if (
+        module
+    ):  # (it read as the cell's bug alone, where the traceback's end was in the project's src/: found trying nbtune)
+        where.append(f"raised in {module}")
+    if where:
+        err += f" ({', '.join(where)})"
     paused = any(
         t.state.name == "PRUNED" and t.number >= run_start and ATTR.TIMED_OUT not in t.user_attrs for t in result.trials
     )
@@ -2138,7 +2145,7 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     return TrialsFailedError(
         f"{which} {'failed' if every else 'all failed'} with {err}"
         + (f" (the cell's own values too, trial {own.number})" if own is not None else "")
-        + "; the cell probably has a bug, so the "
+        + f"; {'your code' if module else 'the cell'} probably has a bug, so the "
         f"search stopped instead of spending the budget (fix it and re-run; {kept})"
         + (
             f". Only if these configurations raise it by nature (a clustering left with one label, a solver that rejects "
@@ -2151,6 +2158,20 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         tb,
         result,
     )
+
+
+def _raised_in_users_file(tb: str) -> str:
+    """Where a trial's traceback ends when that is a file of the user's own (a module of the
+    project's, not the cell or a library): ``src/mlproj/deep.py, line 6, in _per_class``."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', tb)
+    if not frames:
+        return ""
+    path, line, name = frames[-1]
+    # (not the cell, nor a function another cell defined: ipykernel writes cells as ipykernel_<pid>/<hash>.py)
+    if path.startswith("<") or os.path.basename(os.path.dirname(path)).startswith("ipykernel_") or not users_file(path):
+        return ""
+    shown = os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd() + os.sep) else path
+    return f"{shown}, line {line}, in {name}"
 
 
 # errors no configuration raises by nature: the advice to catch them is left out of the bug stop

@@ -889,3 +889,26 @@ def test_a_module_the_workers_cannot_import_says_their_error(ip, tmp_path, monke
         assert "get_ipython()" in str(e.value)
     finally:
         sys.modules.pop("nbt_needs_shell", None)
+
+
+def test_a_bug_in_the_users_module_is_named_where_it_is(ip, tmp_path, monkeypatch):
+    """A NameError in a helper of the project's src/ stopped the search saying '(line 2 of the
+    %%tune cell) ... the cell probably has a bug' (found trying nbtune as a new user)."""
+    from IPython.core.error import UsageError
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _user_module(tmp_path, "nbt_buggy", "def per_class(x):\n    return x * N_CLASES\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        ip.run_cell("import nbt_buggy")
+        with pytest.raises(UsageError) as e:
+            ip.run_cell_magic(
+                "tune",
+                "--minimize loss -n 4 --seed 0",
+                "x = 0.5  # tune: uniform(0, 1)\nloss = nbt_buggy.per_class(x)\n",
+            )
+        said = str(e.value)
+        assert "(line 3 of the %%tune cell, raised in nbt_buggy.py, line 2, in per_class)" in said, said
+        assert "your code probably has a bug" in said, said
+    finally:
+        sys.modules.pop("nbt_buggy", None)

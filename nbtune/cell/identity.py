@@ -49,6 +49,7 @@ __all__ = [
     "data_hash",
     "imported_code",
     "user_modules_loaded",
+    "users_file",
     "legacy_fingerprints",
     "fingerprinted_apart",
     "made_by_joblib",
@@ -424,12 +425,13 @@ def _is_users(module: Any) -> bool:
     file = getattr(module, "__file__", None)
     if not isinstance(module, types.ModuleType) or not isinstance(file, str) or not file.endswith(".py"):
         return False
-    return module.__name__ != "__main__" and _outside_libraries(file)
+    return module.__name__ != "__main__" and users_file(file)
 
 
 @functools.lru_cache(maxsize=8192)
-def _outside_libraries(file: str) -> bool:
-    return not os.path.realpath(file).startswith(_library_dirs())
+def users_file(file: str) -> bool:
+    """A ``.py`` file of the user's own: outside Python's and the installed packages' folders."""
+    return file.endswith(".py") and not os.path.realpath(file).startswith(_library_dirs())
 
 
 def _home(value: Any) -> Any:
