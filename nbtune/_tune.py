@@ -510,6 +510,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
     imported = _imported_by(tree)
     np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
     np_global = getattr(getattr(getattr(np, "random", None), "mtrand", None), "_rand", None)  # (NumPy's own)
+    data = sys.modules.get("torch.utils.data")
     found: dict[str, tuple[int, str, str, bool]] = {}
     for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
         obj = _called(call, imported, globals_read)
@@ -521,7 +522,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
             library = "numpy"
         elif owner is getattr(random, "_inst", None) and obj.__name__ not in ("seed", "getstate", "setstate"):
             library = "random"
-        elif torch is not None and any(k.arg == "generator" for k in call.keywords):
+        elif torch is not None and any(k.arg in ("generator", "sampler", "batch_sampler") for k in call.keywords):
             continue
         elif torch is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module):
             if not loads_weights and (
@@ -532,9 +533,45 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
                 library = "torch"
         elif torch is not None and getattr(obj, "__name__", "") in _TORCH_DRAWS and _from_torch(obj, torch):
             library = "torch"
+        elif torch is not None and getattr(obj, "__module__", "") == "torch.nn.init" and obj.__name__.endswith("_"):
+            if not loads_weights and obj.__name__ not in ("zeros_", "ones_", "constant_", "eye_", "dirac_"):
+                library = "torch"  # nn.init.normal_(w), xavier_uniform_, kaiming_normal_, ...
+        elif data is not None and obj is getattr(data, "random_split", None):
+            library = "torch"
+        elif data is not None and obj is getattr(data, "DataLoader", None) and _shuffles(call):
+            library = "torch"  # its order each epoch (sampler= or generator= given: its own)
         if library is not None and library not in found:
             found[library] = (call.lineno, ast.unparse(call.func), library, isinstance(obj, type))
     return sorted(found.values())
+
+
+def _generators_made_unseeded(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str]]:
+    """``np.random.default_rng()``, ``np.random.RandomState()`` or ``random.Random()`` made in the cell
+    with no seed (or ``None``): each starts from fresh entropy in every trial, whatever seeds the
+    global generators (found trying nbtune as a new user). As ``(line, the call)``."""
+    import random
+    import sys
+
+    np: Any = sys.modules.get("numpy")
+    makers = {id(random.Random)}
+    if np is not None:
+        makers |= {id(np.random.default_rng), id(np.random.RandomState)}
+    imported = _imported_by(tree)
+    out = []
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or id(_called(call, imported, globals_read)) not in makers:
+            continue
+        given = [*call.args, *(k.value for k in call.keywords if k.arg == "seed")]
+        if not given or all(isinstance(a, ast.Constant) and a.value is None for a in given):
+            out.append((call.lineno, ast.unparse(call.func)))
+    return sorted(out)
+
+
+def _shuffles(call: ast.Call) -> bool:
+    """A ``DataLoader(...)`` call given ``shuffle=`` other than a literal False."""
+    return any(
+        k.arg == "shuffle" and not (isinstance(k.value, ast.Constant) and not k.value.value) for k in call.keywords
+    )
 
 
 def _from_torch(obj: Any, torch: Any) -> bool:
@@ -1463,6 +1500,14 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         + (f", or draw from rng = np.random.default_rng({seed_code}) made in the cell" if library == "numpy" else "")
         for lineno, call, library, weights in (
             _unseeded_global_draws(program.spec.tree, program.globals) if program.spec.tree is not None else []
+        )
+    )
+    messages.extend(
+        f"line {lineno}: {call}() is given no seed, so it starts from fresh entropy in every trial: the same "
+        "configuration scores differently from trial to trial (noise in their ranking; --seed repeats the "
+        f"configurations, not their scores); give it {seed_hint}: {call}({seed_code})"
+        for lineno, call in (
+            _generators_made_unseeded(program.spec.tree, program.globals) if program.spec.tree is not None else []
         )
     )
     messages.extend(

@@ -2149,5 +2149,34 @@ def test_draws_from_a_global_generator_the_cell_never_seeds_are_said(ip):
         "np.random.seed(1)\nloss = float(a * np.random.randn())\n",
         "net = nn.ReLU()\nloss = float(a)\n",
         "g = torch.Generator().manual_seed(0)\nloss = float(torch.randn(a, generator=g).sum())\n",
+        "w = torch.empty(3, a)\nnn.init.zeros_(w)\nloss = float(w.sum())\n",
+        "dl = torch.utils.data.DataLoader(range(a), shuffle=False)\nloss = float(a)\n",
+        "dl = torch.utils.data.DataLoader(range(a), shuffle=True, generator=torch.Generator().manual_seed(0))\nloss = 1.0\n",
     ):
         assert said(quiet) == [], quiet
+    # what else draws from PyTorch's generator: initialisers, a shuffling loader, random_split (found trying nbtune)
+    for code, call in (
+        ("w = torch.empty(3, a)\nnn.init.normal_(w)\nloss = float(w.sum())\n", "line 4: nn.init.normal_"),
+        (
+            "dl = torch.utils.data.DataLoader(range(a), shuffle=True)\nloss = float(a)\n",
+            "line 3: torch.utils.data.DataLoader",
+        ),
+        (
+            "parts = torch.utils.data.random_split(range(a), [0.5, 0.5])\nloss = 1.0\n",
+            "line 3: torch.utils.data.random_split",
+        ),
+    ):
+        got = said(code)
+        assert len(got) == 1 and got[0].startswith(f"{call}(...) draws from PyTorch's"), (code, got)
+    # a generator made in the cell with no seed starts from fresh entropy, whatever else is seeded
+    res = run(
+        ip,
+        "--minimize loss -n 2 --view none --name fresh",
+        "seed = 0  # tune: seed\na = 4  # tune: int(2, 8)\nrng = np.random.default_rng()\nloss = float(rng.normal() + a)\n",
+    )
+    fresh = [m for m in res.messages if "fresh entropy" in m]
+    assert fresh == [
+        "line 4: np.random.default_rng() is given no seed, so it starts from fresh entropy in every trial: the same "
+        "configuration scores differently from trial to trial (noise in their ranking; --seed repeats the "
+        "configurations, not their scores); give it the '# tune: seed' variable: np.random.default_rng(seed)"
+    ], res.messages
