@@ -797,6 +797,7 @@ def test_the_users_own_modules_that_the_cell_uses_are_part_of_its_identity(tmp_p
         "import time\nfrom nbt_helper import scale\nLOSS = 'log'\n_CACHE = {}\nN_CALLS = 0\n"
         "OUT_DIR = f'runs/{time.time_ns()}'\n"
         "class Net:\n    width = 8\n    @staticmethod\n    def depth():\n        return 2\n"
+        "    class Head:\n        def size(self):\n            return 4\n"
         'def make(x):\n    """Make it."""\n    global N_CALLS\n    N_CALLS += 1\n    _CACHE[x] = [x]\n'
         "    return scale(x)  # once\n",
     )
@@ -826,6 +827,7 @@ def test_the_users_own_modules_that_the_cell_uses_are_part_of_its_identity(tmp_p
             (models, "LOSS = 'log'", "LOSS = 'hinge'"),
             (models, "width = 8", "width = 16"),
             (models, "return 2", "return 3"),
+            (models, "return 4", "return 5"),  # a method of a class defined in a class
         ]:
             now = edit(module, old, new)
             assert now != before, (old, new)

@@ -457,17 +457,24 @@ def _module_fingerprint(module: types.ModuleType) -> str:
         if getattr(code, "__module__", None) != module.__name__ or name.startswith("__"):
             continue
         if isinstance(code, type):
-            members = sorted(vars(code).items())
-            functions = [(k, getattr(m, "__func__", m)) for k, m in members]
-            functions += [(k, f) for k, m in members for f in (getattr(m, "fget", None), getattr(m, "fset", None))]
-            parts += [
-                f"{name}.{k}={_digest(_code_bytes(_without_docstring(f)))}"
-                for k, f in functions
-                if isinstance(f, types.FunctionType)
-            ]
+            parts += _methods(code, name)
         elif isinstance(code, types.FunctionType):
             parts.append(f"{name}={_digest(_code_bytes(_without_docstring(code)))}")
     return _digest("\n".join(parts).encode())
+
+
+def _methods(cls: type, name: str, depth: int = 0) -> list[str]:
+    """The code of a class's methods, static and class methods, properties, and those of the classes
+    defined in it (``class Config: class Model: def build(self): ...``)."""
+    out = []
+    for k, member in sorted(vars(cls).items()):
+        if isinstance(member, type) and member.__qualname__ == f"{cls.__qualname__}.{k}" and depth < 5:
+            out += _methods(member, f"{name}.{k}", depth + 1)
+            continue
+        for f in (getattr(member, "__func__", member), getattr(member, "fget", None), getattr(member, "fset", None)):
+            if isinstance(f, types.FunctionType):
+                out.append(f"{name}.{k}={_digest(_code_bytes(_without_docstring(f)))}")
+    return out
 
 
 def _without_docstring(f: types.FunctionType) -> types.CodeType:
