@@ -63,6 +63,7 @@ from nbtune.cell.identity import (
     made_by_joblib,
     notebook_path,
     same_data,
+    settings_set_from_outside,
     users_file,
     weakly_known,
 )
@@ -1704,6 +1705,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             keep_checkpoints=cfg.keep_checkpoints,
             code_since=code_since,
             data_before=identity["data"],
+            module_settings=settings_set_from_outside() if backend.processes else {},
         )
     elif timed_out:
         messages.append(

@@ -866,6 +866,13 @@ def test_an_edited_module_starts_a_new_version_that_runs_the_new_code(ip, tmp_pa
         values = [(t.value, t.params["x"]) for t in again.study.trials]
         assert all(v == pytest.approx(10 * x) for v, x in values), values
         assert not any("in place" in m for m in again.messages), again.messages
+        # a setting the notebook sets on the module is a change too, and worker processes, which import the
+        # module from its file, run with it (both silent: found retesting)
+        ip.run_cell("model.FACTOR = 3.0")
+        third = ip.run_cell_magic("tune", line, cell)
+        assert third.study.study_name == first.study.study_name + ":v3", third.messages
+        values = [(t.value, t.params["x"]) for t in third.study.trials]
+        assert all(v == pytest.approx(3 * x) for v, x in values), values
     finally:
         sys.modules.pop(name, None)
 

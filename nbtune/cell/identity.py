@@ -49,6 +49,7 @@ __all__ = [
     "data_hash",
     "imported_code",
     "user_modules_loaded",
+    "settings_set_from_outside",
     "users_file",
     "legacy_fingerprints",
     "fingerprinted_apart",
@@ -485,27 +486,64 @@ def _without_docstring(f: types.FunctionType) -> types.CodeType:
     return code
 
 
-_STATEMENTS: dict[bytes, str] = {}  # a file's content's md5 -> its digest
+# a file's content's md5 -> (its digest, its settings as written: name -> literal value)
+_STATEMENTS: dict[bytes, tuple[str, dict[str, Any]]] = {}
+_SCALARS = (int, float, str, bytes, bool, complex, type(None))
 
 
 def _statements(module: types.ModuleType) -> str:
     """A digest of a module's file without its functions' bodies (their code counts as loaded),
     docstrings, comments and line numbers: its settings, its classes' attributes, its functions'
-    signatures with their default values, its imports, as written."""
+    signatures with their default values, its imports, as written; and the settings the notebook
+    set on it since (:func:`set_from_outside`)."""
+    digest, _ = _read_module(module)
+    changed = set_from_outside(module)
+    return digest + (repr(sorted((k, repr(v)) for k, v in changed.items())) if changed else "")
+
+
+def _read_module(module: types.ModuleType) -> tuple[str, dict[str, Any]]:
     try:
         with open(str(module.__file__), "rb") as f:
             source = f.read()
     except OSError:
-        return "?"
+        return "?", {}
     key = hashlib.md5(source, usedforsecurity=False).digest()
     if key not in _STATEMENTS:
         try:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
-            _STATEMENTS[key] = "?"
+            _STATEMENTS[key] = ("?", {})
         else:
-            _STATEMENTS[key] = _digest(ast.dump(ast.Module(body=_outline(tree.body), type_ignores=[])).encode())
+            digest = _digest(ast.dump(ast.Module(body=_outline(tree.body), type_ignores=[])).encode())
+            _STATEMENTS[key] = (digest, _settings_as_written(tree))
     return _STATEMENTS[key]
+
+
+def _settings_as_written(tree: ast.Module) -> dict[str, Any]:
+    """A module's top-level ``NAME = <number or string>``, but for names its functions assign
+    (``global N_CALLS``: a counter, not a setting)."""
+    kept = {n for node in ast.walk(tree) if isinstance(node, ast.Global) for n in node.names}
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                value = ast.literal_eval(node.value)
+                if isinstance(value, _SCALARS) and node.targets[0].id not in kept:
+                    out[node.targets[0].id] = value
+    return out
+
+
+def set_from_outside(module: types.ModuleType) -> dict[str, Any]:
+    """The settings of a user's module that differ from what its file says (``reg.SCALE = 3.0`` run
+    in the notebook): they count in its fingerprint (a study resumed silently over them), and worker
+    processes, which import the module from its file, are given them (found retesting)."""
+    _, written = _read_module(module)
+    now = vars(module)
+    return {
+        n: now[n]
+        for n, v in written.items()
+        if n in now and isinstance(now[n], _SCALARS) and (type(now[n]) is not type(v) or now[n] != v)
+    }
 
 
 def _outline(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -556,6 +594,18 @@ def imported_code(values: dict[str, Any]) -> dict[str, str]:
             continue
         todo += [_home(v) for n, v in vars(module).items() if not n.startswith("__")]
     return dict(sorted(found.items()))
+
+
+def settings_set_from_outside() -> dict[str, dict[str, Any]]:
+    """:func:`set_from_outside` of every user module loaded (module name -> settings)."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if _is_users(module):
+            with contextlib.suppress(Exception):
+                changed = set_from_outside(module)
+                if changed:
+                    out[name] = changed
+    return out
 
 
 def user_modules_loaded() -> dict[str, str]:

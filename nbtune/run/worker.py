@@ -133,6 +133,9 @@ class Job:
     # the fingerprints of the notebook data the cell reads, taken in the kernel as the run began: a worker's
     # in-place check hashes the data once, after its first trial, not before it too (_InPlace)
     data_before: dict[str, str] | None = None
+    # the settings of the user's modules that the notebook set since it imported them ('reg.SCALE = 3.0'):
+    # a worker process imports such a module from its file, and is given them (module -> name -> value)
+    module_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     # paused trials of a cell without declared state that each worker process keeps in memory
     keep_paused: int = field(default_factory=lambda: _env_int("NBTUNE_KEEP_PAUSED", KEEP_PAUSED))
     parent_pid: int = field(default_factory=os.getpid)
@@ -998,6 +1001,22 @@ def run_worker(job: Job, worker: int = 0) -> int:
         raise said from None
 
 
+def _set_module_settings(settings: dict[str, dict[str, Any]]) -> None:
+    """Give this worker process the settings the notebook set on the user's modules (``reg.SCALE =
+    3.0``), which its import of their files does not have: its trials ran with the file's value,
+    where the kernel's ran with the notebook's (found retesting). A module that does not import here
+    is left to the trials, whose error says why."""
+    import importlib
+
+    for name, values in settings.items():
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            continue
+        for key, value in values.items():
+            setattr(module, key, value)
+
+
 def _run_worker(job: Job, worker: int) -> int:
     import optuna
     from optuna.trial import TrialState
@@ -1025,6 +1044,7 @@ def _run_worker(job: Job, worker: int) -> int:
         # object has no attribute 'env'"): processes the cell starts start as in the kernel.
         if multiprocessing.get_start_method(allow_none=True) != job.mp_start_method:
             multiprocessing.set_start_method(job.mp_start_method, force=True)
+        _set_module_settings(job.module_settings)
     study = job.open_study(worker)
     _compat.begin_ask_tell_loop(study)
     paused_in_memory.enter(job.memory_key)
