@@ -699,7 +699,12 @@ def test_data_fingerprints_are_the_same_in_every_process():
     [
         ({"a": 1, "b": [2, 3]}, {"b": [2, 3], "a": 1}, True),  # equal dicts, built in another order
         (["aa", "aa"], ["aa", "".join(["a", "a"])], True),  # one string twice, or two equal ones
-        ([[1, 2]] * 2, [[1, 2], [1, 2]], False),  # one list twice, or two: told apart, as joblib.hash does
+        ([[1, 2]] * 2, [[1, 2], [1, 2]], True),  # a small list twice, or two: written out both times
+        (
+            [list(range(20))] * 2,
+            [list(range(20)), list(range(20))],
+            False,
+        ),  # a larger one: referred to, as joblib.hash does
         ({"a": 1}, {"a": 1.0}, False),
         ([1, 2], (1, 2), False),
         ({1, 2}, frozenset({1, 2}), False),
@@ -723,9 +728,12 @@ def test_what_the_c_pickler_cannot_write_is_hashed_by_joblib():
     b = cell_identity(parse_cell(CELL), {"X": {0: "cat", 1: "dog", "unknown": "?"}, "Y": 1}, None)
     assert describe_difference(a, b) == ["the notebook data it reads changed: X"]
     # a cycle, and a container met again, are written as references
-    cyclic: list = [1]
+    cyclic: list = list(range(20))
     cyclic.append(cyclic)
     assert value_fingerprint(cyclic).startswith(PICKLED)
+    small: list = [1]
+    small.append(small)
+    assert value_fingerprint(small) == JOBLIB + value_fingerprint(small, False)
     vocab = {f"w{i}": i for i in range(2000)}
     shared, copies = [{"id": i, "vocab": vocab} for i in range(3)], [{"id": i, "vocab": dict(vocab)} for i in range(3)]
     assert value_fingerprint(shared) != value_fingerprint(copies)  # (as joblib.hash tells them apart)

@@ -10,7 +10,7 @@ instead of showing the old results as the new ones.
   values of tuned variables, which only set the baseline trial).
 * **notebook**: the notebook's path, when the kernel knows it (Jupyter Server, VS Code).
 * **data**: one hash per notebook variable the cell reads, by the C pickler with the order of
-  dicts and sets made the same in every process (:func:`data_hash`; 12-16x faster than
+  dicts and sets made the same in every process (:func:`data_hash`; 10-25x faster than
   ``joblib.hash``, which nbtune used until 2026-12-01, on lists of dicts, strings or token lists;
   about 0.15 s per 100 MB array), and pandas' vectorised row hashes for DataFrames and Series
   (0.11 s per 100 MB frame, against 1.4 s through pickling).
@@ -250,8 +250,8 @@ class _Digest:
 
 class _Pickler(pickle.Pickler):
     """The C pickler, made to pickle a value the same way in every process: what ``joblib.hash``
-    does, at its speed (a list of 1M dicts: about 2 s against 19 s; 200k lists of ints 0.7 s
-    against 10 s).
+    does, at its speed (a list of 1M dicts: 3.3 s against 32 s; 200k lists of ints 1.3 s against
+    15 s: ``benchmarks/bench_fingerprint.py``).
 
     Its ``persistent_id``, called for every object, writes in their place: a dict's items sorted
     (equal dicts built in another order, from a set of strings, are the same data), a set's
@@ -259,9 +259,9 @@ class _Pickler(pickle.Pickler):
     array or tensor by its dtype, shape and a digest of its bytes, a random generator by its type
     (its state moves at every search), and a class or function by its module and name. ``fast``
     mode keeps no memo, so a value is pickled by what it holds, not by which objects it shares
-    (``['aa', 'aa']`` with one string or two), but for containers and arrays, written once and then
-    referred to, as joblib.hash's memo does. What it cannot pickle so (unorderable keys, a lock)
-    raises, and ``joblib.hash`` hashes it.
+    (``['aa', 'aa']`` with one string or two), but for containers of more than 16 items and arrays,
+    written once and then referred to, as joblib.hash's memo does. What it cannot pickle so
+    (unorderable keys, a cycle through small containers, a lock) raises, and ``joblib.hash`` hashes it.
     """
 
     def __init__(self, file: _Digest) -> None:
@@ -276,9 +276,10 @@ class _Pickler(pickle.Pickler):
         kind = type(obj)
         if kind in _PLAIN:
             return None
-        if kind in _SHARED or (self._numpy is not None and kind is self._numpy.ndarray):
+        if (kind in _SHARED and len(obj) > 16) or (self._numpy is not None and kind is self._numpy.ndarray):
             # met again (2,000 records sharing one vocabulary dict): written as a reference, as
-            # joblib.hash's memo writes it, not pickled and sorted once per record (and a cycle ends)
+            # joblib.hash's memo writes it, not pickled and sorted once per record (and a cycle ends;
+            # not small ones: a million 4-key records are cheaper written out than looked up)
             again = self._seen.get(id(obj))
             if again is not None:
                 return ("again", again)
