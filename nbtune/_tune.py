@@ -2146,9 +2146,8 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
     failure = first.user_attrs.get(ATTR.FAILURE, "") if first else ""
     where = [f"line {failure.rsplit(' at line ', 1)[1]} of the %%tune cell"] if " at line " in failure else []
     module = _raised_in_users_file(tb)
-    if (
-        module
-    ):  # (it read as the cell's bug alone, where the traceback's end was in the project's src/: found trying nbtune)
+    # (it read as the cell's bug alone, where the traceback ended in the project's src/: found trying nbtune)
+    if module:
         where.append(f"raised in {module}")
     if where:
         err += f" ({', '.join(where)})"
@@ -2588,14 +2587,17 @@ def _same_data_as_the_search(plan: _Plan) -> None:
     ns = plan.cfg.user_ns
     current = plan.program.globals if ns is None else {n: ns[n] for n in plan.program.globals if n in ns}
     now = cell_identity(plan.program.spec, current, ns, plan.program.sealed())
+    # (and the code of the user's own modules: the recorded cell runs again, their code as it is now)
     changed = [
-        d for d in describe_difference(recorded, now, legacy_fingerprints(current)) if d.startswith("the notebook data")
+        d
+        for d in describe_difference(recorded, now, legacy_fingerprints(current))
+        if d.startswith(("the notebook data", "the code it imports"))
     ]
     if changed:
         raise ConfigError(
             f"{changed[0]} since {plan.study.study_name!r} ran: re-validating now would score its configurations on "
-            "other data than it chose them on, and mix those runs with earlier ones; restore the data, or run the "
-            "search on the new data (it starts a new version)"
+            "other data or code than it chose them with, and mix those runs with earlier ones; restore them, or run "
+            "the search again (it starts a new version)"
         )
 
 

@@ -929,3 +929,25 @@ def test_a_bug_in_the_users_module_is_named_where_it_is(ip, tmp_path, monkeypatc
         assert "your code probably has a bug" in said, said
     finally:
         sys.modules.pop("nbt_buggy", None)
+
+
+def test_re_validation_refuses_after_an_edit_of_the_users_module(ip, tmp_path, monkeypatch):
+    """Re-validation runs the recorded cell again, with the user's modules as they are now: after an
+    edit there it would mix runs of two versions of the code into one interval."""
+    import importlib
+
+    from nbtune.exceptions import ConfigError
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = _user_module(tmp_path, "nbt_rv", "OFFSET = 0.0\ndef score(x, seed):\n    return (x - 0.3) ** 2 + OFFSET\n")
+    try:
+        ip.run_cell("import nbt_rv")
+        cell = "x = 0.5  # tune: uniform(0, 1)\nseed = 0  # tune: seed\nloss = nbt_rv.score(x, seed)\n"
+        res = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+        path = tmp_path / "nbt_rv.py"
+        path.write_text(path.read_text().replace("OFFSET = 0.0", "OFFSET = 1.0"))
+        importlib.reload(module)
+        with pytest.raises(ConfigError, match="^the code it imports changed: nbt_rv since '.*' ran: re-validating now"):
+            res.revalidate(top=2, seeds=2, view=None)
+    finally:
+        sys.modules.pop("nbt_rv", None)
