@@ -425,7 +425,7 @@ def _is_users(module: Any) -> bool:
     """A module of the user's own code: a ``.py`` file outside the libraries' folders (a project's
     ``src/mlproj/models.py``, a ``utils.py`` beside the notebook, an editable install)."""
     file = getattr(module, "__file__", None)
-    if not isinstance(module, types.ModuleType) or not isinstance(file, str) or not file.endswith(".py"):
+    if not isinstance(module, types.ModuleType) or not isinstance(file, str):
         return False
     return module.__name__ != "__main__" and users_file(file)
 
@@ -497,8 +497,8 @@ def _statements(module: types.ModuleType) -> str:
     docstrings, comments and line numbers: its settings, its classes' attributes, its functions'
     signatures with their default values, its imports, as written; and the settings the notebook
     set on it since (:func:`set_from_outside`)."""
-    digest, _ = _read_module(module)
-    changed = set_from_outside(module)
+    digest, written = _read_module(module)
+    changed = _differing(module, written)
     return digest + (repr(sorted((k, repr(v)) for k, v in changed.items())) if changed else "")
 
 
@@ -538,7 +538,10 @@ def set_from_outside(module: types.ModuleType) -> dict[str, Any]:
     """The settings of a user's module that differ from what its file says (``reg.SCALE = 3.0`` run
     in the notebook): they count in its fingerprint (a study resumed silently over them), and worker
     processes, which import the module from its file, are given them (found retesting)."""
-    _, written = _read_module(module)
+    return _differing(module, _read_module(module)[1])
+
+
+def _differing(module: types.ModuleType, written: dict[str, Any]) -> dict[str, Any]:
     now = vars(module)
     return {
         n: now[n]
@@ -597,22 +600,25 @@ def imported_code(values: dict[str, Any]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def _users_modules_loaded() -> dict[str, types.ModuleType]:
+    return {name: m for name, m in list(sys.modules.items()) if _is_users(m)}
+
+
 def settings_set_from_outside() -> dict[str, dict[str, Any]]:
     """:func:`set_from_outside` of every user module loaded (module name -> settings)."""
     out = {}
-    for name, module in list(sys.modules.items()):
-        if _is_users(module):
-            with contextlib.suppress(Exception):
-                changed = set_from_outside(module)
-                if changed:
-                    out[name] = changed
+    for name, module in _users_modules_loaded().items():
+        with contextlib.suppress(Exception):
+            changed = set_from_outside(module)
+            if changed:
+                out[name] = changed
     return out
 
 
 def user_modules_loaded() -> dict[str, str]:
     """The fingerprints of every user module this process has loaded (:func:`imported_code`):
     worker processes that imported an older state of one are replaced."""
-    return imported_code({name: m for name, m in list(sys.modules.items()) if _is_users(m)})
+    return imported_code(_users_modules_loaded())
 
 
 def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
@@ -923,14 +929,12 @@ def fingerprinted_apart(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The variables two identities hold fingerprints of that were made different ways (one by
     ``joblib.hash`` before 2026-12-01, the other by :func:`data_hash`), so not compared."""
     old_data, new_data = old.get("data") or {}, new.get("data") or {}
-    return sorted(
-        n
-        for n in new_data
-        if n in old_data
-        and old_data[n] != new_data[n]
-        and {made_by_joblib(old_data[n]), made_by_joblib(new_data[n])} == {True, False}
-        and PICKLED in (old_data[n][: len(PICKLED)], new_data[n][: len(PICKLED)])
-    )
+    return sorted(n for n in new_data if n in old_data and _made_two_ways(old_data[n], new_data[n]))
+
+
+def _made_two_ways(a: str, b: str) -> bool:
+    """One fingerprint made before 2026-12-01 (``joblib.hash``), the other pickled: not comparable."""
+    return (a.startswith(PICKLED) and made_by_joblib(b)) or (b.startswith(PICKLED) and made_by_joblib(a))
 
 
 def made_by_joblib(fingerprint: str) -> bool:
@@ -966,10 +970,8 @@ def same_data(old: str, new: str, after_trials: str | None = None) -> bool:
         old.removeprefix(JOBLIB) == new.removeprefix(JOBLIB)  # (joblib.hash's, before 2026-12-01 or since)
         or old.startswith(WEAK)
         or new.startswith(WEAK)
-        or new == after_trials
         or (after_trials is not None and after_trials.removeprefix(JOBLIB) == new.removeprefix(JOBLIB))
-        or (old.startswith(PICKLED) and made_by_joblib(new))
-        or (new.startswith(PICKLED) and made_by_joblib(old))
+        or _made_two_ways(old, new)
     )
 
 
