@@ -1706,6 +1706,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             code_since=code_since,
             data_before=identity["data"],
             module_settings=settings_set_from_outside() if backend.processes else {},
+            module_code=identity.get("imports", {}) if backend.processes else {},
         )
     elif timed_out:
         messages.append(

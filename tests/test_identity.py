@@ -885,6 +885,74 @@ def test_an_edited_module_starts_a_new_version_that_runs_the_new_code(ip, tmp_pa
         sys.modules.pop(name, None)
 
 
+def test_a_worker_that_runs_other_code_of_the_users_module_stops_the_search_before_any_trial(ip, tmp_path, monkeypatch):
+    """A module edited on disk but not reloaded in the kernel: worker processes that import it now ran
+    the edited code, in a study recorded as the kernel's older code (silent). Said before any trial,
+    with the reload to do; after it, the workers run the code the kernel has."""
+    from IPython.core.error import UsageError
+
+    name = "nbt_unreloaded"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _user_module(tmp_path, name, "def loss_of(x):\n    return x\n")
+    try:
+        ip.run_cell(f"import importlib, {name} as model")
+        path = tmp_path / f"{name}.py"
+        path.write_text("def loss_of(x):\n    return 10 * x\n")  # no reload: the kernel runs x
+        cell = "x = 0.5  # tune: uniform(0.1, 1)\nloss = model.loss_of(x)\n"
+        with pytest.raises(UsageError) as e:
+            ip.run_cell_magic("tune", "--minimize loss -n 4 --jobs 2", cell)
+        said = str(e.value)
+        assert f"imports other code of {name} than the kernel runs: its file ({path}) was edited since" in said, said
+        assert f"importlib.reload({name})" in said and said.endswith("no trial ran"), said
+        ip.run_cell("importlib.reload(model)")
+        res = ip.run_cell_magic("tune", "--minimize loss -n 4 --jobs 2", cell)
+        assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 4
+        assert all(t.value == pytest.approx(10 * t.params["x"]) for t in res.study.trials)
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_dask_workers_that_ran_a_module_before_its_edit_stop_the_search_saying_to_restart_them(
+    ip, tmp_path, monkeypatch
+):
+    """A Dask worker imports a module once: after an edit (and %autoreload in the kernel), the trials
+    of the new version ran the old code on the cluster, silently. Said before any trial, with
+    client.restart(); after it, the trials run the new code."""
+    from IPython.core.error import UsageError
+
+    distributed = pytest.importorskip("distributed")
+    name = "nbt_on_dask"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    _user_module(tmp_path, name, "def loss_of(x):\n    return x\n")
+    try:
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            ip.run_cell(f"import importlib, {name} as model")
+            cell = "x = 0.5  # tune: uniform(0.1, 1)\nloss = model.loss_of(x)\n"
+            line = "--minimize loss -n 2 --jobs 1 --backend dask"
+            first = ip.run_cell_magic("tune", line, cell)
+            assert all(t.value == pytest.approx(t.params["x"]) for t in first.study.trials)
+            (tmp_path / f"{name}.py").write_text("def loss_of(x):\n    return 10 * x\n")
+            ip.run_cell("importlib.reload(model)")
+            with pytest.raises(UsageError) as e:
+                ip.run_cell_magic("tune", line, cell)
+            said = str(e.value)
+            assert f"runs the code of {name} it imported before the module was edited" in said, said
+            assert "client.restart()" in said and said.endswith("no trial ran"), said
+            client.restart()
+            again = ip.run_cell_magic("tune", line, cell)
+            assert again.study.study_name == first.study.study_name + ":v2"
+            assert [t.state.name for t in again.study.trials] == ["COMPLETE"] * 2, again.messages
+            assert all(t.value == pytest.approx(10 * t.params["x"]) for t in again.study.trials)
+    finally:
+        sys.modules.pop(name, None)
+
+
 def test_a_module_the_workers_cannot_import_says_their_error(ip, tmp_path, monkeypatch):
     """A module of the user's that needs the notebook when imported failed in the worker processes
     with the canned advice about C-level wrappers, and the workers' own error was dropped."""

@@ -621,6 +621,18 @@ def user_modules_loaded() -> dict[str, str]:
     return imported_code(_users_modules_loaded())
 
 
+def module_code_here(name: str) -> str | None:
+    """This process's :func:`_module_fingerprint` of the module ``name``, to compare with the
+    kernel's in a worker process (None: not loaded here, or not from a ``.py`` file it can read)."""
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if not isinstance(module, types.ModuleType) or not isinstance(file, str) or not file.endswith(".py"):
+        return None
+    if not os.access(file, os.R_OK):
+        return None
+    return _module_fingerprint(module)
+
+
 def read_by_notebook_code(values: dict[str, Any]) -> dict[str, Any]:
     """The notebook variables that the functions and classes defined in the notebook among
     ``values`` read as globals, and those that theirs read in turn: ``def evaluate(m): return

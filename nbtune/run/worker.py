@@ -136,6 +136,9 @@ class Job:
     # the settings of the user's modules that the notebook set since it imported them ('reg.SCALE = 3.0'):
     # a worker process imports such a module from its file, and is given them (module -> name -> value)
     module_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the kernel's fingerprints of the user's modules the cell uses (its identity's "imports"): a worker
+    # process that runs other code of one stops the search before its first trial (_check_module_code)
+    module_code: dict[str, str] = field(default_factory=dict)
     # paused trials of a cell without declared state that each worker process keeps in memory
     keep_paused: int = field(default_factory=lambda: _env_int("NBTUNE_KEEP_PAUSED", KEEP_PAUSED))
     parent_pid: int = field(default_factory=os.getpid)
@@ -1017,6 +1020,52 @@ def _set_module_settings(settings: dict[str, dict[str, Any]]) -> None:
             setattr(module, key, value)
 
 
+# module -> this process's fingerprint of it in the searches it ran, found to be the kernel's
+_MODULES_RUN: dict[str, str] = {}
+
+
+def _check_module_code(job: Job) -> None:
+    """Stop before the first trial when this worker process runs other code of a user's module than
+    the kernel, whose code the study's identity records. A process imports a module once: a Dask or
+    Ray worker that ran a search before an edit of ``src/mlproj/models.py`` went on running the old
+    code in a new version of the study said to be the new code's (loky's local workers are replaced
+    instead: ``LokyBackend._replace_stale_workers``); and a worker that imports the file now runs
+    the edited file where the kernel, which imported it before the edit and did not reload it, runs
+    and records the old code.
+
+    Raises:
+        CellError: names the module and what to do, in one line; no trial ran.
+    """
+    from nbtune.cell.identity import module_code_here
+    from nbtune.exceptions import CellError
+
+    for name, kernels in sorted(job.module_code.items()):
+        try:
+            here = module_code_here(name)
+        except Exception:  # (nothing to compare)
+            continue
+        if here is None or kernels == "?" or here == kernels:
+            if here is not None:
+                _MODULES_RUN[name] = here
+            continue
+        import socket
+
+        where = f"a worker process (pid {os.getpid()} on {socket.gethostname()})"
+        if _MODULES_RUN.get(name) == here:
+            raise CellError(
+                f"{where} runs the code of {name} it imported before the module was edited (a process imports a "
+                "module once), not the kernel's: restart the cluster's workers so that they import it again (Dask: "
+                "client.restart(); a local Ray that nbtune started: ray.shutdown() in the notebook) and run the cell "
+                "again; no trial ran"
+            )
+        file = getattr(sys.modules[name], "__file__", "")
+        raise CellError(
+            f"{where} imports other code of {name} than the kernel runs: its file ({file}) was edited since the "
+            f"kernel imported it (reload it in the notebook: %autoreload 2, or importlib.reload({name}), or restart "
+            "the kernel), or the workers import another copy of it (make it the same); no trial ran"
+        )
+
+
 def _run_worker(job: Job, worker: int) -> int:
     import optuna
     from optuna.trial import TrialState
@@ -1045,6 +1094,7 @@ def _run_worker(job: Job, worker: int) -> int:
         if multiprocessing.get_start_method(allow_none=True) != job.mp_start_method:
             multiprocessing.set_start_method(job.mp_start_method, force=True)
         _set_module_settings(job.module_settings)
+        _check_module_code(job)
     study = job.open_study(worker)
     _compat.begin_ask_tell_loop(study)
     paused_in_memory.enter(job.memory_key)
