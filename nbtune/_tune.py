@@ -1918,6 +1918,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         extra.extend(_loop_shorter_than_max_epochs(plan))
         extra.extend(_negative_error_minimized(plan))
         extra.extend(_best_at_the_edge(plan))
+        extra.extend(_metric_did_not_move(plan))
         changed = versions_changed(run_records(plan.study.user_attrs))
         if changed:  # trials of both sets of versions in one study: a replay needs both (res.runs())
             extra.append(
@@ -2008,6 +2009,9 @@ def _best_at_the_edge(plan: _Plan) -> list[str]:
     best = min(feasible, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
     # a value the best configuration never read (n_neighbors of a forest) is no edge to widen
     unread = inactive_in(best.params, read_only_under(plan.program.spec))
+    # trials as good as the best elsewhere in the range: no edge (min_df at 1 tied with min_df 3: found
+    # trying nbtune as a new user)
+    tied = [t for t in feasible if t.value == best.value and t.number != best.number]
     out = []
     for name, d in best.distributions.items():
         if not isinstance(d, (FloatDistribution, IntDistribution)) or name not in best.params or name in unread:
@@ -2021,13 +2025,34 @@ def _best_at_the_edge(plan: _Plan) -> list[str]:
             continue
         where = (v - low) / (high - low)
         end = "bottom" if where <= EDGE else "top" if where >= 1 - EDGE else None
-        if end is not None:
+        if end is not None and all(t.params.get(name) == best.params[name] for t in tied):
             out.append(
                 f"the best trial's {name} ({fmt(best.params[name])}) is at the {end} of its range ({fmt(d.low)}, "
                 f"{fmt(d.high)}): better values may lie beyond it; widen that end of the range (a new version of the "
                 "study) to see"
             )
     return out
+
+
+def _metric_did_not_move(plan: _Plan) -> list[str]:
+    """Every complete trial scored the same, over configurations that differ: the tuned values
+    changed nothing the metric measures (a model made again after the tuned one, ``clf =
+    LinearSVC(C=1.0)`` below ``clf = LinearSVC(C=C)``; a value set again before it is read). The
+    search then chose among equals, silently (found trying nbtune as a new user)."""
+    trials = plan.study.get_trials(deepcopy=False)
+    complete = [
+        t for t in trials if t.state.name == "COMPLETE" and t.value is not None and ATTR.CHECK not in t.user_attrs
+    ]
+    configurations = {repr(sorted(t.params.items())) for t in complete}
+    values = {float(t.value) for t in complete}  # type: ignore[arg-type]
+    if len(complete) < 5 or len(configurations) < 3 or len(values) != 1:
+        return []
+    tuned = [p.name for p in plan.program.spec.params if any(p.name in t.params for t in complete)]
+    return [
+        f"every complete trial scored {plan.program.metric} = {fmt(values.pop())}, whatever its "
+        f"{', '.join(tuned) or 'values'}: the tuned values changed nothing the metric measures; check that the cell "
+        "uses them (a model made again after the tuned one, a variable set again before it is read)"
+    ]
 
 
 def _loop_shorter_than_max_epochs(plan: _Plan) -> list[str]:

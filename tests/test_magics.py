@@ -1919,6 +1919,34 @@ def test_samplers_that_draw_choices_at_random_say_so(ip):
     assert not any("numeric ranges only" in m for m in res.messages)
 
 
+def test_an_edge_tied_elsewhere_in_the_range_and_a_metric_that_never_moves_are_said_rightly(ip):
+    """min_df at 1, the bottom of int(1, 5), tied with min_df 3: no edge to widen (said, found trying
+    nbtune as a new user); and a cell whose tuned value changes nothing (a model made again after the
+    tuned one) scored the same in every trial, unsaid."""
+    tied = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 20 --seed 0 --sampler random --name tied",
+        "min_df = 1  # tune: int(1, 5)\nacc = 0.9 if min_df in (1, 3) else 0.8\n",
+    )
+    assert tied.best_params["min_df"] == 1 and {t.params["min_df"] for t in tied.study.trials if t.value == 0.9} == {
+        1,
+        3,
+    }
+    assert not any("of its range" in m for m in tied.messages), tied.messages
+    assert not any("every complete trial scored" in m for m in tied.messages), tied.messages
+    flat = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 6 --seed 0 --name flat",
+        "C = 1.0  # tune: loguniform(0.01, 100)\nclf = C\nclf = 1.0\nacc = 0.5 + 0.1 * clf\n",
+    )
+    said = [m for m in flat.messages if "every complete trial scored" in m]
+    assert said == [
+        "every complete trial scored acc = 0.6, whatever its C: the tuned values changed nothing the metric "
+        "measures; check that the cell uses them (a model made again after the tuned one, a variable set again "
+        "before it is read)"
+    ], flat.messages
+
+
 def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     """The first thing an Optuna user checks after a search went unsaid: learning_rate=0.2955 in
     (0.01, 0.3), max_depth=10 in int(3, 10) (found trying nbtune as a new user)."""

@@ -839,6 +839,16 @@ def test_a_training_score_near_the_best_is_not_underfitting(ip):
     res = run(ip, "--maximize val_acc --sampler random --seed 0 --trials 12 --record train_acc -o r", cell)
     assert any(t.params["k"] == 4 for t in res.study.trials) and res.study.best_trial.number == 0
     assert "underfitting" not in set(res.diagnose().kind)
+    # the second and third best of eight, with training scores of 0.975 and 0.98 against 1 (the
+    # spread of training scores is small): called underfitting, found trying nbtune as a new user
+    cell = (
+        "k = 1  # tune: choice(1, 2, 3, 4, 5, 6, 7, 8)\n"
+        "train_acc = {1: 0.975, 2: 0.98}.get(k, 1.0)\n"
+        "val_acc = {1: 0.940, 2: 0.938, 3: 0.943}.get(k, 0.9 + 0.001 * k)\n"
+    )
+    res = run(ip, "--maximize val_acc --sampler grid --trials 8 --record train_acc --name close -o r", cell)
+    assert res.best_params == {"k": 3}
+    assert "underfitting" not in set(res.diagnose().kind), res.diagnose()
 
 
 def test_the_running_mean_over_folds_is_no_learning_curve(ip):

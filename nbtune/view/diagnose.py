@@ -755,8 +755,8 @@ def _fit(
     """Over- and underfitting from a recorded training score, against the best trial: a gap
     between training and validation well above the best trial's is overfitting, a training
     score in the worst quarter, well below the best trial's, is underfitting; each only where it
-    costs (overfit trials no better than the median trial on validation, underfit ones below the
-    best trial)."""
+    costs (overfit trials no better than the median trial on validation, underfit ones well below
+    the best trial)."""
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and _train_name(t, result.metric)]
     if len(done) < 4:
         return []
@@ -801,14 +801,17 @@ def _fit(
     ranked = sorted(done, key=lambda t: sign * train[t.number])
     quarter = ranked[: max(1, len(ranked) // 4)]
     # Underfit: among the worst quarter on training data, well below the best trial there, and it
-    # costs: below the best trial on validation (with four trials one is always in the worst
-    # quarter, and one that ties for the best validation score is no model that cannot fit).
+    # costs: below the best trial on validation by more than a step, and by more than a quarter of
+    # the trials' spread there (with four trials one is always in the worst quarter; one that ties
+    # for the best validation score, or the second best of ten with a training score of 0.982
+    # against 1, is no model that cannot fit: found trying nbtune as a new user).
     limit = train[best.number] - sign * 0.5 * spread
+    costs = max(step, 0.25 * (max(values) - min(values)))
     under = [
         t
         for t in quarter
         if sign * (limit - train[t.number]) > 0
-        and sign * (float(best.value) - float(t.value)) > step  # type: ignore[arg-type]
+        and sign * (float(best.value) - float(t.value)) > costs  # type: ignore[arg-type]
         and t not in over
     ]
     if under:
