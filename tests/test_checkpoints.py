@@ -446,6 +446,18 @@ def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):
     ).replace("best_acc = 0.0\n", "hist = []\n")
     said = [m for m in run(ip, "--maximize val_acc --trials 2 --scheduler none", history).messages if "so far" in m]
     assert said and said[0].startswith("line 9: 'val_acc' is the best epoch's score so far (max(hist))"), said
+    # the metric itself set under the 'if' that reads it, with a patience 'break' (the commonest form: found
+    # trying nbtune as a new PyTorch user; best_state() scored 0.885 where best_value said 0.915)
+    itself = (
+        "lr = 0.5  # tune: uniform(0.1, 1)\nw = [0.0]  # tune: state\nbest_val_acc = 0.0\nbad = 0\n"
+        "for epoch in range(4):  # tune: epochs\n    w[0] += lr\n    val_acc = 1 - abs(w[0] - 1)\n"
+        "    if val_acc > best_val_acc:\n        best_val_acc = val_acc\n        bad = 0\n    else:\n"
+        "        bad += 1\n        if bad >= 2:\n            break\n"
+    )
+    said = [m for m in run(ip, "--maximize best_val_acc --trials 2 --scheduler none", itself).messages if "so far" in m]
+    assert said and said[0].startswith(
+        "line 10: 'best_val_acc' is the best epoch's score so far (set only under 'if val_acc > best_val_acc')"
+    ), said
     # the epoch's own score, or the best epoch's model kept as state too: nothing to say
     own = cell.replace("val_acc = best_acc", "val_acc = acc")
     assert not any("so far" in m for m in run(ip, "--maximize val_acc --trials 2 --scheduler none", own).messages)
@@ -454,6 +466,15 @@ def test_a_best_so_far_metric_with_the_last_epochs_state_is_named(ip):
     )
     res = run(ip, "--maximize val_acc --trials 2 --scheduler none --state w,best_w", kept)
     assert not any("so far" in m for m in res.messages)
+    kept = itself.replace(
+        "        best_val_acc = val_acc\n", "        best_val_acc = val_acc\n        best_w = list(w)\n"
+    ).replace("bad = 0\nfor", "bad = 0\nbest_w = None\nfor")
+    res = run(ip, "--maximize best_val_acc --trials 2 --scheduler none --state w,best_w", kept)
+    assert not any("so far" in m for m in res.messages), res.messages
+    # a metric set under an 'if' that does not compare with it is the epoch's own score
+    every_other = itself.replace("if val_acc > best_val_acc:", "if epoch % 1 == 0:")
+    res = run(ip, "--maximize best_val_acc --trials 2 --scheduler none", every_other)
+    assert not any("so far" in m for m in res.messages), res.messages
 
 
 def test_an_end_state_that_could_not_be_written_is_not_replaced_by_an_earlier_epochs(ip, monkeypatch):

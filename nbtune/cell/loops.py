@@ -478,7 +478,9 @@ def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]
     """(where it comes from, its line) when the epochs loop sets the metric to a best-so-far score rather
     than the epoch's own: ``val_acc = best_acc`` with ``best_acc`` set only under an ``if`` in the
     loop (``if acc > best_acc: best_acc = acc``), ``val_acc = max(val_acc, acc)`` or ``max(history)``
-    with ``history.append(acc)`` in the loop; and none of
+    with ``history.append(acc)`` in the loop, or the metric itself set only under an ``if`` that reads
+    it (``if val_acc > best_val_acc: best_val_acc = val_acc``, the commonest form: found trying
+    nbtune as a new user); and none of
     ``state`` is kept the same way (``best_model = copy.deepcopy(model)`` under that ``if``). Else None."""
     loop = epochs_loop(tree, loop_line)
     if loop is None:
@@ -538,6 +540,17 @@ def running_best(tree: ast.Module, loop_line: int, metric: str, state: list[str]
             and value.args[0].id in appended
         ):
             return ast.unparse(value), node.lineno
+    if under_if.get(metric):  # if val_acc > best_val_acc: best_val_acc = val_acc (with --maximize best_val_acc)
+        for node in ast.walk(loop):
+            if not isinstance(node, ast.If) or not any(
+                isinstance(n, ast.Name) and n.id == metric for n in ast.walk(node.test)
+            ):
+                continue
+            for inner in node.body:
+                if isinstance(inner, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == metric for t in inner.targets
+                ):
+                    return f"set only under 'if {ast.unparse(node.test)}'", inner.lineno
     return None
 
 
