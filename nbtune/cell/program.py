@@ -841,7 +841,7 @@ class TrialRuntime:
             if not _load_in_place(self._ns.get(name), saved):
                 self._ns[name] = saved
         if generators is not None:  # after the code before the loop ran (it may seed them again)
-            rng.restore(generators)
+            rng.restore(generators, self._ns)
         for _ in range(step):
             next(items, None)
         self._step = step

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["KEY", "capture", "is_generator", "restore"]
@@ -39,9 +40,35 @@ def is_generator(value: Any) -> bool:
     )
 
 
-def capture() -> dict[str, Any]:
-    """The states of the shared generators loaded in this process."""
+def _loader_generators(loader: Any) -> list[Any]:
+    """The ``torch.Generator`` objects a PyTorch ``DataLoader`` shuffles and seeds its workers
+    with (its own, its sampler's, its batch sampler's sampler's; each once)."""
+    if not any(c.__name__ == "DataLoader" and c.__module__.startswith("torch.") for c in type(loader).__mro__):
+        return []
+    sampler = getattr(loader, "sampler", None)
+    inner = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    out: list[Any] = []
+    for g in (
+        getattr(loader, "generator", None),
+        getattr(sampler, "generator", None),
+        getattr(inner, "generator", None),
+    ):
+        if callable(getattr(g, "get_state", None)) and all(g is not h for h in out):
+            out.append(g)
+    return out
+
+
+def capture(ns: dict[str, Any] | None = None, names: Iterable[str] = ()) -> dict[str, Any]:
+    """The states of the shared generators loaded in this process; and of the generators of the data
+    loaders among ``names`` in ``ns`` (the variables one epoch hands to the next): a loader made
+    with ``generator=torch.Generator().manual_seed(seed)`` holds the only reference to it, so a
+    trial that went on from a pause or a cut made the loader again, and shuffled from the seed
+    again, not as a straight run goes on (found trying nbtune as a new user)."""
     state: dict[str, Any] = {"random": random.getstate()}
+    if ns is not None:
+        loaders = {n: [g.get_state() for g in gens] for n in names if (gens := _loader_generators(ns.get(n)))}
+        if loaders:
+            state["loaders"] = loaders
     np = sys.modules.get("numpy")
     if np is not None:
         state["numpy"] = np.random.get_state()
@@ -53,8 +80,14 @@ def capture() -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any]) -> None:
-    """Set the shared generators back to ``state`` (those it has and this process loaded)."""
+def restore(state: dict[str, Any], ns: dict[str, Any] | None = None) -> None:
+    """Set the shared generators back to ``state`` (those it has and this process loaded), and the
+    generators of the data loaders in ``ns`` that it has (made again by the code before the loop)."""
+    for name, saved in state.get("loaders", {}).items():
+        gens = _loader_generators((ns or {}).get(name))
+        if len(gens) == len(saved):
+            for g, s in zip(gens, saved, strict=True):
+                g.set_state(s)
     if "random" in state:
         random.setstate(state["random"])
     np = sys.modules.get("numpy")

@@ -201,18 +201,24 @@ def load_state(data: bytes) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    store: BaseStore, trial: optuna.Trial, ns: dict[str, Any], names: tuple[str, ...], step: int | None = None
+    store: BaseStore,
+    trial: optuna.Trial,
+    ns: dict[str, Any],
+    names: tuple[str, ...],
+    step: int | None = None,
+    carried: tuple[str, ...] = (),
 ) -> None:
     """Attach the trial's state to it, replacing its previous checkpoint: after an epoch
     (``step``) while it runs, or at its end (before it is told complete). A failure to save is
-    recorded on the trial (``nbtune:checkpoint_error``) and never fails it."""
+    recorded on the trial (``nbtune:checkpoint_error``) and never fails it. ``carried``: the
+    variables one epoch hands to the next, whose data loaders' generators are kept (:func:`rng.capture`)."""
     from optuna.artifacts import upload_artifact
 
     attrs = trial.user_attrs  # a deep copy per access in Optuna, and this runs every epoch: read once
     if ATTR.CHECKPOINT_ERROR in attrs:
         return  # said once; the same variables would fail again
     try:
-        data = state_bytes(ns, names, rng.capture())  # a resumed trial draws the numbers it would have drawn
+        data = state_bytes(ns, names, rng.capture(ns, carried))  # a resumed trial draws the numbers it would have drawn
     except StateError as e:
         trial.set_user_attr(ATTR.CHECKPOINT_ERROR, str(e))
         return
@@ -347,7 +353,9 @@ class PausedInMemory:
         if nbytes > self.limit_bytes:
             return False
         with self._lock:
-            self._kept[(study, number)] = _Kept(step, variables, rng.capture(), standing, nbytes)
+            # (the loaders the cell made: their generators go on, as in a straight run)
+            loaders = [k for k, v in ns.items() if _is_data_loader(v) and not (k in base and base[k] is v)]
+            self._kept[(study, number)] = _Kept(step, variables, rng.capture(ns, loaders), standing, nbytes)
             while (
                 sum(1 for key in self._kept if key[0] == study) > limit
                 or sum(k.nbytes for k in self._kept.values()) > self.limit_bytes

@@ -440,7 +440,9 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
         seed=_trial_seed(job, trial, attrs.get(ATTR.SEED)),
         reveal_holdout=check is not None,
         outer_fold=job.outer_fold,
-        on_checkpoint=(lambda step, ns: save_checkpoint(job.store, trial, ns, _epoch_state(job, ns), step))
+        on_checkpoint=(
+            lambda step, ns: save_checkpoint(job.store, trial, ns, _epoch_state(job, ns), step, job.program.carried)
+        )
         if names and epochs_loop
         else None,
         resume=(lambda: _resume_point(job, storage, tid, resume)) if resume else None,
@@ -479,7 +481,14 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
             if job.scheduler.pause and runtime._ns is not None:
                 decision = storage.get_trial(tid).user_attrs.get(ATTR.DECISION, {})
                 if decision.get("paused") and names:  # its state after this epoch: it goes on from here if promoted
-                    save_checkpoint(job.store, trial, runtime._ns, _epoch_state(job, runtime._ns), decision["epoch"])
+                    save_checkpoint(
+                        job.store,
+                        trial,
+                        runtime._ns,
+                        _epoch_state(job, runtime._ns),
+                        decision["epoch"],
+                        job.program.carried,
+                    )
                 # and all it bound, in this process's memory: a promotion here goes on from its optimizer and
                 # scheduler too, not only its declared state (a checkpoint of the model alone restarted the
                 # learning-rate schedule and lost Adam's moments: found trying nbtune as a new user). A
