@@ -484,6 +484,10 @@ _TORCH_DRAWING_LAYERS = re.compile(
 _TORCH_DRAWS = {"randn", "rand", "randint", "randperm", "normal", "bernoulli", "multinomial", "rand_like", "randn_like"}
 
 
+# calls that make a generator of the cell's own (its seed is its own, not the global generator's)
+_MAKES_GENERATORS = frozenset({"Generator", "RandomState", "Random", "default_rng"})
+
+
 def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str, str, bool]]:
     """The cell's first draw from each library's global generator (NumPy's ``np.random.randn``,
     Python's ``random.random``, PyTorch's through ``torch.randn`` or a layer's initial weights, a
@@ -500,7 +504,25 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
         return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
 
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-    if any("seed" in called_name(c).lower() for c in calls):
+    # a generator of the cell's own seeded (g = torch.Generator().manual_seed(seed), g.manual_seed(s)) is
+    # no seeding of the global one (it hid a model's unseeded initial weights: found trying nbtune as a
+    # new PyTorch user, with the tutorial's own loader)
+    own = {
+        t.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+        and any(isinstance(c, ast.Call) and called_name(c) in _MAKES_GENERATORS for c in ast.walk(n.value))
+    }
+
+    def seeds_a_global(call: ast.Call) -> bool:
+        receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+        if isinstance(receiver, ast.Call) or (isinstance(receiver, ast.Name) and receiver.id in own):
+            return False
+        return "seed" in called_name(call).lower()
+
+    if any(seeds_a_global(c) for c in calls):
         return []
     # seeded by a notebook function the cell calls ('def set_all(s): torch.manual_seed(s); ...', found retesting)
     for c in calls:

@@ -2178,6 +2178,15 @@ def test_draws_from_a_global_generator_the_cell_never_seeds_are_said(ip):
     ):
         got = said(code)
         assert len(got) == 1 and got[0].startswith(f"{call}(...) draws from PyTorch's"), (code, got)
+    # a generator of the cell's own seeded is no seeding of PyTorch's global one: the model's initial weights
+    # are still drawn unseeded (nothing was said: found trying nbtune as a new PyTorch user)
+    for own in (
+        "g = torch.Generator().manual_seed(0)\n",
+        "g = torch.Generator()\ng.manual_seed(0)\n",
+        "dl = torch.utils.data.DataLoader(range(4), shuffle=True, generator=torch.Generator().manual_seed(0))\n",
+    ):
+        got = said(own + "net = Net(a)\nloss = float(net.l.weight.sum())\n")
+        assert len(got) == 1 and "Net(...) draws from PyTorch's global random generator" in got[0], (own, got)
     # a generator made in the cell with no seed starts from fresh entropy, whatever else is seeded
     res = run(
         ip,
