@@ -183,7 +183,21 @@ def test_a_limit_below_a_full_trials_time_stops_the_search_after_ten_cut_trials(
         "epoch or fold), so the search stopped instead of spending the budget: raise --trial-timeout (a full trial "
         "takes longer)"
     ), str(e.value)
-    assert len(ip.user_ns["res"].study.trials) == 10
+    res = ip.user_ns["res"]
+    assert len(res.study.trials) == 10
+    # and the result says so, and where the best of them is (it said 'no trial completed yet', after the search)
+    from nbtune.view.format import fmt
+
+    best = max(res.study.trials, key=lambda t: t.intermediate_values[t.last_step])
+    with pytest.raises(ValueError) as e:
+        res.best_params  # noqa: B018
+    assert str(e.value) == (
+        "no trial completed: 10 trials stopped before the end of the epochs loop (all cut by --trial-timeout 0.5 s); "
+        f"the best of them is trial {best.number} (val = {fmt(best.intermediate_values[best.last_step])} at fold "
+        f"{best.last_step}: "
+        f"res.study.trials[{best.number}]); raise --trial-timeout for trials that run to the end"
+    ), str(e.value)
+    assert "no trial completed yet" not in res.summary()
 
 
 def test_one_long_compiled_call_is_cut_when_it_returns_and_the_overrun_is_said(ip):

@@ -190,6 +190,26 @@ class StudySummary:
         finished = [t for t in self.trials if t.state.is_finished() and not is_interrupted(t)]
         if finished and all(t.state.name == "FAIL" for t in finished):
             return f"no trial completed: {'the one' if len(finished) == 1 else f'all {len(finished)}'} that finished failed"
+        stopped = [t for t in finished if t.state.name == "PRUNED" and t.last_step is not None]
+        if stopped and not complete:
+            # every trial stopped before its last epoch (cut by --trial-timeout, stopped at a rung): it had said
+            # "no trial completed yet" after the search, with nothing to do (found trying nbtune as a new user)
+            sign = -1.0 if self.direction == "maximize" else 1.0
+            top = min(stopped, key=lambda t: sign * float(t.intermediate_values[t.last_step]))  # type: ignore[index]
+            cut = sum(ATTR.TIMED_OUT in t.user_attrs for t in stopped)
+            why = (
+                f" ({'all' if cut == len(stopped) else cut} cut by --trial-timeout "
+                f"{fmt(next(t.user_attrs[ATTR.TIMED_OUT] for t in stopped if ATTR.TIMED_OUT in t.user_attrs))} s)"
+                if cut
+                else ""
+            )
+            todo = "raise --trial-timeout" if cut else "raise --trials"
+            return (
+                f"no trial completed: {plural_trials(len(stopped))} stopped before the end of the epochs loop{why}; the "
+                f"best of them is trial {top.number} ({self.metric} = {fmt(top.intermediate_values[top.last_step])} at "
+                f"{(top.user_attrs.get(ATTR.DECISION) or {}).get('unit', 'epoch')} {top.last_step}: "
+                f"res.study.trials[{top.number}]); {todo} for trials that run to the end"
+            )
         return "no trial completed yet"
 
     def _finished(self) -> str:
