@@ -195,7 +195,8 @@ class StudySummary:
             # every trial stopped before its last epoch (cut by --trial-timeout, stopped at a rung): it had said
             # "no trial completed yet" after the search, with nothing to do (found trying nbtune as a new user)
             sign = -1.0 if self.direction == "maximize" else 1.0
-            top = min(stopped, key=lambda t: sign * float(t.intermediate_values[t.last_step]))  # type: ignore[index]
+            last = {t.number: t.intermediate_values[t.last_step] for t in stopped if t.last_step is not None}
+            top = min(stopped, key=lambda t: sign * float(last[t.number]))
             cut = sum(ATTR.TIMED_OUT in t.user_attrs for t in stopped)
             why = (
                 f" ({'all' if cut == len(stopped) else cut} cut by --trial-timeout "
@@ -206,7 +207,7 @@ class StudySummary:
             todo = "raise --trial-timeout" if cut else "raise --trials"
             return (
                 f"no trial completed: {plural_trials(len(stopped))} stopped before the end of the epochs loop{why}; the "
-                f"best of them is trial {top.number} ({self.metric} = {fmt(top.intermediate_values[top.last_step])} at "
+                f"best of them is trial {top.number} ({self.metric} = {fmt(last[top.number])} at "
                 f"{(top.user_attrs.get(ATTR.DECISION) or {}).get('unit', 'epoch')} {top.last_step}: "
                 f"res.study.trials[{top.number}]); {todo} for trials that run to the end"
             )
