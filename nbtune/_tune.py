@@ -2327,8 +2327,17 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
                         f"; the sealed lines did not run ({plan.cfg.holdout} is not set: res.holdout() has its value; "
                         "to run them, run the cell with res.chosen_params)"
                     )
+            # with folds, the state is the last fold's: a model fitted on that fold's training rows only, which
+            # read as the best model (found trying nbtune as a new user)
+            folded = plan.program.spec.folds
+            fold = (
+                f"; its last fold's, {folded.name} = {folded.k - 1}, fitted on that fold's training rows only: for a "
+                "final model on all the data, refit it with res.chosen_params"
+                if folded is not None
+                else ""
+            )
             result.messages.append(
-                f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining) and set "
+                f"--apply: loaded {', '.join(state)} from trial {number}'s checkpoint (no retraining{fold}) and set "
                 f"{', '.join(values)} and {metric} (its value in that trial){sealed}; the cell's other variables "
                 "are not in the notebook" + (", nor what the sealed lines make" if sealed.startswith(",") else "")
             )

@@ -78,6 +78,18 @@ def test_the_best_model_comes_back_without_retraining(data):
     assert len(Path("fits.log").read_text()) == n_fits == 8  # nothing ran again
     assert data.user_ns["model"].score(X_val, y_val) == res.best_value and data.user_ns["C"] == res.best_params["C"]
     assert any("loaded model from trial" in m and "(no retraining)" in m for m in res.messages)
+    # with folds, the state is the last fold's model, fitted on that fold's training rows: said (it read as the
+    # best model, found trying nbtune as a new user)
+    folded = CELL.replace("C = 1.0", "fold = 0  # tune: folds(3)\nC = 1.0").replace(
+        "model.fit(X_train, y_train)", "model.fit(X_train[fold::3], y_train[fold::3])"
+    )
+    res = run(data, "--maximize val_acc --trials 4 --seed 0 --apply --name folded -o res", folded)
+    said = [m for m in res.messages if m.startswith("--apply: loaded model")]
+    assert said and said[0].startswith(
+        f"--apply: loaded model from trial {res.chosen_trial.number}'s checkpoint (no retraining; its last fold's, "
+        "fold = 2, fitted on that fold's training rows only: for a final model on all the data, refit it with "
+        "res.chosen_params) and set"
+    ), said
 
 
 def test_apply_from_a_checkpoint_sets_the_holdout_from_its_holdout_run(data):
