@@ -103,6 +103,16 @@ def test_revalidation_resumes_and_never_runs_a_check_twice(trees):
     assert "with 3 seeds a 95% interval is 4.303 standard errors wide either side" in res.summary()
 
 
+def test_the_revalidation_table_keeps_a_choices_values_as_drawn(ip):
+    """choice(None, 1000, 5000) read 1000.0 and NaN in res.revalidation(), a value TfidfVectorizer
+    rejects when passed back (found trying nbtune as a new user); trials_dataframe() kept them."""
+    cell = "seed = 0  # tune: seed\nk = None  # tune: choice(None, 1000, 5000)\nval = (k or 0) / 1000 + 0.001 * seed\n"
+    res = run(ip, "--maximize val --sampler grid --trials 3 --revalidate 3 --seeds 2 -o res", cell)
+    table = res.revalidation()
+    assert sorted(table["params_k"], key=str) == [1000, 5000, None], table["params_k"]
+    assert all(v is None or type(v) is int for v in table["params_k"]), list(table["params_k"])
+
+
 def test_tune_validate_revalidates_a_stored_study(trees, capsys):
     searched = run(trees, "--maximize val_acc --sampler grid --trials 15 --name trees", TREE_CELL)
     res = trees.run_line_magic("tune_validate", "trees --top 2 --seeds 3 -o rv")

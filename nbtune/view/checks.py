@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.store.attrs import ATTR, configuration, cross_validated, finished_count, is_feasible, ran_sealed, ranked
-from nbtune.view.format import fmt, plural_trials
+from nbtune.view.format import fmt, params_as_drawn, plural_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -336,6 +336,7 @@ class CheckReport:
             row.update({f"params_{k}": v for k, v in c.params.items()})
             rows.append(row)
         df = pd.DataFrame(rows)
+        params_as_drawn(df, [c.params for c in cands])  # (1000.0 and NaN for choice(None, 1000): found trying nbtune)
         return df.set_index("trial") if not df.empty else df
 
     def holdout_report(self) -> HoldoutReport | None:

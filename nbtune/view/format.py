@@ -54,3 +54,18 @@ def missing_as_none(frame: Any, *columns: str) -> None:
     makes of a missing one): ``df.note[k] is None`` reads as written. In place."""
     for column in columns:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+
+
+def params_as_drawn(frame: Any, params: list[dict[str, Any]]) -> None:
+    """A choice's values as they were drawn in a DataFrame's ``params_*`` columns: None stays None
+    and 12 stays 12 (pandas had made a column of ``choice(None, 3, 6, 12)`` float, 12.0 and NaN, that
+    a model rejects: found trying nbtune as a new user). ``params``: each row's. In place."""
+    import pandas as pd
+
+    for column in [c for c in frame.columns if c.startswith("params_")]:
+        name = column.removeprefix("params_")
+        drawn = [p[name] for p in params if name in p]
+        if any(v is None for v in drawn) or (
+            frame[column].dtype.kind == "f" and any(isinstance(v, int) and not isinstance(v, bool) for v in drawn)
+        ):
+            frame[column] = pd.Series([p.get(name) for p in params], index=frame.index, dtype=object)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, is_feasible, recorded_curves, run_records
-from nbtune.view.format import missing_as_none
+from nbtune.view.format import missing_as_none, params_as_drawn
 from nbtune.view.lineage import lineage
 from nbtune.view.summary import StudySummary, pauses_ended
 
@@ -300,15 +300,7 @@ class TuneResult(StudySummary):
             df[col] = pd.Series([None if pd.isna(v) else int(v) for v in df.pop(col)], index=df.index, dtype=object)
         if "damaged" in df:
             df["damaged"] = df.pop("damaged")
-        # A choice's values as they were drawn: None stays None and 12 stays 12 (pandas had made a column of
-        # choice(None, 3, 6, 12) float, 12.0 and NaN, that a model rejects: found trying nbtune as a new user)
-        for col in [c for c in df.columns if c.startswith("params_")]:
-            name = col.removeprefix("params_")
-            drawn = [t.params[name] for t in self.trials if name in t.params]
-            if any(v is None for v in drawn) or (
-                df[col].dtype.kind == "f" and any(isinstance(v, int) and not isinstance(v, bool) for v in drawn)
-            ):
-                df[col] = pd.Series([t.params.get(name) for t in self.trials], index=df.index, dtype=object)
+        params_as_drawn(df, [t.params for t in self.trials])
         # A recorded whole number stays one where some trial recorded none (n_iter_ 12, not 12.0)
         for col in [c for c in df.columns if c.startswith("record_")]:
             name = col.removeprefix("record_")
