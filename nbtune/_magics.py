@@ -117,6 +117,16 @@ _OPTUNA_WORDS = {
     "--max-t": "--max-epochs N",
     "--time-budget-s": "--timeout T",
     "--max-concurrent-trials": "--jobs N",
+    # scikit-learn's (found trying nbtune as a new user): cross-validation is an annotation
+    "--cv": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the fold "
+    "variable choosing each fold's split (see the README, Cross-validation)",
+    "--folds": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the fold "
+    "variable choosing each fold's split (see the README, Cross-validation)",
+    "--scoring": "--maximize NAME or --minimize NAME (the cell's variable that holds the score)",
+    "--n-iter": "-n/--trials N",
+    "--n_iter": "-n/--trials N",
+    "--random-state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",
+    "--random_state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",
     # hyperopt's
     "--max-evals": "-n/--trials N",
     "--max_evals": "-n/--trials N",

@@ -494,6 +494,11 @@ def test_low_and_high_may_be_given_by_name():
         # a param_grid's habits (found trying nbtune as a new user): the rewrite, not "build objects"
         ('loss = "hinge"  # tune: choice(["hinge", "log_loss"])\n', "write choice('hinge', 'log_loss')"),
         ("ng = (1, 2)  # tune: choice((1, 1), (1, 2))\n", "then 'ngram_range=(1, ngram_max)'"),
+        # a tuple default under a kind of one value: the tuple named (it read 'default (1, 2) is not among the
+        # choices [1, 2]', found trying nbtune as a new user)
+        ("ng = 1, 2  # tune: choice(1, 2)\n", "default (1, 2) is a tuple (a comma on the line makes one)"),
+        ('ng = (1, 1)  # tune: choice("(1, 1)", "(1, 2)")\n', "then 'ngram_range=(1, ngram_max)'"),
+        ("ng = (1, 1)  # tune: int(1, 2)\n", "default (1, 1) is a tuple"),
         ("a = 0.1  # tune: uniform(1e-6, 1.0, log=True)\n", "(a log scale is its own kind: loguniform(low, high))"),
         ("k = 2  # tune: int(1, 5, log=True)\n", "(a log scale is its own kind: logint(low, high))"),
         ("a = 0.1  # tune: categorical(0.1, 0.2)\n", "(categorical is choice here)"),

@@ -1261,6 +1261,10 @@ def test_help_text(ip):
         ("--maximize loss --early-terminate hyperband", "--early-terminate is --scheduler (asha, the default, or"),
         ("--maximize loss --grace-period 2", "--grace-period is --min-epochs N"),
         ("--maximize loss --max-evals 50", "--max-evals is -n/--trials N"),  # (hyperopt's)
+        # scikit-learn's: cross-validation is an annotation (found trying nbtune as a new user)
+        ("--maximize loss --cv 5", "--cv is not an option: cross-validation is an annotation in the cell, 'fold = 0"),
+        ("--maximize loss --folds 5", "--folds is not an option: cross-validation is an annotation"),
+        ("--maximize loss --n-iter 30", "--n-iter is -n/--trials N"),
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),

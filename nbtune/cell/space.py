@@ -114,6 +114,7 @@ class _Range(ParamKind):
                 "make high - low a multiple of step",
             )
         d = p.default
+        _no_tuple_default(p)
         if integer and not _is_int(d):
             p.fail(f"default must be an integer, got {d!r}", "assign an integer such as " + str(low))
         if not integer and not _is_number(d):
@@ -195,9 +196,7 @@ class _Choice(ParamKind):
             if isinstance(v, tuple) and v and all(isinstance(x, (int, float)) for x in v):
                 p.fail(
                     f"values must be numbers, strings, booleans or None, got {v!r}",
-                    "tune the number that varies and build the tuple in the cell, e.g. 'ngram_max = 2  # tune: "
-                    "int(1, 3)' then 'ngram_range=(1, ngram_max)'; or choose among names ('choice(\"1-1\", "
-                    '"1-2")\') and map them to tuples',
+                    _TUPLE_FIX,
                 )
             if not isinstance(v, _Scalar):
                 p.fail(
@@ -214,6 +213,7 @@ class _Choice(ParamKind):
                         f"has values that Python treats as equal: {w!r} and {v!r}",
                         "keep one of them (Optuna tells choices apart with ==)",
                     )
+        _no_tuple_default(p)
         if not any(p.default == v and type(p.default) is type(v) for v in args):
             p.fail(
                 f"default {p.default!r} is not among the choices {list(args)!r}",
@@ -227,6 +227,24 @@ class _Choice(ParamKind):
 
     def grid_values(self, p: Param) -> list[Any] | None:
         return list(p.args)
+
+
+_TUPLE_FIX = (
+    "tune the number that varies and build the tuple in the cell, e.g. 'ngram_max = 2  # tune: int(1, 3)' then "
+    "'ngram_range=(1, ngram_max)'; or choose among names ('choice(\"1-1\", \"1-2\")') and map them to tuples"
+)
+
+
+def _no_tuple_default(p: Param) -> None:
+    """A tuple assigned as the default (``ngram_range = (1, 1)``, or ``= 1, 2``, which makes one): it read
+    'default (1, 2) is not among the choices [1, 2]' and 'must be an integer, got (1, 1)', which named
+    no tuple (found trying nbtune as a new user)."""
+    if isinstance(p.default, tuple):
+        p.fail(
+            f"default {p.default!r} is a tuple (a comma on the line makes one), and a tuned value is one number, "
+            "string, boolean or None",
+            _TUPLE_FIX,
+        )
 
 
 PARAM_KINDS: dict[str, ParamKind] = {}
