@@ -652,6 +652,12 @@ def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_
     assert res.html().count("reads like a score") == 1
     right = ip.run_cell_magic("tune", "--maximize val_acc -n 8 --seed 0 --view none --scheduler none", cell)
     assert "minimized a score" not in set(right.diagnose().kind)
+    # under pause-and-promote, a continuation is its paused trial's configuration: counted once (4 trials
+    # minimized a score, where the header said 3/3 trials finished: found trying nbtune as a new user)
+    paused = ip.run_cell_magic("tune", "--minimize val_acc -n 4 --seed 0 --view none --name paused", cell)
+    assert any(ATTR.PROMOTED in t.user_attrs for t in paused.study.trials)
+    said = paused.diagnose().set_index("kind").loc["minimized a score"]
+    assert len(said.trials) == paused.n_finished == 4, (said.trials, paused.n_finished)
 
 
 @pytest.mark.parametrize(
