@@ -244,6 +244,33 @@ def test_describe_difference():
     assert describe_difference(a, moved) == []
 
 
+def test_an_edit_of_what_the_cell_only_prints_is_no_change_of_its_code(ip):
+    """An f-string edited in a print() started the whole search again as a new version (found trying
+    nbtune as a new PyTorch user). What a cell only shows is not what it computes; a print that calls
+    something else may be, and a study recorded before 2026-12-01 compares the code as it did."""
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\nfor epoch in range(3):  # tune: epochs\n    loss = (x - 0.3) ** 2 / (epoch + 1)\n"
+        '    print(f"epoch {epoch}: {loss:.3f}")\nprint("done", round(loss, 4), len([loss]))\n'
+    )
+    first = ip.run_cell_magic("tune", "--minimize loss -n 3 --seed 0", cell)
+    edited = cell.replace('f"epoch {epoch}: {loss:.3f}"', 'f"ep {epoch + 1}  loss={loss:.5f}"').replace(
+        'print("done", round(loss, 4), len([loss]))\n', ""
+    )
+    again = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0", edited)
+    assert again.study.study_name == first.study.study_name, again.messages
+    assert again.n_finished == 5 and not any("code changed" in m for m in again.messages), again.messages
+    # a print that calls something that may compute (an iterator drawn from) is code
+    drawing = edited.replace('f"ep {epoch + 1}  loss={loss:.5f}"', "next(iter([loss]))")
+    third = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0", drawing)
+    assert third.study.study_name == first.study.study_name + ":v2", third.messages
+    # in words: an identity recorded before 2026-12-01 has no "code_shown": its "code" counts
+    spec, edited_spec = parse_cell(cell), parse_cell(edited)
+    old, new = cell_identity(spec, {}, None), cell_identity(edited_spec, {}, None)
+    assert describe_difference(old, new) == []
+    legacy = {k: v for k, v in old.items() if not k.startswith("code_shown")}
+    assert describe_difference(legacy, new) == ["the cell's code changed"]
+
+
 def test_frames_are_hashed_by_pandas_not_pickled():
     frame = pd.DataFrame({"a": range(5), "s": list("abcde")})
     assert value_fingerprint(frame).startswith("pandas:")

@@ -93,10 +93,49 @@ def _search_tree(spec: CellSpec, sealed: set[tuple[int, int]]) -> ast.Module:
     return _Without(sealed).visit(tree) if sealed else tree
 
 
-def code_fingerprint(spec: CellSpec, sealed: set[tuple[int, int]] = frozenset()) -> str:  # type: ignore[assignment]
+# What a cell shows without computing: print(...) and display(...) of names, attributes, f-strings and
+# these calls (loss.item(), len(X), round(v, 3)); one that calls anything else may change what it computes
+_SHOWS = frozenset({"print", "display", "pprint"})
+_PURE_CALLS = frozenset(
+    {"len", "round", "str", "repr", "float", "int", "abs", "min", "max", "sum", "format", "type", "sorted", "bool"}
+    | {"item", "tolist", "mean", "std", "numpy", "cpu", "detach", "get_last_lr", "keys", "values", "items"}
+)
+
+
+class _WithoutOutput(ast.NodeTransformer):
+    """The tree without the statements that only show something (``print(f"epoch {epoch}: {acc:.3f}")``)."""
+
+    def visit(self, node: ast.AST) -> Any:
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id in _SHOWS
+            and all(
+                _called_name(c) in _PURE_CALLS
+                for c in ast.walk(node.value)
+                if isinstance(c, ast.Call) and c is not node.value
+            )
+        ):
+            return None
+        return super().visit(node)
+
+
+def _called_name(call: ast.Call) -> str:
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
+def code_fingerprint(
+    spec: CellSpec,
+    sealed: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+    output: bool = True,
+) -> str:
     """The cell's code without comments, whitespace or the tuned variables' default values; and
-    without the statements at ``sealed``, the lines sealed with the holdout, which no trial runs."""
+    without the statements at ``sealed``, the lines sealed with the holdout, which no trial runs.
+    ``output=False``: without the statements that only show something (:class:`_WithoutOutput`)."""
     tree = _search_tree(spec, sealed)
+    if not output:
+        tree = _WithoutOutput().visit(tree)
     tuned = {p.name for p in spec.params}
     for stmt in tree.body:
         target = (
@@ -392,6 +431,10 @@ def cell_identity(
     out = {
         "code": code_fingerprint(spec, sealed),
         "code_with_sealed": code_fingerprint(spec),  # --holdout given or dropped is no edit of the search
+        # an edit of what the cell prints is no edit of what it computes (since 2026-12-01: a study recorded
+        # before compares "code"; an f-string's edit started the whole search again, found trying nbtune)
+        "code_shown": code_fingerprint(spec, sealed, output=False),
+        "code_shown_with_sealed": code_fingerprint(spec, output=False),
         "notebook": notebook_path(user_ns),
         "data": dict(sorted(data.items())),
         "imports": imported_code(read),
@@ -892,7 +935,11 @@ def describe_difference(
     out = []
     # The search's code: the same without the lines sealed with the holdout (an edit of those alone),
     # or the same with them (--holdout added or dropped; a study recorded before they were told apart)
-    if old.get("code") != new["code"] and old.get("code_with_sealed", old.get("code")) != new.get("code_with_sealed"):
+    # ("code_shown": the same without what it only prints, recorded since 2026-12-01)
+    code, with_sealed = (
+        ("code_shown", "code_shown_with_sealed") if "code_shown" in old else ("code", "code_with_sealed")
+    )
+    if old.get(code) != new[code] and old.get(with_sealed, old.get(code)) != new.get(with_sealed):
         out.append("the cell's code changed")
     # By its file's name: the project folder moved or copied, store and all, is the same notebook
     # (the whole search ran again as a new version, "a.ipynb -> a.ipynb"; found trying nbtune as a new user)
