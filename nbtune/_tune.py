@@ -1060,22 +1060,47 @@ def _cap_beside_early_stopping(program: CellProgram) -> list[str]:
 
 def _state_note(program: CellProgram) -> list[str]:
     """What a trial that goes on from its checkpoint builds afresh, said before the search: the
-    variables made from a state variable before the epochs loop that are not state themselves."""
+    variables made from a state variable before the epochs loop that are not state themselves; and
+    a data loader marked as state, which every checkpoint would write with its whole dataset."""
     epochs = program.spec.epochs
     if not program.state or epochs is None or program.spec.tree is None:
         return []
+    out = [
+        f"line {line}: {name!r} is a data loader marked as state: every epoch's checkpoint would write it with its "
+        "whole dataset; mark the model and its optimizer instead (the loader is made again before the loop, and "
+        "nbtune keeps its shuffling generator going)"
+        for name, line in program.spec.state
+        if _makes_a_data_loader(program.spec.tree, name, line)
+    ]
     built = built_from_state(program.spec.tree, list(program.state), epochs.lineno)
     if not built:
-        return []
+        return out
     names = " and ".join(f"{name} (line {line})" for name, line, _ in built)
     origins = ", ".join(sorted({repr(origin) for _, _, origin in built}))
     return [
+        *out,
         f"{names} {'is' if len(built) == 1 else 'are'} built before the epochs loop from the state {origins} and "
         f"{'is' if len(built) == 1 else 'are'} not state: a trial that goes on from its checkpoint (promoted, resumed "
         "after a cut, PBT) builds them afresh on the loaded state; if they keep state of their own (an optimizer's "
         "momentum, a scheduler's step count), mark them as state too "
-        f"(--state {','.join([*program.state, *(n for n, _, _ in built)])})"
+        f"(--state {','.join([*program.state, *(n for n, _, _ in built)])})",
     ]
+
+
+def _makes_a_data_loader(tree: ast.Module, name: str, line: int) -> bool:
+    """``name = DataLoader(...)`` (or ``torch.utils.data.DataLoader(...)``) at ``line`` of the cell
+    (a loader marked as state was accepted silently, and its checkpoints held the dataset: found
+    trying nbtune as a new PyTorch user)."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and node.lineno == line
+            and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+            and isinstance(node.value, ast.Call)
+        ):
+            func = node.value.func
+            return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) == "DataLoader"
+    return False
 
 
 def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:

@@ -406,6 +406,24 @@ def test_what_a_continued_trial_builds_afresh_is_named_before_the_search(ip):
     assert not any("built before the epochs loop" in m for m in res.messages)
 
 
+def test_a_data_loader_marked_as_state_is_named(ip):
+    """'loader = DataLoader(...)  # tune: state' was accepted silently, and every epoch's checkpoint
+    then held the loader and its dataset (found trying nbtune as a new PyTorch user)."""
+    ip.run_cell("class DataLoader(list):\n    pass\n")  # (the check reads the cell: a stand-in for PyTorch's)
+    cell = (
+        "lr = 0.1  # tune: uniform(0.01, 1)\nmodel = {'w': 0.0}  # tune: state\n"
+        "loader = DataLoader([1, 2, 3])  # tune: state\nfor epoch in range(3):  # tune: epochs\n"
+        "    for b in loader:\n        model['w'] += lr * b\n    loss = (model['w'] - 3) ** 2\n"
+    )
+    res = run(ip, "--minimize loss --trials 2 -o r", cell)
+    assert any(
+        m.startswith("line 4: 'loader' is a data loader marked as state: every epoch's checkpoint would write it")
+        for m in res.messages
+    ), res.messages
+    res = run(ip, "--minimize loss --trials 2 --name unmarked -o r", cell.replace("])  # tune: state", "])"))
+    assert not any("data loader marked as state" in m for m in res.messages), res.messages
+
+
 def test_an_optimizer_chosen_by_if_else_is_named_too(ip):
     """The optimizer built in an if/else before the loop (how most people choose one): no note,
     and continued trials scored what a straight run does not (found trying nbtune as a new user)."""

@@ -314,6 +314,23 @@ def test_lines_only_the_holdout_reads_are_sealed_with_it(ip, tmp_path):
     assert res.holdout().holdout_value == pytest.approx((res.best_params["x"] + 0.05 - 0.35) ** 2)
     assert all("used" in t.user_attrs[ATTR.RECORD] for t in res.study.trials)
 
+    # a line that sets again what the search lines read ('X = X.iloc[30:]', a scaler's 'X = fit_transform(X)')
+    # runs in every trial: it was sealed because it reads itself, and the search tuned on the data before
+    # it while the holdout run scored the data after it (found trying nbtune as a new forecasting user)
+    cell = (
+        "x = 0.5  # tune: uniform(0, 1)\n"
+        "data = [1.0, 2.0, 3.0, 4.0]\n"
+        "data = data[2:]\n"
+        "n = len(data)\n"
+        "loss = (x - 0.3) ** 2 + sum(data)\n"
+        "test_loss = (x - 0.35) ** 2 + sum(data)\n"
+    )
+    res = run(
+        ip, "--minimize loss --trials 4 --seed 0 --holdout test_loss --holdout-gap 1 --record n --name self", cell
+    )
+    assert {t.user_attrs[ATTR.RECORD]["n"] for t in res.study.trials} == {2}
+    assert all(t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 7.0) for t in res.study.trials)
+
 
 def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
     """The sealed lines cost nothing per trial: here they would fail if they ran."""

@@ -86,15 +86,12 @@ def sealed_lines(spec: CellSpec, holdout: str, keep: set[str]) -> set[tuple[int,
     statements = [n for n in ast.walk(spec.tree) if isinstance(n, ast.stmt)]
     sealed = {id(n) for n in statements if _assigns(n, holdout)}
     grown = True
+    reads = {
+        id(stmt): {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+        for stmt in spec.tree.body
+    }
     while grown:
         grown = False
-        outside = {
-            n.id
-            for stmt in spec.tree.body
-            if id(stmt) not in sealed
-            for n in ast.walk(stmt)
-            if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)
-        }
         # what the sealed lines read: a line whose variables nothing reads ('history = model.fit(...)',
         # the training itself) is no line of the holdout's
         inside = {
@@ -109,8 +106,10 @@ def sealed_lines(spec: CellSpec, holdout: str, keep: set[str]) -> set[tuple[int,
                 continue
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             names = {t.id for t in targets if isinstance(t, ast.Name)}
-            own = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
-            if len(names) == len(targets) and names <= inside and not names & (keep | (outside - own)):
+            # read by another line the trials run: 'X = X.iloc[30:]' (read by the fit) was sealed because it
+            # reads X itself, and every trial then ran on the data before that line (found trying nbtune)
+            others = set().union(*(r for k, r in reads.items() if k != id(stmt) and k not in sealed))
+            if len(names) == len(targets) and names <= inside and not names & (keep | others):
                 sealed.add(id(stmt))
                 grown = True
     return {(n.lineno, n.col_offset) for n in statements if id(n) in sealed}
