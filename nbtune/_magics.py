@@ -123,6 +123,9 @@ _OPTUNA_WORDS = {
     "--folds": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the fold "
     "variable choosing each fold's split (see the README, Cross-validation)",
     "--scoring": "--maximize NAME or --minimize NAME (the cell's variable that holds the score)",
+    "--kfold": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the fold "
+    "variable choosing each fold's split (see the README, Cross-validation)",
+    "--iterations": "-n/--trials N",
     "--n-iter": "-n/--trials N",
     "--n_iter": "-n/--trials N",
     "--random-state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",
@@ -146,7 +149,8 @@ def _parse(magic: Any, line: str) -> Any:
         raise UsageError(f"cannot read the %%tune line ({e}): check its quotes; got {line.strip()!r}") from None
     except UsageError as e:
         words = str(e).split()
-        hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in words]
+        flags = {w.split("=", 1)[0] for w in words}  # ('--cv=5': the flag before its value)
+        hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in flags]
         if hints:
             raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} {see}") from None
         if "invalid" in words and "value:" in words:  # '--seed abc': the flag is right, its value is not

@@ -930,7 +930,8 @@ def test_a_worker_that_runs_other_code_of_the_users_module_stops_the_search_befo
             ip.run_cell_magic("tune", "--minimize loss -n 4 --jobs 2", cell)
         said = str(e.value)
         assert f"imports other code of {name} than the kernel runs: its file ({path}) was edited since" in said, said
-        assert f"importlib.reload({name})" in said and said.endswith("no trial ran"), said
+        assert "'%autoreload 2', which also updates the names imported from it" in said, said
+        assert said.endswith("no trial ran"), said
         ip.run_cell("importlib.reload(model)")
         res = ip.run_cell_magic("tune", "--minimize loss -n 4 --jobs 2", cell)
         assert [t.state.name for t in res.study.trials] == ["COMPLETE"] * 4

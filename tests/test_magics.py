@@ -1265,6 +1265,8 @@ def test_help_text(ip):
         ("--maximize loss --cv 5", "--cv is not an option: cross-validation is an annotation in the cell, 'fold = 0"),
         ("--maximize loss --folds 5", "--folds is not an option: cross-validation is an annotation"),
         ("--maximize loss --n-iter 30", "--n-iter is -n/--trials N"),
+        ("--maximize loss --cv=5", "--cv is not an option: cross-validation is an annotation"),
+        ("--maximize loss --kfold 5", "--kfold is not an option: cross-validation is an annotation"),
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),

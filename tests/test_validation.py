@@ -882,6 +882,19 @@ def test_a_training_score_near_the_best_is_not_underfitting(ip):
     res = run(ip, "--maximize val_acc --sampler grid --trials 8 --record train_acc --name close -o r", cell)
     assert res.best_params == {"k": 3}
     assert "underfitting" not in set(res.diagnose().kind), res.diagnose()
+    # a larger train-validation gap with a training score worse than the best trial's too is no overfitting:
+    # the most regularised trial was told to regularise more (found trying nbtune as a new forecasting user)
+    cell = (
+        "k = 1  # tune: choice(1, 2, 3, 4, 5, 6, 7, 8)\n"
+        "train_mae = 8.9 if k == 8 else 8.4 + 0.01 * k\n"
+        "val_mae = {3: 8.79, 8: 9.63}.get(k, 8.85 + 0.05 * k)\n"
+    )
+    res = run(ip, "--minimize val_mae --sampler grid --trials 8 --record train_mae --name trend -o r", cell)
+    assert res.best_params == {"k": 3}
+    found = res.diagnose().set_index("kind")
+    eight = next(t.number for t in res.study.trials if t.params["k"] == 8)
+    assert "overfitting" not in found.index or eight not in found.loc["overfitting"].trials, found
+    assert eight in found.loc["underfitting"].trials, found
 
 
 def test_the_running_mean_over_folds_is_no_learning_curve(ip):
@@ -1068,6 +1081,12 @@ def test_a_scheduler_can_stop_a_trial_between_folds(ip):
             "",
             "f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nloss = x\n",
             "line 2 of the %%tune cell: the cross-validation fold variable 'f' is never read, so all 3 folds would",
+        ),
+        # or read only by a print: every fold ran the same split, silently (found trying nbtune as a new user)
+        (
+            "",
+            'f = 0  # tune: folds(3)\nx = 1  # tune: int(0, 3)\nprint("fold", f)\nloss = x\n',
+            "the cross-validation fold variable 'f' is never read but by what the cell prints, so all 3 folds would",
         ),
         (
             "--holdout t",

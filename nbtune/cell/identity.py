@@ -54,6 +54,7 @@ __all__ = [
     "legacy_fingerprints",
     "fingerprinted_apart",
     "made_by_joblib",
+    "without_output",
     "notebook_path",
     "same_data",
     "PICKLED",
@@ -121,6 +122,12 @@ class _WithoutOutput(ast.NodeTransformer):
         return super().visit(node)
 
 
+def without_output(tree: ast.Module) -> ast.Module:
+    """A copy of ``tree`` without the statements that only show something (:class:`_WithoutOutput`)."""
+    out: ast.Module = _WithoutOutput().visit(copy.deepcopy(tree))
+    return out
+
+
 def _called_name(call: ast.Call) -> str:
     return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
 
@@ -135,7 +142,7 @@ def code_fingerprint(
     ``output=False``: without the statements that only show something (:class:`_WithoutOutput`)."""
     tree = _search_tree(spec, sealed)
     if not output:
-        tree = _WithoutOutput().visit(tree)
+        tree = _WithoutOutput().visit(tree)  # (a copy already)
     tuned = {p.name for p in spec.params}
     for stmt in tree.body:
         target = (

@@ -41,6 +41,7 @@ from nbtune.cell.identity import (
     sets_globals,
     trained_on_through,
     unreachable_readers,
+    without_output,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
 from nbtune.cell.names import words
@@ -1090,9 +1091,11 @@ def compile_cell(
     assigned = {n.id for n in ast.walk(spec.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     rebind, read_by_functions = functions_reading(glb, user_ns, assigned)
     for var, what in ((spec.folds, "cross-validation fold"), (spec.outer, "nested cross-validation's outer fold")):
-        if var is not None and never_read(spec.tree, [var.name]) and var.name not in read_by_functions:
+        # (one read only by a print: every fold ran the same split, and nothing said so: found trying nbtune)
+        if var is not None and never_read(without_output(spec.tree), [var.name]) and var.name not in read_by_functions:
+            printed = "" if never_read(spec.tree, [var.name]) else " but by what the cell prints"
             raise ConfigError(
-                f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read, so all "
+                f"line {var.lineno} of the %%tune cell: the {what} variable {var.name!r} is never read{printed}, so all "
                 f"{var.k} folds would run the same split; choose the fold's rows with it (e.g. "
                 f"'train, val = list(KFold({var.k}).split(X))[{var.name}]')"
             )

@@ -1070,8 +1070,9 @@ def _check_module_code(job: Job) -> None:
         file = getattr(sys.modules[name], "__file__", "")
         raise CellError(
             f"{where} imports other code of {name} than the kernel runs: its file ({file}) was edited since the "
-            f"kernel imported it (reload it in the notebook: %autoreload 2, or importlib.reload({name}), or restart "
-            "the kernel), or the workers import another copy of it (make it the same); no trial ran"
+            "kernel imported it (reload it in the notebook: '%load_ext autoreload' then '%autoreload 2', which also "
+            "updates the names imported from it, or restart the kernel), or the workers import another copy of it "
+            "(make it the same); no trial ran"
         )
 
 

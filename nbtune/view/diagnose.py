@@ -783,11 +783,16 @@ def _fit(
     distinct = sorted(set(values))
     step = min((b - a for a, b in itertools.pairwise(distinct)), default=0.0) if len(distinct) < len(values) else 0.0
     # Overfit: a train-validation gap well above the best trial's, and it costs: worse than the median trial.
+    # A trial that also fits the training data worse than the best trial (by more than a quarter of the
+    # spread) is no overfit one: a larger gap there comes from a model that cannot follow the data (an
+    # underfit model extrapolating a trend: the most regularised trial was told to regularise more,
+    # found trying nbtune as a new forecasting user).
     over = [
         t
         for t in done
         if gap[t.number] > gap[best.number] + max(0.5 * abs(gap[best.number]), 0.25 * spread, 2 * step)
         and sign * (float(t.value) - median_value) <= 0  # type: ignore[arg-type]
+        and sign * (train[t.number] - train[best.number]) >= -0.25 * spread
     ]
     if over and len(over) < len(done):
         out.append(
