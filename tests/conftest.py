@@ -6,6 +6,29 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+_MYPY: dict[str, object] = {}  # the type check started with the session (test_typing reads it)
+
+
+def pytest_collection_modifyitems(config, items):
+    """mypy --strict takes about 40 s of one core: started as the session starts, niced, it runs
+    beside the tests (which keep one core busy about 80 % of the time) instead of after them."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if any(item.nodeid.endswith("test_typing.py::test_mypy_strict") for item in items) and importlib.util.find_spec(
+        "mypy"
+    ):
+        _MYPY["proc"] = subprocess.Popen(
+            [sys.executable, "-m", "mypy", "nbtune"],
+            cwd=Path(__file__).parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: os.nice(10),
+        )
+
 
 @pytest.fixture(scope="session")
 def _ip():
