@@ -761,13 +761,14 @@ def test_a_pytorch_cell_as_people_write_it_under_two_worker_processes(kernel, tm
     assert 0.5 < float(text.split()[-1]) <= 1.0
 
 
-STATEFUL = """%%tune --trials 3 --minimize loss --scheduler none --store {store} --seed 0 --record done
+STATEFUL = """%%tune --trials 3 --minimize loss --scheduler none --store {store} --seed 0 --record done,steps
 x = 0.5  # tune: uniform(0, 1)
 import time
 model = {{"epochs": []}}  # tune: state
 for epoch in range(30):  # tune: epochs
     time.sleep(0.15)
     model["epochs"].append(epoch)
+    steps = len(model["epochs"])
     with open("epochs.log", "a") as f:
         f.write(f"{{x!r}} {{epoch}}\\n")
     loss = (x - 0.3) ** 2 + 1 / (epoch + 1)
@@ -802,6 +803,10 @@ def test_interrupt_then_rerun_continues_the_cut_trial_from_its_last_epoch(kernel
     assert sorted(rerun.intermediate_values) == list(range(1, 31))  # the whole curve, each epoch once
     assert rerun.intermediate_values[saved] == cut[0].intermediate_values[saved]
     assert rerun.user_attrs[ATTR.RECORD]["done"] == 30  # its model went through every epoch, from the checkpoint
+    # and its --record curve is whole too: the cut trial's epochs before the cut were lost (found retesting)
+    from nbtune.store.attrs import recorded_curves
+
+    assert recorded_curves(study.trials)[rerun.number]["steps"] == {e: float(e) for e in range(1, 31)}
     lines = (tmp_path / "epochs.log").read_text().split("\n")[:-1]
     mine = [int(e) for x, e in (line.split() for line in lines) if float(x) == rerun.params["x"]]
     # the epochs after the last save ran once more (the cut one was not saved); none before it

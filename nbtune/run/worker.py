@@ -10,6 +10,7 @@ pruners see every worker's rungs through the shared storage.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -509,6 +510,10 @@ def run_one(job: Job, study: optuna.Study, trial: optuna.Trial) -> str:
                 prune_checkpoints(study, job.store, job.keep_checkpoints)  # a stopped trial never resumes
             return "PRUNED"
         except TrialInterrupted:
+            # its --record curve so far goes on with its re-run, as its learning curve does (lost: found
+            # retesting nbtune as a user)
+            with contextlib.suppress(Exception):
+                _keep_records(job, storage, tid, runtime, stopped=True)
             _record_interrupted(study, trial)
             raise
         except TrialTimeout as e:

@@ -198,8 +198,8 @@ def continuations(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
 
 def recorded_curves(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict[str, dict[int, float]]]:
     """Each trial's ``--record`` numbers by epoch (``ATTR.RECORD_CURVES``): trial number -> variable ->
-    {epoch: value}. A continued trial's (pause-and-promote) start with the trial it continues: its
-    curve is its configuration's, as its intermediate values are."""
+    {epoch: value}. A continued trial's (pause-and-promote, or a cut trial's re-run) start with the
+    trial it continues: its curve is its configuration's, as its intermediate values are."""
     by_number = {t.number: t for t in trials}
     done: dict[int, dict[str, dict[int, float]]] = {}
 
@@ -210,7 +210,8 @@ def recorded_curves(trials: list[optuna.trial.FrozenTrial]) -> dict[int, dict[st
             name: {int(step): float(value) for step, value in points}
             for name, points in (t.user_attrs.get(ATTR.RECORD_CURVES) or {}).items()
         }
-        parent = by_number.get((t.user_attrs.get(ATTR.PROMOTED) or {}).get("from", -1))
+        # (and a cut trial's re-run, which goes on from its last epoch: its curve before the cut)
+        parent = by_number.get((t.user_attrs.get(ATTR.PROMOTED) or {}).get("from", t.user_attrs.get(ATTR.RERUN_OF, -1)))
         if parent is not None and depth < 100:
             before = of(parent, depth + 1)
             own = {name: {**before.get(name, {}), **own.get(name, {})} for name in {*before, *own}}
