@@ -235,11 +235,39 @@ def _direction_note(
     elif direction == "minimize" and reads_as == "score":
         kind, better, other = "a score, which is maximized", "higher", "--maximize"
     else:
-        return []
+        line = _scored_by_score_method(tree, metric) if direction == "minimize" and tree is not None else None
+        if line is None:
+            return []
+        return [
+            f"line {line}: {metric!r} is an estimator's .score(...), scikit-learn's accuracy (a classifier's) or R² "
+            "(a regressor's), which is higher when the model is better, but the search minimizes it: its best trial "
+            f"is the worst model; run with --maximize {metric} instead (a new study)"
+        ]
     return [
         f"{metric!r} reads like {kind}, but the search {direction}s it: if {better} is better, its best trial "
         f"is the worst model; run with {other} {metric} instead (a new study)"
     ]
+
+
+def _scored_by_score_method(tree: ast.Module, metric: str) -> int | None:
+    """The line where every assignment of ``metric`` is an estimator's ``.score(...)`` as it is
+    (``val_score = model.score(X_val, y_val)``, ``float(...)`` of it; not negated, not ``1 - ...``), or
+    None: minimized, a ``val_score`` (a name that says neither direction) went unsaid while its best
+    trial had the lowest R² (found trying nbtune as a new forecasting user)."""
+    values = [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == metric for t in n.targets)
+    ]
+
+    def is_score(v: ast.expr) -> bool:
+        if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "float" and len(v.args) == 1:
+            v = v.args[0]
+        return isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) and v.func.attr == "score"
+
+    if values and all(is_score(v) for v in values):
+        return values[0].lineno
+    return None
 
 
 def _negated_score_of(tree: ast.Module, metric: str, notebook: dict[str, Any] | None = None) -> str | None:

@@ -952,6 +952,24 @@ def test_a_metric_whose_name_reads_as_the_other_direction_is_named(ip, line, sai
     assert (notes[0].startswith(said) and len(notes) == 1) if said else not notes, res.messages
 
 
+def test_an_estimators_score_minimized_is_named(ip):
+    """--minimize val_score with val_score = model.score(...) (R² of a regressor): a name that says neither
+    direction, and nothing was said while the best trial had the lowest R² (found trying nbtune as a new
+    forecasting user)."""
+    ip.run_cell(
+        "class Model:\n    def __init__(self, a):\n        self.a = a\n    def score(self, X, y):\n        return self.a\n"
+    )
+    cell = "a = 0.5  # tune: uniform(0, 1)\nm = Model(a)\nval_score = m.score(None, None)\n"
+    res = ip.run_cell_magic("tune", "--minimize val_score -n 2 --view none", cell)
+    assert any(
+        m.startswith("line 4: 'val_score' is an estimator's .score(...), scikit-learn's accuracy") for m in res.messages
+    ), res.messages
+    for quiet in ("--maximize val_score", "--minimize val_score --name negated"):
+        body = cell.replace("= m.score", "= 1 - m.score") if "negated" in quiet else cell
+        res = ip.run_cell_magic("tune", f"{quiet} -n 2 --view none", body)
+        assert not any(".score(...)" in m for m in res.messages), res.messages
+
+
 @pytest.mark.parametrize(
     "line, scoring, said",
     [
