@@ -1452,6 +1452,16 @@ def test_a_search_metric_on_the_holdouts_data_is_a_leak_said_before_any_trial(ip
         "But the search read the holdout's data (line 4 of the %%tune cell reads 'X_test', 'y_test'): a "
         "small gap is what a leak looks like too, so this check cannot tell; score the search on other data."
     ), sentence
+    # lines that read the same data: one note naming them (three notes said it three times: found trying nbtune)
+    twice = leaky.replace(
+        "val_mse = model.err(X_test, y_test)\n",
+        "first = model.err(X_test, y_test)\nval_mse = model.err(X_test, y_test) + 0 * first\n",
+    )
+    res = run(ip, "--minimize val_mse --trials 2 --holdout test_mse --holdout-gap 100 --name twice", twice)
+    leaks = [m for m in res.messages if m.startswith("possible leak")]
+    assert len(leaks) == 1 and leaks[0].startswith(
+        "possible leak: lines 4 and 5 of the %%tune cell read 'X_test', 'y_test', as the sealed holdout's line 6"
+    ), leaks
     # validation data for the search, the test data only in the sealed line; a shared array indexed,
     # a list of columns read by both: no leak
     honest = leaky.replace("model.err(X_test, y_test)\ntest", "model.err(X_val, y_val)\ntest")
@@ -1666,9 +1676,9 @@ def test_an_evaluators_own_data_read_on_both_sides_is_no_leak(ip):
     # the search scored on the test data: named, the mask alone not
     leaky = passed.replace("rank(U, V, val, mask=train_mask)", "rank(U, V, test, mask=train_mask)")
     res = run(ip, f"{line} --name leaky", leaky)
-    assert any(
-        m.startswith("possible leak: line 6 of the %%tune cell reads 'test', 'train_mask'") for m in res.messages
-    )
+    # one note, each line's reads in it (a note per line: found trying nbtune as a new user)
+    leaks = [m for m in res.messages if m.startswith("possible leak: ")]
+    assert len(leaks) == 1 and "line 6 reads 'test', 'train_mask'," in leaks[0], res.messages
     ip.run_cell("X_test = train_mask")  # the same evaluator's shared argument, named as test data: still the holdout's
     named = passed.replace("mask=train_mask", "mask=X_test")
     res = run(ip, f"{line} --name named", named)

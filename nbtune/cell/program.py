@@ -1806,12 +1806,23 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
         if through:
             call = "()" if callable(user_ns.get(node.id)) else ""  # a function, or a dict of them
             reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}{call})")
+    if not reads:
+        return []
     first = min(stmt.lineno for stmt in sealed) if sealed else 0
+    # one note, the lines that read the same data together (a note per line said the same thing three times,
+    # and again after the search: found trying nbtune as a new user)
+    by_names: dict[str, list[int]] = {}
+    for line, names in sorted(reads.items()):
+        by_names.setdefault(", ".join(sorted(names)), []).append(line)
+    parts = []
+    for names_read, lines in by_names.items():
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
+        verb = "reads" if len(lines) == 1 else "read"
+        parts.append(f"{where}{' of the %%tune cell' if not parts else ''} {verb} {names_read}")
     return [
-        f"possible leak: line {line} of the %%tune cell reads {', '.join(sorted(names))}, as the sealed holdout's "
-        f"line {first} does: if that is the holdout's data, every trial sees it, the search tunes to it and the "
-        "holdout is no longer a fair test; score the search on validation data (or the folds' held-out part) only"
-        for line, names in sorted(reads.items())
+        f"possible leak: {', '.join(parts)}, as the sealed holdout's line {first} does: if that is the holdout's data, "
+        "every trial sees it, the search tunes to it and the holdout is no longer a fair test; score the search on "
+        "validation data (or the folds' held-out part) only"
     ]
 
 
