@@ -1814,7 +1814,7 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     by_names: dict[str, list[int]] = {}
     for line, names in sorted(reads.items()):
         by_names.setdefault(", ".join(sorted(names)), []).append(line)
-    parts = []
+    parts: list[str] = []
     for names_read, lines in by_names.items():
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
         verb = "reads" if len(lines) == 1 else "read"
