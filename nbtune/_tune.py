@@ -407,6 +407,57 @@ def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
     return found
 
 
+def _shuffled_time_series(tree: ast.Module, globals_read: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """The cell's splits that shuffle the rows of a notebook frame or series indexed by date
+    (``train_test_split(df, ...)``, ``KFold(5, shuffle=True).split(X)``): every model then trains on
+    days after those it is scored on, which no forecast has (nothing was said: found trying nbtune as
+    a new forecasting user). As ``(line, the splitter, the variable)``."""
+
+    def splitter(node: ast.expr) -> str | None:  # the shuffling splitter a '.split' is called on
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            said = {k.arg: k.value for k in node.keywords if k.arg is not None}.get("shuffle")
+            shuffle = said.value if isinstance(said, ast.Constant) else None
+            if (name in _SHUFFLING_SPLITS and shuffle is not False) or (
+                name in _SPLITS_THAT_MAY_SHUFFLE and shuffle is True
+            ):
+                return name
+            return None
+        value = globals_read.get(node.id) if isinstance(node, ast.Name) else None
+        kind = type(value).__name__
+        if type(value).__module__.startswith("sklearn.") and (
+            kind in _SHUFFLING_SPLITS or (kind in _SPLITS_THAT_MAY_SHUFFLE and getattr(value, "shuffle", False))
+        ):
+            return kind
+        return None
+
+    def dated(arg: ast.expr) -> str | None:  # df, df.y, df[cols], df.iloc[...]: a notebook object indexed by date
+        base = arg
+        while isinstance(base, (ast.Attribute, ast.Subscript)):
+            base = base.value
+        value = globals_read.get(base.id) if isinstance(base, ast.Name) else None
+        index = getattr(value, "index", None) if type(value).__module__.startswith("pandas") else None
+        return base.id if type(index).__name__ in ("DatetimeIndex", "PeriodIndex") else None  # type: ignore[attr-defined]
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or any(k.arg is None for k in node.keywords):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "train_test_split":
+            said = {k.arg: k.value for k in node.keywords}.get("shuffle")
+            name = None if isinstance(said, ast.Constant) and said.value is False else "train_test_split"
+        elif isinstance(f, ast.Attribute) and f.attr == "split":
+            name = splitter(f.value)
+        else:
+            continue
+        var = next((v for a in node.args if (v := dated(a)) is not None), None) if name else None
+        if name and var:
+            found.append((node.lineno, name, var))
+    return found
+
+
 # scikit-learn's estimators that draw at random with their default random_state=None (not those that
 # use it only under some option: Ridge's sag solver, SVC's probability=True)
 _RANDOM_MODULES = (
@@ -1561,6 +1612,15 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         "trials are compared on different validation data (noise in their ranking); pass random_state=0 (or the "
         "'# tune: seed' variable), or split once outside the cell"
         for lineno, name in (_unseeded_splits(program.spec.tree) if program.spec.tree is not None else [])
+    )
+    messages.extend(
+        f"line {lineno}: {name}(...) shuffles the rows of {var!r}, which is indexed by date: each model trains on "
+        "days after the ones it is scored on, a look into the future that a forecast never has (its score is "
+        "better than it will be); split by time instead (shuffle=False, TimeSeriesSplit, or folds of consecutive "
+        "dates)"
+        for lineno, name, var in (
+            _shuffled_time_series(program.spec.tree, program.globals) if program.spec.tree is not None else []
+        )
     )
     seed_hint = "the '# tune: seed' variable" if program.spec.seed is not None else "a fixed seed"
     seed_code = program.spec.seed.name if program.spec.seed is not None else "0"

@@ -1839,6 +1839,35 @@ def test_a_splitter_made_in_an_earlier_cell_that_shuffles_without_a_seed_is_name
     assert not any("shuffles" in m for m in res.messages), res.messages
 
 
+def test_a_split_that_shuffles_a_series_indexed_by_date_is_named(ip):
+    """KFold(5, shuffle=True) and train_test_split on a frame indexed by date train on the future: the
+    forecast scored better than it will be, and nothing was said (found trying nbtune as a new
+    forecasting user). A split by time, or data with no dates, says nothing."""
+    ip.run_cell(
+        "import numpy as np, pandas as pd\nfrom sklearn.model_selection import KFold, TimeSeriesSplit, train_test_split\n"
+        "df = pd.DataFrame({'x': np.arange(60.0), 'y': np.arange(60.0)}, index=pd.date_range('2024-01-01', periods=60))\n"
+        "plain = df.reset_index(drop=True)\ncv = KFold(5, shuffle=True, random_state=0)\n"
+    )
+    cell = "a = 0.5  # tune: uniform(0, 1)\n{split}\nloss = a * len(tr)\n"
+    said = "shuffles the rows of 'df', which is indexed by date: each model trains on days after"
+    for split, name in (
+        ("tr, va = train_test_split(df, random_state=0)", "train_test_split"),
+        ("tr, va = next(KFold(5, shuffle=True, random_state=0).split(df[['x']]))", "KFold"),
+        ("tr, va = next(cv.split(df.x))", "KFold"),
+    ):
+        res = run(ip, f"--minimize loss -n 2 --view none --name s{abs(hash(split))}", cell.format(split=split))
+        notes = [m for m in res.messages if said in m]
+        assert len(notes) == 1 and notes[0].startswith(f"line 3: {name}(...) {said}"), (split, res.messages)
+    for split in (
+        "tr, va = train_test_split(df, shuffle=False)",
+        "tr, va = next(TimeSeriesSplit(5).split(df))",
+        "tr, va = next(KFold(5).split(df))",
+        "tr, va = train_test_split(plain, random_state=0)",
+    ):
+        res = run(ip, f"--minimize loss -n 2 --view none --name q{abs(hash(split))}", cell.format(split=split))
+        assert not any("indexed by date" in m for m in res.messages), (split, res.messages)
+
+
 def test_an_estimator_or_a_notebook_generator_that_draws_at_random_unseeded_is_named(trees):
     """--seed repeated the configurations and not their scores: RandomForestClassifier(n_estimators=n)
     with no random_state scored 0.930 and 0.933 in two runs, and a cell drawing from the notebook's
