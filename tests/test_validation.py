@@ -754,6 +754,42 @@ def test_diagnose_finds_overfitting_and_underfitting_from_a_recorded_training_sc
     assert not {"overfitting", "underfitting"} & set(res.diagnose().kind), res.diagnose()
 
 
+def test_a_decline_within_the_sampling_noise_of_a_score_is_no_overfitting():
+    """A validation accuracy over 300 examples that wandered from 0.907 down to 0.877, five examples, was
+    called overfitting with advice to regularise (found retesting nbtune as a user); over 30000 examples
+    the same curve is a decline well past chance."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nbtune.view.diagnose import _peaked, _sampling_noise
+
+    def trials(n):
+        jitter = 1e-5 if n > 1000 else 0.0  # (over many examples, values rarely repeat)
+        curves = [[0.80, 0.86, 0.89, 0.907, 0.900, 0.893, 0.887, 0.880, 0.877]] + [
+            [
+                v + jitter * (i + 10 * k)
+                for i, v in enumerate([0.80 + 0.01 * k, 0.85, 0.87, 0.88, 0.89, 0.89, 0.893, 0.897, 0.9])
+            ]
+            for k in range(6)
+        ]
+        return [
+            create_trial(
+                state=TrialState.COMPLETE,
+                value=c[-1],
+                params={"x": 0.1},
+                distributions={"x": FloatDistribution(0, 1)},
+                intermediate_values={i + 1: round(v * n) / n for i, v in enumerate(c)},
+            )
+            for c in curves
+        ]
+
+    few, many = trials(300), trials(30000)
+    curve = [few[0].intermediate_values[k] for k in sorted(few[0].intermediate_values)]
+    assert _peaked(curve, True) == 3  # (without the noise: a peak at the 4th epoch)
+    assert _sampling_noise(few) > 0.03 and _peaked(curve, True, _sampling_noise(few)) is None
+    assert _sampling_noise(many) < 0.005 and _peaked(curve, True, _sampling_noise(many)) == 3
+
+
 def test_a_boosting_curve_that_overfits_step_by_step_is_not_divergence():
     """XGBoost's validation log-loss: near its best after the first epoch's rounds, then up a little
     each round past where it started. Called diverged, with the advice to clip gradients (found

@@ -267,14 +267,32 @@ def _curve(t: optuna.trial.FrozenTrial) -> list[float]:
     return [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
 
 
-def _peaked(values: list[float], maximize: bool) -> int | None:
+def _sampling_noise(trials: list[optuna.trial.FrozenTrial]) -> float:
+    """How far a score over a fixed set of examples moves by chance, where the study's learning curves
+    move in steps (an accuracy over 300 validation examples moves by 1/300): two standard errors of a
+    proportion near their median, for values within [0, 1]; 0 otherwise. A validation accuracy that
+    wandered between 0.877 and 0.907 over 300 examples, five examples, was called overfitting (found
+    retesting nbtune as a user)."""
+    values = [v for t in trials for v in t.intermediate_values.values() if math.isfinite(v)]
+    distinct = sorted(set(values))
+    if len(distinct) < 3 or len(distinct) * 2 > len(values) or distinct[0] < 0 or distinct[-1] > 1:
+        return 0.0
+    step = min(b - a for a, b in itertools.pairwise(distinct))
+    if step <= 1e-9:
+        return 0.0
+    p = statistics.median(values)
+    return 2 * math.sqrt(max(p * (1 - p), 0.0) * step)  # (n = 1 / step examples)
+
+
+def _peaked(values: list[float], maximize: bool, noise: float = 0.0) -> int | None:
     """Where a complete learning curve peaked, when it peaked at least three epochs before its end
     and then worsened steadily: most of its steps since were for the worse (two in three), it
     gave back more than a sixth of what it gained, and it ended at about its worst since the peak.
     The trial is scored past its best: a boosting model's validation RMSE, 69k after the first
     epoch, 54.5k at epoch 5, 57k at epoch 27; or, where noise the model cannot learn dominates the
     RMSE, 1.855 -> 1.792 at epoch 3 -> 1.867 (no gain of 10%, so a "clear improvement" rule missed
-    it). A curve that wanders about a plateau is rarely steady that way. None otherwise."""
+    it). A curve that wanders about a plateau is rarely steady that way; nor is a decline within
+    ``noise`` (:func:`_sampling_noise`) one. None otherwise."""
     if len(values) < 5:
         return None
     v = [x if maximize else -x for x in values]  # higher is better
@@ -287,7 +305,7 @@ def _peaked(values: list[float], maximize: bool) -> int | None:
         return None
     lost = v[at] - v[-1]
     worse = sum(b < a for a, b in itertools.pairwise(after))
-    if lost <= gain / 6 or lost < 0.8 * (v[at] - min(after)) or worse * 3 < 2 * (len(after) - 1):
+    if lost <= gain / 6 or lost < 0.8 * (v[at] - min(after)) or worse * 3 < 2 * (len(after) - 1) or lost <= noise:
         return None
     return at
 
@@ -433,6 +451,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     # return, a running mean over one episode) and ends where the others are did not collapse
     starts = [t.intermediate_values[min(t.intermediate_values)] for t in trials if t.intermediate_values]
     usual_start = statistics.median(starts) if len(starts) >= 4 else None
+    noise = _sampling_noise(trials)  # (a score over few examples: a decline within it is no overfitting)
     # A metric scikit-learn could not define (a fold with one class, no predicted positives) is no divergence:
     # it read as one, with advice about step sizes (found trying nbtune as a new user)
     undefined = {t.number: u for t in trials if (u := _undefined(t)) is not None}
@@ -452,7 +471,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
         elif how == "turned":
             best_epoch = sorted(t.intermediate_values)[curve.index((max if maximize else min)(curve))]
             turned[t.number] = f"a validation curve best at epoch {best_epoch} that ended worse than it started"
-        elif t.state.name == "COMPLETE" and (at := _peaked(curve, maximize)) is not None:
+        elif t.state.name == "COMPLETE" and (at := _peaked(curve, maximize, noise)) is not None:
             peaked[t.number] = sorted(t.intermediate_values)[at]
     # A minimized loss that came out orders of magnitude above the others' from its first epoch on
     # (7.3e15 where the median trial's is 0.3: SGD at a learning rate too large): its curve never
