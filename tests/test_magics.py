@@ -146,7 +146,7 @@ def test_a_code_change_starts_a_new_version_and_says_so(scored):
         "    return 1 - abs(math.log10(lr) + 2.5) / 5 - abs(hidden - 128) / 1000 - dropout / 10 "
         "+ (act == 'gelu') * 0.01 + layers / 100\n"
     )
-    r5b = scored.run_cell_magic("tune", "--trials 4 --maximize val_acc --resume", CELL + "print(val_acc)\n")
+    r5b = scored.run_cell_magic("tune", "--trials 4 --maximize val_acc --resume", CELL + "kept = val_acc * 2\n")
     assert r5b.study.study_name == r2.study.study_name, r5b.messages  # (v1 and v2: the code alone, the latest)
     assert f"--resume: continued {r2.study.study_name!r} although the cell's code changed" in r5b.messages
     assert r5b.runs()["resumed_over"].iloc[-1] == "the cell's code changed"

@@ -702,6 +702,22 @@ def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_
             "val_acc = model.fit(X_tr, y_tr).score(X_tr, y_tr)\n",
             "line 4 of the %%tune cell: val_acc is scored on X_tr, y_tr",
         ),
+        # data made in the cell, by name or by a slice through .iloc (found trying nbtune as a new forecasting user)
+        (
+            "Xs = X * 1.0\nys = y + 0\nmodel.fit(Xs, ys)\nval_acc = roc_auc_score(ys, model.predict(Xs))\n",
+            "line 7 of the %%tune cell: val_acc is scored on Xs, ys, the data line 6 fits the model on",
+        ),
+        (
+            "import pandas as pd\nF, t = pd.DataFrame(X), pd.Series(y)\nmodel.fit(F.iloc[tr], t.iloc[tr])\n"
+            "val_acc = roc_auc_score(t.iloc[tr], model.predict(F.iloc[tr]))\n",
+            "val_acc is scored on F.iloc[tr], t.iloc[tr]",
+        ),
+        (
+            "import pandas as pd\nF, t = pd.DataFrame(X), pd.Series(y)\nmodel.fit(F.iloc[tr], t.iloc[tr])\n"
+            "val_acc = roc_auc_score(t.iloc[va], model.predict(F.iloc[va]))\n",
+            None,
+        ),
+        ("Xs = X[:200] * 1.0\nXv = X[200:] * 1.0\nmodel.fit(Xs, y_tr)\nval_acc = model.score(Xv, y_va)\n", None),
     ],
 )
 def test_a_metric_scored_on_the_data_the_model_fits_is_said_before_the_search(ip, code, said):

@@ -526,8 +526,16 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             assigned.setdefault(node.targets[0].id, []).append(node.value)
 
-    def leaves(expr: ast.expr, depth: int = 0) -> set[str] | None:
-        """The data ``expr``'s calls are given (None: cross-validation, other data than any one fit's)."""
+    def sliced(arg: ast.expr) -> bool:  # X_train[idx], X.iloc[tr], df.y.values[:n]: a slice of a variable
+        base = arg.value if isinstance(arg, ast.Subscript) else None
+        while isinstance(base, ast.Attribute):
+            base = base.value
+        return isinstance(base, ast.Name)
+
+    def leaves(expr: ast.expr, depth: int = 0, expand: bool = True) -> set[str] | None:
+        """The data ``expr``'s calls are given (None: cross-validation, other data than any one fit's);
+        ``expand``: a variable the cell assigns is read through (``p = model.predict(X_train)``), else it
+        is data as written (``yy``, ``X`` made from a frame, and the fit reads them by those names)."""
         out: set[str] = set()
         # what a fit trains on is not what is scored: 'evaluate(model)' with model = LR().fit(X_train, y_train)
         # read as scored on X_train (found trying nbtune as a new user)
@@ -545,14 +553,17 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
             if name in _CROSS_VALIDATES or any(k.arg == "cv" for k in call.keywords):
                 return None
             for arg in [*call.args, *(k.value for k in call.keywords)]:
-                if isinstance(arg, ast.Name) and arg.id in assigned:
+                if expand and isinstance(arg, ast.Name) and arg.id in assigned:
                     if depth < 3:
                         for value in assigned[arg.id]:
                             inner = leaves(value, depth + 1)
                             if inner is None:
                                 return None
                             out |= inner
-                elif isinstance(arg, ast.Name) or (isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name)):
+                elif isinstance(arg, ast.Name) or (
+                    isinstance(arg, ast.Subscript)
+                    and ((expand is False and sliced(arg)) or isinstance(arg.value, ast.Name))
+                ):
                     out.add(ast.unparse(arg))
         return out
 
@@ -563,7 +574,7 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
             and isinstance(node.func, ast.Attribute)
             and node.func.attr in _FITS
             and len(node.args) >= 2
-            and all(isinstance(a, (ast.Name, ast.Subscript)) for a in node.args[:2])
+            and all(isinstance(a, ast.Name) or (isinstance(a, ast.Subscript) and sliced(a)) for a in node.args[:2])
         ):
             fits.append((node.lineno, [ast.unparse(a) for a in node.args[:2]]))
     if not fits:
@@ -571,12 +582,15 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
     for node in ast.walk(body):
         if not (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == metric for t in node.targets)):
             continue
-        scored = leaves(node.value)
-        if not scored:
-            continue
-        for line, data in fits:
-            if set(data) <= scored and scored <= set(data):
-                return node.lineno, line, data
+        # read through the cell's assignments, or as written (fit(X, yy) then mean_absolute_error(yy,
+        # model.predict(X)), where X and yy are made in the cell; fit(X.iloc[tr], ...) and scored on
+        # X.iloc[tr]: both unsaid, found trying nbtune as a new forecasting user)
+        for scored in (leaves(node.value), leaves(node.value, expand=False)):
+            if not scored:
+                continue
+            for line, data in fits:
+                if set(data) == scored:
+                    return node.lineno, line, data
     return None
 
 
