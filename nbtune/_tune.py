@@ -1888,6 +1888,11 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
             f"{duration(seconds or 0)}, with {plural(done, 'finished trial')}: nothing to run; raise --timeout to continue the "
             "search"
         )
+    elif spec.scheduler.pauses:  # PBT: -n is not its budget (it said to raise it, beside "-n is not used")
+        messages.append(
+            f"{target!r} has run its population of {spec.population} to the end: nothing to run; --fresh starts "
+            "another population (a larger --population or --max-epochs is a new version of the study)"
+        )
     else:
         messages.append(
             f"{target!r} already has {plural(done, 'finished trial')} (target {n_trials}): nothing to run; "

@@ -83,12 +83,23 @@ def test_a_population_cut_by_the_timeout_goes_on_when_the_cell_runs_again(ip):
     )
     cut = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 --timeout 1 -o res", slow)
     assert not any(t.state.name == "COMPLETE" for t in cut.study.trials)
+    with pytest.raises(ValueError, match="; re-run the cell: its paused trials go on$"):  # (not "raise --trials")
+        cut.best_params  # noqa: B018
     res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", slow)
     assert res.study.study_name == cut.study.study_name
     assert any("paused when the last run stopped go on" in m for m in res.messages), res.messages
     assert sum(t.state.name == "COMPLETE" for t in res.study.trials) == 4 and res.best_value > 1.1
     again = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 4 --seed 0 -o res", slow)
     assert any("nothing to run" in m for m in again.messages)  # done now
+    # and what would run more: not -n, which PBT does not use (it said to raise --trials: found trying nbtune)
+    assert any(
+        m.endswith(
+            "has run its population of 4 to the end: nothing to run; --fresh starts another population "
+            "(a larger --population or --max-epochs is a new version of the study)"
+        )
+        for m in again.messages
+    )
+    assert not any("raise --trials" in m for m in again.messages), again.messages
 
 
 def test_pbt_solves_the_toy_problem_of_the_paper(ip):

@@ -204,12 +204,20 @@ class StudySummary:
                 if cut
                 else ""
             )
-            todo = "raise --trial-timeout" if cut else "raise --trials"
+            paused = any((t.user_attrs.get(ATTR.DECISION) or {}).get("paused") for t in stopped)
+            todo = (
+                "raise --trial-timeout"
+                if cut
+                else "re-run the cell: its paused trials go on"  # (an Interrupt mid-PBT: -n is not its budget)
+                if paused
+                else "raise --trials"
+            )
             return (
                 f"no trial completed: {plural_trials(len(stopped))} stopped before the end of the epochs loop{why}; the "
                 f"best of them is trial {top.number} ({self.metric} = {fmt(last[top.number])} at "
                 f"{(top.user_attrs.get(ATTR.DECISION) or {}).get('unit', 'epoch')} {top.last_step}: "
-                f"res.study.trials[{top.number}]); {todo} for trials that run to the end"
+                f"res.study.trials[{top.number}]); {todo}"
+                + ("" if paused and not cut else " for trials that run to the end")
             )
         return "no trial completed yet"
 
