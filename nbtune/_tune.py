@@ -1183,14 +1183,20 @@ def _state_note(program: CellProgram) -> list[str]:
     epochs = program.spec.epochs
     if not program.state or epochs is None or program.spec.tree is None:
         return []
+    tree = program.spec.tree
     out = [
         f"line {line}: {name!r} is a data loader marked as state: every epoch's checkpoint would write it with its "
         "whole dataset; mark the model and its optimizer instead (the loader is made again before the loop, and "
         "nbtune keeps its shuffling generator going)"
-        for name, line in program.spec.state
-        if _makes_a_data_loader(program.spec.tree, name, line)
+        for name in program.state
+        if (line := _makes_a_data_loader(tree, name)) is not None
     ]
-    built = built_from_state(program.spec.tree, list(program.state), epochs.lineno)
+    # (a loader built on a generator marked as state is no state to mark: the note above says why)
+    built = [
+        b
+        for b in built_from_state(tree, list(program.state), epochs.lineno)
+        if _makes_a_data_loader(tree, b[0]) is None
+    ]
     if not built:
         return out
     names = " and ".join(f"{name} (line {line})" for name, line, _ in built)
@@ -1205,20 +1211,20 @@ def _state_note(program: CellProgram) -> list[str]:
     ]
 
 
-def _makes_a_data_loader(tree: ast.Module, name: str, line: int) -> bool:
-    """``name = DataLoader(...)`` (or ``torch.utils.data.DataLoader(...)``) at ``line`` of the cell
+def _makes_a_data_loader(tree: ast.Module, name: str) -> int | None:
+    """The line of the cell's ``name = DataLoader(...)`` (or ``torch.utils.data.DataLoader(...)``), or None
     (a loader marked as state was accepted silently, and its checkpoints held the dataset: found
     trying nbtune as a new PyTorch user)."""
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Assign)
-            and node.lineno == line
             and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
             and isinstance(node.value, ast.Call)
         ):
             func = node.value.func
-            return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) == "DataLoader"
-    return False
+            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) == "DataLoader":
+                return node.lineno
+    return None
 
 
 def pbt_note(spec: SchedulerSpec, program: CellProgram) -> str | None:
@@ -1732,7 +1738,7 @@ def _plan(cell: str, cfg: TuneConfig, outer_fold: int | None = None) -> _Plan:
         for lineno, p, value, _, near in compared_outside_choices(program.spec)
     )
     if cfg.holdout is not None and program.spec.tree is not None:  # shown as the search starts
-        leaks = holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {})
+        leaks = holdout_leaks(program.spec.tree, cfg.holdout, cfg.user_ns or {}, program.sealed())
         messages.extend(leaks)
         if (study.user_attrs.get(ATTR.HOLDOUT_LEAKS) or []) != leaks:  # (a finished study writes nothing)
             study.set_user_attr(ATTR.HOLDOUT_LEAKS, leaks)

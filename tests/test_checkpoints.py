@@ -420,8 +420,15 @@ def test_a_data_loader_marked_as_state_is_named(ip):
         m.startswith("line 4: 'loader' is a data loader marked as state: every epoch's checkpoint would write it")
         for m in res.messages
     ), res.messages
-    res = run(ip, "--minimize loss --trials 2 --name unmarked -o r", cell.replace("])  # tune: state", "])"))
+    unmarked = cell.replace("])  # tune: state", "])")
+    res = run(ip, "--minimize loss --trials 2 --name unmarked -o r", unmarked)
     assert not any("data loader marked as state" in m for m in res.messages), res.messages
+    # marked by the option too; and a loader built on a generator marked as state is not advised as state to mark
+    res = run(ip, "--minimize loss --trials 2 --state model,loader --name option -o r", unmarked)
+    assert any(m.startswith("line 4: 'loader' is a data loader marked as state") for m in res.messages), res.messages
+    on_generator = unmarked.replace("loader = DataLoader([1, 2, 3])", "g = [0]  # tune: state\nloader = DataLoader(g)")
+    res = run(ip, "--minimize loss --trials 2 --name generator -o r", on_generator)
+    assert not any("loader (line" in m or "data loader marked" in m for m in res.messages), res.messages
 
 
 def test_an_optimizer_chosen_by_if_else_is_named_too(ip):

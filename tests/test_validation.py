@@ -332,6 +332,26 @@ def test_lines_only_the_holdout_reads_are_sealed_with_it(ip, tmp_path):
     assert all(t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 7.0) for t in res.study.trials)
 
 
+def test_the_lines_sealed_with_the_holdout_are_no_leak_and_a_helpers_reads_are_never_sealed(ip):
+    """'scale = y_test.std()', read by the sealed line alone, is sealed with it: it read as a search line's
+    possible leak. And 'X = X[5:]' read by a notebook helper the search calls runs in every trial: sealed, the
+    trials ran on the data before it while the holdout run scored the data after it (both found retesting)."""
+    ip.run_cell(
+        "import numpy as np\nrng = np.random.default_rng(0)\nX, y = rng.normal(size=(40, 2)), rng.normal(size=40)\n"
+        "X_test, y_test = rng.normal(size=(20, 2)), rng.normal(size=20)\n"
+        "def fit_eval(a):\n    return float(((X[:, 0] * a - y) ** 2).mean()), len(X)\n"
+    )
+    cell = (
+        "a = 0.5  # tune: uniform(0, 1)\nX = X[5:]\ny = y[5:]\nval_mse, n = fit_eval(a)\n"
+        "scale = y_test.std()\ntest_mse = float(((X_test[:, 0] * a - y_test) ** 2).mean()) / scale\n"
+    )
+    res = run(ip, "--minimize val_mse -n 3 --seed 0 --holdout test_mse --holdout-gap 100 --record n -o r", cell)
+    assert not any("leak" in m for m in res.messages), res.messages
+    assert {t.user_attrs[ATTR.RECORD]["n"] for t in res.study.trials} == {35}
+    report = res.holdout()
+    assert report.value == pytest.approx(res.study.trials[report.trial].value)
+
+
 def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
     """The sealed lines cost nothing per trial: here they would fail if they ran."""
     calls = tmp_path / "calls"

@@ -409,10 +409,18 @@ class CellProgram:
         return _compiled(self.source, self.line_offset, filename, self.holdout, self._keep())
 
     def _keep(self) -> tuple[str, ...]:
-        """The variables nbtune reads when the cell ends (never sealed with the holdout)."""
+        """The variables nbtune reads when the cell ends, and those the notebook functions the cell
+        calls read (never sealed with the holdout: 'X = X.iloc[30:]' read by a helper's fit was
+        sealed, and every trial ran on the data before it; found retesting nbtune as a user)."""
         keep = self.__dict__.get("_kept")
         if keep is None:  # (once: code() runs before every trial)
-            keep = self.__dict__["_kept"] = (self.metric, *self.records, *(c[0] for c in self.constraints), *self.state)
+            keep = self.__dict__["_kept"] = (
+                self.metric,
+                *self.records,
+                *(c[0] for c in self.constraints),
+                *self.state,
+                *self.read_by_functions,
+            )
         return keep
 
     def sealed(self) -> set[tuple[int, int]]:
@@ -1741,7 +1749,9 @@ def _selects_columns(index: ast.expr, user_ns: dict[str, Any]) -> bool:
     return False
 
 
-def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> list[str]:
+def holdout_leaks(
+    tree: ast.Module, holdout: str, user_ns: dict[str, Any], positions: set[tuple[int, int]] | None = None
+) -> list[str]:
     """Lines of the search that read the notebook data the sealed holdout's lines read, as one
     sentence each: ``val_rmse = rmse(y_test, model.predict(X_test))`` beside ``--holdout test_rmse``
     scored the search on the test data and reported a gap of 0, 'within' (found trying nbtune as a
@@ -1749,8 +1759,14 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
     indexes (``X[test]``, ``df.loc[test]``), trains a final refit on, or passes as ``labels=`` is
     shared data, and no sign of a leak. What a notebook function reads as
     a global counts as read by the line that calls it (``def test_score(m): return m.score(X_test,
-    y_test)``), on either side."""
-    sealed = _assigning(tree, holdout)
+    y_test)``), on either side. ``positions``: every line sealed with the holdout (:func:`sealed_lines`:
+    a final refit, ``scale = y_test.std()`` that only the holdout's line reads), which no trial runs
+    either (each read as a search line's leak: found retesting nbtune as a user)."""
+    sealed = (
+        [n for n in ast.walk(tree) if isinstance(n, ast.stmt) and (n.lineno, n.col_offset) in positions]
+        if positions
+        else _assigning(tree, holdout)
+    )
     inside = {id(n) for stmt in sealed for n in ast.walk(stmt)}
     # not the holdout's data: what the sealed line indexes (X[test], df.loc[test]), what a final refit
     # trains on (clone(model).fit(X_train_val, ...).score(X_test, ...)), labels and column lists
@@ -1808,7 +1824,7 @@ def holdout_leaks(tree: ast.Module, holdout: str, user_ns: dict[str, Any]) -> li
             reads.setdefault(node.lineno, set()).add(f"{', '.join(map(repr, through))} (through {node.id}{call})")
     if not reads:
         return []
-    first = min(stmt.lineno for stmt in sealed) if sealed else 0
+    first = min((stmt.lineno for stmt in _assigning(tree, holdout)), default=0)
     # one note, the lines that read the same data together (a note per line said the same thing three times,
     # and again after the search: found trying nbtune as a new user)
     by_names: dict[str, list[int]] = {}
