@@ -826,6 +826,22 @@ def test_a_decline_within_the_sampling_noise_of_a_score_is_no_overfitting():
     assert _sampling_noise(many) < 0.005 and _peaked(curve, True, _sampling_noise(many)) == 3
 
 
+def test_a_noisy_objectives_curve_that_ends_worse_by_chance_is_no_divergence():
+    """RL returns over a few episodes move by chance from epoch to epoch: [0.356, 0.202, -0.058] was called
+    diverged, with advice to lower the learning rate (found trying nbtune as a new RL user). Against the
+    study's own epoch-to-epoch steps it is noise; a loss that blows up is still a collapse."""
+    from nbtune.view.diagnose import _ended_worse, _jitter
+
+    noisy = [[0.356, 0.202, -0.058], [0.1, 0.35, 0.12, 0.4], [0.3, 0.05, 0.33, 0.2], [0.2, 0.45, 0.25], [0.5, 0.3, 0.6]]
+    jitter = _jitter(noisy)
+    assert jitter > 0.15
+    assert _ended_worse(noisy[0], True) == "collapsed"  # (without the study's jitter, as before)
+    assert _ended_worse(noisy[0], True, 0.5, None, jitter) == ""
+    smooth = [[1.0, 0.8, 0.7, 0.65], [1.0, 0.85, 0.75, 0.7], [1.0, 0.9, 0.8, 0.75], [1.0, 0.7, 0.6, 0.55]]
+    blown = [1.0, 0.8, 5.0, 80.0]
+    assert _ended_worse(blown, False, 0.2, None, _jitter([*smooth, blown])) == "collapsed"
+
+
 def test_a_boosting_curve_that_overfits_step_by_step_is_not_divergence():
     """XGBoost's validation log-loss: near its best after the first epoch's rounds, then up a little
     each round past where it started. Called diverged, with the advice to clip gradients (found

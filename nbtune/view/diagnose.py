@@ -310,7 +310,22 @@ def _peaked(values: list[float], maximize: bool, noise: float = 0.0) -> int | No
     return at
 
 
-def _ended_worse(values: list[float], maximize: bool, scale: float = 0.0, usual_start: float | None = None) -> str:
+def _jitter(curves: list[list[float]]) -> float:
+    """How much a learning curve of this study moves from one epoch to the next, typically: the median
+    over the curves of their median step. A noisy objective (an RL return over a few episodes, which
+    moved 0.356, 0.202, -0.058 by chance) then ends "worse" by chance, and read as diverged (found
+    trying nbtune as a new RL user); a smooth one moves little, and its clear falls still count."""
+    steps = [
+        statistics.median(abs(b - a) for a, b in itertools.pairwise(c))
+        for c in curves
+        if len(c) >= 3 and all(math.isfinite(v) for v in c)
+    ]
+    return statistics.median(steps) if len(steps) >= 4 else 0.0
+
+
+def _ended_worse(
+    values: list[float], maximize: bool, scale: float = 0.0, usual_start: float | None = None, jitter: float = 0.0
+) -> str:
     """How a learning curve that ended clearly worse than it started (by more than 10% of its first
     value, or of ``scale``, the spread of the study's values, when that is larger: a return that
     starts near 0, -0.07 then -0.115 after 12 noisy episodes, is no collapse where returns range
@@ -324,7 +339,7 @@ def _ended_worse(values: list[float], maximize: bool, scale: float = 0.0, usual_
     first, last = values[0], values[-1]
     if usual_start is not None:  # a lucky first value (one episode's return) is no level it fell from
         first = min(first, usual_start) if maximize else max(first, usual_start)
-    margin = 0.1 * max(abs(first), scale) + 1e-12
+    margin = max(0.1 * max(abs(first), scale), 3 * jitter) + 1e-12  # (jitter: _jitter)
     if not (last < first - margin if maximize else last > first + margin):
         return ""
     best = max(values) if maximize else min(values)
@@ -452,6 +467,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
     starts = [t.intermediate_values[min(t.intermediate_values)] for t in trials if t.intermediate_values]
     usual_start = statistics.median(starts) if len(starts) >= 4 else None
     noise = _sampling_noise(trials)  # (a score over few examples: a decline within it is no overfitting)
+    jitter = _jitter(list(curves.values()))  # (a noisy objective's curves: an end worse by chance is no divergence)
     # A metric scikit-learn could not define (a fold with one class, no predicted positives) is no divergence:
     # it read as one, with advice about step sizes (found trying nbtune as a new user)
     undefined = {t.number: u for t in trials if (u := _undefined(t)) is not None}
@@ -466,7 +482,7 @@ def diagnose(result: StudySummary) -> list[Finding]:
             diverged[t.number] = "a non-finite metric or an overflow"
         elif folds or turned_round:
             continue
-        elif (how := _ended_worse(curve := curves[t.number], maximize, scale, usual_start)) == "collapsed":
+        elif (how := _ended_worse(curve := curves[t.number], maximize, scale, usual_start, jitter)) == "collapsed":
             diverged[t.number] = "a learning curve that ended worse than it started"
         elif how == "turned":
             best_epoch = sorted(t.intermediate_values)[curve.index((max if maximize else min)(curve))]
