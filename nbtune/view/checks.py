@@ -422,6 +422,28 @@ class CheckReport:
             tied += 1
         return tied
 
+    def _apart_sentence(self) -> str:
+        """Whether the re-validation told the chosen configuration apart from the next best by the rule:
+        their intervals overlapping, the choice is the rule's, not evidence that one is better (the lower
+        ends 0.006 apart read as a verdict: found trying nbtune as a new RL user)."""
+        chosen = self.chosen()
+        others = [c for c in self.candidates() if chosen is not None and c.number != chosen.number]
+        others = [c for c in others if len(c.values) > 1 and not c.broke]
+        if chosen is None or not others:
+            return ""
+        maximize = self.direction == "maximize"
+        runner = (max if maximize else min)(others, key=self.bound)
+        low = max(chosen.mean - chosen.half_width, runner.mean - runner.half_width)
+        high = min(chosen.mean + chosen.half_width, runner.mean + runner.half_width)
+        if low > high:
+            return ""
+        n = max(len(chosen.values), len(runner.values))
+        return (
+            f"trial {chosen.number}'s and trial {runner.number}'s 95% intervals overlap: {n} seeds do not tell them "
+            f"apart, so either may be the better configuration; more seeds narrow them "
+            f"(res.revalidate(top={len(self.candidates())}, seeds={2 * n}))"
+        )
+
     def _tie_sentence(self) -> str:
         tied = self.tied_out()
         if not tied:
@@ -475,6 +497,9 @@ class CheckReport:
                     "  no configuration met every guardrail with every seed, so none is chosen: the guardrails "
                     "hold on the search's seed only; re-validate more of the top (--revalidate K) or loosen them"
                 )
+            apart = self._apart_sentence()
+            if apart:
+                out.append("  " + apart)
             tie = self._tie_sentence()
             if tie:
                 out.append("  " + tie)
