@@ -2387,7 +2387,7 @@ def _bug_error(result: TuneResult, plan: _Plan, every: bool = False) -> TrialsFa
         return TrialsFailedError(
             f"{which} {'' if every else 'all '}ran past --trial-timeout {first.user_attrs[ATTR.TIMED_OUT]:g} s"
             + (f" ({cut} of them stopped before their last epoch or fold)" if cut else "")
-            + (", and no trial completed" if every else ", so the search stopped instead of spending the budget")
+            + (", and none of them completed" if every else ", so the search stopped instead of spending the budget")
             + ": raise --trial-timeout"
             + (" (a full trial takes longer)" if cut else "")
             + f", or narrow the ranges that make a trial slow, and re-run ({kept})",
