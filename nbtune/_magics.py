@@ -125,7 +125,12 @@ _OPTUNA_WORDS = {
     "--scoring": "--maximize NAME or --minimize NAME (the cell's variable that holds the score)",
     "--kfold": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the fold "
     "variable choosing each fold's split (see the README, Cross-validation)",
+    "--k-fold": "not an option: cross-validation is an annotation in the cell, 'fold = 0  # tune: folds(5)', the "
+    "fold variable choosing each fold's split (see the README, Cross-validation)",
+    "--epochs": "not an option: the epochs loop is marked in the cell, 'for epoch in range(20):  # tune: epochs' "
+    "(--max-epochs N gives its length when nbtune cannot read it; --min-epochs N the first rung)",
     "--iterations": "-n/--trials N",
+    "--iters": "-n/--trials N",
     "--n-iter": "-n/--trials N",
     "--n_iter": "-n/--trials N",
     "--random-state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",

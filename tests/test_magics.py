@@ -1285,6 +1285,7 @@ def test_help_text(ip):
         ("--maximize loss --n-iter 30", "--n-iter is -n/--trials N"),
         ("--maximize loss --cv=5", "--cv is not an option: cross-validation is an annotation"),
         ("--maximize loss --kfold 5", "--kfold is not an option: cross-validation is an annotation"),
+        ("--maximize loss --epochs 10", "--epochs is not an option: the epochs loop is marked in the cell"),
         # a typo gets the flag it is close to (found trying nbtune as a new user)
         ("--maximise loss", "unrecognized arguments: --maximise loss; did you mean --maximize"),
         ("--maximize loss --trails 5", "did you mean --trials"),
