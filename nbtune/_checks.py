@@ -148,6 +148,13 @@ def plan_checks(
             # runs made before runs were stamped ran what the first stamp says
             checks.set_user_attr(ATTR.SEALED, {"now": sealed, "unstamped": (was or {}).get("unstamped", sealed)})
     messages: list[str] = []
+    if request is not None and (study.user_attrs.get(ATTR.CONFIG) or {}).get("scheduler") == "pbt":
+        # (it re-trained each member's last values from scratch without a word: found trying nbtune as a new user)
+        messages.append(
+            "re-validating a PBT study runs each member's final hyperparameters, fixed, from the first epoch; PBT "
+            "changed them while it trained (res.lineage() has the schedule), so these runs measure another training "
+            "than the one the search scored"
+        )
     reaped = reap_dead_trials(checks, liveness)
     if reaped:
         messages.append(f"marked {len(reaped)} check run(s) left running by a stopped kernel as interrupted")

@@ -445,11 +445,14 @@ def _shuffled_time_series(tree: ast.Module, globals_read: dict[str, Any]) -> lis
         if not isinstance(node, ast.Call) or any(k.arg is None for k in node.keywords):
             continue
         f = node.func
+        cv = {k.arg: k.value for k in node.keywords}.get("cv")
         if isinstance(f, ast.Name) and f.id == "train_test_split":
             said = {k.arg: k.value for k in node.keywords}.get("shuffle")
             name = None if isinstance(said, ast.Constant) and said.value is False else "train_test_split"
         elif isinstance(f, ast.Attribute) and f.attr == "split":
             name = splitter(f.value)
+        elif cv is not None:  # cross_val_score(model, df[feats], df.y, cv=KFold(5, shuffle=True)) (found retesting)
+            name = splitter(cv)
         else:
             continue
         var = next((v for a in node.args if (v := dated(a)) is not None), None) if name else None

@@ -125,6 +125,17 @@ def test_pbt_solves_the_toy_problem_of_the_paper(ip):
     assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith(f"lineage of trial {res.best_trial.number}")
 
 
+def test_re_validating_a_pbt_study_says_what_it_measures(ip):
+    """res.revalidate() on a PBT study re-trained each member's final hyperparameters, fixed, from scratch,
+    without a word: not the schedule PBT found (found trying nbtune as a new RL user)."""
+    seeded = TOY.replace("import numpy as np\n", "import numpy as np\nseed = 0  # tune: seed\n").replace(
+        "theta = np.array([0.9, 0.9])", "theta = np.array([0.9, 0.9]) + 0 * seed"
+    )
+    res = run(ip, "--maximize Q --scheduler pbt --population 4 --interval 8 --seed 0 -o res", seeded)
+    res.revalidate(top=1, seeds=2, view=None)
+    assert any(m.startswith("re-validating a PBT study runs each member's final hyperparameters") for m in res.messages)
+
+
 def test_pbt_keeps_hyperparameters_in_range_and_the_history_of_the_state(ip):
     res = run(ip, "--maximize score --scheduler pbt --population 6 --interval 3 --seed 1 -o res", NUMERIC)
     _check_population(res, 6, 12)

@@ -1944,7 +1944,8 @@ def test_a_split_that_shuffles_a_series_indexed_by_date_is_named(ip):
     forecast scored better than it will be, and nothing was said (found trying nbtune as a new
     forecasting user). A split by time, or data with no dates, says nothing."""
     ip.run_cell(
-        "import numpy as np, pandas as pd\nfrom sklearn.model_selection import KFold, TimeSeriesSplit, train_test_split\n"
+        "import numpy as np, pandas as pd\nfrom sklearn.linear_model import Ridge\n"
+        "from sklearn.model_selection import KFold, TimeSeriesSplit, cross_val_score, train_test_split\n"
         "df = pd.DataFrame({'x': np.arange(60.0), 'y': np.arange(60.0)}, index=pd.date_range('2024-01-01', periods=60))\n"
         "plain = df.reset_index(drop=True)\ncv = KFold(5, shuffle=True, random_state=0)\n"
     )
@@ -1954,6 +1955,7 @@ def test_a_split_that_shuffles_a_series_indexed_by_date_is_named(ip):
         ("tr, va = train_test_split(df, random_state=0)", "train_test_split"),
         ("tr, va = next(KFold(5, shuffle=True, random_state=0).split(df[['x']]))", "KFold"),
         ("tr, va = next(cv.split(df.x))", "KFold"),
+        ("tr = cross_val_score(Ridge(), df[['x']], df.y, cv=KFold(5, shuffle=True, random_state=0))", "KFold"),
     ):
         res = run(ip, f"--minimize loss -n 2 --view none --name s{abs(hash(split))}", cell.format(split=split))
         notes = [m for m in res.messages if said in m]
@@ -1963,6 +1965,7 @@ def test_a_split_that_shuffles_a_series_indexed_by_date_is_named(ip):
         "tr, va = next(TimeSeriesSplit(5).split(df))",
         "tr, va = next(KFold(5).split(df))",
         "tr, va = train_test_split(plain, random_state=0)",
+        "tr = cross_val_score(Ridge(), df[['x']], df.y, cv=TimeSeriesSplit(5))",
     ):
         res = run(ip, f"--minimize loss -n 2 --view none --name q{abs(hash(split))}", cell.format(split=split))
         assert not any("indexed by date" in m for m in res.messages), (split, res.messages)
