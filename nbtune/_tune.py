@@ -2107,6 +2107,7 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         extra.extend(_negative_error_minimized(plan))
         extra.extend(_best_at_the_edge(plan))
         extra.extend(_metric_did_not_move(plan))
+        extra.extend(_rung_could_not_rank(plan))
         changed = versions_changed(run_records(plan.study.user_attrs))
         if changed:  # trials of both sets of versions in one study: a replay needs both (res.runs())
             extra.append(
@@ -2220,6 +2221,37 @@ def _best_at_the_edge(plan: _Plan) -> list[str]:
                 "study) to see"
             )
     return out
+
+
+def _rung_could_not_rank(plan: _Plan) -> list[str]:
+    """The first rung of successive halving where more trials tied for the best value than go on: all
+    of them went on, and the rung saved nothing (every trial of a noisy objective drew the same numbers
+    at epoch 1, measured before its first update: 14 of 14 tied at 0.209, and nothing was stopped;
+    found trying nbtune as a new RL user)."""
+    import math
+
+    spec = plan.scheduler
+    if not spec.scheduler.rungs or spec.scheduler.pauses:
+        return []
+    r = spec.r
+    at = [
+        t.intermediate_values[r]
+        for t in plan.study.get_trials(deepcopy=False)
+        if r in t.intermediate_values
+        and math.isfinite(t.intermediate_values[r])
+        and not ({ATTR.PROMOTED, ATTR.RERUN_OF} & set(t.user_attrs))  # (a continuation is its trial's curve again)
+    ]
+    if len(at) < 2 * spec.eta:
+        return []
+    best = (max if spec.direction == "maximize" else min)(at)
+    tied = sum(v == best for v in at)
+    if tied <= max(1, len(at) // spec.eta) or tied * 2 < len(at):
+        return []
+    return [
+        f"at {spec.unit} {r}, {tied} of the {len(at)} trials that reached it scored the same {plan.program.metric} "
+        f"({fmt(best)}): successive halving could not rank them, so they all went on; compare them later "
+        f"(--min-epochs {r * spec.eta}), or give each trial its own draws (--vary-seed)"
+    ]
 
 
 def _metric_did_not_move(plan: _Plan) -> list[str]:

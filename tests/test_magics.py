@@ -1972,6 +1972,27 @@ def test_an_edge_tied_elsewhere_in_the_range_and_a_metric_that_never_moves_are_s
     ], flat.messages
 
 
+def test_a_rung_where_the_trials_tie_is_said(ip):
+    """Every trial of a noisy objective with one seed drew the same numbers at epoch 1, measured before its
+    first update: all tied at the first rung, all went on, and successive halving saved nothing, unsaid
+    (found trying nbtune as a new RL user)."""
+    cell = (
+        "lr = 0.1  # tune: loguniform(0.01, 1)\nw = 0.0\nfor epoch in range(9):  # tune: epochs\n"
+        "    ret = 0.2 + w\n    w += lr * 0.1\n"
+    )
+    res = ip.run_cell_magic("tune", "--maximize ret -n 12 --seed 0 --min-epochs 1 -o r", cell)
+    said = [m for m in res.messages if "could not rank them" in m]
+    assert len(said) == 1 and said[0].startswith(
+        "at epoch 1, 12 of the 12 trials that reached it scored the same ret"
+    ), res.messages
+    apart = ip.run_cell_magic(
+        "tune",
+        "--maximize ret -n 12 --seed 0 --min-epochs 1 --name apart -o r",
+        cell.replace("0.2 + w", "0.2 + w + lr"),
+    )
+    assert not any("could not rank them" in m for m in apart.messages), apart.messages
+
+
 def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     """The first thing an Optuna user checks after a search went unsaid: learning_rate=0.2955 in
     (0.01, 0.3), max_depth=10 in int(3, 10) (found trying nbtune as a new user)."""
