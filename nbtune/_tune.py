@@ -2247,10 +2247,12 @@ def _rung_could_not_rank(plan: _Plan) -> list[str]:
     tied = sum(v == best for v in at)
     if tied <= max(1, len(at) // spec.eta) or tied * 2 < len(at):
         return []
+    later = f"compare them later (--min-epochs {r * spec.eta})" if spec.R is None or r * spec.eta < spec.R else ""
+    draws = "give each trial its own draws (--vary-seed)" if plan.program.spec.seed is not None else ""
+    todo = " or ".join(w for w in (later, draws) if w) or "a metric that tells configurations apart at that epoch"
     return [
         f"at {spec.unit} {r}, {tied} of the {len(at)} trials that reached it scored the same {plan.program.metric} "
-        f"({fmt(best)}): successive halving could not rank them, so they all went on; compare them later "
-        f"(--min-epochs {r * spec.eta}), or give each trial its own draws (--vary-seed)"
+        f"({fmt(best)}): successive halving could not rank them, so they all went on; {todo}"
     ]
 
 
