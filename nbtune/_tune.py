@@ -85,6 +85,7 @@ from nbtune.cell.program import (
     is_data,
 )
 from nbtune.cell.reads import (
+    called_name,
     changed_in_some_trials,
     changes_notebook_arrays,
     never_read,
@@ -383,6 +384,19 @@ _SHUFFLING_SPLITS = {
 _SPLITS_THAT_MAY_SHUFFLE = {"KFold", "StratifiedKFold", "StratifiedGroupKFold", "GroupKFold"}
 
 
+def _shuffling_split(call: ast.Call) -> str | None:
+    """The scikit-learn splitter ``call`` makes or calls, when it shuffles: ``train_test_split(...)``
+    and ``ShuffleSplit(...)`` unless given ``shuffle=False``, ``KFold(...)`` when given ``shuffle=True``
+    (its name; None otherwise)."""
+    name = called_name(call)
+    said = {k.arg: k.value for k in call.keywords if k.arg is not None}.get("shuffle")
+    shuffle = said.value if isinstance(said, ast.Constant) else None  # True, False, or not a literal
+    shuffles = (name in _SHUFFLING_SPLITS and shuffle is not False) or (
+        name in _SPLITS_THAT_MAY_SHUFFLE and shuffle is True
+    )
+    return name if shuffles else None
+
+
 def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
     """The cell's calls of a scikit-learn splitter that shuffles without ``random_state``:
     each trial splits the data anew, so trials are compared on different validation sets (with
@@ -391,18 +405,11 @@ def _unseeded_splits(tree: ast.Module) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        f = node.func
-        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
         if any(k.arg is None for k in node.keywords):  # **options: cannot tell
             continue
-        shuffle = keywords.get("shuffle")
-        said = shuffle.value if isinstance(shuffle, ast.Constant) else None  # True, False, or not a literal
-        shuffles = (name in _SHUFFLING_SPLITS and said is not False) or (
-            name in _SPLITS_THAT_MAY_SHUFFLE and said is True
-        )
-        seed = keywords.get("random_state")
-        if shuffles and (seed is None or (isinstance(seed, ast.Constant) and seed.value is None)):
+        name = _shuffling_split(node)
+        seed = {k.arg: k.value for k in node.keywords}.get("random_state")
+        if name and (seed is None or (isinstance(seed, ast.Constant) and seed.value is None)):
             found.append((node.lineno, name))
     return found
 
@@ -415,15 +422,7 @@ def _shuffled_time_series(tree: ast.Module, globals_read: dict[str, Any]) -> lis
 
     def splitter(node: ast.expr) -> str | None:  # the shuffling splitter a '.split' is called on
         if isinstance(node, ast.Call):
-            f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-            said = {k.arg: k.value for k in node.keywords if k.arg is not None}.get("shuffle")
-            shuffle = said.value if isinstance(said, ast.Constant) else None
-            if (name in _SHUFFLING_SPLITS and shuffle is not False) or (
-                name in _SPLITS_THAT_MAY_SHUFFLE and shuffle is True
-            ):
-                return name
-            return None
+            return _shuffling_split(node)
         value = globals_read.get(node.id) if isinstance(node, ast.Name) else None
         kind = type(value).__name__
         if type(value).__module__.startswith("sklearn.") and (
@@ -447,8 +446,7 @@ def _shuffled_time_series(tree: ast.Module, globals_read: dict[str, Any]) -> lis
         f = node.func
         cv = {k.arg: k.value for k in node.keywords}.get("cv")
         if isinstance(f, ast.Name) and f.id == "train_test_split":
-            said = {k.arg: k.value for k in node.keywords}.get("shuffle")
-            name = None if isinstance(said, ast.Constant) and said.value is False else "train_test_split"
+            name = _shuffling_split(node)
         elif isinstance(f, ast.Attribute) and f.attr == "split":
             name = splitter(f.value)
         elif cv is not None:  # cross_val_score(model, df[feats], df.y, cv=KFold(5, shuffle=True)) (found retesting)
@@ -579,11 +577,7 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
     (found trying nbtune as a new user: a network built in the cell without a seed said nothing,
     where a forest without random_state did). As ``(line, the call, the library, whether it draws a
     model's initial weights)``."""
-    import random
     import sys
-
-    def called_name(call: ast.Call) -> str:
-        return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
 
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     # a generator of the cell's own seeded (g = torch.Generator().manual_seed(seed), g.manual_seed(s)) is
@@ -621,14 +615,11 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
         obj = _called(call, imported, globals_read)
         if obj is None:
             continue
-        owner = getattr(obj, "__self__", None)
         library = None
-        if np_global is not None and owner is np_global and obj.__name__ not in ("seed", "get_state", "set_state"):
-            library = "numpy"
-        elif owner is getattr(random, "_inst", None) and obj.__name__ not in ("seed", "getstate", "setstate"):
-            library = "random"
-        elif torch is not None and any(k.arg in ("generator", "sampler", "batch_sampler") for k in call.keywords):
-            continue
+        if torch is not None and any(k.arg in ("generator", "sampler", "batch_sampler") for k in call.keywords):
+            continue  # (its own generator)
+        if (library := _global_draw(obj, np_global, torch)) is not None:
+            pass
         elif torch is not None and isinstance(obj, type) and issubclass(obj, torch.nn.Module):
             if not loads_weights and (
                 obj.__module__ == "__main__"
@@ -636,8 +627,6 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
                 or (obj.__module__.startswith("torch.nn") and _TORCH_DRAWING_LAYERS.match(obj.__name__))
             ):
                 library = "torch"
-        elif torch is not None and getattr(obj, "__name__", "") in _TORCH_DRAWS and _from_torch(obj, torch):
-            library = "torch"
         elif torch is not None and getattr(obj, "__module__", "") == "torch.nn.init" and obj.__name__.endswith("_"):
             if not loads_weights and obj.__name__ not in ("zeros_", "ones_", "constant_", "eye_", "dirac_"):
                 library = "torch"  # nn.init.normal_(w), xavier_uniform_, kaiming_normal_, ...
@@ -652,13 +641,28 @@ def _unseeded_global_draws(tree: ast.Module, globals_read: dict[str, Any]) -> li
     return sorted(found.values())
 
 
+def _global_draw(obj: Any, np_global: Any, torch: Any) -> str | None:
+    """The library whose global generator calling ``obj`` draws from (``np.random.randn``,
+    ``random.random``, ``torch.randn``; not their ``seed`` or state functions), or None. ``np_global``:
+    NumPy's own ``RandomState``, which its module functions are bound to."""
+    import random
+
+    owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
+    if np_global is not None and owner is np_global and name not in ("seed", "get_state", "set_state"):
+        return "numpy"
+    if owner is getattr(random, "_inst", None) and name not in ("seed", "getstate", "setstate"):
+        return "random"
+    if torch is not None and name in _TORCH_DRAWS and _from_torch(obj, torch):
+        return "torch"
+    return None
+
+
 def _draws_in(f: types.FunctionType, np_global: Any, torch: Any, depth: int = 0) -> str | None:
     """The library whose global generator a notebook function draws from in its own code
     (``np.random.rand()``, ``random.random()``, ``torch.randn(...)``; and in the notebook functions it
     calls, two deep), or None: a helper's draws made the same configuration and seed score 0.60,
     0.61 and 0.50, with nothing said (found trying nbtune as a new user)."""
     import dis
-    import random
 
     codes, out = [f.__code__], None
     while codes and out is None:
@@ -674,14 +678,7 @@ def _draws_in(f: types.FunctionType, np_global: Any, torch: Any, depth: int = 0)
                         break
             elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(obj, types.ModuleType):
                 obj = getattr(obj, str(ins.argval), None)
-                owner = getattr(obj, "__self__", None)
-                name = getattr(obj, "__name__", "")
-                if np_global is not None and owner is np_global and name not in ("seed", "get_state", "set_state"):
-                    out = "numpy"
-                elif owner is getattr(random, "_inst", None) and name not in ("seed", "getstate", "setstate"):
-                    out = "random"
-                elif torch is not None and name in _TORCH_DRAWS and _from_torch(obj, torch):
-                    out = "torch"
+                out = _global_draw(obj, np_global, torch)
                 if out is not None:
                     break
             else:
@@ -1223,10 +1220,9 @@ def _makes_a_data_loader(tree: ast.Module, name: str) -> int | None:
             isinstance(node, ast.Assign)
             and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
             and isinstance(node.value, ast.Call)
+            and called_name(node.value) == "DataLoader"
         ):
-            func = node.value.func
-            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) == "DataLoader":
-                return node.lineno
+            return node.lineno
     return None
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from nbtune import _compat
 from nbtune.cell import rng
 from nbtune.cell.annotations import CellSpec
-from nbtune.cell.reads import notebook_inputs
+from nbtune.cell.reads import called_name, notebook_inputs
 
 __all__ = [
     "cell_identity",
@@ -113,7 +113,7 @@ class _WithoutOutput(ast.NodeTransformer):
             and isinstance(node.value.func, ast.Name)
             and node.value.func.id in _SHOWS
             and all(
-                _called_name(c) in _PURE_CALLS
+                called_name(c) in _PURE_CALLS
                 for c in ast.walk(node.value)
                 if isinstance(c, ast.Call) and c is not node.value
             )
@@ -126,10 +126,6 @@ def without_output(tree: ast.Module) -> ast.Module:
     """A copy of ``tree`` without the statements that only show something (:class:`_WithoutOutput`)."""
     out: ast.Module = _WithoutOutput().visit(copy.deepcopy(tree))
     return out
-
-
-def _called_name(call: ast.Call) -> str:
-    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
 
 
 def code_fingerprint(

@@ -62,6 +62,11 @@ class _InlineMagics(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
+def called_name(call: ast.Call) -> str:
+    """The name a call is made by: ``fit`` of ``model.fit(X, y)``, ``train_test_split`` of a plain call ("" else)."""
+    return call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+
+
 def _magic_code(node: ast.AST) -> str | None:
     if not (
         isinstance(node, ast.Call)
@@ -547,7 +552,7 @@ def scored_on_fit_data(tree: ast.Module, metric: str) -> tuple[int, int, list[st
             for x in ast.walk(a)
         }
         for call in (n for n in ast.walk(expr) if isinstance(n, ast.Call) and id(n) not in trained):
-            name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+            name = called_name(call)
             if name in _FITS:
                 continue
             if name in _CROSS_VALIDATES or any(k.arg == "cv" for k in call.keywords):
