@@ -135,6 +135,9 @@ _OPTUNA_WORDS = {
     "--n_iter": "-n/--trials N",
     "--random-state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",
     "--random_state": "--seed N (the search's draws; the cell's own random_state is a '# tune: seed' variable)",
+    # argparse's own (the magic's help is IPython's '?', which shows the options, annotations and examples)
+    "--help": "not an option: IPython's ? after the magic's name shows its help",
+    "-h": "not an option: IPython's ? after the magic's name shows its help",
     # hyperopt's
     "--max-evals": "-n/--trials N",
     "--max_evals": "-n/--trials N",
@@ -144,7 +147,8 @@ _OPTUNA_WORDS = {
 
 def _parse(magic: Any, line: str) -> Any:
     """The magic's arguments; a line shlex cannot split is one UsageError line, not a traceback."""
-    see = f"(see {'%%tune' if magic.__name__ == 'tune' else '%' + magic.__name__}?)"
+    called = "%%tune" if magic.__name__ == "tune" else "%" + magic.__name__
+    see = f"(see {called}?)"
     # IPython leaves a line magic's ';' (show no output) in its line: '%tune_show NAME;' read 'NAME;'
     line = line.rstrip().removesuffix(";")
     _unexpanded(line)  # (first: what it left split at its spaces would read as stray words)
@@ -157,7 +161,7 @@ def _parse(magic: Any, line: str) -> Any:
         flags = {w.split("=", 1)[0] for w in words}  # ('--cv=5': the flag before its value)
         hints = [f"{word} is {use}" for word, use in _OPTUNA_WORDS.items() if word in flags]
         if hints:
-            raise UsageError(f"{e}; in %%tune, {'; '.join(hints)} {see}") from None
+            raise UsageError(f"{e}; in {called}, {'; '.join(hints)} {see}") from None
         if "invalid" in words and "value:" in words:  # '--seed abc': the flag is right, its value is not
             kind = {"int": "a whole number", "float": "a number"}.get(
                 words[words.index("invalid") + 1], "another value"

@@ -904,8 +904,9 @@ def _schedule(spec: SchedulerSpec) -> str:
 
 def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     """ "schedule" when only how trials pause and continue changed, "metric" when only the metric or
-    its direction did, else "search space"."""
-    for what, keys in (("schedule", {"schedule"}), ("metric", {"metric", "direction"})):
+    its direction did, "guardrails" when only the guardrails did (a loosened one had read "the search
+    space changed": found trying nbtune as a new user), else "search space"."""
+    for what, keys in (("schedule", {"schedule"}), ("metric", {"metric", "direction"}), ("guardrails", {"guardrails"})):
         rest = {k: v for k, v in old.items() if k not in keys}, {k: v for k, v in new.items() if k not in keys}
         if rest[0] == rest[1]:
             return what
@@ -1406,7 +1407,7 @@ def _choose_version(
         messages.append(f"--resume: continued {target!r} although {'; '.join(differences)}")
         return target, differences
     if not same_space:  # (when some version has this space, the change is said against the closest of them)
-        also = describe(attrs[latest].get(ATTR.IDENTITY))  # the code, notebook, data
+        also = _another_cell_hint(describe(attrs[latest].get(ATTR.IDENTITY)), cfg)  # the code, notebook, data
         messages.append(
             f"the {_what_changed(attrs[latest][ATTR.SPACE] or {}, fp)} changed since {latest!r} "
             f"({describe_space_change(attrs[latest][ATTR.SPACE] or {}, fp)}{'; ' + '; '.join(also) if also else ''}): "
@@ -1422,19 +1423,27 @@ def _choose_version(
         # against the version this cell is closest to (the code of v1 again, other data: "the data
         # changed since v1", not "the code changed" since v2); the latest among equals
         closest = min(reversed(same_space), key=lambda v: len(describe(attrs[v].get(ATTR.IDENTITY))))
-        differences = describe(attrs[closest].get(ATTR.IDENTITY))
-        if cfg.name is None and "the cell's code changed" in differences:
-            # the default name is the metric's and the tuned names': another cell can share it
-            at = differences.index("the cell's code changed")
-            differences[at] += (
-                " (an edit, or another cell that tunes the same names for the same metric: --name tells them apart)"
-            )
+        differences = _another_cell_hint(describe(attrs[closest].get(ATTR.IDENTITY)), cfg)
         messages.append(
             f"{'; '.join(differences)} since {closest!r} ran: started {new!r}, so its results are not "
             f"mixed with this cell's; the old study is kept (--resume continues "
             f"{'it' if closest == resumes else repr(resumes)} instead)"
         )
     return new, []
+
+
+def _another_cell_hint(differences: list[str], cfg: TuneConfig) -> list[str]:
+    """The default name is the metric's and the tuned names': another cell can share it, and a cell's
+    code that changed may be another cell's (a LogisticRegression cell and an SVC cell that both tune
+    C for val_acc; said where the space stayed the same, and since a new user found it missing, where
+    the space changed too)."""
+    if cfg.name is None and "the cell's code changed" in differences:
+        at = differences.index("the cell's code changed")
+        differences = list(differences)
+        differences[at] += (
+            " (an edit, or another cell that tunes the same names for the same metric: --name tells them apart)"
+        )
+    return differences
 
 
 def _resumed_identity(
@@ -2210,6 +2219,10 @@ def _best_at_the_edge(plan: _Plan) -> list[str]:
             continue
         where = (v - low) / (high - low)
         end = "bottom" if where <= EDGE else "top" if where >= 1 - EDGE else None
+        if end == "bottom" and (d.low == 0 or (isinstance(d, IntDistribution) and d.low == 1)):
+            # nothing below it to widen to for most such values (min_samples_leaf at 1, dropout at 0:
+            # "widen that end" could not be followed, found trying nbtune as a new user)
+            continue
         if end is not None and all(t.params.get(name) == best.params[name] for t in tied):
             out.append(
                 f"the best trial's {name} ({fmt(best.params[name])}) is at the {end} of its range ({fmt(d.low)}, "
@@ -2541,8 +2554,22 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             return
     # the whole cell, as a plain run of it: the sealed holdout's lines too (the search is over, and
     # they may refit the final model on all the development data)
-    plan.program.run(TrialRuntime(plan.program, None, fixed=values, reveal_holdout=True), base=user_ns)
+    runtime = TrialRuntime(plan.program, None, fixed=values, reveal_holdout=True)
+    plan.program.run(runtime, base=user_ns)
     user_ns.pop("__nbtune__", None)
+    # the trial met its guardrails; this run may not (a fit time measured on a busy machine: 3.7 s against
+    # the trial's 0.45 s under 'fit_time <= 0.5' went unsaid, found trying nbtune as a new user)
+    broken = [
+        f"{label} does not hold ({name} = {fmt(user_ns.get(name))})"
+        for name, _, _, label in plan.program.constraints
+        if runtime.constraints.get(label, 0.0) > 0
+    ]
+    held = (
+        f"; in this run {' and '.join(broken)}, where trial {number} met it: a measure that varies between runs "
+        "(time, memory) or an unseeded cell; check it before you use the model"
+        if broken
+        else ""
+    )
     which = f"the most stable re-validated values (trial {chosen.number})" if chosen is not None else "the best values"
     folds = plan.program.spec.folds
     once = (
@@ -2559,7 +2586,7 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
         if seed is not None and chosen is not None
         else ""
     )
-    result.messages.append(f"--apply: ran the cell with {which}{once}{seeded}; its variables are in the notebook")
+    result.messages.append(f"--apply: ran the cell with {which}{once}{seeded}; its variables are in the notebook{held}")
 
 
 def _none_to_choose(study: optuna.Study) -> str:

@@ -118,6 +118,14 @@ def test_a_rerun_whose_process_dies_again_fails_and_counts(tmp_path, dead_pid):
     assert second.user_attrs[ATTR.ERROR].startswith("WorkerDied: the kernel or worker running it stopped")
     assert "as when it ran this configuration before (trial 0)" in second.user_attrs[ATTR.ERROR]
     assert finished_count(study.trials) == 1 and requeue_interrupted(study, store) == []
+    # a kernel killed by hand twice is told apart from a crash by the user only: the message says how to run it
+    # again (found trying nbtune as a new user), and that call does
+    call = f"res.study.enqueue_trial({second.params!r}) runs it in the next search"
+    assert second.user_attrs[ATTR.ERROR].endswith(
+        "killed by hand both times, the configuration is not at fault: " + call
+    )
+    study.enqueue_trial(second.params)
+    assert study.ask(dist).params == second.params
 
 
 def test_the_culprit_fails_for_good(tmp_path, dead_pid):

@@ -2008,12 +2008,22 @@ def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
     low = ip.run_cell_magic(
         "tune",
         "--minimize loss -n 20 --seed 0 --sampler random --name low",
-        "lr = 0.5  # tune: uniform(0, 1, step=0.1)\nloss = lr\n",
+        "lr = 0.5  # tune: uniform(0.1, 1, step=0.1)\nloss = lr\n",
     )
-    assert res.best_params is not None and low.best_params["lr"] == 0.0
-    assert any(m.startswith("the best trial's lr (0) is at the bottom of its range (0, 1)") for m in low.messages), (
-        low.messages
-    )
+    assert res.best_params is not None and low.best_params["lr"] == 0.1
+    assert any(
+        m.startswith("the best trial's lr (0.1) is at the bottom of its range (0.1, 1)") for m in low.messages
+    ), low.messages
+    # a bottom with nothing below it for most such values is not said: "widen that end" could not be followed
+    # (min_samples_leaf at 1 of logint(1, 50), found trying nbtune as a new user; a dropout at 0)
+    for i, line in enumerate(
+        ["leaf = 1  # tune: logint(1, 50)", "leaf = 1  # tune: int(1, 50)", "leaf = 0.0  # tune: uniform(0, 1)"]
+    ):
+        floor = ip.run_cell_magic(
+            "tune", f"--minimize loss -n 12 --seed 0 --sampler random --name floor{i}", f"{line}\nloss = leaf\n"
+        )
+        assert floor.best_params["leaf"] in (0, 1), floor.best_params  # (the baseline's: the cell's default)
+        assert not any("of its range" in m for m in floor.messages), (line, floor.messages)
     few = ip.run_cell_magic("tune", "--minimize loss -n 5 --seed 0 --sampler random --name few", cell)
     assert not any("of its range" in m for m in few.messages)  # too few trials to say
     # a value the best configuration never read is no edge: n_neighbors of a forest (said, and it sent the
@@ -2049,3 +2059,33 @@ def test_a_best_value_at_the_edge_of_its_range_is_said(ip):
         cell = branches.split("if model")[0] + form
         res = ip.run_cell_magic("tune", "--minimize loss -n 20 --seed 0 --sampler random", cell)
         assert res.best_params["model"] == "rf" and not any("of its range" in m for m in res.messages), form
+
+
+def test_help_flags_point_at_ipythons_question_mark(ip):
+    """``%%tune --help`` read 'unrecognized arguments: --help' with nothing about the '?' that shows the help
+    (found trying nbtune as a new user)."""
+    for flag in ("--help", "-h"):
+        with pytest.raises(
+            UsageError,
+            match=rf"^unrecognized arguments: {flag}; in %%tune, {flag} is not an option: "
+            r"IPython's \? after the magic's name shows its help \(see %%tune\?\)$",
+        ):
+            ip.run_cell_magic("tune", flag, "x = 1  # tune: uniform(0, 1)\nloss = x\n")
+    with pytest.raises(UsageError, match=r"in %tune_show, --help is not an option: .*\(see %tune_show\?\)$"):
+        ip.run_line_magic("tune_show", "--help")
+
+
+def test_another_cell_with_the_default_name_and_another_space_is_told_to_use_name(ip):
+    """A LogisticRegression cell and an SVC cell that both tune C for val_acc share the default name; the
+    second, with another range, read as a space change of the first with no word of --name (found trying
+    nbtune as a new user)."""
+    ip.run_cell_magic("tune", "--maximize val_acc -n 2", "C = 1.0  # tune: loguniform(0.01, 100)\nval_acc = -C\n")
+    svc = ip.run_cell_magic(
+        "tune", "--maximize val_acc -n 2", "C = 1.0  # tune: loguniform(0.1, 1000)\nval_acc = -abs(C - 3)\n"
+    )
+    assert svc.study.study_name.endswith(":v2")
+    said = [m for m in svc.messages if m.startswith("the search space changed since")]
+    assert len(said) == 1 and (
+        "the cell's code changed (an edit, or another cell that tunes the same names for the same metric: --name "
+        "tells them apart)" in said[0]
+    ), svc.messages

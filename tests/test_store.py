@@ -653,3 +653,27 @@ def test_each_run_is_recorded_with_its_seed_options_and_library_versions(ip, tmp
     # a re-run with nothing to run is no run
     third = ip.run_cell_magic("tune", f"--minimize loss -n 6 --seed 4 --store {tmp_path} --name r", cell)
     assert len(third.runs()) == 2
+
+
+def test_a_journal_deleted_while_the_kernel_runs_is_one_line_then_said_when_the_study_starts_again(ip, tmp_path):
+    """``os.remove(".nbtune/x.journal")`` with the kernel alive: ``res.trials_dataframe()`` gave Optuna's
+    FileNotFoundError as a traceback, and re-running the cell started the study again, empty, without a
+    word (found trying nbtune as a new user)."""
+    from nbtune.exceptions import StoreError
+
+    res = ip.run_cell_magic("tune", "--trials 3 --minimize loss --name gone", CELL)
+    journal = tmp_path / ".nbtune" / "gone.journal"
+    journal.unlink()
+    with pytest.raises(StoreError, match=r"^the store file .*gone\.journal is gone \(deleted or moved after the "):
+        res.trials_dataframe()
+    again = ip.run_cell_magic("tune", "--trials 3 --minimize loss --name gone", CELL)
+    assert again.n_finished == 3 and journal.exists()
+    assert any(
+        m.startswith(
+            f"the store file {journal} that this kernel read before is gone (deleted or moved): study 'gone' "
+            "starts again, empty"
+        )
+        for m in again.messages
+    ), again.messages
+    third = ip.run_cell_magic("tune", "--trials 4 --minimize loss --name gone", CELL)  # said once, not again
+    assert third.n_finished == 4 and not any("is gone" in m for m in third.messages)

@@ -1271,7 +1271,14 @@ def test_a_changed_guardrail_starts_a_new_version(trees):
     first = run(trees, "--maximize val_acc --sampler grid --trials 4 --subject-to 'n_leaves <= 8' -o a", cell)
     second = run(trees, "--maximize val_acc --sampler grid --trials 4 --subject-to 'n_leaves <= 2' -o b", cell)
     assert second.study.study_name == first.study.study_name + ":v2"
-    assert any("guardrails ['n_leaves <= 8'] -> ['n_leaves <= 2']" in m for m in second.messages)
+    # said as the guardrails' change, not the search space's (found trying nbtune as a new user)
+    assert any(
+        m.startswith(
+            f"the guardrails changed since {first.study.study_name!r} (guardrails ['n_leaves <= 8'] -> "
+            "['n_leaves <= 2']"
+        )
+        for m in second.messages
+    ), second.messages
     assert second.best_trial.user_attrs.get(ATTR.RECORD) is None and second.best_params == {"max_depth": 1}
 
 
@@ -1428,6 +1435,26 @@ def test_apply_runs_the_whole_cell_the_sealed_holdout_too(trees):
     res = run(trees, line, TREE_CELL)
     assert trees.user_ns["test_acc"] == pytest.approx(res.holdout().holdout_value)
     assert trees.user_ns["max_depth"] == res.best_params["max_depth"]
+
+
+def test_apply_says_when_its_run_breaks_a_guardrail_the_trial_met(ip):
+    """A fit time measured on a busy machine: 3.7 s after --apply where the trial's 0.45 s met 'fit_time <=
+    0.5', and nothing said so (found trying nbtune as a new user). Here the cell's measure differs from the
+    search's six runs to the plain run --apply makes."""
+    ip.user_ns["runs"] = []
+    cell = "c = 0.5  # tune: uniform(0, 1)\nruns.append(c)\nval = c\nfit_time = 9.0 if len(runs) > 6 else 0.1\n"
+    res = ip.run_cell_magic("tune", "--maximize val -n 6 --seed 0 --subject-to 'fit_time <= 0.5' --apply", cell)
+    said = [m for m in res.messages if m.startswith("--apply: ran the cell")]
+    assert len(said) == 1 and ip.user_ns["fit_time"] == 9.0, res.messages
+    assert said[0].endswith(
+        f"; in this run fit_time <= 0.5 does not hold (fit_time = 9), where trial {res.best_trial.number} met it: a "
+        "measure that varies between runs (time, memory) or an unseeded cell; check it before you use the model"
+    ), said[0]
+    ip.user_ns["runs"] = []
+    kept = ip.run_cell_magic(
+        "tune", "--maximize val -n 6 --seed 0 --subject-to 'fit_time <= 10' --apply --name kept", cell
+    )
+    assert not any("does not hold" in m for m in kept.messages), kept.messages
 
 
 def test_apply_of_a_cross_validated_cell_says_which_fold_the_notebook_holds(ip):

@@ -194,7 +194,8 @@ class Search:
             return
         if not self.backend.starting(self.job):  # (else no trial had started: the backend says so)
             _logger.warning(
-                "search %s: running trials did not stop within %.1f s (Interrupt or Stop now); forcing them to stop",
+                "search %s: running trials did not stop within %.1f s (Interrupt or Stop now); forcing them to stop "
+                "(a trial inside a compiled call, a model's fit, stops when that call returns)",
                 self.job.study_name,
                 STOP_NOW_GRACE,
             )

@@ -279,7 +279,9 @@ def reap_dead_trials(
                     _compat.trial_id(t),
                     ATTR.ERROR,
                     f"WorkerDied: {reason}, as when it ran this configuration before (trial {first}): a trial that "
-                    "ends or crashes its process (os._exit, a segfault, out of memory)?",
+                    "ends or crashes its process (os._exit, a segfault, out of memory)? If the kernel was restarted "
+                    "or killed by hand both times, the configuration is not at fault: "
+                    f"res.study.enqueue_trial({t.params!r}) runs it in the next search",
                 )
             else:
                 storage.set_trial_user_attr(_compat.trial_id(t), ATTR.INTERRUPTED, reason)

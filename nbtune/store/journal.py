@@ -11,6 +11,7 @@ the store reaches them too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.identity import notebook_path
-from nbtune.exceptions import ConfigError, NbtuneWarning, StudyNotFound
+from nbtune.exceptions import ConfigError, NbtuneWarning, StoreError, StudyNotFound
 from nbtune.store.artifacts import artifacts_location, open_artifact_store
 from nbtune.store.base import OUTER, BaseStore, base_name, check_name, is_check_study, versioned
 from nbtune.store.repair import repair_journal
@@ -182,6 +183,31 @@ def _ends(path: Path, size: int) -> bytes:
         return b""
 
 
+@functools.cache
+def _backend_class() -> type:
+    """Optuna's journal file, whose deletion while a study is open reads as one line: Optuna's
+    FileNotFoundError came as a traceback from ``res.trials_dataframe()`` (found trying nbtune as a
+    new user, who deleted the file with the kernel running). Made on first use: Optuna is imported
+    when a store is opened, not with nbtune."""
+    from optuna.storages.journal import JournalFileBackend
+
+    class Backend(JournalFileBackend):
+        def read_logs(self, log_number_from: int) -> Any:
+            try:
+                yield from super().read_logs(log_number_from)
+            except FileNotFoundError:
+                raise StoreError(
+                    f"the store file {self._file_path} is gone (deleted or moved after the study ran), so its trials "
+                    "cannot be read; put it back, or re-run the cell to start the study again"
+                ) from None
+
+    return Backend
+
+
+def _Backend(path: str) -> Any:
+    return _backend_class()(path)
+
+
 class JournalStore(BaseStore):
     """A folder of study journals.
 
@@ -251,7 +277,6 @@ class JournalStore(BaseStore):
         aside (with ``repair=False``, the ValueError is raised instead: a listing only reads).
         """
         from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
 
         path = self.journal_path(name)
         key = str(path)
@@ -277,8 +302,15 @@ class JournalStore(BaseStore):
             if st is None or now is None:
                 if now is None:
                     self._writable()
+                    if seen is not None:  # this process read it before: deleted or moved since
+                        self.repairs.append(
+                            f"the store file {path} that this kernel read before is gone (deleted or moved): "
+                            f"study {name!r} starts again, empty; to keep its trials, put the file back and "
+                            "re-run the cell"
+                        )
+                        _CACHE.seen.pop(key, None)
                 try:
-                    st = JournalStorage(JournalFileBackend(key))
+                    st = JournalStorage(_Backend(key))
                 except ValueError:  # json.JSONDecodeError included
                     if not repair:
                         raise
@@ -286,7 +318,7 @@ class JournalStore(BaseStore):
                     if message is None:
                         raise
                     self.repairs.append(message)
-                    st = JournalStorage(JournalFileBackend(key))
+                    st = JournalStorage(_Backend(key))
                 _CACHE.storages[key] = st
             return st
 
