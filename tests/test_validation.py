@@ -419,6 +419,16 @@ def test_the_holdout_is_never_computed_during_the_search(ip, tmp_path):
             "--holdout loss names the metric the search optimises",
         ),
         ("--holdout test_loss", "x = 1  # tune: int(0, 3)\nloss = x\n", "the %%tune cell never assigns 'test_loss'"),
+        (  # another measure (a log loss searched, an AUC held out: found trying nbtune as a new user)
+            "--holdout test_auc",
+            "x = 1  # tune: int(0, 3)\nloss = x\ntest_auc = x\n",
+            re.escape(
+                "--holdout test_auc reads as a score (higher is better) and the metric loss as an error (lower is "
+                "better): the holdout is the metric's own measure on the held-out data (nbtune compares the two to "
+                "say how optimistic the search's value is); compute it as loss is computed, on the held-out data "
+                "('test_loss = ...', --holdout test_loss)"
+            ),
+        ),
         (
             "--holdout test_loss",
             "x = 1  # tune: int(0, 3)\nloss = x\ntest_loss = x + 1\nprint(test_loss)\n",
@@ -560,6 +570,9 @@ def test_a_trial_known_to_break_a_guardrail_does_not_go_on_at_a_rung(ip, options
         # set in the loop, lower as training goes on: a trial over the bound at a rung may meet it at the end
         # (found retesting the change: a sparse model stopped at epoch 3 would have met 'nnz <= 270' at epoch 9)
         "in",
+        # and in worker processes, which rebuild the cell without its syntax tree: there every guardrail read as
+        # set before the loop (found trying nbtune as a new user: a model's size set in a boosting loop)
+        "in, --jobs 2",
     ],
 )
 def test_a_guardrail_that_can_change_stops_nothing_early(ip, where):
@@ -569,7 +582,8 @@ def test_a_guardrail_that_can_change_stops_nothing_early(ip, where):
         cell += "n_params = width * 10\n"
     else:
         cell += "    n_params = width * 10 // (epoch + 1)\n"
-    res = run(ip, "--maximize acc -n 20 --seed 1 --subject-to 'n_params <= 400' -o res", cell)
+    jobs = "--jobs 2" if "jobs" in where else ""
+    res = run(ip, f"--maximize acc -n 20 --seed 1 --subject-to 'n_params <= 400' {jobs} -o res", cell)
     assert not any(ATTR.BREAKS in t.user_attrs and t.user_attrs[ATTR.BREAKS] for t in res.study.trials)
     assert not any("reason" in (t.user_attrs.get(ATTR.DECISION) or {}) for t in res.study.trials)
 
@@ -682,6 +696,10 @@ def test_a_metric_scikit_learn_cannot_define_is_said_with_its_warning_and_fold_n
         info.value
     ), info.value
     assert list(nbtune.load_result("thr").diagnose().kind) == ["metric undefined"]
+    # and from worker processes, which get the cell without its syntax tree (it went unsaid there)
+    with pytest.raises(UsageError) as info:
+        ip.run_cell_magic("tune", "--maximize val_prec -n 4 --seed 0 --view none --name thr2 --jobs 2", thresholded)
+    assert "zero_division=nan at line 5: a split with no predicted or no true positives" in str(info.value), info.value
 
 
 def test_a_metric_minimized_that_reads_like_a_score_is_diagnosed_as_such_not_as_diverged(ip):
@@ -2437,3 +2455,24 @@ def test_draws_from_a_global_generator_the_cell_never_seeds_are_said(ip):
         "configuration scores differently from trial to trial (noise in their ranking; --seed repeats the "
         "configurations, not their scores); give it the '# tune: seed' variable: np.random.default_rng(seed)"
     ], res.messages
+
+
+def test_what_is_read_from_the_cells_syntax_tree_travels_to_worker_processes():
+    """A worker process gets the cell without its syntax tree: the guardrails set in the epochs loop and the
+    lines of the cell's own raise must be known there as in the kernel."""
+    import pickle
+
+    from nbtune._tune import parse_constraint
+    from nbtune.cell.program import compile_cell
+
+    cell = (
+        "w = 1.0  # tune: uniform(0, 1)\nsize = w * 10\nfor epoch in range(3):  # tune: epochs\n"
+        "    acc = w\n    nnz = w / (epoch + 1)\nif acc > 2:\n    raise RuntimeError('no')\n"
+    )
+    constraints = [parse_constraint("size <= 9"), parse_constraint("nnz <= 1")]
+    program = compile_cell(cell, metric="acc", direction="maximize", user_ns={}, constraints=constraints)
+    raising = [line for line in range(12) if program.raises_at(line)]
+    shipped = pickle.loads(pickle.dumps(program))
+    assert shipped.spec.tree is None and len(raising) == 1
+    assert [c[0] for c in shipped.guardrails_before_the_loop()] == ["size"]
+    assert [line for line in range(12) if shipped.raises_at(line)] == raising

@@ -44,7 +44,7 @@ from nbtune.cell.identity import (
     without_output,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.names import words
+from nbtune.cell.names import metric_reads_as, words
 from nbtune.cell.reads import (
     never_read,
     non_finite_assignments,
@@ -375,6 +375,11 @@ class CellProgram:
         return name
 
     def __getstate__(self) -> dict[str, Any]:
+        # What is read from the AST, which is not shipped, is worked out here first: in a worker process the
+        # guardrails set in the epochs loop read as set before it, and stopped trials at rungs (found trying
+        # nbtune as a new user, --jobs 2), and no line was the cell's own raise.
+        self.guardrails_before_the_loop()
+        self.raises_at(None)
         state = self.__dict__.copy()
         spec = state["spec"]
         # The AST is rebuilt in the worker: smaller to ship and always consistent.
@@ -1688,6 +1693,18 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
         raise ConfigError(
             f"--holdout {holdout} names the metric the search optimises; the holdout must be a separate score "
             f"on data the search never sees, e.g. '--holdout test_acc' beside '--maximize {metric}'"
+        )
+    # another measure than the metric (a log loss searched, an AUC held out): its gap to the search's value
+    # subtracted an AUC from a log loss and blamed the split (found trying nbtune as a new user)
+    kinds = {"error": "an error (lower is better)", "score": "a score (higher is better)"}
+    theirs, ours = metric_reads_as(holdout), metric_reads_as(metric)
+    if theirs in kinds and ours in kinds and theirs != ours:
+        same = "test_" + metric.removeprefix("val_").removeprefix("valid_").removeprefix("validation_")
+        raise ConfigError(
+            f"--holdout {holdout} reads as {kinds[theirs]} and the metric {metric} as {kinds[ours]}: the holdout is "
+            f"the metric's own measure on the held-out data (nbtune compares the two to say how optimistic the "
+            f"search's value is); compute it as {metric} is computed, on the held-out data ('{same} = ...', "
+            f"--holdout {same})"
         )
     sealed = _assigning(tree, holdout)
     if not sealed:

@@ -911,7 +911,11 @@ def _why_not_finite(e: MetricError, warned: list[str], program: CellProgram) -> 
         said = [w for w in warned if w.startswith(category + ":")]
         if said:
             return said[-1] if len(said[-1]) <= 200 else said[-1][:197] + "..."
-    line = zero_division_nan(program.spec.tree) if program.spec.tree is not None else None
+    # (a worker process's program comes without its syntax tree: parsed again, on a failure only)
+    from nbtune.cell.annotations import parse_cell
+
+    tree = program.spec.tree or parse_cell(program.source, program.line_offset).tree
+    line = zero_division_nan(tree) if tree is not None else None
     return f"zero_division=nan at line {line}: a split with no predicted or no true positives" if line else None
 
 
