@@ -92,6 +92,7 @@ from nbtune.cell.reads import (
     notebook_inputs,
     scored_on_fit_data,
 )
+from nbtune.cell.space import drawn_params
 from nbtune.exceptions import CellError, ConfigError, NbtuneError, NbtuneWarning, StoreError, TrialsFailedError
 from nbtune.run.backends import BaseBackend, check_sendable, effective_jobs, resolve_backend
 from nbtune.run.checkpoints import checkpoint_files, read_checkpoint
@@ -1262,7 +1263,7 @@ def _tuned_loop_length(program: CellProgram) -> tuple[list[str], int, int] | Non
     for p in program.params:
         dist = p.distribution()
         if isinstance(dist, d.CategoricalDistribution):
-            values[p.name] = list(dist.choices)
+            values[p.name] = list(p.args)
         elif isinstance(dist, (d.IntDistribution, d.FloatDistribution)):
             values[p.name] = [dist.low, dist.high, p.default]
     read = [n.id for n in ast.walk(loop.iter) if isinstance(n, ast.Name) and n.id in values]
@@ -1532,7 +1533,8 @@ def _open_study(
             # A sampler that enumerates a grid visits the defaults itself when they lie on the
             # grid; an enqueued extra trial would not count as a grid point.
             if not sampler.enumerates:
-                study.enqueue_trial(program.spec.defaults, user_attrs={ATTR.BASELINE: True})
+                baseline = {p.name: p.encoded(program.spec.defaults[p.name]) for p in program.params}
+                study.enqueue_trial(baseline, user_attrs={ATTR.BASELINE: True})
     return study
 
 
@@ -2515,7 +2517,7 @@ def _apply(plan: _Plan, result: TuneResult) -> None:
             stacklevel=4,
         )
         return
-    values, number = picked.params, picked.number
+    values, number = drawn_params(picked.params), picked.number
     if plan.program.state:
         state = read_checkpoint(plan.store, picked)
         if state is not None:

@@ -493,11 +493,16 @@ def test_low_and_high_may_be_given_by_name():
     [
         # a param_grid's habits (found trying nbtune as a new user): the rewrite, not "build objects"
         ('loss = "hinge"  # tune: choice(["hinge", "log_loss"])\n', "write choice('hinge', 'log_loss')"),
-        ("ng = (1, 2)  # tune: choice((1, 1), (1, 2))\n", "then 'ngram_range=(1, ngram_max)'"),
+        # a list where a tuple is a value (hidden_layer_sizes): the tuple
+        ("h = [64]  # tune: choice([64], [64, 32])\n", "got the list [64]; write it as a tuple, (64,)"),
         # a tuple default under a kind of one value: the tuple named (it read 'default (1, 2) is not among the
         # choices [1, 2]', found trying nbtune as a new user)
         ("ng = 1, 2  # tune: choice(1, 2)\n", "default (1, 2) is a tuple (a comma on the line makes one)"),
-        ('ng = (1, 1)  # tune: choice("(1, 1)", "(1, 2)")\n', "then 'ngram_range=(1, ngram_max)'"),
+        # a tuple written as text: the tuple itself (the text of a tuple is how Optuna keeps one)
+        (
+            'ng = (1, 1)  # tune: choice("(1, 1)", "(1, 2)")\n',
+            "has the text '(1, 1)', which reads as a tuple; write the tuple itself, (1, 1)",
+        ),
         ("ng = (1, 1)  # tune: int(1, 2)\n", "default (1, 1) is a tuple"),
         ("a = 0.1  # tune: uniform(1e-6, 1.0, log=True)\n", "(a log scale is its own kind: loguniform(low, high))"),
         ("k = 2  # tune: int(1, 5, log=True)\n", "(a log scale is its own kind: logint(low, high))"),

@@ -2089,3 +2089,35 @@ def test_another_cell_with_the_default_name_and_another_space_is_told_to_use_nam
         "the cell's code changed (an edit, or another cell that tunes the same names for the same metric: --name "
         "tells them apart)" in said[0]
     ), svc.messages
+
+
+def test_tuple_choices_reach_the_cell_and_the_results_as_tuples(ip):
+    """``hidden_layer_sizes = (64,)  # tune: choice((64,), (64, 32))`` and ``ngram_range``: the cell gets
+    the tuples, as do best_params, the DataFrame, --apply and re-runs (it was refused, with a rewrite into
+    strings: found trying nbtune as a new user). Optuna keeps each tuple as its text."""
+    ip.user_ns["seen"] = []
+    cell = (
+        "hidden = (8,)  # tune: choice((8,), (16, 8), (4, 4, 4))\n"
+        'ng = (1, 1)  # tune: choice((1, 1), (1, 2), "none")\n'
+        "seen.append((hidden, ng))\n"
+        "assert isinstance(hidden, tuple) and (ng == 'none' or isinstance(ng, tuple)), (hidden, ng)\n"
+        "loss = sum(hidden) / 10 + (0 if ng == (1, 2) else 1)\n"
+    )
+    res = ip.run_cell_magic("tune", "--minimize loss -n 8 --seed 0 --view none --name tup", cell)
+    seen = ip.user_ns["seen"]
+    assert seen[0] == ((8,), (1, 1))  # the baseline: the cell's own values
+    assert all(h in [(8,), (16, 8), (4, 4, 4)] and ng in [(1, 1), (1, 2), "none"] for h, ng in seen), seen
+    assert res.best_params == {"hidden": (4, 4, 4), "ng": (1, 2)} and res.best_value == 1.2, res.best_params
+    assert res.study.best_params == {"hidden": "(4, 4, 4)", "ng": "(1, 2)"}  # Optuna's own: the text
+    df = res.trials_dataframe()
+    assert df.params_hidden.iloc[0] == (8,) and set(df.params_ng) <= {(1, 1), (1, 2), "none"}
+    assert "hidden=(4, 4, 4), ng=(1, 2)" in res.summary()
+    again = ip.run_cell_magic("tune", "--minimize loss -n 10 --seed 0 --view none --name tup --apply", cell)
+    assert again.study.study_name == "tup" and again.n_finished == 10  # the same space: resumed
+    assert ip.user_ns["hidden"] == again.best_params["hidden"] and isinstance(ip.user_ns["hidden"], tuple)
+    grid = ip.run_cell_magic("tune", "--minimize loss --sampler grid --view none --name tupgrid", cell)
+    assert grid.n_finished == 9 and grid.best_params == {"hidden": (8,), "ng": (1, 2)}
+    # in worker processes too
+    workers = ip.run_cell_magic("tune", "--minimize loss -n 6 --seed 0 --jobs 2 --view none --name tupjobs", cell)
+    assert workers.n_finished == 6 and all(isinstance(v, (tuple, str)) for v in workers.best_params.values())
+    assert not any(t.state.name == "FAIL" for t in workers.study.trials)

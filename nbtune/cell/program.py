@@ -53,7 +53,7 @@ from nbtune.cell.reads import (
     unconditional_reads,
     visible,
 )
-from nbtune.cell.space import Param, suggest
+from nbtune.cell.space import Param, as_drawn, suggest
 from nbtune.exceptions import ONE_METRIC, CellError, ConfigError
 
 if TYPE_CHECKING:
@@ -795,9 +795,9 @@ class TrialRuntime:
     # called from the rewritten cell ---------------------------------------------------
     def value(self, name: str) -> Any:
         if name in self.fixed or self.trial is None:
-            return self.fixed.get(name, self._params[name].default)
+            return as_drawn(self.fixed.get(name, self._params[name].default))
         with self._guard:
-            return suggest(self.trial, name, self._params[name].distribution())
+            return as_drawn(suggest(self.trial, name, self._params[name].distribution()))
 
     def seed(self, default: int) -> int:
         return default if self._seed is None else self._seed

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["Param", "ParamKind", "PARAM_KINDS", "register_param_kind", "suggest"]
+__all__ = ["Param", "ParamKind", "PARAM_KINDS", "as_drawn", "drawn_params", "register_param_kind", "suggest"]
 
 _Scalar = (bool, int, float, str, type(None))
 
@@ -193,15 +193,19 @@ class _Choice(ParamKind):
             what = "a list" if isinstance(args[0], list) else "a tuple"
             p.fail(f"takes the values themselves, not {what}: got {args[0]!r}", f"write choice({listed})")
         for v in args:
-            if isinstance(v, tuple) and v and all(isinstance(x, (int, float)) for x in v):
+            if isinstance(v, tuple) and v and all(isinstance(x, _Scalar) for x in v):
+                continue  # hidden_layer_sizes, ngram_range: a tuple of scalars is a value (see _encoded)
+            if isinstance(v, list) and v and all(isinstance(x, _Scalar) for x in v):
                 p.fail(
-                    f"values must be numbers, strings, booleans or None, got {v!r}",
-                    _TUPLE_FIX,
+                    f"values must be numbers, strings, booleans, None or tuples of them, got the list {v!r}",
+                    f"write it as a tuple, {tuple(v)!r}",
                 )
+            if isinstance(v, str) and _as_tuple(v) is not None:
+                p.fail(f"has the text {v!r}, which reads as a tuple", f"write the tuple itself, {_as_tuple(v)!r}")
             if not isinstance(v, _Scalar):
                 p.fail(
-                    f"values must be numbers, strings, booleans or None, got {v!r}",
-                    "give scalar values and build objects from them in the cell",
+                    f"values must be numbers, strings, booleans, None or tuples of them, got {v!r}",
+                    "give such values and build objects from them in the cell",
                 )
         if len(set(map(repr, args))) != len(args):
             p.fail(f"has repeated values {list(args)!r}", "list each value once")
@@ -213,7 +217,8 @@ class _Choice(ParamKind):
                         f"has values that Python treats as equal: {w!r} and {v!r}",
                         "keep one of them (Optuna tells choices apart with ==)",
                     )
-        _no_tuple_default(p)
+        if not any(isinstance(v, tuple) for v in args):
+            _no_tuple_default(p)
         if not any(p.default == v and type(p.default) is type(v) for v in args):
             p.fail(
                 f"default {p.default!r} is not among the choices {list(args)!r}",
@@ -223,10 +228,44 @@ class _Choice(ParamKind):
     def distribution(self, p: Param) -> optuna.distributions.BaseDistribution:
         from optuna.distributions import CategoricalDistribution
 
-        return CategoricalDistribution(list(p.args))
+        return CategoricalDistribution([_encoded(v) for v in p.args])
 
     def grid_values(self, p: Param) -> list[Any] | None:
-        return list(p.args)
+        return [_encoded(v) for v in p.args]
+
+
+def _encoded(value: Any) -> Any:
+    """A choice's value as Optuna keeps it: a tuple as its text, ``"(64, 32)"`` (Optuna's choices are
+    None, bools, numbers and strings, and its stores write them as JSON). :func:`as_drawn` reads it back."""
+    return repr(value) if isinstance(value, tuple) else value
+
+
+def _as_tuple(text: str) -> tuple[Any, ...] | None:
+    if not (text.startswith("(") and text.endswith(")")):
+        return None
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, tuple) else None
+
+
+def as_drawn(value: Any) -> Any:
+    """A parameter's value as the cell gets it from the value Optuna keeps: a tuple choice's text back
+    to the tuple (``"(64, 32)"`` to ``(64, 32)``); any other value as it is. A choice's text never reads
+    as a tuple (refused: write the tuple)."""
+    if isinstance(value, str) and value[:1] == "(":
+        found = _as_tuple(value)
+        if found is not None:
+            return found
+    return value
+
+
+def drawn_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's parameters as the cell got them (:func:`as_drawn` of each)."""
+    return {k: as_drawn(v) for k, v in params.items()}
 
 
 _TUPLE_FIX = (
@@ -320,8 +359,12 @@ class Param:
         return dist
 
     def grid_values(self) -> list[Any] | None:
-        """Every value of a finite dimension, or None when it is continuous."""
+        """Every value of a finite dimension, as Optuna keeps it, or None when it is continuous."""
         return PARAM_KINDS[self.kind].grid_values(self)
+
+    def encoded(self, value: Any) -> Any:
+        """``value`` as Optuna keeps it (a tuple choice as its text): for a value the cell sets, its default."""
+        return _encoded(value)
 
     def grid_count(self) -> int | None:
         """How many values a finite dimension has (not listed), or None when it is continuous."""

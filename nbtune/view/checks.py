@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.space import as_drawn, drawn_params
 from nbtune.store.attrs import ATTR, configuration, cross_validated, finished_count, is_feasible, ran_sealed, ranked
 from nbtune.view.format import fmt, params_as_drawn, plural_trials
 
@@ -333,10 +334,12 @@ class CheckReport:
             if self.holdout is not None:  # the chosen one's only (see _holdout_shown)
                 row[f"{self.holdout}_mean"] = self._holdout_shown(c, chosen)
             row["chosen"] = chosen is not None and c.number == chosen.number
-            row.update({f"params_{k}": v for k, v in c.params.items()})
+            row.update({f"params_{k}": as_drawn(v) for k, v in c.params.items()})
             rows.append(row)
         df = pd.DataFrame(rows)
-        params_as_drawn(df, [c.params for c in cands])  # (1000.0 and NaN for choice(None, 1000): found trying nbtune)
+        params_as_drawn(
+            df, [drawn_params(c.params) for c in cands]
+        )  # (1000.0 and NaN for choice(None, 1000): found trying nbtune)
         return df.set_index("trial") if not df.empty else df
 
     def holdout_report(self) -> HoldoutReport | None:

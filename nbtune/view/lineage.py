@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.space import drawn_params
 from nbtune.store.attrs import ATTR, continuations
 from nbtune.view.plots import PLOT_VIEWS, WIDE, PlotChoice, PlotView, _figure, message_figure, whole_ticks
 
@@ -43,7 +44,7 @@ def lineage(trials: list[optuna.trial.FrozenTrial], number: int) -> list[dict[st
                 "to_epoch": end,
                 "value": t.intermediate_values.get(end),
                 "copied_from": note.get("donor"),
-                "params": dict(t.params),
+                "params": drawn_params(t.params),
             }
         )
         before = note.get("donor_trial") if "donor" in note else promoted.get("from")

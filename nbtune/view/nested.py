@@ -13,6 +13,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.space import as_drawn
 from nbtune.view.format import fmt, fmt_param
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class NestedResult:
             row: dict[str, Any] = {"outer_fold": i, "study": r.study.study_name, "n_trials": r.n_finished}
             if h is not None:
                 row.update(trial=h.trial, inner=h.value, outer=h.holdout_value, gap=h.gap)
-                row.update({f"params_{k}": v for k, v in r.study.trials[h.trial].params.items()})
+                row.update({f"params_{k}": as_drawn(v) for k, v in r.study.trials[h.trial].params.items()})
             rows.append(row)
         return pd.DataFrame(rows).set_index("outer_fold") if rows else pd.DataFrame()
 

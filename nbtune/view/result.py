@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.space import as_drawn, drawn_params
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import ATTR, continuations, is_feasible, recorded_curves, run_records
 from nbtune.view.format import missing_as_none, params_as_drawn
@@ -93,8 +94,8 @@ class TuneResult(StudySummary):
     def chosen_params(self) -> dict[str, Any]:
         """The configuration to use (:attr:`chosen_trial`'s). ``best_params`` stays the search's
         best, as Optuna's ``best_trial`` (after ``--revalidate`` the two may differ, and the pick
-        was found only in :meth:`revalidation`; found trying nbtune as a new user)."""
-        return self.chosen_trial.params
+        was found only in :meth:`revalidation`; found trying nbtune as a new user). As the cell got it."""
+        return drawn_params(self.chosen_trial.params)
 
     def revalidate(self, top: int = 3, seeds: int = 5, **options: Any) -> TuneResult:
         """Re-run the top ``top`` configurations with ``seeds`` other seeds each, at full fidelity.
@@ -242,7 +243,7 @@ class TuneResult(StudySummary):
                 else None,
             }
             for k, v in t.params.items():
-                row[f"params_{k}"] = v
+                row[f"params_{k}"] = as_drawn(v)
             if folds:  # its steps are folds: how many ran, and how far apart their scores were
                 values = t.user_attrs.get(ATTR.FOLDS) or []
                 row["folds"] = t.last_step
@@ -300,7 +301,7 @@ class TuneResult(StudySummary):
             df[col] = pd.Series([None if pd.isna(v) else int(v) for v in df.pop(col)], index=df.index, dtype=object)
         if "damaged" in df:
             df["damaged"] = df.pop("damaged")
-        params_as_drawn(df, [t.params for t in self.trials])
+        params_as_drawn(df, [drawn_params(t.params) for t in self.trials])
         # A recorded whole number stays one where some trial recorded none (n_iter_ 12, not 12.0)
         for col in [c for c in df.columns if c.startswith("record_")]:
             name = col.removeprefix("record_")

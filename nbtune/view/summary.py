@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from nbtune.cell.space import drawn_params
 from nbtune.run.pbt import format_pbt
 from nbtune.run.schedulers import format_decision
 from nbtune.store.attrs import (
@@ -102,8 +103,9 @@ class StudySummary:
 
     @property
     def best_params(self) -> dict[str, Any]:
-        """The best configuration found (raises ValueError, saying why, while there is none)."""
-        return self.best_trial.params
+        """The best configuration found, as the cell got it (a tuple choice a tuple; raises ValueError,
+        saying why, while there is none)."""
+        return drawn_params(self.best_trial.params)
 
     @property
     def best_value(self) -> float:
