@@ -95,10 +95,24 @@ def param(kind, args, kwargs=None, default=None, name="v", lineno=4):
             ("a", [1]),
             {},
             "a",
-            "values must be numbers, strings, booleans or None, got [1]; give scalar values and build objects from them in the cell",
+            "values must be numbers, strings, booleans, None or tuples of them, got the list [1]; write it as a tuple, (1,)",
         ),
-        ("choice", ("a", (1, 2)), {}, "a", "values must be numbers, strings, booleans or None, got (1, 2)"),
-        ("choice", ("a", {"k": 1}), {}, "a", "values must be numbers, strings, booleans or None, got {'k': 1}"),
+        # (a tuple of such values is a value: hidden_layer_sizes; one of other things is not)
+        (
+            "choice",
+            ("a", ([1],)),
+            {},
+            "a",
+            "values must be numbers, strings, booleans, None or tuples of them, got ([1],)",
+        ),
+        (
+            "choice",
+            ("a", {"k": 1}),
+            {},
+            "a",
+            "values must be numbers, strings, booleans, None or tuples of them, got {'k': 1}; give such values and "
+            "build objects from them in the cell",
+        ),
         ("choice", ("a", "a"), {}, "a", "has repeated values ['a', 'a']; list each value once"),
         ("choice", (1, 2, 1), {}, 1, "has repeated values [1, 2, 1]; list each value once"),
         (

@@ -270,7 +270,7 @@ def drawn_params(params: dict[str, Any]) -> dict[str, Any]:
 
 _TUPLE_FIX = (
     "tune the number that varies and build the tuple in the cell, e.g. 'ngram_max = 2  # tune: int(1, 3)' then "
-    "'ngram_range=(1, ngram_max)'; or choose among names ('choice(\"1-1\", \"1-2\")') and map them to tuples"
+    "'ngram_range=(1, ngram_max)'; or choose among tuples, 'ngram_range = (1, 1)  # tune: choice((1, 1), (1, 2))'"
 )
 
 
