@@ -2121,3 +2121,37 @@ def test_tuple_choices_reach_the_cell_and_the_results_as_tuples(ip):
     workers = ip.run_cell_magic("tune", "--minimize loss -n 6 --seed 0 --jobs 2 --view none --name tupjobs", cell)
     assert workers.n_finished == 6 and all(isinstance(v, (tuple, str)) for v in workers.best_params.values())
     assert not any(t.state.name == "FAIL" for t in workers.study.trials)
+
+
+def test_an_interrupt_that_cannot_cut_a_compiled_call_says_the_trial_still_runs(ip, monkeypatch):
+    """A 14 s SVC fit went on after Interrupt: the summary said '1 running' and the trial later read as
+    failed, unexplained (found trying nbtune as a new user). ``time.sleep`` stands in for the fit: the
+    forced stop, an exception raised in the trial's thread, reaches it only when the call returns."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import nbtune._tune
+
+    monkeypatch.setattr(nbtune._tune, "STOP_WAIT", 1.8)  # (past the forced stop's 1.5 s)
+    ip.run_cell("import time")
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(UsageError, match="^interrupted"):
+        ip.run_cell_magic(
+            "tune",
+            "--minimize loss -n 3 --view none --name slowfit -o cut",
+            "x = 1.0  # tune: uniform(0, 2)\ntime.sleep(3)\nloss = x\n",
+        )
+    said = [m for m in ip.user_ns["cut"].messages if "Interrupt cannot cut" in m]
+    assert said == [
+        "trial 0 still runs inside a call that Interrupt cannot cut (a model's fit, in compiled code): when it "
+        "returns, it ends as cut (not counted), and runs again first when you re-run the cell"
+    ], ip.user_ns["cut"].messages
+    # when the call returns, the trial ends as cut (not counted: its re-run comes first)
+    for _ in range(100):
+        first = nbtune.load_result("slowfit").study.trials[0]
+        if first.state.name != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert first.state.name == "FAIL" and ATTR.INTERRUPTED in first.user_attrs, first.user_attrs
