@@ -142,6 +142,35 @@ def test_what_compiled_code_writes_below_sys_stdout_is_kept_with_its_trial(tmp_p
     assert "the process's own, after" in seen.out  # the descriptors are back
 
 
+SPLIT = """\
+x = 0.5  # tune: uniform(0, 1)
+import os, time
+os.write(1, b"[LightGBM] [Warning] No further splits")
+time.sleep(0.1)  # (the capture's reader has taken the start of the line)
+print("Training until validation scores don't improve for 50 rounds")
+os.write(1, b" with positive gain, best gain: -inf\\n")
+os.write(1, b"no newline at the end")
+loss = x
+"""
+
+
+def test_a_line_compiled_code_writes_in_parts_is_kept_whole(tmp_path):
+    """C's stdio flushes a full buffer anywhere in a line: a line the trial printed from Python landed
+    inside LightGBM's '[LightGBM] [Warning] ...', which then read as a warning that said LightGBM's
+    Python message (found trying nbtune as a new user)."""
+    import nbtune
+
+    for jobs in (1, 2):
+        res = nbtune.tune(SPLIT, minimize="loss", n_trials=2, n_jobs=jobs, store=tmp_path / str(jobs), view=None)
+        for t in res.study.trials:
+            out = t.user_attrs.get("nbtune:output", "")
+            assert "[LightGBM] [Warning] No further splits with positive gain, best gain: -inf\n" in out, (jobs, out)
+            assert out.endswith("no newline at the end"), (jobs, out)
+            assert t.user_attrs.get("nbtune:warnings") == [
+                "LightGBMWarning: No further splits with positive gain, best gain: -inf"
+            ], t.user_attrs
+
+
 TERMINAL = """\
 import sys, tempfile
 import nbtune

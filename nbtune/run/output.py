@@ -313,6 +313,10 @@ class _NativeCapture:
         self.pipes: dict[int, int] = {}  # descriptor -> the read end of its pipe
         self.readers: list[threading.Thread] = []
         self.io_lock = threading.Lock()  # one reader at a time hands a pipe's text over
+        # a pipe's last line while it is not whole: C's stdio flushes a full buffer anywhere in a line, and a
+        # line the trial printed from Python landed inside LightGBM's "[LightGBM] [Warning] ..." (read as a
+        # warning that said Python's line: found trying nbtune as a new user)
+        self.partial: dict[int, bytes] = {}
 
     def __call__(self) -> _NativeCapture:
         return self
@@ -386,13 +390,24 @@ class _NativeCapture:
             except OSError:
                 return False
             if not chunk:
+                self._hand_over(read, saved, b"", whole=True)
                 return False
-            running = list(captured_output.running)  # (a copy: trials end on other threads)
-            if running:
-                running[-1].append(chunk.decode("utf-8", "replace"))
-            else:  # no trial runs: where it was going
-                with contextlib.suppress(OSError):
-                    os.write(saved, chunk)
+            self._hand_over(read, saved, chunk)
+
+    def _hand_over(self, read: int, saved: int, chunk: bytes, whole: bool = False) -> None:
+        """The pipe's text to the running trial, whole lines only (``whole``: the rest too)."""
+        data = self.partial.pop(read, b"") + chunk
+        running = list(captured_output.running)  # (a copy: trials end on other threads)
+        if not running:  # no trial runs: where it was going
+            with contextlib.suppress(OSError):
+                if data:
+                    os.write(saved, data)
+            return
+        cut = len(data) if whole else data.rfind(b"\n") + 1
+        if cut:
+            running[-1].append(data[:cut].decode("utf-8", "replace"))
+        if cut < len(data):
+            self.partial[read] = data[cut:]
 
     def drain(self) -> None:
         """Hand over what was written to the descriptors so far (the ending trial's last lines)."""
@@ -402,6 +417,8 @@ class _NativeCapture:
         with self.io_lock:
             for fd, read in list(self.pipes.items()):
                 self._take(read, self.saved[fd])
+                if read in self.partial:  # (the ending trial's last line, though it ends with no newline)
+                    self._hand_over(read, self.saved[fd], b"", whole=True)
 
 
 native_output = _NativeCapture()
