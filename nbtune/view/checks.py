@@ -337,9 +337,8 @@ class CheckReport:
             row.update({f"params_{k}": as_drawn(v) for k, v in c.params.items()})
             rows.append(row)
         df = pd.DataFrame(rows)
-        params_as_drawn(
-            df, [drawn_params(c.params) for c in cands]
-        )  # (1000.0 and NaN for choice(None, 1000): found trying nbtune)
+        # (1000.0 and NaN for choice(None, 1000): found trying nbtune)
+        params_as_drawn(df, [drawn_params(c.params) for c in cands])
         return df.set_index("trial") if not df.empty else df
 
     def holdout_report(self) -> HoldoutReport | None:
