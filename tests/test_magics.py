@@ -2155,3 +2155,37 @@ def test_an_interrupt_that_cannot_cut_a_compiled_call_says_the_trial_still_runs(
             break
         time.sleep(0.1)
     assert first.state.name == "FAIL" and ATTR.INTERRUPTED in first.user_attrs, first.user_attrs
+
+
+def test_tuple_choices_get_the_checks_other_choices_get(ip):
+    """A tuple choice went without the notes a string or a number gets (found retesting tuple choices as a
+    user): a test against a tuple or a list it never equals, a metric set only under tests of some of its
+    tuples, a dict keyed by tuples that misses one."""
+    head = "hidden = (64,)  # tune: choice((64,), (128,), (64, 32))\n"
+    for test, value in (("hidden == [64, 32]", "[64, 32]"), ("hidden == (64, 23)", "(64, 23)")):
+        res = ip.run_cell_magic(
+            "tune",
+            f"--maximize acc -n 3 --seed 0 --view none --name cmp{len(value)}",
+            head + f"bonus = 0.0\nif {test}:\n    bonus = 1.0\nacc = len(hidden) + bonus\n",
+        )
+        assert any(
+            m.startswith(f"line 4: 'hidden' is compared with {value}, which is not one of its choices")
+            for m in res.messages
+        ), res.messages
+    fine = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 3 --seed 0 --view none --name cmpok",
+        head + "bonus = 0.0\nif hidden in ((64, 32), (128,)):\n    bonus = 1.0\nacc = len(hidden) + bonus\n",
+    )
+    assert not any("is compared with" in m for m in fine.messages), fine.messages
+    unset = ip.run_cell_magic(
+        "tune",
+        "--maximize acc -n 3 --seed 0 --view none --sampler grid --name unset",
+        head + "if hidden == (64,):\n    acc = 1.0\nelif hidden == (128,):\n    acc = 2.0\n",
+    )
+    assert any(
+        m.startswith("'acc' is set only under tests of 'hidden' that leave out hidden = (64, 32)")
+        for m in unset.messages
+    ), unset.messages
+    with pytest.raises(UsageError, match=r"looks up the dict written there, which has no key \(64, 32\), one of the"):
+        ip.run_cell_magic("tune", "--maximize acc -n 3 --view none", head + "acc = {(64,): 0.1, (128,): 0.2}[hidden]\n")

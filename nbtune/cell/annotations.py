@@ -33,6 +33,8 @@ __all__ = [
     "ValueAnnotation",
     "annotation_kinds",
     "compared_outside_choices",
+    "hashable_literal",
+    "literal",
     "parse_cell",
     "register_annotation",
     "runtime_call",
@@ -835,6 +837,29 @@ def _typo_of(value: str, strings: list[str]) -> tuple[str | None, str | None]:
     return (close[0], None) if close else (None, near)
 
 
+def literal(node: ast.expr | None) -> tuple[bool, Any]:
+    """``(True, value)`` for a constant written in the code, or a tuple or list of them (a tuple choice's
+    ``(64, 32)``; ``[64, 32]``, which no tuple equals); else ``(False, None)``."""
+    if isinstance(node, ast.Constant):
+        return True, node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [literal(e) for e in node.elts]
+        if all(ok for ok, _ in items):
+            values = [v for _, v in items]
+            return True, tuple(values) if isinstance(node, ast.Tuple) else values
+    return False, None
+
+
+def hashable_literal(node: ast.expr | None) -> tuple[bool, Any]:
+    """:func:`literal`, when its value can be a set's member or a dict's key (a tuple, not a list)."""
+    ok, value = literal(node)
+    try:
+        hash(value)
+    except TypeError:
+        return False, None
+    return ok, value
+
+
 def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any, Any]]:
     """Where the cell compares a tuned ``choice`` with a value that is not one of its choices
     (``if model == "Lasso":`` for ``choice("ridge", "lasso")``; ``in``, ``!=`` and ``match``
@@ -853,9 +878,9 @@ def compared_outside_choices(spec: CellSpec) -> list[tuple[int, Param, Any, Any,
     def check(name: str, values: list[ast.expr], lineno: int) -> None:
         p = choices[name]
         for node in values:
-            if not isinstance(node, ast.Constant):
+            ok, v = literal(node)
+            if not ok:
                 continue
-            v = node.value
             if any(v == c and type(v) is type(c) for c in p.args):
                 continue
             like = near = None
@@ -891,18 +916,17 @@ def _choice_test(test: ast.expr, choices: dict[str, Param]) -> tuple[str, set[An
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return None
     left, op, right = test.left, test.ops[0], test.comparators[0]
-    if isinstance(right, ast.Name) and isinstance(left, ast.Constant) and isinstance(op, (ast.Eq, ast.NotEq)):
+    if isinstance(right, ast.Name) and literal(left)[0] and isinstance(op, (ast.Eq, ast.NotEq)):
         left, right = right, left
     if not (isinstance(left, ast.Name) and left.id in choices):
         return None
-    if isinstance(op, (ast.Eq, ast.NotEq)) and isinstance(right, ast.Constant):
-        return left.id, {right.value}, isinstance(op, ast.Eq)
-    if (
-        isinstance(op, (ast.In, ast.NotIn))
-        and isinstance(right, (ast.Tuple, ast.List, ast.Set))
-        and all(isinstance(e, ast.Constant) for e in right.elts)
-    ):
-        return left.id, {e.value for e in right.elts if isinstance(e, ast.Constant)}, isinstance(op, ast.In)
+    if isinstance(op, (ast.Eq, ast.NotEq)):
+        ok, value = hashable_literal(right)  # (a tuple choice's (64, 32) too)
+        return (left.id, {value}, isinstance(op, ast.Eq)) if ok else None
+    if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+        found = [hashable_literal(e) for e in right.elts]
+        if all(ok for ok, _ in found):
+            return left.id, {v for _, v in found}, isinstance(op, ast.In)
     return None
 
 
@@ -946,12 +970,11 @@ def _under_choices(spec: CellSpec, names: set[str], store: bool) -> dict[str, li
             and isinstance(node.value, ast.Dict)
             and isinstance(node.slice, ast.Name)
             and node.slice.id in choices
-            and all(isinstance(k, ast.Constant) for k in node.value.keys)
+            and all(hashable_literal(k)[0] for k in node.value.keys)
         ):
             walk(node.slice, held)
             for key, value in zip(node.value.keys, node.value.values, strict=True):
-                assert isinstance(key, ast.Constant)
-                walk(value, [*held, (node.slice.id, {key.value}, True)])
+                walk(value, [*held, (node.slice.id, {hashable_literal(key)[1]}, True)])
             return
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             # read or set from a function the cell defines: when it runs cannot be told, so left alone

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbtune.cell import rng
-from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, parse_cell, runtime_call
+from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, hashable_literal, parse_cell, runtime_call
 from nbtune.cell.identity import (
     code_names,
     functions_reading,
@@ -1255,9 +1255,11 @@ def _check_choice_keys(spec: CellSpec, user_ns: dict[str, Any]) -> None:
             and all(kw.arg is not None for kw in literal.keywords)
         ):
             return written, {kw.arg for kw in literal.keywords}
-        if not isinstance(literal, ast.Dict) or not all(isinstance(k, ast.Constant) for k in literal.keys):
+        # (a tuple choice's keys too: {(64,): 0.1, (128,): 0.2})
+        keys = [hashable_literal(k) for k in literal.keys] if isinstance(literal, ast.Dict) else [(False, None)]
+        if not all(ok for ok, _ in keys):
             return None
-        return written, {k.value for k in literal.keys if isinstance(k, ast.Constant)}
+        return written, {k for _, k in keys}
 
     reassigned = {n for n, v in assigned.items() if len(v) > 1}
     for node in unconditional_nodes(spec.tree):  # (a lookup under 'if name in MODELS:' or 'try:' is guarded)
