@@ -103,6 +103,13 @@ def attrs_at_start(trial: optuna.Trial) -> dict[str, Any]:
     return cached.user_attrs  # type: ignore[no-any-return]
 
 
+def fixed_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The values a trial was queued with (``study.enqueue_trial``), as Optuna keeps them (JSON: a tuple
+    is a list). Read from the storage: for an error's message only."""
+    attrs = storage_of(trial.study).get_trial(trial._trial_id).system_attrs
+    return dict(attrs.get("fixed_params") or {})
+
+
 _NOT_WAITING: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
 
 

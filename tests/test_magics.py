@@ -2189,3 +2189,21 @@ def test_tuple_choices_get_the_checks_other_choices_get(ip):
     ), unset.messages
     with pytest.raises(UsageError, match=r"looks up the dict written there, which has no key \(64, 32\), one of the"):
         ip.run_cell_magic("tune", "--maximize acc -n 3 --view none", head + "acc = {(64,): 0.1, (128,): 0.2}[hidden]\n")
+
+
+def test_a_tuple_queued_with_optunas_enqueue_trial_says_how_to_queue_it(ip):
+    """``res.study.enqueue_trial({"hidden": (64, 32)})``: Optuna keeps the tuple as a list, no choice, and
+    the trial failed with Optuna's ValueError read as the cell's line 2 (found retesting tuple choices)."""
+    cell = "hidden = (64,)  # tune: choice((64,), (64, 32))\nacc = len(hidden)\n"
+    res = ip.run_cell_magic("tune", "--maximize acc -n 2 --seed 0 --view none --name queued", cell)
+    res.study.enqueue_trial({"hidden": (64, 32)})
+    again = ip.run_cell_magic("tune", "--maximize acc -n 3 --seed 0 --view none --name queued", cell)
+    failed = again.study.trials[2]
+    assert failed.state.name == "FAIL", failed
+    assert (
+        "this trial was queued with hidden = [64, 32] (study.enqueue_trial), which Optuna keeps as a list, not one "
+        "of the choices: queue a tuple choice as its text, {'hidden': '(64, 32)'} (as res.study.best_params has it)"
+    ) in failed.user_attrs[ATTR.ERROR], failed.user_attrs
+    res.study.enqueue_trial({"hidden": "(64, 32)"})  # as it says
+    third = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none --name queued", cell)
+    assert third.study.trials[-1].state.name == "COMPLETE" and third.best_params == {"hidden": (64, 32)}

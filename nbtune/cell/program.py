@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nbtune import _compat
 from nbtune.cell import rng
 from nbtune.cell.annotations import ANNOTATIONS, RUNTIME, CellSpec, hashable_literal, parse_cell, runtime_call
 from nbtune.cell.identity import (
@@ -797,7 +798,26 @@ class TrialRuntime:
         if name in self.fixed or self.trial is None:
             return as_drawn(self.fixed.get(name, self._params[name].default))
         with self._guard:
-            return as_drawn(suggest(self.trial, name, self._params[name].distribution()))
+            try:
+                return as_drawn(suggest(self.trial, name, self._params[name].distribution()))
+            except ValueError:
+                self._queued_as_list(name)
+                raise
+
+    def _queued_as_list(self, name: str) -> None:
+        """A tuple choice queued with Optuna's ``study.enqueue_trial({"hidden": (64, 32)})``: Optuna keeps the
+        tuple as a JSON list, which no choice is, and its ValueError read as the cell's (found retesting
+        tuple choices as a user). Raises the error that says how to queue it."""
+        p = self._params[name]
+        if not any(isinstance(c, tuple) for c in p.args) or self.trial is None:
+            return
+        queued = _compat.fixed_params(self.trial).get(name)
+        if isinstance(queued, (list, tuple)):
+            raise ValueError(
+                f"this trial was queued with {name} = {queued!r} (study.enqueue_trial), which Optuna keeps as a "
+                f"list, not one of the choices: queue a tuple choice as its text, "
+                f"{{{name!r}: {repr(tuple(queued))!r}}} (as res.study.best_params has it)"
+            ) from None
 
     def seed(self, default: int) -> int:
         return default if self._seed is None else self._seed
