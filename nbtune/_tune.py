@@ -2303,7 +2303,8 @@ def _metric_did_not_move(plan: _Plan) -> list[str]:
     values = {float(t.value) for t in complete}  # type: ignore[arg-type]
     if len(complete) < 5 or len(configurations) < 3 or len(values) != 1:
         return []
-    tuned = [p.name for p in plan.program.spec.params if any(p.name in t.params for t in complete)]
+    # the values that varied among them (it named a tuple every complete trial had: found retesting as a user)
+    tuned = [p.name for p in plan.program.spec.params if len({repr(t.params.get(p.name)) for t in complete}) > 1]
     return [
         f"every complete trial scored {plan.program.metric} = {fmt(values.pop())}, whatever its "
         f"{', '.join(tuned) or 'values'}: the tuned values changed nothing the metric measures; check that the cell "

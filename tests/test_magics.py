@@ -1962,7 +1962,8 @@ def test_an_edge_tied_elsewhere_in_the_range_and_a_metric_that_never_moves_are_s
     flat = ip.run_cell_magic(
         "tune",
         "--maximize acc -n 6 --seed 0 --name flat",
-        "C = 1.0  # tune: loguniform(0.01, 100)\nclf = C\nclf = 1.0\nacc = 0.5 + 0.1 * clf\n",
+        # (a value no two complete trials differ in is not named: found retesting as a user)
+        'C = 1.0  # tune: loguniform(0.01, 100)\nk = "a"  # tune: choice("a")\nclf = C\nclf = 1.0\nacc = 0.5 + 0.1 * clf\n',
     )
     said = [m for m in flat.messages if "every complete trial scored" in m]
     assert said == [
