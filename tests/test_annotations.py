@@ -155,7 +155,7 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "x = 1  # tune: uniform(0, hi)\n",
             2,
             "line 2, column 27 of the %%tune cell: argument 2 of uniform must be a "
-            "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'hi'",
+            "Python literal (a number, string, True/False/None, a tuple of them, or arithmetic of numbers such as 10**-3), got 'hi'",
         ),
         (
             "x = 1  # tune: uniform(0, 2, step=s)\n",
@@ -166,7 +166,7 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             "x = y  # tune: uniform(0, 2)\n",
             2,
             "line 2, column 5 of the %%tune cell: the default of 'x' must be a Python "
-            "literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'y'",
+            "literal (a number, string, True/False/None, a tuple of them, or arithmetic of numbers such as 10**-3), got 'y'",
         ),
         ("x = 1  # tune: choice(**opts)\n", 2, "line 2 of the %%tune cell: choice does not take **kwargs"),
         # a choice among objects, or of unquoted words: the fix (found trying nbtune as a new user)
@@ -174,14 +174,15 @@ def test_epochs_loop_nested_in_top_level_blocks(cell, lineno):
             's = "a"  # tune: choice("a", StandardScaler())\n',
             2,
             "line 2, column 30 of the %%tune cell: argument 2 of choice must be a Python literal (a number, string, "
-            "True/False/None, or arithmetic of numbers such as 10**-3), got 'StandardScaler()'; to choose among "
+            "True/False/None, a tuple of them, or arithmetic of numbers such as 10**-3), got 'StandardScaler()'; to "
+            "choose among "
             'objects, tune their names and build the one chosen: \'scaler_name = "standard"  # tune: choice(',
         ),
         (
             's = "a"  # tune: choice(a, b)\n',
             2,
             "line 2, column 25 of the %%tune cell: argument 1 of choice must be a "
-            "Python literal (a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got 'a'; a "
+            "Python literal (a number, string, True/False/None, a tuple of them, or arithmetic of numbers such as 10**-3), got 'a'; a "
             "string is quoted: 'a'",
         ),
     ],
@@ -531,3 +532,12 @@ def test_habits_from_other_tools_are_told_the_rewrite(cell, said):
     with pytest.raises(AnnotationError) as info:
         parse_cell(cell)
     assert said in str(info.value), str(info.value)
+
+
+def test_tuple_choices_written_with_arithmetic_or_empty():
+    """``choice((64,), (2 * 16,))`` and the default ``(2 * 32,)`` were refused as not literals, and an empty
+    tuple read as 'got ()' (found retesting tuple choices as a user)."""
+    spec = parse_cell("hidden = (2 * 32,)  # tune: choice((64,), (2 * 16,), (64, 2**5))\nacc = 1\n")
+    assert spec.params[0].args == ((64,), (32,), (64, 32)) and spec.params[0].default == (64,)
+    with pytest.raises(AnnotationError, match=r"has an empty tuple, \(\); give each tuple one value or more"):
+        parse_cell("hidden = (64,)  # tune: choice((), (64,))\nacc = 1\n")

@@ -456,6 +456,8 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
         pass
     with contextlib.suppress(ValueError, ArithmeticError):
         return _arithmetic(node)
+    if isinstance(node, ast.Tuple):  # a tuple choice written with arithmetic, (2 * 16,)
+        return tuple(_literal(e, lineno, col, what) for e in node.elts)
     hint = ""
     if isinstance(node, ast.Name):  # choice(standard, robust): a word meant as a string
         hint = f"; a string is quoted: {node.id!r}"
@@ -467,8 +469,8 @@ def _literal(node: ast.AST, lineno: int, col: int, what: str) -> Any:
         )
     raise AnnotationError(
         f"line {lineno}, column {col} of the %%tune cell: {what} must be a Python literal "
-        f"(a number, string, True/False/None, or arithmetic of numbers such as 10**-3), got {ast.unparse(node)!r}"
-        + hint,
+        f"(a number, string, True/False/None, a tuple of them, or arithmetic of numbers such as 10**-3), got "
+        f"{ast.unparse(node)!r}" + hint,
         lineno,
     )
 

@@ -193,7 +193,9 @@ class _Choice(ParamKind):
             what = "a list" if isinstance(args[0], list) else "a tuple"
             p.fail(f"takes the values themselves, not {what}: got {args[0]!r}", f"write choice({listed})")
         for v in args:
-            if isinstance(v, tuple) and v and all(isinstance(x, _Scalar) for x in v):
+            if v == ():
+                p.fail("has an empty tuple, ()", "give each tuple one value or more, e.g. (64,)")
+            if isinstance(v, tuple) and all(isinstance(x, _Scalar) for x in v):
                 continue  # hidden_layer_sizes, ngram_range: a tuple of scalars is a value (see _encoded)
             if isinstance(v, list) and v and all(isinstance(x, _Scalar) for x in v):
                 p.fail(
