@@ -477,6 +477,21 @@ def test_bad_validation_input_is_one_line_before_any_trial(ip, line, cell, messa
     assert nbtune.Store(".nbtune").study_names() == []  # nothing ran, nothing was stored
 
 
+def test_a_holdout_of_another_measure_the_same_way_round_is_one_line_before_any_trial(ip):
+    """Accuracy searched, an AUC held out: the gap compared the two (found retesting as a user); the same
+    measure under other names (accuracy and acc, roc_auc and auc) is fine."""
+    cell = "x = 1  # tune: int(0, 3)\nval_acc = x\ntest_auc = x\ntest_accuracy = x\n"
+    with pytest.raises(UsageError) as info:
+        run(ip, "--maximize val_acc --trials 3 --holdout test_auc", cell)
+    assert str(info.value) == (
+        "--holdout test_auc measures auc and the metric val_acc acc: the holdout is the metric's own measure on the "
+        "held-out data (nbtune compares the two to say how optimistic the search's value is); compute it as val_acc "
+        "is computed, on the held-out data ('test_acc = ...', --holdout test_acc)"
+    )
+    assert nbtune.Store(".nbtune").study_names() == []
+    assert run(ip, "--maximize val_acc --trials 3 --holdout test_accuracy", cell).n_finished == 3
+
+
 def test_threads_that_seed_a_shared_generator_are_warned_about(ip):
     cell = "import random\nx = 1  # tune: int(0, 3)\nrandom.seed(x)\nloss = random.random()\n"
     with pytest.warns(NbtuneWarning, match=r"line 4 of the %%tune cell: random\.seed\(\) seeds a generator that all"):

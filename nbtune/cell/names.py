@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ERROR_WORDS", "NEGATED", "SCORE_WORDS", "TIME_WORDS", "metric_reads_as", "words"]
+__all__ = ["ERROR_WORDS", "NEGATED", "SCORE_WORDS", "TIME_WORDS", "measures", "metric_reads_as", "words"]
 
 ERROR_WORDS = {
     "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "mase", "error", "err", "logloss", "nll",
@@ -63,3 +63,23 @@ def metric_reads_as(metric: str) -> str | None:
     if said & SCORE_WORDS:
         return "score"
     return None
+
+
+# a measure's other names (one word each); words that name no measure of their own (loss, score) are left out
+_SAME_MEASURE = {
+    "accuracy": "acc", "auroc": "auc", "roc": "auc", "aucpr": "ap", "prauc": "ap", "auprc": "ap", "map": "ap",
+    "prec": "precision", "ppv": "precision", "sensitivity": "recall", "tpr": "recall", "tnr": "specificity",
+    "hits": "hit", "hitrate": "hit", "hitratio": "hr", "nll": "logloss", "crossentropy": "logloss",
+    "lik": "likelihood", "loglik": "likelihood", "loglikelihood": "likelihood", "returns": "return",
+    "reward": "return", "err": "error",
+}  # fmt: skip
+_NO_MEASURE = {"loss", "error", "cost", "score", "success"}
+
+
+def measures(name: str) -> set[str]:
+    """What a variable's name says it measures, one word per measure (``val_accuracy`` and ``test_acc``:
+    {"acc"}; ``test_roc_auc``: {"auc"}); empty when it says none or only a word any measure goes by
+    (``val_loss``, ``score``)."""
+    said = words(name)
+    found = {_SAME_MEASURE.get(w, w) for w in said & (ERROR_WORDS | SCORE_WORDS | set(_SAME_MEASURE))}
+    return found - _NO_MEASURE

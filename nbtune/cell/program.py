@@ -45,7 +45,7 @@ from nbtune.cell.identity import (
     without_output,
 )
 from nbtune.cell.loops import carried_across_epochs, epoch_without, epochs_loop, loop_length, set_in_epochs_loop
-from nbtune.cell.names import metric_reads_as, words
+from nbtune.cell.names import measures, metric_reads_as, words
 from nbtune.cell.reads import (
     never_read,
     non_finite_assignments,
@@ -1727,6 +1727,15 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             f"the metric's own measure on the held-out data (nbtune compares the two to say how optimistic the "
             f"search's value is); compute it as {metric} is computed, on the held-out data ('{same} = ...', "
             f"--holdout {same})"
+        )
+    theirs_m, ours_m = measures(holdout), measures(metric)
+    if theirs_m and ours_m and not theirs_m & ours_m:  # the same way round, another measure: accuracy and AUC
+        same = "test_" + metric.removeprefix("val_").removeprefix("valid_").removeprefix("validation_")
+        raise ConfigError(
+            f"--holdout {holdout} measures {', '.join(sorted(theirs_m))} and the metric {metric} "
+            f"{', '.join(sorted(ours_m))}: the holdout is the metric's own measure on the held-out data (nbtune "
+            f"compares the two to say how optimistic the search's value is); compute it as {metric} is computed, on "
+            f"the held-out data ('{same} = ...', --holdout {same})"
         )
     sealed = _assigning(tree, holdout)
     if not sealed:
