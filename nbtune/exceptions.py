@@ -38,6 +38,12 @@ class NbtuneError(Exception):
 
     result: Any = None
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of the traceback: the error is nbtune's own, its message says what and
+        how to fix it, and the frames inside nbtune and Optuna read as a crash (a deleted store file read by
+        ``res.trials_dataframe()``: found retesting as a user). Outside IPython the traceback is Python's."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigError(NbtuneError, ValueError):
     """An option of the search has a bad value (bad ``%%tune`` line or ``tune()`` argument)."""

@@ -655,7 +655,9 @@ def test_each_run_is_recorded_with_its_seed_options_and_library_versions(ip, tmp
     assert len(third.runs()) == 2
 
 
-def test_a_journal_deleted_while_the_kernel_runs_is_one_line_then_said_when_the_study_starts_again(ip, tmp_path):
+def test_a_journal_deleted_while_the_kernel_runs_is_one_line_then_said_when_the_study_starts_again(
+    ip, tmp_path, capsys
+):
     """``os.remove(".nbtune/x.journal")`` with the kernel alive: ``res.trials_dataframe()`` gave Optuna's
     FileNotFoundError as a traceback, and re-running the cell started the study again, empty, without a
     word (found trying nbtune as a new user)."""
@@ -666,6 +668,13 @@ def test_a_journal_deleted_while_the_kernel_runs_is_one_line_then_said_when_the_
     journal.unlink()
     with pytest.raises(StoreError, match=r"^the store file .*gone\.journal is gone \(deleted or moved after the "):
         res.trials_dataframe()
+    # and in a notebook, one line (IPython showed the frames inside nbtune and Optuna: found retesting as a user)
+    ip.user_ns["gone_res"] = res
+    capsys.readouterr()
+    ip.run_cell("gone_res.trials_dataframe()")
+    shown = capsys.readouterr()
+    lines = [line for line in (shown.out + shown.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("StoreError: the store file ") and "Traceback" not in lines[0], lines
     again = ip.run_cell_magic("tune", "--trials 3 --minimize loss --name gone", CELL)
     assert again.n_finished == 3 and journal.exists()
     assert any(
