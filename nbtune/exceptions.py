@@ -93,6 +93,13 @@ class TrialsFailedError(NbtuneError):
         self.traceback = traceback
         self.result = result
 
+    def _render_traceback_(self) -> list[str]:
+        """The first failed trial's traceback (the cell's lines), then the one line: as ``%%tune`` shows it."""
+        first = (
+            ["Traceback of the first failed trial:", *self.traceback.rstrip().splitlines()] if self.traceback else []
+        )
+        return [*first, *super()._render_traceback_()]
+
 
 class NbtuneWarning(UserWarning):
     """Something the user should know that does not stop the search."""

@@ -2208,3 +2208,20 @@ def test_a_tuple_queued_with_optunas_enqueue_trial_says_how_to_queue_it(ip):
     res.study.enqueue_trial({"hidden": "(64, 32)"})  # as it says
     third = ip.run_cell_magic("tune", "--maximize acc -n 4 --seed 0 --view none --name queued", cell)
     assert third.study.trials[-1].state.name == "COMPLETE" and third.best_params == {"hidden": (64, 32)}
+
+
+def test_an_api_call_that_fails_in_ipython_shows_the_cells_traceback_and_one_line(ip, tmp_path, capsys):
+    """``nbtune.tune(...)`` called in a notebook: nbtune's errors are their one line (the frames inside
+    nbtune and Optuna read as a crash), after the first failed trial's traceback for a search stopped as a bug."""
+    ip.user_ns["where"] = str(tmp_path)
+    capsys.readouterr()
+    ip.run_cell(
+        "import nbtune\n"
+        "nbtune.tune('x = 1.0  # tune: uniform(0, 1)\\nloss = 1 / 0\\n', minimize='loss', n_trials=4, view=None, "
+        "store=where)"
+    )
+    shown = capsys.readouterr()
+    lines = (shown.out + shown.err).splitlines()
+    assert lines[0] == "Traceback of the first failed trial:" and "    loss = 1 / 0" in lines, lines
+    assert lines[-1].startswith("TrialsFailedError: the first 3 trials of this run all failed with ZeroDivisionError")
+    assert not any("nbtune/" in line or "optuna/" in line for line in lines), lines
