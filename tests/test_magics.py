@@ -2190,6 +2190,10 @@ def test_tuple_choices_get_the_checks_other_choices_get(ip):
     ), unset.messages
     with pytest.raises(UsageError, match=r"looks up the dict written there, which has no key \(64, 32\), one of the"):
         ip.run_cell_magic("tune", "--maximize acc -n 3 --view none", head + "acc = {(64,): 0.1, (128,): 0.2}[hidden]\n")
+    # the diagnosis names the region as the cell wrote it (it read hidden = '(64, 32)')
+    raises = head + "x = 0.5  # tune: uniform(0, 1)\nif hidden == (64, 32):\n    raise ValueError('deep')\nacc = x\n"
+    failing = ip.run_cell_magic("tune", "--maximize acc -n 16 --seed 1 --sampler random --view none", raises)
+    assert list(failing.diagnose().region) == ["hidden = (64, 32)"], failing.diagnose()
 
 
 def test_a_tuple_queued_with_optunas_enqueue_trial_says_how_to_queue_it(ip):

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbtune.cell.names import metric_reads_as
 from nbtune.cell.reads import non_finite_assignments
+from nbtune.cell.space import as_drawn
 from nbtune.store.attrs import ATTR, continuations, is_feasible, is_interrupted, run_seconds
 from nbtune.store.attrs import diverged as failed_diverging
 from nbtune.view.format import fmt, is_number, plural_trials
@@ -147,7 +148,7 @@ def _pair(hit: list[optuna.trial.FrozenTrial], rest: list[optuna.trial.FrozenTri
 
 
 def _values(trials: list[optuna.trial.FrozenTrial], name: str) -> list[Any]:
-    return [t.params[name] for t in trials if name in t.params]
+    return [as_drawn(t.params[name]) for t in trials if name in t.params]  # (a tuple choice as the tuple)
 
 
 def _numeric(values: list[Any]) -> bool:
@@ -215,7 +216,7 @@ def _beyond(name: str, op: str, cut: float) -> Callable[[optuna.trial.FrozenTria
 
 
 def _among(name: str, values: set[str]) -> Callable[[optuna.trial.FrozenTrial], bool]:
-    return lambda t: name in t.params and repr(t.params[name]) in values
+    return lambda t: name in t.params and repr(as_drawn(t.params[name])) in values
 
 
 def _bound(cut: float, op: str) -> str:
