@@ -2116,6 +2116,13 @@ def test_tuple_choices_reach_the_cell_and_the_results_as_tuples(ip):
     again = ip.run_cell_magic("tune", "--minimize loss -n 10 --seed 0 --view none --name tup --apply", cell)
     assert again.study.study_name == "tup" and again.n_finished == 10  # the same space: resumed
     assert ip.user_ns["hidden"] == again.best_params["hidden"] and isinstance(ip.user_ns["hidden"], tuple)
+    wider = ip.run_cell_magic(
+        "tune", "--minimize loss -n 2 --seed 0 --view none --name tup", cell.replace("(4, 4, 4))", "(4, 4, 4), (2,))")
+    )
+    assert wider.messages[0].startswith(
+        "the search space changed since 'tup' (hidden choice((8,), (16, 8), (4, 4, 4)) -> choice((8,), (16, 8), "
+        "(4, 4, 4), (2,)))"
+    ), wider.messages
     grid = ip.run_cell_magic("tune", "--minimize loss --sampler grid --view none --name tupgrid", cell)
     assert grid.n_finished == 9 and grid.best_params == {"hidden": (8,), "ng": (1, 2)}
     # in worker processes too

@@ -896,6 +896,11 @@ def _notebook_name(path: str) -> str:
     return os.path.basename(path.replace("\\", "/"))
 
 
+def _args(args: list[Any]) -> tuple[Any, ...]:
+    """A parameter's arguments as recorded, as the cell wrote them: JSON made a tuple choice's tuples lists."""
+    return tuple(tuple(a) if isinstance(a, list) else a for a in args)
+
+
 def describe_space_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """What differs between two studies' search settings as recorded (``ATTR.SPACE``: the tuned
     parameters and their ranges, the guardrails, the schedule, the metric), in words."""
@@ -908,7 +913,7 @@ def describe_space_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         elif name not in n:
             changes.append(f"{name} removed")
         elif o[name] != n[name]:
-            changes.append(f"{name} {o[name][1]}{tuple(o[name][2])} -> {n[name][1]}{tuple(n[name][2])}")
+            changes.append(f"{name} {o[name][1]}{_args(o[name][2])} -> {n[name][1]}{_args(n[name][2])}")
     if old.get("guardrails") != new.get("guardrails"):
         changes.append(f"guardrails {old.get('guardrails') or []} -> {new.get('guardrails') or []}")
     if old.get("schedule") != new.get("schedule"):
