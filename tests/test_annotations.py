@@ -541,3 +541,13 @@ def test_tuple_choices_written_with_arithmetic_or_empty():
     assert spec.params[0].args == ((64,), (32,), (64, 32)) and spec.params[0].default == (64,)
     with pytest.raises(AnnotationError, match=r"has an empty tuple, \(\); give each tuple one value or more"):
         parse_cell("hidden = (64,)  # tune: choice((), (64,))\nacc = 1\n")
+
+
+def test_a_parenthesised_number_beside_tuple_choices_is_told_the_comma():
+    """``choice((64), (128,))``: ``(64)`` is the number 64, and ngram_range=64 fails every trial that draws
+    it (found retesting tuple choices as a user). A number beside tuples, written as a number, is a value."""
+    with pytest.raises(
+        AnnotationError, match=r"column 33 of the %%tune cell: \(64\) is the number 64, not a tuple; a "
+    ):
+        parse_cell("hidden = (128,)  # tune: choice((64), (128,))\nacc = 1\n")
+    assert parse_cell("hidden = 64  # tune: choice(64, (64, 32))\nacc = 1\n").params[0].args == (64, (64, 32))

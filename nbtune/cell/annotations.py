@@ -654,6 +654,21 @@ def _parse_annotation(text: str, lineno: int, col: int) -> tuple[str, tuple[Any,
     args = tuple(
         _literal(a, lineno, col + a.col_offset + 1, f"argument {i + 1} of {kind}") for i, a in enumerate(call.args)
     )
+    if any(isinstance(a, ast.Tuple) for a in call.args):
+        for a in call.args:  # choice((64), (128,)): '(64)' is the number 64 (found retesting tuple choices)
+            before = text[: a.col_offset].rstrip()
+            opened = len(before) - 1  # (the node's span leaves its parentheses out: the call's own is not one)
+            if (
+                isinstance(a, ast.Constant)
+                and before.endswith("(")
+                and opened != call.func.end_col_offset
+                and text[a.end_col_offset or 0 :].lstrip().startswith(")")
+            ):
+                raise AnnotationError(
+                    f"line {lineno}, column {col + opened + 1} of the %%tune cell: ({a.value!r}) is the number "
+                    f"{a.value!r}, not a tuple; a tuple of one value is written with a comma, ({a.value!r},)",
+                    lineno,
+                )
     kwargs = {}
     for kw in call.keywords:
         if kw.arg is None:
