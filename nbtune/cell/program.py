@@ -1716,24 +1716,22 @@ def _check_holdout(tree: ast.Module, holdout: str, metric: str) -> None:
             f"--holdout {holdout} names the metric the search optimises; the holdout must be a separate score "
             f"on data the search never sees, e.g. '--holdout test_acc' beside '--maximize {metric}'"
         )
-    # another measure than the metric (a log loss searched, an AUC held out): its gap to the search's value
-    # subtracted an AUC from a log loss and blamed the split (found trying nbtune as a new user)
+    # another measure than the metric (a log loss searched, an AUC held out; accuracy and AUC): its gap to the
+    # search's value subtracted one from the other and blamed the split (found trying nbtune as a new user)
     kinds = {"error": "an error (lower is better)", "score": "a score (higher is better)"}
     theirs, ours = metric_reads_as(holdout), metric_reads_as(metric)
-    if theirs in kinds and ours in kinds and theirs != ours:
-        same = "test_" + metric.removeprefix("val_").removeprefix("valid_").removeprefix("validation_")
-        raise ConfigError(
-            f"--holdout {holdout} reads as {kinds[theirs]} and the metric {metric} as {kinds[ours]}: the holdout is "
-            f"the metric's own measure on the held-out data (nbtune compares the two to say how optimistic the "
-            f"search's value is); compute it as {metric} is computed, on the held-out data ('{same} = ...', "
-            f"--holdout {same})"
-        )
     theirs_m, ours_m = measures(holdout), measures(metric)
-    if theirs_m and ours_m and not theirs_m & ours_m:  # the same way round, another measure: accuracy and AUC
+    differ = (
+        f"reads as {kinds[theirs]} and the metric {metric} as {kinds[ours]}"
+        if theirs in kinds and ours in kinds and theirs != ours
+        else f"measures {', '.join(sorted(theirs_m))} and the metric {metric} {', '.join(sorted(ours_m))}"
+        if theirs_m and ours_m and not theirs_m & ours_m
+        else None
+    )
+    if differ is not None:
         same = "test_" + metric.removeprefix("val_").removeprefix("valid_").removeprefix("validation_")
         raise ConfigError(
-            f"--holdout {holdout} measures {', '.join(sorted(theirs_m))} and the metric {metric} "
-            f"{', '.join(sorted(ours_m))}: the holdout is the metric's own measure on the held-out data (nbtune "
+            f"--holdout {holdout} {differ}: the holdout is the metric's own measure on the held-out data (nbtune "
             f"compares the two to say how optimistic the search's value is); compute it as {metric} is computed, on "
             f"the held-out data ('{same} = ...', --holdout {same})"
         )
