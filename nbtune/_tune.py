@@ -105,6 +105,7 @@ from nbtune.run.liveness import (
     reap_dead_trials,
     requeue_interrupted,
 )
+from nbtune.run.output import native_output
 from nbtune.run.samplers import SamplerKind, check_sampler, grid_size
 from nbtune.run.schedulers import SchedulerSpec, first_rung, scheduler_kind
 from nbtune.run.worker import N_FAILURES_TO_STOP, Job, ended_in_run, first_failures
@@ -2106,7 +2107,10 @@ def _finish(plan: _Plan, search: Search | None, interrupted: bool) -> TuneResult
         if message:
             extra.append(message)
         if interrupted and not search.done.is_set() and not search.backend.processes:
-            extra.extend(_still_running(plan))
+            still = _still_running(plan)
+            if still:
+                native_output.release()  # (what is printed next is the user's, not the running trial's)
+            extra.extend(still)
         extra.extend(search.worker_deaths)
         n_trials = search.control.target()  # after + trials
         search.cleanup()

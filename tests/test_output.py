@@ -307,3 +307,30 @@ def test_deprecations_under_their_libraries_names_are_no_finding():
         assert _about_the_code(w), w
     for w in ("ConvergenceWarning: lbfgs failed to converge", "RuntimeWarning: overflow encountered in exp"):
         assert not _about_the_code(w), w
+
+
+INTERRUPTED_IN_A_CALL = """\
+import os, signal, tempfile, threading
+import nbtune
+import nbtune._tune
+nbtune._tune.STOP_WAIT = 1.8  # (past the forced stop's 1.5 s; the trial's call lasts 3 s)
+threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT)).start()
+cell = "x = 0.5  # tune: uniform(0, 1)\\nimport time\\ntime.sleep(3)\\nloss = x\\n"
+res = nbtune.tune(cell, minimize="loss", n_trials=3, view=None, store=tempfile.mkdtemp(), user_ns={})
+print("MESSAGES", res.messages)
+print("AFTER THE SEARCH")
+"""
+
+
+def test_what_a_script_prints_after_an_interrupt_that_left_a_trial_running_reaches_the_terminal(tmp_path):
+    """Ctrl-C in a terminal while a trial sat in a compiled call: the trial went on on the search's thread,
+    holding descriptors 1 and 2, and everything printed after (the search's summary, the script's own
+    lines) went into that trial's output: the terminal showed nothing more."""
+    import subprocess
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_IN_A_CALL)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path, check=True
+    ).stdout
+    assert "trial 0 still runs inside a call that Interrupt cannot cut" in out and "AFTER THE SEARCH" in out, out

@@ -329,8 +329,20 @@ class _NativeCapture:
 
     def __exit__(self, *exc: object) -> None:
         with self.lock:
+            if self.users == 0:  # (given back early: see release)
+                return
             self.users -= 1
             if self.users == 0:
+                self._restore()
+
+    def release(self) -> None:
+        """Give descriptors 1 and 2 back now, though a trial still runs: an Interrupt that cannot cut a
+        trial inside a compiled call leaves it running on the kernel's thread, and in a terminal or a
+        script the search's summary, printed meanwhile, went into that trial's output. What the trial
+        writes from here on goes where it was going."""
+        with self.lock:
+            if self.users:
+                self.users = 0
                 self._restore()
 
     def _swap(self) -> None:
