@@ -123,6 +123,24 @@ def test_revalidation_says_when_its_intervals_do_not_tell_the_pick_from_the_next
     clear = noisy.replace("x * 0.01", "x * 10")
     res = run(ip, "--maximize val --sampler grid --trials 3 --revalidate 2 --seeds 5 --name clear -o r", clear)
     assert "intervals overlap" not in res.summary(), res.summary()
+    # two values that make the same model (max_features 0.5888 and 0.5906: five features each) score the same with
+    # every seed: more seeds cannot tell them apart, and the advice to add them was false (found auditing as a user)
+    same = noisy.replace("x * 0.01", "min(x, 2) * 0.01")
+    res = run(ip, "--maximize val --sampler grid --trials 3 --revalidate 2 --seeds 5 --name same -o r", same)
+    table = res.revalidation()
+    assert sorted(table.params_x) == [2, 3] and table["mean"].nunique() == 1, table
+    picked, other = table.index[table.chosen][0], table.index[~table.chosen][0]
+    assert (
+        f"trial {picked} and trial {other} scored the same with every seed: with this data their values make the same "
+        "model, and no number of seeds tells them apart" in res.summary()
+    ), res.summary()
+    assert "intervals overlap" not in res.summary()
+    # the sd the interval used is a column: the candidates' pooled sd where it is larger (it could not be rebuilt)
+    from nbtune.view.checks import t_quantile
+
+    for _, row in table.iterrows():
+        half = t_quantile(row.n_seeds - 1) * row.ci_sd / row.n_seeds**0.5
+        assert row.ci_sd >= row.sd and row.ci95_high - row["mean"] == pytest.approx(half)
 
 
 def test_tune_validate_revalidates_a_stored_study(trees, capsys):
@@ -2491,3 +2509,22 @@ def test_what_is_read_from_the_cells_syntax_tree_travels_to_worker_processes():
     assert shipped.spec.tree is None and len(raising) == 1
     assert [c[0] for c in shipped.guardrails_before_the_loop()] == ["size"]
     assert [line for line in range(12) if shipped.raises_at(line)] == raising
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_equal_interval_ends_are_broken_by_the_better_mean(direction):
+    """Minimising, the key had the mean negated, so min took the worse mean of two candidates whose upper ends
+    were equal (found by a user auditing the numbers)."""
+    from nbtune.view.checks import Candidate, CheckReport
+
+    study = optuna.create_study(direction=direction)
+    report = CheckReport(study, None, "m")
+    better, worse = (2.0, 1.0) if direction == "maximize" else (1.0, 2.0)
+    # the same interval end: a wide interval around one mean, none around the other
+    a = Candidate(0, {}, better, 1, values=[better - 0.5, better + 0.5, better])
+    b = Candidate(1, {}, worse, 2, values=[worse, worse, worse])
+    b.values = [v + report.bound(a) - report.bound(b) for v in b.values]
+    assert report.bound(a) == pytest.approx(report.bound(b), abs=1e-12) and a.mean != b.mean
+    report.candidates = lambda: [a, b]  # type: ignore[method-assign]
+    want = a if (a.mean > b.mean) == (direction == "maximize") else b
+    assert report.chosen() is want

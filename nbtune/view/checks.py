@@ -294,7 +294,9 @@ class CheckReport:
         if not scored:
             return None
         pick = max if self.direction == "maximize" else min
-        return pick(scored, key=lambda c: (self.bound(c), c.mean if self.direction == "maximize" else -c.mean))
+        # on equal bounds, the better mean (max of it maximising, min minimising: the key had it negated
+        # minimising, so min took the worse mean; found by a user auditing the numbers)
+        return pick(scored, key=lambda c: (self.bound(c), c.mean))
 
     @staticmethod
     def _holdout_shown(c: Any, chosen: Any) -> float:
@@ -324,6 +326,9 @@ class CheckReport:
                 "n_seeds": len(c.values),
                 "mean": c.mean,
                 "sd": c.sd,
+                # the sd the interval used: this one's, never below the candidates' pooled sd (the interval
+                # could not be rebuilt from the sd beside it: found by a user auditing the numbers)
+                "ci_sd": max(c.sd, c.sd_floor) if len(c.values) > 1 else math.nan,
                 "ci95_low": c.mean - c.half_width,
                 "ci95_high": c.mean + c.half_width,
                 "rank": (means.index(c.mean) + 1) if c.values else None,
@@ -440,6 +445,11 @@ class CheckReport:
         if low > high:
             return ""
         n = max(len(chosen.values), len(runner.values))
+        if chosen.values == runner.values:  # (max_features 0.5888 and 0.5906: five features both, every seed)
+            return (
+                f"trial {chosen.number} and trial {runner.number} scored the same with every seed: with this data "
+                "their values make the same model, and no number of seeds tells them apart"
+            )
         return (
             f"trial {chosen.number}'s and trial {runner.number}'s 95% intervals overlap: {n} seeds do not tell them "
             f"apart, so either may be the better configuration; more seeds narrow them "
