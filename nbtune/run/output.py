@@ -317,19 +317,21 @@ class _NativeCapture:
         # line the trial printed from Python landed inside LightGBM's "[LightGBM] [Warning] ..." (read as a
         # warning that said Python's line: found trying nbtune as a new user)
         self.partial: dict[int, bytes] = {}
+        self.generation = 0  # counts releases: a run from before one leaves nothing (see leave)
 
-    def __call__(self) -> _NativeCapture:
-        return self
-
-    def __enter__(self) -> None:
+    def enter(self) -> int:
+        """A worker's run begins: the descriptors go to the trials. Returns the token :meth:`leave` takes."""
         with self.lock:
             self.users += 1
             if self.users == 1:
                 self._swap()
+            return self.generation
 
-    def __exit__(self, *exc: object) -> None:
+    def leave(self, token: int) -> None:
+        """A worker's run ends; the last one gives the descriptors back. A run that began before a
+        :meth:`release` counts no more (a later search's capture stays)."""
         with self.lock:
-            if self.users == 0:  # (given back early: see release)
+            if token != self.generation:
                 return
             self.users -= 1
             if self.users == 0:
@@ -343,6 +345,7 @@ class _NativeCapture:
         with self.lock:
             if self.users:
                 self.users = 0
+                self.generation += 1
                 self._restore()
 
     def _swap(self) -> None:
@@ -434,7 +437,7 @@ class _NativeCapture:
 
 
 native_output = _NativeCapture()
-"""``with native_output():`` around a worker's trials: descriptors 1 and 2 go to the running trial."""
+"""``native_output.enter()`` / ``leave(token)`` around a worker's trials: descriptors 1 and 2 go to the running trial."""
 
 
 class _Beside:

@@ -1127,7 +1127,7 @@ def _run_worker(job: Job, worker: int) -> int:
     in_place = _InPlace.first(job)
     # A worker on another machine (Dask, Ray) has no parent watch: it follows the kernel's beats.
     grace = getattr(job.liveness, "grace", None) if job.liveness.period else None
-    native_output.__enter__()  # what compiled libraries write below sys.stdout goes to the trial too
+    capture = native_output.enter()  # what compiled libraries write below sys.stdout goes to the trial too
     try:
         while not job.control.stop_requested():
             if job.deadline is not None and time.time() >= job.deadline:
@@ -1195,7 +1195,7 @@ def _run_worker(job: Job, worker: int) -> int:
             job.control.stop("interrupted")
         _logger.info("worker %d (pid %d) stopped by %s", worker, os.getpid(), type(e).__name__)
     finally:
-        native_output.__exit__()
+        native_output.leave(capture)
         _compat.end_ask_tell_loop(study)
         paused_in_memory.leave(job.memory_key)
         if in_process and main:
