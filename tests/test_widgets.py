@@ -264,7 +264,7 @@ def test_stop_now_cancels_running_trials_without_epochs(tmp_path, backend, jobs,
     # (trials of different lengths: two that ended in the same poll of the view left none running to cut, on a
     # loaded machine)
     cell = (
-        "x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(100 + int(800 * x)):\n"
+        "x = 0.5  # tune: uniform(0, 1)\nimport time\nif x != 0.5:\n    for _ in range(100 + int(400 * x)):\n"
         "        time.sleep(0.01)\nloss = x\n"
     )
     res = nbtune.tune(
