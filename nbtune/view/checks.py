@@ -69,11 +69,16 @@ class Candidate:
         return statistics.stdev(self.values) if len(self.values) > 1 else math.nan
 
     @property
+    def ci_sd(self) -> float:
+        """The sd the 95% interval uses: this candidate's, never below the pooled sd of all candidates
+        (five seeds that score the same are not five proofs of stability); NaN with fewer than two runs."""
+        return max(self.sd, self.sd_floor) if len(self.values) > 1 else math.nan
+
+    @property
     def half_width(self) -> float:
-        """Of the 95% interval: Student's t with this candidate's sd, never below the pooled sd of
-        all candidates (five seeds that score the same are not five proofs of stability)."""
+        """Of the 95% interval: Student's t with :attr:`ci_sd`."""
         n = len(self.values)
-        return t_quantile(n - 1) * max(self.sd, self.sd_floor) / math.sqrt(n) if n > 1 else math.inf
+        return t_quantile(n - 1) * self.ci_sd / math.sqrt(n) if n > 1 else math.inf
 
 
 @dataclass
@@ -326,9 +331,8 @@ class CheckReport:
                 "n_seeds": len(c.values),
                 "mean": c.mean,
                 "sd": c.sd,
-                # the sd the interval used: this one's, never below the candidates' pooled sd (the interval
-                # could not be rebuilt from the sd beside it: found by a user auditing the numbers)
-                "ci_sd": max(c.sd, c.sd_floor) if len(c.values) > 1 else math.nan,
+                # (the interval could not be rebuilt from the sd beside it: found by a user auditing the numbers)
+                "ci_sd": c.ci_sd,
                 "ci95_low": c.mean - c.half_width,
                 "ci95_high": c.mean + c.half_width,
                 "rank": (means.index(c.mean) + 1) if c.values else None,
